@@ -1,0 +1,517 @@
+//! A disk: one directory that the blockstore owns. It holds the extent files, the trash
+//! and the RocksDB catalog, and is the public face of the crate.
+//!
+//! ```text
+//! <root>/catalog/   RocksDB: extent entries, trash entries, disk identity
+//! <root>/extents/   one file per extent, named by its id (v<volume hex>.r / .fNN)
+//! <root>/trash/     deleted extents, <extent name>.<deleted unix ms>, until purged
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::catalog::{Catalog, ExtentEntry, TrashEntry};
+use crate::error::{Error, ExtentState, Result};
+use crate::fragment::{self, Fragment};
+use crate::id::ExtentId;
+use crate::info::{
+    DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport, load_or_create_identity, statvfs,
+};
+use crate::io::{IoBackend, IoChoice};
+use crate::record::{Record, RecordLocation};
+use crate::replica::Replica;
+use crate::scan::ReplicaScan;
+
+/// Default largest block (record payload): 4 MiB.
+pub const BLOCK_SIZE_MAX_BYTES_DEFAULT: u64 = 4 << 20;
+
+/// How a disk is opened.
+#[derive(Debug, Clone)]
+pub struct DiskOptions {
+    /// Which I/O backend to use.
+    pub io: IoChoice,
+    /// Largest record payload accepted (`block_size_max_bytes`).
+    pub block_size_max_bytes: u64,
+}
+
+impl Default for DiskOptions {
+    fn default() -> Self {
+        DiskOptions { io: IoChoice::Auto, block_size_max_bytes: BLOCK_SIZE_MAX_BYTES_DEFAULT }
+    }
+}
+
+#[derive(Clone)]
+enum Extent {
+    Replica(Arc<Replica>),
+    Fragment(Arc<Fragment>),
+}
+
+/// One disk: extents, trash and catalog under one directory.
+pub struct Disk {
+    root: PathBuf,
+    io: Arc<dyn IoBackend>,
+    catalog: Catalog,
+    extents: RwLock<BTreeMap<ExtentId, Extent>>,
+    /// Serializes creates and deletes (catalog + directory changes); never held for data I/O.
+    namespace: Mutex<()>,
+    block_size_max_bytes: u64,
+    identity: DiskIdentity,
+    report: OpenReport,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    fs::File::open(path).and_then(|dir| dir.sync_all()).map_err(|e| Error::io(path, "fsync directory", e))
+}
+
+impl Disk {
+    /// Opens the disk at `root`, formatting it if it is new. Open replicas are recovered
+    /// (torn tails truncated), interrupted deletes completed and orphan files moved to the
+    /// trash; [`Disk::open_report`] tells what was found.
+    pub fn open(root: impl AsRef<Path>, options: DiskOptions) -> Result<Disk> {
+        let root = root.as_ref().to_path_buf();
+        for dir in [root.clone(), root.join("extents"), root.join("trash")] {
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create disk directory", e))?;
+        }
+        let io = options.io.build().map_err(|e| Error::io(&root, "set up I/O backend", e))?;
+        let catalog = Catalog::open(&root.join("catalog"))?;
+        let identity = load_or_create_identity(&catalog)?;
+        let mut disk = Disk {
+            root,
+            io,
+            catalog,
+            extents: RwLock::new(BTreeMap::new()),
+            namespace: Mutex::new(()),
+            block_size_max_bytes: options.block_size_max_bytes,
+            identity,
+            report: OpenReport::default(),
+        };
+        disk.complete_deletes()?;
+        disk.load_extents()?;
+        disk.trash_orphans()?;
+        sync_dir(&disk.root.join("extents"))?;
+        sync_dir(&disk.root.join("trash"))?;
+        Ok(disk)
+    }
+
+    fn extent_path(&self, id: ExtentId) -> PathBuf {
+        self.root.join("extents").join(id.to_string())
+    }
+
+    fn trash_path(&self, entry: &TrashEntry) -> PathBuf {
+        self.root.join("trash").join(entry.file_name())
+    }
+
+    fn complete_deletes(&mut self) -> Result<()> {
+        for entry in self.catalog.trash()? {
+            let trash = self.trash_path(&entry);
+            let live = self.extent_path(entry.extent);
+            if !trash.exists() && live.exists() && self.catalog.extent(entry.extent)?.is_none() {
+                fs::rename(&live, &trash).map_err(|e| Error::io(&live, "move extent to trash", e))?;
+                self.report.deletes_completed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_extents(&mut self) -> Result<()> {
+        let mut map = BTreeMap::new();
+        for (id, entry) in self.catalog.extents()? {
+            let path = self.extent_path(id);
+            if !path.exists() {
+                tracing::error!(extent = %id, path = %path.display(), "extent file is missing");
+                self.report.missing.push(id);
+                continue;
+            }
+            let extent = if id.is_replica() {
+                let opened = Replica::open(
+                    self.io.clone(),
+                    path,
+                    id,
+                    &entry,
+                    self.block_size_max_bytes,
+                    &self.catalog,
+                );
+                match opened {
+                    Ok((replica, recovery)) => {
+                        if let Some(damage) = &recovery.damaged {
+                            self.report.damaged.push((id, damage.clone()));
+                        }
+                        if recovery.truncated_bytes > 0 || recovery.records_verified > 0 {
+                            self.report.recovered.push((id, recovery));
+                        }
+                        Extent::Replica(Arc::new(replica))
+                    }
+                    Err(e @ Error::Corrupt { .. }) => {
+                        tracing::error!(extent = %id, error = %e, "extent is damaged");
+                        self.report.damaged.push((id, e.to_string()));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                let (fragment, damage) = Fragment::open(self.io.clone(), path, id, &entry)?;
+                if let Some(damage) = damage {
+                    self.report.damaged.push((id, damage));
+                }
+                Extent::Fragment(Arc::new(fragment))
+            };
+            map.insert(id, extent);
+        }
+        *self.extents.get_mut().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(())
+    }
+
+    fn trash_orphans(&mut self) -> Result<()> {
+        let dir = self.root.join("extents");
+        let known: BTreeSet<ExtentId> = self.catalog.extents()?.into_iter().map(|(id, _)| id).collect();
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io(&dir, "list extents", e))?;
+        for item in entries {
+            let item = item.map_err(|e| Error::io(&dir, "list extents", e))?;
+            let path = item.path();
+            let Some(id) = item.file_name().to_str().and_then(|name| name.parse::<ExtentId>().ok()) else {
+                self.report.unknown_files.push(path);
+                continue;
+            };
+            if known.contains(&id) {
+                continue;
+            }
+            let size_bytes = item.metadata().map(|m| m.len()).unwrap_or(0);
+            let trash = TrashEntry { extent: id, deleted_unix_ms: now_unix_ms(), size_bytes };
+            self.catalog.put_trash(&trash)?;
+            let to = self.trash_path(&trash);
+            fs::rename(&path, &to).map_err(|e| Error::io(&path, "move orphan extent to trash", e))?;
+            tracing::warn!(extent = %id, "moved orphan extent file to the trash");
+            self.report.orphans_trashed.push(id);
+        }
+        Ok(())
+    }
+
+    /// What opening found: recovered tails, missing and damaged extents, orphans.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The directory this disk owns.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The disk's identity, created when it was first formatted.
+    pub fn identity(&self) -> DiskIdentity {
+        self.identity
+    }
+
+    /// Name of the I/O backend in use.
+    pub fn io_backend_name(&self) -> String {
+        self.io.name()
+    }
+
+    /// Largest record payload this disk accepts.
+    pub fn block_size_max_bytes(&self) -> u64 {
+        self.block_size_max_bytes
+    }
+
+    fn get(&self, id: ExtentId) -> Result<Extent> {
+        self.extents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or(Error::UnknownExtent(id))
+    }
+
+    fn replica(&self, id: ExtentId) -> Result<Arc<Replica>> {
+        match self.get(id)? {
+            Extent::Replica(r) => Ok(r),
+            Extent::Fragment(_) => Err(Error::WrongKind(id, "replica")),
+        }
+    }
+
+    fn fragment(&self, id: ExtentId) -> Result<Arc<Fragment>> {
+        match self.get(id)? {
+            Extent::Fragment(f) => Ok(f),
+            Extent::Replica(_) => Err(Error::WrongKind(id, "fragment")),
+        }
+    }
+
+    fn check_new(&self, id: ExtentId) -> Result<()> {
+        if self.extents.read().unwrap_or_else(|p| p.into_inner()).contains_key(&id)
+            || self.catalog.extent(id)?.is_some()
+        {
+            return Err(Error::ExtentExists(id));
+        }
+        if self.extent_path(id).exists() {
+            // A file the catalog does not know: a create a crash cut short. It goes to the
+            // trash at the next open; until then the name is taken.
+            return Err(Error::ExtentExists(id));
+        }
+        Ok(())
+    }
+
+    /// Creates an empty replica extent for `volume_id`.
+    pub fn create_replica(&self, volume_id: u64) -> Result<ExtentId> {
+        let id = ExtentId::replica(volume_id);
+        let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_new(id)?;
+        let created = now_unix_ms();
+        let replica =
+            Replica::create(self.io.clone(), self.extent_path(id), id, created, self.block_size_max_bytes)?;
+        sync_dir(&self.root.join("extents"))?;
+        let entry = ExtentEntry {
+            state: ExtentState::Open,
+            created_unix_ms: created,
+            length_bytes: 0,
+            chunk_size_bytes: 0,
+        };
+        self.catalog.put_extent(id, &entry)?;
+        self.extents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Extent::Replica(Arc::new(replica)));
+        Ok(id)
+    }
+
+    /// Appends a block record to an open replica and returns once it is durable. With
+    /// `expected_offset_bytes`, the append is refused unless the replica ends exactly there.
+    pub fn append(
+        &self,
+        id: ExtentId,
+        expected_offset_bytes: Option<u64>,
+        sha256: &[u8; 32],
+        payload: &[u8],
+    ) -> Result<RecordLocation> {
+        if payload.len() as u64 > self.block_size_max_bytes {
+            return Err(Error::RecordTooLarge {
+                size_bytes: payload.len() as u64,
+                limit_bytes: self.block_size_max_bytes,
+            });
+        }
+        self.replica(id)?.append(&self.catalog, expected_offset_bytes, sha256, payload)
+    }
+
+    /// Reads and verifies the record at `offset_bytes` of a replica.
+    pub fn read_record(&self, id: ExtentId, offset_bytes: u64) -> Result<Record> {
+        self.replica(id)?.read_record(offset_bytes)
+    }
+
+    /// Seals a replica at `length_bytes` (default: its end), dropping any records past it.
+    /// Returns the sealed length.
+    pub fn seal_replica(&self, id: ExtentId, length_bytes: Option<u64>) -> Result<u64> {
+        self.replica(id)?.seal(&self.catalog, length_bytes)
+    }
+
+    /// Iterates over a replica's records in order, verifying each.
+    pub fn scan_replica(&self, id: ExtentId) -> Result<ReplicaScan> {
+        let replica = self.replica(id)?;
+        let end_bytes = replica.durable_len_bytes();
+        Ok(ReplicaScan { replica, next_offset_bytes: 0, end_bytes, done: false })
+    }
+
+    /// Creates a fragment extent of `fragment_len_bytes`, chunked by `chunk_size_bytes`.
+    pub fn create_fragment(
+        &self,
+        volume_id: u64,
+        index: u8,
+        fragment_len_bytes: u64,
+        chunk_size_bytes: u32,
+    ) -> Result<ExtentId> {
+        fragment::check_parameters(fragment_len_bytes, chunk_size_bytes)?;
+        let id = ExtentId::fragment(volume_id, index);
+        let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_new(id)?;
+        let created = now_unix_ms();
+        let fragment = Fragment::create(
+            self.io.clone(),
+            self.extent_path(id),
+            id,
+            created,
+            fragment_len_bytes,
+            chunk_size_bytes,
+        )?;
+        sync_dir(&self.root.join("extents"))?;
+        let entry = ExtentEntry {
+            state: ExtentState::Open,
+            created_unix_ms: created,
+            length_bytes: fragment_len_bytes,
+            chunk_size_bytes,
+        };
+        self.catalog.put_extent(id, &entry)?;
+        self.extents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Extent::Fragment(Arc::new(fragment)));
+        Ok(id)
+    }
+
+    /// Writes whole chunks of a fragment at a chunk-aligned offset.
+    pub fn write_fragment(&self, id: ExtentId, offset_bytes: u64, data: &[u8]) -> Result<()> {
+        self.fragment(id)?.write(offset_bytes, data)
+    }
+
+    /// Makes a fragment's writes durable.
+    pub fn sync_fragment(&self, id: ExtentId) -> Result<()> {
+        self.fragment(id)?.sync()
+    }
+
+    /// Seals a fragment once every chunk is written.
+    pub fn seal_fragment(&self, id: ExtentId) -> Result<()> {
+        self.fragment(id)?.seal(&self.catalog)
+    }
+
+    /// Reads and verifies a byte range of a fragment.
+    pub fn read_fragment(&self, id: ExtentId, offset_bytes: u64, length_bytes: u64) -> Result<Vec<u8>> {
+        self.fragment(id)?.read(offset_bytes, length_bytes)
+    }
+
+    /// Every live extent.
+    pub fn list(&self) -> Vec<ExtentInfo> {
+        let extents = self.extents.read().unwrap_or_else(|p| p.into_inner());
+        extents.iter().map(|(id, extent)| info(*id, extent)).collect()
+    }
+
+    /// One live extent.
+    pub fn extent_info(&self, id: ExtentId) -> Result<ExtentInfo> {
+        Ok(info(id, &self.get(id)?))
+    }
+
+    /// Capacity, usage and extent counts.
+    pub fn stat(&self) -> Result<DiskStat> {
+        let (capacity_bytes, free_bytes) = statvfs(&self.root)?;
+        let mut stat = DiskStat {
+            capacity_bytes,
+            free_bytes,
+            used_bytes: 0,
+            trash_bytes: 0,
+            extents: 0,
+            open_extents: 0,
+            trash_extents: 0,
+        };
+        for (_, extent) in self.extents.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            stat.extents += 1;
+            let (open, bytes) = match extent {
+                Extent::Replica(r) => (
+                    r.state() == ExtentState::Open,
+                    crate::extent_header::EXTENT_DATA_OFFSET_BYTES + r.durable_len_bytes(),
+                ),
+                Extent::Fragment(f) => (f.state() == ExtentState::Open, f.file_len_bytes()),
+            };
+            stat.open_extents += u64::from(open);
+            stat.used_bytes += bytes;
+        }
+        for entry in self.catalog.trash()? {
+            stat.trash_extents += 1;
+            stat.trash_bytes += entry.size_bytes;
+        }
+        Ok(stat)
+    }
+
+    /// Moves an extent to the trash. Its bytes stay on disk until a purge after the
+    /// retention time; the catalog change is the commit point.
+    pub fn delete(&self, id: ExtentId) -> Result<TrashEntry> {
+        let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
+        let extent = self.get(id)?;
+        match &extent {
+            Extent::Replica(r) => r.retire(),
+            Extent::Fragment(f) => f.retire(),
+        }
+        self.extents.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let live = self.extent_path(id);
+        let size_bytes = fs::metadata(&live).map(|m| m.len()).unwrap_or(0);
+        let trash = TrashEntry { extent: id, deleted_unix_ms: now_unix_ms(), size_bytes };
+        self.catalog.move_to_trash(&trash)?;
+        let to = self.trash_path(&trash);
+        fs::rename(&live, &to).map_err(|e| Error::io(&live, "move extent to trash", e))?;
+        sync_dir(&self.root.join("extents"))?;
+        sync_dir(&self.root.join("trash"))?;
+        Ok(trash)
+    }
+
+    /// Every extent in the trash.
+    pub fn list_trash(&self) -> Result<Vec<TrashEntry>> {
+        self.catalog.trash()
+    }
+
+    /// Unlinks trash entries older than `retention`.
+    pub fn purge_trash(&self, retention: Duration) -> Result<PurgeReport> {
+        self.purge_trash_at(now_unix_ms(), retention)
+    }
+
+    /// Unlinks trash entries deleted before `now_unix_ms - retention` (time is a parameter
+    /// so that tests and the simulator can move it).
+    pub fn purge_trash_at(&self, now_unix_ms: u64, retention: Duration) -> Result<PurgeReport> {
+        let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
+        let cutoff = now_unix_ms.saturating_sub(retention.as_millis() as u64);
+        let mut report = PurgeReport::default();
+        for entry in self.catalog.trash()? {
+            if entry.deleted_unix_ms > cutoff {
+                report.kept += 1;
+                continue;
+            }
+            let path = self.trash_path(&entry);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, "unlink trash", e)),
+            }
+            self.catalog.remove_trash(&entry)?;
+            report.purged += 1;
+            report.freed_bytes += entry.size_bytes;
+        }
+        if report.purged > 0 {
+            sync_dir(&self.root.join("trash"))?;
+        }
+        Ok(report)
+    }
+
+    /// A named metadata value kept in the catalog (e.g. the volume server's node id).
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.catalog.meta(&format!("user/{name}"))
+    }
+
+    /// Stores a named metadata value durably.
+    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.catalog.put_meta(&format!("user/{name}"), value)
+    }
+
+    /// The path of an extent's file (for benchmarks and fault tests that corrupt bytes).
+    pub fn extent_file_path(&self, id: ExtentId) -> PathBuf {
+        self.extent_path(id)
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        if let Err(e) = self.catalog.flush() {
+            tracing::warn!(disk = %self.root.display(), error = %e, "cannot flush catalog at close");
+        }
+    }
+}
+
+fn info(id: ExtentId, extent: &Extent) -> ExtentInfo {
+    match extent {
+        Extent::Replica(r) => ExtentInfo {
+            id,
+            state: r.state(),
+            length_bytes: r.durable_len_bytes(),
+            chunk_size_bytes: 0,
+            created_unix_ms: r.created_unix_ms(),
+            failed: r.is_failed(),
+        },
+        Extent::Fragment(f) => ExtentInfo {
+            id,
+            state: f.state(),
+            length_bytes: f.fragment_len_bytes,
+            chunk_size_bytes: f.chunk_size_bytes,
+            created_unix_ms: f.created_unix_ms,
+            failed: f.is_failed(),
+        },
+    }
+}

@@ -1,0 +1,242 @@
+//! Typed errors of the blockstore. Callers branch on them (a corrupt record starts a
+//! degraded read and a repair report; a stale offset ends a lease), so every variant
+//! carries the structured fields a caller needs: the extent, the offset, the limit.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::id::ExtentId;
+
+/// The result type of every blockstore operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What exactly was wrong with bytes read back from the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorruptKind {
+    /// The record header does not start with the record magic.
+    BadMagic,
+    /// A format version this build does not know.
+    UnsupportedVersion(u8),
+    /// A reserved header field is not zero.
+    ReservedNotZero,
+    /// The CRC32 of the record header does not match.
+    HeaderChecksum,
+    /// The CRC32 of the record payload does not match.
+    PayloadChecksum,
+    /// The header names another offset than the one it was read from.
+    WrongOffset {
+        /// The offset stored in the header.
+        found_bytes: u64,
+    },
+    /// The header announces a payload over the record size limit.
+    LengthOverLimit {
+        /// The payload length stored in the header.
+        payload_bytes: u64,
+    },
+    /// The file ends before the bytes its metadata promises.
+    Truncated,
+    /// A fragment chunk's CRC32 does not match its bytes.
+    ChunkChecksum {
+        /// Index of the chunk within the fragment.
+        chunk_index: u64,
+    },
+    /// A fragment chunk table entry holds an unknown marker.
+    ChunkEntry {
+        /// Index of the chunk within the fragment.
+        chunk_index: u64,
+    },
+    /// The extent file header is invalid or names another extent.
+    ExtentHeader(String),
+}
+
+impl fmt::Display for CorruptKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptKind::BadMagic => write!(f, "bad record magic"),
+            CorruptKind::UnsupportedVersion(v) => write!(f, "unsupported format version {v}"),
+            CorruptKind::ReservedNotZero => write!(f, "reserved header field is not zero"),
+            CorruptKind::HeaderChecksum => write!(f, "record header CRC32 mismatch"),
+            CorruptKind::PayloadChecksum => write!(f, "record payload CRC32 mismatch"),
+            CorruptKind::WrongOffset { found_bytes } => {
+                write!(f, "record header names offset {found_bytes}")
+            }
+            CorruptKind::LengthOverLimit { payload_bytes } => {
+                write!(f, "record header announces {payload_bytes} payload bytes, over the limit")
+            }
+            CorruptKind::Truncated => write!(f, "file is shorter than its metadata says"),
+            CorruptKind::ChunkChecksum { chunk_index } => {
+                write!(f, "chunk {chunk_index} CRC32 mismatch")
+            }
+            CorruptKind::ChunkEntry { chunk_index } => {
+                write!(f, "chunk {chunk_index} table entry is invalid")
+            }
+            CorruptKind::ExtentHeader(detail) => write!(f, "extent header: {detail}"),
+        }
+    }
+}
+
+/// The state an extent is in, as far as writes are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentState {
+    /// Accepts appends (replica) or chunk writes (fragment).
+    Open,
+    /// Immutable.
+    Sealed,
+}
+
+impl fmt::Display for ExtentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtentState::Open => write!(f, "open"),
+            ExtentState::Sealed => write!(f, "sealed"),
+        }
+    }
+}
+
+/// Every way a blockstore operation can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused an I/O operation.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What was being done, in the present tense ("read record", "fsync extent").
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file system has no room left for the write.
+    #[error("{op} {path}: disk full")]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+    },
+    /// Bytes read back failed their checksum or structure checks; they are not returned.
+    #[error("extent {extent}: corrupt data at offset {offset_bytes}: {kind}")]
+    Corrupt {
+        /// The extent holding the bad bytes.
+        extent: ExtentId,
+        /// Offset within the extent's data region where the bad record or chunk starts.
+        offset_bytes: u64,
+        /// What check failed.
+        kind: CorruptKind,
+    },
+    /// A record payload is larger than `block_size_max_bytes`.
+    #[error("record of {size_bytes} bytes is over the limit of {limit_bytes} bytes")]
+    RecordTooLarge {
+        /// Size of the rejected payload.
+        size_bytes: u64,
+        /// The configured limit.
+        limit_bytes: u64,
+    },
+    /// A read or write names an offset at or past the extent's end.
+    #[error("extent {extent}: offset {offset_bytes} is past the end at {end_bytes}")]
+    OffsetPastEnd {
+        /// The extent.
+        extent: ExtentId,
+        /// The requested offset.
+        offset_bytes: u64,
+        /// The extent's current (durable) end.
+        end_bytes: u64,
+    },
+    /// An append expected the extent to end elsewhere (a stale or competing writer).
+    #[error("extent {extent}: append expected at offset {expected_bytes}, extent ends at {end_bytes}")]
+    OffsetMismatch {
+        /// The extent.
+        extent: ExtentId,
+        /// The offset the caller assigned.
+        expected_bytes: u64,
+        /// Where the extent really ends.
+        end_bytes: u64,
+    },
+    /// A seal length that does not fall on a record boundary, or lies past the end.
+    #[error("extent {extent}: cannot seal at {length_bytes}: {reason}")]
+    BadSealLength {
+        /// The extent.
+        extent: ExtentId,
+        /// The requested length.
+        length_bytes: u64,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A fragment range that is misaligned or out of bounds.
+    #[error("extent {extent}: bad range {offset_bytes}+{length_bytes}: {reason}")]
+    BadRange {
+        /// The extent.
+        extent: ExtentId,
+        /// Start of the range.
+        offset_bytes: u64,
+        /// Length of the range.
+        length_bytes: u64,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A fragment chunk that was never written.
+    #[error("extent {extent}: chunk {chunk_index} was never written")]
+    Unwritten {
+        /// The extent.
+        extent: ExtentId,
+        /// Index of the chunk.
+        chunk_index: u64,
+    },
+    /// Invalid parameters for a new extent.
+    #[error("invalid extent parameters: {0}")]
+    BadParameters(String),
+    /// No such extent on this disk.
+    #[error("extent {0} does not exist on this disk")]
+    UnknownExtent(ExtentId),
+    /// An extent with that id already exists on this disk.
+    #[error("extent {0} already exists on this disk")]
+    ExtentExists(ExtentId),
+    /// A write to an extent that is sealed.
+    #[error("extent {0} is sealed")]
+    Sealed(ExtentId),
+    /// An operation for replicas on a fragment, or the other way round.
+    #[error("extent {0} is not a {1} extent")]
+    WrongKind(ExtentId, &'static str),
+    /// An earlier write or fsync failed; the extent takes no more writes until the disk is
+    /// reopened, which recovers it to its last durable record.
+    #[error("extent {0} failed after an I/O error and takes no more writes until the disk is reopened")]
+    Failed(ExtentId),
+    /// A trash entry that does not exist.
+    #[error("no trash entry {0}")]
+    UnknownTrash(String),
+    /// The RocksDB catalog refused an operation.
+    #[error("catalog {op}: {detail}")]
+    Catalog {
+        /// What was being done.
+        op: &'static str,
+        /// RocksDB's message.
+        detail: String,
+    },
+    /// A catalog entry that cannot be decoded.
+    #[error("catalog entry {key}: {detail}")]
+    CatalogCorrupt {
+        /// The key, in hex.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// An I/O error, turned into `DiskFull` when the file system is out of space.
+    pub fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Error {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            Error::DiskFull { path, op }
+        } else {
+            Error::Io { path, op, source }
+        }
+    }
+
+    /// True when the error means that stored bytes are bad (and a repair is due).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupt { .. })
+    }
+}

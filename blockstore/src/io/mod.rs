@@ -1,0 +1,128 @@
+//! I/O behind a trait. The blockstore never calls the file system's read and write
+//! directly: it goes through an [`IoBackend`], so that io_uring, plain pread/pwrite and a
+//! fault-injecting test backend are interchangeable and pass one test suite.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub mod fault;
+pub mod pread;
+#[cfg(target_os = "linux")]
+pub mod uring;
+
+/// Opens files for the blockstore.
+pub trait IoBackend: Send + Sync {
+    /// Short name for logs and stats ("io-uring", "pread", "fault(pread)").
+    fn name(&self) -> String;
+
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn IoFile>>;
+
+    /// Creates a new file; fails if it exists.
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn IoFile>>;
+}
+
+/// Positional I/O on one open file. Implementations may transfer fewer bytes than asked
+/// (like `pread`/`pwrite`); use [`read_exact_at`] and [`write_all_at`].
+pub trait IoFile: Send + Sync {
+    /// Reads up to `buf.len()` bytes at `offset`; 0 means end of file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Writes up to `buf.len()` bytes at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+
+    /// Makes every completed write durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// Current file length.
+    fn len_bytes(&self) -> io::Result<u64>;
+
+    /// Truncates or extends the file.
+    fn set_len(&self, len_bytes: u64) -> io::Result<()>;
+}
+
+/// Reads exactly `buf.len()` bytes, or fails with `UnexpectedEof` if the file is shorter.
+pub fn read_exact_at(file: &dyn IoFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, offset) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf`, looping over short writes.
+pub fn write_all_at(file: &dyn IoFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.write_at(buf, offset) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Which backend a disk uses.
+#[derive(Clone)]
+pub enum IoChoice {
+    /// io_uring where the kernel allows it, pread/pwrite otherwise.
+    Auto,
+    /// io_uring, failing if the kernel refuses it.
+    Uring,
+    /// Portable pread/pwrite.
+    Pread,
+    /// A caller-supplied backend (tests: the fault injector).
+    Custom(Arc<dyn IoBackend>),
+}
+
+impl std::fmt::Debug for IoChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoChoice::Auto => write!(f, "Auto"),
+            IoChoice::Uring => write!(f, "Uring"),
+            IoChoice::Pread => write!(f, "Pread"),
+            IoChoice::Custom(b) => write!(f, "Custom({})", b.name()),
+        }
+    }
+}
+
+impl IoChoice {
+    /// Builds the backend. `Auto` probes io_uring once and falls back to pread/pwrite when
+    /// the kernel (or a seccomp profile) refuses it.
+    pub fn build(&self) -> io::Result<Arc<dyn IoBackend>> {
+        match self {
+            IoChoice::Pread => Ok(Arc::new(pread::PreadBackend)),
+            IoChoice::Custom(backend) => Ok(backend.clone()),
+            IoChoice::Uring => uring_backend(),
+            IoChoice::Auto => match uring_backend() {
+                Ok(backend) => Ok(backend),
+                Err(e) => {
+                    tracing::info!(error = %e, "io_uring unavailable; using pread/pwrite");
+                    Ok(Arc::new(pread::PreadBackend))
+                }
+            },
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn uring_backend() -> io::Result<Arc<dyn IoBackend>> {
+    Ok(Arc::new(uring::UringBackend::probe()?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn uring_backend() -> io::Result<Arc<dyn IoBackend>> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring exists only on Linux"))
+}

@@ -1,0 +1,30 @@
+//! cellar's blockstore: everything that happens on one disk.
+//!
+//! A disk is a directory holding extent files and a RocksDB catalog. A replica extent is
+//! an append-only log of self-describing block records; a fragment extent holds one
+//! fragment of a coded volume in fixed-size chunks, each with a CRC32. Every read verifies
+//! its checksums; corrupt bytes become [`Error::Corrupt`], never data. Appends share fsyncs
+//! (group commit) and return only once durable; reopening after a crash truncates a torn
+//! tail. The byte-level format is specified in docs/FORMAT.md.
+
+pub mod catalog;
+pub mod disk;
+pub mod error;
+pub mod extent_header;
+pub mod fragment;
+pub mod id;
+pub mod info;
+pub mod io;
+pub mod record;
+mod replica;
+mod scan;
+
+pub use disk::{BLOCK_SIZE_MAX_BYTES_DEFAULT, Disk, DiskOptions, now_unix_ms};
+pub use error::{CorruptKind, Error, ExtentState, Result};
+pub use extent_header::EXTENT_DATA_OFFSET_BYTES;
+pub use id::{ExtentId, ExtentPart};
+pub use info::{DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport};
+pub use io::IoChoice;
+pub use record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
+pub use replica::{ReplicaRecovery, ScannedRecord};
+pub use scan::ReplicaScan;

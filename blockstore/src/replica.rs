@@ -1,0 +1,493 @@
+//! Replica extents: an append-only log of block records, with group commit.
+//!
+//! Appends are serialized only for the short time it takes to write their bytes; then each
+//! appender waits until an fsync covers its record. Whoever takes the sync lock first
+//! fsyncs everything written so far, so one `fdatasync` makes many concurrent appends
+//! durable at once, and an append returns only once its bytes are on disk.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::catalog::{Catalog, ExtentEntry};
+use crate::error::{CorruptKind, Error, ExtentState, Result};
+use crate::extent_header::{EXTENT_DATA_OFFSET_BYTES, ExtentHeader};
+use crate::id::ExtentId;
+use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
+use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
+
+/// One replica extent file and its in-memory write state (a few counters; nothing per
+/// record).
+pub(crate) struct Replica {
+    pub(crate) id: ExtentId,
+    pub(crate) path: PathBuf,
+    io: Arc<dyn IoBackend>,
+    created_unix_ms: u64,
+    payload_max_bytes: u64,
+    /// Kept open while the extent takes appends; sealed extents open per operation.
+    kept_file: Mutex<Option<Arc<dyn IoFile>>>,
+    append: Mutex<AppendState>,
+    sync: Mutex<()>,
+    /// End of the last record fully written (not necessarily durable).
+    written_end_bytes: AtomicU64,
+    /// End of the last record known durable; reads are allowed below it.
+    durable_end_bytes: AtomicU64,
+    /// A write or fsync failed: no more writes until the disk is reopened.
+    failed: AtomicBool,
+    /// Deleted (moved to trash): no more operations.
+    retired: AtomicBool,
+}
+
+struct AppendState {
+    end_bytes: u64,
+    state: ExtentState,
+}
+
+/// What recovery found when a replica was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaRecovery {
+    /// Bytes of torn or unverifiable tail that were truncated.
+    pub truncated_bytes: u64,
+    /// Records verified during recovery (those past the catalog's watermark).
+    pub records_verified: u64,
+    /// Set when the file is shorter than the catalog says (data lost outside cellar).
+    pub damaged: Option<String>,
+}
+
+/// A record found by a scan, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedRecord {
+    /// The record's header.
+    pub header: RecordHeader,
+    /// The record's payload.
+    pub payload: Vec<u8>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state stays consistent at every await-free step, so a panic elsewhere
+    // does not invalidate it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Replica {
+    /// Creates a new, empty replica file (header written and fsynced).
+    pub(crate) fn create(
+        io: Arc<dyn IoBackend>,
+        path: PathBuf,
+        id: ExtentId,
+        created_unix_ms: u64,
+        payload_max_bytes: u64,
+    ) -> Result<Replica> {
+        let file = io.create_new(&path).map_err(|e| Error::io(&path, "create replica extent", e))?;
+        let header = ExtentHeader { extent: id, created_unix_ms, fragment_len_bytes: 0, chunk_size_bytes: 0 };
+        write_all_at(file.as_ref(), &header.encode(), 0)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io(&path, "write replica extent header", e))?;
+        Ok(Replica::new(io, path, id, created_unix_ms, payload_max_bytes, Some(file), 0, ExtentState::Open))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        io: Arc<dyn IoBackend>,
+        path: PathBuf,
+        id: ExtentId,
+        created_unix_ms: u64,
+        payload_max_bytes: u64,
+        file: Option<Arc<dyn IoFile>>,
+        end_bytes: u64,
+        state: ExtentState,
+    ) -> Replica {
+        Replica {
+            id,
+            path,
+            io,
+            created_unix_ms,
+            payload_max_bytes,
+            kept_file: Mutex::new(file),
+            append: Mutex::new(AppendState { end_bytes, state }),
+            sync: Mutex::new(()),
+            written_end_bytes: AtomicU64::new(end_bytes),
+            durable_end_bytes: AtomicU64::new(end_bytes),
+            failed: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Opens an existing replica. An open replica is recovered: records past the catalog's
+    /// watermark are verified and a torn tail is truncated back to the last good record.
+    pub(crate) fn open(
+        io: Arc<dyn IoBackend>,
+        path: PathBuf,
+        id: ExtentId,
+        entry: &ExtentEntry,
+        payload_max_bytes: u64,
+        catalog: &Catalog,
+    ) -> Result<(Replica, ReplicaRecovery)> {
+        let mut recovery = ReplicaRecovery::default();
+        if entry.state == ExtentState::Sealed {
+            let replica = Replica::new(
+                io,
+                path,
+                id,
+                entry.created_unix_ms,
+                payload_max_bytes,
+                None,
+                entry.length_bytes,
+                ExtentState::Sealed,
+            );
+            let file_len =
+                replica.file()?.len_bytes().map_err(|e| Error::io(&replica.path, "stat replica", e))?;
+            if file_len < EXTENT_DATA_OFFSET_BYTES + entry.length_bytes {
+                recovery.damaged = Some(format!(
+                    "file holds {} data bytes, sealed length is {}",
+                    file_len.saturating_sub(EXTENT_DATA_OFFSET_BYTES),
+                    entry.length_bytes
+                ));
+            }
+            return Ok((replica, recovery));
+        }
+
+        let file = io.open(&path).map_err(|e| Error::io(&path, "open replica extent", e))?;
+        let mut head = vec![0u8; EXTENT_DATA_OFFSET_BYTES as usize];
+        read_exact_at(file.as_ref(), &mut head, 0).map_err(|e| Error::io(&path, "read extent header", e))?;
+        let header = ExtentHeader::decode(&head).map_err(|kind| Error::Corrupt {
+            extent: id,
+            offset_bytes: 0,
+            kind,
+        })?;
+        if header.extent != id {
+            return Err(Error::Corrupt {
+                extent: id,
+                offset_bytes: 0,
+                kind: CorruptKind::ExtentHeader(format!("file holds extent {}", header.extent)),
+            });
+        }
+        let file_len = file.len_bytes().map_err(|e| Error::io(&path, "stat replica", e))?;
+        let data_len = file_len.saturating_sub(EXTENT_DATA_OFFSET_BYTES);
+        let watermark = entry.length_bytes;
+        let mut end = watermark;
+        if data_len < watermark {
+            recovery.damaged = Some(format!("file holds {data_len} data bytes, {watermark} were durable"));
+            end = data_len;
+        } else {
+            // Verify every record past the watermark; the first bad one starts the torn tail.
+            let mut payload = Vec::new();
+            while end < data_len {
+                match read_verified(file.as_ref(), id, end, payload_max_bytes, &mut payload) {
+                    Ok(header) if end + header.record_len_bytes() <= data_len => {
+                        end += header.record_len_bytes();
+                        recovery.records_verified += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if end < data_len {
+                recovery.truncated_bytes = data_len - end;
+                file.set_len(EXTENT_DATA_OFFSET_BYTES + end)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| Error::io(&path, "truncate torn tail", e))?;
+                tracing::warn!(extent = %id, truncated_bytes = recovery.truncated_bytes, "truncated torn tail");
+            }
+            if end != watermark {
+                let entry = ExtentEntry { length_bytes: end, ..*entry };
+                catalog.put_extent(id, &entry)?;
+            }
+        }
+        let replica = Replica::new(
+            io,
+            path,
+            id,
+            entry.created_unix_ms,
+            payload_max_bytes,
+            Some(file),
+            end,
+            ExtentState::Open,
+        );
+        if recovery.damaged.is_some() {
+            replica.failed.store(true, Ordering::Release);
+        }
+        Ok((replica, recovery))
+    }
+
+    fn file(&self) -> Result<Arc<dyn IoFile>> {
+        if let Some(file) = lock(&self.kept_file).as_ref() {
+            return Ok(file.clone());
+        }
+        self.io.open(&self.path).map_err(|e| Error::io(&self.path, "open replica extent", e))
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if self.retired.load(Ordering::Acquire) {
+            return Err(Error::UnknownExtent(self.id));
+        }
+        Ok(())
+    }
+
+    /// Appends one record; returns once it is durable. `expected_offset_bytes`, when
+    /// given, must equal the current end (the lease holder assigns offsets).
+    pub(crate) fn append(
+        &self,
+        catalog: &Catalog,
+        expected_offset_bytes: Option<u64>,
+        sha256: &[u8; 32],
+        payload: &[u8],
+    ) -> Result<RecordLocation> {
+        let payload_len = payload.len() as u64;
+        if payload_len > self.payload_max_bytes {
+            return Err(Error::RecordTooLarge {
+                size_bytes: payload_len,
+                limit_bytes: self.payload_max_bytes,
+            });
+        }
+        let payload_crc32 = crc32fast::hash(payload);
+        let location = {
+            let mut st = lock(&self.append);
+            self.check_live()?;
+            if st.state == ExtentState::Sealed {
+                return Err(Error::Sealed(self.id));
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(Error::Failed(self.id));
+            }
+            if let Some(expected) = expected_offset_bytes
+                && expected != st.end_bytes
+            {
+                return Err(Error::OffsetMismatch {
+                    extent: self.id,
+                    expected_bytes: expected,
+                    end_bytes: st.end_bytes,
+                });
+            }
+            let header = RecordHeader {
+                payload_len_bytes: payload_len as u32,
+                record_offset_bytes: st.end_bytes,
+                sha256: *sha256,
+                payload_crc32,
+            };
+            let file = self.file()?;
+            let at = EXTENT_DATA_OFFSET_BYTES + st.end_bytes;
+            let written = write_all_at(file.as_ref(), &header.encode(), at)
+                .and_then(|()| write_all_at(file.as_ref(), payload, at + RECORD_HEADER_BYTES as u64));
+            if let Err(e) = written {
+                self.failed.store(true, Ordering::Release);
+                return Err(Error::io(&self.path, "append record", e));
+            }
+            let location =
+                RecordLocation { offset_bytes: st.end_bytes, record_len_bytes: header.record_len_bytes() };
+            st.end_bytes = location.end_bytes();
+            self.written_end_bytes.store(st.end_bytes, Ordering::Release);
+            location
+        };
+        self.sync_to(catalog, location.end_bytes())?;
+        Ok(location)
+    }
+
+    /// Waits until everything up to `end_bytes` is durable, fsyncing if nobody else has.
+    fn sync_to(&self, catalog: &Catalog, end_bytes: u64) -> Result<()> {
+        if self.durable_end_bytes.load(Ordering::Acquire) >= end_bytes {
+            return Ok(());
+        }
+        let _sync = lock(&self.sync);
+        let durable = self.durable_end_bytes.load(Ordering::Acquire);
+        if durable < end_bytes {
+            self.check_live()?;
+            if self.failed.load(Ordering::Acquire) {
+                return Err(Error::Failed(self.id));
+            }
+            // Everything written so far rides on this fsync: that is the group commit.
+            let target = self.written_end_bytes.load(Ordering::Acquire);
+            if target >= end_bytes {
+                if let Err(e) = self.file()?.sync_data() {
+                    // After a failed fsync the page cache state is unknown: stop writing.
+                    self.failed.store(true, Ordering::Release);
+                    return Err(Error::io(&self.path, "fsync replica extent", e));
+                }
+                self.durable_end_bytes.store(target, Ordering::Release);
+                let entry = ExtentEntry {
+                    state: ExtentState::Open,
+                    created_unix_ms: self.created_unix_ms,
+                    length_bytes: target,
+                    chunk_size_bytes: 0,
+                };
+                if let Err(e) = catalog.put_watermark(self.id, &entry) {
+                    // Only recovery's starting point is affected; the data is durable.
+                    tracing::warn!(extent = %self.id, error = %e, "cannot raise durable watermark");
+                }
+            }
+        }
+        if self.durable_end_bytes.load(Ordering::Acquire) < end_bytes {
+            // A seal truncated the extent below this record before it became durable.
+            return Err(Error::Sealed(self.id));
+        }
+        Ok(())
+    }
+
+    /// Reads and verifies the record at `offset_bytes`.
+    pub(crate) fn read_record(&self, offset_bytes: u64) -> Result<Record> {
+        self.check_live()?;
+        let end = self.durable_end_bytes.load(Ordering::Acquire);
+        if offset_bytes + RECORD_HEADER_BYTES as u64 > end {
+            return Err(Error::OffsetPastEnd { extent: self.id, offset_bytes, end_bytes: end });
+        }
+        let file = self.file()?;
+        let mut payload = Vec::new();
+        let header =
+            read_verified(file.as_ref(), self.id, offset_bytes, self.payload_max_bytes, &mut payload)
+                .map_err(|e| self.io_context(e))?;
+        if offset_bytes + header.record_len_bytes() > end {
+            return Err(Error::Corrupt { extent: self.id, offset_bytes, kind: CorruptKind::Truncated });
+        }
+        Ok(Record { offset_bytes, sha256: header.sha256, payload })
+    }
+
+    fn io_context(&self, e: Error) -> Error {
+        match e {
+            Error::Io { op, source, .. } => Error::io(&self.path, op, source),
+            other => other,
+        }
+    }
+
+    /// Seals the replica at `length_bytes` (default: its current end), truncating records
+    /// past it; the length must fall on a record boundary. Idempotent.
+    pub(crate) fn seal(&self, catalog: &Catalog, length_bytes: Option<u64>) -> Result<u64> {
+        let mut st = lock(&self.append);
+        self.check_live()?;
+        let target = length_bytes.unwrap_or(st.end_bytes);
+        if st.state == ExtentState::Sealed {
+            if target == st.end_bytes {
+                return Ok(target);
+            }
+            return Err(Error::BadSealLength {
+                extent: self.id,
+                length_bytes: target,
+                reason: format!("already sealed at {}", st.end_bytes),
+            });
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Failed(self.id));
+        }
+        if target > st.end_bytes {
+            return Err(Error::BadSealLength {
+                extent: self.id,
+                length_bytes: target,
+                reason: format!("past the end at {}", st.end_bytes),
+            });
+        }
+        let file = self.file()?;
+        if target < st.end_bytes {
+            self.check_boundary(file.as_ref(), target)?;
+        }
+        let _sync = lock(&self.sync);
+        let synced = if target < st.end_bytes {
+            file.set_len(EXTENT_DATA_OFFSET_BYTES + target).and_then(|()| file.sync_data())
+        } else {
+            file.sync_data()
+        };
+        if let Err(e) = synced {
+            self.failed.store(true, Ordering::Release);
+            return Err(Error::io(&self.path, "seal replica extent", e));
+        }
+        let entry = ExtentEntry {
+            state: ExtentState::Sealed,
+            created_unix_ms: self.created_unix_ms,
+            length_bytes: target,
+            chunk_size_bytes: 0,
+        };
+        catalog.put_extent(self.id, &entry)?;
+        st.state = ExtentState::Sealed;
+        st.end_bytes = target;
+        self.written_end_bytes.store(target, Ordering::Release);
+        self.durable_end_bytes.store(target, Ordering::Release);
+        *lock(&self.kept_file) = None;
+        Ok(target)
+    }
+
+    /// Walks record headers from the start to prove `target` is a record boundary.
+    fn check_boundary(&self, file: &dyn IoFile, target: u64) -> Result<()> {
+        let mut pos = 0u64;
+        let mut head = [0u8; RECORD_HEADER_BYTES];
+        while pos < target {
+            read_exact_at(file, &mut head, EXTENT_DATA_OFFSET_BYTES + pos)
+                .map_err(|e| Error::io(&self.path, "read record header", e))?;
+            let header = RecordHeader::decode(&head, pos, self.payload_max_bytes)
+                .map_err(|kind| Error::Corrupt { extent: self.id, offset_bytes: pos, kind })?;
+            pos += header.record_len_bytes();
+        }
+        if pos != target {
+            return Err(Error::BadSealLength {
+                extent: self.id,
+                length_bytes: target,
+                reason: "not a record boundary".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops all further operations (the extent is being moved to the trash); waits for
+    /// in-flight appends and fsyncs to finish.
+    pub(crate) fn retire(&self) {
+        let _append = lock(&self.append);
+        let _sync = lock(&self.sync);
+        self.retired.store(true, Ordering::Release);
+        *lock(&self.kept_file) = None;
+    }
+
+    /// Open or sealed.
+    pub(crate) fn state(&self) -> ExtentState {
+        lock(&self.append).state
+    }
+
+    /// Durable length of the data region (the sealed length once sealed).
+    pub(crate) fn durable_len_bytes(&self) -> u64 {
+        self.durable_end_bytes.load(Ordering::Acquire)
+    }
+
+    /// True once a write or fsync failed.
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Creation time.
+    pub(crate) fn created_unix_ms(&self) -> u64 {
+        self.created_unix_ms
+    }
+
+    /// Reads the verified record at `offset_bytes` into `payload` (used by scans).
+    pub(crate) fn scan_next(&self, offset_bytes: u64, payload: &mut Vec<u8>) -> Result<RecordHeader> {
+        self.check_live()?;
+        let file = self.file()?;
+        read_verified(file.as_ref(), self.id, offset_bytes, self.payload_max_bytes, payload)
+            .map_err(|e| self.io_context(e))
+    }
+}
+
+/// Reads the record header at `offset_bytes` of the data region and its payload into
+/// `payload`, checking both CRCs and the stored offset.
+fn read_verified(
+    file: &dyn IoFile,
+    extent: ExtentId,
+    offset_bytes: u64,
+    payload_max_bytes: u64,
+    payload: &mut Vec<u8>,
+) -> Result<RecordHeader> {
+    let corrupt = |kind| Error::Corrupt { extent, offset_bytes, kind };
+    let at = EXTENT_DATA_OFFSET_BYTES + offset_bytes;
+    let mut head = [0u8; RECORD_HEADER_BYTES];
+    read_exact_at(file, &mut head, at).map_err(|e| eof_is_truncation(e, extent, offset_bytes))?;
+    let header = RecordHeader::decode(&head, offset_bytes, payload_max_bytes).map_err(corrupt)?;
+    payload.clear();
+    payload.resize(header.payload_len_bytes as usize, 0);
+    read_exact_at(file, payload, at + RECORD_HEADER_BYTES as u64)
+        .map_err(|e| eof_is_truncation(e, extent, offset_bytes))?;
+    header.check_payload(payload).map_err(corrupt)?;
+    Ok(header)
+}
+
+fn eof_is_truncation(e: std::io::Error, extent: ExtentId, offset_bytes: u64) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::Corrupt { extent, offset_bytes, kind: CorruptKind::Truncated }
+    } else {
+        // The path is filled in by the caller, which knows it.
+        Error::Io { path: PathBuf::new(), op: "read record", source: e }
+    }
+}

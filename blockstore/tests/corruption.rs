@@ -1,0 +1,142 @@
+//! Checksums on every read: a flipped bit anywhere in a record or a fragment chunk is
+//! detected, and the caller gets a typed error naming the extent and offset.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use cellar_blockstore::{CorruptKind, EXTENT_DATA_OFFSET_BYTES, Error, ExtentId, RECORD_HEADER_BYTES};
+use common::{Backend, bytes, open, open_faulty, sha};
+use proptest::prelude::*;
+
+for_each_backend!(
+    every_flipped_bit_in_a_record_is_detected,
+    flipped_bit_from_the_device_is_detected,
+    every_flipped_bit_in_a_fragment_chunk_and_its_entry_is_detected,
+);
+
+fn flip(path: &Path, offset: u64, bit: u8) {
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open");
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, offset).expect("read");
+    b[0] ^= 1 << bit;
+    file.write_all_at(&b, offset).expect("write");
+}
+
+fn every_flipped_bit_in_a_record_is_detected(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(1).expect("create");
+    disk.append(id, None, &sha(b"before"), b"before").expect("append");
+    let payload = bytes(40, 1);
+    let loc = disk.append(id, None, &sha(&payload), &payload).expect("append");
+    let path = disk.extent_file_path(id);
+    let start = EXTENT_DATA_OFFSET_BYTES + loc.offset_bytes;
+    for byte in 0..loc.record_len_bytes {
+        for bit in 0..8 {
+            flip(&path, start + byte, bit);
+            match disk.read_record(id, loc.offset_bytes) {
+                Err(Error::Corrupt { extent, offset_bytes, .. }) => {
+                    assert_eq!((extent, offset_bytes), (id, loc.offset_bytes));
+                }
+                other => panic!("byte {byte} bit {bit}: expected Corrupt, got {other:?}"),
+            }
+            flip(&path, start + byte, bit);
+        }
+    }
+    assert_eq!(disk.read_record(id, loc.offset_bytes).expect("restored").payload, payload);
+}
+
+fn flipped_bit_from_the_device_is_detected(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, plan) = open_faulty(dir.path(), backend);
+    let id = disk.create_replica(2).expect("create");
+    let payload = bytes(1 << 20, 2);
+    let loc = disk.append(id, None, &sha(&payload), &payload).expect("append");
+    let path = disk.extent_file_path(id);
+    plan.flip_bit_on_read(&path, EXTENT_DATA_OFFSET_BYTES + RECORD_HEADER_BYTES as u64 + 777_777, 3);
+    assert!(matches!(
+        disk.read_record(id, loc.offset_bytes),
+        Err(Error::Corrupt { kind: CorruptKind::PayloadChecksum, .. })
+    ));
+}
+
+fn every_flipped_bit_in_a_fragment_chunk_and_its_entry_is_detected(backend: Backend) {
+    const CHUNK: u32 = 4096;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    // Two chunks and a short third one.
+    let len = 2 * CHUNK as u64 + 100;
+    let id = disk.create_fragment(5, 2, len, CHUNK).expect("create");
+    let data = bytes(len as usize, 5);
+    disk.write_fragment(id, 0, &data).expect("write");
+    let path = disk.extent_file_path(id);
+    let table = EXTENT_DATA_OFFSET_BYTES + len;
+    // Every bit of the short last chunk, every 61st bit elsewhere, every bit of the table.
+    let mut positions: Vec<(u64, u64)> = (0..len * 8)
+        .filter(|b| *b >= 2 * CHUNK as u64 * 8 || b % 61 == 0)
+        .map(|b| (EXTENT_DATA_OFFSET_BYTES + b / 8, b % 8))
+        .collect();
+    positions.extend((0..3 * 8 * 8).map(|b| (table + b / 8, b % 8)));
+    for (at, bit) in positions {
+        flip(&path, at, bit as u8);
+        let err = disk.read_fragment(id, 0, len).expect_err("corruption must be detected");
+        assert!(
+            matches!(err, Error::Corrupt { extent, .. } | Error::Unwritten { extent, .. } if extent == id),
+            "{err:?}"
+        );
+        flip(&path, at, bit as u8);
+    }
+    assert_eq!(disk.read_fragment(id, 0, len).expect("restored"), data);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Random record sizes and a random bit anywhere in the record: never returned as data.
+    #[test]
+    fn random_bit_flips_in_records_are_detected(size in 0usize..20_000, pick in any::<u64>(), bit in 0u8..8) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), Backend::Pread);
+        let id = disk.create_replica(1).expect("create");
+        let payload = bytes(size, pick);
+        let loc = disk.append(id, None, &sha(&payload), &payload).expect("append");
+        let at = EXTENT_DATA_OFFSET_BYTES + pick % loc.record_len_bytes;
+        flip(&disk.extent_file_path(id), at, bit);
+        let is_corrupt = matches!(disk.read_record(id, 0), Err(Error::Corrupt { .. }));
+        prop_assert!(is_corrupt);
+    }
+
+    /// Random fragment ranges read back exactly what was written.
+    #[test]
+    fn fragment_ranges_read_back_exactly(len in 1u64..40_000, a in any::<u64>(), b in any::<u64>()) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = open(dir.path(), Backend::Pread);
+        let id = disk.create_fragment(1, 0, len, 4096).expect("create");
+        let data = bytes(len as usize, a);
+        disk.write_fragment(id, 0, &data).expect("write");
+        let (x, y) = (a % (len + 1), b % (len + 1));
+        let (start, end) = (x.min(y), x.max(y));
+        prop_assert_eq!(disk.read_fragment(id, start, end - start).expect("read"), data[start as usize..end as usize].to_vec());
+    }
+}
+
+#[test]
+fn unknown_extent_id_in_file_header_is_reported_as_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let disk = open(dir.path(), Backend::Pread);
+        disk.create_replica(1).expect("create");
+        disk.create_replica(2).expect("create");
+    }
+    // Swap the files: each header now names the other extent.
+    let a = dir.path().join("extents").join(ExtentId::replica(1).to_string());
+    let b = dir.path().join("extents").join(ExtentId::replica(2).to_string());
+    let tmp = dir.path().join("swap");
+    std::fs::rename(&a, &tmp).expect("mv");
+    std::fs::rename(&b, &a).expect("mv");
+    std::fs::rename(&tmp, &b).expect("mv");
+    let disk = open(dir.path(), Backend::Pread);
+    assert_eq!(disk.open_report().damaged.len(), 2, "{:?}", disk.open_report());
+}

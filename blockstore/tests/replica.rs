@@ -1,0 +1,268 @@
+//! Replica extents: record round trips, group commit, sealing, bad input, reopen.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+
+use cellar_blockstore::{Error, ExtentId, ExtentState, RECORD_HEADER_BYTES};
+use common::{Backend, bytes, open, open_faulty, sha, snapshot};
+
+for_each_backend!(
+    record_round_trips_at_every_size,
+    records_survive_reopen_and_seal_persists,
+    concurrent_appenders_share_fsyncs,
+    group_commit_under_64_free_running_appenders,
+    append_at_wrong_offset_is_refused,
+    bad_input_is_a_typed_error_and_changes_nothing,
+    seal_truncates_only_at_record_boundaries,
+    short_io_still_round_trips,
+    failed_write_stops_the_extent_until_reopen,
+    scan_yields_every_record_in_order,
+);
+
+fn record_round_trips_at_every_size(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(1).expect("create");
+    let mut written = Vec::new();
+    for (i, size) in [0usize, 1, 4096, 1 << 20, 4 << 20].into_iter().enumerate() {
+        let payload = bytes(size, i as u64);
+        let loc = disk.append(id, None, &sha(&payload), &payload).expect("append");
+        assert_eq!(loc.record_len_bytes, (RECORD_HEADER_BYTES + size) as u64);
+        written.push((loc.offset_bytes, payload));
+    }
+    for (offset, payload) in &written {
+        let record = disk.read_record(id, *offset).expect("read");
+        assert_eq!(record.payload, *payload);
+        assert_eq!(record.sha256, sha(payload));
+        assert_eq!(record.offset_bytes, *offset);
+    }
+}
+
+fn records_survive_reopen_and_seal_persists(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut offsets = Vec::new();
+    let identity;
+    {
+        let disk = open(dir.path(), backend);
+        identity = disk.identity();
+        let id = disk.create_replica(7).expect("create");
+        for i in 0..50u64 {
+            let payload = bytes(100 + i as usize * 37, i);
+            offsets.push((
+                disk.append(id, None, &sha(&payload), &payload).expect("append").offset_bytes,
+                payload,
+            ));
+        }
+        disk.create_replica(8).expect("create second");
+        disk.seal_replica(ExtentId::replica(8), None).expect("seal empty");
+    }
+    let disk = open(dir.path(), backend);
+    assert_eq!(disk.identity(), identity, "a disk keeps its identity");
+    let id = ExtentId::replica(7);
+    for (offset, payload) in &offsets {
+        assert_eq!(disk.read_record(id, *offset).expect("read").payload, *payload);
+    }
+    assert_eq!(disk.extent_info(id).expect("info").state, ExtentState::Open);
+    assert_eq!(disk.extent_info(ExtentId::replica(8)).expect("info").state, ExtentState::Sealed);
+    // Appends continue where they left off.
+    let end = offsets.last().map(|(o, p)| o + (RECORD_HEADER_BYTES + p.len()) as u64).expect("end");
+    let loc = disk.append(id, Some(end), &sha(b"more"), b"more").expect("append after reopen");
+    assert_eq!(loc.offset_bytes, end);
+    assert!(disk.open_report().missing.is_empty() && disk.open_report().damaged.is_empty());
+}
+
+/// 64 appenders line up behind one held-back fsync: they all return, and two fsyncs made
+/// them all durable. The first fsync covers what was written when it began; it is held
+/// back until all 64 records are written, so the second fsync covers all the rest.
+fn concurrent_appenders_share_fsyncs(backend: Backend) {
+    const APPENDERS: usize = 64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, plan) = open_faulty(dir.path(), backend);
+    let disk = Arc::new(disk);
+    let id = disk.create_replica(3).expect("create");
+    let syncs_before = plan.syncs();
+    // Each append is two writes (header, payload); the first fsync waits for all of them.
+    plan.hold_next_sync_until_writes(2 * APPENDERS as u64);
+    let barrier = Arc::new(Barrier::new(APPENDERS));
+    let threads: Vec<_> = (0..APPENDERS)
+        .map(|i| {
+            let (disk, barrier) = (disk.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let payload = bytes(4096, i as u64);
+                barrier.wait();
+                (disk.append(id, None, &sha(&payload), &payload).expect("append"), payload)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().expect("appender")).collect();
+    assert_eq!(plan.syncs() - syncs_before, 2, "two fsyncs covered all 64 appends");
+    let mut offsets: Vec<u64> = results.iter().map(|(loc, _)| loc.offset_bytes).collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets.len(), APPENDERS, "every append got its own offset");
+    for (loc, payload) in &results {
+        assert_eq!(disk.read_record(id, loc.offset_bytes).expect("read").payload, *payload);
+    }
+}
+
+fn group_commit_under_64_free_running_appenders(backend: Backend) {
+    const APPENDERS: u64 = 64;
+    const PER_APPENDER: u64 = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, plan) = open_faulty(dir.path(), backend);
+    let disk = Arc::new(disk);
+    let id = disk.create_replica(4).expect("create");
+    let syncs_before = plan.syncs();
+    let threads: Vec<_> = (0..APPENDERS)
+        .map(|t| {
+            let disk = disk.clone();
+            std::thread::spawn(move || {
+                (0..PER_APPENDER)
+                    .map(|i| {
+                        let payload = bytes(512 + (i as usize % 7) * 100, t * 1000 + i);
+                        (disk.append(id, None, &sha(&payload), &payload).expect("append"), payload)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<_> = threads.into_iter().flat_map(|t| t.join().expect("appender")).collect();
+    let syncs = plan.syncs() - syncs_before;
+    assert!(syncs <= APPENDERS * PER_APPENDER, "never more fsyncs than appends");
+    all.sort_by_key(|(loc, _)| loc.offset_bytes);
+    let mut expected_offset = 0;
+    for (loc, payload) in &all {
+        assert_eq!(loc.offset_bytes, expected_offset, "records are contiguous");
+        expected_offset = loc.end_bytes();
+        assert_eq!(disk.read_record(id, loc.offset_bytes).expect("read").payload, *payload);
+    }
+    assert_eq!(disk.extent_info(id).expect("info").length_bytes, expected_offset);
+}
+
+fn append_at_wrong_offset_is_refused(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(5).expect("create");
+    let loc = disk.append(id, Some(0), &sha(b"a"), b"a").expect("append at 0");
+    let before = snapshot(dir.path());
+    match disk.append(id, Some(0), &sha(b"b"), b"b") {
+        Err(Error::OffsetMismatch { expected_bytes: 0, end_bytes, .. }) => {
+            assert_eq!(end_bytes, loc.end_bytes())
+        }
+        other => panic!("expected OffsetMismatch, got {other:?}"),
+    }
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+fn bad_input_is_a_typed_error_and_changes_nothing(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(9).expect("create");
+    let loc = disk.append(id, None, &sha(b"x"), b"x").expect("append");
+    disk.create_replica(10).expect("create");
+    disk.seal_replica(ExtentId::replica(10), None).expect("seal");
+    let before = snapshot(dir.path());
+
+    let too_big = vec![0u8; disk.block_size_max_bytes() as usize + 1];
+    assert!(matches!(
+        disk.append(id, None, &sha(&too_big), &too_big),
+        Err(Error::RecordTooLarge { size_bytes, limit_bytes }) if size_bytes == limit_bytes + 1
+    ));
+    assert!(matches!(
+        disk.read_record(id, loc.end_bytes()),
+        Err(Error::OffsetPastEnd { offset_bytes, end_bytes, .. }) if offset_bytes == loc.end_bytes() && end_bytes == loc.end_bytes()
+    ));
+    assert!(matches!(disk.read_record(id, u64::MAX / 2), Err(Error::OffsetPastEnd { .. })));
+    let unknown = ExtentId::replica(404);
+    assert!(
+        matches!(disk.append(unknown, None, &sha(b"x"), b"x"), Err(Error::UnknownExtent(e)) if e == unknown)
+    );
+    assert!(matches!(disk.read_record(unknown, 0), Err(Error::UnknownExtent(_))));
+    assert!(matches!(disk.delete(unknown), Err(Error::UnknownExtent(_))));
+    assert!(matches!(
+        disk.append(ExtentId::replica(10), None, &sha(b"x"), b"x"),
+        Err(Error::Sealed(e)) if e == ExtentId::replica(10)
+    ));
+    assert!(matches!(disk.create_replica(9), Err(Error::ExtentExists(_))));
+    assert!(matches!(disk.read_fragment(id, 0, 1), Err(Error::WrongKind(..))));
+    assert!(matches!(disk.seal_replica(id, Some(loc.end_bytes() + 1)), Err(Error::BadSealLength { .. })));
+    assert_eq!(snapshot(dir.path()), before, "refused operations changed nothing on disk");
+    assert_eq!(disk.read_record(id, 0).expect("read").payload, b"x");
+}
+
+fn seal_truncates_only_at_record_boundaries(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(11).expect("create");
+    let a = disk.append(id, None, &sha(b"first"), b"first").expect("append");
+    let b = disk.append(id, None, &sha(b"second"), b"second").expect("append");
+    let before = snapshot(dir.path());
+    assert!(matches!(
+        disk.seal_replica(id, Some(a.end_bytes() - 1)),
+        Err(Error::BadSealLength { reason, .. }) if reason.contains("boundary")
+    ));
+    assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(disk.seal_replica(id, Some(a.end_bytes())).expect("seal"), a.end_bytes());
+    assert!(matches!(disk.read_record(id, b.offset_bytes), Err(Error::OffsetPastEnd { .. })));
+    assert_eq!(disk.read_record(id, 0).expect("read").payload, b"first");
+    // Sealing again at the same length is a no-op; at another length an error.
+    assert_eq!(disk.seal_replica(id, None).expect("reseal"), a.end_bytes());
+    assert!(matches!(disk.seal_replica(id, Some(0)), Err(Error::BadSealLength { .. })));
+    drop(disk);
+    let disk = open(dir.path(), backend);
+    assert_eq!(disk.extent_info(id).expect("info").length_bytes, a.end_bytes());
+    assert_eq!(disk.read_record(id, 0).expect("read").payload, b"first");
+}
+
+fn short_io_still_round_trips(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, plan) = open_faulty(dir.path(), backend);
+    let id = disk.create_replica(12).expect("create");
+    plan.short_io(1000);
+    let payload = bytes(100_000, 12);
+    let loc = disk.append(id, None, &sha(&payload), &payload).expect("append with short writes");
+    assert_eq!(disk.read_record(id, loc.offset_bytes).expect("read with short reads").payload, payload);
+}
+
+fn failed_write_stops_the_extent_until_reopen(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good;
+    {
+        let (disk, plan) = open_faulty(dir.path(), backend);
+        let id = disk.create_replica(13).expect("create");
+        good = disk.append(id, None, &sha(b"good"), b"good").expect("append");
+        plan.fail_after_ops(1); // the header write succeeds, the payload write fails
+        let err = disk.append(id, None, &sha(b"doomed"), b"doomed").expect_err("append must fail");
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        plan.clear();
+        assert!(matches!(disk.append(id, None, &sha(b"later"), b"later"), Err(Error::Failed(_))));
+        assert!(disk.extent_info(id).expect("info").failed);
+        // Reads of durable records still work.
+        assert_eq!(disk.read_record(id, 0).expect("read").payload, b"good");
+    }
+    let disk = open(dir.path(), backend);
+    let id = ExtentId::replica(13);
+    let report = disk.open_report();
+    assert_eq!(report.recovered.len(), 1, "{report:?}");
+    assert_eq!(report.recovered[0].1.truncated_bytes, RECORD_HEADER_BYTES as u64);
+    assert_eq!(disk.extent_info(id).expect("info").length_bytes, good.end_bytes());
+    let loc = disk.append(id, None, &sha(b"after"), b"after").expect("append after recovery");
+    assert_eq!(loc.offset_bytes, good.end_bytes());
+}
+
+fn scan_yields_every_record_in_order(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(14).expect("create");
+    let payloads: Vec<Vec<u8>> = (0..30).map(|i| bytes(i * 111, i as u64)).collect();
+    for p in &payloads {
+        disk.append(id, None, &sha(p), p).expect("append");
+    }
+    let scanned: Vec<_> = disk.scan_replica(id).expect("scan").map(|r| r.expect("record")).collect();
+    assert_eq!(scanned.len(), payloads.len());
+    for (record, payload) in scanned.iter().zip(&payloads) {
+        assert_eq!(record.payload, *payload);
+        assert_eq!(record.header.sha256, sha(payload));
+    }
+}

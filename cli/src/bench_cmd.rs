@@ -1,0 +1,90 @@
+//! `cellar bench ...`: benchmarks, printed as tables with the raw-hardware baseline from
+//! the same run.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use cellar_bench::{disk, disk_open, report};
+use clap::Subcommand;
+
+use crate::IoArg;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Blockstore append+fsync and read throughput beside raw write+fdatasync and pread.
+    Disk {
+        /// Fresh directory on the device to measure.
+        #[arg(long)]
+        dir: PathBuf,
+        /// MiB written per 4 MiB-record measurement.
+        #[arg(long, default_value_t = 512)]
+        size_mib: u64,
+        /// 4 KiB records written with 64 writers (a tenth of it with 1 writer).
+        #[arg(long, default_value_t = 20_000)]
+        small_records: u64,
+        /// I/O backend.
+        #[arg(long, value_enum, default_value_t = IoArg::Auto)]
+        io: IoArg,
+    },
+    /// Resident memory of opening a disk with many extents and records (populates the
+    /// directory first if it is empty, then opens it in a fresh process).
+    DiskOpen {
+        /// Directory of the disk.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extents to create.
+        #[arg(long, default_value_t = 10_000)]
+        extents: u64,
+        /// Records in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// How many extents stay open (recovered at open); the rest are sealed.
+        #[arg(long, default_value_t = 10)]
+        open_extents: u64,
+        /// Internal: only open the disk and report (run in a child process).
+        #[arg(long, hide = true)]
+        open_only: bool,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Disk { dir, size_mib, small_records, io } => {
+            let config = disk::DiskBenchConfig {
+                dir,
+                large_total_bytes: size_mib << 20,
+                small_records,
+                io: io.choice(),
+            };
+            let rows = disk::run(&config)?;
+            print!("{}", report::table(&rows));
+            Ok(())
+        }
+        BenchCommand::DiskOpen { dir, extents, records, open_extents, open_only } => {
+            if open_only {
+                let (n, verified, secs) = disk_open::open_and_count(&dir)?;
+                let rss = disk_open::peak_rss_kib().context("read VmHWM")?;
+                println!(
+                    "opened {n} extents in {secs:.2}s, recovery verified {verified} records, peak RSS {} MiB",
+                    rss / 1024
+                );
+                return Ok(());
+            }
+            if !dir.join("catalog").exists() {
+                let secs = disk_open::populate(&dir, extents, records, open_extents)?;
+                println!("populated {extents} extents with {records} records in {secs:.0}s");
+            }
+            let exe = std::env::current_exe().context("find own executable")?;
+            let status = Command::new(exe)
+                .args(["bench", "disk-open", "--open-only", "--dir"])
+                .arg(&dir)
+                .status()
+                .context("run the open step")?;
+            if !status.success() {
+                bail!("open step failed: {status}");
+            }
+            Ok(())
+        }
+    }
+}

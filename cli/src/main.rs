@@ -1,0 +1,77 @@
+//! The one `cellar` binary: every process role and operator command is a subcommand.
+
+mod bench_cmd;
+mod disk_cmd;
+mod selfcheck;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cellar_blockstore::IoChoice;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// cellar: an erasure-coded, content-addressed block storage cluster.
+#[derive(Debug, Parser)]
+#[command(name = "cellar", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exercise the blockstore on a scratch directory: appends, reads, group commit,
+    /// sealing, fragments, corruption detection, reopen and trash. Exits non-zero on any
+    /// failure.
+    Selfcheck {
+        /// Directory to use (must be empty or absent); default: a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// I/O backend.
+        #[arg(long, value_enum, default_value_t = IoArg::Auto)]
+        io: IoArg,
+    },
+    /// Inspect a disk that no process has open: stat, list extents, verify checksums.
+    #[command(subcommand)]
+    Disk(disk_cmd::DiskCommand),
+    /// Benchmarks; figures are printed beside the raw hardware measured in the same run.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
+}
+
+/// The I/O backend to use.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum IoArg {
+    /// io_uring where the kernel allows it, else pread/pwrite.
+    Auto,
+    /// io_uring only.
+    Uring,
+    /// pread/pwrite only.
+    Pread,
+}
+
+impl IoArg {
+    fn choice(self) -> IoChoice {
+        match self {
+            IoArg::Auto => IoChoice::Auto,
+            IoArg::Uring => IoChoice::Uring,
+            IoArg::Pread => IoChoice::Pread,
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Selfcheck { dir, io } => selfcheck::run(dir, io.choice()),
+        Command::Disk(cmd) => disk_cmd::run(cmd),
+        Command::Bench(cmd) => bench_cmd::run(cmd),
+    }
+}
