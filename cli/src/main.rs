@@ -1,8 +1,11 @@
 //! The one `cellar` binary: every process role and operator command is a subcommand.
 
+mod admin_cmd;
 mod bench_cmd;
 mod disk_cmd;
+mod master_cmd;
 mod selfcheck;
+mod signals;
 
 use std::path::PathBuf;
 
@@ -37,6 +40,11 @@ enum Command {
     /// Benchmarks; figures are printed beside the raw hardware measured in the same run.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
+    /// Run one member of the master Raft group.
+    Master(master_cmd::MasterArgs),
+    /// Operator commands against a running cell.
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCommand),
 }
 
 /// The I/O backend to use.
@@ -61,6 +69,12 @@ impl IoArg {
 }
 
 fn main() -> Result<()> {
+    // Like other Unix tools, die quietly when the reader of our output goes away
+    // (`cellar admin status | head`) instead of panicking on a broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -73,5 +87,7 @@ fn main() -> Result<()> {
         Command::Selfcheck { dir, io } => selfcheck::run(dir, io.choice()),
         Command::Disk(cmd) => disk_cmd::run(cmd),
         Command::Bench(cmd) => bench_cmd::run(cmd),
+        Command::Master(args) => master_cmd::run(args),
+        Command::Admin(cmd) => admin_cmd::run(cmd),
     }
 }

@@ -1,0 +1,112 @@
+//! `cellar admin ...`: operator commands against a running cell.
+
+use anyhow::{Context, Result};
+use cellar_master::client::MasterClient;
+use cellar_proto::master::{StatusRequest, StatusResponse};
+use clap::Subcommand;
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Leader, term, members, nodes, disks and volume counts by state.
+    Status {
+        /// Master addresses, comma separated (host:port,...).
+        #[arg(long, env = "CELLAR_MASTERS")]
+        master: String,
+        /// Print the stable JSON form (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Cluster secret.
+        #[arg(long, env = "CELLAR_SECRET")]
+        secret: Option<String>,
+    },
+}
+
+pub fn run(cmd: AdminCommand) -> Result<()> {
+    match cmd {
+        AdminCommand::Status { master, json, secret } => {
+            let addrs: Vec<String> =
+                master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let status = runtime
+                .block_on(async {
+                    let client = MasterClient::new(&addrs, secret.as_deref())?;
+                    let first = client.call(|mut c| async move { c.status(StatusRequest {}).await }).await?;
+                    // Ask the leader itself when another member answered: its view is freshest.
+                    if !first.leader_address.is_empty() && first.leader_id != Some(first.node_id) {
+                        let leader = MasterClient::new(
+                            std::slice::from_ref(&first.leader_address),
+                            secret.as_deref(),
+                        )?
+                        .with_deadline(std::time::Duration::from_secs(2));
+                        if let Ok(s) =
+                            leader.call(|mut c| async move { c.status(StatusRequest {}).await }).await
+                        {
+                            return Ok::<_, anyhow::Error>(s);
+                        }
+                    }
+                    Ok(first)
+                })
+                .context("query master status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn status_json(s: &StatusResponse) -> serde_json::Value {
+    json!({
+        "answered_by": s.node_id,
+        "leader": s.leader_id.map(|id| json!({"id": id, "address": s.leader_address})),
+        "term": s.term,
+        "last_applied_index": s.last_applied_index,
+        "members": s.members.iter().map(|m| json!({"id": m.id, "address": m.address, "voter": m.voter})).collect::<Vec<_>>(),
+        "nodes": s.nodes.iter().map(|n| json!({"id": n.node_id, "address": n.address, "zone": n.zone, "state": n.state, "last_heartbeat_unix_ms": n.last_heartbeat_unix_ms})).collect::<Vec<_>>(),
+        "disks": s.disks.iter().map(|d| json!({"id": d.disk_id, "node_id": d.node_id, "path": d.path, "health": d.health, "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes})).collect::<Vec<_>>(),
+        "volumes": s.volumes.iter().map(|v| (v.state.clone(), json!(v.count))).collect::<serde_json::Map<_, _>>(),
+        "index_entries": s.index_entries,
+        "cluster_map_version": s.cluster_map_version,
+    })
+}
+
+fn print_status(s: &StatusResponse) {
+    match s.leader_id {
+        Some(id) => println!("leader      {id} at {}", s.leader_address),
+        None => println!("leader      none (election in progress)"),
+    }
+    println!("term        {}", s.term);
+    println!("applied     {}", s.last_applied_index);
+    println!(
+        "members     {}",
+        s.members
+            .iter()
+            .map(|m| format!("{}={}{}", m.id, m.address, if m.voter { "" } else { " (learner)" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("nodes       {}", s.nodes.len());
+    for n in &s.nodes {
+        println!("  node {:<4} {:<22} zone {:<10} {}", n.node_id, n.address, n.zone, n.state);
+    }
+    println!("disks       {}", s.disks.len());
+    for d in &s.disks {
+        println!(
+            "  disk {:<4} node {:<4} {:<8} {:>8} MiB free of {:>8} MiB  {}",
+            d.disk_id,
+            d.node_id,
+            d.health,
+            d.free_bytes >> 20,
+            d.capacity_bytes >> 20,
+            d.path
+        );
+    }
+    println!(
+        "volumes     {}",
+        s.volumes.iter().map(|v| format!("{} {}", v.count, v.state)).collect::<Vec<_>>().join(", ")
+    );
+    println!("index       {} entries", s.index_entries);
+}

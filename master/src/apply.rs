@@ -1,0 +1,473 @@
+//! Applying a command to the state: deterministic, in log order, over a key-value view.
+//! The RocksDB state machine runs it over a write overlay and commits the overlay in one
+//! batch with the applied log id; tests run it over a map.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::command::{
+    Command, CommandError, CommitOutcome, DiskRegistration, DiskStat, Hash32, IndexCommit, IndexEntryView,
+    Response, health_of,
+};
+use crate::types::{
+    Counters, DiskHealth, DiskRecord, ExtentPlace, IndexEntry, Lease, NodeRecord, NodeState, RECORD_VERSION,
+    VolumeRecord, VolumeState,
+};
+
+/// Key of the counters record.
+pub const KEY_COUNTERS: &[u8] = b"c";
+/// Prefix of node records (then the node id, big-endian).
+pub const PREFIX_NODE: u8 = b'n';
+/// Prefix of disk records.
+pub const PREFIX_DISK: u8 = b'd';
+/// Prefix of volume records.
+pub const PREFIX_VOLUME: u8 = b'v';
+/// Prefix of block index entries (then the 32-byte hash).
+pub const PREFIX_INDEX: u8 = b'i';
+
+/// Key of a record with a numeric id.
+pub fn id_key(prefix: u8, id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Key of a block index entry.
+pub fn index_key(hash: &Hash32) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = PREFIX_INDEX;
+    key[1..].copy_from_slice(&hash.0);
+    key
+}
+
+/// Errors reading the state itself (not the command's fault): storage or corrupt records.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The store failed.
+    #[error("state store: {0}")]
+    Store(String),
+    /// A record does not decode.
+    #[error("state record {key}: {detail}")]
+    Corrupt {
+        /// The key, hex.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// The view `apply` reads and writes.
+pub trait Kv {
+    /// Reads a key (seeing this view's own writes).
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// Writes a key.
+    fn put(&mut self, key: &[u8], value: Vec<u8>);
+}
+
+/// An in-memory [`Kv`] (tests, and the write overlay's pending writes).
+impl Kv for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(BTreeMap::get(self, key).cloned())
+    }
+    fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        self.insert(key.to_vec(), value);
+    }
+}
+
+fn read_json<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, StateError> {
+    match kv.get(key)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt { key: hex::encode(key), detail: e.to_string() }),
+    }
+}
+
+fn write_json<T: Serialize>(kv: &mut dyn Kv, key: &[u8], value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StateError::Store(e.to_string()))?;
+    kv.put(key, bytes);
+    Ok(())
+}
+
+/// Reads the counters (defaults on an empty state).
+pub fn counters(kv: &dyn Kv) -> Result<Counters, StateError> {
+    Ok(read_json(kv, KEY_COUNTERS)?.unwrap_or(Counters {
+        v: RECORD_VERSION,
+        next_node_id: 1,
+        next_disk_id: 1,
+        next_volume_id: 1,
+        ..Counters::default()
+    }))
+}
+
+/// Reads a node.
+pub fn node(kv: &dyn Kv, node_id: u64) -> Result<Option<NodeRecord>, StateError> {
+    read_json(kv, &id_key(PREFIX_NODE, node_id))
+}
+
+/// Reads a disk.
+pub fn disk(kv: &dyn Kv, disk_id: u64) -> Result<Option<DiskRecord>, StateError> {
+    read_json(kv, &id_key(PREFIX_DISK, disk_id))
+}
+
+/// Reads a volume.
+pub fn volume(kv: &dyn Kv, volume_id: u64) -> Result<Option<VolumeRecord>, StateError> {
+    read_json(kv, &id_key(PREFIX_VOLUME, volume_id))
+}
+
+/// Reads a block index entry.
+pub fn index_entry(kv: &dyn Kv, hash: &Hash32) -> Result<Option<IndexEntry>, StateError> {
+    let key = index_key(hash);
+    match kv.get(&key)? {
+        None => Ok(None),
+        Some(bytes) => IndexEntry::decode(&bytes)
+            .map(Some)
+            .ok_or_else(|| StateError::Corrupt { key: hex::encode(key), detail: "bad index entry".into() }),
+    }
+}
+
+/// Applies one command. A refused command writes nothing and returns `Response::Refused`
+/// (or per-entry `Rejected` outcomes for index batches).
+pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError> {
+    let mut c = counters(kv)?;
+    let before = c.clone();
+    let response = match command {
+        Command::RegisterNode { node_id, address, zone, disks, now_unix_ms } => {
+            register_node(kv, &mut c, *node_id, address, zone, disks, *now_unix_ms)?
+        }
+        Command::Heartbeat { node_id, disks, now_unix_ms } => {
+            heartbeat(kv, &mut c, *node_id, disks, *now_unix_ms)?
+        }
+        Command::AllocateVolume { holder, scheme, replicas, lease_ms, now_unix_ms } => {
+            allocate_volume(kv, &mut c, holder, scheme, replicas, *lease_ms, *now_unix_ms)?
+        }
+        Command::RenewLease { volume_id, lease_epoch, lease_ms, now_unix_ms } => {
+            renew_lease(kv, *volume_id, *lease_epoch, *lease_ms, *now_unix_ms)?
+        }
+        Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms } => {
+            let outcomes = entries
+                .iter()
+                .map(|e| commit_one(kv, &mut c, e, *volume_size_max_bytes, *now_unix_ms))
+                .collect::<Result<Vec<_>, _>>()?;
+            Response::Committed { outcomes }
+        }
+        Command::SealVolume { volume_id, length_bytes } => {
+            seal_volume(kv, &mut c, *volume_id, *length_bytes)?
+        }
+        Command::ReportBadExtent { volume_id, disk_id, reason: _ } => {
+            report_bad_extent(kv, *volume_id, *disk_id)?
+        }
+    };
+    if c != before {
+        write_json(kv, KEY_COUNTERS, &c)?;
+    }
+    Ok(response)
+}
+
+fn refused(error: CommandError) -> Result<Response, StateError> {
+    Ok(Response::Refused { error })
+}
+
+fn register_node(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    node_id: Option<u64>,
+    address: &str,
+    zone: &str,
+    disks: &[DiskRegistration],
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    if zone.is_empty() || address.is_empty() {
+        return refused(CommandError::BadRequest { detail: "a node needs an address and a zone".into() });
+    }
+    let existing = match node_id {
+        Some(id) => match node(kv, id)? {
+            Some(n) => Some(n),
+            None => return refused(CommandError::UnknownNode { node_id: id }),
+        },
+        None => None,
+    };
+    if let Some(n) = &existing
+        && n.zone != zone
+    {
+        return refused(CommandError::BadRequest {
+            detail: format!("node {} is in zone {:?}; a node cannot change zones", n.node_id, n.zone),
+        });
+    }
+    let node_id = match &existing {
+        Some(n) => n.node_id,
+        None => {
+            let id = c.next_node_id;
+            c.next_node_id += 1;
+            id
+        }
+    };
+    let mut known: BTreeMap<String, DiskRecord> = BTreeMap::new();
+    if let Some(n) = &existing {
+        for id in &n.disk_ids {
+            if let Some(d) = disk(kv, *id)? {
+                known.insert(d.uuid.clone(), d);
+            }
+        }
+    }
+    let mut disk_ids = Vec::with_capacity(disks.len());
+    let mut all_disks: Vec<u64> = existing.as_ref().map(|n| n.disk_ids.clone()).unwrap_or_default();
+    for reg in disks {
+        let disk_id = match known.get(&reg.uuid) {
+            Some(d) => d.disk_id,
+            None => {
+                let id = c.next_disk_id;
+                c.next_disk_id += 1;
+                all_disks.push(id);
+                id
+            }
+        };
+        let record = DiskRecord {
+            v: RECORD_VERSION,
+            disk_id,
+            node_id,
+            uuid: reg.uuid.clone(),
+            path: reg.path.clone(),
+            capacity_bytes: reg.capacity_bytes,
+            used_bytes: reg.used_bytes,
+            free_bytes: reg.free_bytes,
+            health: known.get(&reg.uuid).map_or(DiskHealth::Ok, |d| d.health),
+        };
+        write_json(kv, &id_key(PREFIX_DISK, disk_id), &record)?;
+        disk_ids.push(disk_id);
+    }
+    let record = NodeRecord {
+        v: RECORD_VERSION,
+        node_id,
+        address: address.to_string(),
+        zone: zone.to_string(),
+        state: NodeState::Up,
+        last_heartbeat_unix_ms: now_unix_ms,
+        disk_ids: all_disks,
+    };
+    write_json(kv, &id_key(PREFIX_NODE, node_id), &record)?;
+    c.cluster_map_version += 1;
+    Ok(Response::NodeRegistered { node_id, disk_ids })
+}
+
+fn heartbeat(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    node_id: u64,
+    disks: &[DiskStat],
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    let Some(mut n) = node(kv, node_id)? else {
+        return refused(CommandError::UnknownNode { node_id });
+    };
+    for stat in disks {
+        if !n.disk_ids.contains(&stat.disk_id) {
+            return refused(CommandError::UnknownDisk {
+                disk_id: stat.disk_id,
+                detail: format!("not a disk of node {node_id}"),
+            });
+        }
+    }
+    let mut structural = n.state != NodeState::Up;
+    for stat in disks {
+        let Some(mut d) = disk(kv, stat.disk_id)? else { continue };
+        let health = if d.health == DiskHealth::Failed { DiskHealth::Failed } else { health_of(stat.failed) };
+        structural |= health != d.health;
+        d.capacity_bytes = stat.capacity_bytes;
+        d.used_bytes = stat.used_bytes;
+        d.free_bytes = stat.free_bytes;
+        d.health = health;
+        write_json(kv, &id_key(PREFIX_DISK, d.disk_id), &d)?;
+    }
+    n.state = NodeState::Up;
+    n.last_heartbeat_unix_ms = now_unix_ms;
+    write_json(kv, &id_key(PREFIX_NODE, node_id), &n)?;
+    if structural {
+        c.cluster_map_version += 1;
+    }
+    Ok(Response::HeartbeatAck { cluster_map_version: c.cluster_map_version })
+}
+
+fn allocate_volume(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    holder: &str,
+    scheme: &str,
+    replicas: &[ExtentPlace],
+    lease_ms: u64,
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    if replicas.is_empty() {
+        return refused(CommandError::BadRequest { detail: "a volume needs at least one replica".into() });
+    }
+    // The leader chose the placement from its view; the disks must still be serving.
+    for place in replicas {
+        match disk(kv, place.disk_id)? {
+            Some(d) if d.node_id == place.node_id && d.health == DiskHealth::Ok => {}
+            _ => {
+                return refused(CommandError::UnknownDisk {
+                    disk_id: place.disk_id,
+                    detail: "not a healthy disk of the named node".into(),
+                });
+            }
+        }
+    }
+    let volume_id = c.next_volume_id;
+    c.next_volume_id += 1;
+    let volume = VolumeRecord {
+        v: RECORD_VERSION,
+        volume_id,
+        state: VolumeState::Open,
+        scheme: scheme.to_string(),
+        replicas: replicas.to_vec(),
+        fragments: Vec::new(),
+        generation: 1,
+        size_bytes: 0,
+        lease: Some(Lease { epoch: 1, holder: holder.to_string(), expires_unix_ms: now_unix_ms + lease_ms }),
+        bad_disks: Vec::new(),
+    };
+    write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &volume)?;
+    c.volumes_by_state[0] += 1;
+    Ok(Response::Volume { volume })
+}
+
+fn lease_check(v: &VolumeRecord, given_epoch: u64, now_unix_ms: u64) -> Option<CommandError> {
+    if v.state != VolumeState::Open {
+        return Some(CommandError::VolumeNotOpen { volume_id: v.volume_id, state: v.state });
+    }
+    match &v.lease {
+        Some(l) if l.epoch == given_epoch && now_unix_ms <= l.expires_unix_ms => None,
+        Some(l) => Some(CommandError::StaleLease {
+            volume_id: v.volume_id,
+            given_epoch,
+            current_epoch: Some(l.epoch),
+            expired: l.epoch == given_epoch,
+        }),
+        None => Some(CommandError::StaleLease {
+            volume_id: v.volume_id,
+            given_epoch,
+            current_epoch: None,
+            expired: false,
+        }),
+    }
+}
+
+fn renew_lease(
+    kv: &mut dyn Kv,
+    volume_id: u64,
+    lease_epoch: u64,
+    lease_ms: u64,
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    let Some(mut v) = volume(kv, volume_id)? else {
+        return refused(CommandError::UnknownVolume { volume_id });
+    };
+    if let Some(error) = lease_check(&v, lease_epoch, now_unix_ms) {
+        return refused(error);
+    }
+    if let Some(lease) = v.lease.as_mut() {
+        lease.expires_unix_ms = now_unix_ms + lease_ms;
+    }
+    write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
+    Ok(Response::Volume { volume: v })
+}
+
+fn commit_one(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    e: &IndexCommit,
+    volume_size_max_bytes: u64,
+    now_unix_ms: u64,
+) -> Result<CommitOutcome, StateError> {
+    let key = index_key(&e.hash);
+    if let Some(mut existing) = index_entry(kv, &e.hash)? {
+        existing.references += 1;
+        kv.put(&key, existing.encode().to_vec());
+        return Ok(CommitOutcome::Deduplicated { entry: IndexEntryView::new(e.hash, &existing) });
+    }
+    let Some(mut v) = volume(kv, e.volume_id)? else {
+        return Ok(CommitOutcome::Rejected { error: CommandError::UnknownVolume { volume_id: e.volume_id } });
+    };
+    if let Some(error) = lease_check(&v, e.lease_epoch, now_unix_ms) {
+        return Ok(CommitOutcome::Rejected { error });
+    }
+    let end = e.offset_bytes.checked_add(u64::from(e.length_bytes));
+    if end.is_none_or(|end| end > volume_size_max_bytes) || e.length_bytes == 0 {
+        return Ok(CommitOutcome::Rejected {
+            error: CommandError::BadRequest {
+                detail: format!(
+                    "record {}+{} does not fit a volume of {volume_size_max_bytes} bytes",
+                    e.offset_bytes, e.length_bytes
+                ),
+            },
+        });
+    }
+    let entry = IndexEntry {
+        volume_id: e.volume_id,
+        offset_bytes: e.offset_bytes,
+        length_bytes: e.length_bytes,
+        crc32: e.crc32,
+        references: 1,
+    };
+    kv.put(&key, entry.encode().to_vec());
+    let end = e.offset_bytes + u64::from(e.length_bytes);
+    if end > v.size_bytes {
+        v.size_bytes = end;
+        write_json(kv, &id_key(PREFIX_VOLUME, v.volume_id), &v)?;
+    }
+    c.index_entries += 1;
+    Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
+}
+
+fn seal_volume(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    volume_id: u64,
+    length_bytes: Option<u64>,
+) -> Result<Response, StateError> {
+    let Some(mut v) = volume(kv, volume_id)? else {
+        return refused(CommandError::UnknownVolume { volume_id });
+    };
+    let length = length_bytes.unwrap_or(v.size_bytes);
+    match v.state {
+        VolumeState::Open => {}
+        VolumeState::Sealed if length == v.size_bytes => return Ok(Response::Volume { volume: v }),
+        state => return refused(CommandError::VolumeNotOpen { volume_id, state }),
+    }
+    if length < v.size_bytes {
+        return refused(CommandError::BadRequest {
+            detail: format!(
+                "cannot seal volume {volume_id} at {length}: records up to {} are acknowledged",
+                v.size_bytes
+            ),
+        });
+    }
+    v.state = VolumeState::Sealed;
+    v.size_bytes = length;
+    v.lease = None;
+    write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
+    c.volumes_by_state[0] = c.volumes_by_state[0].saturating_sub(1);
+    c.volumes_by_state[1] += 1;
+    Ok(Response::Volume { volume: v })
+}
+
+fn report_bad_extent(kv: &mut dyn Kv, volume_id: u64, disk_id: u64) -> Result<Response, StateError> {
+    let Some(mut v) = volume(kv, volume_id)? else {
+        return refused(CommandError::UnknownVolume { volume_id });
+    };
+    let holds = v.replicas.iter().chain(&v.fragments).any(|p| p.disk_id == disk_id);
+    if !holds {
+        return refused(CommandError::UnknownDisk {
+            disk_id,
+            detail: format!("holds no extent of volume {volume_id}"),
+        });
+    }
+    if !v.bad_disks.contains(&disk_id) {
+        v.bad_disks.push(disk_id);
+        write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
+    }
+    Ok(Response::Volume { volume: v })
+}

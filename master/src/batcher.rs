@@ -1,0 +1,108 @@
+//! Batches index commits: concurrent `CommitIndex` calls are merged into one Raft entry
+//! (many index entries per entry), with a bounded queue and a few batches in flight.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::Status;
+
+use crate::MasterRaft;
+use crate::command::{Command, CommitOutcome, IndexCommit, Response};
+use crate::errors;
+
+/// Calls waiting to be batched; further calls wait for room (backpressure).
+pub const COMMIT_QUEUE_MAX: usize = 1024;
+/// Index entries in one Raft entry at most.
+pub const BATCH_ENTRIES_MAX: usize = 8192;
+/// Raft entries of index commits in flight at once.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
+
+struct Pending {
+    entries: Vec<IndexCommit>,
+    reply: oneshot::Sender<Result<Vec<CommitOutcome>, Status>>,
+}
+
+/// Handle to the batching task.
+#[derive(Clone)]
+pub struct CommitBatcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl CommitBatcher {
+    /// Starts the batching task for `raft`.
+    pub fn start(raft: MasterRaft, volume_size_max_bytes: u64) -> CommitBatcher {
+        let (tx, rx) = mpsc::channel(COMMIT_QUEUE_MAX);
+        tokio::spawn(run(raft, rx, volume_size_max_bytes));
+        CommitBatcher { tx }
+    }
+
+    /// Commits entries (batched with other callers'); one outcome per entry.
+    pub async fn commit(&self, entries: Vec<IndexCommit>) -> Result<Vec<CommitOutcome>, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { entries, reply })
+            .await
+            .map_err(|_| errors::internal("commit batcher stopped"))?;
+        rx.await.map_err(|_| errors::internal("commit batcher dropped the request"))?
+    }
+}
+
+async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Pending>, volume_size_max_bytes: u64) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        let mut total: usize = batch[0].entries.len();
+        while total < BATCH_ENTRIES_MAX {
+            match rx.try_recv() {
+                Ok(p) if total + p.entries.len() <= BATCH_ENTRIES_MAX => {
+                    total += p.entries.len();
+                    batch.push(p);
+                }
+                Ok(p) => {
+                    carry = Some(p);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let entries: Vec<IndexCommit> = batch.iter().flat_map(|p| p.entries.iter().cloned()).collect();
+            let now_unix_ms = crate::now_unix_ms();
+            let command = Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms };
+            match raft.client_write(command).await {
+                Ok(written) => match written.data {
+                    Response::Committed { outcomes } => {
+                        let mut outcomes = outcomes.into_iter();
+                        for p in batch {
+                            let mine: Vec<CommitOutcome> = outcomes.by_ref().take(p.entries.len()).collect();
+                            let _ = p.reply.send(Ok(mine));
+                        }
+                    }
+                    other => {
+                        for p in batch {
+                            let _ =
+                                p.reply.send(Err(errors::internal(format!("unexpected response {other:?}"))));
+                        }
+                    }
+                },
+                Err(e) => {
+                    let status = errors::raft_error(&e);
+                    for p in batch {
+                        let _ = p.reply.send(Err(status.clone()));
+                    }
+                }
+            }
+        });
+    }
+}

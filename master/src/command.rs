@@ -1,0 +1,346 @@
+//! Commands that go through Raft, their responses, and the errors a command can be refused
+//! with. A refused command changes nothing.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{DiskHealth, ExtentPlace, IndexEntry, VolumeRecord, VolumeState};
+
+/// A SHA-256 block key; serialized as 64 lowercase hex characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash32(pub [u8; 32]);
+
+impl fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hash32, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(Hash32(out))
+    }
+}
+
+impl Hash32 {
+    /// From a byte slice that must be exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Hash32> {
+        bytes.try_into().ok().map(Hash32)
+    }
+}
+
+/// A disk as a node registers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRegistration {
+    /// Blockstore disk identity (hex).
+    pub uuid: String,
+    /// Path on the node.
+    pub path: String,
+    /// File system size.
+    pub capacity_bytes: u64,
+    /// Bytes held by extents.
+    pub used_bytes: u64,
+    /// Bytes still free.
+    pub free_bytes: u64,
+}
+
+/// Disk statistics carried by a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStat {
+    /// Which disk.
+    pub disk_id: u64,
+    /// File system size.
+    pub capacity_bytes: u64,
+    /// Bytes held by extents.
+    pub used_bytes: u64,
+    /// Bytes still free.
+    pub free_bytes: u64,
+    /// The node considers the disk failed.
+    pub failed: bool,
+}
+
+/// One index entry to commit, under the writer's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexCommit {
+    /// The block key.
+    pub hash: Hash32,
+    /// Volume the record was appended to.
+    pub volume_id: u64,
+    /// The writer's lease epoch on that volume.
+    pub lease_epoch: u64,
+    /// Offset of the record in the volume.
+    pub offset_bytes: u64,
+    /// Record length (header + payload).
+    pub length_bytes: u32,
+    /// CRC32 of the payload.
+    pub crc32: u32,
+}
+
+/// A state change, proposed by the leader and applied by every replica in log order.
+/// Times are the proposing leader's clock, so that applying is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// A volume server registers (first start) or re-registers (restart).
+    RegisterNode {
+        /// The id kept on its disks, if it has one.
+        node_id: Option<u64>,
+        /// Its gRPC address.
+        address: String,
+        /// Its zone.
+        zone: String,
+        /// Its disks.
+        disks: Vec<DiskRegistration>,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
+    /// Liveness and disk statistics.
+    Heartbeat {
+        /// The node.
+        node_id: u64,
+        /// Its disks' statistics.
+        disks: Vec<DiskStat>,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
+    /// A new open volume with a write lease; the placement was chosen by the leader.
+    AllocateVolume {
+        /// The lease holder.
+        holder: String,
+        /// Scheme the volume will be coded with.
+        scheme: String,
+        /// Replica placement.
+        replicas: Vec<ExtentPlace>,
+        /// Lease duration.
+        lease_ms: u64,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
+    /// Extends a lease held at `lease_epoch`.
+    RenewLease {
+        /// The volume.
+        volume_id: u64,
+        /// The epoch the holder has.
+        lease_epoch: u64,
+        /// Lease duration from now.
+        lease_ms: u64,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
+    /// Index entries, many per Raft entry.
+    CommitIndex {
+        /// The entries.
+        entries: Vec<IndexCommit>,
+        /// Largest volume size: commits past it are refused.
+        volume_size_max_bytes: u64,
+        /// Leader's clock (lease expiry).
+        now_unix_ms: u64,
+    },
+    /// Seals an open volume at `length_bytes` (default: its acknowledged end).
+    SealVolume {
+        /// The volume.
+        volume_id: u64,
+        /// The sealed length; never below the acknowledged end.
+        length_bytes: Option<u64>,
+    },
+    /// A volume server found a missing or corrupt extent.
+    ReportBadExtent {
+        /// The volume.
+        volume_id: u64,
+        /// The disk holding the bad extent.
+        disk_id: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::RegisterNode { node_id, address, zone, .. } => {
+                write!(f, "register_node({node_id:?}, {address}, {zone})")
+            }
+            Command::Heartbeat { node_id, .. } => write!(f, "heartbeat({node_id})"),
+            Command::AllocateVolume { holder, .. } => write!(f, "allocate_volume({holder})"),
+            Command::RenewLease { volume_id, lease_epoch, .. } => {
+                write!(f, "renew_lease({volume_id}, {lease_epoch})")
+            }
+            Command::CommitIndex { entries, .. } => write!(f, "commit_index({} entries)", entries.len()),
+            Command::SealVolume { volume_id, length_bytes } => {
+                write!(f, "seal({volume_id}, {length_bytes:?})")
+            }
+            Command::ReportBadExtent { volume_id, disk_id, .. } => {
+                write!(f, "report_bad_extent({volume_id}, {disk_id})")
+            }
+        }
+    }
+}
+
+/// Why a command (or one entry of a batch) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum CommandError {
+    /// No such volume.
+    #[error("volume {volume_id} does not exist")]
+    UnknownVolume {
+        /// The volume.
+        volume_id: u64,
+    },
+    /// No such node.
+    #[error("node {node_id} is not registered in this cell")]
+    UnknownNode {
+        /// The node.
+        node_id: u64,
+    },
+    /// No such disk (or not of this node / volume).
+    #[error("disk {disk_id}: {detail}")]
+    UnknownDisk {
+        /// The disk.
+        disk_id: u64,
+        /// Context.
+        detail: String,
+    },
+    /// The lease epoch is not current, or the lease expired.
+    #[error("stale lease on volume {volume_id}: epoch {given_epoch} given, current {current_epoch:?}{}", if *expired { " (expired)" } else { "" })]
+    StaleLease {
+        /// The volume.
+        volume_id: u64,
+        /// The epoch the caller used.
+        given_epoch: u64,
+        /// The volume's current epoch, if it has a lease.
+        current_epoch: Option<u64>,
+        /// The current lease exists but has expired.
+        expired: bool,
+    },
+    /// The volume is not open.
+    #[error("volume {volume_id} is {state:?}, not open")]
+    VolumeNotOpen {
+        /// The volume.
+        volume_id: u64,
+        /// Its state.
+        state: VolumeState,
+    },
+    /// A malformed or out-of-bounds request.
+    #[error("bad request: {detail}")]
+    BadRequest {
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl CommandError {
+    /// The stable error code (cellar_proto::error_code).
+    pub fn code(&self) -> &'static str {
+        use cellar_proto::error_code as c;
+        match self {
+            CommandError::UnknownVolume { .. } => c::UNKNOWN_VOLUME,
+            CommandError::UnknownNode { .. } => c::UNKNOWN_NODE,
+            CommandError::UnknownDisk { .. } => c::UNKNOWN_DISK,
+            CommandError::StaleLease { .. } => c::STALE_LEASE,
+            CommandError::VolumeNotOpen { .. } => c::VOLUME_NOT_OPEN,
+            CommandError::BadRequest { .. } => c::BAD_REQUEST,
+        }
+    }
+}
+
+/// The outcome of one entry of a `CommitIndex` batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CommitOutcome {
+    /// A new index entry.
+    Committed {
+        /// The entry as stored.
+        entry: IndexEntryView,
+    },
+    /// The hash was already indexed; its reference count went up.
+    Deduplicated {
+        /// The existing entry.
+        entry: IndexEntryView,
+    },
+    /// Refused; nothing changed for this entry.
+    Rejected {
+        /// Why.
+        error: CommandError,
+    },
+}
+
+/// An index entry with its key, for responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntryView {
+    /// The block key.
+    pub hash: Hash32,
+    /// Volume.
+    pub volume_id: u64,
+    /// Record offset.
+    pub offset_bytes: u64,
+    /// Record length.
+    pub length_bytes: u32,
+    /// Payload CRC32.
+    pub crc32: u32,
+    /// Reference count.
+    pub references: u64,
+}
+
+impl IndexEntryView {
+    /// Joins a key and its entry.
+    pub fn new(hash: Hash32, e: &IndexEntry) -> IndexEntryView {
+        IndexEntryView {
+            hash,
+            volume_id: e.volume_id,
+            offset_bytes: e.offset_bytes,
+            length_bytes: e.length_bytes,
+            crc32: e.crc32,
+            references: e.references,
+        }
+    }
+}
+
+/// What applying a command returns to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    /// Membership changes and blank entries.
+    Empty,
+    /// `RegisterNode`.
+    NodeRegistered {
+        /// The node's id.
+        node_id: u64,
+        /// Its disks' ids, in registration order.
+        disk_ids: Vec<u64>,
+    },
+    /// `Heartbeat`.
+    HeartbeatAck {
+        /// Current cluster map version.
+        cluster_map_version: u64,
+    },
+    /// `AllocateVolume`, `RenewLease`, `SealVolume`, `ReportBadExtent`.
+    Volume {
+        /// The volume after the command.
+        volume: VolumeRecord,
+    },
+    /// `CommitIndex`: one outcome per entry.
+    Committed {
+        /// Outcomes, in request order.
+        outcomes: Vec<CommitOutcome>,
+    },
+    /// The command was refused; nothing changed.
+    Refused {
+        /// Why.
+        error: CommandError,
+    },
+}
+
+/// Disk health from a heartbeat flag.
+pub fn health_of(failed: bool) -> DiskHealth {
+    if failed { DiskHealth::Failed } else { DiskHealth::Ok }
+}

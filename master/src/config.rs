@@ -1,0 +1,142 @@
+//! A master's configuration, in the two layers the style asks for: raw (TOML/flags, all
+//! optional, unknown keys refused) and validated.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The validated configuration of one master.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// This member's Raft id (never reused after removal).
+    pub id: u64,
+    /// Address to listen on for Raft and the client API.
+    pub listen: String,
+    /// Address peers and clients use to reach this master (defaults to `listen`).
+    pub advertise: String,
+    /// Where the RocksDB store and snapshots live.
+    pub data_dir: PathBuf,
+    /// Every member: id -> address.
+    pub peers: BTreeMap<u64, String>,
+    /// Form the group from `peers` if it does not exist yet.
+    pub init: bool,
+    /// Shared secret required on every call between cellar processes (none: open).
+    pub secret: Option<String>,
+    /// Raft heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout lower bound (upper bound is twice it).
+    pub election_timeout_ms: u64,
+    /// Take a snapshot after this many applied entries.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot for lagging followers.
+    pub log_kept_after_snapshot: u64,
+    /// Size at which a volume is full (`volume_size_bytes`).
+    pub volume_size_bytes: u64,
+    /// Replicas of an open volume.
+    pub replicas: u8,
+    /// Scheme volumes are coded with.
+    pub scheme: String,
+    /// Write lease duration.
+    pub lease_ms: u64,
+}
+
+/// Raw settings as read from a TOML file; every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMasterConfig {
+    /// See [`MasterConfig::secret`].
+    pub secret: Option<String>,
+    /// See [`MasterConfig::heartbeat_ms`].
+    pub heartbeat_ms: Option<u64>,
+    /// See [`MasterConfig::election_timeout_ms`].
+    pub election_timeout_ms: Option<u64>,
+    /// See [`MasterConfig::snapshot_after_entries`].
+    pub snapshot_after_entries: Option<u64>,
+    /// See [`MasterConfig::log_kept_after_snapshot`].
+    pub log_kept_after_snapshot: Option<u64>,
+    /// See [`MasterConfig::volume_size_bytes`].
+    pub volume_size_bytes: Option<u64>,
+    /// See [`MasterConfig::replicas`].
+    pub replicas: Option<u8>,
+    /// See [`MasterConfig::scheme`].
+    pub scheme: Option<String>,
+    /// See [`MasterConfig::lease_ms`].
+    pub lease_ms: Option<u64>,
+}
+
+impl MasterConfig {
+    /// Defaults for everything but identity and addresses.
+    pub fn new(id: u64, listen: String, data_dir: PathBuf, peers: BTreeMap<u64, String>) -> MasterConfig {
+        MasterConfig {
+            id,
+            advertise: listen.clone(),
+            listen,
+            data_dir,
+            peers,
+            init: false,
+            secret: None,
+            heartbeat_ms: 100,
+            election_timeout_ms: 600,
+            snapshot_after_entries: 10_000,
+            log_kept_after_snapshot: 1_000,
+            volume_size_bytes: 1 << 30,
+            replicas: 3,
+            scheme: "rs-6-3".to_string(),
+            lease_ms: 30_000,
+        }
+    }
+
+    /// Applies a raw layer on top.
+    pub fn with_raw(mut self, raw: RawMasterConfig) -> MasterConfig {
+        self.secret = raw.secret.or(self.secret);
+        self.heartbeat_ms = raw.heartbeat_ms.unwrap_or(self.heartbeat_ms);
+        self.election_timeout_ms = raw.election_timeout_ms.unwrap_or(self.election_timeout_ms);
+        self.snapshot_after_entries = raw.snapshot_after_entries.unwrap_or(self.snapshot_after_entries);
+        self.log_kept_after_snapshot = raw.log_kept_after_snapshot.unwrap_or(self.log_kept_after_snapshot);
+        self.volume_size_bytes = raw.volume_size_bytes.unwrap_or(self.volume_size_bytes);
+        self.replicas = raw.replicas.unwrap_or(self.replicas);
+        self.scheme = raw.scheme.unwrap_or(self.scheme);
+        self.lease_ms = raw.lease_ms.unwrap_or(self.lease_ms);
+        self
+    }
+
+    /// Checks the settings; the error names the offending one.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.peers.contains_key(&self.id) {
+            return Err(format!("--peers must include this master's id {}", self.id));
+        }
+        if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms * 2 {
+            return Err("election_timeout_ms must exceed twice heartbeat_ms".into());
+        }
+        if self.replicas == 0 {
+            return Err("replicas must be at least 1".into());
+        }
+        if self.volume_size_bytes < 1 << 20 {
+            return Err("volume_size_bytes must be at least 1 MiB".into());
+        }
+        if self.lease_ms < 1000 {
+            return Err("lease_ms must be at least 1000".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("peer {part:?} is not ID=ADDR"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("peer id {id:?} is not a number"))?;
+        if id == 0 {
+            return Err("peer ids start at 1".into());
+        }
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("peer id {id} given twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("--peers is empty".into());
+    }
+    Ok(peers)
+}

@@ -1,0 +1,184 @@
+//! Raft between master replicas over tonic: openraft's messages travel as JSON bytes
+//! (`cellar.raft.v1`); snapshots as a client stream of chunks read from the snapshot file.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::Read;
+
+use cellar_proto::raft::raft_client::RaftClient;
+use cellar_proto::raft::{RaftBytes, SnapshotChunk};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{BasicNode, RaftNetworkV2};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::TypeConfig;
+use crate::auth::with_secret;
+
+/// Bytes per snapshot chunk on the wire (well under tonic's 4 MiB message limit).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Largest Raft message a master accepts or sends.
+pub const RAFT_MESSAGE_MAX_BYTES: usize = 64 << 20;
+/// Snapshot chunks buffered between the file reader and the gRPC stream.
+const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: usize = 4;
+
+/// Creates one client per peer.
+#[derive(Clone)]
+pub struct Network {
+    secret: Option<String>,
+}
+
+impl Network {
+    /// A network whose calls carry the cluster secret, if any.
+    pub fn new(secret: Option<String>) -> Network {
+        Network { secret }
+    }
+}
+
+/// Connects lazily to one peer.
+pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+    Ok(Endpoint::from_shared(url)?.connect_timeout(std::time::Duration::from_secs(2)).connect_lazy())
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        Peer {
+            target,
+            client: channel(&node.addr).ok().map(new_client),
+            addr: node.addr.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+fn new_client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel)
+        .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
+        .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES)
+}
+
+/// The client side of one peer.
+pub struct Peer {
+    target: u64,
+    addr: String,
+    client: Option<RaftClient<Channel>>,
+    secret: Option<String>,
+}
+
+fn rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn encode_error(e: serde_json::Error) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl Peer {
+    fn client(&mut self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+        match &self.client {
+            Some(c) => Ok(c.clone()),
+            None => {
+                let c = channel(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+                let c = new_client(c);
+                self.client = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    fn request<T>(&self, message: T, option: &RPCOption) -> tonic::Request<T> {
+        let mut req = with_secret(tonic::Request::new(message), self.secret.as_deref());
+        req.set_timeout(option.hard_ttl());
+        req
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = File;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let data = serde_json::to_vec(&rpc).map_err(encode_error)?;
+        let req = self.request(RaftBytes { data }, &option);
+        let resp = self.client()?.append_entries(req).await.map_err(rpc_error)?;
+        serde_json::from_slice(&resp.into_inner().data).map_err(encode_error)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let data = serde_json::to_vec(&rpc).map_err(encode_error)?;
+        let req = self.request(RaftBytes { data }, &option);
+        let resp = self.client()?.vote(req).await.map_err(rpc_error)?;
+        serde_json::from_slice(&resp.into_inner().data).map_err(encode_error)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, File>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let meta = serde_json::to_vec(&(&vote, &snapshot.meta))
+            .map_err(|e| StreamingError::from(encode_error(e)))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(SNAPSHOT_CHUNKS_IN_FLIGHT_MAX);
+        let mut file = snapshot.snapshot;
+        tokio::task::spawn_blocking(move || {
+            if tx.blocking_send(SnapshotChunk { meta, data: Vec::new() }).is_err() {
+                return;
+            }
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                match file.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(SnapshotChunk { meta: Vec::new(), data: buf }).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Dropping the sender ends the stream short; the receiver's CRC
+                        // check refuses the partial file.
+                        tracing::error!(error = %e, "read snapshot file for sending");
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut req = with_secret(tonic::Request::new(stream), self.secret.as_deref());
+        req.set_timeout(option.hard_ttl().max(std::time::Duration::from_secs(600)));
+        let mut client = self.client()?;
+        let target = self.target;
+        let call = client.install_snapshot(req);
+        tokio::select! {
+            closed = cancel => {
+                tracing::info!(target, reason = %closed, "snapshot transfer cancelled");
+                Err(StreamingError::Closed(closed))
+            }
+            resp = call => {
+                let resp = resp.map_err(|s| StreamingError::from(rpc_error(s)))?;
+                serde_json::from_slice(&resp.into_inner().data).map_err(|e| StreamingError::from(encode_error(e)))
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Starting a master: store, Raft, the gRPC server (Raft + client API), and group
+//! formation with `--init`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cellar_proto::master::master_server::MasterServer;
+use cellar_proto::raft::raft_server::RaftServer;
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio::sync::oneshot;
+
+use crate::MasterRaft;
+use crate::batcher::CommitBatcher;
+use crate::config::MasterConfig;
+use crate::network::{Network, RAFT_MESSAGE_MAX_BYTES};
+use crate::raft_service::RaftService;
+use crate::service::{ApiSettings, MasterService};
+use crate::store::log::LogStore;
+use crate::store::open_db;
+use crate::store::sm::{StateMachineStore, StateReader};
+
+/// Largest client API message (a CommitIndex of 10,000 entries is ~1 MiB).
+pub const API_MESSAGE_MAX_BYTES: usize = 16 << 20;
+
+/// Errors starting a master.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The store cannot be opened.
+    #[error("open store in {dir}: {source}")]
+    Store {
+        /// The data directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Raft refused to start.
+    #[error("start raft: {0}")]
+    Raft(String),
+    /// The listen address cannot be bound.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running master.
+pub struct MasterHandle {
+    /// This member's id.
+    pub id: u64,
+    /// The bound address (the real port when configured with port 0).
+    pub addr: SocketAddr,
+    /// The Raft node.
+    pub raft: MasterRaft,
+    /// Reads of the applied state.
+    pub reader: StateReader,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MasterHandle {
+    /// Stops serving and shuts Raft down; the store stays on disk.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(id = self.id, error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Binds the listen address first (so that a port 0 becomes a real port before anyone
+/// needs it), then starts the master on it.
+pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: listen.to_string(), source })
+}
+
+/// Starts a master on an already bound listener.
+pub async fn start(
+    config: MasterConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<MasterHandle, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let store_err = |source| StartError::Store { dir: config.data_dir.display().to_string(), source };
+    let db = open_db(&config.data_dir).map_err(store_err)?;
+    let log_store = LogStore::new(db.clone()).map_err(store_err)?;
+    let sm = StateMachineStore::open(db.clone(), config.data_dir.join("snapshots")).map_err(store_err)?;
+    let reader = sm.reader();
+    let raft_config = Config {
+        cluster_name: "cellar".to_string(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: config.election_timeout_ms * 2,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
+        purge_batch_size: config.snapshot_after_entries.clamp(1, 256),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let network = Network::new(config.secret.clone());
+    let raft = MasterRaft::new(config.id, Arc::new(raft_config), network, log_store, sm)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let addr =
+        listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
+    let batcher = CommitBatcher::start(raft.clone(), config.volume_size_bytes);
+    let settings = ApiSettings {
+        volume_size_bytes: config.volume_size_bytes,
+        replicas: config.replicas,
+        scheme: config.scheme.clone(),
+        lease_ms: config.lease_ms,
+        secret: config.secret.clone(),
+    };
+    let api = MasterService::new(config.id, raft.clone(), StateReader::new(db.clone()), batcher, settings);
+    let raft_rpc = RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"));
+    let (tx, rx) = oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            RaftServer::new(raft_rpc)
+                .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            MasterServer::new(api)
+                .max_decoding_message_size(API_MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(API_MESSAGE_MAX_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = rx.await;
+        });
+    let id = config.id;
+    let server = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(id, error = %e, "master gRPC server stopped");
+        }
+    });
+
+    if config.init {
+        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> =
+                config.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(id, "formed the master group"),
+                Err(e) => tracing::info!(id, error = %e, "group not formed here (it may exist already)"),
+            }
+        }
+    }
+    Ok(MasterHandle { id, addr, raft, reader, shutdown: Some(tx), server: Some(server) })
+}
+
+/// Waits until some member of `raft`'s group is known as leader.
+pub async fn wait_for_leader(raft: &MasterRaft, timeout: Duration) -> Option<u64> {
+    use openraft::async_runtime::WatchReceiver;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut rx = raft.metrics();
+    loop {
+        if let Some(leader) = rx.borrow_watched().current_leader {
+            return Some(leader);
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() || tokio::time::timeout(remaining, rx.changed()).await.is_err() {
+            return None;
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The server side of Raft between masters: decodes openraft's messages and hands them to
+//! the local Raft node; receives snapshots into a temporary file before installing them.
+
+use std::io::{Seek, Write};
+use std::path::PathBuf;
+
+use cellar_proto::raft::raft_server::Raft as RaftRpc;
+use cellar_proto::raft::{RaftBytes, SnapshotChunk};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::storage::Snapshot;
+use openraft::type_config::alias::VoteOf;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::check_secret;
+use crate::store::snapshot::Meta;
+use crate::{MasterRaft, TypeConfig};
+
+/// Largest snapshot a master accepts (bounds disk use by a misbehaving peer).
+pub const SNAPSHOT_MAX_BYTES: u64 = 256 << 30;
+
+/// Serves Raft RPCs for one master.
+pub struct RaftService {
+    raft: MasterRaft,
+    secret: Option<String>,
+    incoming_dir: PathBuf,
+}
+
+impl RaftService {
+    /// A service over `raft`; received snapshots are staged in `incoming_dir`.
+    pub fn new(raft: MasterRaft, secret: Option<String>, incoming_dir: PathBuf) -> RaftService {
+        RaftService { raft, secret, incoming_dir }
+    }
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("undecodable raft message: {e}"))
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        check_secret(&req, self.secret.as_deref())?;
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            serde_json::from_slice(&req.into_inner().data).map_err(bad_request)?;
+        let resp = self.raft.append_entries(rpc).await.map_err(internal)?;
+        Ok(Response::new(RaftBytes { data: serde_json::to_vec(&resp).map_err(internal)? }))
+    }
+
+    async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        check_secret(&req, self.secret.as_deref())?;
+        let rpc: VoteRequest<TypeConfig> =
+            serde_json::from_slice(&req.into_inner().data).map_err(bad_request)?;
+        let resp = self.raft.vote(rpc).await.map_err(internal)?;
+        Ok(Response::new(RaftBytes { data: serde_json::to_vec(&resp).map_err(internal)? }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftBytes>, Status> {
+        check_secret(&req, self.secret.as_deref())?;
+        let mut stream = req.into_inner();
+        let first =
+            stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta): (VoteOf<TypeConfig>, Meta) =
+            serde_json::from_slice(&first.meta).map_err(bad_request)?;
+        std::fs::create_dir_all(&self.incoming_dir).map_err(internal)?;
+        // An unnamed temporary file: nothing is left behind if the transfer breaks off.
+        let mut file = tempfile::tempfile_in(&self.incoming_dir).map_err(internal)?;
+        let mut received = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            received += chunk.data.len() as u64;
+            if received > SNAPSHOT_MAX_BYTES {
+                return Err(Status::resource_exhausted("snapshot over the size limit"));
+            }
+            file.write_all(&chunk.data).map_err(internal)?;
+        }
+        file.flush().map_err(internal)?;
+        file.rewind().map_err(internal)?;
+        let resp = self
+            .raft
+            .install_full_snapshot(vote, Snapshot { meta, snapshot: file })
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(RaftBytes { data: serde_json::to_vec(&resp).map_err(internal)? }))
+    }
+}

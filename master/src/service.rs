@@ -1,0 +1,476 @@
+//! The master's client API (`cellar.master.v1`): writes go through Raft (followers answer
+//! NOT_LEADER with the leader's address), reads are linearizable via a read index.
+
+use std::collections::BTreeMap;
+
+use cellar_proto::master as pb;
+use cellar_proto::master::master_server::Master;
+use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
+use tonic::{Code, Request, Response, Status};
+
+use crate::apply::{self, Kv, PREFIX_DISK, PREFIX_NODE};
+use crate::auth::check_secret;
+use crate::batcher::CommitBatcher;
+use crate::command::{self, Command, CommitOutcome, DiskRegistration, DiskStat, Hash32, IndexCommit};
+use crate::errors::{self, bad_request, internal};
+use crate::store::sm::StateReader;
+use crate::types::{DiskHealth, DiskRecord, NodeRecord, NodeState, VolumeRecord, VolumeState};
+use crate::{MasterRaft, now_unix_ms};
+
+/// Disks one node may register.
+pub const DISKS_PER_NODE_MAX: usize = 256;
+/// Entries in one CommitIndex call.
+pub const COMMIT_ENTRIES_MAX: usize = 10_000;
+/// Hashes in one Lookup call.
+pub const LOOKUP_HASHES_MAX: usize = 10_000;
+/// Volumes in one GetVolumes call.
+pub const VOLUMES_PER_CALL_MAX: usize = 10_000;
+/// Length of any string field (addresses, zones, paths, reasons).
+pub const STRING_MAX_BYTES: usize = 1024;
+
+/// Cell-wide settings the API needs.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Volume size (`volume_size_bytes`).
+    pub volume_size_bytes: u64,
+    /// Replicas per open volume.
+    pub replicas: u8,
+    /// Coding scheme.
+    pub scheme: String,
+    /// Lease duration.
+    pub lease_ms: u64,
+    /// Cluster secret.
+    pub secret: Option<String>,
+}
+
+/// The service.
+pub struct MasterService {
+    id: u64,
+    raft: MasterRaft,
+    reader: StateReader,
+    batcher: CommitBatcher,
+    settings: ApiSettings,
+}
+
+impl MasterService {
+    /// A service for the master `id`.
+    pub fn new(
+        id: u64,
+        raft: MasterRaft,
+        reader: StateReader,
+        batcher: CommitBatcher,
+        settings: ApiSettings,
+    ) -> Self {
+        MasterService { id, raft, reader, batcher, settings }
+    }
+
+    async fn write(&self, command: Command) -> Result<command::Response, Status> {
+        match self.raft.client_write(command).await {
+            Ok(written) => match written.data {
+                command::Response::Refused { error } => Err(errors::command_error(&error)),
+                other => Ok(other),
+            },
+            Err(e) => Err(errors::raft_error(&e)),
+        }
+    }
+
+    async fn linearizable(&self) -> Result<(), Status> {
+        self.raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map(|_| ())
+            .map_err(|e| errors::raft_error(&e))
+    }
+
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        check_secret(req, self.settings.secret.as_deref())
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>, Status> {
+        self.reader
+            .scan_prefix(PREFIX_NODE)
+            .map_err(internal)?
+            .iter()
+            .map(|b| serde_json::from_slice(b).map_err(internal))
+            .collect()
+    }
+
+    fn disks(&self) -> Result<Vec<DiskRecord>, Status> {
+        self.reader
+            .scan_prefix(PREFIX_DISK)
+            .map_err(internal)?
+            .iter()
+            .map(|b| serde_json::from_slice(b).map_err(internal))
+            .collect()
+    }
+}
+
+fn bounded(field: &str, value: &str) -> Result<(), Status> {
+    if value.len() > STRING_MAX_BYTES {
+        return Err(bad_request(format!("{field} is longer than {STRING_MAX_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn node_pb(n: &NodeRecord) -> pb::Node {
+    pb::Node {
+        node_id: n.node_id,
+        address: n.address.clone(),
+        zone: n.zone.clone(),
+        state: n.state.as_str().to_string(),
+        last_heartbeat_unix_ms: n.last_heartbeat_unix_ms,
+    }
+}
+
+fn disk_pb(d: &DiskRecord) -> pb::Disk {
+    pb::Disk {
+        disk_id: d.disk_id,
+        node_id: d.node_id,
+        uuid: d.uuid.clone(),
+        path: d.path.clone(),
+        capacity_bytes: d.capacity_bytes,
+        used_bytes: d.used_bytes,
+        free_bytes: d.free_bytes,
+        health: d.health.as_str().to_string(),
+    }
+}
+
+/// The protobuf form of a volume.
+pub fn volume_pb(v: &VolumeRecord) -> pb::Volume {
+    let extent = |p: &crate::types::ExtentPlace| pb::Extent { node_id: p.node_id, disk_id: p.disk_id };
+    pb::Volume {
+        volume_id: v.volume_id,
+        state: v.state.as_str().to_string(),
+        scheme: v.scheme.clone(),
+        replicas: v.replicas.iter().map(extent).collect(),
+        fragments: v.fragments.iter().map(extent).collect(),
+        generation: v.generation,
+        size_bytes: v.size_bytes,
+        lease_epoch: v.lease.as_ref().map_or(0, |l| l.epoch),
+        lease_holder: v.lease.as_ref().map_or(String::new(), |l| l.holder.clone()),
+        lease_expires_unix_ms: v.lease.as_ref().map_or(0, |l| l.expires_unix_ms),
+    }
+}
+
+fn index_pb(e: &command::IndexEntryView) -> pb::IndexEntry {
+    pb::IndexEntry {
+        hash: e.hash.0.to_vec(),
+        volume_id: e.volume_id,
+        offset_bytes: e.offset_bytes,
+        length_bytes: e.length_bytes,
+        crc32: e.crc32,
+        references: e.references,
+    }
+}
+
+fn expect_volume(response: command::Response) -> Result<Response<pb::Volume>, Status> {
+    match response {
+        command::Response::Volume { volume } => Ok(Response::new(volume_pb(&volume))),
+        other => Err(internal(format!("unexpected response {other:?}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl Master for MasterService {
+    async fn register_node(
+        &self,
+        req: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        bounded("address", &r.address)?;
+        bounded("zone", &r.zone)?;
+        if r.disks.len() > DISKS_PER_NODE_MAX {
+            return Err(bad_request(format!("a node registers at most {DISKS_PER_NODE_MAX} disks")));
+        }
+        let mut disks = Vec::with_capacity(r.disks.len());
+        for d in r.disks {
+            bounded("disk uuid", &d.uuid)?;
+            bounded("disk path", &d.path)?;
+            disks.push(DiskRegistration {
+                uuid: d.uuid,
+                path: d.path,
+                capacity_bytes: d.capacity_bytes,
+                used_bytes: d.used_bytes,
+                free_bytes: d.free_bytes,
+            });
+        }
+        let command = Command::RegisterNode {
+            node_id: r.node_id,
+            address: r.address,
+            zone: r.zone,
+            disks,
+            now_unix_ms: now_unix_ms(),
+        };
+        match self.write(command).await? {
+            command::Response::NodeRegistered { node_id, disk_ids } => {
+                Ok(Response::new(pb::RegisterNodeResponse { node_id, disk_ids }))
+            }
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        if r.disks.len() > DISKS_PER_NODE_MAX {
+            return Err(bad_request(format!("a node has at most {DISKS_PER_NODE_MAX} disks")));
+        }
+        let disks = r
+            .disks
+            .into_iter()
+            .map(|d| DiskStat {
+                disk_id: d.disk_id,
+                capacity_bytes: d.capacity_bytes,
+                used_bytes: d.used_bytes,
+                free_bytes: d.free_bytes,
+                failed: d.failed,
+            })
+            .collect();
+        match self.write(Command::Heartbeat { node_id: r.node_id, disks, now_unix_ms: now_unix_ms() }).await?
+        {
+            command::Response::HeartbeatAck { cluster_map_version } => {
+                Ok(Response::new(pb::HeartbeatResponse { cluster_map_version }))
+            }
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn get_cluster_map(
+        &self,
+        req: Request<pb::GetClusterMapRequest>,
+    ) -> Result<Response<pb::ClusterMap>, Status> {
+        self.check(&req)?;
+        self.linearizable().await?;
+        let version = apply::counters(&self.reader).map_err(internal)?.cluster_map_version;
+        if req.get_ref().known_version == version {
+            return Ok(Response::new(pb::ClusterMap {
+                version,
+                nodes: vec![],
+                disks: vec![],
+                unchanged: true,
+            }));
+        }
+        let nodes = self.nodes()?.iter().map(node_pb).collect();
+        let disks = self.disks()?.iter().map(disk_pb).collect();
+        Ok(Response::new(pb::ClusterMap { version, nodes, disks, unchanged: false }))
+    }
+
+    async fn get_volumes(
+        &self,
+        req: Request<pb::GetVolumesRequest>,
+    ) -> Result<Response<pb::GetVolumesResponse>, Status> {
+        self.check(&req)?;
+        let ids = req.into_inner().volume_ids;
+        if ids.len() > VOLUMES_PER_CALL_MAX {
+            return Err(bad_request(format!("at most {VOLUMES_PER_CALL_MAX} volumes per call")));
+        }
+        self.linearizable().await?;
+        let mut volumes = Vec::new();
+        for id in ids {
+            if let Some(v) = apply::volume(&self.reader, id).map_err(internal)? {
+                volumes.push(volume_pb(&v));
+            }
+        }
+        Ok(Response::new(pb::GetVolumesResponse { volumes }))
+    }
+
+    async fn allocate_volume(
+        &self,
+        req: Request<pb::AllocateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        bounded("holder", &r.holder)?;
+        let copies = if r.copies == 0 {
+            self.settings.replicas
+        } else {
+            u8::try_from(r.copies).map_err(|_| bad_request("copies must be below 256"))?
+        };
+        // Placement is decided here, on the leader's current view; applying re-checks that
+        // the chosen disks still serve.
+        self.linearizable().await?;
+        let view = crate::placement_view::cluster_view(&self.nodes()?, &self.disks()?);
+        let seed = apply::counters(&self.reader).map_err(internal)?.next_volume_id;
+        let chosen = cellar_placement::place_replicas(&view, copies, self.settings.volume_size_bytes, seed)
+            .map_err(|e| {
+            errors::status(
+                Code::FailedPrecondition,
+                cellar_proto::error_code::NOT_ENOUGH_FAILURE_DOMAINS,
+                e.to_string(),
+            )
+        })?;
+        let replicas = chosen
+            .iter()
+            .map(|d| crate::types::ExtentPlace { node_id: d.node_id, disk_id: d.disk_id })
+            .collect();
+        let command = Command::AllocateVolume {
+            holder: r.holder,
+            scheme: self.settings.scheme.clone(),
+            replicas,
+            lease_ms: self.settings.lease_ms,
+            now_unix_ms: now_unix_ms(),
+        };
+        expect_volume(self.write(command).await?)
+    }
+
+    async fn renew_lease(&self, req: Request<pb::RenewLeaseRequest>) -> Result<Response<pb::Volume>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        let command = Command::RenewLease {
+            volume_id: r.volume_id,
+            lease_epoch: r.lease_epoch,
+            lease_ms: self.settings.lease_ms,
+            now_unix_ms: now_unix_ms(),
+        };
+        expect_volume(self.write(command).await?)
+    }
+
+    async fn commit_index(
+        &self,
+        req: Request<pb::CommitIndexRequest>,
+    ) -> Result<Response<pb::CommitIndexResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        if r.entries.len() > COMMIT_ENTRIES_MAX {
+            return Err(bad_request(format!("at most {COMMIT_ENTRIES_MAX} entries per call")));
+        }
+        let mut entries = Vec::with_capacity(r.entries.len());
+        for e in r.entries {
+            let hash = Hash32::from_slice(&e.hash).ok_or_else(|| bad_request("a hash is 32 bytes"))?;
+            entries.push(IndexCommit {
+                hash,
+                volume_id: e.volume_id,
+                lease_epoch: e.lease_epoch,
+                offset_bytes: e.offset_bytes,
+                length_bytes: e.length_bytes,
+                crc32: e.crc32,
+            });
+        }
+        let outcomes = self.batcher.commit(entries).await?;
+        let results = outcomes
+            .iter()
+            .map(|o| match o {
+                CommitOutcome::Committed { entry } => pb::CommitResult {
+                    outcome: "committed".into(),
+                    detail: String::new(),
+                    entry: Some(index_pb(entry)),
+                },
+                CommitOutcome::Deduplicated { entry } => pb::CommitResult {
+                    outcome: "deduplicated".into(),
+                    detail: String::new(),
+                    entry: Some(index_pb(entry)),
+                },
+                CommitOutcome::Rejected { error } => pb::CommitResult {
+                    outcome: error.code().to_string(),
+                    detail: error.to_string(),
+                    entry: None,
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::CommitIndexResponse { results }))
+    }
+
+    async fn lookup(&self, req: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
+        self.check(&req)?;
+        let hashes = req.into_inner().hashes;
+        if hashes.len() > LOOKUP_HASHES_MAX {
+            return Err(bad_request(format!("at most {LOOKUP_HASHES_MAX} hashes per call")));
+        }
+        let hashes: Vec<Hash32> = hashes
+            .iter()
+            .map(|h| Hash32::from_slice(h).ok_or_else(|| bad_request("a hash is 32 bytes")))
+            .collect::<Result<_, _>>()?;
+        self.linearizable().await?;
+        let mut entries = Vec::new();
+        for hash in hashes {
+            if let Some(e) = apply::index_entry(&self.reader, &hash).map_err(internal)? {
+                entries.push(index_pb(&command::IndexEntryView::new(hash, &e)));
+            }
+        }
+        Ok(Response::new(pb::LookupResponse { entries }))
+    }
+
+    async fn seal_volume(&self, req: Request<pb::SealVolumeRequest>) -> Result<Response<pb::Volume>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        expect_volume(
+            self.write(Command::SealVolume { volume_id: r.volume_id, length_bytes: r.length_bytes }).await?,
+        )
+    }
+
+    async fn report_bad_extent(
+        &self,
+        req: Request<pb::ReportBadExtentRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        bounded("reason", &r.reason)?;
+        tracing::warn!(volume = r.volume_id, disk = r.disk_id, reason = %r.reason, "bad extent reported");
+        expect_volume(
+            self.write(Command::ReportBadExtent {
+                volume_id: r.volume_id,
+                disk_id: r.disk_id,
+                reason: r.reason,
+            })
+            .await?,
+        )
+    }
+
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        self.check(&req)?;
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| pb::Member { id: *id, address: node.addr.clone(), voter: voters.contains(id) })
+            .collect();
+        let leader_address = metrics
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()))
+            .unwrap_or_default();
+        let counters = apply::counters(&self.reader).map_err(internal)?;
+        let volumes = VolumeState::ALL
+            .iter()
+            .zip(counters.volumes_by_state)
+            .map(|(s, count)| pb::VolumeCount { state: s.as_str().to_string(), count })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            node_id: self.id,
+            leader_id: metrics.current_leader,
+            leader_address,
+            term: metrics.current_term,
+            members,
+            last_applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            nodes: self.nodes()?.iter().map(node_pb).collect(),
+            disks: self.disks()?.iter().map(disk_pb).collect(),
+            volumes,
+            index_entries: counters.index_entries,
+            cluster_map_version: counters.cluster_map_version,
+        }))
+    }
+}
+
+/// Read access for tests and tools: the state as this master has applied it.
+pub fn read_volume(reader: &dyn Kv, volume_id: u64) -> Result<Option<VolumeRecord>, Status> {
+    apply::volume(reader, volume_id).map_err(internal)
+}
+
+/// Nodes grouped by zone (for status output).
+pub fn zones(nodes: &[NodeRecord]) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for n in nodes {
+        out.entry(n.zone.clone()).or_default().push(n.node_id);
+    }
+    out
+}
+
+/// True when the disk may take new extents.
+pub fn writable(node: &NodeRecord, disk: &DiskRecord) -> bool {
+    node.state == NodeState::Up && disk.health == DiskHealth::Ok
+}

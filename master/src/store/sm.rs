@@ -1,0 +1,283 @@
+//! The Raft state machine over RocksDB: applies commands (see `apply.rs`) with the applied
+//! log id in the same write batch, builds snapshots from a RocksDB point-in-time view and
+//! installs received ones (resumably: an install cut short by a crash is redone at open).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use futures::stream::Stream;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::type_config::alias::{LogIdOf, SnapshotOf, StoredMembershipOf};
+use openraft::{EntryPayload, OptionalSend, StoredMembership};
+use rocksdb::{DB, IteratorMode, ReadOptions, WriteBatch};
+
+use super::snapshot::{self, Meta};
+use super::{CF_SM, CF_SM_META, cf};
+use crate::TypeConfig;
+use crate::apply::{self, Kv, StateError};
+use crate::command::Response;
+
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_INSTALLING: &[u8] = b"installing";
+/// Pairs per write batch while installing a snapshot.
+const INSTALL_BATCH_PAIRS: usize = 10_000;
+
+type LogId = LogIdOf<TypeConfig>;
+type Membership = StoredMembershipOf<TypeConfig>;
+
+/// A read-only [`Kv`] over the state machine's current data (used by the API's reads).
+pub struct StateReader {
+    db: Arc<DB>,
+}
+
+impl StateReader {
+    /// Reads over `db`.
+    pub fn new(db: Arc<DB>) -> StateReader {
+        StateReader { db }
+    }
+
+    /// Every value under a one-byte prefix, in key order.
+    pub fn scan_prefix(&self, prefix: u8) -> Result<Vec<Vec<u8>>, StateError> {
+        let sm = cf(&self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(sm, IteratorMode::From(&[prefix], rocksdb::Direction::Forward)) {
+            let (key, value) = item.map_err(|e| StateError::Store(e.to_string()))?;
+            if key.first() != Some(&prefix) {
+                break;
+            }
+            out.push(value.to_vec());
+        }
+        Ok(out)
+    }
+}
+
+impl Kv for StateReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let sm = cf(&self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
+        self.db.get_cf(sm, key).map_err(|e| StateError::Store(e.to_string()))
+    }
+    fn put(&mut self, _key: &[u8], _value: Vec<u8>) {
+        // Reads only: the API never writes outside Raft. A write here is a programming error.
+        debug_assert!(false, "StateReader is read-only");
+    }
+}
+
+/// Reads through to RocksDB and buffers writes; committed as one batch.
+struct Overlay<'a> {
+    db: &'a DB,
+    writes: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Kv for Overlay<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        let sm = cf(self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
+        self.db.get_cf(sm, key).map_err(|e| StateError::Store(e.to_string()))
+    }
+    fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        self.writes.insert(key.to_vec(), value);
+    }
+}
+
+/// The state machine store.
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    snapshot_dir: PathBuf,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(io::Error::other)
+}
+
+impl StateMachineStore {
+    /// Opens the state machine; completes a snapshot install that a crash interrupted.
+    pub fn open(db: Arc<DB>, snapshot_dir: PathBuf) -> io::Result<StateMachineStore> {
+        std::fs::create_dir_all(&snapshot_dir)?;
+        let store = StateMachineStore { db, snapshot_dir };
+        let meta_cf = cf(&store.db, CF_SM_META)?;
+        if let Some(name) = store.db.get_cf(meta_cf, KEY_INSTALLING).map_err(io::Error::other)? {
+            let path = store.snapshot_dir.join(String::from_utf8_lossy(&name).to_string());
+            tracing::warn!(snapshot = %path.display(), "completing an interrupted snapshot install");
+            store.install_file(&path)?;
+        }
+        Ok(store)
+    }
+
+    /// A reader over the current state.
+    pub fn reader(&self) -> StateReader {
+        StateReader::new(self.db.clone())
+    }
+
+    fn read_meta_value<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        let meta_cf = cf(&self.db, CF_SM_META)?;
+        match self.db.get_cf(meta_cf, key).map_err(io::Error::other)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the whole state with the snapshot file at `path`, then records its applied
+    /// log id and membership. Marked in progress first so that a crash redoes it.
+    fn install_file(&self, path: &std::path::Path) -> io::Result<Meta> {
+        let sm = cf(&self.db, CF_SM)?;
+        let meta_cf = cf(&self.db, CF_SM_META)?;
+        let name =
+            path.file_name().and_then(|n| n.to_str()).ok_or_else(|| io::Error::other("bad snapshot path"))?;
+        self.db.put_cf(meta_cf, KEY_INSTALLING, name.as_bytes()).map_err(io::Error::other)?;
+        self.db.flush_wal(true).map_err(io::Error::other)?;
+        self.db.delete_range_cf(sm, [0u8].as_slice(), [0xFFu8; 64].as_slice()).map_err(io::Error::other)?;
+        let mut batch = WriteBatch::default();
+        let (meta, _) = snapshot::read(File::open(path)?, |key, value| {
+            batch.put_cf(sm, key, value);
+            if batch.len() >= INSTALL_BATCH_PAIRS {
+                self.db.write(std::mem::take(&mut batch)).map_err(io::Error::other)?;
+            }
+            Ok(())
+        })?;
+        batch.put_cf(meta_cf, KEY_APPLIED, json(&meta.last_log_id)?);
+        batch.put_cf(meta_cf, KEY_MEMBERSHIP, json(&meta.last_membership)?);
+        batch.delete_cf(meta_cf, KEY_INSTALLING);
+        self.db.write(batch).map_err(io::Error::other)?;
+        self.db.flush_wal(true).map_err(io::Error::other)?;
+        Ok(meta)
+    }
+
+    fn apply_one(&self, entry: &<TypeConfig as openraft::RaftTypeConfig>::Entry) -> io::Result<Response> {
+        let sm = cf(&self.db, CF_SM)?;
+        let meta_cf = cf(&self.db, CF_SM_META)?;
+        let mut batch = WriteBatch::default();
+        let response = match &entry.payload {
+            EntryPayload::Blank => Response::Empty,
+            EntryPayload::Normal(command) => {
+                let mut overlay = Overlay { db: &self.db, writes: BTreeMap::new() };
+                let response = apply::apply(&mut overlay, command).map_err(io::Error::other)?;
+                for (key, value) in overlay.writes {
+                    batch.put_cf(sm, key, value);
+                }
+                response
+            }
+            EntryPayload::Membership(membership) => {
+                let stored = StoredMembership::new(Some(entry.log_id()), membership.clone());
+                batch.put_cf(meta_cf, KEY_MEMBERSHIP, json(&stored)?);
+                Response::Empty
+            }
+        };
+        batch.put_cf(meta_cf, KEY_APPLIED, json(&Some(entry.log_id()))?);
+        // Not synced: the Raft log is durable and re-applied after a crash from the applied
+        // id stored atomically with the data.
+        self.db.write(batch).map_err(io::Error::other)?;
+        Ok(response)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = File;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), io::Error> {
+        let applied: Option<Option<LogId>> = self.read_meta_value(KEY_APPLIED)?;
+        let membership: Option<Membership> = self.read_meta_value(KEY_MEMBERSHIP)?;
+        Ok((applied.flatten(), membership.unwrap_or_default()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let response = self.apply_one(&entry)?;
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { db: self.db.clone(), snapshot_dir: self.snapshot_dir.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: File) -> Result<(), io::Error> {
+        // The received data lives in an anonymous or temporary file: copy it into place
+        // under its canonical name, then install from there.
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        let meta = meta.clone();
+        let this = StateMachineStore { db, snapshot_dir: dir.clone() };
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let path = dir.join(snapshot::file_name(&meta));
+            let tmp = dir.join(format!("{}.tmp", snapshot::file_name(&meta)));
+            let mut source = snapshot;
+            use std::io::Seek;
+            source.seek(io::SeekFrom::Start(0))?;
+            let mut out = File::create(&tmp)?;
+            io::copy(&mut source, &mut out)?;
+            out.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(&dir)?.sync_all()?;
+            let installed = this.install_file(&path)?;
+            if installed.last_log_id != meta.last_log_id {
+                return Err(io::Error::other("snapshot file does not match its meta"));
+            }
+            snapshot::prune(&dir, &path)?;
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, File>>, io::Error> {
+        let Some(path) = snapshot::latest(&self.snapshot_dir)? else { return Ok(None) };
+        let meta = snapshot::read_meta(&path)?;
+        Ok(Some(Snapshot { meta, snapshot: File::open(&path)? }))
+    }
+}
+
+/// Builds snapshots from a RocksDB point-in-time view.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    snapshot_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = File;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, File>, io::Error> {
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<SnapshotOf<TypeConfig, File>> {
+            let view = db.snapshot();
+            let meta_cf = cf(&db, CF_SM_META)?;
+            let sm = cf(&db, CF_SM)?;
+            let read = |key: &[u8]| -> io::Result<Option<Vec<u8>>> {
+                view.get_cf(meta_cf, key).map_err(io::Error::other)
+            };
+            let last_log_id: Option<LogId> = match read(KEY_APPLIED)? {
+                Some(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
+                None => None,
+            };
+            let last_membership: Membership = match read(KEY_MEMBERSHIP)? {
+                Some(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
+                None => Membership::default(),
+            };
+            let meta = Meta { last_log_id, last_membership };
+            let mut opts = ReadOptions::default();
+            opts.set_snapshot(&view);
+            let pairs =
+                db.iterator_cf_opt(sm, opts, IteratorMode::Start).map(|item| item.map_err(io::Error::other));
+            let path = snapshot::write(&dir, &meta, pairs)?;
+            snapshot::prune(&dir, &path)?;
+            Ok(Snapshot { meta, snapshot: File::open(&path)? })
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}

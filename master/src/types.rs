@@ -1,0 +1,261 @@
+//! The master's replicated state: nodes, disks, volumes, the block index. Every record
+//! persisted in the state machine carries a version (`v`) so a newer master reads an older
+//! store; JSON records take new fields with serde defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// Encoding version of the JSON records below.
+pub const RECORD_VERSION: u32 = 1;
+
+fn record_version() -> u32 {
+    RECORD_VERSION
+}
+
+/// Liveness of a volume server as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Heartbeating.
+    Up,
+    /// Missed heartbeats for `down_after`.
+    Down,
+}
+
+impl NodeState {
+    /// Text form used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+/// A registered volume server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Encoding version.
+    #[serde(default = "record_version")]
+    pub v: u32,
+    /// Cell-unique node id, assigned at first registration.
+    pub node_id: u64,
+    /// gRPC address of the volume server.
+    pub address: String,
+    /// Failure domain.
+    pub zone: String,
+    /// Up or down.
+    pub state: NodeState,
+    /// Last heartbeat (leader's clock, Unix ms), as committed.
+    pub last_heartbeat_unix_ms: u64,
+    /// The node's disks.
+    pub disk_ids: Vec<u64>,
+}
+
+/// Health of a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskHealth {
+    /// Serving.
+    Ok,
+    /// Reported failed (I/O errors, vanished): no new extents, its extents need repair.
+    Failed,
+}
+
+impl DiskHealth {
+    /// Text form used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskHealth::Ok => "ok",
+            DiskHealth::Failed => "failed",
+        }
+    }
+}
+
+/// A disk of a registered node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    /// Encoding version.
+    #[serde(default = "record_version")]
+    pub v: u32,
+    /// Cell-unique disk id.
+    pub disk_id: u64,
+    /// Owning node.
+    pub node_id: u64,
+    /// The blockstore's disk identity (hex).
+    pub uuid: String,
+    /// Mount point or directory on the node.
+    pub path: String,
+    /// File system size.
+    pub capacity_bytes: u64,
+    /// Bytes held by cellar extents.
+    pub used_bytes: u64,
+    /// Bytes the file system can still give.
+    pub free_bytes: u64,
+    /// Serving or failed.
+    pub health: DiskHealth,
+}
+
+/// Lifecycle of a volume (DESIGN section 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeState {
+    /// Replicated, taking appends under a lease.
+    Open,
+    /// Immutable, replicated, waiting to be coded.
+    Sealed,
+    /// Erasure-coded into fragments.
+    Coded,
+}
+
+impl VolumeState {
+    /// Text form used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeState::Open => "open",
+            VolumeState::Sealed => "sealed",
+            VolumeState::Coded => "coded",
+        }
+    }
+
+    /// Every state, for counters.
+    pub const ALL: [VolumeState; 3] = [VolumeState::Open, VolumeState::Sealed, VolumeState::Coded];
+}
+
+/// Where one extent of a volume lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExtentPlace {
+    /// The node.
+    pub node_id: u64,
+    /// The disk on that node.
+    pub disk_id: u64,
+}
+
+/// The write lease on an open volume: one writer at a time, fenced by the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Bumped at every grant; appends and commits carry it.
+    pub epoch: u64,
+    /// Who holds it.
+    pub holder: String,
+    /// Expiry on the leader's clock (Unix ms), as committed.
+    pub expires_unix_ms: u64,
+}
+
+/// A volume: its state, scheme and placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Encoding version.
+    #[serde(default = "record_version")]
+    pub v: u32,
+    /// Cell-unique volume id.
+    pub volume_id: u64,
+    /// Open, sealed or coded.
+    pub state: VolumeState,
+    /// The scheme the volume will be coded with ("rs-6-3"); replicas while open/sealed.
+    pub scheme: String,
+    /// Replica extents (open and sealed volumes).
+    pub replicas: Vec<ExtentPlace>,
+    /// Fragment extents (coded volumes), fragment i at index i.
+    pub fragments: Vec<ExtentPlace>,
+    /// Placement version: bumped by every move or repair.
+    pub generation: u64,
+    /// Acknowledged end while open (the highest committed record end); sealed length after.
+    pub size_bytes: u64,
+    /// The write lease while open.
+    pub lease: Option<Lease>,
+    /// Extents reported bad (disk ids), awaiting repair.
+    #[serde(default)]
+    pub bad_disks: Vec<u64>,
+}
+
+/// Where a block lives: the block index entry. Stored in a fixed binary form (the index is
+/// the bulk of the state: tens of millions of entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The volume holding the block's record.
+    pub volume_id: u64,
+    /// Offset of the record in the volume.
+    pub offset_bytes: u64,
+    /// Record length (header + payload).
+    pub length_bytes: u32,
+    /// CRC32 of the payload.
+    pub crc32: u32,
+    /// How many references (puts, object versions) hold the block.
+    pub references: u64,
+}
+
+/// Encoding version of [`IndexEntry`] values.
+pub const INDEX_ENTRY_VERSION: u8 = 1;
+/// Size of an encoded [`IndexEntry`].
+pub const INDEX_ENTRY_BYTES: usize = 33;
+
+impl IndexEntry {
+    /// `[version=1][volume u64][offset u64][length u32][crc32 u32][references u64]`, LE.
+    pub fn encode(&self) -> [u8; INDEX_ENTRY_BYTES] {
+        let mut out = [0u8; INDEX_ENTRY_BYTES];
+        out[0] = INDEX_ENTRY_VERSION;
+        out[1..9].copy_from_slice(&self.volume_id.to_le_bytes());
+        out[9..17].copy_from_slice(&self.offset_bytes.to_le_bytes());
+        out[17..21].copy_from_slice(&self.length_bytes.to_le_bytes());
+        out[21..25].copy_from_slice(&self.crc32.to_le_bytes());
+        out[25..33].copy_from_slice(&self.references.to_le_bytes());
+        out
+    }
+
+    /// Decodes [`IndexEntry::encode`]; `None` for an unknown version or length.
+    pub fn decode(bytes: &[u8]) -> Option<IndexEntry> {
+        if bytes.len() != INDEX_ENTRY_BYTES || bytes[0] != INDEX_ENTRY_VERSION {
+            return None;
+        }
+        let u64_at = |i: usize| bytes[i..i + 8].try_into().ok().map(u64::from_le_bytes);
+        let u32_at = |i: usize| bytes[i..i + 4].try_into().ok().map(u32::from_le_bytes);
+        Some(IndexEntry {
+            volume_id: u64_at(1)?,
+            offset_bytes: u64_at(9)?,
+            length_bytes: u32_at(17)?,
+            crc32: u32_at(21)?,
+            references: u64_at(25)?,
+        })
+    }
+}
+
+/// Counters kept in the state machine so that status never scans the tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Encoding version.
+    #[serde(default = "record_version")]
+    pub v: u32,
+    /// Next node id to assign.
+    pub next_node_id: u64,
+    /// Next disk id to assign.
+    pub next_disk_id: u64,
+    /// Next volume id to assign.
+    pub next_volume_id: u64,
+    /// Bumped whenever nodes, disks or placements change; clients cache by it.
+    pub cluster_map_version: u64,
+    /// Volumes per state: [open, sealed, coded].
+    pub volumes_by_state: [u64; 3],
+    /// Entries in the block index.
+    pub index_entries: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_entry_round_trips_and_rejects_other_versions() {
+        let e = IndexEntry {
+            volume_id: 7,
+            offset_bytes: 1 << 40,
+            length_bytes: 4 << 20,
+            crc32: 9,
+            references: 3,
+        };
+        assert_eq!(IndexEntry::decode(&e.encode()), Some(e));
+        let mut bad = e.encode();
+        bad[0] = 2;
+        assert_eq!(IndexEntry::decode(&bad), None);
+        assert_eq!(IndexEntry::decode(&bad[..10]), None);
+    }
+}

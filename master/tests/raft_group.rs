@@ -1,0 +1,243 @@
+//! A 3-member master group in one process: leader loss during a stream of index commits,
+//! restarts from the data directory, catch-up by snapshot, fencing of stale leases.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cellar_master::apply;
+use cellar_master::command::Hash32;
+use cellar_proto::master as pb;
+use common::{Group, allocate, commit, hash, register_nodes};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_commits_survive_leader_loss_and_the_old_leader_rejoins() {
+    let mut group = Group::start(3).await;
+    let client = Arc::new(group.client());
+    register_nodes(&client).await;
+    let volume = allocate(&client).await;
+
+    // Stream commits of 10 entries each; remember every acknowledged entry.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, stop, volume) = (client.clone(), stop.clone(), volume.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let entries: Vec<_> = (i..i + 10).map(|k| commit(&volume, k, k * 100)).collect();
+                let req = pb::CommitIndexRequest { entries };
+                let resp = client
+                    .call(|mut c| {
+                        let req = req.clone();
+                        async move { c.commit_index(req).await }
+                    })
+                    .await;
+                if let Ok(resp) = resp {
+                    for (k, r) in (i..i + 10).zip(&resp.results) {
+                        assert!(r.outcome == "committed" || r.outcome == "deduplicated", "{r:?}");
+                        acked.push(k);
+                    }
+                    i += 10;
+                }
+            }
+            acked
+        })
+    };
+    // Let some commits land, then kill the leader.
+    let leader = group.wait_for_leader().await;
+    group.wait_applied(leader, group.applied(leader) + 20).await;
+    group.stop(leader).await;
+    let new_leader = group.wait_for_leader().await;
+    assert_ne!(new_leader, leader);
+    // More commits under the new leader.
+    group.wait_applied(new_leader, group.applied(new_leader) + 20).await;
+    stop.store(true, Ordering::Release);
+    let acked = writer.await.expect("writer");
+    assert!(acked.len() >= 100, "only {} commits acknowledged", acked.len());
+
+    // Every acknowledged entry is readable through the group.
+    for chunk in acked.chunks(1000) {
+        let req = pb::LookupRequest { hashes: chunk.iter().map(|k| hash(*k)).collect() };
+        let resp = client
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.lookup(req).await }
+            })
+            .await
+            .expect("lookup");
+        let found: BTreeSet<Vec<u8>> = resp.entries.iter().map(|e| e.hash.clone()).collect();
+        for k in chunk {
+            assert!(found.contains(&hash(*k)), "acknowledged entry {k} lost");
+        }
+    }
+
+    // The old leader rejoins from its data directory and catches up.
+    group.restart(leader).await;
+    let target = group.applied(new_leader);
+    group.wait_applied(leader, target).await;
+    let reader = &group.handles[&leader].reader;
+    for k in &acked {
+        let h = Hash32::from_slice(&hash(*k)).expect("hash");
+        assert!(
+            apply::index_entry(reader, &h).expect("read").is_some(),
+            "entry {k} missing on the rejoined member"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_missed_many_entries_catches_up_by_snapshot() {
+    let mut group = Group::start_with(3, |c| {
+        c.snapshot_after_entries = 20;
+        c.log_kept_after_snapshot = 0;
+    })
+    .await;
+    let client = group.client();
+    register_nodes(&client).await;
+    let volume = allocate(&client).await;
+    let leader = group.wait_for_leader().await;
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    group.stop(lagging).await;
+    for batch in 0..60u64 {
+        let entries: Vec<_> = (batch * 5..batch * 5 + 5).map(|k| commit(&volume, k, k * 100)).collect();
+        let req = pb::CommitIndexRequest { entries };
+        client
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.commit_index(req).await }
+            })
+            .await
+            .expect("commit");
+    }
+    // The leader has snapshotted and purged the entries the lagging member lacks.
+    let leader_metrics = {
+        use openraft::async_runtime::WatchReceiver;
+        group.handles[&leader].raft.metrics().borrow_watched().clone()
+    };
+    assert!(leader_metrics.snapshot.is_some(), "leader took a snapshot");
+    assert!(leader_metrics.purged.is_some(), "leader purged its log");
+    group.restart(lagging).await;
+    group.wait_applied(lagging, group.applied(leader)).await;
+    let snapshot_files = std::fs::read_dir(group.dirs[(lagging - 1) as usize].path().join("snapshots"))
+        .expect("snapshot dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "snap")))
+        .count();
+    assert_eq!(snapshot_files, 1, "the lagging member installed a snapshot");
+    let reader = &group.handles[&lagging].reader;
+    for k in 0..300u64 {
+        let h = Hash32::from_slice(&hash(k)).expect("hash");
+        assert!(apply::index_entry(reader, &h).expect("read").is_some(), "entry {k} missing after catch-up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
+    let group = Group::start(3).await;
+    let client = group.client();
+    register_nodes(&client).await;
+    let volume = allocate(&client).await;
+    assert_eq!(volume.lease_epoch, 1);
+    assert_eq!(volume.replicas.len(), 3);
+    let status_before =
+        client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await.expect("status");
+
+    let mut stale = commit(&volume, 1, 0);
+    stale.lease_epoch = 0;
+    let mut unknown = commit(&volume, 2, 0);
+    unknown.volume_id = 999;
+    let req = pb::CommitIndexRequest { entries: vec![stale, unknown] };
+    let resp = client
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.commit_index(req).await }
+        })
+        .await
+        .expect("call");
+    assert_eq!(resp.results[0].outcome, cellar_proto::error_code::STALE_LEASE, "{:?}", resp.results[0]);
+    assert!(resp.results[0].detail.contains("stale lease"), "{}", resp.results[0].detail);
+    assert_eq!(resp.results[1].outcome, cellar_proto::error_code::UNKNOWN_VOLUME);
+
+    let lookup = pb::LookupRequest { hashes: vec![hash(1), hash(2)] };
+    let found = client
+        .call(|mut c| {
+            let req = lookup.clone();
+            async move { c.lookup(req).await }
+        })
+        .await
+        .expect("lookup");
+    assert!(found.entries.is_empty(), "refused commits indexed nothing");
+    let renew = pb::RenewLeaseRequest { volume_id: volume.volume_id, lease_epoch: 7, holder: "test".into() };
+    let err = client
+        .call(|mut c| {
+            let req = renew.clone();
+            async move { c.renew_lease(req).await }
+        })
+        .await
+        .expect_err("stale renew");
+    assert_eq!(err.code(), Some(cellar_proto::error_code::STALE_LEASE));
+    let seal = pb::SealVolumeRequest { volume_id: 12345, length_bytes: None };
+    let err = client
+        .call(|mut c| {
+            let req = seal;
+            async move { c.seal_volume(req).await }
+        })
+        .await
+        .expect_err("unknown volume");
+    assert_eq!(err.code(), Some(cellar_proto::error_code::UNKNOWN_VOLUME));
+
+    let status_after =
+        client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await.expect("status");
+    assert_eq!(status_after.index_entries, status_before.index_entries);
+    assert_eq!(status_after.volumes, status_before.volumes);
+    let vols = client
+        .call(|mut c| async move { c.get_volumes(pb::GetVolumesRequest { volume_ids: vec![1] }).await })
+        .await
+        .expect("volumes");
+    assert_eq!(vols.volumes[0].size_bytes, 0, "the volume did not move");
+
+    // The current epoch works, and sealing then fences further commits.
+    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 3, 0)] };
+    let ok = client
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.commit_index(req).await }
+        })
+        .await
+        .expect("commit");
+    assert_eq!(ok.results[0].outcome, "committed");
+    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None };
+    let sealed = client
+        .call(|mut c| {
+            let req = seal;
+            async move { c.seal_volume(req).await }
+        })
+        .await
+        .expect("seal");
+    assert_eq!((sealed.state.as_str(), sealed.size_bytes), ("sealed", 100));
+    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 4, 100)] };
+    let after = client
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.commit_index(req).await }
+        })
+        .await
+        .expect("commit");
+    assert_eq!(after.results[0].outcome, cellar_proto::error_code::VOLUME_NOT_OPEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placement_refuses_more_replicas_than_zones() {
+    let group = Group::start(3).await;
+    let client = group.client();
+    register_nodes(&client).await;
+    let err = client
+        .call(|mut c| async move {
+            c.allocate_volume(pb::AllocateVolumeRequest { holder: "t".into(), copies: 4 }).await
+        })
+        .await
+        .expect_err("4 replicas over 3 zones");
+    assert_eq!(err.code(), Some(cellar_proto::error_code::NOT_ENOUGH_FAILURE_DOMAINS), "{err}");
+}

@@ -1,0 +1,49 @@
+//! cellar's wire contract: the generated gRPC code for the master's client API and for
+//! Raft between masters, and the stable error codes that travel in gRPC metadata.
+
+/// The master's client API (`cellar.master.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod master {
+    tonic::include_proto!("cellar.master.v1");
+}
+
+/// Raft RPCs between master replicas (`cellar.raft.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod raft {
+    tonic::include_proto!("cellar.raft.v1");
+}
+
+/// Metadata key of the stable error code on every error status.
+pub const ERROR_CODE_KEY: &str = "cellar-error";
+/// Metadata key of the leader's node id on a NOT_LEADER status.
+pub const LEADER_ID_KEY: &str = "cellar-leader-id";
+/// Metadata key of the leader's address on a NOT_LEADER status.
+pub const LEADER_ADDR_KEY: &str = "cellar-leader-addr";
+/// Metadata key of the cluster secret on every call between cellar processes.
+pub const SECRET_KEY: &str = "cellar-secret";
+
+/// Stable error codes: scripts and clients branch on these, never on messages.
+pub mod error_code {
+    /// This master is not the leader; retry at the leader named in the metadata.
+    pub const NOT_LEADER: &str = "NOT_LEADER";
+    /// No leader is known yet (election in progress).
+    pub const NO_LEADER: &str = "NO_LEADER";
+    /// The write lease's epoch is not the volume's current one, or it expired.
+    pub const STALE_LEASE: &str = "STALE_LEASE";
+    /// No such volume.
+    pub const UNKNOWN_VOLUME: &str = "UNKNOWN_VOLUME";
+    /// No such node.
+    pub const UNKNOWN_NODE: &str = "UNKNOWN_NODE";
+    /// No such disk.
+    pub const UNKNOWN_DISK: &str = "UNKNOWN_DISK";
+    /// The volume is not open for writes.
+    pub const VOLUME_NOT_OPEN: &str = "VOLUME_NOT_OPEN";
+    /// Placement cannot satisfy the failure-domain rules.
+    pub const NOT_ENOUGH_FAILURE_DOMAINS: &str = "NOT_ENOUGH_FAILURE_DOMAINS";
+    /// A malformed or out-of-bounds request.
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// The cluster secret is missing or wrong.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// An internal failure (storage, Raft).
+    pub const INTERNAL: &str = "INTERNAL";
+}
