@@ -4,4 +4,5 @@
 
 pub mod disk;
 pub mod disk_open;
+pub mod master;
 pub mod report;

@@ -69,6 +69,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "disks": s.disks.iter().map(|d| json!({"id": d.disk_id, "node_id": d.node_id, "path": d.path, "health": d.health, "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes})).collect::<Vec<_>>(),
         "volumes": s.volumes.iter().map(|v| (v.state.clone(), json!(v.count))).collect::<serde_json::Map<_, _>>(),
         "index_entries": s.index_entries,
+        "tasks": {"open": s.tasks_open, "done": s.tasks_done, "failed": s.tasks_failed},
         "cluster_map_version": s.cluster_map_version,
     })
 }
@@ -109,4 +110,5 @@ fn print_status(s: &StatusResponse) {
         s.volumes.iter().map(|v| format!("{} {}", v.count, v.state)).collect::<Vec<_>>().join(", ")
     );
     println!("index       {} entries", s.index_entries);
+    println!("tasks       {} open, {} done, {} failed", s.tasks_open, s.tasks_done, s.tasks_failed);
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use cellar_bench::{disk, disk_open, report};
+use cellar_bench::{disk, disk_open, master, report};
 use clap::Subcommand;
 
 use crate::IoArg;
@@ -26,6 +26,28 @@ pub enum BenchCommand {
         /// I/O backend.
         #[arg(long, value_enum, default_value_t = IoArg::Auto)]
         io: IoArg,
+    },
+    /// Index commits/s and lookups/s on a 3-member master group of real processes, and
+    /// each master's peak resident memory.
+    Master {
+        /// Fresh directory for the masters' data.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Index entries to commit.
+        #[arg(long, default_value_t = 200_000)]
+        entries: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: u64,
+        /// Entries per CommitIndex call.
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+        /// Lookups to run.
+        #[arg(long, default_value_t = 500_000)]
+        lookups: u64,
+        /// Hashes per Lookup call.
+        #[arg(long, default_value_t = 100)]
+        lookup_batch: u64,
     },
     /// Resident memory of opening a disk with many extents and records (populates the
     /// directory first if it is empty, then opens it in a fresh process).
@@ -59,6 +81,24 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             let rows = disk::run(&config)?;
             print!("{}", report::table(&rows));
+            Ok(())
+        }
+        BenchCommand::Master { dir, entries, clients, batch, lookups, lookup_batch } => {
+            let config = master::MasterBenchConfig {
+                cellar: std::env::current_exe().context("find own executable")?,
+                dir,
+                entries,
+                clients,
+                batch,
+                lookup_batch,
+                lookups,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let result = runtime.block_on(master::run(&config))?;
+            print!("{}", report::table(&result.rows));
+            for (id, kib) in result.peak_rss_kib {
+                println!("master {id} peak RSS {} MiB", kib / 1024);
+            }
             Ok(())
         }
         BenchCommand::DiskOpen { dir, extents, records, open_extents, open_only } => {

@@ -65,6 +65,8 @@ pub trait Kv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     /// Writes a key.
     fn put(&mut self, key: &[u8], value: Vec<u8>);
+    /// Deletes a key.
+    fn delete(&mut self, key: &[u8]);
 }
 
 /// An in-memory [`Kv`] (tests, and the write overlay's pending writes).
@@ -75,9 +77,12 @@ impl Kv for BTreeMap<Vec<u8>, Vec<u8>> {
     fn put(&mut self, key: &[u8], value: Vec<u8>) {
         self.insert(key.to_vec(), value);
     }
+    fn delete(&mut self, key: &[u8]) {
+        self.remove(key);
+    }
 }
 
-fn read_json<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, StateError> {
+pub(crate) fn read_json<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, StateError> {
     match kv.get(key)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
@@ -86,7 +91,7 @@ fn read_json<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, 
     }
 }
 
-fn write_json<T: Serialize>(kv: &mut dyn Kv, key: &[u8], value: &T) -> Result<(), StateError> {
+pub(crate) fn write_json<T: Serialize>(kv: &mut dyn Kv, key: &[u8], value: &T) -> Result<(), StateError> {
     let bytes = serde_json::to_vec(value).map_err(|e| StateError::Store(e.to_string()))?;
     kv.put(key, bytes);
     Ok(())
@@ -159,6 +164,12 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
         }
         Command::ReportBadExtent { volume_id, disk_id, reason: _ } => {
             report_bad_extent(kv, *volume_id, *disk_id)?
+        }
+        Command::ClaimTasks { node_id, max, claim_ms, now_unix_ms } => {
+            crate::tasks::claim(kv, *node_id, *max, *claim_ms, *now_unix_ms)?
+        }
+        Command::ReportTask { task_id, node_id, success, detail } => {
+            crate::tasks::report(kv, &mut c, *task_id, *node_id, *success, detail)?
         }
     };
     if c != before {
@@ -451,6 +462,10 @@ fn seal_volume(
     write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
     c.volumes_by_state[0] = c.volumes_by_state[0].saturating_sub(1);
     c.volumes_by_state[1] += 1;
+    // A sealed volume is to be coded: the node holding its first replica encodes it.
+    if let Some(first) = v.replicas.first() {
+        crate::tasks::enqueue(kv, c, first.node_id, crate::tasks::TaskKind::Encode { volume_id })?;
+    }
     Ok(Response::Volume { volume: v })
 }
 

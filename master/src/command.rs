@@ -153,6 +153,28 @@ pub enum Command {
         /// The sealed length; never below the acknowledged end.
         length_bytes: Option<u64>,
     },
+    /// A volume server takes up to `max` of its queued tasks (and any whose claim expired).
+    ClaimTasks {
+        /// The volume server.
+        node_id: u64,
+        /// At most this many.
+        max: u32,
+        /// How long the claim holds before the task may be handed out again.
+        claim_ms: u64,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
+    /// A volume server reports a task's outcome.
+    ReportTask {
+        /// The task.
+        task_id: u64,
+        /// The reporting node (must be the assignee).
+        node_id: u64,
+        /// Done, or failed (retried until the attempt limit).
+        success: bool,
+        /// What happened.
+        detail: String,
+    },
     /// A volume server found a missing or corrupt extent.
     ReportBadExtent {
         /// The volume.
@@ -182,6 +204,8 @@ impl fmt::Display for Command {
             Command::ReportBadExtent { volume_id, disk_id, .. } => {
                 write!(f, "report_bad_extent({volume_id}, {disk_id})")
             }
+            Command::ClaimTasks { node_id, max, .. } => write!(f, "claim_tasks({node_id}, {max})"),
+            Command::ReportTask { task_id, success, .. } => write!(f, "report_task({task_id}, {success})"),
         }
     }
 }
@@ -327,6 +351,16 @@ pub enum Response {
     Volume {
         /// The volume after the command.
         volume: VolumeRecord,
+    },
+    /// `ClaimTasks`: the tasks now claimed by the node.
+    Tasks {
+        /// The claimed tasks.
+        tasks: Vec<crate::tasks::TaskRecord>,
+    },
+    /// `ReportTask`.
+    TaskReported {
+        /// The task after the report (`None` once done and removed).
+        task: Option<crate::tasks::TaskRecord>,
     },
     /// `CommitIndex`: one outcome per entry.
     Committed {

@@ -15,6 +15,7 @@ pub mod placement_view;
 pub mod raft_service;
 pub mod service;
 pub mod store;
+pub mod tasks;
 pub mod types;
 
 use std::time::{SystemTime, UNIX_EPOCH};

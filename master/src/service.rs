@@ -26,6 +26,8 @@ pub const COMMIT_ENTRIES_MAX: usize = 10_000;
 pub const LOOKUP_HASHES_MAX: usize = 10_000;
 /// Volumes in one GetVolumes call.
 pub const VOLUMES_PER_CALL_MAX: usize = 10_000;
+/// How long a claimed task is held before it may be handed out again.
+pub const TASK_CLAIM_MS: u64 = 10 * 60 * 1000;
 /// Length of any string field (addresses, zones, paths, reasons).
 pub const STRING_MAX_BYTES: usize = 1024;
 
@@ -161,6 +163,23 @@ fn index_pb(e: &command::IndexEntryView) -> pb::IndexEntry {
         length_bytes: e.length_bytes,
         crc32: e.crc32,
         references: e.references,
+    }
+}
+
+fn task_pb(t: &crate::tasks::TaskRecord) -> pb::Task {
+    let state = match t.state {
+        crate::tasks::TaskState::Pending => "pending",
+        crate::tasks::TaskState::Claimed => "claimed",
+        crate::tasks::TaskState::Failed => "failed",
+    };
+    pb::Task {
+        task_id: t.task_id,
+        kind: t.kind.name().to_string(),
+        volume_id: t.kind.volume_id(),
+        attempts: t.attempts,
+        claimed_until_unix_ms: t.claimed_until_unix_ms,
+        state: state.to_string(),
+        detail: t.detail.clone(),
     }
 }
 
@@ -421,6 +440,47 @@ impl Master for MasterService {
         )
     }
 
+    async fn pull_tasks(
+        &self,
+        req: Request<pb::PullTasksRequest>,
+    ) -> Result<Response<pb::PullTasksResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        let command = Command::ClaimTasks {
+            node_id: r.node_id,
+            max: r.max,
+            claim_ms: TASK_CLAIM_MS,
+            now_unix_ms: now_unix_ms(),
+        };
+        match self.write(command).await? {
+            command::Response::Tasks { tasks } => {
+                Ok(Response::new(pb::PullTasksResponse { tasks: tasks.iter().map(task_pb).collect() }))
+            }
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn report_task(
+        &self,
+        req: Request<pb::ReportTaskRequest>,
+    ) -> Result<Response<pb::ReportTaskResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        bounded("detail", &r.detail)?;
+        let command = Command::ReportTask {
+            task_id: r.task_id,
+            node_id: r.node_id,
+            success: r.success,
+            detail: r.detail,
+        };
+        match self.write(command).await? {
+            command::Response::TaskReported { task } => {
+                Ok(Response::new(pb::ReportTaskResponse { task: task.as_ref().map(task_pb) }))
+            }
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         self.check(&req)?;
         let metrics = self.raft.metrics().borrow_watched().clone();
@@ -452,6 +512,9 @@ impl Master for MasterService {
             volumes,
             index_entries: counters.index_entries,
             cluster_map_version: counters.cluster_map_version,
+            tasks_open: counters.tasks_open,
+            tasks_done: counters.tasks_done,
+            tasks_failed: counters.tasks_failed,
         }))
     }
 }

@@ -237,6 +237,18 @@ pub struct Counters {
     pub volumes_by_state: [u64; 3],
     /// Entries in the block index.
     pub index_entries: u64,
+    /// Next task id to assign.
+    #[serde(default)]
+    pub next_task_id: u64,
+    /// Tasks queued or running.
+    #[serde(default)]
+    pub tasks_open: u64,
+    /// Tasks completed.
+    #[serde(default)]
+    pub tasks_done: u64,
+    /// Tasks given up after too many failed attempts.
+    #[serde(default)]
+    pub tasks_failed: u64,
 }
 
 #[cfg(test)]

@@ -241,3 +241,73 @@ async fn placement_refuses_more_replicas_than_zones() {
         .expect_err("4 replicas over 3 zones");
     assert_eq!(err.code(), Some(cellar_proto::error_code::NOT_ENOUGH_FAILURE_DOMAINS), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
+    let group = Group::start(3).await;
+    let client = group.client();
+    register_nodes(&client).await;
+    let volume = allocate(&client).await;
+    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None };
+    client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
+    let encoder = volume.replicas[0].node_id;
+    let other = volume.replicas[1].node_id;
+    let pull = |node_id| pb::PullTasksRequest { node_id, max: 10 };
+
+    let none = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
+    assert!(none.tasks.is_empty(), "the task is for the first replica's node only");
+    let got = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
+    assert_eq!(got.tasks.len(), 1);
+    let task = got.tasks[0].clone();
+    assert_eq!(
+        (task.kind.as_str(), task.volume_id, task.state.as_str()),
+        ("encode", volume.volume_id, "claimed")
+    );
+    let again = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
+    assert!(again.tasks.is_empty(), "a claimed task is not handed out twice");
+
+    let wrong_node =
+        pb::ReportTaskRequest { task_id: task.task_id, node_id: other, success: true, detail: String::new() };
+    let err = client
+        .call(|mut c| {
+            let r = wrong_node.clone();
+            async move { c.report_task(r).await }
+        })
+        .await
+        .expect_err("not the assignee");
+    assert_eq!(err.code(), Some(cellar_proto::error_code::BAD_REQUEST));
+    let failed = pb::ReportTaskRequest {
+        task_id: task.task_id,
+        node_id: encoder,
+        success: false,
+        detail: "disk busy".into(),
+    };
+    let after = client
+        .call(|mut c| {
+            let r = failed.clone();
+            async move { c.report_task(r).await }
+        })
+        .await
+        .expect("report");
+    let after = after.task.expect("still queued");
+    assert_eq!((after.attempts, after.state.as_str(), after.detail.as_str()), (1, "pending", "disk busy"));
+    let retry = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
+    assert_eq!(retry.tasks.len(), 1, "a failed attempt is retried");
+    let done = pb::ReportTaskRequest {
+        task_id: task.task_id,
+        node_id: encoder,
+        success: true,
+        detail: String::new(),
+    };
+    let done = client
+        .call(|mut c| {
+            let r = done.clone();
+            async move { c.report_task(r).await }
+        })
+        .await
+        .expect("report");
+    assert!(done.task.is_none());
+    let status =
+        client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await.expect("status");
+    assert_eq!((status.tasks_open, status.tasks_done, status.tasks_failed), (0, 1, 0));
+}

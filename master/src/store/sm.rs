@@ -66,24 +66,31 @@ impl Kv for StateReader {
         // Reads only: the API never writes outside Raft. A write here is a programming error.
         debug_assert!(false, "StateReader is read-only");
     }
+    fn delete(&mut self, _key: &[u8]) {
+        debug_assert!(false, "StateReader is read-only");
+    }
 }
 
 /// Reads through to RocksDB and buffers writes; committed as one batch.
 struct Overlay<'a> {
     db: &'a DB,
-    writes: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Pending writes; `None` is a deletion.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Kv for Overlay<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(v) = self.writes.get(key) {
-            return Ok(Some(v.clone()));
+            return Ok(v.clone());
         }
         let sm = cf(self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
         self.db.get_cf(sm, key).map_err(|e| StateError::Store(e.to_string()))
     }
     fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        self.writes.insert(key.to_vec(), value);
+        self.writes.insert(key.to_vec(), Some(value));
+    }
+    fn delete(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
     }
 }
 
@@ -160,7 +167,10 @@ impl StateMachineStore {
                 let mut overlay = Overlay { db: &self.db, writes: BTreeMap::new() };
                 let response = apply::apply(&mut overlay, command).map_err(io::Error::other)?;
                 for (key, value) in overlay.writes {
-                    batch.put_cf(sm, key, value);
+                    match value {
+                        Some(value) => batch.put_cf(sm, key, value),
+                        None => batch.delete_cf(sm, key),
+                    }
                 }
                 response
             }
