@@ -63,17 +63,18 @@ pub struct MasterHandle {
     pub raft: MasterRaft,
     /// Reads of the applied state.
     pub reader: StateReader,
+    db: Arc<rocksdb::DB>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl MasterHandle {
-    /// Stops serving and shuts Raft down; the store stays on disk.
-    pub async fn shutdown(mut self) {
-        self.stop().await;
-    }
+/// How long shutdown waits for every user of the store to let go of it.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
-    async fn stop(&mut self) {
+impl MasterHandle {
+    /// Stops serving, shuts Raft down and closes the store (it stays on disk). The
+    /// database is closed before this returns: RocksDB must not outlive the process.
+    pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -82,6 +83,20 @@ impl MasterHandle {
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(id = self.id, error = %e, "raft shutdown");
+        }
+        let MasterHandle { id, db, reader, raft, .. } = self;
+        drop(reader);
+        drop(raft);
+        let deadline = tokio::time::Instant::now() + STORE_CLOSE_WAIT;
+        while Arc::strong_count(&db) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(id, users = Arc::strong_count(&db), "store still in use at shutdown");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Err(e) = db.flush_wal(true) {
+            tracing::warn!(id, error = %e, "flush store at shutdown");
         }
     }
 }
@@ -169,7 +184,7 @@ pub async fn start(
             }
         }
     }
-    Ok(MasterHandle { id, addr, raft, reader, shutdown: Some(tx), server: Some(server) })
+    Ok(MasterHandle { id, addr, raft, reader, db, shutdown: Some(tx), server: Some(server) })
 }
 
 /// Waits until some member of `raft`'s group is known as leader.

@@ -86,6 +86,7 @@ async fn acknowledged_commits_survive_leader_loss_and_the_old_leader_rejoins() {
             "entry {k} missing on the rejoined member"
         );
     }
+    group.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -131,6 +132,7 @@ async fn a_member_that_missed_many_entries_catches_up_by_snapshot() {
         let h = Hash32::from_slice(&hash(k)).expect("hash");
         assert!(apply::index_entry(reader, &h).expect("read").is_some(), "entry {k} missing after catch-up");
     }
+    group.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -226,6 +228,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         .await
         .expect("commit");
     assert_eq!(after.results[0].outcome, cellar_proto::error_code::VOLUME_NOT_OPEN);
+    group.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -240,6 +243,7 @@ async fn placement_refuses_more_replicas_than_zones() {
         .await
         .expect_err("4 replicas over 3 zones");
     assert_eq!(err.code(), Some(cellar_proto::error_code::NOT_ENOUGH_FAILURE_DOMAINS), "{err}");
+    group.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -310,4 +314,5 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     let status =
         client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await.expect("status");
     assert_eq!((status.tasks_open, status.tasks_done, status.tasks_failed), (0, 1, 0));
+    group.shutdown().await;
 }

@@ -59,14 +59,19 @@ impl LogStore {
     /// Builds the store and starts its flusher thread.
     pub fn new(db: Arc<DB>) -> io::Result<LogStore> {
         let (tx, rx) = mpsc::sync_channel::<IOFlushed<TypeConfig>>(FLUSH_QUEUE_MAX);
-        let flush_db = db.clone();
+        // A weak reference: the flusher must not keep the database open after the store
+        // is gone (RocksDB aborts if a database outlives process exit).
+        let flush_db = Arc::downgrade(&db);
         std::thread::Builder::new().name("raft-log-flush".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut waiting = vec![first];
                 while let Ok(more) = rx.try_recv() {
                     waiting.push(more);
                 }
-                let result = flush_db.flush_wal(true).map_err(io::Error::other);
+                let result = match flush_db.upgrade() {
+                    Some(db) => db.flush_wal(true).map_err(io::Error::other),
+                    None => Err(io::Error::other("raft log store closed")),
+                };
                 for callback in waiting {
                     let r = match &result {
                         Ok(()) => Ok(()),

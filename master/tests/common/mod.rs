@@ -85,6 +85,14 @@ impl Group {
         }
     }
 
+    /// Shuts every running member down (closing their stores before the test exits).
+    pub async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.handles.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+
     pub async fn stop(&mut self, id: u64) {
         if let Some(h) = self.handles.remove(&id) {
             h.shutdown().await;
