@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::catalog::{Catalog, ExtentEntry};
 use crate::error::{CorruptKind, Error, ExtentState, Result};
@@ -15,6 +15,10 @@ use crate::extent_header::{EXTENT_DATA_OFFSET_BYTES, ExtentHeader};
 use crate::id::ExtentId;
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
+
+/// Payloads up to this size are copied behind their header and written with one call;
+/// larger ones are written in two calls (header, payload) rather than copied.
+const COALESCE_PAYLOAD_MAX_BYTES: usize = 64 << 10;
 
 /// One replica extent file and its in-memory write state (a few counters; nothing per
 /// record).
@@ -27,7 +31,9 @@ pub(crate) struct Replica {
     /// Kept open while the extent takes appends; sealed extents open per operation.
     kept_file: Mutex<Option<Arc<dyn IoFile>>>,
     append: Mutex<AppendState>,
-    sync: Mutex<()>,
+    sync: Mutex<SyncState>,
+    /// Signalled whenever an fsync finishes (or fails): waiting appenders re-check.
+    synced: Condvar,
     /// End of the last record fully written (not necessarily durable).
     written_end_bytes: AtomicU64,
     /// End of the last record known durable; reads are allowed below it.
@@ -41,6 +47,11 @@ pub(crate) struct Replica {
 struct AppendState {
     end_bytes: u64,
     state: ExtentState,
+}
+
+struct SyncState {
+    /// An fsync is in progress (its caller released the mutex while it runs).
+    syncing: bool,
 }
 
 /// What recovery found when a replica was opened.
@@ -105,7 +116,8 @@ impl Replica {
             payload_max_bytes,
             kept_file: Mutex::new(file),
             append: Mutex::new(AppendState { end_bytes, state }),
-            sync: Mutex::new(()),
+            sync: Mutex::new(SyncState { syncing: false }),
+            synced: Condvar::new(),
             written_end_bytes: AtomicU64::new(end_bytes),
             durable_end_bytes: AtomicU64::new(end_bytes),
             failed: AtomicBool::new(false),
@@ -266,8 +278,16 @@ impl Replica {
             };
             let file = self.file()?;
             let at = EXTENT_DATA_OFFSET_BYTES + st.end_bytes;
-            let written = write_all_at(file.as_ref(), &header.encode(), at)
-                .and_then(|()| write_all_at(file.as_ref(), payload, at + RECORD_HEADER_BYTES as u64));
+            let written = if payload.len() <= COALESCE_PAYLOAD_MAX_BYTES {
+                // Small records go down in one write: half the system calls per append.
+                let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
+                record.extend_from_slice(&header.encode());
+                record.extend_from_slice(payload);
+                write_all_at(file.as_ref(), &record, at)
+            } else {
+                write_all_at(file.as_ref(), &header.encode(), at)
+                    .and_then(|()| write_all_at(file.as_ref(), payload, at + RECORD_HEADER_BYTES as u64))
+            };
             if let Err(e) = written {
                 self.failed.store(true, Ordering::Release);
                 return Err(Error::io(&self.path, "append record", e));
@@ -282,44 +302,67 @@ impl Replica {
         Ok(location)
     }
 
-    /// Waits until everything up to `end_bytes` is durable, fsyncing if nobody else has.
+    /// Waits until everything up to `end_bytes` is durable. The first waiter finding no
+    /// fsync in progress runs one for everything written so far; the others wait for it
+    /// and re-check: that is the group commit.
     fn sync_to(&self, catalog: &Catalog, end_bytes: u64) -> Result<()> {
         if self.durable_end_bytes.load(Ordering::Acquire) >= end_bytes {
             return Ok(());
         }
-        let _sync = lock(&self.sync);
-        let durable = self.durable_end_bytes.load(Ordering::Acquire);
-        if durable < end_bytes {
+        let mut st = lock(&self.sync);
+        loop {
+            if self.durable_end_bytes.load(Ordering::Acquire) >= end_bytes {
+                return Ok(());
+            }
             self.check_live()?;
             if self.failed.load(Ordering::Acquire) {
                 return Err(Error::Failed(self.id));
             }
-            // Everything written so far rides on this fsync: that is the group commit.
-            let target = self.written_end_bytes.load(Ordering::Acquire);
-            if target >= end_bytes {
-                if let Err(e) = self.file()?.sync_data() {
-                    // After a failed fsync the page cache state is unknown: stop writing.
-                    self.failed.store(true, Ordering::Release);
-                    return Err(Error::io(&self.path, "fsync replica extent", e));
-                }
-                self.durable_end_bytes.store(target, Ordering::Release);
-                let entry = ExtentEntry {
-                    state: ExtentState::Open,
-                    created_unix_ms: self.created_unix_ms,
-                    length_bytes: target,
-                    chunk_size_bytes: 0,
-                };
-                if let Err(e) = catalog.put_watermark(self.id, &entry) {
-                    // Only recovery's starting point is affected; the data is durable.
-                    tracing::warn!(extent = %self.id, error = %e, "cannot raise durable watermark");
-                }
+            if self.written_end_bytes.load(Ordering::Acquire) < end_bytes {
+                // A seal truncated the extent below this record before it became durable.
+                return Err(Error::Sealed(self.id));
             }
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let target = self.written_end_bytes.load(Ordering::Acquire);
+            drop(st);
+            let result = self.file().and_then(|file| {
+                file.sync_data().map_err(|e| Error::io(&self.path, "fsync replica extent", e))
+            });
+            match &result {
+                Ok(()) => {
+                    self.durable_end_bytes.store(target, Ordering::Release);
+                    let entry = ExtentEntry {
+                        state: ExtentState::Open,
+                        created_unix_ms: self.created_unix_ms,
+                        length_bytes: target,
+                        chunk_size_bytes: 0,
+                    };
+                    if let Err(e) = catalog.put_watermark(self.id, &entry) {
+                        // Only recovery's starting point is affected; the data is durable.
+                        tracing::warn!(extent = %self.id, error = %e, "cannot raise durable watermark");
+                    }
+                }
+                // After a failed fsync the page cache state is unknown: stop writing.
+                Err(_) => self.failed.store(true, Ordering::Release),
+            }
+            st = lock(&self.sync);
+            st.syncing = false;
+            self.synced.notify_all();
+            result?;
         }
-        if self.durable_end_bytes.load(Ordering::Acquire) < end_bytes {
-            // A seal truncated the extent below this record before it became durable.
-            return Err(Error::Sealed(self.id));
+    }
+
+    /// Takes the sync mutex once no fsync is running; holding it keeps new ones out.
+    fn quiesce_syncs(&self) -> MutexGuard<'_, SyncState> {
+        let mut st = lock(&self.sync);
+        while st.syncing {
+            st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        Ok(())
+        st
     }
 
     /// Reads and verifies the record at `offset_bytes`.
@@ -377,7 +420,7 @@ impl Replica {
         if target < st.end_bytes {
             self.check_boundary(file.as_ref(), target)?;
         }
-        let _sync = lock(&self.sync);
+        let _sync = self.quiesce_syncs();
         let synced = if target < st.end_bytes {
             file.set_len(EXTENT_DATA_OFFSET_BYTES + target).and_then(|()| file.sync_data())
         } else {
@@ -427,8 +470,9 @@ impl Replica {
     /// in-flight appends and fsyncs to finish.
     pub(crate) fn retire(&self) {
         let _append = lock(&self.append);
-        let _sync = lock(&self.sync);
+        let _sync = self.quiesce_syncs();
         self.retired.store(true, Ordering::Release);
+        self.synced.notify_all();
         *lock(&self.kept_file) = None;
     }
 

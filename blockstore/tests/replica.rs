@@ -82,8 +82,8 @@ fn concurrent_appenders_share_fsyncs(backend: Backend) {
     let disk = Arc::new(disk);
     let id = disk.create_replica(3).expect("create");
     let syncs_before = plan.syncs();
-    // Each append is two writes (header, payload); the first fsync waits for all of them.
-    plan.hold_next_sync_until_writes(2 * APPENDERS as u64);
+    // Each small append is one write; the first fsync waits for all of them.
+    plan.hold_next_sync_until_writes(APPENDERS as u64);
     let barrier = Arc::new(Barrier::new(APPENDERS));
     let threads: Vec<_> = (0..APPENDERS)
         .map(|i| {
@@ -232,8 +232,11 @@ fn failed_write_stops_the_extent_until_reopen(backend: Backend) {
         let (disk, plan) = open_faulty(dir.path(), backend);
         let id = disk.create_replica(13).expect("create");
         good = disk.append(id, None, &sha(b"good"), b"good").expect("append");
-        plan.fail_after_ops(1); // the header write succeeds, the payload write fails
-        let err = disk.append(id, None, &sha(b"doomed"), b"doomed").expect_err("append must fail");
+        // A large record is written as header then payload: the header write succeeds and
+        // the payload write fails.
+        plan.fail_after_ops(1);
+        let doomed = bytes(100_000, 13);
+        let err = disk.append(id, None, &sha(&doomed), &doomed).expect_err("append must fail");
         assert!(matches!(err, Error::Io { .. }), "{err:?}");
         plan.clear();
         assert!(matches!(disk.append(id, None, &sha(b"later"), b"later"), Err(Error::Failed(_))));
