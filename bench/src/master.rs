@@ -54,6 +54,9 @@ impl Drop for Masters {
     }
 }
 
+/// How often a writing client renews its lease (the default lease is 30 s).
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(5);
+
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -147,10 +150,26 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
     for volume in volumes {
         let (client, next, batch, total) = (client.clone(), next.clone(), config.batch, config.entries);
         tasks.push(tokio::spawn(async move {
+            // The lease must be renewed while writing, as a frontend does.
+            let mut renewed = Instant::now();
             loop {
                 let first = next.fetch_add(batch, Ordering::Relaxed);
                 if first >= total {
                     return Ok::<u64, anyhow::Error>(0);
+                }
+                if renewed.elapsed() > LEASE_RENEW_EVERY {
+                    let req = pb::RenewLeaseRequest {
+                        volume_id: volume.volume_id,
+                        lease_epoch: volume.lease_epoch,
+                        holder: "bench".into(),
+                    };
+                    client
+                        .call(|mut c| {
+                            let r = req.clone();
+                            async move { c.renew_lease(r).await }
+                        })
+                        .await?;
+                    renewed = Instant::now();
                 }
                 let last = (first + batch).min(total);
                 let entries: Vec<pb::IndexCommit> = (first..last)

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::io::Read;
+use std::time::Duration;
 
 use cellar_proto::raft::raft_client::RaftClient;
 use cellar_proto::raft::{RaftBytes, SnapshotChunk};
@@ -23,6 +24,10 @@ use crate::auth::with_secret;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Largest Raft message a master accepts or sends.
 pub const RAFT_MESSAGE_MAX_BYTES: usize = 64 << 20;
+/// Shortest timeout of a Raft RPC.
+const RPC_TIMEOUT_MIN: Duration = Duration::from_millis(500);
+/// Transfer rate assumed when sizing a timeout (10 MB/s: slow on purpose).
+const TRANSFER_BYTES_PER_MS_MIN: usize = 10_000;
 /// Snapshot chunks buffered between the file reader and the gRPC stream.
 const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: usize = 4;
 
@@ -98,9 +103,12 @@ impl Peer {
         }
     }
 
-    fn request<T>(&self, message: T, option: &RPCOption) -> tonic::Request<T> {
+    fn request<T>(&self, message: T, option: &RPCOption, size_bytes: usize) -> tonic::Request<T> {
         let mut req = with_secret(tonic::Request::new(message), self.secret.as_deref());
-        req.set_timeout(option.hard_ttl());
+        // openraft's TTL is the heartbeat interval: right for heartbeats, too short for a
+        // batch of index entries. Allow time proportional to the bytes on top.
+        let transfer = Duration::from_millis((size_bytes / TRANSFER_BYTES_PER_MS_MIN) as u64);
+        req.set_timeout(option.hard_ttl().max(RPC_TIMEOUT_MIN) + transfer);
         req
     }
 }
@@ -114,7 +122,8 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let data = serde_json::to_vec(&rpc).map_err(encode_error)?;
-        let req = self.request(RaftBytes { data }, &option);
+        let size = data.len();
+        let req = self.request(RaftBytes { data }, &option, size);
         let resp = self.client()?.append_entries(req).await.map_err(rpc_error)?;
         serde_json::from_slice(&resp.into_inner().data).map_err(encode_error)
     }
@@ -125,7 +134,8 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let data = serde_json::to_vec(&rpc).map_err(encode_error)?;
-        let req = self.request(RaftBytes { data }, &option);
+        let size = data.len();
+        let req = self.request(RaftBytes { data }, &option, size);
         let resp = self.client()?.vote(req).await.map_err(rpc_error)?;
         serde_json::from_slice(&resp.into_inner().data).map_err(encode_error)
     }

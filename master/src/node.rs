@@ -129,6 +129,9 @@ pub async fn start(
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
         max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
         purge_batch_size: config.snapshot_after_entries.clamp(1, 256),
+        // One index batch is up to ~1.5 MiB of JSON; a few per AppendEntries keeps messages
+        // well below the transport limit and replication inside its timeout.
+        max_payload_entries: 8,
         ..Default::default()
     }
     .validate()
