@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options};
 
 pub mod log;
 pub mod sm;
@@ -21,6 +21,12 @@ pub const CF_SM: &str = "sm";
 /// Column family of state machine metadata.
 pub const CF_SM_META: &str = "sm_meta";
 
+/// Block cache of the state machine's column family (the block index lives there).
+pub const SM_BLOCK_CACHE_BYTES: usize = 128 << 20;
+/// Bloom filter bits per key: most index lookups on the put path are for hashes that are
+/// not there (new blocks), and the filter answers those without reading from disk.
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+
 /// Opens (creating if needed) the master's RocksDB at `dir/db`.
 pub fn open_db(dir: &Path) -> io::Result<Arc<DB>> {
     std::fs::create_dir_all(dir)?;
@@ -29,9 +35,17 @@ pub fn open_db(dir: &Path) -> io::Result<Arc<DB>> {
     opts.create_missing_column_families(true);
     opts.set_keep_log_file_num(4);
     opts.set_max_open_files(256);
-    let cfs = [CF_LOG, CF_RAFT, CF_SM, CF_SM_META]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let mut sm_options = Options::default();
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_lru_cache(SM_BLOCK_CACHE_BYTES));
+    table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    sm_options.set_block_based_table_factory(&table);
+    let cfs = [CF_LOG, CF_RAFT, CF_SM, CF_SM_META].into_iter().map(|name| {
+        let options = if name == CF_SM { sm_options.clone() } else { Options::default() };
+        ColumnFamilyDescriptor::new(name, options)
+    });
     let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs).map_err(io::Error::other)?;
     Ok(Arc::new(db))
 }
