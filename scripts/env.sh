@@ -9,7 +9,10 @@ fi
 
 need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
-if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# bindgen loads libclang.so itself; libclang-cpp (often preinstalled) is not it.
+if command -v dpkg >/dev/null 2>&1; then
+  dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+elif ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
   need+=(libclang-dev)
 fi
 if [ ${#need[@]} -gt 0 ]; then
