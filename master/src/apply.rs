@@ -153,10 +153,17 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
             renew_lease(kv, *volume_id, *lease_epoch, *lease_ms, *now_unix_ms)?
         }
         Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms } => {
+            // Volumes touched by the batch are read and written once, not once per entry.
+            let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
             let outcomes = entries
                 .iter()
-                .map(|e| commit_one(kv, &mut c, e, *volume_size_max_bytes, *now_unix_ms))
+                .map(|e| commit_one(kv, &mut c, &mut volumes, e, *volume_size_max_bytes, *now_unix_ms))
                 .collect::<Result<Vec<_>, _>>()?;
+            for (volume_id, (v, changed)) in &volumes {
+                if *changed {
+                    write_json(kv, &id_key(PREFIX_VOLUME, *volume_id), v)?;
+                }
+            }
             Response::Committed { outcomes }
         }
         Command::SealVolume { volume_id, length_bytes } => {
@@ -389,6 +396,7 @@ fn renew_lease(
 fn commit_one(
     kv: &mut dyn Kv,
     c: &mut Counters,
+    volumes: &mut BTreeMap<u64, (VolumeRecord, bool)>,
     e: &IndexCommit,
     volume_size_max_bytes: u64,
     now_unix_ms: u64,
@@ -399,10 +407,18 @@ fn commit_one(
         kv.put(&key, existing.encode().to_vec());
         return Ok(CommitOutcome::Deduplicated { entry: IndexEntryView::new(e.hash, &existing) });
     }
-    let Some(mut v) = volume(kv, e.volume_id)? else {
-        return Ok(CommitOutcome::Rejected { error: CommandError::UnknownVolume { volume_id: e.volume_id } });
+    let (v, changed) = match volumes.entry(e.volume_id) {
+        std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
+        std::collections::btree_map::Entry::Vacant(slot) => match volume(kv, e.volume_id)? {
+            Some(v) => slot.insert((v, false)),
+            None => {
+                return Ok(CommitOutcome::Rejected {
+                    error: CommandError::UnknownVolume { volume_id: e.volume_id },
+                });
+            }
+        },
     };
-    if let Some(error) = lease_check(&v, e.lease_epoch, now_unix_ms) {
+    if let Some(error) = lease_check(v, e.lease_epoch, now_unix_ms) {
         return Ok(CommitOutcome::Rejected { error });
     }
     let end = e.offset_bytes.checked_add(u64::from(e.length_bytes));
@@ -427,7 +443,7 @@ fn commit_one(
     let end = e.offset_bytes + u64::from(e.length_bytes);
     if end > v.size_bytes {
         v.size_bytes = end;
-        write_json(kv, &id_key(PREFIX_VOLUME, v.volume_id), &v)?;
+        *changed = true;
     }
     c.index_entries += 1;
     Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })

@@ -113,6 +113,27 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Encodes a unary Raft message and sizes its timeout.
+    fn prepare<T: serde::Serialize>(
+        &mut self,
+        rpc: &T,
+        option: &RPCOption,
+    ) -> Result<(tonic::Request<RaftBytes>, RaftClient<Channel>), RPCError<TypeConfig>> {
+        let data = serde_json::to_vec(rpc).map_err(encode_error)?;
+        let size = data.len();
+        Ok((self.request(RaftBytes { data }, option, size), self.client()?))
+    }
+}
+
+/// Decodes a unary Raft reply.
+fn decode<T: serde::de::DeserializeOwned>(
+    resp: Result<tonic::Response<RaftBytes>, tonic::Status>,
+) -> Result<T, RPCError<TypeConfig>> {
+    let resp = resp.map_err(rpc_error)?;
+    serde_json::from_slice(&resp.into_inner().data).map_err(encode_error)
+}
+
 impl RaftNetworkV2<TypeConfig> for Peer {
     type SnapshotData = File;
 
@@ -121,11 +142,8 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let data = serde_json::to_vec(&rpc).map_err(encode_error)?;
-        let size = data.len();
-        let req = self.request(RaftBytes { data }, &option, size);
-        let resp = self.client()?.append_entries(req).await.map_err(rpc_error)?;
-        serde_json::from_slice(&resp.into_inner().data).map_err(encode_error)
+        let (req, mut client) = self.prepare(&rpc, &option)?;
+        decode(client.append_entries(req).await)
     }
 
     async fn vote(
@@ -133,11 +151,8 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let data = serde_json::to_vec(&rpc).map_err(encode_error)?;
-        let size = data.len();
-        let req = self.request(RaftBytes { data }, &option, size);
-        let resp = self.client()?.vote(req).await.map_err(rpc_error)?;
-        serde_json::from_slice(&resp.into_inner().data).map_err(encode_error)
+        let (req, mut client) = self.prepare(&rpc, &option)?;
+        decode(client.vote(req).await)
     }
 
     async fn full_snapshot(
