@@ -308,11 +308,26 @@ impl Disk {
         self.replica(id)?.seal(&self.catalog, length_bytes)
     }
 
+    /// Reads raw bytes of a replica's durable data region, unverified: for callers that
+    /// check them against a verified scan (see the volume server's encoder).
+    pub fn read_replica_raw(&self, id: ExtentId, offset_bytes: u64, buf: &mut [u8]) -> Result<()> {
+        self.replica(id)?.read_raw(offset_bytes, buf)
+    }
+
     /// Iterates over a replica's records in order, verifying each.
     pub fn scan_replica(&self, id: ExtentId) -> Result<ReplicaScan> {
+        self.scan_replica_from(id, 0)
+    }
+
+    /// Like [`Disk::scan_replica`], from the record boundary `from_offset_bytes` (a
+    /// position that is not a record start fails as corrupt at that offset).
+    pub fn scan_replica_from(&self, id: ExtentId, from_offset_bytes: u64) -> Result<ReplicaScan> {
         let replica = self.replica(id)?;
         let end_bytes = replica.durable_len_bytes();
-        Ok(ReplicaScan { replica, next_offset_bytes: 0, end_bytes, done: false })
+        if from_offset_bytes > end_bytes {
+            return Err(Error::OffsetPastEnd { extent: id, offset_bytes: from_offset_bytes, end_bytes });
+        }
+        Ok(ReplicaScan { replica, next_offset_bytes: from_offset_bytes, end_bytes, done: false })
     }
 
     /// Creates a fragment extent of `fragment_len_bytes`, chunked by `chunk_size_bytes`.

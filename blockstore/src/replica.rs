@@ -496,6 +496,21 @@ impl Replica {
         self.created_unix_ms
     }
 
+    /// Reads raw bytes of the durable data region at `offset_bytes` into `buf`, without
+    /// record checks: the caller verifies the bytes by other means (the encoder compares
+    /// them with a verified scan of the same extent).
+    pub(crate) fn read_raw(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_live()?;
+        let end = self.durable_end_bytes.load(Ordering::Acquire);
+        let past = offset_bytes.checked_add(buf.len() as u64).is_none_or(|e| e > end);
+        if past {
+            return Err(Error::OffsetPastEnd { extent: self.id, offset_bytes, end_bytes: end });
+        }
+        let file = self.file()?;
+        read_exact_at(file.as_ref(), buf, EXTENT_DATA_OFFSET_BYTES + offset_bytes)
+            .map_err(|e| Error::io(&self.path, "read replica bytes", e))
+    }
+
     /// Reads the verified record at `offset_bytes` into `payload` (used by scans).
     pub(crate) fn scan_next(&self, offset_bytes: u64, payload: &mut Vec<u8>) -> Result<RecordHeader> {
         self.check_live()?;

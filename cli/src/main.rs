@@ -6,6 +6,7 @@ mod disk_cmd;
 mod master_cmd;
 mod selfcheck;
 mod signals;
+mod volume_cmd;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,8 @@ enum Command {
     Bench(bench_cmd::BenchCommand),
     /// Run one member of the master Raft group.
     Master(master_cmd::MasterArgs),
+    /// Run a volume server: owns disks, serves extents, runs the master's tasks.
+    Volume(volume_cmd::VolumeArgs),
     /// Operator commands against a running cell.
     #[command(subcommand)]
     Admin(admin_cmd::AdminCommand),
@@ -88,6 +91,7 @@ fn main() -> Result<()> {
         Command::Disk(cmd) => disk_cmd::run(cmd),
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Master(args) => master_cmd::run(args),
+        Command::Volume(args) => volume_cmd::run(args),
         Command::Admin(cmd) => admin_cmd::run(cmd),
     }
 }

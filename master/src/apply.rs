@@ -123,6 +123,11 @@ pub fn volume(kv: &dyn Kv, volume_id: u64) -> Result<Option<VolumeRecord>, State
     read_json(kv, &id_key(PREFIX_VOLUME, volume_id))
 }
 
+/// Writes a volume record.
+pub fn put_volume(kv: &mut dyn Kv, v: &VolumeRecord) -> Result<(), StateError> {
+    write_json(kv, &id_key(PREFIX_VOLUME, v.volume_id), v)
+}
+
 /// Reads a block index entry.
 pub fn index_entry(kv: &dyn Kv, hash: &Hash32) -> Result<Option<IndexEntry>, StateError> {
     let key = index_key(hash);
@@ -166,9 +171,13 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
             }
             Response::Committed { outcomes }
         }
-        Command::SealVolume { volume_id, length_bytes } => {
-            seal_volume(kv, &mut c, *volume_id, *length_bytes)?
+        Command::SealVolume { volume_id, length_bytes, fragments } => {
+            seal_volume(kv, &mut c, *volume_id, *length_bytes, fragments)?
         }
+        Command::AcquireLease { volume_id, holder, lease_ms, now_unix_ms } => {
+            acquire_lease(kv, *volume_id, holder, *lease_ms, *now_unix_ms)?
+        }
+        Command::EnqueueTask { kind } => crate::tasks::enqueue_checked(kv, &mut c, kind)?,
         Command::ReportBadExtent { volume_id, disk_id, reason: _ } => {
             report_bad_extent(kv, *volume_id, *disk_id)?
         }
@@ -454,6 +463,7 @@ fn seal_volume(
     c: &mut Counters,
     volume_id: u64,
     length_bytes: Option<u64>,
+    fragments: &[ExtentPlace],
 ) -> Result<Response, StateError> {
     let Some(mut v) = volume(kv, volume_id)? else {
         return refused(CommandError::UnknownVolume { volume_id });
@@ -472,6 +482,11 @@ fn seal_volume(
             ),
         });
     }
+    if !fragments.is_empty()
+        && let Some(error) = check_fragment_places(kv, &v, fragments)?
+    {
+        return refused(error);
+    }
     v.state = VolumeState::Sealed;
     v.size_bytes = length;
     v.lease = None;
@@ -479,9 +494,92 @@ fn seal_volume(
     c.volumes_by_state[0] = c.volumes_by_state[0].saturating_sub(1);
     c.volumes_by_state[1] += 1;
     // A sealed volume is to be coded: the node holding its first replica encodes it.
-    if let Some(first) = v.replicas.first() {
-        crate::tasks::enqueue(kv, c, first.node_id, crate::tasks::TaskKind::Encode { volume_id })?;
+    if let (Some(first), false) = (v.replicas.first(), fragments.is_empty()) {
+        let kind = crate::tasks::TaskKind::Encode { volume_id, fragments: fragments.to_vec() };
+        crate::tasks::enqueue(kv, c, first.node_id, kind)?;
     }
+    Ok(Response::Volume { volume: v })
+}
+
+/// The number of fragments a coding scheme ("rs-k-m") makes, if it is one.
+pub fn fragment_count(scheme: &str) -> Option<usize> {
+    match scheme.parse::<cellar_placement::Scheme>().ok()? {
+        s @ cellar_placement::Scheme::ReedSolomon { .. } => Some(s.extent_count()),
+        cellar_placement::Scheme::Replicated { .. } => None,
+    }
+}
+
+/// Checks an encode placement: one healthy disk of the named node per fragment, no disk
+/// twice.
+fn check_fragment_places(
+    kv: &dyn Kv,
+    v: &VolumeRecord,
+    fragments: &[ExtentPlace],
+) -> Result<Option<CommandError>, StateError> {
+    let expected = fragment_count(&v.scheme);
+    if expected != Some(fragments.len()) {
+        return Ok(Some(CommandError::BadRequest {
+            detail: format!("scheme {} takes {expected:?} fragments, {} given", v.scheme, fragments.len()),
+        }));
+    }
+    for (i, place) in fragments.iter().enumerate() {
+        if fragments[..i].iter().any(|p| p.disk_id == place.disk_id) {
+            return Ok(Some(CommandError::BadRequest {
+                detail: format!("disk {} holds two fragments", place.disk_id),
+            }));
+        }
+        if let Some(error) = check_place(kv, place)? {
+            return Ok(Some(error));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks that `place` names a healthy disk of its node.
+pub fn check_place(kv: &dyn Kv, place: &ExtentPlace) -> Result<Option<CommandError>, StateError> {
+    match disk(kv, place.disk_id)? {
+        Some(d) if d.node_id == place.node_id && d.health == DiskHealth::Ok => Ok(None),
+        _ => Ok(Some(CommandError::UnknownDisk {
+            disk_id: place.disk_id,
+            detail: format!("not a healthy disk of node {}", place.node_id),
+        })),
+    }
+}
+
+fn acquire_lease(
+    kv: &mut dyn Kv,
+    volume_id: u64,
+    holder: &str,
+    lease_ms: u64,
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    let Some(mut v) = volume(kv, volume_id)? else {
+        return refused(CommandError::UnknownVolume { volume_id });
+    };
+    if v.state != VolumeState::Open {
+        return refused(CommandError::VolumeNotOpen { volume_id, state: v.state });
+    }
+    if holder.is_empty() {
+        return refused(CommandError::BadRequest { detail: "a lease needs a holder".into() });
+    }
+    let epoch = match &v.lease {
+        Some(l) if l.expires_unix_ms >= now_unix_ms => {
+            return refused(CommandError::StaleLease {
+                volume_id,
+                given_epoch: l.epoch + 1,
+                current_epoch: Some(l.epoch),
+                expired: false,
+            });
+        }
+        Some(l) => l.epoch + 1,
+        None => {
+            // Open volumes always carry their lease; without one the epoch to fence with
+            // is unknown, so nothing is handed out.
+            return refused(CommandError::BadRequest { detail: format!("volume {volume_id} has no lease") });
+        }
+    };
+    v.lease = Some(Lease { epoch, holder: holder.to_string(), expires_unix_ms: now_unix_ms + lease_ms });
+    write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
     Ok(Response::Volume { volume: v })
 }
 

@@ -25,6 +25,17 @@ pub struct SecretInterceptor {
     secret: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
+impl SecretInterceptor {
+    /// An interceptor that sends `secret` (none: sends nothing). Fails if it is not ASCII.
+    pub fn new(secret: Option<&str>) -> Result<SecretInterceptor, ClientError> {
+        let secret = match secret {
+            Some(s) => Some(s.parse().map_err(|_| ClientError::BadAddress("secret is not ASCII".into()))?),
+            None => None,
+        };
+        Ok(SecretInterceptor { secret })
+    }
+}
+
 impl Interceptor for SecretInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(secret) = &self.secret {

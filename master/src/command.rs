@@ -146,12 +146,34 @@ pub enum Command {
         /// Leader's clock (lease expiry).
         now_unix_ms: u64,
     },
-    /// Seals an open volume at `length_bytes` (default: its acknowledged end).
+    /// Seals an open volume at `length_bytes` (default: its acknowledged end) and queues
+    /// its encode onto `fragments` (chosen by the leader's placement; empty when no
+    /// placement was possible, and then the volume stays replicated until one is).
     SealVolume {
         /// The volume.
         volume_id: u64,
         /// The sealed length; never below the acknowledged end.
         length_bytes: Option<u64>,
+        /// Where the k + m fragments go, in fragment order.
+        #[serde(default)]
+        fragments: Vec<ExtentPlace>,
+    },
+    /// Takes over the write lease of an open volume whose lease expired (or was dropped):
+    /// the epoch goes up by one, which fences the previous holder out.
+    AcquireLease {
+        /// The volume.
+        volume_id: u64,
+        /// The new holder.
+        holder: String,
+        /// Lease duration.
+        lease_ms: u64,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
+    /// Queues a task (repair planners and operators).
+    EnqueueTask {
+        /// The work; the node that runs it follows from the kind.
+        kind: crate::tasks::TaskKind,
     },
     /// A volume server takes up to `max` of its queued tasks (and any whose claim expired).
     ClaimTasks {
@@ -198,9 +220,13 @@ impl fmt::Display for Command {
                 write!(f, "renew_lease({volume_id}, {lease_epoch})")
             }
             Command::CommitIndex { entries, .. } => write!(f, "commit_index({} entries)", entries.len()),
-            Command::SealVolume { volume_id, length_bytes } => {
+            Command::SealVolume { volume_id, length_bytes, .. } => {
                 write!(f, "seal({volume_id}, {length_bytes:?})")
             }
+            Command::AcquireLease { volume_id, holder, .. } => {
+                write!(f, "acquire_lease({volume_id}, {holder})")
+            }
+            Command::EnqueueTask { kind } => write!(f, "enqueue_task({}, {})", kind.name(), kind.volume_id()),
             Command::ReportBadExtent { volume_id, disk_id, .. } => {
                 write!(f, "report_bad_extent({volume_id}, {disk_id})")
             }
@@ -356,6 +382,11 @@ pub enum Response {
     Tasks {
         /// The claimed tasks.
         tasks: Vec<crate::tasks::TaskRecord>,
+    },
+    /// `EnqueueTask`: the queued task.
+    TaskQueued {
+        /// The task.
+        task: crate::tasks::TaskRecord,
     },
     /// `ReportTask`.
     TaskReported {

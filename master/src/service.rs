@@ -15,7 +15,8 @@ use crate::batcher::CommitBatcher;
 use crate::command::{self, Command, CommitOutcome, DiskRegistration, DiskStat, Hash32, IndexCommit};
 use crate::errors::{self, bad_request, internal};
 use crate::store::sm::StateReader;
-use crate::types::{DiskHealth, DiskRecord, NodeRecord, NodeState, VolumeRecord, VolumeState};
+use crate::tasks::{Part, TaskKind};
+use crate::types::{DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, VolumeRecord, VolumeState};
 use crate::{MasterRaft, now_unix_ms};
 
 /// Disks one node may register.
@@ -65,6 +66,25 @@ impl MasterService {
         settings: ApiSettings,
     ) -> Self {
         MasterService { id, raft, reader, batcher, settings }
+    }
+
+    /// Chooses the disks for a volume's k + m fragments, or none (with a warning) when the
+    /// cell cannot place them now: the volume then stays sealed and replicated.
+    fn fragment_placement(&self, v: &VolumeRecord, length_bytes: u64) -> Result<Vec<ExtentPlace>, Status> {
+        let Ok(cellar_placement::Scheme::ReedSolomon { data, parity }) = v.scheme.parse() else {
+            return Ok(Vec::new());
+        };
+        let fragment_bytes = length_bytes.div_ceil(u64::from(data.max(1)));
+        let view = crate::placement_view::cluster_view(&self.nodes()?, &self.disks()?);
+        match cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id) {
+            Ok(chosen) => {
+                Ok(chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect())
+            }
+            Err(e) => {
+                tracing::warn!(volume = v.volume_id, error = %e, "cannot place fragments; the volume stays replicated");
+                Ok(Vec::new())
+            }
+        }
     }
 
     async fn write(&self, command: Command) -> Result<command::Response, Status> {
@@ -152,6 +172,7 @@ pub fn volume_pb(v: &VolumeRecord) -> pb::Volume {
         lease_epoch: v.lease.as_ref().map_or(0, |l| l.epoch),
         lease_holder: v.lease.as_ref().map_or(String::new(), |l| l.holder.clone()),
         lease_expires_unix_ms: v.lease.as_ref().map_or(0, |l| l.expires_unix_ms),
+        bad_disks: v.bad_disks.clone(),
     }
 }
 
@@ -172,7 +193,7 @@ fn task_pb(t: &crate::tasks::TaskRecord) -> pb::Task {
         crate::tasks::TaskState::Claimed => "claimed",
         crate::tasks::TaskState::Failed => "failed",
     };
-    pb::Task {
+    let mut task = pb::Task {
         task_id: t.task_id,
         kind: t.kind.name().to_string(),
         volume_id: t.kind.volume_id(),
@@ -180,6 +201,67 @@ fn task_pb(t: &crate::tasks::TaskRecord) -> pb::Task {
         claimed_until_unix_ms: t.claimed_until_unix_ms,
         state: state.to_string(),
         detail: t.detail.clone(),
+        node_id: t.node_id,
+        ..Default::default()
+    };
+    let extent = |p: &ExtentPlace| Some(pb::Extent { node_id: p.node_id, disk_id: p.disk_id });
+    match &t.kind {
+        TaskKind::Encode { fragments, .. } => {
+            task.fragments =
+                fragments.iter().map(|p| pb::Extent { node_id: p.node_id, disk_id: p.disk_id }).collect();
+        }
+        TaskKind::Reconstruct { index, target, replaces, .. } => {
+            task.part = Part::Fragment { index: *index }.name().to_string();
+            task.fragment_index = *index;
+            task.target = extent(target);
+            task.replaces = extent(replaces);
+        }
+        TaskKind::Copy { part, source, target, replaces, .. } => {
+            task.part = part.name().to_string();
+            task.fragment_index = part.fragment_index();
+            task.source = extent(source);
+            task.target = extent(target);
+            task.replaces = extent(replaces);
+        }
+        TaskKind::Delete { part, extent: place, .. } => {
+            task.part = part.name().to_string();
+            task.fragment_index = part.fragment_index();
+            task.source = extent(place);
+        }
+    }
+    task
+}
+
+/// The task a protobuf describes (for EnqueueTask; encode tasks come from sealing).
+pub fn task_kind_from_pb(t: &pb::Task) -> Result<TaskKind, Status> {
+    let place = |field: &str, e: &Option<pb::Extent>| {
+        e.as_ref()
+            .map(|e| ExtentPlace { node_id: e.node_id, disk_id: e.disk_id })
+            .ok_or_else(|| bad_request(format!("a {} task needs `{field}`", t.kind)))
+    };
+    let part = match t.part.as_str() {
+        "replica" => Part::Replica,
+        "fragment" => Part::Fragment { index: t.fragment_index },
+        other if t.kind == "reconstruct" && other.is_empty() => Part::Fragment { index: t.fragment_index },
+        other => return Err(bad_request(format!("part must be \"replica\" or \"fragment\", not {other:?}"))),
+    };
+    let volume_id = t.volume_id;
+    match t.kind.as_str() {
+        "reconstruct" => Ok(TaskKind::Reconstruct {
+            volume_id,
+            index: part.fragment_index(),
+            target: place("target", &t.target)?,
+            replaces: place("replaces", &t.replaces)?,
+        }),
+        "copy" => Ok(TaskKind::Copy {
+            volume_id,
+            part,
+            source: place("source", &t.source)?,
+            target: place("target", &t.target)?,
+            replaces: place("replaces", &t.replaces)?,
+        }),
+        "delete" => Ok(TaskKind::Delete { volume_id, part, extent: place("source", &t.source)? }),
+        other => Err(bad_request(format!("cannot queue a task of kind {other:?}"))),
     }
 }
 
@@ -417,9 +499,47 @@ impl Master for MasterService {
     async fn seal_volume(&self, req: Request<pb::SealVolumeRequest>) -> Result<Response<pb::Volume>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        self.linearizable().await?;
+        let fragments = match read_volume(&self.reader, r.volume_id)? {
+            Some(v) if v.state == VolumeState::Open => {
+                self.fragment_placement(&v, r.length_bytes.unwrap_or(v.size_bytes))?
+            }
+            _ => Vec::new(),
+        };
         expect_volume(
-            self.write(Command::SealVolume { volume_id: r.volume_id, length_bytes: r.length_bytes }).await?,
+            self.write(Command::SealVolume {
+                volume_id: r.volume_id,
+                length_bytes: r.length_bytes,
+                fragments,
+            })
+            .await?,
         )
+    }
+
+    async fn acquire_lease(
+        &self,
+        req: Request<pb::AcquireLeaseRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        bounded("holder", &r.holder)?;
+        let command = Command::AcquireLease {
+            volume_id: r.volume_id,
+            holder: r.holder,
+            lease_ms: self.settings.lease_ms,
+            now_unix_ms: now_unix_ms(),
+        };
+        expect_volume(self.write(command).await?)
+    }
+
+    async fn enqueue_task(&self, req: Request<pb::EnqueueTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        self.check(&req)?;
+        let task = req.into_inner().task.ok_or_else(|| bad_request("EnqueueTask needs a task"))?;
+        let kind = task_kind_from_pb(&task)?;
+        match self.write(Command::EnqueueTask { kind }).await? {
+            command::Response::TaskQueued { task } => Ok(Response::new(task_pb(&task))),
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
     }
 
     async fn report_bad_extent(
@@ -446,12 +566,16 @@ impl Master for MasterService {
     ) -> Result<Response<pb::PullTasksResponse>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
-        let command = Command::ClaimTasks {
-            node_id: r.node_id,
-            max: r.max,
-            claim_ms: TASK_CLAIM_MS,
-            now_unix_ms: now_unix_ms(),
-        };
+        // An idle node's poll is answered from the local state without a Raft write; a
+        // follower's state may lag, so only the leader answers "nothing to do".
+        let now = now_unix_ms();
+        if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
+            && !crate::tasks::has_claimable(&self.reader, r.node_id, now).map_err(internal)?
+        {
+            return Ok(Response::new(pb::PullTasksResponse { tasks: Vec::new() }));
+        }
+        let command =
+            Command::ClaimTasks { node_id: r.node_id, max: r.max, claim_ms: TASK_CLAIM_MS, now_unix_ms: now };
         match self.write(command).await? {
             command::Response::Tasks { tasks } => {
                 Ok(Response::new(pb::PullTasksResponse { tasks: tasks.iter().map(task_pb).collect() }))

@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Kv, StateError, read_json, write_json};
+use crate::apply::{self, Kv, StateError, read_json, write_json};
 use crate::command::{CommandError, Response};
-use crate::types::{Counters, RECORD_VERSION};
+use crate::types::{Counters, ExtentPlace, RECORD_VERSION, VolumeRecord, VolumeState};
 
 /// Prefix of task records (then the task id, big-endian).
 pub const PREFIX_TASK: u8 = b't';
@@ -21,13 +21,84 @@ pub const NODE_QUEUE_MAX: usize = 10_000;
 pub const CLAIM_MAX: u32 = 64;
 
 /// What to do.
+/// Which extent of a volume a task is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "part", rename_all = "snake_case")]
+pub enum Part {
+    /// A replica (open or sealed volumes).
+    Replica,
+    /// Fragment `index` of a coded volume (`0..k` data, `k..k+m` parity).
+    Fragment {
+        /// The fragment index.
+        index: u32,
+    },
+}
+
+impl Part {
+    /// "replica" or "fragment" (the API's `part` field).
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Replica => "replica",
+            Part::Fragment { .. } => "fragment",
+        }
+    }
+
+    /// The fragment index, 0 for replicas.
+    pub fn fragment_index(self) -> u32 {
+        match self {
+            Part::Replica => 0,
+            Part::Fragment { index } => index,
+        }
+    }
+}
+
+/// The work a task asks for. Every kind is idempotent on the volume server: running it
+/// twice, or again after a crash half-way, leaves a correct state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskKind {
-    /// Encode a sealed volume into its fragments.
+    /// Encode a sealed volume into k + m fragments on the disks named, in fragment order.
+    /// Done: the volume becomes coded with that placement and its replicas are deleted.
     Encode {
         /// The volume.
         volume_id: u64,
+        /// Where fragment i goes (chosen by the leader's placement when it sealed).
+        #[serde(default)]
+        fragments: Vec<ExtentPlace>,
+    },
+    /// Rebuild one fragment from k survivors onto `target`, taking over from `replaces`.
+    Reconstruct {
+        /// The volume.
+        volume_id: u64,
+        /// The fragment.
+        index: u32,
+        /// Where the rebuilt fragment goes.
+        target: ExtentPlace,
+        /// The lost or bad extent it replaces in the placement.
+        replaces: ExtentPlace,
+    },
+    /// Copy an extent from `source` to `target`, which takes over from `replaces` (often
+    /// the source itself, for a move).
+    Copy {
+        /// The volume.
+        volume_id: u64,
+        /// Which extent.
+        part: Part,
+        /// Where to read it.
+        source: ExtentPlace,
+        /// Where the copy goes.
+        target: ExtentPlace,
+        /// The extent the copy takes over from in the placement.
+        replaces: ExtentPlace,
+    },
+    /// Move an extent the placement no longer names to the trash.
+    Delete {
+        /// The volume.
+        volume_id: u64,
+        /// Which extent.
+        part: Part,
+        /// Where it is.
+        extent: ExtentPlace,
     },
 }
 
@@ -36,13 +107,19 @@ impl TaskKind {
     pub fn name(&self) -> &'static str {
         match self {
             TaskKind::Encode { .. } => "encode",
+            TaskKind::Reconstruct { .. } => "reconstruct",
+            TaskKind::Copy { .. } => "copy",
+            TaskKind::Delete { .. } => "delete",
         }
     }
 
     /// The volume the task is about.
     pub fn volume_id(&self) -> u64 {
         match self {
-            TaskKind::Encode { volume_id } => *volume_id,
+            TaskKind::Encode { volume_id, .. }
+            | TaskKind::Reconstruct { volume_id, .. }
+            | TaskKind::Copy { volume_id, .. }
+            | TaskKind::Delete { volume_id, .. } => *volume_id,
         }
     }
 }
@@ -123,6 +200,23 @@ pub fn enqueue(
     Ok(Some(task_id))
 }
 
+/// Whether `node_id` has a task it could claim now (read on any replica, so that an idle
+/// volume server's poll costs no Raft write).
+pub fn has_claimable(kv: &dyn Kv, node_id: u64, now_unix_ms: u64) -> Result<bool, StateError> {
+    for task_id in queue(kv, node_id)? {
+        let Some(task) = read_json::<TaskRecord>(kv, &task_key(task_id))? else { continue };
+        let claimable = match task.state {
+            TaskState::Pending => true,
+            TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
+            TaskState::Failed => false,
+        };
+        if claimable {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Claims up to `max` pending (or expired-claim) tasks of `node_id`, oldest first.
 pub fn claim(
     kv: &mut dyn Kv,
@@ -177,6 +271,7 @@ pub fn report(
         });
     }
     if success {
+        complete(kv, c, &task.kind)?;
         kv.delete(&task_key(task_id));
         let mut ids = queue(kv, node_id)?;
         ids.retain(|id| *id != task_id);
@@ -197,4 +292,173 @@ pub fn report(
     }
     write_json(kv, &task_key(task_id), &task)?;
     Ok(Response::TaskReported { task: Some(task) })
+}
+
+fn refused(detail: String) -> Result<Response, StateError> {
+    Ok(Response::Refused { error: CommandError::BadRequest { detail } })
+}
+
+/// Whether the volume's current placement names `place` for `part`.
+fn placed(v: &VolumeRecord, part: Part, place: &ExtentPlace) -> bool {
+    match part {
+        Part::Replica => v.state != VolumeState::Coded && v.replicas.contains(place),
+        Part::Fragment { index } => v.fragments.get(index as usize) == Some(place),
+    }
+}
+
+/// Whether the volume holds any extent on `disk_id`.
+fn holds_disk(v: &VolumeRecord, disk_id: u64) -> bool {
+    v.replicas.iter().chain(&v.fragments).any(|p| p.disk_id == disk_id)
+}
+
+/// Validates a task against the current state and queues it on the node that runs it.
+pub fn enqueue_checked(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<Response, StateError> {
+    let volume_id = kind.volume_id();
+    let Some(v) = apply::volume(kv, volume_id)? else {
+        return Ok(Response::Refused { error: CommandError::UnknownVolume { volume_id } });
+    };
+    let check_target = |kv: &dyn Kv, target: &ExtentPlace| -> Result<Option<String>, StateError> {
+        if holds_disk(&v, target.disk_id) {
+            return Ok(Some(format!(
+                "disk {} already holds an extent of volume {volume_id}",
+                target.disk_id
+            )));
+        }
+        Ok(apply::check_place(kv, target)?.map(|e| e.to_string()))
+    };
+    let node_id = match kind {
+        TaskKind::Encode { .. } => {
+            return refused("encode tasks are queued by sealing the volume".to_string());
+        }
+        TaskKind::Reconstruct { index, target, replaces, .. } => {
+            if v.state != VolumeState::Coded || !placed(&v, Part::Fragment { index: *index }, replaces) {
+                return refused(format!(
+                    "volume {volume_id} has no fragment {index} on disk {}",
+                    replaces.disk_id
+                ));
+            }
+            if let Some(detail) = check_target(kv, target)? {
+                return refused(detail);
+            }
+            target.node_id
+        }
+        TaskKind::Copy { part, source, target, replaces, .. } => {
+            if *part == Part::Replica && v.state != VolumeState::Sealed {
+                return refused(format!("replicas of volume {volume_id} are copied only while it is sealed"));
+            }
+            if !placed(&v, *part, replaces) || !(placed(&v, *part, source) || source == replaces) {
+                return refused(format!("volume {volume_id} has no such {} to copy or replace", part.name()));
+            }
+            if let Some(detail) = check_target(kv, target)? {
+                return refused(detail);
+            }
+            target.node_id
+        }
+        TaskKind::Delete { part, extent, .. } => {
+            if placed(&v, *part, extent) {
+                return refused(format!(
+                    "volume {volume_id} still places its {} on disk {}",
+                    part.name(),
+                    extent.disk_id
+                ));
+            }
+            extent.node_id
+        }
+    };
+    if apply::node(kv, node_id)?.is_none() {
+        return Ok(Response::Refused { error: CommandError::UnknownNode { node_id } });
+    }
+    match enqueue(kv, c, node_id, kind.clone())? {
+        Some(task_id) => match read_json::<TaskRecord>(kv, &task_key(task_id))? {
+            Some(task) => Ok(Response::TaskQueued { task }),
+            None => {
+                Err(StateError::Corrupt { key: format!("task {task_id}"), detail: "just written".into() })
+            }
+        },
+        None => refused(format!("the task queue of node {node_id} is full")),
+    }
+}
+
+/// Queues the delete of an extent the placement does not name (garbage of a superseded
+/// task, or the extent a repair replaced).
+fn delete_later(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    volume_id: u64,
+    part: Part,
+    extent: ExtentPlace,
+) -> Result<(), StateError> {
+    enqueue(kv, c, extent.node_id, TaskKind::Delete { volume_id, part, extent })?;
+    Ok(())
+}
+
+/// Applies what a finished task means for the placement: the master's commit point for
+/// encodes, repairs and moves (generation + 1). A task overtaken by other changes commits
+/// nothing, and the extent it made is queued for deletion.
+fn complete(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<(), StateError> {
+    let volume_id = kind.volume_id();
+    let Some(mut v) = apply::volume(kv, volume_id)? else { return Ok(()) };
+    match kind {
+        TaskKind::Encode { fragments, .. } => {
+            if v.state == VolumeState::Sealed {
+                let replicas = std::mem::take(&mut v.replicas);
+                v.state = VolumeState::Coded;
+                v.fragments = fragments.clone();
+                v.generation += 1;
+                v.bad_disks.retain(|d| fragments.iter().any(|f| f.disk_id == *d));
+                c.volumes_by_state[1] = c.volumes_by_state[1].saturating_sub(1);
+                c.volumes_by_state[2] += 1;
+                apply::put_volume(kv, &v)?;
+                for replica in replicas {
+                    delete_later(kv, c, volume_id, Part::Replica, replica)?;
+                }
+            } else if v.fragments != *fragments {
+                for (index, place) in fragments.iter().enumerate() {
+                    let part = Part::Fragment { index: index as u32 };
+                    if !placed(&v, part, place) {
+                        delete_later(kv, c, volume_id, part, *place)?;
+                    }
+                }
+            }
+        }
+        TaskKind::Reconstruct { index, target, replaces, .. } => {
+            let part = Part::Fragment { index: *index };
+            if v.state == VolumeState::Coded && placed(&v, part, replaces) {
+                v.fragments[*index as usize] = *target;
+                v.generation += 1;
+                v.bad_disks.retain(|d| *d != replaces.disk_id);
+                apply::put_volume(kv, &v)?;
+                delete_later(kv, c, volume_id, part, *replaces)?;
+            } else if !placed(&v, part, target) {
+                delete_later(kv, c, volume_id, part, *target)?;
+            }
+        }
+        TaskKind::Copy { part, target, replaces, .. } => {
+            let slot = match part {
+                Part::Replica if v.state == VolumeState::Sealed => {
+                    v.replicas.iter().position(|p| p == replaces)
+                }
+                Part::Fragment { index } if placed(&v, *part, replaces) => Some(*index as usize),
+                _ => None,
+            };
+            match slot {
+                Some(i) => {
+                    match part {
+                        Part::Replica => v.replicas[i] = *target,
+                        Part::Fragment { .. } => v.fragments[i] = *target,
+                    }
+                    v.generation += 1;
+                    v.bad_disks.retain(|d| *d != replaces.disk_id);
+                    apply::put_volume(kv, &v)?;
+                    if replaces != target {
+                        delete_later(kv, c, volume_id, *part, *replaces)?;
+                    }
+                }
+                None if !placed(&v, *part, target) => delete_later(kv, c, volume_id, *part, *target)?,
+                None => {}
+            }
+        }
+        TaskKind::Delete { .. } => {}
+    }
+    Ok(())
 }

@@ -141,19 +141,28 @@ fn sealing_never_drops_acknowledged_records() {
     let (mut state, volume) = setup();
     apply::apply(&mut state, &commit_cmd(vec![commit(volume, 1, 1, 0)], 20)).expect("apply");
     let before = state.clone();
-    let r = apply::apply(&mut state, &Command::SealVolume { volume_id: volume, length_bytes: Some(50) })
-        .expect("apply");
+    let r = apply::apply(
+        &mut state,
+        &Command::SealVolume { volume_id: volume, length_bytes: Some(50), fragments: vec![] },
+    )
+    .expect("apply");
     assert!(matches!(r, Response::Refused { error: CommandError::BadRequest { .. } }));
     assert_eq!(state, before);
-    let r = apply::apply(&mut state, &Command::SealVolume { volume_id: volume, length_bytes: None })
-        .expect("apply");
+    let r = apply::apply(
+        &mut state,
+        &Command::SealVolume { volume_id: volume, length_bytes: None, fragments: vec![] },
+    )
+    .expect("apply");
     let Response::Volume { volume: v } = r else { panic!("{r:?}") };
     assert_eq!((v.state, v.size_bytes, v.lease), (VolumeState::Sealed, 100, None));
     let counters = apply::counters(&state).expect("counters");
     assert_eq!(counters.volumes_by_state, [0, 1, 0]);
     // Sealing again at the same length is idempotent.
-    let r = apply::apply(&mut state, &Command::SealVolume { volume_id: volume, length_bytes: Some(100) })
-        .expect("apply");
+    let r = apply::apply(
+        &mut state,
+        &Command::SealVolume { volume_id: volume, length_bytes: Some(100), fragments: vec![] },
+    )
+    .expect("apply");
     assert!(matches!(r, Response::Volume { .. }));
 }
 
@@ -175,4 +184,153 @@ fn allocation_refuses_unknown_or_failed_disks() {
     assert_eq!(state, before);
     let counters = apply::counters(&state as &dyn Kv).expect("counters");
     assert_eq!((counters.next_volume_id, counters.volumes_by_state), (2, [1, 0, 0]), "no id was used up");
+}
+
+/// A volume of rs-6-3 sealed with a fragment placement over nine disks in three zones;
+/// returns the state, the volume, its replicas and the fragment places.
+fn sealed_with_encode() -> (State, u64, Vec<ExtentPlace>, Vec<ExtentPlace>) {
+    let mut state = State::new();
+    let mut replicas = Vec::new();
+    let mut fragments = Vec::new();
+    for zone in ["a", "b", "c"] {
+        let (node_id, disks) = register(&mut state, zone, 4);
+        replicas.push(ExtentPlace { node_id, disk_id: disks[0] });
+        fragments.extend(disks[1..].iter().map(|&disk_id| ExtentPlace { node_id, disk_id }));
+    }
+    let cmd = Command::AllocateVolume {
+        holder: "fe".into(),
+        scheme: "rs-6-3".into(),
+        replicas: replicas.clone(),
+        lease_ms: 1000,
+        now_unix_ms: 10,
+    };
+    let Response::Volume { volume } = apply::apply(&mut state, &cmd).expect("apply") else { panic!() };
+    let id = volume.volume_id;
+    // A placement with the wrong number of fragments is refused and changes nothing.
+    let before = state.clone();
+    let bad = Command::SealVolume { volume_id: id, length_bytes: None, fragments: fragments[..8].to_vec() };
+    assert!(matches!(apply::apply(&mut state, &bad).expect("apply"), Response::Refused { .. }));
+    assert_eq!(state, before);
+    let seal = Command::SealVolume { volume_id: id, length_bytes: None, fragments: fragments.clone() };
+    assert!(matches!(apply::apply(&mut state, &seal).expect("apply"), Response::Volume { .. }));
+    (state, id, replicas, fragments)
+}
+
+fn claim_all(state: &mut State, node_id: u64) -> Vec<cellar_master::tasks::TaskRecord> {
+    let cmd = Command::ClaimTasks { node_id, max: 64, claim_ms: 1000, now_unix_ms: 100 };
+    match apply::apply(state, &cmd).expect("apply") {
+        Response::Tasks { tasks } => tasks,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn done(state: &mut State, task_id: u64, node_id: u64) {
+    let cmd = Command::ReportTask { task_id, node_id, success: true, detail: String::new() };
+    assert!(matches!(apply::apply(state, &cmd).expect("apply"), Response::TaskReported { task: None }));
+}
+
+#[test]
+fn a_finished_encode_codes_the_volume_and_queues_the_replica_deletes() {
+    use cellar_master::tasks::{Part, TaskKind};
+    let (mut state, id, replicas, fragments) = sealed_with_encode();
+    let tasks = claim_all(&mut state, replicas[0].node_id);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].kind, TaskKind::Encode { volume_id: id, fragments: fragments.clone() });
+    done(&mut state, tasks[0].task_id, replicas[0].node_id);
+    let v = apply::volume(&state, id).expect("read").expect("volume");
+    assert_eq!((v.state, v.generation, v.fragments.clone()), (VolumeState::Coded, 2, fragments.clone()));
+    assert!(v.replicas.is_empty());
+    assert_eq!(apply::counters(&state).expect("counters").volumes_by_state, [0, 0, 1]);
+    // Each replica's node is told to delete it.
+    for r in &replicas {
+        let tasks = claim_all(&mut state, r.node_id);
+        let deletes: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Delete { volume_id: id, part: Part::Replica, extent: *r })
+            .collect();
+        assert_eq!(deletes.len(), 1, "delete of the replica on disk {}", r.disk_id);
+    }
+}
+
+#[test]
+fn a_reconstruct_moves_one_fragment_and_a_stale_one_commits_nothing() {
+    use cellar_master::tasks::{Part, TaskKind};
+    let (mut state, id, replicas, fragments) = sealed_with_encode();
+    let encode = claim_all(&mut state, replicas[0].node_id);
+    done(&mut state, encode[0].task_id, replicas[0].node_id);
+    // The old replica disks are free to take a fragment (they hold nothing of it now).
+    let target = replicas[1];
+    let kind = TaskKind::Reconstruct { volume_id: id, index: 4, target, replaces: fragments[4] };
+    // Queuing a task that names a fragment the volume does not have there is refused.
+    let before = state.clone();
+    let wrong = TaskKind::Reconstruct { volume_id: id, index: 4, target, replaces: fragments[5] };
+    assert!(matches!(
+        apply::apply(&mut state, &Command::EnqueueTask { kind: wrong }).expect("apply"),
+        Response::Refused { .. }
+    ));
+    assert_eq!(state, before);
+    let Response::TaskQueued { task } =
+        apply::apply(&mut state, &Command::EnqueueTask { kind: kind.clone() }).expect("apply")
+    else {
+        panic!()
+    };
+    assert_eq!(task.node_id, target.node_id);
+    // Meanwhile another repair moves fragment 4 elsewhere: the first one commits nothing.
+    let other =
+        TaskKind::Reconstruct { volume_id: id, index: 4, target: replicas[2], replaces: fragments[4] };
+    let Response::TaskQueued { task: other_task } =
+        apply::apply(&mut state, &Command::EnqueueTask { kind: other }).expect("apply")
+    else {
+        panic!()
+    };
+    claim_all(&mut state, replicas[2].node_id);
+    done(&mut state, other_task.task_id, replicas[2].node_id);
+    let v = apply::volume(&state, id).expect("read").expect("volume");
+    assert_eq!((v.fragments[4], v.generation), (replicas[2], 3));
+    claim_all(&mut state, target.node_id);
+    done(&mut state, task.task_id, target.node_id);
+    let v = apply::volume(&state, id).expect("read").expect("volume");
+    assert_eq!((v.fragments[4], v.generation), (replicas[2], 3), "the stale repair committed nothing");
+    // ... and its orphan extent is queued for deletion on the target.
+    let tasks = claim_all(&mut state, target.node_id);
+    assert!(
+        tasks.iter().any(|t| t.kind
+            == TaskKind::Delete { volume_id: id, part: Part::Fragment { index: 4 }, extent: target }),
+        "{tasks:?}"
+    );
+    // A delete of a placed extent is refused.
+    let live = TaskKind::Delete { volume_id: id, part: Part::Fragment { index: 4 }, extent: replicas[2] };
+    assert!(matches!(
+        apply::apply(&mut state, &Command::EnqueueTask { kind: live }).expect("apply"),
+        Response::Refused { .. }
+    ));
+}
+
+#[test]
+fn a_lease_is_taken_over_only_after_it_expired_and_the_epoch_goes_up() {
+    let (mut state, volume) = setup();
+    let take = |now| Command::AcquireLease {
+        volume_id: volume,
+        holder: "fe2".into(),
+        lease_ms: 1000,
+        now_unix_ms: now,
+    };
+    let before = state.clone();
+    assert!(matches!(
+        apply::apply(&mut state, &take(500)).expect("apply"),
+        Response::Refused { error: CommandError::StaleLease { .. } }
+    ));
+    assert_eq!(state, before);
+    let Response::Volume { volume: v } = apply::apply(&mut state, &take(5_000)).expect("apply") else {
+        panic!()
+    };
+    let lease = v.lease.expect("lease");
+    assert_eq!((lease.epoch, lease.holder.as_str(), lease.expires_unix_ms), (2, "fe2", 6_000));
+    // The old epoch can no longer commit.
+    let Response::Committed { outcomes } =
+        apply::apply(&mut state, &commit_cmd(vec![commit(volume, 1, 3, 0)], 5_001)).expect("apply")
+    else {
+        panic!()
+    };
+    assert!(matches!(outcomes[0], CommitOutcome::Rejected { error: CommandError::StaleLease { .. } }));
 }

@@ -13,6 +13,12 @@ pub mod raft {
     tonic::include_proto!("cellar.raft.v1");
 }
 
+/// A volume server's extent API (`cellar.volume.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod volume {
+    tonic::include_proto!("cellar.volume.v1");
+}
+
 /// Metadata key of the stable error code on every error status.
 pub const ERROR_CODE_KEY: &str = "cellar-error";
 /// Metadata key of the leader's node id on a NOT_LEADER status.
@@ -46,4 +52,18 @@ pub mod error_code {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     /// An internal failure (storage, Raft).
     pub const INTERNAL: &str = "INTERNAL";
+    /// An append's offset is not the replica's end (a competing or stale writer).
+    pub const OFFSET_MISMATCH: &str = "OFFSET_MISMATCH";
+    /// The extent is not on that disk.
+    pub const EXTENT_NOT_FOUND: &str = "EXTENT_NOT_FOUND";
+    /// Stored bytes failed their checksum; they are not returned (the extent is reported).
+    pub const DATA_CORRUPT: &str = "DATA_CORRUPT";
+    /// The disk failed (I/O error, vanished) or is full.
+    pub const DISK_FAILED: &str = "DISK_FAILED";
+    /// The extent is sealed and takes no more writes.
+    pub const EXTENT_SEALED: &str = "EXTENT_SEALED";
+    /// The request would replace an extent the master still places there.
+    pub const EXTENT_LIVE: &str = "EXTENT_LIVE";
+    /// Too many bytes in flight; retry later.
+    pub const BUSY: &str = "BUSY";
 }

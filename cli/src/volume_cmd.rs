@@ -1,0 +1,63 @@
+//! `cellar volume`: runs one volume server until Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use cellar_volume::VolumeConfig;
+use clap::Args;
+
+use crate::IoArg;
+
+#[derive(Debug, Args)]
+pub struct VolumeArgs {
+    /// Address to serve the extent API on, e.g. 127.0.0.1:7201.
+    #[arg(long)]
+    listen: String,
+    /// Address the others reach this server at (default: the bound address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The zone (failure domain) of this node.
+    #[arg(long)]
+    zone: String,
+    /// A disk directory; repeat for every disk.
+    #[arg(long = "disk", required = true)]
+    disks: Vec<PathBuf>,
+    /// Master addresses, comma separated.
+    #[arg(long)]
+    master: String,
+    /// Cluster secret required on every call between cellar processes.
+    #[arg(long, env = "CELLAR_SECRET")]
+    secret: Option<String>,
+    /// I/O backend of the disks.
+    #[arg(long, value_enum, default_value_t = IoArg::Auto)]
+    io: IoArg,
+    /// Heartbeat period in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Idle task poll period in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    task_poll_ms: u64,
+}
+
+pub fn run(args: VolumeArgs) -> Result<()> {
+    let masters: Vec<String> =
+        args.master.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let mut config = VolumeConfig::new(args.listen, args.zone, args.disks, masters);
+    config.advertise = args.advertise;
+    config.secret = args.secret;
+    config.io = args.io.choice();
+    config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
+    config.task_poll = Duration::from_millis(args.task_poll_ms.max(10));
+    config.validate().map_err(|e| anyhow!(e))?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
+    runtime.block_on(async move {
+        let handle = cellar_volume::start(config).await?;
+        tracing::info!(node = handle.node_id, addr = %handle.addr, "volume server running");
+        crate::signals::wait_for_stop().await;
+        tracing::info!("stopping volume server");
+        handle.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,156 @@
+//! What a volume server (or a frontend) knows of the rest of the cell: the master, the
+//! nodes' addresses (from the cluster map, refreshed on a miss) and a pool of gRPC
+//! clients to other volume servers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use cellar_master::client::{MasterClient, SecretInterceptor};
+use cellar_proto::master as mpb;
+use cellar_proto::volume::volume_client::VolumeClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::MESSAGE_MAX_BYTES;
+use crate::errors::{master_status, status};
+
+/// A gRPC client of one volume server.
+pub type VolumeGrpc = VolumeClient<InterceptedService<Channel, SecretInterceptor>>;
+
+/// How long a connection attempt to a volume server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Volume server clients kept (one per address).
+pub const CLIENTS_MAX: usize = 4096;
+
+/// The master, the node addresses and the client pool.
+pub struct Cluster {
+    master: MasterClient,
+    secret: Option<String>,
+    nodes: RwLock<HashMap<u64, String>>,
+    clients: Mutex<HashMap<String, VolumeGrpc>>,
+}
+
+impl Cluster {
+    /// A view of the cell behind `master`.
+    pub fn new(master: MasterClient, secret: Option<String>) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            master,
+            secret,
+            nodes: RwLock::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The master client.
+    pub fn master(&self) -> &MasterClient {
+        &self.master
+    }
+
+    /// The volume record, read linearizably from the master.
+    pub async fn volume(&self, volume_id: u64) -> Result<mpb::Volume, Status> {
+        let resp = self
+            .master
+            .call(|mut c| async move {
+                c.get_volumes(mpb::GetVolumesRequest { volume_ids: vec![volume_id] }).await
+            })
+            .await
+            .map_err(|e| master_status(&e))?;
+        resp.volumes.into_iter().find(|v| v.volume_id == volume_id).ok_or_else(|| {
+            status(
+                Code::NotFound,
+                cellar_proto::error_code::UNKNOWN_VOLUME,
+                format!("volume {volume_id} is unknown"),
+            )
+        })
+    }
+
+    /// Re-reads the node addresses from the master's cluster map.
+    pub async fn refresh_nodes(&self) -> Result<(), Status> {
+        let map =
+            self.master
+                .call(|mut c| async move {
+                    c.get_cluster_map(mpb::GetClusterMapRequest { known_version: 0 }).await
+                })
+                .await
+                .map_err(|e| master_status(&e))?;
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        nodes.clear();
+        nodes.extend(map.nodes.into_iter().map(|n| (n.node_id, n.address)));
+        Ok(())
+    }
+
+    /// The address of `node_id`.
+    pub async fn address(&self, node_id: u64) -> Result<String, Status> {
+        if let Some(a) = self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(&node_id) {
+            return Ok(a.clone());
+        }
+        self.refresh_nodes().await?;
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned().ok_or_else(|| {
+            status(
+                Code::NotFound,
+                cellar_proto::error_code::UNKNOWN_NODE,
+                format!("node {node_id} is not in the cluster map"),
+            )
+        })
+    }
+
+    /// A client of the volume server at `addr` (connections are made lazily and shared).
+    pub fn client(&self, addr: &str) -> Result<VolumeGrpc, Status> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let channel = Endpoint::from_shared(url)
+            .map_err(|e| {
+                status(
+                    Code::InvalidArgument,
+                    cellar_proto::error_code::BAD_REQUEST,
+                    format!("address {addr}: {e}"),
+                )
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let interceptor = SecretInterceptor::new(self.secret.as_deref()).map_err(|e| {
+            status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e.to_string())
+        })?;
+        let client = VolumeClient::with_interceptor(channel, interceptor)
+            .max_decoding_message_size(MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(MESSAGE_MAX_BYTES);
+        if clients.len() >= CLIENTS_MAX {
+            clients.clear();
+        }
+        clients.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// A client of the volume server `node_id`.
+    pub async fn node_client(&self, node_id: u64) -> Result<VolumeGrpc, Status> {
+        let addr = self.address(node_id).await?;
+        self.client(&addr)
+    }
+
+    /// Tells the master that an extent is missing or corrupt, in the background (a read
+    /// never waits for it). Failures are logged.
+    pub fn report_bad_extent(self: &Arc<Self>, volume_id: u64, disk_id: u64, reason: String) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            tracing::warn!(volume = volume_id, disk = disk_id, %reason, "reporting bad extent");
+            let result = cluster
+                .master
+                .call(|mut c| {
+                    let reason = reason.clone();
+                    async move {
+                        c.report_bad_extent(mpb::ReportBadExtentRequest { volume_id, disk_id, reason }).await
+                    }
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(volume = volume_id, disk = disk_id, error = %e, "could not report bad extent");
+            }
+        });
+    }
+}

@@ -1,0 +1,83 @@
+//! A volume server's configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cellar_blockstore::IoChoice;
+
+/// Everything a volume server needs to start.
+#[derive(Debug, Clone)]
+pub struct VolumeConfig {
+    /// Address to serve gRPC on (`host:port`; port 0 picks one).
+    pub listen: String,
+    /// Address other processes reach it at; default: the bound address.
+    pub advertise: Option<String>,
+    /// The zone (failure domain) this node is in.
+    pub zone: String,
+    /// Directories of the disks it owns (each a blockstore disk).
+    pub disks: Vec<PathBuf>,
+    /// Master addresses.
+    pub masters: Vec<String>,
+    /// Cluster secret sent on every call between cellar processes.
+    pub secret: Option<String>,
+    /// I/O backend of the disks.
+    pub io: IoChoice,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// How often idle task pulls happen.
+    pub task_poll: Duration,
+    /// Largest block payload accepted.
+    pub block_size_max_bytes: u64,
+    /// Request bytes held at once (see [`crate::SERVER_INFLIGHT_MAX_BYTES`]).
+    pub inflight_max_bytes: u64,
+}
+
+impl VolumeConfig {
+    /// A configuration with the defaults: heartbeats every second, task polls every
+    /// second, io_uring where available, 4 MiB blocks.
+    pub fn new(
+        listen: impl Into<String>,
+        zone: impl Into<String>,
+        disks: Vec<PathBuf>,
+        masters: Vec<String>,
+    ) -> Self {
+        VolumeConfig {
+            listen: listen.into(),
+            advertise: None,
+            zone: zone.into(),
+            disks,
+            masters,
+            secret: None,
+            io: IoChoice::Auto,
+            heartbeat: Duration::from_secs(1),
+            task_poll: Duration::from_secs(1),
+            block_size_max_bytes: cellar_blockstore::BLOCK_SIZE_MAX_BYTES_DEFAULT,
+            inflight_max_bytes: crate::SERVER_INFLIGHT_MAX_BYTES,
+        }
+    }
+
+    /// Checks what can be checked before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.zone.is_empty() {
+            return Err("--zone is required".into());
+        }
+        if self.disks.is_empty() {
+            return Err("at least one --disk is required".into());
+        }
+        if self.masters.is_empty() {
+            return Err("--master is required".into());
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            if self.disks[..i].contains(d) {
+                return Err(format!("disk {} is given twice", d.display()));
+            }
+        }
+        if self.block_size_max_bytes == 0 || self.block_size_max_bytes > 8 << 20 {
+            return Err("block_size_max_bytes must be in 1..=8 MiB".into());
+        }
+        if self.inflight_max_bytes < self.block_size_max_bytes {
+            return Err("inflight_max_bytes must hold at least one block".into());
+        }
+        Ok(())
+    }
+}

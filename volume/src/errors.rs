@@ -1,0 +1,74 @@
+//! Errors of the volume server, as gRPC statuses with stable codes
+//! (`cellar_proto::error_code`) in the `cellar-error` metadata key.
+
+use cellar_blockstore::Error as DiskError;
+use cellar_proto::error_code as code;
+use tonic::{Code, Status};
+
+/// A status with a stable error code.
+pub fn status(grpc: Code, error_code: &'static str, message: impl Into<String>) -> Status {
+    let mut s = Status::new(grpc, message.into());
+    if let Ok(v) = error_code.parse() {
+        s.metadata_mut().insert(cellar_proto::ERROR_CODE_KEY, v);
+    }
+    s
+}
+
+/// A malformed request.
+pub fn bad_request(message: impl Into<String>) -> Status {
+    status(Code::InvalidArgument, code::BAD_REQUEST, message)
+}
+
+/// The stable error code carried by a status, if any.
+pub fn code_of(s: &Status) -> Option<&str> {
+    s.metadata().get(cellar_proto::ERROR_CODE_KEY).and_then(|v| v.to_str().ok())
+}
+
+/// Maps a blockstore error to a status.
+pub fn disk_status(e: &DiskError) -> Status {
+    let msg = e.to_string();
+    match e {
+        DiskError::Corrupt { .. } => status(Code::DataLoss, code::DATA_CORRUPT, msg),
+        DiskError::UnknownExtent(_) => status(Code::NotFound, code::EXTENT_NOT_FOUND, msg),
+        DiskError::OffsetMismatch { .. } => status(Code::FailedPrecondition, code::OFFSET_MISMATCH, msg),
+        DiskError::Sealed(_) => status(Code::FailedPrecondition, code::EXTENT_SEALED, msg),
+        DiskError::RecordTooLarge { .. }
+        | DiskError::OffsetPastEnd { .. }
+        | DiskError::BadSealLength { .. }
+        | DiskError::BadRange { .. }
+        | DiskError::BadParameters(_)
+        | DiskError::WrongKind(..)
+        | DiskError::Unwritten { .. } => bad_request(msg),
+        DiskError::ExtentExists(_) => status(Code::AlreadyExists, code::BAD_REQUEST, msg),
+        DiskError::Io { .. } | DiskError::DiskFull { .. } | DiskError::Failed(_) => {
+            status(Code::Unavailable, code::DISK_FAILED, msg)
+        }
+        _ => status(Code::Internal, code::INTERNAL, msg),
+    }
+}
+
+/// A master call that failed, as seen by a volume server's own callers.
+pub fn master_status(e: &cellar_master::client::ClientError) -> Status {
+    match e.code() {
+        Some(c) => {
+            let stable = [
+                code::STALE_LEASE,
+                code::UNKNOWN_VOLUME,
+                code::VOLUME_NOT_OPEN,
+                code::UNKNOWN_DISK,
+                code::UNKNOWN_NODE,
+                code::BAD_REQUEST,
+            ]
+            .into_iter()
+            .find(|k| *k == c)
+            .unwrap_or(code::INTERNAL);
+            status(Code::FailedPrecondition, stable, e.to_string())
+        }
+        None => status(Code::Unavailable, code::NO_LEADER, format!("master unreachable: {e}")),
+    }
+}
+
+/// A blocking task that panicked or was cancelled.
+pub fn join_status(e: &tokio::task::JoinError) -> Status {
+    status(Code::Internal, code::INTERNAL, format!("disk worker: {e}"))
+}

@@ -1,0 +1,55 @@
+//! The volume server (`cellar volume`): the process that owns one machine's disks.
+//!
+//! It does the heavy lifting the master plans and never decides placement itself:
+//! - [`service`]: the extent API (`cellar.volume.v1`): fenced appends to open-volume
+//!   replicas, verified record and fragment reads, streamed fragment writes, stat, delete.
+//! - [`tasks`]: the executor of the master's task queue: encode a sealed volume into k + m
+//!   fragments, reconstruct a lost fragment, copy an extent, delete one.
+//! - [`reader`]: the client side of reads, shared with frontends: a block from a replica
+//!   or from data fragments, with degraded reads and bad-extent reports.
+//! - [`node`]: start-up (registration, node id kept on the disks), heartbeats, shutdown.
+//!
+//! Limits on every queue and on the bytes in flight are the `_MAX` constants below.
+
+pub mod budget;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod disks;
+pub mod errors;
+pub mod fence;
+pub mod node;
+pub mod reader;
+pub mod service;
+pub mod tasks;
+
+pub use config::VolumeConfig;
+pub use node::{VolumeHandle, start};
+
+/// Chunk size of every fragment (the unit of a chunk CRC). Part of the coded layout:
+/// fragment lengths are rounded up to it, so readers and writers must agree on it.
+pub const FRAGMENT_CHUNK_BYTES: u64 = 64 << 10;
+/// Stripe height of encodes and rebuilds: the rows of every fragment handled at once.
+pub const STRIPE_BYTES: usize = 1 << 20;
+/// Longest fragment range one ReadFragment call returns.
+pub const FRAGMENT_READ_MAX_BYTES: u64 = 8 << 20;
+/// Largest gRPC message: a 4 MiB block record or a fragment read, plus framing.
+pub const MESSAGE_MAX_BYTES: usize = 9 << 20;
+/// Payload and fragment bytes the server holds for requests at once; callers beyond it
+/// wait (appends, reads and fragment writes share it).
+pub const SERVER_INFLIGHT_MAX_BYTES: u64 = 128 << 20;
+/// Concurrent requests served on one connection (tonic's per-connection limit); with
+/// `MESSAGE_MAX_BYTES` it bounds what one client connection can make the server decode.
+pub const CONNECTION_REQUESTS_MAX: usize = 32;
+/// Tasks one volume server runs at once.
+pub const TASKS_IN_FLIGHT_MAX: usize = 2;
+/// Messages queued per fragment stream while encoding or rebuilding (each one stripe of
+/// one fragment): with k + m streams, a task holds at most this many stripes in flight.
+pub const FRAGMENT_QUEUE_MAX: usize = 2;
+/// Records' bytes per ScanReplica message.
+pub const SCAN_MESSAGE_MAX_BYTES: usize = 4 << 20;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    cellar_blockstore::now_unix_ms()
+}

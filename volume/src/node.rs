@@ -1,0 +1,214 @@
+//! Starting and stopping a volume server: open the disks, register with the master (the
+//! node id kept on the disks makes a restart the same node), serve the extent API, send
+//! heartbeats and run tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cellar_master::client::MasterClient;
+use cellar_proto::master as mpb;
+use cellar_proto::volume::volume_server::VolumeServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::budget::ByteBudget;
+use crate::cluster::Cluster;
+use crate::config::VolumeConfig;
+use crate::disks::{DisksError, LocalDisks};
+use crate::fence::Fences;
+use crate::service::{Shared, VolumeService};
+use crate::{CONNECTION_REQUESTS_MAX, MESSAGE_MAX_BYTES};
+
+/// How long start-up waits for a master leader to register with.
+pub const REGISTER_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Why a volume server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The listen address could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A disk could not be opened or identified.
+    #[error(transparent)]
+    Disks(#[from] DisksError),
+    /// The master refused or could not be reached.
+    #[error("register with the master: {0}")]
+    Register(String),
+}
+
+/// A running volume server.
+pub struct VolumeHandle {
+    /// Its node id in the cell.
+    pub node_id: u64,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Its state (disks, budget, cluster view), for tests and benchmarks.
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl VolumeHandle {
+    /// Stops serving and background work; the disks are closed once the last request
+    /// using them has finished.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn stats(disks: &LocalDisks) -> Vec<(u64, Result<cellar_blockstore::DiskStat, String>)> {
+    let mut out = Vec::new();
+    for (id, disk) in disks.with_ids() {
+        let stat = tokio::task::spawn_blocking(move || disk.stat()).await;
+        out.push((
+            id,
+            match stat {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        ));
+    }
+    out
+}
+
+/// Opens the disks, registers and starts serving on `config.listen`.
+pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
+    let addr =
+        listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+
+    let (paths, io, block_max) = (config.disks.clone(), config.io.clone(), config.block_size_max_bytes);
+    let disks = tokio::task::spawn_blocking(move || LocalDisks::open(&paths, io, block_max))
+        .await
+        .map_err(|e| StartError::Config(format!("disk opener: {e}")))??;
+    let disks = Arc::new(disks);
+    let known_id = disks.node_id()?;
+
+    let mut registrations = Vec::new();
+    for d in disks.all() {
+        let disk = d.disk.clone();
+        let stat = tokio::task::spawn_blocking(move || disk.stat())
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?
+            .map_err(|e| StartError::Disks(DisksError::Open { path: d.path.clone(), source: e }))?;
+        registrations.push(mpb::DiskRegistration {
+            uuid: hex::encode(d.disk.identity().disk_uuid),
+            path: d.path.display().to_string(),
+            capacity_bytes: stat.capacity_bytes,
+            used_bytes: stat.used_bytes,
+            free_bytes: stat.free_bytes,
+        });
+    }
+    let register_client = MasterClient::new(&config.masters, config.secret.as_deref())
+        .map_err(|e| StartError::Register(e.to_string()))?
+        .with_deadline(REGISTER_DEADLINE);
+    let request = mpb::RegisterNodeRequest {
+        node_id: known_id,
+        address: advertise.clone(),
+        zone: config.zone.clone(),
+        disks: registrations,
+    };
+    let registered = register_client
+        .call(|mut c| {
+            let request = request.clone();
+            async move { c.register_node(request).await }
+        })
+        .await
+        .map_err(|e| StartError::Register(e.to_string()))?;
+    disks.remember(registered.node_id, &registered.disk_ids)?;
+    tracing::info!(node = registered.node_id, %advertise, zone = %config.zone, disks = registered.disk_ids.len(), "volume server registered");
+
+    let master = MasterClient::new(&config.masters, config.secret.as_deref())
+        .map_err(|e| StartError::Register(e.to_string()))?;
+    let cluster = Cluster::new(master, config.secret.clone());
+    let shared = Arc::new(Shared {
+        node_id: registered.node_id,
+        disks: disks.clone(),
+        cluster,
+        fences: Fences::default(),
+        budget: ByteBudget::new(config.inflight_max_bytes),
+        block_size_max_bytes: config.block_size_max_bytes,
+        secret: config.secret.clone(),
+    });
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let service = VolumeServer::new(VolumeService::new(shared.clone()))
+        .max_decoding_message_size(MESSAGE_MAX_BYTES)
+        .max_encoding_message_size(MESSAGE_MAX_BYTES);
+    let mut server_stop = stop_rx.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let node_id = registered.node_id;
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(CONNECTION_REQUESTS_MAX)
+            .tcp_nodelay(true)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(node = node_id, error = %e, "volume gRPC server stopped");
+        }
+    }));
+    tasks.push(tokio::spawn(heartbeats(shared.clone(), config.heartbeat, stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::tasks::run_executor(shared.clone(), config.task_poll, stop_rx)));
+    Ok(VolumeHandle { node_id, addr, shared, stop, tasks })
+}
+
+async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let disks = stats(&shared.disks)
+            .await
+            .into_iter()
+            .map(|(disk_id, stat)| match stat {
+                Ok(s) => mpb::DiskStats {
+                    disk_id,
+                    capacity_bytes: s.capacity_bytes,
+                    used_bytes: s.used_bytes,
+                    free_bytes: s.free_bytes,
+                    failed: false,
+                },
+                Err(e) => {
+                    tracing::error!(disk = disk_id, error = %e, "disk stat failed; reporting the disk failed");
+                    mpb::DiskStats { disk_id, failed: true, ..Default::default() }
+                }
+            })
+            .collect::<Vec<_>>();
+        let node_id = shared.node_id;
+        let sent = shared
+            .cluster
+            .master()
+            .call(|mut c| {
+                let disks = disks.clone();
+                async move { c.heartbeat(mpb::HeartbeatRequest { node_id, disks }).await }
+            })
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(node = node_id, error = %e, "heartbeat failed");
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Reading blocks back: the client side of the get path, used by frontends and tests.
+//!
+//! A block is read from a replica while its volume is open or sealed, and from the data
+//! fragment(s) holding its range once coded. A fragment that is missing, unreachable or
+//! corrupt (the server checks chunk CRCs and reports corruption itself) is dropped and the
+//! range is read again degraded: the same rows of k other fragments, decoded. Every block
+//! is checked against its SHA-256 before it is returned: bytes that do not match are
+//! never returned, and their extent is reported to the master.
+
+use std::sync::Arc;
+
+use cellar_blockstore::{RECORD_HEADER_BYTES, RecordHeader};
+use cellar_erasure::{FragmentSet, assemble, plan_read};
+use cellar_proto::error_code as code;
+use cellar_proto::master as mpb;
+use cellar_proto::volume as pb;
+use sha2::{Digest, Sha256};
+use tonic::{Code, Status};
+
+use crate::client::read_fragment_range;
+use crate::cluster::Cluster;
+use crate::errors::{code_of, status};
+
+/// A block read back and verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRead {
+    /// The block's bytes; their SHA-256 is the key asked for.
+    pub payload: Vec<u8>,
+    /// Whether part of it had to be decoded from other fragments.
+    pub degraded: bool,
+}
+
+/// Reads blocks from volume servers.
+#[derive(Clone)]
+pub struct BlockReader {
+    cluster: Arc<Cluster>,
+    block_size_max_bytes: u64,
+}
+
+fn unavailable(message: String) -> Status {
+    status(Code::Unavailable, code::DATA_CORRUPT, message)
+}
+
+impl BlockReader {
+    /// A reader over `cluster`.
+    pub fn new(cluster: Arc<Cluster>, block_size_max_bytes: u64) -> BlockReader {
+        BlockReader { cluster, block_size_max_bytes }
+    }
+
+    /// Reads the record of `length_bytes` (header + payload) at `offset_bytes` of volume
+    /// `v`, whose payload must hash to `sha256`.
+    pub async fn read(
+        &self,
+        v: &mpb::Volume,
+        sha256: &[u8; 32],
+        offset_bytes: u64,
+        length_bytes: u32,
+    ) -> Result<BlockRead, Status> {
+        match v.state.as_str() {
+            "coded" => self.read_coded(v, sha256, offset_bytes, length_bytes).await,
+            _ => self.read_replicas(v, sha256, offset_bytes, length_bytes).await,
+        }
+    }
+
+    async fn read_replicas(
+        &self,
+        v: &mpb::Volume,
+        sha256: &[u8; 32],
+        offset_bytes: u64,
+        length_bytes: u32,
+    ) -> Result<BlockRead, Status> {
+        // Replicas not known bad first.
+        let mut order: Vec<&mpb::Extent> =
+            v.replicas.iter().filter(|r| !v.bad_disks.contains(&r.disk_id)).collect();
+        order.extend(v.replicas.iter().filter(|r| v.bad_disks.contains(&r.disk_id)));
+        let mut last = format!("volume {} has no replicas", v.volume_id);
+        for (attempt, r) in order.iter().enumerate() {
+            let read = async {
+                let mut client = self.cluster.node_client(r.node_id).await?;
+                let req = pb::ReadRecordRequest {
+                    volume_id: v.volume_id,
+                    disk_id: r.disk_id,
+                    offset_bytes,
+                    length_bytes,
+                };
+                Ok::<_, Status>(client.read_record(req).await?.into_inner())
+            };
+            match read.await {
+                Ok(rec) if rec.sha256 == sha256 && Sha256::digest(&rec.payload)[..] == sha256[..] => {
+                    return Ok(BlockRead { payload: rec.payload, degraded: attempt > 0 });
+                }
+                Ok(_) => {
+                    last = format!("replica on disk {} returned other bytes", r.disk_id);
+                    self.cluster.report_bad_extent(v.volume_id, r.disk_id, last.clone());
+                }
+                Err(e) => {
+                    if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
+                        self.cluster.report_bad_extent(v.volume_id, r.disk_id, e.message().to_string());
+                    }
+                    last = format!("replica on disk {}: {}", r.disk_id, e.message());
+                }
+            }
+        }
+        Err(unavailable(format!("no replica of volume {} could serve the block: {last}", v.volume_id)))
+    }
+
+    async fn read_coded(
+        &self,
+        v: &mpb::Volume,
+        sha256: &[u8; 32],
+        offset_bytes: u64,
+        length_bytes: u32,
+    ) -> Result<BlockRead, Status> {
+        let layout = crate::tasks::layout_of(v)?;
+        let scheme = layout.scheme();
+        if v.fragments.len() != scheme.fragment_count() {
+            return Err(status(
+                Code::Internal,
+                code::INTERNAL,
+                format!("volume {} has a partial placement", v.volume_id),
+            ));
+        }
+        let mut available = FragmentSet::all(scheme);
+        for (i, f) in v.fragments.iter().enumerate() {
+            if v.bad_disks.contains(&f.disk_id) {
+                available.remove(i);
+            }
+        }
+        let mut degraded = false;
+        let mut last = String::new();
+        for _ in 0..=scheme.fragment_count() {
+            let plan = plan_read(&layout, offset_bytes, u64::from(length_bytes), available)
+                .map_err(|e| unavailable(format!("volume {}: {e}; last failure: {last}", v.volume_id)))?;
+            degraded |= plan.needs_decode();
+            let reads = plan.reads().iter().map(|r| {
+                let place = &v.fragments[r.fragment_index];
+                read_fragment_range(
+                    &self.cluster,
+                    place.node_id,
+                    place.disk_id,
+                    v.volume_id,
+                    r.fragment_index,
+                    r.offset_bytes,
+                    r.len_bytes as u64,
+                )
+            });
+            let results = futures::future::join_all(reads).await;
+            let mut bufs = Vec::with_capacity(results.len());
+            let mut failed = false;
+            for (r, result) in plan.reads().iter().zip(results) {
+                match result {
+                    Ok(b) => bufs.push(b),
+                    Err(e) => {
+                        let disk_id = v.fragments[r.fragment_index].disk_id;
+                        if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
+                            self.cluster.report_bad_extent(v.volume_id, disk_id, e.message().to_string());
+                        }
+                        last = format!("fragment {} on disk {disk_id}: {}", r.fragment_index, e.message());
+                        tracing::debug!(volume = v.volume_id, %last, "fragment read failed; reading degraded");
+                        available.remove(r.fragment_index);
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                degraded = true;
+                continue;
+            }
+            let bytes =
+                assemble(&plan, &bufs).map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
+            match self.parse(&bytes, offset_bytes, sha256) {
+                Ok(payload) => return Ok(BlockRead { payload, degraded }),
+                Err(why) => {
+                    // Every read passed its chunk CRCs yet the record is wrong: distrust the
+                    // fragments this answer came from and decode from the others.
+                    last = format!("volume {} record at {offset_bytes}: {why}", v.volume_id);
+                    for r in plan.reads() {
+                        if available.contains(r.fragment_index) {
+                            let disk_id = v.fragments[r.fragment_index].disk_id;
+                            self.cluster.report_bad_extent(v.volume_id, disk_id, last.clone());
+                            available.remove(r.fragment_index);
+                        }
+                    }
+                    degraded = true;
+                }
+            }
+        }
+        Err(unavailable(format!("volume {}: no fragment set served the block: {last}", v.volume_id)))
+    }
+
+    fn parse(&self, bytes: &[u8], offset_bytes: u64, sha256: &[u8; 32]) -> Result<Vec<u8>, String> {
+        let head: &[u8; RECORD_HEADER_BYTES] = bytes
+            .get(..RECORD_HEADER_BYTES)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| "shorter than a record header".to_string())?;
+        let header =
+            RecordHeader::decode(head, offset_bytes, self.block_size_max_bytes).map_err(|k| k.to_string())?;
+        let payload = &bytes[RECORD_HEADER_BYTES..];
+        header.check_payload(payload).map_err(|k| k.to_string())?;
+        if header.sha256 != *sha256 || Sha256::digest(payload)[..] != sha256[..] {
+            return Err("the payload does not hash to the key".into());
+        }
+        Ok(payload.to_vec())
+    }
+}

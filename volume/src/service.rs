@@ -1,0 +1,422 @@
+//! The extent API (`cellar.volume.v1`) of one volume server.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cellar_blockstore::fragment::chunk_crc32;
+use cellar_blockstore::{Disk, Error as DiskError, ExtentId, ExtentState, RECORD_HEADER_BYTES};
+use cellar_proto::error_code as code;
+use cellar_proto::volume as pb;
+use cellar_proto::volume::volume_server::Volume;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::budget::ByteBudget;
+use crate::cluster::Cluster;
+use crate::disks::{LocalDisks, blocking};
+use crate::errors::{bad_request, status};
+use crate::fence::{Fence, Fences};
+use crate::{FRAGMENT_READ_MAX_BYTES, SCAN_MESSAGE_MAX_BYTES, STRIPE_BYTES};
+
+/// What the service and the task executor share.
+pub struct Shared {
+    /// This node's id in the cell.
+    pub node_id: u64,
+    /// The node's disks.
+    pub disks: Arc<LocalDisks>,
+    /// The master and the other volume servers.
+    pub cluster: Arc<Cluster>,
+    /// Replica write fences.
+    pub fences: Fences,
+    /// Bytes held for requests.
+    pub budget: ByteBudget,
+    /// Largest block payload.
+    pub block_size_max_bytes: u64,
+    /// The cluster secret, checked on every call.
+    pub secret: Option<String>,
+}
+
+/// The gRPC service.
+pub struct VolumeService {
+    shared: Arc<Shared>,
+}
+
+impl VolumeService {
+    /// A service over `shared`.
+    pub fn new(shared: Arc<Shared>) -> VolumeService {
+        VolumeService { shared }
+    }
+
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(secret) = &self.shared.secret else { return Ok(()) };
+        let given = req.metadata().get(cellar_proto::SECRET_KEY).and_then(|v| v.to_str().ok());
+        if given == Some(secret.as_str()) {
+            Ok(())
+        } else {
+            Err(status(Code::Unauthenticated, code::UNAUTHENTICATED, "missing or wrong cluster secret"))
+        }
+    }
+
+    fn report_if_corrupt(&self, e: &Status, volume_id: u64, disk_id: u64) {
+        if crate::errors::code_of(e) == Some(code::DATA_CORRUPT) {
+            self.shared.cluster.report_bad_extent(volume_id, disk_id, e.message().to_string());
+        }
+    }
+}
+
+/// The extent an [`pb::ExtentRef`] names.
+pub fn extent_id(r: &pb::ExtentRef) -> Result<ExtentId, Status> {
+    match r.part.as_str() {
+        "replica" => Ok(ExtentId::replica(r.volume_id)),
+        "fragment" => Ok(ExtentId::fragment(r.volume_id, fragment_index(r.fragment_index)?)),
+        other => Err(bad_request(format!("part must be \"replica\" or \"fragment\", not {other:?}"))),
+    }
+}
+
+fn fragment_index(index: u32) -> Result<u8, Status> {
+    u8::try_from(index)
+        .ok()
+        .filter(|i| usize::from(*i) < cellar_erasure::FRAGMENTS_MAX)
+        .ok_or_else(|| bad_request(format!("fragment index {index} is out of range")))
+}
+
+fn sha256_of(bytes: &[u8]) -> Result<[u8; 32], Status> {
+    bytes.try_into().map_err(|_| bad_request("sha256 must be 32 bytes"))
+}
+
+/// Whether the master's current placement of `volume_id` puts fragment `index` (or the
+/// replica, for `None`) on `disk_id`.
+async fn placed_here(
+    cluster: &Cluster,
+    volume_id: u64,
+    disk_id: u64,
+    index: Option<u32>,
+) -> Result<bool, Status> {
+    let v = match cluster.volume(volume_id).await {
+        Ok(v) => v,
+        Err(e) if crate::errors::code_of(&e) == Some(code::UNKNOWN_VOLUME) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(match index {
+        None => v.state != "coded" && v.replicas.iter().any(|r| r.disk_id == disk_id),
+        Some(i) => v.fragments.get(i as usize).is_some_and(|f| f.disk_id == disk_id),
+    })
+}
+
+type ScanStream = Pin<Box<dyn Stream<Item = Result<pb::ScanReplicaChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Volume for VolumeService {
+    async fn append(&self, req: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        let sha256 = sha256_of(&r.sha256)?;
+        let payload_bytes = r.payload.len() as u64;
+        if payload_bytes > self.shared.block_size_max_bytes {
+            return Err(bad_request(format!(
+                "block of {payload_bytes} bytes is over block_size_max_bytes {}",
+                self.shared.block_size_max_bytes
+            )));
+        }
+        let disk = self.shared.disks.require(r.disk_id)?;
+        let _permit = self.shared.budget.acquire(payload_bytes).await;
+        let given = Fence { epoch: r.lease_epoch, generation: r.generation };
+        let _fence = self
+            .shared
+            .fences
+            .admit(&self.shared.cluster, self.shared.node_id, r.disk_id, &disk, r.volume_id, given)
+            .await?;
+        let crc32 = crc32fast::hash(&r.payload);
+        let (volume_id, offset) = (r.volume_id, r.offset_bytes);
+        let payload = r.payload;
+        let location = blocking(move || {
+            let id = ExtentId::replica(volume_id);
+            match disk.append(id, Some(offset), &sha256, &payload) {
+                Err(DiskError::UnknownExtent(_)) if offset == 0 => {
+                    match disk.create_replica(volume_id) {
+                        Ok(_) | Err(DiskError::ExtentExists(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    disk.append(id, Some(offset), &sha256, &payload)
+                }
+                Err(DiskError::UnknownExtent(_)) => {
+                    Err(DiskError::OffsetMismatch { extent: id, expected_bytes: offset, end_bytes: 0 })
+                }
+                other => other,
+            }
+        })
+        .await?;
+        Ok(Response::new(pb::AppendResponse {
+            offset_bytes: location.offset_bytes,
+            record_len_bytes: location.record_len_bytes,
+            crc32,
+        }))
+    }
+
+    async fn read_record(
+        &self,
+        req: Request<pb::ReadRecordRequest>,
+    ) -> Result<Response<pb::ReadRecordResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        let disk = self.shared.disks.require(r.disk_id)?;
+        let expected = u64::from(r.length_bytes);
+        let hold = if expected == 0 { self.shared.block_size_max_bytes } else { expected };
+        let _permit = self.shared.budget.acquire(hold).await;
+        let (volume_id, offset) = (r.volume_id, r.offset_bytes);
+        let record = blocking(move || disk.read_record(ExtentId::replica(volume_id), offset))
+            .await
+            .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+        let len = RECORD_HEADER_BYTES as u64 + record.payload.len() as u64;
+        if expected != 0 && len != expected {
+            return Err(bad_request(format!(
+                "the record at {offset} of volume {volume_id} is {len} bytes long, not {expected}"
+            )));
+        }
+        Ok(Response::new(pb::ReadRecordResponse { sha256: record.sha256.to_vec(), payload: record.payload }))
+    }
+
+    type ScanReplicaStream = ScanStream;
+
+    async fn scan_replica(
+        &self,
+        req: Request<pb::ScanReplicaRequest>,
+    ) -> Result<Response<Self::ScanReplicaStream>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        let disk = self.shared.disks.require(r.disk_id)?;
+        let id = ExtentId::replica(r.volume_id);
+        let scan = {
+            let disk = disk.clone();
+            blocking(move || disk.scan_replica_from(id, r.from_offset_bytes)).await?
+        };
+        let (tx, rx) = mpsc::channel::<Result<pb::ScanReplicaChunk, Status>>(2);
+        let to = r.to_offset_bytes;
+        tokio::task::spawn_blocking(move || {
+            let mut offset = r.from_offset_bytes;
+            let mut chunk = pb::ScanReplicaChunk { offset_bytes: offset, records: Vec::new() };
+            for record in scan {
+                if to != 0 && offset >= to {
+                    break;
+                }
+                match record {
+                    Ok(rec) => {
+                        chunk.records.extend_from_slice(&rec.header.encode());
+                        chunk.records.extend_from_slice(&rec.payload);
+                        offset += rec.header.record_len_bytes();
+                        if chunk.records.len() >= SCAN_MESSAGE_MAX_BYTES {
+                            let next = pb::ScanReplicaChunk { offset_bytes: offset, records: Vec::new() };
+                            if tx.blocking_send(Ok(std::mem::replace(&mut chunk, next))).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(crate::errors::disk_status(&e)));
+                        return;
+                    }
+                }
+            }
+            if to != 0 && offset != to {
+                let _ = tx
+                    .blocking_send(Err(bad_request(format!("{to} is not a record boundary of the replica"))));
+                return;
+            }
+            if !chunk.records.is_empty() {
+                let _ = tx.blocking_send(Ok(chunk));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn read_fragment(
+        &self,
+        req: Request<pb::ReadFragmentRequest>,
+    ) -> Result<Response<pb::ReadFragmentResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        if r.length_bytes > FRAGMENT_READ_MAX_BYTES {
+            return Err(bad_request(format!("at most {FRAGMENT_READ_MAX_BYTES} bytes per fragment read")));
+        }
+        let index = fragment_index(r.fragment_index)?;
+        let disk = self.shared.disks.require(r.disk_id)?;
+        let _permit = self.shared.budget.acquire(r.length_bytes).await;
+        let id = ExtentId::fragment(r.volume_id, index);
+        let (offset, len) = (r.offset_bytes, r.length_bytes);
+        let data = blocking(move || disk.read_fragment(id, offset, len))
+            .await
+            .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+        Ok(Response::new(pb::ReadFragmentResponse { data }))
+    }
+
+    async fn write_fragment(
+        &self,
+        req: Request<Streaming<pb::WriteFragmentRequest>>,
+    ) -> Result<Response<pb::WriteFragmentResponse>, Status> {
+        self.check(&req)?;
+        let mut stream = req.into_inner();
+        let first =
+            stream.message().await?.ok_or_else(|| bad_request("WriteFragment needs a first message"))?;
+        let h =
+            first.header.ok_or_else(|| bad_request("the first WriteFragment message carries the header"))?;
+        let index = fragment_index(h.fragment_index)?;
+        let disk = self.shared.disks.require(h.disk_id)?;
+        let id = ExtentId::fragment(h.volume_id, index);
+        let chunk = u64::from(h.chunk_size_bytes);
+        if chunk == 0 || !chunk.is_power_of_two() || chunk > STRIPE_BYTES as u64 {
+            return Err(bad_request(format!(
+                "chunk size {chunk} must be a power of two up to {STRIPE_BYTES}"
+            )));
+        }
+        // Replacing an extent the master still places here would destroy live data.
+        if disk.extent_info(id).is_ok() {
+            if placed_here(&self.shared.cluster, h.volume_id, h.disk_id, Some(h.fragment_index)).await? {
+                return Err(status(
+                    Code::AlreadyExists,
+                    code::EXTENT_LIVE,
+                    format!("fragment {} of volume {} on disk {} is live", index, h.volume_id, h.disk_id),
+                ));
+            }
+            let d = disk.clone();
+            blocking(move || d.delete(id).map(|_| ())).await?;
+        }
+        {
+            let d = disk.clone();
+            let (vid, len, cs) = (h.volume_id, h.fragment_len_bytes, h.chunk_size_bytes);
+            blocking(move || d.create_fragment(vid, index, len, cs).map(|_| ())).await?;
+        }
+        let result = self.receive_fragment(&disk, id, &h, first, &mut stream).await;
+        if result.is_err() {
+            // A fragment cut short is garbage: free its space now, a retry writes it anew.
+            let d = disk.clone();
+            let _ = blocking(move || d.delete(id).map(|_| ())).await;
+        }
+        result.map(Response::new)
+    }
+
+    async fn stat_extent(&self, req: Request<pb::ExtentRef>) -> Result<Response<pb::ExtentStat>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        let id = extent_id(&r)?;
+        let disk = self.shared.disks.require(r.disk_id)?;
+        match disk.extent_info(id) {
+            Ok(info) => Ok(Response::new(pb::ExtentStat {
+                exists: true,
+                state: match info.state {
+                    ExtentState::Open => "open".into(),
+                    ExtentState::Sealed => "sealed".into(),
+                },
+                length_bytes: info.length_bytes,
+                chunk_size_bytes: info.chunk_size_bytes,
+                failed: info.failed,
+            })),
+            Err(DiskError::UnknownExtent(_)) => Ok(Response::new(pb::ExtentStat::default())),
+            Err(e) => Err(crate::errors::disk_status(&e)),
+        }
+    }
+
+    async fn delete_extent(
+        &self,
+        req: Request<pb::ExtentRef>,
+    ) -> Result<Response<pb::DeleteExtentResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        let id = extent_id(&r)?;
+        let disk = self.shared.disks.require(r.disk_id)?;
+        let index = (r.part == "fragment").then_some(r.fragment_index);
+        if placed_here(&self.shared.cluster, r.volume_id, r.disk_id, index).await? {
+            return Err(status(
+                Code::FailedPrecondition,
+                code::EXTENT_LIVE,
+                format!(
+                    "the master still places this {} of volume {} on disk {}",
+                    r.part, r.volume_id, r.disk_id
+                ),
+            ));
+        }
+        let deleted = blocking(move || match disk.delete(id) {
+            Ok(_) => Ok(true),
+            Err(DiskError::UnknownExtent(_)) => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteExtentResponse { deleted }))
+    }
+}
+
+impl VolumeService {
+    /// Receives the chunks of a new fragment in order, checking each chunk's CRC before it
+    /// is written; then makes it durable, seals it and reads it back.
+    async fn receive_fragment(
+        &self,
+        disk: &Arc<Disk>,
+        id: ExtentId,
+        h: &pb::FragmentHeader,
+        first: pb::WriteFragmentRequest,
+        stream: &mut Streaming<pb::WriteFragmentRequest>,
+    ) -> Result<pb::WriteFragmentResponse, Status> {
+        let chunk = u64::from(h.chunk_size_bytes);
+        let mut next_offset = 0u64;
+        let mut message = Some(first);
+        while let Some(m) = message.take() {
+            if m.offset_bytes != next_offset {
+                return Err(bad_request(format!(
+                    "fragment data at {} where {next_offset} was due",
+                    m.offset_bytes
+                )));
+            }
+            let len = m.data.len() as u64;
+            let end = next_offset + len;
+            if end > h.fragment_len_bytes || (!len.is_multiple_of(chunk) && end != h.fragment_len_bytes) {
+                return Err(bad_request(format!(
+                    "fragment data {}+{len} is not whole chunks of the fragment",
+                    m.offset_bytes
+                )));
+            }
+            if m.chunk_crc32.len() as u64 != len.div_ceil(chunk) {
+                return Err(bad_request("one chunk_crc32 per chunk is required"));
+            }
+            let first_chunk = next_offset / chunk;
+            for (i, (bytes, crc)) in m.data.chunks(chunk as usize).zip(&m.chunk_crc32).enumerate() {
+                if chunk_crc32(first_chunk + i as u64, bytes) != *crc {
+                    return Err(status(
+                        Code::DataLoss,
+                        code::DATA_CORRUPT,
+                        format!("chunk {} of the fragment arrived corrupt", first_chunk + i as u64),
+                    ));
+                }
+            }
+            let _permit = self.shared.budget.acquire(len).await;
+            let d = disk.clone();
+            let data = m.data;
+            blocking(move || d.write_fragment(id, next_offset, &data)).await?;
+            next_offset = end;
+            message = stream.next().await.transpose()?;
+        }
+        if next_offset != h.fragment_len_bytes {
+            return Err(bad_request(format!(
+                "the stream ended at {next_offset} of a {}-byte fragment",
+                h.fragment_len_bytes
+            )));
+        }
+        let d = disk.clone();
+        let len = h.fragment_len_bytes;
+        let crc32 = blocking(move || {
+            d.sync_fragment(id)?;
+            d.seal_fragment(id)?;
+            let mut hasher = crc32fast::Hasher::new();
+            let mut at = 0u64;
+            while at < len {
+                let n = (len - at).min(STRIPE_BYTES as u64);
+                hasher.update(&d.read_fragment(id, at, n)?);
+                at += n;
+            }
+            Ok(hasher.finalize())
+        })
+        .await?;
+        Ok(pb::WriteFragmentResponse { length_bytes: len, crc32 })
+    }
+}

@@ -1,0 +1,153 @@
+//! The task executor: pulls the master's tasks for this node, runs at most
+//! [`TASKS_IN_FLIGHT_MAX`] at once and reports each outcome. Every task is idempotent:
+//! the master commits its effect when the success report is applied, and a task that
+//! crashed half-way (its claim expires) or runs twice leaves a correct state.
+
+mod copy;
+mod delete;
+mod encode;
+mod reconstruct;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cellar_erasure::{Layout, Scheme as CodeScheme};
+use cellar_proto::master as mpb;
+use tokio::sync::{Notify, Semaphore, watch};
+use tonic::Status;
+
+use crate::errors::bad_request;
+use crate::service::Shared;
+use crate::{FRAGMENT_CHUNK_BYTES, TASKS_IN_FLIGHT_MAX};
+
+pub use encode::encode_volume;
+
+/// Attempts at reporting one outcome before leaving it to the claim's expiry.
+const REPORT_ATTEMPTS_MAX: u32 = 5;
+
+/// The coding scheme of a volume record ("rs-k-m").
+pub fn code_scheme(text: &str) -> Result<CodeScheme, Status> {
+    let bad = || bad_request(format!("{text:?} is not an rs-k-m scheme"));
+    let rest = text.strip_prefix("rs-").ok_or_else(bad)?;
+    let (k, m) = rest.split_once('-').ok_or_else(bad)?;
+    let (k, m) = (k.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    CodeScheme::new(k, m).map_err(|e| bad_request(e.to_string()))
+}
+
+/// The fragment layout of a coded volume, as every reader and writer computes it.
+pub fn layout_of(v: &mpb::Volume) -> Result<Layout, Status> {
+    Layout::new(code_scheme(&v.scheme)?, v.size_bytes, FRAGMENT_CHUNK_BYTES)
+        .map_err(|e| bad_request(e.to_string()))
+}
+
+/// The status of a fragment stream that closed before all its bytes were sent.
+pub(crate) async fn closed_sink_error(sink: crate::client::FragmentSink) -> Status {
+    match sink.finish().await {
+        Err(e) => e,
+        Ok(_) => Status::internal("fragment stream closed early"),
+    }
+}
+
+/// Runs one task; Ok carries a note for the report.
+pub async fn execute(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String, Status> {
+    match task.kind.as_str() {
+        "encode" => encode::run(shared, task).await,
+        "reconstruct" => reconstruct::run(shared, task).await,
+        "copy" => copy::run(shared, task).await,
+        "delete" => delete::run(shared, task).await,
+        other => Err(bad_request(format!("unknown task kind {other:?}"))),
+    }
+}
+
+async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>) {
+    let (success, detail) = match outcome {
+        Ok(note) => (true, note.clone()),
+        Err(e) => (false, e.message().chars().take(1000).collect::<String>()),
+    };
+    for attempt in 1..=REPORT_ATTEMPTS_MAX {
+        let detail = detail.clone();
+        let node_id = shared.node_id;
+        let result =
+            shared
+                .cluster
+                .master()
+                .call(|mut c| {
+                    let detail = detail.clone();
+                    async move {
+                        c.report_task(mpb::ReportTaskRequest { task_id, node_id, success, detail }).await
+                    }
+                })
+                .await;
+        match result {
+            Ok(_) => return,
+            Err(e) if e.code().is_some() => {
+                tracing::warn!(task = task_id, error = %e, "task report refused");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(task = task_id, attempt, error = %e, "cannot report task yet");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+    }
+}
+
+/// Pulls and runs tasks until `stop` turns true.
+pub async fn run_executor(shared: Arc<Shared>, poll: Duration, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(TASKS_IN_FLIGHT_MAX));
+    let running: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
+    let wake = Arc::new(Notify::new());
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let free = slots.available_permits();
+        if free > 0 {
+            let node_id = shared.node_id;
+            let pulled = shared
+                .cluster
+                .master()
+                .call(|mut c| async move {
+                    c.pull_tasks(mpb::PullTasksRequest { node_id, max: free as u32 }).await
+                })
+                .await;
+            match pulled {
+                Ok(resp) => {
+                    for task in resp.tasks {
+                        if !running.lock().unwrap_or_else(|p| p.into_inner()).insert(task.task_id) {
+                            continue;
+                        }
+                        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                        let (shared, running, wake) = (shared.clone(), running.clone(), wake.clone());
+                        tokio::spawn(async move {
+                            tracing::info!(task = task.task_id, kind = %task.kind, volume = task.volume_id, "task started");
+                            let started = std::time::Instant::now();
+                            let outcome = execute(&shared, &task).await;
+                            match &outcome {
+                                Ok(note) => {
+                                    tracing::info!(task = task.task_id, kind = %task.kind, volume = task.volume_id,
+                                    secs = started.elapsed().as_secs_f64(), %note, "task done")
+                                }
+                                Err(e) => {
+                                    tracing::warn!(task = task.task_id, kind = %task.kind, volume = task.volume_id,
+                                    error = %e.message(), "task failed")
+                                }
+                            }
+                            report(&shared, task.task_id, &outcome).await;
+                            running.lock().unwrap_or_else(|p| p.into_inner()).remove(&task.task_id);
+                            drop(permit);
+                            wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "task pull failed"),
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
