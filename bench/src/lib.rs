@@ -4,5 +4,6 @@
 
 pub mod disk;
 pub mod disk_open;
+pub mod encode;
 pub mod master;
 pub mod report;

@@ -49,6 +49,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         lookup_batch: u64,
     },
+    /// A real cell of processes (1 master, 6 volume servers over 3 zones): fill one
+    /// volume through 3 replicas, seal it, time its rs-6-3 encode and report every volume
+    /// server's peak resident memory (the encoder's from the seal on).
+    Encode {
+        /// Fresh directory for the cell's data.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Volume size to fill and encode, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        volume_mib: u64,
+    },
     /// Resident memory of opening a disk with many extents and records (populates the
     /// directory first if it is empty, then opens it in a fresh process).
     DiskOpen {
@@ -98,6 +109,21 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             print!("{}", report::table(&result.rows));
             for (id, kib) in result.peak_rss_kib {
                 println!("master {id} peak RSS {} MiB", kib / 1024);
+            }
+            Ok(())
+        }
+        BenchCommand::Encode { dir, volume_mib } => {
+            let config = cellar_bench::encode::EncodeBenchConfig {
+                cellar: std::env::current_exe().context("find own executable")?,
+                dir,
+                volume_bytes: volume_mib << 20,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let result = runtime.block_on(cellar_bench::encode::run(&config))?;
+            print!("{}", report::table(&result.rows));
+            for (node, zone, kib, encoder) in result.peak_rss_kib {
+                let role = if encoder { "  <- encoder, peak since the seal" } else { "" };
+                println!("volume server node {node} ({zone}) peak RSS {} MiB{role}", kib / 1024);
             }
             Ok(())
         }

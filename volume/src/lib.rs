@@ -38,9 +38,15 @@ pub const MESSAGE_MAX_BYTES: usize = 9 << 20;
 /// Payload and fragment bytes the server holds for requests at once; callers beyond it
 /// wait (appends, reads and fragment writes share it).
 pub const SERVER_INFLIGHT_MAX_BYTES: u64 = 128 << 20;
-/// Concurrent requests served on one connection (tonic's per-connection limit); with
-/// `MESSAGE_MAX_BYTES` it bounds what one client connection can make the server decode.
-pub const CONNECTION_REQUESTS_MAX: usize = 32;
+/// Concurrent requests (HTTP/2 streams) one client connection may have open; further
+/// requests wait on the client's side. A stream limit, unlike a limit on handlers, cannot
+/// deadlock: a request that is admitted always gets its body.
+pub const CONNECTION_STREAMS_MAX: u32 = 32;
+/// HTTP/2 flow-control windows: what one connection (and one stream) may send ahead of
+/// the handlers reading it.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// See [`CONNECTION_WINDOW_BYTES`].
+pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 /// Tasks one volume server runs at once.
 pub const TASKS_IN_FLIGHT_MAX: usize = 2;
 /// Messages queued per fragment stream while encoding or rebuilding (each one stripe of

@@ -18,7 +18,7 @@ use crate::config::VolumeConfig;
 use crate::disks::{DisksError, LocalDisks};
 use crate::fence::Fences;
 use crate::service::{Shared, VolumeService};
-use crate::{CONNECTION_REQUESTS_MAX, MESSAGE_MAX_BYTES};
+use crate::{CONNECTION_STREAMS_MAX, CONNECTION_WINDOW_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
 
 /// How long start-up waits for a master leader to register with.
 pub const REGISTER_DEADLINE: Duration = Duration::from_secs(120);
@@ -159,7 +159,9 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
     let node_id = registered.node_id;
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .concurrency_limit_per_connection(CONNECTION_REQUESTS_MAX)
+            .max_concurrent_streams(Some(CONNECTION_STREAMS_MAX))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+            .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
             .tcp_nodelay(true)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {

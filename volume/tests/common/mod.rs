@@ -25,6 +25,7 @@ pub struct Cell {
     pub master: Option<MasterHandle>,
     pub master_addr: String,
     pub volumes: Vec<VolumeHandle>,
+    pub configs: Vec<VolumeConfig>,
     pub zones: Vec<String>,
     pub client: MasterClient,
     pub cluster: Arc<Cluster>,
@@ -57,6 +58,7 @@ impl Cell {
         master_node::wait_for_leader(&master.raft, WAIT).await.expect("leader");
         let mut dirs = vec![master_dir];
         let mut volumes = Vec::new();
+        let mut configs = Vec::new();
         let mut zone_names = Vec::new();
         for z in 0..zones {
             let zone = format!("zone-{}", z + 1);
@@ -71,14 +73,38 @@ impl Cell {
                 vc.task_poll = Duration::from_millis(100);
                 vc.heartbeat = Duration::from_millis(200);
                 tweak(&mut vc);
-                volumes.push(cellar_volume::start(vc).await.expect("start volume server"));
+                volumes.push(cellar_volume::start(vc.clone()).await.expect("start volume server"));
+                configs.push(vc);
                 zone_names.push(zone.clone());
             }
         }
         let client = MasterClient::new(std::slice::from_ref(&master_addr), None).expect("client");
         let cluster =
             Cluster::new(MasterClient::new(std::slice::from_ref(&master_addr), None).expect("client"), None);
-        Cell { dirs, master: Some(master), master_addr, volumes, zones: zone_names, client, cluster }
+        Cell { dirs, master: Some(master), master_addr, volumes, configs, zones: zone_names, client, cluster }
+    }
+
+    /// Stops volume server `node_id` and starts it again on the same disks and address.
+    pub async fn restart(&mut self, node_id: u64) {
+        let i = self.volumes.iter().position(|v| v.node_id == node_id).expect("node");
+        let old = self.volumes.remove(i);
+        let mut config = self.configs[i].clone();
+        config.listen = old.addr.to_string();
+        old.shutdown().await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let handle = loop {
+            // The disks close once the last request that used them is gone.
+            match cellar_volume::start(config.clone()).await {
+                Ok(h) => break h,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "restart not yet possible");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("restart node {node_id}: {e}"),
+            }
+        };
+        assert_eq!(handle.node_id, node_id, "a restart is the same node");
+        self.volumes.insert(i, handle);
     }
 
     pub fn reader(&self) -> BlockReader {
