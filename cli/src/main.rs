@@ -2,7 +2,10 @@
 
 mod admin_cmd;
 mod bench_cmd;
+mod client_cmd;
+mod dev_cmd;
 mod disk_cmd;
+mod frontend_cmd;
 mod master_cmd;
 mod selfcheck;
 mod signals;
@@ -45,6 +48,45 @@ enum Command {
     Master(master_cmd::MasterArgs),
     /// Run a volume server: owns disks, serves extents, runs the master's tasks.
     Volume(volume_cmd::VolumeArgs),
+    /// Run a frontend: the HTTP block API.
+    Frontend(frontend_cmd::FrontendArgs),
+    /// Run a whole local cell in one process (3 masters, 6 volume servers, a frontend).
+    Dev(dev_cmd::DevArgs),
+    /// Store a block (a file, or - for standard input); prints its SHA-256.
+    Put {
+        /// The block API endpoint (default: $CELLAR_ENDPOINT, else the local cellar dev).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The file (at most 4 MiB), or - for standard input.
+        file: PathBuf,
+    },
+    /// Fetch a block by its hash.
+    Get {
+        /// The block API endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The block's SHA-256 (64 hex digits).
+        hash: String,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Show where a block is: volume, state, scheme, placement.
+    Stat {
+        /// The block API endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The block's SHA-256.
+        hash: String,
+    },
+    /// Drop one reference to a block.
+    Rm {
+        /// The block API endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The block's SHA-256.
+        hash: String,
+    },
     /// Operator commands against a running cell.
     #[command(subcommand)]
     Admin(admin_cmd::AdminCommand),
@@ -92,6 +134,12 @@ fn main() -> Result<()> {
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Master(args) => master_cmd::run(args),
         Command::Volume(args) => volume_cmd::run(args),
+        Command::Frontend(args) => frontend_cmd::run(args),
+        Command::Dev(args) => dev_cmd::run(args),
+        Command::Put { endpoint, file } => client_cmd::put(endpoint, file),
+        Command::Get { endpoint, hash, output } => client_cmd::get(endpoint, hash, output),
+        Command::Stat { endpoint, hash } => client_cmd::stat(endpoint, hash),
+        Command::Rm { endpoint, hash } => client_cmd::rm(endpoint, hash),
         Command::Admin(cmd) => admin_cmd::run(cmd),
     }
 }

@@ -178,6 +178,21 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
             acquire_lease(kv, *volume_id, holder, *lease_ms, *now_unix_ms)?
         }
         Command::EnqueueTask { kind } => crate::tasks::enqueue_checked(kv, &mut c, kind)?,
+        Command::DropReferences { hashes } => {
+            let mut entries = Vec::new();
+            for hash in hashes {
+                let Some(mut e) = index_entry(kv, hash)? else { continue };
+                e.references = e.references.saturating_sub(1);
+                if e.references == 0 {
+                    kv.delete(&index_key(hash));
+                    c.index_entries = c.index_entries.saturating_sub(1);
+                } else {
+                    kv.put(&index_key(hash), e.encode().to_vec());
+                }
+                entries.push(IndexEntryView::new(*hash, &e));
+            }
+            Response::Dropped { entries }
+        }
         Command::ReportBadExtent { volume_id, disk_id, reason: _ } => {
             report_bad_extent(kv, *volume_id, *disk_id)?
         }

@@ -170,6 +170,12 @@ pub enum Command {
         /// Leader's clock.
         now_unix_ms: u64,
     },
+    /// Drops one reference from each hash; an entry left with none is removed from the
+    /// index (its bytes become garbage for compaction). Unknown hashes are skipped.
+    DropReferences {
+        /// The block keys.
+        hashes: Vec<Hash32>,
+    },
     /// Queues a task (repair planners and operators).
     EnqueueTask {
         /// The work; the node that runs it follows from the kind.
@@ -226,6 +232,7 @@ impl fmt::Display for Command {
             Command::AcquireLease { volume_id, holder, .. } => {
                 write!(f, "acquire_lease({volume_id}, {holder})")
             }
+            Command::DropReferences { hashes } => write!(f, "drop_references({} hashes)", hashes.len()),
             Command::EnqueueTask { kind } => write!(f, "enqueue_task({}, {})", kind.name(), kind.volume_id()),
             Command::ReportBadExtent { volume_id, disk_id, .. } => {
                 write!(f, "report_bad_extent({volume_id}, {disk_id})")
@@ -382,6 +389,11 @@ pub enum Response {
     Tasks {
         /// The claimed tasks.
         tasks: Vec<crate::tasks::TaskRecord>,
+    },
+    /// `DropReferences`: the entries after the drop, for the hashes that were indexed.
+    Dropped {
+        /// Entries (references 0: removed from the index).
+        entries: Vec<IndexEntryView>,
     },
     /// `EnqueueTask`: the queued task.
     TaskQueued {

@@ -39,6 +39,10 @@ pub struct MasterConfig {
     pub scheme: String,
     /// Write lease duration.
     pub lease_ms: u64,
+    /// Time between planner passes.
+    pub planner_interval_ms: u64,
+    /// An open volume whose lease expired this long ago is sealed by the planner.
+    pub abandoned_after_ms: u64,
 }
 
 /// Raw settings as read from a TOML file; every field optional.
@@ -63,6 +67,10 @@ pub struct RawMasterConfig {
     pub scheme: Option<String>,
     /// See [`MasterConfig::lease_ms`].
     pub lease_ms: Option<u64>,
+    /// See [`MasterConfig::planner_interval_ms`].
+    pub planner_interval_ms: Option<u64>,
+    /// See [`MasterConfig::abandoned_after_ms`].
+    pub abandoned_after_ms: Option<u64>,
 }
 
 impl MasterConfig {
@@ -84,6 +92,8 @@ impl MasterConfig {
             replicas: 3,
             scheme: "rs-6-3".to_string(),
             lease_ms: 30_000,
+            planner_interval_ms: 1_000,
+            abandoned_after_ms: 30_000,
         }
     }
 
@@ -98,6 +108,8 @@ impl MasterConfig {
         self.replicas = raw.replicas.unwrap_or(self.replicas);
         self.scheme = raw.scheme.unwrap_or(self.scheme);
         self.lease_ms = raw.lease_ms.unwrap_or(self.lease_ms);
+        self.planner_interval_ms = raw.planner_interval_ms.unwrap_or(self.planner_interval_ms);
+        self.abandoned_after_ms = raw.abandoned_after_ms.unwrap_or(self.abandoned_after_ms);
         self
     }
 
@@ -117,6 +129,9 @@ impl MasterConfig {
         }
         if self.lease_ms < 1000 {
             return Err("lease_ms must be at least 1000".into());
+        }
+        if self.planner_interval_ms < 10 {
+            return Err("planner_interval_ms must be at least 10".into());
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod errors;
 pub mod network;
 pub mod node;
 pub mod placement_view;
+pub mod planner;
 pub mod raft_service;
 pub mod service;
 pub mod store;

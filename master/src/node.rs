@@ -66,6 +66,8 @@ pub struct MasterHandle {
     db: Arc<rocksdb::DB>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    planner_stop: tokio::sync::watch::Sender<bool>,
+    planner: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How long shutdown waits for every user of the store to let go of it.
@@ -75,6 +77,10 @@ impl MasterHandle {
     /// Stops serving, shuts Raft down and closes the store (it stays on disk). The
     /// database is closed before this returns: RocksDB must not outlive the process.
     pub async fn shutdown(mut self) {
+        let _ = self.planner_stop.send(true);
+        if let Some(planner) = self.planner.take() {
+            let _ = planner.await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -187,7 +193,29 @@ pub async fn start(
             }
         }
     }
-    Ok(MasterHandle { id, addr, raft, reader, db, shutdown: Some(tx), server: Some(server) })
+    let (planner_stop, planner_rx) = tokio::sync::watch::channel(false);
+    let settings = crate::planner::PlannerSettings {
+        interval: Duration::from_millis(config.planner_interval_ms),
+        abandoned_after: Duration::from_millis(config.abandoned_after_ms),
+    };
+    let planner = tokio::spawn(crate::planner::run(
+        id,
+        raft.clone(),
+        StateReader::new(db.clone()),
+        settings,
+        planner_rx,
+    ));
+    Ok(MasterHandle {
+        id,
+        addr,
+        raft,
+        reader,
+        db,
+        shutdown: Some(tx),
+        server: Some(server),
+        planner_stop,
+        planner: Some(planner),
+    })
 }
 
 /// Waits until some member of `raft`'s group is known as leader.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use cellar_placement::{ClusterView, DiskView};
 
 use crate::service::writable;
-use crate::types::{DiskRecord, NodeRecord};
+use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord};
 
 /// Every disk with its node's zone; only disks of up nodes with healthy disks are writable.
 pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord]) -> ClusterView {
@@ -25,4 +25,30 @@ pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord]) -> ClusterView {
         })
         .collect();
     ClusterView { disks }
+}
+
+/// The disks for a volume's k + m fragments when it is sealed at `length_bytes`, or none
+/// (with a warning) when the scheme is not a code, the volume is empty, or the cell cannot
+/// place them now: the volume then stays sealed and replicated.
+pub fn fragment_places(
+    nodes: &[NodeRecord],
+    disks: &[DiskRecord],
+    v: &VolumeRecord,
+    length_bytes: u64,
+) -> Vec<ExtentPlace> {
+    let Ok(cellar_placement::Scheme::ReedSolomon { data, parity }) = v.scheme.parse() else {
+        return Vec::new();
+    };
+    if length_bytes == 0 {
+        return Vec::new();
+    }
+    let fragment_bytes = length_bytes.div_ceil(u64::from(data.max(1)));
+    let view = cluster_view(nodes, disks);
+    match cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id) {
+        Ok(chosen) => chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect(),
+        Err(e) => {
+            tracing::warn!(volume = v.volume_id, error = %e, "cannot place fragments; the volume stays replicated");
+            Vec::new()
+        }
+    }
 }

@@ -68,25 +68,6 @@ impl MasterService {
         MasterService { id, raft, reader, batcher, settings }
     }
 
-    /// Chooses the disks for a volume's k + m fragments, or none (with a warning) when the
-    /// cell cannot place them now: the volume then stays sealed and replicated.
-    fn fragment_placement(&self, v: &VolumeRecord, length_bytes: u64) -> Result<Vec<ExtentPlace>, Status> {
-        let Ok(cellar_placement::Scheme::ReedSolomon { data, parity }) = v.scheme.parse() else {
-            return Ok(Vec::new());
-        };
-        let fragment_bytes = length_bytes.div_ceil(u64::from(data.max(1)));
-        let view = crate::placement_view::cluster_view(&self.nodes()?, &self.disks()?);
-        match cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id) {
-            Ok(chosen) => {
-                Ok(chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect())
-            }
-            Err(e) => {
-                tracing::warn!(volume = v.volume_id, error = %e, "cannot place fragments; the volume stays replicated");
-                Ok(Vec::new())
-            }
-        }
-    }
-
     async fn write(&self, command: Command) -> Result<command::Response, Status> {
         match self.raft.client_write(command).await {
             Ok(written) => match written.data {
@@ -501,9 +482,12 @@ impl Master for MasterService {
         let r = req.into_inner();
         self.linearizable().await?;
         let fragments = match read_volume(&self.reader, r.volume_id)? {
-            Some(v) if v.state == VolumeState::Open => {
-                self.fragment_placement(&v, r.length_bytes.unwrap_or(v.size_bytes))?
-            }
+            Some(v) if v.state == VolumeState::Open => crate::placement_view::fragment_places(
+                &self.nodes()?,
+                &self.disks()?,
+                &v,
+                r.length_bytes.unwrap_or(v.size_bytes),
+            ),
             _ => Vec::new(),
         };
         expect_volume(
@@ -530,6 +514,27 @@ impl Master for MasterService {
             now_unix_ms: now_unix_ms(),
         };
         expect_volume(self.write(command).await?)
+    }
+
+    async fn drop_references(
+        &self,
+        req: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupResponse>, Status> {
+        self.check(&req)?;
+        let hashes = req.into_inner().hashes;
+        if hashes.len() > LOOKUP_HASHES_MAX {
+            return Err(bad_request(format!("at most {LOOKUP_HASHES_MAX} hashes per call")));
+        }
+        let hashes: Vec<Hash32> = hashes
+            .iter()
+            .map(|h| Hash32::from_slice(h).ok_or_else(|| bad_request("a hash is 32 bytes")))
+            .collect::<Result<_, _>>()?;
+        match self.write(Command::DropReferences { hashes }).await? {
+            command::Response::Dropped { entries } => {
+                Ok(Response::new(pb::LookupResponse { entries: entries.iter().map(index_pb).collect() }))
+            }
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
     }
 
     async fn enqueue_task(&self, req: Request<pb::EnqueueTaskRequest>) -> Result<Response<pb::Task>, Status> {

@@ -252,6 +252,15 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     let client = group.client();
     register_nodes(&client).await;
     let volume = allocate(&client).await;
+    // An empty volume has nothing to code: write one entry first.
+    let entry = commit(&volume, 1, 0);
+    client
+        .call(|mut c| {
+            let entries = vec![entry.clone()];
+            async move { c.commit_index(pb::CommitIndexRequest { entries }).await }
+        })
+        .await
+        .expect("commit");
     let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None };
     client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
     let encoder = volume.replicas[0].node_id;
@@ -315,5 +324,73 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
         client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await.expect("status");
     // The encode is done; the volume is coded and its three replicas are queued for deletion.
     assert_eq!((status.tasks_open, status.tasks_done, status.tasks_failed), (3, 1, 0));
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_planner_seals_a_volume_whose_writer_went_away() {
+    let group = Group::start_with(3, |c| {
+        c.lease_ms = 1_000;
+        c.abandoned_after_ms = 200;
+        c.planner_interval_ms = 100;
+    })
+    .await;
+    let client = group.client();
+    register_nodes(&client).await;
+    let volume = allocate(&client).await;
+    let entry = pb::IndexCommit {
+        hash: hash(1),
+        volume_id: volume.volume_id,
+        lease_epoch: volume.lease_epoch,
+        offset_bytes: 0,
+        length_bytes: 1000,
+        crc32: 1,
+    };
+    client
+        .call(|mut c| {
+            let entries = vec![entry.clone()];
+            async move { c.commit_index(pb::CommitIndexRequest { entries }).await }
+        })
+        .await
+        .expect("commit");
+    // No renewal: the lease expires, and the leader's planner seals the volume at its
+    // acknowledged end and queues its encode.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    let id = volume.volume_id;
+    loop {
+        let vs = client
+            .call(|mut c| async move { c.get_volumes(pb::GetVolumesRequest { volume_ids: vec![id] }).await })
+            .await
+            .expect("volumes");
+        if vs.volumes[0].state == "sealed" {
+            assert_eq!(vs.volumes[0].size_bytes, 1000);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not sealed: {:?}", vs.volumes[0]);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status =
+        client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await.expect("status");
+    assert_eq!(status.tasks_open, 1, "the encode is queued");
+
+    // Dropping references: the entry goes away with its last one.
+    let h = hash(1);
+    let dropped = client
+        .call(|mut c| {
+            let hashes = vec![h.clone()];
+            async move { c.drop_references(pb::LookupRequest { hashes }).await }
+        })
+        .await
+        .expect("drop");
+    assert_eq!(dropped.entries.len(), 1);
+    assert_eq!(dropped.entries[0].references, 0);
+    let found = client
+        .call(|mut c| {
+            let hashes = vec![h.clone()];
+            async move { c.lookup(pb::LookupRequest { hashes }).await }
+        })
+        .await
+        .expect("lookup");
+    assert!(found.entries.is_empty());
     group.shutdown().await;
 }

@@ -1,0 +1,43 @@
+//! `cellar frontend`: the HTTP block API gateway, until Ctrl-C or SIGTERM.
+
+use anyhow::{Context, Result, anyhow};
+use cellar_frontend::FrontendConfig;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct FrontendArgs {
+    /// Address of the HTTP block API.
+    #[arg(long)]
+    http: String,
+    /// Master addresses, comma separated.
+    #[arg(long)]
+    master: String,
+    /// Cluster secret sent on every call between cellar processes.
+    #[arg(long, env = "CELLAR_SECRET")]
+    secret: Option<String>,
+    /// Volume size in MiB; must equal the masters' volume_size_bytes.
+    #[arg(long, default_value_t = 1024)]
+    volume_mib: u64,
+    /// Open volumes written at once.
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+}
+
+pub fn run(args: FrontendArgs) -> Result<()> {
+    let masters =
+        args.master.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let mut config = FrontendConfig::new(args.http, masters);
+    config.secret = args.secret;
+    config.volume_size_bytes = args.volume_mib << 20;
+    config.writers = args.writers;
+    config.validate().map_err(|e| anyhow!(e))?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
+    runtime.block_on(async move {
+        let handle = cellar_frontend::start(config).await?;
+        println!("frontend serving http://{}", handle.addr);
+        crate::signals::wait_for_stop().await;
+        handle.shutdown().await;
+        Ok(())
+    })
+}

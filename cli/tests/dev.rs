@@ -1,0 +1,131 @@
+//! The real `cellar dev` binary: starts, writes endpoints.json once it takes puts, serves
+//! puts and gets (HTTP and the CLI), stops cleanly on SIGTERM and keeps its data across a
+//! restart.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(180);
+
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path) -> (Dev, String) {
+    let _ = std::fs::remove_file(dir.join("endpoints.json"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dev.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["dev", "--http", "127.0.0.1:0", "--volume-mib", "8", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn cellar dev");
+    let mut dev = Dev(child);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("endpoints.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            let http = v["http"].as_str().expect("http endpoint").to_string();
+            assert_eq!(v["masters"].as_array().map(Vec::len), Some(3));
+            assert_eq!(v["volumes"].as_array().map(Vec::len), Some(6));
+            return (dev, http);
+        }
+        if let Ok(Some(status)) = dev.0.try_wait() {
+            let log = std::fs::read_to_string(dir.join("dev.log")).unwrap_or_default();
+            panic!("cellar dev exited with {status}: {log}");
+        }
+        assert!(Instant::now() < deadline, "no endpoints.json in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop(mut dev: Dev) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(dev.0.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = dev.0.try_wait().expect("wait") {
+            assert!(status.success(), "cellar dev stopped with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "cellar dev did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn get(base: &str, hash: &str) -> Vec<u8> {
+    let resp = ureq::get(&format!("{base}/v1/blocks/{hash}")).call().expect("get");
+    let mut out = Vec::new();
+    resp.into_reader().read_to_end(&mut out).expect("body");
+    out
+}
+
+#[test]
+fn cellar_dev_serves_puts_and_gets_and_keeps_them_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dev, base) = start(dir.path());
+    let blocks: Vec<Vec<u8>> =
+        (0..20u32).map(|i| (0..(i * 50_000)).map(|b| (b ^ i) as u8).collect()).collect();
+    let mut hashes = Vec::new();
+    for b in &blocks {
+        let resp = ureq::put(&format!("{base}/v1/blocks")).send_bytes(b).expect("put");
+        assert_eq!(resp.status(), 201);
+        let v: serde_json::Value = serde_json::from_reader(resp.into_reader()).expect("json");
+        hashes.push(v["hash"].as_str().expect("hash").to_string());
+    }
+    for (b, h) in blocks.iter().zip(&hashes) {
+        assert!(get(&base, h) == *b);
+    }
+    // The CLI against the same cell.
+    let file = dir.path().join("block.bin");
+    std::fs::write(&file, b"from the command line").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["put", "--endpoint", &base])
+        .arg(&file)
+        .output()
+        .expect("cellar put");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli_hash = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
+    let mut put_stdin = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["put", "--endpoint", &base, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cellar put -");
+    put_stdin.stdin.take().expect("stdin").write_all(b"from the command line").expect("write");
+    let same = put_stdin.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&same.stdout).trim(), cli_hash, "stdin and file give one hash");
+    stop(dev);
+    assert!(!dir.path().join("endpoints.json").exists(), "endpoints.json is removed at a clean stop");
+
+    // Restart: every block is still there.
+    let (dev, base) = start(dir.path());
+    for (b, h) in blocks.iter().zip(&hashes) {
+        assert!(get(&base, h) == *b, "block {h} after restart");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["get", "--endpoint", &base, &cli_hash])
+        .output()
+        .expect("cellar get");
+    assert_eq!(out.stdout, b"from the command line");
+    let out = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["stat", "--endpoint", &base, &cli_hash])
+        .output()
+        .expect("cellar stat");
+    let stat: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stat json");
+    assert_eq!(stat["size"], 21);
+    assert!(stat["volume"].as_u64().is_some());
+    stop(dev);
+}

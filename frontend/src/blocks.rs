@@ -1,0 +1,324 @@
+//! The put and get paths (DESIGN sections 3 and 4), independent of the HTTP layer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cellar_master::client::ClientError;
+use cellar_proto::master as mpb;
+use cellar_volume::cluster::Cluster;
+use cellar_volume::reader::BlockReader;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::config::FrontendConfig;
+use crate::metrics::Metrics;
+use crate::writers::{StoreError, Writers};
+use crate::{INDEX_CACHE_MAX, PUTS_IN_FLIGHT_MAX, VOLUME_CACHE_MAX};
+
+/// Why a block operation failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// No such block (404).
+    #[error("block {0} is not stored here")]
+    NotFound(String),
+    /// A malformed request (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The bytes do not hash to the key given (400).
+    #[error("the bytes hash to {actual}, not {expected}")]
+    HashMismatch {
+        /// The key in the request.
+        expected: String,
+        /// The bytes' SHA-256.
+        actual: String,
+    },
+    /// The block is over `block_size_max_bytes` (413).
+    #[error("block of {size_bytes} bytes is over the limit of {limit_bytes} bytes")]
+    TooLarge {
+        /// Its size (or a lower bound).
+        size_bytes: u64,
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// The cluster cannot serve it now (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What a put did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PutOutcome {
+    /// The block's key, lowercase hex.
+    pub hash: String,
+    /// Its size.
+    pub size: u64,
+    /// Whether the block was stored already (only its reference count went up).
+    pub deduplicated: bool,
+}
+
+/// Where a block is and what its volume looks like.
+#[derive(Debug, Clone)]
+pub struct BlockStat {
+    /// The index entry.
+    pub entry: mpb::IndexEntry,
+    /// Its volume.
+    pub volume: mpb::Volume,
+}
+
+/// Parses a 64-hex-digit block key.
+pub fn parse_hash(text: &str) -> Result<[u8; 32], BlockError> {
+    let mut out = [0u8; 32];
+    if text.len() != 64
+        || hex::decode_to_slice(text, &mut out).is_err()
+        || text.chars().any(|c| c.is_ascii_uppercase())
+    {
+        return Err(BlockError::BadRequest(format!("{text:?} is not a SHA-256 in 64 lowercase hex digits")));
+    }
+    Ok(out)
+}
+
+fn unavailable(e: ClientError) -> BlockError {
+    BlockError::Unavailable(e.to_string())
+}
+
+/// The block service of one frontend.
+pub struct Blocks {
+    cluster: Arc<Cluster>,
+    writers: Writers,
+    reader: BlockReader,
+    index: Mutex<HashMap<[u8; 32], mpb::IndexEntry>>,
+    volumes: Mutex<HashMap<u64, mpb::Volume>>,
+    puts: Semaphore,
+    block_size_max_bytes: u64,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Blocks {
+    /// A block service over `cluster`.
+    pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig) -> Blocks {
+        let metrics = Arc::new(Metrics::default());
+        Blocks {
+            writers: Writers::new(cluster.clone(), config, metrics.clone()),
+            reader: BlockReader::new(cluster.clone(), config.block_size_max_bytes),
+            cluster,
+            index: Mutex::new(HashMap::new()),
+            volumes: Mutex::new(HashMap::new()),
+            puts: Semaphore::new(PUTS_IN_FLIGHT_MAX),
+            block_size_max_bytes: config.block_size_max_bytes,
+            metrics,
+        }
+    }
+
+    /// The largest block accepted.
+    pub fn block_size_max_bytes(&self) -> u64 {
+        self.block_size_max_bytes
+    }
+
+    /// The writer pool (lease renewal, sealing at shutdown).
+    pub fn writers(&self) -> &Writers {
+        &self.writers
+    }
+
+    /// Waits for room for one more put (bounds the bodies held in memory).
+    pub async fn admit_put(&self) -> tokio::sync::SemaphorePermit<'_> {
+        loop {
+            if let Ok(p) = self.puts.acquire().await {
+                return p;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn cache_entry(&self, hash: [u8; 32], entry: mpb::IndexEntry) {
+        let mut index = lock(&self.index);
+        if index.len() >= INDEX_CACHE_MAX {
+            index.clear();
+        }
+        index.insert(hash, entry);
+    }
+
+    async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<mpb::IndexEntry>, BlockError> {
+        if let Some(e) = lock(&self.index).get(hash) {
+            return Ok(Some(e.clone()));
+        }
+        let h = hash.to_vec();
+        let resp = self
+            .cluster
+            .master()
+            .call(|mut c| {
+                let h = h.clone();
+                async move { c.lookup(mpb::LookupRequest { hashes: vec![h] }).await }
+            })
+            .await
+            .map_err(unavailable)?;
+        let found = resp.entries.into_iter().find(|e| e.hash == hash[..]);
+        if let Some(e) = &found {
+            self.cache_entry(*hash, e.clone());
+        }
+        Ok(found)
+    }
+
+    async fn volume(&self, volume_id: u64, fresh: bool) -> Result<mpb::Volume, BlockError> {
+        if !fresh && let Some(v) = lock(&self.volumes).get(&volume_id) {
+            return Ok(v.clone());
+        }
+        let v = self
+            .cluster
+            .volume(volume_id)
+            .await
+            .map_err(|e| BlockError::Unavailable(e.message().to_string()))?;
+        let mut volumes = lock(&self.volumes);
+        if volumes.len() >= VOLUME_CACHE_MAX {
+            volumes.clear();
+        }
+        volumes.insert(volume_id, v.clone());
+        Ok(v)
+    }
+
+    /// Stores a block; `expected` is the key the client named, if any.
+    pub async fn put(&self, bytes: Vec<u8>, expected: Option<[u8; 32]>) -> Result<PutOutcome, BlockError> {
+        let started = Instant::now();
+        let result = self.put_inner(bytes, expected).await;
+        match &result {
+            Ok(outcome) => {
+                self.metrics.puts_ok.add(1);
+                self.metrics.put_bytes.add(outcome.size);
+                if outcome.deduplicated {
+                    self.metrics.dedup_hits.add(1);
+                }
+                self.metrics.put_latency.observe(started.elapsed());
+            }
+            Err(_) => self.metrics.puts_failed.add(1),
+        }
+        result
+    }
+
+    async fn put_inner(&self, bytes: Vec<u8>, expected: Option<[u8; 32]>) -> Result<PutOutcome, BlockError> {
+        let size = bytes.len() as u64;
+        if size > self.block_size_max_bytes {
+            return Err(BlockError::TooLarge { size_bytes: size, limit_bytes: self.block_size_max_bytes });
+        }
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(expected) = expected
+            && expected != sha256
+        {
+            return Err(BlockError::HashMismatch {
+                expected: hex::encode(expected),
+                actual: hex::encode(sha256),
+            });
+        }
+        let hash = hex::encode(sha256);
+        // Dedup: an indexed block only gains a reference.
+        if let Some(existing) = self.lookup(&sha256).await? {
+            let entry = mpb::IndexCommit {
+                hash: sha256.to_vec(),
+                volume_id: existing.volume_id,
+                lease_epoch: 0,
+                offset_bytes: existing.offset_bytes,
+                length_bytes: existing.length_bytes,
+                crc32: existing.crc32,
+            };
+            let resp = self
+                .cluster
+                .master()
+                .call(|mut c| {
+                    let entry = entry.clone();
+                    async move { c.commit_index(mpb::CommitIndexRequest { entries: vec![entry] }).await }
+                })
+                .await
+                .map_err(unavailable)?;
+            if let Some(r) = resp.results.first()
+                && r.outcome == "deduplicated"
+            {
+                return Ok(PutOutcome { hash, size, deduplicated: true });
+            }
+            // The entry went away meanwhile (its last reference was dropped): store anew.
+            lock(&self.index).remove(&sha256);
+        }
+        let crc32 = crc32fast::hash(&bytes);
+        let stored = self.writers.store(sha256, Arc::new(bytes), crc32).await.map_err(|e| match e {
+            StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
+        })?;
+        self.cache_entry(sha256, stored.entry);
+        Ok(PutOutcome { hash, size, deduplicated: stored.deduplicated })
+    }
+
+    /// The block's bytes, verified against its key; `degraded` tells whether decoding was
+    /// needed.
+    pub async fn get(&self, hash: &[u8; 32]) -> Result<(Vec<u8>, bool), BlockError> {
+        let started = Instant::now();
+        let result = self.get_inner(hash).await;
+        match &result {
+            Ok((bytes, degraded)) => {
+                self.metrics.gets_ok.add(1);
+                self.metrics.get_bytes.add(bytes.len() as u64);
+                if *degraded {
+                    self.metrics.degraded_reads.add(1);
+                }
+                self.metrics.get_latency.observe(started.elapsed());
+            }
+            Err(BlockError::NotFound(_)) => self.metrics.gets_not_found.add(1),
+            Err(_) => self.metrics.gets_failed.add(1),
+        }
+        result
+    }
+
+    async fn get_inner(&self, hash: &[u8; 32]) -> Result<(Vec<u8>, bool), BlockError> {
+        let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
+        let v = self.volume(entry.volume_id, false).await?;
+        match self.reader.read(&v, hash, entry.offset_bytes, entry.length_bytes).await {
+            Ok(read) => Ok((read.payload, read.degraded)),
+            Err(first) => {
+                // The cached volume record may be stale (sealed, coded, repaired): reread it.
+                let fresh = self.volume(entry.volume_id, true).await?;
+                if fresh.generation == v.generation
+                    && fresh.state == v.state
+                    && fresh.bad_disks == v.bad_disks
+                {
+                    return Err(BlockError::Unavailable(first.message().to_string()));
+                }
+                self.reader
+                    .read(&fresh, hash, entry.offset_bytes, entry.length_bytes)
+                    .await
+                    .map(|r| (r.payload, r.degraded))
+                    .map_err(|e| BlockError::Unavailable(e.message().to_string()))
+            }
+        }
+    }
+
+    /// The block's size, from the index.
+    pub async fn size(&self, hash: &[u8; 32]) -> Result<u64, BlockError> {
+        let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
+        Ok(u64::from(entry.length_bytes).saturating_sub(cellar_blockstore::RECORD_HEADER_BYTES as u64))
+    }
+
+    /// Where the block is: its index entry and its volume (read fresh).
+    pub async fn stat(&self, hash: &[u8; 32]) -> Result<BlockStat, BlockError> {
+        lock(&self.index).remove(hash);
+        let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
+        let volume = self.volume(entry.volume_id, true).await?;
+        Ok(BlockStat { entry, volume })
+    }
+
+    /// Drops one reference to the block.
+    pub async fn delete(&self, hash: &[u8; 32]) -> Result<u64, BlockError> {
+        lock(&self.index).remove(hash);
+        let h = hash.to_vec();
+        let resp = self
+            .cluster
+            .master()
+            .call(|mut c| {
+                let h = h.clone();
+                async move { c.drop_references(mpb::LookupRequest { hashes: vec![h] }).await }
+            })
+            .await
+            .map_err(unavailable)?;
+        resp.entries.first().map(|e| e.references).ok_or_else(|| BlockError::NotFound(hex::encode(hash)))
+    }
+}

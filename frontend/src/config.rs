@@ -1,0 +1,55 @@
+//! A frontend's configuration.
+
+use std::time::Duration;
+
+/// Everything a frontend needs.
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    /// HTTP block API address (`host:port`; port 0 picks one).
+    pub http: String,
+    /// Master addresses.
+    pub masters: Vec<String>,
+    /// Cluster secret sent on every call between cellar processes.
+    pub secret: Option<String>,
+    /// This frontend's name as a lease holder (unique per frontend).
+    pub holder: String,
+    /// Largest block accepted.
+    pub block_size_max_bytes: u64,
+    /// Volume size: a volume is sealed when the next block would not fit. Must equal the
+    /// master's `volume_size_bytes`.
+    pub volume_size_bytes: u64,
+    /// Open volumes written at once (each takes one put at a time).
+    pub writers: usize,
+    /// How often write leases are renewed (well within the master's lease).
+    pub lease_renew: Duration,
+}
+
+impl FrontendConfig {
+    /// Defaults: 4 MiB blocks, 1 GiB volumes, 8 writers, leases renewed every 5 s.
+    pub fn new(http: impl Into<String>, masters: Vec<String>) -> FrontendConfig {
+        FrontendConfig {
+            http: http.into(),
+            masters,
+            secret: None,
+            holder: format!("frontend-{}", std::process::id()),
+            block_size_max_bytes: 4 << 20,
+            volume_size_bytes: 1 << 30,
+            writers: 8,
+            lease_renew: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.masters.is_empty() {
+            return Err("--master is required".into());
+        }
+        if self.writers == 0 || self.writers > 1024 {
+            return Err("writers must be in 1..=1024".into());
+        }
+        if self.volume_size_bytes < self.block_size_max_bytes + 64 {
+            return Err("volume_size_bytes must hold at least one largest block".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! The one-process local cell behind `cellar dev`: 3 masters, 3 zones x 2 volume servers
+//! x 2 disks and one frontend under one data directory, with small volumes so that
+//! sealing and coding happen within minutes of use. Ports are chosen on the first start
+//! and kept in `DIR/ports.json` (the masters' Raft membership names them), so the next
+//! start finds all its data again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cellar_master::config::MasterConfig;
+use cellar_master::node::{self as master_node, MasterHandle};
+use cellar_volume::{VolumeConfig, VolumeHandle};
+use serde::{Deserialize, Serialize};
+
+use crate::{FrontendConfig, FrontendHandle};
+
+/// Zones of the dev cell.
+pub const ZONES: usize = 3;
+/// Volume servers per zone.
+pub const SERVERS_PER_ZONE: usize = 2;
+/// Disks per volume server.
+pub const DISKS_PER_SERVER: usize = 2;
+/// How long start-up waits for the cell to take a put.
+pub const READY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How to run the dev cell.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// HTTP address of the frontend.
+    pub http: String,
+    /// Volume size.
+    pub volume_size_bytes: u64,
+    /// Write lease duration (also how soon an abandoned volume is sealed).
+    pub lease_ms: u64,
+}
+
+/// The ports chosen on the first start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ports {
+    masters: Vec<u16>,
+    volumes: Vec<u16>,
+}
+
+/// What `DIR/endpoints.json` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// The HTTP block API, `http://host:port`.
+    pub http: String,
+    /// The gRPC block API (not served yet: null).
+    pub grpc: Option<String>,
+    /// Master addresses.
+    pub masters: Vec<String>,
+    /// Volume server addresses.
+    pub volumes: Vec<String>,
+}
+
+/// A running dev cell.
+pub struct DevCell {
+    /// The endpoints.
+    pub endpoints: Endpoints,
+    /// The frontend.
+    pub frontend: Option<FrontendHandle>,
+    /// The volume servers.
+    pub volumes: Vec<VolumeHandle>,
+    /// The masters.
+    pub masters: Vec<MasterHandle>,
+}
+
+/// Why the dev cell did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// A file in the data directory.
+    #[error("{path}: {detail}")]
+    Files {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A process role did not start.
+    #[error("start {role}: {detail}")]
+    Start {
+        /// Which role.
+        role: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+fn files(path: &Path, e: impl std::fmt::Display) -> DevError {
+    DevError::Files { path: path.to_path_buf(), detail: e.to_string() }
+}
+
+fn start_err(role: impl Into<String>, e: impl std::fmt::Display) -> DevError {
+    DevError::Start { role: role.into(), detail: e.to_string() }
+}
+
+fn free_port() -> Result<u16, DevError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| start_err("port", e))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| start_err("port", e))
+}
+
+fn load_ports(dir: &Path) -> Result<Ports, DevError> {
+    let path = dir.join("ports.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| files(&path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let ports = Ports {
+                masters: (0..3).map(|_| free_port()).collect::<Result<_, _>>()?,
+                volumes: (0..ZONES * SERVERS_PER_ZONE).map(|_| free_port()).collect::<Result<_, _>>()?,
+            };
+            let text = serde_json::to_vec_pretty(&ports).map_err(|e| files(&path, e))?;
+            std::fs::write(&path, text).map_err(|e| files(&path, e))?;
+            Ok(ports)
+        }
+        Err(e) => Err(files(&path, e)),
+    }
+}
+
+impl DevCell {
+    /// Starts the cell and waits until it takes a put; writes `DIR/endpoints.json`.
+    pub async fn start(options: DevOptions) -> Result<DevCell, DevError> {
+        let dir = &options.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| files(dir, e))?;
+        let ports = load_ports(dir)?;
+        let masters: Vec<String> = ports.masters.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let peers: BTreeMap<u64, String> =
+            masters.iter().enumerate().map(|(i, a)| (i as u64 + 1, a.clone())).collect();
+        let mut cell = DevCell {
+            endpoints: Endpoints {
+                http: String::new(),
+                grpc: None,
+                masters: masters.clone(),
+                volumes: Vec::new(),
+            },
+            frontend: None,
+            volumes: Vec::new(),
+            masters: Vec::new(),
+        };
+        for (id, addr) in &peers {
+            let mut config =
+                MasterConfig::new(*id, addr.clone(), dir.join(format!("master-{id}")), peers.clone());
+            config.init = *id == 1;
+            config.volume_size_bytes = options.volume_size_bytes;
+            config.lease_ms = options.lease_ms;
+            config.abandoned_after_ms = options.lease_ms;
+            let listener = master_node::bind(addr).await.map_err(|e| start_err(format!("master {id}"), e))?;
+            let handle = master_node::start(config, listener)
+                .await
+                .map_err(|e| start_err(format!("master {id}"), e))?;
+            cell.masters.push(handle);
+        }
+        let mut port = ports.volumes.iter();
+        for z in 1..=ZONES {
+            for s in 0..SERVERS_PER_ZONE {
+                let name = format!("volume-z{z}-{s}");
+                let disks = (0..DISKS_PER_SERVER).map(|d| dir.join(&name).join(format!("disk{d}"))).collect();
+                let addr = format!("127.0.0.1:{}", port.next().copied().unwrap_or(0));
+                let mut config = VolumeConfig::new(addr.clone(), format!("zone-{z}"), disks, masters.clone());
+                config.task_poll = Duration::from_millis(500);
+                let handle = cellar_volume::start(config).await.map_err(|e| start_err(&name, e))?;
+                cell.endpoints.volumes.push(handle.addr.to_string());
+                cell.volumes.push(handle);
+            }
+        }
+        let mut config = FrontendConfig::new(options.http.clone(), masters.clone());
+        config.volume_size_bytes = options.volume_size_bytes;
+        config.lease_renew = Duration::from_millis(options.lease_ms / 3);
+        config.holder = format!("dev-frontend-{}", std::process::id());
+        let frontend = crate::start(config).await.map_err(|e| start_err("frontend", e))?;
+        cell.endpoints.http = format!("http://{}", frontend.addr);
+        // Ready means a put goes through end to end (the same block each start: deduplicated).
+        let deadline = tokio::time::Instant::now() + READY_DEADLINE;
+        loop {
+            match frontend.blocks.put(b"cellar dev: ready".to_vec(), None).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "dev cell not ready yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(start_err("readiness put", e)),
+            }
+        }
+        cell.frontend = Some(frontend);
+        let path = dir.join("endpoints.json");
+        let text = serde_json::to_vec_pretty(&cell.endpoints).map_err(|e| files(&path, e))?;
+        let tmp = dir.join("endpoints.json.tmp");
+        std::fs::write(&tmp, text).map_err(|e| files(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| files(&path, e))?;
+        Ok(cell)
+    }
+
+    /// Stops everything: the frontend (sealing its volumes), the volume servers, the
+    /// masters; removes `endpoints.json`.
+    pub async fn shutdown(mut self, data_dir: &Path) {
+        let _ = std::fs::remove_file(data_dir.join("endpoints.json"));
+        if let Some(f) = self.frontend.take() {
+            f.shutdown().await;
+        }
+        for v in self.volumes.drain(..) {
+            v.shutdown().await;
+        }
+        for m in self.masters.drain(..) {
+            m.shutdown().await;
+        }
+    }
+}

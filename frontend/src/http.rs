@@ -1,0 +1,320 @@
+//! The HTTP block API (the contract scripts and tools rely on) and `/metrics`:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `PUT /v1/blocks` + bytes | 201 `{"hash", "size", "deduplicated"}` |
+//! | `PUT /v1/blocks/<hash>` + bytes | the same, after checking the bytes hash to `<hash>` (400 otherwise) |
+//! | `GET /v1/blocks/<hash>` (`Range: bytes=...` too) | 200 (206) and the bytes; 404 unknown; 400 malformed |
+//! | `HEAD /v1/blocks/<hash>` | 200 with Content-Length, or 404 |
+//! | `DELETE /v1/blocks/<hash>` | 204, one reference dropped |
+//! | `GET /v1/stat/<hash>` | JSON: size, references, volume, state, scheme, generation, placement |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! A body over `block_size_max_bytes` is answered 413 without being read into memory
+//! (from its Content-Length, or as soon as the stream passes the limit). Errors are JSON
+//! `{"error": CODE, "message": ...}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use cellar_master::client::MasterClient;
+use cellar_volume::cluster::Cluster;
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::blocks::{BlockError, Blocks, parse_hash};
+use crate::config::FrontendConfig;
+
+type Shared = Arc<Blocks>;
+
+impl IntoResponse for BlockError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            BlockError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            BlockError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            BlockError::HashMismatch { .. } => (StatusCode::BAD_REQUEST, "HASH_MISMATCH"),
+            BlockError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE"),
+            BlockError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        };
+        let body = serde_json::json!({ "error": code, "message": self.to_string() }).to_string();
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    }
+}
+
+async fn read_body(blocks: &Blocks, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, BlockError> {
+    let limit = blocks.block_size_max_bytes();
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && len > limit
+    {
+        return Err(BlockError::TooLarge { size_bytes: len, limit_bytes: limit });
+    }
+    match http_body_util::Limited::new(body, limit as usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(BlockError::TooLarge { size_bytes: limit + 1, limit_bytes: limit })
+        }
+        Err(e) => Err(BlockError::BadRequest(format!("reading the body: {e}"))),
+    }
+}
+
+async fn put_block(blocks: Shared, expected: Option<[u8; 32]>, headers: HeaderMap, body: Body) -> Response {
+    let _admitted = blocks.admit_put().await;
+    let bytes = match read_body(&blocks, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => {
+            blocks.metrics.puts_failed.add(1);
+            return e.into_response();
+        }
+    };
+    match blocks.put(bytes, expected).await {
+        Ok(outcome) => (
+            StatusCode::CREATED,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            serde_json::to_string(&outcome).unwrap_or_default(),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn put_new(State(blocks): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    put_block(blocks, None, headers, body).await
+}
+
+async fn put_keyed(
+    State(blocks): State<Shared>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match parse_hash(&hash) {
+        Ok(h) => put_block(blocks, Some(h), headers, body).await,
+        Err(e) => {
+            blocks.metrics.puts_failed.add(1);
+            e.into_response()
+        }
+    }
+}
+
+/// A `Range: bytes=...` header against a block of `len` bytes: the byte range to send,
+/// `Ok(None)` for the whole block, `Err` when unsatisfiable.
+fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None); // several ranges: answered with the whole block
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (len.saturating_sub(n), len)
+        }
+        (s, "") => (s.parse().map_err(|_| ())?, len),
+        (s, e) => {
+            let e: u64 = e.parse().map_err(|_| ())?;
+            (s.parse().map_err(|_| ())?, e.saturating_add(1).min(len))
+        }
+    };
+    if start >= len || start >= end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, headers: HeaderMap) -> Response {
+    let hash = match parse_hash(&hash) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    let (bytes, _) = match blocks.get(&hash).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let len = bytes.len() as u64;
+    let octets = HeaderValue::from_static("application/octet-stream");
+    match headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len)) {
+        Some(Ok(Some((start, end)))) => {
+            let content_range = format!("bytes {start}-{}/{len}", end - 1);
+            let part = bytes[start as usize..end as usize].to_vec();
+            let mut resp =
+                (StatusCode::PARTIAL_CONTENT, [(header::CONTENT_TYPE, octets)], part).into_response();
+            if let Ok(v) = HeaderValue::from_str(&content_range) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+        Some(Err(())) => {
+            let mut resp = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+        _ => (StatusCode::OK, [(header::CONTENT_TYPE, octets)], bytes).into_response(),
+    }
+}
+
+async fn head_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> Response {
+    blocks.metrics.other_requests.add(1);
+    let hash = match parse_hash(&hash) {
+        Ok(h) => h,
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    match blocks.size(&hash).await {
+        Ok(size) => {
+            let mut resp = StatusCode::OK.into_response();
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            resp
+        }
+        Err(BlockError::NotFound(_)) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => e.into_response().status().into_response(),
+    }
+}
+
+async fn delete_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> Response {
+    blocks.metrics.other_requests.add(1);
+    let hash = match parse_hash(&hash) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    match blocks.delete(&hash).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn stat_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> Response {
+    blocks.metrics.other_requests.add(1);
+    let hash = match parse_hash(&hash) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    match blocks.stat(&hash).await {
+        Ok(s) => {
+            let extent = |e: &cellar_proto::master::Extent| serde_json::json!({ "node": e.node_id, "disk": e.disk_id });
+            let body = serde_json::json!({
+                "hash": hex::encode(hash),
+                "size": u64::from(s.entry.length_bytes).saturating_sub(cellar_blockstore::RECORD_HEADER_BYTES as u64),
+                "references": s.entry.references,
+                "volume": s.volume.volume_id,
+                "offset": s.entry.offset_bytes,
+                "state": s.volume.state,
+                "scheme": s.volume.scheme,
+                "generation": s.volume.generation,
+                "replicas": s.volume.replicas.iter().map(extent).collect::<Vec<_>>(),
+                "fragments": s.volume.fragments.iter().map(extent).collect::<Vec<_>>(),
+            });
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string())
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(blocks): State<Shared>) -> Response {
+    let ctype = HeaderValue::from_static("text/plain; version=0.0.4");
+    ([(header::CONTENT_TYPE, ctype)], blocks.metrics.render()).into_response()
+}
+
+/// The router of the HTTP API over `blocks`.
+pub fn router(blocks: Shared) -> Router {
+    Router::new()
+        .route("/v1/blocks", put(put_new))
+        .route("/v1/blocks/{hash}", put(put_keyed).get(get_block).head(head_block).delete(delete_block))
+        .route("/v1/stat/{hash}", get(stat_block))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(blocks)
+}
+
+/// Why a frontend did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The HTTP address could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running frontend.
+pub struct FrontendHandle {
+    /// The bound HTTP address.
+    pub addr: SocketAddr,
+    /// The block service.
+    pub blocks: Shared,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl FrontendHandle {
+    /// Stops serving (requests in progress finish) and seals the volumes it was writing.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.blocks.writers().seal_all().await;
+    }
+}
+
+/// Starts a frontend serving the HTTP API on `config.http`.
+pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let listener = tokio::net::TcpListener::bind(&config.http)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.http.clone(), source })?;
+    let addr =
+        listener.local_addr().map_err(|source| StartError::Listen { addr: config.http.clone(), source })?;
+    let master = MasterClient::new(&config.masters, config.secret.as_deref())
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let cluster = Cluster::new(master, config.secret.clone());
+    let blocks = Arc::new(Blocks::new(cluster, &config));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let app = router(blocks.clone());
+    let mut server_stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "frontend HTTP server stopped");
+        }
+    }));
+    let (renewer, period, mut renew_stop) = (blocks.clone(), config.lease_renew, stop_rx);
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = renew_stop.changed() => {
+                    if *renew_stop.borrow() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(period) => renewer.writers().renew_leases().await,
+            }
+        }
+    }));
+    tracing::info!(%addr, "frontend serving the HTTP block API");
+    Ok(FrontendHandle { addr, blocks, stop, tasks })
+}

@@ -1,0 +1,27 @@
+//! The frontend (`cellar frontend`): a stateless gateway. It takes a block, stores it
+//! durably across zones and gives it back byte-exact (DESIGN sections 3 and 4).
+//!
+//! - [`blocks`]: the put and get paths over the master and the volume servers.
+//! - [`writers`]: the open volumes this frontend holds write leases on.
+//! - [`http`]: the HTTP block API and `/metrics`.
+//! - [`metrics`]: counters and histograms in Prometheus text form.
+
+pub mod blocks;
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod metrics;
+pub mod writers;
+
+pub use blocks::{BlockError, Blocks, PutOutcome};
+pub use config::FrontendConfig;
+pub use http::{FrontendHandle, start};
+
+/// Index entries cached by a frontend (lookups of blocks it has seen).
+pub const INDEX_CACHE_MAX: usize = 100_000;
+/// Volume records cached by a frontend.
+pub const VOLUME_CACHE_MAX: usize = 10_000;
+/// Puts (and their bodies) a frontend holds at once; further requests wait.
+pub const PUTS_IN_FLIGHT_MAX: usize = 64;
+/// Times a put is retried on a new volume after a replica failed.
+pub const PUT_ATTEMPTS_MAX: u32 = 4;

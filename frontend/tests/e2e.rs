@@ -1,0 +1,209 @@
+//! End to end on an in-process dev cell (3 masters, 6 volume servers over 3 zones, one
+//! frontend), through the HTTP block API.
+
+use std::time::Duration;
+
+use cellar_frontend::dev::{DevCell, DevOptions};
+use cellar_master::client::MasterClient;
+use cellar_proto::master as mpb;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+const WAIT: Duration = Duration::from_secs(180);
+
+async fn start(dir: &std::path::Path) -> DevCell {
+    let options = DevOptions {
+        data_dir: dir.to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        volume_size_bytes: 8 << 20,
+        lease_ms: 3_000,
+    };
+    DevCell::start(options).await.expect("start the dev cell")
+}
+
+fn master(cell: &DevCell) -> MasterClient {
+    MasterClient::new(&cell.endpoints.masters, None).expect("master client")
+}
+
+async fn status(cell: &DevCell) -> mpb::StatusResponse {
+    master(cell).call(|mut c| async move { c.status(mpb::StatusRequest {}).await }).await.expect("status")
+}
+
+/// Bytes held by extents on every disk of the cell.
+fn used_bytes(cell: &DevCell) -> u64 {
+    cell.volumes
+        .iter()
+        .flat_map(|v| v.shared.disks.with_ids())
+        .map(|(_, d)| d.stat().expect("stat").used_bytes)
+        .sum()
+}
+
+fn count(s: &mpb::StatusResponse, state: &str) -> u64 {
+    s.volumes.iter().find(|v| v.state == state).map_or(0, |v| v.count)
+}
+
+/// Sizes: the edge sizes the issue names, weighted so that 2,000 blocks stay ~170 MB.
+fn size(rng: &mut impl Rng) -> usize {
+    match rng.random_range(0..1000) {
+        0..100 => 0,
+        100..200 => 1,
+        200..650 => 4096,
+        650..950 => 65_536,
+        950..995 => 1 << 20,
+        _ => 4 << 20,
+    }
+}
+
+async fn get(http: &reqwest::Client, base: &str, hash: &str) -> (u16, Vec<u8>) {
+    let resp = http.get(format!("{base}/v1/blocks/{hash}")).send().await.expect("get");
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.expect("body").to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_blocks_read_back_byte_exact_across_seal_and_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = start(dir.path()).await;
+    let base = cell.endpoints.http.clone();
+    let http = reqwest::Client::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2000);
+    let blocks: Vec<Vec<u8>> = (0..2000)
+        .map(|i| {
+            let mut b = vec![0u8; size(&mut rng)];
+            rng.fill(&mut b[..]);
+            if b.len() >= 8 {
+                b[..8].copy_from_slice(&(i as u64).to_le_bytes()); // distinct blocks
+            }
+            b
+        })
+        .collect();
+    // Put with 16 at a time.
+    let mut hashes = Vec::new();
+    for chunk in blocks.chunks(16) {
+        let puts = chunk.iter().map(|b| {
+            let (http, url) = (http.clone(), format!("{base}/v1/blocks"));
+            let body = b.clone();
+            async move {
+                let resp = http.put(url).body(body).send().await.expect("put");
+                assert_eq!(resp.status().as_u16(), 201);
+                let v: serde_json::Value = resp.json().await.expect("json");
+                v["hash"].as_str().expect("hash").to_string()
+            }
+        });
+        hashes.extend(futures::future::join_all(puts).await);
+    }
+    for (b, h) in blocks.iter().zip(&hashes) {
+        assert_eq!(*h, hex::encode(Sha256::digest(b)));
+    }
+    // Several volumes filled up, were sealed and get coded; wait for every task.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = status(&cell).await;
+        if count(&s, "coded") >= 5 && count(&s, "sealed") == 0 && s.tasks_open == 0 {
+            assert_eq!(s.tasks_failed, 0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "volumes not coded in time: {:?}", s.volumes);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every block reads back byte-exact; those in coded volumes come from fragments (their
+    // replicas are gone).
+    let mut coded_blocks = 0;
+    for (b, h) in blocks.iter().zip(&hashes) {
+        let (status, body) = get(&http, &base, h).await;
+        assert_eq!(status, 200, "get {h}");
+        assert!(body == *b, "block {h} differs");
+    }
+    for h in hashes.iter().step_by(50) {
+        let stat: serde_json::Value =
+            http.get(format!("{base}/v1/stat/{h}")).send().await.expect("stat").json().await.expect("json");
+        if stat["state"] == "coded" {
+            assert!(stat["replicas"].as_array().is_some_and(|r| r.is_empty()));
+            assert_eq!(stat["fragments"].as_array().map(Vec::len), Some(9));
+            coded_blocks += 1;
+        }
+    }
+    assert!(coded_blocks > 0, "some sampled blocks live in coded volumes");
+    // Ranges.
+    let big = blocks.iter().zip(&hashes).find(|(b, _)| b.len() == 1 << 20).expect("a 1 MiB block");
+    let resp = http
+        .get(format!("{base}/v1/blocks/{}", big.1))
+        .header("Range", "bytes=1000-1999")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(resp.status().as_u16(), 206);
+    assert_eq!(resp.bytes().await.expect("body").to_vec(), big.0[1000..2000].to_vec());
+    let metrics =
+        http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("cellar_frontend_requests_total{method=\"PUT\",outcome=\"ok\"}"), "{metrics}");
+    cell.shutdown(dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dedup_and_bad_input_leave_the_cell_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = start(dir.path()).await;
+    let base = cell.endpoints.http.clone();
+    let http = reqwest::Client::new();
+    let block = vec![7u8; 100_000];
+    let hash = hex::encode(Sha256::digest(&block));
+    let first: serde_json::Value = http
+        .put(format!("{base}/v1/blocks"))
+        .body(block.clone())
+        .send()
+        .await
+        .expect("put")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first["deduplicated"], false);
+    assert_eq!(first["size"], 100_000);
+    let used = used_bytes(&cell);
+    let entries = status(&cell).await.index_entries;
+
+    // The same bytes again (with and without the key): stored once.
+    for url in [format!("{base}/v1/blocks"), format!("{base}/v1/blocks/{hash}")] {
+        let resp = http.put(url).body(block.clone()).send().await.expect("put");
+        assert_eq!(resp.status().as_u16(), 201);
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!((v["hash"].as_str(), v["deduplicated"].as_bool()), (Some(hash.as_str()), Some(true)));
+    }
+    assert_eq!(used_bytes(&cell), used, "a deduplicated put writes nothing");
+    assert_eq!(status(&cell).await.index_entries, entries);
+
+    // Bad input: each is refused with its status and changes nothing.
+    let other = vec![9u8; 5000];
+    let wrong = http.put(format!("{base}/v1/blocks/{hash}")).body(other.clone()).send().await.expect("put");
+    assert_eq!(wrong.status().as_u16(), 400);
+    let err: serde_json::Value = wrong.json().await.expect("json");
+    assert_eq!(err["error"], "HASH_MISMATCH");
+    let oversize =
+        http.put(format!("{base}/v1/blocks")).body(vec![0u8; (4 << 20) + 1]).send().await.expect("put");
+    assert_eq!(oversize.status().as_u16(), 413);
+    let unknown = hex::encode(Sha256::digest(b"never stored"));
+    assert_eq!(get(&http, &base, &unknown).await.0, 404);
+    assert_eq!(get(&http, &base, &hex::encode(Sha256::digest(&other))).await.0, 404);
+    assert_eq!(get(&http, &base, "not-a-hash").await.0, 400);
+    assert_eq!(get(&http, &base, &hash.to_uppercase()).await.0, 400);
+    let head = http.head(format!("{base}/v1/blocks/{unknown}")).send().await.expect("head");
+    assert_eq!(head.status().as_u16(), 404);
+    assert_eq!(used_bytes(&cell), used, "refused requests wrote nothing");
+    assert_eq!(status(&cell).await.index_entries, entries);
+
+    // HEAD and DELETE: three references, dropped one by one.
+    let head = http.head(format!("{base}/v1/blocks/{hash}")).send().await.expect("head");
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(head.headers().get("content-length").and_then(|v| v.to_str().ok()), Some("100000"));
+    for _ in 0..2 {
+        let del = http.delete(format!("{base}/v1/blocks/{hash}")).send().await.expect("delete");
+        assert_eq!(del.status().as_u16(), 204);
+        assert_eq!(get(&http, &base, &hash).await.0, 200, "references remain");
+    }
+    let del = http.delete(format!("{base}/v1/blocks/{hash}")).send().await.expect("delete");
+    assert_eq!(del.status().as_u16(), 204);
+    assert_eq!(get(&http, &base, &hash).await.0, 404, "the last reference is gone");
+    let del = http.delete(format!("{base}/v1/blocks/{hash}")).send().await.expect("delete");
+    assert_eq!(del.status().as_u16(), 404);
+    cell.shutdown(dir.path()).await;
+}
