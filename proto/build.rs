@@ -2,7 +2,7 @@
 //! package needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/master.proto", "proto/raft.proto", "proto/volume.proto"];
+    let protos = ["proto/master.proto", "proto/raft.proto", "proto/volume.proto", "proto/frontend.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -98,7 +98,9 @@ fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn raw_write(path: &Path, payload: &[u8], count: u64, fsync_each: bool) -> Result<Row> {
+/// Raw `pwrite` of `count` payloads to a new file at `path`, with an fdatasync after each
+/// (or one at the end): the device's own speed, for comparison.
+pub fn raw_write(path: &Path, payload: &[u8], count: u64, fsync_each: bool) -> Result<Row> {
     let file = OpenOptions::new().create_new(true).read(true).write(true).open(path)?;
     let start = Instant::now();
     for i in 0..count {

@@ -2,6 +2,7 @@
 //! hardware in the same run, so that figures on a shared, drifting machine compare as
 //! ratios. Driven by `cellar bench ...`.
 
+pub mod blocks;
 pub mod disk;
 pub mod disk_open;
 pub mod encode;

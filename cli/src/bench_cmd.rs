@@ -49,6 +49,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         lookup_batch: u64,
     },
+    /// Load on a block API endpoint: put COUNT distinct blocks with CONCURRENCY clients,
+    /// then get them back; throughput and p50/p99 latency. With --ceiling-dir, also the
+    /// device's fsynced 4 MiB write bandwidth there divided by the replica count: what
+    /// replicated puts cannot beat when every disk shares that device.
+    Blocks {
+        /// Base URL (default: the local cellar dev).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Block size in bytes.
+        #[arg(long, default_value_t = 4 << 20)]
+        size: usize,
+        /// Blocks to put and get.
+        #[arg(long, default_value_t = 256)]
+        count: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        concurrency: u64,
+        /// Directory on the device the cell's disks live on, for the put ceiling.
+        #[arg(long)]
+        ceiling_dir: Option<PathBuf>,
+        /// Replicas per block, for the ceiling.
+        #[arg(long, default_value_t = 3)]
+        replicas: u64,
+    },
     /// A real cell of processes (1 master, 6 volume servers over 3 zones): fill one
     /// volume through 3 replicas, seal it, time its rs-6-3 encode and report every volume
     /// server's peak resident memory (the encoder's from the seal on).
@@ -109,6 +133,44 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             print!("{}", report::table(&result.rows));
             for (id, kib) in result.peak_rss_kib {
                 println!("master {id} peak RSS {} MiB", kib / 1024);
+            }
+            Ok(())
+        }
+        BenchCommand::Blocks { endpoint, size, count, concurrency, ceiling_dir, replicas } => {
+            let config = cellar_bench::blocks::BlocksBenchConfig {
+                endpoint: crate::client_cmd::endpoint(endpoint),
+                size_bytes: size,
+                count,
+                concurrency,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let phases = runtime.block_on(cellar_bench::blocks::run(&config))?;
+            println!(
+                "{:<28} {:>7} {:>10} {:>10} {:>10} {:>10}",
+                "phase", "ops", "ops/s", "MB/s", "p50 ms", "p99 ms"
+            );
+            for p in &phases {
+                println!(
+                    "{:<28} {:>7} {:>10.1} {:>10.1} {:>10.2} {:>10.2}",
+                    format!("{} {} B x{}", p.name, size, concurrency),
+                    p.ops,
+                    p.ops_per_sec(),
+                    p.mb_per_sec(),
+                    p.p50.as_secs_f64() * 1e3,
+                    p.p99.as_secs_f64() * 1e3
+                );
+            }
+            if let Some(dir) = ceiling_dir {
+                let path = dir.join(format!("cellar-ceiling-{}", std::process::id()));
+                let payload = vec![0x5au8; 4 << 20];
+                let row = disk::raw_write(&path, &payload, 64, true);
+                let _ = std::fs::remove_file(&path);
+                let row = row?;
+                println!(
+                    "ceiling: raw 4 MiB write+fdatasync {:.1} MB/s / {replicas} replicas = {:.1} MB/s of puts",
+                    row.mb_per_sec(),
+                    row.mb_per_sec() / replicas.max(1) as f64
+                );
             }
             Ok(())
         }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-fn endpoint(given: Option<String>) -> String {
+/// The block API endpoint: the one given, `$CELLAR_ENDPOINT`, the running `cellar dev`,
+/// or the default address.
+pub fn endpoint(given: Option<String>) -> String {
     if let Some(e) = given.or_else(|| std::env::var("CELLAR_ENDPOINT").ok()) {
         return e.trim_end_matches('/').to_string();
     }

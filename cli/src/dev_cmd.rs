@@ -15,6 +15,9 @@ pub struct DevArgs {
     /// Address of the HTTP block API.
     #[arg(long, default_value = DEFAULT_HTTP)]
     http: String,
+    /// Address of the gRPC block API.
+    #[arg(long, default_value = "127.0.0.1:7481")]
+    grpc: String,
     /// Volume size in MiB: small, so that sealing and coding happen within minutes of use.
     #[arg(long, default_value_t = 64)]
     volume_mib: u64,
@@ -36,6 +39,7 @@ pub fn run(args: DevArgs) -> Result<()> {
         let options = DevOptions {
             data_dir: args.data_dir.clone(),
             http: args.http,
+            grpc: args.grpc,
             volume_size_bytes: args.volume_mib << 20,
             lease_ms: 10_000,
         };
@@ -43,6 +47,7 @@ pub fn run(args: DevArgs) -> Result<()> {
         let e = &cell.endpoints;
         println!("cellar dev is up (data in {})", args.data_dir.display());
         println!("  http     {}", e.http);
+        println!("  grpc     {}", e.grpc.as_deref().unwrap_or("-"));
         println!("  masters  {}", e.masters.join(","));
         println!("  volumes  {}", e.volumes.join(","));
         println!("  endpoints written to {}", args.data_dir.join("endpoints.json").display());

@@ -9,6 +9,9 @@ pub struct FrontendArgs {
     /// Address of the HTTP block API.
     #[arg(long)]
     http: String,
+    /// Address of the gRPC block API (not served without it).
+    #[arg(long)]
+    grpc: Option<String>,
     /// Master addresses, comma separated.
     #[arg(long)]
     master: String,
@@ -28,6 +31,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
         args.master.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
     let mut config = FrontendConfig::new(args.http, masters);
     config.secret = args.secret;
+    config.grpc = args.grpc;
     config.volume_size_bytes = args.volume_mib << 20;
     config.writers = args.writers;
     config.validate().map_err(|e| anyhow!(e))?;

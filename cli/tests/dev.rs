@@ -22,7 +22,7 @@ fn start(dir: &Path) -> (Dev, String) {
     let _ = std::fs::remove_file(dir.join("endpoints.json"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dev.log")).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_cellar"))
-        .args(["dev", "--http", "127.0.0.1:0", "--volume-mib", "8", "--data-dir"])
+        .args(["dev", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--volume-mib", "8", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

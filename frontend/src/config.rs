@@ -7,6 +7,8 @@ use std::time::Duration;
 pub struct FrontendConfig {
     /// HTTP block API address (`host:port`; port 0 picks one).
     pub http: String,
+    /// gRPC block API address, if served.
+    pub grpc: Option<String>,
     /// Master addresses.
     pub masters: Vec<String>,
     /// Cluster secret sent on every call between cellar processes.
@@ -29,6 +31,7 @@ impl FrontendConfig {
     pub fn new(http: impl Into<String>, masters: Vec<String>) -> FrontendConfig {
         FrontendConfig {
             http: http.into(),
+            grpc: None,
             masters,
             secret: None,
             holder: format!("frontend-{}", std::process::id()),

@@ -21,6 +21,8 @@ pub const ZONES: usize = 3;
 pub const SERVERS_PER_ZONE: usize = 2;
 /// Disks per volume server.
 pub const DISKS_PER_SERVER: usize = 2;
+/// Open volumes the dev frontend writes at once: many small puts in flight share fsyncs.
+pub const DEV_WRITERS: usize = 32;
 /// How long start-up waits for the cell to take a put.
 pub const READY_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -31,6 +33,8 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     /// HTTP address of the frontend.
     pub http: String,
+    /// gRPC address of the frontend's block API.
+    pub grpc: String,
     /// Volume size.
     pub volume_size_bytes: u64,
     /// Write lease duration (also how soon an abandoned volume is sealed).
@@ -49,7 +53,7 @@ struct Ports {
 pub struct Endpoints {
     /// The HTTP block API, `http://host:port`.
     pub http: String,
-    /// The gRPC block API (not served yet: null).
+    /// The gRPC block API (`cellar.frontend.v1`), `host:port`.
     pub grpc: Option<String>,
     /// Master addresses.
     pub masters: Vec<String>,
@@ -167,11 +171,14 @@ impl DevCell {
             }
         }
         let mut config = FrontendConfig::new(options.http.clone(), masters.clone());
+        config.grpc = Some(options.grpc.clone());
         config.volume_size_bytes = options.volume_size_bytes;
+        config.writers = DEV_WRITERS;
         config.lease_renew = Duration::from_millis(options.lease_ms / 3);
         config.holder = format!("dev-frontend-{}", std::process::id());
         let frontend = crate::start(config).await.map_err(|e| start_err("frontend", e))?;
         cell.endpoints.http = format!("http://{}", frontend.addr);
+        cell.endpoints.grpc = frontend.grpc_addr.map(|a| a.to_string());
         // Ready means a put goes through end to end (the same block each start: deduplicated).
         let deadline = tokio::time::Instant::now() + READY_DEADLINE;
         loop {

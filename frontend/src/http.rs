@@ -10,9 +10,10 @@
 //! | `GET /v1/stat/<hash>` | JSON: size, references, volume, state, scheme, generation, placement |
 //! | `GET /metrics` | Prometheus text |
 //!
-//! A body over `block_size_max_bytes` is answered 413 without being read into memory
-//! (from its Content-Length, or as soon as the stream passes the limit). Errors are JSON
-//! `{"error": CODE, "message": ...}`.
+//! A body over `block_size_max_bytes` is answered 413 without being held in memory: once
+//! its Content-Length or its bytes pass the limit, the rest is discarded as it arrives
+//! (up to 64 MiB, then the connection is closed), so that the client reads the 413.
+//! Errors are JSON `{"error": CODE, "message": ...}`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,21 +49,44 @@ impl IntoResponse for BlockError {
     }
 }
 
-async fn read_body(blocks: &Blocks, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, BlockError> {
+/// Bytes of an oversized body read and thrown away before the 413 is sent, so that an
+/// HTTP/1.1 client still sending it reads the answer instead of a reset connection. Past
+/// this the connection is closed.
+pub const OVERSIZE_DRAIN_MAX_BYTES: u64 = 64 << 20;
+
+/// Reads a block body of at most `block_size_max_bytes`. A longer body is refused with
+/// 413 without being held in memory: its bytes past the limit are discarded as they
+/// arrive (up to [`OVERSIZE_DRAIN_MAX_BYTES`]).
+async fn read_body(blocks: &Blocks, headers: &HeaderMap, mut body: Body) -> Result<Vec<u8>, BlockError> {
     let limit = blocks.block_size_max_bytes();
-    if let Some(len) =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-        && len > limit
-    {
-        return Err(BlockError::TooLarge { size_bytes: len, limit_bytes: limit });
-    }
-    match http_body_util::Limited::new(body, limit as usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(BlockError::TooLarge { size_bytes: limit + 1, limit_bytes: limit })
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut out: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    let mut seen = 0u64;
+    let mut too_large = declared.is_some_and(|len| len > limit);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BlockError::BadRequest(format!("reading the body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len() as u64;
+        if seen > limit {
+            too_large = true;
+            out = Vec::new();
         }
-        Err(e) => Err(BlockError::BadRequest(format!("reading the body: {e}"))),
+        if too_large {
+            if seen > OVERSIZE_DRAIN_MAX_BYTES {
+                break;
+            }
+            continue;
+        }
+        out.extend_from_slice(&data);
     }
+    if too_large {
+        return Err(BlockError::TooLarge {
+            size_bytes: declared.unwrap_or(seen).max(seen),
+            limit_bytes: limit,
+        });
+    }
+    Ok(out)
 }
 
 async fn put_block(blocks: Shared, expected: Option<[u8; 32]>, headers: HeaderMap, body: Body) -> Response {
@@ -259,6 +283,8 @@ pub enum StartError {
 pub struct FrontendHandle {
     /// The bound HTTP address.
     pub addr: SocketAddr,
+    /// The bound gRPC address, if served.
+    pub grpc_addr: Option<SocketAddr>,
     /// The block service.
     pub blocks: Shared,
     stop: watch::Sender<bool>,
@@ -289,10 +315,18 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
     let cluster = Cluster::new(master, config.secret.clone());
     let blocks = Arc::new(Blocks::new(cluster, &config));
     let (stop, stop_rx) = watch::channel(false);
+    let stop_rx_grpc = stop_rx.clone();
     let mut tasks = Vec::new();
     let app = router(blocks.clone());
     let mut server_stop = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
+        // Answers go out at once: headers and body are separate writes, and Nagle's
+        // algorithm against the client's delayed ACK costs 40 ms per small GET.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = server_stop.wait_for(|s| *s).await;
@@ -315,6 +349,32 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
             }
         }
     }));
-    tracing::info!(%addr, "frontend serving the HTTP block API");
-    Ok(FrontendHandle { addr, blocks, stop, tasks })
+    let mut grpc_addr = None;
+    if let Some(grpc) = &config.grpc {
+        let listener = tokio::net::TcpListener::bind(grpc)
+            .await
+            .map_err(|source| StartError::Listen { addr: grpc.clone(), source })?;
+        grpc_addr =
+            Some(listener.local_addr().map_err(|source| StartError::Listen { addr: grpc.clone(), source })?);
+        let service = cellar_proto::frontend::blocks_server::BlocksServer::new(
+            crate::grpc::BlocksService::new(blocks.clone()),
+        )
+        .max_decoding_message_size(crate::grpc::GRPC_MESSAGE_MAX_BYTES)
+        .max_encoding_message_size(crate::grpc::GRPC_MESSAGE_MAX_BYTES);
+        let mut grpc_stop = stop_rx_grpc;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tasks.push(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = grpc_stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "frontend gRPC server stopped");
+            }
+        }));
+    }
+    tracing::info!(%addr, ?grpc_addr, "frontend serving the block API");
+    Ok(FrontendHandle { addr, grpc_addr, blocks, stop, tasks })
 }

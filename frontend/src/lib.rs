@@ -3,12 +3,13 @@
 //!
 //! - [`blocks`]: the put and get paths over the master and the volume servers.
 //! - [`writers`]: the open volumes this frontend holds write leases on.
-//! - [`http`]: the HTTP block API and `/metrics`.
+//! - [`http`]: the HTTP block API and `/metrics`; [`grpc`]: the same over gRPC.
 //! - [`metrics`]: counters and histograms in Prometheus text form.
 
 pub mod blocks;
 pub mod config;
 pub mod dev;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod writers;

@@ -15,6 +15,7 @@ async fn start(dir: &std::path::Path) -> DevCell {
     let options = DevOptions {
         data_dir: dir.to_path_buf(),
         http: "127.0.0.1:0".into(),
+        grpc: "127.0.0.1:0".into(),
         volume_size_bytes: 8 << 20,
         lease_ms: 3_000,
     };
@@ -205,5 +206,31 @@ async fn dedup_and_bad_input_leave_the_cell_unchanged() {
     assert_eq!(get(&http, &base, &hash).await.0, 404, "the last reference is gone");
     let del = http.delete(format!("{base}/v1/blocks/{hash}")).send().await.expect("delete");
     assert_eq!(del.status().as_u16(), 404);
+
+    // The same operations over gRPC.
+    use cellar_proto::frontend as fpb;
+    let grpc = cell.endpoints.grpc.clone().expect("grpc endpoint");
+    let mut client = fpb::blocks_client::BlocksClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(8 << 20);
+    let put = client
+        .put(fpb::PutRequest { data: b"over grpc".to_vec(), expected_sha256: Vec::new() })
+        .await
+        .expect("put")
+        .into_inner();
+    assert_eq!(put.hash, hex::encode(Sha256::digest(b"over grpc")));
+    let got = client.get(fpb::BlockRef { hash: put.hash.clone() }).await.expect("get").into_inner();
+    assert_eq!(got.data, b"over grpc");
+    let stat = client.stat(fpb::BlockRef { hash: put.hash.clone() }).await.expect("stat").into_inner();
+    assert_eq!((stat.size, stat.references), (9, 1));
+    let wrong = client
+        .put(fpb::PutRequest { data: b"other".to_vec(), expected_sha256: Sha256::digest(b"x").to_vec() })
+        .await
+        .expect_err("mismatch");
+    assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
+    let missing = client.get(fpb::BlockRef { hash: unknown.clone() }).await.expect_err("unknown");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    client.delete(fpb::BlockRef { hash: put.hash.clone() }).await.expect("delete");
     cell.shutdown(dir.path()).await;
 }

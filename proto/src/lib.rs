@@ -19,6 +19,12 @@ pub mod volume {
     tonic::include_proto!("cellar.volume.v1");
 }
 
+/// A frontend's block API over gRPC (`cellar.frontend.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod frontend {
+    tonic::include_proto!("cellar.frontend.v1");
+}
+
 /// Metadata key of the stable error code on every error status.
 pub const ERROR_CODE_KEY: &str = "cellar-error";
 /// Metadata key of the leader's node id on a NOT_LEADER status.

@@ -113,6 +113,10 @@ impl Cluster {
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            // Blocks and fragment reads are megabytes: HTTP/2's default 64 KiB windows
+            // would cost a round trip per 64 KiB.
+            .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(crate::CONNECTION_WINDOW_BYTES)
             .connect_lazy();
         let interceptor = SecretInterceptor::new(self.secret.as_deref()).map_err(|e| {
             status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e.to_string())
