@@ -9,6 +9,7 @@ mod frontend_cmd;
 mod master_cmd;
 mod selfcheck;
 mod signals;
+mod sim_cmd;
 mod volume_cmd;
 
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ enum Command {
     Frontend(frontend_cmd::FrontendArgs),
     /// Run a whole local cell in one process (3 masters, 6 volume servers, a frontend).
     Dev(dev_cmd::DevArgs),
+    /// Durability simulator: P(data loss)/year of a layout by Monte Carlo (with importance
+    /// sampling for rare losses) beside the Markov model; `sweep` charts nines against a
+    /// parameter; `--from-cluster` simulates a live cell's placement.
+    Sim(cellar_sim::cli::SimArgs),
     /// Store a block (a file, or - for standard input); prints its SHA-256.
     Put {
         /// The block API endpoint (default: $CELLAR_ENDPOINT, else the local cellar dev).
@@ -136,6 +141,7 @@ fn main() -> Result<()> {
         Command::Volume(args) => volume_cmd::run(args),
         Command::Frontend(args) => frontend_cmd::run(args),
         Command::Dev(args) => dev_cmd::run(args),
+        Command::Sim(args) => sim_cmd::run(args),
         Command::Put { endpoint, file } => client_cmd::put(endpoint, file),
         Command::Get { endpoint, hash, output } => client_cmd::get(endpoint, hash, output),
         Command::Stat { endpoint, hash } => client_cmd::stat(endpoint, hash),
