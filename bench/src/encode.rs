@@ -18,6 +18,7 @@ use cellar_volume::cluster::Cluster;
 use cellar_volume::reader::BlockReader;
 use sha2::{Digest, Sha256};
 
+use crate::process::{free_port, peak_rss_kib};
 use crate::report::Row;
 
 /// What to run.
@@ -65,19 +66,6 @@ impl Drop for Processes {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn spawn(cellar: &Path, args: &[String], log: &Path) -> Result<Child> {

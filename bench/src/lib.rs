@@ -7,4 +7,5 @@ pub mod disk;
 pub mod disk_open;
 pub mod encode;
 pub mod master;
+pub mod process;
 pub mod report;

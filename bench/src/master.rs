@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use cellar_master::client::MasterClient;
 use cellar_proto::master as pb;
 
+use crate::process::{free_port, peak_rss_kib};
 use crate::report::Row;
 
 /// What to run.
@@ -56,19 +57,6 @@ impl Drop for Masters {
 
 /// How often a writing client renews its lease (the default lease is 30 s).
 const LEASE_RENEW_EVERY: Duration = Duration::from_secs(5);
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
 
 fn hash(i: u64) -> Vec<u8> {
     let mut h = vec![0x5Au8; 32];

@@ -109,6 +109,14 @@ impl MasterService {
     }
 }
 
+/// The hashes of a Lookup or DropReferences call: at most `LOOKUP_HASHES_MAX`, 32 bytes each.
+fn parse_hashes(hashes: &[Vec<u8>]) -> Result<Vec<Hash32>, Status> {
+    if hashes.len() > LOOKUP_HASHES_MAX {
+        return Err(bad_request(format!("at most {LOOKUP_HASHES_MAX} hashes per call")));
+    }
+    hashes.iter().map(|h| Hash32::from_slice(h).ok_or_else(|| bad_request("a hash is 32 bytes"))).collect()
+}
+
 fn bounded(field: &str, value: &str) -> Result<(), Status> {
     if value.len() > STRING_MAX_BYTES {
         return Err(bad_request(format!("{field} is longer than {STRING_MAX_BYTES} bytes")));
@@ -460,13 +468,7 @@ impl Master for MasterService {
     async fn lookup(&self, req: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
         self.check(&req)?;
         let hashes = req.into_inner().hashes;
-        if hashes.len() > LOOKUP_HASHES_MAX {
-            return Err(bad_request(format!("at most {LOOKUP_HASHES_MAX} hashes per call")));
-        }
-        let hashes: Vec<Hash32> = hashes
-            .iter()
-            .map(|h| Hash32::from_slice(h).ok_or_else(|| bad_request("a hash is 32 bytes")))
-            .collect::<Result<_, _>>()?;
+        let hashes = parse_hashes(&hashes)?;
         self.linearizable().await?;
         let mut entries = Vec::new();
         for hash in hashes {
@@ -522,13 +524,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::LookupResponse>, Status> {
         self.check(&req)?;
         let hashes = req.into_inner().hashes;
-        if hashes.len() > LOOKUP_HASHES_MAX {
-            return Err(bad_request(format!("at most {LOOKUP_HASHES_MAX} hashes per call")));
-        }
-        let hashes: Vec<Hash32> = hashes
-            .iter()
-            .map(|h| Hash32::from_slice(h).ok_or_else(|| bad_request("a hash is 32 bytes")))
-            .collect::<Result<_, _>>()?;
+        let hashes = parse_hashes(&hashes)?;
         match self.write(Command::DropReferences { hashes }).await? {
             command::Response::Dropped { entries } => {
                 Ok(Response::new(pb::LookupResponse { entries: entries.iter().map(index_pb).collect() }))

@@ -26,13 +26,9 @@ pub use encode::encode_volume;
 /// Attempts at reporting one outcome before leaving it to the claim's expiry.
 const REPORT_ATTEMPTS_MAX: u32 = 5;
 
-/// The coding scheme of a volume record ("rs-k-m").
+/// The coding scheme of a volume record ("rs-k-m"), by the erasure crate's parser.
 pub fn code_scheme(text: &str) -> Result<CodeScheme, Status> {
-    let bad = || bad_request(format!("{text:?} is not an rs-k-m scheme"));
-    let rest = text.strip_prefix("rs-").ok_or_else(bad)?;
-    let (k, m) = rest.split_once('-').ok_or_else(bad)?;
-    let (k, m) = (k.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    CodeScheme::new(k, m).map_err(|e| bad_request(e.to_string()))
+    text.parse().map_err(|e: cellar_erasure::SchemeError| bad_request(format!("scheme {text:?}: {e}")))
 }
 
 /// The fragment layout of a coded volume, as every reader and writer computes it.
