@@ -362,7 +362,9 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
         .max_decoding_message_size(crate::grpc::GRPC_MESSAGE_MAX_BYTES)
         .max_encoding_message_size(crate::grpc::GRPC_MESSAGE_MAX_BYTES);
         let mut grpc_stop = stop_rx_grpc;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // serve_with_incoming ignores the builder's tcp_nodelay: set it on each accepted socket
+        // here, or small responses wait ~40 ms for a delayed ACK (Nagle).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tasks.push(tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(service)

@@ -160,7 +160,9 @@ pub async fn start(
     let api = MasterService::new(config.id, raft.clone(), StateReader::new(db.clone()), batcher, settings);
     let raft_rpc = RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"));
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // serve_with_incoming ignores the builder's tcp_nodelay: set it on each accepted socket
+    // here, or small responses wait ~40 ms for a delayed ACK (Nagle).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
         .add_service(
             RaftServer::new(raft_rpc)
