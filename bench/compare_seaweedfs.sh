@@ -20,7 +20,11 @@ fi
 weed="$work/venv/bin/weed"
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work/cellar" "$work/weed" # block data (gigabytes); logs stay
+}
 trap cleanup EXIT
 
 echo "== cellar dev"
@@ -37,6 +41,7 @@ ep=http://127.0.0.1:7490
 "$bin" bench blocks --endpoint $ep --size 4096 --count 10000 --concurrency 32
 echo "cellar dev peak RSS: $(awk '/VmHWM/ {print int($2/1024)}' /proc/$dev/status) MiB"
 kill -INT "$dev"; wait "$dev" || true
+rm -rf "$work/cellar" # gigabytes of block data; the log stays
 
 echo "== SeaweedFS $("$weed" version 2>/dev/null | head -1)"
 rm -rf "$work/weed"; mkdir -p "$work/weed/m"

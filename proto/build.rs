@@ -8,6 +8,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Block payloads are `bytes::Bytes`: decoded without a copy out of the receive buffer,
+    // and shared (not cloned) when one payload goes to several replicas.
+    config.bytes([
+        ".cellar.volume.v1.AppendRequest.payload",
+        ".cellar.volume.v1.ReadRecordResponse.payload",
+        ".cellar.frontend.v1.PutRequest.data",
+        ".cellar.frontend.v1.GetResponse.data",
+    ]);
     tonic_prost_build::configure().build_server(true).build_client(true).compile_with_config(
         config,
         &protos,

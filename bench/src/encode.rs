@@ -182,7 +182,7 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
                 generation: v.generation,
                 offset_bytes: offset,
                 sha256: sha256.to_vec(),
-                payload,
+                payload: payload.into(),
             };
             async move {
                 let mut c = cluster.node_client(r.node_id).await?;

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use cellar_master::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_volume::cluster::Cluster;
@@ -14,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::config::FrontendConfig;
 use crate::metrics::Metrics;
 use crate::writers::{StoreError, Writers};
-use crate::{INDEX_CACHE_MAX, PUTS_IN_FLIGHT_MAX, VOLUME_CACHE_MAX};
+use crate::{GETS_IN_FLIGHT_MAX, INDEX_CACHE_MAX, PUTS_IN_FLIGHT_MAX, VOLUME_CACHE_MAX};
 
 /// Why a block operation failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,7 @@ pub struct Blocks {
     index: Mutex<HashMap<[u8; 32], mpb::IndexEntry>>,
     volumes: Mutex<HashMap<u64, mpb::Volume>>,
     puts: Semaphore,
+    gets: Arc<Semaphore>,
     block_size_max_bytes: u64,
     /// The metrics.
     pub metrics: Arc<Metrics>,
@@ -110,6 +113,7 @@ impl Blocks {
             index: Mutex::new(HashMap::new()),
             volumes: Mutex::new(HashMap::new()),
             puts: Semaphore::new(PUTS_IN_FLIGHT_MAX),
+            gets: Arc::new(Semaphore::new(GETS_IN_FLIGHT_MAX)),
             block_size_max_bytes: config.block_size_max_bytes,
             metrics,
         }
@@ -133,6 +137,12 @@ impl Blocks {
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Waits for room for one more get; the permit is held until its block is sent.
+    pub async fn admit_get(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this only fails if it were.
+        self.gets.clone().acquire_owned().await.ok()
     }
 
     fn cache_entry(&self, hash: [u8; 32], entry: mpb::IndexEntry) {
@@ -182,7 +192,7 @@ impl Blocks {
     }
 
     /// Stores a block; `expected` is the key the client named, if any.
-    pub async fn put(&self, bytes: Vec<u8>, expected: Option<[u8; 32]>) -> Result<PutOutcome, BlockError> {
+    pub async fn put(&self, bytes: Bytes, expected: Option<[u8; 32]>) -> Result<PutOutcome, BlockError> {
         let started = Instant::now();
         let result = self.put_inner(bytes, expected).await;
         match &result {
@@ -199,7 +209,7 @@ impl Blocks {
         result
     }
 
-    async fn put_inner(&self, bytes: Vec<u8>, expected: Option<[u8; 32]>) -> Result<PutOutcome, BlockError> {
+    async fn put_inner(&self, bytes: Bytes, expected: Option<[u8; 32]>) -> Result<PutOutcome, BlockError> {
         let size = bytes.len() as u64;
         if size > self.block_size_max_bytes {
             return Err(BlockError::TooLarge { size_bytes: size, limit_bytes: self.block_size_max_bytes });
@@ -215,7 +225,8 @@ impl Blocks {
         }
         let hash = hex::encode(sha256);
         // Dedup: an indexed block only gains a reference.
-        if let Some(existing) = self.lookup(&sha256).await? {
+        let found = self.lookup(&sha256).await?;
+        if let Some(existing) = found {
             let entry = mpb::IndexCommit {
                 hash: sha256.to_vec(),
                 volume_id: existing.volume_id,
@@ -242,7 +253,7 @@ impl Blocks {
             lock(&self.index).remove(&sha256);
         }
         let crc32 = crc32fast::hash(&bytes);
-        let stored = self.writers.store(sha256, Arc::new(bytes), crc32).await.map_err(|e| match e {
+        let stored = self.writers.store(sha256, bytes, crc32).await.map_err(|e| match e {
             StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
         })?;
         self.cache_entry(sha256, stored.entry);
@@ -251,7 +262,7 @@ impl Blocks {
 
     /// The block's bytes, verified against its key; `degraded` tells whether decoding was
     /// needed.
-    pub async fn get(&self, hash: &[u8; 32]) -> Result<(Vec<u8>, bool), BlockError> {
+    pub async fn get(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
         let started = Instant::now();
         let result = self.get_inner(hash).await;
         match &result {
@@ -269,7 +280,7 @@ impl Blocks {
         result
     }
 
-    async fn get_inner(&self, hash: &[u8; 32]) -> Result<(Vec<u8>, bool), BlockError> {
+    async fn get_inner(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
         let v = self.volume(entry.volume_id, false).await?;
         match self.reader.read(&v, hash, entry.offset_bytes, entry.length_bytes).await {

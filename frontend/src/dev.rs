@@ -182,7 +182,7 @@ impl DevCell {
         // Ready means a put goes through end to end (the same block each start: deduplicated).
         let deadline = tokio::time::Instant::now() + READY_DEADLINE;
         loop {
-            match frontend.blocks.put(b"cellar dev: ready".to_vec(), None).await {
+            match frontend.blocks.put(bytes::Bytes::from_static(b"cellar dev: ready"), None).await {
                 Ok(_) => break,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "dev cell not ready yet");

@@ -61,6 +61,7 @@ impl BlocksRpc for BlocksService {
 
     async fn get(&self, req: Request<pb::BlockRef>) -> Result<Response<pb::GetResponse>, Status> {
         let hash = parse_hash(&req.into_inner().hash).map_err(status)?;
+        let _admitted = self.blocks.admit_get().await;
         let (data, degraded) = self.blocks.get(&hash).await.map_err(status)?;
         Ok(Response::new(pb::GetResponse { data, degraded }))
     }

@@ -24,6 +24,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use bytes::Bytes;
 use cellar_master::client::MasterClient;
 use cellar_volume::cluster::Cluster;
 use http_body_util::BodyExt;
@@ -57,7 +58,7 @@ pub const OVERSIZE_DRAIN_MAX_BYTES: u64 = 64 << 20;
 /// Reads a block body of at most `block_size_max_bytes`. A longer body is refused with
 /// 413 without being held in memory: its bytes past the limit are discarded as they
 /// arrive (up to [`OVERSIZE_DRAIN_MAX_BYTES`]).
-async fn read_body(blocks: &Blocks, headers: &HeaderMap, mut body: Body) -> Result<Vec<u8>, BlockError> {
+async fn read_body(blocks: &Blocks, headers: &HeaderMap, mut body: Body) -> Result<Bytes, BlockError> {
     let limit = blocks.block_size_max_bytes();
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -86,7 +87,7 @@ async fn read_body(blocks: &Blocks, headers: &HeaderMap, mut body: Body) -> Resu
             limit_bytes: limit,
         });
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 async fn put_block(blocks: Shared, expected: Option<[u8; 32]>, headers: HeaderMap, body: Body) -> Response {
@@ -161,6 +162,7 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
+    let admitted = blocks.admit_get().await;
     let (bytes, _) = match blocks.get(&hash).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -170,9 +172,10 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
     match headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len)) {
         Some(Ok(Some((start, end)))) => {
             let content_range = format!("bytes {start}-{}/{len}", end - 1);
-            let part = bytes[start as usize..end as usize].to_vec();
+            let part = bytes.slice(start as usize..end as usize);
             let mut resp =
-                (StatusCode::PARTIAL_CONTENT, [(header::CONTENT_TYPE, octets)], part).into_response();
+                (StatusCode::PARTIAL_CONTENT, [(header::CONTENT_TYPE, octets)], held_body(part, admitted))
+                    .into_response();
             if let Ok(v) = HeaderValue::from_str(&content_range) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -185,7 +188,38 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
             }
             resp
         }
-        _ => (StatusCode::OK, [(header::CONTENT_TYPE, octets)], bytes).into_response(),
+        _ => (StatusCode::OK, [(header::CONTENT_TYPE, octets)], held_body(bytes, admitted)).into_response(),
+    }
+}
+
+/// A response body of `bytes` that keeps `permit` (the get's in-flight share) until hyper
+/// drops the body, i.e. until it has been sent or the client went away.
+fn held_body(bytes: Bytes, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Body {
+    Body::new(HeldBody { bytes: Some(bytes), _permit: permit })
+}
+
+struct HeldBody {
+    bytes: Option<Bytes>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.bytes.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
 

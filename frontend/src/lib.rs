@@ -24,5 +24,8 @@ pub const INDEX_CACHE_MAX: usize = 100_000;
 pub const VOLUME_CACHE_MAX: usize = 10_000;
 /// Puts (and their bodies) a frontend holds at once; further requests wait.
 pub const PUTS_IN_FLIGHT_MAX: usize = 64;
+/// Gets (and the blocks they hold) a frontend serves at once; further requests wait. Over
+/// HTTP a get's share is released once its response body has been sent.
+pub const GETS_IN_FLIGHT_MAX: usize = 64;
 /// Times a put is retried on a new volume after a replica failed.
 pub const PUT_ATTEMPTS_MAX: u32 = 4;

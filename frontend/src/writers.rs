@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use cellar_master::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as vpb;
@@ -85,12 +86,7 @@ impl Writers {
     }
 
     /// Stores one block (`record_len` = header + payload) and commits its index entry.
-    pub async fn store(
-        &self,
-        sha256: [u8; 32],
-        payload: Arc<Vec<u8>>,
-        crc32: u32,
-    ) -> Result<Stored, StoreError> {
+    pub async fn store(&self, sha256: [u8; 32], payload: Bytes, crc32: u32) -> Result<Stored, StoreError> {
         let mut last = String::new();
         for attempt in 0..crate::PUT_ATTEMPTS_MAX {
             if attempt > 0 {
@@ -121,7 +117,7 @@ impl Writers {
         &self,
         slot: &mut Option<OpenVolume>,
         sha256: [u8; 32],
-        payload: Arc<Vec<u8>>,
+        payload: Bytes,
         crc32: u32,
     ) -> Result<Stored, StoreError> {
         let record_len = cellar_blockstore::RECORD_HEADER_BYTES as u64 + payload.len() as u64;
@@ -160,7 +156,7 @@ impl Writers {
                 generation: v.generation,
                 offset_bytes: offset,
                 sha256: sha256.to_vec(),
-                payload: payload.as_ref().clone(),
+                payload: payload.clone(),
             };
             async move {
                 let mut c = self.cluster.node_client(r.node_id).await?;
@@ -168,7 +164,8 @@ impl Writers {
             }
         });
         let mut failure = None;
-        for (r, result) in v.replicas.iter().zip(futures::future::join_all(appends).await) {
+        let appended = futures::future::join_all(appends).await;
+        for (r, result) in v.replicas.iter().zip(appended) {
             if let Err(e) = result {
                 failure =
                     Some(format!("replica on disk {} of node {}: {}", r.disk_id, r.node_id, e.message()));

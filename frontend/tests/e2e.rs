@@ -215,17 +215,20 @@ async fn dedup_and_bad_input_leave_the_cell_unchanged() {
         .expect("connect")
         .max_decoding_message_size(8 << 20);
     let put = client
-        .put(fpb::PutRequest { data: b"over grpc".to_vec(), expected_sha256: Vec::new() })
+        .put(fpb::PutRequest { data: b"over grpc".to_vec().into(), expected_sha256: Vec::new() })
         .await
         .expect("put")
         .into_inner();
     assert_eq!(put.hash, hex::encode(Sha256::digest(b"over grpc")));
     let got = client.get(fpb::BlockRef { hash: put.hash.clone() }).await.expect("get").into_inner();
-    assert_eq!(got.data, b"over grpc");
+    assert_eq!(got.data, &b"over grpc"[..]);
     let stat = client.stat(fpb::BlockRef { hash: put.hash.clone() }).await.expect("stat").into_inner();
     assert_eq!((stat.size, stat.references), (9, 1));
     let wrong = client
-        .put(fpb::PutRequest { data: b"other".to_vec(), expected_sha256: Sha256::digest(b"x").to_vec() })
+        .put(fpb::PutRequest {
+            data: b"other".to_vec().into(),
+            expected_sha256: Sha256::digest(b"x").to_vec(),
+        })
         .await
         .expect_err("mismatch");
     assert_eq!(wrong.code(), tonic::Code::InvalidArgument);

@@ -1,5 +1,5 @@
 //! The master's client API (`cellar.master.v1`): writes go through Raft (followers answer
-//! NOT_LEADER with the leader's address), reads are linearizable via a read index.
+//! NOT_LEADER with the leader's address), reads are linearizable: by the leader's lease, else a read index.
 
 use std::collections::BTreeMap;
 
@@ -78,7 +78,14 @@ impl MasterService {
         }
     }
 
+    /// Waits until this node may answer a linearizable read. The leader's lease (a quorum
+    /// acknowledged it within the last lease period) answers without a network round;
+    /// past the lease, or on a follower, a read index asks a quorum (and a follower's
+    /// answer is NOT_LEADER with the leader's address).
     async fn linearizable(&self) -> Result<(), Status> {
+        if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok() {
+            return Ok(());
+        }
         self.raft
             .ensure_linearizable(ReadPolicy::ReadIndex)
             .await

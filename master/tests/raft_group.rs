@@ -113,13 +113,23 @@ async fn a_member_that_missed_many_entries_catches_up_by_snapshot() {
             .await
             .expect("commit");
     }
-    // The leader has snapshotted and purged the entries the lagging member lacks.
-    let leader_metrics = {
-        use openraft::async_runtime::WatchReceiver;
-        group.handles[&leader].raft.metrics().borrow_watched().clone()
-    };
-    assert!(leader_metrics.snapshot.is_some(), "leader took a snapshot");
-    assert!(leader_metrics.purged.is_some(), "leader purged its log");
+    // The leader snapshots and purges the entries the lagging member lacks (in the
+    // background, after the commits: wait for it with a deadline).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let leader_metrics = {
+            use openraft::async_runtime::WatchReceiver;
+            group.handles[&leader].raft.metrics().borrow_watched().clone()
+        };
+        if leader_metrics.snapshot.is_some() && leader_metrics.purged.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader took no snapshot or purged no log: {leader_metrics:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     group.restart(lagging).await;
     group.wait_applied(lagging, group.applied(leader)).await;
     let snapshot_files = std::fs::read_dir(group.dirs[(lagging - 1) as usize].path().join("snapshots"))

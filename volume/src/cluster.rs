@@ -117,6 +117,7 @@ impl Cluster {
             // would cost a round trip per 64 KiB.
             .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(crate::CONNECTION_WINDOW_BYTES)
+            .max_frame_size(crate::FRAME_MAX_BYTES)
             .connect_lazy();
         let interceptor = SecretInterceptor::new(self.secret.as_deref()).map_err(|e| {
             status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e.to_string())

@@ -43,10 +43,14 @@ pub const SERVER_INFLIGHT_MAX_BYTES: u64 = 128 << 20;
 /// deadlock: a request that is admitted always gets its body.
 pub const CONNECTION_STREAMS_MAX: u32 = 32;
 /// HTTP/2 flow-control windows: what one connection (and one stream) may send ahead of
-/// the handlers reading it.
-pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// the handlers reading it. A stream's window holds a whole block message, so a block
+/// moves without waiting for a window update.
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 /// See [`CONNECTION_WINDOW_BYTES`].
-pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// The largest HTTP/2 frame a volume server or its clients accept (the default, 16 KiB,
+/// cuts a 4 MiB block into 256 frames).
+pub const FRAME_MAX_BYTES: u32 = 1 << 20;
 /// Tasks one volume server runs at once.
 pub const TASKS_IN_FLIGHT_MAX: usize = 2;
 /// Messages queued per fragment stream while encoding or rebuilding (each one stripe of

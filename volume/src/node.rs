@@ -18,7 +18,9 @@ use crate::config::VolumeConfig;
 use crate::disks::{DisksError, LocalDisks};
 use crate::fence::Fences;
 use crate::service::{Shared, VolumeService};
-use crate::{CONNECTION_STREAMS_MAX, CONNECTION_WINDOW_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
+use crate::{
+    CONNECTION_STREAMS_MAX, CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES,
+};
 
 /// How long start-up waits for a master leader to register with.
 pub const REGISTER_DEADLINE: Duration = Duration::from_secs(120);
@@ -164,6 +166,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
             .max_concurrent_streams(Some(CONNECTION_STREAMS_MAX))
             .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
             .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+            .max_frame_size(Some(FRAME_MAX_BYTES))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = server_stop.wait_for(|s| *s).await;

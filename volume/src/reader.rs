@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use cellar_blockstore::{RECORD_HEADER_BYTES, RecordHeader};
 use cellar_erasure::{FragmentSet, assemble, plan_read};
 use cellar_proto::error_code as code;
@@ -25,7 +26,7 @@ use crate::errors::{code_of, status};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockRead {
     /// The block's bytes; their SHA-256 is the key asked for.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     /// Whether part of it had to be decoded from other fragments.
     pub degraded: bool,
 }
@@ -168,7 +169,7 @@ impl BlockReader {
             }
             let bytes =
                 assemble(&plan, &bufs).map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
-            match self.parse(&bytes, offset_bytes, sha256) {
+            match self.parse(bytes, offset_bytes, sha256) {
                 Ok(payload) => return Ok(BlockRead { payload, degraded }),
                 Err(why) => {
                     // Every read passed its chunk CRCs yet the record is wrong: distrust the
@@ -188,7 +189,7 @@ impl BlockReader {
         Err(unavailable(format!("volume {}: no fragment set served the block: {last}", v.volume_id)))
     }
 
-    fn parse(&self, bytes: &[u8], offset_bytes: u64, sha256: &[u8; 32]) -> Result<Vec<u8>, String> {
+    fn parse(&self, bytes: Vec<u8>, offset_bytes: u64, sha256: &[u8; 32]) -> Result<Bytes, String> {
         let head: &[u8; RECORD_HEADER_BYTES] = bytes
             .get(..RECORD_HEADER_BYTES)
             .and_then(|h| h.try_into().ok())
@@ -200,6 +201,6 @@ impl BlockReader {
         if header.sha256 != *sha256 || Sha256::digest(payload)[..] != sha256[..] {
             return Err("the payload does not hash to the key".into());
         }
-        Ok(payload.to_vec())
+        Ok(Bytes::from(bytes).slice(RECORD_HEADER_BYTES..))
     }
 }

@@ -129,7 +129,6 @@ impl Volume for VolumeService {
             .fences
             .admit(&self.shared.cluster, self.shared.node_id, r.disk_id, &disk, r.volume_id, given)
             .await?;
-        let crc32 = crc32fast::hash(&r.payload);
         let (volume_id, offset) = (r.volume_id, r.offset_bytes);
         let payload = r.payload;
         let location = blocking(move || {
@@ -152,7 +151,6 @@ impl Volume for VolumeService {
         Ok(Response::new(pb::AppendResponse {
             offset_bytes: location.offset_bytes,
             record_len_bytes: location.record_len_bytes,
-            crc32,
         }))
     }
 
@@ -176,7 +174,10 @@ impl Volume for VolumeService {
                 "the record at {offset} of volume {volume_id} is {len} bytes long, not {expected}"
             )));
         }
-        Ok(Response::new(pb::ReadRecordResponse { sha256: record.sha256.to_vec(), payload: record.payload }))
+        Ok(Response::new(pb::ReadRecordResponse {
+            sha256: record.sha256.to_vec(),
+            payload: record.payload.into(),
+        }))
     }
 
     type ScanReplicaStream = ScanStream;

@@ -155,7 +155,7 @@ impl Cell {
                     generation: v.generation,
                     offset_bytes: offset,
                     sha256: sha256.to_vec(),
-                    payload,
+                    payload: payload.into(),
                 };
                 Ok::<_, tonic::Status>(c.append(req).await?.into_inner())
             }
