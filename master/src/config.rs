@@ -43,6 +43,9 @@ pub struct MasterConfig {
     pub planner_interval_ms: u64,
     /// An open volume whose lease expired this long ago is sealed by the planner.
     pub abandoned_after_ms: u64,
+    /// A volume server not heard from (no heartbeat) for this long gets no new replicas
+    /// or fragments; what it holds is left alone.
+    pub node_silent_after_ms: u64,
 }
 
 /// Raw settings as read from a TOML file; every field optional.
@@ -71,6 +74,8 @@ pub struct RawMasterConfig {
     pub planner_interval_ms: Option<u64>,
     /// See [`MasterConfig::abandoned_after_ms`].
     pub abandoned_after_ms: Option<u64>,
+    /// See [`MasterConfig::node_silent_after_ms`].
+    pub node_silent_after_ms: Option<u64>,
 }
 
 impl MasterConfig {
@@ -94,6 +99,7 @@ impl MasterConfig {
             lease_ms: 30_000,
             planner_interval_ms: 1_000,
             abandoned_after_ms: 30_000,
+            node_silent_after_ms: 10_000,
         }
     }
 
@@ -110,6 +116,7 @@ impl MasterConfig {
         self.lease_ms = raw.lease_ms.unwrap_or(self.lease_ms);
         self.planner_interval_ms = raw.planner_interval_ms.unwrap_or(self.planner_interval_ms);
         self.abandoned_after_ms = raw.abandoned_after_ms.unwrap_or(self.abandoned_after_ms);
+        self.node_silent_after_ms = raw.node_silent_after_ms.unwrap_or(self.node_silent_after_ms);
         self
     }
 
@@ -129,6 +136,11 @@ impl MasterConfig {
         }
         if self.lease_ms < 1000 {
             return Err("lease_ms must be at least 1000".into());
+        }
+        if self.node_silent_after_ms < 1000 {
+            return Err(
+                "node_silent_after_ms must be at least 1000 (volume servers heartbeat every second)".into()
+            );
         }
         if self.planner_interval_ms < 10 {
             return Err("planner_interval_ms must be at least 10".into());

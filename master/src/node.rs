@@ -155,6 +155,7 @@ pub async fn start(
         replicas: config.replicas,
         scheme: config.scheme.clone(),
         lease_ms: config.lease_ms,
+        node_silent_after_ms: config.node_silent_after_ms,
         secret: config.secret.clone(),
     };
     let api = MasterService::new(config.id, raft.clone(), StateReader::new(db.clone()), batcher, settings);
@@ -199,6 +200,7 @@ pub async fn start(
     let settings = crate::planner::PlannerSettings {
         interval: Duration::from_millis(config.planner_interval_ms),
         abandoned_after: Duration::from_millis(config.abandoned_after_ms),
+        node_silent_after: Duration::from_millis(config.node_silent_after_ms),
     };
     let planner = tokio::spawn(crate::planner::run(
         id,

@@ -7,8 +7,27 @@ use cellar_placement::{ClusterView, DiskView};
 use crate::service::writable;
 use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord};
 
-/// Every disk with its node's zone; only disks of up nodes with healthy disks are writable.
-pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord]) -> ClusterView {
+/// Which volume servers placement may choose: those heard from (registered or
+/// heartbeating) within `silent_after_ms` before `now_unix_ms`. A server that stopped, was
+/// killed or is cut off keeps its extents but gets no new ones.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// The leader's clock.
+    pub now_unix_ms: u64,
+    /// Silence after which a node is passed over.
+    pub silent_after_ms: u64,
+}
+
+impl Liveness {
+    /// Whether `node` was heard from recently enough.
+    pub fn heard_from(&self, node: &NodeRecord) -> bool {
+        node.last_heartbeat_unix_ms.saturating_add(self.silent_after_ms) >= self.now_unix_ms
+    }
+}
+
+/// Every disk with its node's zone; only disks of up nodes that were heard from recently,
+/// with healthy disks, are writable.
+pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord], liveness: Liveness) -> ClusterView {
     let by_id: BTreeMap<u64, &NodeRecord> = nodes.iter().map(|n| (n.node_id, n)).collect();
     let disks = disks
         .iter()
@@ -20,7 +39,7 @@ pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord]) -> ClusterView {
                 zone: node.zone.clone(),
                 capacity_bytes: d.capacity_bytes,
                 used_bytes: d.capacity_bytes.saturating_sub(d.free_bytes),
-                writable: writable(node, d),
+                writable: writable(node, d) && liveness.heard_from(node),
             })
         })
         .collect();
@@ -35,6 +54,7 @@ pub fn fragment_places(
     disks: &[DiskRecord],
     v: &VolumeRecord,
     length_bytes: u64,
+    liveness: Liveness,
 ) -> Vec<ExtentPlace> {
     let Ok(cellar_placement::Scheme::ReedSolomon { data, parity }) = v.scheme.parse() else {
         return Vec::new();
@@ -43,7 +63,7 @@ pub fn fragment_places(
         return Vec::new();
     }
     let fragment_bytes = length_bytes.div_ceil(u64::from(data.max(1)));
-    let view = cluster_view(nodes, disks);
+    let view = cluster_view(nodes, disks, liveness);
     match cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id) {
         Ok(chosen) => chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect(),
         Err(e) => {

@@ -27,6 +27,8 @@ pub struct PlannerSettings {
     pub interval: Duration,
     /// How long after its lease expired an open volume is sealed.
     pub abandoned_after: Duration,
+    /// See [`crate::config::MasterConfig::node_silent_after_ms`].
+    pub node_silent_after: Duration,
 }
 
 fn decode_all<T: serde::de::DeserializeOwned>(reader: &StateReader, prefix: u8) -> Vec<T> {
@@ -57,12 +59,16 @@ pub fn plan(reader: &StateReader, settings: &PlannerSettings, now_unix_ms: u64) 
     }
     let nodes: Vec<NodeRecord> = decode_all(reader, PREFIX_NODE);
     let disks: Vec<DiskRecord> = decode_all(reader, PREFIX_DISK);
+    let liveness = crate::placement_view::Liveness {
+        now_unix_ms,
+        silent_after_ms: settings.node_silent_after.as_millis() as u64,
+    };
     abandoned
         .into_iter()
         .map(|v| Command::SealVolume {
             volume_id: v.volume_id,
             length_bytes: None,
-            fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes),
+            fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness),
         })
         .collect()
 }

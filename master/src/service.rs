@@ -43,6 +43,8 @@ pub struct ApiSettings {
     pub scheme: String,
     /// Lease duration.
     pub lease_ms: u64,
+    /// See [`crate::config::MasterConfig::node_silent_after_ms`].
+    pub node_silent_after_ms: u64,
     /// Cluster secret.
     pub secret: Option<String>,
 }
@@ -91,6 +93,13 @@ impl MasterService {
             .await
             .map(|_| ())
             .map_err(|e| errors::raft_error(&e))
+    }
+
+    fn liveness(&self) -> crate::placement_view::Liveness {
+        crate::placement_view::Liveness {
+            now_unix_ms: now_unix_ms(),
+            silent_after_ms: self.settings.node_silent_after_ms,
+        }
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -391,7 +400,7 @@ impl Master for MasterService {
         // Placement is decided here, on the leader's current view; applying re-checks that
         // the chosen disks still serve.
         self.linearizable().await?;
-        let view = crate::placement_view::cluster_view(&self.nodes()?, &self.disks()?);
+        let view = crate::placement_view::cluster_view(&self.nodes()?, &self.disks()?, self.liveness());
         let seed = apply::counters(&self.reader).map_err(internal)?.next_volume_id;
         let chosen = cellar_placement::place_replicas(&view, copies, self.settings.volume_size_bytes, seed)
             .map_err(|e| {
@@ -496,6 +505,7 @@ impl Master for MasterService {
                 &self.disks()?,
                 &v,
                 r.length_bytes.unwrap_or(v.size_bytes),
+                self.liveness(),
             ),
             _ => Vec::new(),
         };
