@@ -21,6 +21,8 @@ pub struct BlocksBenchConfig {
     pub count: u64,
     /// Concurrent clients.
     pub concurrency: u64,
+    /// Times the get phase runs.
+    pub get_rounds: u32,
 }
 
 /// One phase's figures.
@@ -169,7 +171,7 @@ async fn phase(
     })
 }
 
-/// Runs the put phase, then the get phase.
+/// Runs the put phase, then the get phase `get_rounds` times.
 pub async fn run(config: &BlocksBenchConfig) -> Result<Vec<Phase>> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(config.concurrency as usize).build()?;
     let run_id =
@@ -177,6 +179,10 @@ pub async fn run(config: &BlocksBenchConfig) -> Result<Vec<Phase>> {
     let maker = BlockMaker::new(run_id, config.size_bytes);
     let put = phase("put", config, &client, &maker, Arc::new(Vec::new())).await?;
     let hashes: Vec<String> = (0..config.count).map(|i| hex::encode(Sha256::digest(maker.make(i)))).collect();
-    let get = phase("get", config, &client, &maker, Arc::new(hashes)).await?;
-    Ok(vec![put, get])
+    let hashes = Arc::new(hashes);
+    let mut phases = vec![put];
+    for _ in 0..config.get_rounds.max(1) {
+        phases.push(phase("get", config, &client, &maker, hashes.clone()).await?);
+    }
+    Ok(phases)
 }

@@ -72,6 +72,9 @@ pub enum BenchCommand {
         /// Replicas per block, for the ceiling.
         #[arg(long, default_value_t = 3)]
         replicas: u64,
+        /// Times the get phase runs (more than one: a steady read load to profile).
+        #[arg(long, default_value_t = 1)]
+        get_rounds: u32,
     },
     /// A real cell of processes (1 master, 6 volume servers over 3 zones): fill one
     /// volume through 3 replicas, seal it, time its rs-6-3 encode and report every volume
@@ -136,12 +139,13 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             }
             Ok(())
         }
-        BenchCommand::Blocks { endpoint, size, count, concurrency, ceiling_dir, replicas } => {
+        BenchCommand::Blocks { endpoint, size, count, concurrency, ceiling_dir, replicas, get_rounds } => {
             let config = cellar_bench::blocks::BlocksBenchConfig {
                 endpoint: crate::client_cmd::endpoint(endpoint),
                 size_bytes: size,
                 count,
                 concurrency,
+                get_rounds,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let phases = runtime.block_on(cellar_bench::blocks::run(&config))?;
