@@ -7,6 +7,7 @@ mod dev_cmd;
 mod disk_cmd;
 mod frontend_cmd;
 mod master_cmd;
+mod metrics_http;
 mod selfcheck;
 mod signals;
 mod sim_cmd;

@@ -33,6 +33,9 @@ pub struct MasterArgs {
     /// Cluster secret required on every call between cellar processes.
     #[arg(long, env = "CELLAR_SECRET")]
     secret: Option<String>,
+    /// Address to serve GET /metrics (Prometheus text) on, e.g. 127.0.0.1:9101.
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 pub fn run(args: MasterArgs) -> Result<()> {
@@ -59,6 +62,15 @@ pub fn run(args: MasterArgs) -> Result<()> {
         let listener = cellar_master::node::bind(&config.listen).await?;
         let handle = cellar_master::node::start(config, listener).await?;
         tracing::info!(id = handle.id, addr = %handle.addr, "master running");
+        if let Some(addr) = &args.metrics {
+            let (id, raft, reader) = (handle.id, handle.raft.clone(), handle.reader.clone());
+            let render: crate::metrics_http::Render = std::sync::Arc::new(move || {
+                let text = cellar_master::metrics::render(id, &raft, &reader);
+                Box::pin(async move { text })
+            });
+            let bound = crate::metrics_http::serve(addr, render).await?;
+            tracing::info!(%bound, "metrics served");
+        }
         crate::signals::wait_for_stop().await;
         tracing::info!("stopping master");
         handle.shutdown().await;

@@ -38,9 +38,13 @@ pub struct VolumeArgs {
     /// Idle task poll period in milliseconds.
     #[arg(long, default_value_t = 1000)]
     task_poll_ms: u64,
+    /// Address to serve GET /metrics (Prometheus text) on, e.g. 127.0.0.1:9201.
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 pub fn run(args: VolumeArgs) -> Result<()> {
+    let metrics = args.metrics.clone();
     let masters: Vec<String> =
         args.master.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
     let mut config = VolumeConfig::new(args.listen, args.zone, args.disks, masters);
@@ -55,6 +59,15 @@ pub fn run(args: VolumeArgs) -> Result<()> {
     runtime.block_on(async move {
         let handle = cellar_volume::start(config).await?;
         tracing::info!(node = handle.node_id, addr = %handle.addr, "volume server running");
+        if let Some(addr) = &metrics {
+            let shared = handle.shared.clone();
+            let render: crate::metrics_http::Render = std::sync::Arc::new(move || {
+                let shared = shared.clone();
+                Box::pin(async move { cellar_volume::metrics::render(&shared).await })
+            });
+            let bound = crate::metrics_http::serve(addr, render).await?;
+            tracing::info!(%bound, "metrics served");
+        }
         crate::signals::wait_for_stop().await;
         tracing::info!("stopping volume server");
         handle.shutdown().await;

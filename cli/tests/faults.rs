@@ -111,6 +111,8 @@ fn killing_a_volume_server_mid_put_loses_no_acknowledged_block() {
             "--init",
             "--config",
             config.to_str().expect("utf-8"),
+            "--metrics",
+            "127.0.0.1:0",
         ],
         &d.join("master.log"),
     ));
@@ -131,6 +133,8 @@ fn killing_a_volume_server_mid_put_loses_no_acknowledged_block() {
                 disk.to_str().expect("utf-8"),
                 "--master",
                 &master,
+                "--metrics",
+                "127.0.0.1:0",
             ],
             &log,
         ));
@@ -141,7 +145,7 @@ fn killing_a_volume_server_mid_put_loses_no_acknowledged_block() {
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no node id in {line:?}"));
-        node_of_proc.push((node, procs.0.len() - 1));
+        node_of_proc.push((node, procs.0.len() - 1, metrics_url(&log)));
     }
 
     let mut frontend = cellar(
@@ -177,7 +181,7 @@ fn killing_a_volume_server_mid_put_loses_no_acknowledged_block() {
     .expect("stat json");
     assert_eq!(stat["state"], "open", "{stat}");
     let victim = stat["replicas"][0]["node"].as_u64().expect("a replica node");
-    let &(_, index) = node_of_proc.iter().find(|(n, _)| *n == victim).expect("victim's process");
+    let &(_, index, _) = node_of_proc.iter().find(|(n, _, _)| *n == victim).expect("victim's process");
     procs.0[index].kill().expect("SIGKILL");
     procs.0[index].wait().expect("reap");
 
@@ -216,4 +220,42 @@ fn killing_a_volume_server_mid_put_loses_no_acknowledged_block() {
     for (hash, bytes) in &acknowledged {
         assert!(get(&base, hash) == *bytes, "block {hash} came back different");
     }
+
+    // Every process serves its own metrics: the master counts the index entries, the
+    // surviving volume servers their appends and reads.
+    let master_metrics = scrape(&metrics_url(&d.join("master.log")));
+    let entries = value(&master_metrics, "cellar_master_index_entries ");
+    assert!(entries >= acknowledged.len() as f64, "index has {entries} entries:\n{master_metrics}");
+    assert_eq!(value(&master_metrics, "cellar_master_raft_is_leader "), 1.0);
+    let mut appends = 0.0;
+    let mut reads = 0.0;
+    for (node, _, url) in &node_of_proc {
+        if *node != victim {
+            let text = scrape(url);
+            appends += value(&text, "cellar_volume_requests_total{op=\"append\",outcome=\"ok\"} ");
+            reads += value(&text, "cellar_volume_requests_total{op=\"read_record\",outcome=\"ok\"} ");
+        }
+    }
+    // Three replicas per acknowledged block, at most one of them on the killed server.
+    assert!(appends >= 2.0 * acknowledged.len() as f64, "{appends} appends counted");
+    assert!(reads >= acknowledged.len() as f64, "{reads} record reads counted");
+}
+
+/// The metrics URL a process logged ("metrics served bound=ADDR").
+fn metrics_url(log: &Path) -> String {
+    let line = wait_for_line(log, "metrics served");
+    let addr = line.split("bound=").nth(1).and_then(|s| s.split_whitespace().next()).expect("bound address");
+    format!("http://{addr}/metrics")
+}
+
+fn scrape(url: &str) -> String {
+    ureq::get(url).call().expect("scrape").into_string().expect("metrics text")
+}
+
+/// The value of the sample line starting with `prefix` (name and labels, then a space).
+fn value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
 }

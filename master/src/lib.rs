@@ -9,6 +9,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod errors;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod placement_view;

@@ -18,6 +18,7 @@ pub mod config;
 pub mod disks;
 pub mod errors;
 pub mod fence;
+pub mod metrics;
 pub mod node;
 pub mod reader;
 pub mod service;

@@ -71,7 +71,7 @@ impl VolumeHandle {
     }
 }
 
-async fn stats(disks: &LocalDisks) -> Vec<(u64, Result<cellar_blockstore::DiskStat, String>)> {
+pub(crate) async fn stats(disks: &LocalDisks) -> Vec<(u64, Result<cellar_blockstore::DiskStat, String>)> {
     let mut out = Vec::new();
     for (id, disk) in disks.with_ids() {
         let stat = tokio::task::spawn_blocking(move || disk.stat()).await;
@@ -149,6 +149,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         budget: ByteBudget::new(config.inflight_max_bytes),
         block_size_max_bytes: config.block_size_max_bytes,
         secret: config.secret.clone(),
+        metrics: crate::metrics::VolumeMetrics::default(),
     });
 
     let (stop, stop_rx) = watch::channel(false);

@@ -37,6 +37,8 @@ pub struct Shared {
     pub block_size_max_bytes: u64,
     /// The cluster secret, checked on every call.
     pub secret: Option<String>,
+    /// Request and task counters.
+    pub metrics: crate::metrics::VolumeMetrics,
 }
 
 /// The gRPC service.
@@ -111,73 +113,85 @@ type ScanStream = Pin<Box<dyn Stream<Item = Result<pb::ScanReplicaChunk, Status>
 #[tonic::async_trait]
 impl Volume for VolumeService {
     async fn append(&self, req: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
-        self.check(&req)?;
-        let r = req.into_inner();
-        let sha256 = sha256_of(&r.sha256)?;
-        let payload_bytes = r.payload.len() as u64;
-        if payload_bytes > self.shared.block_size_max_bytes {
-            return Err(bad_request(format!(
-                "block of {payload_bytes} bytes is over block_size_max_bytes {}",
-                self.shared.block_size_max_bytes
-            )));
-        }
-        let disk = self.shared.disks.require(r.disk_id)?;
-        let _permit = self.shared.budget.acquire(payload_bytes).await;
-        let given = Fence { epoch: r.lease_epoch, generation: r.generation };
-        let _fence = self
-            .shared
-            .fences
-            .admit(&self.shared.cluster, self.shared.node_id, r.disk_id, &disk, r.volume_id, given)
-            .await?;
-        let (volume_id, offset) = (r.volume_id, r.offset_bytes);
-        let payload = r.payload;
-        let location = blocking(move || {
-            let id = ExtentId::replica(volume_id);
-            match disk.append(id, Some(offset), &sha256, &payload) {
-                Err(DiskError::UnknownExtent(_)) if offset == 0 => {
-                    match disk.create_replica(volume_id) {
-                        Ok(_) | Err(DiskError::ExtentExists(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                    disk.append(id, Some(offset), &sha256, &payload)
-                }
-                Err(DiskError::UnknownExtent(_)) => {
-                    Err(DiskError::OffsetMismatch { extent: id, expected_bytes: offset, end_bytes: 0 })
-                }
-                other => other,
+        let payload_bytes = req.get_ref().payload.len() as u64;
+        let result: Result<Response<pb::AppendResponse>, Status> = async move {
+            self.check(&req)?;
+            let r = req.into_inner();
+            let sha256 = sha256_of(&r.sha256)?;
+            let payload_bytes = r.payload.len() as u64;
+            if payload_bytes > self.shared.block_size_max_bytes {
+                return Err(bad_request(format!(
+                    "block of {payload_bytes} bytes is over block_size_max_bytes {}",
+                    self.shared.block_size_max_bytes
+                )));
             }
-        })
-        .await?;
-        Ok(Response::new(pb::AppendResponse {
-            offset_bytes: location.offset_bytes,
-            record_len_bytes: location.record_len_bytes,
-        }))
+            let disk = self.shared.disks.require(r.disk_id)?;
+            let _permit = self.shared.budget.acquire(payload_bytes).await;
+            let given = Fence { epoch: r.lease_epoch, generation: r.generation };
+            let _fence = self
+                .shared
+                .fences
+                .admit(&self.shared.cluster, self.shared.node_id, r.disk_id, &disk, r.volume_id, given)
+                .await?;
+            let (volume_id, offset) = (r.volume_id, r.offset_bytes);
+            let payload = r.payload;
+            let location = blocking(move || {
+                let id = ExtentId::replica(volume_id);
+                match disk.append(id, Some(offset), &sha256, &payload) {
+                    Err(DiskError::UnknownExtent(_)) if offset == 0 => {
+                        match disk.create_replica(volume_id) {
+                            Ok(_) | Err(DiskError::ExtentExists(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                        disk.append(id, Some(offset), &sha256, &payload)
+                    }
+                    Err(DiskError::UnknownExtent(_)) => {
+                        Err(DiskError::OffsetMismatch { extent: id, expected_bytes: offset, end_bytes: 0 })
+                    }
+                    other => other,
+                }
+            })
+            .await?;
+            Ok(Response::new(pb::AppendResponse {
+                offset_bytes: location.offset_bytes,
+                record_len_bytes: location.record_len_bytes,
+            }))
+        }
+        .await;
+        self.shared.metrics.appends.record(result.is_ok(), payload_bytes);
+        result
     }
 
     async fn read_record(
         &self,
         req: Request<pb::ReadRecordRequest>,
     ) -> Result<Response<pb::ReadRecordResponse>, Status> {
-        self.check(&req)?;
-        let r = req.into_inner();
-        let disk = self.shared.disks.require(r.disk_id)?;
-        let expected = u64::from(r.length_bytes);
-        let hold = if expected == 0 { self.shared.block_size_max_bytes } else { expected };
-        let _permit = self.shared.budget.acquire(hold).await;
-        let (volume_id, offset) = (r.volume_id, r.offset_bytes);
-        let record = blocking(move || disk.read_record(ExtentId::replica(volume_id), offset))
-            .await
-            .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
-        let len = RECORD_HEADER_BYTES as u64 + record.payload.len() as u64;
-        if expected != 0 && len != expected {
-            return Err(bad_request(format!(
-                "the record at {offset} of volume {volume_id} is {len} bytes long, not {expected}"
-            )));
+        let result: Result<Response<pb::ReadRecordResponse>, Status> = async move {
+            self.check(&req)?;
+            let r = req.into_inner();
+            let disk = self.shared.disks.require(r.disk_id)?;
+            let expected = u64::from(r.length_bytes);
+            let hold = if expected == 0 { self.shared.block_size_max_bytes } else { expected };
+            let _permit = self.shared.budget.acquire(hold).await;
+            let (volume_id, offset) = (r.volume_id, r.offset_bytes);
+            let record = blocking(move || disk.read_record(ExtentId::replica(volume_id), offset))
+                .await
+                .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+            let len = RECORD_HEADER_BYTES as u64 + record.payload.len() as u64;
+            if expected != 0 && len != expected {
+                return Err(bad_request(format!(
+                    "the record at {offset} of volume {volume_id} is {len} bytes long, not {expected}"
+                )));
+            }
+            Ok(Response::new(pb::ReadRecordResponse {
+                sha256: record.sha256.to_vec(),
+                payload: record.payload.into(),
+            }))
         }
-        Ok(Response::new(pb::ReadRecordResponse {
-            sha256: record.sha256.to_vec(),
-            payload: record.payload.into(),
-        }))
+        .await;
+        let read_bytes = result.as_ref().map_or(0, |r| r.get_ref().payload.len() as u64);
+        self.shared.metrics.record_reads.record(result.is_ok(), read_bytes);
+        result
     }
 
     type ScanReplicaStream = ScanStream;
@@ -237,65 +251,80 @@ impl Volume for VolumeService {
         &self,
         req: Request<pb::ReadFragmentRequest>,
     ) -> Result<Response<pb::ReadFragmentResponse>, Status> {
-        self.check(&req)?;
-        let r = req.into_inner();
-        if r.length_bytes > FRAGMENT_READ_MAX_BYTES {
-            return Err(bad_request(format!("at most {FRAGMENT_READ_MAX_BYTES} bytes per fragment read")));
+        let result: Result<Response<pb::ReadFragmentResponse>, Status> = async move {
+            self.check(&req)?;
+            let r = req.into_inner();
+            if r.length_bytes > FRAGMENT_READ_MAX_BYTES {
+                return Err(bad_request(format!(
+                    "at most {FRAGMENT_READ_MAX_BYTES} bytes per fragment read"
+                )));
+            }
+            let index = fragment_index(r.fragment_index)?;
+            let disk = self.shared.disks.require(r.disk_id)?;
+            let _permit = self.shared.budget.acquire(r.length_bytes).await;
+            let id = ExtentId::fragment(r.volume_id, index);
+            let (offset, len) = (r.offset_bytes, r.length_bytes);
+            let data = blocking(move || disk.read_fragment(id, offset, len))
+                .await
+                .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+            Ok(Response::new(pb::ReadFragmentResponse { data }))
         }
-        let index = fragment_index(r.fragment_index)?;
-        let disk = self.shared.disks.require(r.disk_id)?;
-        let _permit = self.shared.budget.acquire(r.length_bytes).await;
-        let id = ExtentId::fragment(r.volume_id, index);
-        let (offset, len) = (r.offset_bytes, r.length_bytes);
-        let data = blocking(move || disk.read_fragment(id, offset, len))
-            .await
-            .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
-        Ok(Response::new(pb::ReadFragmentResponse { data }))
+        .await;
+        let read_bytes = result.as_ref().map_or(0, |r| r.get_ref().data.len() as u64);
+        self.shared.metrics.fragment_reads.record(result.is_ok(), read_bytes);
+        result
     }
 
     async fn write_fragment(
         &self,
         req: Request<Streaming<pb::WriteFragmentRequest>>,
     ) -> Result<Response<pb::WriteFragmentResponse>, Status> {
-        self.check(&req)?;
-        let mut stream = req.into_inner();
-        let first =
-            stream.message().await?.ok_or_else(|| bad_request("WriteFragment needs a first message"))?;
-        let h =
-            first.header.ok_or_else(|| bad_request("the first WriteFragment message carries the header"))?;
-        let index = fragment_index(h.fragment_index)?;
-        let disk = self.shared.disks.require(h.disk_id)?;
-        let id = ExtentId::fragment(h.volume_id, index);
-        let chunk = u64::from(h.chunk_size_bytes);
-        if chunk == 0 || !chunk.is_power_of_two() || chunk > STRIPE_BYTES as u64 {
-            return Err(bad_request(format!(
-                "chunk size {chunk} must be a power of two up to {STRIPE_BYTES}"
-            )));
-        }
-        // Replacing an extent the master still places here would destroy live data.
-        if disk.extent_info(id).is_ok() {
-            if placed_here(&self.shared.cluster, h.volume_id, h.disk_id, Some(h.fragment_index)).await? {
-                return Err(status(
-                    Code::AlreadyExists,
-                    code::EXTENT_LIVE,
-                    format!("fragment {} of volume {} on disk {} is live", index, h.volume_id, h.disk_id),
-                ));
+        let result: Result<Response<pb::WriteFragmentResponse>, Status> = async move {
+            self.check(&req)?;
+            let mut stream = req.into_inner();
+            let first =
+                stream.message().await?.ok_or_else(|| bad_request("WriteFragment needs a first message"))?;
+            let h = first
+                .header
+                .ok_or_else(|| bad_request("the first WriteFragment message carries the header"))?;
+            let index = fragment_index(h.fragment_index)?;
+            let disk = self.shared.disks.require(h.disk_id)?;
+            let id = ExtentId::fragment(h.volume_id, index);
+            let chunk = u64::from(h.chunk_size_bytes);
+            if chunk == 0 || !chunk.is_power_of_two() || chunk > STRIPE_BYTES as u64 {
+                return Err(bad_request(format!(
+                    "chunk size {chunk} must be a power of two up to {STRIPE_BYTES}"
+                )));
             }
-            let d = disk.clone();
-            blocking(move || d.delete(id).map(|_| ())).await?;
+            // Replacing an extent the master still places here would destroy live data.
+            if disk.extent_info(id).is_ok() {
+                if placed_here(&self.shared.cluster, h.volume_id, h.disk_id, Some(h.fragment_index)).await? {
+                    return Err(status(
+                        Code::AlreadyExists,
+                        code::EXTENT_LIVE,
+                        format!("fragment {} of volume {} on disk {} is live", index, h.volume_id, h.disk_id),
+                    ));
+                }
+                let d = disk.clone();
+                blocking(move || d.delete(id).map(|_| ())).await?;
+            }
+            {
+                let d = disk.clone();
+                let (vid, len, cs) = (h.volume_id, h.fragment_len_bytes, h.chunk_size_bytes);
+                blocking(move || d.create_fragment(vid, index, len, cs).map(|_| ())).await?;
+            }
+            let result = self.receive_fragment(&disk, id, &h, first, &mut stream).await;
+            if result.is_err() {
+                // A fragment cut short is garbage: free its space now, a retry writes it anew.
+                let d = disk.clone();
+                let _ = blocking(move || d.delete(id).map(|_| ())).await;
+            }
+            result.map(Response::new)
         }
-        {
-            let d = disk.clone();
-            let (vid, len, cs) = (h.volume_id, h.fragment_len_bytes, h.chunk_size_bytes);
-            blocking(move || d.create_fragment(vid, index, len, cs).map(|_| ())).await?;
-        }
-        let result = self.receive_fragment(&disk, id, &h, first, &mut stream).await;
-        if result.is_err() {
-            // A fragment cut short is garbage: free its space now, a retry writes it anew.
-            let d = disk.clone();
-            let _ = blocking(move || d.delete(id).map(|_| ())).await;
-        }
-        result.map(Response::new)
+        .await;
+        let written_bytes = result.as_ref().map_or(0, |r| r.get_ref().length_bytes);
+        self.shared.metrics.fragment_writes.record(result.is_ok(), written_bytes);
+        result
     }
 
     async fn stat_extent(&self, req: Request<pb::ExtentRef>) -> Result<Response<pb::ExtentStat>, Status> {

@@ -32,6 +32,7 @@ type LogId = LogIdOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;
 
 /// A read-only [`Kv`] over the state machine's current data (used by the API's reads).
+#[derive(Clone)]
 pub struct StateReader {
     db: Arc<DB>,
 }

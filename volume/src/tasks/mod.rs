@@ -130,6 +130,7 @@ pub async fn run_executor(shared: Arc<Shared>, poll: Duration, mut stop: watch::
                                     error = %e.message(), "task failed")
                                 }
                             }
+                            shared.metrics.tasks.record(outcome.is_ok(), 0);
                             report(&shared, task.task_id, &outcome).await;
                             running.lock().unwrap_or_else(|p| p.into_inner()).remove(&task.task_id);
                             drop(permit);

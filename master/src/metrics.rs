@@ -1,0 +1,73 @@
+//! A master's metrics in the Prometheus text format, read at scrape time: its Raft state
+//! and the cluster counters of its applied state (which lag the leader's on a follower).
+
+use std::fmt::Write as _;
+
+use openraft::async_runtime::WatchReceiver;
+
+use crate::MasterRaft;
+use crate::store::sm::StateReader;
+
+/// Renders the metrics of the master member `id`.
+pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader) -> String {
+    let m = raft.metrics().borrow_watched().clone();
+    let mut out = String::new();
+    let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    gauge(&mut out, "cellar_master_raft_term", "The current Raft term.", m.current_term);
+    gauge(
+        &mut out,
+        "cellar_master_raft_is_leader",
+        "1 on the leader.",
+        u64::from(m.current_leader == Some(id)),
+    );
+    gauge(
+        &mut out,
+        "cellar_master_raft_leader_id",
+        "The known leader's id (0: none).",
+        m.current_leader.unwrap_or(0),
+    );
+    gauge(
+        &mut out,
+        "cellar_master_raft_last_log_index",
+        "Index of the last log entry.",
+        m.last_log_index.unwrap_or(0),
+    );
+    gauge(
+        &mut out,
+        "cellar_master_raft_applied_index",
+        "Index of the last applied entry.",
+        m.last_applied.as_ref().map_or(0, |l| l.index()),
+    );
+    gauge(
+        &mut out,
+        "cellar_master_raft_snapshot_index",
+        "Index the last snapshot covers.",
+        m.snapshot.as_ref().map_or(0, |l| l.index()),
+    );
+    match crate::apply::counters(reader) {
+        Ok(c) => {
+            gauge(&mut out, "cellar_master_index_entries", "Entries in the block index.", c.index_entries);
+            gauge(
+                &mut out,
+                "cellar_master_cluster_map_version",
+                "Version of the node, disk and placement map.",
+                c.cluster_map_version,
+            );
+            let _ = writeln!(out, "# HELP cellar_master_volumes Volumes by state.");
+            let _ = writeln!(out, "# TYPE cellar_master_volumes gauge");
+            for (state, n) in ["open", "sealed", "coded"].iter().zip(c.volumes_by_state) {
+                let _ = writeln!(out, "cellar_master_volumes{{state=\"{state}\"}} {n}");
+            }
+            gauge(&mut out, "cellar_master_state_readable", "1 when the applied state could be read.", 1);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics cannot read the applied state");
+            gauge(&mut out, "cellar_master_state_readable", "1 when the applied state could be read.", 0);
+        }
+    }
+    out
+}

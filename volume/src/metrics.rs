@@ -1,0 +1,105 @@
+//! A volume server's metrics in the Prometheus text format: request counters kept by the
+//! service and the task executor, and gauges read at scrape time (disks, request budget).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::service::Shared;
+
+/// Requests and bytes of one kind of operation.
+#[derive(Debug, Default)]
+pub struct OpCounters {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl OpCounters {
+    /// Counts one operation; `bytes` only when it succeeded.
+    pub fn record(&self, ok: bool, bytes: u64) {
+        if ok {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The counters of one volume server.
+#[derive(Debug, Default)]
+pub struct VolumeMetrics {
+    /// Record appends (payload bytes).
+    pub appends: OpCounters,
+    /// Record reads (payload bytes).
+    pub record_reads: OpCounters,
+    /// Fragment range reads (bytes).
+    pub fragment_reads: OpCounters,
+    /// Fragment writes (fragment bytes).
+    pub fragment_writes: OpCounters,
+    /// Tasks run (bytes unused).
+    pub tasks: OpCounters,
+}
+
+fn op(out: &mut String, name: &str, op: &str, c: &OpCounters) {
+    let ok = c.ok.load(Ordering::Relaxed);
+    let failed = c.failed.load(Ordering::Relaxed);
+    let bytes = c.bytes.load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_total{{op=\"{op}\",outcome=\"ok\"}} {ok}");
+    let _ = writeln!(out, "{name}_total{{op=\"{op}\",outcome=\"error\"}} {failed}");
+    let _ = writeln!(out, "cellar_volume_bytes_total{{op=\"{op}\"}} {bytes}");
+}
+
+/// Renders every metric of the server `shared` (reads each disk's usage, off the async
+/// workers).
+pub async fn render(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "# HELP cellar_volume_requests_total Extent API requests, by operation and outcome.");
+    let _ = writeln!(out, "# TYPE cellar_volume_requests_total counter");
+    let _ = writeln!(out, "# HELP cellar_volume_bytes_total Bytes moved by successful requests.");
+    let _ = writeln!(out, "# TYPE cellar_volume_bytes_total counter");
+    op(&mut out, "cellar_volume_requests", "append", &m.appends);
+    op(&mut out, "cellar_volume_requests", "read_record", &m.record_reads);
+    op(&mut out, "cellar_volume_requests", "read_fragment", &m.fragment_reads);
+    op(&mut out, "cellar_volume_requests", "write_fragment", &m.fragment_writes);
+    let _ = writeln!(out, "# HELP cellar_volume_tasks_total Master tasks run, by outcome.");
+    let _ = writeln!(out, "# TYPE cellar_volume_tasks_total counter");
+    let _ =
+        writeln!(out, "cellar_volume_tasks_total{{outcome=\"ok\"}} {}", m.tasks.ok.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "cellar_volume_tasks_total{{outcome=\"error\"}} {}",
+        m.tasks.failed.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_budget_bytes Request payload bytes held now, at peak, and the limit."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_budget_bytes gauge");
+    let _ = writeln!(out, "cellar_volume_budget_bytes{{kind=\"in_use\"}} {}", shared.budget.in_use_bytes());
+    let _ = writeln!(out, "cellar_volume_budget_bytes{{kind=\"peak\"}} {}", shared.budget.peak_bytes());
+    let _ = writeln!(out, "cellar_volume_budget_bytes{{kind=\"max\"}} {}", shared.budget.max_bytes());
+    let _ = writeln!(out, "# HELP cellar_volume_disk_bytes Each disk's capacity, used and free bytes.");
+    let _ = writeln!(out, "# TYPE cellar_volume_disk_bytes gauge");
+    let _ = writeln!(out, "# HELP cellar_volume_disk_failed 1 when the disk's usage cannot be read.");
+    let _ = writeln!(out, "# TYPE cellar_volume_disk_failed gauge");
+    for (disk_id, stat) in crate::node::stats(&shared.disks).await {
+        match stat {
+            Ok(s) => {
+                for (kind, v) in
+                    [("capacity", s.capacity_bytes), ("used", s.used_bytes), ("free", s.free_bytes)]
+                {
+                    let _ =
+                        writeln!(out, "cellar_volume_disk_bytes{{disk=\"{disk_id}\",kind=\"{kind}\"}} {v}");
+                }
+                let _ = writeln!(out, "cellar_volume_disk_failed{{disk=\"{disk_id}\"}} 0");
+            }
+            Err(_) => {
+                let _ = writeln!(out, "cellar_volume_disk_failed{{disk=\"{disk_id}\"}} 1");
+            }
+        }
+    }
+    out
+}
