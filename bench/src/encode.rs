@@ -161,7 +161,12 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
     let cluster = Cluster::new(MasterClient::new(std::slice::from_ref(&master_addr), None)?, None);
     let v = client
         .call(|mut c| async move {
-            c.allocate_volume(pb::AllocateVolumeRequest { holder: "bench".into(), copies: 0 }).await
+            c.allocate_volume(pb::AllocateVolumeRequest {
+                holder: "bench".into(),
+                copies: 0,
+                avoid_nodes: Vec::new(),
+            })
+            .await
         })
         .await?;
 

@@ -126,7 +126,12 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
         volumes.push(
             client
                 .call(|mut c| async move {
-                    c.allocate_volume(pb::AllocateVolumeRequest { holder: "bench".into(), copies: 0 }).await
+                    c.allocate_volume(pb::AllocateVolumeRequest {
+                        holder: "bench".into(),
+                        copies: 0,
+                        avoid_nodes: Vec::new(),
+                    })
+                    .await
                 })
                 .await?,
         );

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cellar_master::client::ClientError;
@@ -20,6 +21,11 @@ use tokio::sync::Semaphore;
 
 use crate::config::FrontendConfig;
 use crate::metrics::Metrics;
+
+/// How long a volume server an append could not reach is passed over for new volumes.
+const SUSPECT_FOR: Duration = Duration::from_secs(30);
+/// Suspect servers remembered at most.
+const SUSPECTS_MAX: usize = 64;
 
 /// A volume being written.
 #[derive(Debug)]
@@ -58,6 +64,10 @@ pub struct Writers {
     permits: Semaphore,
     leases: Mutex<HashMap<u64, u64>>,
     dead: Mutex<HashSet<u64>>,
+    /// Volume servers an append just failed to reach, and when: new volumes are placed
+    /// elsewhere for `SUSPECT_FOR` (the master passes over silent servers by itself only
+    /// after `node_silent_after_ms`).
+    suspects: Mutex<HashMap<u64, Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -81,6 +91,7 @@ impl Writers {
             permits: Semaphore::new(config.writers),
             leases: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashSet::new()),
+            suspects: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -133,12 +144,19 @@ impl Writers {
         }
         if slot.is_none() {
             let holder = self.holder.clone();
+            let avoid_nodes: Vec<u64> = {
+                let mut suspects = lock(&self.suspects);
+                suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
+                suspects.keys().copied().collect()
+            };
             let v = self
                 .cluster
                 .master()
                 .call(|mut c| {
-                    let holder = holder.clone();
-                    async move { c.allocate_volume(mpb::AllocateVolumeRequest { holder, copies: 0 }).await }
+                    let (holder, avoid_nodes) = (holder.clone(), avoid_nodes.clone());
+                    async move {
+                        c.allocate_volume(mpb::AllocateVolumeRequest { holder, copies: 0, avoid_nodes }).await
+                    }
                 })
                 .await
                 .map_err(|e| StoreError::Fatal(format!("allocate a volume: {e}")))?;
@@ -167,6 +185,15 @@ impl Writers {
         let appended = futures::future::join_all(appends).await;
         for (r, result) in v.replicas.iter().zip(appended) {
             if let Err(e) = result {
+                if matches!(
+                    e.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                ) {
+                    let mut suspects = lock(&self.suspects);
+                    if suspects.len() < SUSPECTS_MAX {
+                        suspects.insert(r.node_id, Instant::now());
+                    }
+                }
                 failure =
                     Some(format!("replica on disk {} of node {}: {}", r.disk_id, r.node_id, e.message()));
             }

@@ -19,6 +19,9 @@ use crate::tasks::{Part, TaskKind};
 use crate::types::{DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, VolumeRecord, VolumeState};
 use crate::{MasterRaft, now_unix_ms};
 
+/// Nodes an AllocateVolume may ask to be passed over.
+const AVOID_NODES_MAX: usize = 64;
+
 /// Disks one node may register.
 pub const DISKS_PER_NODE_MAX: usize = 256;
 /// Entries in one CommitIndex call.
@@ -392,6 +395,9 @@ impl Master for MasterService {
         self.check(&req)?;
         let r = req.into_inner();
         bounded("holder", &r.holder)?;
+        if r.avoid_nodes.len() > AVOID_NODES_MAX {
+            return Err(bad_request(format!("at most {AVOID_NODES_MAX} nodes to avoid")));
+        }
         let copies = if r.copies == 0 {
             self.settings.replicas
         } else {
@@ -402,8 +408,22 @@ impl Master for MasterService {
         self.linearizable().await?;
         let view = crate::placement_view::cluster_view(&self.nodes()?, &self.disks()?, self.liveness());
         let seed = apply::counters(&self.reader).map_err(internal)?.next_volume_id;
-        let chosen = cellar_placement::place_replicas(&view, copies, self.settings.volume_size_bytes, seed)
-            .map_err(|e| {
+        let size = self.settings.volume_size_bytes;
+        // Nodes the writer just failed on are passed over when the rest of the cell can
+        // take the volume; otherwise they are as good as any (the failure may have passed).
+        let mut avoiding = view.clone();
+        for d in &mut avoiding.disks {
+            if r.avoid_nodes.contains(&d.node_id) {
+                d.writable = false;
+            }
+        }
+        let placed = if r.avoid_nodes.is_empty() {
+            cellar_placement::place_replicas(&view, copies, size, seed)
+        } else {
+            cellar_placement::place_replicas(&avoiding, copies, size, seed)
+                .or_else(|_| cellar_placement::place_replicas(&view, copies, size, seed))
+        };
+        let chosen = placed.map_err(|e| {
             errors::status(
                 Code::FailedPrecondition,
                 cellar_proto::error_code::NOT_ENOUGH_FAILURE_DOMAINS,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cellar_master::apply;
+use cellar_master::client::{ClientError, MasterClient};
 use cellar_master::command::Hash32;
 use cellar_proto::master as pb;
 use common::{Group, allocate, commit, hash, register_nodes};
@@ -248,7 +249,12 @@ async fn placement_refuses_more_replicas_than_zones() {
     register_nodes(&client).await;
     let err = client
         .call(|mut c| async move {
-            c.allocate_volume(pb::AllocateVolumeRequest { holder: "t".into(), copies: 4 }).await
+            c.allocate_volume(pb::AllocateVolumeRequest {
+                holder: "t".into(),
+                copies: 4,
+                avoid_nodes: Vec::new(),
+            })
+            .await
         })
         .await
         .expect_err("4 replicas over 3 zones");
@@ -402,5 +408,67 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
         .await
         .expect("lookup");
     assert!(found.entries.is_empty());
+    group.shutdown().await;
+}
+
+async fn allocate_avoiding(client: &MasterClient, avoid_nodes: Vec<u64>) -> Result<pb::Volume, ClientError> {
+    client
+        .call(|mut c| {
+            let avoid_nodes = avoid_nodes.clone();
+            async move {
+                c.allocate_volume(pb::AllocateVolumeRequest { holder: "t".into(), copies: 0, avoid_nodes })
+                    .await
+            }
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allocation_passes_over_nodes_the_writer_avoids_unless_the_cell_needs_them() {
+    let group = Group::start(3).await;
+    let client = group.client();
+    let nodes = register_nodes(&client).await; // z1: nodes[0..2], z2: [2..4], z3: [4..6]
+    for _ in 0..10 {
+        let v = allocate_avoiding(&client, vec![nodes[0]]).await.expect("allocate");
+        assert_eq!(v.replicas.len(), 3);
+        assert!(v.replicas.iter().all(|r| r.node_id != nodes[0]), "placed on an avoided node: {v:?}");
+    }
+    // Avoiding all of z1 leaves two zones for three replicas: the list is ignored.
+    let v = allocate_avoiding(&client, vec![nodes[0], nodes[1]]).await.expect("allocate");
+    assert!(v.replicas.iter().any(|r| r.node_id == nodes[0] || r.node_id == nodes[1]), "{v:?}");
+    let err = allocate_avoiding(&client, (0..65).collect()).await.expect_err("too many to avoid");
+    assert_eq!(err.code(), Some(cellar_proto::error_code::BAD_REQUEST), "{err}");
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_volume_servers_get_no_new_volumes() {
+    let group = Group::start_with(3, |c| c.node_silent_after_ms = 1000).await;
+    let client = group.client();
+    let nodes = register_nodes(&client).await;
+    allocate(&client).await;
+    // Nobody heartbeats: once every node has been silent for a second, nothing is placed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match allocate_avoiding(&client, Vec::new()).await {
+            Err(e) => {
+                assert_eq!(e.code(), Some(cellar_proto::error_code::NOT_ENOUGH_FAILURE_DOMAINS), "{e}");
+                break;
+            }
+            Ok(_) => assert!(std::time::Instant::now() < deadline, "silent nodes still get volumes"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Heartbeats from all but one node of z1 bring the cell back.
+    for node_id in nodes.iter().copied().filter(|n| *n != nodes[0]) {
+        client
+            .call(
+                |mut c| async move { c.heartbeat(pb::HeartbeatRequest { node_id, disks: Vec::new() }).await },
+            )
+            .await
+            .expect("heartbeat");
+    }
+    let v = allocate_avoiding(&client, Vec::new()).await.expect("allocate after heartbeats");
+    assert!(v.replicas.iter().all(|r| r.node_id != nodes[0]), "placed on a silent node: {v:?}");
     group.shutdown().await;
 }

@@ -170,7 +170,12 @@ pub async fn register_nodes(client: &MasterClient) -> Vec<u64> {
 pub async fn allocate(client: &MasterClient) -> pb::Volume {
     client
         .call(|mut c| async move {
-            c.allocate_volume(pb::AllocateVolumeRequest { holder: "test".into(), copies: 0 }).await
+            c.allocate_volume(pb::AllocateVolumeRequest {
+                holder: "test".into(),
+                copies: 0,
+                avoid_nodes: Vec::new(),
+            })
+            .await
         })
         .await
         .expect("allocate volume")

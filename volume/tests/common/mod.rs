@@ -125,7 +125,14 @@ impl Cell {
         self.client
             .call(|mut c| {
                 let holder = holder.clone();
-                async move { c.allocate_volume(mpb::AllocateVolumeRequest { holder, copies: 0 }).await }
+                async move {
+                    c.allocate_volume(mpb::AllocateVolumeRequest {
+                        holder,
+                        copies: 0,
+                        avoid_nodes: Vec::new(),
+                    })
+                    .await
+                }
             })
             .await
             .expect("allocate")
