@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Block payloads are `bytes::Bytes`: decoded without a copy out of the receive buffer,
     // and shared (not cloned) when one payload goes to several replicas.
     config.bytes([
-        ".cellar.volume.v1.AppendRequest.payload",
+        ".cellar.volume.v1.BlockRecord.payload",
         ".cellar.volume.v1.ReadRecordResponse.payload",
         ".cellar.frontend.v1.PutRequest.data",
         ".cellar.frontend.v1.GetResponse.data",

@@ -186,8 +186,7 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
                 lease_epoch: v.lease_epoch,
                 generation: v.generation,
                 offset_bytes: offset,
-                sha256: sha256.to_vec(),
-                payload: payload.into(),
+                records: vec![vpb::BlockRecord { sha256: sha256.to_vec(), payload: payload.into() }],
             };
             async move {
                 let mut c = cluster.node_client(r.node_id).await?;
@@ -196,7 +195,7 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
         });
         let mut len = 0;
         for r in futures::future::join_all(appends).await {
-            len = r?.record_len_bytes;
+            len = r?.appended_bytes;
         }
         written.push((sha256, offset, len as u32, crc32fast::hash(&payload)));
         offset += len;

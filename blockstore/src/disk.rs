@@ -22,11 +22,13 @@ use crate::info::{
 };
 use crate::io::{IoBackend, IoChoice};
 use crate::record::{Record, RecordLocation};
-use crate::replica::Replica;
+use crate::replica::{RecordIn, Replica};
 use crate::scan::ReplicaScan;
 
 /// Default largest block (record payload): 4 MiB.
 pub const BLOCK_SIZE_MAX_BYTES_DEFAULT: u64 = 4 << 20;
+/// Records one append may carry (they share one fsync).
+pub const APPEND_RECORDS_MAX: usize = 1024;
 
 /// How a disk is opened.
 #[derive(Debug, Clone)]
@@ -288,13 +290,36 @@ impl Disk {
         sha256: &[u8; 32],
         payload: &[u8],
     ) -> Result<RecordLocation> {
-        if payload.len() as u64 > self.block_size_max_bytes {
-            return Err(Error::RecordTooLarge {
-                size_bytes: payload.len() as u64,
-                limit_bytes: self.block_size_max_bytes,
-            });
+        let mut locations =
+            self.append_records(id, expected_offset_bytes, &[RecordIn { sha256, payload }])?;
+        locations.pop().ok_or_else(|| Error::BadParameters("an append of one record wrote none".into()))
+    }
+
+    /// Appends records back to back to an open replica and returns once all of them are
+    /// durable (one fsync for the batch). With `expected_offset_bytes`, the append is
+    /// refused unless the replica ends exactly there. At most [`APPEND_RECORDS_MAX`]
+    /// records.
+    pub fn append_records(
+        &self,
+        id: ExtentId,
+        expected_offset_bytes: Option<u64>,
+        records: &[RecordIn<'_>],
+    ) -> Result<Vec<RecordLocation>> {
+        if records.len() > APPEND_RECORDS_MAX {
+            return Err(Error::BadParameters(format!(
+                "{} records in one append; at most {APPEND_RECORDS_MAX}",
+                records.len()
+            )));
         }
-        self.replica(id)?.append(&self.catalog, expected_offset_bytes, sha256, payload)
+        for r in records {
+            if r.payload.len() as u64 > self.block_size_max_bytes {
+                return Err(Error::RecordTooLarge {
+                    size_bytes: r.payload.len() as u64,
+                    limit_bytes: self.block_size_max_bytes,
+                });
+            }
+        }
+        self.replica(id)?.append(&self.catalog, expected_offset_bytes, records)
     }
 
     /// Reads and verifies the record at `offset_bytes` of a replica.

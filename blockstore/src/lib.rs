@@ -19,12 +19,12 @@ pub mod record;
 mod replica;
 mod scan;
 
-pub use disk::{BLOCK_SIZE_MAX_BYTES_DEFAULT, Disk, DiskOptions, now_unix_ms};
+pub use disk::{APPEND_RECORDS_MAX, BLOCK_SIZE_MAX_BYTES_DEFAULT, Disk, DiskOptions, now_unix_ms};
 pub use error::{CorruptKind, Error, ExtentState, Result};
 pub use extent_header::EXTENT_DATA_OFFSET_BYTES;
 pub use id::{ExtentId, ExtentPart};
 pub use info::{DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport};
 pub use io::IoChoice;
 pub use record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
-pub use replica::{ReplicaRecovery, ScannedRecord};
+pub use replica::{RecordIn, ReplicaRecovery, ScannedRecord};
 pub use scan::ReplicaScan;

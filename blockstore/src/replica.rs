@@ -16,9 +16,30 @@ use crate::id::ExtentId;
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
 
-/// Payloads up to this size are copied behind their header and written with one call;
-/// larger ones are written in two calls (header, payload) rather than copied.
+/// Payloads up to this size are copied behind their header and written together with the
+/// other small records of their batch; larger ones are written in two calls (header,
+/// payload) rather than copied.
 const COALESCE_PAYLOAD_MAX_BYTES: usize = 64 << 10;
+
+/// One record to append: the block's key and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordIn<'a> {
+    /// The payload's SHA-256 (the block's key).
+    pub sha256: &'a [u8; 32],
+    /// The block's bytes.
+    pub payload: &'a [u8],
+}
+
+/// Writes the coalesced small records (if any) at data offset `at_bytes` and empties the
+/// buffer.
+fn flush_coalesced(file: &dyn IoFile, coalesced: &mut Vec<u8>, at_bytes: u64) -> std::io::Result<()> {
+    if coalesced.is_empty() {
+        return Ok(());
+    }
+    let written = write_all_at(file, coalesced, EXTENT_DATA_OFFSET_BYTES + at_bytes);
+    coalesced.clear();
+    written
+}
 
 /// One replica extent file and its in-memory write state (a few counters; nothing per
 /// record).
@@ -235,24 +256,28 @@ impl Replica {
         Ok(())
     }
 
-    /// Appends one record; returns once it is durable. `expected_offset_bytes`, when
-    /// given, must equal the current end (the lease holder assigns offsets).
+    /// Appends records back to back; returns once all of them are durable (one fsync for
+    /// the batch, shared with concurrent appenders). `expected_offset_bytes`, when given,
+    /// must equal the current end (the lease holder assigns offsets). Either every record
+    /// is written or none is acknowledged: a failed write fails the extent.
     pub(crate) fn append(
         &self,
         catalog: &Catalog,
         expected_offset_bytes: Option<u64>,
-        sha256: &[u8; 32],
-        payload: &[u8],
-    ) -> Result<RecordLocation> {
-        let payload_len = payload.len() as u64;
-        if payload_len > self.payload_max_bytes {
-            return Err(Error::RecordTooLarge {
-                size_bytes: payload_len,
-                limit_bytes: self.payload_max_bytes,
-            });
+        records: &[RecordIn<'_>],
+    ) -> Result<Vec<RecordLocation>> {
+        for r in records {
+            let payload_len = r.payload.len() as u64;
+            if payload_len > self.payload_max_bytes {
+                return Err(Error::RecordTooLarge {
+                    size_bytes: payload_len,
+                    limit_bytes: self.payload_max_bytes,
+                });
+            }
         }
-        let payload_crc32 = crc32fast::hash(payload);
-        let location = {
+        // Checksums before the lock: appenders to one extent only serialize on the writes.
+        let crcs: Vec<u32> = records.iter().map(|r| crc32fast::hash(r.payload)).collect();
+        let (locations, end_bytes) = {
             let mut st = lock(&self.append);
             self.check_live()?;
             if st.state == ExtentState::Sealed {
@@ -270,36 +295,58 @@ impl Replica {
                     end_bytes: st.end_bytes,
                 });
             }
-            let header = RecordHeader {
-                payload_len_bytes: payload_len as u32,
-                record_offset_bytes: st.end_bytes,
-                sha256: *sha256,
-                payload_crc32,
-            };
             let file = self.file()?;
-            let at = EXTENT_DATA_OFFSET_BYTES + st.end_bytes;
-            let written = if payload.len() <= COALESCE_PAYLOAD_MAX_BYTES {
-                // Small records go down in one write: half the system calls per append.
-                let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
-                record.extend_from_slice(&header.encode());
-                record.extend_from_slice(payload);
-                write_all_at(file.as_ref(), &record, at)
-            } else {
-                write_all_at(file.as_ref(), &header.encode(), at)
-                    .and_then(|()| write_all_at(file.as_ref(), payload, at + RECORD_HEADER_BYTES as u64))
-            };
+            let mut locations = Vec::with_capacity(records.len());
+            let mut offset = st.end_bytes;
+            // Small records are copied behind their headers and go down in one write
+            // (half the system calls per record); large ones are written in place.
+            let mut coalesced: Vec<u8> = Vec::new();
+            let mut coalesced_at = offset;
+            let mut written = Ok(());
+            for (r, crc) in records.iter().zip(&crcs) {
+                let header = RecordHeader {
+                    payload_len_bytes: r.payload.len() as u32,
+                    record_offset_bytes: offset,
+                    sha256: *r.sha256,
+                    payload_crc32: *crc,
+                };
+                let at = EXTENT_DATA_OFFSET_BYTES + offset;
+                if r.payload.len() <= COALESCE_PAYLOAD_MAX_BYTES {
+                    if coalesced.is_empty() {
+                        coalesced_at = offset;
+                    }
+                    coalesced.extend_from_slice(&header.encode());
+                    coalesced.extend_from_slice(r.payload);
+                } else {
+                    written = flush_coalesced(file.as_ref(), &mut coalesced, coalesced_at)
+                        .and_then(|()| write_all_at(file.as_ref(), &header.encode(), at))
+                        .and_then(|()| {
+                            write_all_at(file.as_ref(), r.payload, at + RECORD_HEADER_BYTES as u64)
+                        });
+                    if written.is_err() {
+                        break;
+                    }
+                }
+                let location =
+                    RecordLocation { offset_bytes: offset, record_len_bytes: header.record_len_bytes() };
+                offset = location.end_bytes();
+                locations.push(location);
+            }
+            if written.is_ok() {
+                written = flush_coalesced(file.as_ref(), &mut coalesced, coalesced_at);
+            }
             if let Err(e) = written {
                 self.failed.store(true, Ordering::Release);
                 return Err(Error::io(&self.path, "append record", e));
             }
-            let location =
-                RecordLocation { offset_bytes: st.end_bytes, record_len_bytes: header.record_len_bytes() };
-            st.end_bytes = location.end_bytes();
-            self.written_end_bytes.store(st.end_bytes, Ordering::Release);
-            location
+            st.end_bytes = offset;
+            self.written_end_bytes.store(offset, Ordering::Release);
+            (locations, offset)
         };
-        self.sync_to(catalog, location.end_bytes())?;
-        Ok(location)
+        if !locations.is_empty() {
+            self.sync_to(catalog, end_bytes)?;
+        }
+        Ok(locations)
     }
 
     /// Waits until everything up to `end_bytes` is durable. The first waiter finding no

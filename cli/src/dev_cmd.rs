@@ -21,6 +21,10 @@ pub struct DevArgs {
     /// Volume size in MiB: small, so that sealing and coding happen within minutes of use.
     #[arg(long, default_value_t = 64)]
     volume_mib: u64,
+    /// Have the frontend reach the volume servers over gRPC on loopback, as a frontend on
+    /// another machine would (by default it calls them in-process).
+    #[arg(long)]
+    extents_over_grpc: bool,
 }
 
 /// Default address of the dev cell's HTTP API (also the client commands' default).
@@ -42,6 +46,7 @@ pub fn run(args: DevArgs) -> Result<()> {
             grpc: args.grpc,
             volume_size_bytes: args.volume_mib << 20,
             lease_ms: 10_000,
+            extents_over_grpc: args.extents_over_grpc,
         };
         let cell = DevCell::start(options).await?;
         let e = &cell.endpoints;

@@ -129,6 +129,11 @@ impl Blocks {
         &self.writers
     }
 
+    /// The cell as this frontend sees it (master client, volume server clients).
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     /// Waits for room for one more put (bounds the bodies held in memory).
     pub async fn admit_put(&self) -> tokio::sync::SemaphorePermit<'_> {
         loop {
@@ -158,6 +163,7 @@ impl Blocks {
             return Ok(Some(e.clone()));
         }
         let h = hash.to_vec();
+        let started = Instant::now();
         let resp = self
             .cluster
             .master()
@@ -167,6 +173,7 @@ impl Blocks {
             })
             .await
             .map_err(unavailable)?;
+        self.metrics.lookup_latency.observe(started.elapsed());
         let found = resp.entries.into_iter().find(|e| e.hash == hash[..]);
         if let Some(e) = &found {
             self.cache_entry(*hash, e.clone());

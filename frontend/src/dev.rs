@@ -1,6 +1,8 @@
 //! The one-process local cell behind `cellar dev`: 3 masters, 3 zones x 2 volume servers
 //! x 2 disks and one frontend under one data directory, with small volumes so that
-//! sealing and coding happen within minutes of use. Ports are chosen on the first start
+//! sealing and coding happen within minutes of use. The frontend calls the volume
+//! servers' extent services in-process (unless `extents_over_grpc`); everything else
+//! (Raft, the master API, the volume servers' tasks) goes over gRPC on loopback. Ports are chosen on the first start
 //! and kept in `DIR/ports.json` (the masters' Raft membership names them), so the next
 //! start finds all its data again.
 
@@ -39,6 +41,10 @@ pub struct DevOptions {
     pub volume_size_bytes: u64,
     /// Write lease duration (also how soon an abandoned volume is sealed).
     pub lease_ms: u64,
+    /// Whether the frontend reaches the volume servers over gRPC on loopback, as a
+    /// frontend on another machine would. By default it calls their services in-process
+    /// (see `cellar_volume::cluster::ExtentClient`): the same handlers, without sockets.
+    pub extents_over_grpc: bool,
 }
 
 /// The ports chosen on the first start.
@@ -177,6 +183,11 @@ impl DevCell {
         config.lease_renew = Duration::from_millis(options.lease_ms / 3);
         config.holder = format!("dev-frontend-{}", std::process::id());
         let frontend = crate::start(config).await.map_err(|e| start_err("frontend", e))?;
+        if !options.extents_over_grpc {
+            for v in &cell.volumes {
+                frontend.blocks.cluster().add_local(v.node_id, v.local_service());
+            }
+        }
         cell.endpoints.http = format!("http://{}", frontend.addr);
         cell.endpoints.grpc = frontend.grpc_addr.map(|a| a.to_string());
         // Ready means a put goes through end to end (the same block each start: deduplicated).

@@ -89,17 +89,27 @@ pub struct Metrics {
     pub volumes_sealed: Counter,
     /// Puts retried on a new volume after a replica failure.
     pub put_retries: Counter,
+    /// Batches of puts written (one append per replica and one index commit each).
+    pub put_batches: Counter,
+    /// Puts in those batches.
+    pub put_batch_records: Counter,
     /// Put latency.
     pub put_latency: Histogram,
     /// Get latency.
     pub get_latency: Histogram,
+    /// Index lookups that went to the master (puts and gets).
+    pub lookup_latency: Histogram,
+    /// Appends of a batch to all its replicas.
+    pub put_append_latency: Histogram,
+    /// Index commits of a batch.
+    pub put_commit_latency: Histogram,
 }
 
 impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &str, &Counter); 15] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -138,6 +148,18 @@ impl Metrics {
                 "Puts retried after a replica failure.",
                 &self.put_retries,
             ),
+            (
+                "cellar_frontend_put_batches_total",
+                "",
+                "Batches of puts written (one append per replica, one index commit).",
+                &self.put_batches,
+            ),
+            (
+                "cellar_frontend_put_batch_records_total",
+                "",
+                "Puts in those batches.",
+                &self.put_batch_records,
+            ),
         ];
         for (name, labels, help, c) in counters {
             if !help.is_empty() {
@@ -150,6 +172,11 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE cellar_frontend_request_seconds histogram");
         self.put_latency.render(&mut out, "cellar_frontend_request_seconds", "method=\"PUT\"");
         self.get_latency.render(&mut out, "cellar_frontend_request_seconds", "method=\"GET\"");
+        let _ = writeln!(out, "# HELP cellar_frontend_stage_seconds Latency of the steps of puts and gets.");
+        let _ = writeln!(out, "# TYPE cellar_frontend_stage_seconds histogram");
+        self.lookup_latency.render(&mut out, "cellar_frontend_stage_seconds", "stage=\"lookup\"");
+        self.put_append_latency.render(&mut out, "cellar_frontend_stage_seconds", "stage=\"append\"");
+        self.put_commit_latency.render(&mut out, "cellar_frontend_stage_seconds", "stage=\"commit\"");
         out
     }
 }

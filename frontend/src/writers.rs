@@ -1,12 +1,20 @@
-//! The open volumes this frontend writes: one write lease per volume, one put at a time
-//! per volume (the writer assigns offsets), `writers` volumes at once.
+//! The open volumes this frontend writes, and the queue of puts waiting for them.
 //!
-//! A put appends its record to every replica in parallel; each server answers once the
-//! record is durable. Then the index entry is committed through the master (batched
-//! there with other frontends' commits), still holding the volume, so that a volume is
-//! only ever sealed at the end of a committed record. A replica that fails ends the
-//! volume: it is sealed at its last committed record and the put is retried on a new
-//! volume. A volume that cannot take the next block is sealed, which queues its encode.
+//! Puts wait in one bounded queue. Each of `writers` slots holds a write lease on one open
+//! volume and, whenever it is free, takes what is queued: up to [`APPEND_RECORDS_MAX`]
+//! blocks and [`APPEND_PAYLOAD_MAX_BYTES`], as much as its volume still holds. The batch's
+//! records go to every replica in parallel in one Append each (one fsync per replica for
+//! the whole batch); each server answers once they are durable. Then their index entries
+//! go to the master in one CommitIndex (merged there with other frontends' commits), and
+//! only then is every put of the batch answered. Under light load a batch is one put and
+//! nothing waits for company; under load the queue fills while the slots are busy and
+//! batches grow by themselves.
+//!
+//! One batch at a time per volume: the writer assigns offsets, so a volume is only ever
+//! sealed at the end of a committed batch. A replica that fails ends the volume: it is
+//! sealed at its last committed record and the batch is retried on a new volume, placed
+//! away from the server that failed. A volume that cannot take the next batch is sealed,
+//! which queues its encode.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -17,7 +25,9 @@ use cellar_master::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as vpb;
 use cellar_volume::cluster::Cluster;
-use tokio::sync::Semaphore;
+use cellar_volume::{APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::config::FrontendConfig;
 use crate::metrics::Metrics;
@@ -26,6 +36,10 @@ use crate::metrics::Metrics;
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
 /// Suspect servers remembered at most.
 const SUSPECTS_MAX: usize = 64;
+/// Puts queued for the writers at most; further puts wait for room.
+pub const PUT_QUEUE_MAX: usize = crate::PUTS_IN_FLIGHT_MAX;
+
+const RECORD_HEADER_BYTES: u64 = cellar_blockstore::RECORD_HEADER_BYTES as u64;
 
 /// A volume being written.
 #[derive(Debug)]
@@ -44,7 +58,7 @@ pub struct Stored {
 }
 
 /// Why a store did not succeed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Retry on another volume.
     #[error("{0}")]
@@ -54,14 +68,34 @@ pub enum StoreError {
     Fatal(String),
 }
 
-/// The writer pool.
+/// One put waiting for a writer.
+struct Job {
+    sha256: [u8; 32],
+    payload: Bytes,
+    crc32: u32,
+    reply: oneshot::Sender<Result<Stored, StoreError>>,
+}
+
+impl Job {
+    fn record_bytes(&self) -> u64 {
+        RECORD_HEADER_BYTES + self.payload.len() as u64
+    }
+}
+
+/// The writer pool: the put queue, the dispatcher that cuts it into batches, and the
+/// slots that write them.
 pub struct Writers {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Job>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the slots share.
+struct Shared {
     cluster: Arc<Cluster>,
     holder: String,
     volume_size_bytes: u64,
-    slots: Vec<tokio::sync::Mutex<Option<OpenVolume>>>,
-    free: Mutex<Vec<usize>>,
-    permits: Semaphore,
     leases: Mutex<HashMap<u64, u64>>,
     dead: Mutex<HashSet<u64>>,
     /// Volume servers an append just failed to reach, and when: new volumes are placed
@@ -69,6 +103,13 @@ pub struct Writers {
     /// after `node_silent_after_ms`).
     suspects: Mutex<HashMap<u64, Instant>>,
     metrics: Arc<Metrics>,
+}
+
+/// A slot with nothing to write, and the bytes its open volume still holds.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    slot: usize,
+    room_bytes: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,92 +121,347 @@ fn refusal(e: &ClientError) -> bool {
 }
 
 impl Writers {
-    /// A pool of `config.writers` volumes.
+    /// A pool of `config.writers` slots (started at once: call inside a Tokio runtime).
     pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig, metrics: Arc<Metrics>) -> Writers {
-        Writers {
+        let (queue, rx) = mpsc::channel(PUT_QUEUE_MAX);
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
             cluster,
             holder: config.holder.clone(),
             volume_size_bytes: config.volume_size_bytes,
-            slots: (0..config.writers).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            free: Mutex::new((0..config.writers).collect()),
-            permits: Semaphore::new(config.writers),
             leases: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashSet::new()),
             suspects: Mutex::new(HashMap::new()),
             metrics,
+        });
+        let (idle_tx, idle_rx) = mpsc::channel(config.writers);
+        let mut tasks = Vec::new();
+        let mut slots = Vec::new();
+        for slot in 0..config.writers {
+            let (tx, batches) = mpsc::channel(1);
+            slots.push(tx);
+            tasks.push(tokio::spawn(run_slot(shared.clone(), slot, batches, idle_tx.clone())));
+        }
+        tasks.push(tokio::spawn(dispatch(shared.clone(), rx, slots, idle_rx, stop_rx)));
+        Writers { shared, queue, stop, tasks: Mutex::new(tasks) }
+    }
+
+    /// Stores one block and commits its index entry; answers once both are durable.
+    pub async fn store(&self, sha256: [u8; 32], payload: Bytes, crc32: u32) -> Result<Stored, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { sha256, payload, crc32, reply })
+            .await
+            .map_err(|_| StoreError::Fatal("the frontend is stopping".into()))?;
+        answer.await.map_err(|_| StoreError::Fatal("the frontend is stopping".into()))?
+    }
+
+    /// Renews every held lease once; a lease that cannot be renewed is given up.
+    pub async fn renew_leases(&self) {
+        let shared = &self.shared;
+        let leases: Vec<(u64, u64)> = lock(&shared.leases).iter().map(|(v, e)| (*v, *e)).collect();
+        for (volume_id, lease_epoch) in leases {
+            let holder = shared.holder.clone();
+            let renewed =
+                shared
+                    .cluster
+                    .master()
+                    .call(|mut c| {
+                        let holder = holder.clone();
+                        async move {
+                            c.renew_lease(mpb::RenewLeaseRequest { volume_id, lease_epoch, holder }).await
+                        }
+                    })
+                    .await;
+            match renewed {
+                Ok(_) => shared.metrics.lease_renewals.add(1),
+                Err(e) if refusal(&e) => {
+                    tracing::warn!(volume = volume_id, error = %e, "lease lost");
+                    lock(&shared.leases).remove(&volume_id);
+                    lock(&shared.dead).insert(volume_id);
+                }
+                Err(e) => tracing::warn!(volume = volume_id, error = %e, "lease renewal failed; will retry"),
+            }
         }
     }
 
-    /// Stores one block (`record_len` = header + payload) and commits its index entry.
-    pub async fn store(&self, sha256: [u8; 32], payload: Bytes, crc32: u32) -> Result<Stored, StoreError> {
+    /// Stops the pool and seals every volume this frontend holds (at shutdown, once no
+    /// more puts arrive). Puts still queued are answered with an error.
+    pub async fn seal_all(&self) {
+        let _ = self.stop.send(true);
+        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Cuts the queue into batches for idle slots until stopped. The slot that went idle last
+/// is served first, so that light load keeps writing the same few volumes (they fill and
+/// get sealed and coded) instead of spreading over every slot.
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<Job>,
+    slots: Vec<mpsc::Sender<Vec<Job>>>,
+    mut idle_rx: mpsc::Receiver<Idle>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let size = shared.volume_size_bytes;
+    let mut idle: Vec<Idle> = (0..slots.len()).rev().map(|slot| Idle { slot, room_bytes: size }).collect();
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(job) => job,
+            None => tokio::select! {
+                job = queue.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            },
+        };
+        while idle.is_empty() {
+            tokio::select! {
+                i = idle_rx.recv() => match i {
+                    Some(i) => idle.push(i),
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+        while let Ok(i) = idle_rx.try_recv() {
+            idle.push(i);
+        }
+        let Some(target) = idle.pop() else { continue };
+        // The room left: in the slot's volume if the first block fits there, else in a new one.
+        let room = if first.record_bytes() <= target.room_bytes { target.room_bytes } else { size };
+        let mut record_bytes = first.record_bytes();
+        let mut payload_bytes = first.payload.len() as u64;
+        let mut batch = vec![first];
+        while batch.len() < APPEND_RECORDS_MAX {
+            let Ok(job) = queue.try_recv() else { break };
+            if record_bytes + job.record_bytes() > room
+                || payload_bytes + job.payload.len() as u64 > APPEND_PAYLOAD_MAX_BYTES
+            {
+                carry = Some(job);
+                break;
+            }
+            record_bytes += job.record_bytes();
+            payload_bytes += job.payload.len() as u64;
+            batch.push(job);
+        }
+        if slots[target.slot].send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One slot: writes the batches it is given to its volume, reporting itself idle after
+/// each; once the dispatcher is gone, seals its volume.
+async fn run_slot(
+    shared: Arc<Shared>,
+    slot: usize,
+    mut batches: mpsc::Receiver<Vec<Job>>,
+    idle: mpsc::Sender<Idle>,
+) {
+    let mut open: Option<OpenVolume> = None;
+    while let Some(batch) = batches.recv().await {
+        shared.write_batch(&mut open, batch).await;
+        let room_bytes = open
+            .as_ref()
+            .map_or(shared.volume_size_bytes, |o| shared.volume_size_bytes - o.next_offset_bytes);
+        if idle.send(Idle { slot, room_bytes }).await.is_err() {
+            break;
+        }
+    }
+    if let Some(o) = open.take()
+        && o.next_offset_bytes > 0
+    {
+        shared.seal(o.v.volume_id).await;
+    }
+}
+
+impl Shared {
+    /// Writes a batch, retrying on new volumes, and answers every put in it.
+    async fn write_batch(&self, open: &mut Option<OpenVolume>, batch: Vec<Job>) {
+        self.metrics.put_batches.add(1);
+        self.metrics.put_batch_records.add(batch.len() as u64);
+        let mut pending = batch;
         let mut last = String::new();
         for attempt in 0..crate::PUT_ATTEMPTS_MAX {
             if attempt > 0 {
-                self.metrics.put_retries.add(1);
+                self.metrics.put_retries.add(pending.len() as u64);
             }
-            let _permit = self.permits.acquire().await.map_err(|e| StoreError::Fatal(e.to_string()))?;
-            let Some(index) = lock(&self.free).pop() else {
-                return Err(StoreError::Fatal("writer pool is inconsistent".into()));
-            };
-            let result = {
-                let mut slot = self.slots[index].lock().await;
-                self.store_in(&mut slot, sha256, payload.clone(), crc32).await
-            };
-            lock(&self.free).push(index);
-            match result {
-                Ok(stored) => return Ok(stored),
+            match self.try_batch(open, &pending).await {
+                Ok(results) => {
+                    let mut again = Vec::new();
+                    for (job, result) in pending.into_iter().zip(results) {
+                        match result {
+                            Ok(stored) => {
+                                let _ = job.reply.send(Ok(stored));
+                            }
+                            Err(why) => {
+                                last = why;
+                                again.push(job);
+                            }
+                        }
+                    }
+                    if again.is_empty() {
+                        return;
+                    }
+                    tracing::warn!(attempt, puts = again.len(), why = %last, "puts retried on another volume");
+                    pending = again;
+                }
                 Err(StoreError::Retry(why)) => {
-                    tracing::warn!(attempt, %why, "put retried on another volume");
+                    tracing::warn!(attempt, puts = pending.len(), %why, "puts retried on another volume");
                     last = why;
                 }
-                Err(e) => return Err(e),
+                Err(fatal) => {
+                    for job in pending {
+                        let _ = job.reply.send(Err(fatal.clone()));
+                    }
+                    return;
+                }
             }
         }
-        Err(StoreError::Fatal(format!("gave up after {} attempts: {last}", crate::PUT_ATTEMPTS_MAX)))
+        let why = format!("gave up after {} attempts: {last}", crate::PUT_ATTEMPTS_MAX);
+        for job in pending {
+            let _ = job.reply.send(Err(StoreError::Fatal(why.clone())));
+        }
     }
 
-    async fn store_in(
+    /// One attempt at a batch: appends it to every replica of the open volume (allocating
+    /// one first if needed), then commits its index entries. Per put: the stored entry, or
+    /// why it must go to another volume.
+    async fn try_batch(
         &self,
-        slot: &mut Option<OpenVolume>,
-        sha256: [u8; 32],
-        payload: Bytes,
-        crc32: u32,
-    ) -> Result<Stored, StoreError> {
-        let record_len = cellar_blockstore::RECORD_HEADER_BYTES as u64 + payload.len() as u64;
-        if let Some(open) = slot.as_ref() {
-            let dead = lock(&self.dead).remove(&open.v.volume_id);
+        open: &mut Option<OpenVolume>,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<Stored, String>>, StoreError> {
+        let total_bytes: u64 = jobs.iter().map(Job::record_bytes).sum();
+        if let Some(o) = open.as_ref() {
+            let dead = lock(&self.dead).remove(&o.v.volume_id);
             if dead {
-                *slot = None;
-            } else if open.next_offset_bytes + record_len > self.volume_size_bytes {
-                let volume_id = open.v.volume_id;
-                *slot = None;
+                *open = None;
+            } else if o.next_offset_bytes + total_bytes > self.volume_size_bytes {
+                let volume_id = o.v.volume_id;
+                *open = None;
                 self.seal(volume_id).await;
             }
         }
-        if slot.is_none() {
-            let holder = self.holder.clone();
-            let avoid_nodes: Vec<u64> = {
-                let mut suspects = lock(&self.suspects);
-                suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
-                suspects.keys().copied().collect()
-            };
-            let v = self
-                .cluster
-                .master()
-                .call(|mut c| {
-                    let (holder, avoid_nodes) = (holder.clone(), avoid_nodes.clone());
-                    async move {
-                        c.allocate_volume(mpb::AllocateVolumeRequest { holder, copies: 0, avoid_nodes }).await
-                    }
-                })
-                .await
-                .map_err(|e| StoreError::Fatal(format!("allocate a volume: {e}")))?;
-            lock(&self.leases).insert(v.volume_id, v.lease_epoch);
-            *slot = Some(OpenVolume { v, next_offset_bytes: 0 });
+        if open.is_none() {
+            *open = Some(self.allocate().await?);
         }
-        let Some(open) = slot.as_mut() else { return Err(StoreError::Fatal("no volume".into())) };
-        let offset = open.next_offset_bytes;
-        let v = &open.v;
+        let Some(o) = open.as_mut() else { return Err(StoreError::Fatal("no volume".into())) };
+        let offset = o.next_offset_bytes;
+        let appended_at = Instant::now();
+        if let Err(why) = self.append(&o.v, offset, jobs, total_bytes).await {
+            // The lease ends: seal at the last committed record; the batch goes elsewhere.
+            let volume_id = o.v.volume_id;
+            *open = None;
+            self.seal(volume_id).await;
+            return Err(StoreError::Retry(why));
+        }
+        o.next_offset_bytes = offset + total_bytes;
+        self.metrics.put_append_latency.observe(appended_at.elapsed());
+        let mut entries = Vec::with_capacity(jobs.len());
+        let mut at = offset;
+        for job in jobs {
+            entries.push(mpb::IndexCommit {
+                hash: job.sha256.to_vec(),
+                volume_id: o.v.volume_id,
+                lease_epoch: o.v.lease_epoch,
+                offset_bytes: at,
+                length_bytes: job.record_bytes() as u32,
+                crc32: job.crc32,
+            });
+            at += job.record_bytes();
+        }
+        let committed_at = Instant::now();
+        let committed = self
+            .cluster
+            .master()
+            .call(|mut c| {
+                let entries = entries.clone();
+                async move { c.commit_index(mpb::CommitIndexRequest { entries }).await }
+            })
+            .await;
+        let results = match committed {
+            Ok(resp) if resp.results.len() == jobs.len() => resp.results,
+            other => {
+                // Whether the master applied the commit is unknown: seal the volume at what
+                // the master has committed, so that nothing is appended after it.
+                let volume_id = o.v.volume_id;
+                *open = None;
+                self.seal(volume_id).await;
+                return Err(StoreError::Fatal(match other {
+                    Ok(resp) => format!(
+                        "the master answered a commit of {} entries with {} results",
+                        jobs.len(),
+                        resp.results.len()
+                    ),
+                    Err(e) => format!("commit: {e}"),
+                }));
+            }
+        };
+        self.metrics.put_commit_latency.observe(committed_at.elapsed());
+        let mut refused = false;
+        let out = results
+            .into_iter()
+            .map(|result| match (result.outcome.as_str(), result.entry) {
+                ("committed", Some(entry)) => Ok(Stored { entry, deduplicated: false }),
+                ("deduplicated", Some(entry)) => Ok(Stored { entry, deduplicated: true }),
+                (code, _) => {
+                    refused = true;
+                    Err(format!("commit refused: {code}: {}", result.detail))
+                }
+            })
+            .collect();
+        if refused {
+            // The lease is gone (expired, sealed by the planner): drop the volume.
+            let volume_id = o.v.volume_id;
+            lock(&self.leases).remove(&volume_id);
+            *open = None;
+        }
+        Ok(out)
+    }
+
+    /// A new open volume with this frontend's write lease, placed away from suspects.
+    async fn allocate(&self) -> Result<OpenVolume, StoreError> {
+        let holder = self.holder.clone();
+        let avoid_nodes: Vec<u64> = {
+            let mut suspects = lock(&self.suspects);
+            suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
+            suspects.keys().copied().collect()
+        };
+        let v = self
+            .cluster
+            .master()
+            .call(|mut c| {
+                let (holder, avoid_nodes) = (holder.clone(), avoid_nodes.clone());
+                async move {
+                    c.allocate_volume(mpb::AllocateVolumeRequest { holder, copies: 0, avoid_nodes }).await
+                }
+            })
+            .await
+            .map_err(|e| StoreError::Fatal(format!("allocate a volume: {e}")))?;
+        lock(&self.leases).insert(v.volume_id, v.lease_epoch);
+        Ok(OpenVolume { v, next_offset_bytes: 0 })
+    }
+
+    /// Appends the batch's records at `offset` of every replica in parallel; why it
+    /// failed otherwise (a server that could not be reached becomes a suspect).
+    async fn append(
+        &self,
+        v: &mpb::Volume,
+        offset: u64,
+        jobs: &[Job],
+        total_bytes: u64,
+    ) -> Result<(), String> {
+        let records: Vec<vpb::BlockRecord> = jobs
+            .iter()
+            .map(|j| vpb::BlockRecord { sha256: j.sha256.to_vec(), payload: j.payload.clone() })
+            .collect();
         let appends = v.replicas.iter().map(|r| {
             let req = vpb::AppendRequest {
                 volume_id: v.volume_id,
@@ -173,75 +469,37 @@ impl Writers {
                 lease_epoch: v.lease_epoch,
                 generation: v.generation,
                 offset_bytes: offset,
-                sha256: sha256.to_vec(),
-                payload: payload.clone(),
+                records: records.clone(),
             };
-            async move {
-                let mut c = self.cluster.node_client(r.node_id).await?;
-                Ok::<_, tonic::Status>(c.append(req).await?.into_inner())
-            }
+            async move { self.cluster.extent_client(r.node_id).await?.append(req).await }
         });
         let mut failure = None;
         let appended = futures::future::join_all(appends).await;
         for (r, result) in v.replicas.iter().zip(appended) {
-            if let Err(e) = result {
-                if matches!(
-                    e.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
-                ) {
-                    let mut suspects = lock(&self.suspects);
-                    if suspects.len() < SUSPECTS_MAX {
-                        suspects.insert(r.node_id, Instant::now());
-                    }
+            match result {
+                Ok(resp) if resp.offset_bytes == offset && resp.appended_bytes == total_bytes => {}
+                Ok(resp) => {
+                    failure = Some(format!(
+                        "replica on disk {} of node {} appended {} bytes at {}, not {total_bytes} at {offset}",
+                        r.disk_id, r.node_id, resp.appended_bytes, resp.offset_bytes
+                    ));
                 }
-                failure =
-                    Some(format!("replica on disk {} of node {}: {}", r.disk_id, r.node_id, e.message()));
+                Err(e) => {
+                    if matches!(
+                        e.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                    ) {
+                        let mut suspects = lock(&self.suspects);
+                        if suspects.len() < SUSPECTS_MAX {
+                            suspects.insert(r.node_id, Instant::now());
+                        }
+                    }
+                    failure =
+                        Some(format!("replica on disk {} of node {}: {}", r.disk_id, r.node_id, e.message()));
+                }
             }
         }
-        if let Some(why) = failure {
-            // The lease ends: seal at the last committed record; the put goes elsewhere.
-            let volume_id = v.volume_id;
-            *slot = None;
-            self.seal(volume_id).await;
-            return Err(StoreError::Retry(why));
-        }
-        let entry = mpb::IndexCommit {
-            hash: sha256.to_vec(),
-            volume_id: v.volume_id,
-            lease_epoch: v.lease_epoch,
-            offset_bytes: offset,
-            length_bytes: record_len as u32,
-            crc32,
-        };
-        let committed = self
-            .cluster
-            .master()
-            .call(|mut c| {
-                let entry = entry.clone();
-                async move { c.commit_index(mpb::CommitIndexRequest { entries: vec![entry] }).await }
-            })
-            .await;
-        let result = match committed {
-            Ok(mut resp) if resp.results.len() == 1 => resp.results.remove(0),
-            Ok(_) => {
-                return Err(StoreError::Fatal(
-                    "the master answered a commit of one entry with another count".into(),
-                ));
-            }
-            Err(e) => return Err(StoreError::Fatal(format!("commit: {e}"))),
-        };
-        open.next_offset_bytes = offset + record_len;
-        match (result.outcome.as_str(), result.entry) {
-            ("committed", Some(entry)) => Ok(Stored { entry, deduplicated: false }),
-            ("deduplicated", Some(entry)) => Ok(Stored { entry, deduplicated: true }),
-            (code, _) => {
-                // The lease is gone (expired, sealed by the planner): drop the volume.
-                let volume_id = open.v.volume_id;
-                lock(&self.leases).remove(&volume_id);
-                *slot = None;
-                Err(StoreError::Retry(format!("commit refused: {code}: {}", result.detail)))
-            }
-        }
+        failure.map_or(Ok(()), Err)
     }
 
     /// Seals a volume at its last committed record (which queues its encode).
@@ -258,45 +516,6 @@ impl Writers {
             Ok(_) => self.metrics.volumes_sealed.add(1),
             Err(e) => {
                 tracing::warn!(volume = volume_id, error = %e, "seal failed; the master's planner will seal it")
-            }
-        }
-    }
-
-    /// Renews every held lease once; a lease that cannot be renewed is given up.
-    pub async fn renew_leases(&self) {
-        let leases: Vec<(u64, u64)> = lock(&self.leases).iter().map(|(v, e)| (*v, *e)).collect();
-        for (volume_id, lease_epoch) in leases {
-            let holder = self.holder.clone();
-            let renewed =
-                self.cluster
-                    .master()
-                    .call(|mut c| {
-                        let holder = holder.clone();
-                        async move {
-                            c.renew_lease(mpb::RenewLeaseRequest { volume_id, lease_epoch, holder }).await
-                        }
-                    })
-                    .await;
-            match renewed {
-                Ok(_) => self.metrics.lease_renewals.add(1),
-                Err(e) if refusal(&e) => {
-                    tracing::warn!(volume = volume_id, error = %e, "lease lost");
-                    lock(&self.leases).remove(&volume_id);
-                    lock(&self.dead).insert(volume_id);
-                }
-                Err(e) => tracing::warn!(volume = volume_id, error = %e, "lease renewal failed; will retry"),
-            }
-        }
-    }
-
-    /// Seals every volume this frontend holds (at shutdown).
-    pub async fn seal_all(&self) {
-        for slot in &self.slots {
-            let mut slot = slot.lock().await;
-            if let Some(open) = slot.take()
-                && open.next_offset_bytes > 0
-            {
-                self.seal(open.v.volume_id).await;
             }
         }
     }

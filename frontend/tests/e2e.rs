@@ -11,13 +11,16 @@ use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(180);
 
-async fn start(dir: &std::path::Path) -> DevCell {
+/// A dev cell whose frontend reaches the volume servers over gRPC (the path of a frontend
+/// on its own machine) or in-process (the `cellar dev` default).
+async fn start(dir: &std::path::Path, extents_over_grpc: bool) -> DevCell {
     let options = DevOptions {
         data_dir: dir.to_path_buf(),
         http: "127.0.0.1:0".into(),
         grpc: "127.0.0.1:0".into(),
         volume_size_bytes: 8 << 20,
         lease_ms: 3_000,
+        extents_over_grpc,
     };
     DevCell::start(options).await.expect("start the dev cell")
 }
@@ -64,7 +67,7 @@ async fn get(http: &reqwest::Client, base: &str, hash: &str) -> (u16, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_thousand_blocks_read_back_byte_exact_across_seal_and_code() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cell = start(dir.path()).await;
+    let cell = start(dir.path(), true).await;
     let base = cell.endpoints.http.clone();
     let http = reqwest::Client::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(2000);
@@ -144,7 +147,7 @@ async fn two_thousand_blocks_read_back_byte_exact_across_seal_and_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dedup_and_bad_input_leave_the_cell_unchanged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cell = start(dir.path()).await;
+    let cell = start(dir.path(), false).await;
     let base = cell.endpoints.http.clone();
     let http = reqwest::Client::new();
     let block = vec![7u8; 100_000];

@@ -120,7 +120,7 @@ pub async fn read_fragment_range(
     offset_bytes: u64,
     len_bytes: u64,
 ) -> Result<Vec<u8>, Status> {
-    let mut client = cluster.node_client(node_id).await?;
+    let mut client = cluster.extent_client(node_id).await?;
     let resp = client
         .read_fragment(pb::ReadFragmentRequest {
             volume_id,
@@ -129,8 +129,7 @@ pub async fn read_fragment_range(
             offset_bytes,
             length_bytes: len_bytes,
         })
-        .await?
-        .into_inner();
+        .await?;
     if resp.data.len() as u64 != len_bytes {
         return Err(status(
             Code::DataLoss,

@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use cellar_master::client::{MasterClient, SecretInterceptor};
 use cellar_proto::master as mpb;
+use cellar_proto::volume as pb;
 use cellar_proto::volume::volume_client::VolumeClient;
+use cellar_proto::volume::volume_server::Volume;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::{Code, Request, Status};
 
 use crate::MESSAGE_MAX_BYTES;
 use crate::errors::{master_status, status};
+use crate::service::VolumeService;
 
 /// A gRPC client of one volume server.
 pub type VolumeGrpc = VolumeClient<InterceptedService<Channel, SecretInterceptor>>;
@@ -30,6 +34,75 @@ pub struct Cluster {
     secret: Option<String>,
     nodes: RwLock<HashMap<u64, String>>,
     clients: Mutex<HashMap<String, VolumeGrpc>>,
+    /// Volume servers running in this process (`cellar dev`), by node id.
+    local: RwLock<HashMap<u64, Arc<VolumeService>>>,
+}
+
+/// The extent calls of the put and get paths (Append, ReadRecord, ReadFragment) to one
+/// volume server: over gRPC, or, for a server in this process, straight into its service.
+/// The in-process call runs the same handler with the same secret check, fences, limits
+/// and metrics; it only skips the socket, the HTTP/2 framing and the message copies.
+#[derive(Clone)]
+pub enum ExtentClient {
+    /// Over the network.
+    Remote(VolumeGrpc),
+    /// In this process.
+    Local {
+        /// The server's service.
+        service: Arc<VolumeService>,
+        /// The cluster secret, as the interceptor would send it.
+        secret: Option<MetadataValue<Ascii>>,
+    },
+}
+
+impl ExtentClient {
+    fn local_request<T>(secret: &Option<MetadataValue<Ascii>>, message: T) -> Request<T> {
+        let mut req = Request::new(message);
+        if let Some(s) = secret {
+            req.metadata_mut().insert(cellar_proto::SECRET_KEY, s.clone());
+        }
+        req
+    }
+
+    /// Appends records to a replica (see the `Append` RPC).
+    pub async fn append(&mut self, req: pb::AppendRequest) -> Result<pb::AppendResponse, Status> {
+        match self {
+            ExtentClient::Remote(c) => Ok(c.append(req).await?.into_inner()),
+            ExtentClient::Local { service, secret } => {
+                Ok(Volume::append(service.as_ref(), Self::local_request(secret, req)).await?.into_inner())
+            }
+        }
+    }
+
+    /// Reads one verified record of a replica (see the `ReadRecord` RPC).
+    pub async fn read_record(
+        &mut self,
+        req: pb::ReadRecordRequest,
+    ) -> Result<pb::ReadRecordResponse, Status> {
+        match self {
+            ExtentClient::Remote(c) => Ok(c.read_record(req).await?.into_inner()),
+            ExtentClient::Local { service, secret } => {
+                Ok(Volume::read_record(service.as_ref(), Self::local_request(secret, req))
+                    .await?
+                    .into_inner())
+            }
+        }
+    }
+
+    /// Reads a verified range of a fragment (see the `ReadFragment` RPC).
+    pub async fn read_fragment(
+        &mut self,
+        req: pb::ReadFragmentRequest,
+    ) -> Result<pb::ReadFragmentResponse, Status> {
+        match self {
+            ExtentClient::Remote(c) => Ok(c.read_fragment(req).await?.into_inner()),
+            ExtentClient::Local { service, secret } => {
+                Ok(Volume::read_fragment(service.as_ref(), Self::local_request(secret, req))
+                    .await?
+                    .into_inner())
+            }
+        }
+    }
 }
 
 impl Cluster {
@@ -40,7 +113,34 @@ impl Cluster {
             secret,
             nodes: RwLock::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            local: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Reaches volume server `node_id` in this process through `service` rather than
+    /// over the network (see [`ExtentClient`]). For `cellar dev`, where the frontend and
+    /// every volume server share one process.
+    pub fn add_local(&self, node_id: u64, service: Arc<VolumeService>) {
+        self.local.write().unwrap_or_else(|p| p.into_inner()).insert(node_id, service);
+    }
+
+    /// The extent client of volume server `node_id`: in-process when it runs here.
+    pub async fn extent_client(&self, node_id: u64) -> Result<ExtentClient, Status> {
+        let local = self.local.read().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned();
+        if let Some(service) = local {
+            let secret = match &self.secret {
+                Some(s) => Some(s.parse().map_err(|_| {
+                    status(
+                        Code::InvalidArgument,
+                        cellar_proto::error_code::BAD_REQUEST,
+                        "the cluster secret is not ASCII",
+                    )
+                })?),
+                None => None,
+            };
+            return Ok(ExtentClient::Local { service, secret });
+        }
+        Ok(ExtentClient::Remote(self.node_client(node_id).await?))
     }
 
     /// The master client.

@@ -34,8 +34,13 @@ pub const FRAGMENT_CHUNK_BYTES: u64 = 64 << 10;
 pub const STRIPE_BYTES: usize = 1 << 20;
 /// Longest fragment range one ReadFragment call returns.
 pub const FRAGMENT_READ_MAX_BYTES: u64 = 8 << 20;
-/// Largest gRPC message: a 4 MiB block record or a fragment read, plus framing.
+/// Largest gRPC message: an append of up to [`APPEND_PAYLOAD_MAX_BYTES`] or a fragment
+/// read, plus framing.
 pub const MESSAGE_MAX_BYTES: usize = 9 << 20;
+/// Records one Append may carry (written back to back, made durable by one fsync).
+pub const APPEND_RECORDS_MAX: usize = 256;
+/// Payload bytes one Append may carry in all.
+pub const APPEND_PAYLOAD_MAX_BYTES: u64 = 8 << 20;
 /// Payload and fragment bytes the server holds for requests at once; callers beyond it
 /// wait (appends, reads and fragment writes share it).
 pub const SERVER_INFLIGHT_MAX_BYTES: u64 = 128 << 20;

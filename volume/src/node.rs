@@ -56,14 +56,22 @@ pub struct VolumeHandle {
     pub addr: SocketAddr,
     /// Its state (disks, budget, cluster view), for tests and benchmarks.
     pub shared: Arc<Shared>,
+    local: Arc<VolumeService>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl VolumeHandle {
+    /// The extent API of this server for callers in the same process (see
+    /// [`Cluster::add_local`]).
+    pub fn local_service(&self) -> Arc<VolumeService> {
+        self.local.clone()
+    }
+
     /// Stops serving and background work; the disks are closed once the last request
     /// using them has finished.
     pub async fn shutdown(self) {
+        self.shared.stopped.store(true, std::sync::atomic::Ordering::Release);
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -150,11 +158,13 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         block_size_max_bytes: config.block_size_max_bytes,
         secret: config.secret.clone(),
         metrics: crate::metrics::VolumeMetrics::default(),
+        stopped: std::sync::atomic::AtomicBool::new(false),
     });
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let service = VolumeServer::new(VolumeService::new(shared.clone()))
+    let local = Arc::new(VolumeService::new(shared.clone()));
+    let service = VolumeServer::from_arc(local.clone())
         .max_decoding_message_size(MESSAGE_MAX_BYTES)
         .max_encoding_message_size(MESSAGE_MAX_BYTES);
     let mut server_stop = stop_rx.clone();
@@ -179,7 +189,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
     }));
     tasks.push(tokio::spawn(heartbeats(shared.clone(), config.heartbeat, stop_rx.clone())));
     tasks.push(tokio::spawn(crate::tasks::run_executor(shared.clone(), config.task_poll, stop_rx)));
-    Ok(VolumeHandle { node_id, addr, shared, stop, tasks })
+    Ok(VolumeHandle { node_id, addr, shared, local, stop, tasks })
 }
 
 async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {

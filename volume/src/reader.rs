@@ -77,14 +77,14 @@ impl BlockReader {
         let mut last = format!("volume {} has no replicas", v.volume_id);
         for (attempt, r) in order.iter().enumerate() {
             let read = async {
-                let mut client = self.cluster.node_client(r.node_id).await?;
+                let mut client = self.cluster.extent_client(r.node_id).await?;
                 let req = pb::ReadRecordRequest {
                     volume_id: v.volume_id,
                     disk_id: r.disk_id,
                     offset_bytes,
                     length_bytes,
                 };
-                Ok::<_, Status>(client.read_record(req).await?.into_inner())
+                client.read_record(req).await
             };
             match read.await {
                 Ok(rec) if rec.sha256 == sha256 && Sha256::digest(&rec.payload)[..] == sha256[..] => {

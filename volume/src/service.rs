@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cellar_blockstore::fragment::chunk_crc32;
-use cellar_blockstore::{Disk, Error as DiskError, ExtentId, ExtentState, RECORD_HEADER_BYTES};
+use cellar_blockstore::{Disk, Error as DiskError, ExtentId, ExtentState, RECORD_HEADER_BYTES, RecordIn};
 use cellar_proto::error_code as code;
 use cellar_proto::volume as pb;
 use cellar_proto::volume::volume_server::Volume;
@@ -19,7 +19,10 @@ use crate::cluster::Cluster;
 use crate::disks::{LocalDisks, blocking};
 use crate::errors::{bad_request, status};
 use crate::fence::{Fence, Fences};
-use crate::{FRAGMENT_READ_MAX_BYTES, SCAN_MESSAGE_MAX_BYTES, STRIPE_BYTES};
+use crate::{
+    APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX, FRAGMENT_READ_MAX_BYTES, SCAN_MESSAGE_MAX_BYTES,
+    STRIPE_BYTES,
+};
 
 /// What the service and the task executor share.
 pub struct Shared {
@@ -39,6 +42,9 @@ pub struct Shared {
     pub secret: Option<String>,
     /// Request and task counters.
     pub metrics: crate::metrics::VolumeMetrics,
+    /// Set when the server stops: in-process callers (see
+    /// [`crate::cluster::ExtentClient`]) are refused from then on, as a socket would be.
+    pub stopped: std::sync::atomic::AtomicBool,
 }
 
 /// The gRPC service.
@@ -53,6 +59,9 @@ impl VolumeService {
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if self.shared.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(status(Code::Unavailable, code::INTERNAL, "the volume server is stopping"));
+        }
         let Some(secret) = &self.shared.secret else { return Ok(()) };
         let given = req.metadata().get(cellar_proto::SECRET_KEY).and_then(|v| v.to_str().ok());
         if given == Some(secret.as_str()) {
@@ -113,17 +122,31 @@ type ScanStream = Pin<Box<dyn Stream<Item = Result<pb::ScanReplicaChunk, Status>
 #[tonic::async_trait]
 impl Volume for VolumeService {
     async fn append(&self, req: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
-        let payload_bytes = req.get_ref().payload.len() as u64;
+        let payload_bytes: u64 = req.get_ref().records.iter().map(|r| r.payload.len() as u64).sum();
         let result: Result<Response<pb::AppendResponse>, Status> = async move {
             self.check(&req)?;
             let r = req.into_inner();
-            let sha256 = sha256_of(&r.sha256)?;
-            let payload_bytes = r.payload.len() as u64;
-            if payload_bytes > self.shared.block_size_max_bytes {
+            if r.records.is_empty() || r.records.len() > APPEND_RECORDS_MAX {
                 return Err(bad_request(format!(
-                    "block of {payload_bytes} bytes is over block_size_max_bytes {}",
-                    self.shared.block_size_max_bytes
+                    "an append carries 1 to {APPEND_RECORDS_MAX} records, not {}",
+                    r.records.len()
                 )));
+            }
+            if payload_bytes > APPEND_PAYLOAD_MAX_BYTES {
+                return Err(bad_request(format!(
+                    "an append carries at most {APPEND_PAYLOAD_MAX_BYTES} payload bytes, not {payload_bytes}"
+                )));
+            }
+            let mut keys = Vec::with_capacity(r.records.len());
+            for record in &r.records {
+                keys.push(sha256_of(&record.sha256)?);
+                let len = record.payload.len() as u64;
+                if len > self.shared.block_size_max_bytes {
+                    return Err(bad_request(format!(
+                        "block of {len} bytes is over block_size_max_bytes {}",
+                        self.shared.block_size_max_bytes
+                    )));
+                }
             }
             let disk = self.shared.disks.require(r.disk_id)?;
             let _permit = self.shared.budget.acquire(payload_bytes).await;
@@ -133,17 +156,21 @@ impl Volume for VolumeService {
                 .fences
                 .admit(&self.shared.cluster, self.shared.node_id, r.disk_id, &disk, r.volume_id, given)
                 .await?;
-            let (volume_id, offset) = (r.volume_id, r.offset_bytes);
-            let payload = r.payload;
-            let location = blocking(move || {
+            let (volume_id, offset, records) = (r.volume_id, r.offset_bytes, r.records);
+            let appended = blocking(move || {
                 let id = ExtentId::replica(volume_id);
-                match disk.append(id, Some(offset), &sha256, &payload) {
+                let batch: Vec<RecordIn<'_>> = keys
+                    .iter()
+                    .zip(&records)
+                    .map(|(sha256, record)| RecordIn { sha256, payload: &record.payload })
+                    .collect();
+                match disk.append_records(id, Some(offset), &batch) {
                     Err(DiskError::UnknownExtent(_)) if offset == 0 => {
                         match disk.create_replica(volume_id) {
                             Ok(_) | Err(DiskError::ExtentExists(_)) => {}
                             Err(e) => return Err(e),
                         }
-                        disk.append(id, Some(offset), &sha256, &payload)
+                        disk.append_records(id, Some(offset), &batch)
                     }
                     Err(DiskError::UnknownExtent(_)) => {
                         Err(DiskError::OffsetMismatch { extent: id, expected_bytes: offset, end_bytes: 0 })
@@ -152,10 +179,8 @@ impl Volume for VolumeService {
                 }
             })
             .await?;
-            Ok(Response::new(pb::AppendResponse {
-                offset_bytes: location.offset_bytes,
-                record_len_bytes: location.record_len_bytes,
-            }))
+            let end = appended.last().map_or(offset, |l| l.end_bytes());
+            Ok(Response::new(pb::AppendResponse { offset_bytes: offset, appended_bytes: end - offset }))
         }
         .await;
         self.shared.metrics.appends.record(result.is_ok(), payload_bytes);

@@ -161,8 +161,7 @@ impl Cell {
                     lease_epoch: v.lease_epoch,
                     generation: v.generation,
                     offset_bytes: offset,
-                    sha256: sha256.to_vec(),
-                    payload: payload.into(),
+                    records: vec![vpb::BlockRecord { sha256: sha256.to_vec(), payload: payload.into() }],
                 };
                 Ok::<_, tonic::Status>(c.append(req).await?.into_inner())
             }
@@ -170,7 +169,7 @@ impl Cell {
         for r in futures::future::join_all(appends).await {
             let r = r?;
             assert_eq!(r.offset_bytes, offset);
-            record_len = r.record_len_bytes;
+            record_len = r.appended_bytes;
         }
         Ok(Written {
             sha256,
