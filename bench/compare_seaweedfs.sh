@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Puts and gets of 4 MiB and 4 KiB blocks at concurrency 1 and 32 against `cellar dev`,
 # then against SeaweedFS at equal durability (weed master + 3 weed volume servers,
-# `weed benchmark -replication 002 -fsync`: 3 copies, fsynced), in one run on this
-# machine; also the put ceiling (the device's fsynced write bandwidth / 3) and cellar
-# dev's peak resident memory. Usage: bench/compare_seaweedfs.sh [WORK_DIR]
+# `weed benchmark -replication 002 -fsync`: 3 copies, fsynced), in one run on this machine.
+# Also: the put ceiling (the device's best fsynced write bandwidth / 3), cellar dev's peak
+# resident memory, and the same cellar rows with the frontend reaching the volume servers
+# over gRPC (`cellar dev --extents-over-grpc`, the path of a frontend on its own machine).
+# Between cellar rows the cell is left to finish its background work (seal, encode,
+# delete replicas), so that every row measures the foreground path; SeaweedFS has none.
+#
+# Usage: bench/compare_seaweedfs.sh [WORK_DIR]   (set GRPC_ROWS=0 to skip the gRPC rows)
+# Prints a summary table at the end; every system's raw output stays in WORK_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -19,6 +25,9 @@ if [ ! -x "$work/venv/bin/weed" ]; then
 fi
 weed="$work/venv/bin/weed"
 
+# size concurrency count, in the order both systems run them
+rows=("4194304 1 64" "4194304 32 512" "4096 1 2000" "4096 32 10000")
+
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -27,21 +36,55 @@ cleanup() {
 }
 trap cleanup EXIT
 
+wait_idle() { # masters: until no task is open and no volume waits to be coded
+  for _ in $(seq 1 600); do
+    if "$bin" admin status --master "$1" --json 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if d["tasks"]["open"] == 0 and d["volumes"]["sealed"] == 0 else 1)'; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "the cell did not go idle" >&2
+}
+
+run_cellar() { # label extra-dev-flags...
+  local label=$1 out="$work/$1.txt"
+  shift
+  rm -rf "$work/cellar"
+  RUST_LOG=warn "$bin" dev --data-dir "$work/cellar" --http 127.0.0.1:7490 --grpc 127.0.0.1:7491 "$@" \
+    >"$work/$label.log" 2>&1 &
+  local dev=$!
+  pids+=("$dev")
+  for _ in $(seq 1 600); do [ -f "$work/cellar/endpoints.json" ] && break; sleep 0.2; done
+  [ -f "$work/cellar/endpoints.json" ] || { echo "cellar dev did not start"; cat "$work/$label.log"; exit 1; }
+  local masters
+  masters=$(python3 -c 'import json,sys; print(",".join(json.load(open(sys.argv[1]))["masters"]))' \
+    "$work/cellar/endpoints.json")
+  : >"$out"
+  for row in "${rows[@]}"; do
+    read -r size c n <<<"$row"
+    wait_idle "$masters"
+    echo "## row $size $c" | tee -a "$out"
+    "$bin" bench blocks --endpoint http://127.0.0.1:7490 --size "$size" --count "$n" --concurrency "$c" \
+      | tee -a "$out"
+  done
+  echo "## rss $(awk '/VmHWM/ {print int($2/1024)}' "/proc/$dev/status")" | tee -a "$out"
+  kill -INT "$dev"
+  wait "$dev" || true
+  rm -rf "$work/cellar"
+}
+
+echo "== put ceiling"
+"$bin" bench blocks --endpoint http://127.0.0.1:1 --count 0 --ceiling-dir "$work" 2>/dev/null \
+  | grep '^ceiling' | tee "$work/ceiling.txt" || true
 echo "== cellar dev"
-rm -rf "$work/cellar"
-RUST_LOG=warn "$bin" dev --data-dir "$work/cellar" --http 127.0.0.1:7490 >"$work/cellar.log" 2>&1 &
-dev=$!
-pids+=("$dev")
-for _ in $(seq 1 600); do [ -f "$work/cellar/endpoints.json" ] && break; sleep 0.2; done
-[ -f "$work/cellar/endpoints.json" ] || { echo "cellar dev did not start"; cat "$work/cellar.log"; exit 1; }
-ep=http://127.0.0.1:7490
-"$bin" bench blocks --endpoint $ep --size 4194304 --count 64 --concurrency 1 --ceiling-dir "$work"
-"$bin" bench blocks --endpoint $ep --size 4194304 --count 512 --concurrency 32
-"$bin" bench blocks --endpoint $ep --size 4096 --count 1000 --concurrency 1
-"$bin" bench blocks --endpoint $ep --size 4096 --count 10000 --concurrency 32
-echo "cellar dev peak RSS: $(awk '/VmHWM/ {print int($2/1024)}' /proc/$dev/status) MiB"
-kill -INT "$dev"; wait "$dev" || true
-rm -rf "$work/cellar" # gigabytes of block data; the log stays
+run_cellar cellar
+if [ "${GRPC_ROWS:-1}" = 1 ]; then
+  echo "== cellar dev --extents-over-grpc"
+  run_cellar cellar-grpc --extents-over-grpc
+fi
 
 echo "== SeaweedFS $("$weed" version 2>/dev/null | head -1)"
 rm -rf "$work/weed"; mkdir -p "$work/weed/m"
@@ -52,13 +95,80 @@ for i in 1 2 3; do
   "$weed" volume -port=808$i -dir="$work/weed/v$i" -mserver=localhost:9333 -max=100 >"$work/weed-v$i.log" 2>&1 &
   pids+=("$!")
 done
-sleep 8
-run_weed() { # size concurrency count
-  "$weed" benchmark -master=localhost:9333 -c="$2" -n="$3" -size="$1" -replication=002 -fsync \
-    -collection="b$1c$2" -list="$work/weed/list-$1-$2" 2>&1 \
-    | grep -E '^(------------|Concurrency|Time taken|Completed|Failed|Requests per|Transfer rate|Connection Times|.*50%|.*99%)' || true
-}
-run_weed 4194304 1 64
-run_weed 4194304 32 512
-run_weed 4096 1 1000
-run_weed 4096 32 10000
+for _ in $(seq 1 100); do curl -sf http://localhost:9333/cluster/status >/dev/null && break; sleep 0.2; done
+sleep 5 # the volume servers register with the master
+: >"$work/weed.txt"
+for row in "${rows[@]}"; do
+  read -r size c n <<<"$row"
+  echo "## row $size $c" | tee -a "$work/weed.txt"
+  "$weed" benchmark -master=localhost:9333 -c="$c" -n="$n" -size="$size" -replication=002 -fsync \
+    -collection="b${size}c$c" -list="$work/weed/list-$size-$c" 2>&1 \
+    | grep -E '^(------------|Concurrency|Time taken|Completed requests|Failed|Requests per|Transfer rate|.*50%|.*99%)' \
+    | tee -a "$work/weed.txt" || true
+done
+
+echo "== summary"
+python3 - "$work" <<'EOF'
+import os, re, sys
+work = sys.argv[1]
+
+def cellar(path):
+    rows, rss = {}, None
+    if not os.path.exists(path):
+        return rows, rss
+    key = None
+    for line in open(path):
+        if line.startswith("## row"):
+            _, _, size, c = line.split()
+            key = (int(size), int(c))
+        elif line.startswith("## rss"):
+            rss = line.split()[2]
+        elif key and (line.startswith("put ") or line.startswith("get ")):
+            f = line.split()
+            op = f[0]
+            rows[(op,) + key] = (float(f[5]), float(f[6]), float(f[7]), float(f[8]))  # ops/s MB/s p50 p99
+    return rows, rss
+
+def weed(path):
+    rows, key, op, cur = {}, None, None, {}
+    for line in open(path):
+        if line.startswith("## row"):
+            _, _, size, c = line.split()
+            key = (int(size), int(c))
+        elif "Writing Benchmark" in line or "Reading Benchmark" in line:
+            op = "put" if "Writing" in line else "get"
+            cur = {}
+        elif line.startswith("Requests per second"):
+            cur["ops"] = float(line.split()[3])
+        elif line.startswith("Transfer rate"):
+            cur["mbs"] = float(line.split()[2]) * 1024 / 1e6
+        elif "50%" in line:
+            cur["p50"] = float(line.split()[1])
+        elif "99%" in line:
+            cur["p99"] = float(line.split()[1])
+            rows[(op,) + key] = (cur.get("ops", 0), cur.get("mbs", 0), cur.get("p50", 0), cur["p99"])
+    return rows
+
+c, rss = cellar(os.path.join(work, "cellar.txt"))
+g, grss = cellar(os.path.join(work, "cellar-grpc.txt"))
+w = weed(os.path.join(work, "weed.txt"))
+print(open(os.path.join(work, "ceiling.txt")).read().strip())
+print(f"cellar dev peak RSS: {rss} MiB (with --extents-over-grpc: {grss} MiB)")
+print()
+print("| row | cellar dev | SeaweedFS | ratio | cellar dev, extents over gRPC | ratio |")
+print("|---|---:|---:|---:|---:|---:|")
+def fmt(r, big):
+    if r is None:
+        return "-"
+    rate = f"{r[1]:.1f} MB/s" if big else f"{r[0]:.0f} /s"
+    return f"{rate}, {r[2]:.1f} / {r[3]:.1f} ms"
+for size, label in ((4194304, "4 MiB"), (4096, "4 KiB")):
+    for conc in (1, 32):
+        for op in ("put", "get"):
+            k = (op, size, conc)
+            big = size > 65536
+            idx = 1 if big else 0
+            cr, gr, wr = c.get(k), g.get(k), w.get(k)
+            ratio = lambda r: f"{r[idx] / wr[idx]:.2f}" if r and wr and wr[idx] else "-"
+            print(f"| {op} {label}, {conc} client{'s' if conc > 1 else ''} | {fmt(cr, big)} | {fmt(wr, big)} | {ratio(cr)} | {fmt(gr, big)} | {ratio(gr)} |")
+EOF

@@ -96,9 +96,21 @@ impl BlockMaker {
 
     /// Whether `got` is block number `i`, byte for byte.
     pub fn is(&self, i: u64, got: &[u8]) -> bool {
+        got.len() == self.base.len() && self.matches_at(i, 0, got)
+    }
+
+    /// Whether `chunk` equals bytes `at..at + chunk.len()` of block number `i` (for checking
+    /// a body as it arrives, without collecting it).
+    pub fn matches_at(&self, i: u64, at: usize, chunk: &[u8]) -> bool {
+        let end = at + chunk.len();
+        if end > self.base.len() {
+            return false;
+        }
         let tag = self.tag(i);
-        let n = tag.len().min(self.base.len());
-        got.len() == self.base.len() && got[..n] == tag[..n] && got[n..] == self.base[n..]
+        let tag_len = tag.len().min(self.base.len());
+        let split = tag_len.clamp(at, end);
+        let (head, rest) = chunk.split_at(split - at);
+        (head.is_empty() || head == &tag[at..split]) && rest == &self.base[split..end]
     }
 }
 
@@ -142,12 +154,19 @@ async fn phase(
                 } else {
                     let hash = &hashes[i as usize];
                     t = Instant::now();
-                    let resp = client.get(format!("{}/v1/blocks/{hash}", config.endpoint)).send().await?;
+                    let mut resp =
+                        client.get(format!("{}/v1/blocks/{hash}", config.endpoint)).send().await?;
                     if resp.status().as_u16() != 200 {
                         bail!("get answered {}", resp.status());
                     }
-                    let got = resp.bytes().await?;
-                    if !maker.is(i, &got) {
+                    // Checked as it arrives: collecting the body first would cost the load
+                    // generator a copy of every block on the cores it shares with the cell.
+                    let (mut at, mut same) = (0usize, true);
+                    while let Some(chunk) = resp.chunk().await? {
+                        same &= maker.matches_at(i, at, &chunk);
+                        at += chunk.len();
+                    }
+                    if !same || at != config.size_bytes {
                         bail!("block {hash} came back different");
                     }
                 }
@@ -185,4 +204,31 @@ pub async fn run(config: &BlocksBenchConfig) -> Result<Vec<Phase>> {
         phases.push(phase("get", config, &client, &maker, hashes.clone()).await?);
     }
     Ok(phases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BlockMaker;
+
+    #[test]
+    fn a_block_matches_in_any_chunking_and_a_changed_byte_does_not() {
+        let maker = BlockMaker::new(7, 1000);
+        let block = maker.make(3);
+        assert!(maker.is(3, &block));
+        assert!(!maker.is(4, &block));
+        for step in [1, 5, 16, 17, 333, 1000] {
+            let mut at = 0;
+            for chunk in block.chunks(step) {
+                assert!(maker.matches_at(3, at, chunk), "chunk at {at} of {step}");
+                at += chunk.len();
+            }
+        }
+        for flip in [0, 15, 16, 999] {
+            let mut bad = block.clone();
+            bad[flip] ^= 1;
+            assert!(!maker.is(3, &bad), "flipped byte {flip}");
+            assert!(!maker.matches_at(3, flip, &bad[flip..flip + 1]));
+        }
+        assert!(!maker.matches_at(3, 990, &block[..20]), "past the end");
+    }
 }

@@ -125,6 +125,50 @@ pub fn raw_write(path: &Path, payload: &[u8], count: u64, fsync_each: bool) -> R
     })
 }
 
+/// `writers` threads at once, each writing `count` payloads to its own new file in `dir`
+/// with an `fdatasync` after every write: the device's fsynced write bandwidth when many
+/// files are written at once (as a cell's disks on one device are). The files are removed.
+pub fn raw_write_concurrent(dir: &Path, payload: &[u8], count: u64, writers: u64) -> Result<Row> {
+    let payload = Arc::new(payload.to_vec());
+    let paths: Vec<PathBuf> =
+        (0..writers).map(|w| dir.join(format!("cellar-raw-{}-{w}", std::process::id()))).collect();
+    let start = Instant::now();
+    let threads: Vec<_> = paths
+        .iter()
+        .cloned()
+        .map(|path| {
+            let payload = payload.clone();
+            std::thread::spawn(move || -> Result<()> {
+                let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path)?;
+                for i in 0..count {
+                    file.write_all_at(&payload, i * payload.len() as u64)?;
+                    file.sync_data()?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let mut result = Ok(());
+    for t in threads {
+        match t.join() {
+            Ok(r) => result = result.and(r),
+            Err(_) => result = Err(anyhow::anyhow!("a writer thread panicked")),
+        }
+    }
+    let elapsed = start.elapsed();
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
+    Ok(Row {
+        name: format!("raw {} KiB write+fdatasync, {writers} writers", payload.len() >> 10),
+        ops: count * writers,
+        bytes: count * writers * payload.len() as u64,
+        elapsed,
+        baseline: None,
+    })
+}
+
 fn appends(disk: &Arc<Disk>, volume_id: u64, payload: &[u8], records: u64, writers: u64) -> Result<Row> {
     let id = disk.create_replica(volume_id)?;
     let sha: [u8; 32] = Sha256::digest(payload).into();
