@@ -4,7 +4,7 @@
 # `weed benchmark -replication 002 -fsync`: 3 copies, fsynced), in one run on this machine.
 # Also: the put ceiling (the device's best fsynced write bandwidth / 3), cellar dev's peak
 # resident memory, and the same cellar rows with the frontend reaching the volume servers
-# over gRPC (`cellar dev --extents-over-grpc`, the path of a frontend on its own machine).
+# over gRPC (`cellar dev --over-grpc`, the path of a frontend on its own machine).
 # Between cellar rows the cell is left to finish its background work (seal, encode,
 # delete replicas), so that every row measures the foreground path; SeaweedFS has none.
 #
@@ -82,8 +82,8 @@ echo "== put ceiling"
 echo "== cellar dev"
 run_cellar cellar
 if [ "${GRPC_ROWS:-1}" = 1 ]; then
-  echo "== cellar dev --extents-over-grpc"
-  run_cellar cellar-grpc --extents-over-grpc
+  echo "== cellar dev --over-grpc"
+  run_cellar cellar-grpc --over-grpc
 fi
 
 echo "== SeaweedFS $("$weed" version 2>/dev/null | head -1)"
@@ -153,9 +153,9 @@ c, rss = cellar(os.path.join(work, "cellar.txt"))
 g, grss = cellar(os.path.join(work, "cellar-grpc.txt"))
 w = weed(os.path.join(work, "weed.txt"))
 print(open(os.path.join(work, "ceiling.txt")).read().strip())
-print(f"cellar dev peak RSS: {rss} MiB (with --extents-over-grpc: {grss} MiB)")
+print(f"cellar dev peak RSS: {rss} MiB (with --over-grpc: {grss} MiB)")
 print()
-print("| row | cellar dev | SeaweedFS | ratio | cellar dev, extents over gRPC | ratio |")
+print("| row | cellar dev | SeaweedFS | ratio | cellar dev --over-grpc | ratio |")
 print("|---|---:|---:|---:|---:|---:|")
 def fmt(r, big):
     if r is None:

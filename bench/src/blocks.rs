@@ -154,8 +154,7 @@ async fn phase(
                 } else {
                     let hash = &hashes[i as usize];
                     t = Instant::now();
-                    let mut resp =
-                        client.get(format!("{}/v1/blocks/{hash}", config.endpoint)).send().await?;
+                    let mut resp = client.get(format!("{}/v1/blocks/{hash}", config.endpoint)).send().await?;
                     if resp.status().as_u16() != 200 {
                         bail!("get answered {}", resp.status());
                     }

@@ -21,10 +21,11 @@ pub struct DevArgs {
     /// Volume size in MiB: small, so that sealing and coding happen within minutes of use.
     #[arg(long, default_value_t = 64)]
     volume_mib: u64,
-    /// Have the frontend reach the volume servers over gRPC on loopback, as a frontend on
-    /// another machine would (by default it calls them in-process).
+    /// Have the cell's parts talk over gRPC on loopback, as on separate machines (by
+    /// default the frontend calls the volume servers, and the masters each other,
+    /// in-process).
     #[arg(long)]
-    extents_over_grpc: bool,
+    over_grpc: bool,
 }
 
 /// Default address of the dev cell's HTTP API (also the client commands' default).
@@ -46,7 +47,7 @@ pub fn run(args: DevArgs) -> Result<()> {
             grpc: args.grpc,
             volume_size_bytes: args.volume_mib << 20,
             lease_ms: 10_000,
-            extents_over_grpc: args.extents_over_grpc,
+            over_grpc: args.over_grpc,
         };
         let cell = DevCell::start(options).await?;
         let e = &cell.endpoints;

@@ -24,6 +24,11 @@ pub struct FrontendConfig {
     pub writers: usize,
     /// How often write leases are renewed (well within the master's lease).
     pub lease_renew: Duration,
+    /// Payload bytes being appended to replicas at once (see
+    /// [`crate::APPENDS_IN_FLIGHT_MAX_BYTES`]).
+    pub appends_in_flight_max_bytes: u64,
+    /// Masters running in this process (`cellar dev`), called without a socket.
+    pub local_masters: Option<cellar_master::client::LocalMasters>,
 }
 
 impl FrontendConfig {
@@ -39,6 +44,8 @@ impl FrontendConfig {
             volume_size_bytes: 1 << 30,
             writers: 8,
             lease_renew: Duration::from_secs(5),
+            appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
+            local_masters: None,
         }
     }
 
@@ -49,6 +56,11 @@ impl FrontendConfig {
         }
         if self.writers == 0 || self.writers > 1024 {
             return Err("writers must be in 1..=1024".into());
+        }
+        if self.appends_in_flight_max_bytes < self.block_size_max_bytes
+            || self.appends_in_flight_max_bytes > u64::from(u32::MAX)
+        {
+            return Err("appends_in_flight_max_bytes must hold one largest block and be under 4 GiB".into());
         }
         if self.volume_size_bytes < self.block_size_max_bytes + 64 {
             return Err("volume_size_bytes must hold at least one largest block".into());

@@ -1,8 +1,9 @@
 //! The one-process local cell behind `cellar dev`: 3 masters, 3 zones x 2 volume servers
 //! x 2 disks and one frontend under one data directory, with small volumes so that
-//! sealing and coding happen within minutes of use. The frontend calls the volume
-//! servers' extent services in-process (unless `extents_over_grpc`); everything else
-//! (Raft, the master API, the volume servers' tasks) goes over gRPC on loopback. Ports are chosen on the first start
+//! sealing and coding happen within minutes of use. Unless `over_grpc`, the frontend calls
+//! the volume servers' extent services in-process and the masters pass Raft messages to
+//! each other directly; everything else (the master API, the volume servers' tasks,
+//! snapshots) goes over gRPC on loopback. Ports are chosen on the first start
 //! and kept in `DIR/ports.json` (the masters' Raft membership names them), so the next
 //! start finds all its data again.
 
@@ -41,10 +42,12 @@ pub struct DevOptions {
     pub volume_size_bytes: u64,
     /// Write lease duration (also how soon an abandoned volume is sealed).
     pub lease_ms: u64,
-    /// Whether the frontend reaches the volume servers over gRPC on loopback, as a
-    /// frontend on another machine would. By default it calls their services in-process
-    /// (see `cellar_volume::cluster::ExtentClient`): the same handlers, without sockets.
-    pub extents_over_grpc: bool,
+    /// Whether the cell's parts talk over gRPC on loopback, as on separate machines. By
+    /// default the frontend calls the volume servers' extent services in-process (see
+    /// `cellar_volume::cluster::ExtentClient`) and the masters hand Raft messages to each
+    /// other directly (`cellar_master::network::LocalGroup`): the same handlers, without
+    /// sockets or encoding.
+    pub over_grpc: bool,
 }
 
 /// The ports chosen on the first start.
@@ -150,6 +153,8 @@ impl DevCell {
             volumes: Vec::new(),
             masters: Vec::new(),
         };
+        // In-process calls between the cell's parts unless measuring the networked paths.
+        let local_group = (!options.over_grpc).then(cellar_master::network::LocalGroup::new);
         for (id, addr) in &peers {
             let mut config =
                 MasterConfig::new(*id, addr.clone(), dir.join(format!("master-{id}")), peers.clone());
@@ -157,6 +162,7 @@ impl DevCell {
             config.volume_size_bytes = options.volume_size_bytes;
             config.lease_ms = options.lease_ms;
             config.abandoned_after_ms = options.lease_ms;
+            config.local_group = local_group.clone();
             let listener = master_node::bind(addr).await.map_err(|e| start_err(format!("master {id}"), e))?;
             let handle = master_node::start(config, listener)
                 .await
@@ -182,8 +188,17 @@ impl DevCell {
         config.writers = DEV_WRITERS;
         config.lease_renew = Duration::from_millis(options.lease_ms / 3);
         config.holder = format!("dev-frontend-{}", std::process::id());
+        if !options.over_grpc {
+            let local = cellar_master::client::LocalMasters::new();
+            for m in &cell.masters {
+                if let Some(addr) = peers.get(&m.id) {
+                    local.add(addr, m.local_api());
+                }
+            }
+            config.local_masters = Some(local);
+        }
         let frontend = crate::start(config).await.map_err(|e| start_err("frontend", e))?;
-        if !options.extents_over_grpc {
+        if !options.over_grpc {
             for v in &cell.volumes {
                 frontend.blocks.cluster().add_local(v.node_id, v.local_service());
             }

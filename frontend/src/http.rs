@@ -344,8 +344,9 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
         .map_err(|source| StartError::Listen { addr: config.http.clone(), source })?;
     let addr =
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.http.clone(), source })?;
-    let master = MasterClient::new(&config.masters, config.secret.as_deref())
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    let master =
+        MasterClient::with_local(&config.masters, config.secret.as_deref(), config.local_masters.as_ref())
+            .map_err(|e| StartError::Config(e.to_string()))?;
     let cluster = Cluster::new(master, config.secret.clone());
     let blocks = Arc::new(Blocks::new(cluster, &config));
     let (stop, stop_rx) = watch::channel(false);

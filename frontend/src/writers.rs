@@ -26,7 +26,7 @@ use cellar_proto::master as mpb;
 use cellar_proto::volume as vpb;
 use cellar_volume::cluster::Cluster;
 use cellar_volume::{APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::FrontendConfig;
@@ -102,7 +102,16 @@ struct Shared {
     /// elsewhere for `SUSPECT_FOR` (the master passes over silent servers by itself only
     /// after `node_silent_after_ms`).
     suspects: Mutex<HashMap<u64, Instant>>,
+    /// Payload bytes being appended at once (see [`crate::APPENDS_IN_FLIGHT_MAX_BYTES`]).
+    appending: Arc<Semaphore>,
+    appending_max_bytes: u64,
     metrics: Arc<Metrics>,
+}
+
+/// A batch handed to a slot, with its share of the append budget.
+struct Batch {
+    jobs: Vec<Job>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// A slot with nothing to write, and the bytes its open volume still holds.
@@ -132,6 +141,8 @@ impl Writers {
             leases: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashSet::new()),
             suspects: Mutex::new(HashMap::new()),
+            appending: Arc::new(Semaphore::new(config.appends_in_flight_max_bytes as usize)),
+            appending_max_bytes: config.appends_in_flight_max_bytes,
             metrics,
         });
         let (idle_tx, idle_rx) = mpsc::channel(config.writers);
@@ -202,7 +213,7 @@ impl Writers {
 async fn dispatch(
     shared: Arc<Shared>,
     mut queue: mpsc::Receiver<Job>,
-    slots: Vec<mpsc::Sender<Vec<Job>>>,
+    slots: Vec<mpsc::Sender<Batch>>,
     mut idle_rx: mpsc::Receiver<Idle>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -250,7 +261,13 @@ async fn dispatch(
             payload_bytes += job.payload.len() as u64;
             batch.push(job);
         }
-        if slots[target.slot].send(batch).await.is_err() {
+        // Waiting here for the append budget lets the queue grow meanwhile: the next batch
+        // is larger.
+        let permit = tokio::select! {
+            p = shared.append_permit(payload_bytes) => p,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if slots[target.slot].send(Batch { jobs: batch, permit }).await.is_err() {
             return;
         }
     }
@@ -261,12 +278,12 @@ async fn dispatch(
 async fn run_slot(
     shared: Arc<Shared>,
     slot: usize,
-    mut batches: mpsc::Receiver<Vec<Job>>,
+    mut batches: mpsc::Receiver<Batch>,
     idle: mpsc::Sender<Idle>,
 ) {
     let mut open: Option<OpenVolume> = None;
-    while let Some(batch) = batches.recv().await {
-        shared.write_batch(&mut open, batch).await;
+    while let Some(Batch { jobs, mut permit }) = batches.recv().await {
+        shared.write_batch(&mut open, jobs, &mut permit).await;
         let room_bytes = open
             .as_ref()
             .map_or(shared.volume_size_bytes, |o| shared.volume_size_bytes - o.next_offset_bytes);
@@ -283,7 +300,12 @@ async fn run_slot(
 
 impl Shared {
     /// Writes a batch, retrying on new volumes, and answers every put in it.
-    async fn write_batch(&self, open: &mut Option<OpenVolume>, batch: Vec<Job>) {
+    async fn write_batch(
+        &self,
+        open: &mut Option<OpenVolume>,
+        batch: Vec<Job>,
+        permit: &mut Option<OwnedSemaphorePermit>,
+    ) {
         self.metrics.put_batches.add(1);
         self.metrics.put_batch_records.add(batch.len() as u64);
         let mut pending = batch;
@@ -292,7 +314,7 @@ impl Shared {
             if attempt > 0 {
                 self.metrics.put_retries.add(pending.len() as u64);
             }
-            match self.try_batch(open, &pending).await {
+            match self.try_batch(open, &pending, permit).await {
                 Ok(results) => {
                     let mut again = Vec::new();
                     for (job, result) in pending.into_iter().zip(results) {
@@ -337,6 +359,7 @@ impl Shared {
         &self,
         open: &mut Option<OpenVolume>,
         jobs: &[Job],
+        permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Vec<Result<Stored, String>>, StoreError> {
         let total_bytes: u64 = jobs.iter().map(Job::record_bytes).sum();
         if let Some(o) = open.as_ref() {
@@ -354,8 +377,17 @@ impl Shared {
         }
         let Some(o) = open.as_mut() else { return Err(StoreError::Fatal("no volume".into())) };
         let offset = o.next_offset_bytes;
+        if permit.is_none() {
+            // A retry after the budget was given back (its commit was refused).
+            *permit = self.append_permit(jobs.iter().map(|j| j.payload.len() as u64).sum()).await;
+        }
         let appended_at = Instant::now();
-        if let Err(why) = self.append(&o.v, offset, jobs, total_bytes).await {
+        let appended = self.append(&o.v, offset, jobs, total_bytes).await;
+        if appended.is_ok() {
+            // The budget is for the bytes on their way to the disks; the commit needs none.
+            permit.take();
+        }
+        if let Err(why) = appended {
             // The lease ends: seal at the last committed record; the batch goes elsewhere.
             let volume_id = o.v.volume_id;
             *open = None;
@@ -424,6 +456,14 @@ impl Shared {
             *open = None;
         }
         Ok(out)
+    }
+
+    /// Room in the append budget for `payload_bytes` (a batch larger than the budget takes
+    /// all of it).
+    async fn append_permit(&self, payload_bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let n = payload_bytes.clamp(1, self.appending_max_bytes) as u32;
+        // The semaphore is never closed.
+        self.appending.clone().acquire_many_owned(n).await.ok()
     }
 
     /// A new open volume with this frontend's write lease, placed away from suspects.

@@ -11,16 +11,16 @@ use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(180);
 
-/// A dev cell whose frontend reaches the volume servers over gRPC (the path of a frontend
-/// on its own machine) or in-process (the `cellar dev` default).
-async fn start(dir: &std::path::Path, extents_over_grpc: bool) -> DevCell {
+/// A dev cell whose parts talk over gRPC (as on separate machines) or in-process (the
+/// `cellar dev` default).
+async fn start(dir: &std::path::Path, over_grpc: bool) -> DevCell {
     let options = DevOptions {
         data_dir: dir.to_path_buf(),
         http: "127.0.0.1:0".into(),
         grpc: "127.0.0.1:0".into(),
         volume_size_bytes: 8 << 20,
         lease_ms: 3_000,
-        extents_over_grpc,
+        over_grpc,
     };
     DevCell::start(options).await.expect("start the dev cell")
 }

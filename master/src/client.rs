@@ -1,18 +1,24 @@
 //! A client of the master group: finds the leader by itself (following NOT_LEADER hints,
 //! trying the next address when one is down) and retries until a deadline.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cellar_proto::master::master_client::MasterClient as GrpcClient;
+use cellar_proto::master::master_server::MasterServer;
 use cellar_proto::{ERROR_CODE_KEY, LEADER_ADDR_KEY, SECRET_KEY, error_code};
+use tonic::codegen::{Service, http};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::node::API_MESSAGE_MAX_BYTES;
+use crate::service::MasterService;
 
 /// How long a call keeps retrying across leader changes by default.
 pub const CALL_DEADLINE_DEFAULT: Duration = Duration::from_secs(15);
@@ -45,8 +51,80 @@ impl Interceptor for SecretInterceptor {
     }
 }
 
+/// How a client reaches one master: a gRPC channel, or, for a master in this process
+/// (`cellar dev`), its service itself. The in-process way still encodes the request and
+/// runs the same service code (routing, secret check, handlers); it skips the socket and
+/// the HTTP/2 framing.
+#[derive(Clone)]
+pub enum Transport {
+    /// Over the network.
+    Remote(Channel),
+    /// In this process.
+    Local(MasterServer<MasterService>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Service<http::Request<tonic::body::Body>> for Transport {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Transport::Remote(c) => c.poll_ready(cx).map_err(Into::into),
+            Transport::Local(s) => {
+                Service::<http::Request<tonic::body::Body>>::poll_ready(s, cx).map_err(|never| match never {})
+            }
+        }
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        match self {
+            Transport::Remote(c) => {
+                let call = c.call(req);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+            Transport::Local(s) => {
+                let call = s.call(req);
+                Box::pin(async move { call.await.map_err(|never| match never {}) })
+            }
+        }
+    }
+}
+
+/// Masters running in this process, by the address the group knows them by.
+#[derive(Clone, Default)]
+pub struct LocalMasters {
+    services: Arc<Mutex<HashMap<String, Arc<MasterService>>>>,
+}
+
+impl std::fmt::Debug for LocalMasters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addrs: Vec<String> =
+            self.services.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        f.debug_struct("LocalMasters").field("addrs", &addrs).finish()
+    }
+}
+
+impl LocalMasters {
+    /// No masters.
+    pub fn new() -> LocalMasters {
+        LocalMasters::default()
+    }
+
+    /// The master at `addr` is reachable in-process through `service`.
+    pub fn add(&self, addr: &str, service: Arc<MasterService>) {
+        self.services.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), service);
+    }
+
+    fn get(&self, addr: &str) -> Option<Arc<MasterService>> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned()
+    }
+}
+
 /// The generated client with the secret interceptor.
-pub type Grpc = GrpcClient<InterceptedService<Channel, SecretInterceptor>>;
+pub type Grpc = GrpcClient<InterceptedService<Transport, SecretInterceptor>>;
 
 /// Errors of a master call.
 #[derive(Debug, thiserror::Error)]
@@ -101,16 +179,31 @@ fn error_code_of(status: &Status) -> Option<String> {
 impl MasterClient {
     /// A client for the masters at `addrs` (host:port), with an optional cluster secret.
     pub fn new(addrs: &[String], secret: Option<&str>) -> Result<MasterClient, ClientError> {
+        MasterClient::with_local(addrs, secret, None)
+    }
+
+    /// Like [`MasterClient::new`]; the masters among `local` are called in-process.
+    pub fn with_local(
+        addrs: &[String],
+        secret: Option<&str>,
+        local: Option<&LocalMasters>,
+    ) -> Result<MasterClient, ClientError> {
         let secret = match secret {
             Some(s) => Some(s.parse().map_err(|_| ClientError::BadAddress("secret is not ASCII".into()))?),
             None => None,
         };
         let mut clients = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            let channel = crate::network::channel(addr).map_err(|_| ClientError::BadAddress(addr.clone()))?;
-            let client = GrpcClient::with_interceptor(channel, SecretInterceptor { secret: secret.clone() })
-                .max_decoding_message_size(API_MESSAGE_MAX_BYTES)
-                .max_encoding_message_size(API_MESSAGE_MAX_BYTES);
+            let transport = match local.and_then(|l| l.get(addr)) {
+                Some(service) => Transport::Local(MasterServer::from_arc(service)),
+                None => Transport::Remote(
+                    crate::network::channel(addr).map_err(|_| ClientError::BadAddress(addr.clone()))?,
+                ),
+            };
+            let client =
+                GrpcClient::with_interceptor(transport, SecretInterceptor { secret: secret.clone() })
+                    .max_decoding_message_size(API_MESSAGE_MAX_BYTES)
+                    .max_encoding_message_size(API_MESSAGE_MAX_BYTES);
             clients.push(client);
         }
         if clients.is_empty() {

@@ -46,6 +46,9 @@ pub struct MasterConfig {
     /// A volume server not heard from (no heartbeat) for this long gets no new replicas
     /// or fragments; what it holds is left alone.
     pub node_silent_after_ms: u64,
+    /// Other members of the group running in this process (`cellar dev`): Raft messages
+    /// to them are handed over directly instead of over gRPC.
+    pub local_group: Option<crate::network::LocalGroup>,
 }
 
 /// Raw settings as read from a TOML file; every field optional.
@@ -100,6 +103,7 @@ impl MasterConfig {
             planner_interval_ms: 1_000,
             abandoned_after_ms: 30_000,
             node_silent_after_ms: 10_000,
+            local_group: None,
         }
     }
 

@@ -1,9 +1,11 @@
 //! Raft between master replicas over tonic: openraft's messages travel as JSON bytes
 //! (`cellar.raft.v1`); snapshots as a client stream of chunks read from the snapshot file.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::Read;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cellar_proto::raft::raft_client::RaftClient;
@@ -17,8 +19,8 @@ use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, RaftNetworkV2};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::TypeConfig;
 use crate::auth::with_secret;
+use crate::{MasterRaft, TypeConfig};
 
 /// Bytes per snapshot chunk on the wire (well under tonic's 4 MiB message limit).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -31,16 +33,54 @@ const TRANSFER_BYTES_PER_MS_MIN: usize = 10_000;
 /// Snapshot chunks buffered between the file reader and the gRPC stream.
 const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: usize = 4;
 
+/// Members of one master group that run in this process (`cellar dev`), by id. Raft
+/// messages between them are handed to the receiving node directly: no encoding, no
+/// socket, the same `Raft` calls the gRPC service makes. Snapshots still stream over gRPC.
+#[derive(Clone, Default)]
+pub struct LocalGroup {
+    members: Arc<RwLock<HashMap<u64, MasterRaft>>>,
+}
+
+impl std::fmt::Debug for LocalGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<u64> = self.members.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        f.debug_struct("LocalGroup").field("members", &ids).finish()
+    }
+}
+
+impl LocalGroup {
+    /// An empty group.
+    pub fn new() -> LocalGroup {
+        LocalGroup::default()
+    }
+
+    /// Member `id` is reachable in-process from now on.
+    pub fn join(&self, id: u64, raft: MasterRaft) {
+        self.members.write().unwrap_or_else(|p| p.into_inner()).insert(id, raft);
+    }
+
+    /// Member `id` is gone (stopped): messages to it fail as to an unreachable node.
+    pub fn leave(&self, id: u64) {
+        self.members.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    fn get(&self, id: u64) -> Option<MasterRaft> {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+}
+
 /// Creates one client per peer.
 #[derive(Clone)]
 pub struct Network {
     secret: Option<String>,
+    local: Option<LocalGroup>,
 }
 
 impl Network {
-    /// A network whose calls carry the cluster secret, if any.
-    pub fn new(secret: Option<String>) -> Network {
-        Network { secret }
+    /// A network whose calls carry the cluster secret, if any; peers in `local` are
+    /// reached in-process.
+    pub fn new(secret: Option<String>, local: Option<LocalGroup>) -> Network {
+        Network { secret, local }
     }
 }
 
@@ -59,6 +99,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: channel(&node.addr).ok().map(new_client),
             addr: node.addr.clone(),
             secret: self.secret.clone(),
+            local: self.local.clone(),
         }
     }
 }
@@ -75,6 +116,7 @@ pub struct Peer {
     addr: String,
     client: Option<RaftClient<Channel>>,
     secret: Option<String>,
+    local: Option<LocalGroup>,
 }
 
 fn rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
@@ -114,6 +156,11 @@ impl Peer {
 }
 
 impl Peer {
+    /// The peer's Raft node, if it runs in this process.
+    fn local(&self) -> Option<MasterRaft> {
+        self.local.as_ref().and_then(|g| g.get(self.target))
+    }
+
     /// Encodes a unary Raft message and sizes its timeout.
     fn prepare<T: serde::Serialize>(
         &mut self,
@@ -123,6 +170,19 @@ impl Peer {
         let data = serde_json::to_vec(rpc).map_err(encode_error)?;
         let size = data.len();
         Ok((self.request(RaftBytes { data }, option, size), self.client()?))
+    }
+}
+
+/// A Raft call into a node of this process, with the deadline a remote call would have; a
+/// stopped node or a missed deadline is an unreachable peer.
+async fn local_call<T, E: std::error::Error + 'static>(
+    option: &RPCOption,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, RPCError<TypeConfig>> {
+    match tokio::time::timeout(option.hard_ttl().max(RPC_TIMEOUT_MIN), call).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+        Err(elapsed) => Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
     }
 }
 
@@ -142,6 +202,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        if let Some(raft) = self.local() {
+            return local_call(&option, raft.append_entries(rpc)).await;
+        }
         let (req, mut client) = self.prepare(&rpc, &option)?;
         decode(client.append_entries(req).await)
     }
@@ -151,6 +214,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        if let Some(raft) = self.local() {
+            return local_call(&option, raft.vote(rpc)).await;
+        }
         let (req, mut client) = self.prepare(&rpc, &option)?;
         decode(client.vote(req).await)
     }

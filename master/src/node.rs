@@ -68,15 +68,26 @@ pub struct MasterHandle {
     server: Option<tokio::task::JoinHandle<()>>,
     planner_stop: tokio::sync::watch::Sender<bool>,
     planner: Option<tokio::task::JoinHandle<()>>,
+    local_group: Option<crate::network::LocalGroup>,
+    api: Arc<MasterService>,
 }
 
 /// How long shutdown waits for every user of the store to let go of it.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 impl MasterHandle {
+    /// The client API of this master, for callers in the same process (see
+    /// [`crate::client::LocalMasters`]).
+    pub fn local_api(&self) -> Arc<MasterService> {
+        self.api.clone()
+    }
+
     /// Stops serving, shuts Raft down and closes the store (it stays on disk). The
     /// database is closed before this returns: RocksDB must not outlive the process.
     pub async fn shutdown(mut self) {
+        if let Some(group) = self.local_group.take() {
+            group.leave(self.id);
+        }
         let _ = self.planner_stop.send(true);
         if let Some(planner) = self.planner.take() {
             let _ = planner.await;
@@ -90,9 +101,12 @@ impl MasterHandle {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(id = self.id, error = %e, "raft shutdown");
         }
-        let MasterHandle { id, db, reader, raft, .. } = self;
+        // Everything that holds the store goes first (fields left in `..` would live until
+        // the end of this function, and the wait below would time out on them).
+        let MasterHandle { id, db, reader, raft, api, .. } = self;
         drop(reader);
         drop(raft);
+        drop(api);
         let deadline = tokio::time::Instant::now() + STORE_CLOSE_WAIT;
         while Arc::strong_count(&db) > 1 {
             if tokio::time::Instant::now() >= deadline {
@@ -142,11 +156,14 @@ pub async fn start(
     }
     .validate()
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let network = Network::new(config.secret.clone());
+    let network = Network::new(config.secret.clone(), config.local_group.clone());
     let raft = MasterRaft::new(config.id, Arc::new(raft_config), network, log_store, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+    if let Some(group) = &config.local_group {
+        group.join(config.id, raft.clone());
+    }
     let addr =
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
     let batcher = CommitBatcher::start(raft.clone(), config.volume_size_bytes);
@@ -158,7 +175,13 @@ pub async fn start(
         node_silent_after_ms: config.node_silent_after_ms,
         secret: config.secret.clone(),
     };
-    let api = MasterService::new(config.id, raft.clone(), StateReader::new(db.clone()), batcher, settings);
+    let api = Arc::new(MasterService::new(
+        config.id,
+        raft.clone(),
+        StateReader::new(db.clone()),
+        batcher,
+        settings,
+    ));
     let raft_rpc = RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"));
     let (tx, rx) = oneshot::channel::<()>();
     // serve_with_incoming ignores the builder's tcp_nodelay: set it on each accepted socket
@@ -171,7 +194,7 @@ pub async fn start(
                 .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
         )
         .add_service(
-            MasterServer::new(api)
+            MasterServer::from_arc(api.clone())
                 .max_decoding_message_size(API_MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(API_MESSAGE_MAX_BYTES),
         )
@@ -219,6 +242,8 @@ pub async fn start(
         server: Some(server),
         planner_stop,
         planner: Some(planner),
+        local_group: config.local_group.clone(),
+        api,
     })
 }
 
