@@ -21,7 +21,7 @@ use crate::info::{
     DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport, load_or_create_identity, statvfs,
 };
 use crate::io::{IoBackend, IoChoice};
-use crate::record::{Record, RecordLocation};
+use crate::record::{Record, RecordHeader, RecordLocation};
 use crate::replica::{RecordIn, Replica};
 use crate::scan::ReplicaScan;
 
@@ -325,6 +325,20 @@ impl Disk {
     /// Reads and verifies the record at `offset_bytes` of a replica.
     pub fn read_record(&self, id: ExtentId, offset_bytes: u64) -> Result<Record> {
         self.replica(id)?.read_record(offset_bytes)
+    }
+
+    /// Reads and verifies the record at `offset_bytes` of a replica into `buf`, reusing its
+    /// allocation (it is only grown, never cleared or re-allocated): the record is
+    /// `buf[..header.record_len_bytes()]`. `record_len_hint` (the index's length) lets
+    /// header and payload come in one read; a wrong hint only costs a second read.
+    pub fn read_record_into(
+        &self,
+        id: ExtentId,
+        offset_bytes: u64,
+        record_len_hint: Option<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<RecordHeader> {
+        self.replica(id)?.read_record_into(offset_bytes, record_len_hint, buf)
     }
 
     /// Seals a replica at `length_bytes` (default: its end), dropping any records past it.

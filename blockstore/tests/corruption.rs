@@ -42,6 +42,13 @@ fn every_flipped_bit_in_a_record_is_detected(backend: Backend) {
                 }
                 other => panic!("byte {byte} bit {bit}: expected Corrupt, got {other:?}"),
             }
+            let mut buf = Vec::new();
+            match disk.read_record_into(id, loc.offset_bytes, Some(loc.record_len_bytes), &mut buf) {
+                Err(Error::Corrupt { extent, offset_bytes, .. }) => {
+                    assert_eq!((extent, offset_bytes), (id, loc.offset_bytes));
+                }
+                other => panic!("byte {byte} bit {bit}: read_record_into: expected Corrupt, got {other:?}"),
+            }
             flip(&path, start + byte, bit);
         }
     }

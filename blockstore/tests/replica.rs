@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::{Arc, Barrier};
 
-use cellar_blockstore::{Error, ExtentId, ExtentState, RECORD_HEADER_BYTES};
+use cellar_blockstore::{Error, ExtentId, ExtentState, RECORD_HEADER_BYTES, RecordIn};
 use common::{Backend, bytes, open, open_faulty, sha, snapshot};
 
 for_each_backend!(
@@ -18,6 +18,9 @@ for_each_backend!(
     short_io_still_round_trips,
     failed_write_stops_the_extent_until_reopen,
     scan_yields_every_record_in_order,
+    a_batch_of_records_is_written_back_to_back_under_one_fsync,
+    a_batch_with_a_bad_record_changes_nothing,
+    reads_into_a_reused_buffer_with_or_without_the_length,
 );
 
 fn record_round_trips_at_every_size(backend: Backend) {
@@ -268,4 +271,81 @@ fn scan_yields_every_record_in_order(backend: Backend) {
         assert_eq!(record.payload, *payload);
         assert_eq!(record.header.sha256, sha(payload));
     }
+}
+
+fn a_batch_of_records_is_written_back_to_back_under_one_fsync(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, plan) = open_faulty(dir.path(), backend);
+    let id = disk.create_replica(20).expect("create");
+    let first = disk.append(id, None, &sha(b"first"), b"first").expect("append");
+    // Small records (written together) around large ones (written in place).
+    let payloads: Vec<Vec<u8>> = [0usize, 1, 4096, 200 << 10, 10, 1 << 20, 64 << 10, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| bytes(*n, i as u64))
+        .collect();
+    let keys: Vec<[u8; 32]> = payloads.iter().map(|p| sha(p)).collect();
+    let batch: Vec<RecordIn<'_>> =
+        keys.iter().zip(&payloads).map(|(sha256, payload)| RecordIn { sha256, payload }).collect();
+    let syncs_before = plan.syncs();
+    let locations = disk.append_records(id, Some(first.end_bytes()), &batch).expect("append batch");
+    assert_eq!(plan.syncs() - syncs_before, 1, "one fsync for the whole batch");
+    let mut at = first.end_bytes();
+    for (loc, payload) in locations.iter().zip(&payloads) {
+        assert_eq!(loc.offset_bytes, at, "back to back");
+        assert_eq!(loc.record_len_bytes, (RECORD_HEADER_BYTES + payload.len()) as u64);
+        at = loc.end_bytes();
+        let record = disk.read_record(id, loc.offset_bytes).expect("read");
+        assert_eq!(record.payload, *payload);
+        assert_eq!(record.sha256, sha(payload));
+    }
+    drop(disk);
+    let disk = open(dir.path(), backend);
+    let scanned: Vec<Vec<u8>> =
+        disk.scan_replica(id).expect("scan").map(|r| r.expect("record").payload).collect();
+    assert_eq!(scanned.len(), payloads.len() + 1, "every record survives a reopen");
+    assert_eq!(&scanned[1..], &payloads[..]);
+}
+
+fn a_batch_with_a_bad_record_changes_nothing(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(21).expect("create");
+    disk.append(id, None, &sha(b"kept"), b"kept").expect("append");
+    let before = snapshot(dir.path());
+    let ok = bytes(100, 1);
+    let too_big = bytes((4 << 20) + 1, 2);
+    let (k1, k2) = (sha(&ok), sha(&too_big));
+    let batch = [RecordIn { sha256: &k1, payload: &ok }, RecordIn { sha256: &k2, payload: &too_big }];
+    assert!(matches!(disk.append_records(id, None, &batch), Err(Error::RecordTooLarge { .. })));
+    let wrong_offset = [RecordIn { sha256: &k1, payload: &ok }];
+    assert!(matches!(disk.append_records(id, Some(0), &wrong_offset), Err(Error::OffsetMismatch { .. })));
+    assert_eq!(snapshot(dir.path()), before, "the disk is byte-identical");
+    assert!(disk.append_records(id, None, &[]).expect("an empty batch").is_empty());
+}
+
+fn reads_into_a_reused_buffer_with_or_without_the_length(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(22).expect("create");
+    let big = bytes(1 << 20, 1);
+    let small = bytes(10, 2);
+    let lb = disk.append(id, None, &sha(&big), &big).expect("append");
+    let ls = disk.append(id, None, &sha(&small), &small).expect("append");
+    let mut buf = Vec::new();
+    for hint in [Some(lb.record_len_bytes), None, Some(ls.record_len_bytes), Some(7)] {
+        let header = disk.read_record_into(id, lb.offset_bytes, hint, &mut buf).expect("read big");
+        assert_eq!(header.record_len_bytes(), lb.record_len_bytes, "hint {hint:?}");
+        assert_eq!(&buf[RECORD_HEADER_BYTES..lb.record_len_bytes as usize], &big[..]);
+        assert_eq!(header.sha256, sha(&big));
+    }
+    // The buffer now holds the big record; reading the small one leaves leftovers after it.
+    let header =
+        disk.read_record_into(id, ls.offset_bytes, Some(ls.record_len_bytes), &mut buf).expect("read small");
+    assert_eq!(&buf[RECORD_HEADER_BYTES..header.record_len_bytes() as usize], &small[..]);
+    assert!(buf.len() >= lb.record_len_bytes as usize, "the buffer was not shrunk");
+    assert!(matches!(
+        disk.read_record_into(id, ls.end_bytes(), None, &mut buf),
+        Err(Error::OffsetPastEnd { .. })
+    ));
 }

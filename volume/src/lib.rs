@@ -12,6 +12,7 @@
 //! Limits on every queue and on the bytes in flight are the `_MAX` constants below.
 
 pub mod budget;
+pub mod buffers;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -159,6 +159,9 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         secret: config.secret.clone(),
         metrics: crate::metrics::VolumeMetrics::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
+        read_buffers: crate::buffers::ReadBuffers::new(
+            config.block_size_max_bytes as usize + cellar_blockstore::RECORD_HEADER_BYTES,
+        ),
     });
 
     let (stop, stop_rx) = watch::channel(false);

@@ -42,6 +42,8 @@ pub struct Shared {
     pub secret: Option<String>,
     /// Request and task counters.
     pub metrics: crate::metrics::VolumeMetrics,
+    /// Read buffers kept for reuse.
+    pub read_buffers: Arc<crate::buffers::ReadBuffers>,
     /// Set when the server stops: in-process callers (see
     /// [`crate::cluster::ExtentClient`]) are refused from then on, as a socket would be.
     pub stopped: std::sync::atomic::AtomicBool,
@@ -199,19 +201,23 @@ impl Volume for VolumeService {
             let hold = if expected == 0 { self.shared.block_size_max_bytes } else { expected };
             let _permit = self.shared.budget.acquire(hold).await;
             let (volume_id, offset) = (r.volume_id, r.offset_bytes);
-            let record = blocking(move || disk.read_record(ExtentId::replica(volume_id), offset))
-                .await
-                .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
-            let len = RECORD_HEADER_BYTES as u64 + record.payload.len() as u64;
+            let hint = (expected != 0).then_some(expected);
+            let mut buf = self.shared.read_buffers.take();
+            let (header, buf) = blocking(move || {
+                let header = disk.read_record_into(ExtentId::replica(volume_id), offset, hint, &mut buf)?;
+                Ok((header, buf))
+            })
+            .await
+            .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+            let len = header.record_len_bytes();
             if expected != 0 && len != expected {
+                self.shared.read_buffers.give(buf);
                 return Err(bad_request(format!(
                     "the record at {offset} of volume {volume_id} is {len} bytes long, not {expected}"
                 )));
             }
-            Ok(Response::new(pb::ReadRecordResponse {
-                sha256: record.sha256.to_vec(),
-                payload: record.payload.into(),
-            }))
+            let payload = self.shared.read_buffers.share(buf, RECORD_HEADER_BYTES..len as usize);
+            Ok(Response::new(pb::ReadRecordResponse { sha256: header.sha256.to_vec(), payload }))
         }
         .await;
         let read_bytes = result.as_ref().map_or(0, |r| r.get_ref().payload.len() as u64);
