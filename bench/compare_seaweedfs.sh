@@ -103,7 +103,8 @@ for row in "${rows[@]}"; do
   echo "## row $size $c" | tee -a "$work/weed.txt"
   "$weed" benchmark -master=localhost:9333 -c="$c" -n="$n" -size="$size" -replication=002 -fsync \
     -collection="b${size}c$c" -list="$work/weed/list-$size-$c" 2>&1 \
-    | grep -E '^(------------|Concurrency|Time taken|Completed requests|Failed|Requests per|Transfer rate|.*50%|.*99%)' \
+    | tr '\r' '\n' | tee "$work/weed-raw-$size-$c.txt" \
+    | grep -E '^(------------|Concurrency|Time taken|Completed requests|Failed|Requests per|Transfer rate|.*Benchmark|\s*50%|\s*99%)' \
     | tee -a "$work/weed.txt" || true
 done
 
