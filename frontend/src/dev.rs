@@ -200,7 +200,15 @@ impl DevCell {
         let frontend = crate::start(config).await.map_err(|e| start_err("frontend", e))?;
         if !options.over_grpc {
             for v in &cell.volumes {
-                frontend.blocks.cluster().add_local(v.node_id, v.local_service());
+                let service = v.local_service();
+                frontend.blocks.cluster().add_local(v.node_id, &service);
+                // The volume servers' tasks (encode, copy, reconstruct) write fragments
+                // to each other in-process too.
+                for w in &cell.volumes {
+                    if w.node_id != v.node_id {
+                        w.shared.cluster.add_local(v.node_id, &service);
+                    }
+                }
             }
         }
         cell.endpoints.http = format!("http://{}", frontend.addr);

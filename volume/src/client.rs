@@ -5,11 +5,10 @@ use cellar_blockstore::fragment::chunk_crc32;
 use cellar_proto::volume as pb;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use crate::FRAGMENT_QUEUE_MAX;
-use crate::cluster::VolumeGrpc;
+use crate::cluster::ExtentClient;
 use crate::errors::status;
 
 /// Cuts a fragment's bytes into WriteFragment messages with their chunk CRCs, and keeps
@@ -64,12 +63,10 @@ pub struct FragmentSink {
 }
 
 impl FragmentSink {
-    /// Starts the WriteFragment call.
-    pub fn open(mut client: VolumeGrpc, header: pb::FragmentHeader) -> FragmentSink {
+    /// Starts the WriteFragment call (in-process when `client` is local).
+    pub fn open(client: ExtentClient, header: pb::FragmentHeader) -> FragmentSink {
         let (tx, rx) = mpsc::channel(FRAGMENT_QUEUE_MAX);
-        let rpc = tokio::spawn(async move {
-            client.write_fragment(ReceiverStream::new(rx)).await.map(tonic::Response::into_inner)
-        });
+        let rpc = tokio::spawn(client.write_fragment(rx));
         FragmentSink { tx, framer: FragmentFramer::new(header), rpc }
     }
 

@@ -3,7 +3,7 @@
 //! clients to other volume servers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use cellar_master::client::{MasterClient, SecretInterceptor};
@@ -11,6 +11,8 @@ use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
 use cellar_proto::volume::volume_client::VolumeClient;
 use cellar_proto::volume::volume_server::Volume;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -34,12 +36,14 @@ pub struct Cluster {
     secret: Option<String>,
     nodes: RwLock<HashMap<u64, String>>,
     clients: Mutex<HashMap<String, VolumeGrpc>>,
-    /// Volume servers running in this process (`cellar dev`), by node id.
-    local: RwLock<HashMap<u64, Arc<VolumeService>>>,
+    /// Volume servers running in this process (`cellar dev`), by node id. Weak: volume
+    /// servers know each other, and a server's state (its disks) must go when it stops.
+    local: RwLock<HashMap<u64, Weak<VolumeService>>>,
 }
 
-/// The extent calls of the put and get paths (Append, ReadRecord, ReadFragment) to one
-/// volume server: over gRPC, or, for a server in this process, straight into its service.
+/// The extent calls of the put and get paths (Append, ReadRecord, ReadFragment) and of
+/// the tasks' fragment writes (WriteFragment) to one volume server: over gRPC, or, for a
+/// server in this process, straight into its service.
 /// The in-process call runs the same handler with the same secret check, fences, limits
 /// and metrics; it only skips the socket, the HTTP/2 framing and the message copies.
 #[derive(Clone)]
@@ -89,6 +93,20 @@ impl ExtentClient {
         }
     }
 
+    /// Writes a whole fragment from the messages `rx` yields (see the `WriteFragment`
+    /// RPC); the stream ends when the sender is dropped.
+    pub async fn write_fragment(
+        self,
+        rx: mpsc::Receiver<pb::WriteFragmentRequest>,
+    ) -> Result<pb::WriteFragmentResponse, Status> {
+        match self {
+            ExtentClient::Remote(mut c) => Ok(c.write_fragment(ReceiverStream::new(rx)).await?.into_inner()),
+            ExtentClient::Local { service, secret } => {
+                service.write_fragment_local(Self::local_request(&secret, rx)).await
+            }
+        }
+    }
+
     /// Reads a verified range of a fragment (see the `ReadFragment` RPC).
     pub async fn read_fragment(
         &mut self,
@@ -120,13 +138,16 @@ impl Cluster {
     /// Reaches volume server `node_id` in this process through `service` rather than
     /// over the network (see [`ExtentClient`]). For `cellar dev`, where the frontend and
     /// every volume server share one process.
-    pub fn add_local(&self, node_id: u64, service: Arc<VolumeService>) {
-        self.local.write().unwrap_or_else(|p| p.into_inner()).insert(node_id, service);
+    /// A server that has since stopped is reached over the network again (and so fails
+    /// as a stopped remote server does).
+    pub fn add_local(&self, node_id: u64, service: &Arc<VolumeService>) {
+        self.local.write().unwrap_or_else(|p| p.into_inner()).insert(node_id, Arc::downgrade(service));
     }
 
     /// The extent client of volume server `node_id`: in-process when it runs here.
     pub async fn extent_client(&self, node_id: u64) -> Result<ExtentClient, Status> {
-        let local = self.local.read().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned();
+        let local =
+            self.local.read().unwrap_or_else(|p| p.into_inner()).get(&node_id).and_then(Weak::upgrade);
         if let Some(service) = local {
             let secret = match &self.secret {
                 Some(s) => Some(s.parse().map_err(|_| {

@@ -310,52 +310,7 @@ impl Volume for VolumeService {
         &self,
         req: Request<Streaming<pb::WriteFragmentRequest>>,
     ) -> Result<Response<pb::WriteFragmentResponse>, Status> {
-        let result: Result<Response<pb::WriteFragmentResponse>, Status> = async move {
-            self.check(&req)?;
-            let mut stream = req.into_inner();
-            let first =
-                stream.message().await?.ok_or_else(|| bad_request("WriteFragment needs a first message"))?;
-            let h = first
-                .header
-                .ok_or_else(|| bad_request("the first WriteFragment message carries the header"))?;
-            let index = fragment_index(h.fragment_index)?;
-            let disk = self.shared.disks.require(h.disk_id)?;
-            let id = ExtentId::fragment(h.volume_id, index);
-            let chunk = u64::from(h.chunk_size_bytes);
-            if chunk == 0 || !chunk.is_power_of_two() || chunk > STRIPE_BYTES as u64 {
-                return Err(bad_request(format!(
-                    "chunk size {chunk} must be a power of two up to {STRIPE_BYTES}"
-                )));
-            }
-            // Replacing an extent the master still places here would destroy live data.
-            if disk.extent_info(id).is_ok() {
-                if placed_here(&self.shared.cluster, h.volume_id, h.disk_id, Some(h.fragment_index)).await? {
-                    return Err(status(
-                        Code::AlreadyExists,
-                        code::EXTENT_LIVE,
-                        format!("fragment {} of volume {} on disk {} is live", index, h.volume_id, h.disk_id),
-                    ));
-                }
-                let d = disk.clone();
-                blocking(move || d.delete(id).map(|_| ())).await?;
-            }
-            {
-                let d = disk.clone();
-                let (vid, len, cs) = (h.volume_id, h.fragment_len_bytes, h.chunk_size_bytes);
-                blocking(move || d.create_fragment(vid, index, len, cs).map(|_| ())).await?;
-            }
-            let result = self.receive_fragment(&disk, id, &h, first, &mut stream).await;
-            if result.is_err() {
-                // A fragment cut short is garbage: free its space now, a retry writes it anew.
-                let d = disk.clone();
-                let _ = blocking(move || d.delete(id).map(|_| ())).await;
-            }
-            result.map(Response::new)
-        }
-        .await;
-        let written_bytes = result.as_ref().map_or(0, |r| r.get_ref().length_bytes);
-        self.shared.metrics.fragment_writes.record(result.is_ok(), written_bytes);
-        result
+        self.write_fragment_from(req).await.map(Response::new)
     }
 
     async fn stat_extent(&self, req: Request<pb::ExtentRef>) -> Result<Response<pb::ExtentStat>, Status> {
@@ -411,14 +366,88 @@ impl Volume for VolumeService {
 impl VolumeService {
     /// Receives the chunks of a new fragment in order, checking each chunk's CRC before it
     /// is written; then makes it durable, seals it and reads it back.
-    async fn receive_fragment(
+    /// WriteFragment for a caller in this process (`cellar dev`'s encode, copy and
+    /// reconstruct tasks): the same handler, secret check, limits and metrics as the RPC,
+    /// fed from a channel instead of an HTTP/2 stream. The sender dropping the channel
+    /// ends the stream, as a client ending its request stream does; a short fragment is
+    /// refused and deleted either way.
+    pub async fn write_fragment_local(
+        &self,
+        req: Request<mpsc::Receiver<pb::WriteFragmentRequest>>,
+    ) -> Result<pb::WriteFragmentResponse, Status> {
+        let (metadata, extensions, rx) = req.into_parts();
+        let stream = ReceiverStream::new(rx).map(Ok::<_, Status>);
+        self.write_fragment_from(Request::from_parts(metadata, extensions, stream)).await
+    }
+
+    /// The WriteFragment call on any stream of its messages: the gRPC stream, or, for a
+    /// caller in this process, a channel (see [`VolumeService::write_fragment_local`]).
+    async fn write_fragment_from<S>(&self, req: Request<S>) -> Result<pb::WriteFragmentResponse, Status>
+    where
+        S: Stream<Item = Result<pb::WriteFragmentRequest, Status>> + Unpin + Send,
+    {
+        let result: Result<pb::WriteFragmentResponse, Status> = async move {
+            self.check(&req)?;
+            let mut stream = req.into_inner();
+            let first = stream
+                .next()
+                .await
+                .transpose()?
+                .ok_or_else(|| bad_request("WriteFragment needs a first message"))?;
+            let h = first
+                .header
+                .ok_or_else(|| bad_request("the first WriteFragment message carries the header"))?;
+            let index = fragment_index(h.fragment_index)?;
+            let disk = self.shared.disks.require(h.disk_id)?;
+            let id = ExtentId::fragment(h.volume_id, index);
+            let chunk = u64::from(h.chunk_size_bytes);
+            if chunk == 0 || !chunk.is_power_of_two() || chunk > STRIPE_BYTES as u64 {
+                return Err(bad_request(format!(
+                    "chunk size {chunk} must be a power of two up to {STRIPE_BYTES}"
+                )));
+            }
+            // Replacing an extent the master still places here would destroy live data.
+            if disk.extent_info(id).is_ok() {
+                if placed_here(&self.shared.cluster, h.volume_id, h.disk_id, Some(h.fragment_index)).await? {
+                    return Err(status(
+                        Code::AlreadyExists,
+                        code::EXTENT_LIVE,
+                        format!("fragment {} of volume {} on disk {} is live", index, h.volume_id, h.disk_id),
+                    ));
+                }
+                let d = disk.clone();
+                blocking(move || d.delete(id).map(|_| ())).await?;
+            }
+            {
+                let d = disk.clone();
+                let (vid, len, cs) = (h.volume_id, h.fragment_len_bytes, h.chunk_size_bytes);
+                blocking(move || d.create_fragment(vid, index, len, cs).map(|_| ())).await?;
+            }
+            let result = self.receive_fragment(&disk, id, &h, first, &mut stream).await;
+            if result.is_err() {
+                // A fragment cut short is garbage: free its space now, a retry writes it anew.
+                let d = disk.clone();
+                let _ = blocking(move || d.delete(id).map(|_| ())).await;
+            }
+            result
+        }
+        .await;
+        let written_bytes = result.as_ref().map_or(0, |r| r.length_bytes);
+        self.shared.metrics.fragment_writes.record(result.is_ok(), written_bytes);
+        result
+    }
+
+    async fn receive_fragment<S>(
         &self,
         disk: &Arc<Disk>,
         id: ExtentId,
         h: &pb::FragmentHeader,
         first: pb::WriteFragmentRequest,
-        stream: &mut Streaming<pb::WriteFragmentRequest>,
-    ) -> Result<pb::WriteFragmentResponse, Status> {
+        stream: &mut S,
+    ) -> Result<pb::WriteFragmentResponse, Status>
+    where
+        S: Stream<Item = Result<pb::WriteFragmentRequest, Status>> + Unpin + Send,
+    {
         let chunk = u64::from(h.chunk_size_bytes);
         let mut next_offset = 0u64;
         let mut message = Some(first);

@@ -143,3 +143,88 @@ async fn a_corrupt_chunk_is_detected_read_degraded_and_reported() {
     read_all(&reader, &cell.volume(v.volume_id).await, &blocks).await;
     cell.shutdown().await;
 }
+
+/// `cellar dev` wires its volume servers to each other in-process: the encode task's
+/// fragment writes then skip gRPC. The volume must come out the same: coded, replicas
+/// gone, every block read back from its fragments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_volume_coded_over_in_process_fragment_writes_reads_back() {
+    let cell = Cell::start(3, 2, 2, |_| {}).await;
+    for v in &cell.volumes {
+        let service = v.local_service();
+        for w in &cell.volumes {
+            if w.node_id != v.node_id {
+                w.shared.cluster.add_local(v.node_id, &service);
+            }
+        }
+    }
+    let (v, blocks) = cell.fill_volume(&mixed_sizes(40), 11).await;
+    cell.seal(v.volume_id).await;
+    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    assert_eq!(coded.fragments.len(), 9);
+    cell.wait_tasks_done().await;
+    for (i, f) in coded.fragments.iter().enumerate() {
+        assert!(cell.extent_exists(f, v.volume_id, "fragment", i as u32).await);
+    }
+    assert_eq!(read_all(&cell.reader(), &coded, &blocks).await, 0, "read from data fragments");
+    cell.shutdown().await;
+}
+
+/// The in-process WriteFragment: a whole fragment is written and read back; a stream
+/// that stops short (the sender dropped) is refused and leaves no extent behind; a
+/// wrong secret is refused before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_process_fragment_writes_check_length_and_clean_up() {
+    use cellar_blockstore::ExtentId;
+    use cellar_proto::volume as vpb;
+    use cellar_volume::FRAGMENT_CHUNK_BYTES;
+    use cellar_volume::client::FragmentSink;
+    use cellar_volume::cluster::ExtentClient;
+
+    let cell = Cell::start(1, 1, 1, |_| {}).await;
+    let h = &cell.volumes[0];
+    let (disk_id, disk) = h.shared.disks.with_ids().into_iter().next().expect("a disk");
+    let chunk = FRAGMENT_CHUNK_BYTES as usize;
+    let len = 3 * chunk + 100;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+    let header = |index: u32| vpb::FragmentHeader {
+        volume_id: 4242,
+        disk_id,
+        fragment_index: index,
+        fragment_len_bytes: len as u64,
+        chunk_size_bytes: chunk as u32,
+    };
+    let local = || ExtentClient::Local { service: h.local_service(), secret: None };
+
+    // Whole: two messages (two chunks, then the rest).
+    let mut sink = FragmentSink::open(local(), header(0));
+    sink.send(data[..2 * chunk].to_vec()).await.expect("send");
+    sink.send(data[2 * chunk..].to_vec()).await.expect("send");
+    let resp = sink.finish().await.expect("a whole fragment is written");
+    assert_eq!(resp.length_bytes, len as u64);
+    let id = ExtentId::fragment(4242, 0);
+    assert_eq!(disk.read_fragment(id, 0, len as u64).expect("read back"), data);
+
+    // Short: one chunk, then the sender goes away.
+    let mut sink = FragmentSink::open(local(), header(1));
+    sink.send(data[..chunk].to_vec()).await.expect("send");
+    let err = sink.finish().await.expect_err("a short fragment is refused");
+    assert!(err.message().contains("ended at"), "{err:?}");
+    assert!(disk.extent_info(ExtentId::fragment(4242, 1)).is_err(), "the cut fragment was deleted");
+    cell.shutdown().await;
+
+    // A secret is checked in-process as over gRPC.
+    let cell = Cell::start(1, 1, 1, |c| c.secret = Some("s3cret".into())).await;
+    let h = &cell.volumes[0];
+    let (disk_id, disk) = h.shared.disks.with_ids().into_iter().next().expect("a disk");
+    let mut hdr = header(0);
+    hdr.disk_id = disk_id;
+    let wrong =
+        ExtentClient::Local { service: h.local_service(), secret: Some("nope".parse().expect("ascii")) };
+    let mut sink = FragmentSink::open(wrong, hdr);
+    let _ = sink.send(data[..chunk].to_vec()).await;
+    let err = sink.finish().await.expect_err("a wrong secret is refused");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(disk.extent_info(ExtentId::fragment(4242, 0)).is_err(), "nothing was created");
+    cell.shutdown().await;
+}

@@ -149,7 +149,7 @@ async fn copy_fragment(
         fragment_len_bytes: f,
         chunk_size_bytes: FRAGMENT_CHUNK_BYTES as u32,
     };
-    let mut sink = FragmentSink::open(shared.cluster.node_client(target.node_id).await?, header);
+    let mut sink = FragmentSink::open(shared.cluster.extent_client(target.node_id).await?, header);
     let mut offset = 0u64;
     while offset < f {
         let len = (f - offset).min(STRIPE_BYTES as u64);

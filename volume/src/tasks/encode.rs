@@ -59,7 +59,7 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
     let disk = shared.disks.require(replica.disk_id)?;
     let mut sinks = Vec::with_capacity(count);
     for (index, place) in task.fragments.iter().enumerate() {
-        let client = shared.cluster.node_client(place.node_id).await?;
+        let client = shared.cluster.extent_client(place.node_id).await?;
         let header = pb::FragmentHeader {
             volume_id: v.volume_id,
             disk_id: place.disk_id,

@@ -46,7 +46,7 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
         fragment_len_bytes: layout.fragment_len_bytes(),
         chunk_size_bytes: FRAGMENT_CHUNK_BYTES as u32,
     };
-    let mut sink = FragmentSink::open(shared.cluster.node_client(target.node_id).await?, header);
+    let mut sink = FragmentSink::open(shared.cluster.extent_client(target.node_id).await?, header);
     let f = layout.fragment_len_bytes();
     let mut offset = 0u64;
     while offset < f {
