@@ -341,6 +341,19 @@ impl Disk {
         self.replica(id)?.read_record_into(offset_bytes, record_len_hint, buf)
     }
 
+    /// [`Disk::read_record_into`] without blocking: only when the record's length is known,
+    /// its extent is open and the page cache holds its bytes. `Ok(None)`: take the
+    /// blocking path. For async callers (a small read then costs no thread hand-off).
+    pub fn read_record_cached(
+        &self,
+        id: ExtentId,
+        offset_bytes: u64,
+        record_len_bytes: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<RecordHeader>> {
+        self.replica(id)?.read_record_cached(offset_bytes, record_len_bytes, buf)
+    }
+
     /// Seals a replica at `length_bytes` (default: its end), dropping any records past it.
     /// Returns the sealed length.
     pub fn seal_replica(&self, id: ExtentId, length_bytes: Option<u64>) -> Result<u64> {

@@ -485,6 +485,44 @@ impl Replica {
         Ok(header)
     }
 
+    /// [`Replica::read_record_into`] for a record of known length `record_len_bytes`,
+    /// only if the page cache holds it and the extent's file is already open: `Ok(None)`
+    /// means "not without blocking" (or a length that is not the record's); the caller
+    /// then takes the blocking path. Whatever is read is verified as there; corruption is
+    /// an error here too.
+    pub(crate) fn read_record_cached(
+        &self,
+        offset_bytes: u64,
+        record_len_bytes: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<RecordHeader>> {
+        self.check_live()?;
+        let end = self.durable_end_bytes.load(Ordering::Acquire);
+        if record_len_bytes < RECORD_HEADER_BYTES as u64
+            || record_len_bytes > RECORD_HEADER_BYTES as u64 + self.payload_max_bytes
+            || offset_bytes + record_len_bytes > end
+        {
+            return Ok(None);
+        }
+        let Some(file) = lock(&self.kept_file).clone() else { return Ok(None) };
+        let len = record_len_bytes as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        if !file.read_cached_at(&mut buf[..len], EXTENT_DATA_OFFSET_BYTES + offset_bytes) {
+            return Ok(None);
+        }
+        let corrupt = |kind| Error::Corrupt { extent: self.id, offset_bytes, kind };
+        let head: &[u8; RECORD_HEADER_BYTES] =
+            buf[..RECORD_HEADER_BYTES].try_into().map_err(|_| corrupt(CorruptKind::Truncated))?;
+        let header = RecordHeader::decode(head, offset_bytes, self.payload_max_bytes).map_err(corrupt)?;
+        if header.record_len_bytes() != record_len_bytes {
+            return Ok(None);
+        }
+        header.check_payload(&buf[RECORD_HEADER_BYTES..len]).map_err(corrupt)?;
+        Ok(Some(header))
+    }
+
     fn io_context(&self, e: Error) -> Error {
         match e {
             Error::Io { op, source, .. } => Error::io(&self.path, op, source),

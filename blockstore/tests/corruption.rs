@@ -49,6 +49,16 @@ fn every_flipped_bit_in_a_record_is_detected(backend: Backend) {
                 }
                 other => panic!("byte {byte} bit {bit}: read_record_into: expected Corrupt, got {other:?}"),
             }
+            // The non-blocking read checks as much: a flipped length byte may make the
+            // record's length differ from the one asked (then `None`: "take the slow
+            // path", which reports it, as above); any other flip is an error.
+            match disk.read_record_cached(id, loc.offset_bytes, loc.record_len_bytes, &mut buf) {
+                Err(Error::Corrupt { extent, offset_bytes, .. }) => {
+                    assert_eq!((extent, offset_bytes), (id, loc.offset_bytes));
+                }
+                Ok(None) => {}
+                other => panic!("byte {byte} bit {bit}: read_record_cached: expected Corrupt, got {other:?}"),
+            }
             flip(&path, start + byte, bit);
         }
     }

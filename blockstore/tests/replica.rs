@@ -21,6 +21,7 @@ for_each_backend!(
     a_batch_of_records_is_written_back_to_back_under_one_fsync,
     a_batch_with_a_bad_record_changes_nothing,
     reads_into_a_reused_buffer_with_or_without_the_length,
+    cached_reads_answer_from_the_page_cache_or_defer,
 );
 
 fn record_round_trips_at_every_size(backend: Backend) {
@@ -348,4 +349,66 @@ fn reads_into_a_reused_buffer_with_or_without_the_length(backend: Backend) {
         disk.read_record_into(id, ls.end_bytes(), None, &mut buf),
         Err(Error::OffsetPastEnd { .. })
     ));
+}
+
+fn cached_reads_answer_from_the_page_cache_or_defer(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(23).expect("create");
+    let small = bytes(4096, 1);
+    let big = bytes(1 << 20, 2);
+    let ls = disk.append(id, None, &sha(&small), &small).expect("append");
+    let lb = disk.append(id, None, &sha(&big), &big).expect("append");
+    let mut buf = Vec::new();
+    // Just written, so in the page cache: answered without blocking, verified.
+    for (loc, payload) in [(&ls, &small), (&lb, &big)] {
+        let header = disk
+            .read_record_cached(id, loc.offset_bytes, loc.record_len_bytes, &mut buf)
+            .expect("read")
+            .expect("cached bytes are answered");
+        assert_eq!(header.record_len_bytes(), loc.record_len_bytes);
+        assert_eq!(header.sha256, sha(payload));
+        assert_eq!(&buf[RECORD_HEADER_BYTES..loc.record_len_bytes as usize], &payload[..]);
+    }
+    // A length that is not the record's, or that runs past the end: the slow path decides.
+    assert!(
+        disk.read_record_cached(id, ls.offset_bytes, ls.record_len_bytes + 1, &mut buf)
+            .expect("read")
+            .is_none()
+    );
+    assert!(
+        disk.read_record_cached(id, lb.offset_bytes, lb.record_len_bytes + 1, &mut buf)
+            .expect("read")
+            .is_none()
+    );
+    assert!(disk.read_record_cached(id, ls.offset_bytes, 3, &mut buf).expect("read").is_none());
+    // An unknown extent is the same error as on the slow path.
+    assert!(matches!(
+        disk.read_record_cached(ExtentId::replica(99), 0, ls.record_len_bytes, &mut buf),
+        Err(Error::UnknownExtent(_))
+    ));
+    // A sealed replica no longer keeps its file open: deferred to the slow path, which reads it.
+    disk.seal_replica(id, None).expect("seal");
+    assert!(
+        disk.read_record_cached(id, ls.offset_bytes, ls.record_len_bytes, &mut buf).expect("read").is_none()
+    );
+    disk.read_record_into(id, ls.offset_bytes, Some(ls.record_len_bytes), &mut buf).expect("slow path");
+    assert_eq!(&buf[RECORD_HEADER_BYTES..ls.record_len_bytes as usize], &small[..]);
+}
+
+/// The fault-injecting backend never answers without blocking, so every injected fault
+/// reaches the read that checks for it.
+#[test]
+fn the_fault_backend_always_defers_cached_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, _plan) = common::open_faulty(dir.path(), Backend::Pread);
+    let id = disk.create_replica(24).expect("create");
+    let payload = bytes(100, 3);
+    let loc = disk.append(id, None, &sha(&payload), &payload).expect("append");
+    let mut buf = Vec::new();
+    assert!(
+        disk.read_record_cached(id, loc.offset_bytes, loc.record_len_bytes, &mut buf)
+            .expect("read")
+            .is_none()
+    );
 }

@@ -35,6 +35,9 @@ pub const FRAGMENT_CHUNK_BYTES: u64 = 64 << 10;
 pub const STRIPE_BYTES: usize = 1 << 20;
 /// Longest fragment range one ReadFragment call returns.
 pub const FRAGMENT_READ_MAX_BYTES: u64 = 8 << 20;
+/// Largest record a ReadRecord reads on its async thread when the page cache holds it
+/// (`preadv2(RWF_NOWAIT)`; larger ones and reads that would block go to a blocking thread).
+pub const CACHED_READ_MAX_BYTES: u64 = 256 << 10;
 /// Largest gRPC message: an append of up to [`APPEND_PAYLOAD_MAX_BYTES`] or a fragment
 /// read, plus framing.
 pub const MESSAGE_MAX_BYTES: usize = 9 << 20;

@@ -20,8 +20,8 @@ use crate::disks::{LocalDisks, blocking};
 use crate::errors::{bad_request, status};
 use crate::fence::{Fence, Fences};
 use crate::{
-    APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX, FRAGMENT_READ_MAX_BYTES, SCAN_MESSAGE_MAX_BYTES,
-    STRIPE_BYTES,
+    APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX, CACHED_READ_MAX_BYTES, FRAGMENT_READ_MAX_BYTES,
+    SCAN_MESSAGE_MAX_BYTES, STRIPE_BYTES,
 };
 
 /// What the service and the task executor share.
@@ -203,12 +203,26 @@ impl Volume for VolumeService {
             let (volume_id, offset) = (r.volume_id, r.offset_bytes);
             let hint = (expected != 0).then_some(expected);
             let mut buf = self.shared.read_buffers.take();
-            let (header, buf) = blocking(move || {
-                let header = disk.read_record_into(ExtentId::replica(volume_id), offset, hint, &mut buf)?;
-                Ok((header, buf))
-            })
-            .await
-            .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+            // A small record the page cache holds is read right here: no hand-off to a
+            // blocking thread and back (most of a small get's latency). Anything else, or
+            // a read that would wait for the device, goes to a blocking thread.
+            let cached = match hint.filter(|len| *len <= CACHED_READ_MAX_BYTES) {
+                Some(len) => disk
+                    .read_record_cached(ExtentId::replica(volume_id), offset, len, &mut buf)
+                    .map_err(|e| crate::errors::disk_status(&e))
+                    .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?,
+                None => None,
+            };
+            let (header, buf) = match cached {
+                Some(header) => (header, buf),
+                None => blocking(move || {
+                    let header =
+                        disk.read_record_into(ExtentId::replica(volume_id), offset, hint, &mut buf)?;
+                    Ok((header, buf))
+                })
+                .await
+                .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?,
+            };
             let len = header.record_len_bytes();
             if expected != 0 && len != expected {
                 self.shared.read_buffers.give(buf);

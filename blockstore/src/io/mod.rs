@@ -40,6 +40,28 @@ pub trait IoFile: Send + Sync {
 
     /// Truncates or extends the file.
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;
+
+    /// Fills all of `buf` from `offset` only if no wait for the device is needed (the
+    /// bytes are in the page cache): `true` when `buf` was filled; `false` when the read
+    /// would block, came up short, failed, or the backend cannot tell. Never an error: the
+    /// caller falls back to [`IoFile::read_at`] on a thread that may block, and that read
+    /// reports whatever went wrong. For async callers that must not block their thread.
+    fn read_cached_at(&self, _buf: &mut [u8], _offset: u64) -> bool {
+        false
+    }
+}
+
+/// `preadv2(RWF_NOWAIT)` of all of `buf` (see [`IoFile::read_cached_at`]).
+#[cfg(target_os = "linux")]
+pub(crate) fn pread_nowait(fd: std::os::fd::RawFd, buf: &mut [u8], offset: u64) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
+    let Ok(offset) = libc::off_t::try_from(offset) else { return false };
+    let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: `iov` describes `buf`, which is exclusively borrowed for this call.
+    let n = unsafe { libc::preadv2(fd, &iov, 1, offset, libc::RWF_NOWAIT) };
+    usize::try_from(n).is_ok_and(|n| n == buf.len())
 }
 
 /// Reads exactly `buf.len()` bytes, or fails with `UnexpectedEof` if the file is shorter.

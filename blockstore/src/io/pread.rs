@@ -37,6 +37,12 @@ impl IoFile for PreadFile {
         self.file.read_at(buf, offset)
     }
 
+    #[cfg(target_os = "linux")]
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> bool {
+        use std::os::fd::AsRawFd;
+        super::pread_nowait(self.file.as_raw_fd(), buf, offset)
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         self.file.write_at(buf, offset)
     }

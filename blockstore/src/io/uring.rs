@@ -77,6 +77,12 @@ impl IoFile for UringFile {
         Ok(n as usize)
     }
 
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> bool {
+        // A plain syscall: for a read that the page cache answers, the ring's submission
+        // and completion would only add work.
+        super::pread_nowait(self.file.as_raw_fd(), buf, offset)
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         let len = buf.len().min(OP_BYTES_MAX) as u32;
         // RWF_NOWAIT: complete in the ring only if the write need not block. An append that
