@@ -5,8 +5,9 @@
 # Also: the put ceiling (the device's best fsynced write bandwidth / 3), cellar dev's peak
 # resident memory, and the same cellar rows with the frontend reaching the volume servers
 # over gRPC (`cellar dev --over-grpc`, the path of a frontend on its own machine).
-# Between cellar rows the cell is left to finish its background work (seal, encode,
-# delete replicas), so that every row measures the foreground path; SeaweedFS has none.
+# Before each cellar row, and between its puts and its gets (`--idle-master`), the cell is
+# left to finish its background work (seal, encode, delete replicas), so that every phase
+# measures the foreground path; SeaweedFS has none.
 # Each system starts on an empty page cache (dropped when run as root): a cache full of
 # earlier data makes every buffered write reclaim first (seen: 4 MiB puts 211 -> 165 MB/s).
 #
@@ -80,7 +81,7 @@ run_cellar() { # label extra-dev-flags...
     wait_idle "$masters"
     echo "## row $size $c" | tee -a "$out"
     "$bin" bench blocks --endpoint http://127.0.0.1:7490 --size "$size" --count "$n" --concurrency "$c" \
-      | tee -a "$out"
+      --idle-master "$masters" | tee -a "$out"
   done
   echo "## rss $(awk '/VmHWM/ {print int($2/1024)}' "/proc/$dev/status")" | tee -a "$out"
   kill -INT "$dev"

@@ -23,6 +23,50 @@ pub struct BlocksBenchConfig {
     pub concurrency: u64,
     /// Times the get phase runs.
     pub get_rounds: u32,
+    /// When not empty: the cell's masters, asked between the put and the get phases until
+    /// the cell has finished its background work (see [`wait_idle`]), so that the gets
+    /// measure the read path alone rather than reads competing with coding.
+    pub idle_masters: Vec<String>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct BlocksRun {
+    /// The put phase, then each get round.
+    pub phases: Vec<Phase>,
+    /// How long the gets waited for the cell to go idle (with `idle_masters`).
+    pub idle_wait: Option<Duration>,
+}
+
+/// How long [`wait_idle`] waits at most.
+pub const IDLE_WAIT_MAX: Duration = Duration::from_secs(600);
+
+/// Waits until the masters report no open task and no sealed volume waiting to be coded,
+/// twice in a row (half a second apart); returns the time waited.
+pub async fn wait_idle(masters: &[String]) -> Result<Duration> {
+    use cellar_proto::master::StatusRequest;
+    let started = Instant::now();
+    let client = cellar_master::client::MasterClient::new(masters, None).context("master client")?;
+    let mut idle_polls = 0;
+    loop {
+        let status = client
+            .call(|mut c| async move { c.status(StatusRequest {}).await })
+            .await
+            .context("master status")?;
+        let sealed: u64 = status.volumes.iter().filter(|v| v.state == "sealed").map(|v| v.count).sum();
+        idle_polls = if status.tasks_open == 0 && sealed == 0 { idle_polls + 1 } else { 0 };
+        if idle_polls >= 2 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > IDLE_WAIT_MAX {
+            bail!(
+                "the cell did not go idle in {} s ({} tasks open, {sealed} volumes sealed)",
+                IDLE_WAIT_MAX.as_secs(),
+                status.tasks_open
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// One phase's figures.
@@ -189,8 +233,9 @@ async fn phase(
     })
 }
 
-/// Runs the put phase, then the get phase `get_rounds` times.
-pub async fn run(config: &BlocksBenchConfig) -> Result<Vec<Phase>> {
+/// Runs the put phase, then (after waiting for the cell to go idle, with `idle_masters`)
+/// the get phase `get_rounds` times.
+pub async fn run(config: &BlocksBenchConfig) -> Result<BlocksRun> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(config.concurrency as usize).build()?;
     let run_id =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
@@ -199,10 +244,12 @@ pub async fn run(config: &BlocksBenchConfig) -> Result<Vec<Phase>> {
     let hashes: Vec<String> = (0..config.count).map(|i| hex::encode(Sha256::digest(maker.make(i)))).collect();
     let hashes = Arc::new(hashes);
     let mut phases = vec![put];
+    let idle_wait =
+        if config.idle_masters.is_empty() { None } else { Some(wait_idle(&config.idle_masters).await?) };
     for _ in 0..config.get_rounds.max(1) {
         phases.push(phase("get", config, &client, &maker, hashes.clone()).await?);
     }
-    Ok(phases)
+    Ok(BlocksRun { phases, idle_wait })
 }
 
 #[cfg(test)]

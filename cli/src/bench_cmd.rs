@@ -79,6 +79,11 @@ pub enum BenchCommand {
         /// Times the get phase runs (more than one: a steady read load to profile).
         #[arg(long, default_value_t = 1)]
         get_rounds: u32,
+        /// The cell's masters (comma-separated): between puts and gets, wait until they
+        /// report no open task and no volume waiting to be coded, so that the gets do not
+        /// compete with the cell's background coding of what was just put.
+        #[arg(long)]
+        idle_master: Option<String>,
     },
     /// A real cell of processes (1 master, 6 volume servers over 3 zones): fill one
     /// volume through 3 replicas, seal it, time its rs-6-3 encode and report every volume
@@ -143,16 +148,32 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             }
             Ok(())
         }
-        BenchCommand::Blocks { endpoint, size, count, concurrency, ceiling_dir, replicas, get_rounds } => {
+        BenchCommand::Blocks {
+            endpoint,
+            size,
+            count,
+            concurrency,
+            ceiling_dir,
+            replicas,
+            get_rounds,
+            idle_master,
+        } => {
             let config = cellar_bench::blocks::BlocksBenchConfig {
                 endpoint: crate::client_cmd::endpoint(endpoint),
                 size_bytes: size,
                 count,
                 concurrency,
                 get_rounds,
+                idle_masters: idle_master
+                    .iter()
+                    .flat_map(|m| m.split(','))
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let phases = runtime.block_on(cellar_bench::blocks::run(&config))?;
+            let run = runtime.block_on(cellar_bench::blocks::run(&config))?;
+            let phases = run.phases;
             println!(
                 "{:<28} {:>7} {:>10} {:>10} {:>10} {:>10}",
                 "phase", "ops", "ops/s", "MB/s", "p50 ms", "p99 ms"
@@ -167,6 +188,9 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     p.p50.as_secs_f64() * 1e3,
                     p.p99.as_secs_f64() * 1e3
                 );
+            }
+            if let Some(waited) = run.idle_wait {
+                println!("gets waited {:.1} s for the cell to go idle", waited.as_secs_f64());
             }
             if let Some(dir) = ceiling_dir {
                 // The device's fsynced write bandwidth, with one writer and with many files
