@@ -260,21 +260,36 @@ impl Fragment {
         let mut table = vec![0u8; ((last - first + 1) * CHUNK_ENTRY_BYTES) as usize];
         read_exact_at(file.as_ref(), &mut table, self.table_offset() + first * CHUNK_ENTRY_BYTES)
             .map_err(|e| self.read_error(e, span_start))?;
-        let mut span = vec![0u8; (span_end - span_start) as usize];
-        read_exact_at(file.as_ref(), &mut span, EXTENT_DATA_OFFSET_BYTES + span_start)
-            .map_err(|e| self.read_error(e, span_start))?;
-        for (i, bytes) in span.chunks(chunk as usize).enumerate() {
-            let index = first + i as u64;
-            self.verify_chunk(
-                index,
-                bytes,
-                &table[i * CHUNK_ENTRY_BYTES as usize..][..CHUNK_ENTRY_BYTES as usize],
-            )?;
-        }
+        let entry = |i: u64| &table[(i * CHUNK_ENTRY_BYTES) as usize..][..CHUNK_ENTRY_BYTES as usize];
+        // Whole chunks are read and verified. A range that starts inside its first chunk
+        // reads that chunk on its own (at most one chunk copied), so that the rest lands in
+        // place in the answer instead of being shifted down afterwards.
         let skip = (offset_bytes - span_start) as usize;
-        span.truncate(skip + length_bytes as usize);
-        span.drain(..skip);
-        Ok(span)
+        let mut out = Vec::new();
+        let mut next = span_start;
+        if skip > 0 {
+            let head_end = (span_start + chunk).min(span_end);
+            let mut head = vec![0u8; (head_end - span_start) as usize];
+            read_exact_at(file.as_ref(), &mut head, EXTENT_DATA_OFFSET_BYTES + span_start)
+                .map_err(|e| self.read_error(e, span_start))?;
+            self.verify_chunk(first, &head, entry(0))?;
+            out.reserve_exact((span_end - offset_bytes) as usize);
+            out.extend_from_slice(&head[skip..]);
+            next = head_end;
+        }
+        if next < span_end {
+            let at = out.len();
+            out.resize(at + (span_end - next) as usize, 0);
+            read_exact_at(file.as_ref(), &mut out[at..], EXTENT_DATA_OFFSET_BYTES + next)
+                .map_err(|e| self.read_error(e, next))?;
+            let first_here = next / chunk;
+            for (i, bytes) in out[at..].chunks(chunk as usize).enumerate() {
+                let index = first_here + i as u64;
+                self.verify_chunk(index, bytes, entry(index - first))?;
+            }
+        }
+        out.truncate(length_bytes as usize);
+        Ok(out)
     }
 
     fn read_error(&self, e: std::io::Error, offset_bytes: u64) -> Error {

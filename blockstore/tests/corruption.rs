@@ -103,6 +103,12 @@ fn every_flipped_bit_in_a_fragment_chunk_and_its_entry_is_detected(backend: Back
             matches!(err, Error::Corrupt { extent, .. } | Error::Unwritten { extent, .. } if extent == id),
             "{err:?}"
         );
+        // A range starting inside the first chunk reads that chunk on its own: still checked.
+        let err = disk.read_fragment(id, 1, len - 1).expect_err("corruption must be detected");
+        assert!(
+            matches!(err, Error::Corrupt { extent, .. } | Error::Unwritten { extent, .. } if extent == id),
+            "{err:?}"
+        );
         flip(&path, at, bit as u8);
     }
     assert_eq!(disk.read_fragment(id, 0, len).expect("restored"), data);

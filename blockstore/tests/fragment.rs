@@ -38,6 +38,19 @@ fn fragment_round_trips_in_any_chunk_order(backend: Backend) {
         data[start as usize..end as usize]
     );
     assert_eq!(disk.read_fragment(id, len, 0).expect("empty read at end"), Vec::<u8>::new());
+    // Ranges starting at, just before, just after and inside chunk boundaries, of lengths
+    // inside one chunk, across two, across many and to the (short) last chunk's end.
+    let c = CHUNK as u64;
+    for start in [0, 1, c - 1, c, c + 1, 2 * c + 100, 5 * c, 5 * c + 1, len - 1] {
+        for want in [1, 2, c - 1, c, c + 1, 2 * c + 3, len] {
+            let n = want.min(len - start);
+            assert_eq!(
+                disk.read_fragment(id, start, n).expect("read range"),
+                data[start as usize..(start + n) as usize],
+                "range {start}+{n}"
+            );
+        }
+    }
 }
 
 fn fragment_bad_input_is_refused_and_changes_nothing(backend: Backend) {

@@ -11,7 +11,7 @@
 //!   (k + m) x stripe height, whatever the volume's size), and rebuild a lost fragment with
 //!   [`Codec::rebuild_stripe`] over the same stripes;
 //! - frontends serve reads with [`plan_read`] (which fragment bytes to fetch, decoding only
-//!   when a needed data fragment is unavailable) and [`assemble`];
+//!   when a needed data fragment is unavailable) and [`assemble`] (or [`assemble_owned`]);
 //! - the durability simulator uses [`Layout`], [`FragmentSet`] and the same planning.
 //!
 //! Bad input (wrong lengths, unknown indices, too few fragments) is an [`ErasureError`],
@@ -31,5 +31,5 @@ pub use encoder::{EncodedStripe, StripeEncoder};
 pub use error::{ErasureError, SchemeError};
 pub use fragment_set::FragmentSet;
 pub use layout::{CHUNK_BYTES_MAX, DataSpan, Layout, STRIPE_BYTES_MAX, Stripe, VOLUME_LEN_BYTES_MAX};
-pub use read::{FragmentRead, READ_LEN_BYTES_MAX, ReadPlan, assemble, plan_read};
+pub use read::{FragmentRead, READ_LEN_BYTES_MAX, ReadPlan, assemble, assemble_owned, plan_read};
 pub use scheme::{FRAGMENTS_MAX, Scheme};

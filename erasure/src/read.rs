@@ -175,10 +175,66 @@ pub fn assemble<B: AsRef<[u8]>>(plan: &ReadPlan, fragment_bytes: &[B]) -> Result
     Ok(out)
 }
 
+/// [`assemble`] taking the reads' buffers: when one read alone is the whole range (a
+/// block inside one available data fragment, the usual read of a coded volume), its
+/// buffer is the answer, with no new allocation and no copy.
+pub fn assemble_owned(plan: &ReadPlan, mut fragment_bytes: Vec<Vec<u8>>) -> Result<Vec<u8>, ErasureError> {
+    if let [Piece::Direct { read, out_offset: 0 }] = plan.pieces[..]
+        && fragment_bytes.len() == plan.reads.len()
+        && fragment_bytes.get(read).is_some_and(|b| b.len() == plan.len_bytes)
+        && plan.reads.get(read).is_some_and(|r| r.len_bytes == plan.len_bytes)
+    {
+        return Ok(fragment_bytes.swap_remove(read));
+    }
+    assemble(plan, &fragment_bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Scheme;
+
+    #[test]
+    fn owned_assembly_hands_back_a_lone_read_and_matches_assemble_otherwise() {
+        let l = layout();
+        let all = FragmentSet::all(Scheme::RS_6_3);
+        let fragment_len = l.fragment_len_bytes();
+        let volume: Vec<u8> = (0..6 * fragment_len).map(|i| (i * 31 + i / 7) as u8).collect();
+        let fragment_bytes = |plan: &ReadPlan| -> Vec<Vec<u8>> {
+            plan.reads()
+                .iter()
+                .map(|r| {
+                    let at = r.fragment_index as u64 * fragment_len + r.offset_bytes;
+                    volume[at as usize..at as usize + r.len_bytes].to_vec()
+                })
+                .collect()
+        };
+        // Inside one fragment: the read's own buffer comes back.
+        let plan = plan_read(&l, 65536 + 10, 100, all).expect("plan");
+        let bufs = fragment_bytes(&plan);
+        let ptr = bufs[0].as_ptr();
+        let out = assemble_owned(&plan, bufs).expect("assemble");
+        assert_eq!(out.as_ptr(), ptr, "no copy");
+        assert_eq!(out, volume[65536 + 10..65536 + 110]);
+        // Across two fragments, and with a decode: the same bytes as assemble.
+        let across = plan_read(&l, fragment_len - 50, 100, all).expect("plan");
+        assert_eq!(across.reads().len(), 2);
+        let out = assemble_owned(&across, fragment_bytes(&across)).expect("assemble");
+        assert_eq!(out, volume[(fragment_len - 50) as usize..(fragment_len + 50) as usize]);
+        let mut lost = all;
+        lost.remove(0);
+        let decoded = plan_read(&l, 10, 100, lost).expect("plan");
+        assert!(decoded.needs_decode());
+        // (Any bytes of the right lengths: the two must combine them alike.)
+        let bufs: Vec<Vec<u8>> =
+            decoded.reads().iter().map(|r| vec![r.fragment_index as u8 + 1; r.len_bytes]).collect();
+        assert_eq!(
+            assemble_owned(&decoded, bufs.clone()).expect("assemble"),
+            assemble(&decoded, &bufs).expect("assemble")
+        );
+        // A wrong buffer count is refused as by assemble.
+        assert!(assemble_owned(&plan, Vec::new()).is_err());
+    }
 
     fn layout() -> Layout {
         Layout::new(Scheme::RS_6_3, 6 * 65536, 4096).expect("layout")

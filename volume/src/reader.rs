@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cellar_blockstore::{RECORD_HEADER_BYTES, RecordHeader};
-use cellar_erasure::{FragmentSet, assemble, plan_read};
+use cellar_erasure::{FragmentSet, assemble_owned, plan_read};
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
@@ -167,8 +167,8 @@ impl BlockReader {
                 degraded = true;
                 continue;
             }
-            let bytes =
-                assemble(&plan, &bufs).map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
+            let bytes = assemble_owned(&plan, bufs)
+                .map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
             match self.parse(bytes, offset_bytes, sha256) {
                 Ok(payload) => return Ok(BlockRead { payload, degraded }),
                 Err(why) => {
