@@ -378,8 +378,6 @@ impl Volume for VolumeService {
 }
 
 impl VolumeService {
-    /// Receives the chunks of a new fragment in order, checking each chunk's CRC before it
-    /// is written; then makes it durable, seals it and reads it back.
     /// WriteFragment for a caller in this process (`cellar dev`'s encode, copy and
     /// reconstruct tasks): the same handler, secret check, limits and metrics as the RPC,
     /// fed from a channel instead of an HTTP/2 stream. The sender dropping the channel
@@ -451,6 +449,8 @@ impl VolumeService {
         result
     }
 
+    /// Receives the chunks of a new fragment in order, checking each chunk's CRC before it
+    /// is written; then makes it durable, seals it and reads it back.
     async fn receive_fragment<S>(
         &self,
         disk: &Arc<Disk>,
