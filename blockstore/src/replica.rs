@@ -101,6 +101,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether `len_bytes` at `offset_bytes` end at or before `end_bytes`. Offsets come from
+/// callers over the network: a sum that overflows does not fit (it must not wrap into a
+/// read elsewhere in the file, whose failed checks would blame a healthy extent).
+fn ends_within(offset_bytes: u64, len_bytes: u64, end_bytes: u64) -> bool {
+    offset_bytes.checked_add(len_bytes).is_some_and(|e| e <= end_bytes)
+}
+
 impl Replica {
     /// Creates a new, empty replica file (header written and fsynced).
     pub(crate) fn create(
@@ -416,7 +423,7 @@ impl Replica {
     pub(crate) fn read_record(&self, offset_bytes: u64) -> Result<Record> {
         self.check_live()?;
         let end = self.durable_end_bytes.load(Ordering::Acquire);
-        if offset_bytes + RECORD_HEADER_BYTES as u64 > end {
+        if !ends_within(offset_bytes, RECORD_HEADER_BYTES as u64, end) {
             return Err(Error::OffsetPastEnd { extent: self.id, offset_bytes, end_bytes: end });
         }
         let file = self.file()?;
@@ -424,7 +431,7 @@ impl Replica {
         let header =
             read_verified(file.as_ref(), self.id, offset_bytes, self.payload_max_bytes, &mut payload)
                 .map_err(|e| self.io_context(e))?;
-        if offset_bytes + header.record_len_bytes() > end {
+        if !ends_within(offset_bytes, header.record_len_bytes(), end) {
             return Err(Error::Corrupt { extent: self.id, offset_bytes, kind: CorruptKind::Truncated });
         }
         Ok(Record { offset_bytes, sha256: header.sha256, payload })
@@ -443,7 +450,7 @@ impl Replica {
     ) -> Result<RecordHeader> {
         self.check_live()?;
         let end = self.durable_end_bytes.load(Ordering::Acquire);
-        if offset_bytes + RECORD_HEADER_BYTES as u64 > end {
+        if !ends_within(offset_bytes, RECORD_HEADER_BYTES as u64, end) {
             return Err(Error::OffsetPastEnd { extent: self.id, offset_bytes, end_bytes: end });
         }
         let corrupt = |kind| Error::Corrupt { extent: self.id, offset_bytes, kind };
@@ -456,11 +463,7 @@ impl Replica {
             read_exact_at(file.as_ref(), &mut buf[from..to], at + from as u64)
                 .map_err(|e| self.io_context(eof_is_truncation(e, self.id, offset_bytes)))
         };
-        let hint = record_len_hint.filter(|len| {
-            *len >= RECORD_HEADER_BYTES as u64
-                && *len <= RECORD_HEADER_BYTES as u64 + self.payload_max_bytes
-                && offset_bytes + len <= end
-        });
+        let hint = record_len_hint.filter(|len| self.could_be_record(offset_bytes, *len, end));
         // With the length known, everything in one read; otherwise (or if the hint was
         // wrong) the header first, then the payload it announces.
         let mut have = 0usize;
@@ -474,7 +477,7 @@ impl Replica {
             buf[..RECORD_HEADER_BYTES].try_into().map_err(|_| corrupt(CorruptKind::Truncated))?;
         let header = RecordHeader::decode(head, offset_bytes, self.payload_max_bytes).map_err(corrupt)?;
         let len = header.record_len_bytes();
-        if offset_bytes + len > end {
+        if !ends_within(offset_bytes, len, end) {
             return Err(corrupt(CorruptKind::Truncated));
         }
         let len = len as usize;
@@ -498,10 +501,7 @@ impl Replica {
     ) -> Result<Option<RecordHeader>> {
         self.check_live()?;
         let end = self.durable_end_bytes.load(Ordering::Acquire);
-        if record_len_bytes < RECORD_HEADER_BYTES as u64
-            || record_len_bytes > RECORD_HEADER_BYTES as u64 + self.payload_max_bytes
-            || offset_bytes + record_len_bytes > end
-        {
+        if !self.could_be_record(offset_bytes, record_len_bytes, end) {
             return Ok(None);
         }
         let Some(file) = lock(&self.kept_file).clone() else { return Ok(None) };
@@ -521,6 +521,14 @@ impl Replica {
         }
         header.check_payload(&buf[RECORD_HEADER_BYTES..len]).map_err(corrupt)?;
         Ok(Some(header))
+    }
+
+    /// Whether a record of `len_bytes` at `offset_bytes` fits the format and the durable
+    /// data ending at `end_bytes` (a caller's length is only trusted that far).
+    fn could_be_record(&self, offset_bytes: u64, len_bytes: u64, end_bytes: u64) -> bool {
+        len_bytes >= RECORD_HEADER_BYTES as u64
+            && len_bytes <= RECORD_HEADER_BYTES as u64 + self.payload_max_bytes
+            && ends_within(offset_bytes, len_bytes, end_bytes)
     }
 
     fn io_context(&self, e: Error) -> Error {

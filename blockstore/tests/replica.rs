@@ -178,6 +178,19 @@ fn bad_input_is_a_typed_error_and_changes_nothing(backend: Backend) {
         Err(Error::OffsetPastEnd { offset_bytes, end_bytes, .. }) if offset_bytes == loc.end_bytes() && end_bytes == loc.end_bytes()
     ));
     assert!(matches!(disk.read_record(id, u64::MAX / 2), Err(Error::OffsetPastEnd { .. })));
+    // Offsets whose sum with a length overflows are past the end too, on every read path
+    // (they must not wrap around into a read of real data elsewhere in the file).
+    let mut buf = Vec::new();
+    for offset in [u64::MAX, u64::MAX - 3, u64::MAX - loc.record_len_bytes + 1] {
+        assert!(matches!(disk.read_record(id, offset), Err(Error::OffsetPastEnd { .. })), "{offset}");
+        for hint in [None, Some(loc.record_len_bytes)] {
+            assert!(
+                matches!(disk.read_record_into(id, offset, hint, &mut buf), Err(Error::OffsetPastEnd { .. })),
+                "{offset} {hint:?}"
+            );
+        }
+        assert!(disk.read_record_cached(id, offset, loc.record_len_bytes, &mut buf).expect("read").is_none());
+    }
     let unknown = ExtentId::replica(404);
     assert!(
         matches!(disk.append(unknown, None, &sha(b"x"), b"x"), Err(Error::UnknownExtent(e)) if e == unknown)
