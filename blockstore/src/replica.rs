@@ -13,6 +13,7 @@ use crate::catalog::{Catalog, ExtentEntry};
 use crate::error::{CorruptKind, Error, ExtentState, Result};
 use crate::extent_header::{EXTENT_DATA_OFFSET_BYTES, ExtentHeader};
 use crate::id::ExtentId;
+use crate::io::direct::{AlignedBuf, DIRECT_ALIGN_BYTES, DirectFile, align_down, align_up};
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
 
@@ -20,6 +21,13 @@ use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
 /// other small records of their batch; larger ones are written in two calls (header,
 /// payload) rather than copied.
 const COALESCE_PAYLOAD_MAX_BYTES: usize = 64 << 10;
+
+/// Appends of more record bytes than this go down as one direct write (see
+/// [`crate::io::direct`]) when the file system allows: copied once into a warm aligned
+/// buffer behind the extent's partial last block and padded with zeros, instead of copied
+/// into fresh page-cache pages. Smaller ones stay buffered (a direct write would rewrite
+/// and pad a whole block for a few bytes).
+const DIRECT_APPEND_MIN_BYTES: usize = 64 << 10;
 
 /// One record to append: the block's key and its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +59,8 @@ pub(crate) struct Replica {
     payload_max_bytes: u64,
     /// Kept open while the extent takes appends; sealed extents open per operation.
     kept_file: Mutex<Option<Arc<dyn IoFile>>>,
+    /// The same file opened for direct writes, while open for appends (when allowed).
+    direct_file: Mutex<Option<Arc<DirectFile>>>,
     append: Mutex<AppendState>,
     sync: Mutex<SyncState>,
     /// Signalled whenever an fsync finishes (or fails): waiting appenders re-check.
@@ -68,6 +78,10 @@ pub(crate) struct Replica {
 struct AppendState {
     end_bytes: u64,
     state: ExtentState,
+    /// The bytes of the extent's last, partial direct-I/O block: data offsets
+    /// `align_down(end_bytes)..end_bytes` (empty when the end is aligned). A direct append
+    /// starts at that block and writes these bytes again before its records.
+    tail: Vec<u8>,
 }
 
 struct SyncState {
@@ -108,6 +122,64 @@ fn ends_within(offset_bytes: u64, len_bytes: u64, end_bytes: u64) -> bool {
     offset_bytes.checked_add(len_bytes).is_some_and(|e| e <= end_bytes)
 }
 
+/// Writes records back to back at data offset `at_bytes` through the page cache: small
+/// ones copied behind their headers into one write, large ones in place.
+fn write_buffered(
+    file: &dyn IoFile,
+    at_bytes: u64,
+    records: &[RecordIn<'_>],
+    headers: &[[u8; RECORD_HEADER_BYTES]],
+) -> std::io::Result<()> {
+    let mut coalesced: Vec<u8> = Vec::new();
+    let mut coalesced_at = at_bytes;
+    let mut offset = at_bytes;
+    for (r, header) in records.iter().zip(headers) {
+        if r.payload.len() <= COALESCE_PAYLOAD_MAX_BYTES {
+            if coalesced.is_empty() {
+                coalesced_at = offset;
+            }
+            coalesced.extend_from_slice(header);
+            coalesced.extend_from_slice(r.payload);
+        } else {
+            let at = EXTENT_DATA_OFFSET_BYTES + offset;
+            flush_coalesced(file, &mut coalesced, coalesced_at)?;
+            write_all_at(file, header, at)?;
+            write_all_at(file, r.payload, at + RECORD_HEADER_BYTES as u64)?;
+        }
+        offset += (RECORD_HEADER_BYTES + r.payload.len()) as u64;
+    }
+    flush_coalesced(file, &mut coalesced, coalesced_at)
+}
+
+/// The extent's partial last block after an append ending at `end_bytes`: the last
+/// `end_bytes % DIRECT_ALIGN_BYTES` bytes of the old tail followed by the records.
+fn tail_after(
+    old_tail: &[u8],
+    end_bytes: u64,
+    records: &[RecordIn<'_>],
+    headers: &[[u8; RECORD_HEADER_BYTES]],
+) -> Vec<u8> {
+    let keep = (end_bytes - align_down(end_bytes)) as usize;
+    // Pieces from the end backwards until `keep` bytes are found.
+    let mut pieces: Vec<&[u8]> = Vec::new();
+    let mut found = 0usize;
+    for (r, header) in records.iter().zip(headers).rev() {
+        for piece in [r.payload, &header[..]] {
+            if found >= keep {
+                break;
+            }
+            let take = piece.len().min(keep - found);
+            pieces.push(&piece[piece.len() - take..]);
+            found += take;
+        }
+    }
+    if found < keep {
+        let take = old_tail.len().min(keep - found);
+        pieces.push(&old_tail[old_tail.len() - take..]);
+    }
+    pieces.iter().rev().flat_map(|p| p.iter().copied()).collect()
+}
+
 impl Replica {
     /// Creates a new, empty replica file (header written and fsynced).
     pub(crate) fn create(
@@ -122,7 +194,17 @@ impl Replica {
         write_all_at(file.as_ref(), &header.encode(), 0)
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io(&path, "write replica extent header", e))?;
-        Ok(Replica::new(io, path, id, created_unix_ms, payload_max_bytes, Some(file), 0, ExtentState::Open))
+        Ok(Replica::new(
+            io,
+            path,
+            id,
+            created_unix_ms,
+            payload_max_bytes,
+            Some(file),
+            0,
+            ExtentState::Open,
+            Vec::new(),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -135,7 +217,19 @@ impl Replica {
         file: Option<Arc<dyn IoFile>>,
         end_bytes: u64,
         state: ExtentState,
+        tail: Vec<u8>,
     ) -> Replica {
+        // Direct writes only for an extent that takes appends, and only where allowed.
+        let direct_file = match &file {
+            Some(_) => match io.open_direct(&path) {
+                Ok(direct) => direct.map(Arc::new),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot open for direct writes; appends stay buffered");
+                    None
+                }
+            },
+            None => None,
+        };
         Replica {
             id,
             path,
@@ -143,7 +237,8 @@ impl Replica {
             created_unix_ms,
             payload_max_bytes,
             kept_file: Mutex::new(file),
-            append: Mutex::new(AppendState { end_bytes, state }),
+            direct_file: Mutex::new(direct_file),
+            append: Mutex::new(AppendState { end_bytes, state, tail }),
             sync: Mutex::new(SyncState { syncing: false }),
             synced: Condvar::new(),
             written_end_bytes: AtomicU64::new(end_bytes),
@@ -174,6 +269,7 @@ impl Replica {
                 None,
                 entry.length_bytes,
                 ExtentState::Sealed,
+                Vec::new(),
             );
             let file_len =
                 replica.file()?.len_bytes().map_err(|e| Error::io(&replica.path, "stat replica", e))?;
@@ -222,17 +318,29 @@ impl Replica {
                 }
             }
             if end < data_len {
-                recovery.truncated_bytes = data_len - end;
+                // The zeros a direct append padded its last block with are not a torn
+                // tail: dropped, but neither counted nor reported.
+                let pad = data_len <= align_up(end) && {
+                    let mut rest = vec![0u8; (data_len - end) as usize];
+                    read_exact_at(file.as_ref(), &mut rest, EXTENT_DATA_OFFSET_BYTES + end).is_ok()
+                        && rest.iter().all(|&b| b == 0)
+                };
                 file.set_len(EXTENT_DATA_OFFSET_BYTES + end)
                     .and_then(|()| file.sync_data())
                     .map_err(|e| Error::io(&path, "truncate torn tail", e))?;
-                tracing::warn!(extent = %id, truncated_bytes = recovery.truncated_bytes, "truncated torn tail");
+                if !pad {
+                    recovery.truncated_bytes = data_len - end;
+                    tracing::warn!(extent = %id, truncated_bytes = recovery.truncated_bytes, "truncated torn tail");
+                }
             }
             if end != watermark {
                 let entry = ExtentEntry { length_bytes: end, ..*entry };
                 catalog.put_extent(id, &entry)?;
             }
         }
+        let mut tail = vec![0u8; (end - align_down(end)) as usize];
+        read_exact_at(file.as_ref(), &mut tail, EXTENT_DATA_OFFSET_BYTES + align_down(end))
+            .map_err(|e| Error::io(&path, "read the last partial block", e))?;
         let replica = Replica::new(
             io,
             path,
@@ -242,6 +350,7 @@ impl Replica {
             Some(file),
             end,
             ExtentState::Open,
+            tail,
         );
         if recovery.damaged.is_some() {
             replica.failed.store(true, Ordering::Release);
@@ -304,12 +413,8 @@ impl Replica {
             }
             let file = self.file()?;
             let mut locations = Vec::with_capacity(records.len());
+            let mut headers = Vec::with_capacity(records.len());
             let mut offset = st.end_bytes;
-            // Small records are copied behind their headers and go down in one write
-            // (half the system calls per record); large ones are written in place.
-            let mut coalesced: Vec<u8> = Vec::new();
-            let mut coalesced_at = offset;
-            let mut written = Ok(());
             for (r, crc) in records.iter().zip(&crcs) {
                 let header = RecordHeader {
                     payload_len_bytes: r.payload.len() as u32,
@@ -317,35 +422,26 @@ impl Replica {
                     sha256: *r.sha256,
                     payload_crc32: *crc,
                 };
-                let at = EXTENT_DATA_OFFSET_BYTES + offset;
-                if r.payload.len() <= COALESCE_PAYLOAD_MAX_BYTES {
-                    if coalesced.is_empty() {
-                        coalesced_at = offset;
-                    }
-                    coalesced.extend_from_slice(&header.encode());
-                    coalesced.extend_from_slice(r.payload);
-                } else {
-                    written = flush_coalesced(file.as_ref(), &mut coalesced, coalesced_at)
-                        .and_then(|()| write_all_at(file.as_ref(), &header.encode(), at))
-                        .and_then(|()| {
-                            write_all_at(file.as_ref(), r.payload, at + RECORD_HEADER_BYTES as u64)
-                        });
-                    if written.is_err() {
-                        break;
-                    }
-                }
                 let location =
                     RecordLocation { offset_bytes: offset, record_len_bytes: header.record_len_bytes() };
                 offset = location.end_bytes();
                 locations.push(location);
+                headers.push(header.encode());
             }
-            if written.is_ok() {
-                written = flush_coalesced(file.as_ref(), &mut coalesced, coalesced_at);
+            let total_bytes = (offset - st.end_bytes) as usize;
+            let direct = lock(&self.direct_file).clone().filter(|_| total_bytes > DIRECT_APPEND_MIN_BYTES);
+            let mut written = match direct {
+                Some(direct) => self.write_direct(&direct, &st, records, &headers, total_bytes),
+                None => Err(None),
+            };
+            if let Err(None) = written {
+                written = write_buffered(file.as_ref(), st.end_bytes, records, &headers).map_err(Some);
             }
-            if let Err(e) = written {
+            if let Err(Some(e)) = written {
                 self.failed.store(true, Ordering::Release);
                 return Err(Error::io(&self.path, "append record", e));
             }
+            st.tail = tail_after(&st.tail, offset, records, &headers);
             st.end_bytes = offset;
             self.written_end_bytes.store(offset, Ordering::Release);
             (locations, offset)
@@ -354,6 +450,36 @@ impl Replica {
             self.sync_to(catalog, end_bytes)?;
         }
         Ok(locations)
+    }
+
+    /// Writes an append's records with one direct write from the start of the extent's
+    /// partial last block: `Err(None)` when the write cannot be direct here (the kernel
+    /// refused the alignment; nothing was written, and direct writes stop for this
+    /// extent), so the caller writes buffered instead.
+    fn write_direct(
+        &self,
+        direct: &DirectFile,
+        st: &AppendState,
+        records: &[RecordIn<'_>],
+        headers: &[[u8; RECORD_HEADER_BYTES]],
+        total_bytes: usize,
+    ) -> std::result::Result<(), Option<std::io::Error>> {
+        let mut buf = AlignedBuf::take(st.tail.len() + total_bytes + DIRECT_ALIGN_BYTES);
+        buf.extend_from_slice(&st.tail);
+        for (r, header) in records.iter().zip(headers) {
+            buf.extend_from_slice(header);
+            buf.extend_from_slice(r.payload);
+        }
+        buf.pad_to_alignment();
+        match direct.write_all_at(&buf, EXTENT_DATA_OFFSET_BYTES + align_down(st.end_bytes)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::warn!(extent = %self.id, error = %e, "direct write refused; appends stay buffered");
+                *lock(&self.direct_file) = None;
+                Err(None)
+            }
+            Err(e) => Err(Some(e)),
+        }
     }
 
     /// Waits until everything up to `end_bytes` is durable. The first waiter finding no
@@ -569,7 +695,11 @@ impl Replica {
             self.check_boundary(file.as_ref(), target)?;
         }
         let _sync = self.quiesce_syncs();
-        let synced = if target < st.end_bytes {
+        // A direct append's zero padding past the end goes too: a sealed extent's file
+        // ends at its sealed length.
+        let padded = file.len_bytes().map_err(|e| Error::io(&self.path, "stat replica", e))?
+            > EXTENT_DATA_OFFSET_BYTES + target;
+        let synced = if target < st.end_bytes || padded {
             file.set_len(EXTENT_DATA_OFFSET_BYTES + target).and_then(|()| file.sync_data())
         } else {
             file.sync_data()
@@ -589,7 +719,9 @@ impl Replica {
         st.end_bytes = target;
         self.written_end_bytes.store(target, Ordering::Release);
         self.durable_end_bytes.store(target, Ordering::Release);
+        st.tail = Vec::new();
         *lock(&self.kept_file) = None;
+        *lock(&self.direct_file) = None;
         Ok(target)
     }
 
@@ -622,6 +754,7 @@ impl Replica {
         self.retired.store(true, Ordering::Release);
         self.synced.notify_all();
         *lock(&self.kept_file) = None;
+        *lock(&self.direct_file) = None;
     }
 
     /// Open or sealed.

@@ -22,6 +22,8 @@ for_each_backend!(
     a_batch_with_a_bad_record_changes_nothing,
     reads_into_a_reused_buffer_with_or_without_the_length,
     cached_reads_answer_from_the_page_cache_or_defer,
+    direct_and_buffered_appends_interleave_across_block_boundaries_and_reopen,
+    bytes_past_a_direct_appends_padding_are_a_torn_tail,
 );
 
 fn record_round_trips_at_every_size(backend: Backend) {
@@ -373,7 +375,11 @@ fn cached_reads_answer_from_the_page_cache_or_defer(backend: Backend) {
     let ls = disk.append(id, None, &sha(&small), &small).expect("append");
     let lb = disk.append(id, None, &sha(&big), &big).expect("append");
     let mut buf = Vec::new();
-    // Just written, so in the page cache: answered without blocking, verified.
+    // The large record went down as a direct write, past the page cache; one read on the
+    // slow path brings it in.
+    disk.read_record(id, lb.offset_bytes).expect("read");
+    // In the page cache now (the small one since it was written): answered without
+    // blocking, verified.
     for (loc, payload) in [(&ls, &small), (&lb, &big)] {
         let header = disk
             .read_record_cached(id, loc.offset_bytes, loc.record_len_bytes, &mut buf)
@@ -424,4 +430,100 @@ fn the_fault_backend_always_defers_cached_reads() {
             .expect("read")
             .is_none()
     );
+}
+
+fn replica_file(dir: &std::path::Path, id: ExtentId) -> std::path::PathBuf {
+    dir.join("extents").join(id.to_string())
+}
+
+/// Large appends go down as direct writes that start at the extent's partial last 4 KiB
+/// block and pad the end with zeros; small ones stay buffered. Interleaved, with records
+/// ending at every kind of offset, every record must read back, a clean reopen must not
+/// call the padding a torn tail, appends must go on after it, and the sealed file must
+/// end exactly at its length.
+fn direct_and_buffered_appends_interleave_across_block_boundaries_and_reopen(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = ExtentId::replica(41);
+    let sizes = [10usize, 100_000, 5, 70_000, 4096 - 64, 1 << 20, 3, 65_537, 200_000, 0, 4032, 150_001];
+    let mut written: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut end = 0u64;
+    {
+        let disk = open(dir.path(), backend);
+        disk.create_replica(41).expect("create");
+        for (i, size) in sizes.iter().enumerate() {
+            let payload = bytes(*size, 1000 + i as u64);
+            let loc = disk.append(id, Some(end), &sha(&payload), &payload).expect("append");
+            end = loc.end_bytes();
+            let file_len = std::fs::metadata(replica_file(dir.path(), id)).expect("stat").len();
+            assert!(file_len >= 4096 + end && file_len < 4096 + end + 4096, "file {file_len}, end {end}");
+            written.push((loc.offset_bytes, payload));
+        }
+        // A batch mixing sizes, large enough to be one direct write.
+        let batch: Vec<Vec<u8>> = (0..5).map(|i| bytes(30_000 + i * 7, 2000 + i as u64)).collect();
+        let keys: Vec<[u8; 32]> = batch.iter().map(|p| sha(p)).collect();
+        let records: Vec<RecordIn<'_>> =
+            batch.iter().zip(&keys).map(|(p, k)| RecordIn { sha256: k, payload: p }).collect();
+        for (loc, p) in disk.append_records(id, Some(end), &records).expect("batch").iter().zip(&batch) {
+            written.push((loc.offset_bytes, p.clone()));
+            end = loc.end_bytes();
+        }
+        for (offset, payload) in &written {
+            assert_eq!(disk.read_record(id, *offset).expect("read").payload, *payload, "at {offset}");
+        }
+    }
+    {
+        let disk = open(dir.path(), backend);
+        assert!(disk.open_report().recovered.is_empty(), "{:?}", disk.open_report());
+        assert!(disk.open_report().damaged.is_empty(), "{:?}", disk.open_report());
+        assert_eq!(disk.extent_info(id).expect("info").length_bytes, end);
+        // The partial last block is read back from disk for the next direct append.
+        for (i, size) in [300_000usize, 7, 90_000].iter().enumerate() {
+            let payload = bytes(*size, 3000 + i as u64);
+            let loc = disk.append(id, Some(end), &sha(&payload), &payload).expect("append after reopen");
+            end = loc.end_bytes();
+            written.push((loc.offset_bytes, payload));
+        }
+        assert_eq!(disk.seal_replica(id, None).expect("seal"), end);
+        let file_len = std::fs::metadata(replica_file(dir.path(), id)).expect("stat").len();
+        assert_eq!(file_len, 4096 + end, "a sealed replica ends at its length");
+        for (offset, payload) in &written {
+            assert_eq!(disk.read_record(id, *offset).expect("read").payload, *payload, "at {offset}");
+        }
+        let scanned = disk.scan_replica(id).expect("scan").map(|r| r.expect("record")).count();
+        assert_eq!(scanned, written.len());
+    }
+    let disk = open(dir.path(), backend);
+    assert!(disk.open_report().damaged.is_empty());
+    for (offset, payload) in &written {
+        assert_eq!(disk.read_record(id, *offset).expect("read").payload, *payload);
+    }
+}
+
+/// Only zeros past the last record are padding: anything else there is a torn tail,
+/// truncated and reported.
+fn bytes_past_a_direct_appends_padding_are_a_torn_tail(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = ExtentId::replica(42);
+    let payload = bytes(100_001, 42);
+    let end;
+    {
+        let disk = open(dir.path(), backend);
+        disk.create_replica(42).expect("create");
+        end = disk.append(id, Some(0), &sha(&payload), &payload).expect("append").end_bytes();
+    }
+    let path = replica_file(dir.path(), id);
+    let file_len = std::fs::metadata(&path).expect("stat").len();
+    // The garbage byte must land past the end, whether or not the write was padded.
+    let at = file_len.max(4096 + end + 1) - 1;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        f.write_all_at(&[0xAB], at).expect("write garbage");
+    }
+    let disk = open(dir.path(), backend);
+    let report = disk.open_report();
+    assert_eq!(report.recovered.len(), 1, "{report:?}");
+    assert_eq!(report.recovered[0].1.truncated_bytes, at + 1 - 4096 - end);
+    assert_eq!(std::fs::metadata(&path).expect("stat").len(), 4096 + end);
+    assert_eq!(disk.read_record(id, 0).expect("read").payload, payload);
 }

@@ -6,6 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod direct;
 pub mod fault;
 pub mod pread;
 #[cfg(target_os = "linux")]
@@ -21,6 +22,13 @@ pub trait IoBackend: Send + Sync {
 
     /// Creates a new file; fails if it exists.
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn IoFile>>;
+
+    /// A second handle on the existing file `path` for aligned direct writes
+    /// ([`direct`]); `None` (the default) keeps every write buffered. The fault injector
+    /// offers none, so the faults it plans apply to every write.
+    fn open_direct(&self, _path: &Path) -> io::Result<Option<direct::DirectFile>> {
+        Ok(None)
+    }
 }
 
 /// Positional I/O on one open file. Implementations may transfer fewer bytes than asked

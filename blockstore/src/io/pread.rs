@@ -26,6 +26,10 @@ impl IoBackend for PreadBackend {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         Ok(Arc::new(PreadFile { file }))
     }
+
+    fn open_direct(&self, path: &Path) -> io::Result<Option<super::direct::DirectFile>> {
+        super::direct::DirectFile::open(path)
+    }
 }
 
 struct PreadFile {

@@ -55,6 +55,10 @@ impl IoBackend for UringBackend {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         Ok(Arc::new(UringFile { file }))
     }
+
+    fn open_direct(&self, path: &Path) -> io::Result<Option<super::direct::DirectFile>> {
+        super::direct::DirectFile::open(path)
+    }
 }
 
 struct UringFile {
