@@ -7,6 +7,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use cellar_blockstore::io::direct::{AlignedBuf, DirectFile};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -127,8 +129,26 @@ pub fn raw_write(path: &Path, payload: &[u8], count: u64, fsync_each: bool) -> R
 
 /// `writers` threads at once, each writing `count` payloads to its own new file in `dir`
 /// with an `fdatasync` after every write: the device's fsynced write bandwidth when many
-/// files are written at once (as a cell's disks on one device are). The files are removed.
-pub fn raw_write_concurrent(dir: &Path, payload: &[u8], count: u64, writers: u64) -> Result<Row> {
+/// files are written at once (as a cell's disks on one device are). With `direct`, the
+/// writes bypass the page cache (`O_DIRECT`, as the blockstore's large appends do; the
+/// payload's length must be a multiple of 4 KiB); `Ok(None)` if the file system refuses
+/// that. The files are removed.
+pub fn raw_write_concurrent(
+    dir: &Path,
+    payload: &[u8],
+    count: u64,
+    writers: u64,
+    direct: bool,
+) -> Result<Option<Row>> {
+    if direct {
+        let probe = dir.join(format!("cellar-raw-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"")?;
+        let supported = DirectFile::open(&probe);
+        let _ = std::fs::remove_file(&probe);
+        if supported?.is_none() {
+            return Ok(None);
+        }
+    }
     let payload = Arc::new(payload.to_vec());
     let paths: Vec<PathBuf> =
         (0..writers).map(|w| dir.join(format!("cellar-raw-{}-{w}", std::process::id()))).collect();
@@ -140,6 +160,18 @@ pub fn raw_write_concurrent(dir: &Path, payload: &[u8], count: u64, writers: u64
             let payload = payload.clone();
             std::thread::spawn(move || -> Result<()> {
                 let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path)?;
+                if direct {
+                    let Some(direct_file) = DirectFile::open(&path)? else {
+                        anyhow::bail!("O_DIRECT refused on {}", path.display());
+                    };
+                    let mut buf = AlignedBuf::take(payload.len());
+                    buf.extend_from_slice(&payload);
+                    for i in 0..count {
+                        direct_file.write_all_at(buf.as_slice(), i * payload.len() as u64)?;
+                        file.sync_data()?;
+                    }
+                    return Ok(());
+                }
                 for i in 0..count {
                     file.write_all_at(&payload, i * payload.len() as u64)?;
                     file.sync_data()?;
@@ -160,13 +192,14 @@ pub fn raw_write_concurrent(dir: &Path, payload: &[u8], count: u64, writers: u64
         let _ = std::fs::remove_file(path);
     }
     result?;
-    Ok(Row {
-        name: format!("raw {} KiB write+fdatasync, {writers} writers", payload.len() >> 10),
+    let how = if direct { "direct write" } else { "write" };
+    Ok(Some(Row {
+        name: format!("raw {} KiB {how}+fdatasync, {writers} writers", payload.len() >> 10),
         ops: count * writers,
         bytes: count * writers * payload.len() as u64,
         elapsed,
         baseline: None,
-    })
+    }))
 }
 
 fn appends(disk: &Arc<Disk>, volume_id: u64, payload: &[u8], records: u64, writers: u64) -> Result<Row> {

@@ -8,6 +8,7 @@ use crate::catalog::{Catalog, ExtentEntry};
 use crate::error::{CorruptKind, Error, ExtentState, Result};
 use crate::extent_header::{EXTENT_DATA_OFFSET_BYTES, ExtentHeader};
 use crate::id::ExtentId;
+use crate::io::direct::{AlignedBuf, DirectFile, align_down, is_aligned};
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 
 /// Bytes per chunk table entry: CRC32 then a marker.
@@ -43,8 +44,24 @@ pub(crate) struct Fragment {
 struct FragmentState {
     state: ExtentState,
     kept_file: Option<Arc<dyn IoFile>>,
+    /// The same file opened for direct writes, beside `kept_file` (when allowed).
+    direct_file: Option<Arc<DirectFile>>,
     failed: bool,
     retired: bool,
+}
+
+/// Writes of more bytes than this go down direct ([`crate::io::direct`]) when allowed.
+const DIRECT_WRITE_MIN_BYTES: usize = 64 << 10;
+
+/// A direct write of `bytes` (a multiple of 4 KiB) at file offset `at`: from `bytes`
+/// themselves when aligned in memory, else from a pooled aligned copy.
+fn write_direct(direct: &DirectFile, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    if is_aligned(bytes) {
+        return direct.write_all_at(bytes, at);
+    }
+    let mut buf = AlignedBuf::take(bytes.len());
+    buf.extend_from_slice(bytes);
+    direct.write_all_at(buf.as_slice(), at)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,7 +117,10 @@ impl Fragment {
             .and_then(|()| file.set_len(fragment.file_len_bytes()))
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io(&fragment.path, "write fragment extent header", e))?;
-        fragment.state.get_mut().unwrap_or_else(|p| p.into_inner()).kept_file = Some(file);
+        let direct_file = fragment.open_direct();
+        let st = fragment.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        st.kept_file = Some(file);
+        st.direct_file = direct_file;
         Ok(fragment)
     }
 
@@ -122,6 +142,7 @@ impl Fragment {
             state: Mutex::new(FragmentState {
                 state: ExtentState::Open,
                 kept_file: None,
+                direct_file: None,
                 failed: false,
                 retired: false,
             }),
@@ -185,20 +206,56 @@ impl Fragment {
                 let file =
                     self.io.open(&self.path).map_err(|e| Error::io(&self.path, "open fragment extent", e))?;
                 st.kept_file = Some(file.clone());
+                st.direct_file = self.open_direct();
                 file
             }
         };
         // Data first, then its CRCs: a crash between the two leaves a chunk that fails its
         // check (and is rewritten), never one that verifies with the wrong bytes.
-        let written =
-            write_all_at(file.as_ref(), data, EXTENT_DATA_OFFSET_BYTES + offset_bytes).and_then(|()| {
-                write_all_at(file.as_ref(), &table, self.table_offset() + first_chunk * CHUNK_ENTRY_BYTES)
-            });
+        // Whole 4 KiB blocks of a large write go down direct; the rest (a short last chunk)
+        // through the page cache, as the table does.
+        let at = EXTENT_DATA_OFFSET_BYTES + offset_bytes;
+        let mut direct_bytes = 0usize;
+        if let Some(direct) = st.direct_file.clone()
+            && data.len() > DIRECT_WRITE_MIN_BYTES
+        {
+            let n = align_down(len) as usize;
+            match write_direct(&direct, &data[..n], at) {
+                Ok(()) => direct_bytes = n,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(extent = %self.id, error = %e, "direct write refused; fragment writes stay buffered");
+                    st.direct_file = None;
+                }
+                Err(e) => {
+                    st.failed = true;
+                    return Err(Error::io(&self.path, "write fragment chunks", e));
+                }
+            }
+        }
+        let rest = &data[direct_bytes..];
+        let written = (if rest.is_empty() {
+            Ok(())
+        } else {
+            write_all_at(file.as_ref(), rest, at + direct_bytes as u64)
+        })
+        .and_then(|()| {
+            write_all_at(file.as_ref(), &table, self.table_offset() + first_chunk * CHUNK_ENTRY_BYTES)
+        });
         if let Err(e) = written {
             st.failed = true;
             return Err(Error::io(&self.path, "write fragment chunks", e));
         }
         Ok(())
+    }
+
+    fn open_direct(&self) -> Option<Arc<DirectFile>> {
+        match self.io.open_direct(&self.path) {
+            Ok(direct) => direct.map(Arc::new),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot open for direct writes; fragment writes stay buffered");
+                None
+            }
+        }
     }
 
     fn check_writable(&self, st: &FragmentState) -> Result<()> {
@@ -364,6 +421,7 @@ impl Fragment {
         catalog.put_extent(self.id, &entry)?;
         st.state = ExtentState::Sealed;
         st.kept_file = None;
+        st.direct_file = None;
         Ok(())
     }
 
@@ -372,6 +430,7 @@ impl Fragment {
         let mut st = lock(&self.state);
         st.retired = true;
         st.kept_file = None;
+        st.direct_file = None;
     }
 
     pub(crate) fn state(&self) -> ExtentState {

@@ -471,7 +471,7 @@ impl Replica {
             buf.extend_from_slice(r.payload);
         }
         buf.pad_to_alignment();
-        match direct.write_all_at(&buf, EXTENT_DATA_OFFSET_BYTES + align_down(st.end_bytes)) {
+        match direct.write_all_at(buf.as_slice(), EXTENT_DATA_OFFSET_BYTES + align_down(st.end_bytes)) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(extent = %self.id, error = %e, "direct write refused; appends stay buffered");

@@ -489,7 +489,7 @@ fn direct_and_buffered_appends_interleave_across_block_boundaries_and_reopen(bac
         for (offset, payload) in &written {
             assert_eq!(disk.read_record(id, *offset).expect("read").payload, *payload, "at {offset}");
         }
-        let scanned = disk.scan_replica(id).expect("scan").map(|r| r.expect("record")).count();
+        let scanned = disk.scan_replica(id).expect("scan").inspect(|r| assert!(r.is_ok(), "{r:?}")).count();
         assert_eq!(scanned, written.len());
     }
     let disk = open(dir.path(), backend);

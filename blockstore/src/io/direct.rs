@@ -39,6 +39,12 @@ pub fn align_up(n: u64) -> u64 {
     align_down(n + DIRECT_ALIGN_BYTES as u64 - 1)
 }
 
+/// Whether `bytes` may be written directly as they are: aligned address and length.
+pub fn is_aligned(bytes: &[u8]) -> bool {
+    (bytes.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN_BYTES)
+        && bytes.len().is_multiple_of(DIRECT_ALIGN_BYTES)
+}
+
 /// A heap buffer whose start is [`DIRECT_ALIGN_BYTES`]-aligned and whose capacity is a
 /// multiple of it. Taken from a small process-wide pool with [`AlignedBuf::take`] and
 /// handed back on drop.
@@ -158,20 +164,18 @@ impl DirectFile {
         }
     }
 
-    /// Writes all of `buf` at `offset_bytes`, both aligned (an error, not a write,
-    /// otherwise). `EINVAL` from the kernel means the device wants a larger alignment
+    /// Writes all of `bytes` at `offset_bytes`; their address, their length and the offset
+    /// must be aligned (an error, not a write, otherwise: see [`AlignedBuf`]). `EINVAL` from the kernel means the device wants a larger alignment
     /// than [`DIRECT_ALIGN_BYTES`]: nothing was written, and the caller may write the
     /// same bytes buffered instead.
-    pub fn write_all_at(&self, buf: &AlignedBuf, offset_bytes: u64) -> io::Result<()> {
-        let align = DIRECT_ALIGN_BYTES as u64;
-        if offset_bytes % align != 0 || buf.len() as u64 % align != 0 {
+    pub fn write_all_at(&self, bytes: &[u8], offset_bytes: u64) -> io::Result<()> {
+        if !is_aligned(bytes) || !offset_bytes.is_multiple_of(DIRECT_ALIGN_BYTES as u64) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("direct write of {} bytes at {offset_bytes} is not aligned", buf.len()),
+                format!("direct write of {} bytes at {offset_bytes} is not aligned", bytes.len()),
             ));
         }
         let mut done = 0usize;
-        let bytes = buf.as_slice();
         while done < bytes.len() {
             match self.file.write_at(&bytes[done..], offset_bytes + done as u64) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
@@ -214,10 +218,10 @@ mod tests {
 
     #[test]
     fn direct_writes_land_and_unaligned_ones_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
-        std::fs::write(&path, b"").unwrap();
-        let Some(file) = DirectFile::open(&path).unwrap() else {
+        std::fs::write(&path, b"").expect("create");
+        let Some(file) = DirectFile::open(&path).expect("open") else {
             eprintln!("O_DIRECT unsupported here; nothing to test");
             return;
         };
@@ -225,16 +229,20 @@ mod tests {
         buf.extend_from_slice(&[1u8; 4096]);
         buf.extend_from_slice(&[2u8; 100]);
         buf.pad_to_alignment();
-        file.write_all_at(&buf, 4096).unwrap();
-        let on_disk = std::fs::read(&path).unwrap();
+        file.write_all_at(buf.as_slice(), 4096).expect("direct write");
+        let on_disk = std::fs::read(&path).expect("read");
         assert_eq!(on_disk.len(), 12288);
         assert!(on_disk[..4096].iter().all(|&b| b == 0));
         assert!(on_disk[4096..8192].iter().all(|&b| b == 1));
         assert!(on_disk[8192..8292].iter().all(|&b| b == 2));
         assert!(on_disk[8292..].iter().all(|&b| b == 0));
-        assert_eq!(file.write_all_at(&buf, 100).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(file.write_all_at(buf.as_slice(), 100).expect_err("unaligned").kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            file.write_all_at(&buf.as_slice()[1..4097], 0).expect_err("unaligned").kind(),
+            io::ErrorKind::InvalidInput
+        );
         let mut short = AlignedBuf::take(100);
         short.extend_from_slice(&[3u8; 100]);
-        assert_eq!(file.write_all_at(&short, 0).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(file.write_all_at(short.as_slice(), 0).expect_err("unaligned").kind(), io::ErrorKind::InvalidInput);
     }
 }
