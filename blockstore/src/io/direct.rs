@@ -236,13 +236,19 @@ mod tests {
         assert!(on_disk[4096..8192].iter().all(|&b| b == 1));
         assert!(on_disk[8192..8292].iter().all(|&b| b == 2));
         assert!(on_disk[8292..].iter().all(|&b| b == 0));
-        assert_eq!(file.write_all_at(buf.as_slice(), 100).expect_err("unaligned").kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            file.write_all_at(buf.as_slice(), 100).expect_err("unaligned").kind(),
+            io::ErrorKind::InvalidInput
+        );
         assert_eq!(
             file.write_all_at(&buf.as_slice()[1..4097], 0).expect_err("unaligned").kind(),
             io::ErrorKind::InvalidInput
         );
         let mut short = AlignedBuf::take(100);
         short.extend_from_slice(&[3u8; 100]);
-        assert_eq!(file.write_all_at(short.as_slice(), 0).expect_err("unaligned").kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            file.write_all_at(short.as_slice(), 0).expect_err("unaligned").kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 }
