@@ -190,12 +190,16 @@ impl Blocks {
             .volume(volume_id)
             .await
             .map_err(|e| BlockError::Unavailable(e.message().to_string()))?;
+        self.cache_volume(v.clone());
+        Ok(v)
+    }
+
+    fn cache_volume(&self, v: mpb::Volume) {
         let mut volumes = lock(&self.volumes);
         if volumes.len() >= VOLUME_CACHE_MAX {
             volumes.clear();
         }
-        volumes.insert(volume_id, v.clone());
-        Ok(v)
+        volumes.insert(v.volume_id, v);
     }
 
     /// Stores a block; `expected` is the key the client named, if any.
@@ -291,7 +295,12 @@ impl Blocks {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
         let v = self.volume(entry.volume_id, false).await?;
         match self.reader.read(&v, hash, entry.offset_bytes, entry.length_bytes).await {
-            Ok(read) => Ok((read.payload, read.degraded)),
+            Ok(read) => {
+                if let Some(newer) = read.newer_volume {
+                    self.cache_volume(newer);
+                }
+                Ok((read.payload, read.degraded))
+            }
             Err(first) => {
                 // The cached volume record may be stale (sealed, coded, repaired): reread it.
                 let fresh = self.volume(entry.volume_id, true).await?;

@@ -39,6 +39,8 @@ pub struct Cluster {
     /// Volume servers running in this process (`cellar dev`), by node id. Weak: volume
     /// servers know each other, and a server's state (its disks) must go when it stops.
     local: RwLock<HashMap<u64, Weak<VolumeService>>>,
+    /// Bad extents reported to the master by this process, ever.
+    bad_extent_reports: std::sync::atomic::AtomicU64,
 }
 
 /// The extent calls of the put and get paths (Append, ReadRecord, ReadFragment) and of
@@ -132,7 +134,13 @@ impl Cluster {
             nodes: RwLock::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             local: RwLock::new(HashMap::new()),
+            bad_extent_reports: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many bad extents this process has reported to the master.
+    pub fn bad_extent_reports(&self) -> u64 {
+        self.bad_extent_reports.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reaches volume server `node_id` in this process through `service` rather than
@@ -262,6 +270,7 @@ impl Cluster {
     /// Tells the master that an extent is missing or corrupt, in the background (a read
     /// never waits for it). Failures are logged.
     pub fn report_bad_extent(self: &Arc<Self>, volume_id: u64, disk_id: u64, reason: String) {
+        self.bad_extent_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cluster = self.clone();
         tokio::spawn(async move {
             tracing::warn!(volume = volume_id, disk = disk_id, %reason, "reporting bad extent");

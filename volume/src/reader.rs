@@ -23,12 +23,23 @@ use crate::cluster::Cluster;
 use crate::errors::{code_of, status};
 
 /// A block read back and verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BlockRead {
     /// The block's bytes; their SHA-256 is the key asked for.
     pub payload: Bytes,
     /// Whether part of it had to be decoded from other fragments.
     pub degraded: bool,
+    /// A newer record of the volume than the caller's, fetched because an extent was not
+    /// where the caller's record placed it (callers that cache records keep this one).
+    pub newer_volume: Option<mpb::Volume>,
+}
+
+/// An extent that was not on the disk the volume record named.
+struct Missing {
+    disk_id: u64,
+    /// `None` for the replica, else the fragment's index.
+    fragment: Option<usize>,
+    reason: String,
 }
 
 /// Reads blocks from volume servers.
@@ -50,6 +61,12 @@ impl BlockReader {
 
     /// Reads the record of `length_bytes` (header + payload) at `offset_bytes` of volume
     /// `v`, whose payload must hash to `sha256`.
+    ///
+    /// `v` may be a cached, stale record: a volume coded since has no replicas left, one
+    /// repaired since has extents elsewhere. So an extent missing from the disk `v` names
+    /// is reported to the master only if the master's current record still places it
+    /// there; if the record has moved on and the read failed, it is read again with the
+    /// current record (returned in [`BlockRead::newer_volume`]).
     pub async fn read(
         &self,
         v: &mpb::Volume,
@@ -57,9 +74,66 @@ impl BlockReader {
         offset_bytes: u64,
         length_bytes: u32,
     ) -> Result<BlockRead, Status> {
+        let mut missing = Vec::new();
+        let result = self.read_placed(v, sha256, offset_bytes, length_bytes, &mut missing).await;
+        if missing.is_empty() {
+            return result;
+        }
+        let current = match self.cluster.volume(v.volume_id).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::debug!(volume = v.volume_id, error = %e.message(), "cannot check the volume record");
+                return result; // nothing reported on a record that may be stale
+            }
+        };
+        self.report_missing(&current, missing);
+        let moved = current.generation != v.generation
+            || current.state != v.state
+            || current.replicas != v.replicas
+            || current.fragments != v.fragments;
+        if !moved {
+            return result;
+        }
+        let result = match result {
+            Ok(read) => Ok(read),
+            Err(_) => {
+                let mut missing = Vec::new();
+                let again =
+                    self.read_placed(&current, sha256, offset_bytes, length_bytes, &mut missing).await;
+                self.report_missing(&current, missing);
+                again
+            }
+        };
+        result.map(|read| BlockRead { newer_volume: Some(current), ..read })
+    }
+
+    /// Reports the extents of `missing` that the current record `current` still places.
+    fn report_missing(&self, current: &mpb::Volume, missing: Vec<Missing>) {
+        let placed = |m: &Missing| match (current.state.as_str(), m.fragment) {
+            ("coded", Some(i)) => current.fragments.get(i).is_some_and(|f| f.disk_id == m.disk_id),
+            ("coded", None) | (_, Some(_)) => false,
+            (_, None) => current.replicas.iter().any(|r| r.disk_id == m.disk_id),
+        };
+        for m in missing {
+            if placed(&m) {
+                self.cluster.report_bad_extent(current.volume_id, m.disk_id, m.reason);
+            } else {
+                tracing::debug!(volume = current.volume_id, disk = m.disk_id, "read a stale placement");
+            }
+        }
+    }
+
+    async fn read_placed(
+        &self,
+        v: &mpb::Volume,
+        sha256: &[u8; 32],
+        offset_bytes: u64,
+        length_bytes: u32,
+        missing: &mut Vec<Missing>,
+    ) -> Result<BlockRead, Status> {
         match v.state.as_str() {
-            "coded" => self.read_coded(v, sha256, offset_bytes, length_bytes).await,
-            _ => self.read_replicas(v, sha256, offset_bytes, length_bytes).await,
+            "coded" => self.read_coded(v, sha256, offset_bytes, length_bytes, missing).await,
+            _ => self.read_replicas(v, sha256, offset_bytes, length_bytes, missing).await,
         }
     }
 
@@ -69,6 +143,7 @@ impl BlockReader {
         sha256: &[u8; 32],
         offset_bytes: u64,
         length_bytes: u32,
+        missing: &mut Vec<Missing>,
     ) -> Result<BlockRead, Status> {
         // Replicas not known bad first.
         let mut order: Vec<&mpb::Extent> =
@@ -88,7 +163,7 @@ impl BlockReader {
             };
             match read.await {
                 Ok(rec) if rec.sha256 == sha256 && Sha256::digest(&rec.payload)[..] == sha256[..] => {
-                    return Ok(BlockRead { payload: rec.payload, degraded: attempt > 0 });
+                    return Ok(BlockRead { payload: rec.payload, degraded: attempt > 0, newer_volume: None });
                 }
                 Ok(_) => {
                     last = format!("replica on disk {} returned other bytes", r.disk_id);
@@ -96,7 +171,11 @@ impl BlockReader {
                 }
                 Err(e) => {
                     if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
-                        self.cluster.report_bad_extent(v.volume_id, r.disk_id, e.message().to_string());
+                        missing.push(Missing {
+                            disk_id: r.disk_id,
+                            fragment: None,
+                            reason: e.message().to_string(),
+                        });
                     }
                     last = format!("replica on disk {}: {}", r.disk_id, e.message());
                 }
@@ -111,6 +190,7 @@ impl BlockReader {
         sha256: &[u8; 32],
         offset_bytes: u64,
         length_bytes: u32,
+        missing: &mut Vec<Missing>,
     ) -> Result<BlockRead, Status> {
         let layout = crate::tasks::layout_of(v)?;
         let scheme = layout.scheme();
@@ -154,7 +234,11 @@ impl BlockReader {
                     Err(e) => {
                         let disk_id = v.fragments[r.fragment_index].disk_id;
                         if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
-                            self.cluster.report_bad_extent(v.volume_id, disk_id, e.message().to_string());
+                            missing.push(Missing {
+                                disk_id,
+                                fragment: Some(r.fragment_index),
+                                reason: e.message().to_string(),
+                            });
                         }
                         last = format!("fragment {} on disk {disk_id}: {}", r.fragment_index, e.message());
                         tracing::debug!(volume = v.volume_id, %last, "fragment read failed; reading degraded");
@@ -170,7 +254,7 @@ impl BlockReader {
             let bytes = assemble_owned(&plan, bufs)
                 .map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
             match self.parse(bytes, offset_bytes, sha256) {
-                Ok(payload) => return Ok(BlockRead { payload, degraded }),
+                Ok(payload) => return Ok(BlockRead { payload, degraded, newer_volume: None }),
                 Err(why) => {
                     // Every read passed its chunk CRCs yet the record is wrong: distrust the
                     // fragments this answer came from and decode from the others.

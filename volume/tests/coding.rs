@@ -21,6 +21,10 @@ async fn read_all(reader: &BlockReader, v: &mpb::Volume, blocks: &[Written]) -> 
     degraded
 }
 
+fn reader_cluster_reports(cell: &Cell) -> u64 {
+    cell.cluster.bad_extent_reports()
+}
+
 /// The volume record as a reader would see it with the fragments in `lost` gone: they
 /// point at a disk no server has, so every read of them fails like a lost extent.
 fn without(v: &mpb::Volume, lost: &[usize]) -> mpb::Volume {
@@ -61,6 +65,21 @@ async fn a_coded_volume_reads_back_through_any_three_lost_fragments() {
     for (i, f) in coded.fragments.iter().enumerate() {
         assert!(cell.extent_exists(f, v.volume_id, "fragment", i as u32).await);
     }
+
+    // A reader still holding the record from before coding (frontends cache them): the
+    // replicas it names are gone, yet every block reads back, the current record comes
+    // with the answer, and the replicas deleted on purpose are not reported as lost.
+    let reports_before = reader_cluster_reports(&cell);
+    for b in blocks.iter().step_by(5) {
+        let got =
+            reader.read(&sealed, &b.sha256, b.offset_bytes, b.length_bytes).await.expect("stale record");
+        assert_eq!(got.payload, b.payload);
+        assert_eq!(got.newer_volume.as_ref().map(|n| n.state.as_str()), Some("coded"));
+    }
+    assert_eq!(reader_cluster_reports(&cell), reports_before, "stale placements were reported");
+    // With the current record nothing newer comes back.
+    let got = reader.read(&coded, &blocks[0].sha256, blocks[0].offset_bytes, blocks[0].length_bytes).await;
+    assert!(got.expect("read").newer_volume.is_none());
 
     // Fast path: every block from its data fragment(s), nothing decoded.
     assert_eq!(read_all(&reader, &coded, &blocks).await, 0);
@@ -103,7 +122,8 @@ async fn a_coded_volume_reads_back_through_any_three_lost_fragments() {
     assert_eq!(lost.len(), 3);
     let degraded = read_all(&reader, &coded, &blocks).await;
     assert!(degraded > 0, "blocks in the lost zone's data fragments were decoded");
-    // The missing extents were reported to the master.
+    // The missing extents were reported to the master (the current record places them).
+    assert!(reader_cluster_reports(&cell) > reports_before);
     let lost_disks: Vec<u64> = lost.iter().map(|&i| coded.fragments[i].disk_id).collect();
     let reported = cell
         .wait_volume(v.volume_id, "bad extents reported", |v| {
