@@ -161,7 +161,10 @@ def cellar(path):
     return rows, rss
 
 def weed(path):
+    # A row is kept from its "Requests per second" line on; weed prints a 99% line only
+    # when the run had enough requests for it (a 0.4 s run of 2,000 gets had none).
     rows, key, op, cur = {}, None, None, {}
+    nan = float("nan")
     for line in open(path):
         if line.startswith("## row"):
             _, _, size, c = line.split()
@@ -177,7 +180,10 @@ def weed(path):
             cur["p50"] = float(line.split()[1])
         elif "99%" in line:
             cur["p99"] = float(line.split()[1])
-            rows[(op,) + key] = (cur.get("ops", 0), cur.get("mbs", 0), cur.get("p50", 0), cur["p99"])
+        else:
+            continue
+        if op and key and "ops" in cur:
+            rows[(op,) + key] = (cur["ops"], cur.get("mbs", 0), cur.get("p50", nan), cur.get("p99", nan))
     return rows
 
 c, rss = cellar(os.path.join(work, "cellar.txt"))
@@ -192,7 +198,8 @@ def fmt(r, big):
     if r is None:
         return "-"
     rate = f"{r[1]:.1f} MB/s" if big else f"{r[0]:.0f} /s"
-    return f"{rate}, {r[2]:.1f} / {r[3]:.1f} ms"
+    ms = lambda x: "-" if x != x else f"{x:.1f}"  # NaN: not printed by weed
+    return f"{rate}, {ms(r[2])} / {ms(r[3])} ms"
 for size, label in ((4194304, "4 MiB"), (4096, "4 KiB")):
     for conc in (1, 32):
         for op in ("put", "get"):
