@@ -29,6 +29,11 @@ const COALESCE_PAYLOAD_MAX_BYTES: usize = 64 << 10;
 /// and pad a whole block for a few bytes).
 const DIRECT_APPEND_MIN_BYTES: usize = 64 << 10;
 
+/// A direct append is staged through an aligned buffer of at most this many bytes,
+/// written each time it fills: a batch of many large records costs no more memory than
+/// this, and the buffers stay small enough to be pooled (warm pages, no faults).
+const DIRECT_STAGING_MAX_BYTES: usize = 8 << 20;
+
 /// One record to append: the block's key and its bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordIn<'a> {
@@ -452,10 +457,12 @@ impl Replica {
         Ok(locations)
     }
 
-    /// Writes an append's records with one direct write from the start of the extent's
-    /// partial last block: `Err(None)` when the write cannot be direct here (the kernel
-    /// refused the alignment; nothing was written, and direct writes stop for this
-    /// extent), so the caller writes buffered instead.
+    /// Writes an append's records with direct writes from the start of the extent's
+    /// partial last block, staged through one aligned buffer of at most
+    /// [`DIRECT_STAGING_MAX_BYTES`] (written whenever it fills): `Err(None)` when the
+    /// writes cannot be direct here (the kernel refused the alignment; direct writes stop
+    /// for this extent), so the caller writes the whole append buffered instead, giving
+    /// any bytes already written the same values again.
     fn write_direct(
         &self,
         direct: &DirectFile,
@@ -464,15 +471,41 @@ impl Replica {
         headers: &[[u8; RECORD_HEADER_BYTES]],
         total_bytes: usize,
     ) -> std::result::Result<(), Option<std::io::Error>> {
-        let mut buf = AlignedBuf::take(st.tail.len() + total_bytes + DIRECT_ALIGN_BYTES);
+        let mut buf = AlignedBuf::take(
+            (st.tail.len() + total_bytes + DIRECT_ALIGN_BYTES).min(DIRECT_STAGING_MAX_BYTES),
+        );
+        // Data offset of the buffer's first byte: always aligned, since a buffer is only
+        // written early when full, and its capacity is a multiple of the alignment.
+        let mut at = align_down(st.end_bytes);
         buf.extend_from_slice(&st.tail);
-        for (r, header) in records.iter().zip(headers) {
-            buf.extend_from_slice(header);
-            buf.extend_from_slice(r.payload);
+        let mut written = Ok(());
+        'records: for (r, header) in records.iter().zip(headers) {
+            for piece in [&header[..], r.payload] {
+                let mut rest = piece;
+                while !rest.is_empty() {
+                    let room = buf.capacity() - buf.len();
+                    if room == 0 {
+                        written = direct.write_all_at(buf.as_slice(), EXTENT_DATA_OFFSET_BYTES + at);
+                        if written.is_err() {
+                            break 'records;
+                        }
+                        at += buf.len() as u64;
+                        buf.clear();
+                        continue;
+                    }
+                    let n = room.min(rest.len());
+                    buf.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                }
+            }
         }
-        buf.pad_to_alignment();
-        match direct.write_all_at(buf.as_slice(), EXTENT_DATA_OFFSET_BYTES + align_down(st.end_bytes)) {
+        if written.is_ok() {
+            buf.pad_to_alignment();
+            written = direct.write_all_at(buf.as_slice(), EXTENT_DATA_OFFSET_BYTES + at);
+        }
+        match written {
             Ok(()) => Ok(()),
+            // Whatever was written already gets the same bytes again from the buffered path.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(extent = %self.id, error = %e, "direct write refused; appends stay buffered");
                 *lock(&self.direct_file) = None;

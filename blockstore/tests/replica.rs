@@ -458,8 +458,11 @@ fn direct_and_buffered_appends_interleave_across_block_boundaries_and_reopen(bac
             assert!(file_len >= 4096 + end && file_len < 4096 + end + 4096, "file {file_len}, end {end}");
             written.push((loc.offset_bytes, payload));
         }
-        // A batch mixing sizes, large enough to be one direct write.
-        let batch: Vec<Vec<u8>> = (0..5).map(|i| bytes(30_000 + i * 7, 2000 + i as u64)).collect();
+        // A batch mixing sizes, large enough to be one direct write; and one larger than
+        // the direct-write staging buffer (8 MiB), written as it fills.
+        let mut batch: Vec<Vec<u8>> = (0..5).map(|i| bytes(30_000 + i * 7, 2000 + i as u64)).collect();
+        batch.extend((0..3).map(|i| bytes((4 << 20) - 5 + i, 2100 + i as u64)));
+        batch.push(bytes(3 << 20, 2200));
         let keys: Vec<[u8; 32]> = batch.iter().map(|p| sha(p)).collect();
         let records: Vec<RecordIn<'_>> =
             batch.iter().zip(&keys).map(|(p, k)| RecordIn { sha256: k, payload: p }).collect();

@@ -90,6 +90,16 @@ impl AlignedBuf {
         }
     }
 
+    /// Bytes it can hold (a multiple of [`DIRECT_ALIGN_BYTES`]).
+    pub fn capacity(&self) -> usize {
+        self.capacity_bytes
+    }
+
+    /// Empties it, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.len_bytes = 0;
+    }
+
     /// Bytes held.
     pub fn len(&self) -> usize {
         self.len_bytes
