@@ -8,7 +8,7 @@ use crate::catalog::{Catalog, ExtentEntry};
 use crate::error::{CorruptKind, Error, ExtentState, Result};
 use crate::extent_header::{EXTENT_DATA_OFFSET_BYTES, ExtentHeader};
 use crate::id::ExtentId;
-use crate::io::direct::{AlignedBuf, DirectFile, align_down, is_aligned};
+use crate::io::direct::{AlignedBuf, DirectFile, align_down, is_aligned, open_or_buffered};
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 
 /// Bytes per chunk table entry: CRC32 then a marker.
@@ -249,13 +249,7 @@ impl Fragment {
     }
 
     fn open_direct(&self) -> Option<Arc<DirectFile>> {
-        match self.io.open_direct(&self.path) {
-            Ok(direct) => direct.map(Arc::new),
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot open for direct writes; fragment writes stay buffered");
-                None
-            }
-        }
+        open_or_buffered(self.io.as_ref(), &self.path)
     }
 
     fn check_writable(&self, st: &FragmentState) -> Result<()> {

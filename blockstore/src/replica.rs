@@ -13,7 +13,7 @@ use crate::catalog::{Catalog, ExtentEntry};
 use crate::error::{CorruptKind, Error, ExtentState, Result};
 use crate::extent_header::{EXTENT_DATA_OFFSET_BYTES, ExtentHeader};
 use crate::id::ExtentId;
-use crate::io::direct::{AlignedBuf, DIRECT_ALIGN_BYTES, DirectFile, align_down, align_up};
+use crate::io::direct::{AlignedBuf, DIRECT_ALIGN_BYTES, DirectFile, align_down, align_up, open_or_buffered};
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
 
@@ -225,16 +225,7 @@ impl Replica {
         tail: Vec<u8>,
     ) -> Replica {
         // Direct writes only for an extent that takes appends, and only where allowed.
-        let direct_file = match &file {
-            Some(_) => match io.open_direct(&path) {
-                Ok(direct) => direct.map(Arc::new),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot open for direct writes; appends stay buffered");
-                    None
-                }
-            },
-            None => None,
-        };
+        let direct_file = file.as_ref().and_then(|_| open_or_buffered(io.as_ref(), &path));
         Replica {
             id,
             path,

@@ -154,6 +154,18 @@ impl Drop for AlignedBuf {
     }
 }
 
+/// The direct-write handle `io` offers for `path`, if any; a failure to open one is
+/// logged and leaves the caller on buffered writes.
+pub fn open_or_buffered(io: &dyn super::IoBackend, path: &Path) -> Option<std::sync::Arc<DirectFile>> {
+    match io.open_direct(path) {
+        Ok(direct) => direct.map(std::sync::Arc::new),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open for direct writes; writes stay buffered");
+            None
+        }
+    }
+}
+
 /// A second handle on an extent file, opened with `O_DIRECT`, for aligned writes only.
 #[derive(Debug)]
 pub struct DirectFile {
