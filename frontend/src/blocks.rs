@@ -294,6 +294,8 @@ impl Blocks {
     async fn get_inner(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
         let v = self.volume(entry.volume_id, false).await?;
+        // The reader checks a (possibly stale) cached record against the master's when
+        // the read fails or an extent is missing, and hands back the newer one.
         match self.reader.read(&v, hash, entry.offset_bytes, entry.length_bytes).await {
             Ok(read) => {
                 if let Some(newer) = read.newer_volume {
@@ -301,20 +303,9 @@ impl Blocks {
                 }
                 Ok((read.payload, read.degraded))
             }
-            Err(first) => {
-                // The cached volume record may be stale (sealed, coded, repaired): reread it.
-                let fresh = self.volume(entry.volume_id, true).await?;
-                if fresh.generation == v.generation
-                    && fresh.state == v.state
-                    && fresh.bad_disks == v.bad_disks
-                {
-                    return Err(BlockError::Unavailable(first.message().to_string()));
-                }
-                self.reader
-                    .read(&fresh, hash, entry.offset_bytes, entry.length_bytes)
-                    .await
-                    .map(|r| (r.payload, r.degraded))
-                    .map_err(|e| BlockError::Unavailable(e.message().to_string()))
+            Err(e) => {
+                lock(&self.volumes).remove(&entry.volume_id);
+                Err(BlockError::Unavailable(e.message().to_string()))
             }
         }
     }

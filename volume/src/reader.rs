@@ -63,10 +63,11 @@ impl BlockReader {
     /// `v`, whose payload must hash to `sha256`.
     ///
     /// `v` may be a cached, stale record: a volume coded since has no replicas left, one
-    /// repaired since has extents elsewhere. So an extent missing from the disk `v` names
-    /// is reported to the master only if the master's current record still places it
-    /// there; if the record has moved on and the read failed, it is read again with the
-    /// current record (returned in [`BlockRead::newer_volume`]).
+    /// repaired since has extents elsewhere. So when the read fails, or an extent is
+    /// missing from the disk `v` names, the master's current record is fetched: a missing
+    /// extent is reported only if that record still places it there, and a failed read
+    /// is tried again with that record if it has moved on (it is then returned in
+    /// [`BlockRead::newer_volume`]).
     pub async fn read(
         &self,
         v: &mpb::Volume,
@@ -76,7 +77,7 @@ impl BlockReader {
     ) -> Result<BlockRead, Status> {
         let mut missing = Vec::new();
         let result = self.read_placed(v, sha256, offset_bytes, length_bytes, &mut missing).await;
-        if missing.is_empty() {
+        if missing.is_empty() && result.is_ok() {
             return result;
         }
         let current = match self.cluster.volume(v.volume_id).await {
@@ -90,7 +91,8 @@ impl BlockReader {
         let moved = current.generation != v.generation
             || current.state != v.state
             || current.replicas != v.replicas
-            || current.fragments != v.fragments;
+            || current.fragments != v.fragments
+            || current.bad_disks != v.bad_disks;
         if !moved {
             return result;
         }
