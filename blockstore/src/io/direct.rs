@@ -22,10 +22,16 @@ use std::sync::Mutex;
 /// File offsets, lengths and memory addresses of direct writes are multiples of this.
 pub const DIRECT_ALIGN_BYTES: usize = 4096;
 
-/// Buffers kept for reuse once released (each up to [`POOL_BUF_MAX_BYTES`]).
-const POOL_BUFS_MAX: usize = 16;
+/// Released buffers kept for reuse: at most this many, of at most [`POOL_BYTES_MAX`] in
+/// all, each up to [`POOL_BUF_MAX_BYTES`] (larger ones are freed).
+const POOL_BUFS_MAX: usize = 32;
+/// Bytes of released buffers kept for reuse, at most.
+const POOL_BYTES_MAX: usize = 128 << 20;
 /// Larger buffers are freed rather than kept.
 const POOL_BUF_MAX_BYTES: usize = 16 << 20;
+/// Buffers are allocated in power-of-two sizes from this up, so that a released buffer
+/// fits the next request of its class (appends and fragment writes vary in size).
+const BUF_MIN_BYTES: usize = 64 << 10;
 
 static POOL: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
 
@@ -64,7 +70,11 @@ impl AlignedBuf {
     /// one is large enough.
     pub fn take(capacity_bytes: usize) -> AlignedBuf {
         let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = pool.iter().position(|b| b.capacity_bytes >= capacity_bytes) {
+        // The smallest that fits: large buffers stay for large requests.
+        let fit = (0..pool.len())
+            .filter(|&i| pool[i].capacity_bytes >= capacity_bytes)
+            .min_by_key(|&i| pool[i].capacity_bytes);
+        if let Some(i) = fit {
             let mut buf = pool.swap_remove(i);
             buf.len_bytes = 0;
             return buf;
@@ -74,12 +84,21 @@ impl AlignedBuf {
     }
 
     fn allocate(capacity_bytes: usize) -> AlignedBuf {
-        let capacity_bytes = (align_up(capacity_bytes as u64) as usize).max(DIRECT_ALIGN_BYTES);
+        let capacity_bytes = capacity_bytes.max(BUF_MIN_BYTES).next_power_of_two();
         let layout = Self::layout(capacity_bytes);
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc(layout) };
         let Some(ptr) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
         AlignedBuf { ptr, capacity_bytes, len_bytes: 0 }
+    }
+
+    /// Frees the allocation without offering it to the pool.
+    fn free(self) {
+        let (ptr, capacity_bytes) = (self.ptr, self.capacity_bytes);
+        std::mem::forget(self);
+        // SAFETY: allocated in `allocate` with this very layout; `self` is forgotten, so
+        // nothing else frees or uses it.
+        unsafe { std::alloc::dealloc(ptr.as_ptr(), Self::layout(capacity_bytes)) };
     }
 
     fn layout(capacity_bytes: usize) -> Layout {
@@ -141,16 +160,29 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if self.capacity_bytes <= POOL_BUF_MAX_BYTES {
+        // `mine` takes over the allocation (nothing of `self` is used after this).
+        let mine = AlignedBuf { ptr: self.ptr, capacity_bytes: self.capacity_bytes, len_bytes: 0 };
+        if mine.capacity_bytes > POOL_BUF_MAX_BYTES {
+            mine.free();
+            return;
+        }
+        // Kept, then the smallest kept buffers go until the pool is within its bounds
+        // (freed outside the lock).
+        let mut evicted = Vec::new();
+        {
             let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < POOL_BUFS_MAX {
-                let kept = AlignedBuf { ptr: self.ptr, capacity_bytes: self.capacity_bytes, len_bytes: 0 };
-                pool.push(kept);
-                return;
+            pool.push(mine);
+            let mut bytes: usize = pool.iter().map(|b| b.capacity_bytes).sum();
+            while pool.len() > POOL_BUFS_MAX || bytes > POOL_BYTES_MAX {
+                let Some(i) = (0..pool.len()).min_by_key(|&i| pool[i].capacity_bytes) else { break };
+                let gone = pool.swap_remove(i);
+                bytes -= gone.capacity_bytes;
+                evicted.push(gone);
             }
         }
-        // SAFETY: allocated in `allocate` with this very layout, and not pooled.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.capacity_bytes)) };
+        for buf in evicted {
+            buf.free();
+        }
     }
 }
 
@@ -233,6 +265,11 @@ mod tests {
         let again = AlignedBuf::take(9000);
         assert!(again.is_empty());
         assert_eq!(again.as_slice().as_ptr() as usize % DIRECT_ALIGN_BYTES, 0);
+        // Power-of-two classes, so that released buffers fit later requests of their size.
+        let big = AlignedBuf::take((4 << 20) + 4160);
+        assert!(big.capacity() >= 8 << 20 && big.capacity().is_power_of_two(), "{}", big.capacity());
+        let small = AlignedBuf::take(1);
+        assert!(small.capacity() >= 64 << 10 && small.capacity().is_power_of_two());
         assert_eq!(align_down(8191), 4096);
         assert_eq!(align_up(4097), 8192);
         assert_eq!(align_up(0), 0);
