@@ -29,9 +29,13 @@ const POOL_BUFS_MAX: usize = 32;
 const POOL_BYTES_MAX: usize = 128 << 20;
 /// Larger buffers are freed rather than kept.
 const POOL_BUF_MAX_BYTES: usize = 16 << 20;
-/// Buffers are allocated in power-of-two sizes from this up, so that a released buffer
-/// fits the next request of its class (appends and fragment writes vary in size).
+/// Buffers are allocated in size classes, so that a released buffer fits the next request
+/// of its class (appends and fragment writes vary in size): powers of two from this up
+/// to [`BUF_CLASS_STEP_BYTES`], then multiples of that (a 4 MiB block's staging takes 5
+/// MiB, not 8).
 const BUF_MIN_BYTES: usize = 64 << 10;
+/// See [`BUF_MIN_BYTES`].
+const BUF_CLASS_STEP_BYTES: usize = 1 << 20;
 
 static POOL: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
 
@@ -84,7 +88,10 @@ impl AlignedBuf {
     }
 
     fn allocate(capacity_bytes: usize) -> AlignedBuf {
-        let capacity_bytes = capacity_bytes.max(BUF_MIN_BYTES).next_power_of_two();
+        let capacity_bytes = match capacity_bytes.max(BUF_MIN_BYTES) {
+            n if n <= BUF_CLASS_STEP_BYTES => n.next_power_of_two(),
+            n => n.div_ceil(BUF_CLASS_STEP_BYTES) * BUF_CLASS_STEP_BYTES,
+        };
         let layout = Self::layout(capacity_bytes);
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc(layout) };
@@ -265,11 +272,11 @@ mod tests {
         let again = AlignedBuf::take(9000);
         assert!(again.is_empty());
         assert_eq!(again.as_slice().as_ptr() as usize % DIRECT_ALIGN_BYTES, 0);
-        // Power-of-two classes, so that released buffers fit later requests of their size.
+        // Size classes, so that released buffers fit later requests of their size.
         let big = AlignedBuf::take((4 << 20) + 4160);
-        assert!(big.capacity() >= 8 << 20 && big.capacity().is_power_of_two(), "{}", big.capacity());
+        assert!(big.capacity() >= 5 << 20 && big.capacity().is_multiple_of(1 << 20), "{}", big.capacity());
         let small = AlignedBuf::take(1);
-        assert!(small.capacity() >= 64 << 10 && small.capacity().is_power_of_two());
+        assert!(small.capacity() >= 64 << 10 && small.capacity().is_multiple_of(64 << 10));
         assert_eq!(align_down(8191), 4096);
         assert_eq!(align_up(4097), 8192);
         assert_eq!(align_up(0), 0);
