@@ -38,6 +38,12 @@ pub struct VolumeArgs {
     /// Idle task poll period in milliseconds.
     #[arg(long, default_value_t = 1000)]
     task_poll_ms: u64,
+    /// Append rate (MiB/s) at or above which encode tasks wait for the load to drop.
+    #[arg(long, default_value_t = 32)]
+    encode_defer_busy_mib_per_sec: u64,
+    /// Longest time encodes wait for a busy server, in seconds (0: never wait).
+    #[arg(long, default_value_t = 60)]
+    encode_defer_max_secs: u64,
     /// Address to serve GET /metrics (Prometheus text) on, e.g. 127.0.0.1:9201.
     #[arg(long)]
     metrics: Option<String>,
@@ -53,6 +59,10 @@ pub fn run(args: VolumeArgs) -> Result<()> {
     config.io = args.io.choice();
     config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
     config.task_poll = Duration::from_millis(args.task_poll_ms.max(10));
+    config.encode_defer = cellar_volume::tasks::EncodeDefer {
+        busy_bytes_per_sec: args.encode_defer_busy_mib_per_sec.saturating_mul(1 << 20),
+        max: Duration::from_secs(args.encode_defer_max_secs),
+    };
     config.validate().map_err(|e| anyhow!(e))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;

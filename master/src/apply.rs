@@ -196,8 +196,8 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
         Command::ReportBadExtent { volume_id, disk_id, reason: _ } => {
             report_bad_extent(kv, *volume_id, *disk_id)?
         }
-        Command::ClaimTasks { node_id, max, claim_ms, now_unix_ms } => {
-            crate::tasks::claim(kv, *node_id, *max, *claim_ms, *now_unix_ms)?
+        Command::ClaimTasks { node_id, max, claim_ms, now_unix_ms, deferred_kinds } => {
+            crate::tasks::claim(kv, *node_id, *max, *claim_ms, *now_unix_ms, deferred_kinds)?
         }
         Command::ReportTask { task_id, node_id, success, detail } => {
             crate::tasks::report(kv, &mut c, *task_id, *node_id, *success, detail)?

@@ -191,6 +191,9 @@ pub enum Command {
         claim_ms: u64,
         /// Leader's clock.
         now_unix_ms: u64,
+        /// Task kinds ([`crate::tasks::TaskKind::name`]) the node defers: left queued.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deferred_kinds: Vec<String>,
     },
     /// A volume server reports a task's outcome.
     ReportTask {

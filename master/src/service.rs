@@ -604,16 +604,25 @@ impl Master for MasterService {
     ) -> Result<Response<pb::PullTasksResponse>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        if r.deferred_kinds.len() > 16 || r.deferred_kinds.iter().any(|k| k.len() > 32) {
+            return Err(bad_request("deferred_kinds: at most 16 names of at most 32 bytes"));
+        }
         // An idle node's poll is answered from the local state without a Raft write; a
         // follower's state may lag, so only the leader answers "nothing to do".
         let now = now_unix_ms();
         if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
-            && !crate::tasks::has_claimable(&self.reader, r.node_id, now).map_err(internal)?
+            && !crate::tasks::has_claimable(&self.reader, r.node_id, now, &r.deferred_kinds)
+                .map_err(internal)?
         {
             return Ok(Response::new(pb::PullTasksResponse { tasks: Vec::new() }));
         }
-        let command =
-            Command::ClaimTasks { node_id: r.node_id, max: r.max, claim_ms: TASK_CLAIM_MS, now_unix_ms: now };
+        let command = Command::ClaimTasks {
+            node_id: r.node_id,
+            max: r.max,
+            claim_ms: TASK_CLAIM_MS,
+            now_unix_ms: now,
+            deferred_kinds: r.deferred_kinds,
+        };
         match self.write(command).await? {
             command::Response::Tasks { tasks } => {
                 Ok(Response::new(pb::PullTasksResponse { tasks: tasks.iter().map(task_pb).collect() }))

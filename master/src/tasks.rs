@@ -200,30 +200,42 @@ pub fn enqueue(
     Ok(Some(task_id))
 }
 
-/// Whether `node_id` has a task it could claim now (read on any replica, so that an idle
-/// volume server's poll costs no Raft write).
-pub fn has_claimable(kv: &dyn Kv, node_id: u64, now_unix_ms: u64) -> Result<bool, StateError> {
+/// Whether `task` may be handed out now to a node that defers `deferred_kinds`.
+fn claimable(task: &TaskRecord, now_unix_ms: u64, deferred_kinds: &[String]) -> bool {
+    let free = match task.state {
+        TaskState::Pending => true,
+        TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
+        TaskState::Failed => false,
+    };
+    free && !deferred_kinds.iter().any(|k| k == task.kind.name())
+}
+
+/// Whether `node_id` has a task it could claim now, leaving out the kinds it defers (read
+/// on any replica, so that an idle volume server's poll costs no Raft write).
+pub fn has_claimable(
+    kv: &dyn Kv,
+    node_id: u64,
+    now_unix_ms: u64,
+    deferred_kinds: &[String],
+) -> Result<bool, StateError> {
     for task_id in queue(kv, node_id)? {
         let Some(task) = read_json::<TaskRecord>(kv, &task_key(task_id))? else { continue };
-        let claimable = match task.state {
-            TaskState::Pending => true,
-            TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
-            TaskState::Failed => false,
-        };
-        if claimable {
+        if claimable(&task, now_unix_ms, deferred_kinds) {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-/// Claims up to `max` pending (or expired-claim) tasks of `node_id`, oldest first.
+/// Claims up to `max` pending (or expired-claim) tasks of `node_id`, oldest first, leaving
+/// the kinds in `deferred_kinds` queued.
 pub fn claim(
     kv: &mut dyn Kv,
     node_id: u64,
     max: u32,
     claim_ms: u64,
     now_unix_ms: u64,
+    deferred_kinds: &[String],
 ) -> Result<Response, StateError> {
     let mut claimed = Vec::new();
     for task_id in queue(kv, node_id)? {
@@ -231,12 +243,7 @@ pub fn claim(
             break;
         }
         let Some(mut task) = read_json::<TaskRecord>(kv, &task_key(task_id))? else { continue };
-        let claimable = match task.state {
-            TaskState::Pending => true,
-            TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
-            TaskState::Failed => false,
-        };
-        if claimable {
+        if claimable(&task, now_unix_ms, deferred_kinds) {
             task.state = TaskState::Claimed;
             task.claimed_until_unix_ms = now_unix_ms + claim_ms;
             write_json(kv, &task_key(task_id), &task)?;

@@ -217,7 +217,13 @@ fn sealed_with_encode() -> (State, u64, Vec<ExtentPlace>, Vec<ExtentPlace>) {
 }
 
 fn claim_all(state: &mut State, node_id: u64) -> Vec<cellar_master::tasks::TaskRecord> {
-    let cmd = Command::ClaimTasks { node_id, max: 64, claim_ms: 1000, now_unix_ms: 100 };
+    let cmd = Command::ClaimTasks {
+        node_id,
+        max: 64,
+        claim_ms: 1000,
+        now_unix_ms: 100,
+        deferred_kinds: Vec::new(),
+    };
     match apply::apply(state, &cmd).expect("apply") {
         Response::Tasks { tasks } => tasks,
         other => panic!("{other:?}"),
@@ -227,6 +233,32 @@ fn claim_all(state: &mut State, node_id: u64) -> Vec<cellar_master::tasks::TaskR
 fn done(state: &mut State, task_id: u64, node_id: u64) {
     let cmd = Command::ReportTask { task_id, node_id, success: true, detail: String::new() };
     assert!(matches!(apply::apply(state, &cmd).expect("apply"), Response::TaskReported { task: None }));
+}
+
+#[test]
+fn a_node_that_defers_encodes_leaves_them_queued_and_takes_them_later() {
+    use cellar_master::tasks::{TaskKind, has_claimable};
+    let (mut state, id, replicas, fragments) = sealed_with_encode();
+    let node = replicas[0].node_id;
+    let deferred = vec!["encode".to_string()];
+    assert!(!has_claimable(&state, node, 100, &deferred).expect("read"));
+    assert!(has_claimable(&state, node, 100, &[]).expect("read"));
+    let before = state.clone();
+    let cmd = Command::ClaimTasks {
+        node_id: node,
+        max: 64,
+        claim_ms: 1000,
+        now_unix_ms: 100,
+        deferred_kinds: deferred,
+    };
+    match apply::apply(&mut state, &cmd).expect("apply") {
+        Response::Tasks { tasks } => assert!(tasks.is_empty(), "{tasks:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state, before, "a deferred claim changes nothing");
+    let tasks = claim_all(&mut state, node);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].kind, TaskKind::Encode { volume_id: id, fragments });
 }
 
 #[test]

@@ -281,7 +281,7 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
     let encoder = volume.replicas[0].node_id;
     let other = volume.replicas[1].node_id;
-    let pull = |node_id| pb::PullTasksRequest { node_id, max: 10 };
+    let pull = |node_id| pb::PullTasksRequest { node_id, max: 10, deferred_kinds: Vec::new() };
 
     let none = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
     assert!(none.tasks.is_empty(), "the task is for the first replica's node only");

@@ -26,6 +26,8 @@ pub struct VolumeConfig {
     pub heartbeat: Duration,
     /// How often idle task pulls happen.
     pub task_poll: Duration,
+    /// When encode tasks wait for the append load to drop.
+    pub encode_defer: crate::tasks::EncodeDefer,
     /// Largest block payload accepted.
     pub block_size_max_bytes: u64,
     /// Request bytes held at once (see [`crate::SERVER_INFLIGHT_MAX_BYTES`]).
@@ -34,7 +36,8 @@ pub struct VolumeConfig {
 
 impl VolumeConfig {
     /// A configuration with the defaults: heartbeats every second, task polls every
-    /// second, io_uring where available, 4 MiB blocks.
+    /// second, encodes deferred while busy (see [`crate::tasks::EncodeDefer::default`]),
+    /// io_uring where available, 4 MiB blocks.
     pub fn new(
         listen: impl Into<String>,
         zone: impl Into<String>,
@@ -51,6 +54,7 @@ impl VolumeConfig {
             io: IoChoice::Auto,
             heartbeat: Duration::from_secs(1),
             task_poll: Duration::from_secs(1),
+            encode_defer: crate::tasks::EncodeDefer::default(),
             block_size_max_bytes: cellar_blockstore::BLOCK_SIZE_MAX_BYTES_DEFAULT,
             inflight_max_bytes: crate::SERVER_INFLIGHT_MAX_BYTES,
         }

@@ -24,6 +24,11 @@ impl OpCounters {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// Bytes of the successful operations so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// The counters of one volume server.
@@ -39,6 +44,15 @@ pub struct VolumeMetrics {
     pub fragment_writes: OpCounters,
     /// Tasks run (bytes unused).
     pub tasks: OpCounters,
+    /// 1 while encodes are left queued because the server is busy with appends.
+    encode_deferring: AtomicU64,
+}
+
+impl VolumeMetrics {
+    /// Records whether the task executor is deferring encodes now.
+    pub fn set_encode_deferring(&self, deferring: bool) {
+        self.encode_deferring.store(u64::from(deferring), Ordering::Relaxed);
+    }
 }
 
 fn op(out: &mut String, name: &str, op: &str, c: &OpCounters) {
@@ -73,6 +87,12 @@ pub async fn render(shared: &Shared) -> String {
         "cellar_volume_tasks_total{{outcome=\"error\"}} {}",
         m.tasks.failed.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_encode_deferring 1 while encode tasks wait for the append load to drop."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_encode_deferring gauge");
+    let _ = writeln!(out, "cellar_volume_encode_deferring {}", m.encode_deferring.load(Ordering::Relaxed));
     let _ = writeln!(
         out,
         "# HELP cellar_volume_budget_bytes Request payload bytes held now, at peak, and the limit."

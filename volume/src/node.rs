@@ -191,7 +191,12 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         }
     }));
     tasks.push(tokio::spawn(heartbeats(shared.clone(), config.heartbeat, stop_rx.clone())));
-    tasks.push(tokio::spawn(crate::tasks::run_executor(shared.clone(), config.task_poll, stop_rx)));
+    tasks.push(tokio::spawn(crate::tasks::run_executor(
+        shared.clone(),
+        config.task_poll,
+        config.encode_defer,
+        stop_rx,
+    )));
     Ok(VolumeHandle { node_id, addr, shared, local, stop, tasks })
 }
 

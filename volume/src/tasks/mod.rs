@@ -4,6 +4,7 @@
 //! crashed half-way (its claim expires) or runs twice leaves a correct state.
 
 mod copy;
+mod defer;
 mod delete;
 mod encode;
 mod reconstruct;
@@ -21,6 +22,7 @@ use crate::errors::bad_request;
 use crate::service::Shared;
 use crate::{FRAGMENT_CHUNK_BYTES, TASKS_IN_FLIGHT_MAX};
 
+pub use defer::{DEFERRABLE_KINDS, EncodeDefer};
 pub use encode::encode_volume;
 
 /// Attempts at reporting one outcome before leaving it to the claim's expiry.
@@ -89,8 +91,15 @@ async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>)
     }
 }
 
-/// Pulls and runs tasks until `stop` turns true.
-pub async fn run_executor(shared: Arc<Shared>, poll: Duration, mut stop: watch::Receiver<bool>) {
+/// Pulls and runs tasks until `stop` turns true; encodes wait while the server is busy
+/// with appends (see [`defer`]).
+pub async fn run_executor(
+    shared: Arc<Shared>,
+    poll: Duration,
+    encode_defer: EncodeDefer,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut deferral = defer::Deferral::new(encode_defer);
     let slots = Arc::new(Semaphore::new(TASKS_IN_FLIGHT_MAX));
     let running: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let wake = Arc::new(Notify::new());
@@ -98,14 +107,25 @@ pub async fn run_executor(shared: Arc<Shared>, poll: Duration, mut stop: watch::
         if *stop.borrow() {
             return;
         }
+        let now = std::time::Instant::now();
+        let deferred_kinds: Vec<String> = deferral
+            .deferred_kinds(now, shared.metrics.appends.bytes())
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        shared.metrics.set_encode_deferring(deferral.deferring(now));
         let free = slots.available_permits();
         if free > 0 {
             let node_id = shared.node_id;
             let pulled = shared
                 .cluster
                 .master()
-                .call(|mut c| async move {
-                    c.pull_tasks(mpb::PullTasksRequest { node_id, max: free as u32 }).await
+                .call(|mut c| {
+                    let deferred_kinds = deferred_kinds.clone();
+                    async move {
+                        c.pull_tasks(mpb::PullTasksRequest { node_id, max: free as u32, deferred_kinds })
+                            .await
+                    }
                 })
                 .await;
             match pulled {
