@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes([
         ".cellar.volume.v1.BlockRecord.payload",
         ".cellar.volume.v1.ReadRecordResponse.payload",
+        ".cellar.volume.v1.ReadFragmentResponse.data",
         ".cellar.frontend.v1.PutRequest.data",
         ".cellar.frontend.v1.GetResponse.data",
     ]);

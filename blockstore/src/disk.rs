@@ -438,6 +438,18 @@ impl Disk {
         self.fragment(id)?.read(offset_bytes, length_bytes)
     }
 
+    /// [`Disk::read_fragment`] into `buf`, reusing its allocation (only grown, never
+    /// cleared): the range is `buf[skip..skip + length_bytes]` for the `skip` returned.
+    pub fn read_fragment_into(
+        &self,
+        id: ExtentId,
+        offset_bytes: u64,
+        length_bytes: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
+        self.fragment(id)?.read_into(offset_bytes, length_bytes, buf)
+    }
+
     /// Every live extent.
     pub fn list(&self) -> Vec<ExtentInfo> {
         let extents = self.extents.read().unwrap_or_else(|p| p.into_inner());

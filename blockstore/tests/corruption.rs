@@ -109,6 +109,13 @@ fn every_flipped_bit_in_a_fragment_chunk_and_its_entry_is_detected(backend: Back
             matches!(err, Error::Corrupt { extent, .. } | Error::Unwritten { extent, .. } if extent == id),
             "{err:?}"
         );
+        // Into a reused buffer: the same checks.
+        let mut buf = Vec::new();
+        let err = disk.read_fragment_into(id, 1, len - 1, &mut buf).expect_err("corruption must be detected");
+        assert!(
+            matches!(err, Error::Corrupt { extent, .. } | Error::Unwritten { extent, .. } if extent == id),
+            "{err:?}"
+        );
         flip(&path, at, bit as u8);
     }
     assert_eq!(disk.read_fragment(id, 0, len).expect("restored"), data);

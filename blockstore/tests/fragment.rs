@@ -45,6 +45,10 @@ fn fragment_round_trips_in_any_chunk_order(backend: Backend) {
     // Ranges starting at, just before, just after and inside chunk boundaries, of lengths
     // inside one chunk, across two, across many and to the (short) last chunk's end.
     let c = CHUNK as u64;
+    // read_fragment_into reuses one buffer throughout: it only grows, and leftovers of a
+    // longer read before never leak into a shorter one's range.
+    let mut buf = vec![0xEEu8; 7];
+    let mut longest = 0;
     for start in [0, 1, c - 1, c, c + 1, 2 * c + 100, 5 * c, 5 * c + 1, len - 1] {
         for want in [1, 2, c - 1, c, c + 1, 2 * c + 3, len] {
             let n = want.min(len - start);
@@ -53,8 +57,19 @@ fn fragment_round_trips_in_any_chunk_order(backend: Backend) {
                 data[start as usize..(start + n) as usize],
                 "range {start}+{n}"
             );
+            let skip = disk.read_fragment_into(id, start, n, &mut buf).expect("read range into");
+            assert!(skip < CHUNK as usize, "skip {skip}");
+            assert_eq!(
+                &buf[skip..skip + n as usize],
+                &data[start as usize..(start + n) as usize],
+                "into {start}+{n}"
+            );
+            assert!(buf.len() >= longest, "the buffer shrank");
+            longest = buf.len();
         }
     }
+    assert_eq!(disk.read_fragment_into(id, len, 0, &mut buf).expect("empty read at end"), 0);
+    assert!(matches!(disk.read_fragment_into(id, len, 1, &mut buf), Err(Error::OffsetPastEnd { .. })));
 }
 
 fn fragment_bad_input_is_refused_and_changes_nothing(backend: Backend) {

@@ -177,16 +177,20 @@ pub fn assemble<B: AsRef<[u8]>>(plan: &ReadPlan, fragment_bytes: &[B]) -> Result
 
 /// [`assemble`] taking the reads' buffers: when one read alone is the whole range (a
 /// block inside one available data fragment, the usual read of a coded volume), its
-/// buffer is the answer, with no new allocation and no copy.
-pub fn assemble_owned(plan: &ReadPlan, mut fragment_bytes: Vec<Vec<u8>>) -> Result<Vec<u8>, ErasureError> {
+/// buffer is the answer, with no new allocation and no copy; otherwise the assembled
+/// bytes come back as a `B`.
+pub fn assemble_owned<B: AsRef<[u8]> + From<Vec<u8>>>(
+    plan: &ReadPlan,
+    mut fragment_bytes: Vec<B>,
+) -> Result<B, ErasureError> {
     if let [Piece::Direct { read, out_offset: 0 }] = plan.pieces[..]
         && fragment_bytes.len() == plan.reads.len()
-        && fragment_bytes.get(read).is_some_and(|b| b.len() == plan.len_bytes)
+        && fragment_bytes.get(read).is_some_and(|b| b.as_ref().len() == plan.len_bytes)
         && plan.reads.get(read).is_some_and(|r| r.len_bytes == plan.len_bytes)
     {
         return Ok(fragment_bytes.swap_remove(read));
     }
-    assemble(plan, &fragment_bytes)
+    assemble(plan, &fragment_bytes).map(B::from)
 }
 
 #[cfg(test)]
@@ -233,7 +237,7 @@ mod tests {
             assemble(&decoded, &bufs).expect("assemble")
         );
         // A wrong buffer count is refused as by assemble.
-        assert!(assemble_owned(&plan, Vec::new()).is_err());
+        assert!(assemble_owned(&plan, Vec::<Vec<u8>>::new()).is_err());
     }
 
     fn layout() -> Layout {

@@ -1,6 +1,7 @@
 //! Client-side helpers for the extent API: streaming a whole fragment to a volume server
 //! with chunk CRCs and checking what it read back.
 
+use bytes::Bytes;
 use cellar_blockstore::fragment::chunk_crc32;
 use cellar_proto::volume as pb;
 use tokio::sync::mpsc;
@@ -116,7 +117,7 @@ pub async fn read_fragment_range(
     index: usize,
     offset_bytes: u64,
     len_bytes: u64,
-) -> Result<Vec<u8>, Status> {
+) -> Result<Bytes, Status> {
     let mut client = cluster.extent_client(node_id).await?;
     let resp = client
         .read_fragment(pb::ReadFragmentRequest {

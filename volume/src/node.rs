@@ -159,8 +159,12 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         secret: config.secret.clone(),
         metrics: crate::metrics::VolumeMetrics::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
+        // A record, or a fragment read of one: its whole chunks, up to a chunk more on
+        // each side.
         read_buffers: crate::buffers::ReadBuffers::new(
-            config.block_size_max_bytes as usize + cellar_blockstore::RECORD_HEADER_BYTES,
+            config.block_size_max_bytes as usize
+                + cellar_blockstore::RECORD_HEADER_BYTES
+                + 2 * crate::FRAGMENT_CHUNK_BYTES as usize,
         ),
     });
 

@@ -253,7 +253,7 @@ impl BlockReader {
                 degraded = true;
                 continue;
             }
-            let bytes = assemble_owned(&plan, bufs)
+            let bytes: Bytes = assemble_owned(&plan, bufs)
                 .map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
             match self.parse(bytes, offset_bytes, sha256) {
                 Ok(payload) => return Ok(BlockRead { payload, degraded, newer_volume: None }),
@@ -275,7 +275,10 @@ impl BlockReader {
         Err(unavailable(format!("volume {}: no fragment set served the block: {last}", v.volume_id)))
     }
 
-    fn parse(&self, bytes: Vec<u8>, offset_bytes: u64, sha256: &[u8; 32]) -> Result<Bytes, String> {
+    /// The record's payload, if its header decodes and the payload hashes to the key. The
+    /// payload's CRC32 is not checked again: the servers checked every chunk's CRC on the
+    /// way, and the SHA-256 over the same bytes (the stronger check) follows.
+    fn parse(&self, bytes: Bytes, offset_bytes: u64, sha256: &[u8; 32]) -> Result<Bytes, String> {
         let head: &[u8; RECORD_HEADER_BYTES] = bytes
             .get(..RECORD_HEADER_BYTES)
             .and_then(|h| h.try_into().ok())
@@ -283,10 +286,16 @@ impl BlockReader {
         let header =
             RecordHeader::decode(head, offset_bytes, self.block_size_max_bytes).map_err(|k| k.to_string())?;
         let payload = &bytes[RECORD_HEADER_BYTES..];
-        header.check_payload(payload).map_err(|k| k.to_string())?;
+        if payload.len() as u64 != u64::from(header.payload_len_bytes) {
+            return Err(format!(
+                "{} payload bytes, the header says {}",
+                payload.len(),
+                header.payload_len_bytes
+            ));
+        }
         if header.sha256 != *sha256 || Sha256::digest(payload)[..] != sha256[..] {
             return Err("the payload does not hash to the key".into());
         }
-        Ok(Bytes::from(bytes).slice(RECORD_HEADER_BYTES..))
+        Ok(bytes.slice(RECORD_HEADER_BYTES..))
     }
 }

@@ -309,9 +309,15 @@ impl Volume for VolumeService {
             let _permit = self.shared.budget.acquire(r.length_bytes).await;
             let id = ExtentId::fragment(r.volume_id, index);
             let (offset, len) = (r.offset_bytes, r.length_bytes);
-            let data = blocking(move || disk.read_fragment(id, offset, len))
-                .await
-                .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+            // Into a pooled buffer, answered without a copy (as ReadRecord).
+            let mut buf = self.shared.read_buffers.take();
+            let (skip, buf) = blocking(move || {
+                let skip = disk.read_fragment_into(id, offset, len, &mut buf)?;
+                Ok((skip, buf))
+            })
+            .await
+            .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+            let data = self.shared.read_buffers.share(buf, skip..skip + len as usize);
             Ok(Response::new(pb::ReadFragmentResponse { data }))
         }
         .await;

@@ -163,7 +163,7 @@ async fn copy_fragment(
             len,
         )
         .await?;
-        if sink.send(bytes).await.is_err() {
+        if sink.send(Vec::from(bytes)).await.is_err() {
             return Err(super::closed_sink_error(sink).await);
         }
         offset += len;
