@@ -331,42 +331,14 @@ impl Fragment {
         Ok(table)
     }
 
-    /// Reads and verifies a byte range of the fragment.
+    /// Reads and verifies a byte range of the fragment. ([`Fragment::read_into`] into a
+    /// new buffer; a range that does not start on a chunk is then moved down by less than
+    /// a chunk's worth of offset. Hot paths read into pooled buffers instead.)
     pub(crate) fn read(&self, offset_bytes: u64, length_bytes: u64) -> Result<Vec<u8>> {
-        let Some(span) = self.span(offset_bytes, length_bytes)? else { return Ok(Vec::new()) };
-        let ChunkSpan { first, start_bytes: span_start, end_bytes: span_end, .. } = span;
-        let chunk = u64::from(self.chunk_size_bytes);
-        let file = self.file()?;
-        let table = self.read_table(file.as_ref(), &span)?;
-        let entry = |i: u64| &table[(i * CHUNK_ENTRY_BYTES) as usize..][..CHUNK_ENTRY_BYTES as usize];
-        // Whole chunks are read and verified. A range that starts inside its first chunk
-        // reads that chunk on its own (at most one chunk copied), so that the rest lands in
-        // place in the answer instead of being shifted down afterwards.
-        let skip = (offset_bytes - span_start) as usize;
         let mut out = Vec::new();
-        let mut next = span_start;
-        if skip > 0 {
-            let head_end = (span_start + chunk).min(span_end);
-            let mut head = vec![0u8; (head_end - span_start) as usize];
-            read_exact_at(file.as_ref(), &mut head, EXTENT_DATA_OFFSET_BYTES + span_start)
-                .map_err(|e| self.read_error(e, span_start))?;
-            self.verify_chunk(first, &head, entry(0))?;
-            out.reserve_exact((span_end - offset_bytes) as usize);
-            out.extend_from_slice(&head[skip..]);
-            next = head_end;
-        }
-        if next < span_end {
-            let at = out.len();
-            out.resize(at + (span_end - next) as usize, 0);
-            read_exact_at(file.as_ref(), &mut out[at..], EXTENT_DATA_OFFSET_BYTES + next)
-                .map_err(|e| self.read_error(e, next))?;
-            let first_here = next / chunk;
-            for (i, bytes) in out[at..].chunks(chunk as usize).enumerate() {
-                let index = first_here + i as u64;
-                self.verify_chunk(index, bytes, entry(index - first))?;
-            }
-        }
-        out.truncate(length_bytes as usize);
+        let skip = self.read_into(offset_bytes, length_bytes, &mut out)?;
+        out.truncate(skip + length_bytes as usize);
+        out.drain(..skip);
         Ok(out)
     }
 

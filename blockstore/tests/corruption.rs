@@ -103,7 +103,7 @@ fn every_flipped_bit_in_a_fragment_chunk_and_its_entry_is_detected(backend: Back
             matches!(err, Error::Corrupt { extent, .. } | Error::Unwritten { extent, .. } if extent == id),
             "{err:?}"
         );
-        // A range starting inside the first chunk reads that chunk on its own: still checked.
+        // A range starting inside the first chunk: its whole first chunk is still checked.
         let err = disk.read_fragment(id, 1, len - 1).expect_err("corruption must be detected");
         assert!(
             matches!(err, Error::Corrupt { extent, .. } | Error::Unwritten { extent, .. } if extent == id),
