@@ -604,8 +604,13 @@ impl Master for MasterService {
     ) -> Result<Response<pb::PullTasksResponse>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
-        if r.deferred_kinds.len() > 16 || r.deferred_kinds.iter().any(|k| k.len() > 32) {
-            return Err(bad_request("deferred_kinds: at most 16 names of at most 32 bytes"));
+        use crate::tasks::{DEFERRED_KINDS_MAX, TASK_KIND_NAME_MAX_BYTES};
+        if r.deferred_kinds.len() > DEFERRED_KINDS_MAX
+            || r.deferred_kinds.iter().any(|k| k.len() > TASK_KIND_NAME_MAX_BYTES)
+        {
+            return Err(bad_request(format!(
+                "deferred_kinds: at most {DEFERRED_KINDS_MAX} names of at most {TASK_KIND_NAME_MAX_BYTES} bytes"
+            )));
         }
         // An idle node's poll is answered from the local state without a Raft write; a
         // follower's state may lag, so only the leader answers "nothing to do".

@@ -200,6 +200,11 @@ pub fn enqueue(
     Ok(Some(task_id))
 }
 
+/// Most task kinds one pull may defer (there are four kinds).
+pub const DEFERRED_KINDS_MAX: usize = 16;
+/// Longest task kind name a pull may name.
+pub const TASK_KIND_NAME_MAX_BYTES: usize = 32;
+
 /// Whether `task` may be handed out now to a node that defers `deferred_kinds`.
 fn claimable(task: &TaskRecord, now_unix_ms: u64, deferred_kinds: &[String]) -> bool {
     let free = match task.state {

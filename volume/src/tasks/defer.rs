@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub const SAMPLE_MIN: Duration = Duration::from_millis(250);
 
 /// The task kinds deferred while busy.
-pub const DEFERRABLE_KINDS: &[&str] = &["encode"];
+const DEFERRABLE_KINDS: &[&str] = &["encode"];
 
 /// When encodes wait for the foreground.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +44,24 @@ pub struct Deferral {
     busy: bool,
     /// Start of the current busy spell.
     busy_since: Option<Instant>,
+    /// Whether the last decision deferred anything.
+    deferring: bool,
 }
 
 impl Deferral {
     /// No load seen yet.
     pub fn new(policy: EncodeDefer) -> Self {
-        Deferral { policy, sample: None, busy: false, busy_since: None }
+        Deferral { policy, sample: None, busy: false, busy_since: None, deferring: false }
     }
 
     /// The task kinds to leave queued at `now`, given the server's append byte counter.
     pub fn deferred_kinds(&mut self, now: Instant, appended_bytes: u64) -> &'static [&'static str] {
+        let kinds = self.decide(now, appended_bytes);
+        self.deferring = !kinds.is_empty();
+        kinds
+    }
+
+    fn decide(&mut self, now: Instant, appended_bytes: u64) -> &'static [&'static str] {
         if self.policy.max.is_zero() {
             return &[];
         }
@@ -78,10 +86,8 @@ impl Deferral {
     }
 
     /// Whether the last decision deferred anything.
-    pub fn deferring(&self, now: Instant) -> bool {
-        !self.policy.max.is_zero()
-            && self.busy
-            && self.busy_since.is_some_and(|s| now.saturating_duration_since(s) < self.policy.max)
+    pub fn deferring(&self) -> bool {
+        self.deferring
     }
 }
 
@@ -102,12 +108,12 @@ mod tests {
         assert!(d.deferred_kinds(t0, 0).is_empty(), "no rate known from one sample");
         // 100 MiB in 1 s: busy.
         assert_eq!(d.deferred_kinds(t0 + Duration::from_secs(1), 100 * MIB), ["encode"]);
-        assert!(d.deferring(t0 + Duration::from_secs(1)));
+        assert!(d.deferring());
         // A poll 10 ms later has too short a sample: the decision stands.
         assert_eq!(d.deferred_kinds(t0 + Duration::from_millis(1010), 100 * MIB), ["encode"]);
         // 10 MiB in the next second: below the threshold, encodes are taken at once.
         assert!(d.deferred_kinds(t0 + Duration::from_secs(2), 110 * MIB).is_empty());
-        assert!(!d.deferring(t0 + Duration::from_secs(2)));
+        assert!(!d.deferring());
     }
 
     #[test]
@@ -134,6 +140,6 @@ mod tests {
         let mut d = Deferral::new(EncodeDefer { max: Duration::ZERO, ..policy() });
         d.deferred_kinds(t0, 0);
         assert!(d.deferred_kinds(t0 + Duration::from_secs(1), 1000 * MIB).is_empty());
-        assert!(!d.deferring(t0 + Duration::from_secs(1)));
+        assert!(!d.deferring());
     }
 }

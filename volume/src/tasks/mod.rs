@@ -22,7 +22,7 @@ use crate::errors::bad_request;
 use crate::service::Shared;
 use crate::{FRAGMENT_CHUNK_BYTES, TASKS_IN_FLIGHT_MAX};
 
-pub use defer::{DEFERRABLE_KINDS, EncodeDefer};
+pub use defer::EncodeDefer;
 pub use encode::encode_volume;
 
 /// Attempts at reporting one outcome before leaving it to the claim's expiry.
@@ -113,7 +113,7 @@ pub async fn run_executor(
             .iter()
             .map(|k| k.to_string())
             .collect();
-        shared.metrics.set_encode_deferring(deferral.deferring(now));
+        shared.metrics.set_encode_deferring(deferral.deferring());
         let free = slots.available_permits();
         if free > 0 {
             let node_id = shared.node_id;
