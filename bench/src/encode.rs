@@ -15,6 +15,7 @@ use cellar_master::client::MasterClient;
 use cellar_proto::master as pb;
 use cellar_proto::volume as vpb;
 use cellar_volume::cluster::Cluster;
+use cellar_volume::digest::{BlockKey, read_digest};
 use cellar_volume::reader::BlockReader;
 use sha2::{Digest, Sha256};
 
@@ -197,20 +198,22 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
         for r in futures::future::join_all(appends).await {
             len = r?.appended_bytes;
         }
-        written.push((sha256, offset, len as u32, crc32fast::hash(&payload)));
+        let key = BlockKey { sha256, digest: Some(read_digest(&sha256, &payload)) };
+        written.push((key, offset, len as u32, crc32fast::hash(&payload)));
         offset += len;
     }
     let append_secs = started.elapsed().as_secs_f64();
     for batch in written.chunks(1000) {
         let entries: Vec<pb::IndexCommit> = batch
             .iter()
-            .map(|(h, o, l, crc)| pb::IndexCommit {
-                hash: h.to_vec(),
+            .map(|(key, o, l, crc)| pb::IndexCommit {
+                hash: key.sha256.to_vec(),
                 volume_id: v.volume_id,
                 lease_epoch: v.lease_epoch,
                 offset_bytes: *o,
                 length_bytes: *l,
                 crc32: *crc,
+                digest: key.digest.map_or_else(Vec::new, |d| d.to_vec()),
             })
             .collect();
         client
@@ -258,8 +261,8 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
     // Read every block back from the data fragments.
     let reader = BlockReader::new(cluster.clone(), 4 << 20);
     let started = Instant::now();
-    for (sha256, offset, len, _) in &written {
-        let got = reader.read(&coded, sha256, *offset, *len).await?;
+    for (key, offset, len, _) in &written {
+        let got = reader.read(&coded, key, *offset, *len).await?;
         if got.degraded {
             bail!("a read of a healthy coded volume went degraded");
         }

@@ -173,6 +173,8 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         offset_bytes: i * 100,
                         length_bytes: 100,
                         crc32: i as u32,
+                        // Puts commit a 16-byte read digest with every entry.
+                        digest: hash(i)[..16].to_vec(),
                     })
                     .collect();
                 let req = pb::CommitIndexRequest { entries };

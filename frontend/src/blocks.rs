@@ -9,13 +9,14 @@ use bytes::Bytes;
 use cellar_master::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_volume::cluster::Cluster;
+use cellar_volume::digest::{BlockKey, read_digest};
 use cellar_volume::reader::BlockReader;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::FrontendConfig;
 use crate::metrics::Metrics;
-use crate::writers::{StoreError, Writers};
+use crate::writers::{BlockSums, StoreError, Writers};
 use crate::{GETS_IN_FLIGHT_MAX, INDEX_CACHE_MAX, PUTS_IN_FLIGHT_MAX, VOLUME_CACHE_MAX};
 
 /// Why a block operation failed; each maps to one HTTP status.
@@ -245,6 +246,7 @@ impl Blocks {
                 offset_bytes: existing.offset_bytes,
                 length_bytes: existing.length_bytes,
                 crc32: existing.crc32,
+                digest: existing.digest.clone(),
             };
             let resp = self
                 .cluster
@@ -263,8 +265,9 @@ impl Blocks {
             // The entry went away meanwhile (its last reference was dropped): store anew.
             lock(&self.index).remove(&sha256);
         }
-        let crc32 = crc32fast::hash(&bytes);
-        let stored = self.writers.store(sha256, bytes, crc32).await.map_err(|e| match e {
+        // The read digest and CRC32 only for bytes that will be stored (not on dedup).
+        let sums = BlockSums { sha256, digest: read_digest(&sha256, &bytes), crc32: crc32fast::hash(&bytes) };
+        let stored = self.writers.store(sums, bytes).await.map_err(|e| match e {
             StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
         })?;
         self.cache_entry(sha256, stored.entry);
@@ -293,10 +296,12 @@ impl Blocks {
 
     async fn get_inner(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
+        let key = BlockKey::with_digest_field(*hash, &entry.digest)
+            .map_err(|e| BlockError::Unavailable(format!("index entry of {}: {e}", hex::encode(hash))))?;
         let v = self.volume(entry.volume_id, false).await?;
         // The reader checks a (possibly stale) cached record against the master's when
         // the read fails or an extent is missing, and hands back the newer one.
-        match self.reader.read(&v, hash, entry.offset_bytes, entry.length_bytes).await {
+        match self.reader.read(&v, &key, entry.offset_bytes, entry.length_bytes).await {
             Ok(read) => {
                 if let Some(newer) = read.newer_volume {
                     self.cache_volume(newer);

@@ -7,7 +7,7 @@
 //! | `GET /v1/blocks/<hash>` (`Range: bytes=...` too) | 200 (206) and the bytes; 404 unknown; 400 malformed |
 //! | `HEAD /v1/blocks/<hash>` | 200 with Content-Length, or 404 |
 //! | `DELETE /v1/blocks/<hash>` | 204, one reference dropped |
-//! | `GET /v1/stat/<hash>` | JSON: size, references, volume, state, scheme, generation, placement |
+//! | `GET /v1/stat/<hash>` | JSON: size, references, read digest, volume, state, scheme, generation, placement |
 //! | `GET /metrics` | Prometheus text |
 //!
 //! A body over `block_size_max_bytes` is answered 413 without being held in memory: once
@@ -265,6 +265,7 @@ async fn stat_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> R
                 "hash": hex::encode(hash),
                 "size": u64::from(s.entry.length_bytes).saturating_sub(cellar_blockstore::RECORD_HEADER_BYTES as u64),
                 "references": s.entry.references,
+                "digest": (!s.entry.digest.is_empty()).then(|| hex::encode(&s.entry.digest)),
                 "volume": s.volume.volume_id,
                 "offset": s.entry.offset_bytes,
                 "state": s.volume.state,

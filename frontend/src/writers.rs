@@ -25,6 +25,7 @@ use cellar_master::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as vpb;
 use cellar_volume::cluster::Cluster;
+use cellar_volume::digest::ReadDigest;
 use cellar_volume::{APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -68,11 +69,21 @@ pub enum StoreError {
     Fatal(String),
 }
 
+/// What a put computed over a block's bytes, for its record and its index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSums {
+    /// The key.
+    pub sha256: [u8; 32],
+    /// The read digest gets check ([`cellar_volume::digest`]).
+    pub digest: ReadDigest,
+    /// CRC32 of the payload.
+    pub crc32: u32,
+}
+
 /// One put waiting for a writer.
 struct Job {
-    sha256: [u8; 32],
+    sums: BlockSums,
     payload: Bytes,
-    crc32: u32,
     reply: oneshot::Sender<Result<Stored, StoreError>>,
 }
 
@@ -158,10 +169,10 @@ impl Writers {
     }
 
     /// Stores one block and commits its index entry; answers once both are durable.
-    pub async fn store(&self, sha256: [u8; 32], payload: Bytes, crc32: u32) -> Result<Stored, StoreError> {
+    pub async fn store(&self, sums: BlockSums, payload: Bytes) -> Result<Stored, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { sha256, payload, crc32, reply })
+            .send(Job { sums, payload, reply })
             .await
             .map_err(|_| StoreError::Fatal("the frontend is stopping".into()))?;
         answer.await.map_err(|_| StoreError::Fatal("the frontend is stopping".into()))?
@@ -400,12 +411,13 @@ impl Shared {
         let mut at = offset;
         for job in jobs {
             entries.push(mpb::IndexCommit {
-                hash: job.sha256.to_vec(),
+                hash: job.sums.sha256.to_vec(),
                 volume_id: o.v.volume_id,
                 lease_epoch: o.v.lease_epoch,
                 offset_bytes: at,
                 length_bytes: job.record_bytes() as u32,
-                crc32: job.crc32,
+                crc32: job.sums.crc32,
+                digest: job.sums.digest.to_vec(),
             });
             at += job.record_bytes();
         }
@@ -500,7 +512,7 @@ impl Shared {
     ) -> Result<(), String> {
         let records: Vec<vpb::BlockRecord> = jobs
             .iter()
-            .map(|j| vpb::BlockRecord { sha256: j.sha256.to_vec(), payload: j.payload.clone() })
+            .map(|j| vpb::BlockRecord { sha256: j.sums.sha256.to_vec(), payload: j.payload.clone() })
             .collect();
         let appends = v.replicas.iter().map(|r| {
             let req = vpb::AppendRequest {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use cellar_frontend::dev::{DevCell, DevOptions};
 use cellar_master::client::MasterClient;
 use cellar_proto::master as mpb;
+use cellar_volume::digest::read_digest;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
@@ -118,9 +119,12 @@ async fn two_thousand_blocks_read_back_byte_exact_across_seal_and_code() {
         assert_eq!(status, 200, "get {h}");
         assert!(body == *b, "block {h} differs");
     }
-    for h in hashes.iter().step_by(50) {
+    for (b, h) in blocks.iter().zip(&hashes).step_by(50) {
         let stat: serde_json::Value =
             http.get(format!("{base}/v1/stat/{h}")).send().await.expect("stat").json().await.expect("json");
+        // The put committed the read digest gets check.
+        let sha256: [u8; 32] = Sha256::digest(b).into();
+        assert_eq!(stat["digest"].as_str(), Some(hex::encode(read_digest(&sha256, b)).as_str()));
         if stat["state"] == "coded" {
             assert!(stat["replicas"].as_array().is_some_and(|r| r.is_empty()));
             assert_eq!(stat["fragments"].as_array().map(Vec::len), Some(9));

@@ -462,6 +462,7 @@ fn commit_one(
         length_bytes: e.length_bytes,
         crc32: e.crc32,
         references: 1,
+        digest: e.digest.map(|d| d.0),
     };
     kv.put(&key, entry.encode().to_vec());
     let end = e.offset_bytes + u64::from(e.length_bytes);

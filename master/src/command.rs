@@ -7,37 +7,55 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{DiskHealth, ExtentPlace, IndexEntry, VolumeRecord, VolumeState};
 
-/// A SHA-256 block key; serialized as 64 lowercase hex characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Hash32(pub [u8; 32]);
+/// Fixed-size bytes serialized as lowercase hex (keys and digests in JSON log entries).
+macro_rules! hex_bytes {
+    ($(#[$doc:meta])* $name:ident, $len:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; $len]);
 
-impl fmt::Display for Hash32 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&hex::encode(self.0))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let text = String::deserialize(d)?;
+                let mut out = [0u8; $len];
+                hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
+                Ok($name(out))
+            }
+        }
+
+        impl $name {
+            /// From a byte slice of exactly the right length.
+            pub fn from_slice(bytes: &[u8]) -> Option<$name> {
+                bytes.try_into().ok().map($name)
+            }
+        }
+    };
 }
 
-impl Serialize for Hash32 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(self.0))
-    }
-}
+hex_bytes!(
+    /// A SHA-256 block key; serialized as 64 lowercase hex characters.
+    Hash32,
+    32
+);
 
-impl<'de> Deserialize<'de> for Hash32 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hash32, D::Error> {
-        let text = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(Hash32(out))
-    }
-}
-
-impl Hash32 {
-    /// From a byte slice that must be exactly 32 bytes.
-    pub fn from_slice(bytes: &[u8]) -> Option<Hash32> {
-        bytes.try_into().ok().map(Hash32)
-    }
-}
+hex_bytes!(
+    /// A block's read digest (BLAKE3 of its bytes keyed by its SHA-256, first 16 bytes):
+    /// what gets check the bytes they assemble against; 32 hex characters.
+    Digest16,
+    16
+);
 
 /// A disk as a node registers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +102,9 @@ pub struct IndexCommit {
     pub length_bytes: u32,
     /// CRC32 of the payload.
     pub crc32: u32,
+    /// The block's read digest; absent in entries committed before digests existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest16>,
 }
 
 /// A state change, proposed by the leader and applied by every replica in log order.
@@ -347,6 +368,9 @@ pub struct IndexEntryView {
     pub length_bytes: u32,
     /// Payload CRC32.
     pub crc32: u32,
+    /// Read digest, if the entry has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest16>,
     /// Reference count.
     pub references: u64,
 }
@@ -360,6 +384,7 @@ impl IndexEntryView {
             offset_bytes: e.offset_bytes,
             length_bytes: e.length_bytes,
             crc32: e.crc32,
+            digest: e.digest.map(Digest16),
             references: e.references,
         }
     }

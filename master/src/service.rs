@@ -12,7 +12,9 @@ use tonic::{Code, Request, Response, Status};
 use crate::apply::{self, Kv, PREFIX_DISK, PREFIX_NODE};
 use crate::auth::check_secret;
 use crate::batcher::CommitBatcher;
-use crate::command::{self, Command, CommitOutcome, DiskRegistration, DiskStat, Hash32, IndexCommit};
+use crate::command::{
+    self, Command, CommitOutcome, Digest16, DiskRegistration, DiskStat, Hash32, IndexCommit,
+};
 use crate::errors::{self, bad_request, internal};
 use crate::store::sm::StateReader;
 use crate::tasks::{Part, TaskKind};
@@ -192,6 +194,7 @@ fn index_pb(e: &command::IndexEntryView) -> pb::IndexEntry {
         length_bytes: e.length_bytes,
         crc32: e.crc32,
         references: e.references,
+        digest: e.digest.map_or_else(Vec::new, |d| d.0.to_vec()),
     }
 }
 
@@ -468,6 +471,13 @@ impl Master for MasterService {
         let mut entries = Vec::with_capacity(r.entries.len());
         for e in r.entries {
             let hash = Hash32::from_slice(&e.hash).ok_or_else(|| bad_request("a hash is 32 bytes"))?;
+            let digest = match e.digest.len() {
+                0 => None,
+                _ => Some(
+                    Digest16::from_slice(&e.digest)
+                        .ok_or_else(|| bad_request("a digest is 16 bytes, or empty for none"))?,
+                ),
+            };
             entries.push(IndexCommit {
                 hash,
                 volume_id: e.volume_id,
@@ -475,6 +485,7 @@ impl Master for MasterService {
                 offset_bytes: e.offset_bytes,
                 length_bytes: e.length_bytes,
                 crc32: e.crc32,
+                digest,
             });
         }
         let outcomes = self.batcher.commit(entries).await?;

@@ -182,31 +182,49 @@ pub struct IndexEntry {
     pub crc32: u32,
     /// How many references (puts, object versions) hold the block.
     pub references: u64,
+    /// The block's read digest (BLAKE3 keyed by its SHA-256, first 16 bytes), which gets
+    /// check instead of recomputing SHA-256; `None` in entries written before it existed.
+    pub digest: Option<[u8; INDEX_DIGEST_BYTES]>,
 }
 
-/// Encoding version of [`IndexEntry`] values.
+/// Encoding version of [`IndexEntry`] values without a digest.
 pub const INDEX_ENTRY_VERSION: u8 = 1;
-/// Size of an encoded [`IndexEntry`].
+/// Encoding version of [`IndexEntry`] values with a digest.
+pub const INDEX_ENTRY_VERSION_DIGEST: u8 = 2;
+/// Size of an encoded [`IndexEntry`] without a digest.
 pub const INDEX_ENTRY_BYTES: usize = 33;
+/// Size of a read digest.
+pub const INDEX_DIGEST_BYTES: usize = 16;
+/// Size of an encoded [`IndexEntry`] with a digest.
+pub const INDEX_ENTRY_DIGEST_BYTES: usize = INDEX_ENTRY_BYTES + INDEX_DIGEST_BYTES;
 
 impl IndexEntry {
-    /// `[version=1][volume u64][offset u64][length u32][crc32 u32][references u64]`, LE.
-    pub fn encode(&self) -> [u8; INDEX_ENTRY_BYTES] {
-        let mut out = [0u8; INDEX_ENTRY_BYTES];
-        out[0] = INDEX_ENTRY_VERSION;
-        out[1..9].copy_from_slice(&self.volume_id.to_le_bytes());
-        out[9..17].copy_from_slice(&self.offset_bytes.to_le_bytes());
-        out[17..21].copy_from_slice(&self.length_bytes.to_le_bytes());
-        out[21..25].copy_from_slice(&self.crc32.to_le_bytes());
-        out[25..33].copy_from_slice(&self.references.to_le_bytes());
+    /// `[version=1][volume u64][offset u64][length u32][crc32 u32][references u64]`, LE;
+    /// with a digest, version 2 and the digest's 16 bytes appended.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(INDEX_ENTRY_DIGEST_BYTES);
+        out.push(if self.digest.is_some() { INDEX_ENTRY_VERSION_DIGEST } else { INDEX_ENTRY_VERSION });
+        out.extend_from_slice(&self.volume_id.to_le_bytes());
+        out.extend_from_slice(&self.offset_bytes.to_le_bytes());
+        out.extend_from_slice(&self.length_bytes.to_le_bytes());
+        out.extend_from_slice(&self.crc32.to_le_bytes());
+        out.extend_from_slice(&self.references.to_le_bytes());
+        if let Some(digest) = &self.digest {
+            out.extend_from_slice(digest);
+        }
         out
     }
 
-    /// Decodes [`IndexEntry::encode`]; `None` for an unknown version or length.
+    /// Decodes [`IndexEntry::encode`]; `None` for an unknown version or a length that is
+    /// not its version's.
     pub fn decode(bytes: &[u8]) -> Option<IndexEntry> {
-        if bytes.len() != INDEX_ENTRY_BYTES || bytes[0] != INDEX_ENTRY_VERSION {
-            return None;
-        }
+        let digest = match (bytes.first()?, bytes.len()) {
+            (&INDEX_ENTRY_VERSION, INDEX_ENTRY_BYTES) => None,
+            (&INDEX_ENTRY_VERSION_DIGEST, INDEX_ENTRY_DIGEST_BYTES) => {
+                Some(bytes[INDEX_ENTRY_BYTES..].try_into().ok()?)
+            }
+            _ => return None,
+        };
         let u64_at = |i: usize| bytes[i..i + 8].try_into().ok().map(u64::from_le_bytes);
         let u32_at = |i: usize| bytes[i..i + 4].try_into().ok().map(u32::from_le_bytes);
         Some(IndexEntry {
@@ -215,6 +233,7 @@ impl IndexEntry {
             length_bytes: u32_at(17)?,
             crc32: u32_at(21)?,
             references: u64_at(25)?,
+            digest,
         })
     }
 }
@@ -256,18 +275,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn index_entry_round_trips_and_rejects_other_versions() {
+    fn index_entry_round_trips_with_and_without_a_digest_and_rejects_other_forms() {
         let e = IndexEntry {
             volume_id: 7,
             offset_bytes: 1 << 40,
             length_bytes: 4 << 20,
             crc32: 9,
             references: 3,
+            digest: None,
         };
-        assert_eq!(IndexEntry::decode(&e.encode()), Some(e));
-        let mut bad = e.encode();
-        bad[0] = 2;
+        let v1 = e.encode();
+        assert_eq!(v1.len(), INDEX_ENTRY_BYTES);
+        assert_eq!(v1[0], INDEX_ENTRY_VERSION);
+        assert_eq!(IndexEntry::decode(&v1), Some(e));
+        let d = IndexEntry { digest: Some([0xab; INDEX_DIGEST_BYTES]), ..e };
+        let v2 = d.encode();
+        assert_eq!(v2.len(), INDEX_ENTRY_DIGEST_BYTES);
+        assert_eq!(v2[0], INDEX_ENTRY_VERSION_DIGEST);
+        assert_eq!(&v2[..INDEX_ENTRY_BYTES][1..], &v1[1..], "the digest only appends");
+        assert_eq!(IndexEntry::decode(&v2), Some(d));
+        // A version whose length is the other's, an unknown version, truncations.
+        let mut bad = v1.clone();
+        bad[0] = INDEX_ENTRY_VERSION_DIGEST;
         assert_eq!(IndexEntry::decode(&bad), None);
-        assert_eq!(IndexEntry::decode(&bad[..10]), None);
+        let mut bad = v2.clone();
+        bad[0] = INDEX_ENTRY_VERSION;
+        assert_eq!(IndexEntry::decode(&bad), None);
+        bad[0] = 3;
+        assert_eq!(IndexEntry::decode(&bad), None);
+        assert_eq!(IndexEntry::decode(&v1[..10]), None);
+        assert_eq!(IndexEntry::decode(&v2[..INDEX_ENTRY_DIGEST_BYTES - 1]), None);
+        assert_eq!(IndexEntry::decode(&[]), None);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use cellar_master::apply::{self, Kv};
 use cellar_master::command::{
-    Command, CommandError, CommitOutcome, DiskRegistration, Hash32, IndexCommit, Response,
+    Command, CommandError, CommitOutcome, Digest16, DiskRegistration, Hash32, IndexCommit, Response,
 };
 use cellar_master::types::{ExtentPlace, VolumeState};
 
@@ -63,6 +63,7 @@ fn commit(volume_id: u64, epoch: u64, n: u8, offset: u64) -> IndexCommit {
         offset_bytes: offset,
         length_bytes: 100,
         crc32: 0,
+        digest: None,
     }
 }
 
@@ -134,6 +135,33 @@ fn commits_index_dedup_and_fence_stale_leases() {
     let counters = apply::counters(&state).expect("counters");
     assert_eq!(counters.index_entries, 1);
     assert_eq!(apply::volume(&state, volume).expect("read").expect("volume").size_bytes, 100);
+}
+
+#[test]
+fn index_entries_keep_their_read_digest_and_entries_without_one_stay_without() {
+    let (mut state, volume) = setup();
+    let with = IndexCommit { digest: Some(Digest16([0xD1; 16])), ..commit(volume, 1, 1, 0) };
+    let without = commit(volume, 1, 2, 100);
+    // A later put of the same bytes, with a digest of its own, only adds a reference.
+    let again = IndexCommit { digest: Some(Digest16([0xEE; 16])), ..commit(volume, 1, 1, 200) };
+    let r = apply::apply(&mut state, &commit_cmd(vec![with, without, again], 20)).expect("apply");
+    let Response::Committed { outcomes } = r else { panic!("{r:?}") };
+    match (&outcomes[0], &outcomes[1], &outcomes[2]) {
+        (
+            CommitOutcome::Committed { entry: a },
+            CommitOutcome::Committed { entry: b },
+            CommitOutcome::Deduplicated { entry: c },
+        ) => {
+            assert_eq!(a.digest, Some(Digest16([0xD1; 16])));
+            assert_eq!(b.digest, None);
+            assert_eq!((c.digest, c.references), (Some(Digest16([0xD1; 16])), 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    let stored = apply::index_entry(&state, &Hash32([1; 32])).expect("read").expect("entry");
+    assert_eq!((stored.digest, stored.references), (Some([0xD1; 16]), 2));
+    let stored = apply::index_entry(&state, &Hash32([2; 32])).expect("read").expect("entry");
+    assert_eq!(stored.digest, None);
 }
 
 #[test]

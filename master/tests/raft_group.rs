@@ -69,6 +69,9 @@ async fn acknowledged_commits_survive_leader_loss_and_the_old_leader_rejoins() {
             })
             .await
             .expect("lookup");
+        for e in &resp.entries {
+            assert_eq!(e.digest, e.hash[..16], "the read digest came back with the entry");
+        }
         let found: BTreeSet<Vec<u8>> = resp.entries.iter().map(|e| e.hash.clone()).collect();
         for k in chunk {
             assert!(found.contains(&hash(*k)), "acknowledged entry {k} lost");
@@ -173,7 +176,19 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
     assert!(resp.results[0].detail.contains("stale lease"), "{}", resp.results[0].detail);
     assert_eq!(resp.results[1].outcome, cellar_proto::error_code::UNKNOWN_VOLUME);
 
-    let lookup = pb::LookupRequest { hashes: vec![hash(1), hash(2)] };
+    // A digest of the wrong length refuses the whole call.
+    let mut odd = commit(&volume, 3, 0);
+    odd.digest = vec![1; 5];
+    let err = client
+        .call(|mut c| {
+            let entries = vec![odd.clone()];
+            async move { c.commit_index(pb::CommitIndexRequest { entries }).await }
+        })
+        .await
+        .expect_err("a 5-byte digest");
+    assert!(format!("{err}").contains("digest is 16 bytes"), "{err}");
+
+    let lookup = pb::LookupRequest { hashes: vec![hash(1), hash(2), hash(3)] };
     let found = client
         .call(|mut c| {
             let req = lookup.clone();
@@ -361,6 +376,7 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
         offset_bytes: 0,
         length_bytes: 1000,
         crc32: 1,
+        digest: vec![],
     };
     client
         .call(|mut c| {

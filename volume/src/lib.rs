@@ -6,7 +6,8 @@
 //! - [`tasks`]: the executor of the master's task queue: encode a sealed volume into k + m
 //!   fragments, reconstruct a lost fragment, copy an extent, delete one.
 //! - [`reader`]: the client side of reads, shared with frontends: a block from a replica
-//!   or from data fragments, with degraded reads and bad-extent reports.
+//!   or from data fragments, with degraded reads and bad-extent reports; [`digest`]: what
+//!   it checks the bytes against before returning them.
 //! - [`node`]: start-up (registration, node id kept on the disks), heartbeats, shutdown.
 //!
 //! Limits on every queue and on the bytes in flight are the `_MAX` constants below.
@@ -16,6 +17,7 @@ pub mod buffers;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod digest;
 pub mod disks;
 pub mod errors;
 pub mod fence;

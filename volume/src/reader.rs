@@ -4,8 +4,9 @@
 //! fragment(s) holding its range once coded. A fragment that is missing, unreachable or
 //! corrupt (the server checks chunk CRCs and reports corruption itself) is dropped and the
 //! range is read again degraded: the same rows of k other fragments, decoded. Every block
-//! is checked against its SHA-256 before it is returned: bytes that do not match are
-//! never returned, and their extent is reported to the master.
+//! is checked against its key before it is returned (its read digest from the index, or
+//! its SHA-256: [`crate::digest`]): bytes that do not match are never returned, and their
+//! extent is reported to the master.
 
 use std::sync::Arc;
 
@@ -15,17 +16,17 @@ use cellar_erasure::{FragmentSet, assemble_owned, plan_read};
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
-use sha2::{Digest, Sha256};
 use tonic::{Code, Status};
 
 use crate::client::read_fragment_range;
 use crate::cluster::Cluster;
+use crate::digest::BlockKey;
 use crate::errors::{code_of, status};
 
 /// A block read back and verified.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockRead {
-    /// The block's bytes; their SHA-256 is the key asked for.
+    /// The block's bytes, checked against the key asked for.
     pub payload: Bytes,
     /// Whether part of it had to be decoded from other fragments.
     pub degraded: bool,
@@ -60,7 +61,7 @@ impl BlockReader {
     }
 
     /// Reads the record of `length_bytes` (header + payload) at `offset_bytes` of volume
-    /// `v`, whose payload must hash to `sha256`.
+    /// `v`, whose payload must match `key`.
     ///
     /// `v` may be a cached, stale record: a volume coded since has no replicas left, one
     /// repaired since has extents elsewhere. So when the read fails, or an extent is
@@ -71,12 +72,12 @@ impl BlockReader {
     pub async fn read(
         &self,
         v: &mpb::Volume,
-        sha256: &[u8; 32],
+        key: &BlockKey,
         offset_bytes: u64,
         length_bytes: u32,
     ) -> Result<BlockRead, Status> {
         let mut missing = Vec::new();
-        let result = self.read_placed(v, sha256, offset_bytes, length_bytes, &mut missing).await;
+        let result = self.read_placed(v, key, offset_bytes, length_bytes, &mut missing).await;
         if missing.is_empty() && result.is_ok() {
             return result;
         }
@@ -100,8 +101,7 @@ impl BlockReader {
             Ok(read) => Ok(read),
             Err(_) => {
                 let mut missing = Vec::new();
-                let again =
-                    self.read_placed(&current, sha256, offset_bytes, length_bytes, &mut missing).await;
+                let again = self.read_placed(&current, key, offset_bytes, length_bytes, &mut missing).await;
                 self.report_missing(&current, missing);
                 again
             }
@@ -128,21 +128,21 @@ impl BlockReader {
     async fn read_placed(
         &self,
         v: &mpb::Volume,
-        sha256: &[u8; 32],
+        key: &BlockKey,
         offset_bytes: u64,
         length_bytes: u32,
         missing: &mut Vec<Missing>,
     ) -> Result<BlockRead, Status> {
         match v.state.as_str() {
-            "coded" => self.read_coded(v, sha256, offset_bytes, length_bytes, missing).await,
-            _ => self.read_replicas(v, sha256, offset_bytes, length_bytes, missing).await,
+            "coded" => self.read_coded(v, key, offset_bytes, length_bytes, missing).await,
+            _ => self.read_replicas(v, key, offset_bytes, length_bytes, missing).await,
         }
     }
 
     async fn read_replicas(
         &self,
         v: &mpb::Volume,
-        sha256: &[u8; 32],
+        key: &BlockKey,
         offset_bytes: u64,
         length_bytes: u32,
         missing: &mut Vec<Missing>,
@@ -152,6 +152,9 @@ impl BlockReader {
             v.replicas.iter().filter(|r| !v.bad_disks.contains(&r.disk_id)).collect();
         order.extend(v.replicas.iter().filter(|r| v.bad_disks.contains(&r.disk_id)));
         let mut last = format!("volume {} has no replicas", v.volume_id);
+        // Replicas that answered with other bytes: reported only once another replica
+        // serves the key's bytes (when none does, the record itself is wrong, not a disk).
+        let mut wrong = Vec::new();
         for (attempt, r) in order.iter().enumerate() {
             let read = async {
                 let mut client = self.cluster.extent_client(r.node_id).await?;
@@ -164,12 +167,19 @@ impl BlockReader {
                 client.read_record(req).await
             };
             match read.await {
-                Ok(rec) if rec.sha256 == sha256 && Sha256::digest(&rec.payload)[..] == sha256[..] => {
+                Ok(rec) if rec.sha256 == key.sha256 && key.matches(&rec.payload) => {
+                    for disk_id in wrong {
+                        self.cluster.report_bad_extent(
+                            v.volume_id,
+                            disk_id,
+                            format!("record at {offset_bytes} is not the bytes of its key"),
+                        );
+                    }
                     return Ok(BlockRead { payload: rec.payload, degraded: attempt > 0, newer_volume: None });
                 }
                 Ok(_) => {
                     last = format!("replica on disk {} returned other bytes", r.disk_id);
-                    self.cluster.report_bad_extent(v.volume_id, r.disk_id, last.clone());
+                    wrong.push(r.disk_id);
                 }
                 Err(e) => {
                     if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
@@ -183,13 +193,21 @@ impl BlockReader {
                 }
             }
         }
+        if !wrong.is_empty() {
+            tracing::error!(
+                volume = v.volume_id,
+                offset_bytes,
+                "no replica holds the bytes of the record's key; {} replicas hold other bytes",
+                wrong.len()
+            );
+        }
         Err(unavailable(format!("no replica of volume {} could serve the block: {last}", v.volume_id)))
     }
 
     async fn read_coded(
         &self,
         v: &mpb::Volume,
-        sha256: &[u8; 32],
+        key: &BlockKey,
         offset_bytes: u64,
         length_bytes: u32,
         missing: &mut Vec<Missing>,
@@ -211,9 +229,24 @@ impl BlockReader {
         }
         let mut degraded = false;
         let mut last = String::new();
+        // Fragments whose (checksummed) bytes assembled a record that is not the key's:
+        // reported only if other fragments then decode the right bytes (if none do, the
+        // record was coded wrong and no disk is to blame).
+        let mut suspects: Vec<usize> = Vec::new();
         for _ in 0..=scheme.fragment_count() {
-            let plan = plan_read(&layout, offset_bytes, u64::from(length_bytes), available)
-                .map_err(|e| unavailable(format!("volume {}: {e}; last failure: {last}", v.volume_id)))?;
+            let plan = match plan_read(&layout, offset_bytes, u64::from(length_bytes), available) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    if !suspects.is_empty() {
+                        tracing::error!(
+                            volume = v.volume_id,
+                            offset_bytes,
+                            "no fragment set holds the bytes of the record's key: {last}"
+                        );
+                    }
+                    return Err(unavailable(format!("volume {}: {e}; last failure: {last}", v.volume_id)));
+                }
+            };
             degraded |= plan.needs_decode();
             let reads = plan.reads().iter().map(|r| {
                 let place = &v.fragments[r.fragment_index];
@@ -255,16 +288,26 @@ impl BlockReader {
             }
             let bytes: Bytes = assemble_owned(&plan, bufs)
                 .map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
-            match self.parse(bytes, offset_bytes, sha256) {
-                Ok(payload) => return Ok(BlockRead { payload, degraded, newer_volume: None }),
+            match self.parse(bytes, offset_bytes, key) {
+                Ok(payload) => {
+                    for i in suspects {
+                        self.cluster.report_bad_extent(
+                            v.volume_id,
+                            v.fragments[i].disk_id,
+                            format!(
+                                "fragment {i} assembled a record at {offset_bytes} that is not its key's"
+                            ),
+                        );
+                    }
+                    return Ok(BlockRead { payload, degraded, newer_volume: None });
+                }
                 Err(why) => {
                     // Every read passed its chunk CRCs yet the record is wrong: distrust the
                     // fragments this answer came from and decode from the others.
                     last = format!("volume {} record at {offset_bytes}: {why}", v.volume_id);
                     for r in plan.reads() {
                         if available.contains(r.fragment_index) {
-                            let disk_id = v.fragments[r.fragment_index].disk_id;
-                            self.cluster.report_bad_extent(v.volume_id, disk_id, last.clone());
+                            suspects.push(r.fragment_index);
                             available.remove(r.fragment_index);
                         }
                     }
@@ -275,10 +318,11 @@ impl BlockReader {
         Err(unavailable(format!("volume {}: no fragment set served the block: {last}", v.volume_id)))
     }
 
-    /// The record's payload, if its header decodes and the payload hashes to the key. The
-    /// payload's CRC32 is not checked again: the servers checked every chunk's CRC on the
-    /// way, and the SHA-256 over the same bytes (the stronger check) follows.
-    fn parse(&self, bytes: Bytes, offset_bytes: u64, sha256: &[u8; 32]) -> Result<Bytes, String> {
+    /// The record's payload, if its header decodes and names the key, and the payload
+    /// matches the key. The payload's CRC32 is not checked again: the servers checked
+    /// every chunk's CRC on the way, and the key's check over the same bytes (the
+    /// stronger one) follows.
+    fn parse(&self, bytes: Bytes, offset_bytes: u64, key: &BlockKey) -> Result<Bytes, String> {
         let head: &[u8; RECORD_HEADER_BYTES] = bytes
             .get(..RECORD_HEADER_BYTES)
             .and_then(|h| h.try_into().ok())
@@ -293,8 +337,8 @@ impl BlockReader {
                 header.payload_len_bytes
             ));
         }
-        if header.sha256 != *sha256 || Sha256::digest(payload)[..] != sha256[..] {
-            return Err("the payload does not hash to the key".into());
+        if header.sha256 != key.sha256 || !key.matches(payload) {
+            return Err("the payload does not match the key".into());
         }
         Ok(bytes.slice(RECORD_HEADER_BYTES..))
     }

@@ -12,7 +12,7 @@ async fn read_all(reader: &BlockReader, v: &mpb::Volume, blocks: &[Written]) -> 
     let mut degraded = 0;
     for b in blocks {
         let got = reader
-            .read(v, &b.sha256, b.offset_bytes, b.length_bytes)
+            .read(v, &b.key(), b.offset_bytes, b.length_bytes)
             .await
             .unwrap_or_else(|e| panic!("block at {} of volume {}: {e:?}", b.offset_bytes, v.volume_id));
         assert_eq!(got.payload, b.payload, "block at {} differs", b.offset_bytes);
@@ -71,14 +71,13 @@ async fn a_coded_volume_reads_back_through_any_three_lost_fragments() {
     // with the answer, and the replicas deleted on purpose are not reported as lost.
     let reports_before = reader_cluster_reports(&cell);
     for b in blocks.iter().step_by(5) {
-        let got =
-            reader.read(&sealed, &b.sha256, b.offset_bytes, b.length_bytes).await.expect("stale record");
+        let got = reader.read(&sealed, &b.key(), b.offset_bytes, b.length_bytes).await.expect("stale record");
         assert_eq!(got.payload, b.payload);
         assert_eq!(got.newer_volume.as_ref().map(|n| n.state.as_str()), Some("coded"));
     }
     assert_eq!(reader_cluster_reports(&cell), reports_before, "stale placements were reported");
     // With the current record nothing newer comes back.
-    let got = reader.read(&coded, &blocks[0].sha256, blocks[0].offset_bytes, blocks[0].length_bytes).await;
+    let got = reader.read(&coded, &blocks[0].key(), blocks[0].offset_bytes, blocks[0].length_bytes).await;
     assert!(got.expect("read").newer_volume.is_none());
 
     // Fast path: every block from its data fragment(s), nothing decoded.
@@ -133,7 +132,7 @@ async fn a_coded_volume_reads_back_through_any_three_lost_fragments() {
     disk.delete(cellar_blockstore::ExtentId::fragment(v.volume_id, extra as u8)).expect("delete");
     let in_first = blocks.iter().find(|b| b.offset_bytes < 1000).expect("a block at the start");
     let err = reader
-        .read(&reported, &in_first.sha256, in_first.offset_bytes, in_first.length_bytes)
+        .read(&reported, &in_first.key(), in_first.offset_bytes, in_first.length_bytes)
         .await
         .expect_err("four lost fragments");
     assert!(err.message().contains("fragments"), "{err:?}");
@@ -160,7 +159,7 @@ async fn a_corrupt_chunk_is_detected_read_degraded_and_reported() {
     std::fs::write(&path, &bytes).expect("write fragment file");
 
     let got =
-        reader.read(&coded, &target.sha256, target.offset_bytes, target.length_bytes).await.expect("read");
+        reader.read(&coded, &target.key(), target.offset_bytes, target.length_bytes).await.expect("read");
     assert_eq!(got.payload, target.payload);
     assert!(got.degraded, "the corrupt chunk forced a degraded read");
     cell.wait_volume(v.volume_id, "corrupt fragment reported", |v| v.bad_disks.contains(&f0.disk_id)).await;

@@ -95,7 +95,7 @@ async fn a_stale_epoch_or_generation_is_refused_and_changes_nothing() {
     let reader = cell.reader();
     let v = cell.volume(v2.volume_id).await;
     for w in [&first, &second, &third] {
-        let got = reader.read(&v, &w.sha256, w.offset_bytes, w.length_bytes).await.expect("read");
+        let got = reader.read(&v, &w.key(), w.offset_bytes, w.length_bytes).await.expect("read");
         assert_eq!(got.payload, w.payload);
     }
     // An append at the wrong offset is refused (the writer assigns offsets).

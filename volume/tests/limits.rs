@@ -28,7 +28,7 @@ async fn sixty_four_concurrent_writers_and_readers_stay_within_the_byte_budget()
             }
             let reader = cell.reader();
             for w in &written {
-                let got = reader.read(&v, &w.sha256, w.offset_bytes, w.length_bytes).await.expect("read");
+                let got = reader.read(&v, &w.key(), w.offset_bytes, w.length_bytes).await.expect("read");
                 assert_eq!(got.payload, w.payload);
             }
         }));

@@ -21,7 +21,7 @@ async fn read_all(cell: &Cell, v: &mpb::Volume, blocks: &[Written]) -> usize {
     let reader = cell.reader();
     let mut degraded = 0;
     for b in blocks {
-        let got = reader.read(v, &b.sha256, b.offset_bytes, b.length_bytes).await.expect("read");
+        let got = reader.read(v, &b.key(), b.offset_bytes, b.length_bytes).await.expect("read");
         assert_eq!(got.payload, b.payload);
         degraded += usize::from(got.degraded);
     }

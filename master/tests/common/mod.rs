@@ -196,5 +196,6 @@ pub fn commit(volume: &pb::Volume, i: u64, offset: u64) -> pb::IndexCommit {
         offset_bytes: offset,
         length_bytes: 100,
         crc32: i as u32,
+        digest: hash(i)[..16].to_vec(),
     }
 }

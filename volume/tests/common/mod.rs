@@ -13,6 +13,7 @@ use cellar_master::node::{self as master_node, MasterHandle};
 use cellar_proto::master as mpb;
 use cellar_proto::volume as vpb;
 use cellar_volume::cluster::Cluster;
+use cellar_volume::digest::{BlockKey, read_digest};
 use cellar_volume::reader::BlockReader;
 use cellar_volume::{VolumeConfig, VolumeHandle};
 use sha2::{Digest, Sha256};
@@ -38,6 +39,13 @@ pub struct Written {
     pub payload: Vec<u8>,
     pub offset_bytes: u64,
     pub length_bytes: u32,
+}
+
+impl Written {
+    /// The key a get asks for: with the read digest a put commits.
+    pub fn key(&self) -> BlockKey {
+        BlockKey { sha256: self.sha256, digest: Some(read_digest(&self.sha256, &self.payload)) }
+    }
 }
 
 impl Cell {
@@ -149,7 +157,18 @@ impl Cell {
         offset: u64,
         payload: &[u8],
     ) -> Result<Written, tonic::Status> {
-        let sha256: [u8; 32] = Sha256::digest(payload).into();
+        self.append_as(v, offset, Sha256::digest(payload).into(), payload).await
+    }
+
+    /// [`Cell::append_all`] with the key the record's header names given: a record whose
+    /// bytes are not its key's when they differ (the servers do not hash payloads).
+    pub async fn append_as(
+        &self,
+        v: &mpb::Volume,
+        offset: u64,
+        sha256: [u8; 32],
+        payload: &[u8],
+    ) -> Result<Written, tonic::Status> {
         let mut record_len = 0;
         let appends = v.replicas.iter().map(|r| {
             let payload = payload.to_vec();
@@ -190,6 +209,7 @@ impl Cell {
                 offset_bytes: b.offset_bytes,
                 length_bytes: b.length_bytes,
                 crc32: crc32fast::hash(&b.payload),
+                digest: read_digest(&b.sha256, &b.payload).to_vec(),
             })
             .collect();
         let resp = self
