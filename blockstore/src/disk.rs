@@ -328,16 +328,18 @@ impl Disk {
     }
 
     /// Reads and verifies the record at `offset_bytes` of a replica into `buf`, reusing its
-    /// allocation (it is only grown, never cleared or re-allocated): the record is
-    /// `buf[..header.record_len_bytes()]`. `record_len_hint` (the index's length) lets
-    /// header and payload come in one read; a wrong hint only costs a second read.
+    /// allocation (it is only grown, never cleared): returns the header and where the
+    /// record starts, so the record is `buf[start..start + header.record_len_bytes()]`
+    /// (`start` is 0 unless the read went direct and needed an aligned address).
+    /// `record_len_hint` (the index's length) lets header and payload come in one read; a
+    /// wrong hint only costs a second read.
     pub fn read_record_into(
         &self,
         id: ExtentId,
         offset_bytes: u64,
         record_len_hint: Option<u64>,
         buf: &mut Vec<u8>,
-    ) -> Result<RecordHeader> {
+    ) -> Result<(RecordHeader, usize)> {
         self.replica(id)?.read_record_into(offset_bytes, record_len_hint, buf)
     }
 

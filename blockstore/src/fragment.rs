@@ -8,7 +8,7 @@ use crate::catalog::{Catalog, ExtentEntry};
 use crate::error::{CorruptKind, Error, ExtentState, Result};
 use crate::extent_header::{EXTENT_DATA_OFFSET_BYTES, ExtentHeader};
 use crate::id::ExtentId;
-use crate::io::direct::{AlignedBuf, DirectFile, align_down, is_aligned, open_or_buffered};
+use crate::io::direct::read_large;
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 
 /// Bytes per chunk table entry: CRC32 then a marker.
@@ -44,24 +44,8 @@ pub(crate) struct Fragment {
 struct FragmentState {
     state: ExtentState,
     kept_file: Option<Arc<dyn IoFile>>,
-    /// The same file opened for direct writes, beside `kept_file` (when allowed).
-    direct_file: Option<Arc<DirectFile>>,
     failed: bool,
     retired: bool,
-}
-
-/// Writes of more bytes than this go down direct ([`crate::io::direct`]) when allowed.
-const DIRECT_WRITE_MIN_BYTES: usize = 64 << 10;
-
-/// A direct write of `bytes` (a multiple of 4 KiB) at file offset `at`: from `bytes`
-/// themselves when aligned in memory, else from a pooled aligned copy.
-fn write_direct(direct: &DirectFile, bytes: &[u8], at: u64) -> std::io::Result<()> {
-    if is_aligned(bytes) {
-        return direct.write_all_at(bytes, at);
-    }
-    let mut buf = AlignedBuf::take(bytes.len());
-    buf.extend_from_slice(bytes);
-    direct.write_all_at(buf.as_slice(), at)
 }
 
 /// The whole chunks a read covers: chunk indexes `first..=last`, data offsets
@@ -126,10 +110,8 @@ impl Fragment {
             .and_then(|()| file.set_len(fragment.file_len_bytes()))
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io(&fragment.path, "write fragment extent header", e))?;
-        let direct_file = fragment.open_direct();
         let st = fragment.state.get_mut().unwrap_or_else(|p| p.into_inner());
         st.kept_file = Some(file);
-        st.direct_file = direct_file;
         Ok(fragment)
     }
 
@@ -151,7 +133,6 @@ impl Fragment {
             state: Mutex::new(FragmentState {
                 state: ExtentState::Open,
                 kept_file: None,
-                direct_file: None,
                 failed: false,
                 retired: false,
             }),
@@ -215,39 +196,16 @@ impl Fragment {
                 let file =
                     self.io.open(&self.path).map_err(|e| Error::io(&self.path, "open fragment extent", e))?;
                 st.kept_file = Some(file.clone());
-                st.direct_file = self.open_direct();
                 file
             }
         };
         // Data first, then its CRCs: a crash between the two leaves a chunk that fails its
-        // check (and is rewritten), never one that verifies with the wrong bytes.
-        // Whole 4 KiB blocks of a large write go down direct; the rest (a short last chunk)
-        // through the page cache, as the table does.
+        // check (and is rewritten), never one that verifies with the wrong bytes. Both go
+        // through the page cache (unlike large replica appends): a volume is coded soon
+        // after it was written, so its fragments are the freshest data of the cell, which
+        // gets read most, and a fragment written buffered is then read from memory.
         let at = EXTENT_DATA_OFFSET_BYTES + offset_bytes;
-        let mut direct_bytes = 0usize;
-        if let Some(direct) = st.direct_file.clone()
-            && data.len() > DIRECT_WRITE_MIN_BYTES
-        {
-            let n = align_down(len) as usize;
-            match write_direct(&direct, &data[..n], at) {
-                Ok(()) => direct_bytes = n,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::warn!(extent = %self.id, error = %e, "direct write refused; fragment writes stay buffered");
-                    st.direct_file = None;
-                }
-                Err(e) => {
-                    st.failed = true;
-                    return Err(Error::io(&self.path, "write fragment chunks", e));
-                }
-            }
-        }
-        let rest = &data[direct_bytes..];
-        let written = (if rest.is_empty() {
-            Ok(())
-        } else {
-            write_all_at(file.as_ref(), rest, at + direct_bytes as u64)
-        })
-        .and_then(|()| {
+        let written = write_all_at(file.as_ref(), data, at).and_then(|()| {
             write_all_at(file.as_ref(), &table, self.table_offset() + first_chunk * CHUNK_ENTRY_BYTES)
         });
         if let Err(e) = written {
@@ -255,10 +213,6 @@ impl Fragment {
             return Err(Error::io(&self.path, "write fragment chunks", e));
         }
         Ok(())
-    }
-
-    fn open_direct(&self) -> Option<Arc<DirectFile>> {
-        open_or_buffered(self.io.as_ref(), &self.path)
     }
 
     fn check_writable(&self, st: &FragmentState) -> Result<()> {
@@ -332,8 +286,8 @@ impl Fragment {
     }
 
     /// Reads and verifies a byte range of the fragment. ([`Fragment::read_into`] into a
-    /// new buffer; a range that does not start on a chunk is then moved down by less than
-    /// a chunk's worth of offset. Hot paths read into pooled buffers instead.)
+    /// new buffer; the range is then moved down by less than a chunk and an alignment
+    /// unit. Hot paths read into pooled buffers instead.)
     pub(crate) fn read(&self, offset_bytes: u64, length_bytes: u64) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         let skip = self.read_into(offset_bytes, length_bytes, &mut out)?;
@@ -344,24 +298,38 @@ impl Fragment {
 
     /// Reads and verifies a byte range of the fragment into `buf`, reusing its allocation:
     /// `buf` is only grown (never cleared), so a buffer that has held a read before costs
-    /// no zeroing and no page faults. The range's whole chunks are read from the start of
-    /// `buf`; the range is `buf[skip..skip + length_bytes]` for the `skip` returned (less
-    /// than one chunk). Beyond that `buf` holds leftovers.
+    /// no zeroing and no page faults. The range's whole chunks are read into `buf`; the
+    /// range is `buf[skip..skip + length_bytes]` for the `skip` returned (less than one
+    /// chunk plus [`crate::io::direct::DIRECT_ALIGN_BYTES`]). The rest of `buf` holds leftovers.
+    ///
+    /// A large span comes from the page cache if it holds all of it, else straight from the
+    /// device into the first aligned place in `buf` ([`read_large`]); shorter spans, and
+    /// large ones the backend offers neither way for, are read through the page cache into
+    /// the start of `buf`.
     pub(crate) fn read_into(&self, offset_bytes: u64, length_bytes: u64, buf: &mut Vec<u8>) -> Result<usize> {
         let Some(span) = self.span(offset_bytes, length_bytes)? else { return Ok(0) };
         let file = self.file()?;
         let table = self.read_table(file.as_ref(), &span)?;
         let span_len = (span.end_bytes - span.start_bytes) as usize;
-        if buf.len() < span_len {
-            buf.resize(span_len, 0);
-        }
-        read_exact_at(file.as_ref(), &mut buf[..span_len], EXTENT_DATA_OFFSET_BYTES + span.start_bytes)
+        let data_at = EXTENT_DATA_OFFSET_BYTES + span.start_bytes;
+        let large = read_large(self.io.as_ref(), &self.path, file.as_ref(), data_at, span_len, buf)
             .map_err(|e| self.read_error(e, span.start_bytes))?;
-        for (i, bytes) in buf[..span_len].chunks(self.chunk_size_bytes as usize).enumerate() {
+        let start = match large {
+            Some(start) => start,
+            None => {
+                if buf.len() < span_len {
+                    buf.resize(span_len, 0);
+                }
+                read_exact_at(file.as_ref(), &mut buf[..span_len], data_at)
+                    .map_err(|e| self.read_error(e, span.start_bytes))?;
+                0
+            }
+        };
+        for (i, bytes) in buf[start..start + span_len].chunks(self.chunk_size_bytes as usize).enumerate() {
             let at = i * CHUNK_ENTRY_BYTES as usize;
             self.verify_chunk(span.first + i as u64, bytes, &table[at..at + CHUNK_ENTRY_BYTES as usize])?;
         }
-        Ok((offset_bytes - span.start_bytes) as usize)
+        Ok(start + (offset_bytes - span.start_bytes) as usize)
     }
 
     fn read_error(&self, e: std::io::Error, offset_bytes: u64) -> Error {
@@ -436,7 +404,6 @@ impl Fragment {
         catalog.put_extent(self.id, &entry)?;
         st.state = ExtentState::Sealed;
         st.kept_file = None;
-        st.direct_file = None;
         Ok(())
     }
 
@@ -445,7 +412,6 @@ impl Fragment {
         let mut st = lock(&self.state);
         st.retired = true;
         st.kept_file = None;
-        st.direct_file = None;
     }
 
     pub(crate) fn state(&self) -> ExtentState {

@@ -349,15 +349,21 @@ fn reads_into_a_reused_buffer_with_or_without_the_length(backend: Backend) {
     let lb = disk.append(id, None, &sha(&big), &big).expect("append");
     let ls = disk.append(id, None, &sha(&small), &small).expect("append");
     let mut buf = Vec::new();
-    for hint in [Some(lb.record_len_bytes), None, Some(ls.record_len_bytes), Some(7)] {
-        let header = disk.read_record_into(id, lb.offset_bytes, hint, &mut buf).expect("read big");
+    // The right length reads the big record direct (into an aligned place in the buffer);
+    // no length or a wrong one reads it through the page cache, from the buffer's start.
+    for hint in
+        [Some(lb.record_len_bytes), None, Some(ls.record_len_bytes), Some(7), Some(lb.record_len_bytes)]
+    {
+        let (header, start) = disk.read_record_into(id, lb.offset_bytes, hint, &mut buf).expect("read big");
         assert_eq!(header.record_len_bytes(), lb.record_len_bytes, "hint {hint:?}");
-        assert_eq!(&buf[RECORD_HEADER_BYTES..lb.record_len_bytes as usize], &big[..]);
+        let record = &buf[start..start + lb.record_len_bytes as usize];
+        assert_eq!(&record[RECORD_HEADER_BYTES..], &big[..]);
         assert_eq!(header.sha256, sha(&big));
     }
     // The buffer now holds the big record; reading the small one leaves leftovers after it.
-    let header =
+    let (header, start) =
         disk.read_record_into(id, ls.offset_bytes, Some(ls.record_len_bytes), &mut buf).expect("read small");
+    assert_eq!(start, 0, "small records are read buffered");
     assert_eq!(&buf[RECORD_HEADER_BYTES..header.record_len_bytes() as usize], &small[..]);
     assert!(buf.len() >= lb.record_len_bytes as usize, "the buffer was not shrunk");
     assert!(matches!(
@@ -411,8 +417,9 @@ fn cached_reads_answer_from_the_page_cache_or_defer(backend: Backend) {
     assert!(
         disk.read_record_cached(id, ls.offset_bytes, ls.record_len_bytes, &mut buf).expect("read").is_none()
     );
-    disk.read_record_into(id, ls.offset_bytes, Some(ls.record_len_bytes), &mut buf).expect("slow path");
-    assert_eq!(&buf[RECORD_HEADER_BYTES..ls.record_len_bytes as usize], &small[..]);
+    let (_, start) =
+        disk.read_record_into(id, ls.offset_bytes, Some(ls.record_len_bytes), &mut buf).expect("slow path");
+    assert_eq!(&buf[start + RECORD_HEADER_BYTES..start + ls.record_len_bytes as usize], &small[..]);
 }
 
 /// The fault-injecting backend never answers without blocking, so every injected fault

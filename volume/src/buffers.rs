@@ -2,6 +2,11 @@
 //! no allocation, no zeroing and no page faults (on 4 MiB gets those were ~10% of a busy
 //! cell's CPU). A buffer goes back to the pool when the last `Bytes` over it is dropped,
 //! i.e. once its block has been sent.
+//!
+//! Volume servers fill the pool when they start ([`ReadBuffers::warm`]): the first use of
+//! a fresh buffer pays a page fault per 4 KiB page (and on this project's virtual machine,
+//! a fault in the hypervisor too: ~10 ms for a 4 MiB buffer, which showed as the slowest
+//! gets of a fresh cell, docs/performance.md), so the pool pays it once, up front.
 
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +47,23 @@ impl ReadBuffers {
     /// Bytes `range` of `buf`, sharing it; `buf` returns to the pool when they are dropped.
     pub fn share(self: &Arc<Self>, buf: Vec<u8>, range: std::ops::Range<usize>) -> Bytes {
         Bytes::from_owner(Pooled { buf, pool: self.clone() }).slice(range)
+    }
+
+    /// Fills the pool up to `count` buffers (at most [`READ_BUFFERS_KEPT_MAX`]) of the
+    /// largest size kept, every page written once: memory the pool holds anyway after
+    /// its first busy moment, paid for before the first read instead of during it.
+    pub fn warm(&self, count: usize) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while free.len() < count.min(READ_BUFFERS_KEPT_MAX) {
+            let mut buf = vec![0u8; self.buffer_max_bytes];
+            // Zeroed memory may come as untouched pages: write one byte of each (volatile,
+            // so the store of a zero over zeroes is not optimized away).
+            for page in buf.chunks_mut(4096) {
+                // SAFETY: `page` is a non-empty slice of `buf`, exclusively borrowed here.
+                unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
+            }
+            free.push(buf);
+        }
     }
 
     /// Buffers kept now.
@@ -88,6 +110,18 @@ mod tests {
         for _ in 0..super::READ_BUFFERS_KEPT_MAX + 3 {
             pool.give(vec![0u8; 10]);
         }
+        assert_eq!(pool.kept(), super::READ_BUFFERS_KEPT_MAX);
+    }
+
+    #[test]
+    fn a_warmed_pool_holds_full_size_buffers_and_stays_bounded() {
+        let pool = ReadBuffers::new(1 << 20);
+        pool.warm(3);
+        assert_eq!(pool.kept(), 3);
+        let buf = pool.take();
+        assert_eq!((buf.len(), buf.capacity()), (1 << 20, 1 << 20));
+        pool.give(buf);
+        pool.warm(super::READ_BUFFERS_KEPT_MAX + 5);
         assert_eq!(pool.kept(), super::READ_BUFFERS_KEPT_MAX);
     }
 }

@@ -160,13 +160,21 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         metrics: crate::metrics::VolumeMetrics::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
         // A record, or a fragment read of one: its whole chunks, up to a chunk more on
-        // each side.
+        // each side, and the slack of a direct read.
         read_buffers: crate::buffers::ReadBuffers::new(
             config.block_size_max_bytes as usize
                 + cellar_blockstore::RECORD_HEADER_BYTES
-                + 2 * crate::FRAGMENT_CHUNK_BYTES as usize,
+                + 2 * crate::FRAGMENT_CHUNK_BYTES as usize
+                + cellar_blockstore::io::direct::DIRECT_READ_SLACK_BYTES,
         ),
     });
+    // Before serving: the first reads then find warm buffers (see buffers.rs).
+    let pool = shared.read_buffers.clone();
+    if let Err(e) =
+        tokio::task::spawn_blocking(move || pool.warm(crate::buffers::READ_BUFFERS_KEPT_MAX)).await
+    {
+        tracing::warn!(error = %e, "read buffers not warmed; the first reads will fault them in");
+    }
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -213,12 +213,12 @@ impl Volume for VolumeService {
                     .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?,
                 None => None,
             };
-            let (header, buf) = match cached {
-                Some(header) => (header, buf),
+            let (header, start, buf) = match cached {
+                Some(header) => (header, 0, buf),
                 None => blocking(move || {
-                    let header =
+                    let (header, start) =
                         disk.read_record_into(ExtentId::replica(volume_id), offset, hint, &mut buf)?;
-                    Ok((header, buf))
+                    Ok((header, start, buf))
                 })
                 .await
                 .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?,
@@ -230,7 +230,8 @@ impl Volume for VolumeService {
                     "the record at {offset} of volume {volume_id} is {len} bytes long, not {expected}"
                 )));
             }
-            let payload = self.shared.read_buffers.share(buf, RECORD_HEADER_BYTES..len as usize);
+            let payload =
+                self.shared.read_buffers.share(buf, start + RECORD_HEADER_BYTES..start + len as usize);
             Ok(Response::new(pb::ReadRecordResponse { sha256: header.sha256.to_vec(), payload }))
         }
         .await;

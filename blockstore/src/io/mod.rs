@@ -29,6 +29,13 @@ pub trait IoBackend: Send + Sync {
     fn open_direct(&self, _path: &Path) -> io::Result<Option<direct::DirectFile>> {
         Ok(None)
     }
+
+    /// A read-only handle on the existing file `path` for large direct reads
+    /// ([`direct::DirectFile::read_into`]); `None` (the default) keeps every read on
+    /// [`IoFile::read_at`], so the fault injector's faults apply to every read.
+    fn open_direct_read(&self, _path: &Path) -> io::Result<Option<direct::DirectFile>> {
+        Ok(None)
+    }
 }
 
 /// Positional I/O on one open file. Implementations may transfer fewer bytes than asked

@@ -59,6 +59,10 @@ impl IoBackend for UringBackend {
     fn open_direct(&self, path: &Path) -> io::Result<Option<super::direct::DirectFile>> {
         super::direct::DirectFile::open(path)
     }
+
+    fn open_direct_read(&self, path: &Path) -> io::Result<Option<super::direct::DirectFile>> {
+        super::direct::DirectFile::open_read(path)
+    }
 }
 
 struct UringFile {

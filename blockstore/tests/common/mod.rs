@@ -93,3 +93,19 @@ macro_rules! for_each_backend {
         }
     };
 }
+
+/// Drops the file's pages from the page cache (after writing back any dirty ones), so the
+/// next read of it comes from the device.
+pub fn uncache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).expect("open");
+    file.sync_all().expect("sync");
+    // SAFETY: a plain advice call on a descriptor we own; it reads no memory of ours.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise");
+}
+
+/// Reads the whole file through the page cache, so that the cache holds it.
+pub fn cache(path: &Path) {
+    std::fs::read(path).expect("read");
+}
