@@ -187,7 +187,11 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
                 lease_epoch: v.lease_epoch,
                 generation: v.generation,
                 offset_bytes: offset,
-                records: vec![vpb::BlockRecord { sha256: sha256.to_vec(), payload: payload.into() }],
+                records: vec![vpb::BlockRecord {
+                    sha256: sha256.to_vec(),
+                    payload: payload.into(),
+                    payload_crc32: None,
+                }],
             };
             async move {
                 let mut c = cluster.node_client(r.node_id).await?;

@@ -290,8 +290,11 @@ impl Disk {
         sha256: &[u8; 32],
         payload: &[u8],
     ) -> Result<RecordLocation> {
-        let mut locations =
-            self.append_records(id, expected_offset_bytes, &[RecordIn { sha256, payload }])?;
+        let mut locations = self.append_records(
+            id,
+            expected_offset_bytes,
+            &[RecordIn { sha256, payload, payload_crc32: None }],
+        )?;
         locations.pop().ok_or_else(|| Error::BadParameters("an append of one record wrote none".into()))
     }
 

@@ -44,6 +44,10 @@ pub struct RecordIn<'a> {
     pub sha256: &'a [u8; 32],
     /// The block's bytes.
     pub payload: &'a [u8],
+    /// The payload's CRC32 when the caller already has it, computed from these very bytes
+    /// or checked against them (it goes into the record header as given); `None`: the
+    /// append computes it.
+    pub payload_crc32: Option<u32>,
 }
 
 /// Writes the coalesced small records (if any) at data offset `at_bytes` and empties the
@@ -391,7 +395,8 @@ impl Replica {
             }
         }
         // Checksums before the lock: appenders to one extent only serialize on the writes.
-        let crcs: Vec<u32> = records.iter().map(|r| crc32fast::hash(r.payload)).collect();
+        let crcs: Vec<u32> =
+            records.iter().map(|r| r.payload_crc32.unwrap_or_else(|| crc32fast::hash(r.payload))).collect();
         let (locations, end_bytes) = {
             let mut st = lock(&self.append);
             self.check_live()?;

@@ -20,6 +20,7 @@ for_each_backend!(
     scan_yields_every_record_in_order,
     a_batch_of_records_is_written_back_to_back_under_one_fsync,
     a_batch_with_a_bad_record_changes_nothing,
+    a_given_payload_crc_goes_into_the_header_as_given,
     reads_into_a_reused_buffer_with_or_without_the_length,
     cached_reads_answer_from_the_page_cache_or_defer,
     direct_and_buffered_appends_interleave_across_block_boundaries_and_reopen,
@@ -301,8 +302,11 @@ fn a_batch_of_records_is_written_back_to_back_under_one_fsync(backend: Backend) 
         .map(|(i, n)| bytes(*n, i as u64))
         .collect();
     let keys: Vec<[u8; 32]> = payloads.iter().map(|p| sha(p)).collect();
-    let batch: Vec<RecordIn<'_>> =
-        keys.iter().zip(&payloads).map(|(sha256, payload)| RecordIn { sha256, payload }).collect();
+    let batch: Vec<RecordIn<'_>> = keys
+        .iter()
+        .zip(&payloads)
+        .map(|(sha256, payload)| RecordIn { sha256, payload, payload_crc32: None })
+        .collect();
     let syncs_before = plan.syncs();
     let locations = disk.append_records(id, Some(first.end_bytes()), &batch).expect("append batch");
     assert_eq!(plan.syncs() - syncs_before, 1, "one fsync for the whole batch");
@@ -332,12 +336,40 @@ fn a_batch_with_a_bad_record_changes_nothing(backend: Backend) {
     let ok = bytes(100, 1);
     let too_big = bytes((4 << 20) + 1, 2);
     let (k1, k2) = (sha(&ok), sha(&too_big));
-    let batch = [RecordIn { sha256: &k1, payload: &ok }, RecordIn { sha256: &k2, payload: &too_big }];
+    let batch = [
+        RecordIn { sha256: &k1, payload: &ok, payload_crc32: None },
+        RecordIn { sha256: &k2, payload: &too_big, payload_crc32: None },
+    ];
     assert!(matches!(disk.append_records(id, None, &batch), Err(Error::RecordTooLarge { .. })));
-    let wrong_offset = [RecordIn { sha256: &k1, payload: &ok }];
+    let wrong_offset = [RecordIn { sha256: &k1, payload: &ok, payload_crc32: None }];
     assert!(matches!(disk.append_records(id, Some(0), &wrong_offset), Err(Error::OffsetMismatch { .. })));
     assert_eq!(snapshot(dir.path()), before, "the disk is byte-identical");
     assert!(disk.append_records(id, None, &[]).expect("an empty batch").is_empty());
+}
+
+fn a_given_payload_crc_goes_into_the_header_as_given(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(dir.path(), backend);
+    let id = disk.create_replica(22).expect("create");
+    // Small (coalesced) and large (direct) records, each with the right CRC given and
+    // with a wrong one: the append trusts what it is given, and reads catch a wrong one.
+    let payloads: Vec<Vec<u8>> =
+        [100usize, 1 << 20].iter().enumerate().map(|(i, n)| bytes(*n, i as u64)).collect();
+    let keys: Vec<[u8; 32]> = payloads.iter().map(|p| sha(p)).collect();
+    let mut at = None;
+    for (payload, key) in payloads.iter().zip(&keys) {
+        let crc = crc32fast::hash(payload);
+        let right = RecordIn { sha256: key, payload, payload_crc32: Some(crc) };
+        let wrong = RecordIn { sha256: key, payload, payload_crc32: Some(crc ^ 4) };
+        let locations = disk.append_records(id, at, &[right, wrong]).expect("append");
+        let record = disk.read_record(id, locations[0].offset_bytes).expect("the right CRC reads back");
+        assert_eq!(record.payload, *payload);
+        match disk.read_record(id, locations[1].offset_bytes) {
+            Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains("payload"), "{e}"),
+            other => panic!("a record written with a wrong CRC must not read back: {other:?}"),
+        }
+        at = Some(locations[1].end_bytes());
+    }
 }
 
 fn reads_into_a_reused_buffer_with_or_without_the_length(backend: Backend) {
@@ -471,8 +503,11 @@ fn direct_and_buffered_appends_interleave_across_block_boundaries_and_reopen(bac
         batch.extend((0..3).map(|i| bytes((4 << 20) - 5 + i, 2100 + i as u64)));
         batch.push(bytes(3 << 20, 2200));
         let keys: Vec<[u8; 32]> = batch.iter().map(|p| sha(p)).collect();
-        let records: Vec<RecordIn<'_>> =
-            batch.iter().zip(&keys).map(|(p, k)| RecordIn { sha256: k, payload: p }).collect();
+        let records: Vec<RecordIn<'_>> = batch
+            .iter()
+            .zip(&keys)
+            .map(|(p, k)| RecordIn { sha256: k, payload: p, payload_crc32: None })
+            .collect();
         for (loc, p) in disk.append_records(id, Some(end), &records).expect("batch").iter().zip(&batch) {
             written.push((loc.offset_bytes, p.clone()));
             end = loc.end_bytes();

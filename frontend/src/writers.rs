@@ -512,7 +512,11 @@ impl Shared {
     ) -> Result<(), String> {
         let records: Vec<vpb::BlockRecord> = jobs
             .iter()
-            .map(|j| vpb::BlockRecord { sha256: j.sums.sha256.to_vec(), payload: j.payload.clone() })
+            .map(|j| vpb::BlockRecord {
+                sha256: j.sums.sha256.to_vec(),
+                payload: j.payload.clone(),
+                payload_crc32: Some(j.sums.crc32),
+            })
             .collect();
         let appends = v.replicas.iter().map(|r| {
             let req = vpb::AppendRequest {

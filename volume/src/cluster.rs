@@ -43,6 +43,11 @@ pub struct Cluster {
     bad_extent_reports: std::sync::atomic::AtomicU64,
 }
 
+/// Marks a request made by [`ExtentClient::Local`]: its bytes never left this process
+/// (request extensions do not travel over gRPC, so a remote caller cannot set it).
+#[derive(Clone, Copy, Debug)]
+pub struct InProcess;
+
 /// The extent calls of the put and get paths (Append, ReadRecord, ReadFragment) and of
 /// the tasks' fragment writes (WriteFragment) to one volume server: over gRPC, or, for a
 /// server in this process, straight into its service.
@@ -64,6 +69,7 @@ pub enum ExtentClient {
 impl ExtentClient {
     fn local_request<T>(secret: &Option<MetadataValue<Ascii>>, message: T) -> Request<T> {
         let mut req = Request::new(message);
+        req.extensions_mut().insert(InProcess);
         if let Some(s) = secret {
             req.metadata_mut().insert(cellar_proto::SECRET_KEY, s.clone());
         }

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::budget::ByteBudget;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, InProcess};
 use crate::disks::{LocalDisks, blocking};
 use crate::errors::{bad_request, status};
 use crate::fence::{Fence, Fences};
@@ -127,6 +127,9 @@ impl Volume for VolumeService {
         let payload_bytes: u64 = req.get_ref().records.iter().map(|r| r.payload.len() as u64).sum();
         let result: Result<Response<pb::AppendResponse>, Status> = async move {
             self.check(&req)?;
+            // A sender's CRC32 is checked unless the payload never left this process: an
+            // in-process caller computed it from the very bytes handed over.
+            let crcs_checked = req.extensions().get::<InProcess>().is_some();
             let r = req.into_inner();
             if r.records.is_empty() || r.records.len() > APPEND_RECORDS_MAX {
                 return Err(bad_request(format!(
@@ -161,12 +164,23 @@ impl Volume for VolumeService {
             let (volume_id, offset, records) = (r.volume_id, r.offset_bytes, r.records);
             let appended = blocking(move || {
                 let id = ExtentId::replica(volume_id);
+                if !crcs_checked
+                    && let Some(i) = records
+                        .iter()
+                        .position(|r| r.payload_crc32.is_some_and(|crc| crc != crc32fast::hash(&r.payload)))
+                {
+                    return Ok(Err(i));
+                }
                 let batch: Vec<RecordIn<'_>> = keys
                     .iter()
                     .zip(&records)
-                    .map(|(sha256, record)| RecordIn { sha256, payload: &record.payload })
+                    .map(|(sha256, record)| RecordIn {
+                        sha256,
+                        payload: &record.payload,
+                        payload_crc32: record.payload_crc32,
+                    })
                     .collect();
-                match disk.append_records(id, Some(offset), &batch) {
+                let appended = match disk.append_records(id, Some(offset), &batch) {
                     Err(DiskError::UnknownExtent(_)) if offset == 0 => {
                         match disk.create_replica(volume_id) {
                             Ok(_) | Err(DiskError::ExtentExists(_)) => {}
@@ -178,9 +192,16 @@ impl Volume for VolumeService {
                         Err(DiskError::OffsetMismatch { extent: id, expected_bytes: offset, end_bytes: 0 })
                     }
                     other => other,
-                }
+                };
+                appended.map(Ok)
             })
-            .await?;
+            .await?
+            .map_err(|i| {
+                bad_request(format!(
+                    "record {i}'s payload does not match the payload_crc32 sent with it \
+                     (changed on the way); nothing was appended"
+                ))
+            })?;
             let end = appended.last().map_or(offset, |l| l.end_bytes());
             Ok(Response::new(pb::AppendResponse { offset_bytes: offset, appended_bytes: end - offset }))
         }

@@ -1,5 +1,6 @@
 //! Write fencing: an append under a stale lease epoch or generation is refused and leaves
-//! the replica unchanged, also after the volume server restarts.
+//! the replica unchanged, also after the volume server restarts. And the same for an
+//! append whose payload does not match the CRC32 its sender gave.
 
 mod common;
 
@@ -101,5 +102,36 @@ async fn a_stale_epoch_or_generation_is_refused_and_changes_nothing() {
     // An append at the wrong offset is refused (the writer assigns offsets).
     let err = cell.append_all(&v2, 0, b"overwrite?").await.expect_err("offset");
     assert_eq!(cellar_volume::errors::code_of(&err), Some(code::OFFSET_MISMATCH), "{err:?}");
+    cell.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payload_that_does_not_match_its_senders_crc_is_refused_and_changes_nothing() {
+    use sha2::{Digest, Sha256};
+    let cell = Cell::start(3, 1, 1, |_| {}).await;
+    let v = cell.allocate("writer").await;
+    let first = cell.append_all(&v, 0, b"no crc sent: the server computes it").await.expect("append");
+    let end = first.offset_bytes + u64::from(first.length_bytes);
+
+    let payload = vec![0x5au8; 300_000];
+    let sha256: [u8; 32] = Sha256::digest(&payload).into();
+    let crc = crc32fast::hash(&payload);
+    for wrong in [crc ^ 1, crc ^ 0x8000_0000, !crc] {
+        let err = cell.append_with_crc(&v, end, sha256, &payload, Some(wrong)).await.expect_err("wrong crc");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("payload_crc32"), "{err:?}");
+        assert_eq!(replica_lengths(&cell, &v).await, vec![end; 3], "nothing appended");
+    }
+
+    // The right CRC is written as given, and both records read back.
+    let second = cell.append_with_crc(&v, end, sha256, &payload, Some(crc)).await.expect("append");
+    assert_eq!(second.offset_bytes, end);
+    assert_eq!(replica_lengths(&cell, &v).await, vec![end + u64::from(second.length_bytes); 3]);
+    let reader = cell.reader();
+    let v = cell.volume(v.volume_id).await;
+    for w in [&first, &second] {
+        let got = reader.read(&v, &w.key(), w.offset_bytes, w.length_bytes).await.expect("read");
+        assert_eq!(got.payload, w.payload);
+    }
     cell.shutdown().await;
 }

@@ -169,6 +169,18 @@ impl Cell {
         sha256: [u8; 32],
         payload: &[u8],
     ) -> Result<Written, tonic::Status> {
+        self.append_with_crc(v, offset, sha256, payload, None).await
+    }
+
+    /// [`Cell::append_as`] sending `payload_crc32` with the record.
+    pub async fn append_with_crc(
+        &self,
+        v: &mpb::Volume,
+        offset: u64,
+        sha256: [u8; 32],
+        payload: &[u8],
+        payload_crc32: Option<u32>,
+    ) -> Result<Written, tonic::Status> {
         let mut record_len = 0;
         let appends = v.replicas.iter().map(|r| {
             let payload = payload.to_vec();
@@ -180,7 +192,11 @@ impl Cell {
                     lease_epoch: v.lease_epoch,
                     generation: v.generation,
                     offset_bytes: offset,
-                    records: vec![vpb::BlockRecord { sha256: sha256.to_vec(), payload: payload.into() }],
+                    records: vec![vpb::BlockRecord {
+                        sha256: sha256.to_vec(),
+                        payload: payload.into(),
+                        payload_crc32,
+                    }],
                 };
                 Ok::<_, tonic::Status>(c.append(req).await?.into_inner())
             }
