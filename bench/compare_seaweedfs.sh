@@ -15,7 +15,13 @@
 # 4 GiB into tmpfs 12.1 s the first time, 2.8 s the second), which would otherwise slow
 # whichever system runs first and flatter the ones after it.
 #
-# Usage: bench/compare_seaweedfs.sh [WORK_DIR]   (set GRPC_ROWS=0 to skip the gRPC rows)
+# The machine is shared and drifts (the same row has measured 1.5x apart within an hour), so
+# the whole comparison runs ROUNDS times (default 3; each round measures the ceiling, then
+# both systems, cellar first in odd rounds and SeaweedFS first in even ones) and the table
+# gives each row's median round per system, with every round's ratio beside it.
+#
+# Usage: bench/compare_seaweedfs.sh [WORK_DIR]   (ROUNDS=N; GRPC_ROWS=0 skips the gRPC rows,
+# which run in the first round only)
 # Prints a summary table at the end; every system's raw output stays in WORK_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,43 +109,55 @@ warm_memory() { # write all free memory once, so no system pays the host's first
   fi
 }
 
+run_weed() { # label
+  local label=$1 wpids=()
+  echo "== SeaweedFS $("$weed" version 2>/dev/null | head -1)"
+  rm -rf "$work/weed"; mkdir -p "$work/weed/m"
+  drop_caches
+  "$weed" master -port=9333 -mdir="$work/weed/m" -defaultReplication=002 >"$work/$label-master.log" 2>&1 &
+  wpids+=("$!")
+  for i in 1 2 3; do
+    mkdir -p "$work/weed/v$i"
+    "$weed" volume -port=808$i -dir="$work/weed/v$i" -mserver=localhost:9333 -max=100 >"$work/$label-v$i.log" 2>&1 &
+    wpids+=("$!")
+  done
+  pids+=("${wpids[@]}")
+  for _ in $(seq 1 100); do curl -sf http://localhost:9333/cluster/status >/dev/null && break; sleep 0.2; done
+  sleep 5 # the volume servers register with the master
+  : >"$work/$label.txt"
+  for row in "${rows[@]}"; do
+    read -r size c n <<<"$row"
+    echo "## row $size $c" | tee -a "$work/$label.txt"
+    "$weed" benchmark -master=localhost:9333 -c="$c" -n="$n" -size="$size" -replication=002 -fsync \
+      -collection="b${size}c$c" -list="$work/weed/list-$size-$c" 2>&1 \
+      | tr '\r' '\n' | tee "$work/$label-raw-$size-$c.txt" \
+      | grep -E '^(------------|Concurrency|Time taken|Completed requests|Failed|Requests per|Transfer rate|.*Benchmark|\s*50%|\s*99%)' \
+      | tee -a "$work/$label.txt" || true
+  done
+  kill "${wpids[@]}" 2>/dev/null || true
+  wait "${wpids[@]}" 2>/dev/null || true
+  rm -rf "$work/weed"
+}
+
+rounds=${ROUNDS:-3}
 drop_caches
 warm_memory
-echo "== put ceiling"
-"$bin" bench blocks --endpoint http://127.0.0.1:1 --count 0 --ceiling-dir "$work" 2>/dev/null \
-  | grep '^ceiling' | tee "$work/ceiling.txt" || true
-echo "== cellar dev"
-run_cellar cellar
-if [ "${GRPC_ROWS:-1}" = 1 ]; then
-  echo "== cellar dev --over-grpc"
-  run_cellar cellar-grpc --over-grpc
-fi
-
-echo "== SeaweedFS $("$weed" version 2>/dev/null | head -1)"
-rm -rf "$work/weed"; mkdir -p "$work/weed/m"
-drop_caches
-"$weed" master -port=9333 -mdir="$work/weed/m" -defaultReplication=002 >"$work/weed-master.log" 2>&1 &
-pids+=("$!")
-for i in 1 2 3; do
-  mkdir -p "$work/weed/v$i"
-  "$weed" volume -port=808$i -dir="$work/weed/v$i" -mserver=localhost:9333 -max=100 >"$work/weed-v$i.log" 2>&1 &
-  pids+=("$!")
-done
-for _ in $(seq 1 100); do curl -sf http://localhost:9333/cluster/status >/dev/null && break; sleep 0.2; done
-sleep 5 # the volume servers register with the master
-: >"$work/weed.txt"
-for row in "${rows[@]}"; do
-  read -r size c n <<<"$row"
-  echo "## row $size $c" | tee -a "$work/weed.txt"
-  "$weed" benchmark -master=localhost:9333 -c="$c" -n="$n" -size="$size" -replication=002 -fsync \
-    -collection="b${size}c$c" -list="$work/weed/list-$size-$c" 2>&1 \
-    | tr '\r' '\n' | tee "$work/weed-raw-$size-$c.txt" \
-    | grep -E '^(------------|Concurrency|Time taken|Completed requests|Failed|Requests per|Transfer rate|.*Benchmark|\s*50%|\s*99%)' \
-    | tee -a "$work/weed.txt" || true
+for r in $(seq 1 "$rounds"); do
+  echo "== round $r of $rounds: put ceiling"
+  "$bin" bench blocks --endpoint http://127.0.0.1:1 --count 0 --ceiling-dir "$work" 2>/dev/null \
+    | grep '^ceiling' | tee "$work/ceiling-r$r.txt" || true
+  if [ $((r % 2)) = 0 ]; then run_weed "weed-r$r"; fi
+  echo "== round $r: cellar dev"
+  run_cellar "cellar-r$r"
+  if [ "$r" = 1 ] && [ "${GRPC_ROWS:-1}" = 1 ]; then
+    echo "== round $r: cellar dev --over-grpc"
+    run_cellar cellar-grpc --over-grpc
+  fi
+  if [ $((r % 2)) = 1 ]; then run_weed "weed-r$r"; fi
 done
 
 echo "== summary"
-python3 - "$work" <<'EOF'
+python3 - "$work" "$rounds" <<'EOF'
 import os, re, sys
 work = sys.argv[1]
 
@@ -186,14 +204,40 @@ def weed(path):
             rows[(op,) + key] = (cur["ops"], cur.get("mbs", 0), cur.get("p50", nan), cur.get("p99", nan))
     return rows
 
-c, rss = cellar(os.path.join(work, "cellar.txt"))
+rounds = int(sys.argv[2])
+runs = [cellar(os.path.join(work, f"cellar-r{r}.txt")) for r in range(1, rounds + 1)]
+cs = [rows for rows, _ in runs]
+rss = max((int(x) for _, x in runs if x), default=None)
 g, grss = cellar(os.path.join(work, "cellar-grpc.txt"))
-w = weed(os.path.join(work, "weed.txt"))
-print(open(os.path.join(work, "ceiling.txt")).read().strip())
-print(f"cellar dev peak RSS: {rss} MiB (with --over-grpc: {grss} MiB)")
+ws = [weed(os.path.join(work, f"weed-r{r}.txt")) for r in range(1, rounds + 1)]
+ceilings = []
+for r in range(1, rounds + 1):
+    path = os.path.join(work, f"ceiling-r{r}.txt")
+    text = open(path).read() if os.path.exists(path) else ""
+    best = [line for line in text.splitlines() if "best" in line]
+    print(f"round {r} {best[0] if best else 'ceiling: not measured'} (every writer count: ceiling-r{r}.txt)")
+    m = re.search(r"= ([0-9.]+) MB/s of puts", text)
+    ceilings.append(float(m.group(1)) if m else None)
+
+def median(values):
+    """The middle value (the lower middle of an even count); None without any."""
+    vs = sorted(v for v in values if v is not None)
+    return vs[(len(vs) - 1) // 2] if vs else None
+
+def median_row(per_round, k, idx):
+    """The round whose throughput for row k is the median: its whole row (rate, p50, p99)."""
+    have = sorted((r[k] for r in per_round if k in r), key=lambda row: row[idx])
+    return have[(len(have) - 1) // 2] if have else None
+
+ceiling = median(ceilings)
 print()
-print("| row | cellar dev | SeaweedFS | ratio | cellar dev --over-grpc | ratio |")
-print("|---|---:|---:|---:|---:|---:|")
+print(f"put ceiling per round: {', '.join('-' if x is None else f'{x:.1f}' for x in ceilings)} MB/s; median {ceiling} MB/s")
+print(f"cellar dev peak RSS: {rss} MiB (most of any round; with --over-grpc: {grss} MiB)")
+print()
+print(f"Median of {rounds} rounds per system (rate, p50 / p99 of that round); ratios of the medians, then of each round.")
+print()
+print("| row | cellar dev | SeaweedFS | ratio | ratio per round | cellar dev --over-grpc (round 1) | ratio to round 1 |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 def fmt(r, big):
     if r is None:
         return "-"
@@ -206,7 +250,15 @@ for size, label in ((4194304, "4 MiB"), (4096, "4 KiB")):
             k = (op, size, conc)
             big = size > 65536
             idx = 1 if big else 0
-            cr, gr, wr = c.get(k), g.get(k), w.get(k)
-            ratio = lambda r: f"{r[idx] / wr[idx]:.2f}" if r and wr and wr[idx] else "-"
-            print(f"| {op} {label}, {conc} client{'s' if conc > 1 else ''} | {fmt(cr, big)} | {fmt(wr, big)} | {ratio(cr)} | {fmt(gr, big)} | {ratio(gr)} |")
+            cr, wr, gr = median_row(cs, k, idx), median_row(ws, k, idx), g.get(k)
+            w1 = ws[0].get(k) if ws else None
+            ratio = lambda a, b: f"{a[idx] / b[idx]:.2f}" if a and b and b[idx] else "-"
+            per_round = " / ".join(ratio(c.get(k), w.get(k)) for c, w in zip(cs, ws))
+            print(f"| {op} {label}, {conc} client{'s' if conc > 1 else ''} | {fmt(cr, big)} | {fmt(wr, big)} | {ratio(cr, wr)} | {per_round} | {fmt(gr, big)} | {ratio(gr, w1)} |")
+k = ("put", 4194304, 32)
+shares = [f"{c[k][1] / x:.0%}" if k in c and x else "-" for c, x in zip(cs, ceilings)]
+cr = median_row(cs, k, 1)
+if cr and ceiling:
+    print()
+    print(f"4 MiB puts x32: median {cr[1]:.1f} MB/s = {cr[1] / ceiling:.0%} of the median ceiling; per round (of that round's ceiling): {', '.join(shares)}")
 EOF
