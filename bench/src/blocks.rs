@@ -105,9 +105,8 @@ impl Phase {
 #[derive(Debug, Clone)]
 pub struct BlockMaker {
     run_id: u64,
-    base: Arc<Vec<u8>>,
-    /// The same bytes as `base`, for request bodies that share them.
-    shared: Bytes,
+    /// Shared by every block and by the request bodies made of it (cloning is a count).
+    base: Bytes,
 }
 
 /// Bytes of the base sent in the first frame of a put's body, with the tag.
@@ -150,8 +149,7 @@ impl BlockMaker {
             let bytes = state.to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
-        let shared = Bytes::from(base.clone());
-        BlockMaker { run_id, base: Arc::new(base), shared }
+        BlockMaker { run_id, base: Bytes::from(base) }
     }
 
     fn tag(&self, i: u64) -> [u8; 16] {
@@ -176,13 +174,13 @@ impl BlockMaker {
         // travels with it.
         let split = self.base.len().min(BODY_HEAD_BYTES).max(n);
         head.extend_from_slice(&self.base[n..split]);
-        let rest = self.shared.slice(split..);
+        let rest = self.base.slice(split..);
         Frames { frames: [Bytes::from(head), rest].into_iter().filter(|b| !b.is_empty()).collect() }
     }
 
     /// Block number `i`.
     pub fn make(&self, i: u64) -> Vec<u8> {
-        let mut out = self.base.as_ref().clone();
+        let mut out = self.base.to_vec();
         let tag = self.tag(i);
         let n = tag.len().min(out.len());
         out[..n].copy_from_slice(&tag[..n]);
