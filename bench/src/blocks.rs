@@ -28,6 +28,9 @@ pub struct BlocksBenchConfig {
     /// the cell has finished its background work (see [`wait_idle`]), so that the gets
     /// measure the read path alone rather than reads competing with coding.
     pub idle_masters: Vec<String>,
+    /// A shell command run after the puts (and the idle wait), before the gets: e.g.
+    /// `kill -STOP PID` to measure gets with a volume server frozen. It must succeed.
+    pub before_gets: Option<String>,
 }
 
 /// What a run measured.
@@ -295,6 +298,16 @@ pub async fn run(config: &BlocksBenchConfig) -> Result<BlocksRun> {
     let mut phases = vec![put];
     let idle_wait =
         if config.idle_masters.is_empty() { None } else { Some(wait_idle(&config.idle_masters).await?) };
+    if let Some(cmd) = &config.before_gets {
+        let sh = cmd.clone();
+        let status =
+            tokio::task::spawn_blocking(move || std::process::Command::new("sh").args(["-c", &sh]).status())
+                .await?
+                .with_context(|| format!("run {cmd:?}"))?;
+        if !status.success() {
+            bail!("{cmd:?} failed: {status}");
+        }
+    }
     for _ in 0..config.get_rounds.max(1) {
         phases.push(phase("get", config, &client, &maker, hashes.clone()).await?);
     }

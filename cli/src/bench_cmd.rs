@@ -84,6 +84,10 @@ pub enum BenchCommand {
         /// compete with the cell's background coding of what was just put.
         #[arg(long)]
         idle_master: Option<String>,
+        /// A shell command run between the puts and the gets (e.g. `kill -STOP PID`, to
+        /// measure gets with a volume server frozen); the bench fails if it fails.
+        #[arg(long)]
+        before_gets: Option<String>,
     },
     /// A real cell of processes (1 master, 6 volume servers over 3 zones): fill one
     /// volume through 3 replicas, seal it, time its rs-6-3 encode and report every volume
@@ -157,6 +161,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             replicas,
             get_rounds,
             idle_master,
+            before_gets,
         } => {
             let config = cellar_bench::blocks::BlocksBenchConfig {
                 endpoint: crate::client_cmd::endpoint(endpoint),
@@ -170,6 +175,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .collect(),
+                before_gets,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let run = runtime.block_on(cellar_bench::blocks::run(&config))?;

@@ -24,6 +24,8 @@ pub struct FrontendArgs {
     /// Open volumes written at once.
     #[arg(long, default_value_t = 8)]
     writers: usize,
+    #[command(flatten)]
+    deadlines: crate::deadline_args::DeadlineArgs,
 }
 
 pub fn run(args: FrontendArgs) -> Result<()> {
@@ -34,6 +36,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.grpc = args.grpc;
     config.volume_size_bytes = args.volume_mib << 20;
     config.writers = args.writers;
+    config.deadlines = args.deadlines.deadlines();
     config.validate().map_err(|e| anyhow!(e))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;

@@ -3,6 +3,7 @@
 mod admin_cmd;
 mod bench_cmd;
 mod client_cmd;
+mod deadline_args;
 mod dev_cmd;
 mod disk_cmd;
 mod frontend_cmd;

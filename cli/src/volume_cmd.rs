@@ -47,6 +47,8 @@ pub struct VolumeArgs {
     /// Address to serve GET /metrics (Prometheus text) on, e.g. 127.0.0.1:9201.
     #[arg(long)]
     metrics: Option<String>,
+    #[command(flatten)]
+    deadlines: crate::deadline_args::DeadlineArgs,
 }
 
 pub fn run(args: VolumeArgs) -> Result<()> {
@@ -63,6 +65,7 @@ pub fn run(args: VolumeArgs) -> Result<()> {
         busy_bytes_per_sec: args.encode_defer_busy_mib_per_sec.saturating_mul(1 << 20),
         max: Duration::from_secs(args.encode_defer_max_secs),
     };
+    config.deadlines = args.deadlines.deadlines();
     config.validate().map_err(|e| anyhow!(e))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;

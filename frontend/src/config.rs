@@ -27,6 +27,10 @@ pub struct FrontendConfig {
     /// Payload bytes being appended to replicas at once (see
     /// [`crate::APPENDS_IN_FLIGHT_MAX_BYTES`]).
     pub appends_in_flight_max_bytes: u64,
+    /// Deadlines of the calls to volume servers, and the longest hedge delay of reads.
+    /// A put's attempt ends at the append deadline: its volume is sealed and the put
+    /// retried on another.
+    pub deadlines: cellar_volume::deadline::CallDeadlines,
     /// Masters running in this process (`cellar dev`), called without a socket.
     pub local_masters: Option<cellar_master::client::LocalMasters>,
 }
@@ -45,6 +49,7 @@ impl FrontendConfig {
             writers: 8,
             lease_renew: Duration::from_secs(5),
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
+            deadlines: cellar_volume::deadline::CallDeadlines::default(),
             local_masters: None,
         }
     }
@@ -54,6 +59,7 @@ impl FrontendConfig {
         if self.masters.is_empty() {
             return Err("--master is required".into());
         }
+        self.deadlines.validate()?;
         if self.writers == 0 || self.writers > 1024 {
             return Err("writers must be in 1..=1024".into());
         }

@@ -15,6 +15,7 @@
 //! (up to 64 MiB, then the connection is closed), so that the client reads the 413.
 //! Errors are JSON `{"error": CODE, "message": ...}`.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -271,6 +272,7 @@ async fn stat_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> R
                 "state": s.volume.state,
                 "scheme": s.volume.scheme,
                 "generation": s.volume.generation,
+                "volume_size": s.volume.size_bytes,
                 "replicas": s.volume.replicas.iter().map(extent).collect::<Vec<_>>(),
                 "fragments": s.volume.fragments.iter().map(extent).collect::<Vec<_>>(),
             });
@@ -283,7 +285,23 @@ async fn stat_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> R
 
 async fn metrics(State(blocks): State<Shared>) -> Response {
     let ctype = HeaderValue::from_static("text/plain; version=0.0.4");
-    ([(header::CONTENT_TYPE, ctype)], blocks.metrics.render()).into_response()
+    let mut text = blocks.metrics.render();
+    let cluster = blocks.cluster();
+    for (name, help, value) in [
+        (
+            "cellar_frontend_hedged_reads_total",
+            "Reads that asked another holder after the hedge delay.",
+            cluster.hedged_reads(),
+        ),
+        (
+            "cellar_frontend_bad_extent_reports_total",
+            "Bad extents reported to the master.",
+            cluster.bad_extent_reports(),
+        ),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    ([(header::CONTENT_TYPE, ctype)], text).into_response()
 }
 
 /// The router of the HTTP API over `blocks`.
@@ -348,7 +366,7 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
     let master =
         MasterClient::with_local(&config.masters, config.secret.as_deref(), config.local_masters.as_ref())
             .map_err(|e| StartError::Config(e.to_string()))?;
-    let cluster = Cluster::new(master, config.secret.clone());
+    let cluster = Cluster::with_deadlines(master, config.secret.clone(), config.deadlines);
     let blocks = Arc::new(Blocks::new(cluster, &config));
     let (stop, stop_rx) = watch::channel(false);
     let stop_rx_grpc = stop_rx.clone();

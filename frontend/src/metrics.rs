@@ -89,6 +89,8 @@ pub struct Metrics {
     pub volumes_sealed: Counter,
     /// Puts retried on a new volume after a replica failure.
     pub put_retries: Counter,
+    /// Replica appends that got no answer within the append deadline.
+    pub append_timeouts: Counter,
     /// Batches of puts written (one append per replica and one index commit each).
     pub put_batches: Counter,
     /// Puts in those batches.
@@ -109,7 +111,7 @@ impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &str, &Counter); 16] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -147,6 +149,12 @@ impl Metrics {
                 "",
                 "Puts retried after a replica failure.",
                 &self.put_retries,
+            ),
+            (
+                "cellar_frontend_append_timeouts_total",
+                "",
+                "Replica appends with no answer within the append deadline (the volume was sealed).",
+                &self.append_timeouts,
             ),
             (
                 "cellar_frontend_put_batches_total",

@@ -527,7 +527,14 @@ impl Shared {
                 offset_bytes: offset,
                 records: records.clone(),
             };
-            async move { self.cluster.extent_client(r.node_id).await?.append(req).await }
+            // The client bounds the call; this also bounds finding the server's address.
+            let deadline = self.cluster.deadlines().append;
+            async move {
+                cellar_volume::deadline::bounded(deadline, "append", async {
+                    self.cluster.extent_client(r.node_id).await?.append(req).await
+                })
+                .await
+            }
         });
         let mut failure = None;
         let appended = futures::future::join_all(appends).await;
@@ -541,6 +548,9 @@ impl Shared {
                     ));
                 }
                 Err(e) => {
+                    if e.code() == tonic::Code::DeadlineExceeded {
+                        self.metrics.append_timeouts.add(1);
+                    }
                     if matches!(
                         e.code(),
                         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown

@@ -72,4 +72,6 @@ pub mod error_code {
     pub const EXTENT_LIVE: &str = "EXTENT_LIVE";
     /// Too many bytes in flight; retry later.
     pub const BUSY: &str = "BUSY";
+    /// The callee did not answer within the call's deadline (set by the caller).
+    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
 }

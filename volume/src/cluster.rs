@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::MESSAGE_MAX_BYTES;
+use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ReadLatency, bounded};
 use crate::errors::{master_status, status};
 use crate::service::VolumeService;
 
@@ -41,6 +42,10 @@ pub struct Cluster {
     local: RwLock<HashMap<u64, Weak<VolumeService>>>,
     /// Bad extents reported to the master by this process, ever.
     bad_extent_reports: std::sync::atomic::AtomicU64,
+    /// Reads that asked a second holder because the first was slow, ever.
+    hedged_reads: std::sync::atomic::AtomicU64,
+    deadlines: CallDeadlines,
+    read_latency: ReadLatency,
 }
 
 /// Marks a request made by [`ExtentClient::Local`]: its bytes never left this process
@@ -50,11 +55,19 @@ pub struct InProcess;
 
 /// The extent calls of the put and get paths (Append, ReadRecord, ReadFragment) and of
 /// the tasks' fragment writes (WriteFragment) to one volume server: over gRPC, or, for a
-/// server in this process, straight into its service.
+/// server in this process, straight into its service. Every call is bounded by its kind's
+/// deadline ([`CallDeadlines`]).
+#[derive(Clone)]
+pub struct ExtentClient {
+    transport: ExtentTransport,
+    deadlines: CallDeadlines,
+}
+
+/// How an [`ExtentClient`] reaches its server.
 /// The in-process call runs the same handler with the same secret check, fences, limits
 /// and metrics; it only skips the socket, the HTTP/2 framing and the message copies.
 #[derive(Clone)]
-pub enum ExtentClient {
+pub enum ExtentTransport {
     /// Over the network.
     Remote(VolumeGrpc),
     /// In this process.
@@ -66,7 +79,30 @@ pub enum ExtentClient {
     },
 }
 
+/// A request whose deadline travels with it (`grpc-timeout`), so the server can give up too.
+fn timed<T>(message: T, deadline: Duration) -> Request<T> {
+    let mut req = Request::new(message);
+    req.set_timeout(deadline);
+    req
+}
+
 impl ExtentClient {
+    /// A client over `transport` with the default deadlines.
+    pub fn new(transport: ExtentTransport) -> ExtentClient {
+        ExtentClient { transport, deadlines: CallDeadlines::default() }
+    }
+
+    /// The same client with other deadlines.
+    pub fn with_deadlines(mut self, deadlines: CallDeadlines) -> ExtentClient {
+        self.deadlines = deadlines;
+        self
+    }
+
+    /// The deadlines this client's calls are bounded by.
+    pub fn deadlines(&self) -> &CallDeadlines {
+        &self.deadlines
+    }
+
     fn local_request<T>(secret: &Option<MetadataValue<Ascii>>, message: T) -> Request<T> {
         let mut req = Request::new(message);
         req.extensions_mut().insert(InProcess);
@@ -76,65 +112,98 @@ impl ExtentClient {
         req
     }
 
-    /// Appends records to a replica (see the `Append` RPC).
+    /// Appends records to a replica (see the `Append` RPC), within the append deadline.
     pub async fn append(&mut self, req: pb::AppendRequest) -> Result<pb::AppendResponse, Status> {
-        match self {
-            ExtentClient::Remote(c) => Ok(c.append(req).await?.into_inner()),
-            ExtentClient::Local { service, secret } => {
-                Ok(Volume::append(service.as_ref(), Self::local_request(secret, req)).await?.into_inner())
+        let deadline = self.deadlines.append;
+        let call = async {
+            match &mut self.transport {
+                ExtentTransport::Remote(c) => Ok(c.append(timed(req, deadline)).await?.into_inner()),
+                ExtentTransport::Local { service, secret } => {
+                    Ok(Volume::append(service.as_ref(), Self::local_request(secret, req)).await?.into_inner())
+                }
             }
-        }
+        };
+        bounded(deadline, "append", call).await
     }
 
-    /// Reads one verified record of a replica (see the `ReadRecord` RPC).
+    /// Reads one verified record of a replica (see the `ReadRecord` RPC), within the read
+    /// deadline.
     pub async fn read_record(
         &mut self,
         req: pb::ReadRecordRequest,
     ) -> Result<pb::ReadRecordResponse, Status> {
-        match self {
-            ExtentClient::Remote(c) => Ok(c.read_record(req).await?.into_inner()),
-            ExtentClient::Local { service, secret } => {
-                Ok(Volume::read_record(service.as_ref(), Self::local_request(secret, req))
-                    .await?
-                    .into_inner())
+        let deadline = self.deadlines.read;
+        let call = async {
+            match &mut self.transport {
+                ExtentTransport::Remote(c) => Ok(c.read_record(timed(req, deadline)).await?.into_inner()),
+                ExtentTransport::Local { service, secret } => {
+                    Ok(Volume::read_record(service.as_ref(), Self::local_request(secret, req))
+                        .await?
+                        .into_inner())
+                }
             }
-        }
+        };
+        bounded(deadline, "read record", call).await
     }
 
     /// Writes a whole fragment from the messages `rx` yields (see the `WriteFragment`
-    /// RPC); the stream ends when the sender is dropped.
+    /// RPC); the stream ends when the sender is dropped. Bounded by the fragment-write
+    /// deadline.
     pub async fn write_fragment(
         self,
         rx: mpsc::Receiver<pb::WriteFragmentRequest>,
     ) -> Result<pb::WriteFragmentResponse, Status> {
-        match self {
-            ExtentClient::Remote(mut c) => Ok(c.write_fragment(ReceiverStream::new(rx)).await?.into_inner()),
-            ExtentClient::Local { service, secret } => {
-                service.write_fragment_local(Self::local_request(&secret, rx)).await
+        let deadline = self.deadlines.fragment_write;
+        let call = async move {
+            match self.transport {
+                ExtentTransport::Remote(mut c) => {
+                    Ok(c.write_fragment(timed(ReceiverStream::new(rx), deadline)).await?.into_inner())
+                }
+                ExtentTransport::Local { service, secret } => {
+                    service.write_fragment_local(Self::local_request(&secret, rx)).await
+                }
             }
-        }
+        };
+        bounded(deadline, "write fragment", call).await
     }
 
-    /// Reads a verified range of a fragment (see the `ReadFragment` RPC).
+    /// Reads a verified range of a fragment (see the `ReadFragment` RPC), within the read
+    /// deadline.
     pub async fn read_fragment(
         &mut self,
         req: pb::ReadFragmentRequest,
     ) -> Result<pb::ReadFragmentResponse, Status> {
-        match self {
-            ExtentClient::Remote(c) => Ok(c.read_fragment(req).await?.into_inner()),
-            ExtentClient::Local { service, secret } => {
-                Ok(Volume::read_fragment(service.as_ref(), Self::local_request(secret, req))
-                    .await?
-                    .into_inner())
+        let deadline = self.deadlines.read;
+        let call = async {
+            match &mut self.transport {
+                ExtentTransport::Remote(c) => Ok(c.read_fragment(timed(req, deadline)).await?.into_inner()),
+                ExtentTransport::Local { service, secret } => {
+                    Ok(Volume::read_fragment(service.as_ref(), Self::local_request(secret, req))
+                        .await?
+                        .into_inner())
+                }
             }
-        }
+        };
+        bounded(deadline, "read fragment", call).await
     }
 }
 
 impl Cluster {
     /// A view of the cell behind `master`.
     pub fn new(master: MasterClient, secret: Option<String>) -> Arc<Cluster> {
+        Cluster::with_deadlines(master, secret, CallDeadlines::default())
+    }
+
+    /// A view of the cell behind `master` whose extent calls are bounded by `deadlines`.
+    pub fn with_deadlines(
+        master: MasterClient,
+        secret: Option<String>,
+        deadlines: CallDeadlines,
+    ) -> Arc<Cluster> {
         Arc::new(Cluster {
+            deadlines,
+            read_latency: ReadLatency::new(deadlines.hedge_delay_max),
+            hedged_reads: std::sync::atomic::AtomicU64::new(0),
             master,
             secret,
             nodes: RwLock::new(HashMap::new()),
@@ -142,6 +211,27 @@ impl Cluster {
             local: RwLock::new(HashMap::new()),
             bad_extent_reports: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The deadlines of this process's extent calls.
+    pub fn deadlines(&self) -> &CallDeadlines {
+        &self.deadlines
+    }
+
+    /// Recent extent-read latencies and the hedge delay derived from them.
+    pub fn read_latency(&self) -> &ReadLatency {
+        &self.read_latency
+    }
+
+    /// How many reads asked another holder because the first had not answered within the
+    /// hedge delay.
+    pub fn hedged_reads(&self) -> u64 {
+        self.hedged_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a hedged read.
+    pub(crate) fn count_hedged_read(&self) {
+        self.hedged_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many bad extents this process has reported to the master.
@@ -173,9 +263,12 @@ impl Cluster {
                 })?),
                 None => None,
             };
-            return Ok(ExtentClient::Local { service, secret });
+            return Ok(
+                ExtentClient::new(ExtentTransport::Local { service, secret }).with_deadlines(self.deadlines)
+            );
         }
-        Ok(ExtentClient::Remote(self.node_client(node_id).await?))
+        Ok(ExtentClient::new(ExtentTransport::Remote(self.node_client(node_id).await?))
+            .with_deadlines(self.deadlines))
     }
 
     /// The master client.
@@ -247,6 +340,11 @@ impl Cluster {
                 )
             })?
             .connect_timeout(CONNECT_TIMEOUT)
+            // A host that stopped answering is noticed even between calls, and the
+            // connection replaced, instead of every call finding out at its deadline.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true)
             // Blocks and fragment reads are megabytes: HTTP/2's default 64 KiB windows
             // would cost a round trip per 64 KiB.

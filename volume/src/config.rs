@@ -32,6 +32,9 @@ pub struct VolumeConfig {
     pub block_size_max_bytes: u64,
     /// Request bytes held at once (see [`crate::SERVER_INFLIGHT_MAX_BYTES`]).
     pub inflight_max_bytes: u64,
+    /// Deadlines of this server's calls to other volume servers (its tasks' reads and
+    /// fragment writes).
+    pub deadlines: crate::deadline::CallDeadlines,
 }
 
 impl VolumeConfig {
@@ -57,6 +60,7 @@ impl VolumeConfig {
             encode_defer: crate::tasks::EncodeDefer::default(),
             block_size_max_bytes: cellar_blockstore::BLOCK_SIZE_MAX_BYTES_DEFAULT,
             inflight_max_bytes: crate::SERVER_INFLIGHT_MAX_BYTES,
+            deadlines: crate::deadline::CallDeadlines::default(),
         }
     }
 
@@ -65,6 +69,7 @@ impl VolumeConfig {
         if self.zone.is_empty() {
             return Err("--zone is required".into());
         }
+        self.deadlines.validate()?;
         if self.disks.is_empty() {
             return Err("at least one --disk is required".into());
         }

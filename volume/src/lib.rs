@@ -17,6 +17,7 @@ pub mod buffers;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod deadline;
 pub mod digest;
 pub mod disks;
 pub mod errors;

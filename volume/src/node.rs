@@ -148,7 +148,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
 
     let master = MasterClient::new(&config.masters, config.secret.as_deref())
         .map_err(|e| StartError::Register(e.to_string()))?;
-    let cluster = Cluster::new(master, config.secret.clone());
+    let cluster = Cluster::with_deadlines(master, config.secret.clone(), config.deadlines);
     let shared = Arc::new(Shared {
         node_id: registered.node_id,
         disks: disks.clone(),

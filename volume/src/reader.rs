@@ -9,17 +9,21 @@
 //! extent is reported to the master.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cellar_blockstore::{RECORD_HEADER_BYTES, RecordHeader};
-use cellar_erasure::{FragmentSet, assemble_owned, plan_read};
+use cellar_erasure::{FragmentSet, ReadPlan, assemble_owned, plan_read};
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tonic::{Code, Status};
 
 use crate::client::read_fragment_range;
 use crate::cluster::Cluster;
+use crate::deadline::bounded;
 use crate::digest::BlockKey;
 use crate::errors::{code_of, status};
 
@@ -139,6 +143,9 @@ impl BlockReader {
         }
     }
 
+    /// Reads the record from the replicas, those not known bad first. The first replica
+    /// is asked at once; when it has not answered after the hedge delay (or failed), the
+    /// next is asked too, and the first answer with the key's bytes wins.
     async fn read_replicas(
         &self,
         v: &mpb::Volume,
@@ -147,7 +154,6 @@ impl BlockReader {
         length_bytes: u32,
         missing: &mut Vec<Missing>,
     ) -> Result<BlockRead, Status> {
-        // Replicas not known bad first.
         let mut order: Vec<&mpb::Extent> =
             v.replicas.iter().filter(|r| !v.bad_disks.contains(&r.disk_id)).collect();
         order.extend(v.replicas.iter().filter(|r| v.bad_disks.contains(&r.disk_id)));
@@ -155,41 +161,71 @@ impl BlockReader {
         // Replicas that answered with other bytes: reported only once another replica
         // serves the key's bytes (when none does, the record itself is wrong, not a disk).
         let mut wrong = Vec::new();
-        for (attempt, r) in order.iter().enumerate() {
-            let read = async {
-                let mut client = self.cluster.extent_client(r.node_id).await?;
-                let req = pb::ReadRecordRequest {
-                    volume_id: v.volume_id,
-                    disk_id: r.disk_id,
-                    offset_bytes,
-                    length_bytes,
+        let latency = self.cluster.read_latency();
+        let hedge_delay = latency.hedge_delay(u64::from(length_bytes));
+        let read_one = |attempt: usize, r: &mpb::Extent| {
+            let (node_id, disk_id) = (r.node_id, r.disk_id);
+            async move {
+                let started = Instant::now();
+                let read = async {
+                    let mut client = self.cluster.extent_client(node_id).await?;
+                    let req =
+                        pb::ReadRecordRequest { volume_id: v.volume_id, disk_id, offset_bytes, length_bytes };
+                    client.read_record(req).await
                 };
-                client.read_record(req).await
-            };
-            match read.await {
-                Ok(rec) if rec.sha256 == key.sha256 && key.matches(&rec.payload) => {
-                    for disk_id in wrong {
-                        self.cluster.report_bad_extent(
-                            v.volume_id,
-                            disk_id,
-                            format!("record at {offset_bytes} is not the bytes of its key"),
-                        );
+                // The client's own deadline bounds the call; this bounds finding the
+                // server's address too (a cluster-map refresh).
+                let result = bounded(self.cluster.deadlines().read, "read record", read).await;
+                (attempt, disk_id, result, started.elapsed())
+            }
+        };
+        let mut inflight = FuturesUnordered::new();
+        let mut next = 0;
+        if let Some(r) = order.first() {
+            inflight.push(read_one(0, r));
+            next = 1;
+        }
+        let hedge = tokio::time::sleep(hedge_delay);
+        tokio::pin!(hedge);
+        while !inflight.is_empty() {
+            tokio::select! {
+                done = inflight.next() => {
+                    let Some((attempt, disk_id, result, took)) = done else { break };
+                    match result {
+                        Ok(rec) if rec.sha256 == key.sha256 && key.matches(&rec.payload) => {
+                            latency.observe(u64::from(length_bytes), took);
+                            for disk_id in wrong {
+                                self.cluster.report_bad_extent(
+                                    v.volume_id,
+                                    disk_id,
+                                    format!("record at {offset_bytes} is not the bytes of its key"),
+                                );
+                            }
+                            return Ok(BlockRead { payload: rec.payload, degraded: attempt > 0, newer_volume: None });
+                        }
+                        Ok(_) => {
+                            last = format!("replica on disk {disk_id} returned other bytes");
+                            wrong.push(disk_id);
+                        }
+                        Err(e) => {
+                            if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
+                                missing.push(Missing { disk_id, fragment: None, reason: e.message().to_string() });
+                            }
+                            last = format!("replica on disk {disk_id}: {}", e.message());
+                        }
                     }
-                    return Ok(BlockRead { payload: rec.payload, degraded: attempt > 0, newer_volume: None });
-                }
-                Ok(_) => {
-                    last = format!("replica on disk {} returned other bytes", r.disk_id);
-                    wrong.push(r.disk_id);
-                }
-                Err(e) => {
-                    if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
-                        missing.push(Missing {
-                            disk_id: r.disk_id,
-                            fragment: None,
-                            reason: e.message().to_string(),
-                        });
+                    // A failed replica is replaced at once, not after the hedge delay.
+                    if let Some(r) = order.get(next) {
+                        inflight.push(read_one(next, r));
+                        next += 1;
+                        hedge.as_mut().reset(tokio::time::Instant::now() + hedge_delay);
                     }
-                    last = format!("replica on disk {}: {}", r.disk_id, e.message());
+                }
+                () = &mut hedge, if next < order.len() => {
+                    self.cluster.count_hedged_read();
+                    inflight.push(read_one(next, order[next]));
+                    next += 1;
+                    hedge.as_mut().reset(tokio::time::Instant::now() + hedge_delay);
                 }
             }
         }
@@ -204,6 +240,11 @@ impl BlockReader {
         Err(unavailable(format!("no replica of volume {} could serve the block: {last}", v.volume_id)))
     }
 
+    /// Reads the record from the data fragment(s) holding its range. A fragment read that
+    /// fails, or assembled bytes that are not the key's, lead to a degraded read from other
+    /// fragments; when the reads have not answered after the hedge delay, a degraded read
+    /// from fragments other than the slow ones starts beside them, and the first verified
+    /// answer wins.
     async fn read_coded(
         &self,
         v: &mpb::Volume,
@@ -227,95 +268,177 @@ impl BlockReader {
                 available.remove(i);
             }
         }
+        let latency = self.cluster.read_latency();
+        let hedge_delay = latency.hedge_delay(u64::from(length_bytes));
         let mut degraded = false;
         let mut last = String::new();
         // Fragments whose (checksummed) bytes assembled a record that is not the key's:
         // reported only if other fragments then decode the right bytes (if none do, the
         // record was coded wrong and no disk is to blame).
         let mut suspects: Vec<usize> = Vec::new();
-        for _ in 0..=scheme.fragment_count() {
-            let plan = match plan_read(&layout, offset_bytes, u64::from(length_bytes), available) {
+        let mut attempts_left = scheme.fragment_count() + 1;
+        let mut inflight = FuturesUnordered::new();
+        // Fragments read by attempts still in flight, each with its attempt's number.
+        let mut busy: Vec<(usize, FragmentSet)> = Vec::new();
+        let mut attempt_no = 0usize;
+        let mut plan_error = None;
+        let mut start = |available: FragmentSet,
+                         busy: &mut Vec<(usize, FragmentSet)>,
+                         inflight: &mut FuturesUnordered<_>,
+                         plan_error: &mut Option<String>|
+         -> bool {
+            let mut free = available;
+            for (_, set) in busy.iter() {
+                for i in 0..scheme.fragment_count() {
+                    if set.contains(i) {
+                        free.remove(i);
+                    }
+                }
+            }
+            if attempts_left == 0 {
+                return false;
+            }
+            let plan = match plan_read(&layout, offset_bytes, u64::from(length_bytes), free) {
                 Ok(plan) => plan,
                 Err(e) => {
-                    if !suspects.is_empty() {
-                        tracing::error!(
-                            volume = v.volume_id,
-                            offset_bytes,
-                            "no fragment set holds the bytes of the record's key: {last}"
-                        );
-                    }
-                    return Err(unavailable(format!("volume {}: {e}; last failure: {last}", v.volume_id)));
+                    *plan_error = Some(e.to_string());
+                    return false;
                 }
             };
-            degraded |= plan.needs_decode();
-            let reads = plan.reads().iter().map(|r| {
-                let place = &v.fragments[r.fragment_index];
-                read_fragment_range(
-                    &self.cluster,
-                    place.node_id,
-                    place.disk_id,
-                    v.volume_id,
-                    r.fragment_index,
-                    r.offset_bytes,
-                    r.len_bytes as u64,
-                )
-            });
-            let results = futures::future::join_all(reads).await;
-            let mut bufs = Vec::with_capacity(results.len());
-            let mut failed = false;
-            for (r, result) in plan.reads().iter().zip(results) {
-                match result {
-                    Ok(b) => bufs.push(b),
-                    Err(e) => {
-                        let disk_id = v.fragments[r.fragment_index].disk_id;
-                        if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
-                            missing.push(Missing {
-                                disk_id,
-                                fragment: Some(r.fragment_index),
-                                reason: e.message().to_string(),
-                            });
+            attempts_left -= 1;
+            attempt_no += 1;
+            let mut set = FragmentSet::default();
+            for r in plan.reads() {
+                set.insert(r.fragment_index);
+            }
+            busy.push((attempt_no, set));
+            inflight.push(self.read_plan(v, plan, attempt_no));
+            true
+        };
+        start(available, &mut busy, &mut inflight, &mut plan_error);
+        let hedge = tokio::time::sleep(hedge_delay);
+        tokio::pin!(hedge);
+        let mut hedging = true;
+        while !inflight.is_empty() {
+            tokio::select! {
+                done = inflight.next() => {
+                    let Some((no, plan, outcome, took)) = done else { break };
+                    busy.retain(|(n, _)| *n != no);
+                    degraded |= plan.needs_decode();
+                    match outcome {
+                        Ok(bufs) => {
+                            let bytes: Bytes = assemble_owned(&plan, bufs)
+                                .map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
+                            match self.parse(bytes, offset_bytes, key) {
+                                Ok(payload) => {
+                                    latency.observe(u64::from(length_bytes), took);
+                                    for i in suspects {
+                                        self.cluster.report_bad_extent(
+                                            v.volume_id,
+                                            v.fragments[i].disk_id,
+                                            format!(
+                                                "fragment {i} assembled a record at {offset_bytes} that is not its key's"
+                                            ),
+                                        );
+                                    }
+                                    return Ok(BlockRead { payload, degraded, newer_volume: None });
+                                }
+                                Err(why) => {
+                                    // Every read passed its chunk CRCs yet the record is
+                                    // wrong: distrust the fragments this answer came from
+                                    // and decode from the others.
+                                    last = format!("volume {} record at {offset_bytes}: {why}", v.volume_id);
+                                    for r in plan.reads() {
+                                        if available.contains(r.fragment_index) {
+                                            suspects.push(r.fragment_index);
+                                            available.remove(r.fragment_index);
+                                        }
+                                    }
+                                    degraded = true;
+                                }
+                            }
                         }
-                        last = format!("fragment {} on disk {disk_id}: {}", r.fragment_index, e.message());
-                        tracing::debug!(volume = v.volume_id, %last, "fragment read failed; reading degraded");
-                        available.remove(r.fragment_index);
-                        failed = true;
+                        Err(failed) => {
+                            for (index, e) in failed {
+                                let disk_id = v.fragments[index].disk_id;
+                                if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
+                                    missing.push(Missing {
+                                        disk_id,
+                                        fragment: Some(index),
+                                        reason: e.message().to_string(),
+                                    });
+                                }
+                                last = format!("fragment {index} on disk {disk_id}: {}", e.message());
+                                tracing::debug!(volume = v.volume_id, %last, "fragment read failed; reading degraded");
+                                available.remove(index);
+                            }
+                            degraded = true;
+                        }
+                    }
+                    // Replace the failed attempt at once, unless another is still going.
+                    if inflight.is_empty() {
+                        start(available, &mut busy, &mut inflight, &mut plan_error);
+                        hedge.as_mut().reset(tokio::time::Instant::now() + hedge_delay);
+                        hedging = true;
                     }
                 }
-            }
-            if failed {
-                degraded = true;
-                continue;
-            }
-            let bytes: Bytes = assemble_owned(&plan, bufs)
-                .map_err(|e| status(Code::Internal, code::INTERNAL, e.to_string()))?;
-            match self.parse(bytes, offset_bytes, key) {
-                Ok(payload) => {
-                    for i in suspects {
-                        self.cluster.report_bad_extent(
-                            v.volume_id,
-                            v.fragments[i].disk_id,
-                            format!(
-                                "fragment {i} assembled a record at {offset_bytes} that is not its key's"
-                            ),
-                        );
+                () = &mut hedge, if hedging => {
+                    if start(available, &mut busy, &mut inflight, &mut plan_error) {
+                        self.cluster.count_hedged_read();
+                        hedge.as_mut().reset(tokio::time::Instant::now() + hedge_delay);
+                    } else {
+                        // No fragment set avoids the slow reads: wait for them.
+                        hedging = false;
                     }
-                    return Ok(BlockRead { payload, degraded, newer_volume: None });
-                }
-                Err(why) => {
-                    // Every read passed its chunk CRCs yet the record is wrong: distrust the
-                    // fragments this answer came from and decode from the others.
-                    last = format!("volume {} record at {offset_bytes}: {why}", v.volume_id);
-                    for r in plan.reads() {
-                        if available.contains(r.fragment_index) {
-                            suspects.push(r.fragment_index);
-                            available.remove(r.fragment_index);
-                        }
-                    }
-                    degraded = true;
                 }
             }
         }
-        Err(unavailable(format!("volume {}: no fragment set served the block: {last}", v.volume_id)))
+        if !suspects.is_empty() {
+            tracing::error!(
+                volume = v.volume_id,
+                offset_bytes,
+                "no fragment set holds the bytes of the record's key: {last}"
+            );
+        }
+        Err(unavailable(match plan_error {
+            Some(e) => format!("volume {}: {e}; last failure: {last}", v.volume_id),
+            None => format!("volume {}: no fragment set served the block: {last}", v.volume_id),
+        }))
+    }
+
+    /// Reads every range of `plan` in parallel: the buffers in plan order, or the
+    /// fragments that failed and why; with the attempt's number, its plan and how long it
+    /// took.
+    async fn read_plan(
+        &self,
+        v: &mpb::Volume,
+        plan: ReadPlan,
+        attempt_no: usize,
+    ) -> (usize, ReadPlan, Result<Vec<Bytes>, Vec<(usize, Status)>>, Duration) {
+        let started = Instant::now();
+        let reads = plan.reads().iter().map(|r| {
+            let place = &v.fragments[r.fragment_index];
+            read_fragment_range(
+                &self.cluster,
+                place.node_id,
+                place.disk_id,
+                v.volume_id,
+                r.fragment_index,
+                r.offset_bytes,
+                r.len_bytes as u64,
+            )
+        });
+        let results = futures::future::join_all(reads).await;
+        let mut bufs = Vec::with_capacity(results.len());
+        let mut failed = Vec::new();
+        for (r, result) in plan.reads().iter().zip(results) {
+            match result {
+                Ok(b) => bufs.push(b),
+                Err(e) => failed.push((r.fragment_index, e)),
+            }
+        }
+        let outcome = if failed.is_empty() { Ok(bufs) } else { Err(failed) };
+        (attempt_no, plan, outcome, started.elapsed())
     }
 
     /// The record's payload, if its header decodes and names the key, and the payload

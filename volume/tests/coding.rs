@@ -203,7 +203,7 @@ async fn in_process_fragment_writes_check_length_and_clean_up() {
     use cellar_proto::volume as vpb;
     use cellar_volume::FRAGMENT_CHUNK_BYTES;
     use cellar_volume::client::FragmentSink;
-    use cellar_volume::cluster::ExtentClient;
+    use cellar_volume::cluster::{ExtentClient, ExtentTransport};
 
     let cell = Cell::start(1, 1, 1, |_| {}).await;
     let h = &cell.volumes[0];
@@ -218,7 +218,7 @@ async fn in_process_fragment_writes_check_length_and_clean_up() {
         fragment_len_bytes: len as u64,
         chunk_size_bytes: chunk as u32,
     };
-    let local = || ExtentClient::Local { service: h.local_service(), secret: None };
+    let local = || ExtentClient::new(ExtentTransport::Local { service: h.local_service(), secret: None });
 
     // Whole: two messages (two chunks, then the rest).
     let mut sink = FragmentSink::open(local(), header(0));
@@ -243,8 +243,10 @@ async fn in_process_fragment_writes_check_length_and_clean_up() {
     let (disk_id, disk) = h.shared.disks.with_ids().into_iter().next().expect("a disk");
     let mut hdr = header(0);
     hdr.disk_id = disk_id;
-    let wrong =
-        ExtentClient::Local { service: h.local_service(), secret: Some("nope".parse().expect("ascii")) };
+    let wrong = ExtentClient::new(ExtentTransport::Local {
+        service: h.local_service(),
+        secret: Some("nope".parse().expect("ascii")),
+    });
     let mut sink = FragmentSink::open(wrong, hdr);
     let _ = sink.send(data[..chunk].to_vec()).await;
     let err = sink.finish().await.expect_err("a wrong secret is refused");

@@ -14,6 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Status};
 
 use crate::client::{FragmentSink, read_fragment_range};
+use crate::deadline::bounded;
 use crate::disks::blocking;
 use crate::errors::{bad_request, status};
 use crate::service::Shared;
@@ -69,18 +70,26 @@ async fn copy_replica(
         .await?;
     }
     let mut client = shared.cluster.node_client(source.node_id).await?;
-    let mut stream = client
-        .scan_replica(pb::ScanReplicaRequest {
+    let deadlines = *shared.cluster.deadlines();
+    let mut stream = bounded(
+        deadlines.control,
+        "scan replica",
+        client.scan_replica(pb::ScanReplicaRequest {
             volume_id,
             disk_id: source.disk_id,
             from_offset_bytes: 0,
             to_offset_bytes: v.size_bytes,
-        })
-        .await?
-        .into_inner();
+        }),
+    )
+    .await?
+    .into_inner();
     let block_max = shared.block_size_max_bytes;
     let mut end = 0u64;
-    while let Some(chunk) = stream.next().await {
+    // Each message of the scan is bounded like one read: a source that stops answering
+    // mid-copy fails the task (it is retried) instead of holding a task slot forever.
+    while let Some(chunk) =
+        bounded(deadlines.read, "scan replica", async { Ok::<_, Status>(stream.next().await) }).await?
+    {
         let chunk = chunk?;
         if chunk.offset_bytes != end {
             return Err(bad_request(format!("scan chunk at {} where {end} was due", chunk.offset_bytes)));

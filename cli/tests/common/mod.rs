@@ -1,0 +1,333 @@
+//! A cell of real `cellar` processes for the multi-process tests: masters, volume servers
+//! in zones, one frontend, each its own process with its own log, on ephemeral ports in a
+//! temp dir. Every process is SIGKILLed when the cell is dropped, however the test ends.
+
+#![allow(dead_code)] // each test file uses part of the harness
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the cell may take to come up, and any single wait on a condition.
+pub const WAIT: Duration = Duration::from_secs(180);
+
+/// The shape and settings of a cell.
+#[derive(Debug, Clone)]
+pub struct CellSpec {
+    /// Raft members.
+    pub masters: usize,
+    /// Zones, each with `servers_per_zone` volume servers.
+    pub zones: usize,
+    /// Volume servers per zone.
+    pub servers_per_zone: usize,
+    /// Disks per volume server.
+    pub disks_per_server: usize,
+    /// Volume size in MiB (the masters' and the frontend's).
+    pub volume_mib: u64,
+    /// Extra lines of the masters' TOML config.
+    pub master_config: String,
+    /// Extra flags of every volume server.
+    pub volume_args: Vec<String>,
+    /// Extra flags of the frontend.
+    pub frontend_args: Vec<String>,
+}
+
+impl Default for CellSpec {
+    fn default() -> Self {
+        CellSpec {
+            masters: 3,
+            zones: 3,
+            servers_per_zone: 2,
+            disks_per_server: 2,
+            volume_mib: 8,
+            master_config: String::new(),
+            volume_args: Vec::new(),
+            frontend_args: Vec::new(),
+        }
+    }
+}
+
+/// One volume server process.
+#[derive(Debug, Clone)]
+pub struct VolumeProc {
+    /// Its node id.
+    pub node_id: u64,
+    /// Index into [`Cell::procs`].
+    pub proc: usize,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// A running cell.
+pub struct Cell {
+    /// The temp dir holding every disk, data dir and log.
+    pub dir: tempfile::TempDir,
+    /// Every child process.
+    pub procs: Vec<Child>,
+    /// Master addresses, in id order.
+    pub masters: Vec<String>,
+    /// Index into `procs` of each master, in id order.
+    pub master_procs: Vec<usize>,
+    /// The volume servers.
+    pub volumes: Vec<VolumeProc>,
+    /// The frontend's HTTP base URL.
+    pub base: String,
+    /// Processes stopped with SIGSTOP and not yet continued (continued on drop, so that
+    /// SIGKILL finds them runnable).
+    frozen: Vec<u32>,
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        for pid in self.frozen.drain(..) {
+            signal(pid, libc::SIGCONT);
+        }
+        for c in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid this test spawned and a valid signal number.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+}
+
+/// Starts `cellar ARGS`, its stderr into `log`, its stdout piped.
+pub fn cellar(args: &[&str], log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn cellar")
+}
+
+/// Waits for a line of `path` containing `needle` and returns it.
+pub fn wait_for_line(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Some(line) = text.lines().find(|l| l.contains(needle))
+        {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in {}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `len` deterministic pseudo-random bytes for `seed`.
+pub fn block(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An HTTP agent whose every call is bounded (a hang fails the test instead of stalling it).
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(timeout).build()
+}
+
+/// Outcome of one put.
+#[derive(Debug)]
+pub enum PutAnswer {
+    /// 201: acknowledged, with the hash.
+    Stored(String),
+    /// Refused or failed with this status (nothing acknowledged).
+    Refused(u16),
+    /// No answer (transport error or client timeout).
+    NoAnswer(String),
+}
+
+/// One put of `bytes` through `agent`.
+pub fn put(agent: &ureq::Agent, base: &str, bytes: &[u8]) -> PutAnswer {
+    match agent.put(&format!("{base}/v1/blocks")).send_bytes(bytes) {
+        Ok(resp) if resp.status() == 201 => {
+            let v: serde_json::Value = serde_json::from_reader(resp.into_reader()).expect("put answer");
+            PutAnswer::Stored(v["hash"].as_str().expect("hash").to_string())
+        }
+        Ok(resp) => PutAnswer::Refused(resp.status()),
+        Err(ureq::Error::Status(code, _)) => PutAnswer::Refused(code),
+        Err(ureq::Error::Transport(t)) => PutAnswer::NoAnswer(t.to_string()),
+    }
+}
+
+/// The block `hash`, or why it could not be read.
+pub fn get(agent: &ureq::Agent, base: &str, hash: &str) -> Result<Vec<u8>, String> {
+    let resp = agent.get(&format!("{base}/v1/blocks/{hash}")).call().map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    resp.into_reader().read_to_end(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The stat document of `hash` (`GET /v1/stat/<hash>`).
+pub fn stat(agent: &ureq::Agent, base: &str, hash: &str) -> serde_json::Value {
+    let resp = agent.get(&format!("{base}/v1/stat/{hash}")).call().expect("stat");
+    serde_json::from_reader(resp.into_reader()).expect("stat json")
+}
+
+/// The metrics URL a process logged ("metrics served bound=ADDR").
+pub fn metrics_url(log: &Path) -> String {
+    let line = wait_for_line(log, "metrics served");
+    let addr = line.split("bound=").nth(1).and_then(|s| s.split_whitespace().next()).expect("bound address");
+    format!("http://{addr}/metrics")
+}
+
+/// The text at `url`.
+pub fn scrape(url: &str) -> String {
+    ureq::get(url).call().expect("scrape").into_string().expect("metrics text")
+}
+
+/// The value of the sample line starting with `prefix` (name and labels, then a space).
+pub fn value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
+}
+
+impl Cell {
+    /// Starts a cell of `spec`'s shape and waits until it takes a put.
+    pub fn start(spec: &CellSpec) -> Cell {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_path_buf();
+        let mut cell = Cell {
+            dir,
+            procs: Vec::new(),
+            masters: Vec::new(),
+            master_procs: Vec::new(),
+            volumes: Vec::new(),
+            base: String::new(),
+            frozen: Vec::new(),
+        };
+        for _ in 0..spec.masters {
+            let port = cellar_bench::process::free_port().expect("port");
+            cell.masters.push(format!("127.0.0.1:{port}"));
+        }
+        let peers: Vec<String> =
+            cell.masters.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let peers = peers.join(",");
+        let config = d.join("master.toml");
+        std::fs::write(
+            &config,
+            format!("volume_size_bytes = {}\n{}\n", spec.volume_mib << 20, spec.master_config),
+        )
+        .expect("config");
+        for (i, addr) in cell.masters.clone().iter().enumerate() {
+            let id = (i + 1).to_string();
+            let data = d.join(format!("master-{id}"));
+            let mut args = vec![
+                "master",
+                "--id",
+                &id,
+                "--listen",
+                addr,
+                "--data-dir",
+                data.to_str().expect("utf-8"),
+                "--peers",
+                &peers,
+                "--config",
+                config.to_str().expect("utf-8"),
+                "--metrics",
+                "127.0.0.1:0",
+            ];
+            if i == 0 {
+                args.push("--init");
+            }
+            cell.procs.push(cellar(&args, &d.join(format!("master-{id}.log"))));
+            cell.master_procs.push(cell.procs.len() - 1);
+        }
+        let master_list = cell.masters.join(",");
+        for zone in 1..=spec.zones {
+            for server in 1..=spec.servers_per_zone {
+                let name = format!("z{zone}-s{server}");
+                let log = d.join(format!("volume-{name}.log"));
+                let mut args: Vec<String> = vec![
+                    "volume".into(),
+                    "--listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--zone".into(),
+                    format!("z{zone}"),
+                    "--master".into(),
+                    master_list.clone(),
+                    "--metrics".into(),
+                    "127.0.0.1:0".into(),
+                ];
+                for disk in 1..=spec.disks_per_server {
+                    args.push("--disk".into());
+                    args.push(d.join(format!("disk-{name}-{disk}")).to_str().expect("utf-8").into());
+                }
+                args.extend(spec.volume_args.iter().cloned());
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                cell.procs.push(cellar(&args, &log));
+                cell.volumes.push(VolumeProc { node_id: 0, proc: cell.procs.len() - 1, log });
+            }
+        }
+        for v in &mut cell.volumes {
+            let line = wait_for_line(&v.log, "volume server running");
+            v.node_id = line
+                .split("node=")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no node id in {line:?}"));
+        }
+        let volume_mib = spec.volume_mib.to_string();
+        let mut args: Vec<&str> =
+            vec!["frontend", "--http", "127.0.0.1:0", "--master", &master_list, "--volume-mib", &volume_mib];
+        args.extend(spec.frontend_args.iter().map(String::as_str));
+        let mut frontend = cellar(&args, &d.join("frontend.log"));
+        let stdout = frontend.stdout.take().expect("stdout");
+        cell.procs.push(frontend);
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first).expect("frontend banner");
+        cell.base = first.trim().strip_prefix("frontend serving ").expect("frontend address").to_string();
+
+        // Puts are taken once the volume servers have registered and heartbeated.
+        let a = agent(Duration::from_secs(30));
+        let deadline = Instant::now() + WAIT;
+        while !matches!(put(&a, &cell.base, b"ready"), PutAnswer::Stored(_)) {
+            assert!(Instant::now() < deadline, "the cell took no put in time");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cell
+    }
+
+    /// The volume server with node id `node_id`.
+    pub fn volume(&self, node_id: u64) -> &VolumeProc {
+        self.volumes.iter().find(|v| v.node_id == node_id).unwrap_or_else(|| panic!("no node {node_id}"))
+    }
+
+    /// Stops the process of volume server `node_id` with SIGSTOP (its sockets stay open;
+    /// nothing answers).
+    pub fn freeze(&mut self, node_id: u64) {
+        let pid = self.procs[self.volume(node_id).proc].id();
+        signal(pid, libc::SIGSTOP);
+        self.frozen.push(pid);
+    }
+
+    /// Lets a frozen volume server run again (SIGCONT).
+    pub fn thaw(&mut self, node_id: u64) {
+        let pid = self.procs[self.volume(node_id).proc].id();
+        signal(pid, libc::SIGCONT);
+        self.frozen.retain(|p| *p != pid);
+    }
+
+    /// The path of a file in the cell's dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}

@@ -1,0 +1,269 @@
+//! A volume server that stops answering (SIGSTOP: its sockets stay open, nothing answers)
+//! in a cell of separate processes: 3 masters, 3 zones x 2 volume servers x 2 disks, one
+//! frontend. Puts must keep getting answers within the append deadline plus one retry,
+//! gets must be hedged to other holders, and nothing acknowledged may be lost.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cell, CellSpec, PutAnswer, agent, block, get, put, stat, value};
+
+const SMALL_BYTES: usize = 4 << 10;
+const LARGE_BYTES: usize = 4 << 20;
+/// The frontend's append deadline in these tests (`--append-deadline-ms`).
+const APPEND_DEADLINE: Duration = Duration::from_secs(2);
+/// What a put may take at most: one attempt that runs into the append deadline, then one
+/// retry on another volume. The slack covers the seal and the retry on a loaded 2-core
+/// machine with ten processes; without deadlines a put on the frozen server never ends.
+const PUT_ANSWER_MAX: Duration = Duration::from_secs(8);
+/// The frontend's longest hedge delay in these tests (`--hedge-delay-max-ms`).
+const HEDGE_DELAY_MAX: Duration = Duration::from_millis(200);
+/// The frontend's read deadline in these tests: far above what a hedged get may take, so
+/// a get that waited for the frozen holder fails the bound below.
+const READ_DEADLINE: Duration = Duration::from_secs(10);
+/// What a get may take at most with one holder frozen: the hedge delay (twice, when the
+/// frozen server holds two fragments the reads need) plus one read, with slack for a loaded
+/// machine. Far below [`READ_DEADLINE`].
+const GET_ANSWER_MAX: Duration = Duration::from_millis(1500);
+
+/// One put a client made: its seed and size, when it started, how long it took, and the
+/// answer.
+struct Done {
+    seed: u64,
+    len: usize,
+    started: Instant,
+    took: Duration,
+    answer: PutAnswer,
+}
+
+fn frontend_metric(cell: &Cell, prefix: &str) -> f64 {
+    value(&common::scrape(&format!("{}/metrics", cell.base)), prefix)
+}
+
+#[test]
+fn a_frozen_volume_server_holds_no_put_past_the_deadline_and_loses_nothing() {
+    let spec = CellSpec {
+        volume_mib: 16,
+        master_config: "node_silent_after_ms = 3000\n".into(),
+        frontend_args: vec![
+            "--append-deadline-ms".into(),
+            APPEND_DEADLINE.as_millis().to_string(),
+            "--writers".into(),
+            "4".into(),
+        ],
+        ..CellSpec::default()
+    };
+    let mut cell = Cell::start(&spec);
+    let base = cell.base.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let last_acked = Arc::new(Mutex::new(String::new()));
+    let clients: Vec<_> = (0..16u64)
+        .map(|client| {
+            let (base, stop, acked, last_acked) =
+                (base.clone(), stop.clone(), acked.clone(), last_acked.clone());
+            std::thread::spawn(move || {
+                // Bounded well above PUT_ANSWER_MAX: a put that hangs shows up as NoAnswer.
+                let http = agent(Duration::from_secs(60));
+                let mut done = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let seed = client * 1_000_000 + i;
+                    let len = if (client + i) % 4 == 0 { LARGE_BYTES } else { SMALL_BYTES };
+                    i += 1;
+                    let bytes = block(seed, len);
+                    let started = Instant::now();
+                    let answer = put(&http, &base, &bytes);
+                    let took = started.elapsed();
+                    if let PutAnswer::Stored(hash) = &answer {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                        *last_acked.lock().unwrap_or_else(|p| p.into_inner()) = hash.clone();
+                    }
+                    done.push(Done { seed, len, started, took, answer });
+                }
+                done
+            })
+        })
+        .collect();
+
+    // Freeze a server holding a replica of a volume being written.
+    let http = agent(Duration::from_secs(30));
+    let deadline = Instant::now() + common::WAIT;
+    let victim = loop {
+        assert!(Instant::now() < deadline, "no open volume seen under load");
+        std::thread::sleep(Duration::from_millis(100));
+        if acked.load(Ordering::Relaxed) < 32 {
+            continue;
+        }
+        let hash = last_acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let s = stat(&http, &base, &hash);
+        if s["state"] == "open"
+            && let Some(node) = s["replicas"][0]["node"].as_u64()
+        {
+            break node;
+        }
+    };
+    let acked_before = acked.load(Ordering::Relaxed);
+    cell.freeze(victim);
+    let frozen_at = Instant::now();
+    // Keep the load on for long enough that every put caught by the freeze has met its
+    // deadline and retried, and until the frontend has seen an append time out.
+    let deadline = Instant::now() + common::WAIT;
+    while frozen_at.elapsed() < 3 * PUT_ANSWER_MAX
+        || frontend_metric(&cell, "cellar_frontend_append_timeouts_total ") < 1.0
+    {
+        assert!(Instant::now() < deadline, "no append ever timed out against the frozen server");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let acked_while_frozen = acked.load(Ordering::Relaxed) - acked_before;
+    cell.thaw(victim);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let done: Vec<Done> = clients.into_iter().flat_map(|c| c.join().expect("client thread")).collect();
+
+    let mut slowest = Duration::ZERO;
+    let mut caught = 0;
+    for d in &done {
+        match &d.answer {
+            PutAnswer::Stored(_) => {}
+            other => panic!("put of {} bytes (seed {}) answered {other:?} after {:?}", d.len, d.seed, d.took),
+        }
+        assert!(
+            d.took <= PUT_ANSWER_MAX,
+            "a put of {} bytes took {:?} (started {:?} after the freeze)",
+            d.len,
+            d.took,
+            d.started.checked_duration_since(frozen_at)
+        );
+        slowest = slowest.max(d.took);
+        if d.took >= APPEND_DEADLINE {
+            caught += 1;
+        }
+    }
+    assert!(acked_while_frozen >= 16, "only {acked_while_frozen} puts succeeded while a server was frozen");
+    let timeouts = frontend_metric(&cell, "cellar_frontend_append_timeouts_total ");
+    let retries = frontend_metric(&cell, "cellar_frontend_put_retries_total ");
+    assert!(retries >= 1.0, "no put was retried after an append timed out");
+    eprintln!(
+        "{} puts, {acked_while_frozen} acknowledged while frozen, {caught} ran into the deadline, \
+         slowest {slowest:?}, {timeouts} append timeouts, {retries} retries",
+        done.len()
+    );
+
+    // Nothing acknowledged is missing, the frozen server's replicas included.
+    let http = agent(Duration::from_secs(60));
+    for d in &done {
+        let PutAnswer::Stored(hash) = &d.answer else { continue };
+        let back = get(&http, &base, hash).unwrap_or_else(|e| panic!("get {hash}: {e}"));
+        assert!(back == block(d.seed, d.len), "block {hash} came back different");
+    }
+}
+
+#[test]
+fn gets_of_blocks_on_a_frozen_volume_server_are_hedged_to_other_holders() {
+    let spec = CellSpec {
+        volume_mib: 8,
+        frontend_args: vec![
+            "--read-deadline-ms".into(),
+            READ_DEADLINE.as_millis().to_string(),
+            "--hedge-delay-max-ms".into(),
+            HEDGE_DELAY_MAX.as_millis().to_string(),
+            "--writers".into(),
+            "1".into(),
+        ],
+        volume_args: vec!["--encode-defer-max-secs".into(), "0".into()],
+        ..CellSpec::default()
+    };
+    let mut cell = Cell::start(&spec);
+    let base = cell.base.clone();
+    let http = agent(Duration::from_secs(60));
+
+    // 1 MiB and 4 KiB blocks: enough to fill (and so seal and code) a few 8 MiB volumes
+    // and leave the last one open.
+    let mut blocks = Vec::new();
+    for seed in 0..40u64 {
+        let len = if seed % 2 == 0 { 1 << 20 } else { SMALL_BYTES };
+        let bytes = block(seed, len);
+        match put(&http, &base, &bytes) {
+            PutAnswer::Stored(hash) => blocks.push((hash, seed, len)),
+            other => panic!("put {seed}: {other:?}"),
+        }
+    }
+    // Wait for the sealed volumes to be coded.
+    let deadline = Instant::now() + common::WAIT;
+    let stats = loop {
+        let stats: Vec<serde_json::Value> = blocks.iter().map(|(h, _, _)| stat(&http, &base, h)).collect();
+        let coded = stats.iter().filter(|s| s["state"] == "coded").count();
+        let replicated = stats.iter().filter(|s| s["state"] != "coded").count();
+        if coded >= 10 && replicated >= 1 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "{coded} blocks coded, {replicated} replicated");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // The victim: a server that is the first holder of replicated blocks (their first
+    // replica) and of coded ones (a data fragment the block's bytes are in), so that
+    // gets of both kinds must go around it.
+    let first_holders = |s: &serde_json::Value| -> Vec<u64> {
+        if s["state"] == "coded" {
+            // Systematic layout: data fragment i holds volume bytes [i*F, (i+1)*F), F the
+            // volume size over k rounded up to whole 64 KiB chunks (docs/FORMAT.md).
+            let k = 6u64;
+            let chunk = 64u64 << 10;
+            let (Some(size), Some(offset), Some(frags)) =
+                (s["volume_size"].as_u64(), s["offset"].as_u64(), s["fragments"].as_array())
+            else {
+                return Vec::new();
+            };
+            let fragment_bytes = size.div_ceil(k).div_ceil(chunk) * chunk;
+            let record_bytes =
+                s["size"].as_u64().unwrap_or(0) + cellar_blockstore::RECORD_HEADER_BYTES as u64;
+            let first = offset / fragment_bytes;
+            let last = (offset + record_bytes - 1) / fragment_bytes;
+            (first..=last.min(k - 1))
+                .filter_map(|i| frags.get(i as usize).and_then(|f| f["node"].as_u64()))
+                .collect()
+        } else {
+            s["replicas"][0]["node"].as_u64().into_iter().collect()
+        }
+    };
+    let mut counts = std::collections::HashMap::<u64, (usize, usize)>::new();
+    for s in &stats {
+        for node in first_holders(s) {
+            let c = counts.entry(node).or_default();
+            if s["state"] == "coded" {
+                c.0 += 1;
+            } else {
+                c.1 += 1;
+            }
+        }
+    }
+    let (&victim, &(coded_on_victim, replicated_on_victim)) = counts
+        .iter()
+        .filter(|(_, (coded, replicated))| *coded > 0 && *replicated > 0)
+        .max_by_key(|(node, (coded, replicated))| (coded + replicated, std::cmp::Reverse(**node)))
+        .unwrap_or_else(|| panic!("no server is the first holder of both kinds of block: {counts:?}"));
+    cell.freeze(victim);
+    let hedged_before = frontend_metric(&cell, "cellar_frontend_hedged_reads_total ");
+
+    let mut slowest = Duration::ZERO;
+    for (hash, seed, len) in &blocks {
+        let started = Instant::now();
+        let back = get(&http, &base, hash).unwrap_or_else(|e| panic!("get {hash}: {e}"));
+        let took = started.elapsed();
+        assert!(back == block(*seed, *len), "block {hash} came back different");
+        assert!(took <= GET_ANSWER_MAX, "a get of {len} bytes took {took:?} with node {victim} frozen");
+        slowest = slowest.max(took);
+    }
+    let hedged = frontend_metric(&cell, "cellar_frontend_hedged_reads_total ") - hedged_before;
+    eprintln!(
+        "node {victim} frozen (first holder of {coded_on_victim} coded and {replicated_on_victim} replicated \
+         blocks): {} gets, slowest {slowest:?}, {hedged} hedged",
+        blocks.len()
+    );
+    assert!(hedged >= 1.0, "no read was hedged although node {victim} was the first holder of blocks");
+    cell.thaw(victim);
+}
