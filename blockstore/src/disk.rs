@@ -120,7 +120,9 @@ impl Disk {
 
     fn trash_removed(&self, entry: &TrashEntry) {
         // Saturating: the counters must not wrap if they ever disagreed with the catalog.
-        let _ = self.trash_entries.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        let _ = self
+            .trash_entries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
         let _ = self
             .trash_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(entry.size_bytes)));

@@ -8,9 +8,9 @@
 //! the header CRC and its own offset equal to its position.
 
 use crate::error::{CorruptKind, Error, Result};
+use crate::extent_header::EXTENT_DATA_OFFSET_BYTES;
 use crate::id::ExtentId;
 use crate::io::{IoFile, read_exact_at};
-use crate::extent_header::EXTENT_DATA_OFFSET_BYTES;
 use crate::record::{RECORD_HEADER_BYTES, RECORD_MAGIC, RecordHeader};
 
 /// Damaged spans recovery keeps in place in one replica; past this many the replica is
@@ -115,7 +115,8 @@ pub(crate) fn walk_tail(
             walk.end_bytes = pos;
             continue;
         }
-        let Some(next) = next_valid_record(file, extent, pos, data_len, payload_max_bytes, &mut payload)? else {
+        let Some(next) = next_valid_record(file, extent, pos, data_len, payload_max_bytes, &mut payload)?
+        else {
             break;
         };
         if walk.corrupt.len() == CORRUPT_SPANS_MAX {
@@ -172,12 +173,9 @@ fn next_valid_record(
             };
             i += found;
             let q = at + i as u64;
-            let head: &[u8; RECORD_HEADER_BYTES] =
-                window[i..i + RECORD_HEADER_BYTES].try_into().map_err(|_| Error::Corrupt {
-                    extent,
-                    offset_bytes: q,
-                    kind: CorruptKind::Truncated,
-                })?;
+            let head: &[u8; RECORD_HEADER_BYTES] = window[i..i + RECORD_HEADER_BYTES]
+                .try_into()
+                .map_err(|_| Error::Corrupt { extent, offset_bytes: q, kind: CorruptKind::Truncated })?;
             let Ok(h) = RecordHeader::decode(head, q, payload_max_bytes) else {
                 i += 1;
                 continue;

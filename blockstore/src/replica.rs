@@ -340,7 +340,8 @@ impl Replica {
                         Error::Io { op, source, .. } => Error::io(&path, op, source),
                         other => other,
                     };
-                    recovery.damaged = Some(format!("cannot verify the records past data offset {watermark}: {e}"));
+                    recovery.damaged =
+                        Some(format!("cannot verify the records past data offset {watermark}: {e}"));
                 }
             }
             if recovery.damaged.is_some() {

@@ -53,7 +53,12 @@ fn set_watermark(dir: &Path, id: ExtentId, length_bytes: u64) {
 }
 
 fn watermark(dir: &Path, id: ExtentId) -> u64 {
-    Catalog::open(&dir.join("catalog")).expect("catalog").extent(id).expect("read").expect("entry").length_bytes
+    Catalog::open(&dir.join("catalog"))
+        .expect("catalog")
+        .extent(id)
+        .expect("read")
+        .expect("entry")
+        .length_bytes
 }
 
 fn flip(path: &Path, offset: u64, bit: u8) {
@@ -114,7 +119,8 @@ fn a_flipped_bit_mid_tail_keeps_every_later_record_and_reports_the_extent(backen
                 if i == victim {
                     assert_corrupt_at(&disk, id, *offset);
                 } else {
-                    let got = disk.read_record(id, *offset).unwrap_or_else(|e| panic!("{case}: record {i}: {e}"));
+                    let got =
+                        disk.read_record(id, *offset).unwrap_or_else(|e| panic!("{case}: record {i}: {e}"));
                     assert_eq!(&got.payload, payload, "{case}: record {i} byte-exact");
                 }
             }
@@ -258,7 +264,10 @@ fn a_block_holding_a_record_lookalike_does_not_mislead_recovery(backend: Backend
     let disk = open(dir.path(), backend);
     assert_eq!(
         disk.open_report().corrupt,
-        vec![(id, vec![CorruptSpan { offset_bytes: holder_offset, len_bytes: after_offset - holder_offset }])]
+        vec![(
+            id,
+            vec![CorruptSpan { offset_bytes: holder_offset, len_bytes: after_offset - holder_offset }]
+        )]
     );
     assert_eq!(disk.extent_info(id).expect("info").length_bytes, end);
     assert_eq!(disk.read_record(id, after_offset).expect("read").payload, after);
