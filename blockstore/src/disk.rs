@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,10 @@ pub struct Disk {
     block_size_max_bytes: u64,
     identity: DiskIdentity,
     report: OpenReport,
+    /// Entries and bytes in the trash, counted at open and kept by delete and purge (under
+    /// `namespace`), so that a stat reads no catalog.
+    trash_entries: AtomicU64,
+    trash_bytes: AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -94,13 +99,33 @@ impl Disk {
             block_size_max_bytes: options.block_size_max_bytes,
             identity,
             report: OpenReport::default(),
+            trash_entries: AtomicU64::new(0),
+            trash_bytes: AtomicU64::new(0),
         };
         disk.complete_deletes()?;
         disk.load_extents()?;
         disk.trash_orphans()?;
+        for entry in disk.catalog.trash()? {
+            disk.trash_added(&entry);
+        }
         sync_dir(&disk.root.join("extents"))?;
         sync_dir(&disk.root.join("trash"))?;
         Ok(disk)
+    }
+
+    fn trash_added(&self, entry: &TrashEntry) {
+        self.trash_entries.fetch_add(1, Ordering::Relaxed);
+        self.trash_bytes.fetch_add(entry.size_bytes, Ordering::Relaxed);
+    }
+
+    fn trash_removed(&self, entry: &TrashEntry) {
+        // Saturating: the counters must not wrap if they ever disagreed with the catalog.
+        let _ = self
+            .trash_entries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        let _ = self
+            .trash_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(entry.size_bytes)));
     }
 
     fn extent_path(&self, id: ExtentId) -> PathBuf {
@@ -146,7 +171,13 @@ impl Disk {
                         if let Some(damage) = &recovery.damaged {
                             self.report.damaged.push((id, damage.clone()));
                         }
-                        if recovery.truncated_bytes > 0 || recovery.records_verified > 0 {
+                        if !recovery.corrupt.is_empty() {
+                            self.report.corrupt.push((id, recovery.corrupt.clone()));
+                        }
+                        if recovery.truncated_bytes > 0
+                            || recovery.records_verified > 0
+                            || !recovery.corrupt.is_empty()
+                        {
                             self.report.recovered.push((id, recovery));
                         }
                         Extent::Replica(Arc::new(replica))
@@ -490,10 +521,8 @@ impl Disk {
             stat.open_extents += u64::from(open);
             stat.used_bytes += bytes;
         }
-        for entry in self.catalog.trash()? {
-            stat.trash_extents += 1;
-            stat.trash_bytes += entry.size_bytes;
-        }
+        stat.trash_extents = self.trash_entries.load(Ordering::Relaxed);
+        stat.trash_bytes = self.trash_bytes.load(Ordering::Relaxed);
         Ok(stat)
     }
 
@@ -511,11 +540,17 @@ impl Disk {
         let size_bytes = fs::metadata(&live).map(|m| m.len()).unwrap_or(0);
         let trash = TrashEntry { extent: id, deleted_unix_ms: now_unix_ms(), size_bytes };
         self.catalog.move_to_trash(&trash)?;
+        self.trash_added(&trash);
         let to = self.trash_path(&trash);
         fs::rename(&live, &to).map_err(|e| Error::io(&live, "move extent to trash", e))?;
         sync_dir(&self.root.join("extents"))?;
         sync_dir(&self.root.join("trash"))?;
         Ok(trash)
+    }
+
+    /// Entries and bytes in the trash now (kept as counters: no catalog read).
+    pub fn trash_usage(&self) -> (u64, u64) {
+        (self.trash_entries.load(Ordering::Relaxed), self.trash_bytes.load(Ordering::Relaxed))
     }
 
     /// Every extent in the trash.
@@ -546,6 +581,7 @@ impl Disk {
                 Err(e) => return Err(Error::io(&path, "unlink trash", e)),
             }
             self.catalog.remove_trash(&entry)?;
+            self.trash_removed(&entry);
             report.purged += 1;
             report.freed_bytes += entry.size_bytes;
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::catalog::Catalog;
 use crate::error::{Error, ExtentState, Result};
 use crate::id::ExtentId;
+use crate::recovery::CorruptSpan;
 use crate::replica::ReplicaRecovery;
 
 /// Disk identity encoding version in the catalog.
@@ -24,8 +25,12 @@ pub struct DiskIdentity {
 /// What opening the disk found and did.
 #[derive(Debug, Clone, Default)]
 pub struct OpenReport {
-    /// Open replicas whose torn tail was truncated, with what recovery did.
+    /// Open replicas whose tail recovery verified, truncated or found damaged, with what
+    /// recovery did.
     pub recovered: Vec<(ExtentId, ReplicaRecovery)>,
+    /// Open replicas with damaged records kept in place (valid records follow them):
+    /// bad extents to report for repair; their other records stay readable.
+    pub corrupt: Vec<(ExtentId, Vec<CorruptSpan>)>,
     /// Extents in the catalog whose file is gone.
     pub missing: Vec<ExtentId>,
     /// Extents whose file is shorter than the catalog says, or fails its header check.
@@ -37,6 +42,24 @@ pub struct OpenReport {
     pub unknown_files: Vec<PathBuf>,
     /// Deletes that a crash interrupted and opening completed.
     pub deletes_completed: usize,
+}
+
+impl OpenReport {
+    /// Every extent that opening found missing, damaged or holding damaged records, with
+    /// why: what the owner of the disk reports for repair.
+    pub fn bad_extents(&self) -> Vec<(ExtentId, String)> {
+        let mut out: Vec<(ExtentId, String)> =
+            self.missing.iter().map(|id| (*id, "extent file is missing at open".to_string())).collect();
+        out.extend(self.damaged.iter().map(|(id, why)| (*id, format!("damaged at open: {why}"))));
+        for (id, spans) in &self.corrupt {
+            let first = spans.first().map_or(0, |s| s.offset_bytes);
+            out.push((
+                *id,
+                format!("{} damaged record(s) kept at open, the first at data offset {first}", spans.len()),
+            ));
+        }
+        out
+    }
 }
 
 /// Public description of one extent.

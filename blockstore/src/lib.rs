@@ -5,7 +5,8 @@
 //! fragment of a coded volume in fixed-size chunks, each with a CRC32. Every read verifies
 //! its checksums; corrupt bytes become [`Error::Corrupt`], never data. Appends share fsyncs
 //! (group commit) and return only once durable; reopening after a crash truncates a torn
-//! tail. The byte-level format is specified in docs/FORMAT.md.
+//! tail and keeps in place a damaged record that valid records follow. The byte-level
+//! format is specified in docs/FORMAT.md.
 
 pub mod catalog;
 pub mod disk;
@@ -16,6 +17,7 @@ pub mod id;
 pub mod info;
 pub mod io;
 pub mod record;
+mod recovery;
 mod replica;
 mod scan;
 
@@ -26,5 +28,6 @@ pub use id::{ExtentId, ExtentPart};
 pub use info::{DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport};
 pub use io::IoChoice;
 pub use record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
+pub use recovery::CorruptSpan;
 pub use replica::{RecordIn, ReplicaRecovery, ScannedRecord};
 pub use scan::ReplicaScan;

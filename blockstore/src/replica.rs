@@ -19,6 +19,7 @@ use crate::io::direct::{
 };
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
+use crate::recovery::{CORRUPT_SPANS_MAX, CorruptSpan, walk_tail};
 
 /// Payloads up to this size are copied behind their header and written together with the
 /// other small records of their batch; larger ones are written in two calls (header,
@@ -85,6 +86,10 @@ pub(crate) struct Replica {
     failed: AtomicBool,
     /// Deleted (moved to trash): no more operations.
     retired: AtomicBool,
+    /// The durable watermark is never raised past this data offset: the first damaged
+    /// record recovery kept in place (`u64::MAX` when there is none), so that the next
+    /// open finds it again.
+    watermark_cap_bytes: AtomicU64,
 }
 
 struct AppendState {
@@ -94,6 +99,8 @@ struct AppendState {
     /// `align_down(end_bytes)..end_bytes` (empty when the end is aligned). A direct append
     /// starts at that block and writes these bytes again before its records.
     tail: Vec<u8>,
+    /// Damaged records recovery kept in place (valid records follow them), in order.
+    corrupt: Vec<CorruptSpan>,
 }
 
 struct SyncState {
@@ -108,8 +115,12 @@ pub struct ReplicaRecovery {
     pub truncated_bytes: u64,
     /// Records verified during recovery (those past the catalog's watermark).
     pub records_verified: u64,
-    /// Set when the file is shorter than the catalog says (data lost outside cellar).
+    /// Set when the file is shorter than the catalog says (data lost outside cellar), or
+    /// holds too much damage to keep track of.
     pub damaged: Option<String>,
+    /// Damaged records kept in place because valid records follow them: the extent is
+    /// bad (reads of them fail as corrupt) but the records after them stay readable.
+    pub corrupt: Vec<CorruptSpan>,
 }
 
 /// A record found by a scan, verified.
@@ -241,13 +252,14 @@ impl Replica {
             payload_max_bytes,
             kept_file: Mutex::new(file),
             direct_file: Mutex::new(direct_file),
-            append: Mutex::new(AppendState { end_bytes, state, tail }),
+            append: Mutex::new(AppendState { end_bytes, state, tail, corrupt: Vec::new() }),
             sync: Mutex::new(SyncState { syncing: false }),
             synced: Condvar::new(),
             written_end_bytes: AtomicU64::new(end_bytes),
             durable_end_bytes: AtomicU64::new(end_bytes),
             failed: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            watermark_cap_bytes: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -305,22 +317,40 @@ impl Replica {
         let data_len = file_len.saturating_sub(EXTENT_DATA_OFFSET_BYTES);
         let watermark = entry.length_bytes;
         let mut end = watermark;
+        let mut corrupt = Vec::new();
         if data_len < watermark {
             recovery.damaged = Some(format!("file holds {data_len} data bytes, {watermark} were durable"));
             end = data_len;
         } else {
-            // Verify every record past the watermark; the first bad one starts the torn tail.
-            let mut payload = Vec::new();
-            while end < data_len {
-                match read_verified(file.as_ref(), id, end, payload_max_bytes, &mut payload) {
-                    Ok(header) if end + header.record_len_bytes() <= data_len => {
-                        end += header.record_len_bytes();
-                        recovery.records_verified += 1;
+            // Verify every record past the watermark; damage that valid records follow is
+            // kept in place, and the first damage nothing valid follows starts the torn tail.
+            match walk_tail(file.as_ref(), id, watermark, data_len, payload_max_bytes) {
+                Ok(walk) => {
+                    end = walk.end_bytes;
+                    recovery.records_verified = walk.records_verified;
+                    corrupt = walk.corrupt;
+                    if walk.gave_up {
+                        recovery.damaged = Some(format!(
+                            "more than {CORRUPT_SPANS_MAX} damaged records past data offset {watermark}"
+                        ));
                     }
-                    _ => break,
+                }
+                Err(e) => {
+                    let e = match e {
+                        Error::Io { op, source, .. } => Error::io(&path, op, source),
+                        other => other,
+                    };
+                    recovery.damaged =
+                        Some(format!("cannot verify the records past data offset {watermark}: {e}"));
                 }
             }
-            if end < data_len {
+            if recovery.damaged.is_some() {
+                // Too much damage to keep track of, or the device fails: nothing is
+                // truncated (acknowledged records may lie past it), nothing more is
+                // written, every byte stays readable through the usual checks.
+                tracing::error!(extent = %id, damage = recovery.damaged.as_deref().unwrap_or(""), "replica damaged");
+                end = data_len;
+            } else if end < data_len {
                 // The zeros a direct append padded its last block with are not a torn
                 // tail: dropped, but neither counted nor reported.
                 let pad = data_len <= align_up(end) && {
@@ -336,10 +366,22 @@ impl Replica {
                     tracing::warn!(extent = %id, truncated_bytes = recovery.truncated_bytes, "truncated torn tail");
                 }
             }
-            if end != watermark {
-                let entry = ExtentEntry { length_bytes: end, ..*entry };
+            for span in &corrupt {
+                tracing::error!(extent = %id, offset_bytes = span.offset_bytes, len_bytes = span.len_bytes,
+                    "damaged record kept in place: valid records follow it");
+            }
+            // The watermark stays below kept damage, so that every open finds and reports
+            // it again until the extent is repaired.
+            let new_watermark = match (&recovery.damaged, corrupt.first()) {
+                (Some(_), _) => watermark,
+                (None, Some(first)) => first.offset_bytes,
+                (None, None) => end,
+            };
+            if new_watermark != watermark {
+                let entry = ExtentEntry { length_bytes: new_watermark, ..*entry };
                 catalog.put_extent(id, &entry)?;
             }
+            recovery.corrupt = corrupt.clone();
         }
         let mut tail = vec![0u8; (end - align_down(end)) as usize];
         read_exact_at(file.as_ref(), &mut tail, EXTENT_DATA_OFFSET_BYTES + align_down(end))
@@ -355,6 +397,10 @@ impl Replica {
             ExtentState::Open,
             tail,
         );
+        if let Some(first) = corrupt.first() {
+            replica.watermark_cap_bytes.store(first.offset_bytes, Ordering::Release);
+        }
+        lock(&replica.append).corrupt = corrupt;
         if recovery.damaged.is_some() {
             replica.failed.store(true, Ordering::Release);
         }
@@ -550,7 +596,7 @@ impl Replica {
                     let entry = ExtentEntry {
                         state: ExtentState::Open,
                         created_unix_ms: self.created_unix_ms,
-                        length_bytes: target,
+                        length_bytes: target.min(self.watermark_cap_bytes.load(Ordering::Acquire)),
                         chunk_size_bytes: 0,
                     };
                     if let Err(e) = catalog.put_watermark(self.id, &entry) {
@@ -783,7 +829,7 @@ impl Replica {
         }
         let file = self.file()?;
         if target < st.end_bytes {
-            self.check_boundary(file.as_ref(), target)?;
+            self.check_boundary(file.as_ref(), target, &st.corrupt)?;
         }
         let _sync = self.quiesce_syncs();
         // A direct append's zero padding past the end goes too: a sealed extent's file
@@ -811,16 +857,24 @@ impl Replica {
         self.written_end_bytes.store(target, Ordering::Release);
         self.durable_end_bytes.store(target, Ordering::Release);
         st.tail = Vec::new();
+        st.corrupt.retain(|span| span.end_bytes() <= target);
         *lock(&self.kept_file) = None;
         *lock(&self.direct_file) = None;
         Ok(target)
     }
 
-    /// Walks record headers from the start to prove `target` is a record boundary.
-    fn check_boundary(&self, file: &dyn IoFile, target: u64) -> Result<()> {
+    /// Walks record headers from the start to prove `target` is a record boundary,
+    /// stepping over the damaged records recovery kept (`corrupt`, in order).
+    fn check_boundary(&self, file: &dyn IoFile, target: u64, corrupt: &[CorruptSpan]) -> Result<()> {
         let mut pos = 0u64;
         let mut head = [0u8; RECORD_HEADER_BYTES];
+        let mut spans = corrupt.iter().peekable();
         while pos < target {
+            while spans.next_if(|span| span.offset_bytes < pos).is_some() {}
+            if let Some(span) = spans.next_if(|span| span.offset_bytes == pos) {
+                pos = span.end_bytes();
+                continue;
+            }
             read_exact_at(file, &mut head, EXTENT_DATA_OFFSET_BYTES + pos)
                 .map_err(|e| Error::io(&self.path, "read record header", e))?;
             let header = RecordHeader::decode(&head, pos, self.payload_max_bytes)
@@ -894,7 +948,7 @@ impl Replica {
 
 /// Reads the record header at `offset_bytes` of the data region and its payload into
 /// `payload`, checking both CRCs and the stored offset.
-fn read_verified(
+pub(crate) fn read_verified(
     file: &dyn IoFile,
     extent: ExtentId,
     offset_bytes: u64,

@@ -33,12 +33,14 @@ fn trash_keeps_deleted_extents_for_the_retention_time(backend: Backend) {
     }
     let disk = open(dir.path(), backend);
     assert_eq!(disk.list_trash().expect("trash"), vec![deleted.clone()], "the trash survives reopen");
+    assert_eq!(disk.trash_usage(), (1, deleted.size_bytes), "counted again at open");
     let report = disk.purge_trash(retention).expect("purge now");
     assert_eq!(report.purged, 0, "deleted moments ago: kept");
     let report = disk.purge_trash_at(now_unix_ms() + retention.as_millis() as u64, retention).expect("purge");
     assert_eq!((report.purged, report.freed_bytes), (1, deleted.size_bytes));
     assert!(!dir.path().join("trash").join(deleted.file_name()).exists());
     assert!(disk.list_trash().expect("trash").is_empty());
+    assert_eq!(disk.trash_usage(), (0, 0), "a purge takes what it unlinks off the counters");
     assert!(disk.extent_info(ExtentId::replica(1)).is_ok(), "the recreated extent is untouched");
 }
 

@@ -66,7 +66,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "last_applied_index": s.last_applied_index,
         "members": s.members.iter().map(|m| json!({"id": m.id, "address": m.address, "voter": m.voter})).collect::<Vec<_>>(),
         "nodes": s.nodes.iter().map(|n| json!({"id": n.node_id, "address": n.address, "zone": n.zone, "state": n.state, "last_heartbeat_unix_ms": n.last_heartbeat_unix_ms})).collect::<Vec<_>>(),
-        "disks": s.disks.iter().map(|d| json!({"id": d.disk_id, "node_id": d.node_id, "path": d.path, "health": d.health, "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes})).collect::<Vec<_>>(),
+        "disks": s.disks.iter().map(|d| json!({"id": d.disk_id, "node_id": d.node_id, "path": d.path, "health": d.health, "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes, "trash_bytes": d.trash_bytes, "trash_extents": d.trash_extents})).collect::<Vec<_>>(),
         "volumes": s.volumes.iter().map(|v| (v.state.clone(), json!(v.count))).collect::<serde_json::Map<_, _>>(),
         "index_entries": s.index_entries,
         "tasks": {"open": s.tasks_open, "done": s.tasks_done, "failed": s.tasks_failed},
@@ -96,12 +96,14 @@ fn print_status(s: &StatusResponse) {
     println!("disks       {}", s.disks.len());
     for d in &s.disks {
         println!(
-            "  disk {:<4} node {:<4} {:<8} {:>8} MiB free of {:>8} MiB  {}",
+            "  disk {:<4} node {:<4} {:<8} {:>8} MiB free of {:>8} MiB  trash {:>6} MiB in {} extents  {}",
             d.disk_id,
             d.node_id,
             d.health,
             d.free_bytes >> 20,
             d.capacity_bytes >> 20,
+            d.trash_bytes >> 20,
+            d.trash_extents,
             d.path
         );
     }

@@ -44,6 +44,10 @@ pub struct VolumeArgs {
     /// Longest time encodes wait for a busy server, in seconds (0: never wait).
     #[arg(long, default_value_t = 60)]
     encode_defer_max_secs: u64,
+    /// How long deleted extents stay in a disk's trash before they are unlinked, in
+    /// seconds (default: a day).
+    #[arg(long, default_value_t = cellar_volume::trash::TRASH_RETENTION_DEFAULT.as_secs())]
+    trash_retention_secs: u64,
     /// Address to serve GET /metrics (Prometheus text) on, e.g. 127.0.0.1:9201.
     #[arg(long)]
     metrics: Option<String>,
@@ -66,6 +70,7 @@ pub fn run(args: VolumeArgs) -> Result<()> {
         max: Duration::from_secs(args.encode_defer_max_secs),
     };
     config.deadlines = args.deadlines.deadlines();
+    config.trash_retention = Duration::from_secs(args.trash_retention_secs);
     config.validate().map_err(|e| anyhow!(e))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;

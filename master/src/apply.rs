@@ -277,6 +277,8 @@ fn register_node(
             used_bytes: reg.used_bytes,
             free_bytes: reg.free_bytes,
             health: known.get(&reg.uuid).map_or(DiskHealth::Ok, |d| d.health),
+            trash_bytes: known.get(&reg.uuid).map_or(0, |d| d.trash_bytes),
+            trash_extents: known.get(&reg.uuid).map_or(0, |d| d.trash_extents),
         };
         write_json(kv, &id_key(PREFIX_DISK, disk_id), &record)?;
         disk_ids.push(disk_id);
@@ -321,6 +323,8 @@ fn heartbeat(
         d.capacity_bytes = stat.capacity_bytes;
         d.used_bytes = stat.used_bytes;
         d.free_bytes = stat.free_bytes;
+        d.trash_bytes = stat.trash_bytes;
+        d.trash_extents = stat.trash_extents;
         d.health = health;
         write_json(kv, &id_key(PREFIX_DISK, d.disk_id), &d)?;
     }

@@ -85,6 +85,12 @@ pub struct DiskStat {
     pub free_bytes: u64,
     /// The node considers the disk failed.
     pub failed: bool,
+    /// Bytes of deleted extents in the disk's trash (absent in older commands: 0).
+    #[serde(default)]
+    pub trash_bytes: u64,
+    /// Extents in the disk's trash.
+    #[serde(default)]
+    pub trash_extents: u64,
 }
 
 /// One index entry to commit, under the writer's lease.

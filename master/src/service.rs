@@ -165,6 +165,8 @@ fn disk_pb(d: &DiskRecord) -> pb::Disk {
         used_bytes: d.used_bytes,
         free_bytes: d.free_bytes,
         health: d.health.as_str().to_string(),
+        trash_bytes: d.trash_bytes,
+        trash_extents: d.trash_extents,
     }
 }
 
@@ -341,6 +343,8 @@ impl Master for MasterService {
                 used_bytes: d.used_bytes,
                 free_bytes: d.free_bytes,
                 failed: d.failed,
+                trash_bytes: d.trash_bytes,
+                trash_extents: d.trash_extents,
             })
             .collect();
         match self.write(Command::Heartbeat { node_id: r.node_id, disks, now_unix_ms: now_unix_ms() }).await?

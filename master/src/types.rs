@@ -93,6 +93,13 @@ pub struct DiskRecord {
     pub free_bytes: u64,
     /// Serving or failed.
     pub health: DiskHealth,
+    /// Bytes of deleted extents in the disk's trash, as of the last heartbeat (absent in
+    /// older records: 0).
+    #[serde(default)]
+    pub trash_bytes: u64,
+    /// Extents in the disk's trash, as of the last heartbeat.
+    #[serde(default)]
+    pub trash_extents: u64,
 }
 
 /// Lifecycle of a volume (DESIGN section 1).

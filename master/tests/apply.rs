@@ -394,3 +394,52 @@ fn a_lease_is_taken_over_only_after_it_expired_and_the_epoch_goes_up() {
     };
     assert!(matches!(outcomes[0], CommitOutcome::Rejected { error: CommandError::StaleLease { .. } }));
 }
+
+#[test]
+fn heartbeats_carry_each_disks_trash_into_its_record() {
+    let mut state = State::new();
+    let (node, disks) = register(&mut state, "a", 2);
+    let stat = |disk_id, trash_bytes, trash_extents| cellar_master::command::DiskStat {
+        disk_id,
+        capacity_bytes: 1 << 40,
+        used_bytes: 1 << 20,
+        free_bytes: 1 << 39,
+        failed: false,
+        trash_bytes,
+        trash_extents,
+    };
+    let beat = Command::Heartbeat {
+        node_id: node,
+        disks: vec![stat(disks[0], 123_456, 2), stat(disks[1], 0, 0)],
+        now_unix_ms: 5,
+    };
+    assert!(matches!(apply::apply(&mut state, &beat).expect("apply"), Response::HeartbeatAck { .. }));
+    let d = apply::disk(&state, disks[0]).expect("read").expect("disk");
+    assert_eq!((d.trash_bytes, d.trash_extents), (123_456, 2));
+    // A restart's registration keeps the last known trash until the next heartbeat.
+    let again = Command::RegisterNode {
+        node_id: Some(node),
+        address: "a:1".into(),
+        zone: "a".into(),
+        disks: vec![DiskRegistration {
+            uuid: "a-0".into(),
+            path: "/d0".into(),
+            capacity_bytes: 1 << 40,
+            used_bytes: 0,
+            free_bytes: 1 << 40,
+        }],
+        now_unix_ms: 6,
+    };
+    apply::apply(&mut state, &again).expect("apply");
+    let d = apply::disk(&state, disks[0]).expect("read").expect("disk");
+    assert_eq!((d.trash_bytes, d.trash_extents), (123_456, 2));
+    // A heartbeat logged before disks reported their trash still applies: none.
+    let old = format!(
+        r#"{{"cmd":"heartbeat","node_id":{node},"disks":[{{"disk_id":{},"capacity_bytes":1,"used_bytes":0,"free_bytes":1,"failed":false}}],"now_unix_ms":7}}"#,
+        disks[0]
+    );
+    let old: Command = serde_json::from_str(&old).expect("an older heartbeat decodes");
+    apply::apply(&mut state, &old).expect("apply");
+    let d = apply::disk(&state, disks[0]).expect("read").expect("disk");
+    assert_eq!((d.trash_bytes, d.trash_extents), (0, 0));
+}

@@ -35,12 +35,16 @@ pub struct VolumeConfig {
     /// Deadlines of this server's calls to other volume servers (its tasks' reads and
     /// fragment writes).
     pub deadlines: crate::deadline::CallDeadlines,
+    /// How long a deleted extent stays in a disk's trash before it is unlinked (see
+    /// [`crate::trash`]).
+    pub trash_retention: Duration,
 }
 
 impl VolumeConfig {
     /// A configuration with the defaults: heartbeats every second, task polls every
     /// second, encodes deferred while busy (see [`crate::tasks::EncodeDefer::default`]),
-    /// io_uring where available, 4 MiB blocks.
+    /// io_uring where available, 4 MiB blocks, trash kept for
+    /// [`crate::trash::TRASH_RETENTION_DEFAULT`].
     pub fn new(
         listen: impl Into<String>,
         zone: impl Into<String>,
@@ -61,6 +65,7 @@ impl VolumeConfig {
             block_size_max_bytes: cellar_blockstore::BLOCK_SIZE_MAX_BYTES_DEFAULT,
             inflight_max_bytes: crate::SERVER_INFLIGHT_MAX_BYTES,
             deadlines: crate::deadline::CallDeadlines::default(),
+            trash_retention: crate::trash::TRASH_RETENTION_DEFAULT,
         }
     }
 

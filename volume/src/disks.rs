@@ -78,9 +78,10 @@ impl LocalDisks {
             let disk = Disk::open(path, options)
                 .map_err(|source| DisksError::Open { path: path.clone(), source })?;
             let report = disk.open_report();
-            if !report.missing.is_empty() || !report.damaged.is_empty() {
+            if !report.missing.is_empty() || !report.damaged.is_empty() || !report.corrupt.is_empty() {
                 tracing::error!(disk = %path.display(), missing = report.missing.len(), damaged = report.damaged.len(),
-                    "disk opened with missing or damaged extents");
+                    with_damaged_records = report.corrupt.len(),
+                    "disk opened with missing or damaged extents (reported to the master once registered)");
             }
             disks.push(LocalDisk { path: path.clone(), disk: Arc::new(disk) });
         }

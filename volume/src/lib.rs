@@ -8,7 +8,9 @@
 //! - [`reader`]: the client side of reads, shared with frontends: a block from a replica
 //!   or from data fragments, with degraded reads and bad-extent reports; [`digest`]: what
 //!   it checks the bytes against before returning them.
-//! - [`node`]: start-up (registration, node id kept on the disks), heartbeats, shutdown.
+//! - [`node`]: start-up (registration, node id kept on the disks, bad extents found at
+//!   open reported), heartbeats, shutdown; [`trash`]: the periodic purge of deleted
+//!   extents.
 //!
 //! Limits on every queue and on the bytes in flight are the `_MAX` constants below.
 
@@ -27,6 +29,7 @@ pub mod node;
 pub mod reader;
 pub mod service;
 pub mod tasks;
+pub mod trash;
 
 pub use config::VolumeConfig;
 pub use node::{VolumeHandle, start};

@@ -44,6 +44,10 @@ pub struct VolumeMetrics {
     pub fragment_writes: OpCounters,
     /// Tasks run (bytes unused).
     pub tasks: OpCounters,
+    /// Trash purges, one per disk per round (bytes: freed).
+    pub trash_purges: OpCounters,
+    /// Trash entries unlinked by purges.
+    trash_purged_extents: AtomicU64,
     /// 1 while encodes are left queued because the server is busy with appends.
     encode_deferring: AtomicU64,
 }
@@ -52,6 +56,11 @@ impl VolumeMetrics {
     /// Records whether the task executor is deferring encodes now.
     pub fn set_encode_deferring(&self, deferring: bool) {
         self.encode_deferring.store(u64::from(deferring), Ordering::Relaxed);
+    }
+
+    /// Counts trash entries a purge unlinked.
+    pub fn add_trash_purged_extents(&self, extents: u64) {
+        self.trash_purged_extents.fetch_add(extents, Ordering::Relaxed);
     }
 }
 
@@ -95,6 +104,26 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "cellar_volume_encode_deferring {}", m.encode_deferring.load(Ordering::Relaxed));
     let _ = writeln!(
         out,
+        "# HELP cellar_volume_trash_purges_total Trash purges (per disk and round), by outcome."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_trash_purges_total counter");
+    for (outcome, counter) in [("ok", &m.trash_purges.ok), ("error", &m.trash_purges.failed)] {
+        let _ = writeln!(
+            out,
+            "cellar_volume_trash_purges_total{{outcome=\"{outcome}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# HELP cellar_volume_trash_purged_total Trash entries unlinked, and their bytes.");
+    let _ = writeln!(out, "# TYPE cellar_volume_trash_purged_total counter");
+    let _ = writeln!(
+        out,
+        "cellar_volume_trash_purged_total{{unit=\"extents\"}} {}",
+        m.trash_purged_extents.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "cellar_volume_trash_purged_total{{unit=\"bytes\"}} {}", m.trash_purges.bytes());
+    let _ = writeln!(
+        out,
         "# HELP cellar_volume_budget_bytes Request payload bytes held now, at peak, and the limit."
     );
     let _ = writeln!(out, "# TYPE cellar_volume_budget_bytes gauge");
@@ -105,6 +134,13 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE cellar_volume_disk_bytes gauge");
     let _ = writeln!(out, "# HELP cellar_volume_disk_failed 1 when the disk's usage cannot be read.");
     let _ = writeln!(out, "# TYPE cellar_volume_disk_failed gauge");
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_trash_bytes Bytes of deleted extents waiting in each disk's trash."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_trash_bytes gauge");
+    let _ = writeln!(out, "# HELP cellar_volume_trash_extents Deleted extents waiting in each disk's trash.");
+    let _ = writeln!(out, "# TYPE cellar_volume_trash_extents gauge");
     for (disk_id, stat) in crate::node::stats(&shared.disks).await {
         match stat {
             Ok(s) => {
@@ -115,6 +151,9 @@ pub async fn render(shared: &Shared) -> String {
                         writeln!(out, "cellar_volume_disk_bytes{{disk=\"{disk_id}\",kind=\"{kind}\"}} {v}");
                 }
                 let _ = writeln!(out, "cellar_volume_disk_failed{{disk=\"{disk_id}\"}} 0");
+                let _ = writeln!(out, "cellar_volume_trash_bytes{{disk=\"{disk_id}\"}} {}", s.trash_bytes);
+                let _ =
+                    writeln!(out, "cellar_volume_trash_extents{{disk=\"{disk_id}\"}} {}", s.trash_extents);
             }
             Err(_) => {
                 let _ = writeln!(out, "cellar_volume_disk_failed{{disk=\"{disk_id}\"}} 1");

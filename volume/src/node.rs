@@ -202,7 +202,9 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
             tracing::error!(node = node_id, error = %e, "volume gRPC server stopped");
         }
     }));
+    report_bad_extents_found_at_open(&shared);
     tasks.push(tokio::spawn(heartbeats(shared.clone(), config.heartbeat, stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::trash::run(shared.clone(), config.trash_retention, stop_rx.clone())));
     tasks.push(tokio::spawn(crate::tasks::run_executor(
         shared.clone(),
         config.task_poll,
@@ -210,6 +212,18 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         stop_rx,
     )));
     Ok(VolumeHandle { node_id, addr, shared, local, stop, tasks })
+}
+
+/// Reports to the master every extent the disks' recovery found missing, damaged or
+/// holding damaged records (kept in place so that the records after them stay
+/// readable), so that the master marks them for repair. Repeated at every start until
+/// the extent is repaired: recovery finds the damage again each time.
+fn report_bad_extents_found_at_open(shared: &Shared) {
+    for (disk_id, disk) in shared.disks.with_ids() {
+        for (extent, reason) in disk.open_report().bad_extents() {
+            shared.cluster.report_bad_extent(extent.volume_id, disk_id, reason);
+        }
+    }
 }
 
 async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {
@@ -224,6 +238,8 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
                     used_bytes: s.used_bytes,
                     free_bytes: s.free_bytes,
                     failed: false,
+                    trash_bytes: s.trash_bytes,
+                    trash_extents: s.trash_extents,
                 },
                 Err(e) => {
                     tracing::error!(disk = disk_id, error = %e, "disk stat failed; reporting the disk failed");

@@ -94,11 +94,18 @@ impl Cell {
 
     /// Stops volume server `node_id` and starts it again on the same disks and address.
     pub async fn restart(&mut self, node_id: u64) {
+        self.restart_with(node_id, |_| {}).await;
+    }
+
+    /// [`Cell::restart`], calling `between` with the server's configuration while it is
+    /// stopped (its disks may still be closing: `between` waits for what it needs).
+    pub async fn restart_with(&mut self, node_id: u64, between: impl FnOnce(&VolumeConfig)) {
         let i = self.volumes.iter().position(|v| v.node_id == node_id).expect("node");
         let old = self.volumes.remove(i);
         let mut config = self.configs[i].clone();
         config.listen = old.addr.to_string();
         old.shutdown().await;
+        between(&config);
         let deadline = tokio::time::Instant::now() + WAIT;
         let handle = loop {
             // The disks close once the last request that used them is gone.

@@ -1,0 +1,92 @@
+//! Emptying the trash. A deleted extent waits in its disk's `trash/` for the retention
+//! time (the operator's window to undo a wrong delete, and a margin for a reader still
+//! on an old placement), then a periodic purge unlinks it. Without this, deleted replicas
+//! (every encode deletes one per copy) would fill the disks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::service::Shared;
+
+/// Default time a deleted extent stays in the trash: a day, long enough for an operator
+/// to notice a wrong delete and stop the server, short enough that a disk is not
+/// holding a day's worth of encodes' replicas (3x the coded bytes) for long.
+pub const TRASH_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest time between two purges: an entry is unlinked at most this long after its
+/// retention ran out.
+pub const TRASH_PURGE_PERIOD_MAX: Duration = Duration::from_secs(10 * 60);
+/// Shortest time between two purges (a short retention in tests must not busy-loop).
+pub const TRASH_PURGE_PERIOD_MIN: Duration = Duration::from_millis(100);
+
+/// How often the trash is purged for a retention: a quarter of it, within
+/// [`TRASH_PURGE_PERIOD_MIN`]..=[`TRASH_PURGE_PERIOD_MAX`].
+pub fn purge_period(retention: Duration) -> Duration {
+    (retention / 4).clamp(TRASH_PURGE_PERIOD_MIN, TRASH_PURGE_PERIOD_MAX)
+}
+
+/// Purges every disk's trash of entries older than `retention`, on a blocking thread
+/// (unlinks and synced catalog writes). Failures are logged and counted in the metrics;
+/// the next round tries again.
+pub async fn purge_once(shared: &Shared, retention: Duration) {
+    let disks = shared.disks.with_ids();
+    let rounds = tokio::task::spawn_blocking(move || {
+        disks.into_iter().map(|(disk_id, disk)| (disk_id, disk.purge_trash(retention))).collect::<Vec<_>>()
+    })
+    .await;
+    let metrics = &shared.metrics;
+    match rounds {
+        Ok(rounds) => {
+            for (disk_id, round) in rounds {
+                match round {
+                    Ok(report) => {
+                        metrics.trash_purges.record(true, report.freed_bytes);
+                        metrics.add_trash_purged_extents(report.purged);
+                        if report.purged > 0 {
+                            tracing::info!(
+                                disk = disk_id,
+                                purged = report.purged,
+                                freed_bytes = report.freed_bytes,
+                                kept = report.kept,
+                                "trash purged"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        metrics.trash_purges.record(false, 0);
+                        tracing::warn!(disk = disk_id, error = %e, "trash purge failed");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            metrics.trash_purges.record(false, 0);
+            tracing::warn!(error = %e, "trash purge thread failed");
+        }
+    }
+}
+
+/// Purges the trash every [`purge_period`] of `retention` until `stop`.
+pub async fn run(shared: Arc<Shared>, retention: Duration, mut stop: watch::Receiver<bool>) {
+    let period = purge_period(retention);
+    loop {
+        purge_once(&shared, retention).await;
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_period_follows_the_retention_within_bounds() {
+        assert_eq!(purge_period(TRASH_RETENTION_DEFAULT), TRASH_PURGE_PERIOD_MAX);
+        assert_eq!(purge_period(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(purge_period(Duration::ZERO), TRASH_PURGE_PERIOD_MIN);
+    }
+}
