@@ -72,7 +72,7 @@ fn a_frozen_volume_server_holds_no_put_past_the_deadline_and_loses_nothing() {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let seed = client * 1_000_000 + i;
-                    let len = if (client + i) % 4 == 0 { LARGE_BYTES } else { SMALL_BYTES };
+                    let len = if (client + i).is_multiple_of(4) { LARGE_BYTES } else { SMALL_BYTES };
                     i += 1;
                     let bytes = block(seed, len);
                     let started = Instant::now();
