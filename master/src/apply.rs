@@ -529,12 +529,9 @@ fn seal_volume(
     Ok(Response::Volume { volume: v })
 }
 
-/// The number of fragments a coding scheme ("rs-k-m") makes, if it is one.
+/// The number of fragments a coding scheme ("rs-k-m") makes, if it is a valid one.
 pub fn fragment_count(scheme: &str) -> Option<usize> {
-    match scheme.parse::<cellar_placement::Scheme>().ok()? {
-        s @ cellar_placement::Scheme::ReedSolomon { .. } => Some(s.extent_count()),
-        cellar_placement::Scheme::Replicated { .. } => None,
-    }
+    scheme.parse::<cellar_erasure::Scheme>().ok().map(cellar_erasure::Scheme::fragment_count)
 }
 
 /// Checks an encode placement: one healthy disk of the named node per fragment, no disk

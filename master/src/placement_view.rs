@@ -72,7 +72,7 @@ pub fn try_fragment_places(
     length_bytes: u64,
     liveness: Liveness,
 ) -> Result<Vec<ExtentPlace>, cellar_placement::PlacementError> {
-    let Ok(cellar_placement::Scheme::ReedSolomon { data, parity }) = v.scheme.parse() else {
+    let Ok(cellar_erasure::Scheme { data, parity }) = v.scheme.parse() else {
         return Ok(Vec::new());
     };
     if length_bytes == 0 {

@@ -232,6 +232,15 @@ fn corrupt(detail: String) -> Status {
     status(Code::DataLoss, cellar_proto::error_code::DATA_CORRUPT, detail)
 }
 
+/// A remote scan's error: its bytes' fault (reported bad), unless the holder could not
+/// be reached or did not answer in time, which says nothing about the replica.
+fn source_fault(e: Status) -> Status {
+    match e.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => e,
+        _ => corrupt_source(e),
+    }
+}
+
 /// A scan failure of a source replica, as the status of its bytes' fault.
 fn corrupt_source(e: Status) -> Status {
     status(e.code(), cellar_proto::error_code::DATA_CORRUPT, format!("source replica: {}", e.message()))
@@ -262,7 +271,7 @@ async fn remote_scan_crcs(
             .await
             .map_err(|_| Status::deadline_exceeded("remote replica scan stalled"))?;
         let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(corrupt_source)?;
+        let chunk = chunk.map_err(source_fault)?;
         if chunk.offset_bytes != crcs.position {
             return Err(corrupt(format!("scan chunk at {} where {} was due", chunk.offset_bytes, crcs.position)));
         }
