@@ -88,9 +88,9 @@ fn deserialize_scheme<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<cellar_erasure::Scheme>, D::Error> {
     let text = String::deserialize(d)?;
-    text.parse().map(Some).map_err(|e: cellar_erasure::SchemeError| {
-        serde::de::Error::custom(format!("scheme {text:?}: {e}"))
-    })
+    text.parse()
+        .map(Some)
+        .map_err(|e: cellar_erasure::SchemeError| serde::de::Error::custom(format!("scheme {text:?}: {e}")))
 }
 
 impl MasterConfig {
@@ -202,7 +202,12 @@ mod tests {
 
     #[test]
     fn validate_refuses_a_scheme_built_out_of_range() {
-        let mut config = MasterConfig::new(1, "127.0.0.1:0".into(), PathBuf::from("/tmp"), BTreeMap::from([(1, "a".into())]));
+        let mut config = MasterConfig::new(
+            1,
+            "127.0.0.1:0".into(),
+            PathBuf::from("/tmp"),
+            BTreeMap::from([(1, "a".into())]),
+        );
         assert_eq!(config.validate(), Ok(()));
         config.scheme = cellar_erasure::Scheme { data: 4, parity: 0 };
         let err = config.validate().expect_err("rs-4-0");

@@ -167,7 +167,11 @@ mod tests {
             for parity in 0..=33u8 {
                 let code = cellar_erasure::Scheme { data, parity };
                 let text = code.to_string();
-                assert_eq!(text.parse::<Scheme>().is_ok(), text.parse::<cellar_erasure::Scheme>().is_ok(), "{text}");
+                assert_eq!(
+                    text.parse::<Scheme>().is_ok(),
+                    text.parse::<cellar_erasure::Scheme>().is_ok(),
+                    "{text}"
+                );
                 assert_eq!(Scheme::from(code).validate().is_ok(), code.validate().is_ok(), "{text}");
                 if let Ok(s) = text.parse::<Scheme>() {
                     assert_eq!(s.code(), Some(code));

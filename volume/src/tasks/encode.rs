@@ -273,7 +273,10 @@ async fn remote_scan_crcs(
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(source_fault)?;
         if chunk.offset_bytes != crcs.position {
-            return Err(corrupt(format!("scan chunk at {} where {} was due", chunk.offset_bytes, crcs.position)));
+            return Err(corrupt(format!(
+                "scan chunk at {} where {} was due",
+                chunk.offset_bytes, crcs.position
+            )));
         }
         let mut at = 0usize;
         while at < chunk.records.len() {
@@ -383,7 +386,13 @@ pub async fn encode_volume(
             scan_crcs(&d, id, &layout)
         })
         .await
-        .map_err(|e| status(e.code(), cellar_proto::error_code::DATA_CORRUPT, format!("local replica: {}", e.message())))?
+        .map_err(|e| {
+            status(
+                e.code(),
+                cellar_proto::error_code::DATA_CORRUPT,
+                format!("local replica: {}", e.message()),
+            )
+        })?
     };
     let read: ReadFn = Box::new(move |offset, buf| {
         disk.read_replica_raw(id, offset, buf).map_err(|e| crate::errors::disk_status(&e))
@@ -428,7 +437,11 @@ async fn encode_stripes(
         (sinks, crcs, outcome)
     });
     let (sinks, read_crcs, outcome) = pass.await.map_err(|e| {
-        AttemptError::Other(status(Code::Internal, cellar_proto::error_code::INTERNAL, format!("encoder: {e}")))
+        AttemptError::Other(status(
+            Code::Internal,
+            cellar_proto::error_code::INTERNAL,
+            format!("encoder: {e}"),
+        ))
     })?;
     // A source that failed mid-pass closes the streams short: its error is the cause.
     if let Err(PassError::Source(e)) = outcome {
@@ -441,7 +454,11 @@ async fn encode_stripes(
         f.map_err(|e| AttemptError::Other(Status::new(e.code(), format!("fragment {i}: {}", e.message()))))?;
     }
     if let Err(e) = outcome {
-        return Err(AttemptError::Other(status(Code::Internal, cellar_proto::error_code::INTERNAL, e.to_string())));
+        return Err(AttemptError::Other(status(
+            Code::Internal,
+            cellar_proto::error_code::INTERNAL,
+            e.to_string(),
+        )));
     }
     if scanned != read_crcs {
         return Err(AttemptError::Source(corrupt(

@@ -135,7 +135,8 @@ impl Cell {
             paths.push(d.path().to_path_buf());
             self.dirs.push(d);
         }
-        let mut vc = VolumeConfig::new("127.0.0.1:0", zone.to_string(), paths, vec![self.master_addr.clone()]);
+        let mut vc =
+            VolumeConfig::new("127.0.0.1:0", zone.to_string(), paths, vec![self.master_addr.clone()]);
         vc.task_poll = Duration::from_millis(100);
         vc.heartbeat = Duration::from_millis(200);
         tweak(&mut vc);
