@@ -538,7 +538,6 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
             .with_keepalive(Some(Duration::from_millis(crate::TCP_KEEPALIVE_MS)));
         tasks.push(tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
-                .concurrency_limit_per_connection(crate::GRPC_CONCURRENCY_PER_CONNECTION_MAX)
                 .max_concurrent_streams(Some(crate::GRPC_STREAMS_PER_CONNECTION_MAX))
                 .initial_stream_window_size(Some(crate::GRPC_STREAM_WINDOW_BYTES))
                 .initial_connection_window_size(Some(crate::GRPC_CONNECTION_WINDOW_BYTES))

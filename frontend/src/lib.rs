@@ -48,14 +48,14 @@ pub const PUT_BODY_IDLE_TIMEOUT_MS: u64 = 10_000;
 pub const HTTP_CONNECTIONS_MAX: usize = 1024;
 /// Concurrent gRPC streams (requests) per client connection (as the volume server's).
 pub const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 32;
-/// Requests one gRPC connection has in the service at once; the rest wait in the
-/// connection, not in memory.
-pub const GRPC_CONCURRENCY_PER_CONNECTION_MAX: usize = 32;
 /// Per-stream HTTP/2 receive window of the gRPC server: the bytes a client may send on a
 /// stream before the server reads them (a put waiting for admission holds at most this).
 pub const GRPC_STREAM_WINDOW_BYTES: u32 = 1 << 20;
-/// Per-connection HTTP/2 receive window of the gRPC server.
-pub const GRPC_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+/// Per-connection HTTP/2 receive window of the gRPC server: room for every stream's whole
+/// window, so that puts waiting for admission (their first window's bytes unread) can
+/// never starve an admitted put on the same connection of its body (the deadlock the
+/// volume server's notes describe for a per-connection handler limit).
+pub const GRPC_CONNECTION_WINDOW_BYTES: u32 = GRPC_STREAMS_PER_CONNECTION_MAX * GRPC_STREAM_WINDOW_BYTES;
 /// HTTP/2 PING interval on gRPC connections: a client that vanished without a FIN is
 /// noticed and its streams dropped.
 pub const GRPC_KEEPALIVE_INTERVAL_MS: u64 = 20_000;
