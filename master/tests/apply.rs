@@ -336,10 +336,12 @@ fn a_failed_encode_is_tried_next_by_the_next_replica_holder() {
         assert_eq!(claimed.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![task.task_id]);
         holder = next;
     }
-    // The old holder's late report is refused: the task is not its own any more.
+    // Three failures went round to the first holder again; a late report from a
+    // previous one is refused: the task is not its own any more.
+    assert_eq!(holder, replicas[0].node_id);
     let late = Command::ReportTask {
         task_id: task.task_id,
-        node_id: replicas[0].node_id,
+        node_id: replicas[1].node_id,
         success: true,
         detail: String::new(),
     };
