@@ -26,6 +26,15 @@ pub struct FrontendArgs {
     writers: usize,
     #[command(flatten)]
     deadlines: crate::deadline_args::DeadlineArgs,
+    /// Longest a put body may take to arrive, in milliseconds (then 408).
+    #[arg(long, default_value_t = cellar_frontend::PUT_BODY_TIMEOUT_MS)]
+    put_body_timeout_ms: u64,
+    /// Longest a put body may go without a byte, in milliseconds (then 408).
+    #[arg(long, default_value_t = cellar_frontend::PUT_BODY_IDLE_TIMEOUT_MS)]
+    put_body_idle_timeout_ms: u64,
+    /// Open HTTP connections served at once (more wait in the listen backlog).
+    #[arg(long, default_value_t = cellar_frontend::HTTP_CONNECTIONS_MAX)]
+    http_connections_max: usize,
 }
 
 pub fn run(args: FrontendArgs) -> Result<()> {
@@ -37,6 +46,9 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.volume_size_bytes = args.volume_mib << 20;
     config.writers = args.writers;
     config.deadlines = args.deadlines.deadlines();
+    config.put_body_timeout = std::time::Duration::from_millis(args.put_body_timeout_ms);
+    config.put_body_idle_timeout = std::time::Duration::from_millis(args.put_body_idle_timeout_ms);
+    config.http_connections_max = args.http_connections_max;
     config.validate().map_err(|e| anyhow!(e))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;

@@ -92,9 +92,11 @@ pub struct Blocks {
     reader: BlockReader,
     index: Mutex<HashMap<[u8; 32], mpb::IndexEntry>>,
     volumes: Mutex<HashMap<u64, mpb::Volume>>,
-    puts: Semaphore,
+    puts: Arc<Semaphore>,
     gets: Arc<Semaphore>,
     block_size_max_bytes: u64,
+    put_body_timeout: std::time::Duration,
+    put_body_idle_timeout: std::time::Duration,
     /// The metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -113,7 +115,9 @@ impl Blocks {
             cluster,
             index: Mutex::new(HashMap::new()),
             volumes: Mutex::new(HashMap::new()),
-            puts: Semaphore::new(PUTS_IN_FLIGHT_MAX),
+            puts: Arc::new(Semaphore::new(PUTS_IN_FLIGHT_MAX)),
+            put_body_timeout: config.put_body_timeout,
+            put_body_idle_timeout: config.put_body_idle_timeout,
             gets: Arc::new(Semaphore::new(GETS_IN_FLIGHT_MAX)),
             block_size_max_bytes: config.block_size_max_bytes,
             metrics,
@@ -135,14 +139,24 @@ impl Blocks {
         &self.cluster
     }
 
-    /// Waits for room for one more put (bounds the bodies held in memory).
-    pub async fn admit_put(&self) -> tokio::sync::SemaphorePermit<'_> {
+    /// Waits for room for one more put (bounds the bodies held in memory): taken before
+    /// the body is read (HTTP) or decoded (gRPC, see [`crate::grpc::PutAdmission`]).
+    pub async fn admit_put(&self) -> tokio::sync::OwnedSemaphorePermit {
+        if let Ok(p) = self.puts.clone().try_acquire_owned() {
+            return p;
+        }
+        self.metrics.put_admission_waits.add(1);
         loop {
-            if let Ok(p) = self.puts.acquire().await {
+            if let Ok(p) = self.puts.clone().acquire_owned().await {
                 return p;
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Longest a put's body may take to arrive, in total and between two reads.
+    pub fn put_body_timeouts(&self) -> (std::time::Duration, std::time::Duration) {
+        (self.put_body_timeout, self.put_body_idle_timeout)
     }
 
     /// Waits for room for one more get; the permit is held until its block is sent.

@@ -31,6 +31,14 @@ pub struct FrontendConfig {
     /// A put's attempt ends at the append deadline: its volume is sealed and the put
     /// retried on another.
     pub deadlines: cellar_volume::deadline::CallDeadlines,
+    /// Longest a put's body may take to arrive in total (see
+    /// [`crate::PUT_BODY_TIMEOUT_MS`]).
+    pub put_body_timeout: Duration,
+    /// Longest a put's body may go without a byte (see
+    /// [`crate::PUT_BODY_IDLE_TIMEOUT_MS`]).
+    pub put_body_idle_timeout: Duration,
+    /// Open HTTP connections served at once (see [`crate::HTTP_CONNECTIONS_MAX`]).
+    pub http_connections_max: usize,
     /// Masters running in this process (`cellar dev`), called without a socket.
     pub local_masters: Option<cellar_master::client::LocalMasters>,
 }
@@ -50,6 +58,9 @@ impl FrontendConfig {
             lease_renew: Duration::from_secs(5),
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
             deadlines: cellar_volume::deadline::CallDeadlines::default(),
+            put_body_timeout: Duration::from_millis(crate::PUT_BODY_TIMEOUT_MS),
+            put_body_idle_timeout: Duration::from_millis(crate::PUT_BODY_IDLE_TIMEOUT_MS),
+            http_connections_max: crate::HTTP_CONNECTIONS_MAX,
             local_masters: None,
         }
     }
@@ -67,6 +78,12 @@ impl FrontendConfig {
             || self.appends_in_flight_max_bytes > u64::from(u32::MAX)
         {
             return Err("appends_in_flight_max_bytes must hold one largest block and be under 4 GiB".into());
+        }
+        if self.put_body_idle_timeout.is_zero() || self.put_body_timeout < self.put_body_idle_timeout {
+            return Err("put_body_idle_timeout must be above zero and at most put_body_timeout".into());
+        }
+        if self.http_connections_max == 0 {
+            return Err("http_connections_max must be at least 1".into());
         }
         if self.volume_size_bytes < self.block_size_max_bytes + 64 {
             return Err("volume_size_bytes must hold at least one largest block".into());

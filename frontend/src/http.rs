@@ -13,11 +13,19 @@
 //! A body over `block_size_max_bytes` is answered 413 without being held in memory: once
 //! its Content-Length or its bytes pass the limit, the rest is discarded as it arrives
 //! (up to 64 MiB, then the connection is closed), so that the client reads the 413.
+//! A put body must arrive within `put_body_timeout` in total and with no gap longer than
+//! `put_body_idle_timeout`; a slower client gets 408 (`{"error": "TIMEOUT"}`, connection
+//! closed) and its put permit is freed, so stalled uploads cannot hold every permit. At
+//! most `http_connections_max` connections are served at once; more wait in the listen
+//! backlog.
 //! Errors are JSON `{"error": CODE, "message": ...}`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -29,7 +37,8 @@ use bytes::Bytes;
 use cellar_master::client::MasterClient;
 use cellar_volume::cluster::Cluster;
 use http_body_util::BodyExt;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::blocks::{BlockError, Blocks, parse_hash};
@@ -59,14 +68,63 @@ pub const OVERSIZE_DRAIN_MAX_BYTES: u64 = 64 << 20;
 /// Reads a block body of at most `block_size_max_bytes`. A longer body is refused with
 /// 413 without being held in memory: its bytes past the limit are discarded as they
 /// arrive (up to [`OVERSIZE_DRAIN_MAX_BYTES`]).
-async fn read_body(blocks: &Blocks, headers: &HeaderMap, mut body: Body) -> Result<Bytes, BlockError> {
+async fn read_body(blocks: &Blocks, headers: &HeaderMap, body: Body) -> Result<Bytes, BodyError> {
+    let (total, idle) = blocks.put_body_timeouts();
+    match tokio::time::timeout(total, read_body_idle(blocks, headers, body, idle)).await {
+        Ok(read) => read,
+        Err(_) => Err(BodyError::Timeout(format!("the body did not arrive within {} ms", total.as_millis()))),
+    }
+}
+
+/// Why a put body was not read.
+enum BodyError {
+    /// Too large, malformed.
+    Block(BlockError),
+    /// Too slow.
+    Timeout(String),
+}
+
+impl From<BlockError> for BodyError {
+    fn from(e: BlockError) -> Self {
+        BodyError::Block(e)
+    }
+}
+
+impl IntoResponse for BodyError {
+    fn into_response(self) -> Response {
+        match self {
+            BodyError::Block(e) => e.into_response(),
+            BodyError::Timeout(message) => {
+                let body = serde_json::json!({ "error": "TIMEOUT", "message": message }).to_string();
+                // The rest of the body is never read: the connection cannot be reused.
+                let headers = [
+                    (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                    (header::CONNECTION, HeaderValue::from_static("close")),
+                ];
+                (StatusCode::REQUEST_TIMEOUT, headers, body).into_response()
+            }
+        }
+    }
+}
+
+/// [`read_body`] with a deadline between frames.
+async fn read_body_idle(
+    blocks: &Blocks,
+    headers: &HeaderMap,
+    mut body: Body,
+    idle: std::time::Duration,
+) -> Result<Bytes, BodyError> {
     let limit = blocks.block_size_max_bytes();
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut out: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     let mut seen = 0u64;
     let mut too_large = declared.is_some_and(|len| len > limit);
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            return Err(BodyError::Timeout(format!("no body bytes for {} ms", idle.as_millis())));
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| BlockError::BadRequest(format!("reading the body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         seen += data.len() as u64;
@@ -83,10 +141,10 @@ async fn read_body(blocks: &Blocks, headers: &HeaderMap, mut body: Body) -> Resu
         out.extend_from_slice(&data);
     }
     if too_large {
-        return Err(BlockError::TooLarge {
+        return Err(BodyError::Block(BlockError::TooLarge {
             size_bytes: declared.unwrap_or(seen).max(seen),
             limit_bytes: limit,
-        });
+        }));
     }
     Ok(Bytes::from(out))
 }
@@ -97,6 +155,9 @@ async fn put_block(blocks: Shared, expected: Option<[u8; 32]>, headers: HeaderMa
         Ok(b) => b,
         Err(e) => {
             blocks.metrics.puts_failed.add(1);
+            if matches!(e, BodyError::Timeout(_)) {
+                blocks.metrics.put_body_timeouts.add(1);
+            }
             return e.into_response();
         }
     };
@@ -315,6 +376,79 @@ pub fn router(blocks: Shared) -> Router {
         .with_state(blocks)
 }
 
+/// A TCP listener that holds at most as many open connections as it has slots: accepting
+/// waits for a slot, and a connection gives its slot back when it is dropped (closed).
+struct LimitedListener {
+    inner: tokio::net::TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+/// An accepted connection holding one slot of its [`LimitedListener`].
+pub struct LimitedStream {
+    stream: tokio::net::TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // The semaphore is never closed; a failed acquire would only repeat.
+        let slot = loop {
+            if let Ok(slot) = self.slots.clone().acquire_owned().await {
+                break slot;
+            }
+        };
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (LimitedStream { stream, _slot: slot }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
 /// Why a frontend did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -372,11 +506,14 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
     let stop_rx_grpc = stop_rx.clone();
     let mut tasks = Vec::new();
     let app = router(blocks.clone());
+    let connections_max = config.http_connections_max;
     let mut server_stop = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         // Answers go out at once: headers and body are separate writes, and Nagle's
         // algorithm against the client's delayed ACK costs 40 ms per small GET.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let listener = LimitedListener { inner: listener, slots: Arc::new(Semaphore::new(connections_max)) };
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut LimitedStream| {
+            let tcp = &mut tcp.stream;
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
@@ -410,17 +547,20 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
             .map_err(|source| StartError::Listen { addr: grpc.clone(), source })?;
         grpc_addr =
             Some(listener.local_addr().map_err(|source| StartError::Listen { addr: grpc.clone(), source })?);
-        let service = cellar_proto::frontend::blocks_server::BlocksServer::new(
-            crate::grpc::BlocksService::new(blocks.clone()),
-        )
-        .max_decoding_message_size(crate::grpc::GRPC_MESSAGE_MAX_BYTES)
-        .max_encoding_message_size(crate::grpc::GRPC_MESSAGE_MAX_BYTES);
+        let service = crate::grpc::server(blocks.clone());
         let mut grpc_stop = stop_rx_grpc;
         // serve_with_incoming ignores the builder's tcp_nodelay: set it on each accepted socket
         // here, or small responses wait ~40 ms for a delayed ACK (Nagle).
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_millis(crate::TCP_KEEPALIVE_MS)));
         tasks.push(tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(crate::GRPC_STREAMS_PER_CONNECTION_MAX))
+                .initial_stream_window_size(Some(crate::GRPC_STREAM_WINDOW_BYTES))
+                .initial_connection_window_size(Some(crate::GRPC_CONNECTION_WINDOW_BYTES))
+                .http2_keepalive_interval(Some(Duration::from_millis(crate::GRPC_KEEPALIVE_INTERVAL_MS)))
+                .http2_keepalive_timeout(Some(Duration::from_millis(crate::GRPC_KEEPALIVE_TIMEOUT_MS)))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = grpc_stop.wait_for(|s| *s).await;

@@ -34,3 +34,32 @@ pub const GETS_IN_FLIGHT_MAX: usize = 64;
 pub const APPENDS_IN_FLIGHT_MAX_BYTES: u64 = 128 << 20;
 /// Times a put is retried on a new volume after a replica failed.
 pub const PUT_ATTEMPTS_MAX: u32 = 4;
+/// Longest a put's body may take to arrive, in total: past it the client gets 408 and its
+/// put permit is freed. 60 s lets a 4 MiB block through at 70 KB/s, far below any client
+/// worth serving, while 64 stalled uploads can hold every permit for at most a minute.
+pub const PUT_BODY_TIMEOUT_MS: u64 = 60_000;
+/// Longest a put's body may go without a byte arriving before the client gets 408: a
+/// stalled upload frees its permit within this (10 s: minutes of TCP retransmission are
+/// not a client making progress).
+pub const PUT_BODY_IDLE_TIMEOUT_MS: u64 = 10_000;
+/// Open HTTP connections a frontend accepts at once; further connections wait in the
+/// listen backlog until one closes. Each idle keep-alive connection costs a task and
+/// buffers; 1,024 is 16 per put permit.
+pub const HTTP_CONNECTIONS_MAX: usize = 1024;
+/// Concurrent gRPC streams (requests) per client connection (as the volume server's).
+pub const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 32;
+/// Per-stream HTTP/2 receive window of the gRPC server: the bytes a client may send on a
+/// stream before the server reads them (a put waiting for admission holds at most this).
+pub const GRPC_STREAM_WINDOW_BYTES: u32 = 1 << 20;
+/// Per-connection HTTP/2 receive window of the gRPC server: room for every stream's whole
+/// window, so that puts waiting for admission (their first window's bytes unread) can
+/// never starve an admitted put on the same connection of its body (the deadlock the
+/// volume server's notes describe for a per-connection handler limit).
+pub const GRPC_CONNECTION_WINDOW_BYTES: u32 = GRPC_STREAMS_PER_CONNECTION_MAX * GRPC_STREAM_WINDOW_BYTES;
+/// HTTP/2 PING interval on gRPC connections: a client that vanished without a FIN is
+/// noticed and its streams dropped.
+pub const GRPC_KEEPALIVE_INTERVAL_MS: u64 = 20_000;
+/// How long an HTTP/2 PING may go unanswered before the connection is closed.
+pub const GRPC_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+/// TCP keepalive on accepted gRPC connections.
+pub const TCP_KEEPALIVE_MS: u64 = 60_000;

@@ -95,6 +95,12 @@ pub struct Metrics {
     pub put_batches: Counter,
     /// Puts in those batches.
     pub put_batch_records: Counter,
+    /// Puts that found every put permit taken and waited for one.
+    pub put_admission_waits: Counter,
+    /// Puts whose body did not arrive in time (answered 408, permit freed).
+    pub put_body_timeouts: Counter,
+    /// gRPC put bodies decoded (each only after its put was admitted).
+    pub grpc_put_bodies_decoded: Counter,
     /// Put latency.
     pub put_latency: Histogram,
     /// Get latency.
@@ -111,7 +117,7 @@ impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &str, &Counter); 19] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -167,6 +173,24 @@ impl Metrics {
                 "",
                 "Puts in those batches.",
                 &self.put_batch_records,
+            ),
+            (
+                "cellar_frontend_put_admission_waits_total",
+                "",
+                "Puts that waited for a put permit (all taken).",
+                &self.put_admission_waits,
+            ),
+            (
+                "cellar_frontend_put_body_timeouts_total",
+                "",
+                "Puts whose body did not arrive in time (408).",
+                &self.put_body_timeouts,
+            ),
+            (
+                "cellar_frontend_grpc_put_bodies_decoded_total",
+                "",
+                "gRPC put bodies decoded (after admission).",
+                &self.grpc_put_bodies_decoded,
             ),
         ];
         for (name, labels, help, c) in counters {

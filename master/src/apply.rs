@@ -202,6 +202,17 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
         Command::ReportTask { task_id, node_id, success, detail } => {
             crate::tasks::report(kv, &mut c, *task_id, *node_id, *success, detail)?
         }
+        Command::PlanEncode { volume_id, node_id, fragments, replaces_task, now_unix_ms } => {
+            crate::tasks::plan_encode(
+                kv,
+                &mut c,
+                *volume_id,
+                *node_id,
+                fragments,
+                *replaces_task,
+                *now_unix_ms,
+            )?
+        }
     };
     if c != before {
         write_json(kv, KEY_COUNTERS, &c)?;
@@ -513,25 +524,23 @@ fn seal_volume(
     write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
     c.volumes_by_state[0] = c.volumes_by_state[0].saturating_sub(1);
     c.volumes_by_state[1] += 1;
-    // A sealed volume is to be coded: the node holding its first replica encodes it.
+    // A sealed volume is to be coded: the node holding its first replica starts; a failed
+    // attempt moves to the next holder, and the planner moves it off a silent node or
+    // queues it later when no placement was possible now.
     if let (Some(first), false) = (v.replicas.first(), fragments.is_empty()) {
-        let kind = crate::tasks::TaskKind::Encode { volume_id, fragments: fragments.to_vec() };
-        crate::tasks::enqueue(kv, c, first.node_id, kind)?;
+        crate::tasks::enqueue_encode(kv, c, first.node_id, volume_id, fragments.to_vec())?;
     }
     Ok(Response::Volume { volume: v })
 }
 
-/// The number of fragments a coding scheme ("rs-k-m") makes, if it is one.
+/// The number of fragments a coding scheme ("rs-k-m") makes, if it is a valid one.
 pub fn fragment_count(scheme: &str) -> Option<usize> {
-    match scheme.parse::<cellar_placement::Scheme>().ok()? {
-        s @ cellar_placement::Scheme::ReedSolomon { .. } => Some(s.extent_count()),
-        cellar_placement::Scheme::Replicated { .. } => None,
-    }
+    scheme.parse::<cellar_erasure::Scheme>().ok().map(cellar_erasure::Scheme::fragment_count)
 }
 
 /// Checks an encode placement: one healthy disk of the named node per fragment, no disk
 /// twice.
-fn check_fragment_places(
+pub fn check_fragment_places(
     kv: &dyn Kv,
     v: &VolumeRecord,
     fragments: &[ExtentPlace],

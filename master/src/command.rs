@@ -233,6 +233,20 @@ pub enum Command {
         /// What happened.
         detail: String,
     },
+    /// The planner (re)queues a sealed volume's encode: on `node_id` (a replica holder),
+    /// onto `fragments`, replacing `replaces_task` (the encode it saw, none if none).
+    PlanEncode {
+        /// The volume.
+        volume_id: u64,
+        /// The replica holder that runs the encode.
+        node_id: u64,
+        /// Where the k + m fragments go, in fragment order.
+        fragments: Vec<ExtentPlace>,
+        /// The volume's current encode task, which this one replaces.
+        replaces_task: Option<u64>,
+        /// Leader's clock (a running claim is not taken over).
+        now_unix_ms: u64,
+    },
     /// A volume server found a missing or corrupt extent.
     ReportBadExtent {
         /// The volume.
@@ -264,6 +278,9 @@ impl fmt::Display for Command {
             }
             Command::DropReferences { hashes } => write!(f, "drop_references({} hashes)", hashes.len()),
             Command::EnqueueTask { kind } => write!(f, "enqueue_task({}, {})", kind.name(), kind.volume_id()),
+            Command::PlanEncode { volume_id, node_id, replaces_task, .. } => {
+                write!(f, "plan_encode({volume_id}, node {node_id}, replaces {replaces_task:?})")
+            }
             Command::ReportBadExtent { volume_id, disk_id, .. } => {
                 write!(f, "report_bad_extent({volume_id}, {disk_id})")
             }

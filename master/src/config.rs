@@ -35,8 +35,8 @@ pub struct MasterConfig {
     pub volume_size_bytes: u64,
     /// Replicas of an open volume.
     pub replicas: u8,
-    /// Scheme volumes are coded with.
-    pub scheme: String,
+    /// Scheme volumes are coded with (validated when the configuration is read).
+    pub scheme: cellar_erasure::Scheme,
     /// Write lease duration.
     pub lease_ms: u64,
     /// Time between planner passes.
@@ -69,8 +69,10 @@ pub struct RawMasterConfig {
     pub volume_size_bytes: Option<u64>,
     /// See [`MasterConfig::replicas`].
     pub replicas: Option<u8>,
-    /// See [`MasterConfig::scheme`].
-    pub scheme: Option<String>,
+    /// See [`MasterConfig::scheme`]: `rs-<data>-<parity>`, refused when the file is read
+    /// if the erasure crate cannot run it (`rs-4-0`, `rs-0-3`, more than 32 fragments).
+    #[serde(default, deserialize_with = "deserialize_scheme")]
+    pub scheme: Option<cellar_erasure::Scheme>,
     /// See [`MasterConfig::lease_ms`].
     pub lease_ms: Option<u64>,
     /// See [`MasterConfig::planner_interval_ms`].
@@ -79,6 +81,16 @@ pub struct RawMasterConfig {
     pub abandoned_after_ms: Option<u64>,
     /// See [`MasterConfig::node_silent_after_ms`].
     pub node_silent_after_ms: Option<u64>,
+}
+
+/// Parses and validates a scheme where the configuration file names it.
+fn deserialize_scheme<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<cellar_erasure::Scheme>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map(Some)
+        .map_err(|e: cellar_erasure::SchemeError| serde::de::Error::custom(format!("scheme {text:?}: {e}")))
 }
 
 impl MasterConfig {
@@ -98,7 +110,7 @@ impl MasterConfig {
             log_kept_after_snapshot: 1_000,
             volume_size_bytes: 1 << 30,
             replicas: 3,
-            scheme: "rs-6-3".to_string(),
+            scheme: cellar_erasure::Scheme::RS_6_3,
             lease_ms: 30_000,
             planner_interval_ms: 1_000,
             abandoned_after_ms: 30_000,
@@ -132,6 +144,7 @@ impl MasterConfig {
         if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms * 2 {
             return Err("election_timeout_ms must exceed twice heartbeat_ms".into());
         }
+        self.scheme.validate().map_err(|e| format!("scheme {}: {e}", self.scheme))?;
         if self.replicas == 0 {
             return Err("replicas must be at least 1".into());
         }
@@ -170,4 +183,34 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
         return Err("--peers is empty".into());
     }
     Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheme_the_coder_cannot_run_is_refused_when_the_config_is_read() {
+        for text in ["rs-4-0", "rs-0-3", "rs-30-3", "r3", "rs-6"] {
+            let raw = format!(r#"{{"scheme": "{text}"}}"#);
+            let err = serde_json::from_str::<RawMasterConfig>(&raw).expect_err(text).to_string();
+            assert!(err.contains(text), "{text}: {err}");
+        }
+        let raw: RawMasterConfig = serde_json::from_str(r#"{"scheme": "rs-10-4"}"#).expect("valid");
+        assert_eq!(raw.scheme, Some(cellar_erasure::Scheme::RS_10_4));
+    }
+
+    #[test]
+    fn validate_refuses_a_scheme_built_out_of_range() {
+        let mut config = MasterConfig::new(
+            1,
+            "127.0.0.1:0".into(),
+            PathBuf::from("/tmp"),
+            BTreeMap::from([(1, "a".into())]),
+        );
+        assert_eq!(config.validate(), Ok(()));
+        config.scheme = cellar_erasure::Scheme { data: 4, parity: 0 };
+        let err = config.validate().expect_err("rs-4-0");
+        assert!(err.contains("rs-4-0"), "{err}");
+    }
 }

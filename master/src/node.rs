@@ -170,7 +170,7 @@ pub async fn start(
     let settings = ApiSettings {
         volume_size_bytes: config.volume_size_bytes,
         replicas: config.replicas,
-        scheme: config.scheme.clone(),
+        scheme: config.scheme.to_string(),
         lease_ms: config.lease_ms,
         node_silent_after_ms: config.node_silent_after_ms,
         secret: config.secret.clone(),

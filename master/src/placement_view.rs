@@ -48,7 +48,8 @@ pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord], liveness: Livene
 
 /// The disks for a volume's k + m fragments when it is sealed at `length_bytes`, or none
 /// (with a warning) when the scheme is not a code, the volume is empty, or the cell cannot
-/// place them now: the volume then stays sealed and replicated.
+/// place them now: the volume then stays sealed and replicated until the planner finds a
+/// placement (see [`try_fragment_places`]).
 pub fn fragment_places(
     nodes: &[NodeRecord],
     disks: &[DiskRecord],
@@ -56,19 +57,29 @@ pub fn fragment_places(
     length_bytes: u64,
     liveness: Liveness,
 ) -> Vec<ExtentPlace> {
-    let Ok(cellar_placement::Scheme::ReedSolomon { data, parity }) = v.scheme.parse() else {
-        return Vec::new();
+    try_fragment_places(nodes, disks, v, length_bytes, liveness).unwrap_or_else(|e| {
+        tracing::warn!(volume = v.volume_id, error = %e, "cannot place fragments; the volume stays replicated");
+        Vec::new()
+    })
+}
+
+/// [`fragment_places`] without the warning: Ok(empty) when there is nothing to code (not
+/// a code, or an empty volume), Err when the cell cannot place the fragments now.
+pub fn try_fragment_places(
+    nodes: &[NodeRecord],
+    disks: &[DiskRecord],
+    v: &VolumeRecord,
+    length_bytes: u64,
+    liveness: Liveness,
+) -> Result<Vec<ExtentPlace>, cellar_placement::PlacementError> {
+    let Ok(cellar_erasure::Scheme { data, parity }) = v.scheme.parse() else {
+        return Ok(Vec::new());
     };
     if length_bytes == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let fragment_bytes = length_bytes.div_ceil(u64::from(data.max(1)));
     let view = cluster_view(nodes, disks, liveness);
-    match cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id) {
-        Ok(chosen) => chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect(),
-        Err(e) => {
-            tracing::warn!(volume = v.volume_id, error = %e, "cannot place fragments; the volume stays replicated");
-            Vec::new()
-        }
-    }
+    let chosen = cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id)?;
+    Ok(chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect())
 }

@@ -1,6 +1,9 @@
 //! The leader's planner loop. Today: sealing open volumes whose writer went away (lease
-//! expired for longer than a grace period), which also queues their encode. Full volumes
-//! are sealed by their writer; the repair, GC and rebalance planners join this loop later.
+//! expired for longer than a grace period), which also queues their encode; and keeping
+//! every sealed volume's encode going: one is queued for a volume sealed when its fragments
+//! could not be placed (once they can), and an encode waiting on a silent node moves to a
+//! replica holder that is heard from. Full volumes are sealed by their writer; the repair,
+//! GC and rebalance planners join this loop later.
 //!
 //! Every master runs the loop; only the current leader acts, and every action is a Raft
 //! command that re-checks its preconditions when applied, so a planner on a deposed
@@ -11,14 +14,22 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 
+use std::collections::BTreeMap;
+
 use crate::apply::{PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME};
 use crate::command::{Command, Response};
+use crate::placement_view::Liveness;
 use crate::store::sm::StateReader;
+use crate::tasks::{PREFIX_TASK, TaskKind, TaskRecord, TaskState};
 use crate::types::{DiskRecord, NodeRecord, VolumeRecord, VolumeState};
 use crate::{MasterRaft, now_unix_ms};
 
 /// Volumes one pass seals at most (the rest wait for the next pass).
 pub const SEALS_PER_PASS_MAX: usize = 64;
+/// Sealed volumes one pass tries to (re)plan an encode for at most, counting attempts
+/// whose placement fails: the rest wait for the next pass, which starts after the last
+/// one tried so that no volume is starved.
+pub const ENCODE_PLANS_PER_PASS_MAX: usize = 16;
 
 /// Planner settings.
 #[derive(Debug, Clone, Copy)]
@@ -41,8 +52,14 @@ fn decode_all<T: serde::de::DeserializeOwned>(reader: &StateReader, prefix: u8) 
     }
 }
 
-/// One pass: the commands the leader should propose now.
-pub fn plan(reader: &StateReader, settings: &PlannerSettings, now_unix_ms: u64) -> Vec<Command> {
+/// One pass: the commands the leader should propose now. `encode_cursor` is the last
+/// volume id the previous pass considered for an encode (0 at first); it is advanced.
+pub fn plan(
+    reader: &StateReader,
+    settings: &PlannerSettings,
+    now_unix_ms: u64,
+    encode_cursor: &mut u64,
+) -> Vec<Command> {
     let volumes: Vec<VolumeRecord> = decode_all(reader, PREFIX_VOLUME);
     let abandoned: Vec<&VolumeRecord> = volumes
         .iter()
@@ -54,23 +71,82 @@ pub fn plan(reader: &StateReader, settings: &PlannerSettings, now_unix_ms: u64) 
         })
         .take(SEALS_PER_PASS_MAX)
         .collect();
-    if abandoned.is_empty() {
+    let sealed = volumes.iter().any(|v| v.state == VolumeState::Sealed);
+    if abandoned.is_empty() && !sealed {
         return Vec::new();
     }
     let nodes: Vec<NodeRecord> = decode_all(reader, PREFIX_NODE);
     let disks: Vec<DiskRecord> = decode_all(reader, PREFIX_DISK);
-    let liveness = crate::placement_view::Liveness {
-        now_unix_ms,
-        silent_after_ms: settings.node_silent_after.as_millis() as u64,
-    };
-    abandoned
+    let liveness = Liveness { now_unix_ms, silent_after_ms: settings.node_silent_after.as_millis() as u64 };
+    let mut commands: Vec<Command> = abandoned
         .into_iter()
         .map(|v| Command::SealVolume {
             volume_id: v.volume_id,
             length_bytes: None,
             fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness),
         })
-        .collect()
+        .collect();
+    if sealed {
+        let tasks: Vec<TaskRecord> = decode_all(reader, PREFIX_TASK);
+        commands.extend(plan_encodes(&volumes, &tasks, &nodes, &disks, liveness, encode_cursor));
+    }
+    commands
+}
+
+/// The encodes to (re)queue: see the module comment. A failed encode (every attempt
+/// failed, on every holder in turn) is left for an operator.
+fn plan_encodes(
+    volumes: &[VolumeRecord],
+    tasks: &[TaskRecord],
+    nodes: &[NodeRecord],
+    disks: &[DiskRecord],
+    liveness: Liveness,
+    cursor: &mut u64,
+) -> Vec<Command> {
+    let encodes: BTreeMap<u64, &TaskRecord> = tasks
+        .iter()
+        .filter(|t| matches!(t.kind, TaskKind::Encode { .. }))
+        .map(|t| (t.kind.volume_id(), t))
+        .collect();
+    let live = |node_id: u64| nodes.iter().any(|n| n.node_id == node_id && liveness.heard_from(n));
+    // Volumes are scanned in id order; this pass starts after the cursor and wraps.
+    let (after, before): (Vec<&VolumeRecord>, Vec<&VolumeRecord>) =
+        volumes.iter().filter(|v| v.state == VolumeState::Sealed).partition(|v| v.volume_id > *cursor);
+    let mut commands = Vec::new();
+    let mut tried = 0;
+    for v in after.into_iter().chain(before) {
+        if tried >= ENCODE_PLANS_PER_PASS_MAX {
+            break;
+        }
+        if v.size_bytes == 0 {
+            // Nothing to code: an empty sealed volume stays as it is.
+            continue;
+        }
+        let existing = encodes.get(&v.volume_id).copied();
+        let replaces_task = match existing {
+            None => None,
+            Some(t) if t.state == TaskState::Failed || live(t.node_id) => continue,
+            Some(t) if t.state == TaskState::Claimed && t.claimed_until_unix_ms >= liveness.now_unix_ms => {
+                continue;
+            }
+            Some(t) => Some(t.task_id),
+        };
+        let Some(holder) = v.replicas.iter().map(|r| r.node_id).find(|n| live(*n)) else { continue };
+        tried += 1;
+        *cursor = v.volume_id;
+        match crate::placement_view::try_fragment_places(nodes, disks, v, v.size_bytes, liveness) {
+            Ok(fragments) if !fragments.is_empty() => commands.push(Command::PlanEncode {
+                volume_id: v.volume_id,
+                node_id: holder,
+                fragments,
+                replaces_task,
+                now_unix_ms: liveness.now_unix_ms,
+            }),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(volume = v.volume_id, error = %e, "encode not placeable yet"),
+        }
+    }
+    commands
 }
 
 /// Runs passes until `stop` turns true.
@@ -81,6 +157,7 @@ pub async fn run(
     settings: PlannerSettings,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut encode_cursor = 0u64;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -90,12 +167,12 @@ pub async fn run(
         if leader != Some(id) {
             continue;
         }
-        for command in plan(&reader, &settings, now_unix_ms()) {
+        for command in plan(&reader, &settings, now_unix_ms(), &mut encode_cursor) {
             let what = command.to_string();
             match raft.client_write(command).await {
                 Ok(w) => match w.data {
                     Response::Refused { error } => tracing::debug!(%what, %error, "planner command refused"),
-                    _ => tracing::info!(%what, "planner: sealed an abandoned volume"),
+                    _ => tracing::info!(%what, "planner command applied"),
                 },
                 Err(e) => {
                     tracing::debug!(%what, error = %e, "planner command not applied");

@@ -13,6 +13,9 @@ use crate::types::{Counters, ExtentPlace, RECORD_VERSION, VolumeRecord, VolumeSt
 pub const PREFIX_TASK: u8 = b't';
 /// Prefix of a node's queue: the ids of its open tasks (then the node id, big-endian).
 pub const PREFIX_QUEUE: u8 = b'q';
+/// Prefix of a sealed volume's encode task id (then the volume id, big-endian): at most
+/// one encode per volume, found without scanning the queues.
+pub const PREFIX_ENCODE: u8 = b'e';
 /// Attempts before a task is given up and left for an operator.
 pub const TASK_ATTEMPTS_MAX: u32 = 5;
 /// Open tasks one node may have queued; planners wait beyond it.
@@ -169,6 +172,141 @@ fn queue(kv: &dyn Kv, node_id: u64) -> Result<Vec<u64>, StateError> {
     Ok(read_json(kv, &queue_key(node_id))?.unwrap_or_default())
 }
 
+fn encode_key(volume_id: u64) -> [u8; 9] {
+    crate::apply::id_key(PREFIX_ENCODE, volume_id)
+}
+
+/// The task record `task_id`, if queued.
+pub fn task(kv: &dyn Kv, task_id: u64) -> Result<Option<TaskRecord>, StateError> {
+    read_json(kv, &task_key(task_id))
+}
+
+/// The id of the volume's encode task (pending, claimed or failed), if one is indexed.
+pub fn encode_task_id(kv: &dyn Kv, volume_id: u64) -> Result<Option<u64>, StateError> {
+    read_json(kv, &encode_key(volume_id))
+}
+
+/// Queues the encode of a sealed volume on `node_id` (a holder of one of its replicas)
+/// and indexes it under the volume.
+pub fn enqueue_encode(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    node_id: u64,
+    volume_id: u64,
+    fragments: Vec<ExtentPlace>,
+) -> Result<Option<u64>, StateError> {
+    let queued = enqueue(kv, c, node_id, TaskKind::Encode { volume_id, fragments })?;
+    if let Some(task_id) = queued {
+        write_json(kv, &encode_key(volume_id), &task_id)?;
+    }
+    Ok(queued)
+}
+
+/// Moves an open task to `node_id`'s queue (a full queue keeps it where it is).
+fn move_task(kv: &mut dyn Kv, task: &mut TaskRecord, node_id: u64) -> Result<(), StateError> {
+    if task.node_id == node_id {
+        return Ok(());
+    }
+    let mut to = queue(kv, node_id)?;
+    if to.len() >= NODE_QUEUE_MAX {
+        return Ok(());
+    }
+    let mut from = queue(kv, task.node_id)?;
+    from.retain(|id| *id != task.task_id);
+    write_json(kv, &queue_key(task.node_id), &from)?;
+    to.push(task.task_id);
+    write_json(kv, &queue_key(node_id), &to)?;
+    task.node_id = node_id;
+    Ok(())
+}
+
+/// Removes a task from the queue and the state (counted as neither done nor failed).
+fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) -> Result<(), StateError> {
+    kv.delete(&task_key(task.task_id));
+    let mut ids = queue(kv, task.node_id)?;
+    ids.retain(|id| *id != task.task_id);
+    write_json(kv, &queue_key(task.node_id), &ids)?;
+    if task.state != TaskState::Failed {
+        c.tasks_open = c.tasks_open.saturating_sub(1);
+    }
+    if let TaskKind::Encode { volume_id, .. } = task.kind
+        && encode_task_id(kv, volume_id)? == Some(task.task_id)
+    {
+        kv.delete(&encode_key(volume_id));
+    }
+    Ok(())
+}
+
+/// The replica holder after `node_id` in the volume's replica order (wrapping), so that
+/// a failed encode is tried next by another holder; `node_id` when it is the only one.
+fn next_holder(v: &VolumeRecord, node_id: u64) -> u64 {
+    let mut nodes: Vec<u64> = Vec::new();
+    for r in &v.replicas {
+        if !nodes.contains(&r.node_id) {
+            nodes.push(r.node_id);
+        }
+    }
+    match nodes.iter().position(|n| *n == node_id) {
+        Some(i) => nodes[(i + 1) % nodes.len()],
+        None => nodes.first().copied().unwrap_or(node_id),
+    }
+}
+
+/// (Re)plans a sealed volume's encode: `node_id`, which must hold one of its replicas,
+/// runs it onto `fragments`. `replaces_task` is the encode task the planner saw (none: it
+/// saw none); it is replaced unless its claim is still running. Anything else is refused,
+/// so that a volume never has two encodes queued.
+pub fn plan_encode(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    volume_id: u64,
+    node_id: u64,
+    fragments: &[ExtentPlace],
+    replaces_task: Option<u64>,
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    let Some(v) = apply::volume(kv, volume_id)? else {
+        return Ok(Response::Refused { error: CommandError::UnknownVolume { volume_id } });
+    };
+    if v.state != VolumeState::Sealed {
+        return refused(format!("volume {volume_id} is {:?}, not sealed", v.state));
+    }
+    if !v.replicas.iter().any(|r| r.node_id == node_id) {
+        return refused(format!("node {node_id} holds no replica of volume {volume_id}"));
+    }
+    if let Some(error) = apply::check_fragment_places(kv, &v, fragments)? {
+        return Ok(Response::Refused { error });
+    }
+    let indexed = encode_task_id(kv, volume_id)?;
+    match replaces_task {
+        None if indexed.is_some() => {
+            return refused(format!("volume {volume_id} already has encode task {indexed:?}"));
+        }
+        None => {}
+        Some(task_id) => {
+            let Some(old) = task(kv, task_id)? else {
+                return refused(format!("task {task_id} is not queued (done already?)"));
+            };
+            if old.kind.volume_id() != volume_id || !matches!(old.kind, TaskKind::Encode { .. }) {
+                return refused(format!("task {task_id} is not the encode of volume {volume_id}"));
+            }
+            if old.state == TaskState::Claimed && old.claimed_until_unix_ms >= now_unix_ms {
+                return refused(format!("task {task_id} is claimed by node {}", old.node_id));
+            }
+            drop_task(kv, c, &old)?;
+        }
+    }
+    match enqueue_encode(kv, c, node_id, volume_id, fragments.to_vec())? {
+        Some(task_id) => match task(kv, task_id)? {
+            Some(task) => Ok(Response::TaskQueued { task }),
+            None => {
+                Err(StateError::Corrupt { key: format!("task {task_id}"), detail: "just written".into() })
+            }
+        },
+        None => refused(format!("the task queue of node {node_id} is full")),
+    }
+}
+
 /// Queues a task for `node_id` (planners call this while applying their commands).
 pub fn enqueue(
     kv: &mut dyn Kv,
@@ -284,6 +422,11 @@ pub fn report(
     }
     if success {
         complete(kv, c, &task.kind)?;
+        if let TaskKind::Encode { volume_id, .. } = task.kind
+            && encode_task_id(kv, volume_id)? == Some(task_id)
+        {
+            kv.delete(&encode_key(volume_id));
+        }
         kv.delete(&task_key(task_id));
         let mut ids = queue(kv, node_id)?;
         ids.retain(|id| *id != task_id);
@@ -301,6 +444,14 @@ pub fn report(
         c.tasks_failed += 1;
     } else {
         task.state = TaskState::Pending;
+        // The executor tried every replica it could read; what is left to vary is the
+        // node that runs the encode, so the next attempt goes to the next holder.
+        if let TaskKind::Encode { volume_id, .. } = task.kind
+            && let Some(v) = apply::volume(kv, volume_id)?
+        {
+            let next = next_holder(&v, task.node_id);
+            move_task(kv, &mut task, next)?;
+        }
     }
     write_json(kv, &task_key(task_id), &task)?;
     Ok(Response::TaskReported { task: Some(task) })

@@ -312,6 +312,109 @@ fn a_finished_encode_codes_the_volume_and_queues_the_replica_deletes() {
     }
 }
 
+fn failed(state: &mut State, task_id: u64, node_id: u64) -> cellar_master::tasks::TaskRecord {
+    let cmd = Command::ReportTask { task_id, node_id, success: false, detail: "short replica".into() };
+    match apply::apply(state, &cmd).expect("apply") {
+        Response::TaskReported { task: Some(task) } => task,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_encode_is_tried_next_by_the_next_replica_holder() {
+    use cellar_master::tasks::TaskState;
+    let (mut state, _id, replicas, _fragments) = sealed_with_encode();
+    let task = claim_all(&mut state, replicas[0].node_id).remove(0);
+    let mut holder = replicas[0].node_id;
+    // Each failure hands the encode to the next holder, wrapping around.
+    for attempt in 1..=3usize {
+        let after = failed(&mut state, task.task_id, holder);
+        let next = replicas[attempt % replicas.len()].node_id;
+        assert_eq!((after.node_id, after.state), (next, TaskState::Pending), "attempt {attempt}");
+        assert!(claim_all(&mut state, holder).is_empty(), "the old holder has nothing left");
+        let claimed = claim_all(&mut state, next);
+        assert_eq!(claimed.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![task.task_id]);
+        holder = next;
+    }
+    // Three failures went round to the first holder again; a late report from a
+    // previous one is refused: the task is not its own any more.
+    assert_eq!(holder, replicas[0].node_id);
+    let late = Command::ReportTask {
+        task_id: task.task_id,
+        node_id: replicas[1].node_id,
+        success: true,
+        detail: String::new(),
+    };
+    assert!(matches!(apply::apply(&mut state, &late).expect("apply"), Response::Refused { .. }));
+    done(&mut state, task.task_id, holder);
+    let v = apply::volume(&state, task.kind.volume_id()).expect("read").expect("volume");
+    assert_eq!(v.state, VolumeState::Coded);
+}
+
+#[test]
+fn plan_encode_queues_one_encode_per_volume_and_replaces_a_stranded_one() {
+    use cellar_master::tasks::{TaskKind, encode_task_id};
+    // Sealed without a placement: no encode queued.
+    let (mut state, id) = setup();
+    let seal = Command::SealVolume { volume_id: id, length_bytes: None, fragments: Vec::new() };
+    assert!(matches!(apply::apply(&mut state, &seal).expect("apply"), Response::Volume { .. }));
+    assert_eq!(encode_task_id(&state, id).expect("read"), None);
+    let v = apply::volume(&state, id).expect("read").expect("volume");
+    let mut fragments = Vec::new();
+    for zone in ["d", "e", "f"] {
+        let (node_id, disks) = register(&mut state, zone, 3);
+        fragments.extend(disks.iter().map(|&disk_id| ExtentPlace { node_id, disk_id }));
+    }
+    let plan = |node_id: u64, replaces_task: Option<u64>, now_unix_ms: u64| Command::PlanEncode {
+        volume_id: id,
+        node_id,
+        fragments: fragments.clone(),
+        replaces_task,
+        now_unix_ms,
+    };
+    // Only a replica holder may run it.
+    let before = state.clone();
+    let stranger = fragments[0].node_id;
+    assert!(matches!(
+        apply::apply(&mut state, &plan(stranger, None, 100)).expect("apply"),
+        Response::Refused { .. }
+    ));
+    assert_eq!(state, before);
+    let first = v.replicas[0].node_id;
+    let Response::TaskQueued { task } = apply::apply(&mut state, &plan(first, None, 100)).expect("apply")
+    else {
+        panic!("not queued")
+    };
+    assert_eq!(task.kind, TaskKind::Encode { volume_id: id, fragments: fragments.clone() });
+    assert_eq!(encode_task_id(&state, id).expect("read"), Some(task.task_id));
+    // A second plan that did not see it is refused: never two encodes.
+    let before = state.clone();
+    assert!(matches!(
+        apply::apply(&mut state, &plan(first, None, 100)).expect("apply"),
+        Response::Refused { .. }
+    ));
+    assert_eq!(state, before);
+    // While its claim runs it is not taken over; once the claim expired it is.
+    assert_eq!(claim_all(&mut state, first).len(), 1);
+    let second = v.replicas[1].node_id;
+    let before = state.clone();
+    let during = plan(second, Some(task.task_id), 500);
+    assert!(matches!(apply::apply(&mut state, &during).expect("apply"), Response::Refused { .. }));
+    assert_eq!(state, before);
+    let Response::TaskQueued { task: moved } =
+        apply::apply(&mut state, &plan(second, Some(task.task_id), 5_000)).expect("apply")
+    else {
+        panic!("not replaced")
+    };
+    assert_ne!(moved.task_id, task.task_id);
+    assert_eq!(encode_task_id(&state, id).expect("read"), Some(moved.task_id));
+    assert!(claim_all(&mut state, first).is_empty());
+    assert_eq!(apply::counters(&state).expect("counters").tasks_open, 1);
+    done(&mut state, moved.task_id, second);
+    assert_eq!(encode_task_id(&state, id).expect("read"), None);
+    assert_eq!(apply::volume(&state, id).expect("read").expect("volume").state, VolumeState::Coded);
+}
+
 #[test]
 fn a_reconstruct_moves_one_fragment_and_a_stale_one_commits_nothing() {
     use cellar_master::tasks::{Part, TaskKind};

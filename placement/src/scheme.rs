@@ -1,12 +1,16 @@
 //! How a volume is made durable: n replicas, or k data + m parity fragments.
+//!
+//! The coded form is [`cellar_erasure::Scheme`]'s: its parser and its limits (k >= 1,
+//! m >= 1, k + m <= [`cellar_erasure::FRAGMENTS_MAX`]) are the only ones in the workspace,
+//! so a scheme the placement accepts is one the coder can run, and the other way round.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::PlacementError;
 
-/// Most extents (replicas or fragments) one volume may have.
-pub const EXTENTS_PER_VOLUME_MAX: usize = 32;
+/// Most extents (replicas or fragments) one volume may have: the erasure crate's limit.
+pub const EXTENTS_PER_VOLUME_MAX: usize = cellar_erasure::FRAGMENTS_MAX;
 
 /// A volume's durability scheme; text form `r3`, `rs-6-3`, `rs-10-4`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,13 +21,20 @@ pub enum Scheme {
         copies: u8,
     },
     /// Reed-Solomon: `data` data fragments plus `parity` parity fragments; any `data` of
-    /// them rebuild the volume.
+    /// them rebuild the volume. Valid exactly when [`cellar_erasure::Scheme`] is.
     ReedSolomon {
         /// Data fragments (k), at least 1.
         data: u8,
-        /// Parity fragments (m); `data + parity` is at most [`EXTENTS_PER_VOLUME_MAX`].
+        /// Parity fragments (m), at least 1; `data + parity` is at most
+        /// [`EXTENTS_PER_VOLUME_MAX`].
         parity: u8,
     },
+}
+
+impl From<cellar_erasure::Scheme> for Scheme {
+    fn from(code: cellar_erasure::Scheme) -> Self {
+        Scheme::ReedSolomon { data: code.data, parity: code.parity }
+    }
 }
 
 impl Scheme {
@@ -38,19 +49,20 @@ impl Scheme {
                 }
             }
             Scheme::ReedSolomon { data, parity } => {
-                if data == 0 {
-                    return Err(PlacementError::InvalidScheme(format!(
-                        "{self}: needs at least 1 data fragment"
-                    )));
-                }
-                if usize::from(data) + usize::from(parity) > EXTENTS_PER_VOLUME_MAX {
-                    return Err(PlacementError::InvalidScheme(format!(
-                        "{self}: data + parity must be at most {EXTENTS_PER_VOLUME_MAX}"
-                    )));
-                }
+                cellar_erasure::Scheme { data, parity }
+                    .validate()
+                    .map_err(|e| PlacementError::InvalidScheme(e.to_string()))?;
             }
         }
         Ok(())
+    }
+
+    /// The erasure code of a coded scheme (none for replicas).
+    pub fn code(self) -> Option<cellar_erasure::Scheme> {
+        match self {
+            Scheme::Replicated { .. } => None,
+            Scheme::ReedSolomon { data, parity } => Some(cellar_erasure::Scheme { data, parity }),
+        }
     }
 
     /// Number of extents a volume of this scheme occupies (copies, or data + parity).
@@ -84,21 +96,19 @@ impl FromStr for Scheme {
     type Err = PlacementError;
 
     /// Parses the canonical form only (no sign, no leading zeros, lower case), so that
-    /// `s.parse::<Scheme>()?.to_string() == s`; the result is validated.
+    /// `s.parse::<Scheme>()?.to_string() == s`; the result is validated. `rs-…` is parsed
+    /// by [`cellar_erasure::Scheme`]'s parser.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("rs") {
+            return s
+                .parse::<cellar_erasure::Scheme>()
+                .map(Scheme::from)
+                .map_err(|e| PlacementError::InvalidScheme(e.to_string()));
+        }
         let bad =
             || PlacementError::InvalidScheme(format!("{s:?}: expected r<copies> or rs-<data>-<parity>"));
-        let scheme = if let Some(rest) = s.strip_prefix("rs-") {
-            let (data, parity) = rest.split_once('-').ok_or_else(bad)?;
-            Scheme::ReedSolomon {
-                data: parse_count(data).ok_or_else(bad)?,
-                parity: parse_count(parity).ok_or_else(bad)?,
-            }
-        } else if let Some(copies) = s.strip_prefix('r') {
-            Scheme::Replicated { copies: parse_count(copies).ok_or_else(bad)? }
-        } else {
-            return Err(bad());
-        };
+        let copies = s.strip_prefix('r').ok_or_else(bad)?;
+        let scheme = Scheme::Replicated { copies: parse_count(copies).ok_or_else(bad)? };
         scheme.validate()?;
         Ok(scheme)
     }
@@ -122,7 +132,6 @@ mod tests {
             ("r3", Scheme::Replicated { copies: 3 }),
             ("rs-6-3", Scheme::ReedSolomon { data: 6, parity: 3 }),
             ("rs-10-4", Scheme::ReedSolomon { data: 10, parity: 4 }),
-            ("rs-4-0", Scheme::ReedSolomon { data: 4, parity: 0 }),
             ("rs-30-2", Scheme::ReedSolomon { data: 30, parity: 2 }),
         ] {
             assert_eq!(text.parse::<Scheme>(), Ok(scheme), "{text}");
@@ -143,13 +152,32 @@ mod tests {
 
     #[test]
     fn scheme_parse_rejects_out_of_range_counts() {
-        for text in ["r0", "r33", "rs-0-3", "rs-0-0", "rs-30-3", "rs-32-1", "rs-1-32"] {
+        for text in ["r0", "r33", "rs-0-3", "rs-0-0", "rs-4-0", "rs-30-3", "rs-32-1", "rs-1-32"] {
             let err = text.parse::<Scheme>().expect_err(text);
             assert!(matches!(err, PlacementError::InvalidScheme(_)), "{text}: {err}");
             assert!(err.to_string().contains(text), "{err}");
         }
         assert!("rs-31-1".parse::<Scheme>().is_ok());
         assert!("r32".parse::<Scheme>().is_ok());
+    }
+
+    #[test]
+    fn a_code_is_valid_here_exactly_when_the_erasure_crate_accepts_it() {
+        for data in 0..=33u8 {
+            for parity in 0..=33u8 {
+                let code = cellar_erasure::Scheme { data, parity };
+                let text = code.to_string();
+                assert_eq!(
+                    text.parse::<Scheme>().is_ok(),
+                    text.parse::<cellar_erasure::Scheme>().is_ok(),
+                    "{text}"
+                );
+                assert_eq!(Scheme::from(code).validate().is_ok(), code.validate().is_ok(), "{text}");
+                if let Ok(s) = text.parse::<Scheme>() {
+                    assert_eq!(s.code(), Some(code));
+                }
+            }
+        }
     }
 
     #[test]

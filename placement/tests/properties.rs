@@ -46,7 +46,7 @@ fn cluster() -> impl Strategy<Value = ClusterView> {
 fn scheme() -> impl Strategy<Value = Scheme> {
     prop_oneof![
         (1u8..=4).prop_map(|copies| Scheme::Replicated { copies }),
-        (1u8..=10, 0u8..=4).prop_map(|(data, parity)| Scheme::ReedSolomon { data, parity }),
+        (1u8..=10, 1u8..=4).prop_map(|(data, parity)| Scheme::ReedSolomon { data, parity }),
     ]
 }
 

@@ -65,17 +65,19 @@ fn rs_10_4_over_three_zones_fails_with_not_enough_failure_domains() {
 #[test]
 fn coded_volume_cannot_live_in_one_zone() {
     let view = uniform_cluster(1, 10, 10, 100 * GIB);
-    for (data, parity) in [(6, 3), (1, 3), (1, 0), (10, 4)] {
+    for (data, parity) in [(6, 3), (1, 3), (1, 1), (10, 4)] {
         let err = place_fragments(&view, data, parity, GIB, 3).expect_err("one zone");
         assert!(matches!(err, PlacementError::NotEnoughFailureDomains { .. }), "{err}");
     }
 }
 
 #[test]
-fn parity_free_scheme_cannot_survive_zone_loss() {
+fn parity_free_scheme_is_refused_as_invalid() {
+    // rs-k-0 is no code the erasure crate runs: refused as a scheme, not placed.
     let view = uniform_cluster(5, 4, 4, 100 * GIB);
-    let err = place_fragments(&view, 4, 0, GIB, 3).expect_err("no parity, no zone may hold a fragment");
-    assert!(matches!(err, PlacementError::NotEnoughFailureDomains { needed: 4, available: 0, .. }), "{err}");
+    let err = place_fragments(&view, 4, 0, GIB, 3).expect_err("no parity");
+    assert!(matches!(err, PlacementError::InvalidScheme(_)), "{err}");
+    assert!(err.to_string().contains("rs-4-0"), "{err}");
 }
 
 #[test]
@@ -260,5 +262,5 @@ fn check_placement_accepts_valid_and_names_each_violation() {
     let err = check_placement(&view, rs42, &[at(1), at(3), at(5), at(7), at(9), moved]).expect_err("node");
     assert!(err.contains("the view has it on node 201"), "{err}");
     let err = check_placement(&view, rs(4, 0), &[at(1), at(5), at(9), at(10)]).expect_err("no parity");
-    assert!(err.contains("at most 0 allowed"), "{err}");
+    assert!(err.contains("rs-4-0"), "{err}");
 }

@@ -535,6 +535,16 @@ mod tests {
     }
 
     #[test]
+    fn a_scheme_the_coder_cannot_run_is_refused_at_load() {
+        for scheme in ["rs-4-0", "rs-0-3", "rs-30-3", "r0"] {
+            let err = SimConfig::from_toml(&format!("[cluster]\nscheme = \"{scheme}\"\n")).expect_err(scheme);
+            let text = err.to_string();
+            assert!(text.contains("cluster.scheme") && text.contains(scheme), "{scheme}: {text}");
+        }
+        assert!(SimConfig::from_toml("[cluster]\nscheme = \"r3\"\n").is_ok());
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = SimConfig::from_toml("[failures]\ndisk_arf = 0.02\n").expect_err("typo");
         assert!(err.to_string().contains("disk_arf"), "{err}");

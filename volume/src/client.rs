@@ -126,6 +126,7 @@ pub async fn read_fragment_range(
             fragment_index: index as u32,
             offset_bytes,
             length_bytes: len_bytes,
+            replica: false,
         })
         .await?;
     if resp.data.len() as u64 != len_bytes {

@@ -326,9 +326,19 @@ impl Volume for VolumeService {
                     "at most {FRAGMENT_READ_MAX_BYTES} bytes per fragment read"
                 )));
             }
-            let index = fragment_index(r.fragment_index)?;
             let disk = self.shared.disks.require(r.disk_id)?;
             let _permit = self.shared.budget.acquire(r.length_bytes).await;
+            if r.replica {
+                // Raw replica bytes for a remote encoder (see the proto): no pooled buffer,
+                // these reads are rare and stripe-sized.
+                let (id, offset) = (ExtentId::replica(r.volume_id), r.offset_bytes);
+                let mut data = vec![0u8; r.length_bytes as usize];
+                let data = blocking(move || disk.read_replica_raw(id, offset, &mut data).map(|()| data))
+                    .await
+                    .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?;
+                return Ok(Response::new(pb::ReadFragmentResponse { data: data.into() }));
+            }
+            let index = fragment_index(r.fragment_index)?;
             let id = ExtentId::fragment(r.volume_id, index);
             let (offset, len) = (r.offset_bytes, r.length_bytes);
             // Into a pooled buffer, answered without a copy (as ReadRecord).

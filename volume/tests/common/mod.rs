@@ -51,6 +51,17 @@ impl Written {
 impl Cell {
     /// One master and `zones` x `per_zone` volume servers with `disks` disks each.
     pub async fn start(zones: usize, per_zone: usize, disks: usize, tweak: fn(&mut VolumeConfig)) -> Cell {
+        Cell::start_with(zones, per_zone, disks, tweak, |_| {}).await
+    }
+
+    /// [`Cell::start`] with the master's settings tweaked too.
+    pub async fn start_with(
+        zones: usize,
+        per_zone: usize,
+        disks: usize,
+        tweak: fn(&mut VolumeConfig),
+        master_tweak: fn(&mut MasterConfig),
+    ) -> Cell {
         let master_dir = tempfile::tempdir().expect("tempdir");
         let listener = master_node::bind("127.0.0.1:0").await.expect("bind");
         let master_addr = listener.local_addr().expect("addr").to_string();
@@ -62,6 +73,7 @@ impl Cell {
         config.election_timeout_ms = 300;
         config.volume_size_bytes = 64 << 20;
         config.lease_ms = 1_000;
+        master_tweak(&mut config);
         let master = master_node::start(config, listener).await.expect("start master");
         master_node::wait_for_leader(&master.raft, WAIT).await.expect("leader");
         let mut dirs = vec![master_dir];
@@ -120,6 +132,41 @@ impl Cell {
         };
         assert_eq!(handle.node_id, node_id, "a restart is the same node");
         self.volumes.insert(i, handle);
+    }
+
+    /// Starts one more volume server in `zone` with `disks` disks (like those of `start`).
+    pub async fn add_server(&mut self, zone: &str, disks: usize, tweak: fn(&mut VolumeConfig)) -> u64 {
+        let mut paths = Vec::new();
+        for _ in 0..disks {
+            let d = tempfile::tempdir().expect("tempdir");
+            paths.push(d.path().to_path_buf());
+            self.dirs.push(d);
+        }
+        let mut vc =
+            VolumeConfig::new("127.0.0.1:0", zone.to_string(), paths, vec![self.master_addr.clone()]);
+        vc.task_poll = Duration::from_millis(100);
+        vc.heartbeat = Duration::from_millis(200);
+        tweak(&mut vc);
+        let handle = cellar_volume::start(vc.clone()).await.expect("start volume server");
+        let node_id = handle.node_id;
+        self.volumes.push(handle);
+        self.configs.push(vc);
+        self.zones.push(zone.to_string());
+        node_id
+    }
+
+    /// Stops volume server `node_id` for good (its disks stay, nobody serves them).
+    pub async fn stop(&mut self, node_id: u64) {
+        let i = self.volumes.iter().position(|v| v.node_id == node_id).expect("node");
+        let old = self.volumes.remove(i);
+        self.configs.remove(i);
+        self.zones.remove(i);
+        old.shutdown().await;
+    }
+
+    /// The master's status.
+    pub async fn status(&self) -> mpb::StatusResponse {
+        self.client.call(|mut c| async move { c.status(mpb::StatusRequest {}).await }).await.expect("status")
     }
 
     pub fn reader(&self) -> BlockReader {

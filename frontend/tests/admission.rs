@@ -1,0 +1,166 @@
+//! Slow clients do not hold the door: stalled HTTP uploads time out and free their put
+//! permits, gRPC puts are admitted before their bodies are decoded, and the number of
+//! open HTTP connections is capped. Each test runs a dev cell (over gRPC, as on separate
+//! machines) and a second frontend with the settings under test.
+
+use std::time::{Duration, Instant};
+
+use cellar_frontend::dev::{DevCell, DevOptions};
+use cellar_frontend::{FrontendConfig, FrontendHandle, PUTS_IN_FLIGHT_MAX};
+use cellar_proto::frontend as fpb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any awaited condition may take before the test fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn cell(dir: &std::path::Path) -> DevCell {
+    let options = DevOptions {
+        data_dir: dir.to_path_buf(),
+        http: "127.0.0.1:0".into(),
+        grpc: "127.0.0.1:0".into(),
+        volume_size_bytes: 8 << 20,
+        lease_ms: 3_000,
+        over_grpc: true,
+    };
+    DevCell::start(options).await.expect("start the dev cell")
+}
+
+async fn frontend(cell: &DevCell, tweak: impl FnOnce(&mut FrontendConfig)) -> FrontendHandle {
+    let mut config = FrontendConfig::new("127.0.0.1:0", cell.endpoints.masters.clone());
+    config.holder = format!("frontend-under-test-{}", std::process::id());
+    config.volume_size_bytes = 8 << 20;
+    tweak(&mut config);
+    cellar_frontend::start(config).await.expect("start the frontend")
+}
+
+/// Waits until `check` holds, failing after [`WAIT`].
+async fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw client that sends a put's headers and the first bytes of its body, then stalls.
+async fn stalled_upload(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let head = "PUT /v1/blocks HTTP/1.1\r\nhost: cellar\r\ncontent-length: 4096\r\n\r\n0123456789";
+    s.write_all(head.as_bytes()).await.expect("send headers");
+    s
+}
+
+/// What the server says on `s` within `within`: the first bytes, empty for a closed
+/// connection, `None` for nothing at all.
+async fn answer(s: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 256];
+    match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Ok(Err(_)) => Some(String::new()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_uploads_get_408_and_no_longer_block_a_normal_put() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let idle = Duration::from_millis(500);
+    let fe = frontend(&cell, |c| {
+        c.put_body_idle_timeout = idle;
+        c.put_body_timeout = Duration::from_secs(2);
+    })
+    .await;
+
+    // One more stalled upload than there are put permits: every permit is held.
+    let mut stalled = Vec::new();
+    for _ in 0..=PUTS_IN_FLIGHT_MAX {
+        stalled.push(stalled_upload(fe.addr).await);
+    }
+    wait_for("the last stalled upload to wait for a permit", || {
+        fe.blocks.metrics.put_admission_waits.get() >= 1
+    })
+    .await;
+
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    let put = http.put(format!("http://{}/v1/blocks", fe.addr)).body(vec![7u8; 4096]).send();
+    let resp = tokio::time::timeout(WAIT, put).await.expect("the normal put was answered").expect("put");
+    assert_eq!(resp.status().as_u16(), 201);
+    // The stalled uploads give their permits back after the idle timeout (then the last
+    // one waits its own turn): the normal put waited about one idle timeout.
+    let waited = started.elapsed();
+    assert!(waited < idle * 6, "the normal put waited {waited:?}");
+
+    for (i, s) in stalled.iter_mut().enumerate() {
+        let got = answer(s, WAIT).await.unwrap_or_else(|| panic!("stalled upload {i} got no answer"));
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "stalled upload {i}: {got:?}");
+    }
+    assert_eq!(fe.blocks.metrics.put_body_timeouts.get(), PUTS_IN_FLIGHT_MAX as u64 + 1);
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grpc_put_waits_for_admission_before_its_body_is_decoded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let fe = frontend(&cell, |c| c.grpc = Some("127.0.0.1:0".into())).await;
+    let grpc_addr = fe.grpc_addr.expect("grpc served");
+
+    // Every put permit is taken, as by 64 puts in progress.
+    let mut held = Vec::new();
+    for _ in 0..PUTS_IN_FLIGHT_MAX {
+        held.push(fe.blocks.admit_put().await);
+    }
+    let put = tokio::spawn(async move {
+        let client =
+            fpb::blocks_client::BlocksClient::connect(format!("http://{grpc_addr}")).await.expect("connect");
+        client
+            .max_encoding_message_size(8 << 20)
+            .put(fpb::PutRequest { data: vec![3u8; 1 << 20].into(), expected_sha256: Vec::new() })
+            .await
+    });
+    wait_for("the gRPC put to wait for a permit", || fe.blocks.metrics.put_admission_waits.get() == 1).await;
+    assert_eq!(
+        fe.blocks.metrics.grpc_put_bodies_decoded.get(),
+        0,
+        "the body was decoded before the put was admitted"
+    );
+
+    drop(held);
+    let resp = tokio::time::timeout(WAIT, put).await.expect("answered").expect("task").expect("put");
+    assert_eq!(resp.into_inner().size, 1 << 20);
+    assert_eq!(fe.blocks.metrics.grpc_put_bodies_decoded.get(), 1);
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let fe = frontend(&cell, |c| c.http_connections_max = 4).await;
+    let request = b"GET /metrics HTTP/1.1\r\nhost: cellar\r\n\r\n";
+
+    // Four open connections, each answered once and kept alive.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(fe.addr).await.expect("connect");
+        s.write_all(request).await.expect("send");
+        let got = answer(&mut s, WAIT).await.expect("answered");
+        assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+        open.push(s);
+    }
+    // A fifth is not served while they stay open.
+    let mut fifth = TcpStream::connect(fe.addr).await.expect("connect (backlog)");
+    fifth.write_all(request).await.expect("send");
+    assert_eq!(answer(&mut fifth, Duration::from_millis(500)).await, None, "a fifth connection was served");
+    // Once one closes, it is.
+    drop(open.pop());
+    let got = answer(&mut fifth, WAIT).await.expect("served after a close");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
