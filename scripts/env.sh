@@ -23,9 +23,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# TEMPORARY (lead, do not commit): worktrees must not share a target dir (cargo's
-# artifact hashes ignore the workspace path, so worktrees clobber each other's crates);
-# builds of all worktrees are serialized by one lock instead.
-export CARGO_TARGET_DIR="$HOME/.cache/cellar/target-h3"
-cargo() { flock /tmp/cellar-cargo.lock "$(type -P cargo)" "$@"; }
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cellar/target}"
 mkdir -p "$CARGO_TARGET_DIR"
