@@ -111,7 +111,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                 node_id: None,
                 address: format!("{zone}-{n}:1"),
                 zone: zone.into(),
-                disks,
+                disks, request_id: None,
             };
             client
                 .call(|mut c| {
@@ -129,7 +129,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                     c.allocate_volume(pb::AllocateVolumeRequest {
                         holder: "bench".into(),
                         copies: 0,
-                        avoid_nodes: Vec::new(),
+                        avoid_nodes: Vec::new(), request_id: None,
                     })
                     .await
                 })
@@ -154,7 +154,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                     let req = pb::RenewLeaseRequest {
                         volume_id: volume.volume_id,
                         lease_epoch: volume.lease_epoch,
-                        holder: "bench".into(),
+                        holder: "bench".into(), request_id: None,
                     };
                     client
                         .call(|mut c| {
@@ -177,7 +177,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         digest: hash(i)[..16].to_vec(),
                     })
                     .collect();
-                let req = pb::CommitIndexRequest { entries };
+                let req = pb::CommitIndexRequest { entries, request_id: None };
                 let resp = client
                     .call(|mut c| {
                         let r = req.clone();
@@ -217,7 +217,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         hash(x % entries)
                     })
                     .collect();
-                let req = pb::LookupRequest { hashes };
+                let req = pb::LookupRequest { hashes, request_id: None };
                 let resp = client
                     .call(|mut c| {
                         let r = req.clone();

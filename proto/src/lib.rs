@@ -72,4 +72,8 @@ pub mod error_code {
     pub const EXTENT_LIVE: &str = "EXTENT_LIVE";
     /// Too many bytes in flight; retry later.
     pub const BUSY: &str = "BUSY";
+    /// A retried call's request id is older than what the master still remembers of its
+    /// client: whether the first attempt was applied is not known any more, and it is not
+    /// applied again.
+    pub const REQUEST_EXPIRED: &str = "REQUEST_EXPIRED";
 }
