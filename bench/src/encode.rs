@@ -165,7 +165,8 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
             c.allocate_volume(pb::AllocateVolumeRequest {
                 holder: "bench".into(),
                 copies: 0,
-                avoid_nodes: Vec::new(), request_id: None,
+                avoid_nodes: Vec::new(),
+                request_id: None,
             })
             .await
         })
@@ -243,7 +244,9 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
     let started = Instant::now();
     let volume_id = v.volume_id;
     client
-        .call(|mut c| async move { c.seal_volume(pb::SealVolumeRequest { volume_id, length_bytes: None, request_id: None }).await })
+        .call(|mut c| async move {
+            c.seal_volume(pb::SealVolumeRequest { volume_id, length_bytes: None, request_id: None }).await
+        })
         .await?;
     let coded = loop {
         let vs = client

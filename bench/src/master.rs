@@ -111,7 +111,8 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                 node_id: None,
                 address: format!("{zone}-{n}:1"),
                 zone: zone.into(),
-                disks, request_id: None,
+                disks,
+                request_id: None,
             };
             client
                 .call(|mut c| {
@@ -129,7 +130,8 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                     c.allocate_volume(pb::AllocateVolumeRequest {
                         holder: "bench".into(),
                         copies: 0,
-                        avoid_nodes: Vec::new(), request_id: None,
+                        avoid_nodes: Vec::new(),
+                        request_id: None,
                     })
                     .await
                 })
@@ -154,7 +156,8 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                     let req = pb::RenewLeaseRequest {
                         volume_id: volume.volume_id,
                         lease_epoch: volume.lease_epoch,
-                        holder: "bench".into(), request_id: None,
+                        holder: "bench".into(),
+                        request_id: None,
                     };
                     client
                         .call(|mut c| {

@@ -161,9 +161,8 @@ fn killing_the_master_leader_mid_stream_counts_every_reference_once() {
     let d = dir.path();
     let mut procs = Procs::default();
 
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", cellar_bench::process::free_port().expect("port")))
-        .collect();
+    let addrs: Vec<String> =
+        (0..3).map(|_| format!("127.0.0.1:{}", cellar_bench::process::free_port().expect("port"))).collect();
     let peers = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
     let masters = addrs.join(",");
     std::fs::write(d.join("master.toml"), "volume_size_bytes = 8388608\n").expect("config");

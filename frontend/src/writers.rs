@@ -553,11 +553,8 @@ impl Shared {
     async fn seal(&self, volume_id: u64) {
         lock(&self.leases).remove(&volume_id);
         let request = mpb::SealVolumeRequest { volume_id, length_bytes: None, request_id: None };
-        let sealed = self
-            .cluster
-            .master()
-            .call_once(request, |mut c, r| async move { c.seal_volume(r).await })
-            .await;
+        let sealed =
+            self.cluster.master().call_once(request, |mut c, r| async move { c.seal_volume(r).await }).await;
         match sealed {
             Ok(_) => self.metrics.volumes_sealed.add(1),
             Err(e) => {

@@ -59,6 +59,9 @@ pub enum StateError {
     },
 }
 
+/// Key-value pairs read by a scan, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The view `apply` reads and writes.
 pub trait Kv {
     /// Reads a key (seeing this view's own writes).
@@ -69,7 +72,7 @@ pub trait Kv {
     fn delete(&mut self, key: &[u8]);
     /// The first `limit` pairs whose keys start with `prefix`, in key order (seeing this
     /// view's own writes).
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Pairs, StateError>;
 }
 
 /// An in-memory [`Kv`] (tests, and the write overlay's pending writes).
@@ -83,7 +86,7 @@ impl Kv for BTreeMap<Vec<u8>, Vec<u8>> {
     fn delete(&mut self, key: &[u8]) {
         self.remove(key);
     }
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Pairs, StateError> {
         Ok(self
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))

@@ -78,7 +78,8 @@ pub enum Transport {
 /// Errors of a transport.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The future of one HTTP exchange.
-pub type ExchangeFuture = Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, BoxError>> + Send>>;
+pub type ExchangeFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, BoxError>> + Send>>;
 
 /// A transport made of a function from request to response.
 #[derive(Clone)]
@@ -86,7 +87,9 @@ pub struct CustomTransport(Arc<dyn Fn(http::Request<tonic::body::Body>) -> Excha
 
 impl CustomTransport {
     /// Every request goes through `f`.
-    pub fn new(f: impl Fn(http::Request<tonic::body::Body>) -> ExchangeFuture + Send + Sync + 'static) -> Self {
+    pub fn new(
+        f: impl Fn(http::Request<tonic::body::Body>) -> ExchangeFuture + Send + Sync + 'static,
+    ) -> Self {
         CustomTransport(Arc::new(f))
     }
 }
@@ -351,7 +354,9 @@ impl MasterClientBuilder {
 fn random_client_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -449,7 +454,8 @@ impl MasterClient {
             // Every attempt is bounded, so a master that accepted the connection but never
             // answers (hung, frozen, packets dropped) costs one attempt, not the call.
             let remaining = self.deadline.saturating_sub(start.elapsed());
-            let attempt = tokio::time::timeout(self.attempt_timeout.min(remaining), op(self.clients[index].clone()));
+            let attempt =
+                tokio::time::timeout(self.attempt_timeout.min(remaining), op(self.clients[index].clone()));
             let result = match attempt.await {
                 Ok(result) => result,
                 Err(_) => Err(Status::deadline_exceeded(format!(

@@ -368,7 +368,9 @@ impl Master for MasterService {
                 failed: d.failed,
             })
             .collect();
-        match self.write_once(once, Command::Heartbeat { node_id: r.node_id, disks, now_unix_ms: now_unix_ms() }).await?
+        match self
+            .write_once(once, Command::Heartbeat { node_id: r.node_id, disks, now_unix_ms: now_unix_ms() })
+            .await?
         {
             command::Response::HeartbeatAck { cluster_map_version } => {
                 Ok(Response::new(pb::HeartbeatResponse { cluster_map_version }))
@@ -570,11 +572,10 @@ impl Master for MasterService {
             _ => Vec::new(),
         };
         expect_volume(
-            self.write_once(once, Command::SealVolume {
-                volume_id: r.volume_id,
-                length_bytes: r.length_bytes,
-                fragments,
-            })
+            self.write_once(
+                once,
+                Command::SealVolume { volume_id: r.volume_id, length_bytes: r.length_bytes, fragments },
+            )
             .await?,
         )
     }
@@ -644,11 +645,10 @@ impl Master for MasterService {
         }
         tracing::warn!(volume = r.volume_id, disk = r.disk_id, reason = %r.reason, "bad extent reported");
         expect_volume(
-            self.write_once(once, Command::ReportBadExtent {
-                volume_id: r.volume_id,
-                disk_id: r.disk_id,
-                reason: r.reason,
-            })
+            self.write_once(
+                once,
+                Command::ReportBadExtent { volume_id: r.volume_id, disk_id: r.disk_id, reason: r.reason },
+            )
             .await?,
         )
     }

@@ -226,7 +226,10 @@ pub fn sweep(kv: &mut dyn Kv, now_unix_ms: u64) -> Result<usize, StateError> {
             key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes),
             key.get(9..17).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes),
         ) else {
-            return Err(StateError::Corrupt { key: hex::encode(&key), detail: "bad session expiry key".into() });
+            return Err(StateError::Corrupt {
+                key: hex::encode(&key),
+                detail: "bad session expiry key".into(),
+            });
         };
         if expires > now_unix_ms {
             break;

@@ -50,7 +50,10 @@ fn faulty_client(group: &Group, faults: &LoseAnswers) -> MasterClient {
                 let armed = path.ends_with(&*faults.method.lock().expect("lock"));
                 if success
                     && armed
-                    && faults.remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+                    && faults
+                        .remaining
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
                 {
                     faults.lost.fetch_add(1, Ordering::SeqCst);
                     return Err("connection reset after the master answered (injected)".into());

@@ -197,7 +197,12 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         .await
         .expect("lookup");
     assert!(found.entries.is_empty(), "refused commits indexed nothing");
-    let renew = pb::RenewLeaseRequest { volume_id: volume.volume_id, lease_epoch: 7, holder: "test".into(), request_id: None };
+    let renew = pb::RenewLeaseRequest {
+        volume_id: volume.volume_id,
+        lease_epoch: 7,
+        holder: "test".into(),
+        request_id: None,
+    };
     let err = client
         .call(|mut c| {
             let req = renew.clone();
@@ -267,7 +272,8 @@ async fn placement_refuses_more_replicas_than_zones() {
             c.allocate_volume(pb::AllocateVolumeRequest {
                 holder: "t".into(),
                 copies: 4,
-                avoid_nodes: Vec::new(), request_id: None,
+                avoid_nodes: Vec::new(),
+                request_id: None,
             })
             .await
         })
@@ -296,7 +302,8 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
     let encoder = volume.replicas[0].node_id;
     let other = volume.replicas[1].node_id;
-    let pull = |node_id| pb::PullTasksRequest { node_id, max: 10, deferred_kinds: Vec::new(), request_id: None };
+    let pull =
+        |node_id| pb::PullTasksRequest { node_id, max: 10, deferred_kinds: Vec::new(), request_id: None };
 
     let none = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
     assert!(none.tasks.is_empty(), "the task is for the first replica's node only");
@@ -310,8 +317,13 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     let again = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
     assert!(again.tasks.is_empty(), "a claimed task is not handed out twice");
 
-    let wrong_node =
-        pb::ReportTaskRequest { task_id: task.task_id, node_id: other, success: true, detail: String::new(), request_id: None };
+    let wrong_node = pb::ReportTaskRequest {
+        task_id: task.task_id,
+        node_id: other,
+        success: true,
+        detail: String::new(),
+        request_id: None,
+    };
     let err = client
         .call(|mut c| {
             let r = wrong_node.clone();
@@ -324,7 +336,8 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
         task_id: task.task_id,
         node_id: encoder,
         success: false,
-        detail: "disk busy".into(), request_id: None,
+        detail: "disk busy".into(),
+        request_id: None,
     };
     let after = client
         .call(|mut c| {
@@ -341,7 +354,8 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
         task_id: task.task_id,
         node_id: encoder,
         success: true,
-        detail: String::new(), request_id: None,
+        detail: String::new(),
+        request_id: None,
     };
     let done = client
         .call(|mut c| {
@@ -432,8 +446,13 @@ async fn allocate_avoiding(client: &MasterClient, avoid_nodes: Vec<u64>) -> Resu
         .call(|mut c| {
             let avoid_nodes = avoid_nodes.clone();
             async move {
-                c.allocate_volume(pb::AllocateVolumeRequest { holder: "t".into(), copies: 0, avoid_nodes, request_id: None })
-                    .await
+                c.allocate_volume(pb::AllocateVolumeRequest {
+                    holder: "t".into(),
+                    copies: 0,
+                    avoid_nodes,
+                    request_id: None,
+                })
+                .await
             }
         })
         .await
@@ -478,9 +497,9 @@ async fn silent_volume_servers_get_no_new_volumes() {
     // Heartbeats from all but one node of z1 bring the cell back.
     for node_id in nodes.iter().copied().filter(|n| *n != nodes[0]) {
         client
-            .call(
-                |mut c| async move { c.heartbeat(pb::HeartbeatRequest { node_id, disks: Vec::new(), request_id: None }).await },
-            )
+            .call(|mut c| async move {
+                c.heartbeat(pb::HeartbeatRequest { node_id, disks: Vec::new(), request_id: None }).await
+            })
             .await
             .expect("heartbeat");
     }

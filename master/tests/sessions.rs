@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use cellar_master::apply::{self, Kv};
 use cellar_master::command::{
-    Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, Hash32, IndexCommit, RequestId, Response,
+    Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, Hash32, IndexCommit, RequestId,
+    Response,
 };
 use cellar_master::session::{
-    self, PREFIX_OUTCOME, SESSION_EXPIRIES_PER_APPLY_MAX, SESSION_EXPIRY_GRANULARITY_MS, SESSION_IDLE_EXPIRY_MS,
-    SESSION_OUTCOMES_MAX,
+    self, PREFIX_OUTCOME, SESSION_EXPIRIES_PER_APPLY_MAX, SESSION_EXPIRY_GRANULARITY_MS,
+    SESSION_IDLE_EXPIRY_MS, SESSION_OUTCOMES_MAX,
 };
 use cellar_master::store::snapshot;
 use cellar_master::types::ExtentPlace;
@@ -38,7 +39,8 @@ fn setup() -> (State, u64) {
             }],
             now_unix_ms: T0,
         };
-        let Response::NodeRegistered { node_id, disk_ids } = apply::apply(&mut state, &cmd).expect("apply") else {
+        let Response::NodeRegistered { node_id, disk_ids } = apply::apply(&mut state, &cmd).expect("apply")
+        else {
             panic!("register")
         };
         replicas.push(ExtentPlace { node_id, disk_id: disk_ids[0] });
@@ -50,7 +52,9 @@ fn setup() -> (State, u64) {
         lease_ms: 100 * SESSION_IDLE_EXPIRY_MS,
         now_unix_ms: T0,
     };
-    let Response::Volume { volume } = apply::apply(&mut state, &cmd).expect("apply") else { panic!("allocate") };
+    let Response::Volume { volume } = apply::apply(&mut state, &cmd).expect("apply") else {
+        panic!("allocate")
+    };
     (state, volume.volume_id)
 }
 
@@ -100,7 +104,9 @@ fn a_duplicate_call_answers_its_first_outcome_and_changes_nothing() {
     // A commit call: the first application creates the entry.
     let commit = commit_once(id(7, 1, 1), vec![entry(volume, 1)], T0 + 1);
     let first = apply::apply(&mut state, &commit).expect("apply");
-    assert!(matches!(&first, Response::Committed { outcomes } if matches!(outcomes[0], CommitOutcome::Committed { .. })));
+    assert!(
+        matches!(&first, Response::Committed { outcomes } if matches!(outcomes[0], CommitOutcome::Committed { .. }))
+    );
     assert_eq!(references(&state, 1), 1);
     let before = state.clone();
     assert_eq!(apply::apply(&mut state, &commit).expect("apply"), first, "the retry gets the first outcome");
@@ -109,7 +115,8 @@ fn a_duplicate_call_answers_its_first_outcome_and_changes_nothing() {
 
     // Two more references, then one drop call applied twice: one reference goes.
     for seq in 2..=3 {
-        apply::apply(&mut state, &commit_once(id(7, seq, seq), vec![entry(volume, 1)], T0 + 2)).expect("apply");
+        apply::apply(&mut state, &commit_once(id(7, seq, seq), vec![entry(volume, 1)], T0 + 2))
+            .expect("apply");
     }
     assert_eq!(references(&state, 1), 3);
     let drop = drop_once(id(7, 4, 4), 1, T0 + 3);
@@ -125,7 +132,12 @@ fn a_duplicate_call_answers_its_first_outcome_and_changes_nothing() {
     let bad = Command::Once {
         request: id(7, 5, 5),
         now_unix_ms: T0 + 4,
-        command: Box::new(Command::RenewLease { volume_id: 999, lease_epoch: 1, lease_ms: 1, now_unix_ms: T0 + 4 }),
+        command: Box::new(Command::RenewLease {
+            volume_id: 999,
+            lease_epoch: 1,
+            lease_ms: 1,
+            now_unix_ms: T0 + 4,
+        }),
     };
     let first = apply::apply(&mut state, &bad).expect("apply");
     assert!(matches!(first, Response::Refused { error: CommandError::UnknownVolume { volume_id: 999 } }));
@@ -143,7 +155,13 @@ fn each_call_of_a_commit_batch_keeps_its_own_id_and_outcome() {
     let a = id(1, 1, 1);
     let first = apply::apply(
         &mut state,
-        &batch(vec![(Some(a), vec![entry(volume, 1), entry(volume, 2)]), (Some(id(2, 1, 1)), vec![entry(volume, 3)])], T0 + 1),
+        &batch(
+            vec![
+                (Some(a), vec![entry(volume, 1), entry(volume, 2)]),
+                (Some(id(2, 1, 1)), vec![entry(volume, 3)]),
+            ],
+            T0 + 1,
+        ),
     )
     .expect("apply");
     let Response::Committed { outcomes: first } = first else { panic!() };
@@ -181,7 +199,8 @@ fn each_call_of_a_commit_batch_keeps_its_own_id_and_outcome() {
 fn outcomes_below_the_clients_lowest_pending_call_are_forgotten_and_refused() {
     let (mut state, volume) = setup();
     for seq in 1..=3 {
-        apply::apply(&mut state, &commit_once(id(9, seq, 1), vec![entry(volume, seq as u8)], T0)).expect("apply");
+        apply::apply(&mut state, &commit_once(id(9, seq, 1), vec![entry(volume, seq as u8)], T0))
+            .expect("apply");
     }
     assert_eq!(outcome_keys(&state, 9), 3);
     // The client says calls below 3 ended: their outcomes go.
@@ -191,7 +210,8 @@ fn outcomes_below_the_clients_lowest_pending_call_are_forgotten_and_refused() {
     assert_eq!(s.floor, 3);
     // A late retry of call 2 is refused, never applied a second time.
     let before = state.clone();
-    let late = apply::apply(&mut state, &commit_once(id(9, 2, 2), vec![entry(volume, 2)], T0)).expect("apply");
+    let late =
+        apply::apply(&mut state, &commit_once(id(9, 2, 2), vec![entry(volume, 2)], T0)).expect("apply");
     let Response::Committed { outcomes } = late else { panic!("{late:?}") };
     assert!(matches!(
         outcomes[0],
@@ -225,7 +245,10 @@ fn a_session_keeps_at_most_its_cap_of_outcomes() {
         apply::apply(&mut state, &drop_once(id(5, 5, 1), 200, T0)).expect("apply"),
         Response::Refused { error: CommandError::RequestExpired { seq: 5, floor: 6, .. } }
     ));
-    assert!(matches!(apply::apply(&mut state, &drop_once(id(5, 6, 1), 200, T0)).expect("apply"), Response::Dropped { .. }));
+    assert!(matches!(
+        apply::apply(&mut state, &drop_once(id(5, 6, 1), 200, T0)).expect("apply"),
+        Response::Dropped { .. }
+    ));
     let _ = volume;
 }
 
@@ -243,7 +266,9 @@ fn idle_sessions_expire_a_bounded_few_per_command() {
     assert!((100..100 + idle_clients).all(|c| session::session(&state, c).expect("read").is_some()));
     // After it, each command removes at most SESSION_EXPIRIES_PER_APPLY_MAX of them.
     let late = T0 + SESSION_IDLE_EXPIRY_MS + 2 * SESSION_EXPIRY_GRANULARITY_MS;
-    let alive = |state: &State| (100..100 + idle_clients).filter(|c| session::session(state, *c).expect("read").is_some()).count();
+    let alive = |state: &State| {
+        (100..100 + idle_clients).filter(|c| session::session(state, *c).expect("read").is_some()).count()
+    };
     let mut seq = 2;
     let mut last = alive(&state);
     while last > 0 {
@@ -280,7 +305,11 @@ fn the_session_table_survives_a_snapshot_round_trip() {
     .expect("read snapshot");
     assert_eq!(restored, state);
     let before = restored.clone();
-    assert_eq!(apply::apply(&mut restored, &commit).expect("apply"), first, "the restored table answers the retry");
+    assert_eq!(
+        apply::apply(&mut restored, &commit).expect("apply"),
+        first,
+        "the restored table answers the retry"
+    );
     assert_eq!(restored, before);
     assert_eq!(references(&restored, 1), 1);
 }

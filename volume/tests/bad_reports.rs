@@ -20,7 +20,11 @@ const FLOOD: usize = 1_000;
 
 /// The master's applied log index (a status read writes nothing).
 async fn applied(client: &MasterClient) -> u64 {
-    client.call(|mut c| async move { c.status(mpb::StatusRequest {}).await }).await.expect("status").last_applied_index
+    client
+        .call(|mut c| async move { c.status(mpb::StatusRequest {}).await })
+        .await
+        .expect("status")
+        .last_applied_index
 }
 
 /// Counts the master calls in flight through it, and the most at once.
@@ -37,7 +41,8 @@ async fn a_flood_of_reports_against_one_extent_is_one_rpc_in_flight_and_one_raft
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = master_node::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let mut config = MasterConfig::new(1, addr.clone(), dir.path().to_path_buf(), BTreeMap::from([(1, addr.clone())]));
+    let mut config =
+        MasterConfig::new(1, addr.clone(), dir.path().to_path_buf(), BTreeMap::from([(1, addr.clone())]));
     config.init = true;
     config.heartbeat_ms = 50;
     config.election_timeout_ms = 300;
@@ -61,8 +66,10 @@ async fn a_flood_of_reports_against_one_extent_is_one_rpc_in_flight_and_one_raft
         };
         plain.call_once(req, |mut c, r| async move { c.register_node(r).await }).await.expect("register");
     }
-    let req = mpb::AllocateVolumeRequest { holder: "t".into(), copies: 0, avoid_nodes: vec![], request_id: None };
-    let volume = plain.call_once(req, |mut c, r| async move { c.allocate_volume(r).await }).await.expect("allocate");
+    let req =
+        mpb::AllocateVolumeRequest { holder: "t".into(), copies: 0, avoid_nodes: vec![], request_id: None };
+    let volume =
+        plain.call_once(req, |mut c, r| async move { c.allocate_volume(r).await }).await.expect("allocate");
     let disk_id = volume.replicas[0].disk_id;
 
     // The volume server's master client, counting its calls in flight.
@@ -83,7 +90,10 @@ async fn a_flood_of_reports_against_one_extent_is_one_rpc_in_flight_and_one_raft
             })
         }))
     };
-    let client = MasterClient::builder(std::slice::from_ref(&addr)).transports(vec![transport]).build().expect("client");
+    let client = MasterClient::builder(std::slice::from_ref(&addr))
+        .transports(vec![transport])
+        .build()
+        .expect("client");
     let cluster = Cluster::new(client, None);
 
     let before = applied(&plain).await;
@@ -91,7 +101,8 @@ async fn a_flood_of_reports_against_one_extent_is_one_rpc_in_flight_and_one_raft
         // Quiet: every report not dropped has been answered.
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let done = counter.calls.load(Ordering::SeqCst) >= sent && counter.now.load(Ordering::SeqCst) == 0;
+            let done =
+                counter.calls.load(Ordering::SeqCst) >= sent && counter.now.load(Ordering::SeqCst) == 0;
             if done {
                 return;
             }
@@ -110,7 +121,9 @@ async fn a_flood_of_reports_against_one_extent_is_one_rpc_in_flight_and_one_raft
     assert_eq!(counter.calls.load(Ordering::SeqCst), sent);
     assert_eq!(applied(&plain).await - before, 1, "{sent} reports sent, one Raft write");
     let got = plain
-        .call(|mut c| async move { c.get_volumes(mpb::GetVolumesRequest { volume_ids: vec![volume.volume_id] }).await })
+        .call(|mut c| async move {
+            c.get_volumes(mpb::GetVolumesRequest { volume_ids: vec![volume.volume_id] }).await
+        })
         .await
         .expect("volumes");
     assert_eq!(got.volumes[0].bad_disks, vec![disk_id]);

@@ -152,7 +152,8 @@ pub async fn register_nodes(client: &MasterClient) -> Vec<u64> {
                 node_id: None,
                 address: format!("10.0.{n}.1:9000"),
                 zone: zone.into(),
-                disks, request_id: None,
+                disks,
+                request_id: None,
             };
             let resp = client
                 .call(|mut c| {
@@ -173,7 +174,8 @@ pub async fn allocate(client: &MasterClient) -> pb::Volume {
             c.allocate_volume(pb::AllocateVolumeRequest {
                 holder: "test".into(),
                 copies: 0,
-                avoid_nodes: Vec::new(), request_id: None,
+                avoid_nodes: Vec::new(),
+                request_id: None,
             })
             .await
         })

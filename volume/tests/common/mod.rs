@@ -137,7 +137,8 @@ impl Cell {
                     c.allocate_volume(mpb::AllocateVolumeRequest {
                         holder,
                         copies: 0,
-                        avoid_nodes: Vec::new(), request_id: None,
+                        avoid_nodes: Vec::new(),
+                        request_id: None,
                     })
                     .await
                 }
@@ -262,7 +263,8 @@ impl Cell {
     pub async fn seal(&self, volume_id: u64) -> mpb::Volume {
         self.client
             .call(|mut c| async move {
-                c.seal_volume(mpb::SealVolumeRequest { volume_id, length_bytes: None, request_id: None }).await
+                c.seal_volume(mpb::SealVolumeRequest { volume_id, length_bytes: None, request_id: None })
+                    .await
             })
             .await
             .expect("seal")
