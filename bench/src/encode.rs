@@ -166,6 +166,7 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
                 holder: "bench".into(),
                 copies: 0,
                 avoid_nodes: Vec::new(),
+                request_id: None,
             })
             .await
         })
@@ -223,7 +224,7 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
         client
             .call(|mut c| {
                 let entries = entries.clone();
-                async move { c.commit_index(pb::CommitIndexRequest { entries }).await }
+                async move { c.commit_index(pb::CommitIndexRequest { entries, request_id: None }).await }
             })
             .await?;
     }
@@ -243,7 +244,9 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
     let started = Instant::now();
     let volume_id = v.volume_id;
     client
-        .call(|mut c| async move { c.seal_volume(pb::SealVolumeRequest { volume_id, length_bytes: None }).await })
+        .call(|mut c| async move {
+            c.seal_volume(pb::SealVolumeRequest { volume_id, length_bytes: None, request_id: None }).await
+        })
         .await?;
     let coded = loop {
         let vs = client

@@ -112,6 +112,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                 address: format!("{zone}-{n}:1"),
                 zone: zone.into(),
                 disks,
+                request_id: None,
             };
             client
                 .call(|mut c| {
@@ -130,6 +131,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         holder: "bench".into(),
                         copies: 0,
                         avoid_nodes: Vec::new(),
+                        request_id: None,
                     })
                     .await
                 })
@@ -155,6 +157,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         volume_id: volume.volume_id,
                         lease_epoch: volume.lease_epoch,
                         holder: "bench".into(),
+                        request_id: None,
                     };
                     client
                         .call(|mut c| {
@@ -177,7 +180,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         digest: hash(i)[..16].to_vec(),
                     })
                     .collect();
-                let req = pb::CommitIndexRequest { entries };
+                let req = pb::CommitIndexRequest { entries, request_id: None };
                 let resp = client
                     .call(|mut c| {
                         let r = req.clone();
@@ -217,7 +220,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         hash(x % entries)
                     })
                     .collect();
-                let req = pb::LookupRequest { hashes };
+                let req = pb::LookupRequest { hashes, request_id: None };
                 let resp = client
                     .call(|mut c| {
                         let r = req.clone();

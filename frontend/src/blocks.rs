@@ -184,7 +184,7 @@ impl Blocks {
             .master()
             .call(|mut c| {
                 let h = h.clone();
-                async move { c.lookup(mpb::LookupRequest { hashes: vec![h] }).await }
+                async move { c.lookup(mpb::LookupRequest { hashes: vec![h], request_id: None }).await }
             })
             .await
             .map_err(unavailable)?;
@@ -262,13 +262,12 @@ impl Blocks {
                 crc32: existing.crc32,
                 digest: existing.digest.clone(),
             };
+            // Exactly once: a retry after a lost answer must not add a second reference.
+            let request = mpb::CommitIndexRequest { entries: vec![entry], request_id: None };
             let resp = self
                 .cluster
                 .master()
-                .call(|mut c| {
-                    let entry = entry.clone();
-                    async move { c.commit_index(mpb::CommitIndexRequest { entries: vec![entry] }).await }
-                })
+                .call_once(request, |mut c, r| async move { c.commit_index(r).await })
                 .await
                 .map_err(unavailable)?;
             if let Some(r) = resp.results.first()
@@ -346,14 +345,12 @@ impl Blocks {
     /// Drops one reference to the block.
     pub async fn delete(&self, hash: &[u8; 32]) -> Result<u64, BlockError> {
         lock(&self.index).remove(hash);
-        let h = hash.to_vec();
+        // Exactly once: a retry after a lost answer must not drop a second reference.
+        let request = mpb::LookupRequest { hashes: vec![hash.to_vec()], request_id: None };
         let resp = self
             .cluster
             .master()
-            .call(|mut c| {
-                let h = h.clone();
-                async move { c.drop_references(mpb::LookupRequest { hashes: vec![h] }).await }
-            })
+            .call_once(request, |mut c, r| async move { c.drop_references(r).await })
             .await
             .map_err(unavailable)?;
         resp.entries.first().map(|e| e.references).ok_or_else(|| BlockError::NotFound(hex::encode(hash)))

@@ -184,17 +184,12 @@ impl Writers {
         let leases: Vec<(u64, u64)> = lock(&shared.leases).iter().map(|(v, e)| (*v, *e)).collect();
         for (volume_id, lease_epoch) in leases {
             let holder = shared.holder.clone();
-            let renewed =
-                shared
-                    .cluster
-                    .master()
-                    .call(|mut c| {
-                        let holder = holder.clone();
-                        async move {
-                            c.renew_lease(mpb::RenewLeaseRequest { volume_id, lease_epoch, holder }).await
-                        }
-                    })
-                    .await;
+            let request = mpb::RenewLeaseRequest { volume_id, lease_epoch, holder, request_id: None };
+            let renewed = shared
+                .cluster
+                .master()
+                .call_once(request, |mut c, r| async move { c.renew_lease(r).await })
+                .await;
             match renewed {
                 Ok(_) => shared.metrics.lease_renewals.add(1),
                 Err(e) if refusal(&e) => {
@@ -422,12 +417,12 @@ impl Shared {
             at += job.record_bytes();
         }
         let committed_at = Instant::now();
+        // Exactly once: a retry after a lost answer must not add a second reference.
         let committed = self
             .cluster
             .master()
-            .call(|mut c| {
-                let entries = entries.clone();
-                async move { c.commit_index(mpb::CommitIndexRequest { entries }).await }
+            .call_once(mpb::CommitIndexRequest { entries, request_id: None }, |mut c, r| async move {
+                c.commit_index(r).await
             })
             .await;
         let results = match committed {
@@ -486,15 +481,11 @@ impl Shared {
             suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
             suspects.keys().copied().collect()
         };
+        let request = mpb::AllocateVolumeRequest { holder, copies: 0, avoid_nodes, request_id: None };
         let v = self
             .cluster
             .master()
-            .call(|mut c| {
-                let (holder, avoid_nodes) = (holder.clone(), avoid_nodes.clone());
-                async move {
-                    c.allocate_volume(mpb::AllocateVolumeRequest { holder, copies: 0, avoid_nodes }).await
-                }
-            })
+            .call_once(request, |mut c, r| async move { c.allocate_volume(r).await })
             .await
             .map_err(|e| StoreError::Fatal(format!("allocate a volume: {e}")))?;
         lock(&self.leases).insert(v.volume_id, v.lease_epoch);
@@ -571,13 +562,9 @@ impl Shared {
     /// Seals a volume at its last committed record (which queues its encode).
     async fn seal(&self, volume_id: u64) {
         lock(&self.leases).remove(&volume_id);
-        let sealed = self
-            .cluster
-            .master()
-            .call(|mut c| async move {
-                c.seal_volume(mpb::SealVolumeRequest { volume_id, length_bytes: None }).await
-            })
-            .await;
+        let request = mpb::SealVolumeRequest { volume_id, length_bytes: None, request_id: None };
+        let sealed =
+            self.cluster.master().call_once(request, |mut c, r| async move { c.seal_volume(r).await }).await;
         match sealed {
             Ok(_) => self.metrics.volumes_sealed.add(1),
             Err(e) => {

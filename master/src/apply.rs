@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::command::{
-    Command, CommandError, CommitOutcome, DiskRegistration, DiskStat, Hash32, IndexCommit, IndexEntryView,
-    Response, health_of,
+    Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, Hash32, IndexCommit,
+    IndexEntryView, Response, health_of,
 };
 use crate::types::{
     Counters, DiskHealth, DiskRecord, ExtentPlace, IndexEntry, Lease, NodeRecord, NodeState, RECORD_VERSION,
@@ -59,6 +59,9 @@ pub enum StateError {
     },
 }
 
+/// Key-value pairs read by a scan, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The view `apply` reads and writes.
 pub trait Kv {
     /// Reads a key (seeing this view's own writes).
@@ -67,6 +70,9 @@ pub trait Kv {
     fn put(&mut self, key: &[u8], value: Vec<u8>);
     /// Deletes a key.
     fn delete(&mut self, key: &[u8]);
+    /// The first `limit` pairs whose keys start with `prefix`, in key order (seeing this
+    /// view's own writes).
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Pairs, StateError>;
 }
 
 /// An in-memory [`Kv`] (tests, and the write overlay's pending writes).
@@ -79,6 +85,14 @@ impl Kv for BTreeMap<Vec<u8>, Vec<u8>> {
     }
     fn delete(&mut self, key: &[u8]) {
         self.remove(key);
+    }
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Pairs, StateError> {
+        Ok(self
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 
@@ -144,40 +158,47 @@ pub fn index_entry(kv: &dyn Kv, hash: &Hash32) -> Result<Option<IndexEntry>, Sta
 pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError> {
     let mut c = counters(kv)?;
     let before = c.clone();
+    // Idle client sessions go a few at a time, on commands that carry the leader's time.
+    match command {
+        Command::Once { now_unix_ms, .. } => {
+            crate::session::sweep(kv, *now_unix_ms)?;
+        }
+        Command::CommitIndex { now_unix_ms, calls, .. } if !calls.is_empty() => {
+            crate::session::sweep(kv, *now_unix_ms)?;
+        }
+        _ => {}
+    }
+    let response = apply_counted(kv, &mut c, command)?;
+    if c != before {
+        write_json(kv, KEY_COUNTERS, &c)?;
+    }
+    Ok(response)
+}
+
+fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result<Response, StateError> {
     let response = match command {
         Command::RegisterNode { node_id, address, zone, disks, now_unix_ms } => {
-            register_node(kv, &mut c, *node_id, address, zone, disks, *now_unix_ms)?
+            register_node(kv, c, *node_id, address, zone, disks, *now_unix_ms)?
         }
         Command::Heartbeat { node_id, disks, now_unix_ms } => {
-            heartbeat(kv, &mut c, *node_id, disks, *now_unix_ms)?
+            heartbeat(kv, c, *node_id, disks, *now_unix_ms)?
         }
         Command::AllocateVolume { holder, scheme, replicas, lease_ms, now_unix_ms } => {
-            allocate_volume(kv, &mut c, holder, scheme, replicas, *lease_ms, *now_unix_ms)?
+            allocate_volume(kv, c, holder, scheme, replicas, *lease_ms, *now_unix_ms)?
         }
         Command::RenewLease { volume_id, lease_epoch, lease_ms, now_unix_ms } => {
             renew_lease(kv, *volume_id, *lease_epoch, *lease_ms, *now_unix_ms)?
         }
-        Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms } => {
-            // Volumes touched by the batch are read and written once, not once per entry.
-            let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
-            let outcomes = entries
-                .iter()
-                .map(|e| commit_one(kv, &mut c, &mut volumes, e, *volume_size_max_bytes, *now_unix_ms))
-                .collect::<Result<Vec<_>, _>>()?;
-            for (volume_id, (v, changed)) in &volumes {
-                if *changed {
-                    write_json(kv, &id_key(PREFIX_VOLUME, *volume_id), v)?;
-                }
-            }
-            Response::Committed { outcomes }
+        Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls } => {
+            commit_index(kv, c, entries, *volume_size_max_bytes, *now_unix_ms, calls)?
         }
         Command::SealVolume { volume_id, length_bytes, fragments } => {
-            seal_volume(kv, &mut c, *volume_id, *length_bytes, fragments)?
+            seal_volume(kv, c, *volume_id, *length_bytes, fragments)?
         }
         Command::AcquireLease { volume_id, holder, lease_ms, now_unix_ms } => {
             acquire_lease(kv, *volume_id, holder, *lease_ms, *now_unix_ms)?
         }
-        Command::EnqueueTask { kind } => crate::tasks::enqueue_checked(kv, &mut c, kind)?,
+        Command::EnqueueTask { kind } => crate::tasks::enqueue_checked(kv, c, kind)?,
         Command::DropReferences { hashes } => {
             let mut entries = Vec::new();
             for hash in hashes {
@@ -200,22 +221,77 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
             crate::tasks::claim(kv, *node_id, *max, *claim_ms, *now_unix_ms, deferred_kinds)?
         }
         Command::ReportTask { task_id, node_id, success, detail } => {
-            crate::tasks::report(kv, &mut c, *task_id, *node_id, *success, detail)?
+            crate::tasks::report(kv, c, *task_id, *node_id, *success, detail)?
         }
         Command::PlanEncode { volume_id, node_id, fragments, replaces_task, now_unix_ms } => {
-            crate::tasks::plan_encode(
-                kv,
-                &mut c,
-                *volume_id,
-                *node_id,
-                fragments,
-                *replaces_task,
-                *now_unix_ms,
-            )?
+            crate::tasks::plan_encode(kv, c, *volume_id, *node_id, fragments, *replaces_task, *now_unix_ms)?
         }
+        Command::Once { request, now_unix_ms, command } => match command.as_ref() {
+            Command::Once { .. } | Command::CommitIndex { .. } => {
+                return refused(CommandError::BadRequest {
+                    detail: format!("{command} cannot be wrapped in a call id (commits carry their own)"),
+                });
+            }
+            inner => crate::session::once(kv, request, *now_unix_ms, |kv| apply_counted(kv, c, inner))?,
+        },
     };
-    if c != before {
-        write_json(kv, KEY_COUNTERS, &c)?;
+    Ok(response)
+}
+
+/// Applies a batch of index commits; each call of the batch is applied at most once (see
+/// [`crate::session`]) and answered with its own outcomes, in batch order.
+fn commit_index(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    entries: &[IndexCommit],
+    volume_size_max_bytes: u64,
+    now_unix_ms: u64,
+    calls: &[CommitCall],
+) -> Result<Response, StateError> {
+    // Volumes touched by the batch are read and written once, not once per entry.
+    let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
+    let mut commit_all = |kv: &mut dyn Kv, entries: &[IndexCommit]| -> Result<Response, StateError> {
+        let outcomes = entries
+            .iter()
+            .map(|e| commit_one(kv, c, &mut volumes, e, volume_size_max_bytes, now_unix_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::Committed { outcomes })
+    };
+    let response = if calls.is_empty() {
+        commit_all(kv, entries)?
+    } else {
+        let total: u64 = calls.iter().map(|call| u64::from(call.entries)).sum();
+        if total != entries.len() as u64 {
+            return refused(CommandError::BadRequest {
+                detail: format!("the batch's calls cover {total} entries, not {}", entries.len()),
+            });
+        }
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut rest = entries;
+        for call in calls {
+            let (mine, tail) = rest.split_at(call.entries as usize);
+            rest = tail;
+            let answered = match &call.request {
+                None => commit_all(kv, mine)?,
+                Some(request) => crate::session::once(kv, request, now_unix_ms, |kv| commit_all(kv, mine))?,
+            };
+            let rejected = |error: CommandError| vec![CommitOutcome::Rejected { error }; mine.len()];
+            outcomes.extend(match answered {
+                Response::Committed { outcomes } if outcomes.len() == mine.len() => outcomes,
+                Response::Refused { error } => rejected(error),
+                // The id was used before by a call of another shape: a client bug. Its
+                // first outcome cannot stand for this one, and nothing is applied.
+                _ => rejected(CommandError::BadRequest {
+                    detail: "request id reused by a different call".into(),
+                }),
+            });
+        }
+        Response::Committed { outcomes }
+    };
+    for (volume_id, (v, changed)) in &volumes {
+        if *changed {
+            write_json(kv, &id_key(PREFIX_VOLUME, *volume_id), v)?;
+        }
     }
     Ok(response)
 }

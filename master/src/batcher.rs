@@ -7,7 +7,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::Status;
 
 use crate::MasterRaft;
-use crate::command::{Command, CommitOutcome, IndexCommit, Response};
+use crate::command::{Command, CommitCall, CommitOutcome, IndexCommit, RequestId, Response};
 use crate::errors;
 
 /// Calls waiting to be batched; further calls wait for room (backpressure).
@@ -19,6 +19,7 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
 
 struct Pending {
     entries: Vec<IndexCommit>,
+    request: Option<RequestId>,
     reply: oneshot::Sender<Result<Vec<CommitOutcome>, Status>>,
 }
 
@@ -36,11 +37,16 @@ impl CommitBatcher {
         CommitBatcher { tx }
     }
 
-    /// Commits entries (batched with other callers'); one outcome per entry.
-    pub async fn commit(&self, entries: Vec<IndexCommit>) -> Result<Vec<CommitOutcome>, Status> {
+    /// Commits entries (batched with other callers'); one outcome per entry. With a
+    /// request id the call is applied at most once (a retry gets the first outcomes).
+    pub async fn commit(
+        &self,
+        entries: Vec<IndexCommit>,
+        request: Option<RequestId>,
+    ) -> Result<Vec<CommitOutcome>, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { entries, reply })
+            .send(Pending { entries, request, reply })
             .await
             .map_err(|_| errors::internal("commit batcher stopped"))?;
         rx.await.map_err(|_| errors::internal("commit batcher dropped the request"))?
@@ -79,7 +85,17 @@ async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Pending>, volume_size_max_
             let _permit = permit;
             let entries: Vec<IndexCommit> = batch.iter().flat_map(|p| p.entries.iter().cloned()).collect();
             let now_unix_ms = crate::now_unix_ms();
-            let command = Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms };
+            // Each call keeps its own id and outcome inside the one Raft entry; a batch of
+            // calls without ids keeps the older form (no call list).
+            let calls = if batch.iter().any(|p| p.request.is_some()) {
+                batch
+                    .iter()
+                    .map(|p| CommitCall { request: p.request, entries: p.entries.len() as u32 })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let command = Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls };
             match raft.client_write(command).await {
                 Ok(written) => match written.data {
                     Response::Committed { outcomes } => {

@@ -1,13 +1,15 @@
 //! A client of the master group: finds the leader by itself (following NOT_LEADER hints,
 //! trying the next address when one is down) and retries until a deadline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use cellar_proto::master as pb;
 use cellar_proto::master::master_client::MasterClient as GrpcClient;
 use cellar_proto::master::master_server::MasterServer;
 use cellar_proto::{ERROR_CODE_KEY, LEADER_ADDR_KEY, SECRET_KEY, error_code};
@@ -17,11 +19,19 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::network::ChannelOptions;
 use crate::node::API_MESSAGE_MAX_BYTES;
 use crate::service::MasterService;
 
 /// How long a call keeps retrying across leader changes by default.
 pub const CALL_DEADLINE_DEFAULT: Duration = Duration::from_secs(15);
+/// Longest call deadline a client may set: well below how long the master remembers a
+/// client's calls (`session::SESSION_IDLE_EXPIRY_MS`), so no retry outlives its session.
+pub const CALL_DEADLINE_MAX: Duration = Duration::from_secs(10 * 60);
+/// How long one attempt (one master, one RPC) may take by default before the call moves
+/// on to the next address. Above an election (seconds) and a full commit batch under load,
+/// well below the call deadline so that a hung master leaves time for two more attempts.
+pub const ATTEMPT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// Pause between retries.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -61,9 +71,28 @@ pub enum Transport {
     Remote(Channel),
     /// In this process.
     Local(MasterServer<MasterService>),
+    /// A caller-supplied function (tests put faults between a client and a master).
+    Custom(CustomTransport),
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Errors of a transport.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The future of one HTTP exchange.
+pub type ExchangeFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, BoxError>> + Send>>;
+
+/// A transport made of a function from request to response.
+#[derive(Clone)]
+pub struct CustomTransport(Arc<dyn Fn(http::Request<tonic::body::Body>) -> ExchangeFuture + Send + Sync>);
+
+impl CustomTransport {
+    /// Every request goes through `f`.
+    pub fn new(
+        f: impl Fn(http::Request<tonic::body::Body>) -> ExchangeFuture + Send + Sync + 'static,
+    ) -> Self {
+        CustomTransport(Arc::new(f))
+    }
+}
 
 impl Service<http::Request<tonic::body::Body>> for Transport {
     type Response = http::Response<tonic::body::Body>;
@@ -76,6 +105,7 @@ impl Service<http::Request<tonic::body::Body>> for Transport {
             Transport::Local(s) => {
                 Service::<http::Request<tonic::body::Body>>::poll_ready(s, cx).map_err(|never| match never {})
             }
+            Transport::Custom(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -89,6 +119,7 @@ impl Service<http::Request<tonic::body::Body>> for Transport {
                 let call = s.call(req);
                 Box::pin(async move { call.await.map_err(|never| match never {}) })
             }
+            Transport::Custom(f) => (f.0)(req),
         }
     }
 }
@@ -170,16 +201,182 @@ pub struct MasterClient {
     clients: Vec<Grpc>,
     leader: Mutex<usize>,
     deadline: Duration,
+    attempt_timeout: Duration,
+    /// Random per instance: the master keeps this client's session under it.
+    client_id: u64,
+    /// Sequence number of the next exactly-once call.
+    next_seq: AtomicU64,
+    /// Exactly-once calls in flight (their lowest is sent with every request).
+    pending: Mutex<BTreeSet<u64>>,
 }
 
 fn error_code_of(status: &Status) -> Option<String> {
     status.metadata().get(ERROR_CODE_KEY).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// A mutating request: carries the id that makes its call exactly-once.
+pub trait MutatingRequest: Clone {
+    /// Sets the request id.
+    fn set_request_id(&mut self, id: pb::RequestId);
+}
+
+macro_rules! mutating {
+    ($($t:ident),* $(,)?) => {
+        $(impl MutatingRequest for pb::$t {
+            fn set_request_id(&mut self, id: pb::RequestId) {
+                self.request_id = Some(id);
+            }
+        })*
+    };
+}
+
+mutating!(
+    RegisterNodeRequest,
+    HeartbeatRequest,
+    AllocateVolumeRequest,
+    RenewLeaseRequest,
+    CommitIndexRequest,
+    SealVolumeRequest,
+    ReportBadExtentRequest,
+    PullTasksRequest,
+    ReportTaskRequest,
+    AcquireLeaseRequest,
+    EnqueueTaskRequest,
+    // DropReferences takes a LookupRequest.
+    LookupRequest,
+);
+
+/// Settings of a [`MasterClient`]; see [`MasterClient::builder`].
+pub struct MasterClientBuilder {
+    addrs: Vec<String>,
+    secret: Option<String>,
+    local: Option<LocalMasters>,
+    transports: Option<Vec<Transport>>,
+    deadline: Duration,
+    attempt_timeout: Duration,
+    channel: ChannelOptions,
+}
+
+impl MasterClientBuilder {
+    /// The cluster secret sent with every call.
+    pub fn secret(mut self, secret: Option<&str>) -> Self {
+        self.secret = secret.map(str::to_string);
+        self
+    }
+
+    /// Masters among these are called in-process.
+    pub fn local(mut self, local: Option<&LocalMasters>) -> Self {
+        self.local = local.cloned();
+        self
+    }
+
+    /// One transport per address, in order, instead of channels (tests).
+    pub fn transports(mut self, transports: Vec<Transport>) -> Self {
+        self.transports = Some(transports);
+        self
+    }
+
+    /// How long a call keeps retrying (default [`CALL_DEADLINE_DEFAULT`], at most
+    /// [`CALL_DEADLINE_MAX`]).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline.min(CALL_DEADLINE_MAX);
+        self
+    }
+
+    /// How long one attempt may take (default [`ATTEMPT_TIMEOUT_DEFAULT`]).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// HTTP/2 keepalive of the channels (defaults in [`crate::network`]).
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.channel.keepalive_interval = interval;
+        self.channel.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Bound on a TCP connect (default [`crate::network::CONNECT_TIMEOUT_DEFAULT`]).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.channel.connect_timeout = timeout;
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Result<MasterClient, ClientError> {
+        let secret = match self.secret.as_deref() {
+            Some(s) => Some(s.parse().map_err(|_| ClientError::BadAddress("secret is not ASCII".into()))?),
+            None => None,
+        };
+        let transports = match self.transports {
+            Some(t) if t.len() == self.addrs.len() => t,
+            Some(_) => return Err(ClientError::BadAddress("one transport per address".into())),
+            None => {
+                let mut transports = Vec::with_capacity(self.addrs.len());
+                for addr in &self.addrs {
+                    transports.push(match self.local.as_ref().and_then(|l| l.get(addr)) {
+                        Some(service) => Transport::Local(MasterServer::from_arc(service)),
+                        None => Transport::Remote(
+                            crate::network::channel_with(addr, &self.channel)
+                                .map_err(|_| ClientError::BadAddress(addr.clone()))?,
+                        ),
+                    });
+                }
+                transports
+            }
+        };
+        let clients: Vec<Grpc> = transports
+            .into_iter()
+            .map(|transport| {
+                GrpcClient::with_interceptor(transport, SecretInterceptor { secret: secret.clone() })
+                    .max_decoding_message_size(API_MESSAGE_MAX_BYTES)
+                    .max_encoding_message_size(API_MESSAGE_MAX_BYTES)
+            })
+            .collect();
+        if clients.is_empty() {
+            return Err(ClientError::BadAddress("no master addresses".into()));
+        }
+        Ok(MasterClient {
+            addrs: self.addrs,
+            clients,
+            leader: Mutex::new(0),
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            client_id: random_client_id(),
+            next_seq: AtomicU64::new(1),
+            pending: Mutex::new(BTreeSet::new()),
+        })
+    }
+}
+
+/// A client id unlikely to be any other client's: the OS's random-seeded hasher keys
+/// (distinct per process and per call) over the time and the process id.
+fn random_client_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Removes an exactly-once call from the pending set when it ends (or is dropped).
+struct PendingGuard<'a> {
+    client: &'a MasterClient,
+    seq: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.client.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.seq);
+    }
+}
+
 impl MasterClient {
     /// A client for the masters at `addrs` (host:port), with an optional cluster secret.
     pub fn new(addrs: &[String], secret: Option<&str>) -> Result<MasterClient, ClientError> {
-        MasterClient::with_local(addrs, secret, None)
+        MasterClient::builder(addrs).secret(secret).build()
     }
 
     /// Like [`MasterClient::new`]; the masters among `local` are called in-process.
@@ -188,44 +385,59 @@ impl MasterClient {
         secret: Option<&str>,
         local: Option<&LocalMasters>,
     ) -> Result<MasterClient, ClientError> {
-        let secret = match secret {
-            Some(s) => Some(s.parse().map_err(|_| ClientError::BadAddress("secret is not ASCII".into()))?),
-            None => None,
-        };
-        let mut clients = Vec::with_capacity(addrs.len());
-        for addr in addrs {
-            let transport = match local.and_then(|l| l.get(addr)) {
-                Some(service) => Transport::Local(MasterServer::from_arc(service)),
-                None => Transport::Remote(
-                    crate::network::channel(addr).map_err(|_| ClientError::BadAddress(addr.clone()))?,
-                ),
-            };
-            let client =
-                GrpcClient::with_interceptor(transport, SecretInterceptor { secret: secret.clone() })
-                    .max_decoding_message_size(API_MESSAGE_MAX_BYTES)
-                    .max_encoding_message_size(API_MESSAGE_MAX_BYTES);
-            clients.push(client);
-        }
-        if clients.is_empty() {
-            return Err(ClientError::BadAddress("no master addresses".into()));
-        }
-        Ok(MasterClient {
-            addrs: addrs.to_vec(),
-            clients,
-            leader: Mutex::new(0),
-            deadline: CALL_DEADLINE_DEFAULT,
-        })
+        MasterClient::builder(addrs).secret(secret).local(local).build()
     }
 
-    /// Changes how long calls retry.
+    /// Settings for a client of the masters at `addrs`, all defaults.
+    pub fn builder(addrs: &[String]) -> MasterClientBuilder {
+        MasterClientBuilder {
+            addrs: addrs.to_vec(),
+            secret: None,
+            local: None,
+            transports: None,
+            deadline: CALL_DEADLINE_DEFAULT,
+            attempt_timeout: ATTEMPT_TIMEOUT_DEFAULT,
+            channel: ChannelOptions::default(),
+        }
+    }
+
+    /// Changes how long calls retry (at most [`CALL_DEADLINE_MAX`]).
     pub fn with_deadline(mut self, deadline: Duration) -> MasterClient {
-        self.deadline = deadline;
+        self.deadline = deadline.min(CALL_DEADLINE_MAX);
         self
     }
 
     /// The addresses of the group.
     pub fn addrs(&self) -> &[String] {
         &self.addrs
+    }
+
+    /// This client's id in the master's sessions.
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// Calls a mutating RPC exactly once: `request` gets a request id (the same on every
+    /// retry) and the master applies it at most once, answering a retry with the first
+    /// outcome. `op` sends the request it is given to the client it is given.
+    pub async fn call_once<R, T, F, Fut>(&self, request: R, op: F) -> Result<T, ClientError>
+    where
+        R: MutatingRequest,
+        F: Fn(Grpc, R) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(seq);
+        let _guard = PendingGuard { client: self, seq };
+        self.call(|grpc| {
+            // Recomputed per attempt: calls that ended meanwhile let the master forget them.
+            let lowest_pending =
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).first().copied().unwrap_or(seq);
+            let mut r = request.clone();
+            r.set_request_id(pb::RequestId { client_id: self.client_id, sequence: seq, lowest_pending });
+            op(grpc, r)
+        })
+        .await
     }
 
     /// Calls `op` on the leader, following redirects and retrying transient failures until
@@ -239,7 +451,19 @@ impl MasterClient {
         let mut last;
         let mut index = *self.leader.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            match op(self.clients[index].clone()).await {
+            // Every attempt is bounded, so a master that accepted the connection but never
+            // answers (hung, frozen, packets dropped) costs one attempt, not the call.
+            let remaining = self.deadline.saturating_sub(start.elapsed());
+            let attempt =
+                tokio::time::timeout(self.attempt_timeout.min(remaining), op(self.clients[index].clone()));
+            let result = match attempt.await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer within {:?}",
+                    self.attempt_timeout.min(remaining)
+                ))),
+            };
+            match result {
                 Ok(resp) => {
                     *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = index;
                     return Ok(resp.into_inner());

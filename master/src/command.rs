@@ -113,6 +113,30 @@ pub struct IndexCommit {
     pub digest: Option<Digest16>,
 }
 
+/// Identifies one logical client call across its retries (exactly-once commands; the
+/// client sessions of the Raft dissertation, section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Random per client instance.
+    pub client_id: u64,
+    /// Per logical call; the same on every retry of it.
+    pub seq: u64,
+    /// The client's lowest call still in flight (at most `seq`): the outcomes of its calls
+    /// below it will never be asked for again.
+    pub lowest_pending: u64,
+}
+
+/// The calls merged into one `CommitIndex` entry, in order: each covers the next
+/// `entries` entries of the batch and keeps its own request id and outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitCall {
+    /// The call's id; none for a caller without one (applied every time it arrives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestId>,
+    /// How many of the batch's entries are this call's.
+    pub entries: u32,
+}
+
 /// A state change, proposed by the leader and applied by every replica in log order.
 /// Times are the proposing leader's clock, so that applying is deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +196,9 @@ pub enum Command {
         volume_size_max_bytes: u64,
         /// Leader's clock (lease expiry).
         now_unix_ms: u64,
+        /// The calls the entries came from, in order (empty: one call without an id).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        calls: Vec<CommitCall>,
     },
     /// Seals an open volume at `length_bytes` (default: its acknowledged end) and queues
     /// its encode onto `fragments` (chosen by the leader's placement; empty when no
@@ -256,6 +283,17 @@ pub enum Command {
         /// What was wrong.
         reason: String,
     },
+    /// `command` as one call of a client: applied at most once per request id; a retry
+    /// is answered with the first outcome (see [`crate::session`]). Never wraps a
+    /// `CommitIndex` (its calls carry their ids) or another `Once`.
+    Once {
+        /// The call.
+        request: RequestId,
+        /// Leader's clock (session expiry).
+        now_unix_ms: u64,
+        /// The command.
+        command: Box<Command>,
+    },
 }
 
 impl fmt::Display for Command {
@@ -286,6 +324,9 @@ impl fmt::Display for Command {
             }
             Command::ClaimTasks { node_id, max, .. } => write!(f, "claim_tasks({node_id}, {max})"),
             Command::ReportTask { task_id, success, .. } => write!(f, "report_task({task_id}, {success})"),
+            Command::Once { request, command, .. } => {
+                write!(f, "{command} [client {:016x} #{}]", request.client_id, request.seq)
+            }
         }
     }
 }
@@ -340,6 +381,17 @@ pub enum CommandError {
         /// What was wrong.
         detail: String,
     },
+    /// A call older than what its client's session still remembers: it may or may not
+    /// have been applied, and it is not applied now.
+    #[error("request {seq} of client {client_id:016x} is older than the retained window (from {floor})")]
+    RequestExpired {
+        /// The client.
+        client_id: u64,
+        /// The call.
+        seq: u64,
+        /// The lowest call the session still answers.
+        floor: u64,
+    },
 }
 
 impl CommandError {
@@ -353,6 +405,7 @@ impl CommandError {
             CommandError::StaleLease { .. } => c::STALE_LEASE,
             CommandError::VolumeNotOpen { .. } => c::VOLUME_NOT_OPEN,
             CommandError::BadRequest { .. } => c::BAD_REQUEST,
+            CommandError::RequestExpired { .. } => c::REQUEST_EXPIRED,
         }
     }
 }

@@ -22,7 +22,9 @@ pub fn command_error(e: &CommandError) -> Status {
         CommandError::UnknownVolume { .. }
         | CommandError::UnknownNode { .. }
         | CommandError::UnknownDisk { .. } => Code::NotFound,
-        CommandError::StaleLease { .. } | CommandError::VolumeNotOpen { .. } => Code::FailedPrecondition,
+        CommandError::StaleLease { .. }
+        | CommandError::VolumeNotOpen { .. }
+        | CommandError::RequestExpired { .. } => Code::FailedPrecondition,
         CommandError::BadRequest { .. } => Code::InvalidArgument,
     };
     status(code, e.code(), e.to_string())

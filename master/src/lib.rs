@@ -16,6 +16,7 @@ pub mod placement_view;
 pub mod planner;
 pub mod raft_service;
 pub mod service;
+pub mod session;
 pub mod store;
 pub mod tasks;
 pub mod types;

@@ -85,6 +85,24 @@ impl MasterService {
         }
     }
 
+    /// Like [`MasterService::write`], applied at most once per request id when the call
+    /// has one (see [`crate::session`]): a retry is answered with the first outcome.
+    async fn write_once(
+        &self,
+        request: Option<pb::RequestId>,
+        command: Command,
+    ) -> Result<command::Response, Status> {
+        let command = match request {
+            Some(r) => Command::Once {
+                request: request_id(&r),
+                now_unix_ms: now_unix_ms(),
+                command: Box::new(command),
+            },
+            None => command,
+        };
+        self.write(command).await
+    }
+
     /// Waits until this node may answer a linearizable read. The leader's lease (a quorum
     /// acknowledged it within the last lease period) answers without a network round;
     /// past the lease, or on a follower, a read index asks a quorum (and a follower's
@@ -136,6 +154,11 @@ fn parse_hashes(hashes: &[Vec<u8>]) -> Result<Vec<Hash32>, Status> {
         return Err(bad_request(format!("at most {LOOKUP_HASHES_MAX} hashes per call")));
     }
     hashes.iter().map(|h| Hash32::from_slice(h).ok_or_else(|| bad_request("a hash is 32 bytes"))).collect()
+}
+
+/// A call's request id as commands carry it.
+pub fn request_id(r: &pb::RequestId) -> command::RequestId {
+    command::RequestId { client_id: r.client_id, seq: r.sequence, lowest_pending: r.lowest_pending }
 }
 
 fn bounded(field: &str, value: &str) -> Result<(), Status> {
@@ -293,6 +316,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         bounded("address", &r.address)?;
         bounded("zone", &r.zone)?;
         if r.disks.len() > DISKS_PER_NODE_MAX {
@@ -317,7 +341,7 @@ impl Master for MasterService {
             disks,
             now_unix_ms: now_unix_ms(),
         };
-        match self.write(command).await? {
+        match self.write_once(once, command).await? {
             command::Response::NodeRegistered { node_id, disk_ids } => {
                 Ok(Response::new(pb::RegisterNodeResponse { node_id, disk_ids }))
             }
@@ -331,6 +355,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         if r.disks.len() > DISKS_PER_NODE_MAX {
             return Err(bad_request(format!("a node has at most {DISKS_PER_NODE_MAX} disks")));
         }
@@ -347,7 +372,9 @@ impl Master for MasterService {
                 trash_extents: d.trash_extents,
             })
             .collect();
-        match self.write(Command::Heartbeat { node_id: r.node_id, disks, now_unix_ms: now_unix_ms() }).await?
+        match self
+            .write_once(once, Command::Heartbeat { node_id: r.node_id, disks, now_unix_ms: now_unix_ms() })
+            .await?
         {
             command::Response::HeartbeatAck { cluster_map_version } => {
                 Ok(Response::new(pb::HeartbeatResponse { cluster_map_version }))
@@ -401,6 +428,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::Volume>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         bounded("holder", &r.holder)?;
         if r.avoid_nodes.len() > AVOID_NODES_MAX {
             return Err(bad_request(format!("at most {AVOID_NODES_MAX} nodes to avoid")));
@@ -448,19 +476,20 @@ impl Master for MasterService {
             lease_ms: self.settings.lease_ms,
             now_unix_ms: now_unix_ms(),
         };
-        expect_volume(self.write(command).await?)
+        expect_volume(self.write_once(once, command).await?)
     }
 
     async fn renew_lease(&self, req: Request<pb::RenewLeaseRequest>) -> Result<Response<pb::Volume>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         let command = Command::RenewLease {
             volume_id: r.volume_id,
             lease_epoch: r.lease_epoch,
             lease_ms: self.settings.lease_ms,
             now_unix_ms: now_unix_ms(),
         };
-        expect_volume(self.write(command).await?)
+        expect_volume(self.write_once(once, command).await?)
     }
 
     async fn commit_index(
@@ -472,6 +501,7 @@ impl Master for MasterService {
         if r.entries.len() > COMMIT_ENTRIES_MAX {
             return Err(bad_request(format!("at most {COMMIT_ENTRIES_MAX} entries per call")));
         }
+        let once = r.request_id.as_ref().map(request_id);
         let mut entries = Vec::with_capacity(r.entries.len());
         for e in r.entries {
             let hash = Hash32::from_slice(&e.hash).ok_or_else(|| bad_request("a hash is 32 bytes"))?;
@@ -492,7 +522,7 @@ impl Master for MasterService {
                 digest,
             });
         }
-        let outcomes = self.batcher.commit(entries).await?;
+        let outcomes = self.batcher.commit(entries, once).await?;
         let results = outcomes
             .iter()
             .map(|o| match o {
@@ -533,6 +563,7 @@ impl Master for MasterService {
     async fn seal_volume(&self, req: Request<pb::SealVolumeRequest>) -> Result<Response<pb::Volume>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         self.linearizable().await?;
         let fragments = match read_volume(&self.reader, r.volume_id)? {
             Some(v) if v.state == VolumeState::Open => crate::placement_view::fragment_places(
@@ -545,11 +576,10 @@ impl Master for MasterService {
             _ => Vec::new(),
         };
         expect_volume(
-            self.write(Command::SealVolume {
-                volume_id: r.volume_id,
-                length_bytes: r.length_bytes,
-                fragments,
-            })
+            self.write_once(
+                once,
+                Command::SealVolume { volume_id: r.volume_id, length_bytes: r.length_bytes, fragments },
+            )
             .await?,
         )
     }
@@ -560,6 +590,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::Volume>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         bounded("holder", &r.holder)?;
         let command = Command::AcquireLease {
             volume_id: r.volume_id,
@@ -567,7 +598,7 @@ impl Master for MasterService {
             lease_ms: self.settings.lease_ms,
             now_unix_ms: now_unix_ms(),
         };
-        expect_volume(self.write(command).await?)
+        expect_volume(self.write_once(once, command).await?)
     }
 
     async fn drop_references(
@@ -575,9 +606,11 @@ impl Master for MasterService {
         req: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::LookupResponse>, Status> {
         self.check(&req)?;
-        let hashes = req.into_inner().hashes;
+        let r = req.into_inner();
+        let once = r.request_id;
+        let hashes = r.hashes;
         let hashes = parse_hashes(&hashes)?;
-        match self.write(Command::DropReferences { hashes }).await? {
+        match self.write_once(once, Command::DropReferences { hashes }).await? {
             command::Response::Dropped { entries } => {
                 Ok(Response::new(pb::LookupResponse { entries: entries.iter().map(index_pb).collect() }))
             }
@@ -587,9 +620,11 @@ impl Master for MasterService {
 
     async fn enqueue_task(&self, req: Request<pb::EnqueueTaskRequest>) -> Result<Response<pb::Task>, Status> {
         self.check(&req)?;
-        let task = req.into_inner().task.ok_or_else(|| bad_request("EnqueueTask needs a task"))?;
+        let r = req.into_inner();
+        let once = r.request_id;
+        let task = r.task.ok_or_else(|| bad_request("EnqueueTask needs a task"))?;
         let kind = task_kind_from_pb(&task)?;
-        match self.write(Command::EnqueueTask { kind }).await? {
+        match self.write_once(once, Command::EnqueueTask { kind }).await? {
             command::Response::TaskQueued { task } => Ok(Response::new(task_pb(&task))),
             other => Err(internal(format!("unexpected response {other:?}"))),
         }
@@ -601,14 +636,23 @@ impl Master for MasterService {
     ) -> Result<Response<pb::Volume>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         bounded("reason", &r.reason)?;
+        // A failing disk under read load reports the same extent over and over: once the
+        // leader's state has it as bad, the answer needs no Raft write. Only the leader
+        // (within its lease) answers so: a follower's state may lag.
+        if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
+            && let Some(v) = read_volume(&self.reader, r.volume_id)?
+            && v.bad_disks.contains(&r.disk_id)
+        {
+            return Ok(Response::new(volume_pb(&v)));
+        }
         tracing::warn!(volume = r.volume_id, disk = r.disk_id, reason = %r.reason, "bad extent reported");
         expect_volume(
-            self.write(Command::ReportBadExtent {
-                volume_id: r.volume_id,
-                disk_id: r.disk_id,
-                reason: r.reason,
-            })
+            self.write_once(
+                once,
+                Command::ReportBadExtent { volume_id: r.volume_id, disk_id: r.disk_id, reason: r.reason },
+            )
             .await?,
         )
     }
@@ -619,6 +663,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::PullTasksResponse>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         use crate::tasks::{DEFERRED_KINDS_MAX, TASK_KIND_NAME_MAX_BYTES};
         if r.deferred_kinds.len() > DEFERRED_KINDS_MAX
             || r.deferred_kinds.iter().any(|k| k.len() > TASK_KIND_NAME_MAX_BYTES)
@@ -643,7 +688,7 @@ impl Master for MasterService {
             now_unix_ms: now,
             deferred_kinds: r.deferred_kinds,
         };
-        match self.write(command).await? {
+        match self.write_once(once, command).await? {
             command::Response::Tasks { tasks } => {
                 Ok(Response::new(pb::PullTasksResponse { tasks: tasks.iter().map(task_pb).collect() }))
             }
@@ -657,6 +702,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::ReportTaskResponse>, Status> {
         self.check(&req)?;
         let r = req.into_inner();
+        let once = r.request_id;
         bounded("detail", &r.detail)?;
         let command = Command::ReportTask {
             task_id: r.task_id,
@@ -664,7 +710,7 @@ impl Master for MasterService {
             success: r.success,
             detail: r.detail,
         };
-        match self.write(command).await? {
+        match self.write_once(once, command).await? {
             command::Response::TaskReported { task } => {
                 Ok(Response::new(pb::ReportTaskResponse { task: task.as_ref().map(task_pb) }))
             }

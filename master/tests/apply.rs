@@ -68,7 +68,7 @@ fn commit(volume_id: u64, epoch: u64, n: u8, offset: u64) -> IndexCommit {
 }
 
 fn commit_cmd(entries: Vec<IndexCommit>, now: u64) -> Command {
-    Command::CommitIndex { entries, volume_size_max_bytes: 1 << 20, now_unix_ms: now }
+    Command::CommitIndex { entries, volume_size_max_bytes: 1 << 20, now_unix_ms: now, calls: vec![] }
 }
 
 #[test]

@@ -29,7 +29,7 @@ async fn acknowledged_commits_survive_leader_loss_and_the_old_leader_rejoins() {
             let mut i = 0u64;
             while !stop.load(Ordering::Acquire) {
                 let entries: Vec<_> = (i..i + 10).map(|k| commit(&volume, k, k * 100)).collect();
-                let req = pb::CommitIndexRequest { entries };
+                let req = pb::CommitIndexRequest { entries, request_id: None };
                 let resp = client
                     .call(|mut c| {
                         let req = req.clone();
@@ -61,7 +61,7 @@ async fn acknowledged_commits_survive_leader_loss_and_the_old_leader_rejoins() {
 
     // Every acknowledged entry is readable through the group.
     for chunk in acked.chunks(1000) {
-        let req = pb::LookupRequest { hashes: chunk.iter().map(|k| hash(*k)).collect() };
+        let req = pb::LookupRequest { hashes: chunk.iter().map(|k| hash(*k)).collect(), request_id: None };
         let resp = client
             .call(|mut c| {
                 let req = req.clone();
@@ -108,7 +108,7 @@ async fn a_member_that_missed_many_entries_catches_up_by_snapshot() {
     group.stop(lagging).await;
     for batch in 0..60u64 {
         let entries: Vec<_> = (batch * 5..batch * 5 + 5).map(|k| commit(&volume, k, k * 100)).collect();
-        let req = pb::CommitIndexRequest { entries };
+        let req = pb::CommitIndexRequest { entries, request_id: None };
         client
             .call(|mut c| {
                 let req = req.clone();
@@ -164,7 +164,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
     stale.lease_epoch = 0;
     let mut unknown = commit(&volume, 2, 0);
     unknown.volume_id = 999;
-    let req = pb::CommitIndexRequest { entries: vec![stale, unknown] };
+    let req = pb::CommitIndexRequest { entries: vec![stale, unknown], request_id: None };
     let resp = client
         .call(|mut c| {
             let req = req.clone();
@@ -182,13 +182,13 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
     let err = client
         .call(|mut c| {
             let entries = vec![odd.clone()];
-            async move { c.commit_index(pb::CommitIndexRequest { entries }).await }
+            async move { c.commit_index(pb::CommitIndexRequest { entries, request_id: None }).await }
         })
         .await
         .expect_err("a 5-byte digest");
     assert!(format!("{err}").contains("digest is 16 bytes"), "{err}");
 
-    let lookup = pb::LookupRequest { hashes: vec![hash(1), hash(2), hash(3)] };
+    let lookup = pb::LookupRequest { hashes: vec![hash(1), hash(2), hash(3)], request_id: None };
     let found = client
         .call(|mut c| {
             let req = lookup.clone();
@@ -197,7 +197,12 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         .await
         .expect("lookup");
     assert!(found.entries.is_empty(), "refused commits indexed nothing");
-    let renew = pb::RenewLeaseRequest { volume_id: volume.volume_id, lease_epoch: 7, holder: "test".into() };
+    let renew = pb::RenewLeaseRequest {
+        volume_id: volume.volume_id,
+        lease_epoch: 7,
+        holder: "test".into(),
+        request_id: None,
+    };
     let err = client
         .call(|mut c| {
             let req = renew.clone();
@@ -206,7 +211,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         .await
         .expect_err("stale renew");
     assert_eq!(err.code(), Some(cellar_proto::error_code::STALE_LEASE));
-    let seal = pb::SealVolumeRequest { volume_id: 12345, length_bytes: None };
+    let seal = pb::SealVolumeRequest { volume_id: 12345, length_bytes: None, request_id: None };
     let err = client
         .call(|mut c| {
             let req = seal;
@@ -227,7 +232,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
     assert_eq!(vols.volumes[0].size_bytes, 0, "the volume did not move");
 
     // The current epoch works, and sealing then fences further commits.
-    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 3, 0)] };
+    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 3, 0)], request_id: None };
     let ok = client
         .call(|mut c| {
             let req = req.clone();
@@ -236,7 +241,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         .await
         .expect("commit");
     assert_eq!(ok.results[0].outcome, "committed");
-    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None };
+    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
     let sealed = client
         .call(|mut c| {
             let req = seal;
@@ -245,7 +250,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         .await
         .expect("seal");
     assert_eq!((sealed.state.as_str(), sealed.size_bytes), ("sealed", 100));
-    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 4, 100)] };
+    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 4, 100)], request_id: None };
     let after = client
         .call(|mut c| {
             let req = req.clone();
@@ -268,6 +273,7 @@ async fn placement_refuses_more_replicas_than_zones() {
                 holder: "t".into(),
                 copies: 4,
                 avoid_nodes: Vec::new(),
+                request_id: None,
             })
             .await
         })
@@ -288,15 +294,16 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     client
         .call(|mut c| {
             let entries = vec![entry.clone()];
-            async move { c.commit_index(pb::CommitIndexRequest { entries }).await }
+            async move { c.commit_index(pb::CommitIndexRequest { entries, request_id: None }).await }
         })
         .await
         .expect("commit");
-    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None };
+    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
     client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
     let encoder = volume.replicas[0].node_id;
     let other = volume.replicas[1].node_id;
-    let pull = |node_id| pb::PullTasksRequest { node_id, max: 10, deferred_kinds: Vec::new() };
+    let pull =
+        |node_id| pb::PullTasksRequest { node_id, max: 10, deferred_kinds: Vec::new(), request_id: None };
 
     let none = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
     assert!(none.tasks.is_empty(), "the task is for the first replica's node only");
@@ -310,8 +317,13 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     let again = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
     assert!(again.tasks.is_empty(), "a claimed task is not handed out twice");
 
-    let wrong_node =
-        pb::ReportTaskRequest { task_id: task.task_id, node_id: other, success: true, detail: String::new() };
+    let wrong_node = pb::ReportTaskRequest {
+        task_id: task.task_id,
+        node_id: other,
+        success: true,
+        detail: String::new(),
+        request_id: None,
+    };
     let err = client
         .call(|mut c| {
             let r = wrong_node.clone();
@@ -325,6 +337,7 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
         node_id: encoder,
         success: false,
         detail: "disk busy".into(),
+        request_id: None,
     };
     let after = client
         .call(|mut c| {
@@ -342,6 +355,7 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
         node_id: encoder,
         success: true,
         detail: String::new(),
+        request_id: None,
     };
     let done = client
         .call(|mut c| {
@@ -381,7 +395,7 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
     client
         .call(|mut c| {
             let entries = vec![entry.clone()];
-            async move { c.commit_index(pb::CommitIndexRequest { entries }).await }
+            async move { c.commit_index(pb::CommitIndexRequest { entries, request_id: None }).await }
         })
         .await
         .expect("commit");
@@ -410,7 +424,7 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
     let dropped = client
         .call(|mut c| {
             let hashes = vec![h.clone()];
-            async move { c.drop_references(pb::LookupRequest { hashes }).await }
+            async move { c.drop_references(pb::LookupRequest { hashes, request_id: None }).await }
         })
         .await
         .expect("drop");
@@ -419,7 +433,7 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
     let found = client
         .call(|mut c| {
             let hashes = vec![h.clone()];
-            async move { c.lookup(pb::LookupRequest { hashes }).await }
+            async move { c.lookup(pb::LookupRequest { hashes, request_id: None }).await }
         })
         .await
         .expect("lookup");
@@ -432,8 +446,13 @@ async fn allocate_avoiding(client: &MasterClient, avoid_nodes: Vec<u64>) -> Resu
         .call(|mut c| {
             let avoid_nodes = avoid_nodes.clone();
             async move {
-                c.allocate_volume(pb::AllocateVolumeRequest { holder: "t".into(), copies: 0, avoid_nodes })
-                    .await
+                c.allocate_volume(pb::AllocateVolumeRequest {
+                    holder: "t".into(),
+                    copies: 0,
+                    avoid_nodes,
+                    request_id: None,
+                })
+                .await
             }
         })
         .await
@@ -478,9 +497,9 @@ async fn silent_volume_servers_get_no_new_volumes() {
     // Heartbeats from all but one node of z1 bring the cell back.
     for node_id in nodes.iter().copied().filter(|n| *n != nodes[0]) {
         client
-            .call(
-                |mut c| async move { c.heartbeat(pb::HeartbeatRequest { node_id, disks: Vec::new() }).await },
-            )
+            .call(|mut c| async move {
+                c.heartbeat(pb::HeartbeatRequest { node_id, disks: Vec::new(), request_id: None }).await
+            })
             .await
             .expect("heartbeat");
     }

@@ -74,4 +74,8 @@ pub mod error_code {
     pub const BUSY: &str = "BUSY";
     /// The callee did not answer within the call's deadline (set by the caller).
     pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
+    /// A retried call's request id is older than what the master still remembers of its
+    /// client: whether the first attempt was applied is not known any more, and it is not
+    /// applied again.
+    pub const REQUEST_EXPIRED: &str = "REQUEST_EXPIRED";
 }

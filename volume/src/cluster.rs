@@ -2,7 +2,7 @@
 //! nodes' addresses (from the cluster map, refreshed on a miss) and a pool of gRPC
 //! clients to other volume servers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -40,12 +40,33 @@ pub struct Cluster {
     /// Volume servers running in this process (`cellar dev`), by node id. Weak: volume
     /// servers know each other, and a server's state (its disks) must go when it stops.
     local: RwLock<HashMap<u64, Weak<VolumeService>>>,
-    /// Bad extents reported to the master by this process, ever.
+    /// Bad extents found by this process, ever (sent to the master or not).
     bad_extent_reports: std::sync::atomic::AtomicU64,
     /// Reads that asked a second holder because the first was slow, ever.
     hedged_reads: std::sync::atomic::AtomicU64,
     deadlines: CallDeadlines,
     read_latency: ReadLatency,
+    /// Reports not sent: one for the same extent was in flight, or too many were.
+    bad_extent_reports_dropped: std::sync::atomic::AtomicU64,
+    /// The (volume, disk) extents whose report is in flight.
+    reports_in_flight: Arc<Mutex<HashSet<(u64, u64)>>>,
+}
+
+/// Bad-extent reports in flight to the master at once, per process: a failing disk under
+/// read load finds the same extents bad over and over, and one report per extent is
+/// enough (the master keeps it until repair).
+pub const BAD_EXTENT_REPORTS_IN_FLIGHT_MAX: usize = 64;
+
+/// Takes an extent out of the in-flight reports when its report task ends (or unwinds).
+struct ReportSlot {
+    in_flight: Arc<Mutex<HashSet<(u64, u64)>>>,
+    extent: (u64, u64),
+}
+
+impl Drop for ReportSlot {
+    fn drop(&mut self) {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.extent);
+    }
 }
 
 /// Marks a request made by [`ExtentClient::Local`]: its bytes never left this process
@@ -210,6 +231,8 @@ impl Cluster {
             clients: Mutex::new(HashMap::new()),
             local: RwLock::new(HashMap::new()),
             bad_extent_reports: std::sync::atomic::AtomicU64::new(0),
+            bad_extent_reports_dropped: std::sync::atomic::AtomicU64::new(0),
+            reports_in_flight: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -234,9 +257,16 @@ impl Cluster {
         self.hedged_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// How many bad extents this process has reported to the master.
+    /// How many bad extents this process has found (each call of
+    /// [`Cluster::report_bad_extent`], whether sent or dropped).
     pub fn bad_extent_reports(&self) -> u64 {
         self.bad_extent_reports.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many bad-extent reports were not sent: the same extent's report was in flight,
+    /// or [`BAD_EXTENT_REPORTS_IN_FLIGHT_MAX`] were.
+    pub fn bad_extent_reports_dropped(&self) -> u64 {
+        self.bad_extent_reports_dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reaches volume server `node_id` in this process through `service` rather than
@@ -372,20 +402,30 @@ impl Cluster {
     }
 
     /// Tells the master that an extent is missing or corrupt, in the background (a read
-    /// never waits for it). Failures are logged.
+    /// never waits for it). At most one report per extent is in flight, and at most
+    /// [`BAD_EXTENT_REPORTS_IN_FLIGHT_MAX`] in all: others are dropped (and counted), as the
+    /// one in flight says the same. Failures are logged.
     pub fn report_bad_extent(self: &Arc<Self>, volume_id: u64, disk_id: u64, reason: String) {
-        self.bad_extent_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering;
+        self.bad_extent_reports.fetch_add(1, Ordering::Relaxed);
+        let extent = (volume_id, disk_id);
+        {
+            let mut in_flight = self.reports_in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if in_flight.contains(&extent) || in_flight.len() >= BAD_EXTENT_REPORTS_IN_FLIGHT_MAX {
+                self.bad_extent_reports_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            in_flight.insert(extent);
+        }
+        let slot = ReportSlot { in_flight: self.reports_in_flight.clone(), extent };
         let cluster = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             tracing::warn!(volume = volume_id, disk = disk_id, %reason, "reporting bad extent");
+            let request = mpb::ReportBadExtentRequest { volume_id, disk_id, reason, request_id: None };
             let result = cluster
                 .master
-                .call(|mut c| {
-                    let reason = reason.clone();
-                    async move {
-                        c.report_bad_extent(mpb::ReportBadExtentRequest { volume_id, disk_id, reason }).await
-                    }
-                })
+                .call_once(request, |mut c, r| async move { c.report_bad_extent(r).await })
                 .await;
             if let Err(e) = result {
                 tracing::warn!(volume = volume_id, disk = disk_id, error = %e, "could not report bad extent");

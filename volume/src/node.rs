@@ -135,12 +135,11 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         address: advertise.clone(),
         zone: config.zone.clone(),
         disks: registrations,
+        request_id: None,
     };
+    // Exactly once: a retried first registration must not register a second node.
     let registered = register_client
-        .call(|mut c| {
-            let request = request.clone();
-            async move { c.register_node(request).await }
-        })
+        .call_once(request, |mut c, r| async move { c.register_node(r).await })
         .await
         .map_err(|e| StartError::Register(e.to_string()))?;
     disks.remember(registered.node_id, &registered.disk_ids)?;
@@ -251,9 +250,8 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
         let sent = shared
             .cluster
             .master()
-            .call(|mut c| {
-                let disks = disks.clone();
-                async move { c.heartbeat(mpb::HeartbeatRequest { node_id, disks }).await }
+            .call_once(mpb::HeartbeatRequest { node_id, disks, request_id: None }, |mut c, r| async move {
+                c.heartbeat(r).await
             })
             .await;
         if let Err(e) = sent {

@@ -67,7 +67,7 @@ async fn deleted_extents_are_purged_after_the_retention_and_trash_bytes_are_repo
                 source: Some(mpb::Extent { node_id, disk_id }),
                 ..Default::default()
             };
-            c.enqueue_task(mpb::EnqueueTaskRequest { task: Some(task) }).await
+            c.enqueue_task(mpb::EnqueueTaskRequest { task: Some(task), request_id: None }).await
         })
         .await
         .expect("enqueue delete");

@@ -19,7 +19,9 @@ async fn acquire(cell: &Cell, volume_id: u64, holder: &str) -> mpb::Volume {
             .client
             .call(|mut c| {
                 let holder = holder.clone();
-                async move { c.acquire_lease(mpb::AcquireLeaseRequest { volume_id, holder }).await }
+                async move {
+                    c.acquire_lease(mpb::AcquireLeaseRequest { volume_id, holder, request_id: None }).await
+                }
             })
             .await;
         match got {

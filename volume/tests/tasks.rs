@@ -11,7 +11,7 @@ async fn enqueue(cell: &Cell, task: mpb::Task) -> mpb::Task {
     cell.client
         .call(|mut c| {
             let task = task.clone();
-            async move { c.enqueue_task(mpb::EnqueueTaskRequest { task: Some(task) }).await }
+            async move { c.enqueue_task(mpb::EnqueueTaskRequest { task: Some(task), request_id: None }).await }
         })
         .await
         .expect("enqueue")
@@ -130,7 +130,7 @@ async fn lost_fragments_are_rebuilt_and_moved_and_tasks_are_idempotent() {
         .client
         .call(|mut c| {
             let task = live.clone();
-            async move { c.enqueue_task(mpb::EnqueueTaskRequest { task: Some(task) }).await }
+            async move { c.enqueue_task(mpb::EnqueueTaskRequest { task: Some(task), request_id: None }).await }
         })
         .await
         .expect_err("live extent");

@@ -70,6 +70,26 @@ impl Kv for StateReader {
     fn delete(&mut self, _key: &[u8]) {
         debug_assert!(false, "StateReader is read-only");
     }
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<apply::Pairs, StateError> {
+        scan_db(&self.db, prefix, limit)
+    }
+}
+
+/// The first `limit` pairs of the state machine whose keys start with `prefix`.
+fn scan_db(db: &DB, prefix: &[u8], limit: usize) -> Result<apply::Pairs, StateError> {
+    let sm = cf(db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
+    let mut out = Vec::new();
+    for item in db.iterator_cf(sm, IteratorMode::From(prefix, rocksdb::Direction::Forward)) {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, value) = item.map_err(|e| StateError::Store(e.to_string()))?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        out.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(out)
 }
 
 /// Reads through to RocksDB and buffers writes; committed as one batch.
@@ -92,6 +112,20 @@ impl Kv for Overlay<'_> {
     }
     fn delete(&mut self, key: &[u8]) {
         self.writes.insert(key.to_vec(), None);
+    }
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<apply::Pairs, StateError> {
+        let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+            self.writes.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).collect();
+        // Each pending deletion can hide one stored key: read that many more.
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            scan_db(self.db, prefix, limit.saturating_add(pending.len()))?.into_iter().collect();
+        for (key, value) in pending {
+            match value {
+                Some(v) => merged.insert(key.clone(), v.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
     }
 }
 

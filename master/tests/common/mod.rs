@@ -153,6 +153,7 @@ pub async fn register_nodes(client: &MasterClient) -> Vec<u64> {
                 address: format!("10.0.{n}.1:9000"),
                 zone: zone.into(),
                 disks,
+                request_id: None,
             };
             let resp = client
                 .call(|mut c| {
@@ -174,6 +175,7 @@ pub async fn allocate(client: &MasterClient) -> pb::Volume {
                 holder: "test".into(),
                 copies: 0,
                 avoid_nodes: Vec::new(),
+                request_id: None,
             })
             .await
         })

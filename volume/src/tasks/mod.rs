@@ -66,17 +66,12 @@ async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>)
     for attempt in 1..=REPORT_ATTEMPTS_MAX {
         let detail = detail.clone();
         let node_id = shared.node_id;
-        let result =
-            shared
-                .cluster
-                .master()
-                .call(|mut c| {
-                    let detail = detail.clone();
-                    async move {
-                        c.report_task(mpb::ReportTaskRequest { task_id, node_id, success, detail }).await
-                    }
-                })
-                .await;
+        let request = mpb::ReportTaskRequest { task_id, node_id, success, detail, request_id: None };
+        let result = shared
+            .cluster
+            .master()
+            .call_once(request, |mut c, r| async move { c.report_task(r).await })
+            .await;
         match result {
             Ok(_) => return,
             Err(e) if e.code().is_some() => {
@@ -120,13 +115,10 @@ pub async fn run_executor(
             let pulled = shared
                 .cluster
                 .master()
-                .call(|mut c| {
-                    let deferred_kinds = deferred_kinds.clone();
-                    async move {
-                        c.pull_tasks(mpb::PullTasksRequest { node_id, max: free as u32, deferred_kinds })
-                            .await
-                    }
-                })
+                .call_once(
+                    mpb::PullTasksRequest { node_id, max: free as u32, deferred_kinds, request_id: None },
+                    |mut c, r| async move { c.pull_tasks(r).await },
+                )
                 .await;
             match pulled {
                 Ok(resp) => {

@@ -192,6 +192,7 @@ impl Cell {
                         holder,
                         copies: 0,
                         avoid_nodes: Vec::new(),
+                        request_id: None,
                     })
                     .await
                 }
@@ -286,7 +287,7 @@ impl Cell {
             .client
             .call(|mut c| {
                 let entries = entries.clone();
-                async move { c.commit_index(mpb::CommitIndexRequest { entries }).await }
+                async move { c.commit_index(mpb::CommitIndexRequest { entries, request_id: None }).await }
             })
             .await
             .expect("commit");
@@ -316,7 +317,8 @@ impl Cell {
     pub async fn seal(&self, volume_id: u64) -> mpb::Volume {
         self.client
             .call(|mut c| async move {
-                c.seal_volume(mpb::SealVolumeRequest { volume_id, length_bytes: None }).await
+                c.seal_volume(mpb::SealVolumeRequest { volume_id, length_bytes: None, request_id: None })
+                    .await
             })
             .await
             .expect("seal")

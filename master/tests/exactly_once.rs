@@ -1,0 +1,253 @@
+//! Exactly-once master calls end to end, in process: the answer to a call the leader has
+//! applied is lost on the way back, the client retries, and the retry gets the first
+//! outcome (one reference added, one dropped); the table holds across a leader change;
+//! and a master that accepts connections but never answers costs one bounded attempt.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cellar_master::client::{ClientError, CustomTransport, MasterClient, Transport};
+use cellar_master::node::MasterHandle;
+use cellar_proto::master as pb;
+use cellar_proto::master::master_server::MasterServer;
+use common::{Group, allocate, commit, hash, register_nodes};
+use tonic::codegen::Service;
+
+/// Loses the answer of the next `n` successful calls of `method` (after the master
+/// applied them), as a connection reset on the way back would.
+#[derive(Clone, Default)]
+struct LoseAnswers {
+    method: Arc<std::sync::Mutex<String>>,
+    remaining: Arc<AtomicUsize>,
+    lost: Arc<AtomicUsize>,
+}
+
+impl LoseAnswers {
+    fn arm(&self, method: &str, n: usize) {
+        *self.method.lock().expect("lock") = method.to_string();
+        self.remaining.store(n, Ordering::SeqCst);
+    }
+}
+
+/// A client of `group` whose every master is reached in-process through `faults`.
+fn faulty_client(group: &Group, faults: &LoseAnswers) -> MasterClient {
+    let mut transports = Vec::new();
+    for id in group.peers.keys() {
+        let server = MasterServer::from_arc(group.handles[id].local_api());
+        let faults = faults.clone();
+        transports.push(Transport::Custom(CustomTransport::new(move |req| {
+            let mut server = server.clone();
+            let faults = faults.clone();
+            Box::pin(async move {
+                let path = req.uri().path().to_string();
+                let resp = server.call(req).await.unwrap_or_else(|never| match never {});
+                // An error answer is trailers-only: grpc-status in the headers. A success
+                // has it in the trailers, after the message.
+                let success = !resp.headers().contains_key("grpc-status");
+                let armed = path.ends_with(&*faults.method.lock().expect("lock"));
+                if success
+                    && armed
+                    && faults
+                        .remaining
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                {
+                    faults.lost.fetch_add(1, Ordering::SeqCst);
+                    return Err("connection reset after the master answered (injected)".into());
+                }
+                Ok(resp)
+            })
+        })));
+    }
+    MasterClient::builder(&group.addrs()).transports(transports).build().expect("client")
+}
+
+async fn references(client: &MasterClient, i: u64) -> u64 {
+    let req = pb::LookupRequest { hashes: vec![hash(i)], request_id: None };
+    let resp = client
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.lookup(req).await }
+        })
+        .await
+        .expect("lookup");
+    resp.entries.first().map_or(0, |e| e.references)
+}
+
+fn applied(h: &MasterHandle) -> u64 {
+    use openraft::async_runtime::WatchReceiver;
+    h.raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_a_lost_answer_gets_the_first_outcome_and_counts_once() {
+    let group = Group::start(3).await;
+    let plain = group.client();
+    register_nodes(&plain).await;
+    let volume = allocate(&plain).await;
+    let faults = LoseAnswers::default();
+    let client = faulty_client(&group, &faults);
+
+    // A commit whose answer is lost: the retry is answered "committed", one reference.
+    faults.arm("/CommitIndex", 1);
+    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 1, 0)], request_id: None };
+    let resp = client
+        .call_once(req.clone(), |mut c, r| async move { c.commit_index(r).await })
+        .await
+        .expect("commit");
+    assert_eq!(faults.lost.load(Ordering::SeqCst), 1, "the first answer was lost");
+    assert_eq!(resp.results[0].outcome, "committed", "the retry answers the first outcome");
+    assert_eq!(resp.results[0].entry.as_ref().map(|e| e.references), Some(1));
+    assert_eq!(references(&plain, 1).await, 1, "a retried commit adds no second reference");
+
+    // Without a request id the same fault applies the commit twice: what the ids prevent.
+    faults.arm("/CommitIndex", 1);
+    let twice = pb::CommitIndexRequest { entries: vec![commit(&volume, 2, 100)], request_id: None };
+    client
+        .call(|mut c| {
+            let r = twice.clone();
+            async move { c.commit_index(r).await }
+        })
+        .await
+        .expect("commit without id");
+    assert_eq!(faults.lost.load(Ordering::SeqCst), 2);
+    assert_eq!(references(&plain, 2).await, 2, "the fault does double-apply a call without an id");
+
+    // Two more references on block 1, then a drop whose answer is lost: one goes.
+    for _ in 0..2 {
+        client
+            .call_once(req.clone(), |mut c, r| async move { c.commit_index(r).await })
+            .await
+            .expect("commit");
+    }
+    assert_eq!(references(&plain, 1).await, 3);
+    faults.arm("/DropReferences", 1);
+    let drop = pb::LookupRequest { hashes: vec![hash(1)], request_id: None };
+    let resp = client
+        .call_once(drop.clone(), |mut c, r| async move { c.drop_references(r).await })
+        .await
+        .expect("drop");
+    assert_eq!(faults.lost.load(Ordering::SeqCst), 3);
+    assert_eq!(resp.entries[0].references, 2, "the retry answers the first drop's outcome");
+    assert_eq!(references(&plain, 1).await, 2, "a retried drop subtracts once");
+
+    // A lost answer to a first registration: one node, not two.
+    let nodes_before = status_nodes(&plain).await;
+    faults.arm("/RegisterNode", 1);
+    let reg = pb::RegisterNodeRequest {
+        node_id: None,
+        address: "10.9.9.9:1".into(),
+        zone: "z1".into(),
+        disks: vec![],
+        request_id: None,
+    };
+    client.call_once(reg, |mut c, r| async move { c.register_node(r).await }).await.expect("register");
+    assert_eq!(faults.lost.load(Ordering::SeqCst), 4);
+    assert_eq!(status_nodes(&plain).await, nodes_before + 1);
+    group.shutdown().await;
+}
+
+async fn status_nodes(client: &MasterClient) -> usize {
+    client
+        .call(|mut c| async move { c.status(pb::StatusRequest {}).await })
+        .await
+        .expect("status")
+        .nodes
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_reaching_a_new_leader_gets_the_first_outcome() {
+    let mut group = Group::start(3).await;
+    let client = group.client();
+    register_nodes(&client).await;
+    let volume = allocate(&client).await;
+    // The same logical call, sent by hand with a fixed id: once to the old leader, again
+    // after it is gone.
+    let id = pb::RequestId { client_id: 0xC0FFEE, sequence: 1, lowest_pending: 1 };
+    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 7, 0)], request_id: Some(id) };
+    let send = |req: pb::CommitIndexRequest| {
+        let client = &client;
+        async move {
+            client
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.commit_index(req).await }
+                })
+                .await
+        }
+    };
+    let first = send(req.clone()).await.expect("commit");
+    let leader = group.wait_for_leader().await;
+    // Every member has the session before the leader goes.
+    let index = applied(&group.handles[&leader]);
+    for id in group.handles.keys().copied().collect::<Vec<_>>() {
+        group.wait_applied(id, index).await;
+    }
+    group.stop(leader).await;
+    let new_leader = group.wait_for_leader().await;
+    assert_ne!(new_leader, leader);
+    let again = send(req).await.expect("retry");
+    assert_eq!(again, first, "the new leader answers the first outcome");
+    assert_eq!(references(&client, 7).await, 1);
+    group.shutdown().await;
+}
+
+/// Accepts connections and never answers (a hung or frozen master).
+fn silent_listener() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Bounded: the tests make a handful of connections.
+        for conn in listener.incoming().take(16) {
+            match conn {
+                Ok(c) => held.push(c),
+                Err(_) => return,
+            }
+        }
+    });
+    (addr, thread)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_that_never_answers_costs_one_bounded_attempt() {
+    let group = Group::start(1).await;
+    let (silent, _thread) = silent_listener();
+    let attempt = Duration::from_millis(300);
+    // The silent address first: the client starts there.
+    let addrs = vec![silent.clone(), group.addrs()[0].clone()];
+    let client = MasterClient::builder(&addrs).attempt_timeout(attempt).build().expect("client");
+    let started = tokio::time::Instant::now();
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }),
+    )
+    .await
+    .expect("the call hung on the silent master")
+    .expect("status from the live master");
+    assert_eq!(status.node_id, 1);
+    assert!(started.elapsed() < Duration::from_secs(3), "failed over after {:?}", started.elapsed());
+
+    // Only the silent master: the call fails within its deadline.
+    let deadline = Duration::from_millis(1_000);
+    let client = MasterClient::builder(std::slice::from_ref(&silent))
+        .attempt_timeout(attempt)
+        .deadline(deadline)
+        .build()
+        .expect("client");
+    let started = tokio::time::Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }),
+    )
+    .await
+    .expect("the call hung past its deadline");
+    assert!(matches!(result, Err(ClientError::Unavailable { .. })), "{result:?}");
+    let took = started.elapsed();
+    assert!(took >= deadline && took < deadline + Duration::from_millis(500), "took {took:?}");
+    group.shutdown().await;
+}
