@@ -9,6 +9,7 @@
 //! extent is reported to the master.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use cellar_erasure::{FragmentSet, ReadPlan, assemble_owned, plan_read};
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use futures::stream::FuturesUnordered;
 use tonic::{Code, Status};
 
@@ -52,6 +53,16 @@ struct Missing {
 pub struct BlockReader {
     cluster: Arc<Cluster>,
     block_size_max_bytes: u64,
+}
+
+/// Whether the master's `current` record of a volume places or codes it differently from
+/// the caller's `cached` one.
+fn moved(cached: &mpb::Volume, current: &mpb::Volume) -> bool {
+    current.generation != cached.generation
+        || current.state != cached.state
+        || current.replicas != cached.replicas
+        || current.fragments != cached.fragments
+        || current.bad_disks != cached.bad_disks
 }
 
 fn unavailable(message: String) -> Status {
@@ -93,12 +104,7 @@ impl BlockReader {
             }
         };
         self.report_missing(&current, missing);
-        let moved = current.generation != v.generation
-            || current.state != v.state
-            || current.replicas != v.replicas
-            || current.fragments != v.fragments
-            || current.bad_disks != v.bad_disks;
-        if !moved {
+        if !moved(v, &current) {
             return result;
         }
         let result = match result {
@@ -187,8 +193,28 @@ impl BlockReader {
         }
         let hedge = tokio::time::sleep(hedge_delay);
         tokio::pin!(hedge);
+        // Once every replica has been asked, one said its extent is not there and the rest
+        // have not answered, the caller's record may be stale (the volume was coded and its
+        // replicas deleted, or it was repaired elsewhere): the master's record is fetched
+        // beside the slow reads, and a placement that moved on ends this read at once, so
+        // that [`BlockReader::read`] reads where the block is now instead of waiting for a
+        // slow holder of a replica that is gone.
+        let mut placement_check: FuturesUnordered<_> = FuturesUnordered::new();
+        let mut placement_checked = false;
         while !inflight.is_empty() {
+            if !placement_checked && next >= order.len() && !missing.is_empty() {
+                placement_checked = true;
+                placement_check.push(self.cluster.volume(v.volume_id));
+            }
             tokio::select! {
+                Some(current) = placement_check.next() => {
+                    if let Ok(current) = current && moved(v, &current) {
+                        return Err(unavailable(format!(
+                            "volume {} moved on while its replicas were read: {last}",
+                            v.volume_id
+                        )));
+                    }
+                }
                 done = inflight.next() => {
                     let Some((attempt, disk_id, result, took)) = done else { break };
                     match result {
@@ -276,6 +302,8 @@ impl BlockReader {
         // reported only if other fragments then decode the right bytes (if none do, the
         // record was coded wrong and no disk is to blame).
         let mut suspects: Vec<usize> = Vec::new();
+        // Bit i set: a read of fragment i has answered with its bytes during this call.
+        let answered = AtomicU32::new(0);
         let mut attempts_left = scheme.fragment_count() + 1;
         let mut inflight = FuturesUnordered::new();
         // Fragments read by attempts still in flight, each with its attempt's number.
@@ -287,10 +315,14 @@ impl BlockReader {
                          inflight: &mut FuturesUnordered<_>,
                          plan_error: &mut Option<String>|
          -> bool {
+            // Fragments asked by attempts still in flight that have not answered yet are
+            // the slow ones: a new attempt avoids them, and may read again those that
+            // answered (their attempt waits for a slow one).
+            let answered_bits = answered.load(Ordering::Relaxed);
             let mut free = available;
             for (_, set) in busy.iter() {
                 for i in 0..scheme.fragment_count() {
-                    if set.contains(i) {
+                    if set.contains(i) && answered_bits & (1 << i) == 0 {
                         free.remove(i);
                     }
                 }
@@ -312,13 +344,12 @@ impl BlockReader {
                 set.insert(r.fragment_index);
             }
             busy.push((attempt_no, set));
-            inflight.push(self.read_plan(v, plan, attempt_no));
+            inflight.push(self.read_plan(v, plan, attempt_no, &answered));
             true
         };
         start(available, &mut busy, &mut inflight, &mut plan_error);
         let hedge = tokio::time::sleep(hedge_delay);
         tokio::pin!(hedge);
-        let mut hedging = true;
         while !inflight.is_empty() {
             tokio::select! {
                 done = inflight.next() => {
@@ -379,16 +410,16 @@ impl BlockReader {
                     if inflight.is_empty() {
                         start(available, &mut busy, &mut inflight, &mut plan_error);
                         hedge.as_mut().reset(tokio::time::Instant::now() + hedge_delay);
-                        hedging = true;
                     }
                 }
-                () = &mut hedge, if hedging => {
+                () = &mut hedge => {
                     if start(available, &mut busy, &mut inflight, &mut plan_error) {
                         self.cluster.count_hedged_read();
                         hedge.as_mut().reset(tokio::time::Instant::now() + hedge_delay);
                     } else {
-                        // No fragment set avoids the slow reads: wait for them.
-                        hedging = false;
+                        // No fragment set avoids the slow reads yet: look again after
+                        // another delay (reads that answer meanwhile free their fragments).
+                        hedge.as_mut().reset(tokio::time::Instant::now() + hedge_delay);
                     }
                 }
             }
@@ -414,19 +445,26 @@ impl BlockReader {
         v: &mpb::Volume,
         plan: ReadPlan,
         attempt_no: usize,
+        answered: &AtomicU32,
     ) -> (usize, ReadPlan, Result<Vec<Bytes>, Vec<(usize, Status)>>, Duration) {
         let started = Instant::now();
         let reads = plan.reads().iter().map(|r| {
             let place = &v.fragments[r.fragment_index];
+            let index = r.fragment_index;
             read_fragment_range(
                 &self.cluster,
                 place.node_id,
                 place.disk_id,
                 v.volume_id,
-                r.fragment_index,
+                index,
                 r.offset_bytes,
                 r.len_bytes as u64,
             )
+            .inspect(move |result| {
+                if result.is_ok() && index < 32 {
+                    answered.fetch_or(1 << index, Ordering::Relaxed);
+                }
+            })
         });
         let results = futures::future::join_all(reads).await;
         let mut bufs = Vec::with_capacity(results.len());

@@ -202,8 +202,13 @@ pub fn value(text: &str, prefix: &str) -> f64 {
 impl Cell {
     /// Starts a cell of `spec`'s shape and waits until it takes a put.
     pub fn start(spec: &CellSpec) -> Cell {
-        let dir = tempfile::tempdir().expect("tempdir");
+        // CELLAR_TEST_KEEP=1 keeps the cell's directory (logs, disks) for a post-mortem.
+        let keep = std::env::var_os("CELLAR_TEST_KEEP").is_some();
+        let dir = tempfile::Builder::new().prefix("cellar-cell-").disable_cleanup(keep).tempdir().expect("tempdir");
         let d = dir.path().to_path_buf();
+        if keep {
+            eprintln!("cell directory (kept): {}", d.display());
+        }
         let mut cell = Cell {
             dir,
             procs: Vec::new(),
