@@ -104,14 +104,27 @@ pub async fn bounded<T>(
     what: &str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
-    match tokio::time::timeout(deadline, call).await {
-        Ok(result) => result,
-        Err(_) => Err(status(
+    let expired = || {
+        status(
             Code::DeadlineExceeded,
             cellar_proto::error_code::DEADLINE_EXCEEDED,
             format!("{what}: no answer within {} ms", deadline.as_millis()),
-        )),
+        )
+    };
+    match tokio::time::timeout(deadline, call).await {
+        // The request's own `grpc-timeout` makes tonic's channel give up at the same
+        // moment, and tonic answers that as CANCELLED "Timeout expired": it is this
+        // deadline too, and callers (metrics, suspects, retries) must see it as one.
+        Ok(Err(e)) if is_client_timeout(&e) => Err(expired()),
+        Ok(result) => result,
+        Err(_) => Err(expired()),
     }
+}
+
+/// Whether `e` is tonic's client-side timeout (`tonic::TimeoutExpired`, which tonic turns
+/// into a CANCELLED status with that error's text and no source).
+fn is_client_timeout(e: &Status) -> bool {
+    e.code() == Code::Cancelled && e.message() == "Timeout expired"
 }
 
 /// Recent read latencies, from which the hedge delay is derived: twice the 90th
@@ -173,6 +186,25 @@ impl ReadLatency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn tonics_own_timeout_is_a_deadline_exceeded() {
+        // What a channel answers when a request's grpc-timeout runs out on the client.
+        let tonic_timeout = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        let e = bounded(Duration::from_secs(5), "append", async { Err::<(), _>(tonic_timeout) })
+            .await
+            .expect_err("an error");
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+        // Other cancellations stay what they are.
+        let e = bounded(Duration::from_secs(5), "append", async { Err::<(), _>(Status::cancelled("gone")) })
+            .await
+            .expect_err("an error");
+        assert_eq!(e.code(), Code::Cancelled);
+        let e = bounded(Duration::from_millis(10), "append", std::future::pending::<Result<(), Status>>())
+            .await
+            .expect_err("an error");
+        assert_eq!(e.code(), Code::DeadlineExceeded);
+    }
 
     #[test]
     fn hedge_delay_follows_recent_latency_within_bounds() {

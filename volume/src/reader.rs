@@ -18,8 +18,8 @@ use cellar_erasure::{FragmentSet, ReadPlan, assemble_owned, plan_read};
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
-use futures::{FutureExt, StreamExt};
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tonic::{Code, Status};
 
 use crate::client::read_fragment_range;

@@ -204,7 +204,8 @@ impl Cell {
     pub fn start(spec: &CellSpec) -> Cell {
         // CELLAR_TEST_KEEP=1 keeps the cell's directory (logs, disks) for a post-mortem.
         let keep = std::env::var_os("CELLAR_TEST_KEEP").is_some();
-        let dir = tempfile::Builder::new().prefix("cellar-cell-").disable_cleanup(keep).tempdir().expect("tempdir");
+        let dir =
+            tempfile::Builder::new().prefix("cellar-cell-").disable_cleanup(keep).tempdir().expect("tempdir");
         let d = dir.path().to_path_buf();
         if keep {
             eprintln!("cell directory (kept): {}", d.display());
