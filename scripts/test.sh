@@ -11,5 +11,5 @@ cargo fmt --all -- --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast
 echo "== all checks passed in $(( $(date +%s) - start ))s"

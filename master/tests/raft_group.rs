@@ -348,11 +348,16 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
         .expect("report");
     let after = after.task.expect("still queued");
     assert_eq!((after.attempts, after.state.as_str(), after.detail.as_str()), (1, "pending", "disk busy"));
-    let retry = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
+    // The executor tried every replica it could read; the next attempt runs on the next
+    // replica holder.
+    assert_eq!(after.node_id, other, "a failed encode moves to the next replica holder");
+    let stale = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
+    assert!(stale.tasks.is_empty(), "the failed node does not get the encode again at once");
+    let retry = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
     assert_eq!(retry.tasks.len(), 1, "a failed attempt is retried");
     let done = pb::ReportTaskRequest {
         task_id: task.task_id,
-        node_id: encoder,
+        node_id: other,
         success: true,
         detail: String::new(),
         request_id: None,
