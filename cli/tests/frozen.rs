@@ -15,9 +15,9 @@ const SMALL_BYTES: usize = 4 << 10;
 /// Volume size in the put test: large enough that the volume the victim is chosen from
 /// stays open for a few seconds under the test's load.
 const VOLUME_MIB: u64 = 64;
-const LARGE_BYTES: usize = 1 << 20;
-/// Clients putting at once in the put test (the scenario: 8 clients, 4 KiB-1 MiB).
-const CLIENTS: u64 = 8;
+const LARGE_BYTES: usize = 4 << 20;
+/// Clients putting at once in the put test (4 KiB and 4 MiB blocks).
+const CLIENTS: u64 = 16;
 /// The frontend's append deadline in these tests (`--append-deadline-ms`).
 const APPEND_DEADLINE: Duration = Duration::from_secs(2);
 /// What a put may take at most: one attempt that runs into the append deadline, then one
