@@ -50,7 +50,7 @@ pub const IDLE_WAIT_MAX: Duration = Duration::from_secs(600);
 pub async fn wait_idle(masters: &[String]) -> Result<Duration> {
     use cellar_proto::master::StatusRequest;
     let started = Instant::now();
-    let client = cellar_master::client::MasterClient::new(masters, None).context("master client")?;
+    let client = cellar_master_api::client::MasterClient::new(masters, None).context("master client")?;
     let mut idle_polls = 0;
     loop {
         let status = client

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cellar_master::client::MasterClient;
+use cellar_master_api::client::MasterClient;
 use cellar_proto::master as pb;
 use cellar_proto::volume as vpb;
 use cellar_volume::cluster::Cluster;

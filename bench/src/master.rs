@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cellar_master::client::MasterClient;
+use cellar_master_api::client::MasterClient;
 use cellar_proto::master as pb;
 
 use crate::process::{free_port, peak_rss_kib};

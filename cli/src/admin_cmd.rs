@@ -1,7 +1,7 @@
 //! `cellar admin ...`: operator commands against a running cell.
 
 use anyhow::{Context, Result};
-use cellar_master::client::MasterClient;
+use cellar_master_api::client::MasterClient;
 use cellar_proto::master::{StatusRequest, StatusResponse};
 use clap::Subcommand;
 use serde_json::json;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cellar_master::client::MasterClient;
+use cellar_master_api::client::MasterClient;
 use cellar_placement::{DiskView, Scheme};
 use cellar_proto::master as pb;
 use cellar_sim::cli::SimArgs;

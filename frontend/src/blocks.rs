@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use cellar_master::client::ClientError;
+use cellar_master_api::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_volume::cluster::Cluster;
 use cellar_volume::digest::{BlockKey, read_digest};

@@ -40,7 +40,7 @@ pub struct FrontendConfig {
     /// Open HTTP connections served at once (see [`crate::HTTP_CONNECTIONS_MAX`]).
     pub http_connections_max: usize,
     /// Masters running in this process (`cellar dev`), called without a socket.
-    pub local_masters: Option<cellar_master::client::LocalMasters>,
+    pub local_masters: Option<cellar_master_api::client::LocalMasters>,
 }
 
 impl FrontendConfig {

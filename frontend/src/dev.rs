@@ -195,10 +195,10 @@ impl DevCell {
         config.lease_renew = Duration::from_millis(options.lease_ms / 3);
         config.holder = format!("dev-frontend-{}", std::process::id());
         if !options.over_grpc {
-            let local = cellar_master::client::LocalMasters::new();
+            let local = cellar_master_api::client::LocalMasters::new();
             for m in &cell.masters {
                 if let Some(addr) = peers.get(&m.id) {
-                    local.add(addr, m.local_api());
+                    cellar_master::add_local(&local, addr, m.local_api());
                 }
             }
             config.local_masters = Some(local);

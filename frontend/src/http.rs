@@ -34,7 +34,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use bytes::Bytes;
-use cellar_master::client::MasterClient;
+use cellar_master_api::client::MasterClient;
 use cellar_volume::cluster::Cluster;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

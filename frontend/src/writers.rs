@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cellar_master::client::ClientError;
+use cellar_master_api::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as vpb;
 use cellar_volume::cluster::Cluster;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cellar_frontend::dev::{DevCell, DevOptions};
-use cellar_master::client::MasterClient;
+use cellar_master_api::client::MasterClient;
 use cellar_proto::master as mpb;
 use cellar_volume::digest::read_digest;
 use rand::{Rng, SeedableRng};

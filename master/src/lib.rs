@@ -5,7 +5,6 @@
 pub mod apply;
 pub mod auth;
 pub mod batcher;
-pub mod client;
 pub mod command;
 pub mod config;
 pub mod errors;
@@ -21,7 +20,32 @@ pub mod store;
 pub mod tasks;
 pub mod types;
 
+/// The client, from its own crate (kept here so the master's code and tests name it as
+/// before).
+pub use cellar_master_api::client;
+
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use cellar_proto::master::master_server::MasterServer;
+use client::{CustomTransport, LocalMasters};
+use tonic::codegen::Service;
+
+/// A transport that calls `service` in this process (for [`LocalMasters`]): the request
+/// is still encoded and goes through the same tonic service (routing, secret check,
+/// handlers); only the socket and the HTTP/2 framing are skipped.
+pub fn local_transport(service: Arc<service::MasterService>) -> CustomTransport {
+    let server = MasterServer::from_arc(service);
+    CustomTransport::new(move |req| {
+        let mut server = server.clone();
+        Box::pin(async move { server.call(req).await.map_err(|never| match never {}) })
+    })
+}
+
+/// Registers the master `service`, known to the group as `addr`, in `local`.
+pub fn add_local(local: &LocalMasters, addr: &str, service: Arc<service::MasterService>) {
+    local.add(addr, local_transport(service));
+}
 
 openraft::declare_raft_types!(
     /// The master's Raft type configuration.

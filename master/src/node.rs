@@ -21,8 +21,7 @@ use crate::store::log::LogStore;
 use crate::store::open_db;
 use crate::store::sm::{StateMachineStore, StateReader};
 
-/// Largest client API message (a CommitIndex of 10,000 entries is ~1 MiB).
-pub const API_MESSAGE_MAX_BYTES: usize = 16 << 20;
+pub use cellar_master_api::channel::API_MESSAGE_MAX_BYTES;
 
 /// Errors starting a master.
 #[derive(Debug, thiserror::Error)]

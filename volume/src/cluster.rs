@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use cellar_master::client::{MasterClient, SecretInterceptor};
+use cellar_master_api::client::{MasterClient, SecretInterceptor};
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
 use cellar_proto::volume::volume_client::VolumeClient;

@@ -48,7 +48,7 @@ pub fn disk_status(e: &DiskError) -> Status {
 }
 
 /// A master call that failed, as seen by a volume server's own callers.
-pub fn master_status(e: &cellar_master::client::ClientError) -> Status {
+pub fn master_status(e: &cellar_master_api::client::ClientError) -> Status {
     match e.code() {
         Some(c) => {
             let stable = [

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cellar_master::client::MasterClient;
+use cellar_master_api::client::MasterClient;
 use cellar_proto::master as mpb;
 use cellar_proto::volume::volume_server::VolumeServer;
 use tokio::sync::watch;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cellar_master::client::MasterClient;
+use cellar_master_api::client::MasterClient;
 use cellar_master::config::MasterConfig;
 use cellar_master::node::{self as master_node, MasterHandle};
 use cellar_proto::master as mpb;

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use cellar_proto::master as pb;
 use cellar_proto::master::master_client::MasterClient as GrpcClient;
-use cellar_proto::master::master_server::MasterServer;
 use cellar_proto::{ERROR_CODE_KEY, LEADER_ADDR_KEY, SECRET_KEY, error_code};
 use tonic::codegen::{Service, http};
 use tonic::service::Interceptor;
@@ -19,9 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::network::ChannelOptions;
-use crate::node::API_MESSAGE_MAX_BYTES;
-use crate::service::MasterService;
+use crate::channel::{API_MESSAGE_MAX_BYTES, ChannelOptions};
 
 /// How long a call keeps retrying across leader changes by default.
 pub const CALL_DEADLINE_DEFAULT: Duration = Duration::from_secs(15);
@@ -61,17 +58,18 @@ impl Interceptor for SecretInterceptor {
     }
 }
 
-/// How a client reaches one master: a gRPC channel, or, for a master in this process
-/// (`cellar dev`), its service itself. The in-process way still encodes the request and
-/// runs the same service code (routing, secret check, handlers); it skips the socket and
-/// the HTTP/2 framing.
+/// How a client reaches one master: a gRPC channel, or a function from request to
+/// response. For a master in this process (`cellar dev`) that function is the master's
+/// tonic service itself (registered in [`LocalMasters`] by whoever runs the master, see
+/// `cellar_master::local_transport`): the request is still encoded and runs the same
+/// service code (routing, secret check, handlers); it skips the socket and the HTTP/2
+/// framing.
 #[derive(Clone)]
 pub enum Transport {
     /// Over the network.
     Remote(Channel),
-    /// In this process.
-    Local(MasterServer<MasterService>),
-    /// A caller-supplied function (tests put faults between a client and a master).
+    /// A function: a master in this process, or (tests) faults put between a client and a
+    /// master.
     Custom(CustomTransport),
 }
 
@@ -102,9 +100,6 @@ impl Service<http::Request<tonic::body::Body>> for Transport {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
             Transport::Remote(c) => c.poll_ready(cx).map_err(Into::into),
-            Transport::Local(s) => {
-                Service::<http::Request<tonic::body::Body>>::poll_ready(s, cx).map_err(|never| match never {})
-            }
             Transport::Custom(_) => Poll::Ready(Ok(())),
         }
     }
@@ -115,10 +110,6 @@ impl Service<http::Request<tonic::body::Body>> for Transport {
                 let call = c.call(req);
                 Box::pin(async move { call.await.map_err(Into::into) })
             }
-            Transport::Local(s) => {
-                let call = s.call(req);
-                Box::pin(async move { call.await.map_err(|never| match never {}) })
-            }
             Transport::Custom(f) => (f.0)(req),
         }
     }
@@ -127,7 +118,7 @@ impl Service<http::Request<tonic::body::Body>> for Transport {
 /// Masters running in this process, by the address the group knows them by.
 #[derive(Clone, Default)]
 pub struct LocalMasters {
-    services: Arc<Mutex<HashMap<String, Arc<MasterService>>>>,
+    services: Arc<Mutex<HashMap<String, CustomTransport>>>,
 }
 
 impl std::fmt::Debug for LocalMasters {
@@ -144,12 +135,12 @@ impl LocalMasters {
         LocalMasters::default()
     }
 
-    /// The master at `addr` is reachable in-process through `service`.
-    pub fn add(&self, addr: &str, service: Arc<MasterService>) {
-        self.services.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), service);
+    /// The master at `addr` is reachable in-process through `transport`.
+    pub fn add(&self, addr: &str, transport: CustomTransport) {
+        self.services.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), transport);
     }
 
-    fn get(&self, addr: &str) -> Option<Arc<MasterService>> {
+    fn get(&self, addr: &str) -> Option<CustomTransport> {
         self.services.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned()
     }
 }
@@ -289,14 +280,14 @@ impl MasterClientBuilder {
         self
     }
 
-    /// HTTP/2 keepalive of the channels (defaults in [`crate::network`]).
+    /// HTTP/2 keepalive of the channels (defaults in [`crate::channel`]).
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.channel.keepalive_interval = interval;
         self.channel.keepalive_timeout = timeout;
         self
     }
 
-    /// Bound on a TCP connect (default [`crate::network::CONNECT_TIMEOUT_DEFAULT`]).
+    /// Bound on a TCP connect (default [`crate::channel::CONNECT_TIMEOUT_DEFAULT`]).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.channel.connect_timeout = timeout;
         self
@@ -315,9 +306,9 @@ impl MasterClientBuilder {
                 let mut transports = Vec::with_capacity(self.addrs.len());
                 for addr in &self.addrs {
                     transports.push(match self.local.as_ref().and_then(|l| l.get(addr)) {
-                        Some(service) => Transport::Local(MasterServer::from_arc(service)),
+                        Some(local) => Transport::Custom(local),
                         None => Transport::Remote(
-                            crate::network::channel_with(addr, &self.channel)
+                            crate::channel::channel_with(addr, &self.channel)
                                 .map_err(|_| ClientError::BadAddress(addr.clone()))?,
                         ),
                     });
