@@ -51,4 +51,3 @@ pub fn channel_with(addr: &str, options: &ChannelOptions) -> Result<Channel, ton
         .keep_alive_while_idle(true)
         .connect_lazy())
 }
-

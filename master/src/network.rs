@@ -85,7 +85,8 @@ impl Network {
 }
 
 pub use cellar_master_api::channel::{
-    CONNECT_TIMEOUT_DEFAULT, ChannelOptions, KEEPALIVE_INTERVAL_DEFAULT, KEEPALIVE_TIMEOUT_DEFAULT, channel, channel_with,
+    CONNECT_TIMEOUT_DEFAULT, ChannelOptions, KEEPALIVE_INTERVAL_DEFAULT, KEEPALIVE_TIMEOUT_DEFAULT, channel,
+    channel_with,
 };
 
 impl RaftNetworkFactory<TypeConfig> for Network {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cellar_master_api::client::{CustomTransport, MasterClient, Transport};
 use cellar_master::config::MasterConfig;
 use cellar_master::node as master_node;
+use cellar_master_api::client::{CustomTransport, MasterClient, Transport};
 use cellar_proto::master as mpb;
 use cellar_proto::master::master_server::MasterServer;
 use cellar_volume::cluster::Cluster;

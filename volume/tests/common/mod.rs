@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cellar_master_api::client::MasterClient;
 use cellar_master::config::MasterConfig;
 use cellar_master::node::{self as master_node, MasterHandle};
+use cellar_master_api::client::MasterClient;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as vpb;
 use cellar_volume::cluster::Cluster;
