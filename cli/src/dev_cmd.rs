@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use cellar_frontend::dev::{DevCell, DevOptions};
+use cellar_dev::{DevCell, DevOptions};
 use clap::Args;
 
 #[derive(Debug, Args)]

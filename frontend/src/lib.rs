@@ -8,7 +8,6 @@
 
 pub mod blocks;
 pub mod config;
-pub mod dev;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

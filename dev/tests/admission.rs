@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use cellar_frontend::dev::{DevCell, DevOptions};
+use cellar_dev::{DevCell, DevOptions};
 use cellar_frontend::{FrontendConfig, FrontendHandle, PUTS_IN_FLIGHT_MAX};
 use cellar_proto::frontend as fpb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

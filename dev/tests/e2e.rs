@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cellar_frontend::dev::{DevCell, DevOptions};
+use cellar_dev::{DevCell, DevOptions};
 use cellar_master_api::client::MasterClient;
 use cellar_proto::master as mpb;
 use cellar_volume::digest::read_digest;

@@ -16,7 +16,7 @@ use cellar_master::node::{self as master_node, MasterHandle};
 use cellar_volume::{VolumeConfig, VolumeHandle};
 use serde::{Deserialize, Serialize};
 
-use crate::{FrontendConfig, FrontendHandle};
+use cellar_frontend::{FrontendConfig, FrontendHandle};
 
 /// Zones of the dev cell.
 pub const ZONES: usize = 3;
@@ -203,7 +203,7 @@ impl DevCell {
             }
             config.local_masters = Some(local);
         }
-        let frontend = crate::start(config).await.map_err(|e| start_err("frontend", e))?;
+        let frontend = cellar_frontend::start(config).await.map_err(|e| start_err("frontend", e))?;
         if !options.over_grpc {
             for v in &cell.volumes {
                 let service = v.local_service();
