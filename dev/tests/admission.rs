@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use cellar_dev::{DevCell, DevOptions};
+mod common;
+
+use cellar_dev::DevCell;
 use cellar_frontend::{FrontendConfig, FrontendHandle, PUTS_IN_FLIGHT_MAX};
 use cellar_proto::frontend as fpb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,33 +16,8 @@ use tokio::net::TcpStream;
 /// How long any awaited condition may take before the test fails.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Dev cells started at once in this binary: one. A dev cell picks its ports (bind to port
-/// 0, remember, close) before its servers bind them, so cells starting side by side can
-/// pick the same port.
-static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn cell(dir: &std::path::Path) -> DevCell {
-    let _one_at_a_time = STARTING.lock().await;
-    // A port can still be taken between the pick and the bind by any socket of another
-    // running cell (outgoing connections use ephemeral ports too): then start afresh in a
-    // new directory, a bounded number of times. Any other failure fails the test.
-    let mut last = None;
-    for attempt in 0..3 {
-        let options = DevOptions {
-            data_dir: dir.join(format!("cell-{attempt}")),
-            http: "127.0.0.1:0".into(),
-            grpc: "127.0.0.1:0".into(),
-            volume_size_bytes: 8 << 20,
-            lease_ms: 3_000,
-            over_grpc: true,
-        };
-        match DevCell::start(options).await {
-            Ok(cell) => return cell,
-            Err(e) if e.to_string().contains("Address already in use") => last = Some(e),
-            Err(e) => panic!("start the dev cell: {e:?}"),
-        }
-    }
-    panic!("start the dev cell: ports taken three times: {last:?}")
+    common::start_cell(dir, true).await
 }
 
 async fn frontend(cell: &DevCell, tweak: impl FnOnce(&mut FrontendConfig)) -> FrontendHandle {

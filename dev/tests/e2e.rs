@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use cellar_dev::{DevCell, DevOptions};
+mod common;
+
+use cellar_dev::DevCell;
 use cellar_master_api::client::MasterClient;
 use cellar_proto::master as mpb;
 use cellar_volume::digest::read_digest;
@@ -15,15 +17,7 @@ const WAIT: Duration = Duration::from_secs(180);
 /// A dev cell whose parts talk over gRPC (as on separate machines) or in-process (the
 /// `cellar dev` default).
 async fn start(dir: &std::path::Path, over_grpc: bool) -> DevCell {
-    let options = DevOptions {
-        data_dir: dir.to_path_buf(),
-        http: "127.0.0.1:0".into(),
-        grpc: "127.0.0.1:0".into(),
-        volume_size_bytes: 8 << 20,
-        lease_ms: 3_000,
-        over_grpc,
-    };
-    DevCell::start(options).await.expect("start the dev cell")
+    common::start_cell(dir, over_grpc).await
 }
 
 fn master(cell: &DevCell) -> MasterClient {
