@@ -29,10 +29,12 @@ const WAIT: Duration = Duration::from_secs(120);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 const CLIENTS: u64 = 4;
 const BLOCKS_PER_CLIENT: u64 = 3;
-/// Rounds of (put, put, delete) per block: the count goes up by one per round.
-const ROUNDS: u64 = 12;
 /// Operations acknowledged before the leader is killed.
 const OPS_BEFORE_KILL: u64 = 60;
+/// Operations acknowledged after the kill before the clients stop. Clients run rounds of
+/// (put, put, delete) per block until told to stop, so a fast machine cannot finish its
+/// whole stream before the kill lands (the test once saw no operation after the kill).
+const OPS_AFTER_KILL: u64 = 60;
 const BLOCK_BYTES: usize = 4 << 10;
 
 /// Child processes, killed (SIGKILL) when the test ends however it ends.
@@ -231,10 +233,11 @@ fn killing_the_master_leader_mid_stream_counts_every_reference_once() {
     let acked_ops = Arc::new(AtomicU64::new(0));
     let killed = Arc::new(AtomicBool::new(false));
     let ops_after_kill = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..CLIENTS)
         .map(|client| {
-            let (base, acked_ops, killed, ops_after_kill) =
-                (base.clone(), acked_ops.clone(), killed.clone(), ops_after_kill.clone());
+            let (base, acked_ops, killed, ops_after_kill, stop) =
+                (base.clone(), acked_ops.clone(), killed.clone(), ops_after_kill.clone(), stop.clone());
             std::thread::spawn(move || {
                 let http = agent();
                 let blocks: Vec<(String, Vec<u8>)> = (0..BLOCKS_PER_CLIENT)
@@ -252,7 +255,7 @@ fn killing_the_master_leader_mid_stream_counts_every_reference_once() {
                         }
                     }
                 };
-                for _ in 0..ROUNDS {
+                while !stop.load(Ordering::SeqCst) {
                     for (hash, bytes) in &blocks {
                         let t = tallies.entry(hash.clone()).or_default();
                         for _ in 0..2 {
@@ -296,13 +299,18 @@ fn killing_the_master_leader_mid_stream_counts_every_reference_once() {
     procs.0[index].wait().expect("reap");
     killed.store(true, Ordering::SeqCst);
     let before_kill = acked_ops.load(Ordering::SeqCst);
+    let deadline = Instant::now() + WAIT;
+    while ops_after_kill.load(Ordering::SeqCst) < OPS_AFTER_KILL && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::SeqCst);
 
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     for w in workers {
         tallies.extend(w.join().expect("client thread"));
     }
     let after = ops_after_kill.load(Ordering::SeqCst);
-    assert!(after > 0, "no operation was acknowledged after the kill");
+    assert!(after >= OPS_AFTER_KILL, "only {after} operations were acknowledged in {WAIT:?} after the kill");
     let new_leader = leader(&masters).expect("a new leader");
     assert_ne!(new_leader, old_leader);
 
