@@ -267,7 +267,7 @@ fn sequential_reads(disk: &Disk, id: ExtentId) -> Result<Row> {
     let (mut offset, mut ops, mut bytes) = (0u64, 0u64, 0u64);
     while offset < end {
         let record = disk.read_record(id, offset)?;
-        offset += (cellar_blockstore::RECORD_HEADER_BYTES + record.payload.len()) as u64;
+        offset += (cellar_format::RECORD_HEADER_BYTES + record.payload.len()) as u64;
         ops += 1;
         bytes += record.payload.len() as u64;
     }

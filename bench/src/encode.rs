@@ -14,9 +14,9 @@ use anyhow::{Context, Result, bail};
 use cellar_master_api::client::MasterClient;
 use cellar_proto::master as pb;
 use cellar_proto::volume as vpb;
-use cellar_volume::cluster::Cluster;
-use cellar_volume::digest::{BlockKey, read_digest};
-use cellar_volume::reader::BlockReader;
+use cellar_volume_api::cluster::Cluster;
+use cellar_volume_api::digest::{BlockKey, read_digest};
+use cellar_volume_api::reader::BlockReader;
 use sha2::{Digest, Sha256};
 
 use crate::process::{free_port, peak_rss_kib};

@@ -22,14 +22,7 @@ pub const CHUNK_SIZE_MAX_BYTES: u32 = 16 << 20;
 /// Largest fragment accepted (1 TiB): bounds the chunk table.
 pub const FRAGMENT_LEN_MAX_BYTES: u64 = 1 << 40;
 
-/// The CRC32 of chunk `index`: over the chunk index (u64 little-endian) then the bytes, so
-/// a chunk written at the wrong place does not verify.
-pub fn chunk_crc32(index: u64, bytes: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&index.to_le_bytes());
-    hasher.update(bytes);
-    hasher.finalize()
-}
+pub use cellar_format::chunk_crc32;
 
 pub(crate) struct Fragment {
     pub(crate) id: ExtentId,

@@ -16,7 +16,7 @@ pub mod fragment;
 pub mod id;
 pub mod info;
 pub mod io;
-pub mod record;
+pub use cellar_format::record;
 mod recovery;
 mod replica;
 mod scan;

@@ -50,7 +50,7 @@ pub struct DevOptions {
     pub lease_ms: u64,
     /// Whether the cell's parts talk over gRPC on loopback, as on separate machines. By
     /// default the frontend calls the volume servers' extent services in-process (see
-    /// `cellar_volume::cluster::ExtentClient`) and the masters hand Raft messages to each
+    /// `cellar_volume_api::cluster::ExtentClient`) and the masters hand Raft messages to each
     /// other directly (`cellar_master::network::LocalGroup`): the same handlers, without
     /// sockets or encoding.
     pub over_grpc: bool,

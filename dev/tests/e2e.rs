@@ -8,7 +8,7 @@ mod common;
 use cellar_dev::DevCell;
 use cellar_master_api::client::MasterClient;
 use cellar_proto::master as mpb;
-use cellar_volume::digest::read_digest;
+use cellar_volume_api::digest::read_digest;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 

@@ -8,9 +8,9 @@ use bytes::Bytes;
 
 use cellar_master_api::client::ClientError;
 use cellar_proto::master as mpb;
-use cellar_volume::cluster::Cluster;
-use cellar_volume::digest::{BlockKey, read_digest};
-use cellar_volume::reader::BlockReader;
+use cellar_volume_api::cluster::Cluster;
+use cellar_volume_api::digest::{BlockKey, read_digest};
+use cellar_volume_api::reader::BlockReader;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -331,7 +331,7 @@ impl Blocks {
     /// The block's size, from the index.
     pub async fn size(&self, hash: &[u8; 32]) -> Result<u64, BlockError> {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
-        Ok(u64::from(entry.length_bytes).saturating_sub(cellar_blockstore::RECORD_HEADER_BYTES as u64))
+        Ok(u64::from(entry.length_bytes).saturating_sub(cellar_format::RECORD_HEADER_BYTES as u64))
     }
 
     /// Where the block is: its index entry and its volume (read fresh).

@@ -30,7 +30,7 @@ pub struct FrontendConfig {
     /// Deadlines of the calls to volume servers, and the longest hedge delay of reads.
     /// A put's attempt ends at the append deadline: its volume is sealed and the put
     /// retried on another.
-    pub deadlines: cellar_volume::deadline::CallDeadlines,
+    pub deadlines: cellar_volume_api::deadline::CallDeadlines,
     /// Longest a put's body may take to arrive in total (see
     /// [`crate::PUT_BODY_TIMEOUT_MS`]).
     pub put_body_timeout: Duration,
@@ -57,7 +57,7 @@ impl FrontendConfig {
             writers: 8,
             lease_renew: Duration::from_secs(5),
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
-            deadlines: cellar_volume::deadline::CallDeadlines::default(),
+            deadlines: cellar_volume_api::deadline::CallDeadlines::default(),
             put_body_timeout: Duration::from_millis(crate::PUT_BODY_TIMEOUT_MS),
             put_body_idle_timeout: Duration::from_millis(crate::PUT_BODY_IDLE_TIMEOUT_MS),
             http_connections_max: crate::HTTP_CONNECTIONS_MAX,

@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use bytes::Bytes;
 use cellar_master_api::client::MasterClient;
-use cellar_volume::cluster::Cluster;
+use cellar_volume_api::cluster::Cluster;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -325,7 +325,7 @@ async fn stat_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> R
             let extent = |e: &cellar_proto::master::Extent| serde_json::json!({ "node": e.node_id, "disk": e.disk_id });
             let body = serde_json::json!({
                 "hash": hex::encode(hash),
-                "size": u64::from(s.entry.length_bytes).saturating_sub(cellar_blockstore::RECORD_HEADER_BYTES as u64),
+                "size": u64::from(s.entry.length_bytes).saturating_sub(cellar_format::RECORD_HEADER_BYTES as u64),
                 "references": s.entry.references,
                 "digest": (!s.entry.digest.is_empty()).then(|| hex::encode(&s.entry.digest)),
                 "volume": s.volume.volume_id,

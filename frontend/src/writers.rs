@@ -24,9 +24,9 @@ use bytes::Bytes;
 use cellar_master_api::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as vpb;
-use cellar_volume::cluster::Cluster;
-use cellar_volume::digest::ReadDigest;
-use cellar_volume::{APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX};
+use cellar_volume_api::cluster::Cluster;
+use cellar_volume_api::digest::ReadDigest;
+use cellar_volume_api::{APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -40,7 +40,7 @@ const SUSPECTS_MAX: usize = 64;
 /// Puts queued for the writers at most; further puts wait for room.
 pub const PUT_QUEUE_MAX: usize = crate::PUTS_IN_FLIGHT_MAX;
 
-const RECORD_HEADER_BYTES: u64 = cellar_blockstore::RECORD_HEADER_BYTES as u64;
+const RECORD_HEADER_BYTES: u64 = cellar_format::RECORD_HEADER_BYTES as u64;
 
 /// A volume being written.
 #[derive(Debug)]
@@ -74,7 +74,7 @@ pub enum StoreError {
 pub struct BlockSums {
     /// The key.
     pub sha256: [u8; 32],
-    /// The read digest gets check ([`cellar_volume::digest`]).
+    /// The read digest gets check ([`cellar_volume_api::digest`]).
     pub digest: ReadDigest,
     /// CRC32 of the payload.
     pub crc32: u32,
@@ -521,7 +521,7 @@ impl Shared {
             // The client bounds the call; this also bounds finding the server's address.
             let deadline = self.cluster.deadlines().append;
             async move {
-                cellar_volume::deadline::bounded(deadline, "append", async {
+                cellar_volume_api::deadline::bounded(deadline, "append", async {
                     self.cluster.extent_client(r.node_id).await?.append(req).await
                 })
                 .await

@@ -64,7 +64,7 @@ pub struct VolumeHandle {
 impl VolumeHandle {
     /// The extent API of this server for callers in the same process (see
     /// [`Cluster::add_local`]).
-    pub fn local_service(&self) -> Arc<VolumeService> {
+    pub fn local_service(&self) -> Arc<dyn crate::cluster::LocalExtents> {
         self.local.clone()
     }
 

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::budget::ByteBudget;
-use crate::cluster::{Cluster, InProcess};
+use crate::cluster::{Cluster, InProcess, LocalExtents};
 use crate::disks::{LocalDisks, blocking};
 use crate::errors::{bad_request, status};
 use crate::fence::{Fence, Fences};
@@ -560,5 +560,33 @@ impl VolumeService {
         })
         .await?;
         Ok(pb::WriteFragmentResponse { length_bytes: len, crc32 })
+    }
+}
+
+#[tonic::async_trait]
+impl LocalExtents for VolumeService {
+    async fn append(&self, req: Request<pb::AppendRequest>) -> Result<pb::AppendResponse, Status> {
+        Ok(Volume::append(self, req).await?.into_inner())
+    }
+
+    async fn read_record(
+        &self,
+        req: Request<pb::ReadRecordRequest>,
+    ) -> Result<pb::ReadRecordResponse, Status> {
+        Ok(Volume::read_record(self, req).await?.into_inner())
+    }
+
+    async fn read_fragment(
+        &self,
+        req: Request<pb::ReadFragmentRequest>,
+    ) -> Result<pb::ReadFragmentResponse, Status> {
+        Ok(Volume::read_fragment(self, req).await?.into_inner())
+    }
+
+    async fn write_fragment(
+        &self,
+        req: Request<mpsc::Receiver<pb::WriteFragmentRequest>>,
+    ) -> Result<pb::WriteFragmentResponse, Status> {
+        self.write_fragment_local(req).await
     }
 }

@@ -13,14 +13,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cellar_erasure::{Layout, Scheme as CodeScheme};
 use cellar_proto::master as mpb;
 use tokio::sync::{Notify, Semaphore, watch};
 use tonic::Status;
 
+use crate::TASKS_IN_FLIGHT_MAX;
 use crate::errors::bad_request;
 use crate::service::Shared;
-use crate::{FRAGMENT_CHUNK_BYTES, TASKS_IN_FLIGHT_MAX};
 
 pub use defer::EncodeDefer;
 pub use encode::encode_volume;
@@ -28,16 +27,7 @@ pub use encode::encode_volume;
 /// Attempts at reporting one outcome before leaving it to the claim's expiry.
 const REPORT_ATTEMPTS_MAX: u32 = 5;
 
-/// The coding scheme of a volume record ("rs-k-m"), by the erasure crate's parser.
-pub fn code_scheme(text: &str) -> Result<CodeScheme, Status> {
-    text.parse().map_err(|e: cellar_erasure::SchemeError| bad_request(format!("scheme {text:?}: {e}")))
-}
-
-/// The fragment layout of a coded volume, as every reader and writer computes it.
-pub fn layout_of(v: &mpb::Volume) -> Result<Layout, Status> {
-    Layout::new(code_scheme(&v.scheme)?, v.size_bytes, FRAGMENT_CHUNK_BYTES)
-        .map_err(|e| bad_request(e.to_string()))
-}
+pub use cellar_volume_api::layout::{code_scheme, layout_of};
 
 /// The status of a fragment stream that closed before all its bytes were sent.
 pub(crate) async fn closed_sink_error(sink: crate::client::FragmentSink) -> Status {

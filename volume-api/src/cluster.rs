@@ -10,7 +10,6 @@ use cellar_master_api::client::{MasterClient, SecretInterceptor};
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
 use cellar_proto::volume::volume_client::VolumeClient;
-use cellar_proto::volume::volume_server::Volume;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -18,10 +17,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::MESSAGE_MAX_BYTES;
 use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ReadLatency, bounded};
 use crate::errors::{master_status, status};
-use crate::service::VolumeService;
+use crate::{CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
 
 /// A gRPC client of one volume server.
 pub type VolumeGrpc = VolumeClient<InterceptedService<Channel, SecretInterceptor>>;
@@ -39,7 +37,7 @@ pub struct Cluster {
     clients: Mutex<HashMap<String, VolumeGrpc>>,
     /// Volume servers running in this process (`cellar dev`), by node id. Weak: volume
     /// servers know each other, and a server's state (its disks) must go when it stops.
-    local: RwLock<HashMap<u64, Weak<VolumeService>>>,
+    local: RwLock<HashMap<u64, Weak<dyn LocalExtents>>>,
     /// Bad extents found by this process, ever (sent to the master or not).
     bad_extent_reports: std::sync::atomic::AtomicU64,
     /// Reads that asked a second holder because the first was slow, ever.
@@ -74,6 +72,32 @@ impl Drop for ReportSlot {
 #[derive(Clone, Copy, Debug)]
 pub struct InProcess;
 
+/// A volume server's extent calls made in this process: the same handlers, secret check,
+/// fences, limits and metrics as the RPCs, without the socket, the HTTP/2 framing and the
+/// message copies. The volume server implements it; `cellar dev` hands it to the
+/// [`Cluster`]s of the frontend and the other volume servers ([`Cluster::add_local`]).
+/// A request made through it carries the [`InProcess`] extension.
+#[tonic::async_trait]
+pub trait LocalExtents: Send + Sync {
+    /// The `Append` RPC.
+    async fn append(&self, req: Request<pb::AppendRequest>) -> Result<pb::AppendResponse, Status>;
+    /// The `ReadRecord` RPC.
+    async fn read_record(
+        &self,
+        req: Request<pb::ReadRecordRequest>,
+    ) -> Result<pb::ReadRecordResponse, Status>;
+    /// The `ReadFragment` RPC.
+    async fn read_fragment(
+        &self,
+        req: Request<pb::ReadFragmentRequest>,
+    ) -> Result<pb::ReadFragmentResponse, Status>;
+    /// The `WriteFragment` RPC, fed from a channel: the sender dropping it ends the stream.
+    async fn write_fragment(
+        &self,
+        req: Request<mpsc::Receiver<pb::WriteFragmentRequest>>,
+    ) -> Result<pb::WriteFragmentResponse, Status>;
+}
+
 /// The extent calls of the put and get paths (Append, ReadRecord, ReadFragment) and of
 /// the tasks' fragment writes (WriteFragment) to one volume server: over gRPC, or, for a
 /// server in this process, straight into its service. Every call is bounded by its kind's
@@ -93,8 +117,8 @@ pub enum ExtentTransport {
     Remote(VolumeGrpc),
     /// In this process.
     Local {
-        /// The server's service.
-        service: Arc<VolumeService>,
+        /// The server's extent calls.
+        service: Arc<dyn LocalExtents>,
         /// The cluster secret, as the interceptor would send it.
         secret: Option<MetadataValue<Ascii>>,
     },
@@ -140,7 +164,7 @@ impl ExtentClient {
             match &mut self.transport {
                 ExtentTransport::Remote(c) => Ok(c.append(timed(req, deadline)).await?.into_inner()),
                 ExtentTransport::Local { service, secret } => {
-                    Ok(Volume::append(service.as_ref(), Self::local_request(secret, req)).await?.into_inner())
+                    service.append(Self::local_request(secret, req)).await
                 }
             }
         };
@@ -158,9 +182,7 @@ impl ExtentClient {
             match &mut self.transport {
                 ExtentTransport::Remote(c) => Ok(c.read_record(timed(req, deadline)).await?.into_inner()),
                 ExtentTransport::Local { service, secret } => {
-                    Ok(Volume::read_record(service.as_ref(), Self::local_request(secret, req))
-                        .await?
-                        .into_inner())
+                    service.read_record(Self::local_request(secret, req)).await
                 }
             }
         };
@@ -181,7 +203,7 @@ impl ExtentClient {
                     Ok(c.write_fragment(timed(ReceiverStream::new(rx), deadline)).await?.into_inner())
                 }
                 ExtentTransport::Local { service, secret } => {
-                    service.write_fragment_local(Self::local_request(&secret, rx)).await
+                    service.write_fragment(Self::local_request(&secret, rx)).await
                 }
             }
         };
@@ -199,9 +221,7 @@ impl ExtentClient {
             match &mut self.transport {
                 ExtentTransport::Remote(c) => Ok(c.read_fragment(timed(req, deadline)).await?.into_inner()),
                 ExtentTransport::Local { service, secret } => {
-                    Ok(Volume::read_fragment(service.as_ref(), Self::local_request(secret, req))
-                        .await?
-                        .into_inner())
+                    service.read_fragment(Self::local_request(secret, req)).await
                 }
             }
         };
@@ -274,7 +294,7 @@ impl Cluster {
     /// every volume server share one process.
     /// A server that has since stopped is reached over the network again (and so fails
     /// as a stopped remote server does).
-    pub fn add_local(&self, node_id: u64, service: &Arc<VolumeService>) {
+    pub fn add_local(&self, node_id: u64, service: &Arc<dyn LocalExtents>) {
         self.local.write().unwrap_or_else(|p| p.into_inner()).insert(node_id, Arc::downgrade(service));
     }
 
@@ -378,9 +398,9 @@ impl Cluster {
             .tcp_nodelay(true)
             // Blocks and fragment reads are megabytes: HTTP/2's default 64 KiB windows
             // would cost a round trip per 64 KiB.
-            .initial_stream_window_size(crate::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(crate::CONNECTION_WINDOW_BYTES)
-            .max_frame_size(crate::FRAME_MAX_BYTES)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(FRAME_MAX_BYTES)
             .connect_lazy();
         let interceptor = SecretInterceptor::new(self.secret.as_deref()).map_err(|e| {
             status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e.to_string())

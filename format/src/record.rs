@@ -1,7 +1,7 @@
 //! The block record: the unit appended to a replica extent. Self-describing, so that a
 //! disk can be re-indexed by scanning it. The byte layout is specified in docs/FORMAT.md.
 
-use crate::error::CorruptKind;
+use crate::CorruptKind;
 
 /// First four bytes of every record.
 pub const RECORD_MAGIC: [u8; 4] = *b"CLRB";

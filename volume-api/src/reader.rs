@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cellar_blockstore::{RECORD_HEADER_BYTES, RecordHeader};
 use cellar_erasure::{FragmentSet, ReadPlan, assemble_owned, plan_read};
+use cellar_format::{RECORD_HEADER_BYTES, RecordHeader};
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
@@ -279,7 +279,7 @@ impl BlockReader {
         length_bytes: u32,
         missing: &mut Vec<Missing>,
     ) -> Result<BlockRead, Status> {
-        let layout = crate::tasks::layout_of(v)?;
+        let layout = crate::layout::layout_of(v)?;
         let scheme = layout.scheme();
         if v.fragments.len() != scheme.fragment_count() {
             return Err(status(

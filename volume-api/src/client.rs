@@ -2,7 +2,7 @@
 //! with chunk CRCs and checking what it read back.
 
 use bytes::Bytes;
-use cellar_blockstore::fragment::chunk_crc32;
+use cellar_format::chunk_crc32;
 use cellar_proto::volume as pb;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
