@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::catalog::{Catalog, ExtentEntry, TrashEntry};
 use crate::error::{Error, ExtentState, Result};
@@ -69,10 +69,8 @@ pub struct Disk {
     trash_bytes: AtomicU64,
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::now_unix_ms;
+
 
 fn sync_dir(path: &Path) -> Result<()> {
     fs::File::open(path).and_then(|dir| dir.sync_all()).map_err(|e| Error::io(path, "fsync directory", e))

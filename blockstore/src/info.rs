@@ -128,7 +128,7 @@ pub(crate) fn load_or_create_identity(catalog: &Catalog) -> Result<DiskIdentity>
     fs::File::open(urandom)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut disk_uuid))
         .map_err(|e| Error::io(urandom, "read random disk id", e))?;
-    let identity = DiskIdentity { disk_uuid, created_unix_ms: crate::disk::now_unix_ms() };
+    let identity = DiskIdentity { disk_uuid, created_unix_ms: crate::clock::now_unix_ms() };
     let mut bytes = vec![IDENTITY_VERSION];
     bytes.extend_from_slice(&identity.disk_uuid);
     bytes.extend_from_slice(&identity.created_unix_ms.to_le_bytes());

@@ -9,6 +9,7 @@
 //! format is specified in docs/FORMAT.md.
 
 pub mod catalog;
+pub mod clock;
 pub mod disk;
 pub mod error;
 pub mod extent_header;
@@ -17,11 +18,13 @@ pub mod id;
 pub mod info;
 pub mod io;
 pub use cellar_format::record;
+mod record_read;
 mod recovery;
 mod replica;
 mod scan;
 
-pub use disk::{APPEND_RECORDS_MAX, BLOCK_SIZE_MAX_BYTES_DEFAULT, Disk, DiskOptions, now_unix_ms};
+pub use clock::now_unix_ms;
+pub use disk::{APPEND_RECORDS_MAX, BLOCK_SIZE_MAX_BYTES_DEFAULT, Disk, DiskOptions};
 pub use error::{CorruptKind, Error, ExtentState, Result};
 pub use extent_header::EXTENT_DATA_OFFSET_BYTES;
 pub use id::{ExtentId, ExtentPart};

@@ -62,7 +62,7 @@ fn valid_record_at(
     payload_max_bytes: u64,
     payload: &mut Vec<u8>,
 ) -> Result<Option<RecordHeader>> {
-    match crate::replica::read_verified(file, extent, offset_bytes, payload_max_bytes, payload) {
+    match crate::record_read::read_verified(file, extent, offset_bytes, payload_max_bytes, payload) {
         Ok(h) if offset_bytes.checked_add(h.record_len_bytes()).is_some_and(|e| e <= data_len) => Ok(Some(h)),
         Ok(_) | Err(Error::Corrupt { .. }) => Ok(None),
         Err(e) => Err(e),

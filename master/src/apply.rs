@@ -4,154 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::command::{
-    Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, Hash32, IndexCommit,
+    Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, IndexCommit,
     IndexEntryView, Response, health_of,
 };
+pub use crate::place_check::{check_fragment_places, check_place, fragment_count};
+pub use crate::state::{
+    KEY_COUNTERS, Kv, PREFIX_DISK, PREFIX_INDEX, PREFIX_NODE, PREFIX_VOLUME, Pairs, StateError, counters, disk,
+    id_key, index_entry, index_key, node, put_volume, volume,
+};
+use crate::state::write_json;
 use crate::types::{
     Counters, DiskHealth, DiskRecord, ExtentPlace, IndexEntry, Lease, NodeRecord, NodeState, RECORD_VERSION,
     VolumeRecord, VolumeState,
 };
-
-/// Key of the counters record.
-pub const KEY_COUNTERS: &[u8] = b"c";
-/// Prefix of node records (then the node id, big-endian).
-pub const PREFIX_NODE: u8 = b'n';
-/// Prefix of disk records.
-pub const PREFIX_DISK: u8 = b'd';
-/// Prefix of volume records.
-pub const PREFIX_VOLUME: u8 = b'v';
-/// Prefix of block index entries (then the 32-byte hash).
-pub const PREFIX_INDEX: u8 = b'i';
-
-/// Key of a record with a numeric id.
-pub fn id_key(prefix: u8, id: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = prefix;
-    key[1..].copy_from_slice(&id.to_be_bytes());
-    key
-}
-
-/// Key of a block index entry.
-pub fn index_key(hash: &Hash32) -> [u8; 33] {
-    let mut key = [0u8; 33];
-    key[0] = PREFIX_INDEX;
-    key[1..].copy_from_slice(&hash.0);
-    key
-}
-
-/// Errors reading the state itself (not the command's fault): storage or corrupt records.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// The store failed.
-    #[error("state store: {0}")]
-    Store(String),
-    /// A record does not decode.
-    #[error("state record {key}: {detail}")]
-    Corrupt {
-        /// The key, hex.
-        key: String,
-        /// What was wrong.
-        detail: String,
-    },
-}
-
-/// Key-value pairs read by a scan, in key order.
-pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// The view `apply` reads and writes.
-pub trait Kv {
-    /// Reads a key (seeing this view's own writes).
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
-    /// Writes a key.
-    fn put(&mut self, key: &[u8], value: Vec<u8>);
-    /// Deletes a key.
-    fn delete(&mut self, key: &[u8]);
-    /// The first `limit` pairs whose keys start with `prefix`, in key order (seeing this
-    /// view's own writes).
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Pairs, StateError>;
-}
-
-/// An in-memory [`Kv`] (tests, and the write overlay's pending writes).
-impl Kv for BTreeMap<Vec<u8>, Vec<u8>> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(BTreeMap::get(self, key).cloned())
-    }
-    fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        self.insert(key.to_vec(), value);
-    }
-    fn delete(&mut self, key: &[u8]) {
-        self.remove(key);
-    }
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Pairs, StateError> {
-        Ok(self
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-}
-
-pub(crate) fn read_json<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, StateError> {
-    match kv.get(key)? {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt { key: hex::encode(key), detail: e.to_string() }),
-    }
-}
-
-pub(crate) fn write_json<T: Serialize>(kv: &mut dyn Kv, key: &[u8], value: &T) -> Result<(), StateError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StateError::Store(e.to_string()))?;
-    kv.put(key, bytes);
-    Ok(())
-}
-
-/// Reads the counters (defaults on an empty state).
-pub fn counters(kv: &dyn Kv) -> Result<Counters, StateError> {
-    Ok(read_json(kv, KEY_COUNTERS)?.unwrap_or(Counters {
-        v: RECORD_VERSION,
-        next_node_id: 1,
-        next_disk_id: 1,
-        next_volume_id: 1,
-        ..Counters::default()
-    }))
-}
-
-/// Reads a node.
-pub fn node(kv: &dyn Kv, node_id: u64) -> Result<Option<NodeRecord>, StateError> {
-    read_json(kv, &id_key(PREFIX_NODE, node_id))
-}
-
-/// Reads a disk.
-pub fn disk(kv: &dyn Kv, disk_id: u64) -> Result<Option<DiskRecord>, StateError> {
-    read_json(kv, &id_key(PREFIX_DISK, disk_id))
-}
-
-/// Reads a volume.
-pub fn volume(kv: &dyn Kv, volume_id: u64) -> Result<Option<VolumeRecord>, StateError> {
-    read_json(kv, &id_key(PREFIX_VOLUME, volume_id))
-}
-
-/// Writes a volume record.
-pub fn put_volume(kv: &mut dyn Kv, v: &VolumeRecord) -> Result<(), StateError> {
-    write_json(kv, &id_key(PREFIX_VOLUME, v.volume_id), v)
-}
-
-/// Reads a block index entry.
-pub fn index_entry(kv: &dyn Kv, hash: &Hash32) -> Result<Option<IndexEntry>, StateError> {
-    let key = index_key(hash);
-    match kv.get(&key)? {
-        None => Ok(None),
-        Some(bytes) => IndexEntry::decode(&bytes)
-            .map(Some)
-            .ok_or_else(|| StateError::Corrupt { key: hex::encode(key), detail: "bad index entry".into() }),
-    }
-}
 
 /// Applies one command. A refused command writes nothing and returns `Response::Refused`
 /// (or per-entry `Rejected` outcomes for index batches).
@@ -607,48 +473,6 @@ fn seal_volume(
         crate::tasks::enqueue_encode(kv, c, first.node_id, volume_id, fragments.to_vec())?;
     }
     Ok(Response::Volume { volume: v })
-}
-
-/// The number of fragments a coding scheme ("rs-k-m") makes, if it is a valid one.
-pub fn fragment_count(scheme: &str) -> Option<usize> {
-    scheme.parse::<cellar_erasure::Scheme>().ok().map(cellar_erasure::Scheme::fragment_count)
-}
-
-/// Checks an encode placement: one healthy disk of the named node per fragment, no disk
-/// twice.
-pub fn check_fragment_places(
-    kv: &dyn Kv,
-    v: &VolumeRecord,
-    fragments: &[ExtentPlace],
-) -> Result<Option<CommandError>, StateError> {
-    let expected = fragment_count(&v.scheme);
-    if expected != Some(fragments.len()) {
-        return Ok(Some(CommandError::BadRequest {
-            detail: format!("scheme {} takes {expected:?} fragments, {} given", v.scheme, fragments.len()),
-        }));
-    }
-    for (i, place) in fragments.iter().enumerate() {
-        if fragments[..i].iter().any(|p| p.disk_id == place.disk_id) {
-            return Ok(Some(CommandError::BadRequest {
-                detail: format!("disk {} holds two fragments", place.disk_id),
-            }));
-        }
-        if let Some(error) = check_place(kv, place)? {
-            return Ok(Some(error));
-        }
-    }
-    Ok(None)
-}
-
-/// Checks that `place` names a healthy disk of its node.
-pub fn check_place(kv: &dyn Kv, place: &ExtentPlace) -> Result<Option<CommandError>, StateError> {
-    match disk(kv, place.disk_id)? {
-        Some(d) if d.node_id == place.node_id && d.health == DiskHealth::Ok => Ok(None),
-        _ => Ok(Some(CommandError::UnknownDisk {
-            disk_id: place.disk_id,
-            detail: format!("not a healthy disk of node {}", place.node_id),
-        })),
-    }
 }
 
 fn acquire_lease(

@@ -233,7 +233,7 @@ pub enum Command {
     /// Queues a task (repair planners and operators).
     EnqueueTask {
         /// The work; the node that runs it follows from the kind.
-        kind: crate::tasks::TaskKind,
+        kind: crate::types::TaskKind,
     },
     /// A volume server takes up to `max` of its queued tasks (and any whose claim expired).
     ClaimTasks {
@@ -245,7 +245,7 @@ pub enum Command {
         claim_ms: u64,
         /// Leader's clock.
         now_unix_ms: u64,
-        /// Task kinds ([`crate::tasks::TaskKind::name`]) the node defers: left queued.
+        /// Task kinds ([`crate::types::TaskKind::name`]) the node defers: left queued.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         deferred_kinds: Vec<String>,
     },
@@ -492,7 +492,7 @@ pub enum Response {
     /// `ClaimTasks`: the tasks now claimed by the node.
     Tasks {
         /// The claimed tasks.
-        tasks: Vec<crate::tasks::TaskRecord>,
+        tasks: Vec<crate::types::TaskRecord>,
     },
     /// `DropReferences`: the entries after the drop, for the hashes that were indexed.
     Dropped {
@@ -502,12 +502,12 @@ pub enum Response {
     /// `EnqueueTask`: the queued task.
     TaskQueued {
         /// The task.
-        task: crate::tasks::TaskRecord,
+        task: crate::types::TaskRecord,
     },
     /// `ReportTask`.
     TaskReported {
         /// The task after the report (`None` once done and removed).
-        task: Option<crate::tasks::TaskRecord>,
+        task: Option<crate::types::TaskRecord>,
     },
     /// `CommitIndex`: one outcome per entry.
     Committed {

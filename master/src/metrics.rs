@@ -48,7 +48,7 @@ pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader) -> String {
         "Index the last snapshot covers.",
         m.snapshot.as_ref().map_or(0, |l| l.index()),
     );
-    match crate::apply::counters(reader) {
+    match crate::state::counters(reader) {
         Ok(c) => {
             gauge(&mut out, "cellar_master_index_entries", "Entries in the block index.", c.index_entries);
             gauge(

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 
 use cellar_placement::{ClusterView, DiskView};
 
-use crate::service::writable;
-use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord};
+use crate::types::{DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, VolumeRecord};
 
 /// Which volume servers placement may choose: those heard from (registered or
 /// heartbeating) within `silent_after_ms` before `now_unix_ms`. A server that stopped, was
@@ -82,4 +81,9 @@ pub fn try_fragment_places(
     let view = cluster_view(nodes, disks, liveness);
     let chosen = cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id)?;
     Ok(chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect())
+}
+
+/// True when the disk may take new extents.
+pub fn writable(node: &NodeRecord, disk: &DiskRecord) -> bool {
+    node.state == NodeState::Up && disk.health == DiskHealth::Ok
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use std::collections::BTreeMap;
 
-use crate::apply::{PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME};
+use crate::state::{PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME};
 use crate::command::{Command, Response};
 use crate::placement_view::Liveness;
 use crate::store::sm::StateReader;

@@ -9,7 +9,7 @@ use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Code, Request, Response, Status};
 
-use crate::apply::{self, Kv, PREFIX_DISK, PREFIX_NODE};
+use crate::state::{self, Kv, PREFIX_DISK, PREFIX_NODE};
 use crate::auth::check_secret;
 use crate::batcher::CommitBatcher;
 use crate::command::{
@@ -18,7 +18,7 @@ use crate::command::{
 use crate::errors::{self, bad_request, internal};
 use crate::store::sm::StateReader;
 use crate::tasks::{Part, TaskKind};
-use crate::types::{DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, VolumeRecord, VolumeState};
+use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord, VolumeState};
 use crate::{MasterRaft, now_unix_ms};
 
 /// Nodes an AllocateVolume may ask to be passed over.
@@ -389,7 +389,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::ClusterMap>, Status> {
         self.check(&req)?;
         self.linearizable().await?;
-        let version = apply::counters(&self.reader).map_err(internal)?.cluster_map_version;
+        let version = state::counters(&self.reader).map_err(internal)?.cluster_map_version;
         if req.get_ref().known_version == version {
             return Ok(Response::new(pb::ClusterMap {
                 version,
@@ -415,7 +415,7 @@ impl Master for MasterService {
         self.linearizable().await?;
         let mut volumes = Vec::new();
         for id in ids {
-            if let Some(v) = apply::volume(&self.reader, id).map_err(internal)? {
+            if let Some(v) = state::volume(&self.reader, id).map_err(internal)? {
                 volumes.push(volume_pb(&v));
             }
         }
@@ -442,7 +442,7 @@ impl Master for MasterService {
         // the chosen disks still serve.
         self.linearizable().await?;
         let view = crate::placement_view::cluster_view(&self.nodes()?, &self.disks()?, self.liveness());
-        let seed = apply::counters(&self.reader).map_err(internal)?.next_volume_id;
+        let seed = state::counters(&self.reader).map_err(internal)?.next_volume_id;
         let size = self.settings.volume_size_bytes;
         // Nodes the writer just failed on are passed over when the rest of the cell can
         // take the volume; otherwise they are as good as any (the failure may have passed).
@@ -553,7 +553,7 @@ impl Master for MasterService {
         self.linearizable().await?;
         let mut entries = Vec::new();
         for hash in hashes {
-            if let Some(e) = apply::index_entry(&self.reader, &hash).map_err(internal)? {
+            if let Some(e) = state::index_entry(&self.reader, &hash).map_err(internal)? {
                 entries.push(index_pb(&command::IndexEntryView::new(hash, &e)));
             }
         }
@@ -731,7 +731,7 @@ impl Master for MasterService {
             .current_leader
             .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()))
             .unwrap_or_default();
-        let counters = apply::counters(&self.reader).map_err(internal)?;
+        let counters = state::counters(&self.reader).map_err(internal)?;
         let volumes = VolumeState::ALL
             .iter()
             .zip(counters.volumes_by_state)
@@ -758,7 +758,7 @@ impl Master for MasterService {
 
 /// Read access for tests and tools: the state as this master has applied it.
 pub fn read_volume(reader: &dyn Kv, volume_id: u64) -> Result<Option<VolumeRecord>, Status> {
-    apply::volume(reader, volume_id).map_err(internal)
+    state::volume(reader, volume_id).map_err(internal)
 }
 
 /// Nodes grouped by zone (for status output).
@@ -770,7 +770,3 @@ pub fn zones(nodes: &[NodeRecord]) -> BTreeMap<String, Vec<u64>> {
     out
 }
 
-/// True when the disk may take new extents.
-pub fn writable(node: &NodeRecord, disk: &DiskRecord) -> bool {
-    node.state == NodeState::Up && disk.health == DiskHealth::Ok
-}

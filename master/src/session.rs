@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Kv, StateError, id_key, read_json, write_json};
+use crate::state::{Kv, StateError, id_key, read_json, write_json};
 use crate::command::{CommandError, RequestId, Response};
 use crate::types::RECORD_VERSION;
 

@@ -3,9 +3,8 @@
 //! are claimed with an expiring claim, so a volume server that dies mid-task does not hold
 //! it forever; a failed attempt is retried until `TASK_ATTEMPTS_MAX`.
 
-use serde::{Deserialize, Serialize};
-
-use crate::apply::{self, Kv, StateError, read_json, write_json};
+use crate::place_check::{check_fragment_places, check_place};
+use crate::state::{self, Kv, StateError, read_json, write_json};
 use crate::command::{CommandError, Response};
 use crate::types::{Counters, ExtentPlace, RECORD_VERSION, VolumeRecord, VolumeState};
 
@@ -23,149 +22,14 @@ pub const NODE_QUEUE_MAX: usize = 10_000;
 /// Tasks one claim returns at most.
 pub const CLAIM_MAX: u32 = 64;
 
-/// What to do.
-/// Which extent of a volume a task is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "part", rename_all = "snake_case")]
-pub enum Part {
-    /// A replica (open or sealed volumes).
-    Replica,
-    /// Fragment `index` of a coded volume (`0..k` data, `k..k+m` parity).
-    Fragment {
-        /// The fragment index.
-        index: u32,
-    },
-}
-
-impl Part {
-    /// "replica" or "fragment" (the API's `part` field).
-    pub fn name(self) -> &'static str {
-        match self {
-            Part::Replica => "replica",
-            Part::Fragment { .. } => "fragment",
-        }
-    }
-
-    /// The fragment index, 0 for replicas.
-    pub fn fragment_index(self) -> u32 {
-        match self {
-            Part::Replica => 0,
-            Part::Fragment { index } => index,
-        }
-    }
-}
-
-/// The work a task asks for. Every kind is idempotent on the volume server: running it
-/// twice, or again after a crash half-way, leaves a correct state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TaskKind {
-    /// Encode a sealed volume into k + m fragments on the disks named, in fragment order.
-    /// Done: the volume becomes coded with that placement and its replicas are deleted.
-    Encode {
-        /// The volume.
-        volume_id: u64,
-        /// Where fragment i goes (chosen by the leader's placement when it sealed).
-        #[serde(default)]
-        fragments: Vec<ExtentPlace>,
-    },
-    /// Rebuild one fragment from k survivors onto `target`, taking over from `replaces`.
-    Reconstruct {
-        /// The volume.
-        volume_id: u64,
-        /// The fragment.
-        index: u32,
-        /// Where the rebuilt fragment goes.
-        target: ExtentPlace,
-        /// The lost or bad extent it replaces in the placement.
-        replaces: ExtentPlace,
-    },
-    /// Copy an extent from `source` to `target`, which takes over from `replaces` (often
-    /// the source itself, for a move).
-    Copy {
-        /// The volume.
-        volume_id: u64,
-        /// Which extent.
-        part: Part,
-        /// Where to read it.
-        source: ExtentPlace,
-        /// Where the copy goes.
-        target: ExtentPlace,
-        /// The extent the copy takes over from in the placement.
-        replaces: ExtentPlace,
-    },
-    /// Move an extent the placement no longer names to the trash.
-    Delete {
-        /// The volume.
-        volume_id: u64,
-        /// Which extent.
-        part: Part,
-        /// Where it is.
-        extent: ExtentPlace,
-    },
-}
-
-impl TaskKind {
-    /// Short name for the API.
-    pub fn name(&self) -> &'static str {
-        match self {
-            TaskKind::Encode { .. } => "encode",
-            TaskKind::Reconstruct { .. } => "reconstruct",
-            TaskKind::Copy { .. } => "copy",
-            TaskKind::Delete { .. } => "delete",
-        }
-    }
-
-    /// The volume the task is about.
-    pub fn volume_id(&self) -> u64 {
-        match self {
-            TaskKind::Encode { volume_id, .. }
-            | TaskKind::Reconstruct { volume_id, .. }
-            | TaskKind::Copy { volume_id, .. }
-            | TaskKind::Delete { volume_id, .. } => *volume_id,
-        }
-    }
-}
-
-/// Where a task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Waiting for its node to claim it.
-    Pending,
-    /// Claimed until `claimed_until_unix_ms`.
-    Claimed,
-    /// Given up after too many failures.
-    Failed,
-}
-
-/// A task in the queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskRecord {
-    /// Encoding version.
-    pub v: u32,
-    /// Cell-unique id.
-    pub task_id: u64,
-    /// The work.
-    pub kind: TaskKind,
-    /// The volume server that is to do it.
-    pub node_id: u64,
-    /// Pending, claimed or failed.
-    pub state: TaskState,
-    /// Attempts reported failed so far.
-    pub attempts: u32,
-    /// End of the current claim.
-    pub claimed_until_unix_ms: u64,
-    /// The last failure's description.
-    pub detail: String,
-}
+pub use crate::types::{Part, TaskKind, TaskRecord, TaskState};
 
 fn task_key(task_id: u64) -> [u8; 9] {
-    crate::apply::id_key(PREFIX_TASK, task_id)
+    crate::state::id_key(PREFIX_TASK, task_id)
 }
 
 fn queue_key(node_id: u64) -> [u8; 9] {
-    crate::apply::id_key(PREFIX_QUEUE, node_id)
+    crate::state::id_key(PREFIX_QUEUE, node_id)
 }
 
 fn queue(kv: &dyn Kv, node_id: u64) -> Result<Vec<u64>, StateError> {
@@ -173,7 +37,7 @@ fn queue(kv: &dyn Kv, node_id: u64) -> Result<Vec<u64>, StateError> {
 }
 
 fn encode_key(volume_id: u64) -> [u8; 9] {
-    crate::apply::id_key(PREFIX_ENCODE, volume_id)
+    crate::state::id_key(PREFIX_ENCODE, volume_id)
 }
 
 /// The task record `task_id`, if queued.
@@ -265,7 +129,7 @@ pub fn plan_encode(
     replaces_task: Option<u64>,
     now_unix_ms: u64,
 ) -> Result<Response, StateError> {
-    let Some(v) = apply::volume(kv, volume_id)? else {
+    let Some(v) = state::volume(kv, volume_id)? else {
         return Ok(Response::Refused { error: CommandError::UnknownVolume { volume_id } });
     };
     if v.state != VolumeState::Sealed {
@@ -274,7 +138,7 @@ pub fn plan_encode(
     if !v.replicas.iter().any(|r| r.node_id == node_id) {
         return refused(format!("node {node_id} holds no replica of volume {volume_id}"));
     }
-    if let Some(error) = apply::check_fragment_places(kv, &v, fragments)? {
+    if let Some(error) = check_fragment_places(kv, &v, fragments)? {
         return Ok(Response::Refused { error });
     }
     let indexed = encode_task_id(kv, volume_id)?;
@@ -447,7 +311,7 @@ pub fn report(
         // The executor tried every replica it could read; what is left to vary is the
         // node that runs the encode, so the next attempt goes to the next holder.
         if let TaskKind::Encode { volume_id, .. } = task.kind
-            && let Some(v) = apply::volume(kv, volume_id)?
+            && let Some(v) = state::volume(kv, volume_id)?
         {
             let next = next_holder(&v, task.node_id);
             move_task(kv, &mut task, next)?;
@@ -477,7 +341,7 @@ fn holds_disk(v: &VolumeRecord, disk_id: u64) -> bool {
 /// Validates a task against the current state and queues it on the node that runs it.
 pub fn enqueue_checked(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<Response, StateError> {
     let volume_id = kind.volume_id();
-    let Some(v) = apply::volume(kv, volume_id)? else {
+    let Some(v) = state::volume(kv, volume_id)? else {
         return Ok(Response::Refused { error: CommandError::UnknownVolume { volume_id } });
     };
     let check_target = |kv: &dyn Kv, target: &ExtentPlace| -> Result<Option<String>, StateError> {
@@ -487,7 +351,7 @@ pub fn enqueue_checked(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Re
                 target.disk_id
             )));
         }
-        Ok(apply::check_place(kv, target)?.map(|e| e.to_string()))
+        Ok(check_place(kv, target)?.map(|e| e.to_string()))
     };
     let node_id = match kind {
         TaskKind::Encode { .. } => {
@@ -528,7 +392,7 @@ pub fn enqueue_checked(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Re
             extent.node_id
         }
     };
-    if apply::node(kv, node_id)?.is_none() {
+    if state::node(kv, node_id)?.is_none() {
         return Ok(Response::Refused { error: CommandError::UnknownNode { node_id } });
     }
     match enqueue(kv, c, node_id, kind.clone())? {
@@ -560,7 +424,7 @@ fn delete_later(
 /// nothing, and the extent it made is queued for deletion.
 fn complete(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<(), StateError> {
     let volume_id = kind.volume_id();
-    let Some(mut v) = apply::volume(kv, volume_id)? else { return Ok(()) };
+    let Some(mut v) = state::volume(kv, volume_id)? else { return Ok(()) };
     match kind {
         TaskKind::Encode { fragments, .. } => {
             if v.state == VolumeState::Sealed {
@@ -571,7 +435,7 @@ fn complete(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<(), St
                 v.bad_disks.retain(|d| fragments.iter().any(|f| f.disk_id == *d));
                 c.volumes_by_state[1] = c.volumes_by_state[1].saturating_sub(1);
                 c.volumes_by_state[2] += 1;
-                apply::put_volume(kv, &v)?;
+                state::put_volume(kv, &v)?;
                 for replica in replicas {
                     delete_later(kv, c, volume_id, Part::Replica, replica)?;
                 }
@@ -590,7 +454,7 @@ fn complete(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<(), St
                 v.fragments[*index as usize] = *target;
                 v.generation += 1;
                 v.bad_disks.retain(|d| *d != replaces.disk_id);
-                apply::put_volume(kv, &v)?;
+                state::put_volume(kv, &v)?;
                 delete_later(kv, c, volume_id, part, *replaces)?;
             } else if !placed(&v, part, target) {
                 delete_later(kv, c, volume_id, part, *target)?;
@@ -612,7 +476,7 @@ fn complete(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<(), St
                     }
                     v.generation += 1;
                     v.bad_disks.retain(|d| *d != replaces.disk_id);
-                    apply::put_volume(kv, &v)?;
+                    state::put_volume(kv, &v)?;
                     if replaces != target {
                         delete_later(kv, c, volume_id, *part, *replaces)?;
                     }

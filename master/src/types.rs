@@ -315,3 +315,139 @@ mod tests {
         assert_eq!(IndexEntry::decode(&[]), None);
     }
 }
+
+/// Which extent of a volume a task is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "part", rename_all = "snake_case")]
+pub enum Part {
+    /// A replica (open or sealed volumes).
+    Replica,
+    /// Fragment `index` of a coded volume (`0..k` data, `k..k+m` parity).
+    Fragment {
+        /// The fragment index.
+        index: u32,
+    },
+}
+
+impl Part {
+    /// "replica" or "fragment" (the API's `part` field).
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Replica => "replica",
+            Part::Fragment { .. } => "fragment",
+        }
+    }
+
+    /// The fragment index, 0 for replicas.
+    pub fn fragment_index(self) -> u32 {
+        match self {
+            Part::Replica => 0,
+            Part::Fragment { index } => index,
+        }
+    }
+}
+
+/// The work a task asks for. Every kind is idempotent on the volume server: running it
+/// twice, or again after a crash half-way, leaves a correct state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Encode a sealed volume into k + m fragments on the disks named, in fragment order.
+    /// Done: the volume becomes coded with that placement and its replicas are deleted.
+    Encode {
+        /// The volume.
+        volume_id: u64,
+        /// Where fragment i goes (chosen by the leader's placement when it sealed).
+        #[serde(default)]
+        fragments: Vec<ExtentPlace>,
+    },
+    /// Rebuild one fragment from k survivors onto `target`, taking over from `replaces`.
+    Reconstruct {
+        /// The volume.
+        volume_id: u64,
+        /// The fragment.
+        index: u32,
+        /// Where the rebuilt fragment goes.
+        target: ExtentPlace,
+        /// The lost or bad extent it replaces in the placement.
+        replaces: ExtentPlace,
+    },
+    /// Copy an extent from `source` to `target`, which takes over from `replaces` (often
+    /// the source itself, for a move).
+    Copy {
+        /// The volume.
+        volume_id: u64,
+        /// Which extent.
+        part: Part,
+        /// Where to read it.
+        source: ExtentPlace,
+        /// Where the copy goes.
+        target: ExtentPlace,
+        /// The extent the copy takes over from in the placement.
+        replaces: ExtentPlace,
+    },
+    /// Move an extent the placement no longer names to the trash.
+    Delete {
+        /// The volume.
+        volume_id: u64,
+        /// Which extent.
+        part: Part,
+        /// Where it is.
+        extent: ExtentPlace,
+    },
+}
+
+impl TaskKind {
+    /// Short name for the API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskKind::Encode { .. } => "encode",
+            TaskKind::Reconstruct { .. } => "reconstruct",
+            TaskKind::Copy { .. } => "copy",
+            TaskKind::Delete { .. } => "delete",
+        }
+    }
+
+    /// The volume the task is about.
+    pub fn volume_id(&self) -> u64 {
+        match self {
+            TaskKind::Encode { volume_id, .. }
+            | TaskKind::Reconstruct { volume_id, .. }
+            | TaskKind::Copy { volume_id, .. }
+            | TaskKind::Delete { volume_id, .. } => *volume_id,
+        }
+    }
+}
+
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for its node to claim it.
+    Pending,
+    /// Claimed until `claimed_until_unix_ms`.
+    Claimed,
+    /// Given up after too many failures.
+    Failed,
+}
+
+/// A task in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Encoding version.
+    pub v: u32,
+    /// Cell-unique id.
+    pub task_id: u64,
+    /// The work.
+    pub kind: TaskKind,
+    /// The volume server that is to do it.
+    pub node_id: u64,
+    /// Pending, claimed or failed.
+    pub state: TaskState,
+    /// Attempts reported failed so far.
+    pub attempts: u32,
+    /// End of the current claim.
+    pub claimed_until_unix_ms: u64,
+    /// The last failure's description.
+    pub detail: String,
+}

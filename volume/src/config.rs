@@ -5,6 +5,26 @@ use std::time::Duration;
 
 use cellar_blockstore::IoChoice;
 
+/// Default time a deleted extent stays in the trash: a day, long enough for an operator
+/// to notice a wrong delete and stop the server, short enough that a disk is not
+/// holding a day's worth of encodes' replicas (3x the coded bytes) for long.
+pub const TRASH_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
+/// When encodes wait for the foreground.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeDefer {
+    /// Append rate at or above which the server counts as busy.
+    pub busy_bytes_per_sec: u64,
+    /// Longest continuous deferral; zero turns deferral off.
+    pub max: Duration,
+}
+
+impl Default for EncodeDefer {
+    /// Busy from 32 MiB/s of appends; deferral for at most 60 s.
+    fn default() -> Self {
+        EncodeDefer { busy_bytes_per_sec: 32 << 20, max: Duration::from_secs(60) }
+    }
+}
+
 /// Everything a volume server needs to start.
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
@@ -27,7 +47,7 @@ pub struct VolumeConfig {
     /// How often idle task pulls happen.
     pub task_poll: Duration,
     /// When encode tasks wait for the append load to drop.
-    pub encode_defer: crate::tasks::EncodeDefer,
+    pub encode_defer: EncodeDefer,
     /// Largest block payload accepted.
     pub block_size_max_bytes: u64,
     /// Request bytes held at once (see [`crate::SERVER_INFLIGHT_MAX_BYTES`]).
@@ -42,9 +62,9 @@ pub struct VolumeConfig {
 
 impl VolumeConfig {
     /// A configuration with the defaults: heartbeats every second, task polls every
-    /// second, encodes deferred while busy (see [`crate::tasks::EncodeDefer::default`]),
+    /// second, encodes deferred while busy (see [`EncodeDefer::default`]),
     /// io_uring where available, 4 MiB blocks, trash kept for
-    /// [`crate::trash::TRASH_RETENTION_DEFAULT`].
+    /// [`TRASH_RETENTION_DEFAULT`].
     pub fn new(
         listen: impl Into<String>,
         zone: impl Into<String>,
@@ -61,11 +81,11 @@ impl VolumeConfig {
             io: IoChoice::Auto,
             heartbeat: Duration::from_secs(1),
             task_poll: Duration::from_secs(1),
-            encode_defer: crate::tasks::EncodeDefer::default(),
+            encode_defer: EncodeDefer::default(),
             block_size_max_bytes: cellar_blockstore::BLOCK_SIZE_MAX_BYTES_DEFAULT,
             inflight_max_bytes: crate::SERVER_INFLIGHT_MAX_BYTES,
             deadlines: crate::deadline::CallDeadlines::default(),
-            trash_retention: crate::trash::TRASH_RETENTION_DEFAULT,
+            trash_retention: TRASH_RETENTION_DEFAULT,
         }
     }
 

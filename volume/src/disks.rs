@@ -167,3 +167,20 @@ where
         Err(e) => Err(join_status(&e)),
     }
 }
+
+/// Each disk's usage, read on blocking threads (a failed disk gives its error).
+pub(crate) async fn stats(disks: &LocalDisks) -> Vec<(u64, Result<cellar_blockstore::DiskStat, String>)> {
+    let mut out = Vec::new();
+    for (id, disk) in disks.with_ids() {
+        let stat = tokio::task::spawn_blocking(move || disk.stat()).await;
+        out.push((
+            id,
+            match stat {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        ));
+    }
+    out
+}

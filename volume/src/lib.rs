@@ -17,12 +17,14 @@
 pub mod budget;
 pub mod buffers;
 pub mod config;
+pub mod counters;
 pub mod disks;
 pub mod errors;
 pub mod fence;
 pub mod metrics;
 pub mod node;
 pub mod service;
+pub mod shared;
 pub mod tasks;
 pub mod trash;
 

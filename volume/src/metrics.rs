@@ -2,67 +2,10 @@
 //! service and the task executor, and gauges read at scrape time (disks, request budget).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use crate::service::Shared;
-
-/// Requests and bytes of one kind of operation.
-#[derive(Debug, Default)]
-pub struct OpCounters {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl OpCounters {
-    /// Counts one operation; `bytes` only when it succeeded.
-    pub fn record(&self, ok: bool, bytes: u64) {
-        if ok {
-            self.ok.fetch_add(1, Ordering::Relaxed);
-            self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        } else {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Bytes of the successful operations so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-}
-
-/// The counters of one volume server.
-#[derive(Debug, Default)]
-pub struct VolumeMetrics {
-    /// Record appends (payload bytes).
-    pub appends: OpCounters,
-    /// Record reads (payload bytes).
-    pub record_reads: OpCounters,
-    /// Fragment range reads (bytes).
-    pub fragment_reads: OpCounters,
-    /// Fragment writes (fragment bytes).
-    pub fragment_writes: OpCounters,
-    /// Tasks run (bytes unused).
-    pub tasks: OpCounters,
-    /// Trash purges, one per disk per round (bytes: freed).
-    pub trash_purges: OpCounters,
-    /// Trash entries unlinked by purges.
-    trash_purged_extents: AtomicU64,
-    /// 1 while encodes are left queued because the server is busy with appends.
-    encode_deferring: AtomicU64,
-}
-
-impl VolumeMetrics {
-    /// Records whether the task executor is deferring encodes now.
-    pub fn set_encode_deferring(&self, deferring: bool) {
-        self.encode_deferring.store(u64::from(deferring), Ordering::Relaxed);
-    }
-
-    /// Counts trash entries a purge unlinked.
-    pub fn add_trash_purged_extents(&self, extents: u64) {
-        self.trash_purged_extents.fetch_add(extents, Ordering::Relaxed);
-    }
-}
+use crate::counters::OpCounters;
+use crate::shared::Shared;
 
 fn op(out: &mut String, name: &str, op: &str, c: &OpCounters) {
     let ok = c.ok.load(Ordering::Relaxed);
@@ -141,7 +84,7 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE cellar_volume_trash_bytes gauge");
     let _ = writeln!(out, "# HELP cellar_volume_trash_extents Deleted extents waiting in each disk's trash.");
     let _ = writeln!(out, "# TYPE cellar_volume_trash_extents gauge");
-    for (disk_id, stat) in crate::node::stats(&shared.disks).await {
+    for (disk_id, stat) in crate::disks::stats(&shared.disks).await {
         match stat {
             Ok(s) => {
                 for (kind, v) in

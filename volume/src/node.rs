@@ -79,21 +79,6 @@ impl VolumeHandle {
     }
 }
 
-pub(crate) async fn stats(disks: &LocalDisks) -> Vec<(u64, Result<cellar_blockstore::DiskStat, String>)> {
-    let mut out = Vec::new();
-    for (id, disk) in disks.with_ids() {
-        let stat = tokio::task::spawn_blocking(move || disk.stat()).await;
-        out.push((
-            id,
-            match stat {
-                Ok(Ok(s)) => Ok(s),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-        ));
-    }
-    out
-}
 
 /// Opens the disks, registers and starts serving on `config.listen`.
 pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
@@ -156,7 +141,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         budget: ByteBudget::new(config.inflight_max_bytes),
         block_size_max_bytes: config.block_size_max_bytes,
         secret: config.secret.clone(),
-        metrics: crate::metrics::VolumeMetrics::default(),
+        metrics: crate::counters::VolumeMetrics::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
         // A record, or a fragment read of one: its whole chunks, up to a chunk more on
         // each side, and the slack of a direct read.
@@ -227,7 +212,7 @@ fn report_bad_extents_found_at_open(shared: &Shared) {
 
 async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {
     loop {
-        let disks = stats(&shared.disks)
+        let disks = crate::disks::stats(&shared.disks)
             .await
             .into_iter()
             .map(|(disk_id, stat)| match stat {

@@ -14,40 +14,16 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::budget::ByteBudget;
 use crate::cluster::{Cluster, InProcess, LocalExtents};
-use crate::disks::{LocalDisks, blocking};
+use crate::disks::blocking;
 use crate::errors::{bad_request, status};
-use crate::fence::{Fence, Fences};
+use crate::fence::Fence;
 use crate::{
     APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX, CACHED_READ_MAX_BYTES, FRAGMENT_READ_MAX_BYTES,
     SCAN_MESSAGE_MAX_BYTES, STRIPE_BYTES,
 };
 
-/// What the service and the task executor share.
-pub struct Shared {
-    /// This node's id in the cell.
-    pub node_id: u64,
-    /// The node's disks.
-    pub disks: Arc<LocalDisks>,
-    /// The master and the other volume servers.
-    pub cluster: Arc<Cluster>,
-    /// Replica write fences.
-    pub fences: Fences,
-    /// Bytes held for requests.
-    pub budget: ByteBudget,
-    /// Largest block payload.
-    pub block_size_max_bytes: u64,
-    /// The cluster secret, checked on every call.
-    pub secret: Option<String>,
-    /// Request and task counters.
-    pub metrics: crate::metrics::VolumeMetrics,
-    /// Read buffers kept for reuse.
-    pub read_buffers: Arc<crate::buffers::ReadBuffers>,
-    /// Set when the server stops: in-process callers (see
-    /// [`crate::cluster::ExtentClient`]) are refused from then on, as a socket would be.
-    pub stopped: std::sync::atomic::AtomicBool,
-}
+pub use crate::shared::Shared;
 
 /// The gRPC service.
 pub struct VolumeService {

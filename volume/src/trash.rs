@@ -8,12 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::service::Shared;
+use crate::shared::Shared;
 
-/// Default time a deleted extent stays in the trash: a day, long enough for an operator
-/// to notice a wrong delete and stop the server, short enough that a disk is not
-/// holding a day's worth of encodes' replicas (3x the coded bytes) for long.
-pub const TRASH_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
+pub use crate::config::TRASH_RETENTION_DEFAULT;
 /// Longest time between two purges: an entry is unlinked at most this long after its
 /// retention ran out.
 pub const TRASH_PURGE_PERIOD_MAX: Duration = Duration::from_secs(10 * 60);

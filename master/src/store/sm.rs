@@ -19,7 +19,8 @@ use rocksdb::{DB, IteratorMode, ReadOptions, WriteBatch};
 use super::snapshot::{self, Meta};
 use super::{CF_SM, CF_SM_META, cf};
 use crate::TypeConfig;
-use crate::apply::{self, Kv, StateError};
+use crate::apply;
+use crate::state::{self, Kv, StateError};
 use crate::command::Response;
 
 const KEY_APPLIED: &[u8] = b"applied";
@@ -70,13 +71,13 @@ impl Kv for StateReader {
     fn delete(&mut self, _key: &[u8]) {
         debug_assert!(false, "StateReader is read-only");
     }
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<apply::Pairs, StateError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<state::Pairs, StateError> {
         scan_db(&self.db, prefix, limit)
     }
 }
 
 /// The first `limit` pairs of the state machine whose keys start with `prefix`.
-fn scan_db(db: &DB, prefix: &[u8], limit: usize) -> Result<apply::Pairs, StateError> {
+fn scan_db(db: &DB, prefix: &[u8], limit: usize) -> Result<state::Pairs, StateError> {
     let sm = cf(db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
     let mut out = Vec::new();
     for item in db.iterator_cf(sm, IteratorMode::From(prefix, rocksdb::Direction::Forward)) {
@@ -113,7 +114,7 @@ impl Kv for Overlay<'_> {
     fn delete(&mut self, key: &[u8]) {
         self.writes.insert(key.to_vec(), None);
     }
-    fn scan(&self, prefix: &[u8], limit: usize) -> Result<apply::Pairs, StateError> {
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<state::Pairs, StateError> {
         let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
             self.writes.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).collect();
         // Each pending deletion can hide one stored key: read that many more.

@@ -17,7 +17,7 @@ use crate::client::{FragmentSink, read_fragment_range};
 use crate::deadline::bounded;
 use crate::disks::blocking;
 use crate::errors::{bad_request, status};
-use crate::service::Shared;
+use crate::shared::Shared;
 use crate::{FRAGMENT_CHUNK_BYTES, STRIPE_BYTES};
 
 pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String, Status> {

@@ -19,21 +19,7 @@ pub const SAMPLE_MIN: Duration = Duration::from_millis(250);
 /// The task kinds deferred while busy.
 const DEFERRABLE_KINDS: &[&str] = &["encode"];
 
-/// When encodes wait for the foreground.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EncodeDefer {
-    /// Append rate at or above which the server counts as busy.
-    pub busy_bytes_per_sec: u64,
-    /// Longest continuous deferral; zero turns deferral off.
-    pub max: Duration,
-}
-
-impl Default for EncodeDefer {
-    /// Busy from 32 MiB/s of appends; deferral for at most 60 s.
-    fn default() -> Self {
-        EncodeDefer { busy_bytes_per_sec: 32 << 20, max: Duration::from_secs(60) }
-    }
-}
+pub use crate::config::EncodeDefer;
 
 /// The executor's deferral state (one per server).
 #[derive(Debug)]

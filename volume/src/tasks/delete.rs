@@ -11,7 +11,7 @@ use tonic::{Code, Status};
 
 use crate::disks::blocking;
 use crate::errors::{bad_request, status};
-use crate::service::Shared;
+use crate::shared::Shared;
 
 pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String, Status> {
     let Some(extent) = &task.source else { return Err(bad_request("a delete task needs source")) };

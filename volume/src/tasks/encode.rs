@@ -34,7 +34,7 @@ use tonic::{Code, Status};
 use crate::client::FragmentSink;
 use crate::disks::blocking;
 use crate::errors::{bad_request, status};
-use crate::service::Shared;
+use crate::shared::Shared;
 use crate::{FRAGMENT_CHUNK_BYTES, STRIPE_BYTES};
 
 /// Longest wait for one message of a remote replica's scan, or one remote raw read: a

@@ -19,7 +19,7 @@ use tonic::Status;
 
 use crate::TASKS_IN_FLIGHT_MAX;
 use crate::errors::bad_request;
-use crate::service::Shared;
+use crate::shared::Shared;
 
 pub use defer::EncodeDefer;
 pub use encode::encode_volume;

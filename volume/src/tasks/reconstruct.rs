@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 
 use crate::client::{FragmentSink, read_fragment_range};
 use crate::errors::{bad_request, code_of, status};
-use crate::service::Shared;
+use crate::shared::Shared;
 use crate::{FRAGMENT_CHUNK_BYTES, STRIPE_BYTES};
 
 pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String, Status> {
