@@ -71,7 +71,6 @@ pub struct Disk {
 
 pub use crate::clock::now_unix_ms;
 
-
 fn sync_dir(path: &Path) -> Result<()> {
     fs::File::open(path).and_then(|dir| dir.sync_all()).map_err(|e| Error::io(path, "fsync directory", e))
 }

@@ -19,8 +19,8 @@ use crate::io::direct::{
 };
 use crate::io::{IoBackend, IoFile, read_exact_at, write_all_at};
 use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
-use crate::recovery::{CORRUPT_SPANS_MAX, CorruptSpan, walk_tail};
 use crate::record_read::{eof_is_truncation, read_verified};
+use crate::recovery::{CORRUPT_SPANS_MAX, CorruptSpan, walk_tail};
 
 /// Payloads up to this size are copied behind their header and written together with the
 /// other small records of their batch; larger ones are written in two calls (header,
@@ -946,4 +946,3 @@ impl Replica {
             .map_err(|e| self.io_context(e))
     }
 }
-

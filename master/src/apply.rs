@@ -9,11 +9,11 @@ use crate::command::{
     IndexEntryView, Response, health_of,
 };
 pub use crate::place_check::{check_fragment_places, check_place, fragment_count};
-pub use crate::state::{
-    KEY_COUNTERS, Kv, PREFIX_DISK, PREFIX_INDEX, PREFIX_NODE, PREFIX_VOLUME, Pairs, StateError, counters, disk,
-    id_key, index_entry, index_key, node, put_volume, volume,
-};
 use crate::state::write_json;
+pub use crate::state::{
+    KEY_COUNTERS, Kv, PREFIX_DISK, PREFIX_INDEX, PREFIX_NODE, PREFIX_VOLUME, Pairs, StateError, counters,
+    disk, id_key, index_entry, index_key, node, put_volume, volume,
+};
 use crate::types::{
     Counters, DiskHealth, DiskRecord, ExtentPlace, IndexEntry, Lease, NodeRecord, NodeState, RECORD_VERSION,
     VolumeRecord, VolumeState,

@@ -46,4 +46,3 @@ pub fn check_place(kv: &dyn Kv, place: &ExtentPlace) -> Result<Option<CommandErr
         })),
     }
 }
-

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 
 use std::collections::BTreeMap;
 
-use crate::state::{PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME};
 use crate::command::{Command, Response};
 use crate::placement_view::Liveness;
+use crate::state::{PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME};
 use crate::store::sm::StateReader;
 use crate::tasks::{PREFIX_TASK, TaskKind, TaskRecord, TaskState};
 use crate::types::{DiskRecord, NodeRecord, VolumeRecord, VolumeState};

@@ -9,13 +9,13 @@ use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Code, Request, Response, Status};
 
-use crate::state::{self, Kv, PREFIX_DISK, PREFIX_NODE};
 use crate::auth::check_secret;
 use crate::batcher::CommitBatcher;
 use crate::command::{
     self, Command, CommitOutcome, Digest16, DiskRegistration, DiskStat, Hash32, IndexCommit,
 };
 use crate::errors::{self, bad_request, internal};
+use crate::state::{self, Kv, PREFIX_DISK, PREFIX_NODE};
 use crate::store::sm::StateReader;
 use crate::tasks::{Part, TaskKind};
 use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord, VolumeState};
@@ -769,4 +769,3 @@ pub fn zones(nodes: &[NodeRecord]) -> BTreeMap<String, Vec<u64>> {
     }
     out
 }
-

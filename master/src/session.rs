@@ -24,8 +24,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Kv, StateError, id_key, read_json, write_json};
 use crate::command::{CommandError, RequestId, Response};
+use crate::state::{Kv, StateError, id_key, read_json, write_json};
 use crate::types::RECORD_VERSION;
 
 /// Prefix of session records (then the client id, big-endian).

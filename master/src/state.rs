@@ -146,4 +146,3 @@ pub fn index_entry(kv: &dyn Kv, hash: &Hash32) -> Result<Option<IndexEntry>, Sta
             .ok_or_else(|| StateError::Corrupt { key: hex::encode(key), detail: "bad index entry".into() }),
     }
 }
-

@@ -3,9 +3,9 @@
 //! are claimed with an expiring claim, so a volume server that dies mid-task does not hold
 //! it forever; a failed attempt is retried until `TASK_ATTEMPTS_MAX`.
 
+use crate::command::{CommandError, Response};
 use crate::place_check::{check_fragment_places, check_place};
 use crate::state::{self, Kv, StateError, read_json, write_json};
-use crate::command::{CommandError, Response};
 use crate::types::{Counters, ExtentPlace, RECORD_VERSION, VolumeRecord, VolumeState};
 
 /// Prefix of task records (then the task id, big-endian).

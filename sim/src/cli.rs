@@ -124,7 +124,7 @@ pub fn run(args: SimArgs, from_cluster: Option<ClusterInput>) -> anyhow::Result<
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-        .clamp(1, crate::runner::THREADS_MAX);
+        .clamp(1, crate::config::THREADS_MAX);
     let progress = !args.quiet;
     let input = from_cluster.as_ref();
     match &args.sweep {

@@ -141,7 +141,7 @@ impl Layout {
         let extents = shape.scheme.extent_count();
         let volumes = usize::try_from(shape.volumes).unwrap_or(usize::MAX);
         let mut slot_disks: Vec<u32> = Vec::with_capacity(volumes.saturating_mul(extents));
-        let threads = threads.clamp(1, crate::runner::THREADS_MAX);
+        let threads = threads.clamp(1, crate::config::THREADS_MAX);
         let mut first = 0u64;
         while first < shape.volumes {
             let last = (first + PLACEMENT_CHUNK_VOLUMES).min(shape.volumes);

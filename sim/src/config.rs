@@ -27,6 +27,9 @@ use serde::Deserialize;
 
 use crate::SimError;
 
+/// Most threads one simulation may use.
+pub const THREADS_MAX: usize = 256;
+
 /// Seconds in a (Julian) year; every `_per_year` rate is converted with it.
 pub const SECS_PER_YEAR: f64 = 365.25 * 86_400.0;
 

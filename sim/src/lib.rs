@@ -31,10 +31,8 @@ mod engine_tests;
 mod error;
 pub mod events;
 mod fasthash;
-pub mod importance;
 pub mod lifetime;
 pub mod model;
-mod repair;
 pub mod report;
 pub mod rng;
 pub mod runner;
@@ -47,6 +45,7 @@ use std::time::Instant;
 use cellar_placement::{DiskView, Scheme};
 
 pub use config::SimConfig;
+pub use engine::importance;
 pub use error::SimError;
 pub use report::Report;
 

@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{Method, Simulation};
+use crate::engine::importance::peers_of;
 use crate::engine::{Engine, Tally};
-use crate::importance::peers_of;
 use crate::model::Model;
 use crate::rng::derive_seed;
 
-/// Most threads one simulation may use.
-pub const THREADS_MAX: usize = 256;
+pub use crate::config::THREADS_MAX;
 
 /// Progress lines are printed at most this often, and only for runs longer than it.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);

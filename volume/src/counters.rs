@@ -60,4 +60,3 @@ impl VolumeMetrics {
         self.trash_purged_extents.fetch_add(extents, Ordering::Relaxed);
     }
 }
-

@@ -79,7 +79,6 @@ impl VolumeHandle {
     }
 }
 
-
 /// Opens the disks, registers and starts serving on `config.listen`.
 pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
     config.validate().map_err(StartError::Config)?;

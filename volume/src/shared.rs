@@ -32,4 +32,3 @@ pub struct Shared {
     /// [`crate::cluster::ExtentClient`]) are refused from then on, as a socket would be.
     pub stopped: std::sync::atomic::AtomicBool,
 }
-

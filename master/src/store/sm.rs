@@ -20,8 +20,8 @@ use super::snapshot::{self, Meta};
 use super::{CF_SM, CF_SM_META, cf};
 use crate::TypeConfig;
 use crate::apply;
-use crate::state::{self, Kv, StateError};
 use crate::command::Response;
+use crate::state::{self, Kv, StateError};
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";

@@ -13,20 +13,23 @@
 //!
 //! Every missing extent carries the id and time of the event that destroyed it. A lost
 //! volume's *initiator* is the earliest of those: every loss has exactly one, which is
-//! what lets importance sampling (see [`crate::importance`]) split the estimate by
+//! what lets importance sampling (see [`crate::engine::importance`]) split the estimate by
 //! initiating event.
 //!
-//! Repairs are in [`crate::repair`].
+//! Repairs are in [`crate::engine::repair`].
+
+pub mod importance;
+pub(crate) mod repair;
 
 use std::collections::BTreeMap;
 
 use crate::fasthash::IdSet;
 
+use crate::engine::importance::Branch;
+use crate::engine::repair::{ExplicitQueue, Job};
 use crate::events::{Event, Queue};
-use crate::importance::Branch;
 use crate::lifetime::LifeEnd;
 use crate::model::Model;
-use crate::repair::{ExplicitQueue, Job};
 use crate::rng::Rng;
 
 /// A disk's state in a run.
