@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::codec::Kind;
 use crate::command::{
     Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, IndexCommit,
     IndexEntryView, Response, health_of,
 };
 pub use crate::place_check::{check_fragment_places, check_place, fragment_count};
-use crate::state::write_json;
+use crate::state::write_record;
 pub use crate::state::{
     KEY_COUNTERS, Kv, PREFIX_DISK, PREFIX_INDEX, PREFIX_NODE, PREFIX_VOLUME, Pairs, StateError, counters,
     disk, id_key, index_entry, index_key, node, put_volume, volume,
@@ -36,7 +37,7 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
     }
     let response = apply_counted(kv, &mut c, command)?;
     if c != before {
-        write_json(kv, KEY_COUNTERS, &c)?;
+        write_record(kv, Kind::Counters, KEY_COUNTERS, &c)?;
     }
     Ok(response)
 }
@@ -156,7 +157,7 @@ fn commit_index(
     };
     for (volume_id, (v, changed)) in &volumes {
         if *changed {
-            write_json(kv, &id_key(PREFIX_VOLUME, *volume_id), v)?;
+            write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, *volume_id), v)?;
         }
     }
     Ok(response)
@@ -233,7 +234,7 @@ fn register_node(
             trash_bytes: known.get(&reg.uuid).map_or(0, |d| d.trash_bytes),
             trash_extents: known.get(&reg.uuid).map_or(0, |d| d.trash_extents),
         };
-        write_json(kv, &id_key(PREFIX_DISK, disk_id), &record)?;
+        write_record(kv, Kind::Disk, &id_key(PREFIX_DISK, disk_id), &record)?;
         disk_ids.push(disk_id);
     }
     let record = NodeRecord {
@@ -245,7 +246,7 @@ fn register_node(
         last_heartbeat_unix_ms: now_unix_ms,
         disk_ids: all_disks,
     };
-    write_json(kv, &id_key(PREFIX_NODE, node_id), &record)?;
+    write_record(kv, Kind::Node, &id_key(PREFIX_NODE, node_id), &record)?;
     c.cluster_map_version += 1;
     Ok(Response::NodeRegistered { node_id, disk_ids })
 }
@@ -279,11 +280,11 @@ fn heartbeat(
         d.trash_bytes = stat.trash_bytes;
         d.trash_extents = stat.trash_extents;
         d.health = health;
-        write_json(kv, &id_key(PREFIX_DISK, d.disk_id), &d)?;
+        write_record(kv, Kind::Disk, &id_key(PREFIX_DISK, d.disk_id), &d)?;
     }
     n.state = NodeState::Up;
     n.last_heartbeat_unix_ms = now_unix_ms;
-    write_json(kv, &id_key(PREFIX_NODE, node_id), &n)?;
+    write_record(kv, Kind::Node, &id_key(PREFIX_NODE, node_id), &n)?;
     if structural {
         c.cluster_map_version += 1;
     }
@@ -328,7 +329,7 @@ fn allocate_volume(
         lease: Some(Lease { epoch: 1, holder: holder.to_string(), expires_unix_ms: now_unix_ms + lease_ms }),
         bad_disks: Vec::new(),
     };
-    write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &volume)?;
+    write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, volume_id), &volume)?;
     c.volumes_by_state[0] += 1;
     Ok(Response::Volume { volume })
 }
@@ -370,7 +371,7 @@ fn renew_lease(
     if let Some(lease) = v.lease.as_mut() {
         lease.expires_unix_ms = now_unix_ms + lease_ms;
     }
-    write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
+    write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, volume_id), &v)?;
     Ok(Response::Volume { volume: v })
 }
 
@@ -463,7 +464,7 @@ fn seal_volume(
     v.state = VolumeState::Sealed;
     v.size_bytes = length;
     v.lease = None;
-    write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
+    write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, volume_id), &v)?;
     c.volumes_by_state[0] = c.volumes_by_state[0].saturating_sub(1);
     c.volumes_by_state[1] += 1;
     // A sealed volume is to be coded: the node holding its first replica starts; a failed
@@ -508,7 +509,7 @@ fn acquire_lease(
         }
     };
     v.lease = Some(Lease { epoch, holder: holder.to_string(), expires_unix_ms: now_unix_ms + lease_ms });
-    write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
+    write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, volume_id), &v)?;
     Ok(Response::Volume { volume: v })
 }
 
@@ -525,7 +526,7 @@ fn report_bad_extent(kv: &mut dyn Kv, volume_id: u64, disk_id: u64) -> Result<Re
     }
     if !v.bad_disks.contains(&disk_id) {
         v.bad_disks.push(disk_id);
-        write_json(kv, &id_key(PREFIX_VOLUME, volume_id), &v)?;
+        write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, volume_id), &v)?;
     }
     Ok(Response::Volume { volume: v })
 }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{DiskHealth, ExtentPlace, IndexEntry, VolumeRecord, VolumeState};
 
-/// Fixed-size bytes serialized as lowercase hex (keys and digests in JSON log entries).
+/// Fixed-size bytes: lowercase hex in human-readable forms (JSON, logs), the raw bytes in
+/// the binary encoding ([`crate::codec`]).
 macro_rules! hex_bytes {
     ($(#[$doc:meta])* $name:ident, $len:expr) => {
         $(#[$doc])*
@@ -22,12 +23,19 @@ macro_rules! hex_bytes {
 
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&hex::encode(self.0))
+                if s.is_human_readable() {
+                    s.serialize_str(&hex::encode(self.0))
+                } else {
+                    self.0.serialize(s)
+                }
             }
         }
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                if !d.is_human_readable() {
+                    return <[u8; $len]>::deserialize(d).map($name);
+                }
                 let text = String::deserialize(d)?;
                 let mut out = [0u8; $len];
                 hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
@@ -45,14 +53,14 @@ macro_rules! hex_bytes {
 }
 
 hex_bytes!(
-    /// A SHA-256 block key; serialized as 64 lowercase hex characters.
+    /// A SHA-256 block key; 64 hex characters when human-readable.
     Hash32,
     32
 );
 
 hex_bytes!(
     /// A block's read digest (BLAKE3 of its bytes keyed by its SHA-256, first 16 bytes):
-    /// what gets check the bytes they assemble against; 32 hex characters.
+    /// what gets check the bytes they assemble against; 32 hex characters when human-readable.
     Digest16,
     16
 );
@@ -109,7 +117,7 @@ pub struct IndexCommit {
     /// CRC32 of the payload.
     pub crc32: u32,
     /// The block's read digest; absent in entries committed before digests existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub digest: Option<Digest16>,
 }
 
@@ -131,7 +139,7 @@ pub struct RequestId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitCall {
     /// The call's id; none for a caller without one (applied every time it arrives).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub request: Option<RequestId>,
     /// How many of the batch's entries are this call's.
     pub entries: u32,
@@ -140,7 +148,7 @@ pub struct CommitCall {
 /// A state change, proposed by the leader and applied by every replica in log order.
 /// Times are the proposing leader's clock, so that applying is deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// A volume server registers (first start) or re-registers (restart).
     RegisterNode {
@@ -197,7 +205,7 @@ pub enum Command {
         /// Leader's clock (lease expiry).
         now_unix_ms: u64,
         /// The calls the entries came from, in order (empty: one call without an id).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default)]
         calls: Vec<CommitCall>,
     },
     /// Seals an open volume at `length_bytes` (default: its acknowledged end) and queues
@@ -246,7 +254,7 @@ pub enum Command {
         /// Leader's clock.
         now_unix_ms: u64,
         /// Task kinds ([`crate::types::TaskKind::name`]) the node defers: left queued.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default)]
         deferred_kinds: Vec<String>,
     },
     /// A volume server reports a task's outcome.
@@ -333,7 +341,7 @@ impl fmt::Display for Command {
 
 /// Why a command (or one entry of a batch) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "error", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum CommandError {
     /// No such volume.
     #[error("volume {volume_id} does not exist")]
@@ -412,7 +420,7 @@ impl CommandError {
 
 /// The outcome of one entry of a `CommitIndex` batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum CommitOutcome {
     /// A new index entry.
     Committed {
@@ -445,7 +453,7 @@ pub struct IndexEntryView {
     /// Payload CRC32.
     pub crc32: u32,
     /// Read digest, if the entry has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub digest: Option<Digest16>,
     /// Reference count.
     pub references: u64,
@@ -468,7 +476,7 @@ impl IndexEntryView {
 
 /// What applying a command returns to the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "response", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Response {
     /// Membership changes and blank entries.
     Empty,

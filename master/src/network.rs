@@ -1,4 +1,5 @@
-//! Raft between master replicas over tonic: openraft's messages travel as JSON bytes
+//! Raft between master replicas over tonic: openraft's messages travel as bytes in
+//! the master's binary encoding ([`crate::codec`])
 //! (`cellar.raft.v1`); snapshots as a client stream of chunks read from the snapshot file.
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use openraft::{BasicNode, RaftNetworkV2};
 use tonic::transport::Channel;
 
 use crate::auth::with_secret;
+use crate::codec::{self, Kind};
 use crate::{MasterRaft, TypeConfig};
 
 /// Bytes per snapshot chunk on the wire (well under tonic's 4 MiB message limit).
@@ -127,7 +129,7 @@ fn rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
     }
 }
 
-fn encode_error(e: serde_json::Error) -> RPCError<TypeConfig> {
+fn encode_error(e: codec::CodecError) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&e))
 }
 
@@ -166,7 +168,7 @@ impl Peer {
         rpc: &T,
         option: &RPCOption,
     ) -> Result<(tonic::Request<RaftBytes>, RaftClient<Channel>), RPCError<TypeConfig>> {
-        let data = serde_json::to_vec(rpc).map_err(encode_error)?;
+        let data = codec::encode(Kind::RaftRpc, rpc).map_err(encode_error)?;
         let size = data.len();
         Ok((self.request(RaftBytes { data }, option, size), self.client()?))
     }
@@ -190,7 +192,7 @@ fn decode<T: serde::de::DeserializeOwned>(
     resp: Result<tonic::Response<RaftBytes>, tonic::Status>,
 ) -> Result<T, RPCError<TypeConfig>> {
     let resp = resp.map_err(rpc_error)?;
-    serde_json::from_slice(&resp.into_inner().data).map_err(encode_error)
+    codec::decode(Kind::RaftRpc, &resp.into_inner().data).map_err(encode_error)
 }
 
 impl RaftNetworkV2<TypeConfig> for Peer {
@@ -227,7 +229,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let meta = serde_json::to_vec(&(&vote, &snapshot.meta))
+        let meta = codec::encode(Kind::SnapshotMeta, &(&vote, &snapshot.meta))
             .map_err(|e| StreamingError::from(encode_error(e)))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(SNAPSHOT_CHUNKS_IN_FLIGHT_MAX);
         let mut file = snapshot.snapshot;
@@ -267,7 +269,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             }
             resp = call => {
                 let resp = resp.map_err(|s| StreamingError::from(rpc_error(s)))?;
-                serde_json::from_slice(&resp.into_inner().data).map_err(|e| StreamingError::from(encode_error(e)))
+                codec::decode(Kind::RaftRpc, &resp.into_inner().data).map_err(|e| StreamingError::from(encode_error(e)))
             }
         }
     }

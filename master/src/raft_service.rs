@@ -12,6 +12,7 @@ use openraft::type_config::alias::VoteOf;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::check_secret;
+use crate::codec::{self, Kind};
 use crate::store::snapshot::Meta;
 use crate::{MasterRaft, TypeConfig};
 
@@ -45,17 +46,17 @@ impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         check_secret(&req, self.secret.as_deref())?;
         let rpc: AppendEntriesRequest<TypeConfig> =
-            serde_json::from_slice(&req.into_inner().data).map_err(bad_request)?;
+            codec::decode(Kind::RaftRpc, &req.into_inner().data).map_err(bad_request)?;
         let resp = self.raft.append_entries(rpc).await.map_err(internal)?;
-        Ok(Response::new(RaftBytes { data: serde_json::to_vec(&resp).map_err(internal)? }))
+        Ok(Response::new(RaftBytes { data: codec::encode(Kind::RaftRpc, &resp).map_err(internal)? }))
     }
 
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         check_secret(&req, self.secret.as_deref())?;
         let rpc: VoteRequest<TypeConfig> =
-            serde_json::from_slice(&req.into_inner().data).map_err(bad_request)?;
+            codec::decode(Kind::RaftRpc, &req.into_inner().data).map_err(bad_request)?;
         let resp = self.raft.vote(rpc).await.map_err(internal)?;
-        Ok(Response::new(RaftBytes { data: serde_json::to_vec(&resp).map_err(internal)? }))
+        Ok(Response::new(RaftBytes { data: codec::encode(Kind::RaftRpc, &resp).map_err(internal)? }))
     }
 
     async fn install_snapshot(
@@ -67,7 +68,7 @@ impl RaftRpc for RaftService {
         let first =
             stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (VoteOf<TypeConfig>, Meta) =
-            serde_json::from_slice(&first.meta).map_err(bad_request)?;
+            codec::decode(Kind::SnapshotMeta, &first.meta).map_err(bad_request)?;
         std::fs::create_dir_all(&self.incoming_dir).map_err(internal)?;
         // An unnamed temporary file: nothing is left behind if the transfer breaks off.
         let mut file = tempfile::tempfile_in(&self.incoming_dir).map_err(internal)?;
@@ -86,6 +87,6 @@ impl RaftRpc for RaftService {
             .install_full_snapshot(vote, Snapshot { meta, snapshot: file })
             .await
             .map_err(internal)?;
-        Ok(Response::new(RaftBytes { data: serde_json::to_vec(&resp).map_err(internal)? }))
+        Ok(Response::new(RaftBytes { data: codec::encode(Kind::RaftRpc, &resp).map_err(internal)? }))
     }
 }

@@ -11,6 +11,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::check_secret;
 use crate::batcher::CommitBatcher;
+use crate::codec::Kind;
 use crate::command::{
     self, Command, CommitOutcome, Digest16, DiskRegistration, DiskStat, Hash32, IndexCommit,
 };
@@ -130,21 +131,11 @@ impl MasterService {
     }
 
     fn nodes(&self) -> Result<Vec<NodeRecord>, Status> {
-        self.reader
-            .scan_prefix(PREFIX_NODE)
-            .map_err(internal)?
-            .iter()
-            .map(|b| serde_json::from_slice(b).map_err(internal))
-            .collect()
+        self.reader.records(PREFIX_NODE, Kind::Node).map_err(internal)
     }
 
     fn disks(&self) -> Result<Vec<DiskRecord>, Status> {
-        self.reader
-            .scan_prefix(PREFIX_DISK)
-            .map_err(internal)?
-            .iter()
-            .map(|b| serde_json::from_slice(b).map_err(internal))
-            .collect()
+        self.reader.records(PREFIX_DISK, Kind::Disk).map_err(internal)
     }
 }
 

@@ -24,8 +24,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{self, Kind};
 use crate::command::{CommandError, RequestId, Response};
-use crate::state::{Kv, StateError, id_key, read_json, write_json};
+use crate::state::{Kv, StateError, id_key, read_record, write_record};
 use crate::types::RECORD_VERSION;
 
 /// Prefix of session records (then the client id, big-endian).
@@ -39,7 +40,7 @@ pub const PREFIX_SESSION_EXPIRY: u8 = b'x';
 /// (a frontend: its writer slots plus its HTTP requests), so that only a call stuck for
 /// longer than a thousand later ones loses its outcome.
 pub const SESSION_OUTCOMES_MAX: usize = 1024;
-/// Bytes of outcomes kept per client at most (a commit of 256 entries is ~90 KiB of JSON).
+/// Bytes of outcomes kept per client at most (a commit of 256 entries is ~20 KiB).
 pub const SESSION_OUTCOME_BYTES_MAX: u64 = 64 << 20;
 /// A session unused for this long is removed. Far above any client's call deadline
 /// (clients retry for seconds, see `client::CALL_DEADLINE_MAX`), so no retry outlives it.
@@ -116,7 +117,7 @@ pub fn expiry_key(expires_unix_ms: u64, client_id: u64) -> [u8; 17] {
 
 /// Reads a client's session.
 pub fn session(kv: &dyn Kv, client_id: u64) -> Result<Option<SessionRecord>, StateError> {
-    read_json(kv, &session_key(client_id))
+    read_record(kv, Kind::Session, &session_key(client_id))
 }
 
 /// Applies one call at most once: `apply` runs only for a call the session has not seen;
@@ -151,7 +152,7 @@ pub fn once(
         Response::Refused { error: CommandError::RequestExpired { client_id, seq, floor: s.floor } }
     } else if s.retained.binary_search_by_key(&seq, |r| r.seq).is_ok() {
         let key = outcome_key(client_id, seq);
-        match read_json::<OutcomeRecord>(kv, &key)? {
+        match read_record::<OutcomeRecord>(kv, Kind::Outcome, &key)? {
             Some(o) => o.response,
             None => {
                 return Err(StateError::Corrupt {
@@ -163,7 +164,7 @@ pub fn once(
     } else {
         let response = apply(kv)?;
         let record = OutcomeRecord { v: RECORD_VERSION, response };
-        let bytes = serde_json::to_vec(&record).map_err(|e| StateError::Store(e.to_string()))?;
+        let bytes = codec::encode(Kind::Outcome, &record).map_err(|e| StateError::Store(e.to_string()))?;
         let size = bytes.len() as u64;
         kv.put(&outcome_key(client_id, seq), bytes);
         let at = s.retained.partition_point(|r| r.seq < seq);
@@ -172,7 +173,7 @@ pub fn once(
         record.response
     };
     touch(kv, &mut s, now_unix_ms);
-    write_json(kv, &session_key(client_id), &s)?;
+    write_record(kv, Kind::Session, &session_key(client_id), &s)?;
     Ok(response)
 }
 

@@ -1,12 +1,13 @@
 //! The master's state as keys and records: the key layout, the [`Kv`] view every
-//! command is applied over, and the typed reads and writes of each record kind. The only
-//! module that knows how a record is encoded.
+//! command is applied over, and the typed reads and writes of each record kind, encoded
+//! by [`crate::codec`].
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec::{self, Kind};
 use crate::command::Hash32;
 use crate::types::{Counters, DiskRecord, IndexEntry, NodeRecord, RECORD_VERSION, VolumeRecord};
 
@@ -90,24 +91,40 @@ impl Kv for BTreeMap<Vec<u8>, Vec<u8>> {
     }
 }
 
-pub(crate) fn read_json<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, StateError> {
+/// Reads the `kind` record at `key`: a record that does not decode is an error naming
+/// the key, never skipped.
+pub fn read_record<T: DeserializeOwned>(
+    kv: &dyn Kv,
+    kind: Kind,
+    key: &[u8],
+) -> Result<Option<T>, StateError> {
     match kv.get(key)? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt { key: hex::encode(key), detail: e.to_string() }),
+        Some(bytes) => decode_record(kind, key, &bytes).map(Some),
     }
 }
 
-pub(crate) fn write_json<T: Serialize>(kv: &mut dyn Kv, key: &[u8], value: &T) -> Result<(), StateError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StateError::Store(e.to_string()))?;
+/// Decodes the `kind` record stored at `key` (scans decode what they read with it).
+pub fn decode_record<T: DeserializeOwned>(kind: Kind, key: &[u8], bytes: &[u8]) -> Result<T, StateError> {
+    codec::decode(kind, bytes)
+        .map_err(|e| StateError::Corrupt { key: hex::encode(key), detail: e.to_string() })
+}
+
+/// Writes `value` as the `kind` record at `key`.
+pub fn write_record<T: Serialize>(
+    kv: &mut dyn Kv,
+    kind: Kind,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StateError> {
+    let bytes = codec::encode(kind, value).map_err(|e| StateError::Store(e.to_string()))?;
     kv.put(key, bytes);
     Ok(())
 }
 
 /// Reads the counters (defaults on an empty state).
 pub fn counters(kv: &dyn Kv) -> Result<Counters, StateError> {
-    Ok(read_json(kv, KEY_COUNTERS)?.unwrap_or(Counters {
+    Ok(read_record(kv, Kind::Counters, KEY_COUNTERS)?.unwrap_or(Counters {
         v: RECORD_VERSION,
         next_node_id: 1,
         next_disk_id: 1,
@@ -118,22 +135,22 @@ pub fn counters(kv: &dyn Kv) -> Result<Counters, StateError> {
 
 /// Reads a node.
 pub fn node(kv: &dyn Kv, node_id: u64) -> Result<Option<NodeRecord>, StateError> {
-    read_json(kv, &id_key(PREFIX_NODE, node_id))
+    read_record(kv, Kind::Node, &id_key(PREFIX_NODE, node_id))
 }
 
 /// Reads a disk.
 pub fn disk(kv: &dyn Kv, disk_id: u64) -> Result<Option<DiskRecord>, StateError> {
-    read_json(kv, &id_key(PREFIX_DISK, disk_id))
+    read_record(kv, Kind::Disk, &id_key(PREFIX_DISK, disk_id))
 }
 
 /// Reads a volume.
 pub fn volume(kv: &dyn Kv, volume_id: u64) -> Result<Option<VolumeRecord>, StateError> {
-    read_json(kv, &id_key(PREFIX_VOLUME, volume_id))
+    read_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, volume_id))
 }
 
 /// Writes a volume record.
 pub fn put_volume(kv: &mut dyn Kv, v: &VolumeRecord) -> Result<(), StateError> {
-    write_json(kv, &id_key(PREFIX_VOLUME, v.volume_id), v)
+    write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, v.volume_id), v)
 }
 
 /// Reads a block index entry.

@@ -3,9 +3,10 @@
 //! are claimed with an expiring claim, so a volume server that dies mid-task does not hold
 //! it forever; a failed attempt is retried until `TASK_ATTEMPTS_MAX`.
 
+use crate::codec::Kind;
 use crate::command::{CommandError, Response};
 use crate::place_check::{check_fragment_places, check_place};
-use crate::state::{self, Kv, StateError, read_json, write_json};
+use crate::state::{self, Kv, StateError, read_record, write_record};
 use crate::types::{Counters, ExtentPlace, RECORD_VERSION, VolumeRecord, VolumeState};
 
 /// Prefix of task records (then the task id, big-endian).
@@ -28,12 +29,33 @@ fn task_key(task_id: u64) -> [u8; 9] {
     crate::state::id_key(PREFIX_TASK, task_id)
 }
 
-fn queue_key(node_id: u64) -> [u8; 9] {
-    crate::state::id_key(PREFIX_QUEUE, node_id)
+/// The key of one task in a node's queue: `'q'`, the node id and the task id, both
+/// big-endian (one key per task: a change to a queue writes one key, never the queue).
+fn queue_key(node_id: u64, task_id: u64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[..9].copy_from_slice(&crate::state::id_key(PREFIX_QUEUE, node_id));
+    key[9..].copy_from_slice(&task_id.to_be_bytes());
+    key
 }
 
+/// The ids of `node_id`'s open tasks, oldest first.
 fn queue(kv: &dyn Kv, node_id: u64) -> Result<Vec<u64>, StateError> {
-    Ok(read_json(kv, &queue_key(node_id))?.unwrap_or_default())
+    let prefix = crate::state::id_key(PREFIX_QUEUE, node_id);
+    kv.scan(&prefix, NODE_QUEUE_MAX + 1)?
+        .into_iter()
+        .map(|(key, _)| match key.get(9..).and_then(|id| <[u8; 8]>::try_from(id).ok()) {
+            Some(id) => Ok(u64::from_be_bytes(id)),
+            None => Err(StateError::Corrupt { key: hex::encode(&key), detail: "not a queue key".into() }),
+        })
+        .collect()
+}
+
+fn queue_add(kv: &mut dyn Kv, node_id: u64, task_id: u64) {
+    kv.put(&queue_key(node_id, task_id), Vec::new());
+}
+
+fn queue_remove(kv: &mut dyn Kv, node_id: u64, task_id: u64) {
+    kv.delete(&queue_key(node_id, task_id));
 }
 
 fn encode_key(volume_id: u64) -> [u8; 9] {
@@ -42,12 +64,12 @@ fn encode_key(volume_id: u64) -> [u8; 9] {
 
 /// The task record `task_id`, if queued.
 pub fn task(kv: &dyn Kv, task_id: u64) -> Result<Option<TaskRecord>, StateError> {
-    read_json(kv, &task_key(task_id))
+    read_record(kv, Kind::Task, &task_key(task_id))
 }
 
 /// The id of the volume's encode task (pending, claimed or failed), if one is indexed.
 pub fn encode_task_id(kv: &dyn Kv, volume_id: u64) -> Result<Option<u64>, StateError> {
-    read_json(kv, &encode_key(volume_id))
+    read_record(kv, Kind::EncodeTask, &encode_key(volume_id))
 }
 
 /// Queues the encode of a sealed volume on `node_id` (a holder of one of its replicas)
@@ -61,7 +83,7 @@ pub fn enqueue_encode(
 ) -> Result<Option<u64>, StateError> {
     let queued = enqueue(kv, c, node_id, TaskKind::Encode { volume_id, fragments })?;
     if let Some(task_id) = queued {
-        write_json(kv, &encode_key(volume_id), &task_id)?;
+        write_record(kv, Kind::EncodeTask, &encode_key(volume_id), &task_id)?;
     }
     Ok(queued)
 }
@@ -71,15 +93,11 @@ fn move_task(kv: &mut dyn Kv, task: &mut TaskRecord, node_id: u64) -> Result<(),
     if task.node_id == node_id {
         return Ok(());
     }
-    let mut to = queue(kv, node_id)?;
-    if to.len() >= NODE_QUEUE_MAX {
+    if queue(kv, node_id)?.len() >= NODE_QUEUE_MAX {
         return Ok(());
     }
-    let mut from = queue(kv, task.node_id)?;
-    from.retain(|id| *id != task.task_id);
-    write_json(kv, &queue_key(task.node_id), &from)?;
-    to.push(task.task_id);
-    write_json(kv, &queue_key(node_id), &to)?;
+    queue_remove(kv, task.node_id, task.task_id);
+    queue_add(kv, node_id, task.task_id);
     task.node_id = node_id;
     Ok(())
 }
@@ -87,9 +105,7 @@ fn move_task(kv: &mut dyn Kv, task: &mut TaskRecord, node_id: u64) -> Result<(),
 /// Removes a task from the queue and the state (counted as neither done nor failed).
 fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) -> Result<(), StateError> {
     kv.delete(&task_key(task.task_id));
-    let mut ids = queue(kv, task.node_id)?;
-    ids.retain(|id| *id != task.task_id);
-    write_json(kv, &queue_key(task.node_id), &ids)?;
+    queue_remove(kv, task.node_id, task.task_id);
     if task.state != TaskState::Failed {
         c.tasks_open = c.tasks_open.saturating_sub(1);
     }
@@ -178,8 +194,7 @@ pub fn enqueue(
     node_id: u64,
     kind: TaskKind,
 ) -> Result<Option<u64>, StateError> {
-    let mut ids = queue(kv, node_id)?;
-    if ids.len() >= NODE_QUEUE_MAX {
+    if queue(kv, node_id)?.len() >= NODE_QUEUE_MAX {
         return Ok(None);
     }
     c.next_task_id = c.next_task_id.max(1);
@@ -196,9 +211,8 @@ pub fn enqueue(
         claimed_until_unix_ms: 0,
         detail: String::new(),
     };
-    write_json(kv, &task_key(task_id), &task)?;
-    ids.push(task_id);
-    write_json(kv, &queue_key(node_id), &ids)?;
+    write_record(kv, Kind::Task, &task_key(task_id), &task)?;
+    queue_add(kv, node_id, task_id);
     Ok(Some(task_id))
 }
 
@@ -226,7 +240,7 @@ pub fn has_claimable(
     deferred_kinds: &[String],
 ) -> Result<bool, StateError> {
     for task_id in queue(kv, node_id)? {
-        let Some(task) = read_json::<TaskRecord>(kv, &task_key(task_id))? else { continue };
+        let Some(task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
         if claimable(&task, now_unix_ms, deferred_kinds) {
             return Ok(true);
         }
@@ -249,11 +263,11 @@ pub fn claim(
         if claimed.len() >= max.min(CLAIM_MAX) as usize {
             break;
         }
-        let Some(mut task) = read_json::<TaskRecord>(kv, &task_key(task_id))? else { continue };
+        let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
         if claimable(&task, now_unix_ms, deferred_kinds) {
             task.state = TaskState::Claimed;
             task.claimed_until_unix_ms = now_unix_ms + claim_ms;
-            write_json(kv, &task_key(task_id), &task)?;
+            write_record(kv, Kind::Task, &task_key(task_id), &task)?;
             claimed.push(task);
         }
     }
@@ -270,7 +284,7 @@ pub fn report(
     success: bool,
     detail: &str,
 ) -> Result<Response, StateError> {
-    let Some(mut task) = read_json::<TaskRecord>(kv, &task_key(task_id))? else {
+    let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else {
         return Ok(Response::Refused {
             error: CommandError::BadRequest {
                 detail: format!("task {task_id} is not queued (done already?)"),
@@ -292,9 +306,7 @@ pub fn report(
             kv.delete(&encode_key(volume_id));
         }
         kv.delete(&task_key(task_id));
-        let mut ids = queue(kv, node_id)?;
-        ids.retain(|id| *id != task_id);
-        write_json(kv, &queue_key(node_id), &ids)?;
+        queue_remove(kv, node_id, task_id);
         c.tasks_open = c.tasks_open.saturating_sub(1);
         c.tasks_done += 1;
         return Ok(Response::TaskReported { task: None });
@@ -317,7 +329,7 @@ pub fn report(
             move_task(kv, &mut task, next)?;
         }
     }
-    write_json(kv, &task_key(task_id), &task)?;
+    write_record(kv, Kind::Task, &task_key(task_id), &task)?;
     Ok(Response::TaskReported { task: Some(task) })
 }
 
@@ -396,7 +408,7 @@ pub fn enqueue_checked(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Re
         return Ok(Response::Refused { error: CommandError::UnknownNode { node_id } });
     }
     match enqueue(kv, c, node_id, kind.clone())? {
-        Some(task_id) => match read_json::<TaskRecord>(kv, &task_key(task_id))? {
+        Some(task_id) => match read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? {
             Some(task) => Ok(Response::TaskQueued { task }),
             None => {
                 Err(StateError::Corrupt { key: format!("task {task_id}"), detail: "just written".into() })

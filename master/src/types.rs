@@ -318,7 +318,7 @@ mod tests {
 
 /// Which extent of a volume a task is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "part", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Part {
     /// A replica (open or sealed volumes).
     Replica,
@@ -350,7 +350,7 @@ impl Part {
 /// The work a task asks for. Every kind is idempotent on the volume server: running it
 /// twice, or again after a crash half-way, leaves a correct state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     /// Encode a sealed volume into k + m fragments on the disks named, in fragment order.
     /// Done: the volume becomes coded with that placement and its replicas are deleted.

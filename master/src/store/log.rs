@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::{CF_LOG, CF_RAFT, cf};
 use crate::TypeConfig;
+use crate::codec::{self, Kind};
 
 /// Appends waiting for one WAL sync at most (bounds the flusher's queue).
 const FLUSH_QUEUE_MAX: usize = 4096;
@@ -37,12 +38,17 @@ pub struct LogStore {
     flusher: mpsc::SyncSender<IOFlushed<TypeConfig>>,
 }
 
-fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(io::Error::other)
+fn encode<T: Serialize>(kind: Kind, value: &T) -> io::Result<Vec<u8>> {
+    codec::encode(kind, value).map_err(io::Error::other)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> io::Result<T> {
+    codec::decode(kind, bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The kind of the Raft metadata record at `key`.
+fn meta_kind(key: &[u8]) -> Kind {
+    if key == KEY_VOTE { Kind::Vote } else { Kind::LogId }
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -87,14 +93,14 @@ impl LogStore {
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         let raft = cf(&self.db, CF_RAFT)?;
         match self.db.get_cf(raft, key).map_err(io::Error::other)? {
-            Some(bytes) => decode(&bytes).map(Some),
+            Some(bytes) => decode(meta_kind(key), &bytes).map(Some),
             None => Ok(None),
         }
     }
 
     fn put_meta<T: Serialize>(&self, key: &[u8], value: &T, sync: bool) -> io::Result<()> {
         let raft = cf(&self.db, CF_RAFT)?;
-        self.db.put_cf(raft, key, encode(value)?).map_err(io::Error::other)?;
+        self.db.put_cf(raft, key, encode(meta_kind(key), value)?).map_err(io::Error::other)?;
         if sync {
             self.db.flush_wal(true).map_err(io::Error::other)?;
         }
@@ -120,7 +126,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
-            out.push(decode::<Entry>(&value)?);
+            out.push(decode::<Entry>(Kind::LogEntry, &value)?);
         }
         Ok(out)
     }
@@ -138,7 +144,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last = match self.db.iterator_cf(log, IteratorMode::End).next() {
             Some(item) => {
                 let (_, value) = item.map_err(io::Error::other)?;
-                Some(decode::<Entry>(&value)?.log_id())
+                Some(decode::<Entry>(Kind::LogEntry, &value)?.log_id())
             }
             None => None,
         };
@@ -175,7 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let log = cf(&self.db, CF_LOG)?;
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put_cf(log, index_key(entry.log_id().index()), encode(&entry)?);
+            batch.put_cf(log, index_key(entry.log_id().index()), encode(Kind::LogEntry, &entry)?);
         }
         self.db.write(batch).map_err(io::Error::other)?;
         // Readable now; durable when the flusher has synced the WAL.

@@ -20,6 +20,7 @@ use super::snapshot::{self, Meta};
 use super::{CF_SM, CF_SM_META, cf};
 use crate::TypeConfig;
 use crate::apply;
+use crate::codec::{self, Kind};
 use crate::command::Response;
 use crate::state::{self, Kv, StateError};
 
@@ -54,6 +55,25 @@ impl StateReader {
                 break;
             }
             out.push(value.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Every `kind` record under `prefix`, decoded; the first that does not decode is an
+    /// error naming its key.
+    pub fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: u8,
+        kind: Kind,
+    ) -> Result<Vec<T>, StateError> {
+        let sm = cf(&self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(sm, IteratorMode::From(&[prefix], rocksdb::Direction::Forward)) {
+            let (key, value) = item.map_err(|e| StateError::Store(e.to_string()))?;
+            if key.first() != Some(&prefix) {
+                break;
+            }
+            out.push(state::decode_record(kind, &key, &value)?);
         }
         Ok(out)
     }
@@ -136,8 +156,17 @@ pub struct StateMachineStore {
     snapshot_dir: PathBuf,
 }
 
-fn json<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(io::Error::other)
+/// The kind of the state machine's metadata record at `key`.
+fn meta_kind(key: &[u8]) -> Kind {
+    if key == KEY_MEMBERSHIP { Kind::Membership } else { Kind::LogId }
+}
+
+fn encode_meta<T: serde::Serialize>(key: &[u8], value: &T) -> io::Result<Vec<u8>> {
+    codec::encode(meta_kind(key), value).map_err(io::Error::other)
+}
+
+fn decode_meta<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> io::Result<T> {
+    codec::decode(meta_kind(key), bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 impl StateMachineStore {
@@ -162,7 +191,7 @@ impl StateMachineStore {
     fn read_meta_value<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         let meta_cf = cf(&self.db, CF_SM_META)?;
         match self.db.get_cf(meta_cf, key).map_err(io::Error::other)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other),
+            Some(bytes) => decode_meta(key, &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -185,8 +214,8 @@ impl StateMachineStore {
             }
             Ok(())
         })?;
-        batch.put_cf(meta_cf, KEY_APPLIED, json(&meta.last_log_id)?);
-        batch.put_cf(meta_cf, KEY_MEMBERSHIP, json(&meta.last_membership)?);
+        batch.put_cf(meta_cf, KEY_APPLIED, encode_meta(KEY_APPLIED, &meta.last_log_id)?);
+        batch.put_cf(meta_cf, KEY_MEMBERSHIP, encode_meta(KEY_MEMBERSHIP, &meta.last_membership)?);
         batch.delete_cf(meta_cf, KEY_INSTALLING);
         self.db.write(batch).map_err(io::Error::other)?;
         self.db.flush_wal(true).map_err(io::Error::other)?;
@@ -212,11 +241,11 @@ impl StateMachineStore {
             }
             EntryPayload::Membership(membership) => {
                 let stored = StoredMembership::new(Some(entry.log_id()), membership.clone());
-                batch.put_cf(meta_cf, KEY_MEMBERSHIP, json(&stored)?);
+                batch.put_cf(meta_cf, KEY_MEMBERSHIP, encode_meta(KEY_MEMBERSHIP, &stored)?);
                 Response::Empty
             }
         };
-        batch.put_cf(meta_cf, KEY_APPLIED, json(&Some(entry.log_id()))?);
+        batch.put_cf(meta_cf, KEY_APPLIED, encode_meta(KEY_APPLIED, &Some(entry.log_id()))?);
         // Not synced: the Raft log is durable and re-applied after a crash from the applied
         // id stored atomically with the data.
         self.db.write(batch).map_err(io::Error::other)?;
@@ -307,11 +336,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 view.get_cf(meta_cf, key).map_err(io::Error::other)
             };
             let last_log_id: Option<LogId> = match read(KEY_APPLIED)? {
-                Some(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
+                Some(b) => decode_meta(KEY_APPLIED, &b)?,
                 None => None,
             };
             let last_membership: Membership = match read(KEY_MEMBERSHIP)? {
-                Some(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
+                Some(b) => decode_meta(KEY_MEMBERSHIP, &b)?,
                 None => Membership::default(),
             };
             let meta = Meta { last_log_id, last_membership };

@@ -1,7 +1,7 @@
 //! Snapshot files: a streamable, checksummed dump of the state machine's key-value pairs.
 //!
 //! ```text
-//! magic "CLSNAP01" | meta_len u32 | meta (JSON SnapshotMeta)
+//! magic "CLSNAP01" | meta_len u32 | meta (SnapshotMeta, in the envelope of crate::codec)
 //! repeated: key_len u32 (< 0xFFFF_FFFF) | key | value_len u32 | value
 //! 0xFFFF_FFFF | pairs u64 | CRC32 of every byte before this CRC (u32)
 //! ```
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use openraft::type_config::alias::SnapshotMetaOf;
 
 use crate::TypeConfig;
+use crate::codec::{self, Kind};
 
 const MAGIC: &[u8; 8] = b"CLSNAP01";
 const END_MARKER: u32 = u32::MAX;
@@ -68,9 +69,9 @@ pub fn write(
     let file = File::create(&tmp)?;
     let mut w = CrcWriter { inner: BufWriter::with_capacity(1 << 20, file), crc: crc32fast::Hasher::new() };
     w.write_all(MAGIC)?;
-    let meta_json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-    w.write_all(&(meta_json.len() as u32).to_le_bytes())?;
-    w.write_all(&meta_json)?;
+    let meta_bytes = codec::encode(Kind::SnapshotMeta, meta).map_err(io::Error::other)?;
+    w.write_all(&(meta_bytes.len() as u32).to_le_bytes())?;
+    w.write_all(&meta_bytes)?;
     let mut count = 0u64;
     for pair in pairs {
         let (key, value) = pair?;
@@ -118,8 +119,8 @@ pub fn read(file: File, mut each: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>
     if meta_len > META_MAX_BYTES {
         return Err(bad("snapshot meta too large"));
     }
-    let meta: Meta =
-        serde_json::from_slice(&take(&mut r, meta_len as usize)?).map_err(|e| bad(e.to_string()))?;
+    let meta: Meta = codec::decode(Kind::SnapshotMeta, &take(&mut r, meta_len as usize)?)
+        .map_err(|e| bad(e.to_string()))?;
     let mut count = 0u64;
     loop {
         let key_len = u32_of(take(&mut r, 4)?)?;
@@ -167,7 +168,7 @@ pub fn read_meta(path: &Path) -> io::Result<Meta> {
     }
     let mut meta = vec![0u8; len as usize];
     r.read_exact(&mut meta)?;
-    serde_json::from_slice(&meta).map_err(|e| bad(e.to_string()))
+    codec::decode(Kind::SnapshotMeta, &meta).map_err(|e| bad(e.to_string()))
 }
 
 /// The newest complete snapshot file in `dir`, if any.
