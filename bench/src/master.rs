@@ -40,6 +40,24 @@ pub struct MasterBenchResult {
     pub rows: Vec<Row>,
     /// (master id, VmHWM KiB).
     pub peak_rss_kib: Vec<(u64, u64)>,
+    /// The leader during the commit phase.
+    pub leader_id: u64,
+    /// Bytes each follower read (`rchar` of /proc/<pid>/io: its network receives, which
+    /// are the leader's AppendEntries, plus any file reads) during the commit phase, per
+    /// committed index entry, averaged over the two followers.
+    pub follower_read_bytes_per_entry: f64,
+}
+
+/// Bytes a process has read (`rchar`: sockets and files), from /proc/<pid>/io.
+fn read_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The leader's id, as a master reports it.
+async fn leader_id(client: &MasterClient) -> Result<u64> {
+    let status = client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await?;
+    status.leader_id.context("no leader")
 }
 
 struct Masters {
@@ -139,6 +157,12 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
         );
     }
 
+    let leader_before = leader_id(&client).await?;
+    let read_before: Vec<(u64, u64)> = masters
+        .children
+        .iter()
+        .map(|(id, child)| (*id, read_bytes(child.id()).unwrap_or(0)))
+        .collect();
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -197,6 +221,24 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
         t.await??;
     }
     let commit_elapsed = start.elapsed();
+    let leader = leader_id(&client).await?;
+    if leader != leader_before {
+        bail!("the leader changed during the commit phase ({leader_before} -> {leader}): no per-follower figure");
+    }
+    let follower_reads: Vec<u64> = masters
+        .children
+        .iter()
+        .filter(|(id, _)| *id != leader)
+        .filter_map(|(id, child)| {
+            let before = read_before.iter().find(|(b, _)| b == id)?.1;
+            Some(read_bytes(child.id())?.saturating_sub(before))
+        })
+        .collect();
+    let follower_read_bytes_per_entry = if follower_reads.is_empty() {
+        0.0
+    } else {
+        follower_reads.iter().sum::<u64>() as f64 / follower_reads.len() as f64 / config.entries as f64
+    };
 
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -259,5 +301,5 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
             baseline: None,
         },
     ];
-    Ok(MasterBenchResult { rows, peak_rss_kib })
+    Ok(MasterBenchResult { rows, peak_rss_kib, leader_id: leader, follower_read_bytes_per_entry })
 }

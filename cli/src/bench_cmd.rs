@@ -51,6 +51,10 @@ pub enum BenchCommand {
         /// Hashes per Lookup call.
         #[arg(long, default_value_t = 100)]
         lookup_batch: u64,
+        /// The `cellar` binary to run the masters with (default: this one), e.g. a build
+        /// of an earlier commit to compare with in the same run.
+        #[arg(long)]
+        master_binary: Option<PathBuf>,
     },
     /// Load on a block API endpoint: put COUNT distinct blocks with CONCURRENCY clients,
     /// then get them back; throughput and p50/p99 latency. With --ceiling-dir, also the
@@ -134,9 +138,13 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             print!("{}", report::table(&rows));
             Ok(())
         }
-        BenchCommand::Master { dir, entries, clients, batch, lookups, lookup_batch } => {
+        BenchCommand::Master { dir, entries, clients, batch, lookups, lookup_batch, master_binary } => {
+            let cellar = match master_binary {
+                Some(path) => path,
+                None => std::env::current_exe().context("find own executable")?,
+            };
             let config = master::MasterBenchConfig {
-                cellar: std::env::current_exe().context("find own executable")?,
+                cellar,
                 dir,
                 entries,
                 clients,
@@ -150,6 +158,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             for (id, kib) in result.peak_rss_kib {
                 println!("master {id} peak RSS {} MiB", kib / 1024);
             }
+            println!(
+                "leader {}; each follower read {:.0} bytes per committed index entry (AppendEntries and file reads)",
+                result.leader_id, result.follower_read_bytes_per_entry
+            );
             Ok(())
         }
         BenchCommand::Blocks {
