@@ -18,9 +18,10 @@ pub struct FrontendArgs {
     /// Cluster secret sent on every call between cellar processes.
     #[arg(long, env = "CELLAR_SECRET")]
     secret: Option<String>,
-    /// Volume size in MiB; must equal the masters' volume_size_bytes.
-    #[arg(long, default_value_t = 1024)]
-    volume_mib: u64,
+    /// Volume size in MiB (default: the masters' volume_size_bytes, from the cluster map;
+    /// a smaller value fills volumes less, a larger one is refused).
+    #[arg(long)]
+    volume_mib: Option<u64>,
     /// Open volumes written at once.
     #[arg(long, default_value_t = 8)]
     writers: usize,
@@ -43,7 +44,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     let mut config = FrontendConfig::new(args.http, masters);
     config.secret = args.secret;
     config.grpc = args.grpc;
-    config.volume_size_bytes = args.volume_mib << 20;
+    config.volume_size_bytes = args.volume_mib.map(|m| m << 20);
     config.writers = args.writers;
     config.deadlines = args.deadlines.deadlines();
     config.put_body_timeout = std::time::Duration::from_millis(args.put_body_timeout_ms);

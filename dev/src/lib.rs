@@ -190,7 +190,7 @@ impl DevCell {
         }
         let mut config = FrontendConfig::new(options.http.clone(), masters.clone());
         config.grpc = Some(options.grpc.clone());
-        config.volume_size_bytes = options.volume_size_bytes;
+        // Block and volume sizes come from the masters, through the cluster map.
         config.writers = DEV_WRITERS;
         config.lease_renew = Duration::from_millis(options.lease_ms / 3);
         config.holder = format!("dev-frontend-{}", std::process::id());

@@ -23,7 +23,7 @@ async fn cell(dir: &std::path::Path) -> DevCell {
 async fn frontend(cell: &DevCell, tweak: impl FnOnce(&mut FrontendConfig)) -> FrontendHandle {
     let mut config = FrontendConfig::new("127.0.0.1:0", cell.endpoints.masters.clone());
     config.holder = format!("frontend-under-test-{}", std::process::id());
-    config.volume_size_bytes = 8 << 20;
+    config.volume_size_bytes = Some(8 << 20);
     tweak(&mut config);
     cellar_frontend::start(config).await.expect("start the frontend")
 }

@@ -14,7 +14,7 @@ use cellar_volume_api::reader::BlockReader;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::config::FrontendConfig;
+use crate::config::{CellLimits, FrontendConfig};
 use crate::metrics::Metrics;
 use crate::writers::{BlockSums, StoreError, Writers};
 use crate::{GETS_IN_FLIGHT_MAX, INDEX_CACHE_MAX, PUTS_IN_FLIGHT_MAX, VOLUME_CACHE_MAX};
@@ -107,11 +107,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Blocks {
     /// A block service over `cluster`.
-    pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig) -> Blocks {
+    pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig, limits: CellLimits) -> Blocks {
         let metrics = Arc::new(Metrics::default());
         Blocks {
-            writers: Writers::new(cluster.clone(), config, metrics.clone()),
-            reader: BlockReader::new(cluster.clone(), config.block_size_max_bytes),
+            writers: Writers::new(cluster.clone(), config, limits, metrics.clone()),
+            reader: BlockReader::new(cluster.clone(), limits.block_size_max_bytes),
             cluster,
             index: Mutex::new(HashMap::new()),
             volumes: Mutex::new(HashMap::new()),
@@ -119,7 +119,7 @@ impl Blocks {
             put_body_timeout: config.put_body_timeout,
             put_body_idle_timeout: config.put_body_idle_timeout,
             gets: Arc::new(Semaphore::new(GETS_IN_FLIGHT_MAX)),
-            block_size_max_bytes: config.block_size_max_bytes,
+            block_size_max_bytes: limits.block_size_max_bytes,
             metrics,
         }
     }

@@ -15,11 +15,14 @@ pub struct FrontendConfig {
     pub secret: Option<String>,
     /// This frontend's name as a lease holder (unique per frontend).
     pub holder: String,
-    /// Largest block accepted.
-    pub block_size_max_bytes: u64,
-    /// Volume size: a volume is sealed when the next block would not fit. Must equal the
-    /// master's `volume_size_bytes`.
-    pub volume_size_bytes: u64,
+    /// Largest block accepted; none: the masters' `block_size_max_bytes` (from the
+    /// cluster map at start). A value over the masters' is refused at start.
+    pub block_size_max_bytes: Option<u64>,
+    /// Volume size: a volume is sealed when the next block would not fit. None: the
+    /// masters' `volume_size_bytes` (from the cluster map at start); a value over the
+    /// masters' is refused at start (the masters would refuse commits past theirs), a
+    /// smaller one fills volumes less.
+    pub volume_size_bytes: Option<u64>,
     /// Open volumes written at once (each takes one put at a time).
     pub writers: usize,
     /// How often write leases are renewed (well within the master's lease).
@@ -44,7 +47,8 @@ pub struct FrontendConfig {
 }
 
 impl FrontendConfig {
-    /// Defaults: 4 MiB blocks, 1 GiB volumes, 8 writers, leases renewed every 5 s.
+    /// Defaults: block size and volume size from the masters, 8 writers, leases renewed
+    /// every 5 s.
     pub fn new(http: impl Into<String>, masters: Vec<String>) -> FrontendConfig {
         FrontendConfig {
             http: http.into(),
@@ -52,8 +56,8 @@ impl FrontendConfig {
             masters,
             secret: None,
             holder: format!("frontend-{}", std::process::id()),
-            block_size_max_bytes: 4 << 20,
-            volume_size_bytes: 1 << 30,
+            block_size_max_bytes: None,
+            volume_size_bytes: None,
             writers: 8,
             lease_renew: Duration::from_secs(5),
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
@@ -74,10 +78,8 @@ impl FrontendConfig {
         if self.writers == 0 || self.writers > 1024 {
             return Err("writers must be in 1..=1024".into());
         }
-        if self.appends_in_flight_max_bytes < self.block_size_max_bytes
-            || self.appends_in_flight_max_bytes > u64::from(u32::MAX)
-        {
-            return Err("appends_in_flight_max_bytes must hold one largest block and be under 4 GiB".into());
+        if self.appends_in_flight_max_bytes > u64::from(u32::MAX) {
+            return Err("appends_in_flight_max_bytes must be under 4 GiB".into());
         }
         if self.put_body_idle_timeout.is_zero() || self.put_body_timeout < self.put_body_idle_timeout {
             return Err("put_body_idle_timeout must be above zero and at most put_body_timeout".into());
@@ -85,9 +87,45 @@ impl FrontendConfig {
         if self.http_connections_max == 0 {
             return Err("http_connections_max must be at least 1".into());
         }
-        if self.volume_size_bytes < self.block_size_max_bytes + 64 {
-            return Err("volume_size_bytes must hold at least one largest block".into());
-        }
         Ok(())
     }
+
+    /// The sizes this frontend works with: its own where set, at most the masters'
+    /// (`cell`, from the cluster map), else the masters'.
+    pub fn limits(&self, cell: &cellar_proto::master::CellSettings) -> Result<CellLimits, String> {
+        let pick = |own: Option<u64>, masters: u64, name: &str| match own {
+            Some(v) if v > masters => {
+                Err(format!("{name} {v} is over the masters' {masters}: leave it unset to take theirs"))
+            }
+            Some(v) => Ok(v),
+            None => Ok(masters),
+        };
+        let limits = CellLimits {
+            volume_size_bytes: pick(self.volume_size_bytes, cell.volume_size_bytes, "volume_size_bytes")?,
+            block_size_max_bytes: pick(self.block_size_max_bytes, cell.block_size_max_bytes, "block_size_max_bytes")?,
+        };
+        if limits.block_size_max_bytes == 0 {
+            return Err("block_size_max_bytes is 0".into());
+        }
+        if limits.volume_size_bytes < limits.block_size_max_bytes + cellar_format::RECORD_HEADER_BYTES as u64 {
+            return Err(format!(
+                "volume_size_bytes {} must hold at least one largest block ({} bytes)",
+                limits.volume_size_bytes, limits.block_size_max_bytes
+            ));
+        }
+        if self.appends_in_flight_max_bytes < limits.block_size_max_bytes {
+            return Err("appends_in_flight_max_bytes must hold one largest block".into());
+        }
+        Ok(limits)
+    }
+}
+
+/// The block and volume sizes a running frontend works with (see
+/// [`FrontendConfig::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellLimits {
+    /// A volume is sealed when the next block would not fit.
+    pub volume_size_bytes: u64,
+    /// Largest block accepted.
+    pub block_size_max_bytes: u64,
 }

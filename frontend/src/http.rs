@@ -455,6 +455,10 @@ pub enum StartError {
     /// Bad configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// The masters' cell settings could not be read, or this frontend's sizes conflict
+    /// with them.
+    #[error("cell settings: {0}")]
+    CellSettings(String),
     /// The HTTP address could not be bound.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -500,8 +504,15 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
     let master =
         MasterClient::with_local(&config.masters, config.secret.as_deref(), config.local_masters.as_ref())
             .map_err(|e| StartError::Config(e.to_string()))?;
+    let cell = master.cell_settings().await.map_err(|e| StartError::CellSettings(e.to_string()))?;
+    let limits = config.limits(&cell).map_err(StartError::CellSettings)?;
+    tracing::info!(
+        volume_size_bytes = limits.volume_size_bytes,
+        block_size_max_bytes = limits.block_size_max_bytes,
+        "cell limits"
+    );
     let cluster = Cluster::with_deadlines(master, config.secret.clone(), config.deadlines);
-    let blocks = Arc::new(Blocks::new(cluster, &config));
+    let blocks = Arc::new(Blocks::new(cluster, &config, limits));
     let (stop, stop_rx) = watch::channel(false);
     let stop_rx_grpc = stop_rx.clone();
     let mut tasks = Vec::new();

@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod writers;
 
 pub use blocks::{BlockError, Blocks, PutOutcome};
-pub use config::FrontendConfig;
+pub use config::{CellLimits, FrontendConfig};
 pub use http::{FrontendHandle, start};
 
 /// Index entries cached by a frontend (lookups of blocks it has seen).

@@ -30,7 +30,7 @@ use cellar_volume_api::{APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::FrontendConfig;
+use crate::config::{CellLimits, FrontendConfig};
 use crate::metrics::Metrics;
 
 /// How long a volume server an append could not reach is passed over for new volumes.
@@ -142,13 +142,13 @@ fn refusal(e: &ClientError) -> bool {
 
 impl Writers {
     /// A pool of `config.writers` slots (started at once: call inside a Tokio runtime).
-    pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig, metrics: Arc<Metrics>) -> Writers {
+    pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig, limits: CellLimits, metrics: Arc<Metrics>) -> Writers {
         let (queue, rx) = mpsc::channel(PUT_QUEUE_MAX);
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             cluster,
             holder: config.holder.clone(),
-            volume_size_bytes: config.volume_size_bytes,
+            volume_size_bytes: limits.volume_size_bytes,
             leases: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashSet::new()),
             suspects: Mutex::new(HashMap::new()),

@@ -174,6 +174,9 @@ pub enum ClientError {
     /// An address is malformed.
     #[error("bad master address {0}")]
     BadAddress(String),
+    /// The masters answered without the cell settings (a master older than the settings).
+    #[error("the masters' cluster map carries no cell settings")]
+    NoCellSettings,
 }
 
 impl ClientError {
@@ -429,6 +432,15 @@ impl MasterClient {
             op(grpc, r)
         })
         .await
+    }
+
+    /// The cell's shared settings (volume size, block size limit, scheme, lease) from the
+    /// masters' configuration, through the cluster map.
+    pub async fn cell_settings(&self) -> Result<pb::CellSettings, ClientError> {
+        let map = self
+            .call(|mut c| async move { c.get_cluster_map(pb::GetClusterMapRequest { known_version: 0 }).await })
+            .await?;
+        map.settings.ok_or(ClientError::NoCellSettings)
     }
 
     /// Calls `op` on the leader, following redirects and retrying transient failures until

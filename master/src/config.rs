@@ -33,6 +33,9 @@ pub struct MasterConfig {
     pub log_kept_after_snapshot: u64,
     /// Size at which a volume is full (`volume_size_bytes`).
     pub volume_size_bytes: u64,
+    /// Largest block payload the cell takes (`block_size_max_bytes`); volume servers and
+    /// frontends without their own limit take it from the cluster map.
+    pub block_size_max_bytes: u64,
     /// Replicas of an open volume.
     pub replicas: u8,
     /// Scheme volumes are coded with (validated when the configuration is read).
@@ -51,6 +54,14 @@ pub struct MasterConfig {
     pub local_group: Option<crate::network::LocalGroup>,
 }
 
+/// Default largest block payload: 4 MiB.
+pub const BLOCK_SIZE_MAX_BYTES_DEFAULT: u64 = 4 << 20;
+/// Largest block payload a cell may be configured for (an append of it must fit the
+/// volume API's messages).
+pub const BLOCK_SIZE_LIMIT_BYTES: u64 = 8 << 20;
+/// Bytes a block's record takes on a replica beyond its payload (the record header).
+pub const BLOCK_RECORD_OVERHEAD_BYTES: u64 = 64;
+
 /// Raw settings as read from a TOML file; every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +78,8 @@ pub struct RawMasterConfig {
     pub log_kept_after_snapshot: Option<u64>,
     /// See [`MasterConfig::volume_size_bytes`].
     pub volume_size_bytes: Option<u64>,
+    /// See [`MasterConfig::block_size_max_bytes`].
+    pub block_size_max_bytes: Option<u64>,
     /// See [`MasterConfig::replicas`].
     pub replicas: Option<u8>,
     /// See [`MasterConfig::scheme`]: `rs-<data>-<parity>`, refused when the file is read
@@ -109,6 +122,7 @@ impl MasterConfig {
             snapshot_after_entries: 10_000,
             log_kept_after_snapshot: 1_000,
             volume_size_bytes: 1 << 30,
+            block_size_max_bytes: BLOCK_SIZE_MAX_BYTES_DEFAULT,
             replicas: 3,
             scheme: cellar_erasure::Scheme::RS_6_3,
             lease_ms: 30_000,
@@ -127,6 +141,7 @@ impl MasterConfig {
         self.snapshot_after_entries = raw.snapshot_after_entries.unwrap_or(self.snapshot_after_entries);
         self.log_kept_after_snapshot = raw.log_kept_after_snapshot.unwrap_or(self.log_kept_after_snapshot);
         self.volume_size_bytes = raw.volume_size_bytes.unwrap_or(self.volume_size_bytes);
+        self.block_size_max_bytes = raw.block_size_max_bytes.unwrap_or(self.block_size_max_bytes);
         self.replicas = raw.replicas.unwrap_or(self.replicas);
         self.scheme = raw.scheme.unwrap_or(self.scheme);
         self.lease_ms = raw.lease_ms.unwrap_or(self.lease_ms);
@@ -150,6 +165,12 @@ impl MasterConfig {
         }
         if self.volume_size_bytes < 1 << 20 {
             return Err("volume_size_bytes must be at least 1 MiB".into());
+        }
+        if self.block_size_max_bytes == 0 || self.block_size_max_bytes > BLOCK_SIZE_LIMIT_BYTES {
+            return Err(format!("block_size_max_bytes must be in 1..={BLOCK_SIZE_LIMIT_BYTES}"));
+        }
+        if self.block_size_max_bytes + BLOCK_RECORD_OVERHEAD_BYTES > self.volume_size_bytes {
+            return Err("volume_size_bytes must hold at least one largest block".into());
         }
         if self.lease_ms < 1000 {
             return Err("lease_ms must be at least 1000".into());

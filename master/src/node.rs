@@ -168,6 +168,7 @@ pub async fn start(
     let batcher = CommitBatcher::start(raft.clone(), config.volume_size_bytes);
     let settings = ApiSettings {
         volume_size_bytes: config.volume_size_bytes,
+        block_size_max_bytes: config.block_size_max_bytes,
         replicas: config.replicas,
         scheme: config.scheme.to_string(),
         lease_ms: config.lease_ms,

@@ -43,6 +43,8 @@ pub const STRING_MAX_BYTES: usize = 1024;
 pub struct ApiSettings {
     /// Volume size (`volume_size_bytes`).
     pub volume_size_bytes: u64,
+    /// Largest block payload.
+    pub block_size_max_bytes: u64,
     /// Replicas per open volume.
     pub replicas: u8,
     /// Coding scheme.
@@ -381,17 +383,24 @@ impl Master for MasterService {
         self.check(&req)?;
         self.linearizable().await?;
         let version = state::counters(&self.reader).map_err(internal)?.cluster_map_version;
+        let settings = Some(pb::CellSettings {
+            volume_size_bytes: self.settings.volume_size_bytes,
+            scheme: self.settings.scheme.clone(),
+            block_size_max_bytes: self.settings.block_size_max_bytes,
+            lease_ms: self.settings.lease_ms,
+        });
         if req.get_ref().known_version == version {
             return Ok(Response::new(pb::ClusterMap {
                 version,
                 nodes: vec![],
                 disks: vec![],
                 unchanged: true,
+                settings,
             }));
         }
         let nodes = self.nodes()?.iter().map(node_pb).collect();
         let disks = self.disks()?.iter().map(disk_pb).collect();
-        Ok(Response::new(pb::ClusterMap { version, nodes, disks, unchanged: false }))
+        Ok(Response::new(pb::ClusterMap { version, nodes, disks, unchanged: false, settings }))
     }
 
     async fn get_volumes(

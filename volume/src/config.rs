@@ -48,8 +48,9 @@ pub struct VolumeConfig {
     pub task_poll: Duration,
     /// When encode tasks wait for the append load to drop.
     pub encode_defer: EncodeDefer,
-    /// Largest block payload accepted.
-    pub block_size_max_bytes: u64,
+    /// Largest block payload accepted; none: the masters' `block_size_max_bytes`, read
+    /// from the cluster map at start.
+    pub block_size_max_bytes: Option<u64>,
     /// Request bytes held at once (see [`crate::SERVER_INFLIGHT_MAX_BYTES`]).
     pub inflight_max_bytes: u64,
     /// Deadlines of this server's calls to other volume servers (its tasks' reads and
@@ -82,7 +83,7 @@ impl VolumeConfig {
             heartbeat: Duration::from_secs(1),
             task_poll: Duration::from_secs(1),
             encode_defer: EncodeDefer::default(),
-            block_size_max_bytes: cellar_blockstore::BLOCK_SIZE_MAX_BYTES_DEFAULT,
+            block_size_max_bytes: None,
             inflight_max_bytes: crate::SERVER_INFLIGHT_MAX_BYTES,
             deadlines: crate::deadline::CallDeadlines::default(),
             trash_retention: TRASH_RETENTION_DEFAULT,
@@ -106,10 +107,18 @@ impl VolumeConfig {
                 return Err(format!("disk {} is given twice", d.display()));
             }
         }
-        if self.block_size_max_bytes == 0 || self.block_size_max_bytes > 8 << 20 {
-            return Err("block_size_max_bytes must be in 1..=8 MiB".into());
+        if let Some(block) = self.block_size_max_bytes {
+            self.check_block_size(block)?;
         }
-        if self.inflight_max_bytes < self.block_size_max_bytes {
+        Ok(())
+    }
+
+    /// Checks a block size limit, this server's own or the masters'.
+    pub fn check_block_size(&self, block_size_max_bytes: u64) -> Result<(), String> {
+        if block_size_max_bytes == 0 || block_size_max_bytes > 8 << 20 {
+            return Err(format!("block_size_max_bytes {block_size_max_bytes} must be in 1..=8 MiB"));
+        }
+        if self.inflight_max_bytes < block_size_max_bytes {
             return Err("inflight_max_bytes must hold at least one block".into());
         }
         Ok(())

@@ -73,6 +73,12 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "cellar_volume_budget_bytes{{kind=\"in_use\"}} {}", shared.budget.in_use_bytes());
     let _ = writeln!(out, "cellar_volume_budget_bytes{{kind=\"peak\"}} {}", shared.budget.peak_bytes());
     let _ = writeln!(out, "cellar_volume_budget_bytes{{kind=\"max\"}} {}", shared.budget.max_bytes());
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_block_size_max_bytes Largest block payload accepted (own or the cell's)."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_block_size_max_bytes gauge");
+    let _ = writeln!(out, "cellar_volume_block_size_max_bytes {}", shared.block_size_max_bytes);
     let _ = writeln!(out, "# HELP cellar_volume_disk_bytes Each disk's capacity, used and free bytes.");
     let _ = writeln!(out, "# TYPE cellar_volume_disk_bytes gauge");
     let _ = writeln!(out, "# HELP cellar_volume_disk_failed 1 when the disk's usage cannot be read.");

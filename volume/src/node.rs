@@ -89,7 +89,23 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
     let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
 
-    let (paths, io, block_max) = (config.disks.clone(), config.io.clone(), config.block_size_max_bytes);
+    let register_client = MasterClient::new(&config.masters, config.secret.as_deref())
+        .map_err(|e| StartError::Register(e.to_string()))?
+        .with_deadline(REGISTER_DEADLINE);
+    // The cell's block size limit, unless this server was given its own.
+    let block_max = match config.block_size_max_bytes {
+        Some(b) => b,
+        None => {
+            register_client
+                .cell_settings()
+                .await
+                .map_err(|e| StartError::Register(format!("cell settings: {e}")))?
+                .block_size_max_bytes
+        }
+    };
+    config.check_block_size(block_max).map_err(StartError::Config)?;
+    tracing::info!(block_size_max_bytes = block_max, "block size limit");
+    let (paths, io) = (config.disks.clone(), config.io.clone());
     let disks = tokio::task::spawn_blocking(move || LocalDisks::open(&paths, io, block_max))
         .await
         .map_err(|e| StartError::Config(format!("disk opener: {e}")))??;
@@ -111,9 +127,6 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
             free_bytes: stat.free_bytes,
         });
     }
-    let register_client = MasterClient::new(&config.masters, config.secret.as_deref())
-        .map_err(|e| StartError::Register(e.to_string()))?
-        .with_deadline(REGISTER_DEADLINE);
     let request = mpb::RegisterNodeRequest {
         node_id: known_id,
         address: advertise.clone(),
@@ -138,14 +151,14 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         cluster,
         fences: Fences::default(),
         budget: ByteBudget::new(config.inflight_max_bytes),
-        block_size_max_bytes: config.block_size_max_bytes,
+        block_size_max_bytes: block_max,
         secret: config.secret.clone(),
         metrics: crate::counters::VolumeMetrics::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
         // A record, or a fragment read of one: its whole chunks, up to a chunk more on
         // each side, and the slack of a direct read.
         read_buffers: crate::buffers::ReadBuffers::new(
-            config.block_size_max_bytes as usize
+            block_max as usize
                 + cellar_blockstore::RECORD_HEADER_BYTES
                 + 2 * crate::FRAGMENT_CHUNK_BYTES as usize
                 + cellar_blockstore::io::direct::DIRECT_READ_SLACK_BYTES,

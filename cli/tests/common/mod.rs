@@ -23,7 +23,8 @@ pub struct CellSpec {
     pub servers_per_zone: usize,
     /// Disks per volume server.
     pub disks_per_server: usize,
-    /// Volume size in MiB (the masters' and the frontend's).
+    /// Volume size in MiB (the masters'; volume servers and the frontend take the cell's
+    /// settings from the cluster map).
     pub volume_mib: u64,
     /// Extra lines of the masters' TOML config.
     pub master_config: String,
@@ -291,9 +292,7 @@ impl Cell {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("no node id in {line:?}"));
         }
-        let volume_mib = spec.volume_mib.to_string();
-        let mut args: Vec<&str> =
-            vec!["frontend", "--http", "127.0.0.1:0", "--master", &master_list, "--volume-mib", &volume_mib];
+        let mut args: Vec<&str> = vec!["frontend", "--http", "127.0.0.1:0", "--master", &master_list];
         args.extend(spec.frontend_args.iter().map(String::as_str));
         let mut frontend = cellar(&args, &d.join("frontend.log"));
         let stdout = frontend.stdout.take().expect("stdout");
