@@ -42,16 +42,22 @@ pub struct MasterBenchResult {
     pub peak_rss_kib: Vec<(u64, u64)>,
     /// The leader during the commit phase.
     pub leader_id: u64,
-    /// Bytes each follower read (`rchar` of /proc/<pid>/io: its network receives, which
-    /// are the leader's AppendEntries, plus any file reads) during the commit phase, per
-    /// committed index entry, averaged over the two followers.
-    pub follower_read_bytes_per_entry: f64,
+    /// Bytes sent to each follower per committed index entry during the commit phase:
+    /// the loopback interface's bytes over the phase, less the bytes of the bench's own
+    /// calls (requests and answers, as encoded), halved (two followers). Everything
+    /// between the masters is loopback traffic here, so this counts the AppendEntries
+    /// payloads with their gRPC, HTTP/2 and TCP/IP framing, the followers' answers and
+    /// the heartbeats: an upper bound of the replicated bytes, comparable between builds.
+    pub replicated_bytes_per_entry: f64,
 }
 
-/// Bytes a process has read (`rchar`: sockets and files), from /proc/<pid>/io.
-fn read_bytes(pid: u32) -> Option<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok())
+/// Bytes received on the loopback interface so far (/proc/net/dev).
+fn loopback_bytes() -> Option<u64> {
+    let dev = std::fs::read_to_string("/proc/net/dev").ok()?;
+    dev.lines()
+        .find_map(|l| l.trim_start().strip_prefix("lo:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The leader's id, as a master reports it.
@@ -158,16 +164,15 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
     }
 
     let leader_before = leader_id(&client).await?;
-    let read_before: Vec<(u64, u64)> = masters
-        .children
-        .iter()
-        .map(|(id, child)| (*id, read_bytes(child.id()).unwrap_or(0)))
-        .collect();
+    let loopback_before = loopback_bytes().context("read /proc/net/dev")?;
+    // Bytes of the bench's own commit calls (requests and answers, as encoded).
+    let call_bytes = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for volume in volumes {
-        let (client, next, batch, total) = (client.clone(), next.clone(), config.batch, config.entries);
+        let (client, next, batch, total, call_bytes) =
+            (client.clone(), next.clone(), config.batch, config.entries, call_bytes.clone());
         tasks.push(tokio::spawn(async move {
             // The lease must be renewed while writing, as a frontend does.
             let mut renewed = Instant::now();
@@ -205,12 +210,14 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                     })
                     .collect();
                 let req = pb::CommitIndexRequest { entries, request_id: None };
+                call_bytes.fetch_add(prost::Message::encoded_len(&req) as u64, Ordering::Relaxed);
                 let resp = client
                     .call(|mut c| {
                         let r = req.clone();
                         async move { c.commit_index(r).await }
                     })
                     .await?;
+                call_bytes.fetch_add(prost::Message::encoded_len(&resp) as u64, Ordering::Relaxed);
                 if let Some(bad) = resp.results.iter().find(|r| r.outcome != "committed") {
                     bail!("commit refused: {} {}", bad.outcome, bad.detail);
                 }
@@ -223,22 +230,13 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
     let commit_elapsed = start.elapsed();
     let leader = leader_id(&client).await?;
     if leader != leader_before {
-        bail!("the leader changed during the commit phase ({leader_before} -> {leader}): no per-follower figure");
+        bail!(
+            "the leader changed during the commit phase ({leader_before} -> {leader}): no per-follower figure"
+        );
     }
-    let follower_reads: Vec<u64> = masters
-        .children
-        .iter()
-        .filter(|(id, _)| *id != leader)
-        .filter_map(|(id, child)| {
-            let before = read_before.iter().find(|(b, _)| b == id)?.1;
-            Some(read_bytes(child.id())?.saturating_sub(before))
-        })
-        .collect();
-    let follower_read_bytes_per_entry = if follower_reads.is_empty() {
-        0.0
-    } else {
-        follower_reads.iter().sum::<u64>() as f64 / follower_reads.len() as f64 / config.entries as f64
-    };
+    let loopback = loopback_bytes().context("read /proc/net/dev")?.saturating_sub(loopback_before);
+    let between_masters = loopback.saturating_sub(call_bytes.load(Ordering::Relaxed));
+    let replicated_bytes_per_entry = between_masters as f64 / 2.0 / config.entries as f64;
 
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -301,5 +299,5 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
             baseline: None,
         },
     ];
-    Ok(MasterBenchResult { rows, peak_rss_kib, leader_id: leader, follower_read_bytes_per_entry })
+    Ok(MasterBenchResult { rows, peak_rss_kib, leader_id: leader, replicated_bytes_per_entry })
 }

@@ -143,15 +143,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 Some(path) => path,
                 None => std::env::current_exe().context("find own executable")?,
             };
-            let config = master::MasterBenchConfig {
-                cellar,
-                dir,
-                entries,
-                clients,
-                batch,
-                lookup_batch,
-                lookups,
-            };
+            let config =
+                master::MasterBenchConfig { cellar, dir, entries, clients, batch, lookup_batch, lookups };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let result = runtime.block_on(master::run(&config))?;
             print!("{}", report::table(&result.rows));
@@ -159,8 +152,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 println!("master {id} peak RSS {} MiB", kib / 1024);
             }
             println!(
-                "leader {}; each follower read {:.0} bytes per committed index entry (AppendEntries and file reads)",
-                result.leader_id, result.follower_read_bytes_per_entry
+                "leader {}; {:.0} bytes went to each follower per committed index entry (loopback bytes less the bench's calls, halved)",
+                result.leader_id, result.replicated_bytes_per_entry
             );
             Ok(())
         }

@@ -28,7 +28,12 @@ fn volume_servers_and_the_frontend_take_the_masters_sizes() {
     // Every volume server reports the masters' limit.
     for v in &cell.volumes {
         let text = scrape(&metrics_url(&v.log));
-        assert_eq!(value(&text, "cellar_volume_block_size_max_bytes "), BLOCK_MAX_BYTES as f64, "{}", v.log.display());
+        assert_eq!(
+            value(&text, "cellar_volume_block_size_max_bytes "),
+            BLOCK_MAX_BYTES as f64,
+            "{}",
+            v.log.display()
+        );
     }
 
     // 12 MiB of 1 MiB blocks through one writer: an 8 MiB volume fills and is sealed, so

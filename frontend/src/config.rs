@@ -102,12 +102,17 @@ impl FrontendConfig {
         };
         let limits = CellLimits {
             volume_size_bytes: pick(self.volume_size_bytes, cell.volume_size_bytes, "volume_size_bytes")?,
-            block_size_max_bytes: pick(self.block_size_max_bytes, cell.block_size_max_bytes, "block_size_max_bytes")?,
+            block_size_max_bytes: pick(
+                self.block_size_max_bytes,
+                cell.block_size_max_bytes,
+                "block_size_max_bytes",
+            )?,
         };
         if limits.block_size_max_bytes == 0 {
             return Err("block_size_max_bytes is 0".into());
         }
-        if limits.volume_size_bytes < limits.block_size_max_bytes + cellar_format::RECORD_HEADER_BYTES as u64 {
+        if limits.volume_size_bytes < limits.block_size_max_bytes + cellar_format::RECORD_HEADER_BYTES as u64
+        {
             return Err(format!(
                 "volume_size_bytes {} must hold at least one largest block ({} bytes)",
                 limits.volume_size_bytes, limits.block_size_max_bytes

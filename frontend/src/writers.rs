@@ -142,7 +142,12 @@ fn refusal(e: &ClientError) -> bool {
 
 impl Writers {
     /// A pool of `config.writers` slots (started at once: call inside a Tokio runtime).
-    pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig, limits: CellLimits, metrics: Arc<Metrics>) -> Writers {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        config: &FrontendConfig,
+        limits: CellLimits,
+        metrics: Arc<Metrics>,
+    ) -> Writers {
         let (queue, rx) = mpsc::channel(PUT_QUEUE_MAX);
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {

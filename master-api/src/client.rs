@@ -438,7 +438,9 @@ impl MasterClient {
     /// masters' configuration, through the cluster map.
     pub async fn cell_settings(&self) -> Result<pb::CellSettings, ClientError> {
         let map = self
-            .call(|mut c| async move { c.get_cluster_map(pb::GetClusterMapRequest { known_version: 0 }).await })
+            .call(
+                |mut c| async move { c.get_cluster_map(pb::GetClusterMapRequest { known_version: 0 }).await },
+            )
             .await?;
         map.settings.ok_or(ClientError::NoCellSettings)
     }
