@@ -192,7 +192,6 @@ impl DevCell {
         config.grpc = Some(options.grpc.clone());
         // Block and volume sizes come from the masters, through the cluster map.
         config.writers = DEV_WRITERS;
-        config.lease_renew = Duration::from_millis(options.lease_ms / 3);
         config.holder = format!("dev-frontend-{}", std::process::id());
         if !options.over_grpc {
             let local = cellar_master_api::client::LocalMasters::new();

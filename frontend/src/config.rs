@@ -25,8 +25,9 @@ pub struct FrontendConfig {
     pub volume_size_bytes: Option<u64>,
     /// Open volumes written at once (each takes one put at a time).
     pub writers: usize,
-    /// How often write leases are renewed (well within the master's lease).
-    pub lease_renew: Duration,
+    /// How often write leases are renewed; none: a sixth of the masters' lease (from the
+    /// cluster map at start). A period of half the masters' lease or more is refused.
+    pub lease_renew: Option<Duration>,
     /// Payload bytes being appended to replicas at once (see
     /// [`crate::APPENDS_IN_FLIGHT_MAX_BYTES`]).
     pub appends_in_flight_max_bytes: u64,
@@ -47,8 +48,8 @@ pub struct FrontendConfig {
 }
 
 impl FrontendConfig {
-    /// Defaults: block size and volume size from the masters, 8 writers, leases renewed
-    /// every 5 s.
+    /// Defaults: block size, volume size and lease renewal from the masters' settings, 8
+    /// writers.
     pub fn new(http: impl Into<String>, masters: Vec<String>) -> FrontendConfig {
         FrontendConfig {
             http: http.into(),
@@ -59,7 +60,7 @@ impl FrontendConfig {
             block_size_max_bytes: None,
             volume_size_bytes: None,
             writers: 8,
-            lease_renew: Duration::from_secs(5),
+            lease_renew: None,
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
             deadlines: cellar_volume_api::deadline::CallDeadlines::default(),
             put_body_timeout: Duration::from_millis(crate::PUT_BODY_TIMEOUT_MS),
@@ -100,7 +101,8 @@ impl FrontendConfig {
             Some(v) => Ok(v),
             None => Ok(masters),
         };
-        let limits = CellLimits {
+        let mut limits = CellLimits {
+            lease_renew: Duration::ZERO,
             volume_size_bytes: pick(self.volume_size_bytes, cell.volume_size_bytes, "volume_size_bytes")?,
             block_size_max_bytes: pick(
                 self.block_size_max_bytes,
@@ -121,6 +123,14 @@ impl FrontendConfig {
         if self.appends_in_flight_max_bytes < limits.block_size_max_bytes {
             return Err("appends_in_flight_max_bytes must hold one largest block".into());
         }
+        let lease = Duration::from_millis(cell.lease_ms);
+        limits.lease_renew = match self.lease_renew {
+            Some(p) if p.is_zero() || p * 2 >= lease => {
+                return Err(format!("lease_renew {p:?} must be above zero and under half the masters' lease {lease:?}"));
+            }
+            Some(p) => p,
+            None => (lease / LEASE_RENEWALS_PER_LEASE).max(LEASE_RENEW_MIN),
+        };
         Ok(limits)
     }
 }
@@ -133,4 +143,54 @@ pub struct CellLimits {
     pub volume_size_bytes: u64,
     /// Largest block accepted.
     pub block_size_max_bytes: u64,
+    /// How often write leases are renewed.
+    pub lease_renew: Duration,
+}
+
+/// Renewals per lease period when the period is the masters' (a lease survives five
+/// missed renewals: a slow master or a long pause does not cost the volume).
+pub const LEASE_RENEWALS_PER_LEASE: u32 = 6;
+/// Shortest renewal period derived from the masters' lease.
+pub const LEASE_RENEW_MIN: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellar_proto::master::CellSettings;
+
+    fn cell() -> CellSettings {
+        CellSettings {
+            volume_size_bytes: 64 << 20,
+            scheme: "rs-6-3".into(),
+            block_size_max_bytes: 1 << 20,
+            lease_ms: 30_000,
+        }
+    }
+
+    #[test]
+    fn unset_sizes_and_renewal_come_from_the_masters() {
+        let config = FrontendConfig::new("127.0.0.1:0", vec!["m:1".into()]);
+        let limits = config.limits(&cell()).expect("limits");
+        assert_eq!(limits.volume_size_bytes, 64 << 20);
+        assert_eq!(limits.block_size_max_bytes, 1 << 20);
+        assert_eq!(limits.lease_renew, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn own_sizes_may_be_smaller_than_the_masters_never_larger() {
+        let mut config = FrontendConfig::new("127.0.0.1:0", vec!["m:1".into()]);
+        config.volume_size_bytes = Some(8 << 20);
+        config.block_size_max_bytes = Some(512 << 10);
+        let limits = config.limits(&cell()).expect("smaller sizes are kept");
+        assert_eq!((limits.volume_size_bytes, limits.block_size_max_bytes), (8 << 20, 512 << 10));
+        config.volume_size_bytes = Some(128 << 20);
+        let e = config.limits(&cell()).expect_err("a larger volume is refused");
+        assert!(e.contains("volume_size_bytes 134217728 is over the masters' 67108864"), "{e}");
+        config.volume_size_bytes = None;
+        config.block_size_max_bytes = Some(2 << 20);
+        assert!(config.limits(&cell()).is_err(), "a larger block limit is refused");
+        config.block_size_max_bytes = None;
+        config.lease_renew = Some(Duration::from_secs(15));
+        assert!(config.limits(&cell()).is_err(), "renewing only every half lease is refused");
+    }
 }

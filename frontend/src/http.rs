@@ -509,6 +509,7 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
     tracing::info!(
         volume_size_bytes = limits.volume_size_bytes,
         block_size_max_bytes = limits.block_size_max_bytes,
+        lease_renew_ms = limits.lease_renew.as_millis() as u64,
         "cell limits"
     );
     let cluster = Cluster::with_deadlines(master, config.secret.clone(), config.deadlines);
@@ -538,7 +539,7 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
             tracing::error!(error = %e, "frontend HTTP server stopped");
         }
     }));
-    let (renewer, period, mut renew_stop) = (blocks.clone(), config.lease_renew, stop_rx);
+    let (renewer, period, mut renew_stop) = (blocks.clone(), limits.lease_renew, stop_rx);
     tasks.push(tokio::spawn(async move {
         loop {
             tokio::select! {
