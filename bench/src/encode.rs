@@ -216,7 +216,7 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
                 volume_id: v.volume_id,
                 lease_epoch: v.lease_epoch,
                 offset_bytes: *o,
-                length_bytes: *l,
+                payload_bytes: *l - cellar_format::RECORD_HEADER_BYTES as u32,
                 crc32: *crc,
                 digest: key.digest.map_or_else(Vec::new, |d| d.to_vec()),
             })

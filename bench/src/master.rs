@@ -203,7 +203,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         volume_id: volume.volume_id,
                         lease_epoch: volume.lease_epoch,
                         offset_bytes: i * 100,
-                        length_bytes: 100,
+                        payload_bytes: 100,
                         crc32: i as u32,
                         // Puts commit a 16-byte read digest with every entry.
                         digest: hash(i)[..16].to_vec(),

@@ -101,6 +101,13 @@ pub struct Blocks {
     pub metrics: Arc<Metrics>,
 }
 
+/// The length of a block's record on a replica: its payload behind the record header.
+fn record_bytes(payload_bytes: u32) -> Result<u32, BlockError> {
+    payload_bytes
+        .checked_add(cellar_format::RECORD_HEADER_BYTES as u32)
+        .ok_or_else(|| BlockError::Unavailable(format!("index entry of {payload_bytes} bytes is over any record")))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -258,7 +265,7 @@ impl Blocks {
                 volume_id: existing.volume_id,
                 lease_epoch: 0,
                 offset_bytes: existing.offset_bytes,
-                length_bytes: existing.length_bytes,
+                payload_bytes: existing.payload_bytes,
                 crc32: existing.crc32,
                 digest: existing.digest.clone(),
             };
@@ -314,7 +321,7 @@ impl Blocks {
         let v = self.volume(entry.volume_id, false).await?;
         // The reader checks a (possibly stale) cached record against the master's when
         // the read fails or an extent is missing, and hands back the newer one.
-        match self.reader.read(&v, &key, entry.offset_bytes, entry.length_bytes).await {
+        match self.reader.read(&v, &key, entry.offset_bytes, record_bytes(entry.payload_bytes)?).await {
             Ok(read) => {
                 if let Some(newer) = read.newer_volume {
                     self.cache_volume(newer);
@@ -331,7 +338,7 @@ impl Blocks {
     /// The block's size, from the index.
     pub async fn size(&self, hash: &[u8; 32]) -> Result<u64, BlockError> {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
-        Ok(u64::from(entry.length_bytes).saturating_sub(cellar_format::RECORD_HEADER_BYTES as u64))
+        Ok(u64::from(entry.payload_bytes))
     }
 
     /// Where the block is: its index entry and its volume (read fresh).

@@ -133,7 +133,7 @@ impl BlocksRpc for BlocksService {
         let s = self.blocks.stat(&hash).await.map_err(status)?;
         Ok(Response::new(pb::StatResponse {
             hash: hex::encode(hash),
-            size: u64::from(s.entry.length_bytes).saturating_sub(cellar_format::RECORD_HEADER_BYTES as u64),
+            size: u64::from(s.entry.payload_bytes),
             references: s.entry.references,
             volume_id: s.volume.volume_id,
             offset_bytes: s.entry.offset_bytes,

@@ -325,7 +325,7 @@ async fn stat_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> R
             let extent = |e: &cellar_proto::master::Extent| serde_json::json!({ "node": e.node_id, "disk": e.disk_id });
             let body = serde_json::json!({
                 "hash": hex::encode(hash),
-                "size": u64::from(s.entry.length_bytes).saturating_sub(cellar_format::RECORD_HEADER_BYTES as u64),
+                "size": u64::from(s.entry.payload_bytes),
                 "references": s.entry.references,
                 "digest": (!s.entry.digest.is_empty()).then(|| hex::encode(&s.entry.digest)),
                 "volume": s.volume.volume_id,

@@ -415,7 +415,7 @@ impl Shared {
                 volume_id: o.v.volume_id,
                 lease_epoch: o.v.lease_epoch,
                 offset_bytes: at,
-                length_bytes: job.record_bytes() as u32,
+                payload_bytes: job.payload.len() as u32,
                 crc32: job.sums.crc32,
                 digest: job.sums.digest.to_vec(),
             });

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use cellar_format::RECORD_HEADER_BYTES;
+
 use crate::codec::Kind;
 use crate::command::{
     Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, IndexCommit,
@@ -403,13 +405,15 @@ fn commit_one(
     if let Some(error) = lease_check(v, e.lease_epoch, now_unix_ms) {
         return Ok(CommitOutcome::Rejected { error });
     }
-    let end = e.offset_bytes.checked_add(u64::from(e.length_bytes));
-    if end.is_none_or(|end| end > volume_size_max_bytes) || e.length_bytes == 0 {
+    // The block's record: the payload behind its header.
+    let record_bytes = u64::from(e.payload_bytes) + RECORD_HEADER_BYTES as u64;
+    let end = e.offset_bytes.checked_add(record_bytes);
+    if end.is_none_or(|end| end > volume_size_max_bytes) || e.payload_bytes == 0 {
         return Ok(CommitOutcome::Rejected {
             error: CommandError::BadRequest {
                 detail: format!(
-                    "record {}+{} does not fit a volume of {volume_size_max_bytes} bytes",
-                    e.offset_bytes, e.length_bytes
+                    "a record of {record_bytes} bytes at {} does not fit a volume of {volume_size_max_bytes} bytes",
+                    e.offset_bytes
                 ),
             },
         });
@@ -417,13 +421,13 @@ fn commit_one(
     let entry = IndexEntry {
         volume_id: e.volume_id,
         offset_bytes: e.offset_bytes,
-        length_bytes: e.length_bytes,
+        payload_bytes: e.payload_bytes,
         crc32: e.crc32,
         references: 1,
         digest: e.digest.map(|d| d.0),
     };
     kv.put(&key, entry.encode().to_vec());
-    let end = e.offset_bytes + u64::from(e.length_bytes);
+    let end = e.offset_bytes + record_bytes;
     if end > v.size_bytes {
         v.size_bytes = end;
         *changed = true;

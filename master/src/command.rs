@@ -112,8 +112,8 @@ pub struct IndexCommit {
     pub lease_epoch: u64,
     /// Offset of the record in the volume.
     pub offset_bytes: u64,
-    /// Record length (header + payload).
-    pub length_bytes: u32,
+    /// The block's length (its replica record adds a header).
+    pub payload_bytes: u32,
     /// CRC32 of the payload.
     pub crc32: u32,
     /// The block's read digest; absent in entries committed before digests existed.
@@ -448,8 +448,8 @@ pub struct IndexEntryView {
     pub volume_id: u64,
     /// Record offset.
     pub offset_bytes: u64,
-    /// Record length.
-    pub length_bytes: u32,
+    /// The block's length.
+    pub payload_bytes: u32,
     /// Payload CRC32.
     pub crc32: u32,
     /// Read digest, if the entry has one.
@@ -466,7 +466,7 @@ impl IndexEntryView {
             hash,
             volume_id: e.volume_id,
             offset_bytes: e.offset_bytes,
-            length_bytes: e.length_bytes,
+            payload_bytes: e.payload_bytes,
             crc32: e.crc32,
             digest: e.digest.map(Digest16),
             references: e.references,

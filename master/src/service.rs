@@ -209,7 +209,7 @@ fn index_pb(e: &command::IndexEntryView) -> pb::IndexEntry {
         hash: e.hash.0.to_vec(),
         volume_id: e.volume_id,
         offset_bytes: e.offset_bytes,
-        length_bytes: e.length_bytes,
+        payload_bytes: e.payload_bytes,
         crc32: e.crc32,
         references: e.references,
         digest: e.digest.map_or_else(Vec::new, |d| d.0.to_vec()),
@@ -517,7 +517,7 @@ impl Master for MasterService {
                 volume_id: e.volume_id,
                 lease_epoch: e.lease_epoch,
                 offset_bytes: e.offset_bytes,
-                length_bytes: e.length_bytes,
+                payload_bytes: e.payload_bytes,
                 crc32: e.crc32,
                 digest,
             });

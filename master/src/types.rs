@@ -183,8 +183,8 @@ pub struct IndexEntry {
     pub volume_id: u64,
     /// Offset of the record in the volume.
     pub offset_bytes: u64,
-    /// Record length (header + payload).
-    pub length_bytes: u32,
+    /// The block's length (its replica record adds the 64-byte record header).
+    pub payload_bytes: u32,
     /// CRC32 of the payload.
     pub crc32: u32,
     /// How many references (puts, object versions) hold the block.
@@ -213,7 +213,7 @@ impl IndexEntry {
         out.push(if self.digest.is_some() { INDEX_ENTRY_VERSION_DIGEST } else { INDEX_ENTRY_VERSION });
         out.extend_from_slice(&self.volume_id.to_le_bytes());
         out.extend_from_slice(&self.offset_bytes.to_le_bytes());
-        out.extend_from_slice(&self.length_bytes.to_le_bytes());
+        out.extend_from_slice(&self.payload_bytes.to_le_bytes());
         out.extend_from_slice(&self.crc32.to_le_bytes());
         out.extend_from_slice(&self.references.to_le_bytes());
         if let Some(digest) = &self.digest {
@@ -237,7 +237,7 @@ impl IndexEntry {
         Some(IndexEntry {
             volume_id: u64_at(1)?,
             offset_bytes: u64_at(9)?,
-            length_bytes: u32_at(17)?,
+            payload_bytes: u32_at(17)?,
             crc32: u32_at(21)?,
             references: u64_at(25)?,
             digest,
@@ -286,7 +286,7 @@ mod tests {
         let e = IndexEntry {
             volume_id: 7,
             offset_bytes: 1 << 40,
-            length_bytes: 4 << 20,
+            payload_bytes: 4 << 20,
             crc32: 9,
             references: 3,
             digest: None,

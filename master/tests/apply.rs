@@ -61,7 +61,7 @@ fn commit(volume_id: u64, epoch: u64, n: u8, offset: u64) -> IndexCommit {
         volume_id,
         lease_epoch: epoch,
         offset_bytes: offset,
-        length_bytes: 100,
+        payload_bytes: 100,
         crc32: 0,
         digest: None,
     }

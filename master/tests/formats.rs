@@ -152,7 +152,7 @@ fn commands_round_trip_and_an_index_entry_costs_a_third_of_its_json() {
                 volume_id: 1234,
                 lease_epoch: 3,
                 offset_bytes: i * 4_194_368,
-                length_bytes: 4_194_368,
+                payload_bytes: 4_194_304,
                 crc32: (i as u32).wrapping_mul(2_654_435_761),
                 digest: Some(cellar_master::command::Digest16([7; 16])),
             }
@@ -253,7 +253,7 @@ fn populated() -> State {
             volume_id: volume.volume_id,
             lease_epoch: volume.lease.as_ref().map_or(0, |l| l.epoch),
             offset_bytes: 0,
-            length_bytes: 100,
+            payload_bytes: 100,
             crc32: 5,
             digest: None,
         }],

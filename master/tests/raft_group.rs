@@ -393,7 +393,7 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
         volume_id: volume.volume_id,
         lease_epoch: volume.lease_epoch,
         offset_bytes: 0,
-        length_bytes: 1000,
+        payload_bytes: 1000,
         crc32: 1,
         digest: vec![],
     };

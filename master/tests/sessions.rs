@@ -64,7 +64,7 @@ fn entry(volume_id: u64, n: u8) -> IndexCommit {
         volume_id,
         lease_epoch: 1,
         offset_bytes: u64::from(n) * 100,
-        length_bytes: 100,
+        payload_bytes: 100,
         crc32: 0,
         digest: None,
     }
