@@ -20,6 +20,8 @@ use crate::state::{self, Kv, PREFIX_DISK, PREFIX_NODE};
 use crate::store::sm::StateReader;
 use crate::tasks::{Part, TaskKind};
 use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord, VolumeState};
+pub use crate::wire::{LOOKUP_HASHES_MAX, STRING_MAX_BYTES, request_id, task_kind_from_pb, volume_pb};
+use crate::wire::{bounded, disk_pb, index_pb, node_pb, parse_hashes, task_pb};
 use crate::{MasterRaft, now_unix_ms};
 
 /// Nodes an AllocateVolume may ask to be passed over.
@@ -29,14 +31,10 @@ const AVOID_NODES_MAX: usize = 64;
 pub const DISKS_PER_NODE_MAX: usize = 256;
 /// Entries in one CommitIndex call.
 pub const COMMIT_ENTRIES_MAX: usize = 10_000;
-/// Hashes in one Lookup call.
-pub const LOOKUP_HASHES_MAX: usize = 10_000;
 /// Volumes in one GetVolumes call.
 pub const VOLUMES_PER_CALL_MAX: usize = 10_000;
 /// How long a claimed task is held before it may be handed out again.
 pub const TASK_CLAIM_MS: u64 = 10 * 60 * 1000;
-/// Length of any string field (addresses, zones, paths, reasons).
-pub const STRING_MAX_BYTES: usize = 1024;
 
 /// Cell-wide settings the API needs.
 #[derive(Debug, Clone)]
@@ -138,159 +136,6 @@ impl MasterService {
 
     fn disks(&self) -> Result<Vec<DiskRecord>, Status> {
         self.reader.records(PREFIX_DISK, Kind::Disk).map_err(internal)
-    }
-}
-
-/// The hashes of a Lookup or DropReferences call: at most `LOOKUP_HASHES_MAX`, 32 bytes each.
-fn parse_hashes(hashes: &[Vec<u8>]) -> Result<Vec<Hash32>, Status> {
-    if hashes.len() > LOOKUP_HASHES_MAX {
-        return Err(bad_request(format!("at most {LOOKUP_HASHES_MAX} hashes per call")));
-    }
-    hashes.iter().map(|h| Hash32::from_slice(h).ok_or_else(|| bad_request("a hash is 32 bytes"))).collect()
-}
-
-/// A call's request id as commands carry it.
-pub fn request_id(r: &pb::RequestId) -> command::RequestId {
-    command::RequestId { client_id: r.client_id, seq: r.sequence, lowest_pending: r.lowest_pending }
-}
-
-fn bounded(field: &str, value: &str) -> Result<(), Status> {
-    if value.len() > STRING_MAX_BYTES {
-        return Err(bad_request(format!("{field} is longer than {STRING_MAX_BYTES} bytes")));
-    }
-    Ok(())
-}
-
-fn node_pb(n: &NodeRecord) -> pb::Node {
-    pb::Node {
-        node_id: n.node_id,
-        address: n.address.clone(),
-        zone: n.zone.clone(),
-        state: n.state.as_str().to_string(),
-        last_heartbeat_unix_ms: n.last_heartbeat_unix_ms,
-    }
-}
-
-fn disk_pb(d: &DiskRecord) -> pb::Disk {
-    pb::Disk {
-        disk_id: d.disk_id,
-        node_id: d.node_id,
-        uuid: d.uuid.clone(),
-        path: d.path.clone(),
-        capacity_bytes: d.capacity_bytes,
-        used_bytes: d.used_bytes,
-        free_bytes: d.free_bytes,
-        health: d.health.as_str().to_string(),
-        trash_bytes: d.trash_bytes,
-        trash_extents: d.trash_extents,
-    }
-}
-
-/// The protobuf form of a volume.
-pub fn volume_pb(v: &VolumeRecord) -> pb::Volume {
-    let extent = |p: &crate::types::ExtentPlace| pb::Extent { node_id: p.node_id, disk_id: p.disk_id };
-    pb::Volume {
-        volume_id: v.volume_id,
-        state: v.state.as_str().to_string(),
-        scheme: v.scheme.clone(),
-        replicas: v.replicas.iter().map(extent).collect(),
-        fragments: v.fragments.iter().map(extent).collect(),
-        generation: v.generation,
-        size_bytes: v.size_bytes,
-        lease_epoch: v.lease.as_ref().map_or(0, |l| l.epoch),
-        lease_holder: v.lease.as_ref().map_or(String::new(), |l| l.holder.clone()),
-        lease_expires_unix_ms: v.lease.as_ref().map_or(0, |l| l.expires_unix_ms),
-        bad_disks: v.bad_disks.clone(),
-    }
-}
-
-fn index_pb(e: &command::IndexEntryView) -> pb::IndexEntry {
-    pb::IndexEntry {
-        hash: e.hash.0.to_vec(),
-        volume_id: e.volume_id,
-        offset_bytes: e.offset_bytes,
-        payload_bytes: e.payload_bytes,
-        crc32: e.crc32,
-        references: e.references,
-        digest: e.digest.map_or_else(Vec::new, |d| d.0.to_vec()),
-    }
-}
-
-fn task_pb(t: &crate::tasks::TaskRecord) -> pb::Task {
-    let state = match t.state {
-        crate::tasks::TaskState::Pending => "pending",
-        crate::tasks::TaskState::Claimed => "claimed",
-        crate::tasks::TaskState::Failed => "failed",
-    };
-    let mut task = pb::Task {
-        task_id: t.task_id,
-        kind: t.kind.name().to_string(),
-        volume_id: t.kind.volume_id(),
-        attempts: t.attempts,
-        claimed_until_unix_ms: t.claimed_until_unix_ms,
-        state: state.to_string(),
-        detail: t.detail.clone(),
-        node_id: t.node_id,
-        ..Default::default()
-    };
-    let extent = |p: &ExtentPlace| Some(pb::Extent { node_id: p.node_id, disk_id: p.disk_id });
-    match &t.kind {
-        TaskKind::Encode { fragments, .. } => {
-            task.fragments =
-                fragments.iter().map(|p| pb::Extent { node_id: p.node_id, disk_id: p.disk_id }).collect();
-        }
-        TaskKind::Reconstruct { index, target, replaces, .. } => {
-            task.part = Part::Fragment { index: *index }.name().to_string();
-            task.fragment_index = *index;
-            task.target = extent(target);
-            task.replaces = extent(replaces);
-        }
-        TaskKind::Copy { part, source, target, replaces, .. } => {
-            task.part = part.name().to_string();
-            task.fragment_index = part.fragment_index();
-            task.source = extent(source);
-            task.target = extent(target);
-            task.replaces = extent(replaces);
-        }
-        TaskKind::Delete { part, extent: place, .. } => {
-            task.part = part.name().to_string();
-            task.fragment_index = part.fragment_index();
-            task.source = extent(place);
-        }
-    }
-    task
-}
-
-/// The task a protobuf describes (for EnqueueTask; encode tasks come from sealing).
-pub fn task_kind_from_pb(t: &pb::Task) -> Result<TaskKind, Status> {
-    let place = |field: &str, e: &Option<pb::Extent>| {
-        e.as_ref()
-            .map(|e| ExtentPlace { node_id: e.node_id, disk_id: e.disk_id })
-            .ok_or_else(|| bad_request(format!("a {} task needs `{field}`", t.kind)))
-    };
-    let part = match t.part.as_str() {
-        "replica" => Part::Replica,
-        "fragment" => Part::Fragment { index: t.fragment_index },
-        other if t.kind == "reconstruct" && other.is_empty() => Part::Fragment { index: t.fragment_index },
-        other => return Err(bad_request(format!("part must be \"replica\" or \"fragment\", not {other:?}"))),
-    };
-    let volume_id = t.volume_id;
-    match t.kind.as_str() {
-        "reconstruct" => Ok(TaskKind::Reconstruct {
-            volume_id,
-            index: part.fragment_index(),
-            target: place("target", &t.target)?,
-            replaces: place("replaces", &t.replaces)?,
-        }),
-        "copy" => Ok(TaskKind::Copy {
-            volume_id,
-            part,
-            source: place("source", &t.source)?,
-            target: place("target", &t.target)?,
-            replaces: place("replaces", &t.replaces)?,
-        }),
-        "delete" => Ok(TaskKind::Delete { volume_id, part, extent: place("source", &t.source)? }),
-        other => Err(bad_request(format!("cannot queue a task of kind {other:?}"))),
     }
 }
 
