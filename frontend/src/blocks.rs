@@ -103,9 +103,9 @@ pub struct Blocks {
 
 /// The length of a block's record on a replica: its payload behind the record header.
 fn record_bytes(payload_bytes: u32) -> Result<u32, BlockError> {
-    payload_bytes
-        .checked_add(cellar_format::RECORD_HEADER_BYTES as u32)
-        .ok_or_else(|| BlockError::Unavailable(format!("index entry of {payload_bytes} bytes is over any record")))
+    payload_bytes.checked_add(cellar_format::RECORD_HEADER_BYTES as u32).ok_or_else(|| {
+        BlockError::Unavailable(format!("index entry of {payload_bytes} bytes is over any record"))
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

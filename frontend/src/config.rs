@@ -126,7 +126,9 @@ impl FrontendConfig {
         let lease = Duration::from_millis(cell.lease_ms);
         limits.lease_renew = match self.lease_renew {
             Some(p) if p.is_zero() || p * 2 >= lease => {
-                return Err(format!("lease_renew {p:?} must be above zero and under half the masters' lease {lease:?}"));
+                return Err(format!(
+                    "lease_renew {p:?} must be above zero and under half the masters' lease {lease:?}"
+                ));
             }
             Some(p) => p,
             None => (lease / LEASE_RENEWALS_PER_LEASE).max(LEASE_RENEW_MIN),

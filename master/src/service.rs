@@ -18,8 +18,7 @@ use crate::command::{
 use crate::errors::{self, bad_request, internal};
 use crate::state::{self, Kv, PREFIX_DISK, PREFIX_NODE};
 use crate::store::sm::StateReader;
-use crate::tasks::{Part, TaskKind};
-use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord, VolumeState};
+use crate::types::{DiskRecord, NodeRecord, VolumeRecord, VolumeState};
 pub use crate::wire::{LOOKUP_HASHES_MAX, STRING_MAX_BYTES, request_id, task_kind_from_pb, volume_pb};
 use crate::wire::{bounded, disk_pb, index_pb, node_pb, parse_hashes, task_pb};
 use crate::{MasterRaft, now_unix_ms};

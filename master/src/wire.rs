@@ -7,7 +7,7 @@ use tonic::Status;
 use crate::command::{self, Hash32};
 use crate::errors::bad_request;
 use crate::tasks::{Part, TaskKind};
-use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord, VolumeState};
+use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord};
 
 /// Hashes in one Lookup call.
 pub const LOOKUP_HASHES_MAX: usize = 10_000;
@@ -166,4 +166,3 @@ pub fn task_kind_from_pb(t: &pb::Task) -> Result<TaskKind, Status> {
         other => Err(bad_request(format!("cannot queue a task of kind {other:?}"))),
     }
 }
-

@@ -61,7 +61,8 @@ fn commit(volume_id: u64, epoch: u64, n: u8, offset: u64) -> IndexCommit {
         volume_id,
         lease_epoch: epoch,
         offset_bytes: offset,
-        payload_bytes: 100,
+        // A record of 100 bytes: the 64-byte record header and 36 bytes of payload.
+        payload_bytes: 36,
         crc32: 0,
         digest: None,
     }

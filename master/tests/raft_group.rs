@@ -393,7 +393,8 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
         volume_id: volume.volume_id,
         lease_epoch: volume.lease_epoch,
         offset_bytes: 0,
-        payload_bytes: 1000,
+        // A record of 1000 bytes: the 64-byte record header and 936 bytes of payload.
+        payload_bytes: 936,
         crc32: 1,
         digest: vec![],
     };

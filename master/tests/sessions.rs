@@ -64,7 +64,7 @@ fn entry(volume_id: u64, n: u8) -> IndexCommit {
         volume_id,
         lease_epoch: 1,
         offset_bytes: u64::from(n) * 100,
-        payload_bytes: 100,
+        payload_bytes: 36, // a record of 100 bytes: the 64-byte header and 36 of payload
         crc32: 0,
         digest: None,
     }

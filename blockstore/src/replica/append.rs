@@ -1,12 +1,7 @@
 //! Appends to a replica: records written back to back, made durable by a group fsync.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
-
-use super::{RecordIn, Replica, SyncState, flush_coalesced, lock, write_buffered, COALESCE_PAYLOAD_MAX_BYTES, DIRECT_APPEND_MIN_BYTES, DIRECT_STAGING_MAX_BYTES, AppendState};
-use crate::catalog::Catalog;
-use crate::error::{Error, Result};
-use crate::record::{RECORD_HEADER_BYTES, RecordHeader, RecordLocation};
+// The parent's types, helpers and imports: this file is one part of `Replica`.
+use super::*;
 
 impl Replica {
     /// Appends records back to back; returns once all of them are durable (one fsync for
@@ -203,7 +198,7 @@ impl Replica {
     }
 
     /// Takes the sync mutex once no fsync is running; holding it keeps new ones out.
-    fn quiesce_syncs(&self) -> MutexGuard<'_, SyncState> {
+    pub(super) fn quiesce_syncs(&self) -> MutexGuard<'_, SyncState> {
         let mut st = lock(&self.sync);
         while st.syncing {
             st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());

@@ -1,10 +1,7 @@
 //! Reads of a replica's records, verified before they are returned.
 
-use std::sync::atomic::Ordering;
-
-use super::{Replica, ends_within};
-use crate::error::{Error, Result};
-use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader};
+// The parent's types, helpers and imports: this file is one part of `Replica`.
+use super::*;
 
 impl Replica {
     /// Reads and verifies the record at `offset_bytes`.

@@ -196,7 +196,8 @@ pub fn commit(volume: &pb::Volume, i: u64, offset: u64) -> pb::IndexCommit {
         volume_id: volume.volume_id,
         lease_epoch: volume.lease_epoch,
         offset_bytes: offset,
-        length_bytes: 100,
+        // A record of 100 bytes: the 64-byte record header and 36 bytes of payload.
+        payload_bytes: 36,
         crc32: i as u32,
         digest: hash(i)[..16].to_vec(),
     }

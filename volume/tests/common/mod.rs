@@ -278,7 +278,7 @@ impl Cell {
                 volume_id: v.volume_id,
                 lease_epoch: v.lease_epoch,
                 offset_bytes: b.offset_bytes,
-                length_bytes: b.length_bytes,
+                payload_bytes: b.payload.len() as u32,
                 crc32: crc32fast::hash(&b.payload),
                 digest: read_digest(&b.sha256, &b.payload).to_vec(),
             })
