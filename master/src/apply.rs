@@ -408,7 +408,7 @@ fn commit_one(
     // The block's record: the payload behind its header.
     let record_bytes = u64::from(e.payload_bytes) + RECORD_HEADER_BYTES as u64;
     let end = e.offset_bytes.checked_add(record_bytes);
-    if end.is_none_or(|end| end > volume_size_max_bytes) || e.payload_bytes == 0 {
+    if end.is_none_or(|end| end > volume_size_max_bytes) {
         return Ok(CommitOutcome::Rejected {
             error: CommandError::BadRequest {
                 detail: format!(
