@@ -45,20 +45,6 @@ impl StateReader {
         StateReader { db }
     }
 
-    /// Every value under a one-byte prefix, in key order.
-    pub fn scan_prefix(&self, prefix: u8) -> Result<Vec<Vec<u8>>, StateError> {
-        let sm = cf(&self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(sm, IteratorMode::From(&[prefix], rocksdb::Direction::Forward)) {
-            let (key, value) = item.map_err(|e| StateError::Store(e.to_string()))?;
-            if key.first() != Some(&prefix) {
-                break;
-            }
-            out.push(value.to_vec());
-        }
-        Ok(out)
-    }
-
     /// Every `kind` record under `prefix`, decoded; the first that does not decode is an
     /// error naming its key.
     pub fn records<T: serde::de::DeserializeOwned>(
