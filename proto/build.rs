@@ -2,12 +2,24 @@
 //! package needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/master.proto", "proto/raft.proto", "proto/volume.proto", "proto/frontend.proto"];
+    let protos = [
+        "proto/common.proto",
+        "proto/master.proto",
+        "proto/raft.proto",
+        "proto/volume.proto",
+        "proto/frontend.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
+    // The shared types first, on their own (an extern path is not generated).
+    let mut common = tonic_prost_build::Config::new();
+    common.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().compile_with_config(common, &[protos[0]], &["proto"])?;
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Shared types are generated once, in `crate::common`, and referred to from there.
+    config.extern_path(".cellar.common.v1", "crate::common");
     // Block payloads are `bytes::Bytes`: decoded without a copy out of the receive buffer,
     // and shared (not cloned) when one payload goes to several replicas.
     config.bytes([
@@ -19,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ]);
     tonic_prost_build::configure().build_server(true).build_client(true).compile_with_config(
         config,
-        &protos,
+        &protos[1..],
         &["proto"],
     )?;
     Ok(())

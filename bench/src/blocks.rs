@@ -57,7 +57,12 @@ pub async fn wait_idle(masters: &[String]) -> Result<Duration> {
             .call(|mut c| async move { c.status(StatusRequest {}).await })
             .await
             .context("master status")?;
-        let sealed: u64 = status.volumes.iter().filter(|v| v.state == "sealed").map(|v| v.count).sum();
+        let sealed: u64 = status
+            .volumes
+            .iter()
+            .filter(|v| v.state() == cellar_proto::common::VolumeState::Sealed)
+            .map(|v| v.count)
+            .sum();
         idle_polls = if status.tasks_open == 0 && sealed == 0 { idle_polls + 1 } else { 0 };
         if idle_polls >= 2 {
             return Ok(started.elapsed());

@@ -254,7 +254,9 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
                 c.get_volumes(pb::GetVolumesRequest { volume_ids: vec![volume_id] }).await
             })
             .await?;
-        if let Some(v) = vs.volumes.into_iter().find(|v| v.state == "coded") {
+        if let Some(v) =
+            vs.volumes.into_iter().find(|v| v.state() == cellar_proto::common::VolumeState::Coded)
+        {
             break v;
         }
         if Instant::now() > deadline {

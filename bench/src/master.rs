@@ -218,8 +218,8 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                     })
                     .await?;
                 call_bytes.fetch_add(prost::Message::encoded_len(&resp) as u64, Ordering::Relaxed);
-                if let Some(bad) = resp.results.iter().find(|r| r.outcome != "committed") {
-                    bail!("commit refused: {} {}", bad.outcome, bad.detail);
+                if let Some(bad) = resp.results.iter().find(|r| r.outcome() != pb::CommitOutcome::Committed) {
+                    bail!("commit {}: {} {}", bad.outcome().name(), bad.error_code, bad.detail);
                 }
             }
         }));

@@ -65,9 +65,9 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "term": s.term,
         "last_applied_index": s.last_applied_index,
         "members": s.members.iter().map(|m| json!({"id": m.id, "address": m.address, "voter": m.voter})).collect::<Vec<_>>(),
-        "nodes": s.nodes.iter().map(|n| json!({"id": n.node_id, "address": n.address, "zone": n.zone, "state": n.state, "last_heartbeat_unix_ms": n.last_heartbeat_unix_ms})).collect::<Vec<_>>(),
-        "disks": s.disks.iter().map(|d| json!({"id": d.disk_id, "node_id": d.node_id, "path": d.path, "health": d.health, "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes, "trash_bytes": d.trash_bytes, "trash_extents": d.trash_extents})).collect::<Vec<_>>(),
-        "volumes": s.volumes.iter().map(|v| (v.state.clone(), json!(v.count))).collect::<serde_json::Map<_, _>>(),
+        "nodes": s.nodes.iter().map(|n| json!({"id": n.node_id, "address": n.address, "zone": n.zone, "state": n.state().name(), "last_heartbeat_unix_ms": n.last_heartbeat_unix_ms})).collect::<Vec<_>>(),
+        "disks": s.disks.iter().map(|d| json!({"id": d.disk_id, "node_id": d.node_id, "path": d.path, "health": d.health().name(), "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes, "trash_bytes": d.trash_bytes, "trash_extents": d.trash_extents})).collect::<Vec<_>>(),
+        "volumes": s.volumes.iter().map(|v| (v.state().name().to_string(), json!(v.count))).collect::<serde_json::Map<_, _>>(),
         "index_entries": s.index_entries,
         "tasks": {"open": s.tasks_open, "done": s.tasks_done, "failed": s.tasks_failed},
         "cluster_map_version": s.cluster_map_version,
@@ -91,7 +91,7 @@ fn print_status(s: &StatusResponse) {
     );
     println!("nodes       {}", s.nodes.len());
     for n in &s.nodes {
-        println!("  node {:<4} {:<22} zone {:<10} {}", n.node_id, n.address, n.zone, n.state);
+        println!("  node {:<4} {:<22} zone {:<10} {}", n.node_id, n.address, n.zone, n.state().name());
     }
     println!("disks       {}", s.disks.len());
     for d in &s.disks {
@@ -99,7 +99,7 @@ fn print_status(s: &StatusResponse) {
             "  disk {:<4} node {:<4} {:<8} {:>8} MiB free of {:>8} MiB  trash {:>6} MiB in {} extents  {}",
             d.disk_id,
             d.node_id,
-            d.health,
+            d.health().name(),
             d.free_bytes >> 20,
             d.capacity_bytes >> 20,
             d.trash_bytes >> 20,
@@ -109,7 +109,7 @@ fn print_status(s: &StatusResponse) {
     }
     println!(
         "volumes     {}",
-        s.volumes.iter().map(|v| format!("{} {}", v.count, v.state)).collect::<Vec<_>>().join(", ")
+        s.volumes.iter().map(|v| format!("{} {}", v.count, v.state().name())).collect::<Vec<_>>().join(", ")
     );
     println!("index       {} entries", s.index_entries);
     println!("tasks       {} open, {} done, {} failed", s.tasks_open, s.tasks_done, s.tasks_failed);

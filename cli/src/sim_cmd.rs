@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cellar_master_api::client::MasterClient;
 use cellar_placement::{DiskView, Scheme};
+use cellar_proto::common::VolumeState;
 use cellar_proto::master as pb;
 use cellar_sim::cli::SimArgs;
 use cellar_sim::{ClusterInput, VolumeInput};
@@ -36,7 +37,7 @@ fn fetch(addrs: &str) -> Result<ClusterInput> {
             )
             .await?;
         let zone_of: std::collections::BTreeMap<u64, (String, bool)> =
-            map.nodes.iter().map(|n| (n.node_id, (n.zone.clone(), n.state == "up"))).collect();
+            map.nodes.iter().map(|n| (n.node_id, (n.zone.clone(), n.state() == pb::NodeState::Up))).collect();
         let disks: Vec<DiskView> = map
             .disks
             .iter()
@@ -48,7 +49,7 @@ fn fetch(addrs: &str) -> Result<ClusterInput> {
                     zone: zone.clone(),
                     capacity_bytes: d.capacity_bytes,
                     used_bytes: d.capacity_bytes.saturating_sub(d.free_bytes),
-                    writable: *up && d.health == "ok",
+                    writable: *up && d.health() == pb::DiskHealth::Ok,
                 })
             })
             .collect();
@@ -67,11 +68,12 @@ fn fetch(addrs: &str) -> Result<ClusterInput> {
                 break;
             }
             for v in got.volumes {
-                let (scheme, extents) = if v.state == "coded" {
+                let (scheme, extents) = if v.state() == VolumeState::Coded {
                     (
-                        v.scheme
-                            .parse::<Scheme>()
-                            .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.volume_id))?,
+                        Scheme::from(
+                            cellar_proto::scheme_of(v.scheme.as_ref())
+                                .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.volume_id))?,
+                        ),
                         &v.fragments,
                     )
                 } else {

@@ -38,7 +38,7 @@ fn used_bytes(cell: &DevCell) -> u64 {
 }
 
 fn count(s: &mpb::StatusResponse, state: &str) -> u64 {
-    s.volumes.iter().find(|v| v.state == state).map_or(0, |v| v.count)
+    s.volumes.iter().find(|v| v.state().name() == state).map_or(0, |v| v.count)
 }
 
 /// Sizes: the edge sizes the issue names, weighted so that 2,000 blocks stay ~170 MB.

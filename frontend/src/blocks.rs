@@ -278,7 +278,7 @@ impl Blocks {
                 .await
                 .map_err(unavailable)?;
             if let Some(r) = resp.results.first()
-                && r.outcome == "deduplicated"
+                && r.outcome() == mpb::CommitOutcome::Deduplicated
             {
                 return Ok(PutOutcome { hash, size, deduplicated: true });
             }

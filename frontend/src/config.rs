@@ -163,7 +163,7 @@ mod tests {
     fn cell() -> CellSettings {
         CellSettings {
             volume_size_bytes: 64 << 20,
-            scheme: "rs-6-3".into(),
+            scheme: Some(cellar_proto::common::CodingScheme { data_fragments: 6, parity_fragments: 3 }),
             block_size_max_bytes: 1 << 20,
             lease_ms: 30_000,
         }

@@ -452,12 +452,12 @@ impl Shared {
         let mut refused = false;
         let out = results
             .into_iter()
-            .map(|result| match (result.outcome.as_str(), result.entry) {
-                ("committed", Some(entry)) => Ok(Stored { entry, deduplicated: false }),
-                ("deduplicated", Some(entry)) => Ok(Stored { entry, deduplicated: true }),
-                (code, _) => {
+            .map(|result| match (result.outcome(), result.entry) {
+                (mpb::CommitOutcome::Committed, Some(entry)) => Ok(Stored { entry, deduplicated: false }),
+                (mpb::CommitOutcome::Deduplicated, Some(entry)) => Ok(Stored { entry, deduplicated: true }),
+                (outcome, _) => {
                     refused = true;
-                    Err(format!("commit refused: {code}: {}", result.detail))
+                    Err(format!("commit {}: {}: {}", outcome.name(), result.error_code, result.detail))
                 }
             })
             .collect();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cellar_proto::master as pb;
 use cellar_proto::master::master_client::MasterClient as GrpcClient;
-use cellar_proto::{ERROR_CODE_KEY, LEADER_ADDR_KEY, SECRET_KEY, error_code};
+use cellar_proto::{ERROR_CODE_KEY, ErrorCode, LEADER_ADDR_KEY, SECRET_KEY};
 use tonic::codegen::{Service, http};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -180,12 +180,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The stable error code, if the master refused the call.
+    /// The stable error code as the master sent it, if it refused the call.
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Refused { code, .. } => Some(code),
             _ => None,
         }
+    }
+
+    /// The stable error code, if the master refused the call with one this build knows:
+    /// what callers branch on.
+    pub fn error_code(&self) -> Option<cellar_proto::ErrorCode> {
+        self.code().and_then(cellar_proto::ErrorCode::from_name)
     }
 }
 
@@ -475,14 +481,14 @@ impl MasterClient {
                 }
                 Err(status) => {
                     let code = error_code_of(&status);
-                    match code.as_deref() {
-                        Some(error_code::NOT_LEADER) => {
+                    match code.as_deref().map(ErrorCode::from_name) {
+                        Some(Some(ErrorCode::NotLeader)) => {
                             let hint = status.metadata().get(LEADER_ADDR_KEY).and_then(|v| v.to_str().ok());
                             index = hint
                                 .and_then(|addr| self.addrs.iter().position(|a| a == addr))
                                 .unwrap_or((index + 1) % self.clients.len());
                         }
-                        Some(error_code::NO_LEADER) | Some(error_code::INTERNAL) | None
+                        Some(Some(ErrorCode::NoLeader | ErrorCode::Internal)) | None
                             if matches!(
                                 status.code(),
                                 Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled

@@ -11,7 +11,7 @@ use crate::command::{
     Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, IndexCommit,
     IndexEntryView, Response, health_of,
 };
-pub use crate::place_check::{check_fragment_places, check_place, fragment_count};
+pub use crate::place_check::{check_fragment_places, check_place};
 use crate::state::write_record;
 pub use crate::state::{
     KEY_COUNTERS, Kv, PREFIX_DISK, PREFIX_INDEX, PREFIX_NODE, PREFIX_VOLUME, Pairs, StateError, counters,
@@ -53,7 +53,7 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             heartbeat(kv, c, *node_id, disks, *now_unix_ms)?
         }
         Command::AllocateVolume { holder, scheme, replicas, lease_ms, now_unix_ms } => {
-            allocate_volume(kv, c, holder, scheme, replicas, *lease_ms, *now_unix_ms)?
+            allocate_volume(kv, c, holder, *scheme, replicas, *lease_ms, *now_unix_ms)?
         }
         Command::RenewLease { volume_id, lease_epoch, lease_ms, now_unix_ms } => {
             renew_lease(kv, *volume_id, *lease_epoch, *lease_ms, *now_unix_ms)?
@@ -297,7 +297,7 @@ fn allocate_volume(
     kv: &mut dyn Kv,
     c: &mut Counters,
     holder: &str,
-    scheme: &str,
+    scheme: cellar_erasure::Scheme,
     replicas: &[ExtentPlace],
     lease_ms: u64,
     now_unix_ms: u64,
@@ -323,7 +323,7 @@ fn allocate_volume(
         v: RECORD_VERSION,
         volume_id,
         state: VolumeState::Open,
-        scheme: scheme.to_string(),
+        scheme,
         replicas: replicas.to_vec(),
         fragments: Vec::new(),
         generation: 1,

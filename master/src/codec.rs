@@ -143,8 +143,15 @@ pub fn encode<T: Serialize + ?Sized>(kind: Kind, value: &T) -> Result<Vec<u8>, C
 /// Decodes a `kind` record.
 pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T, CodecError> {
     let body = check_envelope(kind, bytes)?;
-    let (value, rest) =
-        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed { kind, detail: e.to_string() })?;
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| {
+        let detail = match e {
+            // postcard drops the message of a field's own check (a coding scheme out of
+            // range): the field logs it when it refuses.
+            postcard::Error::SerdeDeCustom => "a field holds a value out of its range (logged)".to_string(),
+            other => other.to_string(),
+        };
+        CodecError::Malformed { kind, detail }
+    })?;
     if !rest.is_empty() {
         return Err(CodecError::Trailing { kind, extra: rest.len() });
     }

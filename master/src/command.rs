@@ -176,8 +176,9 @@ pub enum Command {
     AllocateVolume {
         /// The lease holder.
         holder: String,
-        /// Scheme the volume will be coded with.
-        scheme: String,
+        /// Scheme the volume will be coded with (two bytes, validated when decoded).
+        #[serde(with = "crate::types::scheme_bytes")]
+        scheme: cellar_erasure::Scheme,
         /// Replica placement.
         replicas: Vec<ExtentPlace>,
         /// Lease duration.
@@ -253,9 +254,8 @@ pub enum Command {
         claim_ms: u64,
         /// Leader's clock.
         now_unix_ms: u64,
-        /// Task kinds ([`crate::types::TaskKind::name`]) the node defers: left queued.
-        #[serde(default)]
-        deferred_kinds: Vec<String>,
+        /// Task kinds the node defers: left queued.
+        deferred_kinds: Vec<crate::types::TaskType>,
     },
     /// A volume server reports a task's outcome.
     ReportTask {

@@ -170,7 +170,7 @@ pub async fn start(
         volume_size_bytes: config.volume_size_bytes,
         block_size_max_bytes: config.block_size_max_bytes,
         replicas: config.replicas,
-        scheme: config.scheme.to_string(),
+        scheme: config.scheme,
         lease_ms: config.lease_ms,
         node_silent_after_ms: config.node_silent_after_ms,
         secret: config.secret.clone(),

@@ -5,11 +5,6 @@ use crate::command::CommandError;
 use crate::state::{Kv, StateError, disk};
 use crate::types::{DiskHealth, ExtentPlace, VolumeRecord};
 
-/// The number of fragments a coding scheme ("rs-k-m") makes, if it is a valid one.
-pub fn fragment_count(scheme: &str) -> Option<usize> {
-    scheme.parse::<cellar_erasure::Scheme>().ok().map(cellar_erasure::Scheme::fragment_count)
-}
-
 /// Checks an encode placement: one healthy disk of the named node per fragment, no disk
 /// twice.
 pub fn check_fragment_places(
@@ -17,10 +12,10 @@ pub fn check_fragment_places(
     v: &VolumeRecord,
     fragments: &[ExtentPlace],
 ) -> Result<Option<CommandError>, StateError> {
-    let expected = fragment_count(&v.scheme);
-    if expected != Some(fragments.len()) {
+    let expected = v.scheme.fragment_count();
+    if expected != fragments.len() {
         return Ok(Some(CommandError::BadRequest {
-            detail: format!("scheme {} takes {expected:?} fragments, {} given", v.scheme, fragments.len()),
+            detail: format!("scheme {} takes {expected} fragments, {} given", v.scheme, fragments.len()),
         }));
     }
     for (i, place) in fragments.iter().enumerate() {

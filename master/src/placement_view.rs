@@ -46,7 +46,7 @@ pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord], liveness: Livene
 }
 
 /// The disks for a volume's k + m fragments when it is sealed at `length_bytes`, or none
-/// (with a warning) when the scheme is not a code, the volume is empty, or the cell cannot
+/// (with a warning) when the volume is empty or the cell cannot
 /// place them now: the volume then stays sealed and replicated until the planner finds a
 /// placement (see [`try_fragment_places`]).
 pub fn fragment_places(
@@ -62,8 +62,8 @@ pub fn fragment_places(
     })
 }
 
-/// [`fragment_places`] without the warning: Ok(empty) when there is nothing to code (not
-/// a code, or an empty volume), Err when the cell cannot place the fragments now.
+/// [`fragment_places`] without the warning: Ok(empty) when there is nothing to code (an
+/// empty volume), Err when the cell cannot place the fragments now.
 pub fn try_fragment_places(
     nodes: &[NodeRecord],
     disks: &[DiskRecord],
@@ -71,9 +71,7 @@ pub fn try_fragment_places(
     length_bytes: u64,
     liveness: Liveness,
 ) -> Result<Vec<ExtentPlace>, cellar_placement::PlacementError> {
-    let Ok(cellar_erasure::Scheme { data, parity }) = v.scheme.parse() else {
-        return Ok(Vec::new());
-    };
+    let cellar_erasure::Scheme { data, parity } = v.scheme;
     if length_bytes == 0 {
         return Ok(Vec::new());
     }

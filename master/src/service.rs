@@ -45,7 +45,7 @@ pub struct ApiSettings {
     /// Replicas per open volume.
     pub replicas: u8,
     /// Coding scheme.
-    pub scheme: String,
+    pub scheme: cellar_erasure::Scheme,
     /// Lease duration.
     pub lease_ms: u64,
     /// See [`crate::config::MasterConfig::node_silent_after_ms`].
@@ -229,7 +229,7 @@ impl Master for MasterService {
         let version = state::counters(&self.reader).map_err(internal)?.cluster_map_version;
         let settings = Some(pb::CellSettings {
             volume_size_bytes: self.settings.volume_size_bytes,
-            scheme: self.settings.scheme.clone(),
+            scheme: Some(self.settings.scheme.into()),
             block_size_max_bytes: self.settings.block_size_max_bytes,
             lease_ms: self.settings.lease_ms,
         });
@@ -315,7 +315,7 @@ impl Master for MasterService {
             .collect();
         let command = Command::AllocateVolume {
             holder: r.holder,
-            scheme: self.settings.scheme.clone(),
+            scheme: self.settings.scheme,
             replicas,
             lease_ms: self.settings.lease_ms,
             now_unix_ms: now_unix_ms(),
@@ -371,17 +371,18 @@ impl Master for MasterService {
             .iter()
             .map(|o| match o {
                 CommitOutcome::Committed { entry } => pb::CommitResult {
-                    outcome: "committed".into(),
-                    detail: String::new(),
+                    outcome: pb::CommitOutcome::Committed.into(),
                     entry: Some(index_pb(entry)),
+                    ..Default::default()
                 },
                 CommitOutcome::Deduplicated { entry } => pb::CommitResult {
-                    outcome: "deduplicated".into(),
-                    detail: String::new(),
+                    outcome: pb::CommitOutcome::Deduplicated.into(),
                     entry: Some(index_pb(entry)),
+                    ..Default::default()
                 },
                 CommitOutcome::Rejected { error } => pb::CommitResult {
-                    outcome: error.code().to_string(),
+                    outcome: pb::CommitOutcome::Refused.into(),
+                    error_code: error.code().to_string(),
                     detail: error.to_string(),
                     entry: None,
                 },
@@ -508,19 +509,16 @@ impl Master for MasterService {
         self.check(&req)?;
         let r = req.into_inner();
         let once = r.request_id;
-        use crate::tasks::{DEFERRED_KINDS_MAX, TASK_KIND_NAME_MAX_BYTES};
-        if r.deferred_kinds.len() > DEFERRED_KINDS_MAX
-            || r.deferred_kinds.iter().any(|k| k.len() > TASK_KIND_NAME_MAX_BYTES)
-        {
-            return Err(bad_request(format!(
-                "deferred_kinds: at most {DEFERRED_KINDS_MAX} names of at most {TASK_KIND_NAME_MAX_BYTES} bytes"
-            )));
+        use crate::tasks::DEFERRED_KINDS_MAX;
+        if r.deferred_kinds.len() > DEFERRED_KINDS_MAX {
+            return Err(bad_request(format!("deferred_kinds: at most {DEFERRED_KINDS_MAX}")));
         }
+        let deferred_kinds = crate::wire::task_types(&r.deferred_kinds)?;
         // An idle node's poll is answered from the local state without a Raft write; a
         // follower's state may lag, so only the leader answers "nothing to do".
         let now = now_unix_ms();
         if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
-            && !crate::tasks::has_claimable(&self.reader, r.node_id, now, &r.deferred_kinds)
+            && !crate::tasks::has_claimable(&self.reader, r.node_id, now, &deferred_kinds)
                 .map_err(internal)?
         {
             return Ok(Response::new(pb::PullTasksResponse { tasks: Vec::new() }));
@@ -530,7 +528,7 @@ impl Master for MasterService {
             max: r.max,
             claim_ms: TASK_CLAIM_MS,
             now_unix_ms: now,
-            deferred_kinds: r.deferred_kinds,
+            deferred_kinds,
         };
         match self.write_once(once, command).await? {
             command::Response::Tasks { tasks } => {
@@ -579,7 +577,7 @@ impl Master for MasterService {
         let volumes = VolumeState::ALL
             .iter()
             .zip(counters.volumes_by_state)
-            .map(|(s, count)| pb::VolumeCount { state: s.as_str().to_string(), count })
+            .map(|(s, count)| pb::VolumeCount { state: crate::wire::volume_state_pb(*s).into(), count })
             .collect();
         Ok(Response::new(pb::StatusResponse {
             node_id: self.id,

@@ -23,7 +23,7 @@ pub const NODE_QUEUE_MAX: usize = 10_000;
 /// Tasks one claim returns at most.
 pub const CLAIM_MAX: u32 = 64;
 
-pub use crate::types::{Part, TaskKind, TaskRecord, TaskState};
+pub use crate::types::{Part, TaskKind, TaskRecord, TaskState, TaskType};
 
 fn task_key(task_id: u64) -> [u8; 9] {
     crate::state::id_key(PREFIX_TASK, task_id)
@@ -218,17 +218,15 @@ pub fn enqueue(
 
 /// Most task kinds one pull may defer (there are four kinds).
 pub const DEFERRED_KINDS_MAX: usize = 16;
-/// Longest task kind name a pull may name.
-pub const TASK_KIND_NAME_MAX_BYTES: usize = 32;
 
 /// Whether `task` may be handed out now to a node that defers `deferred_kinds`.
-fn claimable(task: &TaskRecord, now_unix_ms: u64, deferred_kinds: &[String]) -> bool {
+fn claimable(task: &TaskRecord, now_unix_ms: u64, deferred_kinds: &[TaskType]) -> bool {
     let free = match task.state {
         TaskState::Pending => true,
         TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
         TaskState::Failed => false,
     };
-    free && !deferred_kinds.iter().any(|k| k == task.kind.name())
+    free && !deferred_kinds.contains(&task.kind.task_type())
 }
 
 /// Whether `node_id` has a task it could claim now, leaving out the kinds it defers (read
@@ -237,7 +235,7 @@ pub fn has_claimable(
     kv: &dyn Kv,
     node_id: u64,
     now_unix_ms: u64,
-    deferred_kinds: &[String],
+    deferred_kinds: &[TaskType],
 ) -> Result<bool, StateError> {
     for task_id in queue(kv, node_id)? {
         let Some(task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
@@ -256,7 +254,7 @@ pub fn claim(
     max: u32,
     claim_ms: u64,
     now_unix_ms: u64,
-    deferred_kinds: &[String],
+    deferred_kinds: &[TaskType],
 ) -> Result<Response, StateError> {
     let mut claimed = Vec::new();
     for task_id in queue(kv, node_id)? {

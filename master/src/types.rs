@@ -1,7 +1,8 @@
-//! The master's replicated state: nodes, disks, volumes, the block index. Every record
-//! persisted in the state machine carries a version (`v`) so a newer master reads an older
-//! store; JSON records take new fields with serde defaults.
+//! The master's replicated state: nodes, disks, volumes, the block index, tasks. The
+//! records are stored in the versioned binary form of [`crate::codec`] (docs/FORMAT.md
+//! section 13); the block index entry has its own fixed form, below.
 
+use cellar_erasure::Scheme;
 use serde::{Deserialize, Serialize};
 
 /// Encoding version of the JSON records below.
@@ -158,8 +159,10 @@ pub struct VolumeRecord {
     pub volume_id: u64,
     /// Open, sealed or coded.
     pub state: VolumeState,
-    /// The scheme the volume will be coded with ("rs-6-3"); replicas while open/sealed.
-    pub scheme: String,
+    /// The scheme the volume is (or will be) coded with; replicas while open/sealed.
+    /// Stored as two bytes (data, parity), validated when decoded.
+    #[serde(with = "scheme_bytes")]
+    pub scheme: Scheme,
     /// Replica extents (open and sealed volumes).
     pub replicas: Vec<ExtentPlace>,
     /// Fragment extents (coded volumes), fragment i at index i.
@@ -173,6 +176,26 @@ pub struct VolumeRecord {
     /// Extents reported bad (disk ids), awaiting repair.
     #[serde(default)]
     pub bad_disks: Vec<u64>,
+}
+
+/// A [`Scheme`] as its two counts, `(data, parity)`; refused when decoded if invalid.
+pub mod scheme_bytes {
+    use cellar_erasure::Scheme;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes `(data, parity)`.
+    pub fn serialize<S: Serializer>(scheme: &Scheme, out: S) -> Result<S::Ok, S::Error> {
+        (scheme.data, scheme.parity).serialize(out)
+    }
+
+    /// Reads `(data, parity)` and validates them.
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Scheme, D::Error> {
+        let (data, parity) = <(u8, u8)>::deserialize(input)?;
+        Scheme::new(data, parity).map_err(|e| {
+            tracing::error!(error = %e, "a stored coding scheme is out of range");
+            serde::de::Error::custom(e)
+        })
+    }
 }
 
 /// Where a block lives: the block index entry. Stored in a fixed binary form (the index is
@@ -397,14 +420,37 @@ pub enum TaskKind {
     },
 }
 
+/// A task's kind without its fields: what a volume server may defer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskType {
+    /// [`TaskKind::Encode`].
+    Encode,
+    /// [`TaskKind::Reconstruct`].
+    Reconstruct,
+    /// [`TaskKind::Copy`].
+    Copy,
+    /// [`TaskKind::Delete`].
+    Delete,
+}
+
 impl TaskKind {
-    /// Short name for the API.
+    /// Short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
             TaskKind::Encode { .. } => "encode",
             TaskKind::Reconstruct { .. } => "reconstruct",
             TaskKind::Copy { .. } => "copy",
             TaskKind::Delete { .. } => "delete",
+        }
+    }
+
+    /// The kind without its fields.
+    pub fn task_type(&self) -> TaskType {
+        match self {
+            TaskKind::Encode { .. } => TaskType::Encode,
+            TaskKind::Reconstruct { .. } => TaskType::Reconstruct,
+            TaskKind::Copy { .. } => TaskType::Copy,
+            TaskKind::Delete { .. } => TaskType::Delete,
         }
     }
 

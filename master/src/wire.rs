@@ -1,13 +1,16 @@
 //! Conversions between the client API's wire types (`cellar.master.v1`) and the master's
 //! domain types, with the checks a request's fields get on the way in.
 
+use cellar_proto::common::{ExtentPart, VolumeState as VolumeStatePb};
 use cellar_proto::master as pb;
 use tonic::Status;
 
 use crate::command::{self, Hash32};
 use crate::errors::bad_request;
 use crate::tasks::{Part, TaskKind};
-use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord};
+use crate::types::{
+    DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, TaskType, VolumeRecord, VolumeState,
+};
 
 /// Hashes in one Lookup call.
 pub const LOOKUP_HASHES_MAX: usize = 10_000;
@@ -34,12 +37,55 @@ pub(crate) fn bounded(field: &str, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// A volume state on the wire.
+pub fn volume_state_pb(state: VolumeState) -> VolumeStatePb {
+    match state {
+        VolumeState::Open => VolumeStatePb::Open,
+        VolumeState::Sealed => VolumeStatePb::Sealed,
+        VolumeState::Coded => VolumeStatePb::Coded,
+    }
+}
+
+fn part_pb(part: Part) -> ExtentPart {
+    match part {
+        Part::Replica => ExtentPart::Replica,
+        Part::Fragment { .. } => ExtentPart::Fragment,
+    }
+}
+
+fn task_type_pb(kind: TaskType) -> pb::TaskKind {
+    match kind {
+        TaskType::Encode => pb::TaskKind::Encode,
+        TaskType::Reconstruct => pb::TaskKind::Reconstruct,
+        TaskType::Copy => pb::TaskKind::Copy,
+        TaskType::Delete => pb::TaskKind::Delete,
+    }
+}
+
+/// The kinds a PullTasks call defers; an unknown or unspecified kind is refused.
+pub(crate) fn task_types(kinds: &[i32]) -> Result<Vec<TaskType>, Status> {
+    kinds
+        .iter()
+        .map(|&k| match pb::TaskKind::try_from(k) {
+            Ok(pb::TaskKind::Encode) => Ok(TaskType::Encode),
+            Ok(pb::TaskKind::Reconstruct) => Ok(TaskType::Reconstruct),
+            Ok(pb::TaskKind::Copy) => Ok(TaskType::Copy),
+            Ok(pb::TaskKind::Delete) => Ok(TaskType::Delete),
+            Ok(pb::TaskKind::Unspecified) | Err(_) => Err(bad_request(format!("unknown task kind {k}"))),
+        })
+        .collect()
+}
+
 pub(crate) fn node_pb(n: &NodeRecord) -> pb::Node {
     pb::Node {
         node_id: n.node_id,
         address: n.address.clone(),
         zone: n.zone.clone(),
-        state: n.state.as_str().to_string(),
+        state: match n.state {
+            NodeState::Up => pb::NodeState::Up,
+            NodeState::Down => pb::NodeState::Down,
+        }
+        .into(),
         last_heartbeat_unix_ms: n.last_heartbeat_unix_ms,
     }
 }
@@ -53,7 +99,11 @@ pub(crate) fn disk_pb(d: &DiskRecord) -> pb::Disk {
         capacity_bytes: d.capacity_bytes,
         used_bytes: d.used_bytes,
         free_bytes: d.free_bytes,
-        health: d.health.as_str().to_string(),
+        health: match d.health {
+            DiskHealth::Ok => pb::DiskHealth::Ok,
+            DiskHealth::Failed => pb::DiskHealth::Failed,
+        }
+        .into(),
         trash_bytes: d.trash_bytes,
         trash_extents: d.trash_extents,
     }
@@ -64,8 +114,8 @@ pub fn volume_pb(v: &VolumeRecord) -> pb::Volume {
     let extent = |p: &crate::types::ExtentPlace| pb::Extent { node_id: p.node_id, disk_id: p.disk_id };
     pb::Volume {
         volume_id: v.volume_id,
-        state: v.state.as_str().to_string(),
-        scheme: v.scheme.clone(),
+        state: volume_state_pb(v.state).into(),
+        scheme: Some(v.scheme.into()),
         replicas: v.replicas.iter().map(extent).collect(),
         fragments: v.fragments.iter().map(extent).collect(),
         generation: v.generation,
@@ -91,17 +141,17 @@ pub(crate) fn index_pb(e: &command::IndexEntryView) -> pb::IndexEntry {
 
 pub(crate) fn task_pb(t: &crate::tasks::TaskRecord) -> pb::Task {
     let state = match t.state {
-        crate::tasks::TaskState::Pending => "pending",
-        crate::tasks::TaskState::Claimed => "claimed",
-        crate::tasks::TaskState::Failed => "failed",
+        crate::tasks::TaskState::Pending => pb::TaskState::Pending,
+        crate::tasks::TaskState::Claimed => pb::TaskState::Claimed,
+        crate::tasks::TaskState::Failed => pb::TaskState::Failed,
     };
     let mut task = pb::Task {
         task_id: t.task_id,
-        kind: t.kind.name().to_string(),
+        kind: task_type_pb(t.kind.task_type()).into(),
         volume_id: t.kind.volume_id(),
         attempts: t.attempts,
         claimed_until_unix_ms: t.claimed_until_unix_ms,
-        state: state.to_string(),
+        state: state.into(),
         detail: t.detail.clone(),
         node_id: t.node_id,
         ..Default::default()
@@ -113,20 +163,20 @@ pub(crate) fn task_pb(t: &crate::tasks::TaskRecord) -> pb::Task {
                 fragments.iter().map(|p| pb::Extent { node_id: p.node_id, disk_id: p.disk_id }).collect();
         }
         TaskKind::Reconstruct { index, target, replaces, .. } => {
-            task.part = Part::Fragment { index: *index }.name().to_string();
+            task.part = ExtentPart::Fragment.into();
             task.fragment_index = *index;
             task.target = extent(target);
             task.replaces = extent(replaces);
         }
         TaskKind::Copy { part, source, target, replaces, .. } => {
-            task.part = part.name().to_string();
+            task.part = part_pb(*part).into();
             task.fragment_index = part.fragment_index();
             task.source = extent(source);
             task.target = extent(target);
             task.replaces = extent(replaces);
         }
         TaskKind::Delete { part, extent: place, .. } => {
-            task.part = part.name().to_string();
+            task.part = part_pb(*part).into();
             task.fragment_index = part.fragment_index();
             task.source = extent(place);
         }
@@ -136,33 +186,37 @@ pub(crate) fn task_pb(t: &crate::tasks::TaskRecord) -> pb::Task {
 
 /// The task a protobuf describes (for EnqueueTask; encode tasks come from sealing).
 pub fn task_kind_from_pb(t: &pb::Task) -> Result<TaskKind, Status> {
+    let kind = t.kind();
     let place = |field: &str, e: &Option<pb::Extent>| {
         e.as_ref()
             .map(|e| ExtentPlace { node_id: e.node_id, disk_id: e.disk_id })
-            .ok_or_else(|| bad_request(format!("a {} task needs `{field}`", t.kind)))
+            .ok_or_else(|| bad_request(format!("a {} task needs `{field}`", kind.name())))
     };
-    let part = match t.part.as_str() {
-        "replica" => Part::Replica,
-        "fragment" => Part::Fragment { index: t.fragment_index },
-        other if t.kind == "reconstruct" && other.is_empty() => Part::Fragment { index: t.fragment_index },
-        other => return Err(bad_request(format!("part must be \"replica\" or \"fragment\", not {other:?}"))),
+    let part = match (t.part(), kind) {
+        (ExtentPart::Replica, _) => Part::Replica,
+        (ExtentPart::Fragment, _) | (ExtentPart::Unspecified, pb::TaskKind::Reconstruct) => {
+            Part::Fragment { index: t.fragment_index }
+        }
+        (ExtentPart::Unspecified, _) => {
+            return Err(bad_request(format!("part must be replica or fragment, not {}", t.part)));
+        }
     };
     let volume_id = t.volume_id;
-    match t.kind.as_str() {
-        "reconstruct" => Ok(TaskKind::Reconstruct {
+    match kind {
+        pb::TaskKind::Reconstruct => Ok(TaskKind::Reconstruct {
             volume_id,
             index: part.fragment_index(),
             target: place("target", &t.target)?,
             replaces: place("replaces", &t.replaces)?,
         }),
-        "copy" => Ok(TaskKind::Copy {
+        pb::TaskKind::Copy => Ok(TaskKind::Copy {
             volume_id,
             part,
             source: place("source", &t.source)?,
             target: place("target", &t.target)?,
             replaces: place("replaces", &t.replaces)?,
         }),
-        "delete" => Ok(TaskKind::Delete { volume_id, part, extent: place("source", &t.source)? }),
-        other => Err(bad_request(format!("cannot queue a task of kind {other:?}"))),
+        pb::TaskKind::Delete => Ok(TaskKind::Delete { volume_id, part, extent: place("source", &t.source)? }),
+        other => Err(bad_request(format!("cannot queue a task of kind {} ({})", other.name(), t.kind))),
     }
 }

@@ -43,7 +43,7 @@ fn setup() -> (State, u64) {
     }
     let cmd = Command::AllocateVolume {
         holder: "fe".into(),
-        scheme: "rs-6-3".into(),
+        scheme: cellar_erasure::Scheme::RS_6_3,
         replicas,
         lease_ms: 1000,
         now_unix_ms: 10,
@@ -201,7 +201,7 @@ fn allocation_refuses_unknown_or_failed_disks() {
     let before = state.clone();
     let cmd = Command::AllocateVolume {
         holder: "fe".into(),
-        scheme: "rs-6-3".into(),
+        scheme: cellar_erasure::Scheme::RS_6_3,
         replicas: vec![ExtentPlace { node_id: 1, disk_id: 999 }],
         lease_ms: 1000,
         now_unix_ms: 1,
@@ -228,7 +228,7 @@ fn sealed_with_encode() -> (State, u64, Vec<ExtentPlace>, Vec<ExtentPlace>) {
     }
     let cmd = Command::AllocateVolume {
         holder: "fe".into(),
-        scheme: "rs-6-3".into(),
+        scheme: cellar_erasure::Scheme::RS_6_3,
         replicas: replicas.clone(),
         lease_ms: 1000,
         now_unix_ms: 10,
@@ -269,7 +269,7 @@ fn a_node_that_defers_encodes_leaves_them_queued_and_takes_them_later() {
     use cellar_master::tasks::{TaskKind, has_claimable};
     let (mut state, id, replicas, fragments) = sealed_with_encode();
     let node = replicas[0].node_id;
-    let deferred = vec!["encode".to_string()];
+    let deferred = vec![cellar_master::types::TaskType::Encode];
     assert!(!has_claimable(&state, node, 100, &deferred).expect("read"));
     assert!(has_claimable(&state, node, 100, &[]).expect("read"));
     let before = state.clone();

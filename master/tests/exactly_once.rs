@@ -99,7 +99,11 @@ async fn a_retry_after_a_lost_answer_gets_the_first_outcome_and_counts_once() {
         .await
         .expect("commit");
     assert_eq!(faults.lost.load(Ordering::SeqCst), 1, "the first answer was lost");
-    assert_eq!(resp.results[0].outcome, "committed", "the retry answers the first outcome");
+    assert_eq!(
+        resp.results[0].outcome(),
+        pb::CommitOutcome::Committed,
+        "the retry answers the first outcome"
+    );
     assert_eq!(resp.results[0].entry.as_ref().map(|e| e.references), Some(1));
     assert_eq!(references(&plain, 1).await, 1, "a retried commit adds no second reference");
 

@@ -58,7 +58,7 @@ fn volume() -> VolumeRecord {
         v: RECORD_VERSION,
         volume_id: 7,
         state: VolumeState::Sealed,
-        scheme: "rs-6-3".into(),
+        scheme: cellar_erasure::Scheme::RS_6_3,
         replicas: vec![place(1)],
         fragments: vec![place(2)],
         generation: 2,
@@ -130,7 +130,7 @@ fn every_state_record_kind_round_trips_with_pinned_bytes() {
     pinned(Kind::Counters, &counters(), "01100104060803010203c8010a010000");
     pinned(Kind::Node, &node(), "0111010303683a31017a01ac02020405");
     pinned(Kind::Disk, &disk(), "0112010403026162022f64e80701e707010201");
-    pinned(Kind::Volume, &volume(), "01130107010672732d362d3301010b01020c0280200101026665c801010b");
+    pinned(Kind::Volume, &volume(), "0113010701060301010b01020c0280200101026665c801010b");
     pinned(Kind::Task, &task(), "0114010902070102010b020c010b020101f4030178");
     pinned(Kind::Session, &session_record(), "011501050264e4dddb0101020c");
     pinned(Kind::EncodeTask, &300u64, "0117ac02");
@@ -198,6 +198,17 @@ fn unknown_versions_and_wrong_kinds_are_refused_with_a_clear_error() {
         Err(CodecError::UnknownVersion { found: 2 })
     );
 
+    // A scheme the coder cannot run (0 parity fragments) is refused when read.
+    let mut bytes = codec::encode(Kind::Volume, &volume()).expect("encode");
+    let at = bytes.windows(2).position(|w| w == [6, 3]).expect("the scheme's two bytes");
+    bytes[at + 1] = 0;
+    state.put(&state::id_key(PREFIX_VOLUME, 8), bytes);
+    let err = state::volume(&state, 8).expect_err("an invalid scheme is refused");
+    assert!(
+        err.to_string().contains("Volume record does not decode: a field holds a value out of its range"),
+        "{err}"
+    );
+
     // A node record where a disk record belongs.
     state.put(&state::id_key(PREFIX_DISK, 4), codec::encode(Kind::Node, &node()).expect("encode"));
     let err = state::disk(&state, 4).expect_err("another kind is refused");
@@ -239,7 +250,7 @@ fn populated() -> State {
     }
     let cmd = Command::AllocateVolume {
         holder: "fe".into(),
-        scheme: "r3".into(),
+        scheme: cellar_erasure::Scheme::RS_10_4,
         replicas: replicas.clone(),
         lease_ms: 60_000,
         now_unix_ms: 1000,

@@ -38,7 +38,13 @@ async fn acknowledged_commits_survive_leader_loss_and_the_old_leader_rejoins() {
                     .await;
                 if let Ok(resp) = resp {
                     for (k, r) in (i..i + 10).zip(&resp.results) {
-                        assert!(r.outcome == "committed" || r.outcome == "deduplicated", "{r:?}");
+                        assert!(
+                            matches!(
+                                r.outcome(),
+                                pb::CommitOutcome::Committed | pb::CommitOutcome::Deduplicated
+                            ),
+                            "{r:?}"
+                        );
                         acked.push(k);
                     }
                     i += 10;
@@ -172,9 +178,9 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         })
         .await
         .expect("call");
-    assert_eq!(resp.results[0].outcome, cellar_proto::error_code::STALE_LEASE, "{:?}", resp.results[0]);
+    assert_eq!(resp.results[0].error_code, cellar_proto::error_code::STALE_LEASE, "{:?}", resp.results[0]);
     assert!(resp.results[0].detail.contains("stale lease"), "{}", resp.results[0].detail);
-    assert_eq!(resp.results[1].outcome, cellar_proto::error_code::UNKNOWN_VOLUME);
+    assert_eq!(resp.results[1].error_code, cellar_proto::error_code::UNKNOWN_VOLUME);
 
     // A digest of the wrong length refuses the whole call.
     let mut odd = commit(&volume, 3, 0);
@@ -240,7 +246,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         })
         .await
         .expect("commit");
-    assert_eq!(ok.results[0].outcome, "committed");
+    assert_eq!(ok.results[0].outcome(), pb::CommitOutcome::Committed);
     let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
     let sealed = client
         .call(|mut c| {
@@ -249,7 +255,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         })
         .await
         .expect("seal");
-    assert_eq!((sealed.state.as_str(), sealed.size_bytes), ("sealed", 100));
+    assert_eq!((sealed.state().name(), sealed.size_bytes), ("sealed", 100));
     let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 4, 100)], request_id: None };
     let after = client
         .call(|mut c| {
@@ -258,7 +264,7 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         })
         .await
         .expect("commit");
-    assert_eq!(after.results[0].outcome, cellar_proto::error_code::VOLUME_NOT_OPEN);
+    assert_eq!(after.results[0].error_code, cellar_proto::error_code::VOLUME_NOT_OPEN);
     group.shutdown().await;
 }
 
@@ -311,7 +317,7 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     assert_eq!(got.tasks.len(), 1);
     let task = got.tasks[0].clone();
     assert_eq!(
-        (task.kind.as_str(), task.volume_id, task.state.as_str()),
+        (task.kind().name(), task.volume_id, task.state().name()),
         ("encode", volume.volume_id, "claimed")
     );
     let again = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
@@ -347,7 +353,7 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
         .await
         .expect("report");
     let after = after.task.expect("still queued");
-    assert_eq!((after.attempts, after.state.as_str(), after.detail.as_str()), (1, "pending", "disk busy"));
+    assert_eq!((after.attempts, after.state().name(), after.detail.as_str()), (1, "pending", "disk busy"));
     // The executor tried every replica it could read; the next attempt runs on the next
     // replica holder.
     assert_eq!(after.node_id, other, "a failed encode moves to the next replica holder");
@@ -414,7 +420,7 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
             .call(|mut c| async move { c.get_volumes(pb::GetVolumesRequest { volume_ids: vec![id] }).await })
             .await
             .expect("volumes");
-        if vs.volumes[0].state == "sealed" {
+        if vs.volumes[0].state() == cellar_proto::common::VolumeState::Sealed {
             assert_eq!(vs.volumes[0].size_bytes, 1000);
             break;
         }

@@ -47,7 +47,7 @@ fn setup() -> (State, u64) {
     }
     let cmd = Command::AllocateVolume {
         holder: "fe".into(),
-        scheme: "rs-6-3".into(),
+        scheme: cellar_erasure::Scheme::RS_6_3,
         replicas,
         lease_ms: 100 * SESSION_IDLE_EXPIRY_MS,
         now_unix_ms: T0,

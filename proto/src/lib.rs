@@ -1,6 +1,15 @@
 //! cellar's wire contract: the generated gRPC code for the master's client API and for
 //! Raft between masters, and the stable error codes that travel in gRPC metadata.
 
+/// Types several APIs share (`cellar.common.v1`): volume state, extent part, coding scheme.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod common {
+    tonic::include_proto!("cellar.common.v1");
+}
+
+mod domain;
+pub use domain::scheme_of;
+
 /// The master's client API (`cellar.master.v1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod master {
@@ -78,4 +87,135 @@ pub mod error_code {
     /// client: whether the first attempt was applied is not known any more, and it is not
     /// applied again.
     pub const REQUEST_EXPIRED: &str = "REQUEST_EXPIRED";
+}
+
+/// The stable error codes of [`error_code`] as a type: what callers branch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// [`error_code::NOT_LEADER`]
+    NotLeader,
+    /// [`error_code::NO_LEADER`]
+    NoLeader,
+    /// [`error_code::STALE_LEASE`]
+    StaleLease,
+    /// [`error_code::UNKNOWN_VOLUME`]
+    UnknownVolume,
+    /// [`error_code::UNKNOWN_NODE`]
+    UnknownNode,
+    /// [`error_code::UNKNOWN_DISK`]
+    UnknownDisk,
+    /// [`error_code::VOLUME_NOT_OPEN`]
+    VolumeNotOpen,
+    /// [`error_code::NOT_ENOUGH_FAILURE_DOMAINS`]
+    NotEnoughFailureDomains,
+    /// [`error_code::BAD_REQUEST`]
+    BadRequest,
+    /// [`error_code::UNAUTHENTICATED`]
+    Unauthenticated,
+    /// [`error_code::INTERNAL`]
+    Internal,
+    /// [`error_code::OFFSET_MISMATCH`]
+    OffsetMismatch,
+    /// [`error_code::EXTENT_NOT_FOUND`]
+    ExtentNotFound,
+    /// [`error_code::DATA_CORRUPT`]
+    DataCorrupt,
+    /// [`error_code::DISK_FAILED`]
+    DiskFailed,
+    /// [`error_code::EXTENT_SEALED`]
+    ExtentSealed,
+    /// [`error_code::EXTENT_LIVE`]
+    ExtentLive,
+    /// [`error_code::BUSY`]
+    Busy,
+    /// [`error_code::DEADLINE_EXCEEDED`]
+    DeadlineExceeded,
+    /// [`error_code::REQUEST_EXPIRED`]
+    RequestExpired,
+}
+
+impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::NotLeader,
+        ErrorCode::NoLeader,
+        ErrorCode::StaleLease,
+        ErrorCode::UnknownVolume,
+        ErrorCode::UnknownNode,
+        ErrorCode::UnknownDisk,
+        ErrorCode::VolumeNotOpen,
+        ErrorCode::NotEnoughFailureDomains,
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Internal,
+        ErrorCode::OffsetMismatch,
+        ErrorCode::ExtentNotFound,
+        ErrorCode::DataCorrupt,
+        ErrorCode::DiskFailed,
+        ErrorCode::ExtentSealed,
+        ErrorCode::ExtentLive,
+        ErrorCode::Busy,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::RequestExpired,
+    ];
+
+    /// The code as it travels in the `cellar-error` metadata.
+    pub fn as_str(self) -> &'static str {
+        use error_code as c;
+        match self {
+            ErrorCode::NotLeader => c::NOT_LEADER,
+            ErrorCode::NoLeader => c::NO_LEADER,
+            ErrorCode::StaleLease => c::STALE_LEASE,
+            ErrorCode::UnknownVolume => c::UNKNOWN_VOLUME,
+            ErrorCode::UnknownNode => c::UNKNOWN_NODE,
+            ErrorCode::UnknownDisk => c::UNKNOWN_DISK,
+            ErrorCode::VolumeNotOpen => c::VOLUME_NOT_OPEN,
+            ErrorCode::NotEnoughFailureDomains => c::NOT_ENOUGH_FAILURE_DOMAINS,
+            ErrorCode::BadRequest => c::BAD_REQUEST,
+            ErrorCode::Unauthenticated => c::UNAUTHENTICATED,
+            ErrorCode::Internal => c::INTERNAL,
+            ErrorCode::OffsetMismatch => c::OFFSET_MISMATCH,
+            ErrorCode::ExtentNotFound => c::EXTENT_NOT_FOUND,
+            ErrorCode::DataCorrupt => c::DATA_CORRUPT,
+            ErrorCode::DiskFailed => c::DISK_FAILED,
+            ErrorCode::ExtentSealed => c::EXTENT_SEALED,
+            ErrorCode::ExtentLive => c::EXTENT_LIVE,
+            ErrorCode::Busy => c::BUSY,
+            ErrorCode::DeadlineExceeded => c::DEADLINE_EXCEEDED,
+            ErrorCode::RequestExpired => c::REQUEST_EXPIRED,
+        }
+    }
+
+    /// The code a metadata value names; none for a code this build does not know.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// The code a status carries in its `cellar-error` metadata, if any is known.
+    pub fn of(status: &tonic::Status) -> Option<ErrorCode> {
+        status.metadata().get(ERROR_CODE_KEY).and_then(|v| v.to_str().ok()).and_then(ErrorCode::from_name)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod error_code_tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_name_and_a_status() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_name(code.as_str()), Some(code));
+            let mut status = tonic::Status::internal("x");
+            status.metadata_mut().insert(ERROR_CODE_KEY, code.as_str().parse().expect("ascii"));
+            assert_eq!(ErrorCode::of(&status), Some(code));
+        }
+        assert_eq!(ErrorCode::from_name("SOMETHING_NEW"), None);
+        assert_eq!(ErrorCode::of(&tonic::Status::internal("no code")), None);
+    }
 }

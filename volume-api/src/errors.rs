@@ -1,6 +1,8 @@
 //! Errors of the volume API, as gRPC statuses with stable codes
 //! (`cellar_proto::error_code`) in the `cellar-error` metadata key.
 
+use cellar_master_api::client::ClientError;
+use cellar_proto::ErrorCode;
 use cellar_proto::error_code as code;
 use tonic::{Code, Status};
 
@@ -18,28 +20,28 @@ pub fn bad_request(message: impl Into<String>) -> Status {
     status(Code::InvalidArgument, code::BAD_REQUEST, message)
 }
 
-/// The stable error code carried by a status, if any.
-pub fn code_of(s: &Status) -> Option<&str> {
-    s.metadata().get(cellar_proto::ERROR_CODE_KEY).and_then(|v| v.to_str().ok())
+/// The stable error code carried by a status, if it is one this build knows.
+pub fn code_of(s: &Status) -> Option<ErrorCode> {
+    ErrorCode::of(s)
 }
 
 /// A master call that failed, as seen by a volume server's own callers.
-pub fn master_status(e: &cellar_master_api::client::ClientError) -> Status {
-    match e.code() {
-        Some(c) => {
-            let stable = [
-                code::STALE_LEASE,
-                code::UNKNOWN_VOLUME,
-                code::VOLUME_NOT_OPEN,
-                code::UNKNOWN_DISK,
-                code::UNKNOWN_NODE,
-                code::BAD_REQUEST,
-            ]
-            .into_iter()
-            .find(|k| *k == c)
-            .unwrap_or(code::INTERNAL);
+pub fn master_status(e: &ClientError) -> Status {
+    match e {
+        ClientError::Refused { .. } => {
+            let stable = match e.error_code() {
+                Some(
+                    c @ (ErrorCode::StaleLease
+                    | ErrorCode::UnknownVolume
+                    | ErrorCode::VolumeNotOpen
+                    | ErrorCode::UnknownDisk
+                    | ErrorCode::UnknownNode
+                    | ErrorCode::BadRequest),
+                ) => c.as_str(),
+                _ => code::INTERNAL,
+            };
             status(Code::FailedPrecondition, stable, e.to_string())
         }
-        None => status(Code::Unavailable, code::NO_LEADER, format!("master unreachable: {e}")),
+        _ => status(Code::Unavailable, code::NO_LEADER, format!("master unreachable: {e}")),
     }
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cellar_erasure::{FragmentSet, ReadPlan, assemble_owned, plan_read};
 use cellar_format::{RECORD_HEADER_BYTES, RecordHeader};
+use cellar_proto::ErrorCode;
+use cellar_proto::common::VolumeState;
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
@@ -121,9 +123,9 @@ impl BlockReader {
 
     /// Reports the extents of `missing` that the current record `current` still places.
     fn report_missing(&self, current: &mpb::Volume, missing: Vec<Missing>) {
-        let placed = |m: &Missing| match (current.state.as_str(), m.fragment) {
-            ("coded", Some(i)) => current.fragments.get(i).is_some_and(|f| f.disk_id == m.disk_id),
-            ("coded", None) | (_, Some(_)) => false,
+        let placed = |m: &Missing| match (current.state(), m.fragment) {
+            (VolumeState::Coded, Some(i)) => current.fragments.get(i).is_some_and(|f| f.disk_id == m.disk_id),
+            (VolumeState::Coded, None) | (_, Some(_)) => false,
             (_, None) => current.replicas.iter().any(|r| r.disk_id == m.disk_id),
         };
         for m in missing {
@@ -143,8 +145,8 @@ impl BlockReader {
         length_bytes: u32,
         missing: &mut Vec<Missing>,
     ) -> Result<BlockRead, Status> {
-        match v.state.as_str() {
-            "coded" => self.read_coded(v, key, offset_bytes, length_bytes, missing).await,
+        match v.state() {
+            VolumeState::Coded => self.read_coded(v, key, offset_bytes, length_bytes, missing).await,
             _ => self.read_replicas(v, key, offset_bytes, length_bytes, missing).await,
         }
     }
@@ -234,7 +236,7 @@ impl BlockReader {
                             wrong.push(disk_id);
                         }
                         Err(e) => {
-                            if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
+                            if code_of(&e) == Some(ErrorCode::ExtentNotFound) {
                                 missing.push(Missing { disk_id, fragment: None, reason: e.message().to_string() });
                             }
                             last = format!("replica on disk {disk_id}: {}", e.message());
@@ -392,7 +394,7 @@ impl BlockReader {
                         Err(failed) => {
                             for (index, e) in failed {
                                 let disk_id = v.fragments[index].disk_id;
-                                if code_of(&e) == Some(code::EXTENT_NOT_FOUND) {
+                                if code_of(&e) == Some(ErrorCode::ExtentNotFound) {
                                     missing.push(Missing {
                                         disk_id,
                                         fragment: Some(index),

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cellar_blockstore::Disk;
+use cellar_proto::common::VolumeState;
 use cellar_proto::error_code as code;
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use tonic::{Code, Status};
@@ -102,11 +103,11 @@ impl Fences {
         }
         // A new epoch or generation: only the master can say it is the current one.
         let v = cluster.volume(volume_id).await?;
-        if v.state != "open" {
+        if v.state() != VolumeState::Open {
             return Err(status(
                 Code::FailedPrecondition,
                 code::VOLUME_NOT_OPEN,
-                format!("volume {volume_id} is {}, not open", v.state),
+                format!("volume {volume_id} is {}, not open", v.state().name()),
             ));
         }
         if v.lease_epoch != given.epoch || v.generation != given.generation {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cellar_blockstore::fragment::chunk_crc32;
 use cellar_blockstore::{Disk, Error as DiskError, ExtentId, ExtentState, RECORD_HEADER_BYTES, RecordIn};
+use cellar_proto::common::{ExtentPart, VolumeState};
 use cellar_proto::error_code as code;
 use cellar_proto::volume as pb;
 use cellar_proto::volume::volume_server::Volume;
@@ -50,7 +51,7 @@ impl VolumeService {
     }
 
     fn report_if_corrupt(&self, e: &Status, volume_id: u64, disk_id: u64) {
-        if crate::errors::code_of(e) == Some(code::DATA_CORRUPT) {
+        if crate::errors::code_of(e) == Some(cellar_proto::ErrorCode::DataCorrupt) {
             self.shared.cluster.report_bad_extent(volume_id, disk_id, e.message().to_string());
         }
     }
@@ -58,10 +59,12 @@ impl VolumeService {
 
 /// The extent an [`pb::ExtentRef`] names.
 pub fn extent_id(r: &pb::ExtentRef) -> Result<ExtentId, Status> {
-    match r.part.as_str() {
-        "replica" => Ok(ExtentId::replica(r.volume_id)),
-        "fragment" => Ok(ExtentId::fragment(r.volume_id, fragment_index(r.fragment_index)?)),
-        other => Err(bad_request(format!("part must be \"replica\" or \"fragment\", not {other:?}"))),
+    match r.part() {
+        ExtentPart::Replica => Ok(ExtentId::replica(r.volume_id)),
+        ExtentPart::Fragment => Ok(ExtentId::fragment(r.volume_id, fragment_index(r.fragment_index)?)),
+        ExtentPart::Unspecified => {
+            Err(bad_request(format!("part must be replica or fragment, not {}", r.part)))
+        }
     }
 }
 
@@ -86,11 +89,13 @@ async fn placed_here(
 ) -> Result<bool, Status> {
     let v = match cluster.volume(volume_id).await {
         Ok(v) => v,
-        Err(e) if crate::errors::code_of(&e) == Some(code::UNKNOWN_VOLUME) => return Ok(false),
+        Err(e) if crate::errors::code_of(&e) == Some(cellar_proto::ErrorCode::UnknownVolume) => {
+            return Ok(false);
+        }
         Err(e) => return Err(e),
     };
     Ok(match index {
-        None => v.state != "coded" && v.replicas.iter().any(|r| r.disk_id == disk_id),
+        None => v.state() != VolumeState::Coded && v.replicas.iter().any(|r| r.disk_id == disk_id),
         Some(i) => v.fragments.get(i as usize).is_some_and(|f| f.disk_id == disk_id),
     })
 }
@@ -350,9 +355,10 @@ impl Volume for VolumeService {
             Ok(info) => Ok(Response::new(pb::ExtentStat {
                 exists: true,
                 state: match info.state {
-                    ExtentState::Open => "open".into(),
-                    ExtentState::Sealed => "sealed".into(),
-                },
+                    ExtentState::Open => pb::ExtentState::Open,
+                    ExtentState::Sealed => pb::ExtentState::Sealed,
+                }
+                .into(),
                 length_bytes: info.length_bytes,
                 chunk_size_bytes: info.chunk_size_bytes,
                 failed: info.failed,
@@ -370,14 +376,16 @@ impl Volume for VolumeService {
         let r = req.into_inner();
         let id = extent_id(&r)?;
         let disk = self.shared.disks.require(r.disk_id)?;
-        let index = (r.part == "fragment").then_some(r.fragment_index);
+        let index = (r.part() == ExtentPart::Fragment).then_some(r.fragment_index);
         if placed_here(&self.shared.cluster, r.volume_id, r.disk_id, index).await? {
             return Err(status(
                 Code::FailedPrecondition,
                 code::EXTENT_LIVE,
                 format!(
                     "the master still places this {} of volume {} on disk {}",
-                    r.part, r.volume_id, r.disk_id
+                    r.part().name(),
+                    r.volume_id,
+                    r.disk_id
                 ),
             ));
         }

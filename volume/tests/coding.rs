@@ -44,8 +44,10 @@ async fn a_coded_volume_reads_back_through_any_three_lost_fragments() {
     assert_eq!(read_all(&reader, &cell.volume(v.volume_id).await, &blocks).await, 0, "open: replica reads");
 
     let sealed = cell.seal(v.volume_id).await;
-    assert_eq!(sealed.state, "sealed");
-    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    assert_eq!(sealed.state(), cellar_proto::common::VolumeState::Sealed);
+    let coded = cell
+        .wait_volume(v.volume_id, "coded", |v| v.state() == cellar_proto::common::VolumeState::Coded)
+        .await;
     assert_eq!(coded.fragments.len(), 9);
     assert_eq!(coded.generation, v.generation + 1);
     assert!(coded.replicas.is_empty());
@@ -73,7 +75,7 @@ async fn a_coded_volume_reads_back_through_any_three_lost_fragments() {
     for b in blocks.iter().step_by(5) {
         let got = reader.read(&sealed, &b.key(), b.offset_bytes, b.length_bytes).await.expect("stale record");
         assert_eq!(got.payload, b.payload);
-        assert_eq!(got.newer_volume.as_ref().map(|n| n.state.as_str()), Some("coded"));
+        assert_eq!(got.newer_volume.as_ref().map(|n| n.state().name()), Some("coded"));
     }
     assert_eq!(reader_cluster_reports(&cell), reports_before, "stale placements were reported");
     // With the current record nothing newer comes back.
@@ -144,7 +146,9 @@ async fn a_corrupt_chunk_is_detected_read_degraded_and_reported() {
     let cell = Cell::start(3, 2, 2, |_| {}).await;
     let (v, blocks) = cell.fill_volume(&mixed_sizes(20), 11).await;
     cell.seal(v.volume_id).await;
-    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    let coded = cell
+        .wait_volume(v.volume_id, "coded", |v| v.state() == cellar_proto::common::VolumeState::Coded)
+        .await;
     cell.wait_tasks_done().await;
     let reader = cell.reader();
 
@@ -184,7 +188,9 @@ async fn a_volume_coded_over_in_process_fragment_writes_reads_back() {
     }
     let (v, blocks) = cell.fill_volume(&mixed_sizes(40), 11).await;
     cell.seal(v.volume_id).await;
-    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    let coded = cell
+        .wait_volume(v.volume_id, "coded", |v| v.state() == cellar_proto::common::VolumeState::Coded)
+        .await;
     assert_eq!(coded.fragments.len(), 9);
     cell.wait_tasks_done().await;
     for (i, f) in coded.fragments.iter().enumerate() {

@@ -61,9 +61,9 @@ async fn deleted_extents_are_purged_after_the_retention_and_trash_bytes_are_repo
     cell.client
         .call(|mut c| async move {
             let task = mpb::Task {
-                kind: "delete".into(),
+                kind: cellar_proto::master::TaskKind::Delete.into(),
                 volume_id,
-                part: "replica".into(),
+                part: cellar_proto::common::ExtentPart::Replica.into(),
                 source: Some(mpb::Extent { node_id, disk_id }),
                 ..Default::default()
             };

@@ -46,8 +46,10 @@ async fn an_encode_whose_local_and_next_replicas_are_short_reads_the_full_one_re
     shorten_replica(&cell, &v.replicas[0], v.volume_id, &blocks[0]);
     shorten_replica(&cell, &v.replicas[1], v.volume_id, &blocks[0]);
 
-    assert_eq!(cell.seal(v.volume_id).await.state, "sealed");
-    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    assert_eq!(cell.seal(v.volume_id).await.state(), cellar_proto::common::VolumeState::Sealed);
+    let coded = cell
+        .wait_volume(v.volume_id, "coded", |v| v.state() == cellar_proto::common::VolumeState::Coded)
+        .await;
     assert_eq!(coded.fragments.len(), 9);
     assert_reads_back(&cell, &coded, &blocks).await;
     cell.wait_tasks_done().await;
@@ -64,8 +66,10 @@ async fn an_encode_queued_on_a_stopped_holder_is_run_by_another_holder() {
     cell.stop(gone).await;
 
     // Sealed at once, the encode is queued on the stopped first holder.
-    assert_eq!(cell.seal(v.volume_id).await.state, "sealed");
-    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    assert_eq!(cell.seal(v.volume_id).await.state(), cellar_proto::common::VolumeState::Sealed);
+    let coded = cell
+        .wait_volume(v.volume_id, "coded", |v| v.state() == cellar_proto::common::VolumeState::Coded)
+        .await;
     assert!(coded.fragments.iter().all(|f| f.node_id != gone), "a fragment went to the stopped server");
     assert_reads_back(&cell, &coded, &blocks).await;
     assert_eq!(cell.status().await.tasks_failed, 0);
@@ -77,14 +81,16 @@ async fn a_volume_sealed_when_fragments_could_not_be_placed_is_coded_once_disks_
     // One disk per server: two per zone, where rs-6-3 needs three.
     let mut cell = Cell::start_with(3, 2, 1, |_| {}, quick_planner).await;
     let (v, blocks) = cell.fill_volume(&mixed_sizes(20), 13).await;
-    assert_eq!(cell.seal(v.volume_id).await.state, "sealed");
+    assert_eq!(cell.seal(v.volume_id).await.state(), cellar_proto::common::VolumeState::Sealed);
     let status = cell.status().await;
     assert_eq!(status.tasks_open, 0, "no encode can be queued without a placement");
 
     for zone in ["zone-1", "zone-2", "zone-3"] {
         cell.add_server(zone, 1, |_| {}).await;
     }
-    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    let coded = cell
+        .wait_volume(v.volume_id, "coded", |v| v.state() == cellar_proto::common::VolumeState::Coded)
+        .await;
     assert_eq!(coded.fragments.len(), 9);
     assert_reads_back(&cell, &coded, &blocks).await;
     cell.wait_tasks_done().await;

@@ -50,7 +50,9 @@ async fn lost_fragments_are_rebuilt_and_moved_and_tasks_are_idempotent() {
     let cell = Cell::start(3, 2, 3, |_| {}).await;
     let (v, blocks) = cell.fill_volume(&mixed_sizes(40), 3).await;
     cell.seal(v.volume_id).await;
-    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    let coded = cell
+        .wait_volume(v.volume_id, "coded", |v| v.state() == cellar_proto::common::VolumeState::Coded)
+        .await;
     cell.wait_tasks_done().await;
 
     // Fragment 1 (data) is lost from its disk.
@@ -64,9 +66,9 @@ async fn lost_fragments_are_rebuilt_and_moved_and_tasks_are_idempotent() {
     let task = enqueue(
         &cell,
         mpb::Task {
-            kind: "reconstruct".into(),
+            kind: cellar_proto::master::TaskKind::Reconstruct.into(),
             volume_id: v.volume_id,
-            part: "fragment".into(),
+            part: cellar_proto::common::ExtentPart::Fragment.into(),
             fragment_index: 1,
             target: Some(target),
             replaces: Some(lost),
@@ -93,9 +95,9 @@ async fn lost_fragments_are_rebuilt_and_moved_and_tasks_are_idempotent() {
     enqueue(
         &cell,
         mpb::Task {
-            kind: "copy".into(),
+            kind: cellar_proto::master::TaskKind::Copy.into(),
             volume_id: v.volume_id,
-            part: "fragment".into(),
+            part: cellar_proto::common::ExtentPart::Fragment.into(),
             fragment_index: 7,
             source: Some(from),
             target: Some(to),
@@ -119,9 +121,9 @@ async fn lost_fragments_are_rebuilt_and_moved_and_tasks_are_idempotent() {
 
     // A delete of a live extent is refused by the master.
     let live = mpb::Task {
-        kind: "delete".into(),
+        kind: cellar_proto::master::TaskKind::Delete.into(),
         volume_id: v.volume_id,
-        part: "fragment".into(),
+        part: cellar_proto::common::ExtentPart::Fragment.into(),
         fragment_index: 7,
         source: Some(to),
         ..Default::default()
@@ -144,15 +146,15 @@ async fn a_sealed_replica_is_copied_record_by_record() {
     let (v, blocks) = cell.fill_volume(&mixed_sizes(15), 5).await;
     // Sealed but not coded: one disk per node is too few for rs-6-3 over three zones.
     let sealed = cell.seal(v.volume_id).await;
-    assert_eq!(sealed.state, "sealed");
+    assert_eq!(sealed.state(), cellar_proto::common::VolumeState::Sealed);
     let from = sealed.replicas[0];
     let to = free_disk(&cell, &sealed, from.node_id);
     enqueue(
         &cell,
         mpb::Task {
-            kind: "copy".into(),
+            kind: cellar_proto::master::TaskKind::Copy.into(),
             volume_id: v.volume_id,
-            part: "replica".into(),
+            part: cellar_proto::common::ExtentPart::Replica.into(),
             source: Some(from),
             target: Some(to),
             replaces: Some(from),

@@ -57,7 +57,9 @@ async fn a_record_whose_bytes_are_not_its_keys_is_never_returned() {
     }
 
     cell.seal(v.volume_id).await;
-    let coded = cell.wait_volume(v.volume_id, "coded", |v| v.state == "coded").await;
+    let coded = cell
+        .wait_volume(v.volume_id, "coded", |v| v.state() == cellar_proto::common::VolumeState::Coded)
+        .await;
     cell.wait_tasks_done().await;
     for key in &keys {
         let err = reader

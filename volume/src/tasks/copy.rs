@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use cellar_blockstore::{ExtentId, RECORD_HEADER_BYTES, RecordHeader};
+use cellar_proto::common::{ExtentPart, VolumeState};
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
@@ -25,10 +26,12 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
     let (Some(source), Some(target), Some(replaces)) = (&task.source, &task.target, &task.replaces) else {
         return Err(bad_request("a copy task needs source, target and replaces"));
     };
-    match task.part.as_str() {
-        "replica" => copy_replica(shared, &v, source, target, replaces).await,
-        "fragment" => copy_fragment(shared, &v, task.fragment_index as usize, source, target, replaces).await,
-        other => Err(bad_request(format!("cannot copy a {other:?}"))),
+    match task.part() {
+        ExtentPart::Replica => copy_replica(shared, &v, source, target, replaces).await,
+        ExtentPart::Fragment => {
+            copy_fragment(shared, &v, task.fragment_index as usize, source, target, replaces).await
+        }
+        ExtentPart::Unspecified => Err(bad_request(format!("cannot copy a part {}", task.part))),
     }
 }
 
@@ -39,10 +42,11 @@ async fn copy_replica(
     target: &mpb::Extent,
     replaces: &mpb::Extent,
 ) -> Result<String, Status> {
-    if v.state != "sealed" {
+    if v.state() != VolumeState::Sealed {
         return Err(bad_request(format!(
             "volume {} is {}; replicas are copied while sealed",
-            v.volume_id, v.state
+            v.volume_id,
+            v.state().name()
         )));
     }
     if v.replicas.iter().any(|r| r.disk_id == target.disk_id) {
@@ -141,8 +145,8 @@ async fn copy_fragment(
     target: &mpb::Extent,
     replaces: &mpb::Extent,
 ) -> Result<String, Status> {
-    if v.state != "coded" {
-        return Err(bad_request(format!("volume {} is {}, not coded", v.volume_id, v.state)));
+    if v.state() != VolumeState::Coded {
+        return Err(bad_request(format!("volume {} is {}, not coded", v.volume_id, v.state().name())));
     }
     match v.fragments.get(index) {
         Some(f) if f.disk_id == target.disk_id => return Ok("already copied".into()),

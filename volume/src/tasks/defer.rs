@@ -13,11 +13,13 @@
 
 use std::time::{Duration, Instant};
 
+use cellar_proto::master::TaskKind;
+
 /// The shortest interval a load sample is taken over.
 pub const SAMPLE_MIN: Duration = Duration::from_millis(250);
 
 /// The task kinds deferred while busy.
-const DEFERRABLE_KINDS: &[&str] = &["encode"];
+const DEFERRABLE_KINDS: &[TaskKind] = &[TaskKind::Encode];
 
 pub use crate::config::EncodeDefer;
 
@@ -41,13 +43,13 @@ impl Deferral {
     }
 
     /// The task kinds to leave queued at `now`, given the server's append byte counter.
-    pub fn deferred_kinds(&mut self, now: Instant, appended_bytes: u64) -> &'static [&'static str] {
+    pub fn deferred_kinds(&mut self, now: Instant, appended_bytes: u64) -> &'static [TaskKind] {
         let kinds = self.decide(now, appended_bytes);
         self.deferring = !kinds.is_empty();
         kinds
     }
 
-    fn decide(&mut self, now: Instant, appended_bytes: u64) -> &'static [&'static str] {
+    fn decide(&mut self, now: Instant, appended_bytes: u64) -> &'static [TaskKind] {
         if self.policy.max.is_zero() {
             return &[];
         }
@@ -93,10 +95,10 @@ mod tests {
         let mut d = Deferral::new(policy());
         assert!(d.deferred_kinds(t0, 0).is_empty(), "no rate known from one sample");
         // 100 MiB in 1 s: busy.
-        assert_eq!(d.deferred_kinds(t0 + Duration::from_secs(1), 100 * MIB), ["encode"]);
+        assert_eq!(d.deferred_kinds(t0 + Duration::from_secs(1), 100 * MIB), [TaskKind::Encode]);
         assert!(d.deferring());
         // A poll 10 ms later has too short a sample: the decision stands.
-        assert_eq!(d.deferred_kinds(t0 + Duration::from_millis(1010), 100 * MIB), ["encode"]);
+        assert_eq!(d.deferred_kinds(t0 + Duration::from_millis(1010), 100 * MIB), [TaskKind::Encode]);
         // 10 MiB in the next second: below the threshold, encodes are taken at once.
         assert!(d.deferred_kinds(t0 + Duration::from_secs(2), 110 * MIB).is_empty());
         assert!(!d.deferring());
@@ -117,7 +119,7 @@ mod tests {
         assert_eq!(deferred_secs, 10);
         // A quiet second resets the spell; the next burst defers again.
         assert!(d.deferred_kinds(t0 + Duration::from_secs(16), 1500 * MIB).is_empty());
-        assert_eq!(d.deferred_kinds(t0 + Duration::from_secs(17), 1600 * MIB), ["encode"]);
+        assert_eq!(d.deferred_kinds(t0 + Duration::from_secs(17), 1600 * MIB), [TaskKind::Encode]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use cellar_blockstore::{Error as DiskError, ExtentId};
+use cellar_proto::common::{ExtentPart, VolumeState};
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use tonic::{Code, Status};
@@ -17,18 +18,20 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
     let Some(extent) = &task.source else { return Err(bad_request("a delete task needs source")) };
     let volume_id = task.volume_id;
     let (id, live) = match shared.cluster.volume(volume_id).await {
-        Ok(v) => match task.part.as_str() {
-            "replica" => (
+        Ok(v) => match task.part() {
+            ExtentPart::Replica => (
                 ExtentId::replica(volume_id),
-                v.state != "coded" && v.replicas.iter().any(|r| r.disk_id == extent.disk_id),
+                v.state() != VolumeState::Coded && v.replicas.iter().any(|r| r.disk_id == extent.disk_id),
             ),
-            "fragment" => {
+            ExtentPart::Fragment => {
                 let index = u8::try_from(task.fragment_index)
                     .map_err(|_| bad_request("fragment index out of range"))?;
                 let live = v.fragments.get(usize::from(index)).is_some_and(|f| f.disk_id == extent.disk_id);
                 (ExtentId::fragment(volume_id, index), live)
             }
-            other => return Err(bad_request(format!("cannot delete a {other:?}"))),
+            ExtentPart::Unspecified => {
+                return Err(bad_request(format!("cannot delete a part {}", task.part)));
+            }
         },
         Err(e) => return Err(e),
     };
@@ -38,7 +41,8 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
             code::EXTENT_LIVE,
             format!(
                 "the master places this {} of volume {volume_id} on disk {} again",
-                task.part, extent.disk_id
+                task.part().name(),
+                extent.disk_id
             ),
         ));
     }

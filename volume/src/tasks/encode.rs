@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use cellar_blockstore::{Disk, Error as DiskError, ExtentId, RECORD_HEADER_BYTES, RecordHeader};
 use cellar_erasure::{ErasureError, Layout, StripeEncoder};
+use cellar_proto::common::VolumeState;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
 use tokio_stream::StreamExt;
@@ -76,24 +77,24 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
     let v = shared.cluster.volume(task.volume_id).await?;
     let same_placement = v.fragments.len() == task.fragments.len()
         && v.fragments.iter().zip(&task.fragments).all(|(a, b)| a.disk_id == b.disk_id);
-    match v.state.as_str() {
-        "coded" if same_placement => return Ok("already coded".into()),
-        "coded" => {
+    match v.state() {
+        VolumeState::Coded if same_placement => return Ok("already coded".into()),
+        VolumeState::Coded => {
             return Err(status(
                 Code::FailedPrecondition,
                 cellar_proto::error_code::BAD_REQUEST,
                 format!("volume {} is coded with another placement", v.volume_id),
             ));
         }
-        "sealed" => {}
-        other => return Err(bad_request(format!("volume {} is {other}, not sealed", v.volume_id))),
+        VolumeState::Sealed => {}
+        other => return Err(bad_request(format!("volume {} is {}, not sealed", v.volume_id, other.name()))),
     }
     let layout = super::layout_of(&v)?;
     let count = layout.scheme().fragment_count();
     if task.fragments.len() != count {
         return Err(bad_request(format!(
             "{} needs {count} fragment places, the task has {}",
-            v.scheme,
+            layout.scheme(),
             task.fragments.len()
         )));
     }
@@ -111,7 +112,7 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
             Err(AttemptError::Source(e)) => {
                 tracing::warn!(volume = v.volume_id, source = %source.describe(), error = %e.message(),
                     "encode source unusable; trying the next replica");
-                if crate::errors::code_of(&e) == Some(cellar_proto::error_code::DATA_CORRUPT) {
+                if crate::errors::code_of(&e) == Some(cellar_proto::ErrorCode::DataCorrupt) {
                     shared.cluster.report_bad_extent(v.volume_id, source.disk_id(), e.message().to_string());
                 }
                 failures.push(format!("{}: {}", source.describe(), e.message()));

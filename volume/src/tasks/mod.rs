@@ -39,12 +39,12 @@ pub(crate) async fn closed_sink_error(sink: crate::client::FragmentSink) -> Stat
 
 /// Runs one task; Ok carries a note for the report.
 pub async fn execute(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String, Status> {
-    match task.kind.as_str() {
-        "encode" => encode::run(shared, task).await,
-        "reconstruct" => reconstruct::run(shared, task).await,
-        "copy" => copy::run(shared, task).await,
-        "delete" => delete::run(shared, task).await,
-        other => Err(bad_request(format!("unknown task kind {other:?}"))),
+    match task.kind() {
+        mpb::TaskKind::Encode => encode::run(shared, task).await,
+        mpb::TaskKind::Reconstruct => reconstruct::run(shared, task).await,
+        mpb::TaskKind::Copy => copy::run(shared, task).await,
+        mpb::TaskKind::Delete => delete::run(shared, task).await,
+        mpb::TaskKind::Unspecified => Err(bad_request(format!("unknown task kind {}", task.kind))),
     }
 }
 
@@ -93,11 +93,8 @@ pub async fn run_executor(
             return;
         }
         let now = std::time::Instant::now();
-        let deferred_kinds: Vec<String> = deferral
-            .deferred_kinds(now, shared.metrics.appends.bytes())
-            .iter()
-            .map(|k| k.to_string())
-            .collect();
+        let deferred_kinds: Vec<i32> =
+            deferral.deferred_kinds(now, shared.metrics.appends.bytes()).iter().map(|&k| k.into()).collect();
         shared.metrics.set_encode_deferring(deferral.deferring());
         let free = slots.available_permits();
         if free > 0 {
@@ -119,16 +116,21 @@ pub async fn run_executor(
                         let Ok(permit) = slots.clone().acquire_owned().await else { return };
                         let (shared, running, wake) = (shared.clone(), running.clone(), wake.clone());
                         tokio::spawn(async move {
-                            tracing::info!(task = task.task_id, kind = %task.kind, volume = task.volume_id, "task started");
+                            tracing::info!(
+                                task = task.task_id,
+                                kind = task.kind().name(),
+                                volume = task.volume_id,
+                                "task started"
+                            );
                             let started = std::time::Instant::now();
                             let outcome = execute(&shared, &task).await;
                             match &outcome {
                                 Ok(note) => {
-                                    tracing::info!(task = task.task_id, kind = %task.kind, volume = task.volume_id,
+                                    tracing::info!(task = task.task_id, kind = task.kind().name(), volume = task.volume_id,
                                     secs = started.elapsed().as_secs_f64(), %note, "task done")
                                 }
                                 Err(e) => {
-                                    tracing::warn!(task = task.task_id, kind = %task.kind, volume = task.volume_id,
+                                    tracing::warn!(task = task.task_id, kind = task.kind().name(), volume = task.volume_id,
                                     error = %e.message(), "task failed")
                                 }
                             }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use cellar_erasure::Codec;
+use cellar_proto::common::VolumeState;
 use cellar_proto::error_code as code;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
@@ -21,8 +22,8 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
     let (Some(target), Some(replaces)) = (&task.target, &task.replaces) else {
         return Err(bad_request("a reconstruct task needs target and replaces"));
     };
-    if v.state != "coded" {
-        return Err(bad_request(format!("volume {} is {}, not coded", v.volume_id, v.state)));
+    if v.state() != VolumeState::Coded {
+        return Err(bad_request(format!("volume {} is {}, not coded", v.volume_id, v.state().name())));
     }
     match v.fragments.get(index) {
         Some(f) if f.disk_id == target.disk_id => return Ok("already reconstructed".into()),
@@ -71,7 +72,7 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
                     Ok(bytes) => rows.push((*i, bytes)),
                     Err(err) => {
                         tracing::warn!(volume = v.volume_id, fragment = i, error = %err.message(), "survivor unreadable");
-                        if code_of(&err) == Some(code::EXTENT_NOT_FOUND) {
+                        if code_of(&err) == Some(cellar_proto::ErrorCode::ExtentNotFound) {
                             shared.cluster.report_bad_extent(
                                 v.volume_id,
                                 e.disk_id,

@@ -292,7 +292,13 @@ impl Cell {
             .await
             .expect("commit");
         for r in resp.results {
-            assert!(r.outcome == "committed" || r.outcome == "deduplicated", "{} {}", r.outcome, r.detail);
+            assert!(
+                matches!(r.outcome(), mpb::CommitOutcome::Committed | mpb::CommitOutcome::Deduplicated),
+                "{} {} {}",
+                r.outcome().name(),
+                r.error_code,
+                r.detail
+            );
         }
     }
 
@@ -369,7 +375,7 @@ impl Cell {
         c.stat_extent(vpb::ExtentRef {
             volume_id,
             disk_id: place.disk_id,
-            part: part.into(),
+            part: cellar_proto::common::ExtentPart::from_name(part).expect("replica or fragment").into(),
             fragment_index: index,
         })
         .await
