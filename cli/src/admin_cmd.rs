@@ -70,6 +70,17 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "volumes": s.volumes.iter().map(|v| (v.state().name().to_string(), json!(v.count))).collect::<serde_json::Map<_, _>>(),
         "index_entries": s.index_entries,
         "tasks": {"open": s.tasks_open, "done": s.tasks_done, "failed": s.tasks_failed},
+        "redundancy": {
+            "below_full": s.volumes_below_full,
+            "can_lose": s.redundancy.iter().map(|r| (r.can_lose.to_string(), json!(r.volumes))).collect::<serde_json::Map<_, _>>(),
+        },
+        "repair": {
+            "tasks_open": s.repair_tasks_open,
+            "tasks_failed": s.repair_tasks_failed,
+            "tasks_max": s.repair_tasks_max,
+            "bytes_pending": s.repair_bytes_pending,
+            "bytes_per_sec_limit": s.repair_bytes_per_sec,
+        },
         "cluster_map_version": s.cluster_map_version,
     })
 }
@@ -113,4 +124,17 @@ fn print_status(s: &StatusResponse) {
     );
     println!("index       {} entries", s.index_entries);
     println!("tasks       {} open, {} done, {} failed", s.tasks_open, s.tasks_done, s.tasks_failed);
+    println!(
+        "redundancy  {} below full; volumes by extents they can still lose: {}",
+        s.volumes_below_full,
+        s.redundancy.iter().map(|r| format!("{}: {}", r.can_lose, r.volumes)).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "repair      {} tasks open (limit {}), {} failed, {} MiB to rebuild, limit {} MB/s",
+        s.repair_tasks_open,
+        s.repair_tasks_max,
+        s.repair_tasks_failed,
+        s.repair_bytes_pending >> 20,
+        s.repair_bytes_per_sec / 1_000_000
+    );
 }

@@ -95,6 +95,12 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
         Command::PlanEncode { volume_id, node_id, fragments, replaces_task, now_unix_ms } => {
             crate::tasks::plan_encode(kv, c, *volume_id, *node_id, fragments, *replaces_task, *now_unix_ms)?
         }
+        Command::MarkNodeDown { node_id, down_after_ms, now_unix_ms } => {
+            mark_node_down(kv, c, *node_id, *down_after_ms, *now_unix_ms)?
+        }
+        Command::PlanRepair { kind, replaces_task, now_unix_ms } => {
+            crate::tasks::plan_repair(kv, c, kind, *replaces_task, *now_unix_ms)?
+        }
         Command::Once { request, now_unix_ms, command } => match command.as_ref() {
             Command::Once { .. } | Command::CommitIndex { .. } => {
                 return refused(CommandError::BadRequest {
@@ -291,6 +297,35 @@ fn heartbeat(
         c.cluster_map_version += 1;
     }
     Ok(Response::HeartbeatAck { cluster_map_version: c.cluster_map_version })
+}
+
+/// Marks a node down when its last committed heartbeat is `down_after_ms` old on the
+/// leader's clock; its extents are then repaired elsewhere. A heartbeat brings it back up.
+fn mark_node_down(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    node_id: u64,
+    down_after_ms: u64,
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    let Some(mut n) = node(kv, node_id)? else {
+        return refused(CommandError::UnknownNode { node_id });
+    };
+    if n.state == NodeState::Down {
+        return Ok(Response::Empty);
+    }
+    if n.last_heartbeat_unix_ms.saturating_add(down_after_ms) > now_unix_ms {
+        return refused(CommandError::BadRequest {
+            detail: format!(
+                "node {node_id} was heard from at {} (unix ms), less than {down_after_ms} ms before {now_unix_ms}",
+                n.last_heartbeat_unix_ms
+            ),
+        });
+    }
+    n.state = NodeState::Down;
+    write_record(kv, Kind::Node, &id_key(PREFIX_NODE, node_id), &n)?;
+    c.cluster_map_version += 1;
+    Ok(Response::Empty)
 }
 
 fn allocate_volume(

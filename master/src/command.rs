@@ -302,6 +302,28 @@ pub enum Command {
         /// The command.
         command: Box<Command>,
     },
+    /// The leader's failure detector: node `node_id` has not been heard from for
+    /// `down_after_ms`; it is marked down (its extents are repaired elsewhere) unless a
+    /// heartbeat committed since says otherwise.
+    MarkNodeDown {
+        /// The node.
+        node_id: u64,
+        /// Silence after which a node is down (master config `down_after_ms`).
+        down_after_ms: u64,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
+    /// The repair planner queues `kind` (a reconstruct or copy), replacing `replaces_task`
+    /// (a repair of the same extent whose executor died or gave up), after the same checks
+    /// as [`Command::EnqueueTask`].
+    PlanRepair {
+        /// The repair.
+        kind: crate::types::TaskKind,
+        /// The earlier repair of the same extent, dropped first.
+        replaces_task: Option<u64>,
+        /// Leader's clock (a running claim is not taken over).
+        now_unix_ms: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -334,6 +356,10 @@ impl fmt::Display for Command {
             Command::ReportTask { task_id, success, .. } => write!(f, "report_task({task_id}, {success})"),
             Command::Once { request, command, .. } => {
                 write!(f, "{command} [client {:016x} #{}]", request.client_id, request.seq)
+            }
+            Command::MarkNodeDown { node_id, .. } => write!(f, "mark_node_down({node_id})"),
+            Command::PlanRepair { kind, replaces_task, .. } => {
+                write!(f, "plan_repair({}, {}, replaces {replaces_task:?})", kind.name(), kind.volume_id())
             }
         }
     }

@@ -49,6 +49,13 @@ pub struct MasterConfig {
     /// A volume server not heard from (no heartbeat) for this long gets no new replicas
     /// or fragments; what it holds is left alone.
     pub node_silent_after_ms: u64,
+    /// A volume server not heard from for this long is marked down and everything it
+    /// holds is rebuilt elsewhere (DESIGN section 6); a heartbeat brings it back up.
+    pub down_after_ms: u64,
+    /// Repair tasks (reconstructs, copies) queued or running at once, cell-wide.
+    pub repair_tasks_max: u64,
+    /// Bytes of extents rebuilt per second by repair, cell-wide; 0 for no limit.
+    pub repair_bytes_per_sec: u64,
     /// Other members of the group running in this process (`cellar dev`): Raft messages
     /// to them are handed over directly instead of over gRPC.
     pub local_group: Option<crate::network::LocalGroup>,
@@ -94,6 +101,12 @@ pub struct RawMasterConfig {
     pub abandoned_after_ms: Option<u64>,
     /// See [`MasterConfig::node_silent_after_ms`].
     pub node_silent_after_ms: Option<u64>,
+    /// See [`MasterConfig::down_after_ms`].
+    pub down_after_ms: Option<u64>,
+    /// See [`MasterConfig::repair_tasks_max`].
+    pub repair_tasks_max: Option<u64>,
+    /// See [`MasterConfig::repair_bytes_per_sec`].
+    pub repair_bytes_per_sec: Option<u64>,
 }
 
 /// Parses and validates a scheme where the configuration file names it.
@@ -129,6 +142,9 @@ impl MasterConfig {
             planner_interval_ms: 1_000,
             abandoned_after_ms: 30_000,
             node_silent_after_ms: 10_000,
+            down_after_ms: 15 * 60 * 1000,
+            repair_tasks_max: 32,
+            repair_bytes_per_sec: 200_000_000,
             local_group: None,
         }
     }
@@ -148,6 +164,9 @@ impl MasterConfig {
         self.planner_interval_ms = raw.planner_interval_ms.unwrap_or(self.planner_interval_ms);
         self.abandoned_after_ms = raw.abandoned_after_ms.unwrap_or(self.abandoned_after_ms);
         self.node_silent_after_ms = raw.node_silent_after_ms.unwrap_or(self.node_silent_after_ms);
+        self.down_after_ms = raw.down_after_ms.unwrap_or(self.down_after_ms);
+        self.repair_tasks_max = raw.repair_tasks_max.unwrap_or(self.repair_tasks_max);
+        self.repair_bytes_per_sec = raw.repair_bytes_per_sec.unwrap_or(self.repair_bytes_per_sec);
         self
     }
 
@@ -179,6 +198,12 @@ impl MasterConfig {
             return Err(
                 "node_silent_after_ms must be at least 1000 (volume servers heartbeat every second)".into()
             );
+        }
+        if self.down_after_ms < self.node_silent_after_ms {
+            return Err("down_after_ms must be at least node_silent_after_ms".into());
+        }
+        if self.repair_tasks_max == 0 {
+            return Err("repair_tasks_max must be at least 1".into());
         }
         if self.planner_interval_ms < 10 {
             return Err("planner_interval_ms must be at least 10".into());

@@ -16,6 +16,7 @@ pub mod place_check;
 pub mod placement_view;
 pub mod planner;
 pub mod raft_service;
+pub mod repair;
 pub mod service;
 pub mod session;
 pub mod state;

@@ -173,6 +173,8 @@ pub async fn start(
         scheme: config.scheme,
         lease_ms: config.lease_ms,
         node_silent_after_ms: config.node_silent_after_ms,
+        repair_tasks_max: config.repair_tasks_max,
+        repair_bytes_per_sec: config.repair_bytes_per_sec,
         secret: config.secret.clone(),
     };
     let api = Arc::new(MasterService::new(
@@ -224,6 +226,12 @@ pub async fn start(
         interval: Duration::from_millis(config.planner_interval_ms),
         abandoned_after: Duration::from_millis(config.abandoned_after_ms),
         node_silent_after: Duration::from_millis(config.node_silent_after_ms),
+        repair: crate::repair::RepairSettings {
+            down_after_ms: config.down_after_ms,
+            tasks_max: usize::try_from(config.repair_tasks_max).unwrap_or(usize::MAX),
+            bytes_per_sec: config.repair_bytes_per_sec,
+            replicas: usize::from(config.replicas),
+        },
     };
     let planner = tokio::spawn(crate::planner::run(
         id,

@@ -1,9 +1,10 @@
-//! The leader's planner loop. Today: sealing open volumes whose writer went away (lease
-//! expired for longer than a grace period), which also queues their encode; and keeping
-//! every sealed volume's encode going: one is queued for a volume sealed when its fragments
-//! could not be placed (once they can), and an encode waiting on a silent node moves to a
-//! replica holder that is heard from. Full volumes are sealed by their writer; the repair,
-//! GC and rebalance planners join this loop later.
+//! The leader's planner loop: sealing open volumes whose writer went away (lease expired
+//! for longer than a grace period), which also queues their encode; keeping every sealed
+//! volume's encode going (one is queued for a volume sealed when its fragments could not
+//! be placed, once they can, and an encode waiting on a silent node moves to a replica
+//! holder that is heard from); marking nodes silent for `down_after_ms` down; and repair
+//! ([`crate::repair`]). Full volumes are sealed by their writer; the GC and rebalance
+//! planners join this loop later.
 //!
 //! Every master runs the loop; only the current leader acts, and every action is a Raft
 //! command that re-checks its preconditions when applied, so a planner on a deposed
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use crate::codec::Kind;
 use crate::command::{Command, Response};
 use crate::placement_view::Liveness;
+use crate::repair::{RepairBudget, RepairSettings};
 use crate::state::{PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME, StateError};
 use crate::store::sm::StateReader;
 use crate::tasks::{PREFIX_TASK, TaskKind, TaskRecord, TaskState};
@@ -41,6 +43,8 @@ pub struct PlannerSettings {
     pub abandoned_after: Duration,
     /// See [`crate::config::MasterConfig::node_silent_after_ms`].
     pub node_silent_after: Duration,
+    /// Failure detection and repair limits.
+    pub repair: RepairSettings,
 }
 
 /// One pass: the commands the leader should propose now. `encode_cursor` is the last
@@ -50,6 +54,7 @@ pub fn plan(
     settings: &PlannerSettings,
     now_unix_ms: u64,
     encode_cursor: &mut u64,
+    budget: &mut RepairBudget,
 ) -> Result<Vec<Command>, StateError> {
     let volumes: Vec<VolumeRecord> = reader.records(PREFIX_VOLUME, Kind::Volume)?;
     let abandoned: Vec<&VolumeRecord> = volumes
@@ -63,24 +68,23 @@ pub fn plan(
         .take(SEALS_PER_PASS_MAX)
         .collect();
     let sealed = volumes.iter().any(|v| v.state == VolumeState::Sealed);
-    if abandoned.is_empty() && !sealed {
-        return Ok(Vec::new());
-    }
     let nodes: Vec<NodeRecord> = reader.records(PREFIX_NODE, Kind::Node)?;
     let disks: Vec<DiskRecord> = reader.records(PREFIX_DISK, Kind::Disk)?;
     let liveness = Liveness { now_unix_ms, silent_after_ms: settings.node_silent_after.as_millis() as u64 };
-    let mut commands: Vec<Command> = abandoned
+    let mut commands = crate::repair::nodes_to_mark_down(&nodes, &settings.repair, now_unix_ms);
+    commands.extend(abandoned
         .into_iter()
         .map(|v| Command::SealVolume {
             volume_id: v.volume_id,
             length_bytes: None,
             fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness),
-        })
-        .collect();
+        }));
+    let tasks: Vec<TaskRecord> = reader.records(PREFIX_TASK, Kind::Task)?;
     if sealed {
-        let tasks: Vec<TaskRecord> = reader.records(PREFIX_TASK, Kind::Task)?;
         commands.extend(plan_encodes(&volumes, &tasks, &nodes, &disks, liveness, encode_cursor));
     }
+    budget.refill(now_unix_ms, settings.repair.bytes_per_sec);
+    commands.extend(crate::repair::plan(&volumes, &tasks, &nodes, &disks, liveness, &settings.repair, budget));
     Ok(commands)
 }
 
@@ -149,6 +153,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut encode_cursor = 0u64;
+    let mut budget = RepairBudget::default();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -158,7 +163,7 @@ pub async fn run(
         if leader != Some(id) {
             continue;
         }
-        let commands = match plan(&reader, &settings, now_unix_ms(), &mut encode_cursor) {
+        let commands = match plan(&reader, &settings, now_unix_ms(), &mut encode_cursor, &mut budget) {
             Ok(commands) => commands,
             Err(e) => {
                 // A record that does not decode stops the pass (planning on part of the

@@ -50,6 +50,10 @@ pub struct ApiSettings {
     pub lease_ms: u64,
     /// See [`crate::config::MasterConfig::node_silent_after_ms`].
     pub node_silent_after_ms: u64,
+    /// See [`crate::config::MasterConfig::repair_tasks_max`].
+    pub repair_tasks_max: u64,
+    /// See [`crate::config::MasterConfig::repair_bytes_per_sec`].
+    pub repair_bytes_per_sec: u64,
     /// Cluster secret.
     pub secret: Option<String>,
 }
@@ -579,6 +583,9 @@ impl Master for MasterService {
             .zip(counters.volumes_by_state)
             .map(|(s, count)| pb::VolumeCount { state: crate::wire::volume_state_pb(*s).into(), count })
             .collect();
+        let nodes = self.nodes()?;
+        let disks = self.disks()?;
+        let repair = self.repair_status(&nodes, &disks)?;
         Ok(Response::new(pb::StatusResponse {
             node_id: self.id,
             leader_id: metrics.current_leader,
@@ -586,15 +593,78 @@ impl Master for MasterService {
             term: metrics.current_term,
             members,
             last_applied_index: metrics.last_applied.map_or(0, |l| l.index),
-            nodes: self.nodes()?.iter().map(node_pb).collect(),
-            disks: self.disks()?.iter().map(disk_pb).collect(),
+            nodes: nodes.iter().map(node_pb).collect(),
+            disks: disks.iter().map(disk_pb).collect(),
             volumes,
             index_entries: counters.index_entries,
             cluster_map_version: counters.cluster_map_version,
             tasks_open: counters.tasks_open,
             tasks_done: counters.tasks_done,
             tasks_failed: counters.tasks_failed,
+            redundancy: repair.redundancy,
+            volumes_below_full: repair.volumes_below_full,
+            repair_tasks_open: repair.repair_tasks_open,
+            repair_tasks_failed: repair.repair_tasks_failed,
+            repair_tasks_max: self.settings.repair_tasks_max,
+            repair_bytes_per_sec: self.settings.repair_bytes_per_sec,
+            repair_bytes_pending: repair.repair_bytes_pending,
         }))
+    }
+}
+
+/// The redundancy and repair part of a status answer.
+struct RepairStatus {
+    redundancy: Vec<pb::RedundancyCount>,
+    volumes_below_full: u64,
+    repair_tasks_open: u64,
+    repair_tasks_failed: u64,
+    repair_bytes_pending: u64,
+}
+
+impl MasterService {
+    /// Scans volumes and tasks (status is an operator's call, not a hot path).
+    fn repair_status(&self, nodes: &[NodeRecord], disks: &[DiskRecord]) -> Result<RepairStatus, Status> {
+        use crate::codec::Kind;
+        let volumes: Vec<VolumeRecord> = self.reader.records(state::PREFIX_VOLUME, Kind::Volume).map_err(internal)?;
+        let tasks: Vec<crate::tasks::TaskRecord> =
+            self.reader.records(crate::tasks::PREFIX_TASK, Kind::Task).map_err(internal)?;
+        let health = crate::repair::Health::new(nodes, disks);
+        let mut by_margin: BTreeMap<i64, u64> = BTreeMap::new();
+        let mut below_full = 0;
+        let mut size_of: BTreeMap<u64, u64> = BTreeMap::new();
+        for v in &volumes {
+            let r = health.redundancy(v, usize::from(self.settings.replicas));
+            *by_margin.entry(r.can_lose).or_default() += 1;
+            below_full += u64::from(r.below_full());
+            let extent_bytes = match v.state {
+                VolumeState::Coded => v.size_bytes.div_ceil(v.scheme.data_count().max(1) as u64),
+                _ => v.size_bytes,
+            };
+            size_of.insert(v.volume_id, extent_bytes);
+        }
+        let mut open = 0;
+        let mut failed = 0;
+        let mut pending_bytes = 0u64;
+        for t in &tasks {
+            if matches!(t.kind, crate::tasks::TaskKind::Reconstruct { .. } | crate::tasks::TaskKind::Copy { .. }) {
+                if t.state == crate::tasks::TaskState::Failed {
+                    failed += 1;
+                } else {
+                    open += 1;
+                    pending_bytes += size_of.get(&t.kind.volume_id()).copied().unwrap_or(0);
+                }
+            }
+        }
+        Ok(RepairStatus {
+            redundancy: by_margin
+                .into_iter()
+                .map(|(can_lose, volumes)| pb::RedundancyCount { can_lose, volumes })
+                .collect(),
+            volumes_below_full: below_full,
+            repair_tasks_open: open,
+            repair_tasks_failed: failed,
+            repair_bytes_pending: pending_bytes,
+        })
     }
 }
 

@@ -103,7 +103,7 @@ fn move_task(kv: &mut dyn Kv, task: &mut TaskRecord, node_id: u64) -> Result<(),
 }
 
 /// Removes a task from the queue and the state (counted as neither done nor failed).
-fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) -> Result<(), StateError> {
+pub(crate) fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) -> Result<(), StateError> {
     kv.delete(&task_key(task.task_id));
     queue_remove(kv, task.node_id, task.task_id);
     if task.state != TaskState::Failed {
@@ -416,9 +416,65 @@ pub fn enqueue_checked(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Re
     }
 }
 
+/// Queues a repair the planner chose (see [`Command::PlanRepair`]): checked like any
+/// queued task; `replaces_task`, an earlier repair of the same volume whose node died or
+/// which gave up, is dropped once the new one is queued, and the extent it may have half
+/// written (never placed: placement changes only when a repair reports success) is
+/// queued for deletion.
+///
+/// [`Command::PlanRepair`]: crate::command::Command::PlanRepair
+pub fn plan_repair(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    kind: &TaskKind,
+    replaces_task: Option<u64>,
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    if !matches!(kind, TaskKind::Reconstruct { .. } | TaskKind::Copy { .. }) {
+        return refused(format!("a {} task is not a repair", kind.name()));
+    }
+    let old = match replaces_task {
+        None => None,
+        Some(task_id) => {
+            let Some(old) = task(kv, task_id)? else {
+                return refused(format!("task {task_id} is not queued (done already?)"));
+            };
+            if old.kind.volume_id() != kind.volume_id()
+                || !matches!(old.kind, TaskKind::Reconstruct { .. } | TaskKind::Copy { .. })
+            {
+                return refused(format!("task {task_id} is not a repair of volume {}", kind.volume_id()));
+            }
+            let executor_down =
+                state::node(kv, old.node_id)?.is_none_or(|n| n.state == crate::types::NodeState::Down);
+            if old.state == TaskState::Claimed && old.claimed_until_unix_ms >= now_unix_ms && !executor_down {
+                return refused(format!("task {task_id} is claimed by node {}", old.node_id));
+            }
+            Some(old)
+        }
+    };
+    let response = enqueue_checked(kv, c, kind)?;
+    if let (Response::TaskQueued { .. }, Some(old)) = (&response, old) {
+        drop_task(kv, c, &old)?;
+        let written = match old.kind {
+            TaskKind::Reconstruct { volume_id, index, target, .. } => {
+                Some((volume_id, Part::Fragment { index }, target))
+            }
+            TaskKind::Copy { volume_id, part, target, .. } => Some((volume_id, part, target)),
+            _ => None,
+        };
+        if let Some((volume_id, part, target)) = written
+            && let Some(v) = state::volume(kv, volume_id)?
+            && !placed(&v, part, &target)
+        {
+            delete_later(kv, c, volume_id, part, target)?;
+        }
+    }
+    Ok(response)
+}
+
 /// Queues the delete of an extent the placement does not name (garbage of a superseded
 /// task, or the extent a repair replaced).
-fn delete_later(
+pub(crate) fn delete_later(
     kv: &mut dyn Kv,
     c: &mut Counters,
     volume_id: u64,

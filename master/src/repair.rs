@@ -1,0 +1,534 @@
+//! The repair planner (DESIGN section 6): finds every volume with an extent it can no
+//! longer count on (on a node marked down, a failed disk, or a disk reported to hold it
+//! missing or corrupt), and plans what brings it back to full redundancy, most at risk
+//! first: a coded volume's lost fragments are reconstructed onto new disks, a sealed
+//! volume's lost replicas copied (unless its encode, which replaces every replica, is on
+//! its way), an open volume that lost a replica is sealed at its acknowledged end, so
+//! that it is coded rather than re-replicated. Targets are chosen by
+//! [`cellar_placement::place_replacement`] under the same rules as first placement.
+//!
+//! The planner is pure: it reads records and returns commands; every command re-checks
+//! its preconditions when applied (see [`crate::tasks::plan_repair`]). Repair is bounded
+//! cell-wide by the number of repair tasks queued or running and by a bandwidth budget
+//! (bytes of extents rebuilt per second), both from the master's configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cellar_placement::{DiskRef, Scheme};
+
+use crate::command::Command;
+use crate::placement_view::{Liveness, cluster_view, fragment_places};
+use crate::types::{
+    DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, Part, TaskKind, TaskRecord, TaskState,
+    VolumeRecord, VolumeState,
+};
+
+/// Repairs one pass plans at most (the rest wait for the next pass).
+pub const REPAIRS_PER_PASS_MAX: usize = 64;
+
+/// The repair limits of the cell (master configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct RepairSettings {
+    /// A node silent this long is marked down and its extents repaired.
+    pub down_after_ms: u64,
+    /// Repair tasks queued or running at once, cell-wide.
+    pub tasks_max: usize,
+    /// Bytes of extents rebuilt per second, cell-wide (0: no limit).
+    pub bytes_per_sec: u64,
+    /// Replicas of an open or sealed volume at full redundancy.
+    pub replicas: usize,
+}
+
+/// A token bucket of repair bytes: refilled at the repair bandwidth, spent by each repair
+/// planned (its extent's size). A repair is planned while the bucket is positive, so an
+/// extent larger than a second's budget still goes, and the ones after it wait.
+#[derive(Debug, Clone, Default)]
+pub struct RepairBudget {
+    bytes: i128,
+    refilled_at_unix_ms: Option<u64>,
+}
+
+impl RepairBudget {
+    /// Adds what the bandwidth gave since the last refill, up to one second's worth.
+    pub fn refill(&mut self, now_unix_ms: u64, bytes_per_sec: u64) {
+        let elapsed_ms = self.refilled_at_unix_ms.map_or(1000, |at| now_unix_ms.saturating_sub(at));
+        self.refilled_at_unix_ms = Some(now_unix_ms);
+        let cap = i128::from(bytes_per_sec);
+        self.bytes = (self.bytes + cap * i128::from(elapsed_ms) / 1000).min(cap);
+    }
+
+    fn allows(&self, bytes_per_sec: u64) -> bool {
+        bytes_per_sec == 0 || self.bytes > 0
+    }
+
+    fn spend(&mut self, bytes: u64) {
+        self.bytes -= i128::from(bytes);
+    }
+}
+
+/// How much of its redundancy a volume has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redundancy {
+    /// Extents a whole volume has (replicas configured, or k + m fragments).
+    pub full: usize,
+    /// Extents placed and not lost.
+    pub healthy: usize,
+    /// How many more extents it can lose and still be read (negative: data unreadable
+    /// until a lost extent comes back).
+    pub can_lose: i64,
+    /// Slots of the placement (replica or fragment index) that are lost.
+    pub lost: Vec<usize>,
+}
+
+impl Redundancy {
+    /// Fewer healthy extents than the scheme calls for.
+    pub fn below_full(&self) -> bool {
+        self.healthy < self.full
+    }
+}
+
+/// Nodes and disks by id, with what makes an extent on them lost.
+pub struct Health<'a> {
+    nodes: BTreeMap<u64, &'a NodeRecord>,
+    disks: BTreeMap<u64, &'a DiskRecord>,
+}
+
+impl<'a> Health<'a> {
+    /// Indexes the records.
+    pub fn new(nodes: &'a [NodeRecord], disks: &'a [DiskRecord]) -> Self {
+        Health {
+            nodes: nodes.iter().map(|n| (n.node_id, n)).collect(),
+            disks: disks.iter().map(|d| (d.disk_id, d)).collect(),
+        }
+    }
+
+    /// Whether an extent at `place` of `v` cannot be counted on: its node is down or gone,
+    /// its disk failed or gone, or the disk was reported to hold it missing or corrupt.
+    pub fn lost(&self, v: &VolumeRecord, place: &ExtentPlace) -> bool {
+        let node_ok = self.nodes.get(&place.node_id).is_some_and(|n| n.state == NodeState::Up);
+        let disk_ok = self
+            .disks
+            .get(&place.disk_id)
+            .is_some_and(|d| d.health == DiskHealth::Ok && d.node_id == place.node_id);
+        !node_ok || !disk_ok || v.bad_disks.contains(&place.disk_id)
+    }
+
+    /// The volume's redundancy; `replicas` is the configured replica count.
+    pub fn redundancy(&self, v: &VolumeRecord, replicas: usize) -> Redundancy {
+        let (extents, full, needed) = match v.state {
+            VolumeState::Open | VolumeState::Sealed => (&v.replicas, replicas.max(v.replicas.len()), 1),
+            VolumeState::Coded => (&v.fragments, v.scheme.fragment_count(), v.scheme.data_count()),
+        };
+        let lost: Vec<usize> = (0..extents.len()).filter(|&i| self.lost(v, &extents[i])).collect();
+        let healthy = extents.len() - lost.len();
+        Redundancy { full, healthy, can_lose: healthy as i64 - needed as i64, lost }
+    }
+}
+
+/// Nodes the failure detector should mark down now: up, and silent for `down_after_ms`.
+pub fn nodes_to_mark_down(nodes: &[NodeRecord], settings: &RepairSettings, now_unix_ms: u64) -> Vec<Command> {
+    nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Up)
+        .filter(|n| n.last_heartbeat_unix_ms.saturating_add(settings.down_after_ms) <= now_unix_ms)
+        .map(|n| Command::MarkNodeDown { node_id: n.node_id, down_after_ms: settings.down_after_ms, now_unix_ms })
+        .collect()
+}
+
+/// A repair task of the queue, by the placement slot it rebuilds.
+struct InFlight<'a> {
+    task: &'a TaskRecord,
+    target: ExtentPlace,
+}
+
+/// Whether a repair task still counts as running: not given up, its node not marked down,
+/// and either claimed under a claim that has not expired or waiting on a node heard from.
+fn running(t: &TaskRecord, nodes: &BTreeMap<u64, &NodeRecord>, liveness: Liveness) -> bool {
+    let Some(node) = nodes.get(&t.node_id).filter(|n| n.state == NodeState::Up) else { return false };
+    match t.state {
+        TaskState::Failed => false,
+        TaskState::Claimed if t.claimed_until_unix_ms >= liveness.now_unix_ms => true,
+        _ => liveness.heard_from(node),
+    }
+}
+
+/// One pass of the repair planner: the commands to propose, most at-risk volume first.
+pub fn plan(
+    volumes: &[VolumeRecord],
+    tasks: &[TaskRecord],
+    nodes: &[NodeRecord],
+    disks: &[DiskRecord],
+    liveness: Liveness,
+    settings: &RepairSettings,
+    budget: &mut RepairBudget,
+) -> Vec<Command> {
+    let health = Health::new(nodes, disks);
+    // Repairs queued, by (volume, slot): the fragment index, or the replaced replica's disk.
+    let mut repairs: BTreeMap<(u64, u64), InFlight<'_>> = BTreeMap::new();
+    let mut encodes: BTreeSet<u64> = BTreeSet::new();
+    for t in tasks {
+        match &t.kind {
+            TaskKind::Reconstruct { volume_id, index, target, .. } => {
+                repairs.insert((*volume_id, u64::from(*index)), InFlight { task: t, target: *target });
+            }
+            TaskKind::Copy { volume_id, part: Part::Fragment { index }, target, .. } => {
+                repairs.insert((*volume_id, u64::from(*index)), InFlight { task: t, target: *target });
+            }
+            TaskKind::Copy { volume_id, part: Part::Replica, replaces, target, .. } => {
+                repairs.insert((*volume_id, replaces.disk_id), InFlight { task: t, target: *target });
+            }
+            TaskKind::Encode { volume_id, .. } if t.state != TaskState::Failed => {
+                encodes.insert(*volume_id);
+            }
+            _ => {}
+        }
+    }
+    let mut running_count = repairs.values().filter(|r| running(r.task, &health.nodes, liveness)).count();
+
+    let mut at_risk: Vec<(&VolumeRecord, Redundancy)> = volumes
+        .iter()
+        .map(|v| (v, health.redundancy(v, settings.replicas)))
+        .filter(|(_, r)| !r.lost.is_empty())
+        .collect();
+    at_risk.sort_by_key(|(v, r)| (r.can_lose, v.volume_id));
+
+    let view = cluster_view(nodes, disks, liveness);
+    let mut commands = Vec::new();
+    for (v, r) in at_risk {
+        if commands.len() >= REPAIRS_PER_PASS_MAX {
+            break;
+        }
+        match v.state {
+            VolumeState::Open => commands.push(Command::SealVolume {
+                volume_id: v.volume_id,
+                length_bytes: None,
+                fragments: fragment_places(nodes, disks, v, v.size_bytes, liveness),
+            }),
+            VolumeState::Sealed if encodes.contains(&v.volume_id) => {}
+            VolumeState::Sealed | VolumeState::Coded => {
+                let coded = v.state == VolumeState::Coded;
+                let extents = if coded { &v.fragments } else { &v.replicas };
+                let (scheme, extent_bytes) = if coded {
+                    let code = v.scheme;
+                    (Scheme::from(code), v.size_bytes.div_ceil(code.data_count().max(1) as u64))
+                } else {
+                    (Scheme::Replicated { copies: extents.len() as u8 }, v.size_bytes)
+                };
+                let mut current: Vec<Option<DiskRef>> = extents
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        (!r.lost.contains(&i)).then_some(DiskRef { disk_id: p.disk_id, node_id: p.node_id })
+                    })
+                    .collect();
+                let source = extents.iter().enumerate().find(|(i, p)| {
+                    !r.lost.contains(i)
+                        && health.nodes.get(&p.node_id).is_some_and(|n| liveness.heard_from(n))
+                });
+                for &slot in &r.lost {
+                    if running_count >= settings.tasks_max || !budget.allows(settings.bytes_per_sec) {
+                        return commands;
+                    }
+                    let replaces = extents[slot];
+                    let key = (v.volume_id, if coded { slot as u64 } else { replaces.disk_id });
+                    let (replaces_task, avoid) = match repairs.get(&key) {
+                        Some(f) if running(f.task, &health.nodes, liveness) => {
+                            // Keep its target out of the other slots' choices.
+                            current[slot] = Some(DiskRef { disk_id: f.target.disk_id, node_id: f.target.node_id });
+                            continue;
+                        }
+                        Some(f) => (Some(f.task.task_id), vec![f.target.disk_id]),
+                        None => (None, Vec::new()),
+                    };
+                    let target = match cellar_placement::place_replacement(
+                        &view,
+                        scheme,
+                        &current,
+                        slot,
+                        &avoid,
+                        extent_bytes,
+                        v.volume_id ^ (slot as u64) << 32,
+                    ) {
+                        Ok(d) => ExtentPlace { node_id: d.node_id, disk_id: d.disk_id },
+                        Err(e) => {
+                            tracing::debug!(volume = v.volume_id, slot, error = %e, "no disk for a repair yet");
+                            continue;
+                        }
+                    };
+                    current[slot] = Some(DiskRef { disk_id: target.disk_id, node_id: target.node_id });
+                    let kind = if coded {
+                        TaskKind::Reconstruct { volume_id: v.volume_id, index: slot as u32, target, replaces }
+                    } else {
+                        let Some((_, source)) = source else { break };
+                        TaskKind::Copy { volume_id: v.volume_id, part: Part::Replica, source: *source, target, replaces }
+                    };
+                    commands.push(Command::PlanRepair { kind, replaces_task, now_unix_ms: liveness.now_unix_ms });
+                    budget.spend(extent_bytes);
+                    running_count += 1;
+                }
+            }
+        }
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::RECORD_VERSION;
+
+    const NOW: u64 = 1_000_000;
+
+    /// Four zones of one node with three disks each: node n has disks 10n+1..=10n+3.
+    fn cell() -> (Vec<NodeRecord>, Vec<DiskRecord>) {
+        let nodes = (1..=4)
+            .map(|n| NodeRecord {
+                v: RECORD_VERSION,
+                node_id: n,
+                address: format!("n{n}"),
+                zone: format!("z{n}"),
+                state: NodeState::Up,
+                last_heartbeat_unix_ms: NOW,
+                disk_ids: (1..=3).map(|d| 10 * n + d).collect(),
+            })
+            .collect();
+        let disks = (1..=4u64)
+            .flat_map(|n| {
+                (1..=3).map(move |d| DiskRecord {
+                    v: RECORD_VERSION,
+                    disk_id: 10 * n + d,
+                    node_id: n,
+                    uuid: String::new(),
+                    path: String::new(),
+                    capacity_bytes: 1 << 40,
+                    used_bytes: 0,
+                    free_bytes: 1 << 40,
+                    health: DiskHealth::Ok,
+                    trash_bytes: 0,
+                    trash_extents: 0,
+                })
+            })
+            .collect();
+        (nodes, disks)
+    }
+
+    fn place(n: u64, d: u64) -> ExtentPlace {
+        ExtentPlace { node_id: n, disk_id: 10 * n + d }
+    }
+
+    /// A coded rs-6-3 volume on nodes 1-3, three fragments each (node 4 is empty).
+    fn coded(volume_id: u64) -> VolumeRecord {
+        VolumeRecord {
+            v: RECORD_VERSION,
+            volume_id,
+            state: VolumeState::Coded,
+            scheme: cellar_erasure::Scheme::RS_6_3,
+            replicas: Vec::new(),
+            fragments: (1..=3).flat_map(|n| (1..=3).map(move |d| place(n, d))).collect(),
+            generation: 2,
+            size_bytes: 6 << 20,
+            lease: None,
+            bad_disks: Vec::new(),
+        }
+    }
+
+    fn sealed(volume_id: u64) -> VolumeRecord {
+        VolumeRecord {
+            state: VolumeState::Sealed,
+            replicas: vec![place(1, 1), place(2, 1), place(3, 1)],
+            fragments: Vec::new(),
+            ..coded(volume_id)
+        }
+    }
+
+    fn settings() -> RepairSettings {
+        RepairSettings { down_after_ms: 5000, tasks_max: 32, bytes_per_sec: 0, replicas: 3 }
+    }
+
+    fn liveness() -> Liveness {
+        Liveness { now_unix_ms: NOW, silent_after_ms: 2000 }
+    }
+
+    fn plan_now(volumes: &[VolumeRecord], tasks: &[TaskRecord], nodes: &[NodeRecord], disks: &[DiskRecord]) -> Vec<Command> {
+        plan(volumes, tasks, nodes, disks, liveness(), &settings(), &mut RepairBudget::default())
+    }
+
+    fn down(nodes: &mut [NodeRecord], node_id: u64) {
+        let n = nodes.iter_mut().find(|n| n.node_id == node_id).expect("node");
+        n.state = NodeState::Down;
+        n.last_heartbeat_unix_ms = NOW - 10_000;
+    }
+
+    fn reconstructs(commands: &[Command]) -> Vec<(u32, ExtentPlace, ExtentPlace)> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::PlanRepair { kind: TaskKind::Reconstruct { index, target, replaces, .. }, .. } => {
+                    Some((*index, *target, *replaces))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_whole_cell_needs_no_repair_and_a_silent_node_is_marked_down_only_after_down_after() {
+        let (mut nodes, disks) = cell();
+        assert!(plan_now(&[coded(1), sealed(2)], &[], &nodes, &disks).is_empty());
+        let h = Health::new(&nodes, &disks);
+        let r = h.redundancy(&coded(1), 3);
+        assert_eq!((r.full, r.healthy, r.can_lose, r.below_full()), (9, 9, 3, false));
+        nodes[1].last_heartbeat_unix_ms = NOW - 4999;
+        assert!(nodes_to_mark_down(&nodes, &settings(), NOW).is_empty());
+        nodes[1].last_heartbeat_unix_ms = NOW - 5000;
+        assert_eq!(
+            nodes_to_mark_down(&nodes, &settings(), NOW),
+            vec![Command::MarkNodeDown { node_id: 2, down_after_ms: 5000, now_unix_ms: NOW }]
+        );
+    }
+
+    #[test]
+    fn the_fragments_of_a_down_node_are_reconstructed_within_the_zone_rules() {
+        let (mut nodes, disks) = cell();
+        down(&mut nodes, 2);
+        let v = coded(1);
+        let commands = plan_now(std::slice::from_ref(&v), &[], &nodes, &disks);
+        let planned = reconstructs(&commands);
+        assert_eq!(planned.iter().map(|p| p.0).collect::<Vec<_>>(), vec![3, 4, 5], "{commands:?}");
+        let mut targets = BTreeSet::new();
+        for (index, target, replaces) in &planned {
+            assert_eq!(*replaces, v.fragments[*index as usize]);
+            assert_ne!(target.node_id, 2, "not onto the down node");
+            assert!(targets.insert(target.disk_id), "two fragments onto disk {}", target.disk_id);
+            assert!(!v.fragments.iter().any(|f| f.disk_id == target.disk_id));
+        }
+        // Nodes 1 and 3 hold three fragments each (the zone limit of rs-6-3): all go to 4.
+        assert!(planned.iter().all(|p| p.1.node_id == 4), "{planned:?}");
+    }
+
+    #[test]
+    fn the_most_at_risk_volume_goes_first_and_limits_hold() {
+        let (mut nodes, mut disks) = cell();
+        down(&mut nodes, 2);
+        // Volume 2 also lost a fragment on a failed disk of node 1: it can lose less.
+        disks.iter_mut().find(|d| d.disk_id == 11).expect("disk").health = DiskHealth::Failed;
+        let mut v2 = coded(2);
+        v2.fragments[0] = place(1, 1);
+        let mut v1 = coded(1);
+        v1.fragments[0] = place(4, 3);
+        let commands = plan_now(&[v1.clone(), v2.clone()], &[], &nodes, &disks);
+        let first = match &commands[0] {
+            Command::PlanRepair { kind, .. } => kind.volume_id(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first, 2, "{commands:?}");
+        // At most tasks_max at once, counting those already queued.
+        let few = RepairSettings { tasks_max: 2, ..settings() };
+        let limited = plan(&[v1, v2], &[], &nodes, &disks, liveness(), &few, &mut RepairBudget::default());
+        assert_eq!(limited.len(), 2);
+    }
+
+    #[test]
+    fn a_running_repair_is_left_alone_and_one_on_a_down_node_is_planned_again_elsewhere() {
+        let (mut nodes, disks) = cell();
+        down(&mut nodes, 2);
+        let v = coded(1);
+        let task = |task_id, index: u32, target: ExtentPlace| TaskRecord {
+            v: RECORD_VERSION,
+            task_id,
+            kind: TaskKind::Reconstruct { volume_id: 1, index, target, replaces: v.fragments[index as usize] },
+            node_id: target.node_id,
+            state: TaskState::Claimed,
+            attempts: 0,
+            claimed_until_unix_ms: NOW + 60_000,
+            detail: String::new(),
+        };
+        let tasks = vec![task(7, 3, place(4, 1)), task(8, 4, place(4, 2)), task(9, 5, place(4, 3))];
+        assert!(plan_now(std::slice::from_ref(&v), &tasks, &nodes, &disks).is_empty(), "all three run");
+        // Node 4 dies too: its claims no longer hold, the repairs are planned again (with
+        // only nodes 1 and 3 left and each at the zone limit, nowhere yet).
+        down(&mut nodes, 4);
+        assert!(reconstructs(&plan_now(std::slice::from_ref(&v), &tasks, &nodes, &disks)).is_empty());
+        // A fifth zone appears: they go there, each replacing its dead task.
+        let (mut more_nodes, mut more_disks) = (nodes.clone(), disks.clone());
+        let mut n5 = nodes[0].clone();
+        n5.node_id = 5;
+        n5.zone = "z5".into();
+        n5.disk_ids = vec![51, 52, 53];
+        more_nodes.push(n5);
+        for d in 1..=3 {
+            let mut disk = disks[0].clone();
+            disk.disk_id = 50 + d;
+            disk.node_id = 5;
+            more_disks.push(disk);
+        }
+        let commands = plan_now(std::slice::from_ref(&v), &tasks, &more_nodes, &more_disks);
+        let replaced: Vec<Option<u64>> = commands
+            .iter()
+            .map(|c| match c {
+                Command::PlanRepair { replaces_task, kind: TaskKind::Reconstruct { target, .. }, .. } => {
+                    assert_eq!(target.node_id, 5);
+                    *replaces_task
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(replaced, vec![Some(7), Some(8), Some(9)]);
+    }
+
+    #[test]
+    fn open_volumes_are_sealed_sealed_ones_copied_unless_their_encode_is_coming() {
+        let (mut nodes, disks) = cell();
+        down(&mut nodes, 2);
+        let open = VolumeRecord { state: VolumeState::Open, ..sealed(1) };
+        let commands = plan_now(std::slice::from_ref(&open), &[], &nodes, &disks);
+        assert!(
+            matches!(commands.as_slice(), [Command::SealVolume { volume_id: 1, length_bytes: None, .. }]),
+            "{commands:?}"
+        );
+        let s = sealed(2);
+        let commands = plan_now(std::slice::from_ref(&s), &[], &nodes, &disks);
+        match commands.as_slice() {
+            [Command::PlanRepair { kind: TaskKind::Copy { part: Part::Replica, source, target, replaces, .. }, .. }] => {
+                assert_eq!(*replaces, place(2, 1));
+                assert_ne!(source.node_id, 2);
+                assert!(target.node_id == 4, "the only zone without a replica: {target:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let encode = TaskRecord {
+            v: RECORD_VERSION,
+            task_id: 3,
+            kind: TaskKind::Encode { volume_id: 2, fragments: Vec::new() },
+            node_id: 1,
+            state: TaskState::Pending,
+            attempts: 0,
+            claimed_until_unix_ms: 0,
+            detail: String::new(),
+        };
+        assert!(plan_now(std::slice::from_ref(&s), &[encode], &nodes, &disks).is_empty());
+    }
+
+    #[test]
+    fn the_bandwidth_budget_spaces_repairs_out() {
+        let (mut nodes, disks) = cell();
+        down(&mut nodes, 2);
+        let limited = RepairSettings { bytes_per_sec: 1 << 20, ..settings() };
+        let mut budget = RepairBudget::default();
+        budget.refill(NOW, limited.bytes_per_sec);
+        let v = coded(1); // fragments of 1 MiB: one second of budget each
+        let first = plan(std::slice::from_ref(&v), &[], &nodes, &disks, liveness(), &limited, &mut budget);
+        assert_eq!(reconstructs(&first).len(), 1, "one second's budget, one fragment");
+        let mut again = |at: u64| {
+            budget.refill(at, limited.bytes_per_sec);
+            reconstructs(&plan(std::slice::from_ref(&v), &[], &nodes, &disks, liveness(), &limited, &mut budget))
+                .len()
+        };
+        // The bucket is at 0: 0.1 s later it is positive, one goes and takes it to -0.9 MiB,
+        // which the next 0.9 s pay back before the next one.
+        assert_eq!(again(NOW + 100), 1);
+        assert_eq!(again(NOW + 500), 0, "-0.5 MiB");
+        assert_eq!(again(NOW + 900), 0, "-0.1 MiB");
+        assert_eq!(again(NOW + 1800), 1, "+0.8 MiB");
+    }
+}
