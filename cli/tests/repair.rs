@@ -58,7 +58,8 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
         servers_per_zone: 2,
         disks_per_server: 2,
         volume_mib: 4,
-        master_config: "node_silent_after_ms = 1500\ndown_after_ms = 4000\nplanner_interval_ms = 200\n".into(),
+        master_config: "block_size_max_bytes = 1048576\nnode_silent_after_ms = 1500\ndown_after_ms = 4000\nplanner_interval_ms = 200\n"
+            .into(),
         ..CellSpec::default()
     };
     let mut cell = Cell::start(&spec);
@@ -133,6 +134,7 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
         s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
     });
     assert_eq!(s["repair"]["tasks_failed"].as_u64(), Some(0), "{s:#}");
+    assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "no task was given up: {s:#}");
     assert!(s["volumes"]["coded"].as_u64().unwrap_or(0) >= 3, "{s:#}");
 
     // Every acknowledged block reads back byte-exact, and no volume places an extent on
@@ -173,6 +175,7 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
         s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
     });
     assert_eq!(s["repair"]["tasks_failed"].as_u64(), Some(0), "{s:#}");
+    assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "no task was given up: {s:#}");
     check_all(&cell, &acked, |e| e["node"].as_u64() != Some(victim) && e["disk"].as_u64() != Some(disk_id));
 }
 

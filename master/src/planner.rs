@@ -72,24 +72,31 @@ pub fn plan(
     let disks: Vec<DiskRecord> = reader.records(PREFIX_DISK, Kind::Disk)?;
     let liveness = Liveness { now_unix_ms, silent_after_ms: settings.node_silent_after.as_millis() as u64 };
     let mut commands = crate::repair::nodes_to_mark_down(&nodes, &settings.repair, now_unix_ms);
-    commands.extend(abandoned
-        .into_iter()
-        .map(|v| Command::SealVolume {
-            volume_id: v.volume_id,
-            length_bytes: None,
-            fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness),
-        }));
+    commands.extend(abandoned.into_iter().map(|v| Command::SealVolume {
+        volume_id: v.volume_id,
+        length_bytes: None,
+        fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness),
+    }));
     let tasks: Vec<TaskRecord> = reader.records(PREFIX_TASK, Kind::Task)?;
     if sealed {
         commands.extend(plan_encodes(&volumes, &tasks, &nodes, &disks, liveness, encode_cursor));
     }
     budget.refill(now_unix_ms, settings.repair.bytes_per_sec);
-    commands.extend(crate::repair::plan(&volumes, &tasks, &nodes, &disks, liveness, &settings.repair, budget));
+    commands.extend(crate::repair::plan(
+        &volumes,
+        &tasks,
+        &nodes,
+        &disks,
+        liveness,
+        &settings.repair,
+        budget,
+    ));
     Ok(commands)
 }
 
-/// The encodes to (re)queue: see the module comment. A failed encode (every attempt
-/// failed, on every holder in turn) is left for an operator.
+/// The encodes to (re)queue: see the module comment. An encode whose fragment targets
+/// include a failed disk or a node marked down is planned again onto other disks; any
+/// other failed encode (every attempt failed) is left for an operator.
 fn plan_encodes(
     volumes: &[VolumeRecord],
     tasks: &[TaskRecord],
@@ -104,6 +111,7 @@ fn plan_encodes(
         .map(|t| (t.kind.volume_id(), t))
         .collect();
     let live = |node_id: u64| nodes.iter().any(|n| n.node_id == node_id && liveness.heard_from(n));
+    let health = crate::repair::Health::new(nodes, disks);
     // Volumes are scanned in id order; this pass starts after the cursor and wraps.
     let (after, before): (Vec<&VolumeRecord>, Vec<&VolumeRecord>) =
         volumes.iter().filter(|v| v.state == VolumeState::Sealed).partition(|v| v.volume_id > *cursor);
@@ -118,15 +126,28 @@ fn plan_encodes(
             continue;
         }
         let existing = encodes.get(&v.volume_id).copied();
+        let claimed =
+            |t: &TaskRecord| t.state == TaskState::Claimed && t.claimed_until_unix_ms >= liveness.now_unix_ms;
+        // An encode onto a disk that has failed or a node marked down cannot succeed: it
+        // is planned again onto other disks (once no attempt is running).
+        let targets_lost = |t: &TaskRecord| match &t.kind {
+            TaskKind::Encode { fragments, .. } => fragments.iter().any(|p| health.lost(v, p)),
+            _ => false,
+        };
         let replaces_task = match existing {
             None => None,
+            Some(t) if targets_lost(t) && !claimed(t) => Some(t.task_id),
             Some(t) if t.state == TaskState::Failed || live(t.node_id) => continue,
             Some(t) if t.state == TaskState::Claimed && t.claimed_until_unix_ms >= liveness.now_unix_ms => {
                 continue;
             }
             Some(t) => Some(t.task_id),
         };
-        let Some(holder) = v.replicas.iter().map(|r| r.node_id).find(|n| live(*n)) else { continue };
+        let Some(holder) =
+            v.replicas.iter().filter(|r| !health.lost(v, r)).map(|r| r.node_id).find(|n| live(*n))
+        else {
+            continue;
+        };
         tried += 1;
         *cursor = v.volume_id;
         match crate::placement_view::try_fragment_places(nodes, disks, v, v.size_bytes, liveness) {

@@ -131,7 +131,11 @@ pub fn nodes_to_mark_down(nodes: &[NodeRecord], settings: &RepairSettings, now_u
         .iter()
         .filter(|n| n.state == NodeState::Up)
         .filter(|n| n.last_heartbeat_unix_ms.saturating_add(settings.down_after_ms) <= now_unix_ms)
-        .map(|n| Command::MarkNodeDown { node_id: n.node_id, down_after_ms: settings.down_after_ms, now_unix_ms })
+        .map(|n| Command::MarkNodeDown {
+            node_id: n.node_id,
+            down_after_ms: settings.down_after_ms,
+            now_unix_ms,
+        })
         .collect()
 }
 
@@ -234,7 +238,20 @@ pub fn plan(
                     let (replaces_task, avoid) = match repairs.get(&key) {
                         Some(f) if running(f.task, &health.nodes, liveness) => {
                             // Keep its target out of the other slots' choices.
-                            current[slot] = Some(DiskRef { disk_id: f.target.disk_id, node_id: f.target.node_id });
+                            current[slot] =
+                                Some(DiskRef { disk_id: f.target.disk_id, node_id: f.target.node_id });
+                            continue;
+                        }
+                        // Given up on a target that is still fine: the cause is elsewhere
+                        // (the source, the data); left for an operator, counted in status.
+                        Some(f)
+                            if f.task.state == TaskState::Failed
+                                && !health.lost(v, &f.target)
+                                && health
+                                    .nodes
+                                    .get(&f.target.node_id)
+                                    .is_some_and(|n| liveness.heard_from(n)) =>
+                        {
                             continue;
                         }
                         Some(f) => (Some(f.task.task_id), vec![f.target.disk_id]),
@@ -260,9 +277,19 @@ pub fn plan(
                         TaskKind::Reconstruct { volume_id: v.volume_id, index: slot as u32, target, replaces }
                     } else {
                         let Some((_, source)) = source else { break };
-                        TaskKind::Copy { volume_id: v.volume_id, part: Part::Replica, source: *source, target, replaces }
+                        TaskKind::Copy {
+                            volume_id: v.volume_id,
+                            part: Part::Replica,
+                            source: *source,
+                            target,
+                            replaces,
+                        }
                     };
-                    commands.push(Command::PlanRepair { kind, replaces_task, now_unix_ms: liveness.now_unix_ms });
+                    commands.push(Command::PlanRepair {
+                        kind,
+                        replaces_task,
+                        now_unix_ms: liveness.now_unix_ms,
+                    });
                     budget.spend(extent_bytes);
                     running_count += 1;
                 }
@@ -349,7 +376,12 @@ mod tests {
         Liveness { now_unix_ms: NOW, silent_after_ms: 2000 }
     }
 
-    fn plan_now(volumes: &[VolumeRecord], tasks: &[TaskRecord], nodes: &[NodeRecord], disks: &[DiskRecord]) -> Vec<Command> {
+    fn plan_now(
+        volumes: &[VolumeRecord],
+        tasks: &[TaskRecord],
+        nodes: &[NodeRecord],
+        disks: &[DiskRecord],
+    ) -> Vec<Command> {
         plan(volumes, tasks, nodes, disks, liveness(), &settings(), &mut RepairBudget::default())
     }
 
@@ -363,9 +395,9 @@ mod tests {
         commands
             .iter()
             .filter_map(|c| match c {
-                Command::PlanRepair { kind: TaskKind::Reconstruct { index, target, replaces, .. }, .. } => {
-                    Some((*index, *target, *replaces))
-                }
+                Command::PlanRepair {
+                    kind: TaskKind::Reconstruct { index, target, replaces, .. }, ..
+                } => Some((*index, *target, *replaces)),
                 _ => None,
             })
             .collect()
@@ -436,7 +468,12 @@ mod tests {
         let task = |task_id, index: u32, target: ExtentPlace| TaskRecord {
             v: RECORD_VERSION,
             task_id,
-            kind: TaskKind::Reconstruct { volume_id: 1, index, target, replaces: v.fragments[index as usize] },
+            kind: TaskKind::Reconstruct {
+                volume_id: 1,
+                index,
+                target,
+                replaces: v.fragments[index as usize],
+            },
             node_id: target.node_id,
             state: TaskState::Claimed,
             attempts: 0,
@@ -489,7 +526,12 @@ mod tests {
         let s = sealed(2);
         let commands = plan_now(std::slice::from_ref(&s), &[], &nodes, &disks);
         match commands.as_slice() {
-            [Command::PlanRepair { kind: TaskKind::Copy { part: Part::Replica, source, target, replaces, .. }, .. }] => {
+            [
+                Command::PlanRepair {
+                    kind: TaskKind::Copy { part: Part::Replica, source, target, replaces, .. },
+                    ..
+                },
+            ] => {
                 assert_eq!(*replaces, place(2, 1));
                 assert_ne!(source.node_id, 2);
                 assert!(target.node_id == 4, "the only zone without a replica: {target:?}");
@@ -521,8 +563,16 @@ mod tests {
         assert_eq!(reconstructs(&first).len(), 1, "one second's budget, one fragment");
         let mut again = |at: u64| {
             budget.refill(at, limited.bytes_per_sec);
-            reconstructs(&plan(std::slice::from_ref(&v), &[], &nodes, &disks, liveness(), &limited, &mut budget))
-                .len()
+            reconstructs(&plan(
+                std::slice::from_ref(&v),
+                &[],
+                &nodes,
+                &disks,
+                liveness(),
+                &limited,
+                &mut budget,
+            ))
+            .len()
         };
         // The bucket is at 0: 0.1 s later it is positive, one goes and takes it to -0.9 MiB,
         // which the next 0.9 s pay back before the next one.

@@ -625,7 +625,8 @@ impl MasterService {
     /// Scans volumes and tasks (status is an operator's call, not a hot path).
     fn repair_status(&self, nodes: &[NodeRecord], disks: &[DiskRecord]) -> Result<RepairStatus, Status> {
         use crate::codec::Kind;
-        let volumes: Vec<VolumeRecord> = self.reader.records(state::PREFIX_VOLUME, Kind::Volume).map_err(internal)?;
+        let volumes: Vec<VolumeRecord> =
+            self.reader.records(state::PREFIX_VOLUME, Kind::Volume).map_err(internal)?;
         let tasks: Vec<crate::tasks::TaskRecord> =
             self.reader.records(crate::tasks::PREFIX_TASK, Kind::Task).map_err(internal)?;
         let health = crate::repair::Health::new(nodes, disks);
@@ -646,7 +647,10 @@ impl MasterService {
         let mut failed = 0;
         let mut pending_bytes = 0u64;
         for t in &tasks {
-            if matches!(t.kind, crate::tasks::TaskKind::Reconstruct { .. } | crate::tasks::TaskKind::Copy { .. }) {
+            if matches!(
+                t.kind,
+                crate::tasks::TaskKind::Reconstruct { .. } | crate::tasks::TaskKind::Copy { .. }
+            ) {
                 if t.state == crate::tasks::TaskState::Failed {
                     failed += 1;
                 } else {

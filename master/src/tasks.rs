@@ -106,7 +106,10 @@ fn move_task(kv: &mut dyn Kv, task: &mut TaskRecord, node_id: u64) -> Result<(),
 pub(crate) fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) -> Result<(), StateError> {
     kv.delete(&task_key(task.task_id));
     queue_remove(kv, task.node_id, task.task_id);
-    if task.state != TaskState::Failed {
+    if task.state == TaskState::Failed {
+        // Replaced by a new plan: no longer a failure waiting for an operator.
+        c.tasks_failed = c.tasks_failed.saturating_sub(1);
+    } else {
         c.tasks_open = c.tasks_open.saturating_sub(1);
     }
     if let TaskKind::Encode { volume_id, .. } = task.kind
@@ -481,6 +484,11 @@ pub(crate) fn delete_later(
     part: Part,
     extent: ExtentPlace,
 ) -> Result<(), StateError> {
+    // A failed disk is not written to again (its extents go with it when an operator
+    // replaces it); a delete there could only fail.
+    if state::disk(kv, extent.disk_id)?.is_some_and(|d| d.health == crate::types::DiskHealth::Failed) {
+        return Ok(());
+    }
     enqueue(kv, c, extent.node_id, TaskKind::Delete { volume_id, part, extent })?;
     Ok(())
 }

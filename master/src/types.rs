@@ -295,7 +295,8 @@ pub struct Counters {
     /// Tasks completed.
     #[serde(default)]
     pub tasks_done: u64,
-    /// Tasks given up after too many failed attempts.
+    /// Tasks given up after too many failed attempts and still queued (a failed task the
+    /// planner replaces no longer counts).
     #[serde(default)]
     pub tasks_failed: u64,
 }

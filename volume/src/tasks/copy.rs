@@ -73,6 +73,12 @@ async fn copy_replica(
         })
         .await?;
     }
+    if v.size_bytes == 0 {
+        // Sealed before anything was acknowledged: the copy is an empty replica (a scan to
+        // offset 0 would mean "to the end", records no put was acknowledged for).
+        blocking(move || disk.seal_replica(id, Some(0))).await?;
+        return Ok(format!("copied an empty replica to disk {}", target.disk_id));
+    }
     let mut client = shared.cluster.node_client(source.node_id).await?;
     let deadlines = *shared.cluster.deadlines();
     let mut stream = bounded(
