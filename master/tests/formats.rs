@@ -172,7 +172,15 @@ fn commands_round_trip_and_an_index_entry_costs_a_third_of_its_json() {
         now_unix_ms: 5,
         command: Box::new(Command::EnqueueTask { kind: task().kind }),
     };
-    for command in [&commit, &once] {
+    let down = Command::MarkNodeDown { node_id: 4, down_after_ms: 900_000, now_unix_ms: 6 };
+    let repair = Command::PlanRepair {
+        kind: TaskKind::Reconstruct { volume_id: 9, index: 2, target: place(5), replaces: place(6) },
+        replaces_task: Some(11),
+        now_unix_ms: 7,
+    };
+    // Variant indices are part of the format (docs/FORMAT.md 13.4): pinned.
+    assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &down).expect("encode")), "01010e04a0f73606");
+    for command in [&commit, &once, &down, &repair] {
         let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
         let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
         assert_eq!(&back, command);
