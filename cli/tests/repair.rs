@@ -1,12 +1,16 @@
-//! Repair over real processes (issue 21, must-shows 1 and 2): three masters, four zones of two
+//! Repair over real processes (issue 21, must-shows 1, 2, 3 and 5): three masters, four zones of two
 //! volume servers with two disks each, one frontend. Blocks are put until several volumes
 //! are coded; then, while puts keep streaming in, one volume server is killed with
 //! SIGKILL. Puts must keep being acknowledged; once the master marks the server down
 //! (`down_after_ms`), every extent it held is rebuilt elsewhere: `cellar admin status
 //! --json` must come back to `redundancy.below_full == 0` with no repair task left, no
 //! volume may place an extent on the dead server any more, and every acknowledged block
-//! must read back byte-exact. Then a disk directory of a live server is deleted: the disk
-//! is reported failed and what it held is rebuilt on other disks, the same way.
+//! must read back byte-exact. The master leader is killed while that repair is in flight
+//! (held back by a low repair bandwidth); the new leader finishes it. Then a disk directory
+//! of a live server is deleted: the disk is reported failed and what it held is rebuilt on
+//! other disks, the same way. A second cell has bytes flipped inside a fragment and inside
+//! a replica record: reads still return the right bytes, the first read reports the bad
+//! extent, and it is rebuilt.
 
 mod common;
 
@@ -21,6 +25,10 @@ const BLOCK_BYTES: usize = 64 << 10;
 /// 4 MiB volumes: 64 blocks fill one.
 const PUTS_BEFORE_KILL: u64 = 200;
 const PUTS_AFTER_KILL_MIN: usize = 40;
+/// Small blocks and volumes, fast failure detection, and a repair bandwidth low enough
+/// (8 MB/s) that rebuilding a server's share takes seconds.
+const REPAIR_CONFIG: &str = "block_size_max_bytes = 1048576\nnode_silent_after_ms = 1500\ndown_after_ms = 4000\n\
+                             planner_interval_ms = 200\nrepair_bytes_per_sec = 8000000\n";
 
 /// `cellar admin status --json`, or none while no leader answers.
 fn status(masters: &str) -> Option<serde_json::Value> {
@@ -58,8 +66,7 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
         servers_per_zone: 2,
         disks_per_server: 2,
         volume_mib: 4,
-        master_config: "block_size_max_bytes = 1048576\nnode_silent_after_ms = 1500\ndown_after_ms = 4000\nplanner_interval_ms = 200\n"
-            .into(),
+        master_config: REPAIR_CONFIG.into(),
         ..CellSpec::default()
     };
     let mut cell = Cell::start(&spec);
@@ -112,10 +119,6 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
         })
     });
     assert!(killed_at.elapsed() >= Duration::from_millis(2500), "marked down before down_after_ms");
-    // Keep putting into the repair, then stop the stream.
-    while killed_at.elapsed() < Duration::from_secs(8) && !streamer.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
     stop.store(true, Ordering::Relaxed);
     let streamed = streamer.join().expect("put stream");
     let mut after = 0;
@@ -129,6 +132,19 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
         }
     }
     assert!(after >= PUTS_AFTER_KILL_MIN, "only {after} puts acknowledged while the server was down");
+
+    // Must-show 5: the leader dies while the repair is in flight.
+    let s = wait_status(&masters, "a repair in flight", |s| {
+        s["repair"]["tasks_open"].as_u64().unwrap_or(0) > 0
+            && s["redundancy"]["below_full"].as_u64().unwrap_or(0) > 0
+    });
+    let leader = s["leader"]["id"].as_u64().expect("a leader");
+    let below_at_kill = s["redundancy"]["below_full"].as_u64().unwrap_or(0);
+    let proc = cell.master_procs[usize::try_from(leader - 1).expect("id")];
+    cell.procs[proc].kill().expect("SIGKILL the leader");
+    cell.procs[proc].wait().expect("reap the leader");
+    eprintln!("killed master {leader} with {below_at_kill} volumes below full");
+    wait_status(&masters, "a new leader", |s| s["leader"]["id"].as_u64().is_some_and(|l| l != leader));
 
     let s = wait_status(&masters, "full redundancy", |s| {
         s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
@@ -193,4 +209,99 @@ fn check_all(cell: &Cell, acked: &[(u64, String)], allowed: impl Fn(&serde_json:
             }
         }
     }
+}
+
+#[test]
+fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuilt() {
+    let spec = CellSpec {
+        masters: 1,
+        zones: 4,
+        servers_per_zone: 2,
+        disks_per_server: 2,
+        volume_mib: 4,
+        master_config: REPAIR_CONFIG.into(),
+        ..CellSpec::default()
+    };
+    let cell = Cell::start(&spec);
+    let masters = cell.masters.join(",");
+    let a = agent(Duration::from_secs(30));
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    for i in 0..150 {
+        match put(&a, &cell.base, &block(i, BLOCK_BYTES)) {
+            PutAnswer::Stored(hash) => acked.push((i, hash)),
+            other => panic!("put {i}: {other:?}"),
+        }
+    }
+    wait_status(&masters, "a coded volume, no encode pending", |s| {
+        s["volumes"]["coded"].as_u64().unwrap_or(0) >= 1
+            && s["volumes"]["sealed"].as_u64() == Some(0)
+            && s["tasks"]["open"].as_u64() == Some(0)
+    });
+    let disk_path = |disk: u64| -> String {
+        let s = status(&masters).expect("status");
+        s["disks"]
+            .as_array()
+            .and_then(|disks| disks.iter().find(|d| d["id"].as_u64() == Some(disk)))
+            .and_then(|d| d["path"].as_str())
+            .expect("the disk's path")
+            .to_string()
+    };
+    let stats: Vec<(u64, String, serde_json::Value)> =
+        acked.iter().map(|(i, h)| (*i, h.clone(), stat(&a, &cell.base, h))).collect();
+
+    // A block at offset 0 of a coded volume lies in fragment 0: flip a byte in every 4 KiB
+    // of that fragment's file.
+    let (coded_i, coded_hash, coded) = stats
+        .iter()
+        .find(|(_, _, s)| s["state"] == "coded" && s["offset"].as_u64() == Some(0))
+        .cloned()
+        .expect("the first block of a coded volume");
+    let fragment_disk = coded["fragments"][0]["disk"].as_u64().expect("disk");
+    let volume = coded["volume"].as_u64().expect("volume");
+    let fragment_file =
+        std::path::Path::new(&disk_path(fragment_disk)).join("extents").join(format!("v{volume:016x}.f00"));
+    let mut bytes = std::fs::read(&fragment_file).expect("read the fragment file");
+    for at in (4096..bytes.len()).step_by(4096) {
+        bytes[at] ^= 0xff;
+    }
+    std::fs::write(&fragment_file, &bytes).expect("write the fragment file back");
+
+    // A block of the open volume: flip one byte of its payload on the first replica (the
+    // one reads ask first).
+    let (open_i, open_hash, open) = stats
+        .iter()
+        .rev()
+        .find(|(_, _, s)| s["state"] == "open")
+        .cloned()
+        .expect("a block of an open volume");
+    let replica_disk = open["replicas"][0]["disk"].as_u64().expect("disk");
+    let open_volume = open["volume"].as_u64().expect("volume");
+    let replica_file =
+        std::path::Path::new(&disk_path(replica_disk)).join("extents").join(format!("v{open_volume:016x}.r"));
+    let mut bytes = std::fs::read(&replica_file).expect("read the replica file");
+    let at = 4096 + usize::try_from(open["offset"].as_u64().expect("offset")).expect("offset") + 64 + 1000;
+    bytes[at] ^= 0xff;
+    std::fs::write(&replica_file, &bytes).expect("write the replica file back");
+
+    // Reads return the right bytes (degraded, or from another replica) and report.
+    for (i, hash) in [(coded_i, &coded_hash), (open_i, &open_hash)] {
+        let got = get(&a, &cell.base, hash).unwrap_or_else(|e| panic!("get block {i}: {e}"));
+        assert!(got == block(i, BLOCK_BYTES), "block {i} came back different");
+    }
+    // Rebuilt: fragment 0 moved off the corrupt disk; the open volume sealed and coded.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let c = stat(&a, &cell.base, &coded_hash);
+        let o = stat(&a, &cell.base, &open_hash);
+        if c["fragments"][0]["disk"].as_u64() != Some(fragment_disk) && o["state"] == "coded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not rebuilt in time:\n{c}\n{o}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = wait_status(&masters, "full redundancy", |s| {
+        s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
+    check_all(&cell, &acked, |_| true);
 }
