@@ -305,3 +305,99 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
     assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
     check_all(&cell, &acked, |_| true);
 }
+
+#[test]
+fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
+    let spec = CellSpec {
+        masters: 1,
+        zones: 4,
+        servers_per_zone: 2,
+        disks_per_server: 2,
+        volume_mib: 4,
+        master_config: REPAIR_CONFIG.into(),
+        ..CellSpec::default()
+    };
+    let mut cell = Cell::start(&spec);
+    let masters = cell.masters.join(",");
+    let a = agent(Duration::from_secs(30));
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    for i in 0..150 {
+        match put(&a, &cell.base, &block(i, BLOCK_BYTES)) {
+            PutAnswer::Stored(hash) => acked.push((i, hash)),
+            other => panic!("put {i}: {other:?}"),
+        }
+    }
+    let s = wait_status(&masters, "a coded volume, no encode pending", |s| {
+        s["volumes"]["coded"].as_u64().unwrap_or(0) >= 1
+            && s["volumes"]["sealed"].as_u64() == Some(0)
+            && s["tasks"]["open"].as_u64() == Some(0)
+    });
+    // Zone z1: both its servers, and their disks.
+    let zone: Vec<u64> = s["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["zone"] == "z1")
+        .map(|n| n["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(zone.len(), 2);
+    let zone_disks: Vec<u64> = s["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .filter(|d| d["node_id"].as_u64().is_some_and(|n| zone.contains(&n)))
+        .map(|d| d["id"].as_u64().expect("id"))
+        .collect();
+    for node in &zone {
+        cell.kill_volume(*node);
+    }
+
+    // Every block still reads (degraded where the zone held fragments), and puts go on
+    // in the three zones left.
+    check_all(&cell, &acked, |_| true);
+    for i in 1000..1040 {
+        match put(&a, &cell.base, &block(i, BLOCK_BYTES)) {
+            PutAnswer::Stored(hash) => acked.push((i, hash)),
+            other => panic!("put {i} with a zone down: {other:?}"),
+        }
+    }
+    // Once the zone is down, its extents are rebuilt in the other zones.
+    wait_status(&masters, "the zone marked down, the cell at full redundancy", |s| {
+        let down = s["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "down"));
+        down && s["redundancy"]["below_full"].as_u64() == Some(0)
+            && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    let in_zone = |e: &serde_json::Value| e["node"].as_u64().is_none_or(|n| !zone.contains(&n));
+    check_all(&cell, &acked, in_zone);
+
+    // The zone returns: its servers come back up, the extents they held (every one of
+    // them replaced) go to their trash, and nothing else changes.
+    for node in &zone {
+        cell.restart_volume(*node);
+    }
+    let s = wait_status(&masters, "the zone back, its stale extents in the trash", |s| {
+        let up = s["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "up"));
+        let cleaned = s["disks"].as_array().is_some_and(|disks| {
+            disks
+                .iter()
+                .filter(|d| d["id"].as_u64().is_some_and(|id| zone_disks.contains(&id)))
+                .all(|d| d["used_bytes"].as_u64() == Some(0))
+        });
+        up && cleaned && s["tasks"]["open"].as_u64() == Some(0)
+    });
+    let trashed: u64 = s["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .filter(|d| d["id"].as_u64().is_some_and(|id| zone_disks.contains(&id)))
+        .map(|d| d["trash_extents"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(trashed > 0, "the returning zone's extents went to its trash: {s:#}");
+    assert_eq!(s["redundancy"]["below_full"].as_u64(), Some(0), "{s:#}");
+    assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
+    check_all(&cell, &acked, in_zone);
+}

@@ -58,6 +58,10 @@ pub struct VolumeProc {
     pub proc: usize,
     /// Its log file.
     pub log: PathBuf,
+    /// Its command line (after `cellar`), to start it again.
+    pub args: Vec<String>,
+    /// Its name in the cell's dir (`z<zone>-s<server>`).
+    pub name: String,
 }
 
 /// A running cell.
@@ -278,9 +282,9 @@ impl Cell {
                     args.push(d.join(format!("disk-{name}-{disk}")).to_str().expect("utf-8").into());
                 }
                 args.extend(spec.volume_args.iter().cloned());
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                cell.procs.push(cellar(&args, &log));
-                cell.volumes.push(VolumeProc { node_id: 0, proc: cell.procs.len() - 1, log });
+                let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+                cell.procs.push(cellar(&argv, &log));
+                cell.volumes.push(VolumeProc { node_id: 0, proc: cell.procs.len() - 1, log, args, name });
             }
         }
         for v in &mut cell.volumes {
@@ -329,6 +333,29 @@ impl Cell {
         let pid = self.procs[self.volume(node_id).proc].id();
         signal(pid, libc::SIGCONT);
         self.frozen.retain(|p| *p != pid);
+    }
+
+    /// SIGKILLs volume server `node_id` and waits for it to exit.
+    pub fn kill_volume(&mut self, node_id: u64) {
+        let proc = self.volume(node_id).proc;
+        self.procs[proc].kill().expect("SIGKILL");
+        self.procs[proc].wait().expect("reap");
+    }
+
+    /// Starts volume server `node_id` again with its disks (after [`Cell::kill_volume`]),
+    /// logging to a new file, and waits until it runs under the same node id.
+    pub fn restart_volume(&mut self, node_id: u64) {
+        let v = self.volume(node_id).clone();
+        let restarts = self.procs.len();
+        let log = self.path(&format!("volume-{}-restart-{restarts}.log", v.name));
+        let argv: Vec<&str> = v.args.iter().map(String::as_str).collect();
+        self.procs.push(cellar(&argv, &log));
+        let line = wait_for_line(&log, "volume server running");
+        assert!(line.contains(&format!("node={node_id} ")), "restarted under another node id: {line}");
+        let proc = self.procs.len() - 1;
+        let entry = self.volumes.iter_mut().find(|x| x.node_id == node_id).expect("known node");
+        entry.proc = proc;
+        entry.log = log;
     }
 
     /// The path of a file in the cell's dir.
