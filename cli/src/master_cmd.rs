@@ -56,6 +56,7 @@ pub fn run(args: MasterArgs) -> Result<()> {
         config.secret = args.secret;
     }
     config.validate().map_err(|e| anyhow!(e))?;
+    let replicas = config.replicas;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
     runtime.block_on(async move {
@@ -64,8 +65,9 @@ pub fn run(args: MasterArgs) -> Result<()> {
         tracing::info!(id = handle.id, addr = %handle.addr, "master running");
         if let Some(addr) = &args.metrics {
             let (id, raft, reader) = (handle.id, handle.raft.clone(), handle.reader.clone());
+            let replicas = usize::from(replicas);
             let render: crate::metrics_http::Render = std::sync::Arc::new(move || {
-                let text = cellar_master::metrics::render(id, &raft, &reader);
+                let text = cellar_master::metrics::render(id, &raft, &reader, replicas);
                 Box::pin(async move { text })
             });
             let bound = crate::metrics_http::serve(addr, render).await?;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cell, CellSpec, PutAnswer, WAIT, agent, block, get, put, stat};
+use common::{Cell, CellSpec, PutAnswer, WAIT, agent, block, get, metrics_url, put, scrape, stat, value};
 
 const BLOCK_BYTES: usize = 64 << 10;
 /// 4 MiB volumes: 64 blocks fill one.
@@ -303,6 +303,11 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
         s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
     });
     assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
+    // /metrics carries the same.
+    let metrics = scrape(&metrics_url(&cell.path("master-1.log")));
+    assert_eq!(value(&metrics, "cellar_master_volumes_below_full "), 0.0);
+    assert_eq!(value(&metrics, "cellar_master_repair_tasks_open "), 0.0);
+    assert_eq!(value(&metrics, "cellar_master_nodes_down "), 0.0);
     check_all(&cell, &acked, |_| true);
 }
 
@@ -397,6 +402,8 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
         .map(|d| d["trash_extents"].as_u64().unwrap_or(0))
         .sum();
     assert!(trashed > 0, "the returning zone's extents went to its trash: {s:#}");
+    let metrics = scrape(&metrics_url(&cell.path("master-1.log")));
+    assert_eq!(value(&metrics, "cellar_master_nodes_down "), 0.0, "the zone is back up");
     assert_eq!(s["redundancy"]["below_full"].as_u64(), Some(0), "{s:#}");
     assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
     check_all(&cell, &acked, in_zone);

@@ -1,5 +1,7 @@
-//! A master's metrics in the Prometheus text format, read at scrape time: its Raft state
-//! and the cluster counters of its applied state (which lag the leader's on a follower).
+//! A master's metrics in the Prometheus text format, read at scrape time: its Raft state,
+//! the cluster counters of its applied state (which lag the leader's on a follower), and
+//! redundancy and repair as `cellar admin status` shows them (a scan of the volume and
+//! task records at each scrape).
 
 use std::fmt::Write as _;
 
@@ -8,8 +10,9 @@ use openraft::async_runtime::WatchReceiver;
 use crate::MasterRaft;
 use crate::store::sm::StateReader;
 
-/// Renders the metrics of the master member `id`.
-pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader) -> String {
+/// Renders the metrics of the master member `id`; `replicas` is the configured replica
+/// count (a volume's full redundancy while replicated).
+pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader, replicas: usize) -> String {
     let m = raft.metrics().borrow_watched().clone();
     let mut out = String::new();
     let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
@@ -62,7 +65,62 @@ pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader) -> String {
             for (state, n) in ["open", "sealed", "coded"].iter().zip(c.volumes_by_state) {
                 let _ = writeln!(out, "cellar_master_volumes{{state=\"{state}\"}} {n}");
             }
-            gauge(&mut out, "cellar_master_state_readable", "1 when the applied state could be read.", 1);
+            match repair_status(reader, replicas) {
+                Ok(r) => {
+                    gauge(
+                        &mut out,
+                        "cellar_master_volumes_below_full",
+                        "Volumes with fewer healthy extents than their scheme calls for.",
+                        r.below_full,
+                    );
+                    let _ = writeln!(
+                        out,
+                        "# HELP cellar_master_volumes_by_redundancy Volumes by how many more extents each can lose."
+                    );
+                    let _ = writeln!(out, "# TYPE cellar_master_volumes_by_redundancy gauge");
+                    for (can_lose, n) in &r.by_can_lose {
+                        let _ = writeln!(
+                            out,
+                            "cellar_master_volumes_by_redundancy{{can_lose=\"{can_lose}\"}} {n}"
+                        );
+                    }
+                    gauge(
+                        &mut out,
+                        "cellar_master_repair_tasks_open",
+                        "Repair tasks queued or running.",
+                        r.tasks_open,
+                    );
+                    gauge(
+                        &mut out,
+                        "cellar_master_repair_tasks_failed",
+                        "Repair tasks given up.",
+                        r.tasks_failed,
+                    );
+                    gauge(
+                        &mut out,
+                        "cellar_master_repair_bytes_pending",
+                        "Bytes of extents the open repair tasks rebuild.",
+                        r.bytes_pending,
+                    );
+                    gauge(&mut out, "cellar_master_nodes_down", "Volume servers marked down.", r.nodes_down);
+                    gauge(&mut out, "cellar_master_disks_failed", "Disks failed.", r.disks_failed);
+                    gauge(
+                        &mut out,
+                        "cellar_master_state_readable",
+                        "1 when the applied state could be read.",
+                        1,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics cannot read the applied state");
+                    gauge(
+                        &mut out,
+                        "cellar_master_state_readable",
+                        "1 when the applied state could be read.",
+                        0,
+                    );
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "metrics cannot read the applied state");
@@ -70,4 +128,17 @@ pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader) -> String {
         }
     }
     out
+}
+
+fn repair_status(
+    reader: &StateReader,
+    replicas: usize,
+) -> Result<crate::repair::RepairStatus, crate::state::StateError> {
+    use crate::codec::Kind;
+    let volumes: Vec<crate::types::VolumeRecord> =
+        reader.records(crate::state::PREFIX_VOLUME, Kind::Volume)?;
+    let tasks: Vec<crate::types::TaskRecord> = reader.records(crate::tasks::PREFIX_TASK, Kind::Task)?;
+    let nodes: Vec<crate::types::NodeRecord> = reader.records(crate::state::PREFIX_NODE, Kind::Node)?;
+    let disks: Vec<crate::types::DiskRecord> = reader.records(crate::state::PREFIX_DISK, Kind::Disk)?;
+    Ok(crate::repair::status(&volumes, &tasks, &nodes, &disks, replicas))
 }

@@ -125,6 +125,63 @@ impl<'a> Health<'a> {
     }
 }
 
+/// What `cellar admin status` and `/metrics` show of redundancy and repair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairStatus {
+    /// Volumes by how many more extents each can lose (ascending).
+    pub by_can_lose: BTreeMap<i64, u64>,
+    /// Volumes with fewer healthy extents than their scheme calls for.
+    pub below_full: u64,
+    /// Reconstructs and copies queued or running.
+    pub tasks_open: u64,
+    /// Reconstructs and copies given up (left for an operator).
+    pub tasks_failed: u64,
+    /// Bytes of extents the open repair tasks rebuild.
+    pub bytes_pending: u64,
+    /// Nodes marked down.
+    pub nodes_down: u64,
+    /// Disks failed.
+    pub disks_failed: u64,
+}
+
+/// Computes [`RepairStatus`] from the records (a scan: status and scrapes, not hot paths).
+pub fn status(
+    volumes: &[VolumeRecord],
+    tasks: &[TaskRecord],
+    nodes: &[NodeRecord],
+    disks: &[DiskRecord],
+    replicas: usize,
+) -> RepairStatus {
+    let health = Health::new(nodes, disks);
+    let mut out = RepairStatus {
+        nodes_down: nodes.iter().filter(|n| n.state == NodeState::Down).count() as u64,
+        disks_failed: disks.iter().filter(|d| d.health == DiskHealth::Failed).count() as u64,
+        ..RepairStatus::default()
+    };
+    let mut extent_bytes: BTreeMap<u64, u64> = BTreeMap::new();
+    for v in volumes {
+        let r = health.redundancy(v, replicas);
+        *out.by_can_lose.entry(r.can_lose).or_default() += 1;
+        out.below_full += u64::from(r.below_full());
+        let bytes = match v.state {
+            VolumeState::Coded => v.size_bytes.div_ceil(v.scheme.data_count().max(1) as u64),
+            _ => v.size_bytes,
+        };
+        extent_bytes.insert(v.volume_id, bytes);
+    }
+    for t in tasks {
+        if matches!(t.kind, TaskKind::Reconstruct { .. } | TaskKind::Copy { .. }) {
+            if t.state == TaskState::Failed {
+                out.tasks_failed += 1;
+            } else {
+                out.tasks_open += 1;
+                out.bytes_pending += extent_bytes.get(&t.kind.volume_id()).copied().unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
 /// Nodes the failure detector should mark down now: up, and silent for `down_after_ms`.
 pub fn nodes_to_mark_down(nodes: &[NodeRecord], settings: &RepairSettings, now_unix_ms: u64) -> Vec<Command> {
     nodes

@@ -16,6 +16,7 @@ use crate::command::{
     self, Command, CommitOutcome, Digest16, DiskRegistration, DiskStat, Hash32, IndexCommit,
 };
 use crate::errors::{self, bad_request, internal};
+use crate::repair::RepairStatus;
 use crate::state::{self, Kv, PREFIX_DISK, PREFIX_NODE};
 use crate::store::sm::StateReader;
 use crate::types::{DiskRecord, NodeRecord, VolumeRecord, VolumeState};
@@ -601,24 +602,19 @@ impl Master for MasterService {
             tasks_open: counters.tasks_open,
             tasks_done: counters.tasks_done,
             tasks_failed: counters.tasks_failed,
-            redundancy: repair.redundancy,
-            volumes_below_full: repair.volumes_below_full,
-            repair_tasks_open: repair.repair_tasks_open,
-            repair_tasks_failed: repair.repair_tasks_failed,
+            redundancy: repair
+                .by_can_lose
+                .iter()
+                .map(|(&can_lose, &volumes)| pb::RedundancyCount { can_lose, volumes })
+                .collect(),
+            volumes_below_full: repair.below_full,
+            repair_tasks_open: repair.tasks_open,
+            repair_tasks_failed: repair.tasks_failed,
             repair_tasks_max: self.settings.repair_tasks_max,
             repair_bytes_per_sec: self.settings.repair_bytes_per_sec,
-            repair_bytes_pending: repair.repair_bytes_pending,
+            repair_bytes_pending: repair.bytes_pending,
         }))
     }
-}
-
-/// The redundancy and repair part of a status answer.
-struct RepairStatus {
-    redundancy: Vec<pb::RedundancyCount>,
-    volumes_below_full: u64,
-    repair_tasks_open: u64,
-    repair_tasks_failed: u64,
-    repair_bytes_pending: u64,
 }
 
 impl MasterService {
@@ -629,46 +625,7 @@ impl MasterService {
             self.reader.records(state::PREFIX_VOLUME, Kind::Volume).map_err(internal)?;
         let tasks: Vec<crate::tasks::TaskRecord> =
             self.reader.records(crate::tasks::PREFIX_TASK, Kind::Task).map_err(internal)?;
-        let health = crate::repair::Health::new(nodes, disks);
-        let mut by_margin: BTreeMap<i64, u64> = BTreeMap::new();
-        let mut below_full = 0;
-        let mut size_of: BTreeMap<u64, u64> = BTreeMap::new();
-        for v in &volumes {
-            let r = health.redundancy(v, usize::from(self.settings.replicas));
-            *by_margin.entry(r.can_lose).or_default() += 1;
-            below_full += u64::from(r.below_full());
-            let extent_bytes = match v.state {
-                VolumeState::Coded => v.size_bytes.div_ceil(v.scheme.data_count().max(1) as u64),
-                _ => v.size_bytes,
-            };
-            size_of.insert(v.volume_id, extent_bytes);
-        }
-        let mut open = 0;
-        let mut failed = 0;
-        let mut pending_bytes = 0u64;
-        for t in &tasks {
-            if matches!(
-                t.kind,
-                crate::tasks::TaskKind::Reconstruct { .. } | crate::tasks::TaskKind::Copy { .. }
-            ) {
-                if t.state == crate::tasks::TaskState::Failed {
-                    failed += 1;
-                } else {
-                    open += 1;
-                    pending_bytes += size_of.get(&t.kind.volume_id()).copied().unwrap_or(0);
-                }
-            }
-        }
-        Ok(RepairStatus {
-            redundancy: by_margin
-                .into_iter()
-                .map(|(can_lose, volumes)| pb::RedundancyCount { can_lose, volumes })
-                .collect(),
-            volumes_below_full: below_full,
-            repair_tasks_open: open,
-            repair_tasks_failed: failed,
-            repair_bytes_pending: pending_bytes,
-        })
+        Ok(crate::repair::status(&volumes, &tasks, nodes, disks, usize::from(self.settings.replicas)))
     }
 }
 
