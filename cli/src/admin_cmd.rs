@@ -20,10 +20,63 @@ pub enum AdminCommand {
         #[arg(long, env = "CELLAR_SECRET")]
         secret: Option<String>,
     },
+    /// Drains a node or a disk: it takes no new extents and everything it holds is moved
+    /// elsewhere by the repair planner (`cellar admin status` shows `extents_draining`
+    /// falling to 0). Stays in force until `undrain`.
+    Drain {
+        #[command(flatten)]
+        target: DrainArgs,
+    },
+    /// Ends a drain: the node or disk takes new extents again (nothing is moved back).
+    Undrain {
+        #[command(flatten)]
+        target: DrainArgs,
+    },
+}
+
+/// The node or disk of a drain.
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    /// Master addresses, comma separated (host:port,...).
+    #[arg(long, env = "CELLAR_MASTERS")]
+    master: String,
+    /// The node id.
+    #[arg(long, conflicts_with = "disk", required_unless_present = "disk")]
+    node: Option<u64>,
+    /// The disk id.
+    #[arg(long)]
+    disk: Option<u64>,
+    /// Cluster secret.
+    #[arg(long, env = "CELLAR_SECRET")]
+    secret: Option<String>,
+}
+
+fn drain(args: DrainArgs, undrain: bool) -> Result<()> {
+    use cellar_proto::master::{DrainRequest, drain_request::Target};
+    let target = match (args.node, args.disk) {
+        (Some(node), None) => Target::NodeId(node),
+        (None, Some(disk)) => Target::DiskId(disk),
+        _ => anyhow::bail!("give exactly one of --node and --disk"),
+    };
+    let addrs: Vec<String> =
+        args.master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime
+        .block_on(async {
+            let client = MasterClient::new(&addrs, args.secret.as_deref())?;
+            let request = DrainRequest { target: Some(target), undrain, request_id: None };
+            client.call_once(request, |mut c, r| async move { c.drain(r).await }).await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .with_context(|| format!("{} {target:?}", if undrain { "undrain" } else { "drain" }))?;
+    println!("{} {target:?}", if undrain { "undrained" } else { "draining" });
+    Ok(())
 }
 
 pub fn run(cmd: AdminCommand) -> Result<()> {
     match cmd {
+        AdminCommand::Drain { target } => drain(target, false),
+        AdminCommand::Undrain { target } => drain(target, true),
         AdminCommand::Status { master, json, secret } => {
             let addrs: Vec<String> =
                 master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
@@ -81,6 +134,11 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
             "bytes_pending": s.repair_bytes_pending,
             "bytes_per_sec_limit": s.repair_bytes_per_sec,
         },
+        "drain": {
+            "nodes": s.drained_nodes,
+            "disks": s.drained_disks,
+            "extents_draining": s.extents_draining,
+        },
         "cluster_map_version": s.cluster_map_version,
     })
 }
@@ -136,5 +194,9 @@ fn print_status(s: &StatusResponse) {
         s.repair_tasks_failed,
         s.repair_bytes_pending >> 20,
         s.repair_bytes_per_sec / 1_000_000
+    );
+    println!(
+        "drain       nodes {:?}, disks {:?}, {} extents still to move",
+        s.drained_nodes, s.drained_disks, s.extents_draining
     );
 }

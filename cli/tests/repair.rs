@@ -10,7 +10,8 @@
 //! of a live server is deleted: the disk is reported failed and what it held is rebuilt on
 //! other disks, the same way. A second cell has bytes flipped inside a fragment and inside
 //! a replica record: reads still return the right bytes, the first read reports the bad
-//! extent, and it is rebuilt.
+//! extent, and it is rebuilt; then a node of it is drained with `cellar admin drain` and
+//! ends empty.
 
 mod common;
 
@@ -309,6 +310,39 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
     assert_eq!(value(&metrics, "cellar_master_repair_tasks_open "), 0.0);
     assert_eq!(value(&metrics, "cellar_master_nodes_down "), 0.0);
     check_all(&cell, &acked, |_| true);
+
+    // Drain: an operator empties a node on purpose; everything it holds is copied off,
+    // its disks end empty, every block still reads; undrain lifts it.
+    let node = stat(&a, &cell.base, &coded_hash)["fragments"][1]["node"].as_u64().expect("node");
+    admin(&["drain", "--master", &masters, "--node", &node.to_string()]);
+    let s = wait_status(&masters, "the node drained", |s| {
+        let empty = s["disks"].as_array().is_some_and(|disks| {
+            disks
+                .iter()
+                .filter(|d| d["node_id"].as_u64() == Some(node))
+                .all(|d| d["used_bytes"].as_u64() == Some(0))
+        });
+        s["drain"]["extents_draining"].as_u64() == Some(0)
+            && s["repair"]["tasks_open"].as_u64() == Some(0)
+            && s["tasks"]["open"].as_u64() == Some(0)
+            && empty
+    });
+    assert_eq!(s["drain"]["nodes"], serde_json::json!([node]), "{s:#}");
+    assert_eq!(s["redundancy"]["below_full"].as_u64(), Some(0), "{s:#}");
+    check_all(&cell, &acked, |e| e["node"].as_u64() != Some(node));
+    admin(&["undrain", "--master", &masters, "--node", &node.to_string()]);
+    let s = status(&masters).expect("status");
+    assert_eq!(s["drain"]["nodes"], serde_json::json!([]), "{s:#}");
+}
+
+/// Runs `cellar admin ARGS`, which must succeed.
+fn admin(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .arg("admin")
+        .args(args)
+        .output()
+        .expect("run cellar admin");
+    assert!(out.status.success(), "cellar admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

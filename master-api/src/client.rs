@@ -242,6 +242,7 @@ mutating!(
     ReportTaskRequest,
     AcquireLeaseRequest,
     EnqueueTaskRequest,
+    DrainRequest,
     // DropReferences takes a LookupRequest.
     LookupRequest,
 );

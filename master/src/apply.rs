@@ -18,8 +18,8 @@ pub use crate::state::{
     disk, id_key, index_entry, index_key, node, put_volume, volume,
 };
 use crate::types::{
-    Counters, DiskHealth, DiskRecord, ExtentPlace, IndexEntry, Lease, NodeRecord, NodeState, RECORD_VERSION,
-    VolumeRecord, VolumeState,
+    Counters, DiskHealth, DiskRecord, DrainRecord, DrainTarget, ExtentPlace, IndexEntry, Lease, NodeRecord,
+    NodeState, RECORD_VERSION, VolumeRecord, VolumeState,
 };
 
 /// Applies one command. A refused command writes nothing and returns `Response::Refused`
@@ -100,6 +100,9 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
         }
         Command::PlanRepair { kind, replaces_task, now_unix_ms } => {
             crate::tasks::plan_repair(kv, c, kind, *replaces_task, *now_unix_ms)?
+        }
+        Command::SetDrain { target, drained, now_unix_ms } => {
+            set_drain(kv, c, *target, *drained, *now_unix_ms)?
         }
         Command::Once { request, now_unix_ms, command } => match command.as_ref() {
             Command::Once { .. } | Command::CommitIndex { .. } => {
@@ -297,6 +300,37 @@ fn heartbeat(
         c.cluster_map_version += 1;
     }
     Ok(Response::HeartbeatAck { cluster_map_version: c.cluster_map_version })
+}
+
+/// Drains or undrains a node or disk (see [`Command::SetDrain`]).
+fn set_drain(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    target: DrainTarget,
+    drained: bool,
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    match target {
+        DrainTarget::Node { node_id } if node(kv, node_id)?.is_none() => {
+            return refused(CommandError::UnknownNode { node_id });
+        }
+        DrainTarget::Disk { disk_id } if disk(kv, disk_id)?.is_none() => {
+            return refused(CommandError::UnknownDisk { disk_id, detail: "no such disk".into() });
+        }
+        _ => {}
+    }
+    let key = crate::state::drain_key(target);
+    let present = kv.get(&key)?.is_some();
+    if drained && !present {
+        let record = DrainRecord { v: crate::types::RECORD_VERSION, target, since_unix_ms: now_unix_ms };
+        write_record(kv, Kind::Drain, &key, &record)?;
+    } else if !drained && present {
+        kv.delete(&key);
+    } else {
+        return Ok(Response::Empty);
+    }
+    c.cluster_map_version += 1;
+    Ok(Response::Empty)
 }
 
 /// Marks a node down when its last committed heartbeat is `down_after_ms` old on the

@@ -51,6 +51,8 @@ pub enum Kind {
     Outcome = 22,
     /// A sealed volume's encode task id.
     EncodeTask = 23,
+    /// A node or disk an operator drains.
+    Drain = 24,
 }
 
 impl Kind {
@@ -71,6 +73,7 @@ impl Kind {
             Session,
             Outcome,
             EncodeTask,
+            Drain,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)

@@ -324,6 +324,16 @@ pub enum Command {
         /// Leader's clock (a running claim is not taken over).
         now_unix_ms: u64,
     },
+    /// An operator drains (or undrains) a node or disk: while drained it takes no new
+    /// extents and the repair planner moves what it holds elsewhere.
+    SetDrain {
+        /// The node or disk.
+        target: crate::types::DrainTarget,
+        /// Drain (true) or undrain.
+        drained: bool,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -358,6 +368,7 @@ impl fmt::Display for Command {
                 write!(f, "{command} [client {:016x} #{}]", request.client_id, request.seq)
             }
             Command::MarkNodeDown { node_id, .. } => write!(f, "mark_node_down({node_id})"),
+            Command::SetDrain { target, drained, .. } => write!(f, "set_drain({target:?}, {drained})"),
             Command::PlanRepair { kind, replaces_task, .. } => {
                 write!(f, "plan_repair({}, {}, replaces {replaces_task:?})", kind.name(), kind.volume_id())
             }

@@ -106,6 +106,12 @@ pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader, replicas: usize)
                     gauge(&mut out, "cellar_master_disks_failed", "Disks failed.", r.disks_failed);
                     gauge(
                         &mut out,
+                        "cellar_master_extents_draining",
+                        "Extents still placed on drained nodes or disks.",
+                        r.extents_draining,
+                    );
+                    gauge(
+                        &mut out,
                         "cellar_master_state_readable",
                         "1 when the applied state could be read.",
                         1,
@@ -140,5 +146,7 @@ fn repair_status(
     let tasks: Vec<crate::types::TaskRecord> = reader.records(crate::tasks::PREFIX_TASK, Kind::Task)?;
     let nodes: Vec<crate::types::NodeRecord> = reader.records(crate::state::PREFIX_NODE, Kind::Node)?;
     let disks: Vec<crate::types::DiskRecord> = reader.records(crate::state::PREFIX_DISK, Kind::Disk)?;
-    Ok(crate::repair::status(&volumes, &tasks, &nodes, &disks, replicas))
+    let drains: Vec<crate::types::DrainRecord> = reader.records(crate::state::PREFIX_DRAIN, Kind::Drain)?;
+    let drains = crate::state::Drains::from_records(&drains);
+    Ok(crate::repair::status(&volumes, &tasks, &nodes, &disks, &drains, replicas))
 }

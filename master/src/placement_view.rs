@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use cellar_placement::{ClusterView, DiskView};
 
+use crate::state::Drains;
 use crate::types::{DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, VolumeRecord};
 
 /// Which volume servers placement may choose: those heard from (registered or
@@ -24,9 +25,14 @@ impl Liveness {
     }
 }
 
-/// Every disk with its node's zone; only disks of up nodes that were heard from recently,
-/// with healthy disks, are writable.
-pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord], liveness: Liveness) -> ClusterView {
+/// Every disk with its node's zone; only healthy disks of up nodes that were heard from
+/// recently, and not drained, are writable.
+pub fn cluster_view(
+    nodes: &[NodeRecord],
+    disks: &[DiskRecord],
+    liveness: Liveness,
+    drains: &Drains,
+) -> ClusterView {
     let by_id: BTreeMap<u64, &NodeRecord> = nodes.iter().map(|n| (n.node_id, n)).collect();
     let disks = disks
         .iter()
@@ -38,7 +44,9 @@ pub fn cluster_view(nodes: &[NodeRecord], disks: &[DiskRecord], liveness: Livene
                 zone: node.zone.clone(),
                 capacity_bytes: d.capacity_bytes,
                 used_bytes: d.capacity_bytes.saturating_sub(d.free_bytes),
-                writable: writable(node, d) && liveness.heard_from(node),
+                writable: writable(node, d)
+                    && liveness.heard_from(node)
+                    && !drains.drains(d.node_id, d.disk_id),
             })
         })
         .collect();
@@ -55,8 +63,9 @@ pub fn fragment_places(
     v: &VolumeRecord,
     length_bytes: u64,
     liveness: Liveness,
+    drains: &Drains,
 ) -> Vec<ExtentPlace> {
-    try_fragment_places(nodes, disks, v, length_bytes, liveness).unwrap_or_else(|e| {
+    try_fragment_places(nodes, disks, v, length_bytes, liveness, drains).unwrap_or_else(|e| {
         tracing::warn!(volume = v.volume_id, error = %e, "cannot place fragments; the volume stays replicated");
         Vec::new()
     })
@@ -70,13 +79,14 @@ pub fn try_fragment_places(
     v: &VolumeRecord,
     length_bytes: u64,
     liveness: Liveness,
+    drains: &Drains,
 ) -> Result<Vec<ExtentPlace>, cellar_placement::PlacementError> {
     let cellar_erasure::Scheme { data, parity } = v.scheme;
     if length_bytes == 0 {
         return Ok(Vec::new());
     }
     let fragment_bytes = length_bytes.div_ceil(u64::from(data.max(1)));
-    let view = cluster_view(nodes, disks, liveness);
+    let view = cluster_view(nodes, disks, liveness, drains);
     let chosen = cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id)?;
     Ok(chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect())
 }

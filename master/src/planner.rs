@@ -70,16 +70,19 @@ pub fn plan(
     let sealed = volumes.iter().any(|v| v.state == VolumeState::Sealed);
     let nodes: Vec<NodeRecord> = reader.records(PREFIX_NODE, Kind::Node)?;
     let disks: Vec<DiskRecord> = reader.records(PREFIX_DISK, Kind::Disk)?;
+    let drain_records: Vec<crate::types::DrainRecord> =
+        reader.records(crate::state::PREFIX_DRAIN, Kind::Drain)?;
+    let drains = crate::state::Drains::from_records(&drain_records);
     let liveness = Liveness { now_unix_ms, silent_after_ms: settings.node_silent_after.as_millis() as u64 };
     let mut commands = crate::repair::nodes_to_mark_down(&nodes, &settings.repair, now_unix_ms);
     commands.extend(abandoned.into_iter().map(|v| Command::SealVolume {
         volume_id: v.volume_id,
         length_bytes: None,
-        fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness),
+        fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness, &drains),
     }));
     let tasks: Vec<TaskRecord> = reader.records(PREFIX_TASK, Kind::Task)?;
     if sealed {
-        commands.extend(plan_encodes(&volumes, &tasks, &nodes, &disks, liveness, encode_cursor));
+        commands.extend(plan_encodes(&volumes, &tasks, &nodes, &disks, liveness, &drains, encode_cursor));
     }
     budget.refill(now_unix_ms, settings.repair.bytes_per_sec);
     commands.extend(crate::repair::plan(
@@ -88,6 +91,7 @@ pub fn plan(
         &nodes,
         &disks,
         liveness,
+        &drains,
         &settings.repair,
         budget,
     ));
@@ -103,6 +107,7 @@ fn plan_encodes(
     nodes: &[NodeRecord],
     disks: &[DiskRecord],
     liveness: Liveness,
+    drains: &crate::state::Drains,
     cursor: &mut u64,
 ) -> Vec<Command> {
     let encodes: BTreeMap<u64, &TaskRecord> = tasks
@@ -150,7 +155,7 @@ fn plan_encodes(
         };
         tried += 1;
         *cursor = v.volume_id;
-        match crate::placement_view::try_fragment_places(nodes, disks, v, v.size_bytes, liveness) {
+        match crate::placement_view::try_fragment_places(nodes, disks, v, v.size_bytes, liveness, drains) {
             Ok(fragments) if !fragments.is_empty() => commands.push(Command::PlanEncode {
                 volume_id: v.volume_id,
                 node_id: holder,

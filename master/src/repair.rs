@@ -18,6 +18,7 @@ use cellar_placement::{DiskRef, Scheme};
 
 use crate::command::Command;
 use crate::placement_view::{Liveness, cluster_view, fragment_places};
+use crate::state::Drains;
 use crate::types::{
     DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, Part, TaskKind, TaskRecord, TaskState,
     VolumeRecord, VolumeState,
@@ -142,6 +143,8 @@ pub struct RepairStatus {
     pub nodes_down: u64,
     /// Disks failed.
     pub disks_failed: u64,
+    /// Extents still placed on drained nodes or disks.
+    pub extents_draining: u64,
 }
 
 /// Computes [`RepairStatus`] from the records (a scan: status and scrapes, not hot paths).
@@ -150,6 +153,7 @@ pub fn status(
     tasks: &[TaskRecord],
     nodes: &[NodeRecord],
     disks: &[DiskRecord],
+    drains: &Drains,
     replicas: usize,
 ) -> RepairStatus {
     let health = Health::new(nodes, disks);
@@ -163,6 +167,7 @@ pub fn status(
         let r = health.redundancy(v, replicas);
         *out.by_can_lose.entry(r.can_lose).or_default() += 1;
         out.below_full += u64::from(r.below_full());
+        out.extents_draining += draining(v, drains, &r).len() as u64;
         let bytes = match v.state {
             VolumeState::Coded => v.size_bytes.div_ceil(v.scheme.data_count().max(1) as u64),
             _ => v.size_bytes,
@@ -180,6 +185,15 @@ pub fn status(
         }
     }
     out
+}
+
+/// The slots of `v`'s placement on drained nodes or disks that are not lost (those are
+/// repaired as lost).
+fn draining(v: &VolumeRecord, drains: &Drains, r: &Redundancy) -> Vec<usize> {
+    let extents = if v.state == VolumeState::Coded { &v.fragments } else { &v.replicas };
+    (0..extents.len())
+        .filter(|i| !r.lost.contains(i) && drains.drains(extents[*i].node_id, extents[*i].disk_id))
+        .collect()
 }
 
 /// Nodes the failure detector should mark down now: up, and silent for `down_after_ms`.
@@ -220,6 +234,7 @@ pub fn plan(
     nodes: &[NodeRecord],
     disks: &[DiskRecord],
     liveness: Liveness,
+    drains: &Drains,
     settings: &RepairSettings,
     budget: &mut RepairBudget,
 ) -> Vec<Command> {
@@ -246,16 +261,21 @@ pub fn plan(
     }
     let mut running_count = repairs.values().filter(|r| running(r.task, &health.nodes, liveness)).count();
 
-    let mut at_risk: Vec<(&VolumeRecord, Redundancy)> = volumes
+    // Lost extents first (fewest extents left to lose first), then drained ones.
+    let mut at_risk: Vec<(&VolumeRecord, Redundancy, Vec<usize>)> = volumes
         .iter()
-        .map(|v| (v, health.redundancy(v, settings.replicas)))
-        .filter(|(_, r)| !r.lost.is_empty())
+        .map(|v| {
+            let r = health.redundancy(v, settings.replicas);
+            let moving = draining(v, drains, &r);
+            (v, r, moving)
+        })
+        .filter(|(_, r, moving)| !r.lost.is_empty() || !moving.is_empty())
         .collect();
-    at_risk.sort_by_key(|(v, r)| (r.can_lose, v.volume_id));
+    at_risk.sort_by_key(|(v, r, _)| (r.lost.is_empty(), r.can_lose, v.volume_id));
 
-    let view = cluster_view(nodes, disks, liveness);
+    let view = cluster_view(nodes, disks, liveness, drains);
     let mut commands = Vec::new();
-    for (v, r) in at_risk {
+    for (v, r, moving) in at_risk {
         if commands.len() >= REPAIRS_PER_PASS_MAX {
             break;
         }
@@ -263,7 +283,7 @@ pub fn plan(
             VolumeState::Open => commands.push(Command::SealVolume {
                 volume_id: v.volume_id,
                 length_bytes: None,
-                fragments: fragment_places(nodes, disks, v, v.size_bytes, liveness),
+                fragments: fragment_places(nodes, disks, v, v.size_bytes, liveness, drains),
             }),
             VolumeState::Sealed if encodes.contains(&v.volume_id) => {}
             VolumeState::Sealed | VolumeState::Coded => {
@@ -286,7 +306,7 @@ pub fn plan(
                     !r.lost.contains(i)
                         && health.nodes.get(&p.node_id).is_some_and(|n| liveness.heard_from(n))
                 });
-                for &slot in &r.lost {
+                for &slot in r.lost.iter().chain(&moving) {
                     if running_count >= settings.tasks_max || !budget.allows(settings.bytes_per_sec) {
                         return commands;
                     }
@@ -330,7 +350,13 @@ pub fn plan(
                         }
                     };
                     current[slot] = Some(DiskRef { disk_id: target.disk_id, node_id: target.node_id });
-                    let kind = if coded {
+                    let from_itself = moving.contains(&slot)
+                        && health.nodes.get(&replaces.node_id).is_some_and(|n| liveness.heard_from(n));
+                    let part = if coded { Part::Fragment { index: slot as u32 } } else { Part::Replica };
+                    let kind = if from_itself {
+                        // A drained extent is still good: copied as it is.
+                        TaskKind::Copy { volume_id: v.volume_id, part, source: replaces, target, replaces }
+                    } else if coded {
                         TaskKind::Reconstruct { volume_id: v.volume_id, index: slot as u32, target, replaces }
                     } else {
                         let Some((_, source)) = source else { break };
@@ -439,7 +465,16 @@ mod tests {
         nodes: &[NodeRecord],
         disks: &[DiskRecord],
     ) -> Vec<Command> {
-        plan(volumes, tasks, nodes, disks, liveness(), &settings(), &mut RepairBudget::default())
+        plan(
+            volumes,
+            tasks,
+            nodes,
+            disks,
+            liveness(),
+            &Drains::default(),
+            &settings(),
+            &mut RepairBudget::default(),
+        )
     }
 
     fn down(nodes: &mut [NodeRecord], node_id: u64) {
@@ -513,7 +548,16 @@ mod tests {
         assert_eq!(first, 2, "{commands:?}");
         // At most tasks_max at once, counting those already queued.
         let few = RepairSettings { tasks_max: 2, ..settings() };
-        let limited = plan(&[v1, v2], &[], &nodes, &disks, liveness(), &few, &mut RepairBudget::default());
+        let limited = plan(
+            &[v1, v2],
+            &[],
+            &nodes,
+            &disks,
+            liveness(),
+            &Drains::default(),
+            &few,
+            &mut RepairBudget::default(),
+        );
         assert_eq!(limited.len(), 2);
     }
 
@@ -616,7 +660,16 @@ mod tests {
         let mut budget = RepairBudget::default();
         budget.refill(NOW, limited.bytes_per_sec);
         let v = coded(1); // fragments of 1 MiB: one second of budget each
-        let first = plan(std::slice::from_ref(&v), &[], &nodes, &disks, liveness(), &limited, &mut budget);
+        let first = plan(
+            std::slice::from_ref(&v),
+            &[],
+            &nodes,
+            &disks,
+            liveness(),
+            &Drains::default(),
+            &limited,
+            &mut budget,
+        );
         assert_eq!(reconstructs(&first).len(), 1, "one second's budget, one fragment");
         let mut again = |at: u64| {
             budget.refill(at, limited.bytes_per_sec);
@@ -626,6 +679,7 @@ mod tests {
                 &nodes,
                 &disks,
                 liveness(),
+                &Drains::default(),
                 &limited,
                 &mut budget,
             ))
@@ -637,5 +691,59 @@ mod tests {
         assert_eq!(again(NOW + 500), 0, "-0.5 MiB");
         assert_eq!(again(NOW + 900), 0, "-0.1 MiB");
         assert_eq!(again(NOW + 1800), 1, "+0.8 MiB");
+    }
+
+    #[test]
+    fn a_drained_node_is_copied_off_after_the_lost_extents_and_takes_nothing_new() {
+        let (mut nodes, disks) = cell();
+        let v1 = coded(1);
+        let mut drains = Drains::default();
+        drains.nodes.insert(2);
+        let commands = plan(
+            std::slice::from_ref(&v1),
+            &[],
+            &nodes,
+            &disks,
+            liveness(),
+            &drains,
+            &settings(),
+            &mut RepairBudget::default(),
+        );
+        let copies: Vec<(u32, ExtentPlace, ExtentPlace)> = commands
+            .iter()
+            .map(|c| match c {
+                Command::PlanRepair {
+                    kind: TaskKind::Copy { part: Part::Fragment { index }, source, target, replaces, .. },
+                    ..
+                } => {
+                    assert_eq!(source, replaces, "a drained fragment is copied as it is");
+                    (*index, *target, *replaces)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(copies.iter().map(|c| c.0).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert!(copies.iter().all(|c| c.1.node_id == 4 && c.2.node_id == 2), "{copies:?}");
+        // Redundancy is whole while draining; status counts what is left to move.
+        let st = status(std::slice::from_ref(&v1), &[], &nodes, &disks, &drains, 3);
+        assert_eq!((st.below_full, st.extents_draining), (0, 3));
+        // A lost extent goes before a drained one; a drained node that is down is rebuilt.
+        let mut v2 = coded(2);
+        v2.fragments[0] = place(4, 1);
+        down(&mut nodes, 3);
+        let commands = plan(
+            &[v1, v2],
+            &[],
+            &nodes,
+            &disks,
+            liveness(),
+            &drains,
+            &settings(),
+            &mut RepairBudget::default(),
+        );
+        assert!(
+            matches!(&commands[0], Command::PlanRepair { kind: TaskKind::Reconstruct { .. }, .. }),
+            "{commands:?}"
+        );
     }
 }

@@ -141,6 +141,12 @@ impl MasterService {
     fn disks(&self) -> Result<Vec<DiskRecord>, Status> {
         self.reader.records(PREFIX_DISK, Kind::Disk).map_err(internal)
     }
+
+    fn drains(&self) -> Result<state::Drains, Status> {
+        let records: Vec<crate::types::DrainRecord> =
+            self.reader.records(state::PREFIX_DRAIN, Kind::Drain).map_err(internal)?;
+        Ok(state::Drains::from_records(&records))
+    }
 }
 
 fn expect_volume(response: command::Response) -> Result<Response<pb::Volume>, Status> {
@@ -290,7 +296,12 @@ impl Master for MasterService {
         // Placement is decided here, on the leader's current view; applying re-checks that
         // the chosen disks still serve.
         self.linearizable().await?;
-        let view = crate::placement_view::cluster_view(&self.nodes()?, &self.disks()?, self.liveness());
+        let view = crate::placement_view::cluster_view(
+            &self.nodes()?,
+            &self.disks()?,
+            self.liveness(),
+            &self.drains()?,
+        );
         let seed = state::counters(&self.reader).map_err(internal)?.next_volume_id;
         let size = self.settings.volume_size_bytes;
         // Nodes the writer just failed on are passed over when the rest of the cell can
@@ -422,6 +433,7 @@ impl Master for MasterService {
                 &v,
                 r.length_bytes.unwrap_or(v.size_bytes),
                 self.liveness(),
+                &self.drains()?,
             ),
             _ => Vec::new(),
         };
@@ -449,6 +461,21 @@ impl Master for MasterService {
             now_unix_ms: now_unix_ms(),
         };
         expect_volume(self.write_once(once, command).await?)
+    }
+
+    async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<pb::DrainResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        let target = match r.target {
+            Some(pb::drain_request::Target::NodeId(node_id)) => crate::types::DrainTarget::Node { node_id },
+            Some(pb::drain_request::Target::DiskId(disk_id)) => crate::types::DrainTarget::Disk { disk_id },
+            None => return Err(bad_request("Drain needs a node_id or a disk_id")),
+        };
+        let command = Command::SetDrain { target, drained: !r.undrain, now_unix_ms: now_unix_ms() };
+        match self.write_once(r.request_id, command).await? {
+            command::Response::Empty => Ok(Response::new(pb::DrainResponse {})),
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
     }
 
     async fn drop_references(
@@ -587,6 +614,7 @@ impl Master for MasterService {
         let nodes = self.nodes()?;
         let disks = self.disks()?;
         let repair = self.repair_status(&nodes, &disks)?;
+        let drains = self.drains()?;
         Ok(Response::new(pb::StatusResponse {
             node_id: self.id,
             leader_id: metrics.current_leader,
@@ -613,6 +641,9 @@ impl Master for MasterService {
             repair_tasks_max: self.settings.repair_tasks_max,
             repair_bytes_per_sec: self.settings.repair_bytes_per_sec,
             repair_bytes_pending: repair.bytes_pending,
+            extents_draining: repair.extents_draining,
+            drained_nodes: drains.nodes.iter().copied().collect(),
+            drained_disks: drains.disks.iter().copied().collect(),
         }))
     }
 }
@@ -625,7 +656,14 @@ impl MasterService {
             self.reader.records(state::PREFIX_VOLUME, Kind::Volume).map_err(internal)?;
         let tasks: Vec<crate::tasks::TaskRecord> =
             self.reader.records(crate::tasks::PREFIX_TASK, Kind::Task).map_err(internal)?;
-        Ok(crate::repair::status(&volumes, &tasks, nodes, disks, usize::from(self.settings.replicas)))
+        Ok(crate::repair::status(
+            &volumes,
+            &tasks,
+            nodes,
+            disks,
+            &self.drains()?,
+            usize::from(self.settings.replicas),
+        ))
     }
 }
 

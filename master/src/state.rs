@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{self, Kind};
 use crate::command::Hash32;
-use crate::types::{Counters, DiskRecord, IndexEntry, NodeRecord, RECORD_VERSION, VolumeRecord};
+use crate::types::{
+    Counters, DiskRecord, DrainRecord, DrainTarget, IndexEntry, NodeRecord, RECORD_VERSION, VolumeRecord,
+};
 
 /// Key of the counters record.
 pub const KEY_COUNTERS: &[u8] = b"c";
@@ -21,6 +23,49 @@ pub const PREFIX_DISK: u8 = b'd';
 pub const PREFIX_VOLUME: u8 = b'v';
 /// Prefix of block index entries (then the 32-byte hash).
 pub const PREFIX_INDEX: u8 = b'i';
+/// Prefix of drain records (then 0 and a node id, or 1 and a disk id, big-endian).
+pub const PREFIX_DRAIN: u8 = b'r';
+
+/// Key of the drain record of `target`.
+pub fn drain_key(target: DrainTarget) -> [u8; 10] {
+    let (tag, id) = match target {
+        DrainTarget::Node { node_id } => (0u8, node_id),
+        DrainTarget::Disk { disk_id } => (1u8, disk_id),
+    };
+    let mut key = [0u8; 10];
+    key[0] = PREFIX_DRAIN;
+    key[1] = tag;
+    key[2..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The drains in force, by target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drains {
+    /// Drained nodes.
+    pub nodes: std::collections::BTreeSet<u64>,
+    /// Drained disks.
+    pub disks: std::collections::BTreeSet<u64>,
+}
+
+impl Drains {
+    /// From the drain records.
+    pub fn from_records(records: &[DrainRecord]) -> Drains {
+        let mut out = Drains::default();
+        for r in records {
+            match r.target {
+                DrainTarget::Node { node_id } => out.nodes.insert(node_id),
+                DrainTarget::Disk { disk_id } => out.disks.insert(disk_id),
+            };
+        }
+        out
+    }
+
+    /// Whether disk `disk_id` of node `node_id` is drained (itself or its node).
+    pub fn drains(&self, node_id: u64, disk_id: u64) -> bool {
+        self.nodes.contains(&node_id) || self.disks.contains(&disk_id)
+    }
+}
 
 /// Key of a record with a numeric id.
 pub fn id_key(prefix: u8, id: u64) -> [u8; 9] {

@@ -103,6 +103,32 @@ pub struct DiskRecord {
     pub trash_extents: u64,
 }
 
+/// What an operator drains: everything is moved off it, and it takes no new extents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DrainTarget {
+    /// Every disk of a node.
+    Node {
+        /// The node.
+        node_id: u64,
+    },
+    /// One disk.
+    Disk {
+        /// The disk.
+        disk_id: u64,
+    },
+}
+
+/// A drain in force (key `'r'` + target; removed by undrain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    /// Encoding version.
+    pub v: u32,
+    /// What is drained.
+    pub target: DrainTarget,
+    /// When the drain was committed (leader's clock).
+    pub since_unix_ms: u64,
+}
+
 /// Lifecycle of a volume (DESIGN section 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -180,7 +180,12 @@ fn commands_round_trip_and_an_index_entry_costs_a_third_of_its_json() {
     };
     // Variant indices are part of the format (docs/FORMAT.md 13.4): pinned.
     assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &down).expect("encode")), "01010e04a0f73606");
-    for command in [&commit, &once, &down, &repair] {
+    let drain = Command::SetDrain {
+        target: cellar_master::types::DrainTarget::Disk { disk_id: 3 },
+        drained: true,
+        now_unix_ms: 8,
+    };
+    for command in [&commit, &once, &down, &repair, &drain] {
         let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
         let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
         assert_eq!(&back, command);
@@ -295,6 +300,14 @@ fn populated() -> State {
     };
     let r = apply::apply(&mut state, &enqueue).expect("apply");
     let Response::TaskQueued { .. } = r else { panic!("enqueue: {r:?}") };
+    let drain = Command::SetDrain {
+        target: cellar_master::types::DrainTarget::Node { node_id: replicas[1].node_id },
+        drained: true,
+        now_unix_ms: 9,
+    };
+    let r = apply::apply(&mut state, &drain).expect("apply");
+    assert_eq!(r, Response::Empty, "drain");
+    assert!(state.keys().any(|k| k[0] == b'r'), "a drain record");
     state
 }
 
@@ -314,6 +327,7 @@ fn a_state_written_to_a_snapshot_installs_into_an_empty_one_unchanged() {
             b's' => Some(Kind::Session),
             b'o' => Some(Kind::Outcome),
             b'e' => Some(Kind::EncodeTask),
+            b'r' => Some(Kind::Drain),
             _ => None, // index entries, queue and expiry keys: their own layouts
         };
         if let Some(kind) = kind {
