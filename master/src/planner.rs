@@ -86,12 +86,14 @@ pub fn plan(
     }
     budget.refill(now_unix_ms, settings.repair.bytes_per_sec);
     commands.extend(crate::repair::plan(
-        &volumes,
-        &tasks,
-        &nodes,
-        &disks,
+        &crate::repair::Inputs {
+            volumes: &volumes,
+            tasks: &tasks,
+            nodes: &nodes,
+            disks: &disks,
+            drains: &drains,
+        },
         liveness,
-        &drains,
         &settings.repair,
         budget,
     ));

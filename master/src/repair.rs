@@ -227,17 +227,29 @@ fn running(t: &TaskRecord, nodes: &BTreeMap<u64, &NodeRecord>, liveness: Livenes
     }
 }
 
+/// The records one repair pass reads.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    /// Every volume.
+    pub volumes: &'a [VolumeRecord],
+    /// Every task.
+    pub tasks: &'a [TaskRecord],
+    /// Every node.
+    pub nodes: &'a [NodeRecord],
+    /// Every disk.
+    pub disks: &'a [DiskRecord],
+    /// The drains in force.
+    pub drains: &'a Drains,
+}
+
 /// One pass of the repair planner: the commands to propose, most at-risk volume first.
 pub fn plan(
-    volumes: &[VolumeRecord],
-    tasks: &[TaskRecord],
-    nodes: &[NodeRecord],
-    disks: &[DiskRecord],
+    inputs: &Inputs<'_>,
     liveness: Liveness,
-    drains: &Drains,
     settings: &RepairSettings,
     budget: &mut RepairBudget,
 ) -> Vec<Command> {
+    let Inputs { volumes, tasks, nodes, disks, drains } = *inputs;
     let health = Health::new(nodes, disks);
     // Repairs queued, by (volume, slot): the fragment index, or the replaced replica's disk.
     let mut repairs: BTreeMap<(u64, u64), InFlight<'_>> = BTreeMap::new();
@@ -466,12 +478,8 @@ mod tests {
         disks: &[DiskRecord],
     ) -> Vec<Command> {
         plan(
-            volumes,
-            tasks,
-            nodes,
-            disks,
+            &Inputs { volumes, tasks, nodes, disks, drains: &Drains::default() },
             liveness(),
-            &Drains::default(),
             &settings(),
             &mut RepairBudget::default(),
         )
@@ -549,12 +557,14 @@ mod tests {
         // At most tasks_max at once, counting those already queued.
         let few = RepairSettings { tasks_max: 2, ..settings() };
         let limited = plan(
-            &[v1, v2],
-            &[],
-            &nodes,
-            &disks,
+            &Inputs {
+                volumes: &[v1, v2],
+                tasks: &[],
+                nodes: &nodes,
+                disks: &disks,
+                drains: &Drains::default(),
+            },
             liveness(),
-            &Drains::default(),
             &few,
             &mut RepairBudget::default(),
         );
@@ -661,12 +671,14 @@ mod tests {
         budget.refill(NOW, limited.bytes_per_sec);
         let v = coded(1); // fragments of 1 MiB: one second of budget each
         let first = plan(
-            std::slice::from_ref(&v),
-            &[],
-            &nodes,
-            &disks,
+            &Inputs {
+                volumes: std::slice::from_ref(&v),
+                tasks: &[],
+                nodes: &nodes,
+                disks: &disks,
+                drains: &Drains::default(),
+            },
             liveness(),
-            &Drains::default(),
             &limited,
             &mut budget,
         );
@@ -674,12 +686,14 @@ mod tests {
         let mut again = |at: u64| {
             budget.refill(at, limited.bytes_per_sec);
             reconstructs(&plan(
-                std::slice::from_ref(&v),
-                &[],
-                &nodes,
-                &disks,
+                &Inputs {
+                    volumes: std::slice::from_ref(&v),
+                    tasks: &[],
+                    nodes: &nodes,
+                    disks: &disks,
+                    drains: &Drains::default(),
+                },
                 liveness(),
-                &Drains::default(),
                 &limited,
                 &mut budget,
             ))
@@ -700,12 +714,14 @@ mod tests {
         let mut drains = Drains::default();
         drains.nodes.insert(2);
         let commands = plan(
-            std::slice::from_ref(&v1),
-            &[],
-            &nodes,
-            &disks,
+            &Inputs {
+                volumes: std::slice::from_ref(&v1),
+                tasks: &[],
+                nodes: &nodes,
+                disks: &disks,
+                drains: &drains,
+            },
             liveness(),
-            &drains,
             &settings(),
             &mut RepairBudget::default(),
         );
@@ -732,12 +748,8 @@ mod tests {
         v2.fragments[0] = place(4, 1);
         down(&mut nodes, 3);
         let commands = plan(
-            &[v1, v2],
-            &[],
-            &nodes,
-            &disks,
+            &Inputs { volumes: &[v1, v2], tasks: &[], nodes: &nodes, disks: &disks, drains: &drains },
             liveness(),
-            &drains,
             &settings(),
             &mut RepairBudget::default(),
         );
