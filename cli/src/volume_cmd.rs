@@ -48,6 +48,12 @@ pub struct VolumeArgs {
     /// seconds (default: a day).
     #[arg(long, default_value_t = cellar_volume::trash::TRASH_RETENTION_DEFAULT.as_secs())]
     trash_retention_secs: u64,
+    /// Bytes per second the scrubber reads and checks at most (0: no scrubbing).
+    #[arg(long, default_value_t = cellar_volume::scrub::ScrubConfig::default().bytes_per_sec)]
+    scrub_bytes_per_sec: u64,
+    /// Shortest time between the starts of two full scrub passes, in seconds (default: a week).
+    #[arg(long, default_value_t = cellar_volume::scrub::ScrubConfig::default().period.as_secs())]
+    scrub_period_secs: u64,
     /// Address to serve GET /metrics (Prometheus text) on, e.g. 127.0.0.1:9201.
     #[arg(long)]
     metrics: Option<String>,
@@ -71,6 +77,10 @@ pub fn run(args: VolumeArgs) -> Result<()> {
     };
     config.deadlines = args.deadlines.deadlines();
     config.trash_retention = Duration::from_secs(args.trash_retention_secs);
+    config.scrub = cellar_volume::scrub::ScrubConfig {
+        bytes_per_sec: args.scrub_bytes_per_sec,
+        period: Duration::from_secs(args.scrub_period_secs),
+    };
     config.validate().map_err(|e| anyhow!(e))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;

@@ -10,7 +10,8 @@
 //! of a live server is deleted: the disk is reported failed and what it held is rebuilt on
 //! other disks, the same way. A second cell has bytes flipped inside a fragment and inside
 //! a replica record: reads still return the right bytes, the first read reports the bad
-//! extent, and it is rebuilt; then a node of it is drained with `cellar admin drain` and
+//! extent, and it is rebuilt; a parity fragment no read touches is corrupted and the
+//! scrubber finds it; then a node of it is drained with `cellar admin drain` and
 //! ends empty.
 
 mod common;
@@ -221,6 +222,10 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
         disks_per_server: 2,
         volume_mib: 4,
         master_config: REPAIR_CONFIG.into(),
+        // The scrubber runs fast and starts a pass every second.
+        volume_args: ["--scrub-bytes-per-sec", "200000000", "--scrub-period-secs", "1"]
+            .map(String::from)
+            .to_vec(),
         ..CellSpec::default()
     };
     let cell = Cell::start(&spec);
@@ -309,6 +314,34 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
     assert_eq!(value(&metrics, "cellar_master_volumes_below_full "), 0.0);
     assert_eq!(value(&metrics, "cellar_master_repair_tasks_open "), 0.0);
     assert_eq!(value(&metrics, "cellar_master_nodes_down "), 0.0);
+    check_all(&cell, &acked, |_| true);
+
+    // The scrubber: bytes flipped in a parity fragment, which no read touches while the
+    // data fragments are whole, are found by the scrubber of its server, reported and
+    // rebuilt.
+    let c = stat(&a, &cell.base, &coded_hash);
+    let parity = &c["fragments"][8];
+    let (parity_node, parity_disk) =
+        (parity["node"].as_u64().expect("node"), parity["disk"].as_u64().expect("disk"));
+    let volume = c["volume"].as_u64().expect("volume");
+    let parity_file =
+        std::path::Path::new(&disk_path(parity_disk)).join("extents").join(format!("v{volume:016x}.f08"));
+    let mut bytes = std::fs::read(&parity_file).expect("read the parity fragment");
+    for at in (4096..bytes.len()).step_by(65_536) {
+        bytes[at] ^= 0xff;
+    }
+    std::fs::write(&parity_file, &bytes).expect("write the parity fragment back");
+    let deadline = Instant::now() + WAIT;
+    while stat(&a, &cell.base, &coded_hash)["fragments"][8]["disk"].as_u64() == Some(parity_disk) {
+        assert!(Instant::now() < deadline, "the scrubber's finding was not rebuilt in time");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let scrubbed = scrape(&metrics_url(&cell.volume(parity_node).log));
+    assert!(value(&scrubbed, "cellar_volume_scrub_total{what=\"findings\"} ") >= 1.0, "{scrubbed}");
+    assert!(value(&scrubbed, "cellar_volume_scrub_total{what=\"passes\"} ") >= 1.0, "{scrubbed}");
+    wait_status(&masters, "full redundancy after the scrub finding", |s| {
+        s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
     check_all(&cell, &acked, |_| true);
 
     // Drain: an operator empties a node on purpose; everything it holds is copied off,

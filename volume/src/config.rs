@@ -59,6 +59,24 @@ pub struct VolumeConfig {
     /// How long a deleted extent stays in a disk's trash before it is unlinked (see
     /// [`crate::trash`]).
     pub trash_retention: Duration,
+    /// The scrubber's rate and pass period (see [`crate::scrub`]).
+    pub scrub: ScrubConfig,
+}
+
+/// How hard the scrubber works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubConfig {
+    /// Bytes read per second at most; 0 turns the scrubber off.
+    pub bytes_per_sec: u64,
+    /// Shortest time from the start of one full pass to the start of the next.
+    pub period: Duration,
+}
+
+impl Default for ScrubConfig {
+    /// 32 MB/s, a pass at most once a week.
+    fn default() -> Self {
+        ScrubConfig { bytes_per_sec: 32_000_000, period: Duration::from_secs(7 * 24 * 3600) }
+    }
 }
 
 impl VolumeConfig {
@@ -87,6 +105,7 @@ impl VolumeConfig {
             inflight_max_bytes: crate::SERVER_INFLIGHT_MAX_BYTES,
             deadlines: crate::deadline::CallDeadlines::default(),
             trash_retention: TRASH_RETENTION_DEFAULT,
+            scrub: ScrubConfig::default(),
         }
     }
 

@@ -47,6 +47,23 @@ pub struct VolumeMetrics {
     pub(crate) trash_purged_extents: AtomicU64,
     /// 1 while encodes are left queued because the server is busy with appends.
     pub(crate) encode_deferring: AtomicU64,
+    /// The scrubber's progress and findings.
+    pub scrub: ScrubCounters,
+}
+
+/// What the scrubber has done since the server started.
+#[derive(Debug, Default)]
+pub struct ScrubCounters {
+    /// Bytes read and checked.
+    pub bytes: AtomicU64,
+    /// Extents checked.
+    pub extents: AtomicU64,
+    /// Corrupt extents found (each reported to the master).
+    pub findings: AtomicU64,
+    /// Extents that could not be read (other errors than corruption).
+    pub errors: AtomicU64,
+    /// Full passes over every disk completed.
+    pub passes: AtomicU64,
 }
 
 impl VolumeMetrics {

@@ -65,6 +65,18 @@ pub async fn render(shared: &Shared) -> String {
         m.trash_purged_extents.load(Ordering::Relaxed)
     );
     let _ = writeln!(out, "cellar_volume_trash_purged_total{{unit=\"bytes\"}} {}", m.trash_purges.bytes());
+    let _ = writeln!(out, "# HELP cellar_volume_scrub_total What the scrubber has checked and found.");
+    let _ = writeln!(out, "# TYPE cellar_volume_scrub_total counter");
+    for (what, counter) in [
+        ("bytes", &m.scrub.bytes),
+        ("extents", &m.scrub.extents),
+        ("findings", &m.scrub.findings),
+        ("errors", &m.scrub.errors),
+        ("passes", &m.scrub.passes),
+    ] {
+        let _ =
+            writeln!(out, "cellar_volume_scrub_total{{what=\"{what}\"}} {}", counter.load(Ordering::Relaxed));
+    }
     let _ = writeln!(
         out,
         "# HELP cellar_volume_budget_bytes Request payload bytes held now, at peak, and the limit."
