@@ -36,6 +36,12 @@ pub struct FrontendArgs {
     /// Open HTTP connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = cellar_frontend::HTTP_CONNECTIONS_MAX)]
     http_connections_max: usize,
+    /// Storage watcher: one stored put in this many is read back later (0: off).
+    #[arg(long, default_value_t = cellar_frontend::config::WatchConfig::default().sample_one_in)]
+    watch_sample_one_in: u64,
+    /// Storage watcher: how long after its put a sampled block is read back, in seconds.
+    #[arg(long, default_value_t = cellar_frontend::config::WatchConfig::default().delay.as_secs())]
+    watch_delay_secs: u64,
 }
 
 pub fn run(args: FrontendArgs) -> Result<()> {
@@ -50,6 +56,10 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.put_body_timeout = std::time::Duration::from_millis(args.put_body_timeout_ms);
     config.put_body_idle_timeout = std::time::Duration::from_millis(args.put_body_idle_timeout_ms);
     config.http_connections_max = args.http_connections_max;
+    config.watch = cellar_frontend::config::WatchConfig {
+        sample_one_in: args.watch_sample_one_in,
+        delay: std::time::Duration::from_secs(args.watch_delay_secs),
+    };
     config.validate().map_err(|e| anyhow!(e))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;

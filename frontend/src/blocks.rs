@@ -99,6 +99,8 @@ pub struct Blocks {
     put_body_idle_timeout: std::time::Duration,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The storage watcher's queue (stored puts to read back later).
+    pub watcher: Arc<crate::watcher::Watcher>,
 }
 
 /// The length of a block's record on a replica: its payload behind the record header.
@@ -128,6 +130,7 @@ impl Blocks {
             gets: Arc::new(Semaphore::new(GETS_IN_FLIGHT_MAX)),
             block_size_max_bytes: limits.block_size_max_bytes,
             metrics,
+            watcher: Arc::new(crate::watcher::Watcher::new(config.watch)),
         }
     }
 
@@ -234,6 +237,8 @@ impl Blocks {
                 self.metrics.put_bytes.add(outcome.size);
                 if outcome.deduplicated {
                     self.metrics.dedup_hits.add(1);
+                } else if let Ok(Ok(hash)) = hex::decode(&outcome.hash).map(<[u8; 32]>::try_from) {
+                    self.watcher.note_put(hash);
                 }
                 self.metrics.put_latency.observe(started.elapsed());
             }

@@ -43,6 +43,8 @@ pub struct FrontendConfig {
     pub put_body_idle_timeout: Duration,
     /// Open HTTP connections served at once (see [`crate::HTTP_CONNECTIONS_MAX`]).
     pub http_connections_max: usize,
+    /// The storage watcher's sample and delay (see [`crate::watcher`]).
+    pub watch: WatchConfig,
     /// Masters running in this process (`cellar dev`), called without a socket.
     pub local_masters: Option<cellar_master_api::client::LocalMasters>,
 }
@@ -65,6 +67,7 @@ impl FrontendConfig {
             deadlines: cellar_volume_api::deadline::CallDeadlines::default(),
             put_body_timeout: Duration::from_millis(crate::PUT_BODY_TIMEOUT_MS),
             put_body_idle_timeout: Duration::from_millis(crate::PUT_BODY_IDLE_TIMEOUT_MS),
+            watch: WatchConfig::default(),
             http_connections_max: crate::HTTP_CONNECTIONS_MAX,
             local_masters: None,
         }
@@ -154,6 +157,22 @@ pub struct CellLimits {
 pub const LEASE_RENEWALS_PER_LEASE: u32 = 6;
 /// Shortest renewal period derived from the masters' lease.
 pub const LEASE_RENEW_MIN: Duration = Duration::from_millis(100);
+
+/// What the watcher checks and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// One stored put in this many is re-read; 0 turns the watcher off.
+    pub sample_one_in: u64,
+    /// How long after its put a block is re-read.
+    pub delay: Duration,
+}
+
+impl Default for WatchConfig {
+    /// One put in 100, re-read a minute later.
+    fn default() -> Self {
+        WatchConfig { sample_one_in: 100, delay: Duration::from_secs(60) }
+    }
+}
 
 #[cfg(test)]
 mod tests {

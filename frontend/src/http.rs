@@ -347,6 +347,23 @@ async fn stat_block(State(blocks): State<Shared>, Path(hash): Path<String>) -> R
 async fn metrics(State(blocks): State<Shared>) -> Response {
     let ctype = HeaderValue::from_static("text/plain; version=0.0.4");
     let mut text = blocks.metrics.render();
+    {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering;
+        let w = &blocks.watcher;
+        let _ = writeln!(
+            text,
+            "# HELP cellar_frontend_watcher_total Storage watcher: stored puts read back later."
+        );
+        let _ = writeln!(text, "# TYPE cellar_frontend_watcher_total counter");
+        for (what, c) in [("intact", &w.checked), ("findings", &w.findings), ("dropped", &w.dropped)] {
+            let _ = writeln!(
+                text,
+                "cellar_frontend_watcher_total{{what=\"{what}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
     let cluster = blocks.cluster();
     for (name, help, value) in [
         (
@@ -539,6 +556,21 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
             tracing::error!(error = %e, "frontend HTTP server stopped");
         }
     }));
+    let (checker, watcher, watch_stop) = (blocks.clone(), blocks.watcher.clone(), stop_rx.clone());
+    tasks.push(tokio::spawn(crate::watcher::run(
+        watcher,
+        move |hash| {
+            let blocks = checker.clone();
+            async move {
+                match blocks.get(&hash).await {
+                    Ok(_) => crate::watcher::Check::Intact,
+                    Err(crate::blocks::BlockError::NotFound(_)) => crate::watcher::Check::Gone,
+                    Err(e) => crate::watcher::Check::Failed(e.to_string()),
+                }
+            }
+        },
+        watch_stop,
+    )));
     let (renewer, period, mut renew_stop) = (blocks.clone(), limits.lease_renew, stop_rx);
     tasks.push(tokio::spawn(async move {
         loop {

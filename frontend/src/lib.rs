@@ -11,6 +11,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod watcher;
 pub mod writers;
 
 pub use blocks::{BlockError, Blocks, PutOutcome};
