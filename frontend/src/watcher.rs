@@ -67,7 +67,7 @@ impl Watcher {
         if self.config.sample_one_in == 0 {
             return;
         }
-        if self.puts_seen.fetch_add(1, Ordering::Relaxed) % self.config.sample_one_in != 0 {
+        if !self.puts_seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.config.sample_one_in) {
             return;
         }
         let mut queue = lock(&self.queue);
