@@ -228,7 +228,6 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
             .to_vec(),
         // The storage watcher reads every stored put back a second later.
         frontend_args: ["--watch-sample-one-in", "1", "--watch-delay-secs", "1"].map(String::from).to_vec(),
-        ..CellSpec::default()
     };
     let cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
