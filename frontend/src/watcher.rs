@@ -1,7 +1,9 @@
 //! The storage watcher (DESIGN section 6, a verifier of "Pocket Watch"): one put in
 //! `sample_one_in` that stored new bytes is read back after `delay`, through the normal
 //! verified get path (whose failed reads report bad extents, which the master repairs).
-//! A block that no longer reads is a finding, logged and counted in `/metrics`. The queue
+//! A block that does not read is checked once more a little later (a get can fail for a
+//! moment: a master election, a server restarting); if it still does not read, it is a
+//! finding, logged and counted in `/metrics`. The queue
 //! of blocks to re-read is bounded; a sample that does not fit is dropped and counted.
 
 use std::collections::VecDeque;
@@ -15,6 +17,8 @@ use tokio::sync::watch;
 
 /// Blocks waiting for their re-read at most.
 pub const WATCH_QUEUE_MAX: usize = 10_000;
+/// How long after a failed re-read the block is tried again (at most the watcher's delay).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Re-reads at most at once.
 const CHECKS_PER_ROUND_MAX: usize = 64;
 
@@ -36,6 +40,8 @@ pub enum Check {
 pub struct Watcher {
     config: WatchConfig,
     queue: Mutex<VecDeque<(Instant, [u8; 32])>>,
+    /// Blocks whose first re-read failed, with when to try again.
+    retries: Mutex<VecDeque<(Instant, [u8; 32])>>,
     puts_seen: AtomicU64,
     /// Blocks re-read and intact.
     pub checked: AtomicU64,
@@ -55,6 +61,7 @@ impl Watcher {
         Watcher {
             config,
             queue: Mutex::new(VecDeque::new()),
+            retries: Mutex::new(VecDeque::new()),
             puts_seen: AtomicU64::new(0),
             checked: AtomicU64::new(0),
             findings: AtomicU64::new(0),
@@ -79,7 +86,11 @@ impl Watcher {
     }
 
     fn due(&self, now: Instant) -> Vec<[u8; 32]> {
-        let mut queue = lock(&self.queue);
+        Self::take_due(&self.queue, now)
+    }
+
+    fn take_due(queue: &Mutex<VecDeque<(Instant, [u8; 32])>>, now: Instant) -> Vec<[u8; 32]> {
+        let mut queue = lock(queue);
         let mut out = Vec::new();
         while out.len() < CHECKS_PER_ROUND_MAX && queue.front().is_some_and(|(at, _)| *at <= now) {
             if let Some((_, hash)) = queue.pop_front() {
@@ -101,12 +112,24 @@ where
     }
     let period = (watcher.config.delay / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));
     loop {
-        for hash in watcher.due(Instant::now()) {
+        let now = Instant::now();
+        let first = watcher.due(now).into_iter().map(|h| (h, false));
+        let again = Watcher::take_due(&watcher.retries, now).into_iter().map(|h| (h, true));
+        for (hash, retried) in first.chain(again).collect::<Vec<_>>() {
             match check(hash).await {
                 Check::Intact => {
                     watcher.checked.fetch_add(1, Ordering::Relaxed);
                 }
                 Check::Gone => {}
+                Check::Failed(reason) if !retried => {
+                    tracing::warn!(block = %hex::encode(hash), %reason, "storage watcher: a re-read failed; trying again");
+                    let mut retries = lock(&watcher.retries);
+                    if retries.len() < WATCH_QUEUE_MAX {
+                        retries.push_back((Instant::now() + RETRY_AFTER.min(watcher.config.delay), hash));
+                    } else {
+                        watcher.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Check::Failed(reason) => {
                     watcher.findings.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(block = %hex::encode(hash), %reason, "storage watcher: a stored block does not read back");
@@ -141,5 +164,38 @@ mod tests {
             every.note_put([(i % 251) as u8; 32]);
         }
         assert_eq!(every.dropped.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn a_failed_re_read_is_tried_again_before_it_counts_as_a_finding() {
+        let w = Arc::new(Watcher::new(WatchConfig { sample_one_in: 1, delay: Duration::ZERO }));
+        w.note_put([1; 32]); // fails once, then reads
+        w.note_put([2; 32]); // never reads
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, stop_rx) = watch::channel(false);
+        let seen = calls.clone();
+        let runner = tokio::spawn(run(
+            w.clone(),
+            move |hash: [u8; 32]| {
+                let seen = seen.clone();
+                async move {
+                    let mut seen = lock(&seen);
+                    let tries = seen.iter().filter(|h| **h == hash).count();
+                    seen.push(hash);
+                    if hash == [1; 32] && tries > 0 { Check::Intact } else { Check::Failed("no".into()) }
+                }
+            },
+            stop_rx,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock(&calls).len() < 4 {
+            assert!(Instant::now() < deadline, "re-reads not done: {:?}", lock(&calls));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(true);
+        runner.await.expect("runner");
+        assert_eq!(w.checked.load(Ordering::Relaxed), 1);
+        assert_eq!(w.findings.load(Ordering::Relaxed), 1, "only the block that failed twice");
+        assert_eq!(lock(&calls).len(), 4, "each block re-read at most twice");
     }
 }
