@@ -15,6 +15,8 @@
 //! outside that range: a commit counted twice is one reference too many though every put
 //! was answered.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -131,15 +133,7 @@ struct Tally {
 
 /// The leader's id, from `cellar admin status --json`.
 fn leader(masters: &str) -> Option<u64> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellar"))
-        .args(["admin", "status", "--master", masters, "--json"])
-        .output()
-        .expect("run cellar admin status");
-    if !out.status.success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["leader"]["id"].as_u64()
+    common::admin_status(masters)?["leader"]["id"].as_u64()
 }
 
 /// A block's reference count through `cellar stat` (0 once its entry is gone).

@@ -32,16 +32,17 @@ const PUTS_AFTER_KILL_MIN: usize = 40;
 const REPAIR_CONFIG: &str = "block_size_max_bytes = 1048576\nnode_silent_after_ms = 1500\ndown_after_ms = 4000\n\
                              planner_interval_ms = 200\nrepair_bytes_per_sec = 8000000\n";
 
-/// `cellar admin status --json`, or none while no leader answers.
-fn status(masters: &str) -> Option<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellar"))
-        .args(["admin", "status", "--master", masters, "--json"])
-        .output()
-        .expect("run cellar admin status");
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+use common::admin_status as status;
+
+/// Puts block `i` for each `i` of `seeds`; every put must be acknowledged.
+fn put_all(base: &str, seeds: std::ops::Range<u64>, when: &str) -> Vec<(u64, String)> {
+    let a = agent(Duration::from_secs(30));
+    seeds
+        .map(|i| match put(&a, base, &block(i, BLOCK_BYTES)) {
+            PutAnswer::Stored(hash) => (i, hash),
+            other => panic!("put {i} {when}: {other:?}"),
+        })
+        .collect()
 }
 
 /// Waits until `cond` holds for the status, returning that status.
@@ -75,13 +76,7 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
     let masters = cell.masters.join(",");
     let a = agent(Duration::from_secs(30));
 
-    let mut acked: Vec<(u64, String)> = Vec::new();
-    for i in 0..PUTS_BEFORE_KILL {
-        match put(&a, &cell.base, &block(i, BLOCK_BYTES)) {
-            PutAnswer::Stored(hash) => acked.push((i, hash)),
-            other => panic!("put {i} before the kill: {other:?}"),
-        }
-    }
+    let mut acked = put_all(&cell.base, 0..PUTS_BEFORE_KILL, "before the kill");
     wait_status(&masters, "coded volumes", |s| s["volumes"]["coded"].as_u64().unwrap_or(0) >= 2);
 
     // The victim: a server holding a fragment of a coded volume.
@@ -182,13 +177,7 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
             disks.iter().any(|d| d["id"].as_u64() == Some(disk_id) && d["health"] == "failed")
         })
     });
-    for i in 0..20 {
-        let i = 100_000 + i;
-        match put(&a, &cell.base, &block(i, BLOCK_BYTES)) {
-            PutAnswer::Stored(hash) => acked.push((i, hash)),
-            other => panic!("put {i} after the disk failed: {other:?}"),
-        }
-    }
+    acked.extend(put_all(&cell.base, 100_000..100_020, "after the disk failed"));
     let s = wait_status(&masters, "full redundancy after the disk", |s| {
         s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
     });
@@ -232,13 +221,7 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
     let cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
     let a = agent(Duration::from_secs(30));
-    let mut acked: Vec<(u64, String)> = Vec::new();
-    for i in 0..150 {
-        match put(&a, &cell.base, &block(i, BLOCK_BYTES)) {
-            PutAnswer::Stored(hash) => acked.push((i, hash)),
-            other => panic!("put {i}: {other:?}"),
-        }
-    }
+    let acked = put_all(&cell.base, 0..150, "before the fault");
     wait_status(&masters, "a coded volume, no encode pending", |s| {
         s["volumes"]["coded"].as_u64().unwrap_or(0) >= 1
             && s["volumes"]["sealed"].as_u64() == Some(0)
@@ -397,14 +380,7 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
     };
     let mut cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
-    let a = agent(Duration::from_secs(30));
-    let mut acked: Vec<(u64, String)> = Vec::new();
-    for i in 0..150 {
-        match put(&a, &cell.base, &block(i, BLOCK_BYTES)) {
-            PutAnswer::Stored(hash) => acked.push((i, hash)),
-            other => panic!("put {i}: {other:?}"),
-        }
-    }
+    let mut acked = put_all(&cell.base, 0..150, "before the fault");
     let s = wait_status(&masters, "a coded volume, no encode pending", |s| {
         s["volumes"]["coded"].as_u64().unwrap_or(0) >= 1
             && s["volumes"]["sealed"].as_u64() == Some(0)
@@ -433,12 +409,7 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
     // Every block still reads (degraded where the zone held fragments), and puts go on
     // in the three zones left.
     check_all(&cell, &acked, |_| true);
-    for i in 1000..1040 {
-        match put(&a, &cell.base, &block(i, BLOCK_BYTES)) {
-            PutAnswer::Stored(hash) => acked.push((i, hash)),
-            other => panic!("put {i} with a zone down: {other:?}"),
-        }
-    }
+    acked.extend(put_all(&cell.base, 1000..1040, "with a zone down"));
     // Once the zone is down, its extents are rebuilt in the other zones.
     wait_status(&masters, "the zone marked down, the cell at full redundancy", |s| {
         let down = s["nodes"]

@@ -51,8 +51,12 @@ pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader, replicas: usize)
         "Index the last snapshot covers.",
         m.snapshot.as_ref().map_or(0, |l| l.index()),
     );
-    match crate::state::counters(reader) {
-        Ok(c) => {
+    // The counters and the redundancy scan both come from the applied state: one gauge
+    // says whether it could be read.
+    let read = crate::state::counters(reader)
+        .and_then(|c| crate::repair::read_status(reader, replicas).map(|r| (c, r)));
+    match &read {
+        Ok((c, r)) => {
             gauge(&mut out, "cellar_master_index_entries", "Entries in the block index.", c.index_entries);
             gauge(
                 &mut out,
@@ -65,88 +69,46 @@ pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader, replicas: usize)
             for (state, n) in ["open", "sealed", "coded"].iter().zip(c.volumes_by_state) {
                 let _ = writeln!(out, "cellar_master_volumes{{state=\"{state}\"}} {n}");
             }
-            match repair_status(reader, replicas) {
-                Ok(r) => {
-                    gauge(
-                        &mut out,
-                        "cellar_master_volumes_below_full",
-                        "Volumes with fewer healthy extents than their scheme calls for.",
-                        r.below_full,
-                    );
-                    let _ = writeln!(
-                        out,
-                        "# HELP cellar_master_volumes_by_redundancy Volumes by how many more extents each can lose."
-                    );
-                    let _ = writeln!(out, "# TYPE cellar_master_volumes_by_redundancy gauge");
-                    for (can_lose, n) in &r.by_can_lose {
-                        let _ = writeln!(
-                            out,
-                            "cellar_master_volumes_by_redundancy{{can_lose=\"{can_lose}\"}} {n}"
-                        );
-                    }
-                    gauge(
-                        &mut out,
-                        "cellar_master_repair_tasks_open",
-                        "Repair tasks queued or running.",
-                        r.tasks_open,
-                    );
-                    gauge(
-                        &mut out,
-                        "cellar_master_repair_tasks_failed",
-                        "Repair tasks given up.",
-                        r.tasks_failed,
-                    );
-                    gauge(
-                        &mut out,
-                        "cellar_master_repair_bytes_pending",
-                        "Bytes of extents the open repair tasks rebuild.",
-                        r.bytes_pending,
-                    );
-                    gauge(&mut out, "cellar_master_nodes_down", "Volume servers marked down.", r.nodes_down);
-                    gauge(&mut out, "cellar_master_disks_failed", "Disks failed.", r.disks_failed);
-                    gauge(
-                        &mut out,
-                        "cellar_master_extents_draining",
-                        "Extents still placed on drained nodes or disks.",
-                        r.extents_draining,
-                    );
-                    gauge(
-                        &mut out,
-                        "cellar_master_state_readable",
-                        "1 when the applied state could be read.",
-                        1,
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics cannot read the applied state");
-                    gauge(
-                        &mut out,
-                        "cellar_master_state_readable",
-                        "1 when the applied state could be read.",
-                        0,
-                    );
-                }
+            gauge(
+                &mut out,
+                "cellar_master_volumes_below_full",
+                "Volumes with fewer healthy extents than their scheme calls for.",
+                r.below_full,
+            );
+            let _ = writeln!(
+                out,
+                "# HELP cellar_master_volumes_by_redundancy Volumes by how many more extents each can lose."
+            );
+            let _ = writeln!(out, "# TYPE cellar_master_volumes_by_redundancy gauge");
+            for (can_lose, n) in &r.by_can_lose {
+                let _ = writeln!(out, "cellar_master_volumes_by_redundancy{{can_lose=\"{can_lose}\"}} {n}");
+            }
+            for (name, help, value) in [
+                ("cellar_master_repair_tasks_open", "Repair tasks queued or running.", r.tasks_open),
+                ("cellar_master_repair_tasks_failed", "Repair tasks given up.", r.tasks_failed),
+                (
+                    "cellar_master_repair_bytes_pending",
+                    "Bytes of extents the open repair tasks rebuild.",
+                    r.bytes_pending,
+                ),
+                ("cellar_master_nodes_down", "Volume servers marked down.", r.nodes_down),
+                ("cellar_master_disks_failed", "Disks failed.", r.disks_failed),
+                (
+                    "cellar_master_extents_draining",
+                    "Extents still placed on drained nodes or disks.",
+                    r.extents_draining,
+                ),
+            ] {
+                gauge(&mut out, name, help, value);
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics cannot read the applied state");
-            gauge(&mut out, "cellar_master_state_readable", "1 when the applied state could be read.", 0);
-        }
+        Err(e) => tracing::warn!(error = %e, "metrics cannot read the applied state"),
     }
+    gauge(
+        &mut out,
+        "cellar_master_state_readable",
+        "1 when the applied state could be read.",
+        u64::from(read.is_ok()),
+    );
     out
-}
-
-fn repair_status(
-    reader: &StateReader,
-    replicas: usize,
-) -> Result<crate::repair::RepairStatus, crate::state::StateError> {
-    use crate::codec::Kind;
-    let volumes: Vec<crate::types::VolumeRecord> =
-        reader.records(crate::state::PREFIX_VOLUME, Kind::Volume)?;
-    let tasks: Vec<crate::types::TaskRecord> = reader.records(crate::tasks::PREFIX_TASK, Kind::Task)?;
-    let nodes: Vec<crate::types::NodeRecord> = reader.records(crate::state::PREFIX_NODE, Kind::Node)?;
-    let disks: Vec<crate::types::DiskRecord> = reader.records(crate::state::PREFIX_DISK, Kind::Disk)?;
-    let drains: Vec<crate::types::DrainRecord> = reader.records(crate::state::PREFIX_DRAIN, Kind::Drain)?;
-    let drains = crate::state::Drains::from_records(&drains);
-    Ok(crate::repair::status(&volumes, &tasks, &nodes, &disks, &drains, replicas))
 }

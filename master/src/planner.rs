@@ -70,9 +70,7 @@ pub fn plan(
     let sealed = volumes.iter().any(|v| v.state == VolumeState::Sealed);
     let nodes: Vec<NodeRecord> = reader.records(PREFIX_NODE, Kind::Node)?;
     let disks: Vec<DiskRecord> = reader.records(PREFIX_DISK, Kind::Disk)?;
-    let drain_records: Vec<crate::types::DrainRecord> =
-        reader.records(crate::state::PREFIX_DRAIN, Kind::Drain)?;
-    let drains = crate::state::Drains::from_records(&drain_records);
+    let drains = reader.drains()?;
     let liveness = Liveness { now_unix_ms, silent_after_ms: settings.node_silent_after.as_millis() as u64 };
     let mut commands = crate::repair::nodes_to_mark_down(&nodes, &settings.repair, now_unix_ms);
     commands.extend(abandoned.into_iter().map(|v| Command::SealVolume {

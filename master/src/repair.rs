@@ -7,7 +7,7 @@
 //! that it is coded rather than re-replicated. Targets are chosen by
 //! [`cellar_placement::place_replacement`] under the same rules as first placement.
 //!
-//! The planner is pure: it reads records and returns commands; every command re-checks
+//! The planner ([`plan`]) is pure: it takes records and returns commands; every command re-checks
 //! its preconditions when applied (see [`crate::tasks::plan_repair`]). Repair is bounded
 //! cell-wide by the number of repair tasks queued or running and by a bandwidth budget
 //! (bytes of extents rebuilt per second), both from the master's configuration.
@@ -16,9 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cellar_placement::{DiskRef, Scheme};
 
+use crate::codec::Kind;
 use crate::command::Command;
 use crate::placement_view::{Liveness, cluster_view, fragment_places};
-use crate::state::Drains;
+use crate::state::{Drains, PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME, StateError};
+use crate::store::sm::StateReader;
 use crate::types::{
     DiskHealth, DiskRecord, ExtentPlace, NodeRecord, NodeState, Part, TaskKind, TaskRecord, TaskState,
     VolumeRecord, VolumeState,
@@ -194,6 +196,16 @@ fn draining(v: &VolumeRecord, drains: &Drains, r: &Redundancy) -> Vec<usize> {
     (0..extents.len())
         .filter(|i| !r.lost.contains(i) && drains.drains(extents[*i].node_id, extents[*i].disk_id))
         .collect()
+}
+
+/// Reads the records and computes [`RepairStatus`] (for `cellar admin status` and
+/// `/metrics`).
+pub fn read_status(reader: &StateReader, replicas: usize) -> Result<RepairStatus, StateError> {
+    let volumes: Vec<VolumeRecord> = reader.records(PREFIX_VOLUME, Kind::Volume)?;
+    let tasks: Vec<TaskRecord> = reader.records(crate::tasks::PREFIX_TASK, Kind::Task)?;
+    let nodes: Vec<NodeRecord> = reader.records(PREFIX_NODE, Kind::Node)?;
+    let disks: Vec<DiskRecord> = reader.records(PREFIX_DISK, Kind::Disk)?;
+    Ok(status(&volumes, &tasks, &nodes, &disks, &reader.drains()?, replicas))
 }
 
 /// Nodes the failure detector should mark down now: up, and silent for `down_after_ms`.

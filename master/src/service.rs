@@ -143,9 +143,7 @@ impl MasterService {
     }
 
     fn drains(&self) -> Result<state::Drains, Status> {
-        let records: Vec<crate::types::DrainRecord> =
-            self.reader.records(state::PREFIX_DRAIN, Kind::Drain).map_err(internal)?;
-        Ok(state::Drains::from_records(&records))
+        self.reader.drains().map_err(internal)
     }
 }
 
@@ -613,7 +611,7 @@ impl Master for MasterService {
             .collect();
         let nodes = self.nodes()?;
         let disks = self.disks()?;
-        let repair = self.repair_status(&nodes, &disks)?;
+        let repair = self.repair_status()?;
         let drains = self.drains()?;
         Ok(Response::new(pb::StatusResponse {
             node_id: self.id,
@@ -650,20 +648,8 @@ impl Master for MasterService {
 
 impl MasterService {
     /// Scans volumes and tasks (status is an operator's call, not a hot path).
-    fn repair_status(&self, nodes: &[NodeRecord], disks: &[DiskRecord]) -> Result<RepairStatus, Status> {
-        use crate::codec::Kind;
-        let volumes: Vec<VolumeRecord> =
-            self.reader.records(state::PREFIX_VOLUME, Kind::Volume).map_err(internal)?;
-        let tasks: Vec<crate::tasks::TaskRecord> =
-            self.reader.records(crate::tasks::PREFIX_TASK, Kind::Task).map_err(internal)?;
-        Ok(crate::repair::status(
-            &volumes,
-            &tasks,
-            nodes,
-            disks,
-            &self.drains()?,
-            usize::from(self.settings.replicas),
-        ))
+    fn repair_status(&self) -> Result<RepairStatus, Status> {
+        crate::repair::read_status(&self.reader, usize::from(self.settings.replicas)).map_err(internal)
     }
 }
 

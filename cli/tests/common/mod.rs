@@ -184,6 +184,18 @@ pub fn stat(agent: &ureq::Agent, base: &str, hash: &str) -> serde_json::Value {
     serde_json::from_reader(resp.into_reader()).expect("stat json")
 }
 
+/// `cellar admin status --json` against `masters`, or none while no leader answers.
+pub fn admin_status(masters: &str) -> Option<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["admin", "status", "--master", masters, "--json"])
+        .output()
+        .expect("run cellar admin status");
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 /// The metrics URL a process logged ("metrics served bound=ADDR").
 pub fn metrics_url(log: &Path) -> String {
     let line = wait_for_line(log, "metrics served");

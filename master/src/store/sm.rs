@@ -63,6 +63,12 @@ impl StateReader {
         }
         Ok(out)
     }
+
+    /// The drains in force.
+    pub fn drains(&self) -> Result<state::Drains, StateError> {
+        let records: Vec<crate::types::DrainRecord> = self.records(state::PREFIX_DRAIN, Kind::Drain)?;
+        Ok(state::Drains::from_records(&records))
+    }
 }
 
 impl Kv for StateReader {
