@@ -81,26 +81,8 @@ pub fn run(cmd: AdminCommand) -> Result<()> {
             let addrs: Vec<String> =
                 master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let status = runtime
-                .block_on(async {
-                    let client = MasterClient::new(&addrs, secret.as_deref())?;
-                    let first = client.call(|mut c| async move { c.status(StatusRequest {}).await }).await?;
-                    // Ask the leader itself when another member answered: its view is freshest.
-                    if !first.leader_address.is_empty() && first.leader_id != Some(first.node_id) {
-                        let leader = MasterClient::new(
-                            std::slice::from_ref(&first.leader_address),
-                            secret.as_deref(),
-                        )?
-                        .with_deadline(std::time::Duration::from_secs(2));
-                        if let Ok(s) =
-                            leader.call(|mut c| async move { c.status(StatusRequest {}).await }).await
-                        {
-                            return Ok::<_, anyhow::Error>(s);
-                        }
-                    }
-                    Ok(first)
-                })
-                .context("query master status")?;
+            let status =
+                runtime.block_on(leader_status(&addrs, secret.as_deref())).context("query master status")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
             } else {
@@ -109,6 +91,21 @@ pub fn run(cmd: AdminCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The status of the cell as its leader sees it (what the leader measures, such as the
+/// repair rate, is only known there); another member's when the leader does not answer.
+pub async fn leader_status(addrs: &[String], secret: Option<&str>) -> anyhow::Result<StatusResponse> {
+    let client = MasterClient::new(addrs, secret)?;
+    let first = client.call(|mut c| async move { c.status(StatusRequest {}).await }).await?;
+    if !first.leader_address.is_empty() && first.leader_id != Some(first.node_id) {
+        let leader = MasterClient::new(std::slice::from_ref(&first.leader_address), secret)?
+            .with_deadline(std::time::Duration::from_secs(2));
+        if let Ok(s) = leader.call(|mut c| async move { c.status(StatusRequest {}).await }).await {
+            return Ok(s);
+        }
+    }
+    Ok(first)
 }
 
 fn status_json(s: &StatusResponse) -> serde_json::Value {
@@ -133,7 +130,19 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
             "tasks_max": s.repair_tasks_max,
             "bytes_pending": s.repair_bytes_pending,
             "bytes_per_sec_limit": s.repair_bytes_per_sec,
+            "rate_bytes_per_sec": s.repair_rate_bytes_per_sec,
+            "bytes_done": s.repair_bytes_done,
+            "episode_secs": s.repair_episode_secs,
+            "eta_secs": s.repair_eta_secs,
+            "down_after_ms": s.down_after_ms,
         },
+        "lost": {
+            "volumes": s.volumes_unreadable,
+            "blocks": s.blocks_lost,
+            "hashes": s.lost_block_hashes.iter().map(hex::encode).collect::<Vec<_>>(),
+        },
+        "scrub": s.scrub.iter().map(|p| json!({"node_id": p.node_id, "passes": p.passes, "pass_bytes_done": p.pass_bytes_done, "pass_bytes_total": p.pass_bytes_total, "bytes_total": p.bytes_total, "findings": p.findings, "errors": p.errors})).collect::<Vec<_>>(),
+        "metadata_scan": s.metadata_scan.map(|m| json!({"passes": m.passes, "index_entries_checked": m.index_entries_checked, "extents_checked": m.extents_checked, "findings": m.findings, "errors": m.errors, "last_pass_unix_ms": m.last_pass_unix_ms})),
         "drain": {
             "nodes": s.drained_nodes,
             "disks": s.drained_disks,
@@ -195,8 +204,41 @@ fn print_status(s: &StatusResponse) {
         s.repair_bytes_pending >> 20,
         s.repair_bytes_per_sec / 1_000_000
     );
+    let eta = s.repair_eta_secs.map_or_else(|| "-".to_string(), |e| format!("{e} s"));
+    println!(
+        "repair rate {} MB/s measured ({} MiB rebuilt in {} s), ETA {eta}",
+        s.repair_rate_bytes_per_sec / 1_000_000,
+        s.repair_bytes_done >> 20,
+        s.repair_episode_secs
+    );
     println!(
         "drain       nodes {:?}, disks {:?}, {} extents still to move",
         s.drained_nodes, s.drained_disks, s.extents_draining
     );
+    if !s.volumes_unreadable.is_empty() {
+        println!(
+            "LOST        {} blocks cannot be read until a lost extent returns (volumes {:?}); first hashes:",
+            s.blocks_lost, s.volumes_unreadable
+        );
+        for h in &s.lost_block_hashes {
+            println!("  {}", hex::encode(h));
+        }
+    }
+    for p in &s.scrub {
+        let pct = (100 * p.pass_bytes_done).checked_div(p.pass_bytes_total).unwrap_or(100);
+        println!(
+            "scrub       node {:<4} pass {} at {pct}% ({} MiB checked in all), {} findings, {} errors",
+            p.node_id,
+            p.passes + 1,
+            p.bytes_total >> 20,
+            p.findings,
+            p.errors
+        );
+    }
+    if let Some(m) = &s.metadata_scan {
+        println!(
+            "meta scan   {} passes, {} index entries and {} extents checked, {} findings, {} errors",
+            m.passes, m.index_entries_checked, m.extents_checked, m.findings, m.errors
+        );
+    }
 }

@@ -64,10 +64,11 @@ pub fn run(args: MasterArgs) -> Result<()> {
         let handle = cellar_master::node::start(config, listener).await?;
         tracing::info!(id = handle.id, addr = %handle.addr, "master running");
         if let Some(addr) = &args.metrics {
-            let (id, raft, reader) = (handle.id, handle.raft.clone(), handle.reader.clone());
+            let (id, raft, reader, observed) =
+                (handle.id, handle.raft.clone(), handle.reader.clone(), handle.observed.clone());
             let replicas = usize::from(replicas);
             let render: crate::metrics_http::Render = std::sync::Arc::new(move || {
-                let text = cellar_master::metrics::render(id, &raft, &reader, replicas);
+                let text = cellar_master::metrics::render(id, &raft, &reader, replicas, &observed);
                 Box::pin(async move { text })
             });
             let bound = crate::metrics_http::serve(addr, render).await?;

@@ -91,6 +91,21 @@ fn fetch(addrs: &str) -> Result<ClusterInput> {
             first += VOLUMES_PER_CALL;
         }
         eprintln!("cellar sim: {} disks and {} volumes read from the cell", disks.len(), volumes.len());
-        Ok(ClusterInput { disks, volumes })
+        // The repair rate the cell measured (its leader's last or current repair).
+        let secret = std::env::var("CELLAR_SECRET").ok();
+        let status = crate::admin_cmd::leader_status(&addrs, secret.as_deref()).await?;
+        let measured = (status.repair_rate_bytes_per_sec > 0).then_some(status.repair_rate_bytes_per_sec as f64);
+        match measured {
+            Some(rate) => eprintln!(
+                "cellar sim: the cell's measured repair rate: {:.1} MB/s ({} MiB rebuilt in {} s)",
+                rate / 1e6,
+                status.repair_bytes_done >> 20,
+                status.repair_episode_secs
+            ),
+            None => eprintln!(
+                "cellar sim: the cell has not measured a repair yet; the rate comes from the configured bandwidths"
+            ),
+        }
+        Ok(ClusterInput { disks, volumes, measured_repair_bytes_per_sec: measured })
     })
 }

@@ -452,3 +452,306 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
     assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
     check_all(&cell, &acked, in_zone);
 }
+
+/// The path of a disk by id, from the status.
+fn disk_path(masters: &str, disk: u64) -> String {
+    let s = status(masters).expect("status");
+    s["disks"]
+        .as_array()
+        .and_then(|disks| disks.iter().find(|d| d["id"].as_u64() == Some(disk)))
+        .and_then(|d| d["path"].as_str())
+        .expect("the disk's path")
+        .to_string()
+}
+
+/// The file of fragment `index` of `volume` on disk `disk`.
+fn fragment_file(masters: &str, disk: u64, volume: u64, index: usize) -> std::path::PathBuf {
+    std::path::Path::new(&disk_path(masters, disk))
+        .join("extents")
+        .join(format!("v{volume:016x}.f{index:02}"))
+}
+
+/// Flips a byte in every 4 KiB of a file past its header: every chunk's CRC fails.
+fn corrupt_file(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    for at in (4096..bytes.len()).step_by(4096) {
+        bytes[at] ^= 0xff;
+    }
+    std::fs::write(path, &bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Must-show 6: with exactly k fragments left (m corrupted at once, in three zones) a
+/// volume is rebuilt; with k - 1 left another volume's blocks whose bytes were on its lost
+/// data fragments are never served (503, not wrong bytes), `cellar admin status --json`
+/// lists exactly those blocks by hash, and the volume's other blocks still read.
+#[test]
+fn exactly_k_fragments_rebuild_a_volume_and_k_minus_1_report_its_lost_blocks_by_hash() {
+    let spec = CellSpec {
+        masters: 1,
+        zones: 4,
+        servers_per_zone: 2,
+        disks_per_server: 2,
+        volume_mib: 4,
+        master_config: REPAIR_CONFIG.into(),
+        volume_args: ["--scrub-bytes-per-sec", "200000000", "--scrub-period-secs", "1"]
+            .map(String::from)
+            .to_vec(),
+        ..CellSpec::default()
+    };
+    let cell = Cell::start(&spec);
+    let masters = cell.masters.join(",");
+    let a = agent(Duration::from_secs(30));
+    let acked = put_all(&cell.base, 0..150, "before the fault");
+    let s = wait_status(&masters, "two coded volumes, no encode pending", |s| {
+        s["volumes"]["coded"].as_u64().unwrap_or(0) >= 2
+            && s["volumes"]["sealed"].as_u64() == Some(0)
+            && s["tasks"]["open"].as_u64() == Some(0)
+    });
+    let zone_of: std::collections::BTreeMap<u64, String> = s["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| (n["id"].as_u64().expect("id"), n["zone"].as_str().expect("zone").to_string()))
+        .collect();
+    let stats: Vec<(u64, String, serde_json::Value)> =
+        acked.iter().map(|(i, h)| (*i, h.clone(), stat(&a, &cell.base, h))).collect();
+    let mut coded: Vec<u64> = stats
+        .iter()
+        .filter(|(_, _, s)| s["state"] == "coded")
+        .filter_map(|(_, _, s)| s["volume"].as_u64())
+        .collect();
+    coded.dedup();
+    let (whole, broken) = (coded[0], coded[1]);
+    let fragments_of = |volume: u64| -> Vec<(u64, u64)> {
+        let (_, _, st) =
+            stats.iter().find(|(_, _, s)| s["volume"].as_u64() == Some(volume)).expect("a block");
+        st["fragments"]
+            .as_array()
+            .expect("fragments")
+            .iter()
+            .map(|e| (e["node"].as_u64().expect("node"), e["disk"].as_u64().expect("disk")))
+            .collect()
+    };
+
+    // Volume `whole`: m = 3 fragments in three different zones, data fragment 0 among them.
+    let frags = fragments_of(whole);
+    let mut lost: Vec<usize> = vec![0];
+    for (i, (node, _)) in frags.iter().enumerate() {
+        if lost.len() < 3 && !lost.iter().any(|&j| zone_of[&frags[j].0] == zone_of[node]) {
+            lost.push(i);
+        }
+    }
+    assert_eq!(lost.len(), 3, "three zones hold fragments of volume {whole}: {frags:?}");
+    // Volume `broken`: four fragments, data fragments 0 and 1 and two parity ones.
+    let broken_frags = fragments_of(broken);
+    let broken_lost = [0usize, 1, 6, 7];
+    for &i in &lost {
+        corrupt_file(&fragment_file(&masters, frags[i].1, whole, i));
+    }
+    for &i in &broken_lost {
+        corrupt_file(&fragment_file(&masters, broken_frags[i].1, broken, i));
+    }
+
+    // The blocks of `broken` whose record overlaps data fragment 0 or 1 are lost.
+    let volume_size = stats
+        .iter()
+        .find(|(_, _, s)| s["volume"].as_u64() == Some(broken))
+        .and_then(|(_, _, s)| s["volume_size"].as_u64())
+        .expect("volume size");
+    let fragment_len = volume_size.div_ceil(6).div_ceil(64 << 10) * (64 << 10);
+    let expect_lost: std::collections::BTreeSet<String> = stats
+        .iter()
+        .filter(|(_, _, s)| s["volume"].as_u64() == Some(broken))
+        .filter(|(_, _, s)| {
+            let offset = s["offset"].as_u64().expect("offset");
+            let end = offset + 64 + s["size"].as_u64().expect("size");
+            offset < 2 * fragment_len && end > 0
+        })
+        .map(|(_, h, _)| h.clone())
+        .collect();
+    assert!(!expect_lost.is_empty());
+
+    // The scrubbers find every corrupt fragment; `whole` is rebuilt from its six
+    // survivors, `broken` is reported unreadable with exactly those blocks.
+    let s = wait_status(&masters, "volume rebuilt, the other listed lost", |s| {
+        let rebuilt = lost.iter().all(|&i| {
+            let now = stat(
+                &a,
+                &cell.base,
+                &stats.iter().find(|(_, _, st)| st["volume"].as_u64() == Some(whole)).expect("block").1,
+            );
+            now["fragments"][i]["disk"].as_u64() != Some(frags[i].1)
+        });
+        rebuilt
+            && s["lost"]["volumes"] == serde_json::json!([broken])
+            && s["lost"]["blocks"].as_u64() == Some(expect_lost.len() as u64)
+            && s["redundancy"]["below_full"].as_u64() == Some(1)
+    });
+    let listed: std::collections::BTreeSet<String> = s["lost"]["hashes"]
+        .as_array()
+        .expect("hashes")
+        .iter()
+        .map(|h| h.as_str().expect("hex").to_string())
+        .collect();
+    assert_eq!(listed, expect_lost, "status lists exactly the blocks on the lost data fragments");
+    assert_eq!(s["redundancy"]["can_lose"]["-1"].as_u64(), Some(1), "{s:#}");
+    // Every block of `whole` and every block of `broken` not listed reads byte-exact; the
+    // listed ones are refused, never served wrong.
+    for (i, hash, st) in &stats {
+        let got = get(&a, &cell.base, hash);
+        if expect_lost.contains(hash) {
+            let e = got.expect_err("a lost block is not served");
+            assert!(e.contains("503"), "block {i}: {e}");
+        } else {
+            let bytes = got.unwrap_or_else(|e| panic!("get block {i} ({}): {e}", st["volume"]));
+            assert!(bytes == block(*i, BLOCK_BYTES), "block {i} came back different");
+        }
+    }
+    let metrics = scrape(&metrics_url(&cell.path("master-1.log")));
+    assert_eq!(value(&metrics, "cellar_master_volumes_unreadable "), 1.0, "{metrics}");
+    let text = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["admin", "status", "--master", &masters])
+        .output()
+        .expect("run cellar admin status");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("LOST        {} blocks", expect_lost.len())), "{text}");
+}
+
+/// Must-show 7: the volume server running a Reconstruct (paced by the cell's repair
+/// bandwidth, so it takes seconds) is killed once its fragment file exists and before it
+/// is finished; the repair is planned again onto another disk and completes, and the
+/// half-written fragment is never placed. Then the metadata scanner: a volume server is
+/// stopped, one of its fragments is deleted from its disk with the blockstore's own API
+/// (file and catalog entry, as a disk restored from an old backup or a bug would leave
+/// it), and it is restarted before `down_after`; the volume server sees nothing wrong, the
+/// leader's scanner finds the extent missing, and it is rebuilt. The
+/// status carries the measured repair rate, scrub progress and the scanner's counters.
+#[test]
+fn a_reconstruct_whose_executor_dies_half_way_is_replanned_and_a_missing_extent_is_found_by_the_scanner() {
+    let spec = CellSpec {
+        masters: 1,
+        zones: 4,
+        servers_per_zone: 2,
+        disks_per_server: 2,
+        volume_mib: 8,
+        master_config: "block_size_max_bytes = 1048576\nnode_silent_after_ms = 1500\ndown_after_ms = 8000\n\
+                        planner_interval_ms = 200\nrepair_bytes_per_sec = 400000\n\
+                        metadata_scan_interval_ms = 1000\nmetadata_scan_extents_per_sec = 10000\n"
+            .into(),
+        volume_args: ["--scrub-bytes-per-sec", "200000000", "--scrub-period-secs", "1"]
+            .map(String::from)
+            .to_vec(),
+        ..CellSpec::default()
+    };
+    let mut cell = Cell::start(&spec);
+    let masters = cell.masters.join(",");
+    let a = agent(Duration::from_secs(30));
+    let acked = put_all(&cell.base, 0..300, "before the fault");
+    wait_status(&masters, "two coded volumes, no encode pending", |s| {
+        s["volumes"]["coded"].as_u64().unwrap_or(0) >= 2
+            && s["volumes"]["sealed"].as_u64() == Some(0)
+            && s["tasks"]["open"].as_u64() == Some(0)
+    });
+    let (_, hash, st) = acked
+        .iter()
+        .map(|(i, h)| (*i, h.clone(), stat(&a, &cell.base, h)))
+        .find(|(_, _, s)| s["state"] == "coded")
+        .expect("a coded block");
+    let volume = st["volume"].as_u64().expect("volume");
+    let bad_disk = st["fragments"][0]["disk"].as_u64().expect("disk");
+    corrupt_file(&fragment_file(&masters, bad_disk, volume, 0));
+
+    // The scrubber reports it; a reconstruct of fragment 0 starts on some node, whose
+    // target file appears; that node is killed before the fragment is whole.
+    let started = format!("volume={volume}");
+    let deadline = Instant::now() + WAIT;
+    let executor = loop {
+        let found = cell.volumes.iter().find(|v| {
+            std::fs::read_to_string(&v.log).is_ok_and(|log| {
+                log.lines()
+                    .any(|l| l.contains("task started") && l.contains("reconstruct") && l.contains(&started))
+            })
+        });
+        if let Some(v) = found {
+            break v.node_id;
+        }
+        assert!(Instant::now() < deadline, "no reconstruct of volume {volume} started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let executor_disks: Vec<String> = status(&masters).expect("status")["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .filter(|d| d["node_id"].as_u64() == Some(executor))
+        .map(|d| d["path"].as_str().expect("path").to_string())
+        .collect();
+    let partial = executor_disks
+        .iter()
+        .map(|p| std::path::Path::new(p).join("extents").join(format!("v{volume:016x}.f00")))
+        .collect::<Vec<_>>();
+    let deadline = Instant::now() + WAIT;
+    while !partial.iter().any(|p| p.exists()) {
+        assert!(Instant::now() < deadline, "the reconstruct's target file never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let placed = stat(&a, &cell.base, &hash)["fragments"][0]["disk"].as_u64();
+    assert_eq!(placed, Some(bad_disk), "killed before the reconstruct finished (paced at 400 kB/s)");
+    cell.kill_volume(executor);
+
+    let s = wait_status(&masters, "full redundancy after the executor died", |s| {
+        s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    assert_eq!(s["repair"]["tasks_failed"].as_u64(), Some(0), "{s:#}");
+    let now = stat(&a, &cell.base, &hash);
+    let node = now["fragments"][0]["node"].as_u64();
+    assert!(node != Some(executor) && now["fragments"][0]["disk"].as_u64() != Some(bad_disk), "{now}");
+    check_all(&cell, &acked, |e| e["node"].as_u64() != Some(executor));
+    // The repair rate was measured and the status shows it.
+    assert!(s["repair"]["rate_bytes_per_sec"].as_u64().unwrap_or(0) > 0, "{s:#}");
+    assert!(s["repair"]["bytes_done"].as_u64().unwrap_or(0) > 0, "{s:#}");
+    assert_eq!(s["repair"]["down_after_ms"].as_u64(), Some(8000));
+    assert!(!s["scrub"].as_array().expect("scrub").is_empty(), "scrub progress per node: {s:#}");
+
+    // Metadata scanner: a live server (not the executor) loses a fragment the volume
+    // record still places on it, without knowing.
+    let st = stat(&a, &cell.base, &hash);
+    let (victim, victim_disk) = (1..9)
+        .map(|i| {
+            (
+                st["fragments"][i]["node"].as_u64().expect("node"),
+                st["fragments"][i]["disk"].as_u64().expect("disk"),
+                i,
+            )
+        })
+        .find(|(n, _, _)| *n != executor)
+        .map(|(n, d, i)| ((n, i), d))
+        .expect("a fragment on a live node");
+    let (victim, index) = victim;
+    let findings_before =
+        status(&masters).expect("status")["metadata_scan"]["findings"].as_u64().unwrap_or(0);
+    let path = disk_path(&masters, victim_disk);
+    cell.kill_volume(victim);
+    {
+        let disk = cellar_blockstore::Disk::open(&path, cellar_blockstore::DiskOptions::default())
+            .expect("open the stopped server's disk");
+        disk.delete(cellar_blockstore::ExtentId::fragment(volume, index as u8)).expect("delete the fragment");
+    }
+    cell.restart_volume(victim);
+    assert!(!fragment_file(&masters, victim_disk, volume, index).exists(), "deleted");
+    let deadline = Instant::now() + WAIT;
+    while stat(&a, &cell.base, &hash)["fragments"][index]["disk"].as_u64() == Some(victim_disk) {
+        assert!(Instant::now() < deadline, "the missing fragment was not rebuilt");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = wait_status(&masters, "full redundancy after the scanner's finding", |s| {
+        s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    assert!(s["metadata_scan"]["findings"].as_u64().unwrap_or(0) > findings_before, "{s:#}");
+    assert!(s["metadata_scan"]["passes"].as_u64().unwrap_or(0) >= 1, "{s:#}");
+    assert!(s["metadata_scan"]["index_entries_checked"].as_u64().unwrap_or(0) >= 300, "{s:#}");
+    let restarted = std::fs::read_to_string(&cell.volume(victim).log).expect("log");
+    assert!(!restarted.contains("missing or damaged"), "the server did not notice: {restarted}");
+    let master_log = std::fs::read_to_string(cell.path("master-1.log")).expect("master log");
+    assert!(!master_log.contains(&format!("mark_node_down({victim})")), "back before down_after");
+    check_all(&cell, &acked, |e| e["node"].as_u64() != Some(executor));
+}

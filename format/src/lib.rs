@@ -8,7 +8,7 @@ pub mod chunk;
 pub mod corrupt;
 pub mod record;
 
-pub use chunk::chunk_crc32;
+pub use chunk::{FRAGMENT_CHUNK_BYTES, chunk_crc32};
 pub use corrupt::CorruptKind;
 pub use record::{
     RECORD_FORMAT_VERSION, RECORD_HEADER_BYTES, RECORD_MAGIC, Record, RecordHeader, RecordLocation,

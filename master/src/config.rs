@@ -56,6 +56,11 @@ pub struct MasterConfig {
     pub repair_tasks_max: u64,
     /// Bytes of extents rebuilt per second by repair, cell-wide; 0 for no limit.
     pub repair_bytes_per_sec: u64,
+    /// Time between the leader's metadata scans (index entries against volumes, volume
+    /// records against the extents on the volume servers); 0 turns the scanner off.
+    pub metadata_scan_interval_ms: u64,
+    /// Extents the metadata scanner asks the volume servers about per second at most.
+    pub metadata_scan_extents_per_sec: u64,
     /// Other members of the group running in this process (`cellar dev`): Raft messages
     /// to them are handed over directly instead of over gRPC.
     pub local_group: Option<crate::network::LocalGroup>,
@@ -107,6 +112,10 @@ pub struct RawMasterConfig {
     pub repair_tasks_max: Option<u64>,
     /// See [`MasterConfig::repair_bytes_per_sec`].
     pub repair_bytes_per_sec: Option<u64>,
+    /// See [`MasterConfig::metadata_scan_interval_ms`].
+    pub metadata_scan_interval_ms: Option<u64>,
+    /// See [`MasterConfig::metadata_scan_extents_per_sec`].
+    pub metadata_scan_extents_per_sec: Option<u64>,
 }
 
 /// Parses and validates a scheme where the configuration file names it.
@@ -145,6 +154,8 @@ impl MasterConfig {
             down_after_ms: 15 * 60 * 1000,
             repair_tasks_max: 32,
             repair_bytes_per_sec: 200_000_000,
+            metadata_scan_interval_ms: 6 * 3600 * 1000,
+            metadata_scan_extents_per_sec: 1000,
             local_group: None,
         }
     }
@@ -167,6 +178,10 @@ impl MasterConfig {
         self.down_after_ms = raw.down_after_ms.unwrap_or(self.down_after_ms);
         self.repair_tasks_max = raw.repair_tasks_max.unwrap_or(self.repair_tasks_max);
         self.repair_bytes_per_sec = raw.repair_bytes_per_sec.unwrap_or(self.repair_bytes_per_sec);
+        self.metadata_scan_interval_ms =
+            raw.metadata_scan_interval_ms.unwrap_or(self.metadata_scan_interval_ms);
+        self.metadata_scan_extents_per_sec =
+            raw.metadata_scan_extents_per_sec.unwrap_or(self.metadata_scan_extents_per_sec);
         self
     }
 

@@ -12,7 +12,13 @@ use crate::store::sm::StateReader;
 
 /// Renders the metrics of the master member `id`; `replicas` is the configured replica
 /// count (a volume's full redundancy while replicated).
-pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader, replicas: usize) -> String {
+pub fn render(
+    id: u64,
+    raft: &MasterRaft,
+    reader: &StateReader,
+    replicas: usize,
+    observed: &crate::observed::Observed,
+) -> String {
     let m = raft.metrics().borrow_watched().clone();
     let mut out = String::new();
     let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
@@ -98,8 +104,38 @@ pub fn render(id: u64, raft: &MasterRaft, reader: &StateReader, replicas: usize)
                     "Extents still placed on drained nodes or disks.",
                     r.extents_draining,
                 ),
+                (
+                    "cellar_master_volumes_unreadable",
+                    "Volumes with fewer healthy extents than they need to be read.",
+                    r.unreadable.len() as u64,
+                ),
+                (
+                    "cellar_master_repair_rate_bytes_per_sec",
+                    "Repair throughput measured while leader (the episode under way, or the last).",
+                    observed.repair_rate(crate::now_unix_ms(), r.bytes_pending).bytes_per_sec,
+                ),
+                (
+                    "cellar_master_scrub_findings",
+                    "Corrupt extents the volume servers' scrubbers found (sum of their heartbeats).",
+                    observed.scrub().iter().map(|p| p.findings).sum(),
+                ),
             ] {
                 gauge(&mut out, name, help, value);
+            }
+            let scan = observed.scan();
+            let _ = writeln!(
+                out,
+                "# HELP cellar_master_metadata_scan_total What the leader's metadata scanner checked and found."
+            );
+            let _ = writeln!(out, "# TYPE cellar_master_metadata_scan_total counter");
+            for (what, n) in [
+                ("passes", scan.passes),
+                ("index_entries", scan.index_entries_checked),
+                ("extents", scan.extents_checked),
+                ("findings", scan.findings),
+                ("errors", scan.errors),
+            ] {
+                let _ = writeln!(out, "cellar_master_metadata_scan_total{{what=\"{what}\"}} {n}");
             }
         }
         Err(e) => tracing::warn!(error = %e, "metrics cannot read the applied state"),

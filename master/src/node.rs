@@ -67,8 +67,11 @@ pub struct MasterHandle {
     server: Option<tokio::task::JoinHandle<()>>,
     planner_stop: tokio::sync::watch::Sender<bool>,
     planner: Option<tokio::task::JoinHandle<()>>,
+    scanner: Option<tokio::task::JoinHandle<()>>,
     local_group: Option<crate::network::LocalGroup>,
     api: Arc<MasterService>,
+    /// What this member observes while it leads (repair rate, scrub progress, scans).
+    pub observed: Arc<crate::observed::Observed>,
 }
 
 /// How long shutdown waits for every user of the store to let go of it.
@@ -90,6 +93,9 @@ impl MasterHandle {
         let _ = self.planner_stop.send(true);
         if let Some(planner) = self.planner.take() {
             let _ = planner.await;
+        }
+        if let Some(scanner) = self.scanner.take() {
+            let _ = scanner.await;
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -175,14 +181,17 @@ pub async fn start(
         node_silent_after_ms: config.node_silent_after_ms,
         repair_tasks_max: config.repair_tasks_max,
         repair_bytes_per_sec: config.repair_bytes_per_sec,
+        down_after_ms: config.down_after_ms,
         secret: config.secret.clone(),
     };
+    let observed = Arc::new(crate::observed::Observed::default());
     let api = Arc::new(MasterService::new(
         config.id,
         raft.clone(),
         StateReader::new(db.clone()),
         batcher,
         settings,
+        observed.clone(),
     ));
     let raft_rpc = RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"));
     let (tx, rx) = oneshot::channel::<()>();
@@ -238,6 +247,20 @@ pub async fn start(
         raft.clone(),
         StateReader::new(db.clone()),
         settings,
+        observed.clone(),
+        planner_rx.clone(),
+    ));
+    let scanner = tokio::spawn(crate::scanner::run(
+        id,
+        raft.clone(),
+        StateReader::new(db.clone()),
+        observed.clone(),
+        crate::scanner::ScanSettings {
+            interval: Duration::from_millis(config.metadata_scan_interval_ms),
+            extents_per_sec: config.metadata_scan_extents_per_sec,
+            call_deadline: crate::scanner::CALL_DEADLINE,
+            secret: config.secret.clone(),
+        },
         planner_rx,
     ));
     Ok(MasterHandle {
@@ -250,8 +273,10 @@ pub async fn start(
         server: Some(server),
         planner_stop,
         planner: Some(planner),
+        scanner: Some(scanner),
         local_group: config.local_group.clone(),
         api,
+        observed,
     })
 }
 

@@ -10,6 +10,7 @@
 //! command that re-checks its preconditions when applied, so a planner on a deposed
 //! leader changes nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 
 use crate::codec::Kind;
 use crate::command::{Command, Response};
+use crate::observed::Observed;
 use crate::placement_view::Liveness;
 use crate::repair::{RepairBudget, RepairSettings};
 use crate::state::{PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME, StateError};
@@ -55,6 +57,7 @@ pub fn plan(
     now_unix_ms: u64,
     encode_cursor: &mut u64,
     budget: &mut RepairBudget,
+    observed: &Observed,
 ) -> Result<Vec<Command>, StateError> {
     let volumes: Vec<VolumeRecord> = reader.records(PREFIX_VOLUME, Kind::Volume)?;
     let abandoned: Vec<&VolumeRecord> = volumes
@@ -79,6 +82,9 @@ pub fn plan(
         fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness, &drains),
     }));
     let tasks: Vec<TaskRecord> = reader.records(PREFIX_TASK, Kind::Task)?;
+    let (repairs_open, shares) = crate::repair::open_repairs(&tasks, settings.repair.bytes_per_sec);
+    observed.repair_pass(now_unix_ms, repairs_open);
+    observed.set_repair_shares(shares);
     if sealed {
         commands.extend(plan_encodes(&volumes, &tasks, &nodes, &disks, liveness, &drains, encode_cursor));
     }
@@ -176,6 +182,7 @@ pub async fn run(
     raft: MasterRaft,
     reader: StateReader,
     settings: PlannerSettings,
+    observed: Arc<Observed>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut encode_cursor = 0u64;
@@ -189,15 +196,16 @@ pub async fn run(
         if leader != Some(id) {
             continue;
         }
-        let commands = match plan(&reader, &settings, now_unix_ms(), &mut encode_cursor, &mut budget) {
-            Ok(commands) => commands,
-            Err(e) => {
-                // A record that does not decode stops the pass (planning on part of the
-                // state could seal or encode wrongly); it is reported at every pass.
-                tracing::error!(error = %e, "planner cannot read the state; pass skipped");
-                continue;
-            }
-        };
+        let commands =
+            match plan(&reader, &settings, now_unix_ms(), &mut encode_cursor, &mut budget, &observed) {
+                Ok(commands) => commands,
+                Err(e) => {
+                    // A record that does not decode stops the pass (planning on part of the
+                    // state could seal or encode wrongly); it is reported at every pass.
+                    tracing::error!(error = %e, "planner cannot read the state; pass skipped");
+                    continue;
+                }
+            };
         for command in commands {
             let what = command.to_string();
             match raft.client_write(command).await {

@@ -13,6 +13,7 @@
 //! (bytes of extents rebuilt per second), both from the master's configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use cellar_placement::{DiskRef, Scheme};
 
@@ -147,6 +148,90 @@ pub struct RepairStatus {
     pub disks_failed: u64,
     /// Extents still placed on drained nodes or disks.
     pub extents_draining: u64,
+    /// Volumes that cannot be read whole until a lost extent returns, with the volume
+    /// bytes that are lost (a lost data fragment's range; a replicated volume's whole).
+    pub unreadable: BTreeMap<u64, Vec<Range<u64>>>,
+}
+
+/// Lost block hashes `cellar admin status` lists at most (the count is exact).
+pub const LOST_HASHES_MAX: usize = 1000;
+
+/// The blocks whose bytes are on lost extents only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LostBlocks {
+    /// How many.
+    pub count: u64,
+    /// The first [`LOST_HASHES_MAX`] of them, in index order.
+    pub hashes: Vec<[u8; 32]>,
+}
+
+/// The volume bytes that cannot be read while `r.lost` is lost (`r.can_lose < 0`): the
+/// ranges of its lost data fragments when coded (a block elsewhere still reads from its
+/// own fragment), all of it when replicated.
+fn lost_ranges(v: &VolumeRecord, r: &Redundancy) -> Vec<Range<u64>> {
+    let whole = std::iter::once(0..v.size_bytes).collect();
+    if v.state != VolumeState::Coded {
+        return whole;
+    }
+    let Ok(layout) = cellar_erasure::Layout::new(v.scheme, v.size_bytes, cellar_format::FRAGMENT_CHUNK_BYTES)
+    else {
+        return whole;
+    };
+    r.lost.iter().filter_map(|&slot| layout.data_volume_range(slot).ok()).filter(|r| !r.is_empty()).collect()
+}
+
+/// Scans the block index for the blocks on `unreadable` volumes whose record (header and
+/// payload) overlaps a lost range. Reads the whole index: called only when some volume is
+/// unreadable, for `cellar admin status`.
+pub fn lost_blocks(
+    reader: &StateReader,
+    unreadable: &BTreeMap<u64, Vec<Range<u64>>>,
+) -> Result<LostBlocks, StateError> {
+    let mut out = LostBlocks::default();
+    if unreadable.is_empty() {
+        return Ok(out);
+    }
+    let prefix = [crate::state::PREFIX_INDEX];
+    reader.for_each(&prefix, &prefix, |key, value| {
+        let entry = crate::types::IndexEntry::decode(value)
+            .ok_or_else(|| StateError::Corrupt { key: hex::encode(key), detail: "bad index entry".into() })?;
+        let Some(ranges) = unreadable.get(&entry.volume_id) else { return Ok(true) };
+        let start = entry.offset_bytes;
+        let end = start + cellar_format::RECORD_HEADER_BYTES as u64 + u64::from(entry.payload_bytes);
+        if ranges.iter().any(|r| r.start < end && start < r.end) {
+            out.count += 1;
+            if out.hashes.len() < LOST_HASHES_MAX
+                && let Some(hash) = key.get(1..33).and_then(|h| <[u8; 32]>::try_from(h).ok())
+            {
+                out.hashes.push(hash);
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// The bytes of one of `v`'s extents (a replica, or a fragment once coded): what a repair
+/// of it rebuilds.
+pub fn extent_bytes(v: &VolumeRecord) -> u64 {
+    match v.state {
+        VolumeState::Coded => v.size_bytes.div_ceil(v.scheme.data_count().max(1) as u64),
+        _ => v.size_bytes,
+    }
+}
+
+/// The repair tasks queued or running (not given up), and each executing node's share of
+/// the cell's repair bandwidth `bytes_per_sec` (split evenly among the nodes that have
+/// one; 0: no limit).
+pub fn open_repairs(tasks: &[TaskRecord], bytes_per_sec: u64) -> (u64, BTreeMap<u64, u64>) {
+    let open: Vec<&TaskRecord> = tasks
+        .iter()
+        .filter(|t| matches!(t.kind, TaskKind::Reconstruct { .. } | TaskKind::Copy { .. }))
+        .filter(|t| t.state != TaskState::Failed)
+        .collect();
+    let nodes: BTreeSet<u64> = open.iter().map(|t| t.node_id).collect();
+    let share = bytes_per_sec / (nodes.len().max(1) as u64);
+    (open.len() as u64, nodes.into_iter().map(|n| (n, share.max(u64::from(bytes_per_sec > 0)))).collect())
 }
 
 /// Computes [`RepairStatus`] from the records (a scan: status and scrapes, not hot paths).
@@ -164,17 +249,16 @@ pub fn status(
         disks_failed: disks.iter().filter(|d| d.health == DiskHealth::Failed).count() as u64,
         ..RepairStatus::default()
     };
-    let mut extent_bytes: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
     for v in volumes {
         let r = health.redundancy(v, replicas);
         *out.by_can_lose.entry(r.can_lose).or_default() += 1;
         out.below_full += u64::from(r.below_full());
         out.extents_draining += draining(v, drains, &r).len() as u64;
-        let bytes = match v.state {
-            VolumeState::Coded => v.size_bytes.div_ceil(v.scheme.data_count().max(1) as u64),
-            _ => v.size_bytes,
-        };
-        extent_bytes.insert(v.volume_id, bytes);
+        if r.can_lose < 0 {
+            out.unreadable.insert(v.volume_id, lost_ranges(v, &r));
+        }
+        sizes.insert(v.volume_id, extent_bytes(v));
     }
     for t in tasks {
         if matches!(t.kind, TaskKind::Reconstruct { .. } | TaskKind::Copy { .. }) {
@@ -182,7 +266,7 @@ pub fn status(
                 out.tasks_failed += 1;
             } else {
                 out.tasks_open += 1;
-                out.bytes_pending += extent_bytes.get(&t.kind.volume_id()).copied().unwrap_or(0);
+                out.bytes_pending += sizes.get(&t.kind.volume_id()).copied().unwrap_or(0);
             }
         }
     }
@@ -333,6 +417,11 @@ pub fn plan(
                 for &slot in r.lost.iter().chain(&moving) {
                     if running_count >= settings.tasks_max || !budget.allows(settings.bytes_per_sec) {
                         return commands;
+                    }
+                    if coded && r.can_lose < 0 && r.lost.contains(&slot) {
+                        // Fewer than k fragments left: nothing can rebuild it until one
+                        // returns (status lists the blocks lost meanwhile).
+                        continue;
                     }
                     let replaces = extents[slot];
                     let key = (v.volume_id, if coded { slot as u64 } else { replaces.disk_id });

@@ -2,6 +2,7 @@
 //! NOT_LEADER with the leader's address), reads are linearizable: by the leader's lease, else a read index.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cellar_proto::master as pb;
 use cellar_proto::master::master_server::Master;
@@ -16,6 +17,7 @@ use crate::command::{
     self, Command, CommitOutcome, Digest16, DiskRegistration, DiskStat, Hash32, IndexCommit,
 };
 use crate::errors::{self, bad_request, internal};
+use crate::observed::Observed;
 use crate::repair::RepairStatus;
 use crate::state::{self, Kv, PREFIX_DISK, PREFIX_NODE};
 use crate::store::sm::StateReader;
@@ -55,6 +57,8 @@ pub struct ApiSettings {
     pub repair_tasks_max: u64,
     /// See [`crate::config::MasterConfig::repair_bytes_per_sec`].
     pub repair_bytes_per_sec: u64,
+    /// See [`crate::config::MasterConfig::down_after_ms`].
+    pub down_after_ms: u64,
     /// Cluster secret.
     pub secret: Option<String>,
 }
@@ -66,6 +70,7 @@ pub struct MasterService {
     reader: StateReader,
     batcher: CommitBatcher,
     settings: ApiSettings,
+    observed: Arc<Observed>,
 }
 
 impl MasterService {
@@ -76,8 +81,9 @@ impl MasterService {
         reader: StateReader,
         batcher: CommitBatcher,
         settings: ApiSettings,
+        observed: Arc<Observed>,
     ) -> Self {
-        MasterService { id, raft, reader, batcher, settings }
+        MasterService { id, raft, reader, batcher, settings, observed }
     }
 
     async fn write(&self, command: Command) -> Result<command::Response, Status> {
@@ -218,11 +224,22 @@ impl Master for MasterService {
                 trash_extents: d.trash_extents,
             })
             .collect();
+        // A node marked down that is heard from again is up once this applies; the
+        // metadata scanner then checks its extents before the next pass trusts them.
+        let was_down = state::node(&self.reader, r.node_id)
+            .map_err(internal)?
+            .is_some_and(|n| n.state == crate::types::NodeState::Down);
         match self
             .write_once(once, Command::Heartbeat { node_id: r.node_id, disks, now_unix_ms: now_unix_ms() })
             .await?
         {
             command::Response::HeartbeatAck { cluster_map_version } => {
+                if was_down {
+                    self.observed.node_returned(r.node_id);
+                }
+                if let Some(scrub) = r.scrub {
+                    self.observed.scrub_progress(r.node_id, scrub);
+                }
                 Ok(Response::new(pb::HeartbeatResponse { cluster_map_version }))
             }
             other => Err(internal(format!("unexpected response {other:?}"))),
@@ -547,11 +564,12 @@ impl Master for MasterService {
         // An idle node's poll is answered from the local state without a Raft write; a
         // follower's state may lag, so only the leader answers "nothing to do".
         let now = now_unix_ms();
+        let repair_bytes_per_sec = self.observed.repair_share(r.node_id, self.settings.repair_bytes_per_sec);
         if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
             && !crate::tasks::has_claimable(&self.reader, r.node_id, now, &deferred_kinds)
                 .map_err(internal)?
         {
-            return Ok(Response::new(pb::PullTasksResponse { tasks: Vec::new() }));
+            return Ok(Response::new(pb::PullTasksResponse { tasks: Vec::new(), repair_bytes_per_sec }));
         }
         let command = Command::ClaimTasks {
             node_id: r.node_id,
@@ -561,9 +579,10 @@ impl Master for MasterService {
             deferred_kinds,
         };
         match self.write_once(once, command).await? {
-            command::Response::Tasks { tasks } => {
-                Ok(Response::new(pb::PullTasksResponse { tasks: tasks.iter().map(task_pb).collect() }))
-            }
+            command::Response::Tasks { tasks } => Ok(Response::new(pb::PullTasksResponse {
+                tasks: tasks.iter().map(task_pb).collect(),
+                repair_bytes_per_sec,
+            })),
             other => Err(internal(format!("unexpected response {other:?}"))),
         }
     }
@@ -576,6 +595,9 @@ impl Master for MasterService {
         let r = req.into_inner();
         let once = r.request_id;
         bounded("detail", &r.detail)?;
+        // A repair reported done counts in the measured repair rate (read before: a done
+        // task leaves the state; a retried report finds it gone and counts nothing).
+        let repair_bytes = if r.success { self.repair_bytes_of(r.task_id)? } else { None };
         let command = Command::ReportTask {
             task_id: r.task_id,
             node_id: r.node_id,
@@ -584,6 +606,9 @@ impl Master for MasterService {
         };
         match self.write_once(once, command).await? {
             command::Response::TaskReported { task } => {
+                if let (None, Some(bytes)) = (&task, repair_bytes) {
+                    self.observed.repair_completed(now_unix_ms(), bytes);
+                }
                 Ok(Response::new(pb::ReportTaskResponse { task: task.as_ref().map(task_pb) }))
             }
             other => Err(internal(format!("unexpected response {other:?}"))),
@@ -612,6 +637,9 @@ impl Master for MasterService {
         let nodes = self.nodes()?;
         let disks = self.disks()?;
         let repair = self.repair_status()?;
+        let lost = crate::repair::lost_blocks(&self.reader, &repair.unreadable).map_err(internal)?;
+        let rate = self.observed.repair_rate(now_unix_ms(), repair.bytes_pending);
+        let scan = self.observed.scan();
         let drains = self.drains()?;
         Ok(Response::new(pb::StatusResponse {
             node_id: self.id,
@@ -642,6 +670,23 @@ impl Master for MasterService {
             extents_draining: repair.extents_draining,
             drained_nodes: drains.nodes.iter().copied().collect(),
             drained_disks: drains.disks.iter().copied().collect(),
+            volumes_unreadable: repair.unreadable.keys().copied().collect(),
+            blocks_lost: lost.count,
+            lost_block_hashes: lost.hashes.iter().map(|h| h.to_vec()).collect(),
+            repair_rate_bytes_per_sec: rate.bytes_per_sec,
+            repair_bytes_done: rate.bytes_done,
+            repair_eta_secs: rate.eta_secs,
+            repair_episode_secs: rate.episode_secs,
+            scrub: self.observed.scrub(),
+            down_after_ms: self.settings.down_after_ms,
+            metadata_scan: Some(pb::MetadataScanProgress {
+                passes: scan.passes,
+                index_entries_checked: scan.index_entries_checked,
+                extents_checked: scan.extents_checked,
+                findings: scan.findings,
+                errors: scan.errors,
+                last_pass_unix_ms: scan.last_pass_unix_ms,
+            }),
         }))
     }
 }
@@ -650,6 +695,22 @@ impl MasterService {
     /// Scans volumes and tasks (status is an operator's call, not a hot path).
     fn repair_status(&self) -> Result<RepairStatus, Status> {
         crate::repair::read_status(&self.reader, usize::from(self.settings.replicas)).map_err(internal)
+    }
+
+    /// The bytes the repair task `task_id` rebuilds (its volume's extent size), if it is a
+    /// queued reconstruct or copy.
+    fn repair_bytes_of(&self, task_id: u64) -> Result<Option<u64>, Status> {
+        let Some(task) = crate::tasks::task(&self.reader, task_id).map_err(internal)? else {
+            return Ok(None);
+        };
+        if !matches!(
+            task.kind,
+            crate::types::TaskKind::Reconstruct { .. } | crate::types::TaskKind::Copy { .. }
+        ) {
+            return Ok(None);
+        }
+        let volume = state::volume(&self.reader, task.kind.volume_id()).map_err(internal)?;
+        Ok(volume.map(|v| crate::repair::extent_bytes(&v)))
     }
 }
 

@@ -510,7 +510,13 @@ async fn silent_volume_servers_get_no_new_volumes() {
     for node_id in nodes.iter().copied().filter(|n| *n != nodes[0]) {
         client
             .call(|mut c| async move {
-                c.heartbeat(pb::HeartbeatRequest { node_id, disks: Vec::new(), request_id: None }).await
+                c.heartbeat(pb::HeartbeatRequest {
+                    node_id,
+                    disks: Vec::new(),
+                    request_id: None,
+                    scrub: None,
+                })
+                .await
             })
             .await
             .expect("heartbeat");

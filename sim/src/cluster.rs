@@ -682,7 +682,11 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let input = ClusterInput { disks: generated.disk_views.clone(), volumes };
+        let input = ClusterInput {
+            disks: generated.disk_views.clone(),
+            volumes,
+            measured_repair_bytes_per_sec: None,
+        };
         let layout = Layout::from_input(&input).expect("live layout");
         assert_eq!(layout.slot_disks, generated.slot_disks);
         assert_eq!((layout.zones.len(), layout.nodes.len()), (3, 6));

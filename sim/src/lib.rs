@@ -56,6 +56,10 @@ pub struct ClusterInput {
     pub disks: Vec<DiskView>,
     /// Every volume.
     pub volumes: Vec<VolumeInput>,
+    /// The repair throughput the cell measured (bytes of extents rebuilt per second), when
+    /// it has repaired something: used instead of the rate worked out from the configured
+    /// per-disk, per-node and cross-zone bandwidths.
+    pub measured_repair_bytes_per_sec: Option<f64>,
 }
 
 /// One volume of a live cluster.
@@ -83,7 +87,11 @@ pub fn simulate(
         None => cluster::Layout::from_shape(&config.cluster, config.simulation.seed, threads)?,
     };
     let placement_secs = started.elapsed().as_secs_f64();
-    let model = model::Model::new(layout, config);
+    let mut model = model::Model::new(layout, config);
+    if let Some(rate) = input.and_then(|i| i.measured_repair_bytes_per_sec).filter(|r| *r > 0.0) {
+        model.repair_rate.bytes_per_sec = rate;
+        model.repair_rate.bottleneck = "measured on the cell";
+    }
     let results = runner::run_all(&model, &config.simulation, threads, progress);
     Ok(Report::build(&model, config, &results, threads, placement_secs, started.elapsed().as_secs_f64()))
 }

@@ -27,9 +27,7 @@ pub mod errors;
 pub mod layout;
 pub mod reader;
 
-/// Chunk size of every fragment (the unit of a chunk CRC). Part of the coded layout:
-/// fragment lengths are rounded up to it, so readers and writers must agree on it.
-pub const FRAGMENT_CHUNK_BYTES: u64 = 64 << 10;
+pub use cellar_format::FRAGMENT_CHUNK_BYTES;
 /// Longest fragment range one ReadFragment call returns.
 pub const FRAGMENT_READ_MAX_BYTES: u64 = 8 << 20;
 /// Largest gRPC message: an append of up to [`APPEND_PAYLOAD_MAX_BYTES`] or a fragment

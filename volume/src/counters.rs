@@ -64,6 +64,27 @@ pub struct ScrubCounters {
     pub errors: AtomicU64,
     /// Full passes over every disk completed.
     pub passes: AtomicU64,
+    /// Whether the scrubber runs on this server.
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Bytes checked in the pass under way.
+    pub pass_bytes_done: AtomicU64,
+    /// Bytes of every extent when the pass under way started.
+    pub pass_bytes_total: AtomicU64,
+}
+
+impl ScrubCounters {
+    /// What the heartbeat tells the master (none when the scrubber is off).
+    pub fn progress(&self) -> Option<cellar_proto::master::ScrubProgress> {
+        self.enabled.load(Ordering::Relaxed).then(|| cellar_proto::master::ScrubProgress {
+            node_id: 0,
+            passes: self.passes.load(Ordering::Relaxed),
+            pass_bytes_done: self.pass_bytes_done.load(Ordering::Relaxed),
+            pass_bytes_total: self.pass_bytes_total.load(Ordering::Relaxed),
+            bytes_total: self.bytes.load(Ordering::Relaxed),
+            findings: self.findings.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        })
+    }
 }
 
 impl VolumeMetrics {

@@ -23,6 +23,7 @@ pub mod errors;
 pub mod fence;
 pub mod metrics;
 pub mod node;
+pub mod pace;
 pub mod scrub;
 pub mod service;
 pub mod shared;

@@ -155,6 +155,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         secret: config.secret.clone(),
         metrics: crate::counters::VolumeMetrics::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
+        repair_pace: crate::pace::Pace::default(),
         // A record, or a fragment read of one: its whole chunks, up to a chunk more on
         // each side, and the slack of a direct read.
         read_buffers: crate::buffers::ReadBuffers::new(
@@ -245,12 +246,14 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
             })
             .collect::<Vec<_>>();
         let node_id = shared.node_id;
+        let scrub = shared.metrics.scrub.progress();
         let sent = shared
             .cluster
             .master()
-            .call_once(mpb::HeartbeatRequest { node_id, disks, request_id: None }, |mut c, r| async move {
-                c.heartbeat(r).await
-            })
+            .call_once(
+                mpb::HeartbeatRequest { node_id, disks, request_id: None, scrub },
+                |mut c, r| async move { c.heartbeat(r).await },
+            )
             .await;
         if let Err(e) = sent {
             tracing::warn!(node = node_id, error = %e, "heartbeat failed");

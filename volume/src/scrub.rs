@@ -76,8 +76,22 @@ pub async fn run(shared: Arc<Shared>, config: ScrubConfig, mut stop: watch::Rece
         return;
     }
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
+    let m = &shared.metrics.scrub;
+    m.enabled.store(true, Ordering::Relaxed);
     loop {
         let pass_started = Instant::now();
+        // Progress of the pass: every extent's bytes at its start (a resumed pass counts
+        // what the cursor skips as done).
+        let (mut total, mut skipped) = (0u64, 0u64);
+        for (_, disk) in shared.disks.with_ids() {
+            let cursor = read_cursor(disk.root());
+            for e in disk.list() {
+                total += e.length_bytes;
+                skipped += if cursor.is_some_and(|c| e.id <= c) { e.length_bytes } else { 0 };
+            }
+        }
+        m.pass_bytes_total.store(total, Ordering::Relaxed);
+        m.pass_bytes_done.store(skipped, Ordering::Relaxed);
         for (disk_id, disk) in shared.disks.with_ids() {
             let root = disk.root().to_path_buf();
             let cursor = read_cursor(&root);
@@ -93,7 +107,6 @@ pub async fn run(shared: Arc<Shared>, config: ScrubConfig, mut stop: watch::Rece
                 let d = disk.clone();
                 let checked =
                     tokio::task::spawn_blocking(move || verify(&d, &info).map_err(|e| (info, e))).await;
-                let m = &shared.metrics.scrub;
                 let bytes = match checked {
                     Ok(Ok(bytes)) => bytes,
                     Ok(Err((info, e))) if e.is_corruption() => {
@@ -118,6 +131,7 @@ pub async fn run(shared: Arc<Shared>, config: ScrubConfig, mut stop: watch::Rece
                     }
                 };
                 m.bytes.fetch_add(bytes, Ordering::Relaxed);
+                m.pass_bytes_done.fetch_add(bytes, Ordering::Relaxed);
                 m.extents.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = write_cursor(&root, Some(id)) {
                     tracing::warn!(disk = disk_id, error = %e, "cannot record scrub progress");

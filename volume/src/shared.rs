@@ -26,6 +26,8 @@ pub struct Shared {
     pub secret: Option<String>,
     /// Request and task counters.
     pub metrics: crate::counters::VolumeMetrics,
+    /// The pace of this node's repair executors (its share of the cell's repair bandwidth).
+    pub repair_pace: crate::pace::Pace,
     /// Read buffers kept for reuse.
     pub read_buffers: Arc<crate::buffers::ReadBuffers>,
     /// Set when the server stops: in-process callers (see

@@ -64,6 +64,26 @@ impl StateReader {
         Ok(out)
     }
 
+    /// Calls `f` with every pair whose key starts with `prefix`, from `start` (a key at or
+    /// after the prefix) on, in key order, until `f` returns false; nothing is collected,
+    /// so a scan of the whole index holds one pair at a time.
+    pub fn for_each(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StateError>,
+    ) -> Result<(), StateError> {
+        let sm = cf(&self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
+        let from = if start < prefix { prefix } else { start };
+        for item in self.db.iterator_cf(sm, IteratorMode::From(from, rocksdb::Direction::Forward)) {
+            let (key, value) = item.map_err(|e| StateError::Store(e.to_string()))?;
+            if !key.starts_with(prefix) || !f(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The drains in force.
     pub fn drains(&self) -> Result<state::Drains, StateError> {
         let records: Vec<crate::types::DrainRecord> = self.records(state::PREFIX_DRAIN, Kind::Drain)?;

@@ -101,6 +101,7 @@ async fn copy_replica(
         bounded(deadlines.read, "scan replica", async { Ok::<_, Status>(stream.next().await) }).await?
     {
         let chunk = chunk?;
+        shared.repair_pace.take(chunk.records.len() as u64).await;
         if chunk.offset_bytes != end {
             return Err(bad_request(format!("scan chunk at {} where {end} was due", chunk.offset_bytes)));
         }
@@ -182,6 +183,7 @@ async fn copy_fragment(
             len,
         )
         .await?;
+        shared.repair_pace.take(len).await;
         if sink.send(Vec::from(bytes)).await.is_err() {
             return Err(super::closed_sink_error(sink).await);
         }

@@ -109,6 +109,7 @@ pub async fn run_executor(
                 .await;
             match pulled {
                 Ok(resp) => {
+                    shared.repair_pace.set_rate(resp.repair_bytes_per_sec);
                     for task in resp.tasks {
                         if !running.lock().unwrap_or_else(|p| p.into_inner()).insert(task.task_id) {
                             continue;

@@ -88,6 +88,7 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
             }
             survivors.retain(|(i, _)| !failed.contains(i));
         };
+        shared.repair_pace.take(len).await;
         let mut out = vec![0u8; len as usize];
         codec.rebuild_stripe(index, &rows, &mut out).map_err(|e| bad_request(e.to_string()))?;
         if sink.send(out).await.is_err() {
