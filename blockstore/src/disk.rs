@@ -505,17 +505,20 @@ impl Disk {
             extents: 0,
             open_extents: 0,
             trash_extents: 0,
+            failed_extents: 0,
         };
         for (_, extent) in self.extents.read().unwrap_or_else(|p| p.into_inner()).iter() {
             stat.extents += 1;
-            let (open, bytes) = match extent {
+            let (open, bytes, failed) = match extent {
                 Extent::Replica(r) => (
                     r.state() == ExtentState::Open,
                     crate::extent_header::EXTENT_DATA_OFFSET_BYTES + r.durable_len_bytes(),
+                    r.is_failed(),
                 ),
-                Extent::Fragment(f) => (f.state() == ExtentState::Open, f.file_len_bytes()),
+                Extent::Fragment(f) => (f.state() == ExtentState::Open, f.file_len_bytes(), f.is_failed()),
             };
             stat.open_extents += u64::from(open);
+            stat.failed_extents += u64::from(failed);
             stat.used_bytes += bytes;
         }
         stat.trash_extents = self.trash_entries.load(Ordering::Relaxed);

@@ -96,6 +96,9 @@ pub struct DiskStat {
     pub open_extents: u64,
     /// Extents in the trash.
     pub trash_extents: u64,
+    /// Live extents that failed a write or an fsync (no more writes until reopened): what
+    /// they hold on disk cannot be trusted, so the volume server reports the disk failed.
+    pub failed_extents: u64,
 }
 
 /// What a trash purge did.

@@ -39,9 +39,10 @@ pub struct FrontendArgs {
     /// Storage watcher: one stored put in this many is read back later (0: off).
     #[arg(long, default_value_t = cellar_frontend::config::WatchConfig::default().sample_one_in)]
     watch_sample_one_in: u64,
-    /// Storage watcher: how long after its put a sampled block is read back, in seconds.
-    #[arg(long, default_value_t = cellar_frontend::config::WatchConfig::default().delay.as_secs())]
-    watch_delay_secs: u64,
+    /// Storage watcher: how long after its put a sampled block is read back, in seconds; a
+    /// comma-separated ascending list re-reads it at each delay.
+    #[arg(long, value_delimiter = ',', default_values_t = cellar_frontend::config::WatchConfig::default().delays.iter().map(|d| d.as_secs()).collect::<Vec<u64>>())]
+    watch_delay_secs: Vec<u64>,
 }
 
 pub fn run(args: FrontendArgs) -> Result<()> {
@@ -58,7 +59,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.http_connections_max = args.http_connections_max;
     config.watch = cellar_frontend::config::WatchConfig {
         sample_one_in: args.watch_sample_one_in,
-        delay: std::time::Duration::from_secs(args.watch_delay_secs),
+        delays: args.watch_delay_secs.iter().map(|s| std::time::Duration::from_secs(*s)).collect(),
     };
     config.validate().map_err(|e| anyhow!(e))?;
     let runtime =

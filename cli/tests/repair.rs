@@ -754,4 +754,48 @@ fn a_reconstruct_whose_executor_dies_half_way_is_replanned_and_a_missing_extent_
     let master_log = std::fs::read_to_string(cell.path("master-1.log")).expect("master log");
     assert!(!master_log.contains(&format!("mark_node_down({victim})")), "back before down_after");
     check_all(&cell, &acked, |e| e["node"].as_u64() != Some(executor));
+
+    // A disk that vanishes (its directory moved away under the running server) is failed
+    // and what it held rebuilt elsewhere; when it comes back (moved back) it is up again,
+    // the extents it held, all replaced meanwhile, go to its trash, and nothing is lost.
+    let st = stat(&a, &cell.base, &hash);
+    let gone_disk = (0..9)
+        .map(|i| {
+            (
+                st["fragments"][i]["node"].as_u64().expect("node"),
+                st["fragments"][i]["disk"].as_u64().expect("disk"),
+            )
+        })
+        .find(|(n, _)| *n != executor)
+        .map(|(_, d)| d)
+        .expect("a fragment on a live node");
+    let path = disk_path(&masters, gone_disk);
+    let away = format!("{path}.away");
+    std::fs::rename(&path, &away).expect("move the disk away");
+    let disk_is = |s: &serde_json::Value, health: &str| {
+        s["disks"].as_array().is_some_and(|disks| {
+            disks.iter().any(|d| d["id"].as_u64() == Some(gone_disk) && d["health"] == health)
+        })
+    };
+    wait_status(&masters, "the vanished disk failed", |s| disk_is(s, "failed"));
+    wait_status(&masters, "full redundancy without the disk", |s| {
+        s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    check_all(&cell, &acked, |e| {
+        e["disk"].as_u64() != Some(gone_disk) && e["node"].as_u64() != Some(executor)
+    });
+    std::fs::rename(&away, &path).expect("move the disk back");
+    let s = wait_status(&masters, "the disk back, its stale extents in the trash", |s| {
+        let emptied = s["disks"].as_array().is_some_and(|disks| {
+            disks.iter().any(|d| {
+                d["id"].as_u64() == Some(gone_disk)
+                    && d["used_bytes"].as_u64() == Some(0)
+                    && d["trash_extents"].as_u64().unwrap_or(0) > 0
+            })
+        });
+        disk_is(s, "ok") && emptied && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    assert_eq!(s["redundancy"]["below_full"].as_u64(), Some(0), "{s:#}");
+    assert_eq!(s["repair"]["tasks_failed"].as_u64(), Some(0), "{s:#}");
+    check_all(&cell, &acked, |e| e["node"].as_u64() != Some(executor));
 }

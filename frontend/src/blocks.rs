@@ -130,7 +130,7 @@ impl Blocks {
             gets: Arc::new(Semaphore::new(GETS_IN_FLIGHT_MAX)),
             block_size_max_bytes: limits.block_size_max_bytes,
             metrics,
-            watcher: Arc::new(crate::watcher::Watcher::new(config.watch)),
+            watcher: Arc::new(crate::watcher::Watcher::new(config.watch.clone())),
         }
     }
 

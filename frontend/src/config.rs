@@ -79,6 +79,7 @@ impl FrontendConfig {
             return Err("--master is required".into());
         }
         self.deadlines.validate()?;
+        self.watch.validate()?;
         if self.writers == 0 || self.writers > 1024 {
             return Err("writers must be in 1..=1024".into());
         }
@@ -158,19 +159,39 @@ pub const LEASE_RENEWALS_PER_LEASE: u32 = 6;
 /// Shortest renewal period derived from the masters' lease.
 pub const LEASE_RENEW_MIN: Duration = Duration::from_millis(100);
 
+/// Re-read delays the storage watcher takes at most.
+pub const WATCH_DELAYS_MAX: usize = 8;
+
 /// What the watcher checks and when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchConfig {
     /// One stored put in this many is re-read; 0 turns the watcher off.
     pub sample_one_in: u64,
-    /// How long after its put a block is re-read.
-    pub delay: Duration,
+    /// How long after its put a sampled block is re-read: once at each delay (ascending),
+    /// as long as it reads back intact.
+    pub delays: Vec<Duration>,
 }
 
 impl Default for WatchConfig {
-    /// One put in 100, re-read a minute later.
+    /// One put in 100, re-read a minute and an hour later.
     fn default() -> Self {
-        WatchConfig { sample_one_in: 100, delay: Duration::from_secs(60) }
+        WatchConfig { sample_one_in: 100, delays: vec![Duration::from_secs(60), Duration::from_secs(3600)] }
+    }
+}
+
+impl WatchConfig {
+    /// Checks the delays: 1 to [`WATCH_DELAYS_MAX`] of them, strictly ascending.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sample_one_in == 0 {
+            return Ok(());
+        }
+        if self.delays.is_empty() || self.delays.len() > WATCH_DELAYS_MAX {
+            return Err(format!("the storage watcher takes 1 to {WATCH_DELAYS_MAX} delays"));
+        }
+        if self.delays.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("the storage watcher's delays must be strictly ascending".into());
+        }
+        Ok(())
     }
 }
 

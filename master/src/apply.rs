@@ -283,7 +283,9 @@ fn heartbeat(
     let mut structural = n.state != NodeState::Up;
     for stat in disks {
         let Some(mut d) = disk(kv, stat.disk_id)? else { continue };
-        let health = if d.health == DiskHealth::Failed { DiskHealth::Failed } else { health_of(stat.failed) };
+        // A failed disk whose server reports it whole again comes back (the leader's
+        // metadata scanner then checks its extents before the next pass).
+        let health = health_of(stat.failed);
         structural |= health != d.health;
         d.capacity_bytes = stat.capacity_bytes;
         d.used_bytes = stat.used_bytes;

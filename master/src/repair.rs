@@ -641,14 +641,13 @@ mod tests {
 
     #[test]
     fn the_most_at_risk_volume_goes_first_and_limits_hold() {
-        let (mut nodes, mut disks) = cell();
+        let (mut nodes, disks) = cell();
         down(&mut nodes, 2);
-        // Volume 2 also lost a fragment on a failed disk of node 1: it can lose less.
-        disks.iter_mut().find(|d| d.disk_id == 11).expect("disk").health = DiskHealth::Failed;
-        let mut v2 = coded(2);
-        v2.fragments[0] = place(1, 1);
+        // Volume 2 lost node 2's three fragments (it can lose no more); volume 1 only one.
+        let v2 = coded(2);
         let mut v1 = coded(1);
-        v1.fragments[0] = place(4, 3);
+        v1.fragments[3] = place(4, 1);
+        v1.fragments[4] = place(4, 2);
         let commands = plan_now(&[v1.clone(), v2.clone()], &[], &nodes, &disks);
         let first = match &commands[0] {
             Command::PlanRepair { kind, .. } => kind.volume_id(),
@@ -670,6 +669,22 @@ mod tests {
             &mut RepairBudget::default(),
         );
         assert_eq!(limited.len(), 2);
+    }
+
+    #[test]
+    fn a_volume_with_fewer_than_k_fragments_gets_no_reconstruct_and_its_lost_data_ranges_are_listed() {
+        let (mut nodes, mut disks) = cell();
+        down(&mut nodes, 2);
+        // Fragments 3, 4, 5 on node 2 and fragment 0 on failed disk 11: five of six left.
+        disks.iter_mut().find(|d| d.disk_id == 11).expect("disk").health = DiskHealth::Failed;
+        let v = coded(1);
+        assert!(plan_now(std::slice::from_ref(&v), &[], &nodes, &disks).is_empty(), "nothing can rebuild it");
+        let st = status(&[v], &[], &nodes, &disks, &Drains::default(), 3);
+        // 6 MiB over 6 data fragments: fragment i holds [i MiB, (i + 1) MiB).
+        let mib = 1u64 << 20;
+        let expected: Vec<Range<u64>> = [0u64, 3, 4, 5].iter().map(|i| i * mib..(i + 1) * mib).collect();
+        assert_eq!(st.unreadable.get(&1), Some(&expected));
+        assert_eq!(st.by_can_lose.get(&-1), Some(&1));
     }
 
     #[test]

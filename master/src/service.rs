@@ -213,7 +213,7 @@ impl Master for MasterService {
         }
         let disks = r
             .disks
-            .into_iter()
+            .iter()
             .map(|d| DiskStat {
                 disk_id: d.disk_id,
                 capacity_bytes: d.capacity_bytes,
@@ -226,9 +226,16 @@ impl Master for MasterService {
             .collect();
         // A node marked down that is heard from again is up once this applies; the
         // metadata scanner then checks its extents before the next pass trusts them.
+        // So does a disk reported failed that its server now reports whole again.
         let was_down = state::node(&self.reader, r.node_id)
             .map_err(internal)?
-            .is_some_and(|n| n.state == crate::types::NodeState::Down);
+            .is_some_and(|n| n.state == crate::types::NodeState::Down)
+            || r.disks.iter().filter(|d| !d.failed).any(|d| {
+                state::disk(&self.reader, d.disk_id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|rec| rec.health == crate::types::DiskHealth::Failed)
+            });
         match self
             .write_once(once, Command::Heartbeat { node_id: r.node_id, disks, now_unix_ms: now_unix_ms() })
             .await?

@@ -223,13 +223,27 @@ pub fn enqueue(
 pub const DEFERRED_KINDS_MAX: usize = 16;
 
 /// Whether `task` may be handed out now to a node that defers `deferred_kinds`.
-fn claimable(task: &TaskRecord, now_unix_ms: u64, deferred_kinds: &[TaskType]) -> bool {
+fn claimable(
+    kv: &dyn Kv,
+    task: &TaskRecord,
+    now_unix_ms: u64,
+    deferred_kinds: &[TaskType],
+) -> Result<bool, StateError> {
     let free = match task.state {
         TaskState::Pending => true,
         TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
         TaskState::Failed => false,
     };
-    free && !deferred_kinds.contains(&task.kind.task_type())
+    if !free || deferred_kinds.contains(&task.kind.task_type()) {
+        return Ok(false);
+    }
+    // A delete on a failed disk waits for the disk to come back (it could only fail).
+    if let TaskKind::Delete { extent, .. } = &task.kind
+        && state::disk(kv, extent.disk_id)?.is_some_and(|d| d.health == crate::types::DiskHealth::Failed)
+    {
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Whether `node_id` has a task it could claim now, leaving out the kinds it defers (read
@@ -242,7 +256,7 @@ pub fn has_claimable(
 ) -> Result<bool, StateError> {
     for task_id in queue(kv, node_id)? {
         let Some(task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
-        if claimable(&task, now_unix_ms, deferred_kinds) {
+        if claimable(kv, &task, now_unix_ms, deferred_kinds)? {
             return Ok(true);
         }
     }
@@ -265,7 +279,7 @@ pub fn claim(
             break;
         }
         let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
-        if claimable(&task, now_unix_ms, deferred_kinds) {
+        if claimable(&*kv, &task, now_unix_ms, deferred_kinds)? {
             task.state = TaskState::Claimed;
             task.claimed_until_unix_ms = now_unix_ms + claim_ms;
             write_record(kv, Kind::Task, &task_key(task_id), &task)?;
@@ -484,11 +498,7 @@ pub(crate) fn delete_later(
     part: Part,
     extent: ExtentPlace,
 ) -> Result<(), StateError> {
-    // A failed disk is not written to again (its extents go with it when an operator
-    // replaces it); a delete there could only fail.
-    if state::disk(kv, extent.disk_id)?.is_some_and(|d| d.health == crate::types::DiskHealth::Failed) {
-        return Ok(());
-    }
+    // On a failed disk the delete waits (not claimable) until the disk comes back.
     enqueue(kv, c, extent.node_id, TaskKind::Delete { volume_id, part, extent })?;
     Ok(())
 }

@@ -230,15 +230,23 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
             .await
             .into_iter()
             .map(|(disk_id, stat)| match stat {
-                Ok(s) => mpb::DiskStats {
-                    disk_id,
-                    capacity_bytes: s.capacity_bytes,
-                    used_bytes: s.used_bytes,
-                    free_bytes: s.free_bytes,
-                    failed: false,
-                    trash_bytes: s.trash_bytes,
-                    trash_extents: s.trash_extents,
-                },
+                Ok(s) => {
+                    // A failed write or fsync: what the disk holds cannot be trusted (the
+                    // kernel may have dropped dirty pages), so the whole disk is failed.
+                    if s.failed_extents > 0 {
+                        tracing::error!(disk = disk_id, extents = s.failed_extents,
+                            "extents on this disk failed a write or fsync; reporting the disk failed");
+                    }
+                    mpb::DiskStats {
+                        disk_id,
+                        capacity_bytes: s.capacity_bytes,
+                        used_bytes: s.used_bytes,
+                        free_bytes: s.free_bytes,
+                        failed: s.failed_extents > 0,
+                        trash_bytes: s.trash_bytes,
+                        trash_extents: s.trash_extents,
+                    }
+                }
                 Err(e) => {
                     tracing::error!(disk = disk_id, error = %e, "disk stat failed; reporting the disk failed");
                     mpb::DiskStats { disk_id, failed: true, ..Default::default() }
