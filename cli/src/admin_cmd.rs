@@ -32,6 +32,20 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: DrainArgs,
     },
+    /// Removes a volume server for good: it must be drained (or marked down) and hold no
+    /// extent any volume places on it. Its queued tasks are dropped and its id is never
+    /// reused; the server cannot register under it again.
+    Remove {
+        /// Master addresses, comma separated (host:port,...).
+        #[arg(long, env = "CELLAR_MASTERS")]
+        master: String,
+        /// The node id.
+        #[arg(long)]
+        node: u64,
+        /// Cluster secret.
+        #[arg(long, env = "CELLAR_SECRET")]
+        secret: Option<String>,
+    },
 }
 
 /// The node or disk of a drain.
@@ -77,6 +91,21 @@ pub fn run(cmd: AdminCommand) -> Result<()> {
     match cmd {
         AdminCommand::Drain { target } => drain(target, false),
         AdminCommand::Undrain { target } => drain(target, true),
+        AdminCommand::Remove { master, node, secret } => {
+            let addrs: Vec<String> =
+                master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime
+                .block_on(async {
+                    let client = MasterClient::new(&addrs, secret.as_deref())?;
+                    let request = cellar_proto::master::RemoveNodeRequest { node_id: node, request_id: None };
+                    client.call_once(request, |mut c, r| async move { c.remove_node(r).await }).await?;
+                    Ok::<_, anyhow::Error>(())
+                })
+                .with_context(|| format!("remove node {node}"))?;
+            println!("removed node {node}");
+            Ok(())
+        }
         AdminCommand::Status { master, json, secret } => {
             let addrs: Vec<String> =
                 master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();

@@ -153,6 +153,14 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
     // Every acknowledged block reads back byte-exact, and no volume places an extent on
     // the dead server.
     check_all(&cell, &acked, |e| e["node"].as_u64() != Some(victim));
+    // The dead server holds nothing any more: an operator removes it for good (its queued
+    // deletes of stale extents go with it).
+    admin(&["remove", "--master", &masters, "--node", &victim.to_string()]);
+    let s = status(&masters).expect("status");
+    assert!(
+        s["nodes"].as_array().expect("nodes").iter().all(|n| n["id"].as_u64() != Some(victim)),
+        "node {victim} removed: {s:#}"
+    );
 
     // Phase 2 (must-show 2): a disk directory of a running server is deleted. The server's
     // heartbeat reports the disk failed; what it held is rebuilt on other disks.
@@ -355,6 +363,23 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
     admin(&["undrain", "--master", &masters, "--node", &node.to_string()]);
     let s = status(&masters).expect("status");
     assert_eq!(s["drain"]["nodes"], serde_json::json!([]), "{s:#}");
+
+    // The emptied node can be removed, once drained again: an up node that is not drained
+    // is refused.
+    let refused = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["admin", "remove", "--master", &masters, "--node", &node.to_string()])
+        .output()
+        .expect("run cellar admin remove");
+    assert!(!refused.status.success(), "an up, undrained node is not removed");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not drained"), "{refused:?}");
+    admin(&["drain", "--master", &masters, "--node", &node.to_string()]);
+    admin(&["remove", "--master", &masters, "--node", &node.to_string()]);
+    let s = status(&masters).expect("status");
+    let ids: Vec<u64> =
+        s["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["id"].as_u64()).collect();
+    assert!(!ids.contains(&node), "node {node} removed: {ids:?}");
+    assert_eq!(s["drain"]["nodes"], serde_json::json!([]), "its drain record went with it: {s:#}");
+    check_all(&cell, &acked, |e| e["node"].as_u64() != Some(node));
 }
 
 /// Runs `cellar admin ARGS`, which must succeed.

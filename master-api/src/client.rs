@@ -243,6 +243,7 @@ mutating!(
     AcquireLeaseRequest,
     EnqueueTaskRequest,
     DrainRequest,
+    RemoveNodeRequest,
     // DropReferences takes a LookupRequest.
     LookupRequest,
 );

@@ -104,6 +104,7 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
         Command::SetDrain { target, drained, now_unix_ms } => {
             set_drain(kv, c, *target, *drained, *now_unix_ms)?
         }
+        Command::RemoveNode { node_id } => remove_node(kv, c, *node_id)?,
         Command::Once { request, now_unix_ms, command } => match command.as_ref() {
             Command::Once { .. } | Command::CommitIndex { .. } => {
                 return refused(CommandError::BadRequest {
@@ -331,6 +332,49 @@ fn set_drain(
     } else {
         return Ok(Response::Empty);
     }
+    c.cluster_map_version += 1;
+    Ok(Response::Empty)
+}
+
+/// Removes a node for good (see [`Command::RemoveNode`]): refused while it is up and not
+/// drained, or while any volume places an extent on it (a scan of every volume record: an
+/// operator's rare command).
+fn remove_node(kv: &mut dyn Kv, c: &mut Counters, node_id: u64) -> Result<Response, StateError> {
+    let Some(n) = node(kv, node_id)? else {
+        return refused(CommandError::UnknownNode { node_id });
+    };
+    let node_drain = crate::state::drain_key(DrainTarget::Node { node_id });
+    if n.state == NodeState::Up && kv.get(&node_drain)?.is_none() {
+        return refused(CommandError::BadRequest {
+            detail: format!(
+                "node {node_id} is up and not drained: drain it (or wait until it is marked down) first"
+            ),
+        });
+    }
+    let mut holding = Vec::new();
+    for (key, bytes) in kv.scan(&[PREFIX_VOLUME], usize::MAX)? {
+        let v: VolumeRecord = crate::state::decode_record(Kind::Volume, &key, &bytes)?;
+        if v.replicas.iter().chain(&v.fragments).any(|p| p.node_id == node_id) {
+            holding.push(v.volume_id);
+        }
+    }
+    if !holding.is_empty() {
+        holding.truncate(20);
+        return refused(CommandError::BadRequest {
+            detail: format!(
+                "node {node_id} still holds extents of volumes {holding:?}: wait until the drain or repair moves them"
+            ),
+        });
+    }
+    for task in crate::tasks::node_tasks(kv, node_id)? {
+        crate::tasks::drop_task(kv, c, &task)?;
+    }
+    for disk_id in &n.disk_ids {
+        kv.delete(&id_key(PREFIX_DISK, *disk_id));
+        kv.delete(&crate::state::drain_key(DrainTarget::Disk { disk_id: *disk_id }));
+    }
+    kv.delete(&node_drain);
+    kv.delete(&id_key(PREFIX_NODE, node_id));
     c.cluster_map_version += 1;
     Ok(Response::Empty)
 }

@@ -334,6 +334,11 @@ pub enum Command {
         /// Leader's clock.
         now_unix_ms: u64,
     },
+    /// An operator removes a drained or down node that no volume places anything on.
+    RemoveNode {
+        /// The node.
+        node_id: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -369,6 +374,7 @@ impl fmt::Display for Command {
             }
             Command::MarkNodeDown { node_id, .. } => write!(f, "mark_node_down({node_id})"),
             Command::SetDrain { target, drained, .. } => write!(f, "set_drain({target:?}, {drained})"),
+            Command::RemoveNode { node_id } => write!(f, "remove_node({node_id})"),
             Command::PlanRepair { kind, replaces_task, .. } => {
                 write!(f, "plan_repair({}, {}, replaces {replaces_task:?})", kind.name(), kind.volume_id())
             }

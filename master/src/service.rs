@@ -500,6 +500,18 @@ impl Master for MasterService {
         }
     }
 
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        match self.write_once(r.request_id, Command::RemoveNode { node_id: r.node_id }).await? {
+            command::Response::Empty => Ok(Response::new(pb::RemoveNodeResponse {})),
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
     async fn drop_references(
         &self,
         req: Request<pb::LookupRequest>,

@@ -102,6 +102,17 @@ fn move_task(kv: &mut dyn Kv, task: &mut TaskRecord, node_id: u64) -> Result<(),
     Ok(())
 }
 
+/// Every task queued for `node_id` (a node being removed).
+pub(crate) fn node_tasks(kv: &dyn Kv, node_id: u64) -> Result<Vec<TaskRecord>, StateError> {
+    let mut out = Vec::new();
+    for task_id in queue(kv, node_id)? {
+        if let Some(task) = task(kv, task_id)? {
+            out.push(task);
+        }
+    }
+    Ok(out)
+}
+
 /// Removes a task from the queue and the state (counted as neither done nor failed).
 pub(crate) fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) -> Result<(), StateError> {
     kv.delete(&task_key(task.task_id));

@@ -185,7 +185,9 @@ fn commands_round_trip_and_an_index_entry_costs_a_third_of_its_json() {
         drained: true,
         now_unix_ms: 8,
     };
-    for command in [&commit, &once, &down, &repair, &drain] {
+    let remove = Command::RemoveNode { node_id: 4 };
+    assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &remove).expect("encode")), "01011104");
+    for command in [&commit, &once, &down, &repair, &drain, &remove] {
         let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
         let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
         assert_eq!(&back, command);
