@@ -34,6 +34,26 @@ const REPAIR_CONFIG: &str = "block_size_max_bytes = 1048576\nnode_silent_after_m
 
 use common::admin_status as status;
 
+/// Four zones of two volume servers with two disks each and `masters` masters, with
+/// `master_config`; with `fast_scrub` the scrubbers run at 200 MB/s and start a pass every
+/// second.
+fn repair_cell(masters: usize, volume_mib: u64, master_config: &str, fast_scrub: bool) -> CellSpec {
+    CellSpec {
+        masters,
+        zones: 4,
+        servers_per_zone: 2,
+        disks_per_server: 2,
+        volume_mib,
+        master_config: master_config.into(),
+        volume_args: if fast_scrub {
+            ["--scrub-bytes-per-sec", "200000000", "--scrub-period-secs", "1"].map(String::from).to_vec()
+        } else {
+            Vec::new()
+        },
+        ..CellSpec::default()
+    }
+}
+
 /// Puts block `i` for each `i` of `seeds`; every put must be acknowledged.
 fn put_all(base: &str, seeds: std::ops::Range<u64>, when: &str) -> Vec<(u64, String)> {
     let a = agent(Duration::from_secs(30));
@@ -63,15 +83,7 @@ fn wait_status(masters: &str, what: &str, cond: impl Fn(&serde_json::Value) -> b
 
 #[test]
 fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
-    let spec = CellSpec {
-        masters: 3,
-        zones: 4,
-        servers_per_zone: 2,
-        disks_per_server: 2,
-        volume_mib: 4,
-        master_config: REPAIR_CONFIG.into(),
-        ..CellSpec::default()
-    };
+    let spec = repair_cell(3, 4, REPAIR_CONFIG, false);
     let mut cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
     let a = agent(Duration::from_secs(30));
@@ -213,18 +225,9 @@ fn check_all(cell: &Cell, acked: &[(u64, String)], allowed: impl Fn(&serde_json:
 #[test]
 fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuilt() {
     let spec = CellSpec {
-        masters: 1,
-        zones: 4,
-        servers_per_zone: 2,
-        disks_per_server: 2,
-        volume_mib: 4,
-        master_config: REPAIR_CONFIG.into(),
-        // The scrubber runs fast and starts a pass every second.
-        volume_args: ["--scrub-bytes-per-sec", "200000000", "--scrub-period-secs", "1"]
-            .map(String::from)
-            .to_vec(),
         // The storage watcher reads every stored put back a second later.
         frontend_args: ["--watch-sample-one-in", "1", "--watch-delay-secs", "1"].map(String::from).to_vec(),
+        ..repair_cell(1, 4, REPAIR_CONFIG, true)
     };
     let cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
@@ -235,15 +238,6 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
             && s["volumes"]["sealed"].as_u64() == Some(0)
             && s["tasks"]["open"].as_u64() == Some(0)
     });
-    let disk_path = |disk: u64| -> String {
-        let s = status(&masters).expect("status");
-        s["disks"]
-            .as_array()
-            .and_then(|disks| disks.iter().find(|d| d["id"].as_u64() == Some(disk)))
-            .and_then(|d| d["path"].as_str())
-            .expect("the disk's path")
-            .to_string()
-    };
     let stats: Vec<(u64, String, serde_json::Value)> =
         acked.iter().map(|(i, h)| (*i, h.clone(), stat(&a, &cell.base, h))).collect();
 
@@ -256,8 +250,9 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
         .expect("the first block of a coded volume");
     let fragment_disk = coded["fragments"][0]["disk"].as_u64().expect("disk");
     let volume = coded["volume"].as_u64().expect("volume");
-    let fragment_file =
-        std::path::Path::new(&disk_path(fragment_disk)).join("extents").join(format!("v{volume:016x}.f00"));
+    let fragment_file = std::path::Path::new(&disk_path(&masters, fragment_disk))
+        .join("extents")
+        .join(format!("v{volume:016x}.f00"));
     let mut bytes = std::fs::read(&fragment_file).expect("read the fragment file");
     for at in (4096..bytes.len()).step_by(4096) {
         bytes[at] ^= 0xff;
@@ -274,8 +269,9 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
         .expect("a block of an open volume");
     let replica_disk = open["replicas"][0]["disk"].as_u64().expect("disk");
     let open_volume = open["volume"].as_u64().expect("volume");
-    let replica_file =
-        std::path::Path::new(&disk_path(replica_disk)).join("extents").join(format!("v{open_volume:016x}.r"));
+    let replica_file = std::path::Path::new(&disk_path(&masters, replica_disk))
+        .join("extents")
+        .join(format!("v{open_volume:016x}.r"));
     let mut bytes = std::fs::read(&replica_file).expect("read the replica file");
     let at = 4096 + usize::try_from(open["offset"].as_u64().expect("offset")).expect("offset") + 64 + 1000;
     bytes[at] ^= 0xff;
@@ -316,8 +312,9 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
     let (parity_node, parity_disk) =
         (parity["node"].as_u64().expect("node"), parity["disk"].as_u64().expect("disk"));
     let volume = c["volume"].as_u64().expect("volume");
-    let parity_file =
-        std::path::Path::new(&disk_path(parity_disk)).join("extents").join(format!("v{volume:016x}.f08"));
+    let parity_file = std::path::Path::new(&disk_path(&masters, parity_disk))
+        .join("extents")
+        .join(format!("v{volume:016x}.f08"));
     let mut bytes = std::fs::read(&parity_file).expect("read the parity fragment");
     for at in (4096..bytes.len()).step_by(65_536) {
         bytes[at] ^= 0xff;
@@ -394,15 +391,7 @@ fn admin(args: &[&str]) {
 
 #[test]
 fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
-    let spec = CellSpec {
-        masters: 1,
-        zones: 4,
-        servers_per_zone: 2,
-        disks_per_server: 2,
-        volume_mib: 4,
-        master_config: REPAIR_CONFIG.into(),
-        ..CellSpec::default()
-    };
+    let spec = repair_cell(1, 4, REPAIR_CONFIG, false);
     let mut cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
     let mut acked = put_all(&cell.base, 0..150, "before the fault");
@@ -511,18 +500,7 @@ fn corrupt_file(path: &std::path::Path) {
 /// lists exactly those blocks by hash, and the volume's other blocks still read.
 #[test]
 fn exactly_k_fragments_rebuild_a_volume_and_k_minus_1_report_its_lost_blocks_by_hash() {
-    let spec = CellSpec {
-        masters: 1,
-        zones: 4,
-        servers_per_zone: 2,
-        disks_per_server: 2,
-        volume_mib: 4,
-        master_config: REPAIR_CONFIG.into(),
-        volume_args: ["--scrub-bytes-per-sec", "200000000", "--scrub-period-secs", "1"]
-            .map(String::from)
-            .to_vec(),
-        ..CellSpec::default()
-    };
+    let spec = repair_cell(1, 4, REPAIR_CONFIG, true);
     let cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
     let a = agent(Duration::from_secs(30));
@@ -653,21 +631,10 @@ fn exactly_k_fragments_rebuild_a_volume_and_k_minus_1_report_its_lost_blocks_by_
 /// status carries the measured repair rate, scrub progress and the scanner's counters.
 #[test]
 fn a_reconstruct_whose_executor_dies_half_way_is_replanned_and_a_missing_extent_is_found_by_the_scanner() {
-    let spec = CellSpec {
-        masters: 1,
-        zones: 4,
-        servers_per_zone: 2,
-        disks_per_server: 2,
-        volume_mib: 8,
-        master_config: "block_size_max_bytes = 1048576\nnode_silent_after_ms = 1500\ndown_after_ms = 8000\n\
+    let config = "block_size_max_bytes = 1048576\nnode_silent_after_ms = 1500\ndown_after_ms = 8000\n\
                         planner_interval_ms = 200\nrepair_bytes_per_sec = 400000\n\
-                        metadata_scan_interval_ms = 1000\nmetadata_scan_extents_per_sec = 10000\n"
-            .into(),
-        volume_args: ["--scrub-bytes-per-sec", "200000000", "--scrub-period-secs", "1"]
-            .map(String::from)
-            .to_vec(),
-        ..CellSpec::default()
-    };
+                        metadata_scan_interval_ms = 1000\nmetadata_scan_extents_per_sec = 10000\n";
+    let spec = repair_cell(1, 8, config, true);
     let mut cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
     let a = agent(Duration::from_secs(30));

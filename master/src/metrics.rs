@@ -89,6 +89,7 @@ pub fn render(
             for (can_lose, n) in &r.by_can_lose {
                 let _ = writeln!(out, "cellar_master_volumes_by_redundancy{{can_lose=\"{can_lose}\"}} {n}");
             }
+            let rate = observed.repair_rate(crate::now_unix_ms(), r.bytes_pending);
             for (name, help, value) in [
                 ("cellar_master_repair_tasks_open", "Repair tasks queued or running.", r.tasks_open),
                 ("cellar_master_repair_tasks_failed", "Repair tasks given up.", r.tasks_failed),
@@ -112,7 +113,17 @@ pub fn render(
                 (
                     "cellar_master_repair_rate_bytes_per_sec",
                     "Repair throughput measured while leader (the episode under way, or the last).",
-                    observed.repair_rate(crate::now_unix_ms(), r.bytes_pending).bytes_per_sec,
+                    rate.bytes_per_sec,
+                ),
+                (
+                    "cellar_master_repair_bytes_done",
+                    "Bytes of extents rebuilt in that repair episode.",
+                    rate.bytes_done,
+                ),
+                (
+                    "cellar_master_repair_eta_secs",
+                    "Seconds until the pending repairs are done at the measured rate (0: none pending or no rate yet).",
+                    rate.eta_secs.unwrap_or(0),
                 ),
                 (
                     "cellar_master_scrub_findings",

@@ -208,9 +208,26 @@ pub async fn run(
             };
         for command in commands {
             let what = command.to_string();
+            let repair_volume = match &command {
+                Command::PlanRepair { kind, .. } => Some(kind.volume_id()),
+                _ => None,
+            };
             match raft.client_write(command).await {
                 Ok(w) => match w.data {
-                    Response::Refused { error } => tracing::debug!(%what, %error, "planner command refused"),
+                    Response::Refused { error } => {
+                        if repair_volume.is_some() {
+                            tracing::warn!(%what, %error, "repair command refused");
+                        } else {
+                            tracing::debug!(%what, %error, "planner command refused");
+                        }
+                        // A refused repair rebuilds nothing: its bytes go back to the
+                        // bandwidth budget, so that it cannot hold the other repairs back.
+                        if let Some(volume_id) = repair_volume
+                            && let Ok(Some(v)) = crate::state::volume(&reader, volume_id)
+                        {
+                            budget.refund(crate::repair::extent_bytes(&v));
+                        }
+                    }
                     _ => tracing::info!(%what, "planner command applied"),
                 },
                 Err(e) => {

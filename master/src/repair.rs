@@ -68,6 +68,11 @@ impl RepairBudget {
     fn spend(&mut self, bytes: u64) {
         self.bytes -= i128::from(bytes);
     }
+
+    /// Gives back what a repair that was not queued (its command refused) spent.
+    pub fn refund(&mut self, bytes: u64) {
+        self.bytes += i128::from(bytes);
+    }
 }
 
 /// How much of its redundancy a volume has.
@@ -447,6 +452,11 @@ pub fn plan(
                         Some(f) => (Some(f.task.task_id), vec![f.target.disk_id]),
                         None => (None, Vec::new()),
                     };
+                    // Never a disk the placement still names, lost slots included (a disk
+                    // reported bad for this volume is otherwise healthy, but the master
+                    // refuses a second extent of a volume on one disk).
+                    let avoid: Vec<u64> =
+                        avoid.into_iter().chain(extents.iter().map(|p| p.disk_id)).collect();
                     let target = match cellar_placement::place_replacement(
                         &view,
                         scheme,
@@ -669,6 +679,42 @@ mod tests {
             &mut RepairBudget::default(),
         );
         assert_eq!(limited.len(), 2);
+    }
+
+    #[test]
+    fn a_fragment_reported_bad_is_never_rebuilt_onto_a_disk_of_the_placement() {
+        // Fragment 0 on disk 41 (node 4), healthy but reported corrupt: node 4's other
+        // disks are fine targets, disk 41 itself is not (the master would refuse a second
+        // extent of the volume there, every pass).
+        let (nodes, disks) = cell();
+        let mut planned = 0;
+        for volume_id in 1..=64 {
+            let mut v = coded(volume_id);
+            v.fragments[0] = place(4, 1);
+            v.bad_disks = vec![41];
+            for command in plan_now(std::slice::from_ref(&v), &[], &nodes, &disks) {
+                let Command::PlanRepair { kind: TaskKind::Reconstruct { target, .. }, .. } = command else {
+                    panic!("volume {volume_id}: {command:?}")
+                };
+                planned += 1;
+                assert!(
+                    !v.fragments.iter().any(|p| p.disk_id == target.disk_id),
+                    "volume {volume_id}: rebuilt onto disk {} of its placement",
+                    target.disk_id
+                );
+            }
+        }
+        assert_eq!(planned, 64, "every volume's fragment 0 is rebuilt somewhere");
+    }
+
+    #[test]
+    fn a_refused_repair_gives_its_bytes_back() {
+        let mut budget = RepairBudget::default();
+        budget.refill(NOW, 100);
+        budget.spend(1000);
+        assert!(!budget.allows(100));
+        budget.refund(1000);
+        assert!(budget.allows(100));
     }
 
     #[test]

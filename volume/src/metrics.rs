@@ -79,6 +79,21 @@ pub async fn render(shared: &Shared) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP cellar_volume_scrub_pass_bytes The scrub pass under way: bytes checked, and in all."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_scrub_pass_bytes gauge");
+    let _ = writeln!(
+        out,
+        "cellar_volume_scrub_pass_bytes{{what=\"done\"}} {}",
+        m.scrub.pass_bytes_done.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "cellar_volume_scrub_pass_bytes{{what=\"total\"}} {}",
+        m.scrub.pass_bytes_total.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP cellar_volume_budget_bytes Request payload bytes held now, at peak, and the limit."
     );
     let _ = writeln!(out, "# TYPE cellar_volume_budget_bytes gauge");
