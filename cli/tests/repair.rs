@@ -375,6 +375,10 @@ fn flipped_bytes_in_a_fragment_and_a_replica_are_read_around_reported_and_rebuil
     let ids: Vec<u64> =
         s["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["id"].as_u64()).collect();
     assert!(!ids.contains(&node), "node {node} removed: {ids:?}");
+    assert!(
+        s["scrub"].as_array().expect("scrub").iter().all(|p| p["node_id"].as_u64() != Some(node)),
+        "its scrub progress is forgotten: {s:#}"
+    );
     assert_eq!(s["drain"]["nodes"], serde_json::json!([]), "its drain record went with it: {s:#}");
     check_all(&cell, &acked, |e| e["node"].as_u64() != Some(node));
 }

@@ -190,6 +190,13 @@ impl Observed {
         lock(&self.repair_share).get(&node_id).copied().unwrap_or(limit)
     }
 
+    /// Forgets a removed node (its scrub progress, its repair share).
+    pub fn forget_node(&self, node_id: u64) {
+        lock(&self.scrub).remove(&node_id);
+        lock(&self.repair_share).remove(&node_id);
+        lock(&self.returned).retain(|n| *n != node_id);
+    }
+
     /// A node came back up: the scanner checks its extents first.
     pub fn node_returned(&self, node_id: u64) {
         let mut returned = lock(&self.returned);

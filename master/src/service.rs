@@ -507,7 +507,10 @@ impl Master for MasterService {
         self.check(&req)?;
         let r = req.into_inner();
         match self.write_once(r.request_id, Command::RemoveNode { node_id: r.node_id }).await? {
-            command::Response::Empty => Ok(Response::new(pb::RemoveNodeResponse {})),
+            command::Response::Empty => {
+                self.observed.forget_node(r.node_id);
+                Ok(Response::new(pb::RemoveNodeResponse {}))
+            }
             other => Err(internal(format!("unexpected response {other:?}"))),
         }
     }
