@@ -707,6 +707,15 @@ fn a_reconstruct_whose_executor_dies_half_way_is_replanned_and_a_missing_extent_
     assert!(s["repair"]["bytes_done"].as_u64().unwrap_or(0) > 0, "{s:#}");
     assert_eq!(s["repair"]["down_after_ms"].as_u64(), Some(8000));
     assert!(!s["scrub"].as_array().expect("scrub").is_empty(), "scrub progress per node: {s:#}");
+    // The simulator takes the cell's measured repair rate.
+    let sim = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["sim", "--from-cluster", &masters, "--years", "1", "--runs", "20", "--quiet", "--json"])
+        .output()
+        .expect("run cellar sim");
+    let (out, err) = (String::from_utf8_lossy(&sim.stdout), String::from_utf8_lossy(&sim.stderr));
+    assert!(sim.status.success(), "cellar sim --from-cluster: {err}");
+    assert!(err.contains("measured repair rate"), "{err}");
+    assert!(out.contains("measured on the cell"), "the report names the measured rate: {out}");
 
     // Metadata scanner: a live server (not the executor) loses a fragment the volume
     // record still places on it, without knowing.
