@@ -137,8 +137,27 @@ pub async fn leader_status(addrs: &[String], secret: Option<&str>) -> anyhow::Re
     Ok(first)
 }
 
+/// Health by zone: nodes up and down, disks ok and failed (zone name order).
+fn zone_health(s: &StatusResponse) -> std::collections::BTreeMap<String, [u64; 4]> {
+    let mut zones: std::collections::BTreeMap<String, [u64; 4]> = std::collections::BTreeMap::new();
+    let mut zone_of = std::collections::BTreeMap::new();
+    for n in &s.nodes {
+        let z = zones.entry(n.zone.clone()).or_default();
+        z[usize::from(n.state() != cellar_proto::master::NodeState::Up)] += 1;
+        zone_of.insert(n.node_id, n.zone.clone());
+    }
+    for d in &s.disks {
+        if let Some(zone) = zone_of.get(&d.node_id) {
+            let z = zones.entry(zone.clone()).or_default();
+            z[2 + usize::from(d.health() != cellar_proto::master::DiskHealth::Ok)] += 1;
+        }
+    }
+    zones
+}
+
 fn status_json(s: &StatusResponse) -> serde_json::Value {
     json!({
+        "zones": zone_health(s).into_iter().map(|(zone, [up, down, ok, failed])| (zone, json!({"nodes_up": up, "nodes_down": down, "disks_ok": ok, "disks_failed": failed}))).collect::<serde_json::Map<_, _>>(),
         "answered_by": s.node_id,
         "leader": s.leader_id.map(|id| json!({"id": id, "address": s.leader_address})),
         "term": s.term,
@@ -196,6 +215,9 @@ fn print_status(s: &StatusResponse) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for (zone, [up, down, ok, failed]) in zone_health(s) {
+        println!("zone        {zone:<10} nodes {up} up, {down} down; disks {ok} ok, {failed} failed");
+    }
     println!("nodes       {}", s.nodes.len());
     for n in &s.nodes {
         println!("  node {:<4} {:<22} zone {:<10} {}", n.node_id, n.address, n.zone, n.state().name());

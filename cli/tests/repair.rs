@@ -429,13 +429,15 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
     check_all(&cell, &acked, |_| true);
     acked.extend(put_all(&cell.base, 1000..1040, "with a zone down"));
     // Once the zone is down, its extents are rebuilt in the other zones.
-    wait_status(&masters, "the zone marked down, the cell at full redundancy", |s| {
+    let s = wait_status(&masters, "the zone marked down, the cell at full redundancy", |s| {
         let down = s["nodes"]
             .as_array()
             .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "down"));
         down && s["redundancy"]["below_full"].as_u64() == Some(0)
             && s["repair"]["tasks_open"].as_u64() == Some(0)
     });
+    assert_eq!(s["zones"]["z1"]["nodes_down"].as_u64(), Some(2), "health by zone: {s:#}");
+    assert_eq!(s["zones"]["z2"]["nodes_up"].as_u64(), Some(2), "health by zone: {s:#}");
     let in_zone = |e: &serde_json::Value| e["node"].as_u64().is_none_or(|n| !zone.contains(&n));
     check_all(&cell, &acked, in_zone);
 
