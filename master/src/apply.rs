@@ -295,6 +295,10 @@ fn heartbeat(
         d.trash_extents = stat.trash_extents;
         d.health = health;
         write_record(kv, Kind::Disk, &id_key(PREFIX_DISK, d.disk_id), &d)?;
+        if health == DiskHealth::Ok {
+            // Back (or never gone): deletes parked while it was failed can run now.
+            crate::tasks::unpark(kv, node_id, d.disk_id)?;
+        }
     }
     n.state = NodeState::Up;
     n.last_heartbeat_unix_ms = now_unix_ms;
@@ -370,6 +374,9 @@ fn remove_node(kv: &mut dyn Kv, c: &mut Counters, node_id: u64) -> Result<Respon
         crate::tasks::drop_task(kv, c, &task)?;
     }
     for disk_id in &n.disk_ids {
+        for task in crate::tasks::parked_tasks(kv, *disk_id)? {
+            crate::tasks::drop_task(kv, c, &task)?;
+        }
         kv.delete(&id_key(PREFIX_DISK, *disk_id));
         kv.delete(&crate::state::drain_key(DrainTarget::Disk { disk_id: *disk_id }));
     }

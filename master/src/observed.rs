@@ -119,8 +119,8 @@ pub struct ScanCounters {
     pub last_pass_unix_ms: u64,
 }
 
-/// Scrub progress kept per node at most (a heartbeat from an unknown node is dropped).
-pub const SCRUB_NODES_MAX: usize = 100_000;
+/// Nodes whose scrub progress, or return, the leader tracks at most (beyond: dropped).
+pub const NODES_TRACKED_MAX: usize = 100_000;
 
 /// The leader's in-memory observations, shared by the planner, the scanner and the API.
 #[derive(Debug, Default)]
@@ -159,7 +159,7 @@ impl Observed {
     pub fn scrub_progress(&self, node_id: u64, mut progress: pb::ScrubProgress) {
         progress.node_id = node_id;
         let mut scrub = lock(&self.scrub);
-        if scrub.len() < SCRUB_NODES_MAX || scrub.contains_key(&node_id) {
+        if scrub.len() < NODES_TRACKED_MAX || scrub.contains_key(&node_id) {
             scrub.insert(node_id, progress);
         }
     }
@@ -200,7 +200,7 @@ impl Observed {
     /// A node came back up: the scanner checks its extents first.
     pub fn node_returned(&self, node_id: u64) {
         let mut returned = lock(&self.returned);
-        if !returned.contains(&node_id) && returned.len() < SCRUB_NODES_MAX {
+        if !returned.contains(&node_id) && returned.len() < NODES_TRACKED_MAX {
             returned.push(node_id);
         }
     }

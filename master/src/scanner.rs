@@ -100,6 +100,27 @@ fn extents_of(v: &VolumeRecord) -> Vec<(ExtentPlace, ExtentPart, u32)> {
     }
 }
 
+/// Checks every index entry against the volumes' lengths in one streaming scan (blocking:
+/// run it off the async threads); returns (entries, findings).
+fn check_index(reader: &StateReader, sizes: &BTreeMap<u64, u64>) -> Result<(u64, u64), StateError> {
+    let (mut entries, mut findings) = (0u64, 0u64);
+    let prefix = [PREFIX_INDEX];
+    reader.for_each(&prefix, &prefix, |key, value| {
+        entries += 1;
+        let problem = match IndexEntry::decode(value) {
+            Some(entry) => check_entry(&entry, sizes),
+            None => Some("does not decode".into()),
+        };
+        if let Some(problem) = problem {
+            findings += 1;
+            tracing::error!(block = %hex::encode(key.get(1..).unwrap_or_default()), %problem,
+                "metadata scan: index entry points nowhere (block lost)");
+        }
+        Ok(true)
+    })?;
+    Ok((entries, findings))
+}
+
 /// Every volume, node and disk record.
 type Records = (Vec<VolumeRecord>, Vec<NodeRecord>, Vec<DiskRecord>);
 
@@ -149,27 +170,6 @@ impl Scanner {
             self.reader.records(PREFIX_NODE, Kind::Node)?,
             self.reader.records(PREFIX_DISK, Kind::Disk)?,
         ))
-    }
-
-    /// Checks every index entry against the volumes; returns (entries, findings).
-    fn check_index(&self, volumes: &[VolumeRecord]) -> Result<(u64, u64), StateError> {
-        let sizes: BTreeMap<u64, u64> = volumes.iter().map(|v| (v.volume_id, v.size_bytes)).collect();
-        let (mut entries, mut findings) = (0u64, 0u64);
-        let prefix = [PREFIX_INDEX];
-        self.reader.for_each(&prefix, &prefix, |key, value| {
-            entries += 1;
-            let problem = match IndexEntry::decode(value) {
-                Some(entry) => check_entry(&entry, &sizes),
-                None => Some("does not decode".into()),
-            };
-            if let Some(problem) = problem {
-                findings += 1;
-                tracing::error!(block = %hex::encode(key.get(1..).unwrap_or_default()), %problem,
-                    "metadata scan: index entry points nowhere (block lost)");
-            }
-            Ok(true)
-        })?;
-        Ok((entries, findings))
     }
 
     /// Asks about the extents of `volumes` (only those on `only_nodes` when given), at most
@@ -293,7 +293,12 @@ pub async fn run(
             continue;
         }
         next_pass = Instant::now() + scanner.settings.interval;
-        let (entries, entry_findings) = match scanner.check_index(&volumes) {
+        let sizes: BTreeMap<u64, u64> = volumes.iter().map(|v| (v.volume_id, v.size_bytes)).collect();
+        let reader = scanner.reader.clone();
+        let checked = tokio::task::spawn_blocking(move || check_index(&reader, &sizes))
+            .await
+            .unwrap_or_else(|e| Err(StateError::Store(format!("index scan task: {e}"))));
+        let (entries, entry_findings) = match checked {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "metadata scan cannot read the index");

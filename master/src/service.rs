@@ -659,7 +659,17 @@ impl Master for MasterService {
         let nodes = self.nodes()?;
         let disks = self.disks()?;
         let repair = self.repair_status()?;
-        let lost = crate::repair::lost_blocks(&self.reader, &repair.unreadable).map_err(internal)?;
+        // The lost-block listing scans the whole index: off the async threads, and only
+        // when some volume is unreadable.
+        let lost = if repair.unreadable.is_empty() {
+            crate::repair::LostBlocks::default()
+        } else {
+            let (reader, unreadable) = (self.reader.clone(), repair.unreadable.clone());
+            tokio::task::spawn_blocking(move || crate::repair::lost_blocks(&reader, &unreadable))
+                .await
+                .map_err(|e| internal(format!("lost-block scan: {e}")))?
+                .map_err(internal)?
+        };
         let rate = self.observed.repair_rate(now_unix_ms(), repair.bytes_pending);
         let scan = self.observed.scan();
         let drains = self.drains()?;

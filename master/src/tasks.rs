@@ -13,6 +13,10 @@ use crate::types::{Counters, ExtentPlace, RECORD_VERSION, VolumeRecord, VolumeSt
 pub const PREFIX_TASK: u8 = b't';
 /// Prefix of a node's queue: the ids of its open tasks (then the node id, big-endian).
 pub const PREFIX_QUEUE: u8 = b'q';
+/// Prefix of a delete parked while its disk is failed (then the disk id and the task id,
+/// big-endian; no value): it is in no node's queue (it could only fail, and would hold a
+/// queue slot) until the disk comes back.
+pub const PREFIX_PARKED: u8 = b'p';
 /// Prefix of a sealed volume's encode task id (then the volume id, big-endian): at most
 /// one encode per volume, found without scanning the queues.
 pub const PREFIX_ENCODE: u8 = b'e';
@@ -56,6 +60,51 @@ fn queue_add(kv: &mut dyn Kv, node_id: u64, task_id: u64) {
 
 fn queue_remove(kv: &mut dyn Kv, node_id: u64, task_id: u64) {
     kv.delete(&queue_key(node_id, task_id));
+}
+
+/// The key of a parked delete: `'p'`, the disk id and the task id, both big-endian.
+fn parked_key(disk_id: u64, task_id: u64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[..9].copy_from_slice(&crate::state::id_key(PREFIX_PARKED, disk_id));
+    key[9..].copy_from_slice(&task_id.to_be_bytes());
+    key
+}
+
+/// The ids of the deletes parked on `disk_id`, at most `limit`.
+fn parked(kv: &dyn Kv, disk_id: u64, limit: usize) -> Result<Vec<u64>, StateError> {
+    let prefix = crate::state::id_key(PREFIX_PARKED, disk_id);
+    kv.scan(&prefix, limit)?
+        .into_iter()
+        .map(|(key, _)| match key.get(9..).and_then(|id| <[u8; 8]>::try_from(id).ok()) {
+            Some(id) => Ok(u64::from_be_bytes(id)),
+            None => Err(StateError::Corrupt { key: hex::encode(&key), detail: "not a parked key".into() }),
+        })
+        .collect()
+}
+
+/// Moves the deletes parked on `disk_id` (back up) into their node's queue, as far as the
+/// queue has room; the rest wait for the next heartbeat.
+pub(crate) fn unpark(kv: &mut dyn Kv, node_id: u64, disk_id: u64) -> Result<(), StateError> {
+    if parked(kv, disk_id, 1)?.is_empty() {
+        return Ok(());
+    }
+    let room = NODE_QUEUE_MAX.saturating_sub(queue(kv, node_id)?.len());
+    for task_id in parked(kv, disk_id, room)? {
+        kv.delete(&parked_key(disk_id, task_id));
+        queue_add(kv, node_id, task_id);
+    }
+    Ok(())
+}
+
+/// Every delete parked on `disk_id` (a node being removed).
+pub(crate) fn parked_tasks(kv: &dyn Kv, disk_id: u64) -> Result<Vec<TaskRecord>, StateError> {
+    let mut out = Vec::new();
+    for task_id in parked(kv, disk_id, usize::MAX)? {
+        if let Some(task) = task(kv, task_id)? {
+            out.push(task);
+        }
+    }
+    Ok(out)
 }
 
 fn encode_key(volume_id: u64) -> [u8; 9] {
@@ -117,6 +166,9 @@ pub(crate) fn node_tasks(kv: &dyn Kv, node_id: u64) -> Result<Vec<TaskRecord>, S
 pub(crate) fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) -> Result<(), StateError> {
     kv.delete(&task_key(task.task_id));
     queue_remove(kv, task.node_id, task.task_id);
+    if let TaskKind::Delete { extent, .. } = &task.kind {
+        kv.delete(&parked_key(extent.disk_id, task.task_id));
+    }
     if task.state == TaskState::Failed {
         // Replaced by a new plan: no longer a failure waiting for an operator.
         c.tasks_failed = c.tasks_failed.saturating_sub(1);
@@ -211,6 +263,13 @@ pub fn enqueue(
     if queue(kv, node_id)?.len() >= NODE_QUEUE_MAX {
         return Ok(None);
     }
+    let task_id = new_task(kv, c, node_id, kind)?;
+    queue_add(kv, node_id, task_id);
+    Ok(Some(task_id))
+}
+
+/// Writes a new pending task for `node_id` (in no queue yet); its id.
+fn new_task(kv: &mut dyn Kv, c: &mut Counters, node_id: u64, kind: TaskKind) -> Result<u64, StateError> {
     c.next_task_id = c.next_task_id.max(1);
     let task_id = c.next_task_id;
     c.next_task_id += 1;
@@ -226,35 +285,20 @@ pub fn enqueue(
         detail: String::new(),
     };
     write_record(kv, Kind::Task, &task_key(task_id), &task)?;
-    queue_add(kv, node_id, task_id);
-    Ok(Some(task_id))
+    Ok(task_id)
 }
 
 /// Most task kinds one pull may defer (there are four kinds).
 pub const DEFERRED_KINDS_MAX: usize = 16;
 
 /// Whether `task` may be handed out now to a node that defers `deferred_kinds`.
-fn claimable(
-    kv: &dyn Kv,
-    task: &TaskRecord,
-    now_unix_ms: u64,
-    deferred_kinds: &[TaskType],
-) -> Result<bool, StateError> {
+fn claimable(task: &TaskRecord, now_unix_ms: u64, deferred_kinds: &[TaskType]) -> bool {
     let free = match task.state {
         TaskState::Pending => true,
         TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
         TaskState::Failed => false,
     };
-    if !free || deferred_kinds.contains(&task.kind.task_type()) {
-        return Ok(false);
-    }
-    // A delete on a failed disk waits for the disk to come back (it could only fail).
-    if let TaskKind::Delete { extent, .. } = &task.kind
-        && state::disk(kv, extent.disk_id)?.is_some_and(|d| d.health == crate::types::DiskHealth::Failed)
-    {
-        return Ok(false);
-    }
-    Ok(true)
+    free && !deferred_kinds.contains(&task.kind.task_type())
 }
 
 /// Whether `node_id` has a task it could claim now, leaving out the kinds it defers (read
@@ -267,7 +311,7 @@ pub fn has_claimable(
 ) -> Result<bool, StateError> {
     for task_id in queue(kv, node_id)? {
         let Some(task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
-        if claimable(kv, &task, now_unix_ms, deferred_kinds)? {
+        if claimable(&task, now_unix_ms, deferred_kinds) {
             return Ok(true);
         }
     }
@@ -290,7 +334,7 @@ pub fn claim(
             break;
         }
         let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
-        if claimable(&*kv, &task, now_unix_ms, deferred_kinds)? {
+        if claimable(&task, now_unix_ms, deferred_kinds) {
             task.state = TaskState::Claimed;
             task.claimed_until_unix_ms = now_unix_ms + claim_ms;
             write_record(kv, Kind::Task, &task_key(task_id), &task)?;
@@ -509,8 +553,14 @@ pub(crate) fn delete_later(
     part: Part,
     extent: ExtentPlace,
 ) -> Result<(), StateError> {
-    // On a failed disk the delete waits (not claimable) until the disk comes back.
-    enqueue(kv, c, extent.node_id, TaskKind::Delete { volume_id, part, extent })?;
+    let kind = TaskKind::Delete { volume_id, part, extent };
+    if state::disk(kv, extent.disk_id)?.is_some_and(|d| d.health == crate::types::DiskHealth::Failed) {
+        // Parked until the disk comes back (see PREFIX_PARKED).
+        let task_id = new_task(kv, c, extent.node_id, kind)?;
+        kv.put(&parked_key(extent.disk_id, task_id), Vec::new());
+        return Ok(());
+    }
+    enqueue(kv, c, extent.node_id, kind)?;
     Ok(())
 }
 

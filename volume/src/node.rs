@@ -225,6 +225,9 @@ fn report_bad_extents_found_at_open(shared: &Shared) {
 }
 
 async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {
+    // Failed extents per disk as last logged: the error is logged when the count grows,
+    // not at every heartbeat.
+    let mut failed_logged: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     loop {
         let disks = crate::disks::stats(&shared.disks)
             .await
@@ -233,7 +236,9 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
                 Ok(s) => {
                     // A failed write or fsync: what the disk holds cannot be trusted (the
                     // kernel may have dropped dirty pages), so the whole disk is failed.
-                    if s.failed_extents > 0 {
+                    let logged = failed_logged.entry(disk_id).or_default();
+                    if s.failed_extents > *logged {
+                        *logged = s.failed_extents;
                         tracing::error!(disk = disk_id, extents = s.failed_extents,
                             "extents on this disk failed a write or fsync; reporting the disk failed");
                     }
