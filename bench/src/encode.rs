@@ -219,6 +219,7 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
                 payload_bytes: *l - cellar_format::RECORD_HEADER_BYTES as u32,
                 crc32: *crc,
                 digest: key.digest.map_or_else(Vec::new, |d| d.to_vec()),
+                unreferenced: false,
             })
             .collect();
         client

@@ -207,6 +207,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         crc32: i as u32,
                         // Puts commit a 16-byte read digest with every entry.
                         digest: hash(i)[..16].to_vec(),
+                        unreferenced: false,
                     })
                     .collect();
                 let req = pb::CommitIndexRequest { entries, request_id: None };

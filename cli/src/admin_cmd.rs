@@ -32,6 +32,12 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: DrainArgs,
     },
+    /// S3 access keys: `create` prints a new key and its secret, `list` the keys (no
+    /// secrets), `delete` removes one (frontends stop accepting it within 10 s).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Removes a volume server for good: it must be drained (or marked down) and hold no
     /// extent any volume places on it. Its queued tasks are dropped and its id is never
     /// reused; the server cannot register under it again.
@@ -46,6 +52,123 @@ pub enum AdminCommand {
         #[arg(long, env = "CELLAR_SECRET")]
         secret: Option<String>,
     },
+}
+
+/// `cellar admin key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Creates an access key with a random secret and prints both.
+    Create {
+        #[command(flatten)]
+        masters: MasterArgs,
+        /// A label for the key.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The access key id (default: random).
+        #[arg(long)]
+        access_key: Option<String>,
+    },
+    /// Lists the access keys (without their secrets).
+    List {
+        #[command(flatten)]
+        masters: MasterArgs,
+    },
+    /// Deletes an access key.
+    Delete {
+        #[command(flatten)]
+        masters: MasterArgs,
+        /// The access key id.
+        access_key: String,
+    },
+}
+
+/// Where the masters are.
+#[derive(Debug, clap::Args)]
+pub struct MasterArgs {
+    /// Master addresses, comma separated (host:port,...).
+    #[arg(long, env = "CELLAR_MASTERS")]
+    master: String,
+    /// Cluster secret.
+    #[arg(long, env = "CELLAR_SECRET")]
+    secret: Option<String>,
+}
+
+impl MasterArgs {
+    fn client(&self) -> Result<MasterClient> {
+        let addrs: Vec<String> =
+            self.master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        Ok(MasterClient::new(&addrs, self.secret.as_deref())?)
+    }
+}
+
+/// `n` random bytes from the OS, as text of `alphabet`.
+fn random_text(n: usize, alphabet: &[u8]) -> Result<String> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| alphabet[*b as usize % alphabet.len()] as char).collect())
+}
+
+fn key(cmd: KeyCommand) -> Result<()> {
+    use cellar_proto::master as pb;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match cmd {
+        KeyCommand::Create { masters, name, access_key } => {
+            let access_key = match access_key {
+                Some(k) => k,
+                None => random_text(20, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")?,
+            };
+            let secret_key =
+                random_text(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")?;
+            let request = pb::NsWriteRequest {
+                request_id: None,
+                op: Some(pb::ns_write_request::Op::CreateKey(pb::CreateKeyOp {
+                    access_key: access_key.clone(),
+                    secret_key: secret_key.clone(),
+                    name,
+                })),
+            };
+            runtime
+                .block_on(async {
+                    masters.client()?.call_once(request, |mut c, r| async move { c.ns_write(r).await }).await?;
+                    Ok::<_, anyhow::Error>(())
+                })
+                .context("create access key")?;
+            println!("access_key {access_key}");
+            println!("secret_key {secret_key}");
+        }
+        KeyCommand::List { masters } => {
+            let keys = runtime
+                .block_on(async {
+                    Ok::<_, anyhow::Error>(
+                        masters
+                            .client()?
+                            .call(|mut c| async move { c.ns_list_access_keys(pb::ListAccessKeysRequest {}).await })
+                            .await?,
+                    )
+                })
+                .context("list access keys")?;
+            for k in keys.keys {
+                println!("{}  {}  created_unix_ms {}", k.access_key, k.name, k.created_unix_ms);
+            }
+        }
+        KeyCommand::Delete { masters, access_key } => {
+            let request = pb::NsWriteRequest {
+                request_id: None,
+                op: Some(pb::ns_write_request::Op::DeleteKey(pb::DeleteKeyOp { access_key: access_key.clone() })),
+            };
+            runtime
+                .block_on(async {
+                    masters.client()?.call_once(request, |mut c, r| async move { c.ns_write(r).await }).await?;
+                    Ok::<_, anyhow::Error>(())
+                })
+                .with_context(|| format!("delete access key {access_key}"))?;
+            println!("deleted access key {access_key}");
+        }
+    }
+    Ok(())
 }
 
 /// The node or disk of a drain.
@@ -90,6 +213,7 @@ fn drain(args: DrainArgs, undrain: bool) -> Result<()> {
 pub fn run(cmd: AdminCommand) -> Result<()> {
     match cmd {
         AdminCommand::Drain { target } => drain(target, false),
+        AdminCommand::Key { command } => key(command),
         AdminCommand::Undrain { target } => drain(target, true),
         AdminCommand::Remove { master, node, secret } => {
             let addrs: Vec<String> =

@@ -18,6 +18,9 @@ pub struct DevArgs {
     /// Address of the gRPC block API.
     #[arg(long, default_value = "127.0.0.1:7481")]
     grpc: String,
+    /// Address of the S3 API.
+    #[arg(long, default_value = "127.0.0.1:7482")]
+    s3: String,
     /// Volume size in MiB: small, so that sealing and coding happen within minutes of use.
     #[arg(long, default_value_t = 64)]
     volume_mib: u64,
@@ -45,6 +48,7 @@ pub fn run(args: DevArgs) -> Result<()> {
             data_dir: args.data_dir.clone(),
             http: args.http,
             grpc: args.grpc,
+            s3: args.s3,
             volume_size_bytes: args.volume_mib << 20,
             lease_ms: 10_000,
             over_grpc: args.over_grpc,
@@ -54,10 +58,15 @@ pub fn run(args: DevArgs) -> Result<()> {
         println!("cellar dev is up (data in {})", args.data_dir.display());
         println!("  http     {}", e.http);
         println!("  grpc     {}", e.grpc.as_deref().unwrap_or("-"));
+        println!("  s3       {}  (access key {}, secret key {})", e.s3, e.access_key, e.secret_key);
         println!("  masters  {}", e.masters.join(","));
         println!("  volumes  {}", e.volumes.join(","));
         println!("  endpoints written to {}", args.data_dir.join("endpoints.json").display());
         println!("try:  echo hello | cellar put -   then   cellar get HASH");
+        println!(
+            "      AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {} s3 ls",
+            e.access_key, e.secret_key, e.s3
+        );
         crate::signals::wait_for_stop().await;
         println!("stopping cellar dev");
         cell.shutdown(&args.data_dir).await;

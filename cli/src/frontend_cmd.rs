@@ -12,6 +12,9 @@ pub struct FrontendArgs {
     /// Address of the gRPC block API (not served without it).
     #[arg(long)]
     grpc: Option<String>,
+    /// Address of the S3 API (not served without it); access keys: `cellar admin key`.
+    #[arg(long)]
+    s3: Option<String>,
     /// Master addresses, comma separated.
     #[arg(long)]
     master: String,
@@ -51,6 +54,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     let mut config = FrontendConfig::new(args.http, masters);
     config.secret = args.secret;
     config.grpc = args.grpc;
+    config.s3 = args.s3;
     config.volume_size_bytes = args.volume_mib.map(|m| m << 20);
     config.writers = args.writers;
     config.deadlines = args.deadlines.deadlines();
@@ -67,6 +71,9 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     runtime.block_on(async move {
         let handle = cellar_frontend::start(config).await?;
         println!("frontend serving http://{}", handle.addr);
+        if let Some(s3) = handle.s3_addr {
+            println!("frontend serving S3 at http://{s3}");
+        }
         crate::signals::wait_for_stop().await;
         handle.shutdown().await;
         Ok(())

@@ -44,6 +44,8 @@ pub struct DevOptions {
     pub http: String,
     /// gRPC address of the frontend's block API.
     pub grpc: String,
+    /// Address of the frontend's S3 API.
+    pub s3: String,
     /// Volume size.
     pub volume_size_bytes: u64,
     /// Write lease duration (also how soon an abandoned volume is sealed).
@@ -74,7 +76,16 @@ pub struct Endpoints {
     pub masters: Vec<String>,
     /// Volume server addresses.
     pub volumes: Vec<String>,
+    /// The S3 API, `http://host:port`.
+    pub s3: String,
+    /// The dev cell's S3 access key ([`DEV_ACCESS_KEY`]).
+    pub access_key: String,
+    /// Its secret (chosen at random on the first start, kept in the masters).
+    pub secret_key: String,
 }
+
+/// The access key `cellar dev` creates for its S3 API.
+pub const DEV_ACCESS_KEY: &str = "cellar-dev";
 
 /// A running dev cell.
 pub struct DevCell {
@@ -154,6 +165,9 @@ impl DevCell {
                 grpc: None,
                 masters: masters.clone(),
                 volumes: Vec::new(),
+                s3: String::new(),
+                access_key: DEV_ACCESS_KEY.to_string(),
+                secret_key: String::new(),
             },
             frontend: None,
             volumes: Vec::new(),
@@ -190,6 +204,7 @@ impl DevCell {
         }
         let mut config = FrontendConfig::new(options.http.clone(), masters.clone());
         config.grpc = Some(options.grpc.clone());
+        config.s3 = Some(options.s3.clone());
         // Block and volume sizes come from the masters, through the cluster map.
         config.writers = DEV_WRITERS;
         config.holder = format!("dev-frontend-{}", std::process::id());
@@ -230,6 +245,9 @@ impl DevCell {
                 Err(e) => return Err(start_err("readiness put", e)),
             }
         }
+        cell.endpoints.s3 = frontend.s3_addr.map(|a| format!("http://{a}")).unwrap_or_default();
+        cell.endpoints.secret_key =
+            dev_access_key(frontend.blocks.cluster().master()).await.map_err(|e| start_err("S3 access key", e))?;
         cell.frontend = Some(frontend);
         let path = dir.join("endpoints.json");
         let text = serde_json::to_vec_pretty(&cell.endpoints).map_err(|e| files(&path, e))?;
@@ -252,5 +270,41 @@ impl DevCell {
         for m in self.masters.drain(..) {
             m.shutdown().await;
         }
+    }
+}
+
+/// The secret of the dev cell's access key: created (random) on the first start, read back
+/// from the masters on the next ones.
+async fn dev_access_key(master: &cellar_master_api::client::MasterClient) -> Result<String, String> {
+    use cellar_proto::master as pb;
+    let secret = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut out = String::new();
+        for i in 0..2u32 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(i);
+            h.write_u32(std::process::id());
+            out.push_str(&format!("{:016x}", h.finish()));
+        }
+        out
+    };
+    let create = pb::NsWriteRequest {
+        request_id: None,
+        op: Some(pb::ns_write_request::Op::CreateKey(pb::CreateKeyOp {
+            access_key: DEV_ACCESS_KEY.to_string(),
+            secret_key: secret.clone(),
+            name: "cellar dev".to_string(),
+        })),
+    };
+    match master.call_once(create, |mut c, r| async move { c.ns_write(r).await }).await {
+        Ok(_) => Ok(secret),
+        Err(e) if e.code() == Some("KeyExists") => master
+            .call(|mut c| async move {
+                c.ns_get_access_key(pb::GetAccessKeyRequest { access_key: DEV_ACCESS_KEY.to_string() }).await
+            })
+            .await
+            .map(|k| k.secret_key)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -273,6 +273,7 @@ impl Blocks {
                 payload_bytes: existing.payload_bytes,
                 crc32: existing.crc32,
                 digest: existing.digest.clone(),
+                unreferenced: false,
             };
             // Exactly once: a retry after a lost answer must not add a second reference.
             let request = mpb::CommitIndexRequest { entries: vec![entry], request_id: None };
@@ -291,12 +292,75 @@ impl Blocks {
             lock(&self.index).remove(&sha256);
         }
         // The read digest and CRC32 only for bytes that will be stored (not on dedup).
-        let sums = BlockSums { sha256, digest: read_digest(&sha256, &bytes), crc32: crc32fast::hash(&bytes) };
+        let sums = BlockSums {
+            sha256,
+            digest: read_digest(&sha256, &bytes),
+            crc32: crc32fast::hash(&bytes),
+            unreferenced: false,
+        };
         let stored = self.writers.store(sums, bytes).await.map_err(|e| match e {
             StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
         })?;
         self.cache_entry(sha256, stored.entry);
         Ok(PutOutcome { hash, size, deduplicated: stored.deduplicated })
+    }
+
+    /// Stores a block of an object upload (the S3 layer): it takes no reference, the
+    /// object version naming it adds one in the same Raft entry as the version, so a put
+    /// that dies half-way leaves unreferenced blocks (garbage) and never a reference
+    /// without its version. A block already indexed is not stored again unless `fresh`
+    /// (the namespace found it gone). Returns its key.
+    pub async fn store_object_block(&self, bytes: Bytes, fresh: bool) -> Result<[u8; 32], BlockError> {
+        let size = bytes.len() as u64;
+        if size > self.block_size_max_bytes {
+            return Err(BlockError::TooLarge { size_bytes: size, limit_bytes: self.block_size_max_bytes });
+        }
+        let started = Instant::now();
+        let (sha256, bytes) = tokio::task::spawn_blocking(move || (<[u8; 32]>::from(Sha256::digest(&bytes)), bytes))
+            .await
+            .map_err(|e| BlockError::Unavailable(format!("hashing a block: {e}")))?;
+        if fresh {
+            lock(&self.index).remove(&sha256);
+        }
+        if self.lookup(&sha256).await?.is_some() {
+            self.metrics.dedup_hits.add(1);
+            return Ok(sha256);
+        }
+        let sums = BlockSums {
+            sha256,
+            digest: read_digest(&sha256, &bytes),
+            crc32: crc32fast::hash(&bytes),
+            unreferenced: true,
+        };
+        let stored = self.writers.store(sums, bytes).await.map_err(|e| match e {
+            StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
+        })?;
+        self.cache_entry(sha256, stored.entry);
+        if !stored.deduplicated {
+            self.watcher.note_put(sha256);
+        }
+        self.metrics.puts_ok.add(1);
+        self.metrics.put_bytes.add(size);
+        self.metrics.put_latency.observe(started.elapsed());
+        Ok(sha256)
+    }
+
+    /// Remembers index entries the master handed out with an object version (its blocks'
+    /// gets then skip the lookup).
+    pub fn note_entries(&self, entries: Vec<mpb::IndexEntry>) {
+        for e in entries {
+            if let Ok(hash) = <[u8; 32]>::try_from(e.hash.as_slice()) {
+                self.cache_entry(hash, e);
+            }
+        }
+    }
+
+    /// Forgets cached index entries (blocks the namespace found missing).
+    pub fn forget_entries(&self, hashes: &[[u8; 32]]) {
+        let mut index = lock(&self.index);
+        for h in hashes {
+            index.remove(h);
+        }
     }
 
     /// The block's bytes, verified against its key; `degraded` tells whether decoding was

@@ -9,6 +9,8 @@ pub struct FrontendConfig {
     pub http: String,
     /// gRPC block API address, if served.
     pub grpc: Option<String>,
+    /// S3 API address, if served.
+    pub s3: Option<String>,
     /// Master addresses.
     pub masters: Vec<String>,
     /// Cluster secret sent on every call between cellar processes.
@@ -56,6 +58,7 @@ impl FrontendConfig {
         FrontendConfig {
             http: http.into(),
             grpc: None,
+            s3: None,
             masters,
             secret: None,
             holder: format!("frontend-{}", std::process::id()),

@@ -493,6 +493,8 @@ pub struct FrontendHandle {
     pub addr: SocketAddr,
     /// The bound gRPC address, if served.
     pub grpc_addr: Option<SocketAddr>,
+    /// The bound S3 address, if served.
+    pub s3_addr: Option<SocketAddr>,
     /// The block service.
     pub blocks: Shared,
     stop: watch::Sender<bool>,
@@ -615,6 +617,14 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
             }
         }));
     }
-    tracing::info!(%addr, ?grpc_addr, "frontend serving the block API");
-    Ok(FrontendHandle { addr, grpc_addr, blocks, stop, tasks })
+    let mut s3_addr = None;
+    if let Some(s3) = &config.s3 {
+        let listener = tokio::net::TcpListener::bind(s3)
+            .await
+            .map_err(|source| StartError::Listen { addr: s3.clone(), source })?;
+        s3_addr = Some(listener.local_addr().map_err(|source| StartError::Listen { addr: s3.clone(), source })?);
+        tasks.push(tokio::spawn(crate::s3::serve(listener, blocks.clone(), connections_max, stop.subscribe())));
+    }
+    tracing::info!(%addr, ?grpc_addr, ?s3_addr, "frontend serving the block API");
+    Ok(FrontendHandle { addr, grpc_addr, s3_addr, blocks, stop, tasks })
 }

@@ -5,12 +5,14 @@
 //! - [`writers`]: the open volumes this frontend holds write leases on.
 //! - [`http`]: the HTTP block API and `/metrics`; [`grpc`]: the same over gRPC.
 //! - [`metrics`]: counters and histograms in Prometheus text form.
+//! - [`s3`]: the S3-compatible API over the namespace and the block path.
 
 pub mod blocks;
 pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod s3;
 pub mod watcher;
 pub mod writers;
 

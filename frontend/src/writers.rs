@@ -78,6 +78,9 @@ pub struct BlockSums {
     pub digest: ReadDigest,
     /// CRC32 of the payload.
     pub crc32: u32,
+    /// A block of an object upload: its index entry takes no reference (the object
+    /// version that names it adds one).
+    pub unreferenced: bool,
 }
 
 /// One put waiting for a writer.
@@ -418,6 +421,7 @@ impl Shared {
                 payload_bytes: job.payload.len() as u32,
                 crc32: job.sums.crc32,
                 digest: job.sums.digest.to_vec(),
+                unreferenced: job.sums.unreferenced,
             });
             at += job.record_bytes();
         }

@@ -244,6 +244,7 @@ mutating!(
     EnqueueTaskRequest,
     DrainRequest,
     RemoveNodeRequest,
+    NsWriteRequest,
     // DropReferences takes a LookupRequest.
     LookupRequest,
 );

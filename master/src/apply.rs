@@ -32,7 +32,10 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
         Command::Once { now_unix_ms, .. } => {
             crate::session::sweep(kv, *now_unix_ms)?;
         }
-        Command::CommitIndex { now_unix_ms, calls, .. } if !calls.is_empty() => {
+        Command::CommitIndex { now_unix_ms, calls, .. }
+        | Command::CommitIndexUnreferenced { now_unix_ms, calls, .. }
+            if !calls.is_empty() =>
+        {
             crate::session::sweep(kv, *now_unix_ms)?;
         }
         _ => {}
@@ -59,8 +62,15 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             renew_lease(kv, *volume_id, *lease_epoch, *lease_ms, *now_unix_ms)?
         }
         Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls } => {
-            commit_index(kv, c, entries, *volume_size_max_bytes, *now_unix_ms, calls)?
+            commit_index(kv, c, entries, &[], *volume_size_max_bytes, *now_unix_ms, calls)?
         }
+        Command::CommitIndexUnreferenced { entries, unreferenced, volume_size_max_bytes, now_unix_ms, calls } => {
+            commit_index(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?
+        }
+        Command::Namespace { op, now_unix_ms } => match crate::namespace::apply::apply(kv, c, op, *now_unix_ms)? {
+            Ok(result) => Response::Namespace { result },
+            Err((code, detail)) => Response::Refused { error: CommandError::Namespace { code, detail } },
+        },
         Command::SealVolume { volume_id, length_bytes, fragments } => {
             seal_volume(kv, c, *volume_id, *length_bytes, fragments)?
         }
@@ -123,21 +133,26 @@ fn commit_index(
     kv: &mut dyn Kv,
     c: &mut Counters,
     entries: &[IndexCommit],
+    unreferenced: &[u32],
     volume_size_max_bytes: u64,
     now_unix_ms: u64,
     calls: &[CommitCall],
 ) -> Result<Response, StateError> {
     // Volumes touched by the batch are read and written once, not once per entry.
     let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
-    let mut commit_all = |kv: &mut dyn Kv, entries: &[IndexCommit]| -> Result<Response, StateError> {
+    let mut commit_all = |kv: &mut dyn Kv, first: usize, entries: &[IndexCommit]| -> Result<Response, StateError> {
         let outcomes = entries
             .iter()
-            .map(|e| commit_one(kv, c, &mut volumes, e, volume_size_max_bytes, now_unix_ms))
+            .enumerate()
+            .map(|(i, e)| {
+                let referenced = unreferenced.binary_search(&((first + i) as u32)).is_err();
+                commit_one(kv, c, &mut volumes, e, referenced, volume_size_max_bytes, now_unix_ms)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::Committed { outcomes })
     };
     let response = if calls.is_empty() {
-        commit_all(kv, entries)?
+        commit_all(kv, 0, entries)?
     } else {
         let total: u64 = calls.iter().map(|call| u64::from(call.entries)).sum();
         if total != entries.len() as u64 {
@@ -147,12 +162,15 @@ fn commit_index(
         }
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut rest = entries;
+        let mut first = 0usize;
         for call in calls {
             let (mine, tail) = rest.split_at(call.entries as usize);
             rest = tail;
+            let at = first;
+            first += mine.len();
             let answered = match &call.request {
-                None => commit_all(kv, mine)?,
-                Some(request) => crate::session::once(kv, request, now_unix_ms, |kv| commit_all(kv, mine))?,
+                None => commit_all(kv, at, mine)?,
+                Some(request) => crate::session::once(kv, request, now_unix_ms, |kv| commit_all(kv, at, mine))?,
             };
             let rejected = |error: CommandError| vec![CommitOutcome::Rejected { error }; mine.len()];
             outcomes.extend(match answered {
@@ -504,13 +522,16 @@ fn commit_one(
     c: &mut Counters,
     volumes: &mut BTreeMap<u64, (VolumeRecord, bool)>,
     e: &IndexCommit,
+    referenced: bool,
     volume_size_max_bytes: u64,
     now_unix_ms: u64,
 ) -> Result<CommitOutcome, StateError> {
     let key = index_key(&e.hash);
     if let Some(mut existing) = index_entry(kv, &e.hash)? {
-        existing.references += 1;
-        kv.put(&key, existing.encode().to_vec());
+        if referenced {
+            existing.references += 1;
+            kv.put(&key, existing.encode().to_vec());
+        }
         return Ok(CommitOutcome::Deduplicated { entry: IndexEntryView::new(e.hash, &existing) });
     }
     let (v, changed) = match volumes.entry(e.volume_id) {
@@ -545,7 +566,7 @@ fn commit_one(
         offset_bytes: e.offset_bytes,
         payload_bytes: e.payload_bytes,
         crc32: e.crc32,
-        references: 1,
+        references: u64::from(referenced),
         digest: e.digest.map(|d| d.0),
     };
     kv.put(&key, entry.encode().to_vec());

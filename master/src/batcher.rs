@@ -19,6 +19,8 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
 
 struct Pending {
     entries: Vec<IndexCommit>,
+    /// Indices into `entries` of blocks of object uploads (no reference taken).
+    unreferenced: Vec<u32>,
     request: Option<RequestId>,
     reply: oneshot::Sender<Result<Vec<CommitOutcome>, Status>>,
 }
@@ -39,14 +41,17 @@ impl CommitBatcher {
 
     /// Commits entries (batched with other callers'); one outcome per entry. With a
     /// request id the call is applied at most once (a retry gets the first outcomes).
+    /// The entries at `unreferenced` (ascending indices) take no reference (see
+    /// [`Command::CommitIndexUnreferenced`]).
     pub async fn commit(
         &self,
         entries: Vec<IndexCommit>,
+        unreferenced: Vec<u32>,
         request: Option<RequestId>,
     ) -> Result<Vec<CommitOutcome>, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { entries, request, reply })
+            .send(Pending { entries, unreferenced, request, reply })
             .await
             .map_err(|_| errors::internal("commit batcher stopped"))?;
         rx.await.map_err(|_| errors::internal("commit batcher dropped the request"))?
@@ -95,7 +100,18 @@ async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Pending>, volume_size_max_
             } else {
                 Vec::new()
             };
-            let command = Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls };
+            let mut unreferenced = Vec::new();
+            let mut first = 0u32;
+            for p in &batch {
+                unreferenced.extend(p.unreferenced.iter().map(|i| first + i));
+                first += p.entries.len() as u32;
+            }
+            // Batches of referenced entries only keep the older command.
+            let command = if unreferenced.is_empty() {
+                Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls }
+            } else {
+                Command::CommitIndexUnreferenced { entries, unreferenced, volume_size_max_bytes, now_unix_ms, calls }
+            };
             match raft.client_write(command).await {
                 Ok(written) => match written.data {
                     Response::Committed { outcomes } => {

@@ -53,6 +53,16 @@ pub enum Kind {
     EncodeTask = 23,
     /// A node or disk an operator drains.
     Drain = 24,
+    /// A bucket (namespace).
+    Bucket = 25,
+    /// An object version (namespace).
+    Version = 26,
+    /// A multipart upload (namespace).
+    Upload = 27,
+    /// A part of an upload (namespace).
+    Part = 28,
+    /// An S3 access key (namespace).
+    AccessKey = 29,
 }
 
 impl Kind {
@@ -74,6 +84,11 @@ impl Kind {
             Outcome,
             EncodeTask,
             Drain,
+            Bucket,
+            Version,
+            Upload,
+            Part,
+            AccessKey,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)

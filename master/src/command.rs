@@ -339,6 +339,28 @@ pub enum Command {
         /// The node.
         node_id: u64,
     },
+    /// [`Command::CommitIndex`] where the entries at `unreferenced` (indices into
+    /// `entries`, ascending) are blocks of object uploads: a new entry starts with no
+    /// reference and an existing one gains none (the version naming them adds theirs).
+    CommitIndexUnreferenced {
+        /// The entries.
+        entries: Vec<IndexCommit>,
+        /// Which of them take no reference.
+        unreferenced: Vec<u32>,
+        /// Largest volume size: commits past it are refused.
+        volume_size_max_bytes: u64,
+        /// Leader's clock (lease expiry).
+        now_unix_ms: u64,
+        /// The calls the entries came from, in order.
+        calls: Vec<CommitCall>,
+    },
+    /// A namespace operation (buckets, objects, uploads, access keys).
+    Namespace {
+        /// The operation.
+        op: crate::ns_types::NsOp,
+        /// Leader's clock (creation times).
+        now_unix_ms: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -375,6 +397,10 @@ impl fmt::Display for Command {
             Command::MarkNodeDown { node_id, .. } => write!(f, "mark_node_down({node_id})"),
             Command::SetDrain { target, drained, .. } => write!(f, "set_drain({target:?}, {drained})"),
             Command::RemoveNode { node_id } => write!(f, "remove_node({node_id})"),
+            Command::CommitIndexUnreferenced { entries, unreferenced, .. } => {
+                write!(f, "commit_index({} entries, {} unreferenced)", entries.len(), unreferenced.len())
+            }
+            Command::Namespace { op, .. } => write!(f, "namespace({})", op.name()),
             Command::PlanRepair { kind, replaces_task, .. } => {
                 write!(f, "plan_repair({}, {}, replaces {replaces_task:?})", kind.name(), kind.volume_id())
             }
@@ -443,6 +469,14 @@ pub enum CommandError {
         /// The lowest call the session still answers.
         floor: u64,
     },
+    /// A namespace operation was refused (an S3 error).
+    #[error("{}: {detail}", code.as_str())]
+    Namespace {
+        /// The S3 error.
+        code: crate::ns_types::NsCode,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 impl CommandError {
@@ -457,6 +491,7 @@ impl CommandError {
             CommandError::VolumeNotOpen { .. } => c::VOLUME_NOT_OPEN,
             CommandError::BadRequest { .. } => c::BAD_REQUEST,
             CommandError::RequestExpired { .. } => c::REQUEST_EXPIRED,
+            CommandError::Namespace { code, .. } => code.as_str(),
         }
     }
 }
@@ -569,6 +604,11 @@ pub enum Response {
     Refused {
         /// Why.
         error: CommandError,
+    },
+    /// `Namespace`: the operation's outcome.
+    Namespace {
+        /// The outcome.
+        result: crate::ns_types::NsResult,
     },
 }
 

@@ -6,6 +6,7 @@ use tonic::{Code, Status};
 
 use crate::TypeConfig;
 use crate::command::CommandError;
+use crate::ns_types::NsCode;
 
 /// A status carrying a stable error code.
 pub fn status(code: Code, error_code: &'static str, message: impl Into<String>) -> Status {
@@ -26,6 +27,15 @@ pub fn command_error(e: &CommandError) -> Status {
         | CommandError::VolumeNotOpen { .. }
         | CommandError::RequestExpired { .. } => Code::FailedPrecondition,
         CommandError::BadRequest { .. } => Code::InvalidArgument,
+        CommandError::Namespace { code, .. } => match code {
+            NsCode::NoSuchBucket
+            | NsCode::NoSuchKey
+            | NsCode::NoSuchVersion
+            | NsCode::NoSuchUpload
+            | NsCode::NoSuchAccessKey => Code::NotFound,
+            NsCode::InvalidArgument => Code::InvalidArgument,
+            _ => Code::FailedPrecondition,
+        },
     };
     status(code, e.code(), e.to_string())
 }

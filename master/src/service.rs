@@ -86,47 +86,18 @@ impl MasterService {
         MasterService { id, raft, reader, batcher, settings, observed }
     }
 
-    async fn write(&self, command: Command) -> Result<command::Response, Status> {
-        match self.raft.client_write(command).await {
-            Ok(written) => match written.data {
-                command::Response::Refused { error } => Err(errors::command_error(&error)),
-                other => Ok(other),
-            },
-            Err(e) => Err(errors::raft_error(&e)),
-        }
-    }
-
-    /// Like [`MasterService::write`], applied at most once per request id when the call
-    /// has one (see [`crate::session`]): a retry is answered with the first outcome.
+    /// See [`crate::raft_calls::write_once`].
     async fn write_once(
         &self,
         request: Option<pb::RequestId>,
         command: Command,
     ) -> Result<command::Response, Status> {
-        let command = match request {
-            Some(r) => Command::Once {
-                request: request_id(&r),
-                now_unix_ms: now_unix_ms(),
-                command: Box::new(command),
-            },
-            None => command,
-        };
-        self.write(command).await
+        crate::raft_calls::write_once(&self.raft, request, command).await
     }
 
-    /// Waits until this node may answer a linearizable read. The leader's lease (a quorum
-    /// acknowledged it within the last lease period) answers without a network round;
-    /// past the lease, or on a follower, a read index asks a quorum (and a follower's
-    /// answer is NOT_LEADER with the leader's address).
+    /// See [`crate::raft_calls::linearizable`].
     async fn linearizable(&self) -> Result<(), Status> {
-        if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok() {
-            return Ok(());
-        }
-        self.raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
-            .await
-            .map(|_| ())
-            .map_err(|e| errors::raft_error(&e))
+        crate::raft_calls::linearizable(&self.raft).await
     }
 
     fn liveness(&self) -> crate::placement_view::Liveness {
@@ -385,7 +356,11 @@ impl Master for MasterService {
         }
         let once = r.request_id.as_ref().map(request_id);
         let mut entries = Vec::with_capacity(r.entries.len());
-        for e in r.entries {
+        let mut unreferenced = Vec::new();
+        for (i, e) in r.entries.into_iter().enumerate() {
+            if e.unreferenced {
+                unreferenced.push(i as u32);
+            }
             let hash = Hash32::from_slice(&e.hash).ok_or_else(|| bad_request("a hash is 32 bytes"))?;
             let digest = match e.digest.len() {
                 0 => None,
@@ -404,7 +379,7 @@ impl Master for MasterService {
                 digest,
             });
         }
-        let outcomes = self.batcher.commit(entries, once).await?;
+        let outcomes = self.batcher.commit(entries, unreferenced, once).await?;
         let results = outcomes
             .iter()
             .map(|o| match o {
@@ -498,6 +473,72 @@ impl Master for MasterService {
             command::Response::Empty => Ok(Response::new(pb::DrainResponse {})),
             other => Err(internal(format!("unexpected response {other:?}"))),
         }
+    }
+
+    async fn ns_write(&self, req: Request<pb::NsWriteRequest>) -> Result<Response<pb::NsWriteResponse>, Status> {
+        self.check(&req)?;
+        crate::ns_service::write(&self.raft, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn ns_get_bucket(&self, req: Request<pb::GetBucketRequest>) -> Result<Response<pb::Bucket>, Status> {
+        self.check(&req)?;
+        crate::ns_service::get_bucket(&self.raft, &self.reader, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn ns_list_buckets(
+        &self,
+        req: Request<pb::ListBucketsRequest>,
+    ) -> Result<Response<pb::ListBucketsResponse>, Status> {
+        self.check(&req)?;
+        crate::ns_service::list_buckets(&self.raft, &self.reader).await.map(Response::new)
+    }
+
+    async fn ns_get_version(
+        &self,
+        req: Request<pb::GetVersionRequest>,
+    ) -> Result<Response<pb::GetVersionResponse>, Status> {
+        self.check(&req)?;
+        crate::ns_service::get_version(&self.raft, &self.reader, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn ns_list_objects(
+        &self,
+        req: Request<pb::ListObjectsRequest>,
+    ) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        self.check(&req)?;
+        crate::ns_service::list_objects(&self.raft, &self.reader, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn ns_get_upload(
+        &self,
+        req: Request<pb::GetUploadRequest>,
+    ) -> Result<Response<pb::GetUploadResponse>, Status> {
+        self.check(&req)?;
+        crate::ns_service::get_upload_parts(&self.raft, &self.reader, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn ns_list_uploads(
+        &self,
+        req: Request<pb::ListUploadsRequest>,
+    ) -> Result<Response<pb::ListUploadsResponse>, Status> {
+        self.check(&req)?;
+        crate::ns_service::list_uploads(&self.raft, &self.reader, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn ns_get_access_key(
+        &self,
+        req: Request<pb::GetAccessKeyRequest>,
+    ) -> Result<Response<pb::AccessKey>, Status> {
+        self.check(&req)?;
+        crate::ns_service::get_access_key(&self.raft, &self.reader, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn ns_list_access_keys(
+        &self,
+        req: Request<pb::ListAccessKeysRequest>,
+    ) -> Result<Response<pb::ListAccessKeysResponse>, Status> {
+        self.check(&req)?;
+        crate::ns_service::list_access_keys(&self.raft, &self.reader).await.map(Response::new)
     }
 
     async fn remove_node(

@@ -403,6 +403,7 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
         payload_bytes: 936,
         crc32: 1,
         digest: vec![],
+        unreferenced: false,
     };
     client
         .call(|mut c| {

@@ -20,6 +20,7 @@ pub async fn start_cell(dir: &std::path::Path, over_grpc: bool) -> DevCell {
             data_dir: dir.join(format!("cell-{attempt}")),
             http: "127.0.0.1:0".into(),
             grpc: "127.0.0.1:0".into(),
+            s3: "127.0.0.1:0".into(),
             volume_size_bytes: 8 << 20,
             lease_ms: 3_000,
             over_grpc,

@@ -200,5 +200,6 @@ pub fn commit(volume: &pb::Volume, i: u64, offset: u64) -> pb::IndexCommit {
         payload_bytes: 36,
         crc32: i as u32,
         digest: hash(i)[..16].to_vec(),
+        unreferenced: false,
     }
 }

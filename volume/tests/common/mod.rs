@@ -281,6 +281,7 @@ impl Cell {
                 payload_bytes: b.payload.len() as u32,
                 crc32: crc32fast::hash(&b.payload),
                 digest: read_digest(&b.sha256, &b.payload).to_vec(),
+                unreferenced: false,
             })
             .collect();
         let resp = self

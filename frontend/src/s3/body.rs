@@ -1,0 +1,186 @@
+//! An object's bytes on their way in: cut into blocks of at most the cell's block size,
+//! each stored as it fills (a few at once), while the object's MD5 (its ETag) and the
+//! checksums the client asked for are computed over the whole stream.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::{Bytes, BytesMut};
+use cellar_proto::master as pb;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use md5::Digest as _;
+use s3s::dto::StreamingBlob;
+use s3s::{S3Error, S3Result, s3_error};
+
+use crate::blocks::Blocks;
+
+/// Blocks of one object being stored at once.
+pub const BLOCK_STORES_IN_FLIGHT_MAX: usize = 4;
+
+/// The checksum algorithms a client can ask for, as S3 names them.
+pub const ALGORITHMS: [&str; 5] = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"];
+
+enum Sum {
+    Crc(crc_fast::Digest),
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+}
+
+impl Sum {
+    fn new(algorithm: &str) -> Option<Sum> {
+        use crc_fast::CrcAlgorithm::*;
+        Some(match algorithm {
+            "CRC32" => Sum::Crc(crc_fast::Digest::new(Crc32IsoHdlc)),
+            "CRC32C" => Sum::Crc(crc_fast::Digest::new(Crc32Iscsi)),
+            "CRC64NVME" => Sum::Crc(crc_fast::Digest::new(Crc64Nvme)),
+            "SHA1" => Sum::Sha1(sha1::Sha1::default()),
+            "SHA256" => Sum::Sha256(<sha2::Sha256 as sha2::Digest>::new()),
+            _ => return None,
+        })
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Sum::Crc(d) => d.update(bytes),
+            Sum::Sha1(d) => sha1::Digest::update(d, bytes),
+            Sum::Sha256(d) => sha2::Digest::update(d, bytes),
+        }
+    }
+
+    fn finish(self, algorithm: &str) -> String {
+        match self {
+            Sum::Crc(d) => {
+                let v = d.finalize();
+                if algorithm == "CRC64NVME" { B64.encode(v.to_be_bytes()) } else { B64.encode((v as u32).to_be_bytes()) }
+            }
+            Sum::Sha1(d) => B64.encode(sha1::Digest::finalize(d)),
+            Sum::Sha256(d) => B64.encode(sha2::Digest::finalize(d)),
+        }
+    }
+}
+
+/// What arrived.
+pub struct Ingested {
+    /// The blocks, in order.
+    pub blocks: Vec<pb::BlockRef>,
+    /// Bytes in all.
+    pub size_bytes: u64,
+    /// MD5 of the whole body.
+    pub md5: [u8; 16],
+    /// The checksums computed (algorithm, base64).
+    pub checksums: Vec<(String, String)>,
+    /// The body itself when it was a single block (kept to store it again if the namespace
+    /// finds it collected meanwhile).
+    pub single: Option<Bytes>,
+}
+
+impl Ingested {
+    /// The ETag of a single-part object: its MD5, quoted.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", hex::encode(self.md5))
+    }
+}
+
+fn stored(e: crate::blocks::BlockError) -> S3Error {
+    s3_error!(ServiceUnavailable, "storing a block: {e}")
+}
+
+/// Reads `body` to its end, storing its blocks; `algorithms` are the checksums to compute.
+/// A body longer than `limit_bytes` is refused (EntityTooLarge) as soon as it passes it.
+pub async fn ingest(
+    blocks: &Arc<Blocks>,
+    mut body: StreamingBlob,
+    algorithms: &[String],
+    limit_bytes: u64,
+) -> S3Result<Ingested> {
+    let block_bytes = blocks.block_size_max_bytes().min(4 << 20) as usize;
+    let mut sums: Vec<(String, Sum)> =
+        algorithms.iter().filter_map(|a| Sum::new(a).map(|s| (a.clone(), s))).collect();
+    let mut md5 = md5::Md5::new();
+    let mut buf = BytesMut::with_capacity(block_bytes);
+    let mut size_bytes = 0u64;
+    let mut pending = FuturesOrdered::new();
+    let mut out: Vec<pb::BlockRef> = Vec::new();
+    let mut last_block: Option<Bytes> = None;
+    let mut flush = |block: Bytes, pending: &mut FuturesOrdered<_>| {
+        let blocks = blocks.clone();
+        let len = block.len() as u32;
+        last_block = Some(block.clone());
+        pending.push_back(async move { blocks.store_object_block(block, false).await.map(|h| (h, len)) });
+    };
+    loop {
+        let chunk = match body.next().await {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(s3_error!(IncompleteBody, "reading the body: {e}")),
+        };
+        size_bytes += chunk.len() as u64;
+        if size_bytes > limit_bytes {
+            return Err(s3_error!(EntityTooLarge, "the body is over {limit_bytes} bytes"));
+        }
+        md5.update(&chunk);
+        for (_, s) in &mut sums {
+            s.update(&chunk);
+        }
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let take = rest.len().min(block_bytes - buf.len());
+            buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if buf.len() == block_bytes {
+                flush(buf.split().freeze(), &mut pending);
+                buf.reserve(block_bytes);
+                while pending.len() >= BLOCK_STORES_IN_FLIGHT_MAX {
+                    if let Some(r) = pending.next().await {
+                        let (hash, len) = r.map_err(stored)?;
+                        out.push(pb::BlockRef { hash: hash.to_vec(), length_bytes: len });
+                    }
+                }
+            }
+        }
+    }
+    if !buf.is_empty() {
+        flush(buf.split().freeze(), &mut pending);
+    }
+    while let Some(r) = pending.next().await {
+        let (hash, len) = r.map_err(stored)?;
+        out.push(pb::BlockRef { hash: hash.to_vec(), length_bytes: len });
+    }
+    let single = if out.len() == 1 { last_block } else { None };
+    Ok(Ingested {
+        blocks: out,
+        size_bytes,
+        md5: md5.finalize().into(),
+        checksums: sums.into_iter().map(|(a, s)| { let v = s.finish(&a); (a, v) }).collect(),
+        single,
+    })
+}
+
+/// Checks a Content-MD5 header against what arrived.
+pub fn check_md5(header: Option<&str>, got: &[u8; 16]) -> S3Result<()> {
+    let Some(header) = header else { return Ok(()) };
+    let expected = B64.decode(header.trim()).map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
+    if expected.len() != 16 {
+        return Err(s3_error!(InvalidDigest, "Content-MD5 is not 16 bytes"));
+    }
+    if expected != got {
+        return Err(s3_error!(BadDigest, "the Content-MD5 you specified did not match what we received"));
+    }
+    Ok(())
+}
+
+/// Checks the checksums the client sent (headers or trailers) against the computed ones.
+pub fn check_sums(expected: &[(String, String)], computed: &[(String, String)]) -> S3Result<()> {
+    for (algorithm, value) in expected {
+        match computed.iter().find(|(a, _)| a == algorithm) {
+            Some((_, got)) if got == value.trim() => {}
+            Some(_) => {
+                return Err(s3_error!(BadDigest, "the {algorithm} you specified did not match the calculated checksum"));
+            }
+            None => return Err(s3_error!(InvalidRequest, "checksum {algorithm} was not computed")),
+        }
+    }
+    Ok(())
+}

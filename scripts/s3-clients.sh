@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Makes the S3 client tools that the real-client S3 tests use available, idempotently:
+#   - a Python venv at ${CELLAR_S3_VENV:-$HOME/.cache/cellar/s3-venv} with boto3 and awscli
+#   - rclone (Debian's package)
+# Prints only short progress lines; fast (well under 2 s) when everything is present.
+# Callers find the venv through the same default; export CELLAR_S3_VENV to move it.
+set -euo pipefail
+
+VENV="${CELLAR_S3_VENV:-$HOME/.cache/cellar/s3-venv}"
+
+venv_ok() {
+  [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/python" ] &&
+    "$VENV/bin/python" -c 'import boto3, botocore' >/dev/null 2>&1
+}
+
+if ! venv_ok; then
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "s3-clients: creating venv $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    # The system python3 (whichever is first on PATH) makes the venv; the venv then
+    # stands on its own.
+    python3 -m venv "$VENV"
+  fi
+  echo "s3-clients: installing boto3 and awscli into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check boto3 awscli
+  if ! venv_ok; then
+    echo "s3-clients: boto3/awscli still not usable in $VENV" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v rclone >/dev/null 2>&1; then
+  echo "s3-clients: installing rclone"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo_cmd apt-get install -y -qq rclone >/dev/null 2>&1; then
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd apt-get install -y -qq rclone >/dev/null
+  fi
+  command -v rclone >/dev/null 2>&1 || { echo "s3-clients: rclone not found after install" >&2; exit 1; }
+fi
