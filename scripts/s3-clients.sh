@@ -19,7 +19,18 @@ if ! venv_ok; then
     mkdir -p "$(dirname "$VENV")"
     # The system python3 (whichever is first on PATH) makes the venv; the venv then
     # stands on its own.
-    python3 -m venv "$VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+      # Debian's own python3 needs python3-venv for ensurepip.
+      rm -rf "$VENV"
+      echo "s3-clients: installing python3-venv"
+      sudo_cmd=""
+      [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+      DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-venv >/dev/null 2>&1 || {
+        $sudo_cmd apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
+      }
+      python3 -m venv "$VENV"
+    fi
   fi
   echo "s3-clients: installing boto3 and awscli into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check boto3 awscli

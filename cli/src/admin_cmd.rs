@@ -132,7 +132,10 @@ fn key(cmd: KeyCommand) -> Result<()> {
             };
             runtime
                 .block_on(async {
-                    masters.client()?.call_once(request, |mut c, r| async move { c.ns_write(r).await }).await?;
+                    masters
+                        .client()?
+                        .call_once(request, |mut c, r| async move { c.ns_write(r).await })
+                        .await?;
                     Ok::<_, anyhow::Error>(())
                 })
                 .context("create access key")?;
@@ -143,11 +146,13 @@ fn key(cmd: KeyCommand) -> Result<()> {
             let keys = runtime
                 .block_on(async {
                     Ok::<_, anyhow::Error>(
-                        masters
-                            .client()?
-                            .call(|mut c| async move { c.ns_list_access_keys(pb::ListAccessKeysRequest {}).await })
-                            .await?,
-                    )
+                            masters
+                                .client()?
+                                .call(|mut c| async move {
+                                    c.ns_list_access_keys(pb::ListAccessKeysRequest {}).await
+                                })
+                                .await?,
+                        )
                 })
                 .context("list access keys")?;
             for k in keys.keys {
@@ -157,11 +162,16 @@ fn key(cmd: KeyCommand) -> Result<()> {
         KeyCommand::Delete { masters, access_key } => {
             let request = pb::NsWriteRequest {
                 request_id: None,
-                op: Some(pb::ns_write_request::Op::DeleteKey(pb::DeleteKeyOp { access_key: access_key.clone() })),
+                op: Some(pb::ns_write_request::Op::DeleteKey(pb::DeleteKeyOp {
+                    access_key: access_key.clone(),
+                })),
             };
             runtime
                 .block_on(async {
-                    masters.client()?.call_once(request, |mut c, r| async move { c.ns_write(r).await }).await?;
+                    masters
+                        .client()?
+                        .call_once(request, |mut c, r| async move { c.ns_write(r).await })
+                        .await?;
                     Ok::<_, anyhow::Error>(())
                 })
                 .with_context(|| format!("delete access key {access_key}"))?;

@@ -246,8 +246,9 @@ impl DevCell {
             }
         }
         cell.endpoints.s3 = frontend.s3_addr.map(|a| format!("http://{a}")).unwrap_or_default();
-        cell.endpoints.secret_key =
-            dev_access_key(frontend.blocks.cluster().master()).await.map_err(|e| start_err("S3 access key", e))?;
+        cell.endpoints.secret_key = dev_access_key(frontend.blocks.cluster().master())
+            .await
+            .map_err(|e| start_err("S3 access key", e))?;
         cell.frontend = Some(frontend);
         let path = dir.join("endpoints.json");
         let text = serde_json::to_vec_pretty(&cell.endpoints).map_err(|e| files(&path, e))?;

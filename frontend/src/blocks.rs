@@ -316,9 +316,10 @@ impl Blocks {
             return Err(BlockError::TooLarge { size_bytes: size, limit_bytes: self.block_size_max_bytes });
         }
         let started = Instant::now();
-        let (sha256, bytes) = tokio::task::spawn_blocking(move || (<[u8; 32]>::from(Sha256::digest(&bytes)), bytes))
-            .await
-            .map_err(|e| BlockError::Unavailable(format!("hashing a block: {e}")))?;
+        let (sha256, bytes) =
+            tokio::task::spawn_blocking(move || (<[u8; 32]>::from(Sha256::digest(&bytes)), bytes))
+                .await
+                .map_err(|e| BlockError::Unavailable(format!("hashing a block: {e}")))?;
         if fresh {
             lock(&self.index).remove(&sha256);
         }

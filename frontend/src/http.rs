@@ -622,8 +622,14 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
         let listener = tokio::net::TcpListener::bind(s3)
             .await
             .map_err(|source| StartError::Listen { addr: s3.clone(), source })?;
-        s3_addr = Some(listener.local_addr().map_err(|source| StartError::Listen { addr: s3.clone(), source })?);
-        tasks.push(tokio::spawn(crate::s3::serve(listener, blocks.clone(), connections_max, stop.subscribe())));
+        s3_addr =
+            Some(listener.local_addr().map_err(|source| StartError::Listen { addr: s3.clone(), source })?);
+        tasks.push(tokio::spawn(crate::s3::serve(
+            listener,
+            blocks.clone(),
+            connections_max,
+            stop.subscribe(),
+        )));
     }
     tracing::info!(%addr, ?grpc_addr, ?s3_addr, "frontend serving the block API");
     Ok(FrontendHandle { addr, grpc_addr, s3_addr, blocks, stop, tasks })

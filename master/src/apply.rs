@@ -64,13 +64,19 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
         Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls } => {
             commit_index(kv, c, entries, &[], *volume_size_max_bytes, *now_unix_ms, calls)?
         }
-        Command::CommitIndexUnreferenced { entries, unreferenced, volume_size_max_bytes, now_unix_ms, calls } => {
-            commit_index(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?
+        Command::CommitIndexUnreferenced {
+            entries,
+            unreferenced,
+            volume_size_max_bytes,
+            now_unix_ms,
+            calls,
+        } => commit_index(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?,
+        Command::Namespace { op, now_unix_ms } => {
+            match crate::namespace::apply::apply(kv, c, op, *now_unix_ms)? {
+                Ok(result) => Response::Namespace { result },
+                Err((code, detail)) => Response::Refused { error: CommandError::Namespace { code, detail } },
+            }
         }
-        Command::Namespace { op, now_unix_ms } => match crate::namespace::apply::apply(kv, c, op, *now_unix_ms)? {
-            Ok(result) => Response::Namespace { result },
-            Err((code, detail)) => Response::Refused { error: CommandError::Namespace { code, detail } },
-        },
         Command::SealVolume { volume_id, length_bytes, fragments } => {
             seal_volume(kv, c, *volume_id, *length_bytes, fragments)?
         }
@@ -140,17 +146,18 @@ fn commit_index(
 ) -> Result<Response, StateError> {
     // Volumes touched by the batch are read and written once, not once per entry.
     let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
-    let mut commit_all = |kv: &mut dyn Kv, first: usize, entries: &[IndexCommit]| -> Result<Response, StateError> {
-        let outcomes = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let referenced = unreferenced.binary_search(&((first + i) as u32)).is_err();
-                commit_one(kv, c, &mut volumes, e, referenced, volume_size_max_bytes, now_unix_ms)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Response::Committed { outcomes })
-    };
+    let mut commit_all =
+        |kv: &mut dyn Kv, first: usize, entries: &[IndexCommit]| -> Result<Response, StateError> {
+            let outcomes = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let referenced = unreferenced.binary_search(&((first + i) as u32)).is_err();
+                    commit_one(kv, c, &mut volumes, e, referenced, volume_size_max_bytes, now_unix_ms)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Response::Committed { outcomes })
+        };
     let response = if calls.is_empty() {
         commit_all(kv, 0, entries)?
     } else {
@@ -170,7 +177,9 @@ fn commit_index(
             first += mine.len();
             let answered = match &call.request {
                 None => commit_all(kv, at, mine)?,
-                Some(request) => crate::session::once(kv, request, now_unix_ms, |kv| commit_all(kv, at, mine))?,
+                Some(request) => {
+                    crate::session::once(kv, request, now_unix_ms, |kv| commit_all(kv, at, mine))?
+                }
             };
             let rejected = |error: CommandError| vec![CommitOutcome::Rejected { error }; mine.len()];
             outcomes.extend(match answered {

@@ -110,7 +110,13 @@ async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Pending>, volume_size_max_
             let command = if unreferenced.is_empty() {
                 Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls }
             } else {
-                Command::CommitIndexUnreferenced { entries, unreferenced, volume_size_max_bytes, now_unix_ms, calls }
+                Command::CommitIndexUnreferenced {
+                    entries,
+                    unreferenced,
+                    volume_size_max_bytes,
+                    now_unix_ms,
+                    calls,
+                }
             };
             match raft.client_write(command).await {
                 Ok(written) => match written.data {

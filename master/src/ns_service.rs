@@ -11,10 +11,10 @@ use crate::command::{self, Command};
 use crate::errors::{bad_request, internal, status};
 use crate::namespace::apply::{bucket, find_version, get_upload, valid_bucket_name};
 use crate::namespace::keys;
-use crate::namespace::list::{self, ListQuery, Scan};
+use crate::namespace::list::{self, ListQuery, Scan, Visit};
 use crate::ns_types::{
-    AccessKeyRecord, BlockRef, BucketRecord, Content, NsCode, NsOp, NsResult, PartRecord, UploadRecord, VersionRecord,
-    Versioning, version_id,
+    AccessKeyRecord, BlockRef, BucketRecord, Content, NsCode, NsOp, NsResult, PartRecord, UploadRecord,
+    VersionRecord, Versioning, version_id,
 };
 use crate::raft_calls::{linearizable, write_once};
 use crate::state::{Kv, StateError, decode_record};
@@ -29,12 +29,7 @@ pub const METADATA_MAX_BYTES: usize = 2048;
 pub const COMPLETE_PARTS_MAX: usize = 10_000;
 
 impl Scan for StateReader {
-    fn for_each(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StateError>,
-    ) -> Result<(), StateError> {
+    fn for_each(&self, prefix: &[u8], start: &[u8], f: &mut Visit<'_>) -> Result<(), StateError> {
         StateReader::for_each(self, prefix, start, f)
     }
 }
@@ -68,7 +63,8 @@ fn blocks(items: &[pb::BlockRef]) -> Result<Vec<BlockRef>, Status> {
     items
         .iter()
         .map(|b| {
-            let hash: [u8; 32] = b.hash.as_slice().try_into().map_err(|_| bad_request("a hash is 32 bytes"))?;
+            let hash: [u8; 32] =
+                b.hash.as_slice().try_into().map_err(|_| bad_request("a hash is 32 bytes"))?;
             Ok(BlockRef { hash, length_bytes: b.length_bytes })
         })
         .collect()
@@ -119,7 +115,11 @@ fn versioning_pb(v: Versioning) -> pb::Versioning {
 }
 
 fn bucket_pb(b: &BucketRecord) -> pb::Bucket {
-    pb::Bucket { name: b.name.clone(), created_unix_ms: b.created_unix_ms, versioning: versioning_pb(b.versioning).into() }
+    pb::Bucket {
+        name: b.name.clone(),
+        created_unix_ms: b.created_unix_ms,
+        versioning: versioning_pb(b.versioning).into(),
+    }
 }
 
 fn version_pb(bucket: &str, key: &str, v: &VersionRecord, is_latest: bool, with_blocks: bool) -> pb::Version {
@@ -170,7 +170,11 @@ fn op_of(op: pb::ns_write_request::Op) -> Result<(NsOp, String, String), Status>
     Ok(match op {
         Op::CreateBucket(o) => {
             if !valid_bucket_name(&o.name) {
-                return Err(status(tonic::Code::InvalidArgument, "InvalidBucketName", format!("invalid bucket name {:?}", o.name)));
+                return Err(status(
+                    tonic::Code::InvalidArgument,
+                    "InvalidBucketName",
+                    format!("invalid bucket name {:?}", o.name),
+                ));
             }
             (NsOp::CreateBucket { name: o.name }, none(), none())
         }
@@ -187,13 +191,20 @@ fn op_of(op: pb::ns_write_request::Op) -> Result<(NsOp, String, String), Status>
             let c = content(o.fields)?;
             (NsOp::PutVersion { bucket: o.bucket.clone(), key: o.key.clone(), content: c }, o.bucket, o.key)
         }
-        Op::DeleteObject(o) => {
-            (NsOp::DeleteObject { bucket: o.bucket.clone(), key: o.key.clone(), version_id: o.version_id }, o.bucket, o.key)
-        }
+        Op::DeleteObject(o) => (
+            NsOp::DeleteObject { bucket: o.bucket.clone(), key: o.key.clone(), version_id: o.version_id },
+            o.bucket,
+            o.key,
+        ),
         Op::CreateUpload(o) => {
             let c = content(o.fields)?;
             (
-                NsOp::CreateUpload { bucket: o.bucket.clone(), key: o.key.clone(), upload_id: o.upload_id, content: c },
+                NsOp::CreateUpload {
+                    bucket: o.bucket.clone(),
+                    key: o.key.clone(),
+                    upload_id: o.upload_id,
+                    content: c,
+                },
                 o.bucket,
                 o.key,
             )
@@ -210,7 +221,11 @@ fn op_of(op: pb::ns_write_request::Op) -> Result<(NsOp, String, String), Status>
                 blocks: blocks(&p.blocks)?,
                 checksums: pairs("checksums", &p.checksums)?,
             };
-            (NsOp::PutPart { bucket: o.bucket.clone(), key: o.key.clone(), upload_id: o.upload_id, part }, o.bucket, o.key)
+            (
+                NsOp::PutPart { bucket: o.bucket.clone(), key: o.key.clone(), upload_id: o.upload_id, part },
+                o.bucket,
+                o.key,
+            )
         }
         Op::CompleteUpload(o) => {
             if o.parts.len() > COMPLETE_PARTS_MAX {
@@ -222,17 +237,34 @@ fn op_of(op: pb::ns_write_request::Op) -> Result<(NsOp, String, String), Status>
             bounded("etag", &o.etag)?;
             let parts = o.parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
             (
-                NsOp::CompleteUpload { bucket: o.bucket.clone(), key: o.key.clone(), upload_id: o.upload_id, parts, etag: o.etag },
+                NsOp::CompleteUpload {
+                    bucket: o.bucket.clone(),
+                    key: o.key.clone(),
+                    upload_id: o.upload_id,
+                    parts,
+                    etag: o.etag,
+                },
                 o.bucket,
                 o.key,
             )
         }
-        Op::AbortUpload(o) => {
-            (NsOp::AbortUpload { bucket: o.bucket.clone(), key: o.key.clone(), upload_id: o.upload_id }, o.bucket, o.key)
-        }
+        Op::AbortUpload(o) => (
+            NsOp::AbortUpload { bucket: o.bucket.clone(), key: o.key.clone(), upload_id: o.upload_id },
+            o.bucket,
+            o.key,
+        ),
         Op::SetTags(o) => {
             let tags = pairs("tags", &o.tags)?;
-            (NsOp::SetTags { bucket: o.bucket.clone(), key: o.key.clone(), version_id: o.version_id, tags }, o.bucket, o.key)
+            (
+                NsOp::SetTags {
+                    bucket: o.bucket.clone(),
+                    key: o.key.clone(),
+                    version_id: o.version_id,
+                    tags,
+                },
+                o.bucket,
+                o.key,
+            )
         }
         Op::CreateKey(o) => {
             bounded("access key", &o.access_key)?;
@@ -265,8 +297,12 @@ pub async fn write(raft: &MasterRaft, r: pb::NsWriteRequest) -> Result<pb::NsWri
     use pb::ns_write_response::Result as R;
     let out = match result {
         NsResult::Bucket(b) => R::Bucket(bucket_pb(&b)),
-        NsResult::Version { key, version } => R::Version(version_pb(&bucket_name, &key, &version, true, false)),
-        NsResult::Deleted { delete_marker, version_id } => R::Deleted(pb::DeleteResult { delete_marker, version_id }),
+        NsResult::Version { key, version } => {
+            R::Version(version_pb(&bucket_name, &key, &version, true, false))
+        }
+        NsResult::Deleted { delete_marker, version_id } => {
+            R::Deleted(pb::DeleteResult { delete_marker, version_id })
+        }
         NsResult::Upload(u) => R::Upload(pb::Upload {
             bucket: bucket_name.clone(),
             key: String::new(),
@@ -288,14 +324,21 @@ fn read_bucket(reader: &StateReader, name: &str) -> Result<BucketRecord, Status>
 }
 
 /// `NsGetBucket`.
-pub async fn get_bucket(raft: &MasterRaft, reader: &StateReader, r: pb::GetBucketRequest) -> Result<pb::Bucket, Status> {
+pub async fn get_bucket(
+    raft: &MasterRaft,
+    reader: &StateReader,
+    r: pb::GetBucketRequest,
+) -> Result<pb::Bucket, Status> {
     bounded("bucket", &r.name)?;
     linearizable(raft).await?;
     Ok(bucket_pb(&read_bucket(reader, &r.name)?))
 }
 
 /// `NsListBuckets`: every bucket, by name.
-pub async fn list_buckets(raft: &MasterRaft, reader: &StateReader) -> Result<pb::ListBucketsResponse, Status> {
+pub async fn list_buckets(
+    raft: &MasterRaft,
+    reader: &StateReader,
+) -> Result<pb::ListBucketsResponse, Status> {
     linearizable(raft).await?;
     let buckets: Vec<BucketRecord> =
         reader.records(keys::PREFIX_BUCKET, crate::codec::Kind::Bucket).map_err(internal)?;
@@ -312,10 +355,11 @@ pub async fn get_version(
     bounded("bucket", &r.bucket)?;
     linearizable(raft).await?;
     read_bucket(reader, &r.bucket)?;
-    let (vkey, v) = match find_version(reader, &r.bucket, &r.key, r.version_id.as_deref()).map_err(internal)? {
-        Ok(found) => found,
-        Err((code, detail)) => return Err(ns_status(code, detail)),
-    };
+    let (vkey, v) =
+        match find_version(reader, &r.bucket, &r.key, r.version_id.as_deref()).map_err(internal)? {
+            Ok(found) => found,
+            Err((code, detail)) => return Err(ns_status(code, detail)),
+        };
     let latest = reader.scan(&keys::versions_of_key(&r.bucket, &r.key), 1).map_err(internal)?;
     let is_latest = latest.first().map(|(k, _)| k == &vkey).unwrap_or(false);
     let mut entries = Vec::new();
@@ -340,7 +384,12 @@ pub async fn list_objects(
     reader: &StateReader,
     r: pb::ListObjectsRequest,
 ) -> Result<pb::ListObjectsResponse, Status> {
-    for (field, value) in [("bucket", &r.bucket), ("prefix", &r.prefix), ("delimiter", &r.delimiter), ("start after", &r.start_after)] {
+    for (field, value) in [
+        ("bucket", &r.bucket),
+        ("prefix", &r.prefix),
+        ("delimiter", &r.delimiter),
+        ("start after", &r.start_after),
+    ] {
         bounded(field, value)?;
     }
     linearizable(raft).await?;
@@ -360,7 +409,11 @@ pub async fn list_objects(
         .map_err(internal)?
         .map_err(internal)?;
     Ok(pb::ListObjectsResponse {
-        versions: page.versions.iter().map(|(k, v, latest)| version_pb(&r.bucket, k, v, *latest, false)).collect(),
+        versions: page
+            .versions
+            .iter()
+            .map(|(k, v, latest)| version_pb(&r.bucket, k, v, *latest, false))
+            .collect(),
         common_prefixes: page.common_prefixes,
         truncated: page.truncated,
         next_key: page.next_key,
@@ -407,14 +460,25 @@ pub async fn list_uploads(
     reader: &StateReader,
     r: pb::ListUploadsRequest,
 ) -> Result<pb::ListUploadsResponse, Status> {
-    for (field, value) in [("bucket", &r.bucket), ("prefix", &r.prefix), ("key marker", &r.key_marker), ("upload id marker", &r.upload_id_marker)] {
+    for (field, value) in [
+        ("bucket", &r.bucket),
+        ("prefix", &r.prefix),
+        ("key marker", &r.key_marker),
+        ("upload id marker", &r.upload_id_marker),
+    ] {
         bounded(field, value)?;
     }
     linearizable(raft).await?;
     read_bucket(reader, &r.bucket)?;
-    let (uploads, truncated) =
-        list::list_uploads(reader, &r.bucket, &r.prefix, &r.key_marker, &r.upload_id_marker, r.max_uploads as usize)
-            .map_err(internal)?;
+    let (uploads, truncated) = list::list_uploads(
+        reader,
+        &r.bucket,
+        &r.prefix,
+        &r.key_marker,
+        &r.upload_id_marker,
+        r.max_uploads as usize,
+    )
+    .map_err(internal)?;
     Ok(pb::ListUploadsResponse {
         uploads: uploads.iter().map(|(k, u)| upload_pb(&r.bucket, k, u)).collect(),
         truncated,
@@ -429,13 +493,18 @@ pub async fn get_access_key(
 ) -> Result<pb::AccessKey, Status> {
     bounded("access key", &r.access_key)?;
     linearizable(raft).await?;
-    let k: Option<AccessKeyRecord> = crate::state::read_record(reader, crate::codec::Kind::AccessKey, &keys::access_key(&r.access_key))
-        .map_err(internal)?;
-    k.map(|k| key_pb(&k, true)).ok_or_else(|| ns_status(NsCode::NoSuchAccessKey, format!("no access key {}", r.access_key)))
+    let k: Option<AccessKeyRecord> =
+        crate::state::read_record(reader, crate::codec::Kind::AccessKey, &keys::access_key(&r.access_key))
+            .map_err(internal)?;
+    k.map(|k| key_pb(&k, true))
+        .ok_or_else(|| ns_status(NsCode::NoSuchAccessKey, format!("no access key {}", r.access_key)))
 }
 
 /// `NsListAccessKeys`: every key, without secrets.
-pub async fn list_access_keys(raft: &MasterRaft, reader: &StateReader) -> Result<pb::ListAccessKeysResponse, Status> {
+pub async fn list_access_keys(
+    raft: &MasterRaft,
+    reader: &StateReader,
+) -> Result<pb::ListAccessKeysResponse, Status> {
     linearizable(raft).await?;
     let keys: Vec<AccessKeyRecord> =
         reader.records(keys::PREFIX_ACCESS_KEY, crate::codec::Kind::AccessKey).map_err(internal)?;

@@ -30,7 +30,9 @@ pub async fn write_once(
     command: Command,
 ) -> Result<command::Response, Status> {
     let command = match request {
-        Some(r) => Command::Once { request: request_id(&r), now_unix_ms: now_unix_ms(), command: Box::new(command) },
+        Some(r) => {
+            Command::Once { request: request_id(&r), now_unix_ms: now_unix_ms(), command: Box::new(command) }
+        }
         None => command,
     };
     write(raft, command).await

@@ -475,12 +475,18 @@ impl Master for MasterService {
         }
     }
 
-    async fn ns_write(&self, req: Request<pb::NsWriteRequest>) -> Result<Response<pb::NsWriteResponse>, Status> {
+    async fn ns_write(
+        &self,
+        req: Request<pb::NsWriteRequest>,
+    ) -> Result<Response<pb::NsWriteResponse>, Status> {
         self.check(&req)?;
         crate::ns_service::write(&self.raft, req.into_inner()).await.map(Response::new)
     }
 
-    async fn ns_get_bucket(&self, req: Request<pb::GetBucketRequest>) -> Result<Response<pb::Bucket>, Status> {
+    async fn ns_get_bucket(
+        &self,
+        req: Request<pb::GetBucketRequest>,
+    ) -> Result<Response<pb::Bucket>, Status> {
         self.check(&req)?;
         crate::ns_service::get_bucket(&self.raft, &self.reader, req.into_inner()).await.map(Response::new)
     }
@@ -514,7 +520,9 @@ impl Master for MasterService {
         req: Request<pb::GetUploadRequest>,
     ) -> Result<Response<pb::GetUploadResponse>, Status> {
         self.check(&req)?;
-        crate::ns_service::get_upload_parts(&self.raft, &self.reader, req.into_inner()).await.map(Response::new)
+        crate::ns_service::get_upload_parts(&self.raft, &self.reader, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn ns_list_uploads(

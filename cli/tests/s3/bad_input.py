@@ -215,11 +215,18 @@ def snapshot(s3=None):
 
 
 def diff(before, after):
+    """What differs between two snapshots, entry by entry."""
     out = []
-    for k in sorted(set(before) | set(after)):
-        if before.get(k) != after.get(k):
-            out.append(f"{k}: before {before.get(k)!r} after {after.get(k)!r}")
-    return "; ".join(out)[:2000]
+    if before["buckets"] != after["buckets"]:
+        out.append(f"buckets {before['buckets']} -> {after['buckets']}")
+    for name in sorted((set(before) | set(after)) - {"buckets"}):
+        b, a = before.get(name, {}), after.get(name, {})
+        for field in ("versions", "markers", "uploads"):
+            gone = sorted(set(b.get(field, [])) - set(a.get(field, [])))
+            new = sorted(set(a.get(field, [])) - set(b.get(field, [])))
+            if gone or new:
+                out.append(f"{name} {field}: gone {gone} new {new}")
+    return "; ".join(out)[:3000]
 
 
 # ---------------------------------------------------------------- fixture
@@ -366,6 +373,8 @@ def wrong_checksums():
     for key in ("fixed/obj", "crc-new"):
         expect_error(("BadDigest", "InvalidRequest"), S3.put_object, Bucket=FB, Key=key, Body=body,
                      ChecksumCRC32=wrong_crc, status=400)
+        expect_error(("BadDigest", "InvalidRequest"), S3.put_object, Bucket=FB, Key=key, Body=body,
+                     ChecksumCRC32C=wrong_crc, status=400)
         expect_error(("BadDigest", "InvalidRequest"), S3.put_object, Bucket=FB, Key=key, Body=body,
                      ChecksumSHA256=wrong_sha, status=400)
     expect_error(("BadDigest", "InvalidRequest"), S3.upload_part, Bucket=FB, Key="mpu/ok", UploadId=FIX["ok_uid"],
@@ -539,7 +548,16 @@ def main(argv):
         nonlocal passed
         try:
             before = snapshot() if snap else None
-            fn()
+            try:
+                fn()
+            except (Fail, ClientError) as e:
+                # Report a state change along with the wrong answer that caused it.
+                if snap:
+                    after = snapshot()
+                    if after != before:
+                        raise Fail(f"{e if isinstance(e, Fail) else repr(e)}; and the state changed: "
+                                   f"{diff(before, after)}") from e
+                raise
             if snap:
                 after = snapshot()
                 if after != before:

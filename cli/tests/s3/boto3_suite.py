@@ -24,7 +24,6 @@ import random
 import secrets
 import sys
 import traceback
-import urllib.error
 import urllib.request
 import zlib
 

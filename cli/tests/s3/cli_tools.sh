@@ -35,7 +35,13 @@ export RCLONE_CONFIG_CELLAR_FORCE_PATH_STYLE=true
 : > "$AWS_SHARED_CREDENTIALS_FILE"
 : > "$RCLONE_CONFIG"
 
-aws() { "$VENV/bin/aws" --endpoint-url "$S3_ENDPOINT" "$@"; }
+# No silent retries by default: against a local server a timeout or a 5xx is a bug, and
+# a retry would hide it. AWS_MAX_ATTEMPTS / RCLONE_*RETRIES / S3_CLI_READ_TIMEOUT override.
+export AWS_MAX_ATTEMPTS="${AWS_MAX_ATTEMPTS:-3}" AWS_RETRY_MODE="${AWS_RETRY_MODE:-standard}"
+export RCLONE_RETRIES="${RCLONE_RETRIES:-1}" RCLONE_LOW_LEVEL_RETRIES="${RCLONE_LOW_LEVEL_RETRIES:-1}"
+aws() { "$VENV/bin/aws" --endpoint-url "$S3_ENDPOINT" --cli-read-timeout "${S3_CLI_READ_TIMEOUT:-30}" "$@"; }
+# rclone 1.60's AWS SDK refuses a plain-HTTP endpoint when AWS_CA_BUNDLE is set.
+rclone() { env -u AWS_CA_BUNDLE rclone "$@"; }
 
 STEP=setup
 LOG="$TMP/step.log"
@@ -91,8 +97,8 @@ ok
 
 STEP=cp_100MiB
 "$PY" -c "import random,sys; open(sys.argv[1],'wb').write(random.Random(7).randbytes(100*1024*1024))" "$TMP/big.bin"
-run aws s3 cp "$TMP/big.bin" "s3://$BUCKET/big/big.bin"
-run aws s3 cp "s3://$BUCKET/big/big.bin" "$TMP/big.down"
+run aws s3 cp --only-show-errors "$TMP/big.bin" "s3://$BUCKET/big/big.bin"
+run aws s3 cp --only-show-errors "s3://$BUCKET/big/big.bin" "$TMP/big.down"
 cmp "$TMP/big.bin" "$TMP/big.down" >"$LOG" 2>&1 || fail "downloaded 100 MiB file differs"
 size=$(aws s3api head-object --bucket "$BUCKET" --key big/big.bin --query ContentLength --output text) ||
   fail "head-object failed"
@@ -103,8 +109,8 @@ ok
 STEP=sync_up_down
 gen_tree "$TMP/tree"
 [ "$(find "$TMP/tree" -type f | wc -l)" = 40 ] || fail "tree generator made the wrong number of files"
-run aws s3 sync "$TMP/tree" "s3://$BUCKET/tree/"
-run aws s3 sync "s3://$BUCKET/tree/" "$TMP/down"
+run aws s3 sync --only-show-errors "$TMP/tree" "s3://$BUCKET/tree/"
+run aws s3 sync --only-show-errors "s3://$BUCKET/tree/" "$TMP/down"
 diff -r "$TMP/tree" "$TMP/down" >"$LOG" 2>&1 || fail "tree synced down differs"
 ok
 
@@ -123,14 +129,14 @@ print("\n".join(sorted(rows, key=lambda s: s.encode())))' "$1"
 STEP=sync_delete
 "$PY" -c "import random,sys; open(sys.argv[1],'wb').write(random.Random(99).randbytes(12345))" "$TMP/tree/d1/f03.bin"
 rm "$TMP/tree/d3/f02.bin"
-run aws s3 sync --delete "$TMP/tree" "s3://$BUCKET/tree/"
+run aws s3 sync --only-show-errors --delete "$TMP/tree" "s3://$BUCKET/tree/"
 remote_listing tree/ >"$TMP/remote.txt" 2>"$LOG" || fail "listing s3://$BUCKET/tree/ failed"
 local_listing "$TMP/tree" >"$TMP/local.txt"
 diff "$TMP/local.txt" "$TMP/remote.txt" >"$LOG" 2>&1 || fail "remote listing differs from the local tree (< local, > remote)"
-run aws s3 cp "s3://$BUCKET/tree/d1/f03.bin" "$TMP/f03.down"
+run aws s3 cp --only-show-errors "s3://$BUCKET/tree/d1/f03.bin" "$TMP/f03.down"
 cmp "$TMP/tree/d1/f03.bin" "$TMP/f03.down" >"$LOG" 2>&1 || fail "changed file not updated remotely"
 rm -rf "$TMP/down"
-run aws s3 sync "s3://$BUCKET/tree/" "$TMP/down"
+run aws s3 sync --only-show-errors "s3://$BUCKET/tree/" "$TMP/down"
 diff -r "$TMP/tree" "$TMP/down" >"$LOG" 2>&1 || fail "tree synced down after --delete differs"
 ok
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cellar_volume_api::cluster::Cluster;
 use cellar_proto::master as pb;
+use cellar_volume_api::cluster::Cluster;
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{S3Result, s3_error};
 

@@ -53,7 +53,11 @@ impl Sum {
         match self {
             Sum::Crc(d) => {
                 let v = d.finalize();
-                if algorithm == "CRC64NVME" { B64.encode(v.to_be_bytes()) } else { B64.encode((v as u32).to_be_bytes()) }
+                if algorithm == "CRC64NVME" {
+                    B64.encode(v.to_be_bytes())
+                } else {
+                    B64.encode((v as u32).to_be_bytes())
+                }
             }
             Sum::Sha1(d) => B64.encode(sha1::Digest::finalize(d)),
             Sum::Sha256(d) => B64.encode(sha2::Digest::finalize(d)),
@@ -87,6 +91,23 @@ fn stored(e: crate::blocks::BlockError) -> S3Error {
     s3_error!(ServiceUnavailable, "storing a block: {e}")
 }
 
+/// Why a body could not be read: its signed SHA-256 did not match, or it ended early.
+fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.to_string().contains("Sha256Mismatch") {
+            let mut out = S3Error::with_message(
+                s3s::S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                "the provided x-amz-content-sha256 does not match what was computed",
+            );
+            out.set_status_code(http::StatusCode::BAD_REQUEST);
+            return out;
+        }
+        source = err.source();
+    }
+    s3_error!(IncompleteBody, "reading the body: {e}")
+}
+
 /// Reads `body` to its end, storing its blocks; `algorithms` are the checksums to compute.
 /// A body longer than `limit_bytes` is refused (EntityTooLarge) as soon as it passes it.
 pub async fn ingest(
@@ -104,17 +125,20 @@ pub async fn ingest(
     let mut pending = FuturesOrdered::new();
     let mut out: Vec<pb::BlockRef> = Vec::new();
     let mut last_block: Option<Bytes> = None;
-    let mut flush = |block: Bytes, pending: &mut FuturesOrdered<_>| {
+    // A block is looked up afresh in the master (its cached index entry may be stale:
+    // collected since), except the only block of a small object, whose bytes are kept to
+    // store it again should the namespace find it gone.
+    let mut flush = |block: Bytes, fresh: bool, pending: &mut FuturesOrdered<_>| {
         let blocks = blocks.clone();
         let len = block.len() as u32;
         last_block = Some(block.clone());
-        pending.push_back(async move { blocks.store_object_block(block, false).await.map(|h| (h, len)) });
+        pending.push_back(async move { blocks.store_object_block(block, fresh).await.map(|h| (h, len)) });
     };
     loop {
         let chunk = match body.next().await {
             None => break,
             Some(Ok(c)) => c,
-            Some(Err(e)) => return Err(s3_error!(IncompleteBody, "reading the body: {e}")),
+            Some(Err(e)) => return Err(body_error(&*e)),
         };
         size_bytes += chunk.len() as u64;
         if size_bytes > limit_bytes {
@@ -130,7 +154,7 @@ pub async fn ingest(
             buf.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if buf.len() == block_bytes {
-                flush(buf.split().freeze(), &mut pending);
+                flush(buf.split().freeze(), true, &mut pending);
                 buf.reserve(block_bytes);
                 while pending.len() >= BLOCK_STORES_IN_FLIGHT_MAX {
                     if let Some(r) = pending.next().await {
@@ -142,7 +166,8 @@ pub async fn ingest(
         }
     }
     if !buf.is_empty() {
-        flush(buf.split().freeze(), &mut pending);
+        let only = out.is_empty() && pending.is_empty();
+        flush(buf.split().freeze(), !only, &mut pending);
     }
     while let Some(r) = pending.next().await {
         let (hash, len) = r.map_err(stored)?;
@@ -153,7 +178,13 @@ pub async fn ingest(
         blocks: out,
         size_bytes,
         md5: md5.finalize().into(),
-        checksums: sums.into_iter().map(|(a, s)| { let v = s.finish(&a); (a, v) }).collect(),
+        checksums: sums
+            .into_iter()
+            .map(|(a, s)| {
+                let v = s.finish(&a);
+                (a, v)
+            })
+            .collect(),
         single,
     })
 }
@@ -161,7 +192,8 @@ pub async fn ingest(
 /// Checks a Content-MD5 header against what arrived.
 pub fn check_md5(header: Option<&str>, got: &[u8; 16]) -> S3Result<()> {
     let Some(header) = header else { return Ok(()) };
-    let expected = B64.decode(header.trim()).map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
+    let expected =
+        B64.decode(header.trim()).map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
     if expected.len() != 16 {
         return Err(s3_error!(InvalidDigest, "Content-MD5 is not 16 bytes"));
     }
@@ -177,7 +209,10 @@ pub fn check_sums(expected: &[(String, String)], computed: &[(String, String)]) 
         match computed.iter().find(|(a, _)| a == algorithm) {
             Some((_, got)) if got == value.trim() => {}
             Some(_) => {
-                return Err(s3_error!(BadDigest, "the {algorithm} you specified did not match the calculated checksum"));
+                return Err(s3_error!(
+                    BadDigest,
+                    "the {algorithm} you specified did not match the calculated checksum"
+                ));
             }
             None => return Err(s3_error!(InvalidRequest, "checksum {algorithm} was not computed")),
         }

@@ -23,6 +23,29 @@ use crate::blocks::Blocks;
 /// fit in well under 1 MiB.
 pub const XML_BODY_MAX_BYTES: usize = 2 << 20;
 
+/// An XML request (POST, or a PUT of a sub-resource such as `?tagging`) whose
+/// Content-Length is over [`XML_BODY_MAX_BYTES`]: answered 400 MaxMessageLengthExceeded
+/// before anything reads it (s3s would read up to its limit and answer 500).
+fn oversized_xml<B>(req: &http::Request<B>) -> Option<http::Response<s3s::Body>> {
+    const SUB_RESOURCES: [&str; 6] = ["tagging", "versioning", "acl", "cors", "lifecycle", "policy"];
+    let query = req.uri().query().unwrap_or("");
+    let xml = req.method() == http::Method::POST
+        || (req.method() == http::Method::PUT
+            && query.split('&').any(|p| SUB_RESOURCES.contains(&p.split('=').next().unwrap_or(""))));
+    let length: u64 = req.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+    if !xml || length <= XML_BODY_MAX_BYTES as u64 {
+        return None;
+    }
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>MaxMessageLengthExceeded</Code><Message>Your request was too big: at most {XML_BODY_MAX_BYTES} bytes of XML.</Message></Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(body));
+    *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    Some(resp)
+}
+
 /// Serves S3 on `listener` until `stop` turns true; at most `connections_max` connections
 /// at once (the others wait in the listen backlog).
 pub async fn serve(
@@ -59,7 +82,16 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let service = service.clone();
+        let inner = service.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let inner = inner.clone();
+            async move {
+                if let Some(refused) = oversized_xml(&req) {
+                    return Ok(refused);
+                }
+                hyper::service::Service::call(&inner, req).await
+            }
+        });
         let mut conn_stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use super::keys;
-use crate::ns_types::{
-    AccessKeyRecord, BlockRef, BucketRecord, Content, KEY_MAX_BYTES, NsCode, NsOp, NsResult, PART_MIN_BYTES,
-    PART_NUMBER_MAX, PartRecord, UploadRecord, VERSION_BLOCKS_MAX, VersionRecord, Versioning, parse_version_id,
-    version_id,
-};
 use crate::codec::Kind;
 use crate::command::Hash32;
+use crate::ns_types::{
+    AccessKeyRecord, BlockRef, BucketRecord, Content, KEY_MAX_BYTES, NsCode, NsOp, NsResult, PART_MIN_BYTES,
+    PART_NUMBER_MAX, PartRecord, UploadRecord, VERSION_BLOCKS_MAX, VersionRecord, Versioning,
+    parse_version_id, version_id,
+};
 use crate::state::{Kv, StateError, index_entry, index_key, read_record, write_record};
 use crate::types::{Counters, RECORD_VERSION};
 
@@ -39,7 +39,9 @@ pub fn apply(
             write_record(kv, Kind::Bucket, &keys::bucket(bucket), &b)?;
             Ok(Ok(NsResult::Bucket(b)))
         }
-        NsOp::PutVersion { bucket, key, content } => put_version(kv, c, bucket, key, content, now_unix_ms, true),
+        NsOp::PutVersion { bucket, key, content } => {
+            put_version(kv, c, bucket, key, content, now_unix_ms, true)
+        }
         NsOp::DeleteObject { bucket, key, version_id } => {
             delete_object(kv, c, bucket, key, version_id.as_deref(), now_unix_ms)
         }
@@ -63,7 +65,9 @@ pub fn apply(
             write_record(kv, Kind::Upload, &ukey, &u)?;
             Ok(Ok(NsResult::Upload(u)))
         }
-        NsOp::PutPart { bucket, key, upload_id, part } => put_part(kv, c, bucket, key, upload_id, part, now_unix_ms),
+        NsOp::PutPart { bucket, key, upload_id, part } => {
+            put_part(kv, c, bucket, key, upload_id, part, now_unix_ms)
+        }
         NsOp::CompleteUpload { bucket, key, upload_id, parts, etag } => {
             complete_upload(kv, c, bucket, key, upload_id, parts, etag, now_unix_ms)
         }
@@ -97,7 +101,10 @@ pub fn apply(
         NsOp::CreateKey { key } => {
             let k = keys::access_key(&key.access_key);
             if key.access_key.is_empty() || key.access_key.len() > 128 || key.secret_key.len() < 8 {
-                return Ok(Err((NsCode::InvalidArgument, "an access key id of 1-128 bytes and a secret of 8+".into())));
+                return Ok(Err((
+                    NsCode::InvalidArgument,
+                    "an access key id of 1-128 bytes and a secret of 8+".into(),
+                )));
             }
             if kv.get(&k)?.is_some() {
                 return Ok(Err((NsCode::KeyExists, format!("access key {} exists", key.access_key))));
@@ -131,7 +138,10 @@ pub fn valid_bucket_name(name: &str) -> bool {
 
 fn check_key(key: &str) -> Option<Refusal> {
     if key.is_empty() || key.len() > KEY_MAX_BYTES || key.as_bytes().contains(&0) {
-        return Some((NsCode::InvalidArgument, format!("an object key is 1-{KEY_MAX_BYTES} bytes without NUL")));
+        return Some((
+            NsCode::InvalidArgument,
+            format!("an object key is 1-{KEY_MAX_BYTES} bytes without NUL"),
+        ));
     }
     None
 }
@@ -167,7 +177,12 @@ fn get_bucket(kv: &dyn Kv, name: &str) -> Result<Result<BucketRecord, Refusal>, 
 }
 
 /// Reads an upload.
-pub fn get_upload(kv: &dyn Kv, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadRecord>, StateError> {
+pub fn get_upload(
+    kv: &dyn Kv,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<Option<UploadRecord>, StateError> {
     if check_upload_id(upload_id).is_some() || check_key(key).is_some() {
         return Ok(None);
     }
@@ -175,7 +190,11 @@ pub fn get_upload(kv: &dyn Kv, bucket: &str, key: &str, upload_id: &str) -> Resu
 }
 
 /// The parts of an upload, in part-number order, with their keys.
-pub fn parts_of(kv: &dyn Kv, bucket: &str, upload_id: &str) -> Result<Vec<(Vec<u8>, PartRecord)>, StateError> {
+pub fn parts_of(
+    kv: &dyn Kv,
+    bucket: &str,
+    upload_id: &str,
+) -> Result<Vec<(Vec<u8>, PartRecord)>, StateError> {
     kv.scan(&keys::parts_of_upload(bucket, upload_id), PART_NUMBER_MAX as usize)?
         .into_iter()
         .map(|(k, v)| crate::state::decode_record(Kind::Part, &k, &v).map(|p| (k, p)))
@@ -183,7 +202,11 @@ pub fn parts_of(kv: &dyn Kv, bucket: &str, upload_id: &str) -> Result<Vec<(Vec<u
 }
 
 /// Every version of `key`, newest first, with their keys.
-pub fn versions_of(kv: &dyn Kv, bucket: &str, key: &str) -> Result<Vec<(Vec<u8>, VersionRecord)>, StateError> {
+pub fn versions_of(
+    kv: &dyn Kv,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<(Vec<u8>, VersionRecord)>, StateError> {
     kv.scan(&keys::versions_of_key(bucket, key), usize::MAX)?
         .into_iter()
         .map(|(k, v)| crate::state::decode_record(Kind::Version, &k, &v).map(|r| (k, r)))
@@ -219,10 +242,15 @@ pub fn find_version(
             let missing = || (NsCode::NoSuchVersion, format!("no version {text} of {key}"));
             match parse_version_id(text) {
                 None => Ok(Err((NsCode::InvalidArgument, format!("invalid version id {text}")))),
-                Some(None) => Ok(versions_of(kv, bucket, key)?.into_iter().find(|(_, v)| v.null_version).ok_or_else(missing)),
+                Some(None) => Ok(versions_of(kv, bucket, key)?
+                    .into_iter()
+                    .find(|(_, v)| v.null_version)
+                    .ok_or_else(missing)),
                 Some(Some(n)) => {
                     let k = keys::version(bucket, key, n);
-                    Ok(read_record::<VersionRecord>(kv, Kind::Version, &k)?.map(|v| (k, v)).ok_or_else(missing))
+                    Ok(read_record::<VersionRecord>(kv, Kind::Version, &k)?
+                        .map(|v| (k, v))
+                        .ok_or_else(missing))
                 }
             }
         }
@@ -285,7 +313,11 @@ pub fn drop_references(kv: &mut dyn Kv, c: &mut Counters, blocks: &[BlockRef]) -
     Ok(())
 }
 
-fn create_bucket(kv: &mut dyn Kv, name: &str, now_unix_ms: u64) -> Result<Result<NsResult, Refusal>, StateError> {
+fn create_bucket(
+    kv: &mut dyn Kv,
+    name: &str,
+    now_unix_ms: u64,
+) -> Result<Result<NsResult, Refusal>, StateError> {
     if !valid_bucket_name(name) {
         return Ok(Err((NsCode::InvalidArgument, format!("invalid bucket name {name}"))));
     }
@@ -307,7 +339,8 @@ fn delete_bucket(kv: &mut dyn Kv, name: &str) -> Result<Result<NsResult, Refusal
     if let Err(r) = get_bucket(kv, name)? {
         return Ok(Err(r));
     }
-    if !kv.scan(&keys::versions_of_bucket(name), 1)?.is_empty() || !kv.scan(&keys::uploads_of_bucket(name), 1)?.is_empty()
+    if !kv.scan(&keys::versions_of_bucket(name), 1)?.is_empty()
+        || !kv.scan(&keys::uploads_of_bucket(name), 1)?.is_empty()
     {
         return Ok(Err((NsCode::BucketNotEmpty, format!("bucket {name} holds objects or uploads"))));
     }
@@ -402,7 +435,9 @@ fn delete_object(
                 Ok(Ok(NsResult::Deleted { delete_marker: v.delete_marker, version_id: version_id(&v) }))
             }
             // S3 answers a delete of a version that is not there with success.
-            Err((NsCode::NoSuchVersion, _)) => Ok(Ok(NsResult::Deleted { delete_marker: false, version_id: text.to_string() })),
+            Err((NsCode::NoSuchVersion, _)) => {
+                Ok(Ok(NsResult::Deleted { delete_marker: false, version_id: text.to_string() }))
+            }
             Err(r) => Ok(Err(r)),
         };
     }
@@ -520,21 +555,32 @@ mod tests {
     }
 
     fn index(kv: &mut Map<Vec<u8>, Vec<u8>>, n: u8, references: u64) {
-        let e = IndexEntry { volume_id: 1, offset_bytes: 0, payload_bytes: 1, crc32: 0, references, digest: None };
+        let e = IndexEntry {
+            volume_id: 1,
+            offset_bytes: 0,
+            payload_bytes: 1,
+            crc32: 0,
+            references,
+            digest: None,
+        };
         kv.insert(index_key(&Hash32([n; 32])).to_vec(), e.encode());
     }
 
     fn refs(kv: &Map<Vec<u8>, Vec<u8>>, n: u8) -> Option<u64> {
-        index_entry(kv, &Hash32([n; 32])).unwrap().map(|e| e.references)
+        index_entry(kv, &Hash32([n; 32])).expect("ok").map(|e| e.references)
     }
 
     fn run(kv: &mut Map<Vec<u8>, Vec<u8>>, op: NsOp) -> Result<NsResult, Refusal> {
         let mut c = Counters::default();
-        apply(kv, &mut c, &op, 1000).unwrap()
+        apply(kv, &mut c, &op, 1000).expect("ok")
     }
 
     fn content(blocks: Vec<BlockRef>) -> Content {
-        Content { size_bytes: blocks.iter().map(|b| u64::from(b.length_bytes)).sum(), blocks, ..Content::default() }
+        Content {
+            size_bytes: blocks.iter().map(|b| u64::from(b.length_bytes)).sum(),
+            blocks,
+            ..Content::default()
+        }
     }
 
     #[test]
@@ -542,35 +588,50 @@ mod tests {
         let mut kv = Map::new();
         index(&mut kv, 1, 0);
         index(&mut kv, 2, 0);
-        run(&mut kv, NsOp::CreateBucket { name: "bkt".into() }).unwrap();
+        run(&mut kv, NsOp::CreateBucket { name: "bkt".into() }).expect("ok");
         let put = |kv: &mut Map<_, _>, blocks| {
             run(kv, NsOp::PutVersion { bucket: "bkt".into(), key: "k".into(), content: content(blocks) })
         };
-        put(&mut kv, vec![block(1, 1), block(1, 1), block(2, 1)]).unwrap();
+        put(&mut kv, vec![block(1, 1), block(1, 1), block(2, 1)]).expect("ok");
         assert_eq!((refs(&kv, 1), refs(&kv, 2)), (Some(2), Some(1)));
         // Unversioned: the null version is replaced and its references dropped.
-        put(&mut kv, vec![block(2, 1)]).unwrap();
+        put(&mut kv, vec![block(2, 1)]).expect("ok");
         assert_eq!((refs(&kv, 1), refs(&kv, 2)), (None, Some(1)));
         // A block not in the index: refused, nothing changed.
         let before = kv.clone();
-        assert_eq!(put(&mut kv, vec![block(2, 1), block(9, 1)]).unwrap_err().0, NsCode::MissingBlocks);
+        assert_eq!(
+            put(&mut kv, vec![block(2, 1), block(9, 1)]).expect_err("refused").0,
+            NsCode::MissingBlocks
+        );
         assert_eq!(kv, before);
         // The bucket is not empty; the delete drops the last reference.
-        assert_eq!(run(&mut kv, NsOp::DeleteBucket { name: "bkt".into() }).unwrap_err().0, NsCode::BucketNotEmpty);
-        run(&mut kv, NsOp::DeleteObject { bucket: "bkt".into(), key: "k".into(), version_id: None }).unwrap();
+        assert_eq!(
+            run(&mut kv, NsOp::DeleteBucket { name: "bkt".into() }).expect_err("refused").0,
+            NsCode::BucketNotEmpty
+        );
+        run(&mut kv, NsOp::DeleteObject { bucket: "bkt".into(), key: "k".into(), version_id: None })
+            .expect("ok");
         assert_eq!(refs(&kv, 2), None);
-        run(&mut kv, NsOp::DeleteBucket { name: "bkt".into() }).unwrap();
+        run(&mut kv, NsOp::DeleteBucket { name: "bkt".into() }).expect("ok");
     }
 
     #[test]
     fn versioned_deletes_add_markers_and_versions_go_one_by_one() {
         let mut kv = Map::new();
         index(&mut kv, 1, 0);
-        run(&mut kv, NsOp::CreateBucket { name: "bkt".into() }).unwrap();
-        run(&mut kv, NsOp::SetVersioning { bucket: "bkt".into(), versioning: Versioning::Enabled }).unwrap();
+        run(&mut kv, NsOp::CreateBucket { name: "bkt".into() }).expect("ok");
+        run(&mut kv, NsOp::SetVersioning { bucket: "bkt".into(), versioning: Versioning::Enabled })
+            .expect("ok");
         for _ in 0..2 {
-            run(&mut kv, NsOp::PutVersion { bucket: "bkt".into(), key: "k".into(), content: content(vec![block(1, 1)]) })
-                .unwrap();
+            run(
+                &mut kv,
+                NsOp::PutVersion {
+                    bucket: "bkt".into(),
+                    key: "k".into(),
+                    content: content(vec![block(1, 1)]),
+                },
+            )
+            .expect("ok");
         }
         assert_eq!(refs(&kv, 1), Some(2));
         let Ok(NsResult::Deleted { delete_marker: true, version_id: marker }) =
@@ -578,16 +639,23 @@ mod tests {
         else {
             panic!("no marker")
         };
-        assert_eq!(find_version(&kv, "bkt", "k", None).unwrap().unwrap_err().0, NsCode::NoSuchKey);
+        assert_eq!(
+            find_version(&kv, "bkt", "k", None).expect("ok").expect_err("refused").0,
+            NsCode::NoSuchKey
+        );
         assert_eq!(refs(&kv, 1), Some(2));
-        run(&mut kv, NsOp::DeleteObject { bucket: "bkt".into(), key: "k".into(), version_id: Some(marker) }).unwrap();
-        let (_, latest) = find_version(&kv, "bkt", "k", None).unwrap().unwrap();
-        run(&mut kv, NsOp::DeleteObject {
-            bucket: "bkt".into(),
-            key: "k".into(),
-            version_id: Some(version_id(&latest)),
-        })
-        .unwrap();
+        run(&mut kv, NsOp::DeleteObject { bucket: "bkt".into(), key: "k".into(), version_id: Some(marker) })
+            .expect("ok");
+        let (_, latest) = find_version(&kv, "bkt", "k", None).expect("ok").expect("ok");
+        run(
+            &mut kv,
+            NsOp::DeleteObject {
+                bucket: "bkt".into(),
+                key: "k".into(),
+                version_id: Some(version_id(&latest)),
+            },
+        )
+        .expect("ok");
         assert_eq!(refs(&kv, 1), Some(1));
     }
 
@@ -597,10 +665,18 @@ mod tests {
         for n in 1..=3 {
             index(&mut kv, n, 0);
         }
-        run(&mut kv, NsOp::CreateBucket { name: "bkt".into() }).unwrap();
+        run(&mut kv, NsOp::CreateBucket { name: "bkt".into() }).expect("ok");
         let upload = |op: fn(String, String, String) -> NsOp| op("bkt".into(), "k".into(), "u1".into());
-        run(&mut kv, upload(|bucket, key, upload_id| NsOp::CreateUpload { bucket, key, upload_id, content: Content::default() }))
-            .unwrap();
+        run(
+            &mut kv,
+            upload(|bucket, key, upload_id| NsOp::CreateUpload {
+                bucket,
+                key,
+                upload_id,
+                content: Content::default(),
+            }),
+        )
+        .expect("ok");
         for n in 1..=3u8 {
             let part = PartRecord {
                 v: 1,
@@ -611,25 +687,38 @@ mod tests {
                 blocks: vec![block(n, PART_MIN_BYTES as u32)],
                 checksums: Vec::new(),
             };
-            run(&mut kv, NsOp::PutPart { bucket: "bkt".into(), key: "k".into(), upload_id: "u1".into(), part }).unwrap();
+            run(
+                &mut kv,
+                NsOp::PutPart { bucket: "bkt".into(), key: "k".into(), upload_id: "u1".into(), part },
+            )
+            .expect("ok");
         }
         let complete = |kv: &mut Map<_, _>, parts: Vec<(u32, &str)>| {
-            run(kv, NsOp::CompleteUpload {
-                bucket: "bkt".into(),
-                key: "k".into(),
-                upload_id: "u1".into(),
-                parts: parts.into_iter().map(|(n, e)| (n, e.to_string())).collect(),
-                etag: "\"x-2\"".into(),
-            })
+            run(
+                kv,
+                NsOp::CompleteUpload {
+                    bucket: "bkt".into(),
+                    key: "k".into(),
+                    upload_id: "u1".into(),
+                    parts: parts.into_iter().map(|(n, e)| (n, e.to_string())).collect(),
+                    etag: "\"x-2\"".into(),
+                },
+            )
         };
         let before = kv.clone();
-        assert_eq!(complete(&mut kv, vec![(3, "e3"), (1, "e1")]).unwrap_err().0, NsCode::InvalidPartOrder);
-        assert_eq!(complete(&mut kv, vec![(1, "e1"), (3, "zz")]).unwrap_err().0, NsCode::InvalidPart);
+        assert_eq!(
+            complete(&mut kv, vec![(3, "e3"), (1, "e1")]).expect_err("refused").0,
+            NsCode::InvalidPartOrder
+        );
+        assert_eq!(
+            complete(&mut kv, vec![(1, "e1"), (3, "zz")]).expect_err("refused").0,
+            NsCode::InvalidPart
+        );
         assert_eq!(kv, before);
-        complete(&mut kv, vec![(1, "\"e1\""), (3, "e3")]).unwrap();
+        complete(&mut kv, vec![(1, "\"e1\""), (3, "e3")]).expect("ok");
         assert_eq!((refs(&kv, 1), refs(&kv, 2), refs(&kv, 3)), (Some(1), None, Some(1)));
-        let (_, v) = find_version(&kv, "bkt", "k", None).unwrap().unwrap();
+        let (_, v) = find_version(&kv, "bkt", "k", None).expect("ok").expect("ok");
         assert_eq!(v.content.size_bytes, 2 * PART_MIN_BYTES);
-        assert!(parts_of(&kv, "bkt", "u1").unwrap().is_empty());
+        assert!(parts_of(&kv, "bkt", "u1").expect("ok").is_empty());
     }
 }

@@ -3,29 +3,22 @@
 //! skip a whole common prefix with one seek, so a page costs its own keys, not the bucket's.
 
 use super::keys;
-use crate::ns_types::{UploadRecord, VersionRecord, parse_version_id};
 use crate::codec::Kind;
+use crate::ns_types::{UploadRecord, VersionRecord, parse_version_id};
 use crate::state::{StateError, decode_record};
+
+/// What a scan calls with each pair: go on (true) or stop.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StateError> + 'a;
 
 /// Ordered iteration over the state, as [`crate::store::StateReader::for_each`] offers it.
 pub trait Scan {
     /// Calls `f` with every pair whose key starts with `prefix`, from `start` on, until it
     /// returns false.
-    fn for_each(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StateError>,
-    ) -> Result<(), StateError>;
+    fn for_each(&self, prefix: &[u8], start: &[u8], f: &mut Visit<'_>) -> Result<(), StateError>;
 }
 
 impl Scan for std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
-    fn for_each(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StateError>,
-    ) -> Result<(), StateError> {
+    fn for_each(&self, prefix: &[u8], start: &[u8], f: &mut Visit<'_>) -> Result<(), StateError> {
         let from = if start < prefix { prefix.to_vec() } else { start.to_vec() };
         for (k, v) in self.range(from..) {
             if !k.starts_with(prefix) || !f(k, v)? {
@@ -79,6 +72,16 @@ fn past(prefix_key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The common prefix `q.start_after` rolls up into, if any.
+fn rolled_up(q: &ListQuery) -> Option<&str> {
+    if q.delimiter.is_empty() {
+        return None;
+    }
+    let rest = q.start_after.strip_prefix(q.prefix.as_str())?;
+    let at = rest.find(&q.delimiter)?;
+    Some(&q.start_after[..q.prefix.len() + at + q.delimiter.len()])
+}
+
 /// Lists `bucket` by `q`.
 pub fn list_objects(scan: &dyn Scan, bucket: &str, q: &ListQuery) -> Result<ListPage, StateError> {
     let base = keys::versions_of_bucket(bucket);
@@ -109,6 +112,11 @@ pub fn list_objects(scan: &dyn Scan, bucket: &str, q: &ListQuery) -> Result<List
                 k
             }
         }
+    } else if rolled_up(q).is_some_and(|cp| cp == q.start_after) {
+        // The last page ended on a common prefix: go on after every key under it.
+        let mut k = base.clone();
+        k.extend_from_slice(q.start_after.as_bytes());
+        past(&k)
     } else {
         let mut k = base.clone();
         k.extend_from_slice(q.start_after.as_bytes());
@@ -126,10 +134,8 @@ pub fn list_objects(scan: &dyn Scan, bucket: &str, q: &ListQuery) -> Result<List
             };
             let latest = last_key.as_deref() != Some(key.as_str());
             last_key = Some(key.clone());
-            if !q.versions {
-                if !latest || skip_key.as_deref() == Some(key.as_str()) {
-                    return Ok(true);
-                }
+            if !q.versions && (!latest || skip_key.as_deref() == Some(key.as_str())) {
+                return Ok(true);
             }
             let record: VersionRecord = decode_record(Kind::Version, k, v)?;
             if !q.versions && record.delete_marker {
@@ -232,14 +238,17 @@ mod tests {
         let mut kv = BTreeMap::new();
         let mut c = Counters::default();
         let mut run = |kv: &mut BTreeMap<Vec<u8>, Vec<u8>>, op| {
-            crate::namespace::apply::apply(kv, &mut c, &op, 1).unwrap().unwrap();
+            crate::namespace::apply::apply(kv, &mut c, &op, 1).expect("ok").expect("ok");
         };
         run(&mut kv, NsOp::CreateBucket { name: "bkt".into() });
         if versioned {
             run(&mut kv, NsOp::SetVersioning { bucket: "bkt".into(), versioning: Versioning::Enabled });
         }
         for k in keys {
-            run(&mut kv, NsOp::PutVersion { bucket: "bkt".into(), key: k.to_string(), content: Content::default() });
+            run(
+                &mut kv,
+                NsOp::PutVersion { bucket: "bkt".into(), key: k.to_string(), content: Content::default() },
+            );
         }
         kv
     }
@@ -247,7 +256,7 @@ mod tests {
     fn walk(kv: &BTreeMap<Vec<u8>, Vec<u8>>, mut q: ListQuery) -> Vec<String> {
         let mut out = Vec::new();
         loop {
-            let page = list_objects(kv, "bkt", &q).unwrap();
+            let page = list_objects(kv, "bkt", &q).expect("ok");
             assert!(page.versions.len() + page.common_prefixes.len() <= q.max_keys);
             let mut items: Vec<(String, String)> =
                 page.versions.iter().map(|(k, v, _)| (k.clone(), format!("{k}@{}", v.version))).collect();
@@ -283,8 +292,8 @@ mod tests {
             &NsOp::DeleteObject { bucket: "bkt".into(), key: "m".into(), version_id: None },
             2,
         )
-        .unwrap()
-        .unwrap();
+        .expect("ok")
+        .expect("ok");
         let latest = ListQuery { max_keys: 1, ..ListQuery::default() };
         assert_eq!(walk(&kv, latest), vec!["k@3"]);
         let all = ListQuery { max_keys: 2, versions: true, ..ListQuery::default() };
