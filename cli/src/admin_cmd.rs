@@ -324,6 +324,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
             "hashes": s.lost_block_hashes.iter().map(hex::encode).collect::<Vec<_>>(),
         },
         "scrub": s.scrub.iter().map(|p| json!({"node_id": p.node_id, "passes": p.passes, "pass_bytes_done": p.pass_bytes_done, "pass_bytes_total": p.pass_bytes_total, "bytes_total": p.bytes_total, "findings": p.findings, "errors": p.errors})).collect::<Vec<_>>(),
+        "compaction": s.compaction.map(|c| json!({"passes": c.passes, "last_pass_unix_ms": c.last_pass_unix_ms, "live_bytes": c.live_bytes, "garbage_bytes": c.garbage_bytes, "volumes_dead": c.volumes_dead, "rewrite_candidates": c.rewrite_candidates, "rewrite_candidate_garbage_bytes": c.rewrite_candidate_garbage_bytes, "volumes_reclaimed": c.volumes_reclaimed, "bytes_reclaimed": c.bytes_reclaimed})),
         "metadata_scan": s.metadata_scan.map(|m| json!({"passes": m.passes, "index_entries_checked": m.index_entries_checked, "extents_checked": m.extents_checked, "findings": m.findings, "errors": m.errors, "last_pass_unix_ms": m.last_pass_unix_ms})),
         "drain": {
             "nodes": s.drained_nodes,
@@ -418,6 +419,19 @@ fn print_status(s: &StatusResponse) {
             p.bytes_total >> 20,
             p.findings,
             p.errors
+        );
+    }
+    if let Some(c) = &s.compaction {
+        println!(
+            "compaction  {} passes: {} MiB live, {} MiB garbage; {} dead volumes waiting, {} rewrite candidates ({} MiB garbage); {} volumes ({} MiB) reclaimed",
+            c.passes,
+            c.live_bytes >> 20,
+            c.garbage_bytes >> 20,
+            c.volumes_dead,
+            c.rewrite_candidates,
+            c.rewrite_candidate_garbage_bytes >> 20,
+            c.volumes_reclaimed,
+            c.bytes_reclaimed >> 20
         );
     }
     if let Some(m) = &s.metadata_scan {

@@ -39,13 +39,10 @@ struct S3Cell {
     secret_key: String,
 }
 
-fn start() -> S3Cell {
+fn start(spec: CellSpec) -> S3Cell {
     let port = cellar_bench::process::free_port().expect("port");
-    let spec = CellSpec {
-        volume_mib: 64,
-        frontend_args: vec!["--s3".into(), format!("127.0.0.1:{port}")],
-        ..CellSpec::default()
-    };
+    let mut spec = spec;
+    spec.frontend_args.extend(["--s3".to_string(), format!("127.0.0.1:{port}")]);
     let cell = Cell::start(&spec);
     let out = Command::new(env!("CARGO_BIN_EXE_cellar"))
         .args(["admin", "key", "create", "--master", &cell.masters.join(","), "--name", "s3 test"])
@@ -79,13 +76,21 @@ fn run(s3: &S3Cell, program: &Path, args: &[&Path]) -> Output {
         .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
 }
 
+/// Runs `scripts/s3-clients.sh` (idempotent; both tests call it, and it may run twice at
+/// once: pip and apt-get serialize themselves, and a venv already made is left alone).
+fn install_clients() {
+    let install = Command::new("bash")
+        .arg(workspace_root().join("scripts/s3-clients.sh"))
+        .output()
+        .expect("run s3-clients.sh");
+    assert!(install.status.success(), "{}", shown("scripts/s3-clients.sh", &install));
+}
+
 #[test]
 fn boto3_awscli_and_rclone_work_and_bad_input_changes_nothing() {
     let root = workspace_root();
-    let install =
-        Command::new("bash").arg(root.join("scripts/s3-clients.sh")).output().expect("run s3-clients.sh");
-    assert!(install.status.success(), "{}", shown("scripts/s3-clients.sh", &install));
-    let s3 = start();
+    install_clients();
+    let s3 = start(CellSpec { volume_mib: 64, ..CellSpec::default() });
     let python = venv().join("bin/python");
     let tests = root.join("cli/tests/s3");
     // One at a time: bad_input compares the whole server's state before and after each case.
@@ -130,4 +135,111 @@ fn boto3_awscli_and_rclone_work_and_bad_input_changes_nothing() {
         assert!(std::time::Instant::now() < deadline, "a deleted key was still accepted after 60 s");
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+}
+
+/// Bytes allocated on disk under `dir` (what `du` counts).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    for e in entries.flatten() {
+        let Ok(meta) = e.path().symlink_metadata() else { continue };
+        if meta.is_dir() {
+            total += disk_usage(&e.path());
+        } else {
+            total += meta.blocks() * 512;
+        }
+    }
+    total
+}
+
+/// Files under `dir` with their allocated bytes.
+fn largest_files(dir: &Path, out: &mut Vec<(u64, String)>) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let Ok(meta) = e.path().symlink_metadata() else { continue };
+        if meta.is_dir() {
+            largest_files(&e.path(), out);
+        } else if e.path().to_string_lossy().contains("/disk-") {
+            out.push((meta.blocks() * 512, e.path().display().to_string()));
+        }
+    }
+}
+
+/// Every volume server disk of the cell, together.
+fn disks_usage(cell: &Cell) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(cell.dir.path()).expect("cell dir").flatten() {
+        if e.file_name().to_string_lossy().starts_with("disk-") {
+            total += disk_usage(&e.path());
+        }
+    }
+    total
+}
+
+/// What the 12 disks' catalogs may grow by while 1 GiB of objects come and go.
+const CATALOG_GROWTH_BYTES: u64 = 1 << 20;
+
+#[test]
+fn deleted_objects_give_their_space_back() {
+    install_clients();
+    let spec = CellSpec {
+        volume_mib: 16,
+        master_config: "compaction_interval_ms = 1000\ncompaction_grace_ms = 3000\n".into(),
+        volume_args: vec!["--trash-retention-secs".into(), "1".into()],
+        ..CellSpec::default()
+    };
+    let s3 = start(spec);
+    let empty = disks_usage(&s3.cell);
+    let python = venv().join("bin/python");
+    let script = workspace_root().join("cli/tests/s3/space.py");
+    let run_space = |args: &[&str]| {
+        let out = Command::new(&python)
+            .arg(&script)
+            .args(args)
+            .env("S3_ENDPOINT", &s3.endpoint)
+            .env("S3_ACCESS_KEY", &s3.access_key)
+            .env("S3_SECRET_KEY", &s3.secret_key)
+            .output()
+            .expect("run space.py");
+        assert!(out.status.success(), "{}", shown("space.py", &out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let filled = run_space(&["fill", "space", "1024"]);
+    let full = disks_usage(&s3.cell);
+    eprintln!("{filled}: disks {empty} bytes empty, {full} bytes full");
+    assert!(full > empty + (1 << 30), "1 GiB of objects took only {} MiB", (full - empty) >> 20);
+    let emptied = run_space(&["empty", "space"]);
+    // The cell's own readiness block goes too: the cell holds nothing then.
+    let agent = common::agent(std::time::Duration::from_secs(30));
+    let ready = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"ready"))
+    };
+    while agent.delete(&format!("{}/v1/blocks/{ready}", s3.cell.base)).call().is_ok() {}
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let now = disks_usage(&s3.cell);
+        // Within 10% of the empty cell's usage, plus what the disks' catalogs (RocksDB's
+        // write-ahead and info logs, ~25 KiB a disk here) grew by recording every extent
+        // made and deleted: 1 MiB for the 12 disks.
+        if now <= empty + empty / 10 + CATALOG_GROWTH_BYTES {
+            eprintln!("{emptied}: disks back to {now} bytes (empty cell {empty} bytes)");
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let mut files = Vec::new();
+            largest_files(s3.cell.dir.path(), &mut files);
+            files.sort();
+            panic!(
+                "disks still hold {now} bytes, the empty cell {empty}; largest files {:?}; compaction: {:?}",
+                files.iter().rev().take(12).collect::<Vec<_>>(),
+                common::admin_status(&s3.cell.masters.join(",")).map(|s| s["compaction"].clone())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let status = common::admin_status(&s3.cell.masters.join(",")).expect("status");
+    assert!(status["compaction"]["volumes_reclaimed"].as_u64().unwrap_or(0) > 0, "{status}");
 }

@@ -71,6 +71,9 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             now_unix_ms,
             calls,
         } => commit_index(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?,
+        Command::DeleteVolume { volume_id, size_bytes, entries } => {
+            crate::reclaim::delete_volume(kv, c, *volume_id, *size_bytes, entries)?
+        }
         Command::Namespace { op, now_unix_ms } => {
             match crate::namespace::apply::apply(kv, c, op, *now_unix_ms)? {
                 Ok(result) => Response::Namespace { result },

@@ -361,6 +361,16 @@ pub enum Command {
         /// Leader's clock (creation times).
         now_unix_ms: u64,
     },
+    /// The compaction planner reclaims a volume that holds no referenced block (see
+    /// [`crate::reclaim`]).
+    DeleteVolume {
+        /// The volume.
+        volume_id: u64,
+        /// Its length when the planner looked.
+        size_bytes: u64,
+        /// Every index entry pointing into it then (all unreferenced).
+        entries: Vec<Hash32>,
+    },
 }
 
 impl fmt::Display for Command {
@@ -401,6 +411,9 @@ impl fmt::Display for Command {
                 write!(f, "commit_index({} entries, {} unreferenced)", entries.len(), unreferenced.len())
             }
             Command::Namespace { op, .. } => write!(f, "namespace({})", op.name()),
+            Command::DeleteVolume { volume_id, entries, .. } => {
+                write!(f, "delete_volume({volume_id}, {} dead entries)", entries.len())
+            }
             Command::PlanRepair { kind, replaces_task, .. } => {
                 write!(f, "plan_repair({}, {}, replaces {replaces_task:?})", kind.name(), kind.volume_id())
             }

@@ -61,6 +61,16 @@ pub struct MasterConfig {
     pub metadata_scan_interval_ms: u64,
     /// Extents the metadata scanner asks the volume servers about per second at most.
     pub metadata_scan_extents_per_sec: u64,
+    /// Time between the leader's compaction passes (space reclaim); 0 turns it off.
+    pub compaction_interval_ms: u64,
+    /// How long a volume must have held no referenced block before it is reclaimed (an
+    /// upload's blocks are unreferenced until its version commits, seconds later).
+    pub compaction_grace_ms: u64,
+    /// Volumes reclaimed per pass at most (the throttle, as repair's task limit).
+    pub compaction_volumes_per_pass: u64,
+    /// A volume whose live fraction is under this is a rewrite candidate (shown in
+    /// `cellar admin status`).
+    pub compaction_live_fraction_min: f64,
     /// Other members of the group running in this process (`cellar dev`): Raft messages
     /// to them are handed over directly instead of over gRPC.
     pub local_group: Option<crate::network::LocalGroup>,
@@ -116,6 +126,14 @@ pub struct RawMasterConfig {
     pub metadata_scan_interval_ms: Option<u64>,
     /// See [`MasterConfig::metadata_scan_extents_per_sec`].
     pub metadata_scan_extents_per_sec: Option<u64>,
+    /// See [`MasterConfig::compaction_interval_ms`].
+    pub compaction_interval_ms: Option<u64>,
+    /// See [`MasterConfig::compaction_grace_ms`].
+    pub compaction_grace_ms: Option<u64>,
+    /// See [`MasterConfig::compaction_volumes_per_pass`].
+    pub compaction_volumes_per_pass: Option<u64>,
+    /// See [`MasterConfig::compaction_live_fraction_min`].
+    pub compaction_live_fraction_min: Option<f64>,
 }
 
 /// Parses and validates a scheme where the configuration file names it.
@@ -156,6 +174,10 @@ impl MasterConfig {
             repair_bytes_per_sec: 200_000_000,
             metadata_scan_interval_ms: 6 * 3600 * 1000,
             metadata_scan_extents_per_sec: 1000,
+            compaction_interval_ms: 60_000,
+            compaction_grace_ms: 10 * 60 * 1000,
+            compaction_volumes_per_pass: 16,
+            compaction_live_fraction_min: 0.5,
             local_group: None,
         }
     }
@@ -182,6 +204,12 @@ impl MasterConfig {
             raw.metadata_scan_interval_ms.unwrap_or(self.metadata_scan_interval_ms);
         self.metadata_scan_extents_per_sec =
             raw.metadata_scan_extents_per_sec.unwrap_or(self.metadata_scan_extents_per_sec);
+        self.compaction_interval_ms = raw.compaction_interval_ms.unwrap_or(self.compaction_interval_ms);
+        self.compaction_grace_ms = raw.compaction_grace_ms.unwrap_or(self.compaction_grace_ms);
+        self.compaction_volumes_per_pass =
+            raw.compaction_volumes_per_pass.unwrap_or(self.compaction_volumes_per_pass);
+        self.compaction_live_fraction_min =
+            raw.compaction_live_fraction_min.unwrap_or(self.compaction_live_fraction_min);
         self
     }
 
@@ -194,6 +222,9 @@ impl MasterConfig {
             return Err("election_timeout_ms must exceed twice heartbeat_ms".into());
         }
         self.scheme.validate().map_err(|e| format!("scheme {}: {e}", self.scheme))?;
+        if !(0.0..=1.0).contains(&self.compaction_live_fraction_min) {
+            return Err("compaction_live_fraction_min must be between 0 and 1".into());
+        }
         if self.replicas == 0 {
             return Err("replicas must be at least 1".into());
         }

@@ -133,6 +133,41 @@ pub fn render(
             ] {
                 gauge(&mut out, name, help, value);
             }
+            let comp = observed.compaction();
+            for (name, help, value) in [
+                (
+                    "cellar_master_garbage_bytes",
+                    "Volume bytes holding no referenced block (at the last compaction pass).",
+                    comp.garbage_bytes,
+                ),
+                (
+                    "cellar_master_live_bytes",
+                    "Record bytes of referenced blocks (at the last compaction pass).",
+                    comp.live_bytes,
+                ),
+                (
+                    "cellar_master_volumes_dead",
+                    "Volumes holding no referenced block, waiting to be reclaimed.",
+                    comp.volumes_dead,
+                ),
+                (
+                    "cellar_master_compaction_rewrite_candidates",
+                    "Sealed or coded volumes whose live fraction is under the threshold.",
+                    comp.rewrite_candidates,
+                ),
+                (
+                    "cellar_master_volumes_reclaimed",
+                    "Volumes reclaimed by compaction since this master became leader.",
+                    comp.volumes_reclaimed,
+                ),
+                (
+                    "cellar_master_bytes_reclaimed",
+                    "Volume bytes reclaimed by compaction since this master became leader.",
+                    comp.bytes_reclaimed,
+                ),
+            ] {
+                gauge(&mut out, name, help, value);
+            }
             let scan = observed.scan();
             let _ = writeln!(
                 out,

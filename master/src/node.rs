@@ -68,6 +68,7 @@ pub struct MasterHandle {
     planner_stop: tokio::sync::watch::Sender<bool>,
     planner: Option<tokio::task::JoinHandle<()>>,
     scanner: Option<tokio::task::JoinHandle<()>>,
+    compaction: Option<tokio::task::JoinHandle<()>>,
     local_group: Option<crate::network::LocalGroup>,
     api: Arc<MasterService>,
     /// What this member observes while it leads (repair rate, scrub progress, scans).
@@ -93,6 +94,9 @@ impl MasterHandle {
         let _ = self.planner_stop.send(true);
         if let Some(planner) = self.planner.take() {
             let _ = planner.await;
+        }
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.await;
         }
         if let Some(scanner) = self.scanner.take() {
             let _ = scanner.await;
@@ -250,6 +254,19 @@ pub async fn start(
         observed.clone(),
         planner_rx.clone(),
     ));
+    let compaction = tokio::spawn(crate::compaction::run(
+        id,
+        raft.clone(),
+        StateReader::new(db.clone()),
+        observed.clone(),
+        crate::compaction::CompactionSettings {
+            interval: Duration::from_millis(config.compaction_interval_ms),
+            grace: Duration::from_millis(config.compaction_grace_ms),
+            volumes_per_pass: usize::try_from(config.compaction_volumes_per_pass).unwrap_or(usize::MAX),
+            live_fraction_min: config.compaction_live_fraction_min,
+        },
+        planner_rx.clone(),
+    ));
     let scanner = tokio::spawn(crate::scanner::run(
         id,
         raft.clone(),
@@ -274,6 +291,7 @@ pub async fn start(
         planner_stop,
         planner: Some(planner),
         scanner: Some(scanner),
+        compaction: Some(compaction),
         local_group: config.local_group.clone(),
         api,
         observed,

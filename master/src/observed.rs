@@ -119,6 +119,29 @@ pub struct ScanCounters {
     pub last_pass_unix_ms: u64,
 }
 
+/// What the compaction planner saw at its last pass, and what it reclaimed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionCounters {
+    /// Passes since this master became leader.
+    pub passes: u64,
+    /// When the last one ended.
+    pub last_pass_unix_ms: u64,
+    /// Record bytes of referenced blocks.
+    pub live_bytes: u64,
+    /// The rest of the volumes' lengths.
+    pub garbage_bytes: u64,
+    /// Volumes holding no referenced block.
+    pub volumes_dead: u64,
+    /// Sealed or coded volumes whose live fraction is under the threshold.
+    pub rewrite_candidates: u64,
+    /// Their garbage bytes.
+    pub rewrite_candidate_garbage_bytes: u64,
+    /// Volumes reclaimed.
+    pub volumes_reclaimed: u64,
+    /// Their lengths.
+    pub bytes_reclaimed: u64,
+}
+
 /// Nodes whose scrub progress, or return, the leader tracks at most (beyond: dropped).
 pub const NODES_TRACKED_MAX: usize = 100_000;
 
@@ -128,6 +151,7 @@ pub struct Observed {
     repair: Mutex<RepairMeter>,
     scrub: Mutex<BTreeMap<u64, pb::ScrubProgress>>,
     scan: Mutex<ScanCounters>,
+    compaction: Mutex<CompactionCounters>,
     /// Each node's share of the repair bandwidth (bytes/s, 0: no limit), set by the
     /// planner from the nodes that have repair tasks queued.
     repair_share: Mutex<BTreeMap<u64, u64>>,
@@ -177,6 +201,16 @@ impl Observed {
     /// The scanner's counters.
     pub fn scan(&self) -> ScanCounters {
         *lock(&self.scan)
+    }
+
+    /// Updates the compaction planner's counters.
+    pub fn compaction_update(&self, f: impl FnOnce(&mut CompactionCounters)) {
+        f(&mut lock(&self.compaction));
+    }
+
+    /// The compaction planner's counters.
+    pub fn compaction(&self) -> CompactionCounters {
+        *lock(&self.compaction)
     }
 
     /// Sets the repair bandwidth share of every node that has repair tasks queued.

@@ -768,6 +768,20 @@ impl Master for MasterService {
                 errors: scan.errors,
                 last_pass_unix_ms: scan.last_pass_unix_ms,
             }),
+            compaction: Some({
+                let c = self.observed.compaction();
+                pb::CompactionProgress {
+                    passes: c.passes,
+                    last_pass_unix_ms: c.last_pass_unix_ms,
+                    live_bytes: c.live_bytes,
+                    garbage_bytes: c.garbage_bytes,
+                    volumes_dead: c.volumes_dead,
+                    rewrite_candidates: c.rewrite_candidates,
+                    rewrite_candidate_garbage_bytes: c.rewrite_candidate_garbage_bytes,
+                    volumes_reclaimed: c.volumes_reclaimed,
+                    bytes_reclaimed: c.bytes_reclaimed,
+                }
+            }),
         }))
     }
 }

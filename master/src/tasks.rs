@@ -163,6 +163,18 @@ pub(crate) fn node_tasks(kv: &dyn Kv, node_id: u64) -> Result<Vec<TaskRecord>, S
 }
 
 /// Removes a task from the queue and the state (counted as neither done nor failed).
+/// Every task of volume `volume_id` (a scan of all tasks: bounded by the node queues).
+pub(crate) fn volume_tasks(kv: &dyn Kv, volume_id: u64) -> Result<Vec<TaskRecord>, StateError> {
+    let mut out = Vec::new();
+    for (key, value) in kv.scan(&[PREFIX_TASK], usize::MAX)? {
+        let task: TaskRecord = state::decode_record(Kind::Task, &key, &value)?;
+        if task.kind.volume_id() == volume_id {
+            out.push(task);
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) -> Result<(), StateError> {
     kv.delete(&task_key(task.task_id));
     queue_remove(kv, task.node_id, task.task_id);

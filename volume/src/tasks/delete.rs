@@ -1,6 +1,7 @@
 //! Delete: an extent the master's placement no longer names goes to the trash (kept
 //! `trash_retention` before it is unlinked). The master is asked again first, so a delete
-//! never removes an extent that became live again.
+//! never removes an extent that became live again; an extent of a volume the master no
+//! longer knows (reclaimed by compaction) is deleted.
 
 use std::sync::Arc;
 
@@ -33,6 +34,19 @@ pub(super) async fn run(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String
                 return Err(bad_request(format!("cannot delete a part {}", task.part)));
             }
         },
+        // Reclaimed by compaction: nothing places any of its extents (volume ids are
+        // never reused).
+        Err(e) if cellar_proto::ErrorCode::of(&e) == Some(cellar_proto::ErrorCode::UnknownVolume) => {
+            let id = match task.part() {
+                ExtentPart::Fragment => ExtentId::fragment(
+                    volume_id,
+                    u8::try_from(task.fragment_index)
+                        .map_err(|_| bad_request("fragment index out of range"))?,
+                ),
+                _ => ExtentId::replica(volume_id),
+            };
+            (id, false)
+        }
         Err(e) => return Err(e),
     };
     if live {

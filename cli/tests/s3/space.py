@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Fills a bucket with objects through S3, or deletes every object (and upload) in it.
+
+    space.py fill BUCKET MIB     # MIB MiB of random objects (4 MiB puts, some 1 KiB to 3 MiB
+                                 # ones, two 20 MiB multipart uploads), printed as "filled N"
+    space.py empty BUCKET        # every version and upload deleted, printed as "emptied N"
+
+Env: S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY (as the other scripts).
+"""
+import concurrent.futures as cf
+import os
+import random
+import sys
+
+import boto3
+from botocore.config import Config
+
+
+def client():
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["S3_ENDPOINT"],
+        aws_access_key_id=os.environ["S3_ACCESS_KEY"],
+        aws_secret_access_key=os.environ["S3_SECRET_KEY"],
+        region_name=os.environ.get("S3_REGION", "us-east-1"),
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}, max_pool_connections=16),
+    )
+
+
+def fill(s3, bucket, mib):
+    s3.create_bucket(Bucket=bucket)
+    total = mib << 20
+    rng = random.Random(4242)
+    jobs, size_sum, i = [], 0, 0
+    while size_sum < total - (40 << 20):
+        size = 4 << 20 if i % 4 else rng.randrange(1024, 3 << 20)
+        jobs.append((f"obj/{i:05d}", size, i))
+        size_sum += size
+        i += 1
+
+    def put(job):
+        key, size, seed = job
+        s3.put_object(Bucket=bucket, Key=key, Body=random.Random(seed).randbytes(size))
+        return size
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        done = sum(ex.map(put, jobs))
+    for m in range(2):
+        key = f"multi/{m}"
+        up = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        parts = []
+        for n in range(1, 5):
+            body = random.Random(100_000 + m * 10 + n).randbytes(5 << 20)
+            r = s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=n, Body=body)
+            parts.append({"PartNumber": n, "ETag": r["ETag"]})
+            done += len(body)
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up, MultipartUpload={"Parts": parts})
+    print(f"filled {done}")
+
+
+def empty(s3, bucket):
+    n = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        items = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        for chunk in range(0, len(items), 1000):
+            r = s3.delete_objects(Bucket=bucket, Delete={"Objects": items[chunk:chunk + 1000], "Quiet": True})
+            if r.get("Errors"):
+                raise SystemExit(f"delete errors: {r['Errors'][:3]}")
+            n += len(items[chunk:chunk + 1000])
+    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+        for u in page.get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    s3.delete_bucket(Bucket=bucket)
+    print(f"emptied {n}")
+
+
+if __name__ == "__main__":
+    s3 = client()
+    if sys.argv[1] == "fill":
+        fill(s3, sys.argv[2], int(sys.argv[3]))
+    else:
+        empty(s3, sys.argv[2])
