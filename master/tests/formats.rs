@@ -366,3 +366,94 @@ fn a_state_written_to_a_snapshot_installs_into_an_empty_one_unchanged() {
     let err = snapshot::read_meta(&bad).expect_err("refused");
     assert!(err.to_string().contains("format version 2 is not known"), "{err}");
 }
+
+#[test]
+fn namespace_records_and_commands_have_pinned_bytes() {
+    use cellar_master::ns_types::{
+        AccessKeyRecord, BlockRef, BucketRecord, Content, NsCode, NsOp, NsResult, PartRecord, UploadRecord,
+        VersionRecord, Versioning,
+    };
+    let bucket = BucketRecord {
+        v: RECORD_VERSION,
+        name: "bkt".into(),
+        created_unix_ms: 5,
+        versioning: Versioning::Enabled,
+        next_version: 7,
+    };
+    pinned(Kind::Bucket, &bucket, "01190103626b74050107");
+    let content = Content {
+        size_bytes: 3,
+        etag: "\"e\"".into(),
+        content_type: "t".into(),
+        metadata: vec![("a".into(), "b".into())],
+        tags: vec![],
+        checksums: vec![("CRC32".into(), "x".into())],
+        blocks: vec![BlockRef { hash: [9; 32], length_bytes: 3 }],
+    };
+    let version = VersionRecord {
+        v: RECORD_VERSION,
+        version: 2,
+        null_version: false,
+        delete_marker: false,
+        created_unix_ms: 6,
+        content: content.clone(),
+    };
+    pinned(Kind::Version, &version, "011a01020000060303226522017401016101620001054352433332017801090909090909090909090909090909090909090909090909090909090909090903");
+    let upload =
+        UploadRecord { v: RECORD_VERSION, upload_id: "u1".into(), created_unix_ms: 7, content: Content::default() };
+    pinned(Kind::Upload, &upload, "011b010275310700000000000000");
+    let part = PartRecord {
+        v: RECORD_VERSION,
+        part_number: 1,
+        etag: "\"p\"".into(),
+        size_bytes: 3,
+        created_unix_ms: 8,
+        blocks: vec![BlockRef { hash: [9; 32], length_bytes: 3 }],
+        checksums: vec![],
+    };
+    pinned(Kind::Part, &part, "011c01010322702203080109090909090909090909090909090909090909090909090909090909090909090300");
+    let key = AccessKeyRecord {
+        v: RECORD_VERSION,
+        access_key: "AK".into(),
+        secret_key: "secret12".into(),
+        name: "n".into(),
+        created_unix_ms: 9,
+    };
+    pinned(Kind::AccessKey, &key, "011d0102414b087365637265743132016e09");
+    // Commands 18-20 and response 10, error 7 (docs/FORMAT.md 13.4).
+    let put = Command::Namespace {
+        op: NsOp::PutVersion { bucket: "bkt".into(), key: "k".into(), content },
+        now_unix_ms: 1,
+    };
+    let delete = Command::DeleteVolume { volume_id: 3, size_bytes: 64, entries: vec![Hash32([1; 32])] };
+    let unreferenced = Command::CommitIndexUnreferenced {
+        entries: vec![],
+        unreferenced: vec![0],
+        volume_size_max_bytes: 2,
+        now_unix_ms: 3,
+        calls: vec![],
+    };
+    let abort =
+        Command::Namespace { op: NsOp::AbortUpload { bucket: "b".into(), key: "k".into(), upload_id: "u".into() }, now_unix_ms: 2 };
+    assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &abort).expect("encode")), "010113080162016b017502");
+    assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &unreferenced).expect("encode")), "010112000100020300");
+    let d = codec::encode(Kind::LogEntry, &delete).expect("encode");
+    assert_eq!(hex::encode(&d[..6]), "010114034001");
+    for command in [&put, &delete, &unreferenced, &abort] {
+        let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
+        let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
+        assert_eq!(&back, command);
+    }
+    let outcome = OutcomeRecord {
+        v: RECORD_VERSION,
+        response: Response::Namespace { result: NsResult::Deleted { delete_marker: true, version_id: "v".into() } },
+    };
+    pinned(Kind::Outcome, &outcome, "0116010a02010176");
+    let refused = OutcomeRecord {
+        v: RECORD_VERSION,
+        response: Response::Refused {
+            error: cellar_master::command::CommandError::Namespace { code: NsCode::NoSuchKey, detail: "d".into() },
+        },
+    };
+    pinned(Kind::Outcome, &refused, "0116010907030164");
+}
