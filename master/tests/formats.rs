@@ -398,9 +398,17 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         created_unix_ms: 6,
         content: content.clone(),
     };
-    pinned(Kind::Version, &version, "011a01020000060303226522017401016101620001054352433332017801090909090909090909090909090909090909090909090909090909090909090903");
-    let upload =
-        UploadRecord { v: RECORD_VERSION, upload_id: "u1".into(), created_unix_ms: 7, content: Content::default() };
+    pinned(
+        Kind::Version,
+        &version,
+        "011a01020000060303226522017401016101620001054352433332017801090909090909090909090909090909090909090909090909090909090909090903",
+    );
+    let upload = UploadRecord {
+        v: RECORD_VERSION,
+        upload_id: "u1".into(),
+        created_unix_ms: 7,
+        content: Content::default(),
+    };
     pinned(Kind::Upload, &upload, "011b010275310700000000000000");
     let part = PartRecord {
         v: RECORD_VERSION,
@@ -411,7 +419,11 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         blocks: vec![BlockRef { hash: [9; 32], length_bytes: 3 }],
         checksums: vec![],
     };
-    pinned(Kind::Part, &part, "011c01010322702203080109090909090909090909090909090909090909090909090909090909090909090300");
+    pinned(
+        Kind::Part,
+        &part,
+        "011c01010322702203080109090909090909090909090909090909090909090909090909090909090909090300",
+    );
     let key = AccessKeyRecord {
         v: RECORD_VERSION,
         access_key: "AK".into(),
@@ -433,10 +445,15 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         now_unix_ms: 3,
         calls: vec![],
     };
-    let abort =
-        Command::Namespace { op: NsOp::AbortUpload { bucket: "b".into(), key: "k".into(), upload_id: "u".into() }, now_unix_ms: 2 };
+    let abort = Command::Namespace {
+        op: NsOp::AbortUpload { bucket: "b".into(), key: "k".into(), upload_id: "u".into() },
+        now_unix_ms: 2,
+    };
     assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &abort).expect("encode")), "010113080162016b017502");
-    assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &unreferenced).expect("encode")), "010112000100020300");
+    assert_eq!(
+        hex::encode(codec::encode(Kind::LogEntry, &unreferenced).expect("encode")),
+        "010112000100020300"
+    );
     let d = codec::encode(Kind::LogEntry, &delete).expect("encode");
     assert_eq!(hex::encode(&d[..6]), "010114034001");
     for command in [&put, &delete, &unreferenced, &abort] {
@@ -446,13 +463,18 @@ fn namespace_records_and_commands_have_pinned_bytes() {
     }
     let outcome = OutcomeRecord {
         v: RECORD_VERSION,
-        response: Response::Namespace { result: NsResult::Deleted { delete_marker: true, version_id: "v".into() } },
+        response: Response::Namespace {
+            result: NsResult::Deleted { delete_marker: true, version_id: "v".into() },
+        },
     };
     pinned(Kind::Outcome, &outcome, "0116010a02010176");
     let refused = OutcomeRecord {
         v: RECORD_VERSION,
         response: Response::Refused {
-            error: cellar_master::command::CommandError::Namespace { code: NsCode::NoSuchKey, detail: "d".into() },
+            error: cellar_master::command::CommandError::Namespace {
+                code: NsCode::NoSuchKey,
+                detail: "d".into(),
+            },
         },
     };
     pinned(Kind::Outcome, &refused, "0116010907030164");
