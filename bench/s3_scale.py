@@ -3,6 +3,10 @@
 
     s3_scale.py keys BUCKET N PROCS      # N zero-byte objects, PROCS client processes
     s3_scale.py list BUCKET ROUNDS       # ListObjectsV2 of the whole bucket (1000 per page)
+    s3_scale.py list-raw BUCKET ROUNDS   # the same with a lean client: presigned page URLs
+                                         # over one keep-alive connection, keys counted in
+                                         # the XML with a regular expression (botocore's XML
+                                         # parsing costs more than the server's page)
     s3_scale.py multipart BUCKET GIB     # one upload of GIB GiB in 5 MiB parts, one client
 
 Each prints one JSON line with its figures.
@@ -78,6 +82,44 @@ def list_all(bucket, rounds):
                       "median_keys_per_sec": round(statistics.median(rates))}))
 
 
+def list_raw(bucket, rounds):
+    import http.client
+    import re
+    import urllib.parse
+    s3 = client()
+    url = urllib.parse.urlparse(os.environ["S3_ENDPOINT"])
+    conn = http.client.HTTPConnection(url.hostname, url.port)
+    key_re = re.compile(rb"<Key>")
+    token_re = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+    rates, counts, server_secs = [], [], []
+    for _ in range(rounds):
+        t, n, token, waited = time.time(), 0, None, 0.0
+        while True:
+            params = {"Bucket": bucket, "MaxKeys": 1000}
+            if token:
+                params["ContinuationToken"] = token
+            signed = urllib.parse.urlparse(s3.generate_presigned_url("list_objects_v2", Params=params, ExpiresIn=600))
+            w = time.time()
+            conn.request("GET", signed.path + "?" + signed.query)
+            resp = conn.getresponse()
+            body = resp.read()
+            waited += time.time() - w
+            if resp.status != 200:
+                raise SystemExit(f"HTTP {resp.status}: {body[:300]!r}")
+            n += len(key_re.findall(body))
+            m = token_re.search(body)
+            if not m:
+                break
+            token = m.group(1).decode()
+        secs = time.time() - t
+        rates.append(n / secs)
+        counts.append(n)
+        server_secs.append(waited)
+    print(json.dumps({"phase": "list-raw", "keys": counts, "keys_per_sec": [round(r) for r in rates],
+                      "median_keys_per_sec": round(statistics.median(rates)),
+                      "request_secs": [round(w, 2) for w in server_secs]}))
+
+
 def multipart(bucket, gib):
     s3 = client()
     try:
@@ -120,5 +162,7 @@ if __name__ == "__main__":
         keys(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif what == "list":
         list_all(sys.argv[2], int(sys.argv[3]))
+    elif what == "list-raw":
+        list_raw(sys.argv[2], int(sys.argv[3]))
     else:
         multipart(sys.argv[2], int(sys.argv[3]))

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # S3 at scale on a cell of separate processes (3 masters, 3 zones x 2 volume servers x 2
 # disks, one frontend serving S3): KEYS zero-byte objects put by 16 client processes, then
-# ListObjectsV2 of the whole bucket end to end (ROUNDS rounds, keys/s), then one multipart
+# ListObjectsV2 of the whole bucket end to end (ROUNDS rounds, keys/s; with boto3, then with
+# a lean client that does not parse the XML in Python), then one multipart
 # upload of MULTIPART_GIB GiB in 5 MiB parts (per-part time of the first and last 100
 # parts: linear time means they match). Each master's peak RSS (VmHWM) is printed at the end.
 #
 # Usage: bench/s3_scale.sh [WORK_DIR]
-#   KEYS=200000  MULTIPART_GIB=5  ROUNDS=3
+#   KEYS=200000  MULTIPART_GIB=5  ROUNDS=3  PHASES="keys list multipart" (multipart can be left out)
 #   CELLAR_BIN=$HOME/.cache/cellar/target/release/cellar
 set -euo pipefail
 export LC_ALL=C
@@ -17,6 +18,7 @@ work="${1:-$(mktemp -d)}"
 mkdir -p "$work"
 work="$(cd "$work" && pwd)"
 keys="${KEYS:-200000}"
+phases="${PHASES:-keys list multipart}"
 gib="${MULTIPART_GIB:-5}"
 rounds="${ROUNDS:-3}"
 bash scripts/s3-clients.sh
@@ -82,6 +84,10 @@ echo "== $keys zero-byte objects"
 py keys scale "$keys" 16
 echo "== ListObjectsV2 of the bucket, $rounds rounds"
 py list scale "$rounds"
-echo "== one multipart upload of $gib GiB in 5 MiB parts"
-py multipart big "$gib"
+echo "== the same with a lean client (presigned URLs, keys counted with a regex)"
+py list-raw scale "$rounds"
+if [[ " $phases " == *" multipart "* ]]; then
+  echo "== one multipart upload of $gib GiB in 5 MiB parts"
+  py multipart big "$gib"
+fi
 echo "== peak RSS: masters $(for p in "${mpids[@]}"; do printf '%s, ' "$(hwm "$p")"; done)frontend $(hwm "$fpid")"
