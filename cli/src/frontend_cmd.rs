@@ -70,9 +70,16 @@ pub fn run(args: FrontendArgs) -> Result<()> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
     runtime.block_on(async move {
         let handle = cellar_frontend::start(config).await?;
-        println!("frontend serving http://{}", handle.addr);
-        if let Some(s3) = handle.s3_addr {
-            println!("frontend serving S3 at http://{s3}");
+        // Written, not printed: a reader that went away (a closed pipe) must not stop the
+        // frontend (println! panics on a write error).
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "frontend serving http://{}", handle.addr);
+            if let Some(s3) = handle.s3_addr {
+                let _ = writeln!(out, "frontend serving S3 at http://{s3}");
+            }
+            let _ = out.flush();
         }
         crate::signals::wait_for_stop().await;
         handle.shutdown().await;

@@ -313,15 +313,30 @@ impl Cell {
         let mut frontend = cellar(&args, &d.join("frontend.log"));
         let stdout = frontend.stdout.take().expect("stdout");
         cell.procs.push(frontend);
+        let mut stdout = BufReader::new(stdout);
         let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first).expect("frontend banner");
+        stdout.read_line(&mut first).expect("frontend banner");
         cell.base = first.trim().strip_prefix("frontend serving ").expect("frontend address").to_string();
+        // The rest of its output is read (and dropped) for as long as it runs, so that its
+        // writes never meet a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
 
         // Puts are taken once the volume servers have registered and heartbeated.
         let a = agent(Duration::from_secs(30));
         let deadline = Instant::now() + WAIT;
-        while !matches!(put(&a, &cell.base, b"ready"), PutAnswer::Stored(_)) {
-            assert!(Instant::now() < deadline, "the cell took no put in time");
+        loop {
+            let answer = put(&a, &cell.base, b"ready");
+            if matches!(answer, PutAnswer::Stored(_)) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(d.join("frontend.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "the cell took no put in time; last answer {answer:?}; frontend log (last lines first):\n{}",
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         cell

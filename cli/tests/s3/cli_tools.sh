@@ -37,7 +37,7 @@ export RCLONE_CONFIG_CELLAR_FORCE_PATH_STYLE=true
 
 # No silent retries by default: against a local server a timeout or a 5xx is a bug, and
 # a retry would hide it. AWS_MAX_ATTEMPTS / RCLONE_*RETRIES / S3_CLI_READ_TIMEOUT override.
-export AWS_MAX_ATTEMPTS="${AWS_MAX_ATTEMPTS:-3}" AWS_RETRY_MODE="${AWS_RETRY_MODE:-standard}"
+export AWS_MAX_ATTEMPTS="${AWS_MAX_ATTEMPTS:-1}" AWS_RETRY_MODE="${AWS_RETRY_MODE:-standard}"
 export RCLONE_RETRIES="${RCLONE_RETRIES:-1}" RCLONE_LOW_LEVEL_RETRIES="${RCLONE_LOW_LEVEL_RETRIES:-1}"
 aws() { "$VENV/bin/aws" --endpoint-url "$S3_ENDPOINT" --cli-read-timeout "${S3_CLI_READ_TIMEOUT:-30}" "$@"; }
 # rclone 1.60's AWS SDK refuses a plain-HTTP endpoint when AWS_CA_BUNDLE is set.

@@ -89,7 +89,18 @@ pub async fn serve(
                 if let Some(refused) = oversized_xml(&req) {
                     return Ok(refused);
                 }
-                hyper::service::Service::call(&inner, req).await
+                // hyper answers `Expect: 100-continue` when the body is first read; a request
+                // whose body is not read before the answer (an empty one) gets its late
+                // "100 Continue" after the final response, where the client takes it for the
+                // start of the next response on the connection (botocore then stalls until
+                // its read timeout). Such connections are closed after the answer.
+                let expects = req.headers().contains_key(http::header::EXPECT);
+                let mut resp: http::Response<s3s::Body> = hyper::service::Service::call(&inner, req).await?;
+                if expects {
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                Ok::<_, s3s::HttpError>(resp)
             }
         });
         let mut conn_stop = stop.clone();
