@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import os
 import random
+import re
 import secrets
 import sys
 import traceback
@@ -341,6 +342,26 @@ def presigned_get():
         eq(resp.status, 200, "presigned GET status")
         got = resp.read()
     eq(got, body, "presigned GET bytes")
+    # A presigned PUT, and presigned listing pages (with a continuation token).
+    put_url = S3.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "presigned/put"}, ExpiresIn=300)
+    req = urllib.request.Request(put_url, data=b"put by url", method="PUT")
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        eq(resp.status, 200, "presigned PUT status")
+    eq(S3.get_object(Bucket=BUCKET, Key="presigned/put")["Body"].read(), b"put by url", "presigned PUT bytes")
+    seen, token = [], None
+    while True:
+        params = {"Bucket": BUCKET, "Prefix": "presigned/", "MaxKeys": 1}
+        if token:
+            params["ContinuationToken"] = token
+        url = S3.generate_presigned_url("list_objects_v2", Params=params, ExpiresIn=300)
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            text = resp.read().decode()
+        seen += re.findall(r"<Key>([^<]*)</Key>", text)
+        m = re.search(r"<NextContinuationToken>([^<]*)</NextContinuationToken>", text)
+        if not m:
+            break
+        token = m.group(1)
+    eq(sorted(seen), ["presigned/obj", "presigned/put"], "presigned listing pages")
 
 
 @check
