@@ -242,4 +242,21 @@ fn deleted_objects_give_their_space_back() {
     }
     let status = common::admin_status(&s3.cell.masters.join(",")).expect("status");
     assert!(status["compaction"]["volumes_reclaimed"].as_u64().unwrap_or(0) > 0, "{status}");
+    // Compaction leaves live data alone: objects put now survive several passes, each
+    // longer apart than the grace, and read back byte-exact.
+    let kept = run_space(&["keep", "keep"]);
+    let passes = |s: &serde_json::Value| s["compaction"]["passes"].as_u64().unwrap_or(0);
+    let from = passes(&status);
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let now = common::admin_status(&s3.cell.masters.join(",")).expect("status");
+        if passes(&now) >= from + 10 {
+            assert_eq!(now["compaction"]["volumes_dead"].as_u64(), Some(0), "{now}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "compaction stopped passing: {now}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let intact = run_space(&["check", "keep"]);
+    eprintln!("{kept}; {intact} after 10 more compaction passes");
 }

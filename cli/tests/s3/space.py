@@ -4,6 +4,8 @@
     space.py fill BUCKET MIB     # MIB MiB of random objects (4 MiB puts, some 1 KiB to 3 MiB
                                  # ones, two 20 MiB multipart uploads), printed as "filled N"
     space.py empty BUCKET        # every version and upload deleted, printed as "emptied N"
+    space.py keep BUCKET         # 3 objects (4 MiB, 9 MiB, 1 KiB) put, printed as "kept N"
+    space.py check BUCKET        # the keep objects read back byte-exact, printed as "intact N"
 
 Env: S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY (as the other scripts).
 """
@@ -74,9 +76,31 @@ def empty(s3, bucket):
     print(f"emptied {n}")
 
 
+KEEP = [("keep/a", 4 << 20, 7001), ("keep/b", 9 << 20, 7002), ("keep/c", 1024, 7003)]
+
+
+def keep(s3, bucket):
+    s3.create_bucket(Bucket=bucket)
+    for key, size, seed in KEEP:
+        s3.put_object(Bucket=bucket, Key=key, Body=random.Random(seed).randbytes(size))
+    print(f"kept {len(KEEP)}")
+
+
+def check(s3, bucket):
+    for key, size, seed in KEEP:
+        got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if got != random.Random(seed).randbytes(size):
+            raise SystemExit(f"{key}: {len(got)} bytes differ from what was put")
+    print(f"intact {len(KEEP)}")
+
+
 if __name__ == "__main__":
     s3 = client()
     if sys.argv[1] == "fill":
         fill(s3, sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "keep":
+        keep(s3, sys.argv[2])
+    elif sys.argv[1] == "check":
+        check(s3, sys.argv[2])
     else:
         empty(s3, sys.argv[2])
