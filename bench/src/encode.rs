@@ -220,6 +220,7 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
                 crc32: *crc,
                 digest: key.digest.map_or_else(Vec::new, |d| d.to_vec()),
                 unreferenced: false,
+                relocate_from_volume: 0,
             })
             .collect();
         client

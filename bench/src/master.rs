@@ -208,6 +208,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         // Puts commit a 16-byte read digest with every entry.
                         digest: hash(i)[..16].to_vec(),
                         unreferenced: false,
+                        relocate_from_volume: 0,
                     })
                     .collect();
                 let req = pb::CommitIndexRequest { entries, request_id: None };

@@ -15,6 +15,9 @@ pub struct FrontendArgs {
     /// Address of the S3 API (not served without it); access keys: `cellar admin key`.
     #[arg(long)]
     s3: Option<String>,
+    /// Bytes per second the compactor moves at most (0: this frontend moves nothing).
+    #[arg(long, default_value_t = cellar_frontend::COMPACTION_BYTES_PER_SEC_DEFAULT)]
+    compaction_bytes_per_sec: u64,
     /// Master addresses, comma separated.
     #[arg(long)]
     master: String,
@@ -55,6 +58,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.secret = args.secret;
     config.grpc = args.grpc;
     config.s3 = args.s3;
+    config.compaction_bytes_per_sec = args.compaction_bytes_per_sec;
     config.volume_size_bytes = args.volume_mib.map(|m| m << 20);
     config.writers = args.writers;
     config.deadlines = args.deadlines.deadlines();

@@ -260,3 +260,64 @@ fn deleted_objects_give_their_space_back() {
     let intact = run_space(&["check", "keep"]);
     eprintln!("{kept}; {intact} after 10 more compaction passes");
 }
+
+#[test]
+fn half_live_volumes_are_rewritten_and_reclaimed() {
+    install_clients();
+    let spec = CellSpec {
+        volume_mib: 16,
+        master_config:
+            "compaction_interval_ms = 1000\ncompaction_grace_ms = 3000\ncompaction_live_fraction_min = 0.7\n"
+                .into(),
+        volume_args: vec!["--trash-retention-secs".into(), "1".into()],
+        ..CellSpec::default()
+    };
+    let s3 = start(spec);
+    let python = venv().join("bin/python");
+    let script = workspace_root().join("cli/tests/s3/space.py");
+    let run_space = |args: &[&str]| {
+        let out = Command::new(&python)
+            .arg(&script)
+            .args(args)
+            .env("S3_ENDPOINT", &s3.endpoint)
+            .env("S3_ACCESS_KEY", &s3.access_key)
+            .env("S3_SECRET_KEY", &s3.secret_key)
+            .output()
+            .expect("run space.py");
+        assert!(out.status.success(), "{}", shown("space.py", &out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let masters = s3.cell.masters.join(",");
+    let put = run_space(&["half", "half", "160"]);
+    let full = disks_usage(&s3.cell);
+    // The sealed volumes, half live, are rewritten (their live blocks moved into open
+    // volumes) and reclaimed: no candidate left, several volumes reclaimed, the disks
+    // holding less.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let status = loop {
+        let s = common::admin_status(&masters).expect("status");
+        let c = &s["compaction"];
+        if c["passes"].as_u64().unwrap_or(0) > 3
+            && c["rewrite_candidates"].as_u64() == Some(0)
+            && c["volumes_reclaimed"].as_u64().unwrap_or(0) >= 4
+        {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction did not rewrite the half-live volumes: {c}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let intact = run_space(&["checkhalf", "half", "160"]);
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let after = loop {
+        let now = disks_usage(&s3.cell);
+        if now * 10 <= full * 7 {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "disks still hold {now} bytes of {full}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    eprintln!("{put}; {intact}; disks {full} -> {after} bytes; compaction {}", status["compaction"]);
+}

@@ -274,6 +274,7 @@ impl Blocks {
                 crc32: existing.crc32,
                 digest: existing.digest.clone(),
                 unreferenced: false,
+                relocate_from_volume: 0,
             };
             // Exactly once: a retry after a lost answer must not add a second reference.
             let request = mpb::CommitIndexRequest { entries: vec![entry], request_id: None };
@@ -297,6 +298,7 @@ impl Blocks {
             digest: read_digest(&sha256, &bytes),
             crc32: crc32fast::hash(&bytes),
             unreferenced: false,
+            relocate_from: 0,
         };
         let stored = self.writers.store(sums, bytes).await.map_err(|e| match e {
             StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
@@ -332,6 +334,7 @@ impl Blocks {
             digest: read_digest(&sha256, &bytes),
             crc32: crc32fast::hash(&bytes),
             unreferenced: true,
+            relocate_from: 0,
         };
         let stored = self.writers.store(sums, bytes).await.map_err(|e| match e {
             StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
@@ -344,6 +347,36 @@ impl Blocks {
         self.metrics.put_bytes.add(size);
         self.metrics.put_latency.observe(started.elapsed());
         Ok(sha256)
+    }
+
+    /// Rewrites a block out of volume `from` for compaction: reads it (verified), appends it
+    /// to an open volume and commits it with a relocation, so its entry moves only if it
+    /// still points into `from`. Returns the bytes moved (0: it had moved or gone already).
+    pub async fn relocate(&self, hash: &[u8; 32], from: u64) -> Result<u64, BlockError> {
+        lock(&self.index).remove(hash);
+        let Some(entry) = self.lookup(hash).await? else { return Ok(0) };
+        if entry.volume_id != from {
+            return Ok(0);
+        }
+        let (bytes, _) = self.get_inner(hash).await?;
+        let size = bytes.len() as u64;
+        let sums = BlockSums {
+            sha256: *hash,
+            digest: read_digest(hash, &bytes),
+            crc32: crc32fast::hash(&bytes),
+            unreferenced: false,
+            relocate_from: from,
+        };
+        match self.writers.store(sums, bytes).await {
+            Ok(stored) => {
+                self.cache_entry(*hash, stored.entry);
+                Ok(size)
+            }
+            Err(StoreError::Retry(why) | StoreError::Fatal(why)) => {
+                lock(&self.index).remove(hash);
+                Err(BlockError::Unavailable(why))
+            }
+        }
     }
 
     /// Remembers index entries the master handed out with an object version (its blocks'
@@ -385,6 +418,27 @@ impl Blocks {
     }
 
     async fn get_inner(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
+        let cached = lock(&self.index).contains_key(hash);
+        match self.get_once(hash).await {
+            // A cached entry may be stale: the block may have been moved by compaction (and
+            // its old volume reclaimed). Asked afresh, a moved entry is read where it is now.
+            Err(BlockError::Unavailable(why)) if cached => {
+                let before = lock(&self.index).remove(hash);
+                let fresh = self.lookup(hash).await?;
+                match (before, fresh) {
+                    (Some(old), Some(new))
+                        if (old.volume_id, old.offset_bytes) != (new.volume_id, new.offset_bytes) =>
+                    {
+                        self.get_once(hash).await
+                    }
+                    _ => Err(BlockError::Unavailable(why)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn get_once(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
         let key = BlockKey::with_digest_field(*hash, &entry.digest)
             .map_err(|e| BlockError::Unavailable(format!("index entry of {}: {e}", hex::encode(hash))))?;

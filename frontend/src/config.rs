@@ -11,6 +11,8 @@ pub struct FrontendConfig {
     pub grpc: Option<String>,
     /// S3 API address, if served.
     pub s3: Option<String>,
+    /// Bytes per second the compactor moves at most (0: off); see [`crate::compactor`].
+    pub compaction_bytes_per_sec: u64,
     /// Master addresses.
     pub masters: Vec<String>,
     /// Cluster secret sent on every call between cellar processes.
@@ -59,6 +61,7 @@ impl FrontendConfig {
             http: http.into(),
             grpc: None,
             s3: None,
+            compaction_bytes_per_sec: crate::COMPACTION_BYTES_PER_SEC_DEFAULT,
             masters,
             secret: None,
             holder: format!("frontend-{}", std::process::id()),

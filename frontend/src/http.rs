@@ -617,6 +617,11 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
             }
         }));
     }
+    tasks.push(tokio::spawn(crate::compactor::run(
+        blocks.clone(),
+        config.compaction_bytes_per_sec,
+        stop.subscribe(),
+    )));
     let mut s3_addr = None;
     if let Some(s3) = &config.s3 {
         let listener = tokio::net::TcpListener::bind(s3)

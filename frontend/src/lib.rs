@@ -6,8 +6,10 @@
 //! - [`http`]: the HTTP block API and `/metrics`; [`grpc`]: the same over gRPC.
 //! - [`metrics`]: counters and histograms in Prometheus text form.
 //! - [`s3`]: the S3-compatible API over the namespace and the block path.
+//! - [`compactor`]: moves the live blocks of volumes compaction rewrites.
 
 pub mod blocks;
+pub mod compactor;
 pub mod config;
 pub mod grpc;
 pub mod http;
@@ -19,6 +21,9 @@ pub mod writers;
 pub use blocks::{BlockError, Blocks, PutOutcome};
 pub use config::{CellLimits, FrontendConfig};
 pub use http::{FrontendHandle, start};
+
+/// Bytes per second a frontend's compactor moves at most by default.
+pub const COMPACTION_BYTES_PER_SEC_DEFAULT: u64 = 50_000_000;
 
 /// Index entries cached by a frontend (lookups of blocks it has seen).
 pub const INDEX_CACHE_MAX: usize = 100_000;

@@ -81,6 +81,9 @@ pub struct BlockSums {
     /// A block of an object upload: its index entry takes no reference (the object
     /// version that names it adds one).
     pub unreferenced: bool,
+    /// A block compaction rewrites out of this volume (0: none): its entry moves to the
+    /// new location only if it still points there (see the master's `RelocateIndex`).
+    pub relocate_from: u64,
 }
 
 /// One put waiting for a writer.
@@ -422,6 +425,7 @@ impl Shared {
                 crc32: job.sums.crc32,
                 digest: job.sums.digest.to_vec(),
                 unreferenced: job.sums.unreferenced,
+                relocate_from_volume: job.sums.relocate_from,
             });
             at += job.record_bytes();
         }
@@ -456,11 +460,18 @@ impl Shared {
         let mut refused = false;
         let out = results
             .into_iter()
-            .map(|result| match (result.outcome(), result.entry) {
+            .zip(jobs.iter())
+            .map(|(result, job)| match (result.outcome(), result.entry) {
                 (mpb::CommitOutcome::Committed, Some(entry)) => Ok(Stored { entry, deduplicated: false }),
                 (mpb::CommitOutcome::Deduplicated, Some(entry)) => Ok(Stored { entry, deduplicated: true }),
                 (outcome, _) => {
-                    refused = true;
+                    // A rewrite whose block moved or went away meanwhile says nothing of the
+                    // lease; any other refusal does.
+                    if job.sums.relocate_from == 0
+                        || result.error_code != cellar_proto::error_code::BAD_REQUEST
+                    {
+                        refused = true;
+                    }
                     Err(format!("commit {}: {}: {}", outcome.name(), result.error_code, result.detail))
                 }
             })

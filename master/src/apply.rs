@@ -71,6 +71,28 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             now_unix_ms,
             calls,
         } => commit_index(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?,
+        Command::RelocateIndex { entries, relocate_from, volume_size_max_bytes, now_unix_ms } => {
+            if relocate_from.len() != entries.len() {
+                return Ok(Response::Refused {
+                    error: CommandError::BadRequest { detail: "one relocate_from per entry".into() },
+                });
+            }
+            let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
+            let mut outcomes = Vec::with_capacity(entries.len());
+            for (e, from) in entries.iter().zip(relocate_from) {
+                outcomes.push(if *from == 0 {
+                    commit_one(kv, c, &mut volumes, e, true, *volume_size_max_bytes, *now_unix_ms)?
+                } else {
+                    relocate_one(kv, &mut volumes, e, *from, *volume_size_max_bytes, *now_unix_ms)?
+                });
+            }
+            for (volume_id, (v, changed)) in &volumes {
+                if *changed {
+                    write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, *volume_id), v)?;
+                }
+            }
+            Response::Committed { outcomes }
+        }
         Command::DeleteVolume { volume_id, size_bytes, entries } => {
             crate::reclaim::delete_volume(kv, c, *volume_id, *size_bytes, entries)?
         }
@@ -588,6 +610,59 @@ fn commit_one(
         *changed = true;
     }
     c.index_entries += 1;
+    Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
+}
+
+/// Moves a block's entry to the location a compaction rewrite appended it at (see
+/// [`Command::RelocateIndex`]).
+fn relocate_one(
+    kv: &mut dyn Kv,
+    volumes: &mut BTreeMap<u64, (VolumeRecord, bool)>,
+    e: &IndexCommit,
+    from: u64,
+    volume_size_max_bytes: u64,
+    now_unix_ms: u64,
+) -> Result<CommitOutcome, StateError> {
+    let rejected =
+        |detail: String| Ok(CommitOutcome::Rejected { error: CommandError::BadRequest { detail } });
+    let Some(current) = index_entry(kv, &e.hash)? else {
+        return rejected(format!("block {} is no longer indexed", e.hash));
+    };
+    if current.volume_id != from || current.payload_bytes != e.payload_bytes || current.crc32 != e.crc32 {
+        return rejected(format!("block {} is not in volume {from} as given", e.hash));
+    }
+    let (v, changed) = match volumes.entry(e.volume_id) {
+        std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
+        std::collections::btree_map::Entry::Vacant(slot) => match volume(kv, e.volume_id)? {
+            Some(v) => slot.insert((v, false)),
+            None => {
+                return Ok(CommitOutcome::Rejected {
+                    error: CommandError::UnknownVolume { volume_id: e.volume_id },
+                });
+            }
+        },
+    };
+    if let Some(error) = lease_check(v, e.lease_epoch, now_unix_ms) {
+        return Ok(CommitOutcome::Rejected { error });
+    }
+    let record_bytes = u64::from(e.payload_bytes) + RECORD_HEADER_BYTES as u64;
+    let end = e.offset_bytes.checked_add(record_bytes);
+    let Some(end) = end.filter(|end| *end <= volume_size_max_bytes) else {
+        return rejected(format!("a record of {record_bytes} bytes at {} does not fit", e.offset_bytes));
+    };
+    let entry = IndexEntry {
+        volume_id: e.volume_id,
+        offset_bytes: e.offset_bytes,
+        payload_bytes: e.payload_bytes,
+        crc32: e.crc32,
+        references: current.references,
+        digest: e.digest.map(|d| d.0).or(current.digest),
+    };
+    kv.put(&index_key(&e.hash), entry.encode().to_vec());
+    if end > v.size_bytes {
+        v.size_bytes = end;
+        *changed = true;
+    }
     Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
 }
 

@@ -371,6 +371,21 @@ pub enum Command {
         /// Every index entry pointing into it then (all unreferenced).
         entries: Vec<Hash32>,
     },
+    /// A writer's index commit in which the entries with a nonzero `relocate_from` (same
+    /// length as `entries`) move blocks that compaction rewrote: such an entry takes the
+    /// new location only if the block's entry still points into `relocate_from` with the
+    /// same length and CRC, keeping its references; the others are committed as by
+    /// `CommitIndex` (with references).
+    RelocateIndex {
+        /// The entries.
+        entries: Vec<IndexCommit>,
+        /// Per entry: the volume the block moves out of, or 0.
+        relocate_from: Vec<u64>,
+        /// Largest volume size: commits past it are refused.
+        volume_size_max_bytes: u64,
+        /// Leader's clock (lease expiry).
+        now_unix_ms: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -411,6 +426,12 @@ impl fmt::Display for Command {
                 write!(f, "commit_index({} entries, {} unreferenced)", entries.len(), unreferenced.len())
             }
             Command::Namespace { op, .. } => write!(f, "namespace({})", op.name()),
+            Command::RelocateIndex { entries, relocate_from, .. } => write!(
+                f,
+                "relocate_index({} entries, {} moved)",
+                entries.len(),
+                relocate_from.iter().filter(|v| **v != 0).count()
+            ),
             Command::DeleteVolume { volume_id, entries, .. } => {
                 write!(f, "delete_volume({volume_id}, {} dead entries)", entries.len())
             }

@@ -4,8 +4,11 @@
 //! `compaction_grace_ms` (its length unchanged meanwhile) is reclaimed with `DeleteVolume`,
 //! at most `compaction_volumes_per_pass` per pass: its extents are deleted (to the trash)
 //! by their volume servers. Sealed or coded volumes whose live fraction is under
-//! `compaction_live_fraction_min` are counted as rewrite candidates; rewriting their live
-//! blocks into open volumes is not built yet.
+//! `compaction_live_fraction_min` are rewrite candidates: the least live
+//! `compaction_volumes_per_pass` of them are handed, with their live blocks, to the
+//! frontends (`CompactionWork`), whose compactors read each block and append it anew with a
+//! relocating commit ([`crate::command::Command::RelocateIndex`]); once empty, the volume is
+//! reclaimed as above.
 //!
 //! The grace covers an upload in flight: its blocks are committed unreferenced and the
 //! version that references them commits seconds later. Should a volume be reclaimed in
@@ -88,6 +91,8 @@ pub struct PassPlan {
     pub rewrite_candidates: u64,
     /// Their garbage.
     pub rewrite_candidate_garbage_bytes: u64,
+    /// The candidates to rewrite now, least live first (at most `volumes_per_pass`).
+    pub rewrite: Vec<u64>,
 }
 
 /// Decides a pass: `dead_since` is what the previous pass saw (volumes dead, since when,
@@ -100,6 +105,7 @@ pub fn plan(
     now_unix_ms: u64,
 ) -> PassPlan {
     let mut out = PassPlan::default();
+    let mut candidates: Vec<(f64, u64)> = Vec::new();
     let empty = VolumeUse::default();
     for v in volumes {
         let u = uses.get(&v.volume_id).unwrap_or(&empty);
@@ -126,10 +132,32 @@ pub fn plan(
             if fraction < settings.live_fraction_min {
                 out.rewrite_candidates += 1;
                 out.rewrite_candidate_garbage_bytes += v.size_bytes.saturating_sub(u.live_bytes);
+                candidates.push((fraction, v.volume_id));
             }
         }
     }
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out.rewrite = candidates.into_iter().take(settings.volumes_per_pass).map(|(_, id)| id).collect();
     out
+}
+
+/// The live blocks of `volumes` (a second streaming pass over the index), at most
+/// [`DEAD_ENTRIES_LISTED_MAX`] per volume.
+fn live_blocks(reader: &StateReader, volumes: &[u64]) -> Result<Vec<(u64, Vec<Hash32>)>, StateError> {
+    let mut out: BTreeMap<u64, Vec<Hash32>> = volumes.iter().map(|v| (*v, Vec::new())).collect();
+    reader.for_each(&[PREFIX_INDEX], &[PREFIX_INDEX], |k, v| {
+        let e = IndexEntry::decode(v)
+            .ok_or_else(|| StateError::Corrupt { key: hex::encode(k), detail: "bad index entry".into() })?;
+        if e.references > 0
+            && let Some(list) = out.get_mut(&e.volume_id)
+            && list.len() < DEAD_ENTRIES_LISTED_MAX
+            && let Some(hash) = Hash32::from_slice(&k[1..])
+        {
+            list.push(hash);
+        }
+        Ok(true)
+    })?;
+    Ok(out.into_iter().collect())
 }
 
 /// Reads the volumes and adds up the index (one entry held at a time).
@@ -195,6 +223,13 @@ pub async fn run(
         let now = now_unix_ms();
         let pass = plan(&volumes, &uses, &dead_since, &settings, now);
         dead_since = pass.dead_since.clone();
+        // The live blocks of the volumes to rewrite, for the frontends' compactors.
+        let (r, chosen) = (reader.clone(), pass.rewrite.clone());
+        match tokio::task::spawn_blocking(move || live_blocks(&r, &chosen)).await {
+            Ok(Ok(work)) => observed.set_rewrite_work(work),
+            Ok(Err(e)) => tracing::error!(error = %e, "compaction cannot list live blocks"),
+            Err(e) => tracing::error!(error = %e, "compaction live-block pass panicked"),
+        }
         let (mut reclaimed, mut bytes) = (0u64, 0u64);
         for command in pass.reclaim {
             let Command::DeleteVolume { volume_id, size_bytes, .. } = &command else { continue };

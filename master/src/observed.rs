@@ -152,6 +152,8 @@ pub struct Observed {
     scrub: Mutex<BTreeMap<u64, pb::ScrubProgress>>,
     scan: Mutex<ScanCounters>,
     compaction: Mutex<CompactionCounters>,
+    /// Live blocks of the volumes compaction wants rewritten, from its last pass.
+    rewrite: Mutex<Vec<(u64, Vec<crate::command::Hash32>)>>,
     /// Each node's share of the repair bandwidth (bytes/s, 0: no limit), set by the
     /// planner from the nodes that have repair tasks queued.
     repair_share: Mutex<BTreeMap<u64, u64>>,
@@ -211,6 +213,16 @@ impl Observed {
     /// The compaction planner's counters.
     pub fn compaction(&self) -> CompactionCounters {
         *lock(&self.compaction)
+    }
+
+    /// Sets the volumes compaction wants rewritten, with their live blocks.
+    pub fn set_rewrite_work(&self, work: Vec<(u64, Vec<crate::command::Hash32>)>) {
+        *lock(&self.rewrite) = work;
+    }
+
+    /// The volumes compaction wants rewritten, with their live blocks.
+    pub fn rewrite_work(&self) -> Vec<(u64, Vec<crate::command::Hash32>)> {
+        lock(&self.rewrite).clone()
     }
 
     /// Sets the repair bandwidth share of every node that has repair tasks queued.

@@ -357,10 +357,12 @@ impl Master for MasterService {
         let once = r.request_id.as_ref().map(request_id);
         let mut entries = Vec::with_capacity(r.entries.len());
         let mut unreferenced = Vec::new();
+        let mut relocate_from = Vec::with_capacity(r.entries.len());
         for (i, e) in r.entries.into_iter().enumerate() {
             if e.unreferenced {
                 unreferenced.push(i as u32);
             }
+            relocate_from.push(e.relocate_from_volume);
             let hash = Hash32::from_slice(&e.hash).ok_or_else(|| bad_request("a hash is 32 bytes"))?;
             let digest = match e.digest.len() {
                 0 => None,
@@ -379,7 +381,24 @@ impl Master for MasterService {
                 digest,
             });
         }
-        let outcomes = self.batcher.commit(entries, unreferenced, once).await?;
+        let outcomes = if relocate_from.iter().any(|v| *v != 0) {
+            // Compaction's rewrites: one entry of their own (not batched).
+            if !unreferenced.is_empty() {
+                return Err(bad_request("a relocating commit takes no unreferenced entry"));
+            }
+            let command = Command::RelocateIndex {
+                entries,
+                relocate_from,
+                volume_size_max_bytes: self.settings.volume_size_bytes,
+                now_unix_ms: now_unix_ms(),
+            };
+            match self.write_once(r.request_id, command).await? {
+                command::Response::Committed { outcomes } => outcomes,
+                other => return Err(internal(format!("unexpected response {other:?}"))),
+            }
+        } else {
+            self.batcher.commit(entries, unreferenced, once).await?
+        };
         let results = outcomes
             .iter()
             .map(|o| match o {
@@ -473,6 +492,23 @@ impl Master for MasterService {
             command::Response::Empty => Ok(Response::new(pb::DrainResponse {})),
             other => Err(internal(format!("unexpected response {other:?}"))),
         }
+    }
+
+    async fn compaction_work(
+        &self,
+        req: Request<pb::CompactionWorkRequest>,
+    ) -> Result<Response<pb::CompactionWorkResponse>, Status> {
+        self.check(&req)?;
+        let volumes = self
+            .observed
+            .rewrite_work()
+            .into_iter()
+            .map(|(volume_id, hashes)| pb::VolumeWork {
+                volume_id,
+                hashes: hashes.iter().map(|h| h.0.to_vec()).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::CompactionWorkResponse { volumes }))
     }
 
     async fn ns_write(

@@ -558,3 +558,55 @@ fn heartbeats_carry_each_disks_trash_into_its_record() {
     let d = apply::disk(&state, disks[0]).expect("read").expect("disk");
     assert_eq!((d.trash_bytes, d.trash_extents), (0, 0));
 }
+
+#[test]
+fn a_relocation_moves_an_entry_only_from_where_it_still_is_and_keeps_its_references() {
+    let (mut state, old) = setup();
+    // Block 1 in the old volume, with two references.
+    for _ in 0..2 {
+        apply::apply(&mut state, &commit_cmd(vec![commit(old, 1, 1, 0)], 20)).expect("apply");
+    }
+    let mut replicas = Vec::new();
+    for (node_id, disks) in [(1u64, 1u64), (2, 3), (3, 5)] {
+        replicas.push(ExtentPlace { node_id, disk_id: disks });
+    }
+    let new = match apply::apply(
+        &mut state,
+        &Command::AllocateVolume {
+            holder: "fe".into(),
+            scheme: cellar_erasure::Scheme::RS_6_3,
+            replicas,
+            lease_ms: 1000,
+            now_unix_ms: 30,
+        },
+    )
+    .expect("apply")
+    {
+        Response::Volume { volume } => volume.volume_id,
+        other => panic!("{other:?}"),
+    };
+    let relocate = |from: u64, entry: IndexCommit| Command::RelocateIndex {
+        entries: vec![entry],
+        relocate_from: vec![from],
+        volume_size_max_bytes: 1 << 20,
+        now_unix_ms: 40,
+    };
+    let outcome = |r: Response| match r {
+        Response::Committed { outcomes } => outcomes.into_iter().next().expect("one outcome"),
+        other => panic!("{other:?}"),
+    };
+    // Claimed to come from another volume: refused, nothing moves.
+    let wrong = outcome(apply::apply(&mut state, &relocate(new, commit(new, 1, 1, 0))).expect("apply"));
+    assert!(matches!(wrong, CommitOutcome::Rejected { .. }), "{wrong:?}");
+    // From where it is: moved, references kept.
+    let moved = outcome(apply::apply(&mut state, &relocate(old, commit(new, 1, 1, 0))).expect("apply"));
+    match moved {
+        CommitOutcome::Committed { entry } => {
+            assert_eq!((entry.volume_id, entry.references), (new, 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A second mover of the same block is refused: it is no longer in the old volume.
+    let again = outcome(apply::apply(&mut state, &relocate(old, commit(new, 1, 1, 100))).expect("apply"));
+    assert!(matches!(again, CommitOutcome::Rejected { .. }), "{again:?}");
+}

@@ -454,6 +454,13 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         hex::encode(codec::encode(Kind::LogEntry, &unreferenced).expect("encode")),
         "010112000100020300"
     );
+    let relocate = Command::RelocateIndex {
+        entries: vec![],
+        relocate_from: vec![],
+        volume_size_max_bytes: 2,
+        now_unix_ms: 3,
+    };
+    assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &relocate).expect("encode")), "01011500000203");
     let d = codec::encode(Kind::LogEntry, &delete).expect("encode");
     assert_eq!(hex::encode(&d[..6]), "010114034001");
     for command in [&put, &delete, &unreferenced, &abort] {

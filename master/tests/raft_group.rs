@@ -404,6 +404,7 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
         crc32: 1,
         digest: vec![],
         unreferenced: false,
+        relocate_from_volume: 0,
     };
     client
         .call(|mut c| {

@@ -6,6 +6,8 @@
     space.py empty BUCKET        # every version and upload deleted, printed as "emptied N"
     space.py keep BUCKET         # 3 objects (4 MiB, 9 MiB, 1 KiB) put, printed as "kept N"
     space.py check BUCKET        # the keep objects read back byte-exact, printed as "intact N"
+    space.py half BUCKET N       # N objects of 1 MiB put, then every other one deleted
+    space.py checkhalf BUCKET N  # the ones left read back byte-exact, printed as "intact N"
 
 Env: S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY (as the other scripts).
 """
@@ -94,6 +96,27 @@ def check(s3, bucket):
     print(f"intact {len(KEEP)}")
 
 
+def half(s3, bucket, n):
+    s3.create_bucket(Bucket=bucket)
+
+    def put(i):
+        s3.put_object(Bucket=bucket, Key=f"h/{i:04d}", Body=random.Random(9000 + i).randbytes(1 << 20))
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        list(ex.map(put, range(n)))
+    for i in range(0, n, 2):
+        s3.delete_object(Bucket=bucket, Key=f"h/{i:04d}")
+    print(f"put {n}, deleted {len(range(0, n, 2))}")
+
+
+def checkhalf(s3, bucket, n):
+    for i in range(1, n, 2):
+        got = s3.get_object(Bucket=bucket, Key=f"h/{i:04d}")["Body"].read()
+        if got != random.Random(9000 + i).randbytes(1 << 20):
+            raise SystemExit(f"h/{i:04d}: {len(got)} bytes differ from what was put")
+    print(f"intact {len(range(1, n, 2))}")
+
+
 if __name__ == "__main__":
     s3 = client()
     if sys.argv[1] == "fill":
@@ -102,5 +125,9 @@ if __name__ == "__main__":
         keep(s3, sys.argv[2])
     elif sys.argv[1] == "check":
         check(s3, sys.argv[2])
+    elif sys.argv[1] == "half":
+        half(s3, sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "checkhalf":
+        checkhalf(s3, sys.argv[2], int(sys.argv[3]))
     else:
         empty(s3, sys.argv[2])

@@ -201,5 +201,6 @@ pub fn commit(volume: &pb::Volume, i: u64, offset: u64) -> pb::IndexCommit {
         crc32: i as u32,
         digest: hash(i)[..16].to_vec(),
         unreferenced: false,
+        relocate_from_volume: 0,
     }
 }

@@ -282,6 +282,7 @@ impl Cell {
                 crc32: crc32fast::hash(&b.payload),
                 digest: read_digest(&b.sha256, &b.payload).to_vec(),
                 unreferenced: false,
+                relocate_from_volume: 0,
             })
             .collect();
         let resp = self
