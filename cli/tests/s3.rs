@@ -233,9 +233,13 @@ fn deleted_objects_give_their_space_back() {
             largest_files(s3.cell.dir.path(), &mut files);
             files.sort();
             panic!(
-                "disks still hold {now} bytes, the empty cell {empty}; largest files {:?}; compaction: {:?}",
+                "disks still hold {now} bytes, the empty cell {empty}; largest files {:?}; status: {:?}",
                 files.iter().rev().take(12).collect::<Vec<_>>(),
-                common::admin_status(&s3.cell.masters.join(",")).map(|s| s["compaction"].clone())
+                common::admin_status(&s3.cell.masters.join(",")).map(|s| (
+                    s["compaction"].clone(),
+                    s["volumes"].clone(),
+                    s["tasks"].clone()
+                ))
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(500));

@@ -111,8 +111,10 @@ pub fn plan(
         let u = uses.get(&v.volume_id).unwrap_or(&empty);
         out.live_bytes += u.live_bytes;
         out.garbage_bytes += v.size_bytes.saturating_sub(u.live_bytes);
-        // A volume that never took a block is a writer's fresh volume, not garbage.
-        if u.live_entries == 0 && v.size_bytes > 0 && !u.overflow {
+        // An open volume that never took a block is a writer's fresh volume, not garbage; a
+        // sealed or coded one that never took any (its writer's commits all failed, then it
+        // was sealed empty) still holds whatever was appended to its replicas.
+        if u.live_entries == 0 && !u.overflow && (v.size_bytes > 0 || v.state != VolumeState::Open) {
             out.volumes_dead += 1;
             let since = match dead_since.get(&v.volume_id) {
                 Some((since, length)) if *length == v.size_bytes => *since,
@@ -312,6 +314,14 @@ mod tests {
         assert_eq!(
             later.reclaim,
             vec![Command::DeleteVolume { volume_id: 1, size_bytes: 1064, entries: vec![Hash32([1; 32])] }]
+        );
+        // A sealed volume that never took a block is garbage too; an open one is not.
+        let empty = vec![volume(4, VolumeState::Sealed, 0), volume(5, VolumeState::Open, 0)];
+        let first = plan(&empty, &uses, &HashMap::new(), &settings, 1_000);
+        let later = plan(&empty, &uses, &first.dead_since, &settings, 11_000);
+        assert_eq!(
+            later.reclaim,
+            vec![Command::DeleteVolume { volume_id: 4, size_bytes: 0, entries: vec![] }]
         );
         // Grown meanwhile: the grace starts over.
         let grown = vec![volume(1, VolumeState::Open, 2000)];
