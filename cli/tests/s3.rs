@@ -137,6 +137,18 @@ fn boto3_awscli_and_rclone_work_and_bad_input_changes_nothing() {
     }
 }
 
+/// Runs `cli/tests/s3/space.py ARGS` against the cell's S3 API; its output.
+fn space(s3: &S3Cell, args: &[&str]) -> String {
+    let script = workspace_root().join("cli/tests/s3/space.py");
+    let out = run(
+        s3,
+        &venv().join("bin/python"),
+        &[script.as_path()].iter().copied().chain(args.iter().map(Path::new)).collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", shown("space.py", &out));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// Bytes allocated on disk under `dir` (what `du` counts).
 fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -192,20 +204,7 @@ fn deleted_objects_give_their_space_back() {
     };
     let s3 = start(spec);
     let empty = disks_usage(&s3.cell);
-    let python = venv().join("bin/python");
-    let script = workspace_root().join("cli/tests/s3/space.py");
-    let run_space = |args: &[&str]| {
-        let out = Command::new(&python)
-            .arg(&script)
-            .args(args)
-            .env("S3_ENDPOINT", &s3.endpoint)
-            .env("S3_ACCESS_KEY", &s3.access_key)
-            .env("S3_SECRET_KEY", &s3.secret_key)
-            .output()
-            .expect("run space.py");
-        assert!(out.status.success(), "{}", shown("space.py", &out));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let run_space = |args: &[&str]| space(&s3, args);
     let filled = run_space(&["fill", "space", "1024"]);
     let full = disks_usage(&s3.cell);
     eprintln!("{filled}: disks {empty} bytes empty, {full} bytes full");
@@ -277,20 +276,7 @@ fn half_live_volumes_are_rewritten_and_reclaimed() {
         ..CellSpec::default()
     };
     let s3 = start(spec);
-    let python = venv().join("bin/python");
-    let script = workspace_root().join("cli/tests/s3/space.py");
-    let run_space = |args: &[&str]| {
-        let out = Command::new(&python)
-            .arg(&script)
-            .args(args)
-            .env("S3_ENDPOINT", &s3.endpoint)
-            .env("S3_ACCESS_KEY", &s3.access_key)
-            .env("S3_SECRET_KEY", &s3.secret_key)
-            .output()
-            .expect("run space.py");
-        assert!(out.status.success(), "{}", shown("space.py", &out));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let run_space = |args: &[&str]| space(&s3, args);
     let masters = s3.cell.masters.join(",");
     let put = run_space(&["half", "half", "160"]);
     let full = disks_usage(&s3.cell);

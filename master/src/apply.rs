@@ -568,32 +568,8 @@ fn commit_one(
         }
         return Ok(CommitOutcome::Deduplicated { entry: IndexEntryView::new(e.hash, &existing) });
     }
-    let (v, changed) = match volumes.entry(e.volume_id) {
-        std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
-        std::collections::btree_map::Entry::Vacant(slot) => match volume(kv, e.volume_id)? {
-            Some(v) => slot.insert((v, false)),
-            None => {
-                return Ok(CommitOutcome::Rejected {
-                    error: CommandError::UnknownVolume { volume_id: e.volume_id },
-                });
-            }
-        },
-    };
-    if let Some(error) = lease_check(v, e.lease_epoch, now_unix_ms) {
+    if let Some(error) = take_place(kv, volumes, e, volume_size_max_bytes, now_unix_ms)? {
         return Ok(CommitOutcome::Rejected { error });
-    }
-    // The block's record: the payload behind its header.
-    let record_bytes = u64::from(e.payload_bytes) + RECORD_HEADER_BYTES as u64;
-    let end = e.offset_bytes.checked_add(record_bytes);
-    if end.is_none_or(|end| end > volume_size_max_bytes) {
-        return Ok(CommitOutcome::Rejected {
-            error: CommandError::BadRequest {
-                detail: format!(
-                    "a record of {record_bytes} bytes at {} does not fit a volume of {volume_size_max_bytes} bytes",
-                    e.offset_bytes
-                ),
-            },
-        });
     }
     let entry = IndexEntry {
         volume_id: e.volume_id,
@@ -604,11 +580,6 @@ fn commit_one(
         digest: e.digest.map(|d| d.0),
     };
     kv.put(&key, entry.encode().to_vec());
-    let end = e.offset_bytes + record_bytes;
-    if end > v.size_bytes {
-        v.size_bytes = end;
-        *changed = true;
-    }
     c.index_entries += 1;
     Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
 }
@@ -631,25 +602,9 @@ fn relocate_one(
     if current.volume_id != from || current.payload_bytes != e.payload_bytes || current.crc32 != e.crc32 {
         return rejected(format!("block {} is not in volume {from} as given", e.hash));
     }
-    let (v, changed) = match volumes.entry(e.volume_id) {
-        std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
-        std::collections::btree_map::Entry::Vacant(slot) => match volume(kv, e.volume_id)? {
-            Some(v) => slot.insert((v, false)),
-            None => {
-                return Ok(CommitOutcome::Rejected {
-                    error: CommandError::UnknownVolume { volume_id: e.volume_id },
-                });
-            }
-        },
-    };
-    if let Some(error) = lease_check(v, e.lease_epoch, now_unix_ms) {
+    if let Some(error) = take_place(kv, volumes, e, volume_size_max_bytes, now_unix_ms)? {
         return Ok(CommitOutcome::Rejected { error });
     }
-    let record_bytes = u64::from(e.payload_bytes) + RECORD_HEADER_BYTES as u64;
-    let end = e.offset_bytes.checked_add(record_bytes);
-    let Some(end) = end.filter(|end| *end <= volume_size_max_bytes) else {
-        return rejected(format!("a record of {record_bytes} bytes at {} does not fit", e.offset_bytes));
-    };
     let entry = IndexEntry {
         volume_id: e.volume_id,
         offset_bytes: e.offset_bytes,
@@ -659,11 +614,45 @@ fn relocate_one(
         digest: e.digest.map(|d| d.0).or(current.digest),
     };
     kv.put(&index_key(&e.hash), entry.encode().to_vec());
+    Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
+}
+
+/// Checks that `e`'s record may be committed where it says (its volume exists, is open
+/// under the writer's lease, and the record fits) and grows the volume's acknowledged end
+/// to cover it; the refusal otherwise. Shared by new entries and relocations.
+fn take_place(
+    kv: &mut dyn Kv,
+    volumes: &mut BTreeMap<u64, (VolumeRecord, bool)>,
+    e: &IndexCommit,
+    volume_size_max_bytes: u64,
+    now_unix_ms: u64,
+) -> Result<Option<CommandError>, StateError> {
+    let (v, changed) = match volumes.entry(e.volume_id) {
+        std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
+        std::collections::btree_map::Entry::Vacant(slot) => match volume(kv, e.volume_id)? {
+            Some(v) => slot.insert((v, false)),
+            None => return Ok(Some(CommandError::UnknownVolume { volume_id: e.volume_id })),
+        },
+    };
+    if let Some(error) = lease_check(v, e.lease_epoch, now_unix_ms) {
+        return Ok(Some(error));
+    }
+    // The block's record: the payload behind its header.
+    let record_bytes = u64::from(e.payload_bytes) + RECORD_HEADER_BYTES as u64;
+    let Some(end) = e.offset_bytes.checked_add(record_bytes).filter(|end| *end <= volume_size_max_bytes)
+    else {
+        return Ok(Some(CommandError::BadRequest {
+            detail: format!(
+                "a record of {record_bytes} bytes at {} does not fit a volume of {volume_size_max_bytes} bytes",
+                e.offset_bytes
+            ),
+        }));
+    };
     if end > v.size_bytes {
         v.size_bytes = end;
         *changed = true;
     }
-    Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
+    Ok(None)
 }
 
 fn seal_volume(

@@ -227,7 +227,13 @@ pub async fn run(
         dead_since = pass.dead_since.clone();
         // The live blocks of the volumes to rewrite, for the frontends' compactors.
         let (r, chosen) = (reader.clone(), pass.rewrite.clone());
-        match tokio::task::spawn_blocking(move || live_blocks(&r, &chosen)).await {
+        let listed = if chosen.is_empty() {
+            // Nothing to rewrite: no second pass over the index.
+            Ok(Ok(Vec::new()))
+        } else {
+            tokio::task::spawn_blocking(move || live_blocks(&r, &chosen)).await
+        };
+        match listed {
             Ok(Ok(work)) => observed.set_rewrite_work(work),
             Ok(Err(e)) => tracing::error!(error = %e, "compaction cannot list live blocks"),
             Err(e) => tracing::error!(error = %e, "compaction live-block pass panicked"),
