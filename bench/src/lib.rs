@@ -7,5 +7,6 @@ pub mod disk;
 pub mod disk_open;
 pub mod encode;
 pub mod master;
+pub mod namespace;
 pub mod process;
 pub mod report;

@@ -93,6 +93,29 @@ pub enum BenchCommand {
         #[arg(long)]
         before_gets: Option<String>,
     },
+    /// Fills a bucket with KEYS zero-byte objects (`k/000000000`...) through the masters'
+    /// namespace API directly (the `PutVersion` an S3 PutObject of an empty body commits),
+    /// to measure listing on buckets larger than S3 clients could fill here.
+    NsLoad {
+        /// The cell's masters (comma-separated).
+        #[arg(long)]
+        master: String,
+        /// Cluster secret.
+        #[arg(long, env = "CELLAR_SECRET")]
+        secret: Option<String>,
+        /// The bucket (created if missing).
+        #[arg(long)]
+        bucket: String,
+        /// Objects to put.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Number of the first key (to resume a load).
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Concurrent calls.
+        #[arg(long, default_value_t = 128)]
+        clients: u64,
+    },
     /// A real cell of processes (1 master, 6 volume servers over 3 zones): fill one
     /// volume through 3 replicas, seal it, time its rs-6-3 encode and report every volume
     /// server's peak resident memory (the encoder's from the seal on).
@@ -226,6 +249,25 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     best / replicas.max(1) as f64
                 );
             }
+            Ok(())
+        }
+        BenchCommand::NsLoad { master, secret, bucket, keys, first, clients } => {
+            let config = cellar_bench::namespace::NsLoadConfig {
+                masters: master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                secret,
+                bucket,
+                keys,
+                first,
+                clients,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let result = runtime.block_on(cellar_bench::namespace::load(&config))?;
+            let secs = result.elapsed.as_secs_f64();
+            println!(
+                "loaded {} objects in {secs:.1} s: {:.0} puts/s",
+                result.objects,
+                result.objects as f64 / secs.max(1e-9)
+            );
             Ok(())
         }
         BenchCommand::Encode { dir, volume_mib } => {

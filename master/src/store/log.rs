@@ -120,7 +120,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let log = cf(&self.db, CF_LOG)?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(log, IteratorMode::From(&index_key(start), Direction::Forward)) {
+        // Bounded above, so that a read never walks past the range (into deleted entries).
+        let mut opts = rocksdb::ReadOptions::default();
+        match range.end_bound() {
+            Bound::Included(x) if *x < u64::MAX => opts.set_iterate_upper_bound(index_key(x + 1)),
+            Bound::Excluded(x) => opts.set_iterate_upper_bound(index_key(*x)),
+            _ => {}
+        }
+        for item in
+            self.db.iterator_cf_opt(log, opts, IteratorMode::From(&index_key(start), Direction::Forward))
+        {
             let (key, value) = item.map_err(io::Error::other)?;
             let index = index_of(&key)?;
             if !range.contains(&index) {

@@ -54,7 +54,7 @@ impl StateReader {
     ) -> Result<Vec<T>, StateError> {
         let sm = cf(&self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(sm, IteratorMode::From(&[prefix], rocksdb::Direction::Forward)) {
+        for item in prefix_iter(&self.db, sm, &[prefix], &[prefix]) {
             let (key, value) = item.map_err(|e| StateError::Store(e.to_string()))?;
             if key.first() != Some(&prefix) {
                 break;
@@ -75,7 +75,7 @@ impl StateReader {
     ) -> Result<(), StateError> {
         let sm = cf(&self.db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
         let from = if start < prefix { prefix } else { start };
-        for item in self.db.iterator_cf(sm, IteratorMode::From(from, rocksdb::Direction::Forward)) {
+        for item in prefix_iter(&self.db, sm, prefix, from) {
             let (key, value) = item.map_err(|e| StateError::Store(e.to_string()))?;
             if !key.starts_with(prefix) || !f(&key, &value)? {
                 break;
@@ -109,10 +109,39 @@ impl Kv for StateReader {
 }
 
 /// The first `limit` pairs of the state machine whose keys start with `prefix`.
+/// The first key after every key that starts with `prefix` (none: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Iterates the pairs of `sm` from `from` on, bounded above by the end of `prefix`. The
+/// bound matters: without it, the iterator that leaves the prefix skips every deleted key
+/// after it one by one (the forgotten session outcomes, removed index entries) before
+/// it finds the next live key, and each namespace write scans once.
+fn prefix_iter<'a>(
+    db: &'a DB,
+    sm: &rocksdb::ColumnFamily,
+    prefix: &[u8],
+    from: &[u8],
+) -> rocksdb::DBIteratorWithThreadMode<'a, DB> {
+    let mut opts = ReadOptions::default();
+    if let Some(end) = prefix_end(prefix) {
+        opts.set_iterate_upper_bound(end);
+    }
+    db.iterator_cf_opt(sm, opts, IteratorMode::From(from, rocksdb::Direction::Forward))
+}
+
 fn scan_db(db: &DB, prefix: &[u8], limit: usize) -> Result<state::Pairs, StateError> {
     let sm = cf(db, CF_SM).map_err(|e| StateError::Store(e.to_string()))?;
     let mut out = Vec::new();
-    for item in db.iterator_cf(sm, IteratorMode::From(prefix, rocksdb::Direction::Forward)) {
+    for item in prefix_iter(db, sm, prefix, prefix) {
         if out.len() >= limit {
             break;
         }
@@ -366,5 +395,45 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rocksdb::perf::{PerfContext, PerfMetric, PerfStatsLevel, set_perf_stats};
+
+    use super::{CF_SM, cf, prefix_end, scan_db};
+
+    /// A scan of a prefix stops at the prefix's end: it does not walk over the deleted
+    /// keys after it (each namespace write scans once; unbounded, every write slowed with
+    /// every session outcome ever forgotten).
+    #[test]
+    fn a_scan_does_not_walk_over_deleted_keys_after_its_prefix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = super::super::open_db(dir.path()).expect("open");
+        let sm = cf(&db, CF_SM).expect("cf");
+        db.put_cf(sm, b"O-a", b"1").expect("put");
+        for i in 0u32..5000 {
+            let key = [b"o".as_slice(), &i.to_be_bytes()].concat();
+            db.put_cf(sm, &key, b"x").expect("put");
+            db.delete_cf(sm, &key).expect("delete");
+        }
+        db.put_cf(sm, b"s", b"2").expect("put");
+        set_perf_stats(PerfStatsLevel::EnableCount);
+        let mut perf = PerfContext::default();
+        perf.reset();
+        let found = scan_db(&db, b"O-", usize::MAX).expect("scan");
+        let skipped = perf.metric(PerfMetric::InternalDeleteSkippedCount);
+        set_perf_stats(PerfStatsLevel::Disable);
+        assert_eq!(found, vec![(b"O-a".to_vec(), b"1".to_vec())]);
+        assert!(skipped < 10, "the scan skipped {skipped} deleted keys past its prefix");
+    }
+
+    #[test]
+    fn a_prefix_ends_at_its_successor() {
+        assert_eq!(prefix_end(b"O"), Some(b"P".to_vec()));
+        assert_eq!(prefix_end(&[b'O', 7, 0xFF]), Some(vec![b'O', 8]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_end(&[]), None);
     }
 }
