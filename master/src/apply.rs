@@ -22,6 +22,22 @@ use crate::types::{
     NodeState, RECORD_VERSION, VolumeRecord, VolumeState,
 };
 
+/// Calls in one [`Command::NamespaceBatch`] at most.
+pub const NS_BATCH_CALLS_MAX: usize = 4096;
+
+/// One namespace operation: its outcome, or its refusal (nothing written).
+fn namespace(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    op: &crate::ns_types::NsOp,
+    now_unix_ms: u64,
+) -> Result<Response, StateError> {
+    Ok(match crate::namespace::apply::apply(kv, c, op, now_unix_ms)? {
+        Ok(result) => Response::Namespace { result },
+        Err((code, detail)) => Response::Refused { error: CommandError::Namespace { code, detail } },
+    })
+}
+
 /// Applies one command. A refused command writes nothing and returns `Response::Refused`
 /// (or per-entry `Rejected` outcomes for index batches).
 pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError> {
@@ -36,6 +52,9 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
         | Command::CommitIndexUnreferenced { now_unix_ms, calls, .. }
             if !calls.is_empty() =>
         {
+            crate::session::sweep(kv, *now_unix_ms)?;
+        }
+        Command::NamespaceBatch { now_unix_ms, calls } if calls.iter().any(|c| c.request.is_some()) => {
             crate::session::sweep(kv, *now_unix_ms)?;
         }
         _ => {}
@@ -96,11 +115,26 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
         Command::DeleteVolume { volume_id, size_bytes, entries } => {
             crate::reclaim::delete_volume(kv, c, *volume_id, *size_bytes, entries)?
         }
-        Command::Namespace { op, now_unix_ms } => {
-            match crate::namespace::apply::apply(kv, c, op, *now_unix_ms)? {
-                Ok(result) => Response::Namespace { result },
-                Err((code, detail)) => Response::Refused { error: CommandError::Namespace { code, detail } },
+        Command::Namespace { op, now_unix_ms } => namespace(kv, c, op, *now_unix_ms)?,
+        Command::NamespaceBatch { calls, now_unix_ms } => {
+            if calls.len() > NS_BATCH_CALLS_MAX {
+                return refused(CommandError::BadRequest {
+                    detail: format!(
+                        "{} calls in a namespace batch (at most {NS_BATCH_CALLS_MAX})",
+                        calls.len()
+                    ),
+                });
             }
+            let mut responses = Vec::with_capacity(calls.len());
+            for call in calls {
+                responses.push(match &call.request {
+                    Some(request) => crate::session::once(kv, request, *now_unix_ms, |kv| {
+                        namespace(kv, c, &call.op, *now_unix_ms)
+                    })?,
+                    None => namespace(kv, c, &call.op, *now_unix_ms)?,
+                });
+            }
+            Response::NamespaceBatch { responses }
         }
         Command::SealVolume { volume_id, length_bytes, fragments } => {
             seal_volume(kv, c, *volume_id, *length_bytes, fragments)?
@@ -147,7 +181,7 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
         }
         Command::RemoveNode { node_id } => remove_node(kv, c, *node_id)?,
         Command::Once { request, now_unix_ms, command } => match command.as_ref() {
-            Command::Once { .. } | Command::CommitIndex { .. } => {
+            Command::Once { .. } | Command::CommitIndex { .. } | Command::NamespaceBatch { .. } => {
                 return refused(CommandError::BadRequest {
                     detail: format!("{command} cannot be wrapped in a call id (commits carry their own)"),
                 });

@@ -386,6 +386,25 @@ pub enum Command {
         /// Leader's clock (lease expiry).
         now_unix_ms: u64,
     },
+    /// Namespace operations of many calls in one Raft entry (the leader's namespace
+    /// batcher merges concurrent `NsWrite`s): applied in order, each as its own
+    /// [`Command::Namespace`] (a refused one changes nothing and the others still apply),
+    /// each call with an id at most once.
+    NamespaceBatch {
+        /// The calls, in order.
+        calls: Vec<NsCall>,
+        /// Leader's clock (creation times, session expiry).
+        now_unix_ms: u64,
+    },
+}
+
+/// One call of a [`Command::NamespaceBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NsCall {
+    /// Its id, if the client gave one (applied at most once).
+    pub request: Option<RequestId>,
+    /// The operation.
+    pub op: crate::ns_types::NsOp,
 }
 
 impl fmt::Display for Command {
@@ -426,6 +445,7 @@ impl fmt::Display for Command {
                 write!(f, "commit_index({} entries, {} unreferenced)", entries.len(), unreferenced.len())
             }
             Command::Namespace { op, .. } => write!(f, "namespace({})", op.name()),
+            Command::NamespaceBatch { calls, .. } => write!(f, "namespace_batch({} calls)", calls.len()),
             Command::RelocateIndex { entries, relocate_from, .. } => write!(
                 f,
                 "relocate_index({} entries, {} moved)",
@@ -643,6 +663,11 @@ pub enum Response {
     Namespace {
         /// The outcome.
         result: crate::ns_types::NsResult,
+    },
+    /// `NamespaceBatch`: one response per call, in order (`Namespace` or `Refused`).
+    NamespaceBatch {
+        /// The calls' responses.
+        responses: Vec<Response>,
     },
 }
 

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod network;
 pub mod node;
+pub mod ns_batcher;
 pub mod ns_service;
 pub mod ns_types;
 pub mod observed;

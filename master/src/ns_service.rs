@@ -7,19 +7,20 @@ use cellar_proto::master as pb;
 use tonic::Status;
 
 use crate::MasterRaft;
-use crate::command::{self, Command};
+use crate::command;
 use crate::errors::{bad_request, internal, status};
 use crate::namespace::apply::{bucket, find_version, get_upload, valid_bucket_name};
 use crate::namespace::keys;
 use crate::namespace::list::{self, ListQuery, Scan, Visit};
+use crate::ns_batcher::NsBatcher;
 use crate::ns_types::{
     AccessKeyRecord, BlockRef, BucketRecord, Content, NsCode, NsOp, NsResult, PartRecord, UploadRecord,
     VersionRecord, Versioning, version_id,
 };
-use crate::raft_calls::{linearizable, write_once};
+use crate::raft_calls::linearizable;
 use crate::state::{Kv, StateError, decode_record};
 use crate::store::sm::StateReader;
-use crate::wire::{bounded, index_pb};
+use crate::wire::{bounded, index_pb, request_id};
 
 /// User metadata and tags: pairs at most per object.
 pub const PAIRS_MAX: usize = 64;
@@ -283,17 +284,12 @@ fn op_of(op: pb::ns_write_request::Op) -> Result<(NsOp, String, String), Status>
     })
 }
 
-/// `NsWrite`: one operation through Raft.
-pub async fn write(raft: &MasterRaft, r: pb::NsWriteRequest) -> Result<pb::NsWriteResponse, Status> {
+/// `NsWrite`: one operation through Raft (batched with concurrent ones).
+pub async fn write(batcher: &NsBatcher, r: pb::NsWriteRequest) -> Result<pb::NsWriteResponse, Status> {
     let op = r.op.ok_or_else(|| bad_request("NsWrite needs an operation"))?;
     let (op, bucket_name, _) = op_of(op)?;
     bounded("bucket", &bucket_name)?;
-    let command = Command::Namespace { op, now_unix_ms: crate::now_unix_ms() };
-    let result = match write_once(raft, r.request_id, command).await {
-        Ok(command::Response::Namespace { result }) => result,
-        Ok(other) => return Err(internal(format!("unexpected response {other:?}"))),
-        Err(s) => return Err(s),
-    };
+    let result = batcher.write(op, r.request_id.as_ref().map(request_id)).await?;
     use pb::ns_write_response::Result as R;
     let out = match result {
         NsResult::Bucket(b) => R::Bucket(bucket_pb(&b)),

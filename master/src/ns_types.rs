@@ -227,6 +227,16 @@ pub enum NsOp {
 }
 
 impl NsOp {
+    /// Its size for batching: 1 plus the blocks or parts it names.
+    pub fn weight(&self) -> usize {
+        1 + match self {
+            NsOp::PutVersion { content, .. } | NsOp::CreateUpload { content, .. } => content.blocks.len(),
+            NsOp::PutPart { part, .. } => part.blocks.len(),
+            NsOp::CompleteUpload { parts, .. } => parts.len(),
+            _ => 0,
+        }
+    }
+
     /// The operation's name (logs).
     pub fn name(&self) -> &'static str {
         match self {

@@ -69,6 +69,7 @@ pub struct MasterService {
     raft: MasterRaft,
     reader: StateReader,
     batcher: CommitBatcher,
+    ns_batcher: crate::ns_batcher::NsBatcher,
     settings: ApiSettings,
     observed: Arc<Observed>,
 }
@@ -83,7 +84,8 @@ impl MasterService {
         settings: ApiSettings,
         observed: Arc<Observed>,
     ) -> Self {
-        MasterService { id, raft, reader, batcher, settings, observed }
+        let ns_batcher = crate::ns_batcher::NsBatcher::start(raft.clone());
+        MasterService { id, raft, reader, batcher, ns_batcher, settings, observed }
     }
 
     /// See [`crate::raft_calls::write_once`].
@@ -516,7 +518,7 @@ impl Master for MasterService {
         req: Request<pb::NsWriteRequest>,
     ) -> Result<Response<pb::NsWriteResponse>, Status> {
         self.check(&req)?;
-        crate::ns_service::write(&self.raft, req.into_inner()).await.map(Response::new)
+        crate::ns_service::write(&self.ns_batcher, req.into_inner()).await.map(Response::new)
     }
 
     async fn ns_get_bucket(

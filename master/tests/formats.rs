@@ -432,7 +432,7 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         created_unix_ms: 9,
     };
     pinned(Kind::AccessKey, &key, "011d0102414b087365637265743132016e09");
-    // Commands 18-20 and response 10, error 7 (docs/FORMAT.md 13.4).
+    // Commands 18-22 and responses 10-11, error 7 (docs/FORMAT.md 13.4).
     let put = Command::Namespace {
         op: NsOp::PutVersion { bucket: "bkt".into(), key: "k".into(), content },
         now_unix_ms: 1,
@@ -461,9 +461,27 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         now_unix_ms: 3,
     };
     assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &relocate).expect("encode")), "01011500000203");
+    let batch = Command::NamespaceBatch {
+        calls: vec![cellar_master::command::NsCall {
+            request: Some(cellar_master::command::RequestId { client_id: 1, seq: 2, lowest_pending: 2 }),
+            op: NsOp::DeleteKey { access_key: "k".into() },
+        }],
+        now_unix_ms: 5,
+    };
+    assert_eq!(
+        hex::encode(codec::encode(Kind::LogEntry, &batch).expect("encode")),
+        "01011601010102020b016b05"
+    );
+    let answered = OutcomeRecord {
+        v: RECORD_VERSION,
+        response: Response::NamespaceBatch {
+            responses: vec![Response::Namespace { result: NsResult::Done }],
+        },
+    };
+    pinned(Kind::Outcome, &answered, "0116010b010a06");
     let d = codec::encode(Kind::LogEntry, &delete).expect("encode");
     assert_eq!(hex::encode(&d[..6]), "010114034001");
-    for command in [&put, &delete, &unreferenced, &abort] {
+    for command in [&put, &delete, &unreferenced, &abort, &batch] {
         let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
         let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
         assert_eq!(&back, command);

@@ -327,3 +327,98 @@ fn a_once_command_cannot_wrap_a_commit_or_itself() {
     }
     assert_eq!(state, before);
 }
+
+fn empty_object() -> cellar_master::ns_types::Content {
+    cellar_master::ns_types::Content {
+        size_bytes: 0,
+        etag: "\"d41d8cd98f00b204e9800998ecf8427e\"".into(),
+        content_type: "t".into(),
+        metadata: vec![],
+        tags: vec![],
+        checksums: vec![],
+        blocks: vec![],
+    }
+}
+
+fn put(bucket: &str, key: &str) -> cellar_master::ns_types::NsOp {
+    cellar_master::ns_types::NsOp::PutVersion {
+        bucket: bucket.into(),
+        key: key.into(),
+        content: empty_object(),
+    }
+}
+
+/// The state less the session table (which every call touches).
+fn without_sessions(state: &State) -> State {
+    state
+        .iter()
+        .filter(|(k, _)| {
+            ![session::PREFIX_SESSION, PREFIX_OUTCOME, session::PREFIX_SESSION_EXPIRY].contains(&k[0])
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn a_namespace_batch_applies_each_call_once_and_a_refused_call_alone_changes_nothing() {
+    use cellar_master::command::NsCall;
+    use cellar_master::ns_types::{NsCode, NsOp, NsResult};
+    let mut state = State::new();
+    let batch = |calls: Vec<NsCall>, now: u64| Command::NamespaceBatch { calls, now_unix_ms: now };
+    let first = batch(
+        vec![
+            NsCall { request: Some(id(7, 1, 1)), op: NsOp::CreateBucket { name: "bkt".into() } },
+            NsCall { request: Some(id(7, 2, 1)), op: put("bkt", "a") },
+            NsCall { request: Some(id(7, 3, 1)), op: put("nobucket", "x") },
+            NsCall { request: None, op: put("bkt", "b") },
+        ],
+        T0,
+    );
+    let Response::NamespaceBatch { responses } = apply::apply(&mut state, &first).expect("apply") else {
+        panic!("a batch answers a batch")
+    };
+    assert_eq!(responses.len(), 4);
+    assert!(matches!(&responses[0], Response::Namespace { result: NsResult::Bucket(_) }), "{responses:?}");
+    let Response::Namespace { result: put_a @ NsResult::Version { .. } } = &responses[1] else {
+        panic!("the put answers its version: {responses:?}")
+    };
+    assert!(
+        matches!(
+            &responses[2],
+            Response::Refused { error: CommandError::Namespace { code: NsCode::NoSuchBucket, .. } }
+        ),
+        "{responses:?}"
+    );
+    assert!(
+        matches!(&responses[3], Response::Namespace { result: NsResult::Version { .. } }),
+        "{responses:?}"
+    );
+    // The two puts landed (a key each); the refused one left nothing.
+    let keys = |s: &State| without_sessions(s).keys().filter(|k| k[0] == b'O').count();
+    assert_eq!(keys(&state), 2);
+
+    // A retry of call 2 in a later batch is answered with its first outcome and changes
+    // nothing; a retry of the refused call 3 is refused again, the same way.
+    let before = without_sessions(&state);
+    let retry = batch(
+        vec![
+            NsCall { request: Some(id(7, 2, 2)), op: put("bkt", "a") },
+            NsCall { request: Some(id(7, 3, 2)), op: put("nobucket", "x") },
+        ],
+        T0 + 10,
+    );
+    let Response::NamespaceBatch { responses: again } = apply::apply(&mut state, &retry).expect("apply")
+    else {
+        panic!("a batch answers a batch")
+    };
+    assert_eq!(&again[0], &Response::Namespace { result: put_a.clone() });
+    assert_eq!(&again[1], &responses[2]);
+    assert_eq!(without_sessions(&state), before, "a retried call changed the namespace");
+
+    // A batch cannot be wrapped in a call id (its calls carry theirs).
+    let wrapped =
+        Command::Once { request: id(7, 9, 9), now_unix_ms: T0, command: Box::new(batch(vec![], T0)) };
+    let snapshot_before = state.clone();
+    assert!(matches!(apply::apply(&mut state, &wrapped).expect("apply"), Response::Refused { .. }));
+    assert_eq!(state, snapshot_before);
+}
