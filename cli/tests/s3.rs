@@ -265,12 +265,13 @@ fn deleted_objects_give_their_space_back() {
 }
 
 #[test]
-fn half_live_volumes_are_rewritten_and_reclaimed() {
+fn half_live_volumes_are_rewritten_and_reclaimed_and_lifecycle_rules_expire() {
     install_clients();
     let spec = CellSpec {
         volume_mib: 16,
         master_config:
-            "compaction_interval_ms = 1000\ncompaction_grace_ms = 3000\ncompaction_live_fraction_min = 0.7\n"
+            "compaction_interval_ms = 1000\ncompaction_grace_ms = 3000\ncompaction_live_fraction_min = 0.7\n\
+             lifecycle_interval_ms = 500\nlifecycle_day_ms = 3000\n"
                 .into(),
         volume_args: vec!["--trash-retention-secs".into(), "1".into()],
         ..CellSpec::default()
@@ -310,4 +311,11 @@ fn half_live_volumes_are_rewritten_and_reclaimed() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
     eprintln!("{put}; {intact}; disks {full} -> {after} bytes; compaction {}", status["compaction"]);
+    // Bucket lifecycle rules (days of 3 s here): see the script.
+    let script = workspace_root().join("cli/tests/s3/lifecycle.py");
+    let out = run(&s3, &venv().join("bin/python"), &[script.as_path()]);
+    assert!(out.status.success(), "{}", shown("lifecycle.py", &out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("lifecycle: all checks passed"), "{stdout}");
+    eprintln!("{stdout}");
 }

@@ -63,6 +63,8 @@ pub enum Kind {
     Part = 28,
     /// An S3 access key (namespace).
     AccessKey = 29,
+    /// A bucket's lifecycle rules (namespace).
+    Lifecycle = 30,
 }
 
 impl Kind {
@@ -89,6 +91,7 @@ impl Kind {
             Upload,
             Part,
             AccessKey,
+            Lifecycle,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)

@@ -71,6 +71,13 @@ pub struct MasterConfig {
     /// A volume whose live fraction is under this is a rewrite candidate (shown in
     /// `cellar admin status`).
     pub compaction_live_fraction_min: f64,
+    /// Time between the leader's lifecycle passes (bucket lifecycle rules); 0 turns
+    /// expiry off.
+    pub lifecycle_interval_ms: u64,
+    /// Length of a lifecycle rule's day (86,400,000; shorter only for tests).
+    pub lifecycle_day_ms: u64,
+    /// Keys and uploads expired per lifecycle pass at most.
+    pub lifecycle_keys_per_pass: u64,
     /// Other members of the group running in this process (`cellar dev`): Raft messages
     /// to them are handed over directly instead of over gRPC.
     pub local_group: Option<crate::network::LocalGroup>,
@@ -134,6 +141,12 @@ pub struct RawMasterConfig {
     pub compaction_volumes_per_pass: Option<u64>,
     /// See [`MasterConfig::compaction_live_fraction_min`].
     pub compaction_live_fraction_min: Option<f64>,
+    /// See [`MasterConfig::lifecycle_interval_ms`].
+    pub lifecycle_interval_ms: Option<u64>,
+    /// See [`MasterConfig::lifecycle_day_ms`].
+    pub lifecycle_day_ms: Option<u64>,
+    /// See [`MasterConfig::lifecycle_keys_per_pass`].
+    pub lifecycle_keys_per_pass: Option<u64>,
 }
 
 /// Parses and validates a scheme where the configuration file names it.
@@ -178,6 +191,9 @@ impl MasterConfig {
             compaction_grace_ms: 10 * 60 * 1000,
             compaction_volumes_per_pass: 16,
             compaction_live_fraction_min: 0.5,
+            lifecycle_interval_ms: 10 * 60 * 1000,
+            lifecycle_day_ms: 24 * 60 * 60 * 1000,
+            lifecycle_keys_per_pass: 100_000,
             local_group: None,
         }
     }
@@ -210,6 +226,9 @@ impl MasterConfig {
             raw.compaction_volumes_per_pass.unwrap_or(self.compaction_volumes_per_pass);
         self.compaction_live_fraction_min =
             raw.compaction_live_fraction_min.unwrap_or(self.compaction_live_fraction_min);
+        self.lifecycle_interval_ms = raw.lifecycle_interval_ms.unwrap_or(self.lifecycle_interval_ms);
+        self.lifecycle_day_ms = raw.lifecycle_day_ms.unwrap_or(self.lifecycle_day_ms);
+        self.lifecycle_keys_per_pass = raw.lifecycle_keys_per_pass.unwrap_or(self.lifecycle_keys_per_pass);
         self
     }
 
@@ -222,6 +241,9 @@ impl MasterConfig {
             return Err("election_timeout_ms must exceed twice heartbeat_ms".into());
         }
         self.scheme.validate().map_err(|e| format!("scheme {}: {e}", self.scheme))?;
+        if self.lifecycle_day_ms == 0 {
+            return Err("lifecycle_day_ms must be at least 1".into());
+        }
         if !(0.0..=1.0).contains(&self.compaction_live_fraction_min) {
             return Err("compaction_live_fraction_min must be between 0 and 1".into());
         }

@@ -10,6 +10,7 @@ pub mod command;
 pub mod compaction;
 pub mod config;
 pub mod errors;
+pub mod lifecycle;
 pub mod metrics;
 pub mod namespace;
 pub mod network;

@@ -69,6 +69,7 @@ pub struct MasterHandle {
     planner: Option<tokio::task::JoinHandle<()>>,
     scanner: Option<tokio::task::JoinHandle<()>>,
     compaction: Option<tokio::task::JoinHandle<()>>,
+    lifecycle: Option<tokio::task::JoinHandle<()>>,
     local_group: Option<crate::network::LocalGroup>,
     api: Arc<MasterService>,
     /// What this member observes while it leads (repair rate, scrub progress, scans).
@@ -97,6 +98,9 @@ impl MasterHandle {
         }
         if let Some(compaction) = self.compaction.take() {
             let _ = compaction.await;
+        }
+        if let Some(lifecycle) = self.lifecycle.take() {
+            let _ = lifecycle.await;
         }
         if let Some(scanner) = self.scanner.take() {
             let _ = scanner.await;
@@ -267,6 +271,17 @@ pub async fn start(
         },
         planner_rx.clone(),
     ));
+    let lifecycle = tokio::spawn(crate::lifecycle::run(
+        id,
+        raft.clone(),
+        StateReader::new(db.clone()),
+        crate::lifecycle::LifecycleSettings {
+            interval: Duration::from_millis(config.lifecycle_interval_ms),
+            day_ms: config.lifecycle_day_ms,
+            keys_per_pass: usize::try_from(config.lifecycle_keys_per_pass).unwrap_or(usize::MAX),
+        },
+        planner_rx.clone(),
+    ));
     let scanner = tokio::spawn(crate::scanner::run(
         id,
         raft.clone(),
@@ -292,6 +307,7 @@ pub async fn start(
         planner: Some(planner),
         scanner: Some(scanner),
         compaction: Some(compaction),
+        lifecycle: Some(lifecycle),
         local_group: config.local_group.clone(),
         api,
         observed,

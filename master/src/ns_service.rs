@@ -11,6 +11,7 @@ use crate::command;
 use crate::errors::{bad_request, internal, status};
 use crate::namespace::apply::{bucket, find_version, get_upload, valid_bucket_name};
 use crate::namespace::keys;
+use crate::namespace::lifecycle::{self, LifecycleRule};
 use crate::namespace::list::{self, ListQuery, Scan, Visit};
 use crate::ns_batcher::NsBatcher;
 use crate::ns_types::{
@@ -120,6 +121,7 @@ fn bucket_pb(b: &BucketRecord) -> pb::Bucket {
         name: b.name.clone(),
         created_unix_ms: b.created_unix_ms,
         versioning: versioning_pb(b.versioning).into(),
+        lifecycle: Vec::new(),
     }
 }
 
@@ -281,7 +283,41 @@ fn op_of(op: pb::ns_write_request::Op) -> Result<(NsOp, String, String), Status>
             (NsOp::CreateKey { key }, none(), none())
         }
         Op::DeleteKey(o) => (NsOp::DeleteKey { access_key: o.access_key }, none(), none()),
+        Op::SetLifecycle(o) => {
+            let rules = o.rules.into_iter().map(rule_of).collect::<Result<Vec<_>, Status>>()?;
+            (NsOp::SetLifecycle { bucket: o.bucket.clone(), rules }, o.bucket, none())
+        }
     })
+}
+
+fn days(d: u32) -> Option<u32> {
+    (d > 0).then_some(d)
+}
+
+fn rule_of(r: pb::LifecycleRule) -> Result<LifecycleRule, Status> {
+    bounded("rule id", &r.id)?;
+    bounded("rule prefix", &r.prefix)?;
+    Ok(LifecycleRule {
+        id: r.id,
+        prefix: r.prefix,
+        enabled: r.enabled,
+        expiration_days: days(r.expiration_days),
+        expired_object_delete_marker: r.expired_object_delete_marker,
+        noncurrent_days: days(r.noncurrent_days),
+        abort_incomplete_days: days(r.abort_incomplete_days),
+    })
+}
+
+fn rule_pb(r: &LifecycleRule) -> pb::LifecycleRule {
+    pb::LifecycleRule {
+        id: r.id.clone(),
+        prefix: r.prefix.clone(),
+        enabled: r.enabled,
+        expiration_days: r.expiration_days.unwrap_or(0),
+        expired_object_delete_marker: r.expired_object_delete_marker,
+        noncurrent_days: r.noncurrent_days.unwrap_or(0),
+        abort_incomplete_days: r.abort_incomplete_days.unwrap_or(0),
+    }
 }
 
 /// `NsWrite`: one operation through Raft (batched with concurrent ones).
@@ -327,7 +363,9 @@ pub async fn get_bucket(
 ) -> Result<pb::Bucket, Status> {
     bounded("bucket", &r.name)?;
     linearizable(raft).await?;
-    Ok(bucket_pb(&read_bucket(reader, &r.name)?))
+    let mut b = bucket_pb(&read_bucket(reader, &r.name)?);
+    b.lifecycle = lifecycle::rules_of(reader, &r.name).map_err(internal)?.iter().map(rule_pb).collect();
+    Ok(b)
 }
 
 /// `NsListBuckets`: every bucket, by name.

@@ -224,6 +224,34 @@ pub enum NsOp {
         /// Its id.
         access_key: String,
     },
+    /// Replaces a bucket's lifecycle rules (none: removes them).
+    SetLifecycle {
+        /// The bucket.
+        bucket: String,
+        /// The rules.
+        rules: Vec<crate::namespace::lifecycle::LifecycleRule>,
+    },
+    /// Carries out what the bucket's lifecycle rules have due for `key` at the entry's
+    /// time (decided again here; nothing when nothing is due).
+    Expire {
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// Length of a lifecycle day (the leader's config; 86,400,000 but for tests).
+        day_ms: u64,
+    },
+    /// Aborts an upload if the bucket's lifecycle rules have it due at the entry's time.
+    ExpireUpload {
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// The upload.
+        upload_id: String,
+        /// Length of a lifecycle day.
+        day_ms: u64,
+    },
 }
 
 impl NsOp {
@@ -233,6 +261,7 @@ impl NsOp {
             NsOp::PutVersion { content, .. } | NsOp::CreateUpload { content, .. } => content.blocks.len(),
             NsOp::PutPart { part, .. } => part.blocks.len(),
             NsOp::CompleteUpload { parts, .. } => parts.len(),
+            NsOp::SetLifecycle { rules, .. } => rules.len(),
             _ => 0,
         }
     }
@@ -252,6 +281,9 @@ impl NsOp {
             NsOp::SetTags { .. } => "set_tags",
             NsOp::CreateKey { .. } => "create_key",
             NsOp::DeleteKey { .. } => "delete_key",
+            NsOp::SetLifecycle { .. } => "set_lifecycle",
+            NsOp::Expire { .. } => "expire",
+            NsOp::ExpireUpload { .. } => "expire_upload",
         }
     }
 }

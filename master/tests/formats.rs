@@ -479,6 +479,27 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         },
     };
     pinned(Kind::Outcome, &answered, "0116010b010a06");
+    let rules = cellar_master::namespace::lifecycle::LifecycleRecord {
+        v: RECORD_VERSION,
+        rules: vec![cellar_master::namespace::lifecycle::LifecycleRule {
+            id: "r".into(),
+            prefix: "p/".into(),
+            enabled: true,
+            expiration_days: None,
+            expired_object_delete_marker: true,
+            noncurrent_days: Some(3),
+            abort_incomplete_days: Some(7),
+        }],
+    };
+    pinned(Kind::Lifecycle, &rules, "011e0101017202702f01000101030107");
+    let expire = Command::Namespace {
+        op: NsOp::Expire { bucket: "b".into(), key: "k".into(), day_ms: 1000 },
+        now_unix_ms: 2,
+    };
+    assert_eq!(
+        hex::encode(codec::encode(Kind::LogEntry, &expire).expect("encode")),
+        "0101130d0162016be80702"
+    );
     let d = codec::encode(Kind::LogEntry, &delete).expect("encode");
     assert_eq!(hex::encode(&d[..6]), "010114034001");
     for command in [&put, &delete, &unreferenced, &abort, &batch] {

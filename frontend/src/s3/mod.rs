@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod lifecycle;
 pub mod ops;
 
 use std::net::SocketAddr;

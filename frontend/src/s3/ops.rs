@@ -493,6 +493,42 @@ impl S3 for CellarS3 {
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        let input = req.input;
+        let config = input
+            .lifecycle_configuration
+            .ok_or_else(|| s3_error!(MalformedXML, "no LifecycleConfiguration"))?;
+        let rules = super::lifecycle::rules_of(config)?;
+        self.write(Op::SetLifecycle(pb::SetLifecycleOp { bucket: input.bucket, rules })).await?;
+        Ok(S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        let b = self.bucket(&req.input.bucket).await?;
+        if b.lifecycle.is_empty() {
+            return Err(s3_error!(NoSuchLifecycleConfiguration, "the bucket has no lifecycle configuration"));
+        }
+        Ok(S3Response::new(GetBucketLifecycleConfigurationOutput {
+            rules: Some(super::lifecycle::rules_to_s3(&b.lifecycle)),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        self.write(Op::SetLifecycle(pb::SetLifecycleOp { bucket: req.input.bucket, rules: Vec::new() }))
+            .await?;
+        Ok(S3Response::new(DeleteBucketLifecycleOutput {}))
+    }
+
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
         self.bucket(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))

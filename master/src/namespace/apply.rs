@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::keys;
+use super::{keys, lifecycle};
 use crate::codec::Kind;
 use crate::command::Hash32;
 use crate::ns_types::{
@@ -112,6 +112,41 @@ pub fn apply(
             let record = AccessKeyRecord { v: RECORD_VERSION, created_unix_ms: now_unix_ms, ..key.clone() };
             write_record(kv, Kind::AccessKey, &k, &record)?;
             Ok(Ok(NsResult::Key(record)))
+        }
+        NsOp::SetLifecycle { bucket, rules } => {
+            if let Err(r) = get_bucket(kv, bucket)? {
+                return Ok(Err(r));
+            }
+            if let Err(r) = lifecycle::check(rules) {
+                return Ok(Err(r));
+            }
+            let k = keys::lifecycle(bucket);
+            if rules.is_empty() {
+                kv.delete(&k);
+            } else {
+                let record = lifecycle::LifecycleRecord { v: RECORD_VERSION, rules: rules.clone() };
+                write_record(kv, Kind::Lifecycle, &k, &record)?;
+            }
+            Ok(Ok(NsResult::Done))
+        }
+        NsOp::Expire { bucket, key, day_ms } => expire(kv, c, bucket, key, *day_ms, now_unix_ms),
+        NsOp::ExpireUpload { bucket, key, upload_id, day_ms } => {
+            let rules = lifecycle::rules_of(kv, bucket)?;
+            match get_upload(kv, bucket, key, upload_id)? {
+                Some(u) if lifecycle::abort_due(&rules, key, u.created_unix_ms, now_unix_ms, *day_ms) => {
+                    apply(
+                        kv,
+                        c,
+                        &NsOp::AbortUpload {
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                            upload_id: upload_id.clone(),
+                        },
+                        now_unix_ms,
+                    )
+                }
+                _ => Ok(Ok(NsResult::Done)),
+            }
         }
         NsOp::DeleteKey { access_key } => {
             let k = keys::access_key(access_key);
@@ -345,6 +380,36 @@ fn delete_bucket(kv: &mut dyn Kv, name: &str) -> Result<Result<NsResult, Refusal
         return Ok(Err((NsCode::BucketNotEmpty, format!("bucket {name} holds objects or uploads"))));
     }
     kv.delete(&keys::bucket(name));
+    kv.delete(&keys::lifecycle(name));
+    Ok(Ok(NsResult::Done))
+}
+
+/// [`NsOp::Expire`]: what the bucket's rules have due for `key` now, done.
+fn expire(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    bucket: &str,
+    key: &str,
+    day_ms: u64,
+    now_unix_ms: u64,
+) -> Result<Result<NsResult, Refusal>, StateError> {
+    if check_key(key).is_some() || get_bucket(kv, bucket)?.is_err() {
+        return Ok(Ok(NsResult::Done));
+    }
+    let rules = lifecycle::rules_of(kv, bucket)?;
+    let versions: Vec<VersionRecord> = versions_of(kv, bucket, key)?.into_iter().map(|(_, v)| v).collect();
+    for due in lifecycle::due(&rules, key, &versions, now_unix_ms, day_ms) {
+        let version_id = match due {
+            lifecycle::Due::ExpireCurrent => None,
+            lifecycle::Due::Remove(n) => match versions.iter().find(|v| v.version == n) {
+                Some(v) => Some(crate::ns_types::version_id(v)),
+                None => continue,
+            },
+        };
+        // Each is a delete the rules allow; one refused (it cannot be: the versions were
+        // just read) would change nothing.
+        let _ = delete_object(kv, c, bucket, key, version_id.as_deref(), now_unix_ms)?;
+    }
     Ok(Ok(NsResult::Done))
 }
 
@@ -613,6 +678,62 @@ mod tests {
             .expect("ok");
         assert_eq!(refs(&kv, 2), None);
         run(&mut kv, NsOp::DeleteBucket { name: "bkt".into() }).expect("ok");
+    }
+
+    fn at(kv: &mut Map<Vec<u8>, Vec<u8>>, op: NsOp, now: u64) -> Result<NsResult, Refusal> {
+        let mut c = Counters::default();
+        apply(kv, &mut c, &op, now).expect("ok")
+    }
+
+    #[test]
+    fn expiry_decides_at_its_own_time_drops_references_and_never_undoes_a_newer_put() {
+        use crate::namespace::lifecycle::LifecycleRule;
+        let mut kv = Map::new();
+        index(&mut kv, 1, 0);
+        index(&mut kv, 2, 0);
+        let (b, k) = ("bkt".to_string(), "logs/k".to_string());
+        at(&mut kv, NsOp::CreateBucket { name: b.clone() }, 0).expect("ok");
+        at(&mut kv, NsOp::SetVersioning { bucket: b.clone(), versioning: Versioning::Enabled }, 0)
+            .expect("ok");
+        let rule = LifecycleRule {
+            enabled: true,
+            prefix: "logs/".into(),
+            noncurrent_days: Some(1),
+            expiration_days: Some(5),
+            ..LifecycleRule::default()
+        };
+        at(&mut kv, NsOp::SetLifecycle { bucket: b.clone(), rules: vec![rule] }, 0).expect("ok");
+        let put = |kv: &mut Map<_, _>, n: u8, now: u64| {
+            at(
+                kv,
+                NsOp::PutVersion { bucket: b.clone(), key: k.clone(), content: content(vec![block(n, 1)]) },
+                now,
+            )
+        };
+        put(&mut kv, 1, 100).expect("ok");
+        put(&mut kv, 2, 200).expect("ok");
+        let expire = NsOp::Expire { bucket: b.clone(), key: k.clone(), day_ms: 1000 };
+        // Before its day the noncurrent version stays; nothing at all changes.
+        let before = kv.clone();
+        at(&mut kv, expire.clone(), 1199).expect("ok");
+        assert_eq!(kv, before);
+        // At it, the noncurrent version goes with its block's reference.
+        at(&mut kv, expire.clone(), 1200).expect("ok");
+        assert_eq!((refs(&kv, 1), refs(&kv, 2)), (None, Some(1)));
+        assert_eq!(versions_of(&kv, &b, &k).expect("ok").len(), 1);
+        // The current version is due at 5200, but a put at 5100 (after a sweep saw it due)
+        // makes the new one current: the expiry, applied later, only ages out the replaced
+        // version once it is due, never the new one.
+        put(&mut kv, 2, 5100).expect("ok");
+        at(&mut kv, expire.clone(), 5300).expect("ok");
+        let left = versions_of(&kv, &b, &k).expect("ok");
+        assert_eq!(left.len(), 2, "the new version stays current, the old one is not yet due as noncurrent");
+        assert!(!left[0].1.delete_marker && left[0].1.created_unix_ms == 5100);
+        // Rules removed: expiry does nothing; the bucket's deletion removes its rules too.
+        at(&mut kv, NsOp::SetLifecycle { bucket: b.clone(), rules: vec![] }, 9000).expect("ok");
+        let before = kv.clone();
+        at(&mut kv, expire, 99_000).expect("ok");
+        assert_eq!(kv, before);
     }
 
     #[test]

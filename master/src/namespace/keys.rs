@@ -13,6 +13,8 @@ pub const PREFIX_UPLOAD: u8 = b'U';
 pub const PREFIX_PART: u8 = b'P';
 /// Prefix of access key records: then the access key id.
 pub const PREFIX_ACCESS_KEY: u8 = b'A';
+/// Prefix of lifecycle records: then the bucket name.
+pub const PREFIX_LIFECYCLE: u8 = b'L';
 
 fn joined(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
@@ -29,6 +31,11 @@ fn joined(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 /// Key of a bucket record.
 pub fn bucket(name: &str) -> Vec<u8> {
     joined(PREFIX_BUCKET, &[name.as_bytes()])
+}
+
+/// Key of a bucket's lifecycle record.
+pub fn lifecycle(bucket: &str) -> Vec<u8> {
+    joined(PREFIX_LIFECYCLE, &[bucket.as_bytes()])
 }
 
 /// The prefix of every version in `bucket`.

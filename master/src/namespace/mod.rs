@@ -11,4 +11,5 @@
 
 pub mod apply;
 pub mod keys;
+pub mod lifecycle;
 pub mod list;
