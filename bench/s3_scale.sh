@@ -7,7 +7,11 @@
 # parts: linear time means they match). Each master's peak RSS (VmHWM) is printed at the end.
 #
 # Usage: bench/s3_scale.sh [WORK_DIR]
-#   KEYS=200000  MULTIPART_GIB=5  ROUNDS=3  PHASES="keys list multipart" (multipart can be left out)
+#   KEYS=200000  MULTIPART_GIB=5  ROUNDS=3  PHASES="keys list list-raw multipart" (any subset)
+#   LOADER=s3 (boto3 PutObject from 16 processes) or LOADER=ns: the keys are put by
+#   `cellar bench ns-load` through the masters' NsWrite directly (the PutVersion an S3
+#   PutObject of an empty body commits; same state), for buckets too large to fill through
+#   Python S3 clients here (10,000,000 keys).
 #   CELLAR_BIN=$HOME/.cache/cellar/target/release/cellar
 set -euo pipefail
 export LC_ALL=C
@@ -18,7 +22,8 @@ work="${1:-$(mktemp -d)}"
 mkdir -p "$work"
 work="$(cd "$work" && pwd)"
 keys="${KEYS:-200000}"
-phases="${PHASES:-keys list multipart}"
+phases="${PHASES:-keys list list-raw multipart}"
+loader="${LOADER:-s3}"
 gib="${MULTIPART_GIB:-5}"
 rounds="${ROUNDS:-3}"
 bash scripts/s3-clients.sh
@@ -80,12 +85,23 @@ for _ in $(seq 1 600); do
   "$venv/bin/python" -c 'import boto3,os; boto3.client("s3",endpoint_url=os.environ["S3_ENDPOINT"],aws_access_key_id=os.environ["S3_ACCESS_KEY"],aws_secret_access_key=os.environ["S3_SECRET_KEY"],region_name="us-east-1").list_buckets()' 2>/dev/null && break
   sleep 0.2
 done
-echo "== $keys zero-byte objects"
-py keys scale "$keys" 16
-echo "== ListObjectsV2 of the bucket, $rounds rounds"
-py list scale "$rounds"
-echo "== the same with a lean client (presigned URLs, keys counted with a regex)"
-py list-raw scale "$rounds"
+if [[ " $phases " == *" keys "* ]]; then
+  echo "== $keys zero-byte objects (loader: $loader)"
+  if [ "$loader" = ns ]; then
+    "$bin" bench ns-load --master "$master_list" --bucket scale --keys "$keys" --clients 256 | tee -a "$work/results.txt"
+  else
+    py keys scale "$keys" 16
+  fi
+  echo "masters after the load: RSS now $(for p in "${mpids[@]}"; do printf '%s ' "$(awk '/VmRSS/ {print int($2/1024) "MiB"}' "/proc/$p/status")"; done); peak $(for p in "${mpids[@]}"; do printf '%s, ' "$(hwm "$p")"; done); data $(du -sh "$work/m1" | cut -f1)"
+fi
+if [[ " $phases " == *" list "* ]]; then
+  echo "== ListObjectsV2 of the bucket, $rounds rounds"
+  py list scale "$rounds"
+fi
+if [[ " $phases " == *" list-raw "* ]]; then
+  echo "== the same with a lean client (SigV4 by botocore, http.client, keys counted with a regex)"
+  py list-raw scale "$rounds"
+fi
 if [[ " $phases " == *" multipart "* ]]; then
   echo "== one multipart upload of $gib GiB in 5 MiB parts"
   py multipart big "$gib"

@@ -29,6 +29,37 @@ pub struct BucketRecord {
     pub next_version: u64,
 }
 
+/// One rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleRule {
+    /// Its id (may be empty).
+    pub id: String,
+    /// Keys it applies to start with this (empty: every key).
+    pub prefix: String,
+    /// Whether it is in force (Status Enabled).
+    pub enabled: bool,
+    /// Expiration/Days: the current version goes after this many days (a delete marker
+    /// takes its place in a versioned bucket).
+    pub expiration_days: Option<u32>,
+    /// Expiration/ExpiredObjectDeleteMarker: a delete marker that is a key's only version
+    /// is removed.
+    pub expired_object_delete_marker: bool,
+    /// NoncurrentVersionExpiration/NoncurrentDays: a version replaced this many days ago
+    /// is removed for good.
+    pub noncurrent_days: Option<u32>,
+    /// AbortIncompleteMultipartUpload/DaysAfterInitiation.
+    pub abort_incomplete_days: Option<u32>,
+}
+
+/// A bucket's lifecycle configuration (record kind 30, key `'L'` + bucket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleRecord {
+    /// Record version (1).
+    pub v: u32,
+    /// The rules, as given.
+    pub rules: Vec<LifecycleRule>,
+}
+
 /// One block of an object, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockRef {
@@ -229,7 +260,7 @@ pub enum NsOp {
         /// The bucket.
         bucket: String,
         /// The rules.
-        rules: Vec<crate::namespace::lifecycle::LifecycleRule>,
+        rules: Vec<LifecycleRule>,
     },
     /// Carries out what the bucket's lifecycle rules have due for `key` at the entry's
     /// time (decided again here; nothing when nothing is due).

@@ -8,10 +8,9 @@
 //! creation (current versions, uploads) or from the creation of the version that replaced
 //! it (noncurrent versions), without S3's rounding to the next midnight.
 
-use serde::{Deserialize, Serialize};
-
 use super::keys;
 use crate::codec::Kind;
+pub use crate::ns_types::{LifecycleRecord, LifecycleRule};
 use crate::ns_types::{NsCode, VersionRecord};
 use crate::state::{Kv, StateError, read_record};
 
@@ -21,37 +20,6 @@ pub const RULES_MAX: usize = 1000;
 pub const RULE_ID_MAX_BYTES: usize = 255;
 /// Days in a rule at most (about 27 years; keeps `days * day_ms` far from overflow).
 pub const RULE_DAYS_MAX: u32 = 10_000;
-
-/// One rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LifecycleRule {
-    /// Its id (may be empty).
-    pub id: String,
-    /// Keys it applies to start with this (empty: every key).
-    pub prefix: String,
-    /// Whether it is in force (Status Enabled).
-    pub enabled: bool,
-    /// Expiration/Days: the current version goes after this many days (a delete marker
-    /// takes its place in a versioned bucket).
-    pub expiration_days: Option<u32>,
-    /// Expiration/ExpiredObjectDeleteMarker: a delete marker that is a key's only version
-    /// is removed.
-    pub expired_object_delete_marker: bool,
-    /// NoncurrentVersionExpiration/NoncurrentDays: a version replaced this many days ago
-    /// is removed for good.
-    pub noncurrent_days: Option<u32>,
-    /// AbortIncompleteMultipartUpload/DaysAfterInitiation.
-    pub abort_incomplete_days: Option<u32>,
-}
-
-/// A bucket's lifecycle configuration (record kind 30, key `'L'` + bucket).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LifecycleRecord {
-    /// Record version (1).
-    pub v: u32,
-    /// The rules, as given.
-    pub rules: Vec<LifecycleRule>,
-}
 
 /// What is due for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
