@@ -38,6 +38,9 @@
 #   BIG_SIZE=4194304 BIG_COUNT_1=64 BIG_COUNT_C=256         the 4 MiB rows' size and op counts
 #   SMALL_SIZE=4096 SMALL_COUNT_1=2000 SMALL_COUNT_C=10000  the 4 KiB rows' (at 1 / CONCURRENCY clients)
 #   OPS=                every row's op count (a quick check: OPS=8 ROUNDS=1)
+#   LEAN=0              1: the timed requests go through s3_load.py's LeanS3 (http.client and
+#                       SigV4 signed by hand, UNSIGNED-PAYLOAD): a fifth of boto3's client CPU,
+#                       so that the small-object rows at 32 clients measure the servers
 #   UNSIGNED_PAYLOAD=1  1: boto3 sends x-amz-content-sha256: UNSIGNED-PAYLOAD (no SHA-256 of
 #                       the bodies in the client, none to check in the servers; what SDKs do
 #                       over TLS); 0: botocore's default over plain HTTP (every body hashed)
@@ -172,6 +175,7 @@ warm_memory() {
 
 load_flags=(--rows "$rows" --bucket bench)
 [ "$unsigned" = 1 ] && load_flags+=(--unsigned-payload)
+[ "${LEAN:-0}" = 1 ] && load_flags+=(--lean)
 
 # ---- cellar: 3 masters, 3 zones x 2 volume servers x 2 disks, a frontend serving S3
 run_cellar() { # round
@@ -335,7 +339,7 @@ PY
 # ---- the run
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
-settings="ROUNDS=$rounds CONCURRENCY=$conc BIG_SIZE=$big BIG_COUNT_1=$big1 BIG_COUNT_C=$bigc SMALL_SIZE=$small SMALL_COUNT_1=$small1 SMALL_COUNT_C=$smallc UNSIGNED_PAYLOAD=$unsigned${VOLUME_MIB:+ VOLUME_MIB=$VOLUME_MIB}${FRONTEND_ARGS:+ FRONTEND_ARGS=\"$FRONTEND_ARGS\"} DROP_CACHES=${DROP_CACHES:-1} WARM_MEMORY=${WARM_MEMORY:-1}"
+settings="ROUNDS=$rounds CONCURRENCY=$conc BIG_SIZE=$big BIG_COUNT_1=$big1 BIG_COUNT_C=$bigc SMALL_SIZE=$small SMALL_COUNT_1=$small1 SMALL_COUNT_C=$smallc UNSIGNED_PAYLOAD=$unsigned${VOLUME_MIB:+ VOLUME_MIB=$VOLUME_MIB}${FRONTEND_ARGS:+ FRONTEND_ARGS=\"$FRONTEND_ARGS\"} DROP_CACHES=${DROP_CACHES:-1} WARM_MEMORY=${WARM_MEMORY:-1} LEAN=${LEAN:-0}"
 {
   echo "- Command: \`$settings bash bench/s3_compare.sh $work\` (started $started_at; repository commit $commit; cellar binary $bin, built $(date -r "$bin" '+%Y-%m-%d %H:%M'))."
   echo "- Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) of memory; servers and load generator share it; everything over loopback."

@@ -53,6 +53,85 @@ def body(tag, size):
     return random.Random(tag).randbytes(size)
 
 
+class LeanS3:
+    """PutObject/GetObject over one http.client connection, signed with SigV4 by hand
+    (header auth, x-amz-content-sha256: UNSIGNED-PAYLOAD): a client whose CPU per request
+    is a fraction of botocore's, so that small-object rows measure the servers rather than
+    the load generator. Errors raise; a broken connection is reopened on the next call."""
+
+    def __init__(self, endpoint, access_key, secret_key, region="us-east-1"):
+        import urllib.parse
+
+        u = urllib.parse.urlparse(endpoint)
+        self.hostname, self.port, self.host = u.hostname, u.port, u.netloc
+        self.access_key, self.secret_key, self.region = access_key, secret_key, region
+        self.conn = None
+        self.keys = {}  # date -> signing key
+
+    def _signing_key(self, date):
+        import hashlib
+        import hmac
+
+        if date not in self.keys:
+            k = ("AWS4" + self.secret_key).encode()
+            for part in (date, self.region, "s3", "aws4_request"):
+                k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+            self.keys = {date: k}
+        return self.keys[date]
+
+    def _request(self, method, bucket, key, body=None):
+        import hashlib
+        import hmac
+        import http.client
+        import urllib.parse
+
+        path = "/" + urllib.parse.quote(bucket, safe="") + "/" + urllib.parse.quote(key, safe="/~")
+        amz = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        date = amz[:8]
+        signed = "host;x-amz-content-sha256;x-amz-date"
+        canonical = (
+            f"{method}\n{path}\n\nhost:{self.host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\n"
+            f"x-amz-date:{amz}\n\n{signed}\nUNSIGNED-PAYLOAD"
+        )
+        scope = f"{date}/{self.region}/s3/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{amz}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        sig = hmac.new(self._signing_key(date), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers = {
+            "Host": self.host,
+            "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+            "x-amz-date": amz,
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, SignedHeaders={signed}, Signature={sig}",
+        }
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.hostname, self.port, timeout=600)
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            resp = self.conn.getresponse()
+            data = resp.read()
+        except Exception:
+            self.conn.close()
+            self.conn = None
+            raise
+        if resp.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {data[:200]!r}")
+        return data
+
+    def put_object(self, Bucket, Key, Body):
+        self._request("PUT", Bucket, Key, Body)
+        return {"ResponseMetadata": {"RetryAttempts": 0}}
+
+    def get_object(self, Bucket, Key):
+        import io
+
+        data = self._request("GET", Bucket, Key)
+        return {"Body": io.BytesIO(data), "ResponseMetadata": {"RetryAttempts": 0}}
+
+    def head_bucket(self, Bucket):
+        return None
+
+
 def make_client(session, args):
     from botocore.config import Config
 
@@ -85,7 +164,7 @@ def cpu_self():
 
 
 def worker(idx, conn, session, args):
-    s3 = make_client(session, args)
+    s3 = LeanS3(args.endpoint, args.access_key, args.secret_key) if args.lean else make_client(session, args)
     written = {}  # row tag -> keys this client put successfully
     while True:
         msg = conn.recv()
@@ -324,6 +403,7 @@ def run(args):
         "label": args.label,
         "endpoint": args.endpoint,
         "unsigned_payload": bool(args.unsigned_payload),
+        "lean": bool(args.lean),
         "started": started,
         "ended": time.time(),
         "rows": results,
@@ -406,15 +486,23 @@ def summary(work, rounds):
     for n in notes:
         print(n)
     unsigned = {r["unsigned_payload"] for r in all_runs}
-    print(
-        "- Client: boto3 "
-        + ("with UNSIGNED-PAYLOAD (no SHA-256 of the bodies for SigV4)" if unsigned == {True}
-           else "signing every body's SHA-256 (SigV4 over plain HTTP, botocore's default)" if unsigned == {False}
-           else "with MIXED payload signing")
-        + "; request_checksum_calculation and response_checksum_validation 'when_required' (no CRC32 "
-        "over the bodies); path-style; no retries (total_max_attempts 1); one process per client, one "
-        "connection each; every get's length checked, one in 16 compared byte for byte after the timed loop."
-    )
+    if {r.get("lean", False) for r in all_runs} == {True}:
+        print(
+            "- Client: the timed requests go through s3_load.py's LeanS3 (http.client, SigV4 header auth "
+            "signed by hand with UNSIGNED-PAYLOAD; setup through boto3); no retries; one process per "
+            "client, one connection each; every get's length checked, one in 16 compared byte for byte "
+            "after the timed loop."
+        )
+    else:
+        print(
+            "- Client: boto3 "
+            + ("with UNSIGNED-PAYLOAD (no SHA-256 of the bodies for SigV4)" if unsigned == {True}
+               else "signing every body's SHA-256 (SigV4 over plain HTTP, botocore's default)" if unsigned == {False}
+               else "with MIXED payload signing")
+            + "; request_checksum_calculation and response_checksum_validation 'when_required' (no CRC32 "
+            "over the bodies); path-style; no retries (total_max_attempts 1); one process per client, one "
+            "connection each; every get's length checked, one in 16 compared byte for byte after the timed loop."
+        )
     print()
     print(f"Median of {rounds} round(s) per system: each cell is the median round's rate, then its p50 / p99 "
           "latency in ms; MB = 10^6 bytes; 4 MiB rows in MB/s, 4 KiB rows in ops/s. Ratio = cellar / "
@@ -513,6 +601,7 @@ def main():
     r.add_argument("--pids", default="", help="ROLE.INSTANCE=PID,... server processes (CPU per phase, peak RSS)")
     r.add_argument("--idle-cmd", default="", help="shell command exiting 0 once the servers are idle")
     r.add_argument("--unsigned-payload", action="store_true")
+    r.add_argument("--lean", action="store_true", help="timed requests through LeanS3 (http.client + SigV4 by hand, UNSIGNED-PAYLOAD) instead of boto3")
     r.add_argument("--ready-timeout", type=float, default=120)
     s = sub.add_parser("summary")
     s.add_argument("work")
