@@ -27,7 +27,8 @@ pub struct MasterConfig {
     pub heartbeat_ms: u64,
     /// Raft election timeout lower bound (upper bound is twice it).
     pub election_timeout_ms: u64,
-    /// Take a snapshot after this many applied entries.
+    /// Take a snapshot after this many applied entries at least (past a 64 MiB snapshot,
+    /// also only once the log since is a quarter of its size: `crate::snapshot_policy`).
     pub snapshot_after_entries: u64,
     /// Log entries kept behind a snapshot for lagging followers.
     pub log_kept_after_snapshot: u64,

@@ -29,6 +29,7 @@ pub mod repair;
 pub mod scanner;
 pub mod service;
 pub mod session;
+pub mod snapshot_policy;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -70,6 +70,7 @@ pub struct MasterHandle {
     scanner: Option<tokio::task::JoinHandle<()>>,
     compaction: Option<tokio::task::JoinHandle<()>>,
     lifecycle: Option<tokio::task::JoinHandle<()>>,
+    snapshots: Option<tokio::task::JoinHandle<()>>,
     local_group: Option<crate::network::LocalGroup>,
     api: Arc<MasterService>,
     /// What this member observes while it leads (repair rate, scrub progress, scans).
@@ -101,6 +102,9 @@ impl MasterHandle {
         }
         if let Some(lifecycle) = self.lifecycle.take() {
             let _ = lifecycle.await;
+        }
+        if let Some(snapshots) = self.snapshots.take() {
+            let _ = snapshots.await;
         }
         if let Some(scanner) = self.scanner.take() {
             let _ = scanner.await;
@@ -151,6 +155,7 @@ pub async fn start(
     let store_err = |source| StartError::Store { dir: config.data_dir.display().to_string(), source };
     let db = open_db(&config.data_dir).map_err(store_err)?;
     let log_store = LogStore::new(db.clone()).map_err(store_err)?;
+    let appended_bytes = log_store.appended_bytes();
     let sm = StateMachineStore::open(db.clone(), config.data_dir.join("snapshots")).map_err(store_err)?;
     let reader = sm.reader();
     let raft_config = Config {
@@ -159,7 +164,9 @@ pub async fn start(
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
         install_snapshot_timeout: 10_000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+        // Snapshots are triggered by `snapshot_policy` (entries, and log bytes against the
+        // last snapshot's size).
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
         purge_batch_size: config.snapshot_after_entries.clamp(1, 256),
         // One index batch is up to ~1.5 MiB of JSON; a few per AppendEntries keeps messages
@@ -271,6 +278,15 @@ pub async fn start(
         },
         planner_rx.clone(),
     ));
+    let snapshots = tokio::spawn(crate::snapshot_policy::run(
+        raft.clone(),
+        crate::snapshot_policy::SnapshotPolicySettings {
+            after_entries: config.snapshot_after_entries,
+            dir: config.data_dir.join("snapshots"),
+            appended_bytes,
+        },
+        planner_rx.clone(),
+    ));
     let lifecycle = tokio::spawn(crate::lifecycle::run(
         id,
         raft.clone(),
@@ -308,6 +324,7 @@ pub async fn start(
         scanner: Some(scanner),
         compaction: Some(compaction),
         lifecycle: Some(lifecycle),
+        snapshots: Some(snapshots),
         local_group: config.local_group.clone(),
         api,
         observed,

@@ -36,6 +36,8 @@ type Vote = VoteOf<TypeConfig>;
 pub struct LogStore {
     db: Arc<DB>,
     flusher: mpsc::SyncSender<IOFlushed<TypeConfig>>,
+    /// Bytes of entries appended since the start (the snapshot policy's measure).
+    appended_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn encode<T: Serialize>(kind: Kind, value: &T) -> io::Result<Vec<u8>> {
@@ -87,7 +89,12 @@ impl LogStore {
                 }
             }
         })?;
-        Ok(LogStore { db, flusher: tx })
+        Ok(LogStore { db, flusher: tx, appended_bytes: Arc::default() })
+    }
+
+    /// Bytes of entries appended since the start, shared.
+    pub fn appended_bytes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.appended_bytes.clone()
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -189,9 +196,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let log = cf(&self.db, CF_LOG)?;
         let mut batch = WriteBatch::default();
+        let mut bytes = 0u64;
         for entry in entries {
-            batch.put_cf(log, index_key(entry.log_id().index()), encode(Kind::LogEntry, &entry)?);
+            let value = encode(Kind::LogEntry, &entry)?;
+            bytes += value.len() as u64;
+            batch.put_cf(log, index_key(entry.log_id().index()), value);
         }
+        self.appended_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.db.write(batch).map_err(io::Error::other)?;
         // Readable now; durable when the flusher has synced the WAL.
         self.flusher.send(callback).map_err(|_| io::Error::other("log flusher stopped"))?;
