@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Puts and gets of 4 MiB and 4 KiB blocks at concurrency 1 and 32 against `cellar dev`,
-# then against SeaweedFS at equal durability (weed master + 3 weed volume servers,
+# Puts and gets of 4 MiB and 4 KiB blocks at concurrency 1 and 32 against cellar as a
+# deployment runs it (separate processes talking gRPC: 3 `cellar master`, 3 zones x 2
+# `cellar volume` x 2 disks, one `cellar frontend`, default settings; the main column, with
+# each process's peak RSS), against `cellar dev` beside it, and against SeaweedFS at equal
+# durability (weed master + 3 weed volume servers,
 # `weed benchmark -replication 002 -fsync`: 3 copies, fsynced), in one run on this machine.
 # Also: the put ceiling (the device's best fsynced write bandwidth / 3), cellar dev's peak
 # resident memory, and the same cellar rows with the frontend reaching the volume servers
@@ -99,6 +102,68 @@ run_cellar() { # label extra-dev-flags...
   rm -rf "$work/cellar"
 }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+hwm_mib() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# The deployment's shape: separate processes talking gRPC over loopback (3 `cellar master`,
+# 3 zones x 2 `cellar volume` x 2 disks, one `cellar frontend`, default settings), the same
+# rows through the frontend's block API; each process's peak RSS.
+run_cellar_procs() { # label
+  local label=$1 out="$work/$1.txt" d="$work/cellar-procs"
+  rm -rf "$d"; mkdir -p "$d"
+  drop_caches
+  local masters=() procs=() roles=() id z s
+  for _ in 1 2 3; do masters+=("127.0.0.1:$(free_port)"); done
+  local peers="1=${masters[0]},2=${masters[1]},3=${masters[2]}"
+  local master_list
+  master_list="$(IFS=,; echo "${masters[*]}")"
+  for id in 1 2 3; do
+    local init=()
+    [ "$id" = 1 ] && init=(--init)
+    RUST_LOG=warn "$bin" master --id "$id" --listen "${masters[$((id - 1))]}" --data-dir "$d/m$id" \
+      --peers "$peers" "${init[@]}" 2>"$d/master-$id.log" &
+    procs+=($!); pids+=($!); roles+=(master)
+  done
+  for z in 1 2 3; do
+    for s in 1 2; do
+      RUST_LOG=warn "$bin" volume --listen 127.0.0.1:0 --zone "z$z" --master "$master_list" \
+        --disk "$d/d-z$z-s$s-1" --disk "$d/d-z$z-s$s-2" 2>"$d/volume-z$z-s$s.log" &
+      procs+=($!); pids+=($!); roles+=(volume)
+    done
+  done
+  local http
+  http="127.0.0.1:$(free_port)"
+  RUST_LOG=warn "$bin" frontend --http "$http" --master "$master_list" >"$d/frontend.out" 2>"$d/frontend.log" &
+  procs+=($!); pids+=($!); roles+=(frontend)
+  : >"$out"
+  local started=""
+  for _ in $(seq 1 600); do # the cell takes a put once volume servers registered
+    if head -c 4096 /dev/urandom | "$bin" put --endpoint "http://$http" - >/dev/null 2>&1; then started=1; break; fi
+    sleep 0.2
+  done
+  [ -n "$started" ] || { echo "the cell of processes took no put in 120 s (logs in $d)"; exit 1; }
+  for row in "${rows[@]}"; do
+    read -r size c n <<<"$row"
+    wait_idle "$master_list"
+    echo "## row $size $c" | tee -a "$out"
+    "$bin" bench blocks --endpoint "http://$http" --size "$size" --count "$n" --concurrency "$c" \
+      --idle-master "$master_list" | tee -a "$out"
+  done
+  local i frontend_rss=0 master_rss=0 volume_rss=0 v
+  for i in "${!procs[@]}"; do
+    v=$(hwm_mib "${procs[$i]}")
+    case "${roles[$i]}" in
+      frontend) [ "$v" -gt "$frontend_rss" ] && frontend_rss=$v ;;
+      master) [ "$v" -gt "$master_rss" ] && master_rss=$v ;;
+      volume) [ "$v" -gt "$volume_rss" ] && volume_rss=$v ;;
+    esac
+  done
+  echo "## rss $frontend_rss master $master_rss volume $volume_rss" | tee -a "$out"
+  kill "${procs[@]}" 2>/dev/null || true
+  wait "${procs[@]}" 2>/dev/null || true
+  rm -rf "$d"
+}
+
 warm_memory() { # write all free memory once, so no system pays the host's first touch
   local mib
   mib=$(awk '/MemAvailable/ {print int($2 / 1024) - 1024}' /proc/meminfo)
@@ -147,6 +212,8 @@ for r in $(seq 1 "$rounds"); do
   "$bin" bench blocks --endpoint http://127.0.0.1:1 --count 0 --ceiling-dir "$work" 2>/dev/null \
     | grep '^ceiling' | tee "$work/ceiling-r$r.txt" || true
   if [ $((r % 2)) = 0 ]; then run_weed "weed-r$r"; fi
+  echo "== round $r: cellar as separate processes"
+  run_cellar_procs "cellar-procs-r$r"
   echo "== round $r: cellar dev"
   run_cellar "cellar-r$r"
   if [ "$r" = 1 ] && [ "${GRPC_ROWS:-1}" = 1 ]; then
@@ -171,7 +238,7 @@ def cellar(path):
             _, _, size, c = line.split()
             key = (int(size), int(c))
         elif line.startswith("## rss"):
-            rss = line.split()[2]
+            rss = line.split()[2]  # cellar dev's; the processes' frontend (then master, volume)
         elif key and (line.startswith("put ") or line.startswith("get ")):
             f = line.split()
             op = f[0]
@@ -206,6 +273,12 @@ def weed(path):
 
 rounds = int(sys.argv[2])
 runs = [cellar(os.path.join(work, f"cellar-r{r}.txt")) for r in range(1, rounds + 1)]
+procs = [cellar(os.path.join(work, f"cellar-procs-r{r}.txt"))[0] for r in range(1, rounds + 1)]
+proc_rss = []
+for r in range(1, rounds + 1):
+    path = os.path.join(work, f"cellar-procs-r{r}.txt")
+    if os.path.exists(path):
+        proc_rss += [line.split()[2:] for line in open(path) if line.startswith("## rss")]
 cs = [rows for rows, _ in runs]
 rss = max((int(x) for _, x in runs if x), default=None)
 g, grss = cellar(os.path.join(work, "cellar-grpc.txt"))
@@ -233,11 +306,13 @@ ceiling = median(ceilings)
 print()
 print(f"put ceiling per round: {', '.join('-' if x is None else f'{x:.1f}' for x in ceilings)} MB/s; median {ceiling} MB/s")
 print(f"cellar dev peak RSS: {rss} MiB (most of any round; with --over-grpc: {grss} MiB)")
+for r, f in enumerate(proc_rss, 1):
+    print(f"cellar processes, round {r}: peak RSS frontend {f[0]} MiB, largest master {f[2]} MiB, largest volume server {f[4]} MiB")
 print()
 print(f"Median of {rounds} rounds per system (rate, p50 / p99 of that round); ratios of the medians, then of each round.")
 print()
-print("| row | cellar dev | SeaweedFS | ratio | ratio per round | cellar dev --over-grpc (round 1) | ratio to round 1 |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| row | cellar (processes) | SeaweedFS | ratio | ratio per round | cellar dev | ratio | cellar dev --over-grpc (round 1) | ratio to round 1 |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 def fmt(r, big):
     if r is None:
         return "-"
@@ -250,15 +325,18 @@ for size, label in ((4194304, "4 MiB"), (4096, "4 KiB")):
             k = (op, size, conc)
             big = size > 65536
             idx = 1 if big else 0
-            cr, wr, gr = median_row(cs, k, idx), median_row(ws, k, idx), g.get(k)
+            pr, cr, wr, gr = median_row(procs, k, idx), median_row(cs, k, idx), median_row(ws, k, idx), g.get(k)
             w1 = ws[0].get(k) if ws else None
             ratio = lambda a, b: f"{a[idx] / b[idx]:.2f}" if a and b and b[idx] else "-"
-            per_round = " / ".join(ratio(c.get(k), w.get(k)) for c, w in zip(cs, ws))
-            print(f"| {op} {label}, {conc} client{'s' if conc > 1 else ''} | {fmt(cr, big)} | {fmt(wr, big)} | {ratio(cr, wr)} | {per_round} | {fmt(gr, big)} | {ratio(gr, w1)} |")
+            per_round = " / ".join(ratio(p.get(k), w.get(k)) for p, w in zip(procs, ws))
+            print(f"| {op} {label}, {conc} client{'s' if conc > 1 else ''} | {fmt(pr, big)} | {fmt(wr, big)} | **{ratio(pr, wr)}** | {per_round} | {fmt(cr, big)} | {ratio(cr, wr)} | {fmt(gr, big)} | {ratio(gr, w1)} |")
 k = ("put", 4194304, 32)
 shares = [f"{c[k][1] / x:.0%}" if k in c and x else "-" for c, x in zip(cs, ceilings)]
 cr = median_row(cs, k, 1)
 if cr and ceiling:
     print()
-    print(f"4 MiB puts x32: median {cr[1]:.1f} MB/s = {cr[1] / ceiling:.0%} of the median ceiling; per round (of that round's ceiling): {', '.join(shares)}")
+    print(f"cellar dev, 4 MiB puts x32: median {cr[1]:.1f} MB/s = {cr[1] / ceiling:.0%} of the median ceiling; per round (of that round's ceiling): {', '.join(shares)}")
+pr = median_row(procs, k, 1)
+if pr and ceiling:
+    print(f"cellar (processes), 4 MiB puts x32: median {pr[1]:.1f} MB/s = {pr[1] / ceiling:.0%} of the median ceiling")
 EOF
