@@ -7,6 +7,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::Status;
 
 use crate::MasterRaft;
+use crate::batching::Drain;
 use crate::command::{Command, CommitCall, CommitOutcome, IndexCommit, RequestId, Response};
 use crate::errors;
 
@@ -58,33 +59,14 @@ impl CommitBatcher {
     }
 }
 
-async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Pending>, volume_size_max_bytes: u64) {
+async fn run(raft: MasterRaft, rx: mpsc::Receiver<Pending>, volume_size_max_bytes: u64) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
-    let mut carry: Option<Pending> = None;
+    let mut queue = Drain::new(rx);
     loop {
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
+        let Some(first) = queue.first().await else { return };
+        // Calls queue up while every batch slot is busy: the next batch takes them all.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let mut batch = vec![first];
-        let mut total: usize = batch[0].entries.len();
-        while total < BATCH_ENTRIES_MAX {
-            match rx.try_recv() {
-                Ok(p) if total + p.entries.len() <= BATCH_ENTRIES_MAX => {
-                    total += p.entries.len();
-                    batch.push(p);
-                }
-                Ok(p) => {
-                    carry = Some(p);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = queue.fill(first, usize::MAX, BATCH_ENTRIES_MAX, |p| p.entries.len());
         let raft = raft.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod auth;
 pub mod batcher;
+pub mod batching;
 pub mod codec;
 pub mod command;
 pub mod compaction;

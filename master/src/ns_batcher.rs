@@ -10,6 +10,7 @@ use tonic::Status;
 
 use crate::MasterRaft;
 use crate::apply::NS_BATCH_CALLS_MAX;
+use crate::batching::Drain;
 use crate::command::{Command, NsCall, RequestId, Response};
 use crate::errors;
 use crate::ns_types::{NsOp, NsResult};
@@ -63,33 +64,13 @@ fn outcome(response: Response) -> Result<NsResult, Status> {
     }
 }
 
-async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Pending>) {
+async fn run(raft: MasterRaft, rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(NS_BATCHES_IN_FLIGHT_MAX));
-    let mut carry: Option<Pending> = None;
+    let mut queue = Drain::new(rx);
     loop {
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
+        let Some(first) = queue.first().await else { return };
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let mut weight = first.call.op.weight();
-        let mut batch = vec![first];
-        while batch.len() < NS_BATCH_CALLS_MAX && weight < NS_BATCH_WEIGHT_MAX {
-            match rx.try_recv() {
-                Ok(p) if weight + p.call.op.weight() <= NS_BATCH_WEIGHT_MAX => {
-                    weight += p.call.op.weight();
-                    batch.push(p);
-                }
-                Ok(p) => {
-                    carry = Some(p);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = queue.fill(first, NS_BATCH_CALLS_MAX, NS_BATCH_WEIGHT_MAX, |p| p.call.op.weight());
         let raft = raft.clone();
         tokio::spawn(async move {
             let _permit = permit;
