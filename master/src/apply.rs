@@ -105,11 +105,7 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
                     relocate_one(kv, &mut volumes, e, *from, *volume_size_max_bytes, *now_unix_ms)?
                 });
             }
-            for (volume_id, (v, changed)) in &volumes {
-                if *changed {
-                    write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, *volume_id), v)?;
-                }
-            }
+            write_touched(kv, &volumes)?;
             Response::Committed { outcomes }
         }
         Command::DeleteVolume { volume_id, size_bytes, entries } => {
@@ -253,12 +249,18 @@ fn commit_index(
         }
         Response::Committed { outcomes }
     };
-    for (volume_id, (v, changed)) in &volumes {
+    write_touched(kv, &volumes)?;
+    Ok(response)
+}
+
+/// Writes back the volumes a batch of commits grew (see [`take_place`]).
+fn write_touched(kv: &mut dyn Kv, volumes: &BTreeMap<u64, (VolumeRecord, bool)>) -> Result<(), StateError> {
+    for (volume_id, (v, changed)) in volumes {
         if *changed {
             write_record(kv, Kind::Volume, &id_key(PREFIX_VOLUME, *volume_id), v)?;
         }
     }
-    Ok(response)
+    Ok(())
 }
 
 fn refused(error: CommandError) -> Result<Response, StateError> {
@@ -605,14 +607,7 @@ fn commit_one(
     if let Some(error) = take_place(kv, volumes, e, volume_size_max_bytes, now_unix_ms)? {
         return Ok(CommitOutcome::Rejected { error });
     }
-    let entry = IndexEntry {
-        volume_id: e.volume_id,
-        offset_bytes: e.offset_bytes,
-        payload_bytes: e.payload_bytes,
-        crc32: e.crc32,
-        references: u64::from(referenced),
-        digest: e.digest.map(|d| d.0),
-    };
+    let entry = placed(e, u64::from(referenced), None);
     kv.put(&key, entry.encode().to_vec());
     c.index_entries += 1;
     Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
@@ -639,16 +634,22 @@ fn relocate_one(
     if let Some(error) = take_place(kv, volumes, e, volume_size_max_bytes, now_unix_ms)? {
         return Ok(CommitOutcome::Rejected { error });
     }
-    let entry = IndexEntry {
+    let entry = placed(e, current.references, current.digest);
+    kv.put(&index_key(&e.hash), entry.encode().to_vec());
+    Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
+}
+
+/// The index entry of the record `e` places, with `references` and its read digest (else
+/// `digest_before`, the entry's earlier one).
+fn placed(e: &IndexCommit, references: u64, digest_before: Option<[u8; 16]>) -> IndexEntry {
+    IndexEntry {
         volume_id: e.volume_id,
         offset_bytes: e.offset_bytes,
         payload_bytes: e.payload_bytes,
         crc32: e.crc32,
-        references: current.references,
-        digest: e.digest.map(|d| d.0).or(current.digest),
-    };
-    kv.put(&index_key(&e.hash), entry.encode().to_vec());
-    Ok(CommitOutcome::Committed { entry: IndexEntryView::new(e.hash, &entry) })
+        references,
+        digest: e.digest.map(|d| d.0).or(digest_before),
+    }
 }
 
 /// Checks that `e`'s record may be committed where it says (its volume exists, is open
