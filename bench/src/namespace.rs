@@ -59,7 +59,7 @@ pub async fn load(config: &NsLoadConfig) -> Result<NsLoadResult> {
     };
     match client.call_once(create, |mut c, r| async move { c.ns_write(r).await }).await {
         Ok(_) => {}
-        Err(e) if e.to_string().contains("BucketAlreadyOwnedByYou") || e.to_string().contains("exists") => {}
+        Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => {}
         Err(e) => return Err(e).context("create the bucket"),
     }
     let next = Arc::new(AtomicU64::new(config.first));

@@ -69,8 +69,9 @@ pub async fn run(raft: MasterRaft, s: SnapshotPolicySettings, mut stop: watch::R
             _ = tokio::time::sleep(POLL) => {}
         }
         let (applied, snapshot) = {
-            let m = raft.metrics().borrow_watched().clone();
-            (m.last_applied.map_or(0, |l| l.index()), m.snapshot.map(|l| l.index()))
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            (m.last_applied.as_ref().map_or(0, |l| l.index()), m.snapshot.as_ref().map(|l| l.index()))
         };
         if base != Some(snapshot) {
             // A new snapshot (or the first look): measure from here.
