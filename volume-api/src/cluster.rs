@@ -19,13 +19,25 @@ use tonic::{Code, Request, Status};
 
 use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ReadLatency, bounded};
 use crate::errors::{master_status, status};
+use crate::transport::H2Transport;
 use crate::{CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
 
-/// A gRPC client of one volume server.
+/// A gRPC client of one volume server (any call, streams included).
 pub type VolumeGrpc = VolumeClient<InterceptedService<Channel, SecretInterceptor>>;
+/// A gRPC client of one volume server for its unary extent calls, over [`H2Transport`].
+pub type VolumeUnary = VolumeClient<InterceptedService<H2Transport, SecretInterceptor>>;
 
-/// How long a connection attempt to a volume server may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::transport::CONNECT_TIMEOUT;
+
+/// The clients of one volume server: a channel for any call, and the leaner transport of
+/// the unary extent calls.
+#[derive(Clone)]
+pub struct NodeClients {
+    /// Any call (streaming calls, control calls).
+    pub grpc: VolumeGrpc,
+    /// Append, ReadRecord, ReadFragment.
+    pub unary: VolumeUnary,
+}
 /// Volume server clients kept (one per address).
 pub const CLIENTS_MAX: usize = 4096;
 
@@ -34,7 +46,7 @@ pub struct Cluster {
     master: MasterClient,
     secret: Option<String>,
     nodes: RwLock<HashMap<u64, String>>,
-    clients: Mutex<HashMap<String, VolumeGrpc>>,
+    clients: Mutex<HashMap<String, NodeClients>>,
     /// Volume servers running in this process (`cellar dev`), by node id. Weak: volume
     /// servers know each other, and a server's state (its disks) must go when it stops.
     local: RwLock<HashMap<u64, Weak<dyn LocalExtents>>>,
@@ -113,8 +125,8 @@ pub struct ExtentClient {
 /// and metrics; it only skips the socket, the HTTP/2 framing and the message copies.
 #[derive(Clone)]
 pub enum ExtentTransport {
-    /// Over the network.
-    Remote(VolumeGrpc),
+    /// Over the network: unary calls over [`H2Transport`], fragment streams over a channel.
+    Remote(Box<NodeClients>),
     /// In this process.
     Local {
         /// The server's extent calls.
@@ -162,7 +174,7 @@ impl ExtentClient {
         let deadline = self.deadlines.append;
         let call = async {
             match &mut self.transport {
-                ExtentTransport::Remote(c) => Ok(c.append(timed(req, deadline)).await?.into_inner()),
+                ExtentTransport::Remote(c) => Ok(c.unary.append(timed(req, deadline)).await?.into_inner()),
                 ExtentTransport::Local { service, secret } => {
                     service.append(Self::local_request(secret, req)).await
                 }
@@ -180,7 +192,9 @@ impl ExtentClient {
         let deadline = self.deadlines.read;
         let call = async {
             match &mut self.transport {
-                ExtentTransport::Remote(c) => Ok(c.read_record(timed(req, deadline)).await?.into_inner()),
+                ExtentTransport::Remote(c) => {
+                    Ok(c.unary.read_record(timed(req, deadline)).await?.into_inner())
+                }
                 ExtentTransport::Local { service, secret } => {
                     service.read_record(Self::local_request(secret, req)).await
                 }
@@ -200,7 +214,7 @@ impl ExtentClient {
         let call = async move {
             match self.transport {
                 ExtentTransport::Remote(mut c) => {
-                    Ok(c.write_fragment(timed(ReceiverStream::new(rx), deadline)).await?.into_inner())
+                    Ok(c.grpc.write_fragment(timed(ReceiverStream::new(rx), deadline)).await?.into_inner())
                 }
                 ExtentTransport::Local { service, secret } => {
                     service.write_fragment(Self::local_request(&secret, rx)).await
@@ -219,7 +233,9 @@ impl ExtentClient {
         let deadline = self.deadlines.read;
         let call = async {
             match &mut self.transport {
-                ExtentTransport::Remote(c) => Ok(c.read_fragment(timed(req, deadline)).await?.into_inner()),
+                ExtentTransport::Remote(c) => {
+                    Ok(c.unary.read_fragment(timed(req, deadline)).await?.into_inner())
+                }
                 ExtentTransport::Local { service, secret } => {
                     service.read_fragment(Self::local_request(secret, req)).await
                 }
@@ -317,7 +333,8 @@ impl Cluster {
                 ExtentClient::new(ExtentTransport::Local { service, secret }).with_deadlines(self.deadlines)
             );
         }
-        Ok(ExtentClient::new(ExtentTransport::Remote(self.node_client(node_id).await?))
+        let addr = self.address(node_id).await?;
+        Ok(ExtentClient::new(ExtentTransport::Remote(Box::new(self.clients(&addr)?)))
             .with_deadlines(self.deadlines))
     }
 
@@ -376,6 +393,11 @@ impl Cluster {
 
     /// A client of the volume server at `addr` (connections are made lazily and shared).
     pub fn client(&self, addr: &str) -> Result<VolumeGrpc, Status> {
+        Ok(self.clients(addr)?.grpc)
+    }
+
+    /// The clients of the volume server at `addr` (connections are made lazily and shared).
+    pub fn clients(&self, addr: &str) -> Result<NodeClients, Status> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
@@ -405,9 +427,16 @@ impl Cluster {
         let interceptor = SecretInterceptor::new(self.secret.as_deref()).map_err(|e| {
             status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e.to_string())
         })?;
-        let client = VolumeClient::with_interceptor(channel, interceptor)
-            .max_decoding_message_size(MESSAGE_MAX_BYTES)
-            .max_encoding_message_size(MESSAGE_MAX_BYTES);
+        let transport = H2Transport::new(addr)
+            .map_err(|e| status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e))?;
+        let client = NodeClients {
+            grpc: VolumeClient::with_interceptor(channel, interceptor.clone())
+                .max_decoding_message_size(MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(MESSAGE_MAX_BYTES),
+            unary: VolumeClient::with_interceptor(transport, interceptor)
+                .max_decoding_message_size(MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(MESSAGE_MAX_BYTES),
+        };
         if clients.len() >= CLIENTS_MAX {
             clients.clear();
         }

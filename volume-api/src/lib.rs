@@ -10,6 +10,7 @@
 //! - [`deadline`]: per-call deadlines, the read-latency window hedging is derived from.
 //! - [`digest`]: the block key and the digest a read is checked against.
 //! - [`layout`]: a volume record's coding scheme and fragment layout.
+//! - [`transport`]: unary gRPC calls straight over one HTTP/2 connection per server.
 //! - [`cluster`]: the cell view (master client, node addresses, client pool) and the
 //!   extent client ([`cluster::ExtentClient`]) over gRPC or an in-process
 //!   [`cluster::LocalExtents`].
@@ -26,6 +27,7 @@ pub mod digest;
 pub mod errors;
 pub mod layout;
 pub mod reader;
+pub mod transport;
 
 pub use cellar_format::FRAGMENT_CHUNK_BYTES;
 /// Longest fragment range one ReadFragment call returns.

@@ -1,0 +1,241 @@
+//! The unary gRPC transport over `h2` (`cellar_volume_api::transport`) against a real tonic
+//! server: messages of every size both ways, statuses, the server's stream limit, calls
+//! abandoned at their deadline, a restarted server reconnected to, and a silent server's
+//! connection dropped by the keepalive instead of holding calls.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use cellar_proto::raft::raft_client::RaftClient;
+use cellar_proto::raft::raft_server::{Raft, RaftServer};
+use cellar_proto::raft::{RaftBytes, SnapshotChunk};
+use cellar_volume_api::transport::{H2Transport, connections_made};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// A test server: `AppendEntries` acts on its first byte; `Vote` echoes.
+struct TestServer;
+
+#[tonic::async_trait]
+impl Raft for TestServer {
+    async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let data = req.into_inner().data;
+        match data.first() {
+            // Big: answer with as many bytes as the next 4 (little endian) say.
+            Some(b'b') => {
+                let len =
+                    u32::from_le_bytes(data.get(1..5).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+                let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                Ok(Response::new(RaftBytes { data: body }))
+            }
+            // Slow: never answers within a test.
+            Some(b's') => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Response::new(RaftBytes::default()))
+            }
+            // Refused, with metadata.
+            Some(b'x') => {
+                let mut s = Status::failed_precondition("refused on purpose");
+                s.metadata_mut().insert("cellar-error", "STALE_LEASE".parse().expect("ascii"));
+                Err(s)
+            }
+            _ => Ok(Response::new(RaftBytes { data })),
+        }
+    }
+
+    async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        Ok(Response::new(req.into_inner()))
+    }
+
+    async fn install_snapshot(
+        &self,
+        _req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftBytes>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+}
+
+/// Serves [`TestServer`] on `listener` until the returned sender is dropped or fires.
+fn serve(listener: TcpListener, streams_max: u32) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .max_concurrent_streams(streams_max)
+            .add_service(RaftServer::new(TestServer).max_decoding_message_size(16 << 20))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = result {
+            eprintln!("test server: {e}");
+        }
+    });
+    (stop, task)
+}
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    (l, addr)
+}
+
+fn client(addr: SocketAddr) -> RaftClient<H2Transport> {
+    RaftClient::new(H2Transport::new(&addr.to_string()).expect("transport"))
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_every_size_and_statuses_go_both_ways() {
+    let (l, addr) = listener().await;
+    let (_stop, _server) = serve(l, 32);
+    let mut c = client(addr);
+    // Requests from empty to over the 1 MiB frame and the 8 MiB stream window.
+    for len in [0usize, 1, 4096, (1 << 20) + 3, (8 << 20) + 3] {
+        let sent = pattern(len);
+        let got = c.vote(RaftBytes { data: sent.clone() }).await.expect("vote").into_inner().data;
+        assert_eq!(got.len(), len);
+        assert!(got[..] == sent[..], "echo of {len} bytes differs");
+    }
+    // Over the transport's message limit: refused before anything is sent.
+    let e = c.vote(RaftBytes { data: pattern(10 << 20) }).await.expect_err("too large");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    // Responses over several frames and the window.
+    for len in [0u32, 5, (4 << 20) + 1, 12 << 20] {
+        let mut req = vec![b'b'];
+        req.extend_from_slice(&len.to_le_bytes());
+        let got = c.append_entries(RaftBytes { data: req }).await.expect("big").into_inner().data;
+        assert_eq!(got.len(), len as usize);
+        assert!(
+            got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
+            "response of {len} bytes differs"
+        );
+    }
+    // A refused call keeps its code, message and metadata (a trailers-only response).
+    let e = c.append_entries(RaftBytes { data: b"x".to_vec() }).await.expect_err("refused");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(e.message(), "refused on purpose");
+    assert_eq!(e.metadata().get("cellar-error").and_then(|v| v.to_str().ok()), Some("STALE_LEASE"));
+    // A method the server does not know.
+    let mut snapshot = cellar_proto::raft::raft_client::RaftClient::new(
+        H2Transport::new(&addr.to_string()).expect("transport"),
+    );
+    let e = snapshot
+        .install_snapshot(tokio_stream::iter(vec![SnapshotChunk::default()]))
+        .await
+        .expect_err("unimplemented");
+    assert_eq!(e.code(), Code::Unimplemented);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_calls_than_the_servers_stream_limit_all_complete_on_one_connection() {
+    let (l, addr) = listener().await;
+    let (_stop, _server) = serve(l, 4);
+    let transport = H2Transport::new(&addr.to_string()).expect("transport");
+    let before = connections_made();
+    let calls: Vec<_> = (0..64u32)
+        .map(|i| {
+            let mut c = RaftClient::new(transport.clone());
+            tokio::spawn(async move {
+                let data = i.to_le_bytes().repeat(1000);
+                let got = c.vote(RaftBytes { data: data.clone() }).await?.into_inner().data;
+                Ok::<bool, Status>(got[..] == data[..])
+            })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.expect("join").expect("call"), "a call got another call's answer");
+    }
+    // Other tests in this binary may connect meanwhile: at least one, and not one per call.
+    let made = connections_made() - before;
+    assert!((1..64).contains(&made), "{made} connections for 64 calls to one server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_at_its_deadline_leaves_the_connection_usable() {
+    let (l, addr) = listener().await;
+    let (_stop, _server) = serve(l, 2);
+    let mut c = client(addr);
+    // Twice the server's stream limit: the streams of abandoned calls must be released.
+    for _ in 0..4 {
+        let slow = tokio::time::timeout(
+            Duration::from_millis(100),
+            c.append_entries(RaftBytes { data: b"s".to_vec() }),
+        )
+        .await;
+        assert!(slow.is_err(), "the slow call answered");
+    }
+    let got = tokio::time::timeout(Duration::from_secs(10), c.vote(RaftBytes { data: b"after".to_vec() }))
+        .await
+        .expect("a call after abandoned ones must not wait for them")
+        .expect("vote");
+    assert_eq!(&got.into_inner().data[..], b"after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_is_reached_again_on_a_new_connection() {
+    let (l, addr) = listener().await;
+    let (stop, server) = serve(l, 32);
+    let mut c = client(addr);
+    c.vote(RaftBytes { data: b"one".to_vec() }).await.expect("first call");
+    stop.send(()).expect("stop the server");
+    server.await.expect("server stopped");
+    // Stopped: a call fails, Unavailable, and does not hang.
+    let down = tokio::time::timeout(Duration::from_secs(10), c.vote(RaftBytes { data: b"two".to_vec() }))
+        .await
+        .expect("a call to a stopped server must fail, not wait");
+    assert_eq!(down.expect_err("server is down").code(), Code::Unavailable);
+    // Back on the same port: the next calls go through a new connection.
+    let l = TcpListener::bind(addr).await.expect("rebind the same port");
+    let (_stop, _server) = serve(l, 32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.vote(RaftBytes { data: b"three".to_vec() }).await {
+            Ok(r) => {
+                assert_eq!(&r.into_inner().data[..], b"three");
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "unexpected failure: {e}");
+                assert!(Instant::now() < deadline, "the restarted server was not reached: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_servers_connection_is_dropped_by_the_keepalive_and_its_calls_fail() {
+    // Accepts connections and never answers a byte (a frozen process's kernel does this).
+    let (l, addr) = listener().await;
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = l.accept().await {
+            if held_tx.send(socket).await.is_err() {
+                break;
+            }
+        }
+    });
+    let transport = H2Transport::with_keepalive(
+        &addr.to_string(),
+        Duration::from_millis(200),
+        Duration::from_millis(300),
+    )
+    .expect("transport");
+    let mut c = RaftClient::new(transport);
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(20), c.vote(RaftBytes { data: b"hello".to_vec() }))
+        .await
+        .expect("the keepalive must fail the call long before 20 s");
+    let e = result.expect_err("a silent server cannot answer");
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The connection was accepted (and is still held open by the silent server).
+    assert!(held_rx.try_recv().is_ok(), "the silent server saw no connection");
+}
