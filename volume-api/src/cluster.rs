@@ -21,6 +21,7 @@ use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Read
 use crate::errors::{master_status, status};
 use crate::transport::H2Transport;
 use crate::{CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
+use prost::Message;
 
 /// A gRPC client of one volume server (any call, streams included).
 pub type VolumeGrpc = VolumeClient<InterceptedService<Channel, SecretInterceptor>>;
@@ -35,8 +36,37 @@ pub use crate::transport::CONNECT_TIMEOUT;
 pub struct NodeClients {
     /// Any call (streaming calls, control calls).
     pub grpc: VolumeGrpc,
-    /// Append, ReadRecord, ReadFragment.
+    /// ReadRecord, ReadFragment.
     pub unary: VolumeUnary,
+    /// Append, its payloads sent without a copy ([`crate::wire`]).
+    pub transport: H2Transport,
+    /// The cluster secret, as the interceptor sends it.
+    pub secret: Option<http::HeaderValue>,
+}
+
+/// The path of the Append RPC.
+pub const APPEND_PATH: &str = "/cellar.volume.v1.Volume/Append";
+
+impl NodeClients {
+    /// An Append whose payloads go to the socket without being copied into an encoded
+    /// message (tonic's encoder would copy each, once per replica).
+    async fn append(&self, req: pb::AppendRequest, deadline: Duration) -> Result<pb::AppendResponse, Status> {
+        let message = crate::wire::append_message(&req).ok_or_else(|| {
+            status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, "append over 4 GiB")
+        })?;
+        let mut headers = http::HeaderMap::new();
+        let millis = deadline.as_millis().clamp(1, 99_999_999);
+        if let Ok(v) = http::HeaderValue::from_str(&format!("{millis}m")) {
+            headers.insert("grpc-timeout", v);
+        }
+        if let Some(secret) = &self.secret {
+            headers.insert(cellar_proto::SECRET_KEY, secret.clone());
+        }
+        let response = self.transport.call_message(APPEND_PATH, headers, &message).await?;
+        pb::AppendResponse::decode(response).map_err(|e| {
+            status(Code::Internal, cellar_proto::error_code::INTERNAL, format!("append response: {e}"))
+        })
+    }
 }
 /// Volume server clients kept (one per address).
 pub const CLIENTS_MAX: usize = 4096;
@@ -174,7 +204,7 @@ impl ExtentClient {
         let deadline = self.deadlines.append;
         let call = async {
             match &mut self.transport {
-                ExtentTransport::Remote(c) => Ok(c.unary.append(timed(req, deadline)).await?.into_inner()),
+                ExtentTransport::Remote(c) => c.append(req, deadline).await,
                 ExtentTransport::Local { service, secret } => {
                     service.append(Self::local_request(secret, req)).await
                 }
@@ -429,7 +459,19 @@ impl Cluster {
         })?;
         let transport = H2Transport::new(addr)
             .map_err(|e| status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e))?;
+        let secret = match &self.secret {
+            Some(s) => Some(http::HeaderValue::from_str(s).map_err(|_| {
+                status(
+                    Code::InvalidArgument,
+                    cellar_proto::error_code::BAD_REQUEST,
+                    "the cluster secret is not ASCII",
+                )
+            })?),
+            None => None,
+        };
         let client = NodeClients {
+            transport: transport.clone(),
+            secret,
             grpc: VolumeClient::with_interceptor(channel, interceptor.clone())
                 .max_decoding_message_size(MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(MESSAGE_MAX_BYTES),
@@ -480,5 +522,14 @@ impl Cluster {
                 tracing::warn!(volume = volume_id, disk = disk_id, error = %e, "could not report bad extent");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_append_path_names_the_volume_services_append() {
+        let service = cellar_proto::volume::volume_server::SERVICE_NAME;
+        assert_eq!(super::APPEND_PATH, format!("/{service}/Append"));
     }
 }

@@ -208,21 +208,35 @@ impl Inner {
         }
     }
 
+    fn uri(&self, path: http::uri::PathAndQuery) -> Result<http::Uri, Status> {
+        http::Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Status::internal(format!("request uri: {e}")))
+    }
+
+    /// A call made by a tonic client (its body is the one encoded message).
     async fn call(&self, req: http::Request<tonic::body::Body>) -> Result<http::Response<H2Body>, Status> {
         let (mut head, body) = req.into_parts();
         let body = collect(body).await?;
         let path =
             head.uri.path_and_query().cloned().ok_or_else(|| Status::internal("a request without a path"))?;
-        head.uri = http::Uri::builder()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| Status::internal(format!("request uri: {e}")))?;
+        head.uri = self.uri(path)?;
+        self.exchange(&head, &[body]).await
+    }
+
+    /// Sends the request (its body in `pieces`) and waits for the response's headers.
+    async fn exchange(
+        &self,
+        head: &http::request::Parts,
+        pieces: &[Bytes],
+    ) -> Result<http::Response<H2Body>, Status> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.send(&head, body.clone()).await {
+            match self.send(head, pieces).await {
                 // The server refused the stream before looking at it (more streams than
                 // it allows, opened before its limit was known here): nothing was done,
                 // so sending again is safe, even for a call that is not idempotent.
@@ -250,7 +264,7 @@ impl Inner {
     async fn send(
         &self,
         head: &http::request::Parts,
-        body: Bytes,
+        pieces: &[Bytes],
     ) -> Result<Result<http::Response<h2::RecvStream>, Status>, h2::Error> {
         let connection = match self.connection().await {
             Ok(c) => c,
@@ -268,8 +282,91 @@ impl Inner {
         *request.uri_mut() = head.uri.clone();
         *request.headers_mut() = head.headers.clone();
         let (response, mut stream) = send.send_request(request, false).map_err(forget)?;
-        stream.send_data(body, true).map_err(forget)?;
+        // Whole pieces, without reserving capacity: h2 holds them (shared, not copied) until
+        // the flow-control windows let them out.
+        match pieces.split_last() {
+            Some((last, rest)) => {
+                for piece in rest {
+                    stream.send_data(piece.clone(), false).map_err(forget)?;
+                }
+                stream.send_data(last.clone(), true).map_err(forget)?;
+            }
+            None => stream.send_data(Bytes::new(), true).map_err(forget)?,
+        }
         Ok(Ok(response.await.map_err(forget)?))
+    }
+}
+
+impl H2Transport {
+    /// A unary call of `path` (`/package.Service/Method`) whose request is `message`: one
+    /// gRPC message, its 5-byte prefix included, in pieces sent as they are (see
+    /// [`crate::wire`]). `headers` are sent with the call (`grpc-timeout`, the secret).
+    /// Returns the response's message, without its prefix.
+    pub async fn call_message(
+        &self,
+        path: &'static str,
+        headers: http::HeaderMap,
+        message: &[Bytes],
+    ) -> Result<Bytes, Status> {
+        let inner = &self.inner;
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = inner.uri(http::uri::PathAndQuery::from_static(path))?;
+        *request.headers_mut() = headers;
+        let h = request.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        h.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        let (head, ()) = request.into_parts();
+        let response = inner.exchange(&head, message).await?;
+        let (parts, mut body) = response.into_parts();
+        // A refusal may come as headers alone ("trailers-only").
+        if let Some(status) = Status::from_header_map(&parts.headers)
+            && status.code() != tonic::Code::Ok
+        {
+            return Err(status);
+        }
+        if parts.status != http::StatusCode::OK {
+            return Err(Status::unknown(format!("{}: HTTP status {}", inner.addr, parts.status)));
+        }
+        let mut data = BytesMut::new();
+        let mut trailers = None;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            match frame?.into_data() {
+                Ok(chunk) => {
+                    if data.len() + chunk.len() > MESSAGE_MAX_BYTES + 5 {
+                        return Err(Status::resource_exhausted(format!(
+                            "{}: a response over {MESSAGE_MAX_BYTES} bytes",
+                            inner.addr
+                        )));
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let status = trailers
+            .as_ref()
+            .and_then(Status::from_header_map)
+            .ok_or_else(|| Status::internal(format!("{}: a response without grpc-status", inner.addr)))?;
+        if status.code() != tonic::Code::Ok {
+            return Err(status);
+        }
+        let data = data.freeze();
+        let (Some(&0), Some(len)) = (data.first(), data.get(1..5)) else {
+            return Err(Status::internal(format!(
+                "{}: a response that is not one uncompressed message",
+                inner.addr
+            )));
+        };
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if len != data.len() - 5 {
+            return Err(Status::internal(format!(
+                "{}: a response message of {} bytes, its prefix says {len}",
+                inner.addr,
+                data.len() - 5
+            )));
+        }
+        Ok(data.slice(5..))
     }
 }
 

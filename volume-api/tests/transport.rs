@@ -239,3 +239,44 @@ async fn a_silent_servers_connection_is_dropped_by_the_keepalive_and_its_calls_f
     // The connection was accepted (and is still held open by the silent server).
     assert!(held_rx.try_recv().is_ok(), "the silent server saw no connection");
 }
+
+/// `message` as one gRPC message: its 5-byte prefix, then the pieces.
+fn framed(pieces: Vec<bytes::Bytes>) -> Vec<bytes::Bytes> {
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut prefix = vec![0u8];
+    prefix.extend_from_slice(&u32::try_from(len).expect("small").to_be_bytes());
+    std::iter::once(bytes::Bytes::from(prefix)).chain(pieces).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_in_pieces_arrives_whole_and_refusals_keep_their_status() {
+    use prost::Message;
+    let (l, addr) = listener().await;
+    let (_stop, _server) = serve(l, 32);
+    let t = H2Transport::new(&addr.to_string()).expect("transport");
+    // RaftBytes { data } by hand: the field's key and length, then the payload as its own piece.
+    let payload = bytes::Bytes::from(pattern((3 << 20) + 5));
+    let mut head = bytes::BytesMut::new();
+    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut head);
+    prost::encoding::encode_varint(payload.len() as u64, &mut head);
+    let message = framed(vec![head.freeze(), payload.clone()]);
+    let got =
+        t.call_message("/cellar.raft.v1.Raft/Vote", http::HeaderMap::new(), &message).await.expect("vote");
+    let echoed = RaftBytes::decode(got).expect("decodes");
+    assert!(echoed.data[..] == payload[..], "the echo differs");
+    // A refusal: code, message and metadata, not a decoded message.
+    let refused = framed(vec![RaftBytes { data: b"x".to_vec() }.encode_to_vec().into()]);
+    let e = t
+        .call_message("/cellar.raft.v1.Raft/AppendEntries", http::HeaderMap::new(), &refused)
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(e.message(), "refused on purpose");
+    assert_eq!(e.metadata().get("cellar-error").and_then(|v| v.to_str().ok()), Some("STALE_LEASE"));
+    // A method the server does not have.
+    let e = t
+        .call_message("/cellar.raft.v1.Raft/Nothing", http::HeaderMap::new(), &refused)
+        .await
+        .expect_err("no method");
+    assert_eq!(e.code(), Code::Unimplemented, "{e}");
+}
