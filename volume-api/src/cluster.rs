@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use cellar_master_api::client::{MasterClient, SecretInterceptor};
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
@@ -25,8 +26,6 @@ use prost::Message;
 
 /// A gRPC client of one volume server (any call, streams included).
 pub type VolumeGrpc = VolumeClient<InterceptedService<Channel, SecretInterceptor>>;
-/// A gRPC client of one volume server for its unary extent calls, over [`H2Transport`].
-pub type VolumeUnary = VolumeClient<InterceptedService<H2Transport, SecretInterceptor>>;
 
 pub use crate::transport::CONNECT_TIMEOUT;
 
@@ -36,9 +35,7 @@ pub use crate::transport::CONNECT_TIMEOUT;
 pub struct NodeClients {
     /// Any call (streaming calls, control calls).
     pub grpc: VolumeGrpc,
-    /// ReadRecord, ReadFragment.
-    pub unary: VolumeUnary,
-    /// Append, its payloads sent without a copy ([`crate::wire`]).
+    /// Append, ReadRecord, ReadFragment ([`crate::transport`]).
     pub transport: H2Transport,
     /// The cluster secret, as the interceptor sends it.
     pub secret: Option<http::HeaderValue>,
@@ -46,14 +43,20 @@ pub struct NodeClients {
 
 /// The path of the Append RPC.
 pub const APPEND_PATH: &str = "/cellar.volume.v1.Volume/Append";
+/// The path of the ReadRecord RPC.
+pub const READ_RECORD_PATH: &str = "/cellar.volume.v1.Volume/ReadRecord";
+/// The path of the ReadFragment RPC.
+pub const READ_FRAGMENT_PATH: &str = "/cellar.volume.v1.Volume/ReadFragment";
 
 impl NodeClients {
-    /// An Append whose payloads go to the socket without being copied into an encoded
-    /// message (tonic's encoder would copy each, once per replica).
-    async fn append(&self, req: pb::AppendRequest, deadline: Duration) -> Result<pb::AppendResponse, Status> {
-        let message = crate::wire::append_message(&req).ok_or_else(|| {
-            status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, "append over 4 GiB")
-        })?;
+    /// A unary call of `path` with the request message `message` (prefixed, in pieces)
+    /// within `deadline` (sent as `grpc-timeout`); the response decoded.
+    async fn unary<R: Message + Default>(
+        &self,
+        path: &'static str,
+        message: &[Bytes],
+        deadline: Duration,
+    ) -> Result<R, Status> {
         let mut headers = http::HeaderMap::new();
         let millis = deadline.as_millis().clamp(1, 99_999_999);
         if let Ok(v) = http::HeaderValue::from_str(&format!("{millis}m")) {
@@ -62,10 +65,35 @@ impl NodeClients {
         if let Some(secret) = &self.secret {
             headers.insert(cellar_proto::SECRET_KEY, secret.clone());
         }
-        let response = self.transport.call_message(APPEND_PATH, headers, &message).await?;
-        pb::AppendResponse::decode(response).map_err(|e| {
-            status(Code::Internal, cellar_proto::error_code::INTERNAL, format!("append response: {e}"))
+        let response = self.transport.call_message(path, headers, message).await?;
+        R::decode(response).map_err(|e| {
+            status(Code::Internal, cellar_proto::error_code::INTERNAL, format!("response of {path}: {e}"))
         })
+    }
+
+    /// An Append whose payloads go to the socket without being copied into an encoded
+    /// message (tonic's encoder copied each, once per replica).
+    async fn append(&self, req: pb::AppendRequest, deadline: Duration) -> Result<pb::AppendResponse, Status> {
+        let message = crate::wire::append_message(&req).ok_or_else(|| {
+            status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, "an append over 4 GiB")
+        })?;
+        self.unary(APPEND_PATH, &message, deadline).await
+    }
+
+    async fn read_record(
+        &self,
+        req: pb::ReadRecordRequest,
+        deadline: Duration,
+    ) -> Result<pb::ReadRecordResponse, Status> {
+        self.unary(READ_RECORD_PATH, &[crate::wire::message(&req)], deadline).await
+    }
+
+    async fn read_fragment(
+        &self,
+        req: pb::ReadFragmentRequest,
+        deadline: Duration,
+    ) -> Result<pb::ReadFragmentResponse, Status> {
+        self.unary(READ_FRAGMENT_PATH, &[crate::wire::message(&req)], deadline).await
     }
 }
 /// Volume server clients kept (one per address).
@@ -222,9 +250,7 @@ impl ExtentClient {
         let deadline = self.deadlines.read;
         let call = async {
             match &mut self.transport {
-                ExtentTransport::Remote(c) => {
-                    Ok(c.unary.read_record(timed(req, deadline)).await?.into_inner())
-                }
+                ExtentTransport::Remote(c) => c.read_record(req, deadline).await,
                 ExtentTransport::Local { service, secret } => {
                     service.read_record(Self::local_request(secret, req)).await
                 }
@@ -263,9 +289,7 @@ impl ExtentClient {
         let deadline = self.deadlines.read;
         let call = async {
             match &mut self.transport {
-                ExtentTransport::Remote(c) => {
-                    Ok(c.unary.read_fragment(timed(req, deadline)).await?.into_inner())
-                }
+                ExtentTransport::Remote(c) => c.read_fragment(req, deadline).await,
                 ExtentTransport::Local { service, secret } => {
                     service.read_fragment(Self::local_request(secret, req)).await
                 }
@@ -470,12 +494,9 @@ impl Cluster {
             None => None,
         };
         let client = NodeClients {
-            transport: transport.clone(),
+            transport,
             secret,
-            grpc: VolumeClient::with_interceptor(channel, interceptor.clone())
-                .max_decoding_message_size(MESSAGE_MAX_BYTES)
-                .max_encoding_message_size(MESSAGE_MAX_BYTES),
-            unary: VolumeClient::with_interceptor(transport, interceptor)
+            grpc: VolumeClient::with_interceptor(channel, interceptor)
                 .max_decoding_message_size(MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(MESSAGE_MAX_BYTES),
         };
@@ -528,8 +549,10 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_append_path_names_the_volume_services_append() {
+    fn the_paths_name_the_volume_services_methods() {
         let service = cellar_proto::volume::volume_server::SERVICE_NAME;
         assert_eq!(super::APPEND_PATH, format!("/{service}/Append"));
+        assert_eq!(super::READ_RECORD_PATH, format!("/{service}/ReadRecord"));
+        assert_eq!(super::READ_FRAGMENT_PATH, format!("/{service}/ReadFragment"));
     }
 }

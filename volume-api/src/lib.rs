@@ -10,7 +10,8 @@
 //! - [`deadline`]: per-call deadlines, the read-latency window hedging is derived from.
 //! - [`digest`]: the block key and the digest a read is checked against.
 //! - [`layout`]: a volume record's coding scheme and fragment layout.
-//! - [`wire`]: the Append request encoded in pieces that share its payloads.
+//! - [`wire`]: gRPC messages for the transport; the Append request in pieces that share
+//!   its payloads.
 //! - [`transport`]: unary gRPC calls straight over one HTTP/2 connection per server.
 //! - [`cluster`]: the cell view (master client, node addresses, client pool) and the
 //!   extent client ([`cluster::ExtentClient`]) over gRPC or an in-process

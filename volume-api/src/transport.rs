@@ -11,13 +11,18 @@
 //! connection task runs) and reads the response itself; the connection task only moves
 //! frames between the socket and the streams.
 //!
+//! Messages are encoded and decoded by the callers ([`crate::cluster`], with prost): a
+//! request goes as the pieces it was encoded in, so block payloads are never copied into
+//! an encoded message ([`crate::wire`]), and a response is read into one buffer of exactly
+//! its announced size (tonic's decoder grew its buffer by doubling, holding up to twice a
+//! 4 MiB block per get in flight).
+//!
 //! The rest is what `Channel` did: connections are made lazily (within [`CONNECT_TIMEOUT`])
 //! and replaced when they fail; an HTTP/2 ping every [`KEEPALIVE_INTERVAL`], even when
 //! idle, and a connection whose ping is not answered within [`KEEPALIVE_TIMEOUT`] is
 //! dropped, failing its calls at once, instead of each finding out at its deadline. Flow
 //! control windows and the frame size are those of [`crate::cluster`]'s channels. Streaming
-//! calls (WriteFragment, scans) stay on `Channel`: this transport sends a request body only
-//! once it is whole.
+//! calls (WriteFragment, scans) and control calls stay on `Channel`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +33,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use tonic::Status;
-use tonic::codegen::Service;
 
 use crate::deadline::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::{
@@ -89,7 +93,7 @@ struct Inner {
 }
 
 /// The unary gRPC transport to one volume server (cheap to clone; clones share the
-/// connection). Use it as a tonic client's service.
+/// connection).
 #[derive(Clone)]
 pub struct H2Transport {
     inner: Arc<Inner>,
@@ -217,16 +221,6 @@ impl Inner {
             .map_err(|e| Status::internal(format!("request uri: {e}")))
     }
 
-    /// A call made by a tonic client (its body is the one encoded message).
-    async fn call(&self, req: http::Request<tonic::body::Body>) -> Result<http::Response<H2Body>, Status> {
-        let (mut head, body) = req.into_parts();
-        let body = collect(body).await?;
-        let path =
-            head.uri.path_and_query().cloned().ok_or_else(|| Status::internal("a request without a path"))?;
-        head.uri = self.uri(path)?;
-        self.exchange(&head, &[body]).await
-    }
-
     /// Sends the request (its body in `pieces`) and waits for the response's headers.
     async fn exchange(
         &self,
@@ -249,11 +243,7 @@ impl Inner {
                 Ok(Err(status)) => return Err(status),
                 Ok(Ok(response)) => {
                     let addr = self.addr.clone();
-                    return Ok(response.map(|recv| H2Body {
-                        recv: Some(recv),
-                        state: BodyState::Data,
-                        addr,
-                    }));
+                    return Ok(response.map(|recv| H2Body { recv, state: BodyState::Data, addr }));
                 }
             }
         }
@@ -309,6 +299,12 @@ impl H2Transport {
         message: &[Bytes],
     ) -> Result<Bytes, Status> {
         let inner = &self.inner;
+        let request_bytes: usize = message.iter().map(Bytes::len).sum();
+        if request_bytes > MESSAGE_MAX_BYTES + 5 {
+            return Err(Status::resource_exhausted(format!(
+                "a request of {request_bytes} bytes, over the limit of {MESSAGE_MAX_BYTES}"
+            )));
+        }
         let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = inner.uri(http::uri::PathAndQuery::from_static(path))?;
@@ -338,6 +334,14 @@ impl H2Transport {
                             "{}: a response over {MESSAGE_MAX_BYTES} bytes",
                             inner.addr
                         )));
+                    }
+                    if data.is_empty() {
+                        // Room for the whole message at once, as its prefix announces
+                        // (growing by doubling would hold up to twice a block's bytes).
+                        let announced = chunk
+                            .get(1..5)
+                            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                        data.reserve(5 + announced.min(MESSAGE_MAX_BYTES));
                     }
                     data.extend_from_slice(&chunk);
                 }
@@ -370,63 +374,16 @@ impl H2Transport {
     }
 }
 
-/// The whole request body (a unary call's one encoded message), at most
-/// [`MESSAGE_MAX_BYTES`] plus its 5-byte gRPC prefix.
-async fn collect(body: tonic::body::Body) -> Result<Bytes, Status> {
-    let mut body = Box::pin(body);
-    let mut first: Option<Bytes> = None;
-    let mut more = BytesMut::new();
-    let mut total_bytes = 0usize;
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let Ok(data) = frame?.into_data() else { continue };
-        total_bytes += data.len();
-        if total_bytes > MESSAGE_MAX_BYTES + 5 {
-            return Err(Status::resource_exhausted(format!(
-                "request of over {total_bytes} bytes, more than {MESSAGE_MAX_BYTES}"
-            )));
-        }
-        match first.take() {
-            None if more.is_empty() => first = Some(data),
-            Some(f) => {
-                more.extend_from_slice(&f);
-                more.extend_from_slice(&data);
-            }
-            None => more.extend_from_slice(&data),
-        }
-    }
-    Ok(first.unwrap_or_else(|| more.freeze()))
-}
-
-impl Service<http::Request<tonic::body::Body>> for H2Transport {
-    type Response = http::Response<H2Body>;
-    type Error = Status;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Status>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        // Readiness is waited for per call (HTTP/2 stream slots), not per handle.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.call(req).await })
-    }
-}
-
-#[derive(Default)]
 enum BodyState {
     Data,
     Trailers,
-    #[default]
     Done,
 }
 
 /// A response body read straight from its HTTP/2 stream; what is read is handed back to
-/// the stream's flow-control window at once. The default body is empty (a response made
-/// on the client's side, e.g. by an interceptor refusing the call).
-#[derive(Default)]
-pub struct H2Body {
-    recv: Option<h2::RecvStream>,
+/// the stream's flow-control window at once.
+struct H2Body {
+    recv: h2::RecvStream,
     state: BodyState,
     addr: String,
 }
@@ -440,7 +397,7 @@ impl Body for H2Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        let Some(recv) = this.recv.as_mut() else { return Poll::Ready(None) };
+        let recv = &mut this.recv;
         loop {
             match this.state {
                 BodyState::Data => match ready!(recv.poll_data(cx)) {

@@ -1,4 +1,5 @@
-//! The Append request on the wire without copying its payloads: the gRPC message cut into
+//! gRPC messages as the transport sends them ([`crate::transport`]): small ones in one
+//! piece, and the Append request without copying its payloads: the gRPC message cut into
 //! pieces, each record's payload a piece of its own that shares the caller's buffer.
 //!
 //! tonic's encoder writes a whole message into one new buffer: an Append of 8 MiB sent to
@@ -15,6 +16,17 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 /// Field numbers of the Append request this file writes by hand.
 const APPEND_RECORDS_FIELD: u32 = 8;
 const RECORD_PAYLOAD_FIELD: u32 = 2;
+
+/// `message` as one gRPC message: its 5-byte prefix and its encoding, in one piece.
+pub fn message(message: &impl Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0); // not compressed
+    // Messages sent this way carry no payload: far below 4 GiB.
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    message.encode_raw(&mut buf);
+    buf.freeze()
+}
 
 /// Bytes of a length-delimited field of `len` bytes, with its key and length.
 fn field_len(tag: u32, len: usize) -> usize {

@@ -6,14 +6,24 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cellar_proto::raft::raft_client::RaftClient;
 use cellar_proto::raft::raft_server::{Raft, RaftServer};
 use cellar_proto::raft::{RaftBytes, SnapshotChunk};
 use cellar_volume_api::transport::{H2Transport, connections_made};
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status, Streaming};
+
+const VOTE: &str = "/cellar.raft.v1.Raft/Vote";
+const APPEND_ENTRIES: &str = "/cellar.raft.v1.Raft/AppendEntries";
+
+/// A unary call of `method` with `RaftBytes { data }`; the answer's data.
+async fn call(t: &H2Transport, method: &'static str, data: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let message = cellar_volume_api::wire::message(&RaftBytes { data });
+    let got = t.call_message(method, http::HeaderMap::new(), &[message]).await?;
+    Ok(RaftBytes::decode(got).map_err(|e| Status::internal(format!("decoding: {e}")))?.data)
+}
 
 /// A test server: `AppendEntries` acts on its first byte; `Vote` echoes.
 struct TestServer;
@@ -81,10 +91,8 @@ async fn listener() -> (TcpListener, SocketAddr) {
     (l, addr)
 }
 
-fn client(addr: SocketAddr) -> RaftClient<H2Transport> {
-    RaftClient::new(H2Transport::new(&addr.to_string()).expect("transport"))
-        .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(16 << 20)
+fn client(addr: SocketAddr) -> H2Transport {
+    H2Transport::new(&addr.to_string()).expect("transport")
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -95,42 +103,41 @@ fn pattern(len: usize) -> Vec<u8> {
 async fn messages_of_every_size_and_statuses_go_both_ways() {
     let (l, addr) = listener().await;
     let (_stop, _server) = serve(l, 32);
-    let mut c = client(addr);
+    let c = client(addr);
     // Requests from empty to over the 1 MiB frame and the 8 MiB stream window.
     for len in [0usize, 1, 4096, (1 << 20) + 3, (8 << 20) + 3] {
         let sent = pattern(len);
-        let got = c.vote(RaftBytes { data: sent.clone() }).await.expect("vote").into_inner().data;
+        let got = call(&c, VOTE, sent.clone()).await.expect("vote");
         assert_eq!(got.len(), len);
         assert!(got[..] == sent[..], "echo of {len} bytes differs");
     }
     // Over the transport's message limit: refused before anything is sent.
-    let e = c.vote(RaftBytes { data: pattern(10 << 20) }).await.expect_err("too large");
+    let e = call(&c, VOTE, pattern(10 << 20)).await.expect_err("too large");
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
     // Responses over several frames and the window.
-    for len in [0u32, 5, (4 << 20) + 1, 12 << 20] {
+    for len in [0u32, 5, (4 << 20) + 1, (8 << 20) + 7] {
         let mut req = vec![b'b'];
         req.extend_from_slice(&len.to_le_bytes());
-        let got = c.append_entries(RaftBytes { data: req }).await.expect("big").into_inner().data;
+        let got = call(&c, APPEND_ENTRIES, req).await.expect("big");
         assert_eq!(got.len(), len as usize);
         assert!(
             got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
             "response of {len} bytes differs"
         );
     }
+    // A response over the transport's message limit is refused, not held.
+    let mut req = vec![b'b'];
+    req.extend_from_slice(&(12u32 << 20).to_le_bytes());
+    let e = call(&c, APPEND_ENTRIES, req).await.expect_err("over the limit");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
     // A refused call keeps its code, message and metadata (a trailers-only response).
-    let e = c.append_entries(RaftBytes { data: b"x".to_vec() }).await.expect_err("refused");
+    let e = call(&c, APPEND_ENTRIES, b"x".to_vec()).await.expect_err("refused");
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert_eq!(e.message(), "refused on purpose");
     assert_eq!(e.metadata().get("cellar-error").and_then(|v| v.to_str().ok()), Some("STALE_LEASE"));
-    // A method the server does not know.
-    let mut snapshot = cellar_proto::raft::raft_client::RaftClient::new(
-        H2Transport::new(&addr.to_string()).expect("transport"),
-    );
-    let e = snapshot
-        .install_snapshot(tokio_stream::iter(vec![SnapshotChunk::default()]))
-        .await
-        .expect_err("unimplemented");
-    assert_eq!(e.code(), Code::Unimplemented);
+    // A method the server does not have.
+    let e = call(&c, "/cellar.raft.v1.Raft/Nothing", vec![1]).await.expect_err("no such method");
+    assert_eq!(e.code(), Code::Unimplemented, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,10 +148,10 @@ async fn more_calls_than_the_servers_stream_limit_all_complete_on_one_connection
     let before = connections_made();
     let calls: Vec<_> = (0..64u32)
         .map(|i| {
-            let mut c = RaftClient::new(transport.clone());
+            let c = transport.clone();
             tokio::spawn(async move {
                 let data = i.to_le_bytes().repeat(1000);
-                let got = c.vote(RaftBytes { data: data.clone() }).await?.into_inner().data;
+                let got = call(&c, VOTE, data.clone()).await?;
                 Ok::<bool, Status>(got[..] == data[..])
             })
         })
@@ -161,33 +168,30 @@ async fn more_calls_than_the_servers_stream_limit_all_complete_on_one_connection
 async fn a_call_dropped_at_its_deadline_leaves_the_connection_usable() {
     let (l, addr) = listener().await;
     let (_stop, _server) = serve(l, 2);
-    let mut c = client(addr);
+    let c = client(addr);
     // Twice the server's stream limit: the streams of abandoned calls must be released.
     for _ in 0..4 {
-        let slow = tokio::time::timeout(
-            Duration::from_millis(100),
-            c.append_entries(RaftBytes { data: b"s".to_vec() }),
-        )
-        .await;
+        let slow =
+            tokio::time::timeout(Duration::from_millis(100), call(&c, APPEND_ENTRIES, b"s".to_vec())).await;
         assert!(slow.is_err(), "the slow call answered");
     }
-    let got = tokio::time::timeout(Duration::from_secs(10), c.vote(RaftBytes { data: b"after".to_vec() }))
+    let got = tokio::time::timeout(Duration::from_secs(10), call(&c, VOTE, b"after".to_vec()))
         .await
         .expect("a call after abandoned ones must not wait for them")
         .expect("vote");
-    assert_eq!(&got.into_inner().data[..], b"after");
+    assert_eq!(&got[..], b"after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_is_reached_again_on_a_new_connection() {
     let (l, addr) = listener().await;
     let (stop, server) = serve(l, 32);
-    let mut c = client(addr);
-    c.vote(RaftBytes { data: b"one".to_vec() }).await.expect("first call");
+    let c = client(addr);
+    call(&c, VOTE, b"one".to_vec()).await.expect("first call");
     stop.send(()).expect("stop the server");
     server.await.expect("server stopped");
     // Stopped: a call fails, Unavailable, and does not hang.
-    let down = tokio::time::timeout(Duration::from_secs(10), c.vote(RaftBytes { data: b"two".to_vec() }))
+    let down = tokio::time::timeout(Duration::from_secs(10), call(&c, VOTE, b"two".to_vec()))
         .await
         .expect("a call to a stopped server must fail, not wait");
     assert_eq!(down.expect_err("server is down").code(), Code::Unavailable);
@@ -196,9 +200,9 @@ async fn a_restarted_server_is_reached_again_on_a_new_connection() {
     let (_stop, _server) = serve(l, 32);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match c.vote(RaftBytes { data: b"three".to_vec() }).await {
+        match call(&c, VOTE, b"three".to_vec()).await {
             Ok(r) => {
-                assert_eq!(&r.into_inner().data[..], b"three");
+                assert_eq!(&r[..], b"three");
                 break;
             }
             Err(e) => {
@@ -228,9 +232,9 @@ async fn a_silent_servers_connection_is_dropped_by_the_keepalive_and_its_calls_f
         Duration::from_millis(300),
     )
     .expect("transport");
-    let mut c = RaftClient::new(transport);
+    let c = transport;
     let started = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(20), c.vote(RaftBytes { data: b"hello".to_vec() }))
+    let result = tokio::time::timeout(Duration::from_secs(20), call(&c, VOTE, b"hello".to_vec()))
         .await
         .expect("the keepalive must fail the call long before 20 s");
     let e = result.expect_err("a silent server cannot answer");
