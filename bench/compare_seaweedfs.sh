@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Puts and gets of 4 MiB and 4 KiB blocks at concurrency 1 and 32 against cellar as a
+# Puts and gets of 4 MiB and 4 KiB blocks at concurrency 1 and 32 (and 4 KiB at 256) against cellar as a
 # deployment runs it (separate processes talking gRPC: 3 `cellar master`, 3 zones x 2
 # `cellar volume` x 2 disks, one `cellar frontend`, default settings; the main column, with
 # each process's peak RSS), against `cellar dev` beside it, and against SeaweedFS at equal
@@ -41,8 +41,9 @@ if [ ! -x "$work/venv/bin/weed" ]; then
 fi
 weed="$work/venv/bin/weed"
 
-# size concurrency count, in the order both systems run them
-rows=("4194304 1 64" "4194304 32 512" "4096 1 2000" "4096 32 10000")
+# size concurrency count, in the order both systems run them (the last: issue 23's small puts
+# at scale, 256 clients)
+rows=("4194304 1 64" "4194304 32 512" "4096 1 2000" "4096 32 10000" "4096 256 20000")
 
 pids=()
 cleanup() {
@@ -319,8 +320,8 @@ def fmt(r, big):
     rate = f"{r[1]:.1f} MB/s" if big else f"{r[0]:.0f} /s"
     ms = lambda x: "-" if x != x else f"{x:.1f}"  # NaN: not printed by weed
     return f"{rate}, {ms(r[2])} / {ms(r[3])} ms"
-for size, label in ((4194304, "4 MiB"), (4096, "4 KiB")):
-    for conc in (1, 32):
+for size, label, concs in ((4194304, "4 MiB", (1, 32)), (4096, "4 KiB", (1, 32, 256))):
+    for conc in concs:
         for op in ("put", "get"):
             k = (op, size, conc)
             big = size > 65536

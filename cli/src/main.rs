@@ -126,11 +126,21 @@ impl IoArg {
 }
 
 fn main() -> Result<()> {
-    // Like other Unix tools, die quietly when the reader of our output goes away
-    // (`cellar admin status | head`) instead of panicking on a broken pipe.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    let cli = Cli::parse();
+    // Like other Unix tools, the commands that print die quietly when the reader of their
+    // output goes away (`cellar admin status | head`) instead of panicking on a broken
+    // pipe. Servers (and the load generator) keep SIGPIPE ignored: a socket write to a
+    // peer that has gone must fail that write with EPIPE, not kill the process (seen:
+    // `cellar dev` killed by SIGPIPE while stopping).
+    let serves = matches!(
+        cli.command,
+        Command::Master(_) | Command::Volume(_) | Command::Frontend(_) | Command::Dev(_) | Command::Bench(_)
+    );
+    if !serves {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -141,7 +151,6 @@ fn main() -> Result<()> {
         // Colour codes only on a terminal: logs redirected to files stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Selfcheck { dir, io } => selfcheck::run(dir, io.choice()),
         Command::Disk(cmd) => disk_cmd::run(cmd),
