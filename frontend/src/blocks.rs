@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::{CellLimits, FrontendConfig};
+use crate::lookups::Lookups;
 use crate::metrics::Metrics;
 use crate::writers::{BlockSums, StoreError, Writers};
 use crate::{GETS_IN_FLIGHT_MAX, INDEX_CACHE_MAX, PUTS_IN_FLIGHT_MAX, VOLUME_CACHE_MAX};
@@ -90,6 +91,7 @@ pub struct Blocks {
     cluster: Arc<Cluster>,
     writers: Writers,
     reader: BlockReader,
+    lookups: Lookups,
     index: Mutex<HashMap<[u8; 32], mpb::IndexEntry>>,
     volumes: Mutex<HashMap<u64, mpb::Volume>>,
     puts: Arc<Semaphore>,
@@ -121,6 +123,7 @@ impl Blocks {
         Blocks {
             writers: Writers::new(cluster.clone(), config, limits, metrics.clone()),
             reader: BlockReader::new(cluster.clone(), limits.block_size_max_bytes),
+            lookups: Lookups::start(cluster.clone()),
             cluster,
             index: Mutex::new(HashMap::new()),
             volumes: Mutex::new(HashMap::new()),
@@ -187,19 +190,9 @@ impl Blocks {
         if let Some(e) = lock(&self.index).get(hash) {
             return Ok(Some(e.clone()));
         }
-        let h = hash.to_vec();
         let started = Instant::now();
-        let resp = self
-            .cluster
-            .master()
-            .call(|mut c| {
-                let h = h.clone();
-                async move { c.lookup(mpb::LookupRequest { hashes: vec![h], request_id: None }).await }
-            })
-            .await
-            .map_err(unavailable)?;
+        let found = self.lookups.lookup(*hash).await.map_err(BlockError::Unavailable)?;
         self.metrics.lookup_latency.observe(started.elapsed());
-        let found = resp.entries.into_iter().find(|e| e.hash == hash[..]);
         if let Some(e) = &found {
             self.cache_entry(*hash, e.clone());
         }

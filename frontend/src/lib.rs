@@ -3,6 +3,7 @@
 //!
 //! - [`blocks`]: the put and get paths over the master and the volume servers.
 //! - [`writers`]: the open volumes this frontend holds write leases on.
+//! - [`lookups`]: index lookups at the master, concurrent ones batched into one call.
 //! - [`http`]: the HTTP block API and `/metrics`; [`grpc`]: the same over gRPC.
 //! - [`metrics`]: counters and histograms in Prometheus text form.
 //! - [`s3`]: the S3-compatible API over the namespace and the block path.
@@ -13,6 +14,7 @@ pub mod compactor;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod lookups;
 pub mod metrics;
 pub mod s3;
 pub mod watcher;
