@@ -22,7 +22,18 @@ fn start(dir: &Path) -> (Dev, String) {
     let _ = std::fs::remove_file(dir.join("endpoints.json"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dev.log")).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_cellar"))
-        .args(["dev", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--volume-mib", "8", "--data-dir"])
+        .args([
+            "dev",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--s3",
+            "127.0.0.1:0",
+            "--volume-mib",
+            "8",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -127,5 +138,46 @@ fn cellar_dev_serves_puts_and_gets_and_keeps_them_across_a_restart() {
     let stat: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stat json");
     assert_eq!(stat["size"], 21);
     assert!(stat["volume"].as_u64().is_some());
+    stop(dev);
+}
+
+#[test]
+fn the_server_ignores_sigpipe_and_survives_clients_hanging_up_mid_response() {
+    // A server writing to a peer that has gone must get EPIPE, not die of SIGPIPE (cellar
+    // dev was once killed this way while stopping).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dev, base) = start(dir.path());
+    let block: Vec<u8> = (0..3_000_000u32).map(|b| (b % 251) as u8).collect();
+    let resp = ureq::put(&format!("{base}/v1/blocks")).send_bytes(&block).expect("put");
+    let v: serde_json::Value = serde_json::from_reader(resp.into_reader()).expect("json");
+    let hash = v["hash"].as_str().expect("hash").to_string();
+    let addr = base.trim_start_matches("http://").to_string();
+    for _ in 0..10 {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        // Two requests at once: the second answer is written after the hang-up.
+        let request = format!("GET /v1/blocks/{hash} HTTP/1.1\r\nHost: cellar\r\n\r\n");
+        s.write_all(format!("{request}{request}").as_bytes()).expect("requests");
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first).expect("the response starts");
+        // Closed with the rest unread: the kernel resets the connection, and the server's
+        // writes after that fail.
+        drop(s);
+    }
+    // Still serving, and still running.
+    assert!(get(&base, &hash) == block, "the block after the hang-ups");
+    let mut dev = dev;
+    assert!(dev.0.try_wait().expect("wait").is_none(), "cellar dev exited");
+    // And SIGPIPE is ignored (the hang-ups above need not have made the server write after
+    // the reset; this is what keeps a write that does from killing it).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", dev.0.id())).expect("proc status");
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .expect("SigIgn in /proc/PID/status");
+    assert!(
+        ignored & (1 << (libc::SIGPIPE - 1)) != 0,
+        "SIGPIPE is not ignored by cellar dev: SigIgn {ignored:x}"
+    );
     stop(dev);
 }
