@@ -233,13 +233,11 @@ async fn a_silent_servers_connection_is_dropped_by_the_keepalive_and_its_calls_f
     )
     .expect("transport");
     let c = transport;
-    let started = Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(20), call(&c, VOTE, b"hello".to_vec()))
         .await
         .expect("the keepalive must fail the call long before 20 s");
     let e = result.expect_err("a silent server cannot answer");
     assert_eq!(e.code(), Code::Unavailable, "{e}");
-    assert!(started.elapsed() < Duration::from_secs(20));
     // The connection was accepted (and is still held open by the silent server).
     assert!(held_rx.try_recv().is_ok(), "the silent server saw no connection");
 }
