@@ -35,6 +35,9 @@ pub struct FrontendConfig {
     /// Payload bytes being appended to replicas at once (see
     /// [`crate::APPENDS_IN_FLIGHT_MAX_BYTES`]).
     pub appends_in_flight_max_bytes: u64,
+    /// Batches being appended to replicas at once (see
+    /// [`crate::APPEND_BATCHES_IN_FLIGHT_MAX`]).
+    pub append_batches_in_flight_max: usize,
     /// Deadlines of the calls to volume servers, and the longest hedge delay of reads.
     /// A put's attempt ends at the append deadline: its volume is sealed and the put
     /// retried on another.
@@ -70,6 +73,7 @@ impl FrontendConfig {
             writers: 8,
             lease_renew: None,
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
+            append_batches_in_flight_max: crate::APPEND_BATCHES_IN_FLIGHT_MAX,
             deadlines: cellar_volume_api::deadline::CallDeadlines::default(),
             put_body_timeout: Duration::from_millis(crate::PUT_BODY_TIMEOUT_MS),
             put_body_idle_timeout: Duration::from_millis(crate::PUT_BODY_IDLE_TIMEOUT_MS),
@@ -88,6 +92,9 @@ impl FrontendConfig {
         self.watch.validate()?;
         if self.writers == 0 || self.writers > 1024 {
             return Err("writers must be in 1..=1024".into());
+        }
+        if self.append_batches_in_flight_max == 0 || self.append_batches_in_flight_max > 1024 {
+            return Err("append_batches_in_flight_max must be in 1..=1024".into());
         }
         if self.appends_in_flight_max_bytes > u64::from(u32::MAX) {
             return Err("appends_in_flight_max_bytes must be under 4 GiB".into());

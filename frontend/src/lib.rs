@@ -41,6 +41,13 @@ pub const GETS_IN_FLIGHT_MAX: usize = 64;
 /// cell (one device): 32 MiB held 4 MiB puts from 32 clients to ~180 MB/s, 128 MiB was
 /// as fast as no limit (~320 MB/s).
 pub const APPENDS_IN_FLIGHT_MAX_BYTES: u64 = 128 << 20;
+/// Batches a frontend appends to replicas at once, whatever their size; more wait in the
+/// queue and join larger batches. Each Append costs every replica a request and an fsync
+/// whatever it carries, so under many small puts fewer, larger batches are cheaper: on a
+/// cell of processes (2 cores) 4 KiB puts from 256 clients made ~6 puts per Append with 8
+/// writers appending at once, and 5,582/s (6,089/s with 4 writers, 6,402/s with 2), while
+/// 4 MiB puts at 32 clients were unchanged with 2 writers.
+pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// Times a put is retried on a new volume after a replica failed.
 pub const PUT_ATTEMPTS_MAX: u32 = 4;
 /// Longest a put's body may take to arrive, in total: past it the client gets 408 and its

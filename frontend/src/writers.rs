@@ -122,13 +122,22 @@ struct Shared {
     /// Payload bytes being appended at once (see [`crate::APPENDS_IN_FLIGHT_MAX_BYTES`]).
     appending: Arc<Semaphore>,
     appending_max_bytes: u64,
+    /// Batches being appended at once (see [`crate::APPEND_BATCHES_IN_FLIGHT_MAX`]).
+    batches_appending: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+}
+
+/// A batch's share of the append budget: its payload bytes and one of the batches that
+/// may be appending at once. Held until its records are durable on every replica.
+struct AppendPermit {
+    _bytes: OwnedSemaphorePermit,
+    _batch: OwnedSemaphorePermit,
 }
 
 /// A batch handed to a slot, with its share of the append budget.
 struct Batch {
     jobs: Vec<Job>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<AppendPermit>,
 }
 
 /// A slot with nothing to write, and the bytes its open volume still holds.
@@ -165,6 +174,7 @@ impl Writers {
             suspects: Mutex::new(HashMap::new()),
             appending: Arc::new(Semaphore::new(config.appends_in_flight_max_bytes as usize)),
             appending_max_bytes: config.appends_in_flight_max_bytes,
+            batches_appending: Arc::new(Semaphore::new(config.append_batches_in_flight_max)),
             metrics,
         });
         let (idle_tx, idle_rx) = mpsc::channel(config.writers);
@@ -261,6 +271,14 @@ async fn dispatch(
             idle.push(i);
         }
         let Some(target) = idle.pop() else { continue };
+        // Waiting for one of the batches that may append at once lets the queue grow
+        // meanwhile: the batch cut next is larger.
+        let Some(slot_permit) = (tokio::select! {
+            p = shared.batch_slot() => p,
+            _ = stop.wait_for(|s| *s) => return,
+        }) else {
+            return;
+        };
         // The room left: in the slot's volume if the first block fits there, else in a new one.
         let room = if first.record_bytes() <= target.room_bytes { target.room_bytes } else { size };
         let mut record_bytes = first.record_bytes();
@@ -278,10 +296,10 @@ async fn dispatch(
             payload_bytes += job.payload.len() as u64;
             batch.push(job);
         }
-        // Waiting here for the append budget lets the queue grow meanwhile: the next batch
-        // is larger.
+        // Waiting here for the byte budget lets the queue grow meanwhile: the next batch is
+        // larger.
         let permit = tokio::select! {
-            p = shared.append_permit(payload_bytes) => p,
+            p = shared.bytes_permit(slot_permit, payload_bytes) => p,
             _ = stop.wait_for(|s| *s) => return,
         };
         if slots[target.slot].send(Batch { jobs: batch, permit }).await.is_err() {
@@ -321,7 +339,7 @@ impl Shared {
         &self,
         open: &mut Option<OpenVolume>,
         batch: Vec<Job>,
-        permit: &mut Option<OwnedSemaphorePermit>,
+        permit: &mut Option<AppendPermit>,
     ) {
         self.metrics.put_batches.add(1);
         self.metrics.put_batch_records.add(batch.len() as u64);
@@ -376,7 +394,7 @@ impl Shared {
         &self,
         open: &mut Option<OpenVolume>,
         jobs: &[Job],
-        permit: &mut Option<OwnedSemaphorePermit>,
+        permit: &mut Option<AppendPermit>,
     ) -> Result<Vec<Result<Stored, String>>, StoreError> {
         let total_bytes: u64 = jobs.iter().map(Job::record_bytes).sum();
         if let Some(o) = open.as_ref() {
@@ -487,10 +505,21 @@ impl Shared {
 
     /// Room in the append budget for `payload_bytes` (a batch larger than the budget takes
     /// all of it).
-    async fn append_permit(&self, payload_bytes: u64) -> Option<OwnedSemaphorePermit> {
+    async fn append_permit(&self, payload_bytes: u64) -> Option<AppendPermit> {
+        let batch = self.batch_slot().await?;
+        self.bytes_permit(batch, payload_bytes).await
+    }
+
+    /// One of the batches that may be appending at once (the semaphore is never closed).
+    async fn batch_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.batches_appending.clone().acquire_owned().await.ok()
+    }
+
+    /// The payload bytes of a batch that has its slot.
+    async fn bytes_permit(&self, batch: OwnedSemaphorePermit, payload_bytes: u64) -> Option<AppendPermit> {
         let n = payload_bytes.clamp(1, self.appending_max_bytes) as u32;
-        // The semaphore is never closed.
-        self.appending.clone().acquire_many_owned(n).await.ok()
+        let bytes = self.appending.clone().acquire_many_owned(n).await.ok()?;
+        Some(AppendPermit { _bytes: bytes, _batch: batch })
     }
 
     /// A new open volume with this frontend's write lease, placed away from suspects.
