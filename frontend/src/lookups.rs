@@ -138,6 +138,18 @@ mod tests {
         fail: bool,
     }
 
+    impl FakeMaster {
+        /// A master letting `calls_allowed` calls answer at first (then more by
+        /// `gate.add_permits`), failing every call if `fail`.
+        fn new(calls_allowed: usize, fail: bool) -> Arc<FakeMaster> {
+            Arc::new(FakeMaster {
+                calls: Mutex::new(Vec::new()),
+                gate: tokio::sync::Semaphore::new(calls_allowed),
+                fail,
+            })
+        }
+    }
+
     #[tonic::async_trait]
     impl LookupCall for FakeMaster {
         async fn lookup(&self, hashes: Vec<Vec<u8>>) -> Result<Vec<mpb::IndexEntry>, String> {
@@ -163,11 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_lookups_share_calls_and_each_gets_its_own_answer() {
-        let master = Arc::new(FakeMaster {
-            calls: Mutex::new(Vec::new()),
-            gate: tokio::sync::Semaphore::new(0),
-            fail: false,
-        });
+        let master = FakeMaster::new(0, false);
         let lookups = Lookups::start(master.clone());
         // 2,000 lookups (200 hashes asked 10 times each) while no call may answer.
         let waiting: Vec<_> = (0..2000u16)
@@ -198,11 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_call_fails_every_lookup_it_carried() {
-        let master = Arc::new(FakeMaster {
-            calls: Mutex::new(Vec::new()),
-            gate: tokio::sync::Semaphore::new(100),
-            fail: true,
-        });
+        let master = FakeMaster::new(100, true);
         let lookups = Lookups::start(master);
         for i in 0..10 {
             assert_eq!(lookups.lookup(hash(i)).await, Err("master unreachable".to_string()));

@@ -11,6 +11,7 @@ use cellar_master_api::client::{MasterClient, SecretInterceptor};
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
 use cellar_proto::volume::volume_client::VolumeClient;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -22,7 +23,6 @@ use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Read
 use crate::errors::{master_status, status};
 use crate::transport::H2Transport;
 use crate::{CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
-use prost::Message;
 
 /// A gRPC client of one volume server (any call, streams included).
 pub type VolumeGrpc = VolumeClient<InterceptedService<Channel, SecretInterceptor>>;
@@ -373,16 +373,7 @@ impl Cluster {
         let local =
             self.local.read().unwrap_or_else(|p| p.into_inner()).get(&node_id).and_then(Weak::upgrade);
         if let Some(service) = local {
-            let secret = match &self.secret {
-                Some(s) => Some(s.parse().map_err(|_| {
-                    status(
-                        Code::InvalidArgument,
-                        cellar_proto::error_code::BAD_REQUEST,
-                        "the cluster secret is not ASCII",
-                    )
-                })?),
-                None => None,
-            };
+            let secret = self.secret_as()?;
             return Ok(
                 ExtentClient::new(ExtentTransport::Local { service, secret }).with_deadlines(self.deadlines)
             );
@@ -390,6 +381,23 @@ impl Cluster {
         let addr = self.address(node_id).await?;
         Ok(ExtentClient::new(ExtentTransport::Remote(Box::new(self.clients(&addr)?)))
             .with_deadlines(self.deadlines))
+    }
+
+    /// The cluster secret as a header value (gRPC metadata for in-process calls, an HTTP
+    /// header for the transport), as the interceptor sends it.
+    fn secret_as<T: std::str::FromStr>(&self) -> Result<Option<T>, Status> {
+        self.secret
+            .as_deref()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    status(
+                        Code::InvalidArgument,
+                        cellar_proto::error_code::BAD_REQUEST,
+                        "the cluster secret is not ASCII",
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// The master client.
@@ -483,16 +491,7 @@ impl Cluster {
         })?;
         let transport = H2Transport::new(addr)
             .map_err(|e| status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e))?;
-        let secret = match &self.secret {
-            Some(s) => Some(http::HeaderValue::from_str(s).map_err(|_| {
-                status(
-                    Code::InvalidArgument,
-                    cellar_proto::error_code::BAD_REQUEST,
-                    "the cluster secret is not ASCII",
-                )
-            })?),
-            None => None,
-        };
+        let secret = self.secret_as()?;
         let client = NodeClients {
             transport,
             secret,

@@ -338,9 +338,7 @@ impl H2Transport {
                     if data.is_empty() {
                         // Room for the whole message at once, as its prefix announces
                         // (growing by doubling would hold up to twice a block's bytes).
-                        let announced = chunk
-                            .get(1..5)
-                            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                        let announced = announced_len(&chunk).unwrap_or(0);
                         data.reserve(5 + announced.min(MESSAGE_MAX_BYTES));
                     }
                     data.extend_from_slice(&chunk);
@@ -356,13 +354,12 @@ impl H2Transport {
             return Err(status);
         }
         let data = data.freeze();
-        let (Some(&0), Some(len)) = (data.first(), data.get(1..5)) else {
+        let (Some(&0), Some(len)) = (data.first(), announced_len(&data)) else {
             return Err(Status::internal(format!(
                 "{}: a response that is not one uncompressed message",
                 inner.addr
             )));
         };
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
         if len != data.len() - 5 {
             return Err(Status::internal(format!(
                 "{}: a response message of {} bytes, its prefix says {len}",
@@ -372,6 +369,12 @@ impl H2Transport {
         }
         Ok(data.slice(5..))
     }
+}
+
+/// The message length a gRPC message's 5-byte prefix announces (`None`: fewer than 5 bytes).
+fn announced_len(message: &[u8]) -> Option<usize> {
+    let b = message.get(1..5)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
 enum BodyState {
