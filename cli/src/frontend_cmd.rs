@@ -39,6 +39,12 @@ pub struct FrontendArgs {
     /// Longest a put body may go without a byte, in milliseconds (then 408).
     #[arg(long, default_value_t = cellar_frontend::PUT_BODY_IDLE_TIMEOUT_MS)]
     put_body_idle_timeout_ms: u64,
+    /// MiB of put bodies held at once (more puts wait); at least the largest block.
+    #[arg(long, default_value_t = cellar_frontend::PUT_BODIES_IN_FLIGHT_MAX_BYTES >> 20)]
+    put_bodies_in_flight_max_mib: u64,
+    /// MiB of blocks read for gets at once (more gets wait); at least the largest block.
+    #[arg(long, default_value_t = cellar_frontend::GET_BLOCKS_IN_FLIGHT_MAX_BYTES >> 20)]
+    get_blocks_in_flight_max_mib: u64,
     /// Open HTTP connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = cellar_frontend::HTTP_CONNECTIONS_MAX)]
     http_connections_max: usize,
@@ -65,6 +71,8 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.put_body_timeout = std::time::Duration::from_millis(args.put_body_timeout_ms);
     config.put_body_idle_timeout = std::time::Duration::from_millis(args.put_body_idle_timeout_ms);
     config.http_connections_max = args.http_connections_max;
+    config.put_bodies_in_flight_max_bytes = args.put_bodies_in_flight_max_mib.saturating_mul(1 << 20);
+    config.get_blocks_in_flight_max_bytes = args.get_blocks_in_flight_max_mib.saturating_mul(1 << 20);
     config.watch = cellar_frontend::config::WatchConfig {
         sample_one_in: args.watch_sample_one_in,
         delays: args.watch_delay_secs.iter().map(|s| std::time::Duration::from_secs(*s)).collect(),

@@ -1,6 +1,7 @@
 //! Slow clients do not hold the door: stalled HTTP uploads time out and free their put
 //! permits, gRPC puts are admitted before their bodies are decoded, and the number of
-//! open HTTP connections is capped. Each test runs a dev cell (over gRPC, as on separate
+//! open HTTP connections is capped. The bytes of put bodies and of blocks read for gets
+//! held at once are bounded. Each test runs a dev cell (over gRPC, as on separate
 //! machines) and a second frontend with the settings under test.
 
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ mod common;
 use cellar_dev::DevCell;
 use cellar_frontend::{FrontendConfig, FrontendHandle, PUTS_IN_FLIGHT_MAX};
 use cellar_proto::frontend as fpb;
+use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -39,11 +41,20 @@ async fn wait_for(what: &str, check: impl Fn() -> bool) {
 
 /// A raw client that sends a put's headers and the first bytes of its body, then stalls.
 async fn stalled_upload(addr: std::net::SocketAddr) -> TcpStream {
+    stalled_upload_of(addr, 4096).await
+}
+
+/// [`stalled_upload`] of a body of `len` bytes (its first 10 sent; the rest are
+/// [`FILL`]).
+async fn stalled_upload_of(addr: std::net::SocketAddr, len: usize) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    let head = "PUT /v1/blocks HTTP/1.1\r\nhost: cellar\r\ncontent-length: 4096\r\n\r\n0123456789";
+    let head = format!("PUT /v1/blocks HTTP/1.1\r\nhost: cellar\r\ncontent-length: {len}\r\n\r\n0123456789");
     s.write_all(head.as_bytes()).await.expect("send headers");
     s
 }
+
+/// The bytes after the first 10 of a stalled upload's body.
+const FILL: u8 = b'x';
 
 /// What the server says on `s` within `within`: the first bytes, empty for a closed
 /// connection, `None` for nothing at all.
@@ -155,6 +166,108 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     drop(open.pop());
     let got = answer(&mut fifth, WAIT).await.expect("served after a close");
     assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn puts_past_the_byte_budget_wait_until_a_body_is_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let budget = 1u64 << 20;
+    let fe = frontend(&cell, |c| {
+        c.block_size_max_bytes = Some(budget);
+        c.put_bodies_in_flight_max_bytes = budget;
+    })
+    .await;
+
+    // Four uploads of a quarter of the budget each, stalled after their first bytes: the
+    // whole budget is held, though only 4 of the 64 put permits are.
+    let quarter = (budget / 4) as usize;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stalled_upload_of(fe.addr, quarter).await);
+    }
+    wait_for("the four uploads to hold the whole budget", || fe.blocks.bytes_held().put_bodies == budget)
+        .await;
+    assert_eq!(fe.blocks.metrics.put_admission_waits.get(), 0);
+    let http = reqwest::Client::new();
+    let small = vec![5u8; 4096];
+    let put = tokio::spawn({
+        let (http, url, body) = (http.clone(), format!("http://{}/v1/blocks", fe.addr), small.clone());
+        async move { http.put(url).body(body).send().await }
+    });
+    wait_for("the small put to wait for room in the byte budget", || {
+        fe.blocks.metrics.put_admission_waits.get() == 1
+    })
+    .await;
+    assert!(!put.is_finished(), "a put was served past the byte budget");
+
+    // One stalled upload sends the rest of its body: it is stored, its bytes are released,
+    // and the small put goes through.
+    let mut first = stalled.remove(0);
+    first.write_all(&vec![FILL; quarter - 10]).await.expect("send the rest");
+    let got = answer(&mut first, WAIT).await.expect("the finished upload was answered");
+    assert!(got.starts_with("HTTP/1.1 201"), "{got:?}");
+    let resp = tokio::time::timeout(WAIT, put).await.expect("answered").expect("task").expect("put");
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(
+        fe.blocks.bytes_held().put_bodies,
+        3 * quarter as u64,
+        "the three stalled uploads hold theirs"
+    );
+    let mut expected = b"0123456789".to_vec();
+    expected.resize(quarter, FILL);
+    let stored = http
+        .get(format!("http://{}/v1/blocks/{}", fe.addr, hex::encode(sha2::Sha256::digest(&expected))))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(stored.status().as_u16(), 200);
+    assert_eq!(stored.bytes().await.expect("body").as_ref(), expected.as_slice());
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gets_past_the_byte_budget_wait_until_a_block_is_handed_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let budget = 1u64 << 20;
+    let fe = frontend(&cell, |c| {
+        c.block_size_max_bytes = Some(budget);
+        c.get_blocks_in_flight_max_bytes = budget;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/blocks", fe.addr);
+    let large = vec![1u8; budget as usize - 64];
+    let small = vec![2u8; 4096];
+    for body in [&large, &small] {
+        let resp = http.put(&url).body(body.clone()).send().await.expect("put");
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    let key = |b: &[u8]| -> [u8; 32] { sha2::Sha256::digest(b).into() };
+
+    // A get holding the large block (its record takes the whole budget) until dropped.
+    let held = fe.blocks.get(&key(&large)).await.expect("get the large block");
+    assert_eq!(held.bytes.as_ref(), large.as_slice());
+    let get = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{url}/{}", hex::encode(key(&small))));
+        async move { http.get(url).send().await }
+    });
+    wait_for("the small get to wait for room in the byte budget", || {
+        fe.blocks.metrics.get_admission_waits.get() == 1
+    })
+    .await;
+    assert!(!get.is_finished(), "a get was served past the byte budget");
+
+    drop(held);
+    let resp = tokio::time::timeout(WAIT, get).await.expect("answered").expect("task").expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), small.as_slice());
+    // Served gets gave their share back.
+    wait_for("the served get to release its share", || fe.blocks.bytes_held().get_blocks == 0).await;
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }

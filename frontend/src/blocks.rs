@@ -12,7 +12,7 @@ use cellar_volume_api::cluster::Cluster;
 use cellar_volume_api::digest::{BlockKey, read_digest};
 use cellar_volume_api::reader::BlockReader;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{CellLimits, FrontendConfig};
 use crate::lookups::Lookups;
@@ -61,6 +61,27 @@ pub struct PutOutcome {
     pub deduplicated: bool,
 }
 
+/// A block read for a get, with its share of the get byte budget
+/// ([`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]): hold `held` until the bytes are handed on.
+#[derive(Debug)]
+pub struct Got {
+    /// The block's bytes, verified against its key.
+    pub bytes: Bytes,
+    /// Whether decoding was needed (a degraded read).
+    pub degraded: bool,
+    /// The get's share of the byte budget, released when dropped.
+    pub held: OwnedSemaphorePermit,
+}
+
+/// Bytes of a frontend's byte budgets held now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BytesHeld {
+    /// By puts' bodies ([`crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES`]).
+    pub put_bodies: u64,
+    /// By blocks read for gets ([`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]).
+    pub get_blocks: u64,
+}
+
 /// Where a block is and what its volume looks like.
 #[derive(Debug, Clone)]
 pub struct BlockStat {
@@ -96,6 +117,10 @@ pub struct Blocks {
     volumes: Mutex<HashMap<u64, mpb::Volume>>,
     puts: Arc<Semaphore>,
     gets: Arc<Semaphore>,
+    put_bytes: Arc<Semaphore>,
+    put_bytes_max: u32,
+    get_bytes: Arc<Semaphore>,
+    get_bytes_max: u32,
     block_size_max_bytes: u64,
     put_body_timeout: std::time::Duration,
     put_body_idle_timeout: std::time::Duration,
@@ -131,6 +156,11 @@ impl Blocks {
             put_body_timeout: config.put_body_timeout,
             put_body_idle_timeout: config.put_body_idle_timeout,
             gets: Arc::new(Semaphore::new(GETS_IN_FLIGHT_MAX)),
+            // validate() keeps both under 4 GiB.
+            put_bytes: Arc::new(Semaphore::new(config.put_bodies_in_flight_max_bytes as usize)),
+            put_bytes_max: u32::try_from(config.put_bodies_in_flight_max_bytes).unwrap_or(u32::MAX),
+            get_bytes: Arc::new(Semaphore::new(config.get_blocks_in_flight_max_bytes as usize)),
+            get_bytes_max: u32::try_from(config.get_blocks_in_flight_max_bytes).unwrap_or(u32::MAX),
             block_size_max_bytes: limits.block_size_max_bytes,
             metrics,
             watcher: Arc::new(crate::watcher::Watcher::new(config.watch.clone())),
@@ -161,6 +191,52 @@ impl Blocks {
         self.metrics.put_admission_waits.add(1);
         loop {
             if let Ok(p) = self.puts.clone().acquire_owned().await {
+                return p;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Waits for room for `bytes` more bytes of put bodies (bounds the memory of large
+    /// puts, see [`crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES`]): taken after [`Self::admit_put`],
+    /// before the body is read (HTTP: its Content-Length, or the largest block when it has
+    /// none) or once it is decoded (gRPC, whose requests carry no length), and held until
+    /// the put is done. At most the whole budget is taken, so one largest block always
+    /// fits.
+    pub async fn hold_put_bytes(&self, bytes: u64) -> OwnedSemaphorePermit {
+        let n =
+            u32::try_from(bytes.min(self.block_size_max_bytes)).unwrap_or(u32::MAX).min(self.put_bytes_max);
+        if let Ok(p) = self.put_bytes.clone().try_acquire_many_owned(n) {
+            return p;
+        }
+        self.metrics.put_admission_waits.add(1);
+        loop {
+            if let Ok(p) = self.put_bytes.clone().acquire_many_owned(n).await {
+                return p;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Bytes of the put and get byte budgets held now.
+    pub fn bytes_held(&self) -> BytesHeld {
+        let held = |max: u32, sem: &Semaphore| u64::from(max).saturating_sub(sem.available_permits() as u64);
+        BytesHeld {
+            put_bodies: held(self.put_bytes_max, &self.put_bytes),
+            get_blocks: held(self.get_bytes_max, &self.get_bytes),
+        }
+    }
+
+    /// Waits for room for a block of `bytes` read for a get (see
+    /// [`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]).
+    async fn hold_get_bytes(&self, bytes: u32) -> OwnedSemaphorePermit {
+        let n = bytes.min(self.get_bytes_max);
+        if let Ok(p) = self.get_bytes.clone().try_acquire_many_owned(n) {
+            return p;
+        }
+        self.metrics.get_admission_waits.add(1);
+        loop {
+            if let Ok(p) = self.get_bytes.clone().acquire_many_owned(n).await {
                 return p;
             }
             tokio::task::yield_now().await;
@@ -351,7 +427,7 @@ impl Blocks {
         if entry.volume_id != from {
             return Ok(0);
         }
-        let (bytes, _) = self.get_inner(hash).await?;
+        let Got { bytes, .. } = self.get_inner(hash).await?;
         let size = bytes.len() as u64;
         let sums = BlockSums {
             sha256: *hash,
@@ -390,16 +466,16 @@ impl Blocks {
         }
     }
 
-    /// The block's bytes, verified against its key; `degraded` tells whether decoding was
-    /// needed.
-    pub async fn get(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
+    /// The block's bytes, verified against its key, with their share of the get byte
+    /// budget (waited for once the index gives the block's size).
+    pub async fn get(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
         let started = Instant::now();
         let result = self.get_inner(hash).await;
         match &result {
-            Ok((bytes, degraded)) => {
+            Ok(got) => {
                 self.metrics.gets_ok.add(1);
-                self.metrics.get_bytes.add(bytes.len() as u64);
-                if *degraded {
+                self.metrics.get_bytes.add(got.bytes.len() as u64);
+                if got.degraded {
                     self.metrics.degraded_reads.add(1);
                 }
                 self.metrics.get_latency.observe(started.elapsed());
@@ -410,7 +486,7 @@ impl Blocks {
         result
     }
 
-    async fn get_inner(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
+    async fn get_inner(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
         let cached = lock(&self.index).contains_key(hash);
         match self.get_once(hash).await {
             // A cached entry may be stale: the block may have been moved by compaction (and
@@ -431,19 +507,21 @@ impl Blocks {
         }
     }
 
-    async fn get_once(&self, hash: &[u8; 32]) -> Result<(Bytes, bool), BlockError> {
+    async fn get_once(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
         let key = BlockKey::with_digest_field(*hash, &entry.digest)
             .map_err(|e| BlockError::Unavailable(format!("index entry of {}: {e}", hex::encode(hash))))?;
+        let record = record_bytes(entry.payload_bytes)?;
+        let held = self.hold_get_bytes(record).await;
         let v = self.volume(entry.volume_id, false).await?;
         // The reader checks a (possibly stale) cached record against the master's when
         // the read fails or an extent is missing, and hands back the newer one.
-        match self.reader.read(&v, &key, entry.offset_bytes, record_bytes(entry.payload_bytes)?).await {
+        match self.reader.read(&v, &key, entry.offset_bytes, record).await {
             Ok(read) => {
                 if let Some(newer) = read.newer_volume {
                     self.cache_volume(newer);
                 }
-                Ok((read.payload, read.degraded))
+                Ok(Got { bytes: read.payload, degraded: read.degraded, held })
             }
             Err(e) => {
                 lock(&self.volumes).remove(&entry.volume_id);

@@ -38,6 +38,10 @@ pub struct FrontendConfig {
     /// Batches being appended to replicas at once (see
     /// [`crate::APPEND_BATCHES_IN_FLIGHT_MAX`]).
     pub append_batches_in_flight_max: usize,
+    /// Bytes of put bodies held at once (see [`crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES`]).
+    pub put_bodies_in_flight_max_bytes: u64,
+    /// Bytes of blocks read for gets at once (see [`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]).
+    pub get_blocks_in_flight_max_bytes: u64,
     /// Deadlines of the calls to volume servers, and the longest hedge delay of reads.
     /// A put's attempt ends at the append deadline: its volume is sealed and the put
     /// retried on another.
@@ -74,6 +78,8 @@ impl FrontendConfig {
             lease_renew: None,
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
             append_batches_in_flight_max: crate::APPEND_BATCHES_IN_FLIGHT_MAX,
+            put_bodies_in_flight_max_bytes: crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES,
+            get_blocks_in_flight_max_bytes: crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES,
             deadlines: cellar_volume_api::deadline::CallDeadlines::default(),
             put_body_timeout: Duration::from_millis(crate::PUT_BODY_TIMEOUT_MS),
             put_body_idle_timeout: Duration::from_millis(crate::PUT_BODY_IDLE_TIMEOUT_MS),
@@ -96,8 +102,14 @@ impl FrontendConfig {
         if self.append_batches_in_flight_max == 0 || self.append_batches_in_flight_max > 1024 {
             return Err("append_batches_in_flight_max must be in 1..=1024".into());
         }
-        if self.appends_in_flight_max_bytes > u64::from(u32::MAX) {
-            return Err("appends_in_flight_max_bytes must be under 4 GiB".into());
+        for (name, v) in [
+            ("appends_in_flight_max_bytes", self.appends_in_flight_max_bytes),
+            ("put_bodies_in_flight_max_bytes", self.put_bodies_in_flight_max_bytes),
+            ("get_blocks_in_flight_max_bytes", self.get_blocks_in_flight_max_bytes),
+        ] {
+            if v > u64::from(u32::MAX) {
+                return Err(format!("{name} must be under 4 GiB"));
+            }
         }
         if self.put_body_idle_timeout.is_zero() || self.put_body_timeout < self.put_body_idle_timeout {
             return Err("put_body_idle_timeout must be above zero and at most put_body_timeout".into());
@@ -137,8 +149,14 @@ impl FrontendConfig {
                 limits.volume_size_bytes, limits.block_size_max_bytes
             ));
         }
-        if self.appends_in_flight_max_bytes < limits.block_size_max_bytes {
-            return Err("appends_in_flight_max_bytes must hold one largest block".into());
+        for (name, v) in [
+            ("appends_in_flight_max_bytes", self.appends_in_flight_max_bytes),
+            ("put_bodies_in_flight_max_bytes", self.put_bodies_in_flight_max_bytes),
+            ("get_blocks_in_flight_max_bytes", self.get_blocks_in_flight_max_bytes),
+        ] {
+            if v < limits.block_size_max_bytes {
+                return Err(format!("{name} must hold one largest block"));
+            }
         }
         let lease = Duration::from_millis(cell.lease_ms);
         limits.lease_renew = match self.lease_renew {

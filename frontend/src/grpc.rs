@@ -117,6 +117,9 @@ impl BlocksRpc for BlocksService {
                 return Err(status(BlockError::BadRequest(format!("expected_sha256 has {n} bytes, not 32"))));
             }
         };
+        // The byte budget is taken once the body's size is known (gRPC requests carry no
+        // length); PutAdmission's count bounds the bodies decoded before it.
+        let _held = self.blocks.hold_put_bytes(r.data.len() as u64).await;
         let out = self.blocks.put(r.data, expected).await.map_err(status)?;
         Ok(Response::new(pb::PutResponse { hash: out.hash, size: out.size, deduplicated: out.deduplicated }))
     }
@@ -124,8 +127,8 @@ impl BlocksRpc for BlocksService {
     async fn get(&self, req: Request<pb::BlockRef>) -> Result<Response<pb::GetResponse>, Status> {
         let hash = parse_hash(&req.into_inner().hash).map_err(status)?;
         let _admitted = self.blocks.admit_get().await;
-        let (data, degraded) = self.blocks.get(&hash).await.map_err(status)?;
-        Ok(Response::new(pb::GetResponse { data, degraded }))
+        let got = self.blocks.get(&hash).await.map_err(status)?;
+        Ok(Response::new(pb::GetResponse { data: got.bytes, degraded: got.degraded }))
     }
 
     async fn stat(&self, req: Request<pb::BlockRef>) -> Result<Response<pb::StatResponse>, Status> {

@@ -151,6 +151,9 @@ async fn read_body_idle(
 
 async fn put_block(blocks: Shared, expected: Option<[u8; 32]>, headers: HeaderMap, body: Body) -> Response {
     let _admitted = blocks.admit_put().await;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let _held = blocks.hold_put_bytes(declared.unwrap_or(u64::MAX)).await;
     let bytes = match read_body(&blocks, &headers, body).await {
         Ok(b) => b,
         Err(e) => {
@@ -225,10 +228,11 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
         Err(e) => return e.into_response(),
     };
     let admitted = blocks.admit_get().await;
-    let (bytes, _) = match blocks.get(&hash).await {
+    let crate::blocks::Got { bytes, held, .. } = match blocks.get(&hash).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    let admitted = [admitted, Some(held)];
     let len = bytes.len() as u64;
     let octets = HeaderValue::from_static("application/octet-stream");
     match headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len)) {
@@ -254,15 +258,15 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
     }
 }
 
-/// A response body of `bytes` that keeps `permit` (the get's in-flight share) until hyper
-/// drops the body, i.e. until it has been sent or the client went away.
-fn held_body(bytes: Bytes, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Body {
-    Body::new(HeldBody { bytes: Some(bytes), _permit: permit })
+/// A response body of `bytes` that keeps `permits` (the get's in-flight shares) until hyper
+/// drops the body: once it has taken the bytes to write them, or the client went away.
+fn held_body(bytes: Bytes, permits: [Option<tokio::sync::OwnedSemaphorePermit>; 2]) -> Body {
+    Body::new(HeldBody { bytes: Some(bytes), _permits: permits })
 }
 
 struct HeldBody {
     bytes: Option<Bytes>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _permits: [Option<tokio::sync::OwnedSemaphorePermit>; 2],
 }
 
 impl http_body::Body for HeldBody {
@@ -378,6 +382,13 @@ async fn metrics(State(blocks): State<Shared>) -> Response {
         ),
     ] {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let held = blocks.bytes_held();
+    for (name, help, value) in [
+        ("cellar_frontend_put_body_bytes_held", "Bytes of the put byte budget held now.", held.put_bodies),
+        ("cellar_frontend_get_block_bytes_held", "Bytes of the get byte budget held now.", held.get_blocks),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
     ([(header::CONTENT_TYPE, ctype)], text).into_response()
 }

@@ -20,7 +20,7 @@ pub mod s3;
 pub mod watcher;
 pub mod writers;
 
-pub use blocks::{BlockError, Blocks, PutOutcome};
+pub use blocks::{BlockError, Blocks, Got, PutOutcome};
 pub use config::{CellLimits, FrontendConfig};
 pub use http::{FrontendHandle, start};
 
@@ -34,8 +34,19 @@ pub const VOLUME_CACHE_MAX: usize = 10_000;
 /// Puts (and their bodies) a frontend holds at once; further requests wait.
 pub const PUTS_IN_FLIGHT_MAX: usize = 64;
 /// Gets (and the blocks they hold) a frontend serves at once; further requests wait. Over
-/// HTTP a get's share is released once its response body has been sent.
+/// HTTP a get's share is released once hyper has taken its response body to write.
 pub const GETS_IN_FLIGHT_MAX: usize = 64;
+/// Bytes of put bodies a frontend holds at once, from before a body is read (its
+/// Content-Length, or the largest block when it has none) until its put is done; further
+/// puts wait. Bounds the memory of large puts, which [`PUTS_IN_FLIGHT_MAX`] alone let reach
+/// 64 blocks. On a cell of processes (2 cores), 4 MiB puts from 32 clients: see
+/// docs/performance.md ("Frontend memory").
+pub const PUT_BODIES_IN_FLIGHT_MAX_BYTES: u64 = 96 << 20;
+/// Bytes of blocks a frontend reads for gets at once, from when a get knows its block's
+/// size (the index lookup) until the block is handed to the response (HTTP: until hyper
+/// takes the body to write); further gets wait. 4 MiB gets from 32 clients held 32 blocks
+/// at once and raised the frontend's peak RSS by ~90 MiB without serving faster than 16.
+pub const GET_BLOCKS_IN_FLIGHT_MAX_BYTES: u64 = 64 << 20;
 /// Payload bytes a frontend has on their way to replicas at once (each is written R times).
 /// Puts held back by it wait in the queue and join larger batches. Measured on the dev
 /// cell (one device): 32 MiB held 4 MiB puts from 32 clients to ~180 MB/s, 128 MiB was

@@ -95,8 +95,10 @@ pub struct Metrics {
     pub put_batches: Counter,
     /// Puts in those batches.
     pub put_batch_records: Counter,
-    /// Puts that found every put permit taken and waited for one.
+    /// Puts that found every put permit, or the put byte budget, taken and waited.
     pub put_admission_waits: Counter,
+    /// Gets that found the get byte budget taken and waited.
+    pub get_admission_waits: Counter,
     /// Puts whose body did not arrive in time (answered 408, permit freed).
     pub put_body_timeouts: Counter,
     /// gRPC put bodies decoded (each only after its put was admitted).
@@ -117,7 +119,7 @@ impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 19] = [
+        let counters: [(&str, &str, &str, &Counter); 20] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -177,8 +179,14 @@ impl Metrics {
             (
                 "cellar_frontend_put_admission_waits_total",
                 "",
-                "Puts that waited for a put permit (all taken).",
+                "Puts that waited for a put permit or for room in the put byte budget.",
                 &self.put_admission_waits,
+            ),
+            (
+                "cellar_frontend_get_admission_waits_total",
+                "",
+                "Gets that waited for room in the get byte budget.",
+                &self.get_admission_waits,
             ),
             (
                 "cellar_frontend_put_body_timeouts_total",

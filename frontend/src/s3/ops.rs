@@ -158,8 +158,10 @@ impl CellarS3 {
                             .as_slice()
                             .try_into()
                             .map_err(|_| std::io::Error::other("a block hash is not 32 bytes"))?;
-                        let (bytes, _) =
-                            blocks.get(&hash).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+                        // The block's share of the get byte budget is released once it is
+                        // cut (below); the read-ahead channel bounds what waits to be sent.
+                        let bytes =
+                            blocks.get(&hash).await.map_err(|e| std::io::Error::other(e.to_string()))?.bytes;
                         if to > bytes.len() {
                             return Err(std::io::Error::other("a block is shorter than its object says"));
                         }
