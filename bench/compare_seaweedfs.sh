@@ -149,6 +149,9 @@ run_cellar_procs() { # label
     echo "## row $size $c" | tee -a "$out"
     "$bin" bench blocks --endpoint "http://$http" --size "$size" --count "$n" --concurrency "$c" \
       --idle-master "$master_list" | tee -a "$out"
+    # The frontend's peak so far (rows run in order: after the last 4 MiB row, its peak
+    # during the 4 MiB rows, the figure issue 23's goal is about).
+    echo "## frontend-peak-rss $size $c $(hwm_mib "${procs[-1]}")" | tee -a "$out"
   done
   local i frontend_rss=0 master_rss=0 volume_rss=0 v
   for i in "${!procs[@]}"; do
@@ -307,8 +310,14 @@ ceiling = median(ceilings)
 print()
 print(f"put ceiling per round: {', '.join('-' if x is None else f'{x:.1f}' for x in ceilings)} MB/s; median {ceiling} MB/s")
 print(f"cellar dev peak RSS: {rss} MiB (most of any round; with --over-grpc: {grss} MiB)")
+fe_4m = []
+for r in range(1, rounds + 1):
+    path = os.path.join(work, f"cellar-procs-r{r}.txt")
+    peaks = [int(l.split()[4]) for l in open(path) if l.startswith("## frontend-peak-rss 4194304")] if os.path.exists(path) else []
+    fe_4m.append(max(peaks) if peaks else None)
 for r, f in enumerate(proc_rss, 1):
-    print(f"cellar processes, round {r}: peak RSS frontend {f[0]} MiB, largest master {f[2]} MiB, largest volume server {f[4]} MiB")
+    during = fe_4m[r - 1] if r - 1 < len(fe_4m) else None
+    print(f"cellar processes, round {r}: peak RSS frontend {f[0]} MiB ({during} MiB during the 4 MiB rows), largest master {f[2]} MiB, largest volume server {f[4]} MiB")
 print()
 print(f"Median of {rounds} rounds per system (rate, p50 / p99 of that round); ratios of the medians, then of each round.")
 print()

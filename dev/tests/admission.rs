@@ -114,7 +114,7 @@ async fn a_grpc_put_waits_for_admission_before_its_body_is_decoded() {
     let fe = frontend(&cell, |c| c.grpc = Some("127.0.0.1:0".into())).await;
     let grpc_addr = fe.grpc_addr.expect("grpc served");
 
-    // Every put permit is taken, as by 64 puts in progress.
+    // Every put permit is taken, as by that many puts in progress.
     let mut held = Vec::new();
     for _ in 0..PUTS_IN_FLIGHT_MAX {
         held.push(fe.blocks.admit_put().await);
@@ -182,7 +182,7 @@ async fn puts_past_the_byte_budget_wait_until_a_body_is_done() {
     .await;
 
     // Four uploads of a quarter of the budget each, stalled after their first bytes: the
-    // whole budget is held, though only 4 of the 64 put permits are.
+    // whole budget is held, though only 4 of the put permits are.
     let quarter = (budget / 4) as usize;
     let mut stalled = Vec::new();
     for _ in 0..4 {

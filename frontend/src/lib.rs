@@ -31,16 +31,26 @@ pub const COMPACTION_BYTES_PER_SEC_DEFAULT: u64 = 50_000_000;
 pub const INDEX_CACHE_MAX: usize = 100_000;
 /// Volume records cached by a frontend.
 pub const VOLUME_CACHE_MAX: usize = 10_000;
-/// Puts (and their bodies) a frontend holds at once; further requests wait.
-pub const PUTS_IN_FLIGHT_MAX: usize = 64;
-/// Gets (and the blocks they hold) a frontend serves at once; further requests wait. Over
-/// HTTP a get's share is released once hyper has taken its response body to write.
+/// Puts a frontend holds at once; further requests wait. Their bodies' memory is bounded by
+/// [`PUT_BODIES_IN_FLIGHT_MAX_BYTES`]; this bounds the per-put work (tasks, queued lookups,
+/// buffers). Small puts need many at once to fill batches: on a cell of processes (2
+/// cores), 4 KiB puts from 256 clients went from ~5,700/s with 64 to ~10,000-11,000/s
+/// with 256 (each put spends ~12 ms in lookup, append and commit batches, mostly waiting
+/// for its batch; 64 at a time capped the rate at 64 / 12 ms).
+pub const PUTS_IN_FLIGHT_MAX: usize = 256;
+/// Gets a frontend serves at once; further requests wait (their blocks' memory is bounded
+/// by [`GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]). Over HTTP a get's share is released once hyper
+/// has taken its response body to write. 4 KiB gets from 256 clients on a cell of
+/// processes: ~30,000/s with 64, ~23,000-25,000/s with 256 (more calls at once on the same
+/// two cores).
 pub const GETS_IN_FLIGHT_MAX: usize = 64;
 /// Bytes of put bodies a frontend holds at once, from before a body is read (its
 /// Content-Length, or the largest block when it has none) until its put is done; further
-/// puts wait. Bounds the memory of large puts, which [`PUTS_IN_FLIGHT_MAX`] alone let reach
-/// 64 blocks. On a cell of processes (2 cores), 4 MiB puts from 32 clients: see
-/// docs/performance.md ("Frontend memory").
+/// puts wait. Bounds the memory of large puts, which [`PUTS_IN_FLIGHT_MAX`] alone would let
+/// reach that many largest blocks. On a cell of processes (2 cores), 4 MiB puts from 32
+/// clients held ~128 MiB of bodies; with 96 MiB the frontend's peak RSS over the 4 MiB rows
+/// fell from 240-258 to ~190-200 MiB at the same rate (64 / 96 / 160 MiB: 446-506 /
+/// 464-495 / 489-509 MB/s, one run each, two rounds).
 pub const PUT_BODIES_IN_FLIGHT_MAX_BYTES: u64 = 96 << 20;
 /// Bytes of blocks a frontend reads for gets at once, from when a get knows its block's
 /// size (the index lookup) until the block is handed to the response (HTTP: until hyper
