@@ -28,6 +28,8 @@ pub const SM_BLOCK_CACHE_BYTES: usize = 128 << 20;
 /// Bloom filter bits per key: most index lookups on the put path are for hashes that are
 /// not there (new blocks), and the filter answers those without reading from disk.
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
+/// Share of the state machine's memtable size given to its bloom filter of whole keys.
+const MEMTABLE_BLOOM_RATIO: f64 = 0.1;
 
 /// Opens (creating if needed) the master's RocksDB at `dir/db`.
 pub fn open_db(dir: &Path) -> io::Result<Arc<DB>> {
@@ -48,6 +50,11 @@ pub fn open_db(dir: &Path) -> io::Result<Arc<DB>> {
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     sm_options.set_block_based_table_factory(&table);
+    // The same for the memtable: a lookup of a hash that is not there (every new block's
+    // dedup lookup, and its commit's read of the entry) searched the memtable's skiplist,
+    // ~20% of a master's CPU under small puts at 256 clients.
+    sm_options.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+    sm_options.set_memtable_whole_key_filtering(true);
     let cfs = [CF_LOG, CF_RAFT, CF_SM, CF_SM_META].into_iter().map(|name| {
         let options = if name == CF_SM { sm_options.clone() } else { Options::default() };
         ColumnFamilyDescriptor::new(name, options)
