@@ -45,47 +45,15 @@ fn check_object(key: &str, metadata: &Option<Metadata>) -> S3Result<()> {
     Ok(())
 }
 
-/// How long a bucket seen to exist is taken to exist by PutObject's check before its body
-/// is stored. The check only spares storing the body of a put to a missing bucket: the
-/// master checks the bucket again when it applies the version (NoSuchBucket then, and the
-/// stored blocks are unreferenced garbage). Asking the master every time cost each small
-/// put a linearizable read (a heartbeat round of the masters).
-pub const BUCKET_SEEN_TTL_MS: u64 = 1_000;
-/// Buckets remembered as seen at most (forgotten all at once past it).
-pub const BUCKETS_SEEN_MAX: usize = 1024;
-
 /// The S3 API of a frontend.
 pub struct CellarS3 {
     blocks: Arc<Blocks>,
-    /// Buckets seen to exist, and when (see [`BUCKET_SEEN_TTL_MS`]).
-    buckets_seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl CellarS3 {
     /// Over the frontend's block path (and its master client).
     pub fn new(blocks: Arc<Blocks>) -> CellarS3 {
-        CellarS3 { blocks, buckets_seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
-    }
-
-    fn buckets_seen(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
-        self.buckets_seen.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Fails unless the bucket exists, asking the master unless it was seen within
-    /// [`BUCKET_SEEN_TTL_MS`] (for checks the master repeats when it applies the write).
-    async fn bucket_exists(&self, name: &str) -> S3Result<()> {
-        let ttl = Duration::from_millis(BUCKET_SEEN_TTL_MS);
-        if self.buckets_seen().get(name).is_some_and(|at| at.elapsed() < ttl) {
-            return Ok(());
-        }
-        let asked = std::time::Instant::now();
-        self.bucket(name).await?;
-        let mut seen = self.buckets_seen();
-        if seen.len() >= BUCKETS_SEEN_MAX {
-            seen.clear();
-        }
-        seen.insert(name.to_string(), asked);
-        Ok(())
+        CellarS3 { blocks }
     }
 
     fn master(&self) -> &MasterClient {
@@ -523,7 +491,6 @@ impl S3 for CellarS3 {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.buckets_seen().remove(&req.input.bucket);
         self.write(Op::DeleteBucket(pb::DeleteBucketOp { name: req.input.bucket })).await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
@@ -611,7 +578,7 @@ impl S3 for CellarS3 {
         let mut req = req;
         let input = &mut req.input;
         check_object(&input.key, &input.metadata)?;
-        self.bucket_exists(&input.bucket).await?;
+        self.bucket(&input.bucket).await?;
         let tags = tags_of_header(input.tagging.as_deref())?;
         let body = input.body.take().unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
