@@ -271,3 +271,65 @@ async fn gets_past_the_byte_budget_wait_until_a_block_is_handed_on() {
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_uploads_stay_within_the_put_byte_budget_and_all_finish() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let block = 1u64 << 20;
+    let budget = 2 * block;
+    let fe = frontend(&cell, |c| {
+        c.block_size_max_bytes = Some(block);
+        c.put_bodies_in_flight_max_bytes = budget;
+    })
+    .await;
+
+    // What the budget holds, sampled while the uploads run.
+    let (stop, most) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let sampler = tokio::spawn({
+        let (blocks, stop, most) = (fe.blocks.clone(), stop.clone(), most.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                most.fetch_max(blocks.bytes_held().put_bodies, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    });
+    // Six objects of five and a half blocks at once, each body in 64 KiB chunks of no
+    // declared length: 33 blocks through a budget of two.
+    let objects: Vec<Vec<u8>> = (0..6u8)
+        .map(|i| (0..(11 * block / 2) as usize).map(|n| (n as u8).wrapping_mul(31).wrapping_add(i)).collect())
+        .collect();
+    let uploads = objects.iter().map(|o| {
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+            o.chunks(64 << 10).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+        let body = s3s::dto::StreamingBlob::wrap(futures::stream::iter(chunks));
+        cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX)
+    });
+    let results = tokio::time::timeout(WAIT, futures::future::join_all(uploads))
+        .await
+        .expect("an upload never finished");
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+
+    for (i, (object, result)) in objects.iter().zip(results).enumerate() {
+        let ingested = result.unwrap_or_else(|e| panic!("upload {i}: {e:?}"));
+        assert_eq!(ingested.size_bytes, object.len() as u64, "upload {i}");
+        assert_eq!(ingested.blocks.len(), 6, "upload {i}");
+        let mut back = Vec::new();
+        for b in &ingested.blocks {
+            let hash: [u8; 32] = b.hash.as_slice().try_into().expect("32-byte hash");
+            back.extend_from_slice(&fe.blocks.get(&hash).await.expect("read a stored block").bytes);
+        }
+        assert!(back == *object, "upload {i} read back different bytes");
+    }
+    let most = most.load(Ordering::Relaxed);
+    assert!(most > 0 && most <= budget, "the uploads held {most} bytes of a budget of {budget}");
+    assert!(fe.blocks.metrics.put_admission_waits.get() > 0, "no upload waited: the budget was never full");
+    assert_eq!(fe.blocks.bytes_held().put_bodies, 0, "every share was given back");
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}

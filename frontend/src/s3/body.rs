@@ -2,6 +2,7 @@
 //! each stored as it fills (a few at once), while the object's MD5 (its ETag) and the
 //! checksums the client asked for are computed over the whole stream.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -9,10 +10,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::{Bytes, BytesMut};
 use cellar_proto::master as pb;
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use md5::Digest as _;
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3Result, s3_error};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::blocks::Blocks;
 
@@ -110,6 +111,13 @@ fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
 
 /// Reads `body` to its end, storing its blocks; `algorithms` are the checksums to compute.
 /// A body longer than `limit_bytes` is refused (EntityTooLarge) as soon as it passes it.
+///
+/// Memory: a block's bytes are taken from the frontend's put byte budget
+/// ([`crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES`]) before the first of them is buffered (a
+/// whole block's worth, or what is left of the body's declared length, so that a block
+/// started can always be finished) and given back once the block is stored. Each block is
+/// stored by a task of its own, so it proceeds while the next one is read; at most
+/// [`BLOCK_STORES_IN_FLIGHT_MAX`] per object.
 pub async fn ingest(
     blocks: &Arc<Blocks>,
     mut body: StreamingBlob,
@@ -117,22 +125,28 @@ pub async fn ingest(
     limit_bytes: u64,
 ) -> S3Result<Ingested> {
     let block_bytes = blocks.block_size_max_bytes().min(4 << 20) as usize;
+    let declared_bytes = s3s::stream::ByteStream::remaining_length(&body).exact().map(|n| n as u64);
     let mut sums: Vec<(String, Sum)> =
         algorithms.iter().filter_map(|a| Sum::new(a).map(|s| (a.clone(), s))).collect();
     let mut md5 = md5::Md5::new();
-    let mut buf = BytesMut::with_capacity(block_bytes);
+    let mut buf = BytesMut::new();
+    // The budget's share of the block being filled (none before its first byte).
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let mut size_bytes = 0u64;
-    let mut pending = FuturesOrdered::new();
+    let mut pending: VecDeque<StoreTask> = VecDeque::new();
     let mut out: Vec<pb::BlockRef> = Vec::new();
     let mut last_block: Option<Bytes> = None;
     // A block is looked up afresh in the master (its cached index entry may be stale:
     // collected since), except the only block of a small object, whose bytes are kept to
     // store it again should the namespace find it gone.
-    let mut flush = |block: Bytes, fresh: bool, pending: &mut FuturesOrdered<_>| {
+    let mut flush = |block: Bytes, fresh: bool, held: Option<OwnedSemaphorePermit>| -> StoreTask {
         let blocks = blocks.clone();
         let len = block.len() as u32;
         last_block = Some(block.clone());
-        pending.push_back(async move { blocks.store_object_block(block, fresh).await.map(|h| (h, len)) });
+        StoreTask(tokio::spawn(async move {
+            let _held = held;
+            blocks.store_object_block(block, fresh).await.map(|h| (h, len))
+        }))
     };
     loop {
         let chunk = match body.next().await {
@@ -150,15 +164,22 @@ pub async fn ingest(
         }
         let mut rest = &chunk[..];
         while !rest.is_empty() {
+            if held.is_none() {
+                let at = size_bytes - rest.len() as u64;
+                let want = declared_bytes
+                    .map_or(block_bytes as u64, |d| d.saturating_sub(at).min(block_bytes as u64))
+                    .max(rest.len().min(block_bytes) as u64);
+                held = Some(blocks.hold_put_bytes(want).await);
+                buf.reserve(want as usize);
+            }
             let take = rest.len().min(block_bytes - buf.len());
             buf.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if buf.len() == block_bytes {
-                flush(buf.split().freeze(), true, &mut pending);
-                buf.reserve(block_bytes);
+                pending.push_back(flush(buf.split().freeze(), true, held.take()));
                 while pending.len() >= BLOCK_STORES_IN_FLIGHT_MAX {
-                    if let Some(r) = pending.next().await {
-                        let (hash, len) = r.map_err(stored)?;
+                    if let Some(task) = pending.pop_front() {
+                        let (hash, len) = task.finish().await?;
                         out.push(pb::BlockRef { hash: hash.to_vec(), length_bytes: len });
                     }
                 }
@@ -167,10 +188,10 @@ pub async fn ingest(
     }
     if !buf.is_empty() {
         let only = out.is_empty() && pending.is_empty();
-        flush(buf.split().freeze(), !only, &mut pending);
+        pending.push_back(flush(buf.split().freeze(), !only, held.take()));
     }
-    while let Some(r) = pending.next().await {
-        let (hash, len) = r.map_err(stored)?;
+    while let Some(task) = pending.pop_front() {
+        let (hash, len) = task.finish().await?;
         out.push(pb::BlockRef { hash: hash.to_vec(), length_bytes: len });
     }
     let single = if out.len() == 1 { last_block } else { None };
@@ -187,6 +208,19 @@ pub async fn ingest(
             .collect(),
         single,
     })
+}
+
+/// A block being stored by a task of its own (a dropped ingest leaves it to finish: its
+/// block is unreferenced garbage then).
+struct StoreTask(tokio::task::JoinHandle<Result<([u8; 32], u32), crate::blocks::BlockError>>);
+
+impl StoreTask {
+    async fn finish(self) -> S3Result<([u8; 32], u32)> {
+        match self.0.await {
+            Ok(stored_block) => stored_block.map_err(stored),
+            Err(e) => Err(s3_error!(InternalError, "storing a block: {e}")),
+        }
+    }
 }
 
 /// Checks a Content-MD5 header against what arrived.
