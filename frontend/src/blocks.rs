@@ -1,6 +1,5 @@
 //! The put and get paths (DESIGN sections 3 and 4), independent of the HTTP layer.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,6 +13,7 @@ use cellar_volume_api::reader::BlockReader;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::cache::TwoGenerations;
 use crate::config::{CellLimits, FrontendConfig};
 use crate::lookups::Lookups;
 use crate::metrics::Metrics;
@@ -113,8 +113,8 @@ pub struct Blocks {
     writers: Writers,
     reader: BlockReader,
     lookups: Lookups,
-    index: Mutex<HashMap<[u8; 32], mpb::IndexEntry>>,
-    volumes: Mutex<HashMap<u64, mpb::Volume>>,
+    index: Mutex<TwoGenerations<[u8; 32], mpb::IndexEntry>>,
+    volumes: Mutex<TwoGenerations<u64, mpb::Volume>>,
     puts: Arc<Semaphore>,
     gets: Arc<Semaphore>,
     put_bytes: Arc<Semaphore>,
@@ -150,8 +150,8 @@ impl Blocks {
             reader: BlockReader::new(cluster.clone(), limits.block_size_max_bytes),
             lookups: Lookups::start(cluster.clone()),
             cluster,
-            index: Mutex::new(HashMap::new()),
-            volumes: Mutex::new(HashMap::new()),
+            index: Mutex::new(TwoGenerations::new(INDEX_CACHE_MAX)),
+            volumes: Mutex::new(TwoGenerations::new(VOLUME_CACHE_MAX)),
             puts: Arc::new(Semaphore::new(PUTS_IN_FLIGHT_MAX)),
             put_body_timeout: config.put_body_timeout,
             put_body_idle_timeout: config.put_body_idle_timeout,
@@ -255,16 +255,13 @@ impl Blocks {
     }
 
     fn cache_entry(&self, hash: [u8; 32], entry: mpb::IndexEntry) {
-        let mut index = lock(&self.index);
-        if index.len() >= INDEX_CACHE_MAX {
-            index.clear();
-        }
-        index.insert(hash, entry);
+        lock(&self.index).insert(hash, entry);
     }
 
     async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<mpb::IndexEntry>, BlockError> {
-        if let Some(e) = lock(&self.index).get(hash) {
-            return Ok(Some(e.clone()));
+        let cached = lock(&self.index).get(hash);
+        if let Some(e) = cached {
+            return Ok(Some(e));
         }
         let started = Instant::now();
         let found = self.lookups.lookup(*hash).await.map_err(BlockError::Unavailable)?;
@@ -276,8 +273,9 @@ impl Blocks {
     }
 
     async fn volume(&self, volume_id: u64, fresh: bool) -> Result<mpb::Volume, BlockError> {
-        if !fresh && let Some(v) = lock(&self.volumes).get(&volume_id) {
-            return Ok(v.clone());
+        let cached = if fresh { None } else { lock(&self.volumes).get(&volume_id) };
+        if let Some(v) = cached {
+            return Ok(v);
         }
         let v = self
             .cluster
@@ -289,11 +287,7 @@ impl Blocks {
     }
 
     fn cache_volume(&self, v: mpb::Volume) {
-        let mut volumes = lock(&self.volumes);
-        if volumes.len() >= VOLUME_CACHE_MAX {
-            volumes.clear();
-        }
-        volumes.insert(v.volume_id, v);
+        lock(&self.volumes).insert(v.volume_id, v);
     }
 
     /// Stores a block; `expected` is the key the client named, if any.

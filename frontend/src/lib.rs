@@ -10,6 +10,7 @@
 //! - [`compactor`]: moves the live blocks of volumes compaction rewrites.
 
 pub mod blocks;
+pub mod cache;
 pub mod compactor;
 pub mod config;
 pub mod grpc;
@@ -27,9 +28,10 @@ pub use http::{FrontendHandle, start};
 /// Bytes per second a frontend's compactor moves at most by default.
 pub const COMPACTION_BYTES_PER_SEC_DEFAULT: u64 = 50_000_000;
 
-/// Index entries cached by a frontend (lookups of blocks it has seen).
+/// Index entries cached by a frontend (lookups of blocks it has seen); the least recently
+/// used half is forgotten when full ([`cache::TwoGenerations`]).
 pub const INDEX_CACHE_MAX: usize = 100_000;
-/// Volume records cached by a frontend.
+/// Volume records cached by a frontend (as the index entries).
 pub const VOLUME_CACHE_MAX: usize = 10_000;
 /// Puts a frontend holds at once; further requests wait. Their bodies' memory is bounded by
 /// [`PUT_BODIES_IN_FLIGHT_MAX_BYTES`]; this bounds the per-put work (tasks, queued lookups,
