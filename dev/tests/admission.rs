@@ -333,3 +333,45 @@ async fn s3_uploads_stay_within_the_put_byte_budget_and_all_finish() {
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_s3_upload_times_out_and_gives_its_share_back() {
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let idle = Duration::from_millis(500);
+    let fe = frontend(&cell, |c| {
+        c.put_body_idle_timeout = idle;
+        c.put_body_timeout = Duration::from_secs(2);
+    })
+    .await;
+
+    // One chunk, then nothing: the upload holds a block's share until the idle timeout.
+    let first: Result<bytes::Bytes, std::io::Error> = Ok(bytes::Bytes::from(vec![9u8; 64 << 10]));
+    let stalled = futures::stream::iter(vec![first]).chain(futures::stream::pending());
+    let body = s3s::dto::StreamingBlob::wrap(stalled);
+    let started = Instant::now();
+    let upload = cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX);
+    let got = tokio::time::timeout(WAIT, upload).await.expect("the stalled upload never ended");
+    let Err(e) = got else { panic!("a stalled upload was stored") };
+    assert_eq!(*e.code(), s3s::S3ErrorCode::RequestTimeout, "{e:?}");
+    assert!(started.elapsed() >= idle, "timed out before the idle timeout: {:?}", started.elapsed());
+    assert_eq!(fe.blocks.bytes_held().put_bodies, 0, "the stalled upload kept its share");
+
+    // A body trickling a byte at a time (never idle) still ends at the block's total time.
+    let trickle = futures::stream::unfold(0u64, |n| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(vec![n as u8])), n + 1))
+    });
+    let started = Instant::now();
+    let upload =
+        cellar_frontend::s3::body::ingest(&fe.blocks, s3s::dto::StreamingBlob::wrap(trickle), &[], u64::MAX);
+    let got = tokio::time::timeout(WAIT, upload).await.expect("the trickling upload never ended");
+    let Err(e) = got else { panic!("a trickling upload of an endless body was stored") };
+    assert_eq!(*e.code(), s3s::S3ErrorCode::RequestTimeout, "{e:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "ended before the block's total time");
+    assert_eq!(fe.blocks.bytes_held().put_bodies, 0, "the trickling upload kept its share");
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}

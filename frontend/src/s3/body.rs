@@ -148,8 +148,27 @@ pub async fn ingest(
             blocks.store_object_block(block, fresh).await.map(|h| (h, len))
         }))
     };
+    // A block's share is held while its bytes arrive: at most `total` for one block and
+    // `idle` without a byte (the block API's put body timeouts), so stalled uploads cannot
+    // hold the budget that every put of the frontend takes from.
+    let (total, idle) = blocks.put_body_timeouts();
+    let mut block_due: Option<tokio::time::Instant> = None;
     loop {
-        let chunk = match body.next().await {
+        let now = tokio::time::Instant::now();
+        let wait = block_due.map_or(idle, |due| idle.min(due.saturating_duration_since(now)));
+        let next = match tokio::time::timeout(wait, body.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return Err(s3_error!(
+                    RequestTimeout,
+                    "the body stopped arriving: no byte for {} ms, or a block's {} bytes took over {} ms",
+                    idle.as_millis(),
+                    block_bytes,
+                    total.as_millis()
+                ));
+            }
+        };
+        let chunk = match next {
             None => break,
             Some(Ok(c)) => c,
             Some(Err(e)) => return Err(body_error(&*e)),
@@ -170,6 +189,7 @@ pub async fn ingest(
                     .map_or(block_bytes as u64, |d| d.saturating_sub(at).min(block_bytes as u64))
                     .max(rest.len().min(block_bytes) as u64);
                 held = Some(blocks.hold_put_bytes(want).await);
+                block_due = Some(tokio::time::Instant::now() + total);
                 buf.reserve(want as usize);
             }
             let take = rest.len().min(block_bytes - buf.len());
@@ -177,6 +197,7 @@ pub async fn ingest(
             rest = &rest[take..];
             if buf.len() == block_bytes {
                 pending.push_back(flush(buf.split().freeze(), true, held.take()));
+                block_due = None;
                 while pending.len() >= BLOCK_STORES_IN_FLIGHT_MAX {
                     if let Some(task) = pending.pop_front() {
                         let (hash, len) = task.finish().await?;
