@@ -133,10 +133,9 @@ impl CellarS3 {
         }
     }
 
-    /// Streams `range` of the object made of `refs`.
-    fn stream(&self, refs: Vec<pb::BlockRef>, range: ByteRange<u64>) -> StreamingBlob {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(GET_READ_AHEAD_BLOCKS);
-        let blocks = self.blocks.clone();
+    /// The pieces (block hash, from, to within the block) of `range` of the object made of
+    /// `refs`.
+    fn pieces(refs: Vec<pb::BlockRef>, range: ByteRange<u64>) -> Vec<(Vec<u8>, usize, usize)> {
         let mut pieces = Vec::new();
         let mut at = 0u64;
         for b in refs {
@@ -149,6 +148,36 @@ impl CellarS3 {
             let to = (range.end.min(end) - start) as usize;
             pieces.push((b.hash, from, to));
         }
+        pieces
+    }
+
+    /// The body of `range` of the object made of `refs`: a range within one block is read
+    /// before the answer starts (no task, no channel: most small objects; a failed read is
+    /// an S3 error, not a body cut short), a longer one streamed.
+    async fn body(&self, refs: Vec<pb::BlockRef>, range: ByteRange<u64>) -> S3Result<StreamingBlob> {
+        let pieces = Self::pieces(refs, range);
+        let [(hash, from, to)] = pieces.as_slice() else { return Ok(self.stream(pieces)) };
+        let hash: [u8; 32] = hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| s3_error!(InternalError, "a block hash is not 32 bytes"))?;
+        let got = self.blocks.get(&hash).await.map_err(|e| match e {
+            crate::blocks::BlockError::NotFound(_) => {
+                s3_error!(InternalError, "a block of the object is missing: {e}")
+            }
+            e => s3_error!(ServiceUnavailable, "reading a block of the object: {e}"),
+        })?;
+        if *to > got.bytes.len() {
+            return Err(s3_error!(InternalError, "a block is shorter than its object says"));
+        }
+        let piece: Result<Bytes, std::io::Error> = Ok(got.bytes.slice(*from..*to));
+        Ok(StreamingBlob::wrap(futures::stream::iter([piece])))
+    }
+
+    /// Streams `pieces` (see [`Self::pieces`]) of an object.
+    fn stream(&self, pieces: Vec<(Vec<u8>, usize, usize)>) -> StreamingBlob {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(GET_READ_AHEAD_BLOCKS);
+        let blocks = self.blocks.clone();
         tokio::spawn(async move {
             let mut fetched = futures::stream::iter(pieces)
                 .map(|(hash, from, to)| {
@@ -655,7 +684,7 @@ impl S3 for CellarS3 {
         };
         self.blocks.note_entries(resp.entries);
         let length = range.end - range.start;
-        let body = self.stream(f.blocks.clone(), range);
+        let body = self.body(f.blocks.clone(), range).await?;
         let want_sums = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
             && content_range.is_none();
         let (crc32, crc32c, crc64, sha1, sha256) =
@@ -1045,7 +1074,7 @@ impl S3 for CellarS3 {
             None => 0..f.size_bytes,
         };
         self.blocks.note_entries(resp.entries);
-        let body = self.stream(f.blocks.clone(), range);
+        let body = self.stream(Self::pieces(f.blocks.clone(), range));
         let ingested = body::ingest(&self.blocks, body, &[], PUT_MAX_BYTES).await?;
         let part = self.put_part(&i.bucket, &i.key, &i.upload_id, i.part_number, &ingested).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
