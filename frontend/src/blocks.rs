@@ -137,6 +137,26 @@ fn record_bytes(payload_bytes: u32) -> Result<u32, BlockError> {
     })
 }
 
+/// `n` permits of `semaphore`, counting in `waits` a caller that found them taken and
+/// waited (the admission limits and byte budgets all wait this way).
+async fn permits(
+    semaphore: &Arc<Semaphore>,
+    n: u32,
+    waits: &crate::metrics::Counter,
+) -> OwnedSemaphorePermit {
+    if let Ok(p) = semaphore.clone().try_acquire_many_owned(n) {
+        return p;
+    }
+    waits.add(1);
+    loop {
+        // Only fails if the semaphore were closed, which none of these ever is.
+        if let Ok(p) = semaphore.clone().acquire_many_owned(n).await {
+            return p;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -185,16 +205,7 @@ impl Blocks {
     /// Waits for room for one more put (bounds the bodies held in memory): taken before
     /// the body is read (HTTP) or decoded (gRPC, see [`crate::grpc::PutAdmission`]).
     pub async fn admit_put(&self) -> tokio::sync::OwnedSemaphorePermit {
-        if let Ok(p) = self.puts.clone().try_acquire_owned() {
-            return p;
-        }
-        self.metrics.put_admission_waits.add(1);
-        loop {
-            if let Ok(p) = self.puts.clone().acquire_owned().await {
-                return p;
-            }
-            tokio::task::yield_now().await;
-        }
+        permits(&self.puts, 1, &self.metrics.put_admission_waits).await
     }
 
     /// Waits for room for `bytes` more bytes of put bodies (bounds the memory of large
@@ -206,16 +217,7 @@ impl Blocks {
     pub async fn hold_put_bytes(&self, bytes: u64) -> OwnedSemaphorePermit {
         let n =
             u32::try_from(bytes.min(self.block_size_max_bytes)).unwrap_or(u32::MAX).min(self.put_bytes_max);
-        if let Ok(p) = self.put_bytes.clone().try_acquire_many_owned(n) {
-            return p;
-        }
-        self.metrics.put_admission_waits.add(1);
-        loop {
-            if let Ok(p) = self.put_bytes.clone().acquire_many_owned(n).await {
-                return p;
-            }
-            tokio::task::yield_now().await;
-        }
+        permits(&self.put_bytes, n, &self.metrics.put_admission_waits).await
     }
 
     /// Bytes of the put and get byte budgets held now.
@@ -230,17 +232,7 @@ impl Blocks {
     /// Waits for room for a block of `bytes` read for a get (see
     /// [`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]).
     async fn hold_get_bytes(&self, bytes: u32) -> OwnedSemaphorePermit {
-        let n = bytes.min(self.get_bytes_max);
-        if let Ok(p) = self.get_bytes.clone().try_acquire_many_owned(n) {
-            return p;
-        }
-        self.metrics.get_admission_waits.add(1);
-        loop {
-            if let Ok(p) = self.get_bytes.clone().acquire_many_owned(n).await {
-                return p;
-            }
-            tokio::task::yield_now().await;
-        }
+        permits(&self.get_bytes, bytes.min(self.get_bytes_max), &self.metrics.get_admission_waits).await
     }
 
     /// Longest a put's body may take to arrive, in total and between two reads.

@@ -89,6 +89,16 @@ impl FrontendConfig {
         }
     }
 
+    /// The byte budgets, by name: each under 4 GiB (semaphore permits are counted in u32)
+    /// and holding one largest block.
+    fn byte_budgets(&self) -> [(&'static str, u64); 3] {
+        [
+            ("appends_in_flight_max_bytes", self.appends_in_flight_max_bytes),
+            ("put_bodies_in_flight_max_bytes", self.put_bodies_in_flight_max_bytes),
+            ("get_blocks_in_flight_max_bytes", self.get_blocks_in_flight_max_bytes),
+        ]
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), String> {
         if self.masters.is_empty() {
@@ -102,11 +112,7 @@ impl FrontendConfig {
         if self.append_batches_in_flight_max == 0 || self.append_batches_in_flight_max > 1024 {
             return Err("append_batches_in_flight_max must be in 1..=1024".into());
         }
-        for (name, v) in [
-            ("appends_in_flight_max_bytes", self.appends_in_flight_max_bytes),
-            ("put_bodies_in_flight_max_bytes", self.put_bodies_in_flight_max_bytes),
-            ("get_blocks_in_flight_max_bytes", self.get_blocks_in_flight_max_bytes),
-        ] {
+        for (name, v) in self.byte_budgets() {
             if v > u64::from(u32::MAX) {
                 return Err(format!("{name} must be under 4 GiB"));
             }
@@ -149,11 +155,7 @@ impl FrontendConfig {
                 limits.volume_size_bytes, limits.block_size_max_bytes
             ));
         }
-        for (name, v) in [
-            ("appends_in_flight_max_bytes", self.appends_in_flight_max_bytes),
-            ("put_bodies_in_flight_max_bytes", self.put_bodies_in_flight_max_bytes),
-            ("get_blocks_in_flight_max_bytes", self.get_blocks_in_flight_max_bytes),
-        ] {
+        for (name, v) in self.byte_budgets() {
             if v < limits.block_size_max_bytes {
                 return Err(format!("{name} must hold one largest block"));
             }

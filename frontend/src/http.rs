@@ -107,6 +107,11 @@ impl IntoResponse for BodyError {
     }
 }
 
+/// The body length a request's Content-Length declares, if it has a valid one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+}
+
 /// [`read_body`] with a deadline between frames.
 async fn read_body_idle(
     blocks: &Blocks,
@@ -115,8 +120,7 @@ async fn read_body_idle(
     idle: std::time::Duration,
 ) -> Result<Bytes, BodyError> {
     let limit = blocks.block_size_max_bytes();
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     let mut out: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     let mut seen = 0u64;
     let mut too_large = declared.is_some_and(|len| len > limit);
@@ -151,8 +155,7 @@ async fn read_body_idle(
 
 async fn put_block(blocks: Shared, expected: Option<[u8; 32]>, headers: HeaderMap, body: Body) -> Response {
     let _admitted = blocks.admit_put().await;
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(&headers);
     let _held = blocks.hold_put_bytes(declared.unwrap_or(u64::MAX)).await;
     let bytes = match read_body(&blocks, &headers, body).await {
         Ok(b) => b,
