@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use http::Method;
 use sha2::{Digest, Sha256};
+
+use crate::http1;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -121,8 +124,15 @@ pub struct BlockMaker {
 const BODY_HEAD_BYTES: usize = 64 << 10;
 
 /// A request body of a few ready frames, with its exact length (sent as Content-Length).
-struct Frames {
+pub struct Frames {
     frames: std::collections::VecDeque<Bytes>,
+}
+
+impl Frames {
+    /// A body of no bytes.
+    pub fn empty() -> Frames {
+        Frames { frames: std::collections::VecDeque::new() }
+    }
 }
 
 impl http_body::Body for Frames {
@@ -170,11 +180,7 @@ impl BlockMaker {
     /// Block number `i` as a request body that shares the base instead of copying it: the
     /// tag, then the rest of the base (a 4 MiB copy and its fresh pages per put would
     /// otherwise be load-generator work on the cores the servers use).
-    pub fn body(&self, i: u64) -> reqwest::Body {
-        reqwest::Body::wrap(self.frames(i))
-    }
-
-    fn frames(&self, i: u64) -> Frames {
+    pub fn body(&self, i: u64) -> Frames {
         let tag = self.tag(i);
         let n = tag.len().min(self.base.len());
         let mut head = tag[..n].to_vec();
@@ -226,7 +232,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn phase(
     name: &'static str,
     config: &BlocksBenchConfig,
-    client: &reqwest::Client,
     maker: &BlockMaker,
     hashes: Arc<Vec<String>>,
 ) -> Result<Phase> {
@@ -234,39 +239,45 @@ async fn phase(
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..config.concurrency {
-        let (next, client, hashes, config, maker) =
-            (next.clone(), client.clone(), hashes.clone(), config.clone(), maker.clone());
+        let (next, hashes, config, maker) = (next.clone(), hashes.clone(), config.clone(), maker.clone());
+        let mut client = http1::Client::new(&config.endpoint)?;
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut path = String::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= config.count {
                     return Ok::<_, anyhow::Error>(latencies);
                 }
                 let t;
+                path.clear();
                 if name == "put" {
                     let body = maker.body(i);
+                    path.push_str("/v1/blocks");
                     t = Instant::now();
-                    let resp = client.put(format!("{}/v1/blocks", config.endpoint)).body(body).send().await?;
-                    if resp.status().as_u16() != 201 {
-                        bail!("put answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+                    let mut answer = Vec::new();
+                    let (status, _) =
+                        client.request(Method::PUT, &path, body, |_, b| answer.extend_from_slice(b)).await?;
+                    if status.as_u16() != 201 {
+                        bail!("put answered {status}: {}", String::from_utf8_lossy(&answer));
                     }
-                    resp.bytes().await?;
                 } else {
                     let hash = &hashes[i as usize];
+                    path.push_str("/v1/blocks/");
+                    path.push_str(hash);
                     t = Instant::now();
-                    let mut resp = client.get(format!("{}/v1/blocks/{hash}", config.endpoint)).send().await?;
-                    if resp.status().as_u16() != 200 {
-                        bail!("get answered {}", resp.status());
-                    }
                     // Checked as it arrives: collecting the body first would cost the load
                     // generator a copy of every block on the cores it shares with the cell.
-                    let (mut at, mut same) = (0usize, true);
-                    while let Some(chunk) = resp.chunk().await? {
-                        same &= maker.matches_at(i, at, &chunk);
-                        at += chunk.len();
+                    let mut same = true;
+                    let (status, len) = client
+                        .request(Method::GET, &path, Frames::empty(), |at, chunk| {
+                            same &= maker.matches_at(i, at, chunk)
+                        })
+                        .await?;
+                    if status.as_u16() != 200 {
+                        bail!("get answered {status}");
                     }
-                    if !same || at != config.size_bytes {
+                    if !same || len != config.size_bytes {
                         bail!("block {hash} came back different");
                     }
                 }
@@ -293,11 +304,10 @@ async fn phase(
 /// Runs the put phase, then (after waiting for the cell to go idle, with `idle_masters`)
 /// the get phase `get_rounds` times.
 pub async fn run(config: &BlocksBenchConfig) -> Result<BlocksRun> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(config.concurrency as usize).build()?;
     let run_id =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let maker = BlockMaker::new(run_id, config.size_bytes);
-    let put = phase("put", config, &client, &maker, Arc::new(Vec::new())).await?;
+    let put = phase("put", config, &maker, Arc::new(Vec::new())).await?;
     let hashes: Vec<String> = (0..config.count).map(|i| hex::encode(Sha256::digest(maker.make(i)))).collect();
     let hashes = Arc::new(hashes);
     let mut phases = vec![put];
@@ -314,7 +324,7 @@ pub async fn run(config: &BlocksBenchConfig) -> Result<BlocksRun> {
         }
     }
     for _ in 0..config.get_rounds.max(1) {
-        phases.push(phase("get", config, &client, &maker, hashes.clone()).await?);
+        phases.push(phase("get", config, &maker, hashes.clone()).await?);
     }
     Ok(BlocksRun { phases, idle_wait })
 }
@@ -329,7 +339,7 @@ mod tests {
         for size in [0, 1, 15, 16, 17, 1000, (64 << 10) + 1, 300_000] {
             let maker = BlockMaker::new(9, size);
             for i in [0, 5] {
-                let mut frames = maker.frames(i);
+                let mut frames = maker.body(i);
                 assert_eq!(frames.size_hint().exact(), Some(size as u64), "size {size}");
                 let mut got = Vec::new();
                 while let Some(b) = frames.frames.pop_front() {

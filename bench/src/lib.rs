@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod disk;
 pub mod disk_open;
 pub mod encode;
+pub mod http1;
 pub mod master;
 pub mod namespace;
 pub mod process;
