@@ -22,6 +22,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 // glibc's malloc showed up as ~13% of a busy cell's CPU (many small allocations per
 // request across many threads); mimalloc's thread-local free lists cost a fraction.
+// Built without transparent huge pages (feature `no_thp`: mimalloc does not madvise its
+// memory MADV_HUGEPAGE): with them, the first touch of any byte of a 2 MiB region zeroed
+// all of it (44% of the volume servers' CPU in the first 4 KiB puts of a fresh cell, in
+// `clear_page_erms`), again after every purge of freed memory, and the sparse use of huge
+// pages inflated every process's RSS (masters 99-102 -> 69-71 MiB, see
+// docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
