@@ -45,6 +45,11 @@ pub struct FrontendArgs {
     /// MiB of blocks read for gets at once (more gets wait); at least the largest block.
     #[arg(long, default_value_t = cellar_frontend::GET_BLOCKS_IN_FLIGHT_MAX_BYTES >> 20)]
     get_blocks_in_flight_max_mib: u64,
+    /// KiB: a put of a smaller block skips asking the masters whether it is stored already
+    /// (its index commit deduplicates it; the copy written is reclaimed by compaction); 0:
+    /// every put asks.
+    #[arg(long, default_value_t = cellar_frontend::PUT_LOOKUP_MIN_BYTES >> 10)]
+    put_lookup_min_kib: u64,
     /// Open HTTP connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = cellar_frontend::HTTP_CONNECTIONS_MAX)]
     http_connections_max: usize,
@@ -73,6 +78,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.http_connections_max = args.http_connections_max;
     config.put_bodies_in_flight_max_bytes = args.put_bodies_in_flight_max_mib.saturating_mul(1 << 20);
     config.get_blocks_in_flight_max_bytes = args.get_blocks_in_flight_max_mib.saturating_mul(1 << 20);
+    config.put_lookup_min_bytes = args.put_lookup_min_kib.saturating_mul(1 << 10);
     config.watch = cellar_frontend::config::WatchConfig {
         sample_one_in: args.watch_sample_one_in,
         delays: args.watch_delay_secs.iter().map(|s| std::time::Duration::from_secs(*s)).collect(),

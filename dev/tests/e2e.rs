@@ -142,6 +142,73 @@ async fn two_thousand_blocks_read_back_byte_exact_across_seal_and_code() {
     cell.shutdown(dir.path()).await;
 }
 
+/// A frontend that has not seen a block asks the masters whether it is stored before
+/// storing it only when it is at least `PUT_LOOKUP_MIN_BYTES`; a smaller block is stored,
+/// and its index commit finds the entry there and adds the reference to it instead.
+/// Either way the put answers `deduplicated`, the index keeps one entry, and every
+/// reference counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_frontend_deduplicates_small_blocks_at_commit_and_large_ones_by_lookup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = start(dir.path(), true).await;
+    let http = reqwest::Client::new();
+    let first = cell.endpoints.http.clone();
+    let min = cellar_frontend::PUT_LOOKUP_MIN_BYTES as usize;
+    let small = vec![3u8; 4096];
+    let large = vec![4u8; min];
+    for block in [&small, &large] {
+        let v: serde_json::Value = http
+            .put(format!("{first}/v1/blocks"))
+            .body(block.clone())
+            .send()
+            .await
+            .expect("put")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v["deduplicated"], false);
+    }
+    let entries = status(&cell).await.index_entries;
+
+    let mut config = cellar_frontend::FrontendConfig::new("127.0.0.1:0", cell.endpoints.masters.clone());
+    config.holder = format!("second-frontend-{}", std::process::id());
+    let second = cellar_frontend::start(config).await.expect("start a second frontend");
+    let other = format!("http://{}", second.addr);
+    let lookups = || second.blocks.metrics.lookup_latency.count();
+    for (block, asks) in [(&large, 1), (&small, 0)] {
+        let asked = lookups();
+        let v: serde_json::Value = http
+            .put(format!("{other}/v1/blocks"))
+            .body(block.clone())
+            .send()
+            .await
+            .expect("put")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v["deduplicated"], true, "a block of {} bytes", block.len());
+        assert_eq!(lookups() - asked, asks, "masters asked about the block of {} bytes", block.len());
+        assert_eq!(status(&cell).await.index_entries, entries, "one entry per block");
+        let hash = hex::encode(Sha256::digest(block));
+        assert_eq!(get(&http, &other, &hash).await, (200, block.clone()));
+    }
+
+    // Each block has two references: two deletes remove it, through either frontend (each
+    // get through the frontend that deleted: the other may still hold the entry in its
+    // cache).
+    for block in [&small, &large] {
+        let hash = hex::encode(Sha256::digest(block));
+        for (base, left) in [(&first, 200), (&other, 404)] {
+            let del = http.delete(format!("{base}/v1/blocks/{hash}")).send().await.expect("delete");
+            assert_eq!(del.status().as_u16(), 204);
+            assert_eq!(get(&http, base, &hash).await.0, left);
+        }
+    }
+    assert_eq!(status(&cell).await.index_entries, entries - 2);
+    second.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dedup_and_bad_input_leave_the_cell_unchanged() {
     let dir = tempfile::tempdir().expect("tempdir");

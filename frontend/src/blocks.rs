@@ -122,6 +122,8 @@ pub struct Blocks {
     get_bytes: Arc<Semaphore>,
     get_bytes_max: u32,
     block_size_max_bytes: u64,
+    /// See [`crate::PUT_LOOKUP_MIN_BYTES`].
+    put_lookup_min_bytes: u64,
     put_body_timeout: std::time::Duration,
     put_body_idle_timeout: std::time::Duration,
     /// The metrics.
@@ -182,6 +184,7 @@ impl Blocks {
             get_bytes: Arc::new(Semaphore::new(config.get_blocks_in_flight_max_bytes as usize)),
             get_bytes_max: u32::try_from(config.get_blocks_in_flight_max_bytes).unwrap_or(u32::MAX),
             block_size_max_bytes: limits.block_size_max_bytes,
+            put_lookup_min_bytes: config.put_lookup_min_bytes,
             metrics,
             watcher: Arc::new(crate::watcher::Watcher::new(config.watch.clone())),
         }
@@ -264,6 +267,20 @@ impl Blocks {
         Ok(found)
     }
 
+    /// Whether a block about to be stored is indexed already: this frontend's cache knows,
+    /// and the masters are asked only about blocks of at least `put_lookup_min_bytes` (a
+    /// smaller one is stored, and its index commit deduplicates it).
+    async fn lookup_before_store(
+        &self,
+        hash: &[u8; 32],
+        size: u64,
+    ) -> Result<Option<mpb::IndexEntry>, BlockError> {
+        if size < self.put_lookup_min_bytes {
+            return Ok(lock(&self.index).get(hash));
+        }
+        self.lookup(hash).await
+    }
+
     async fn volume(&self, volume_id: u64, fresh: bool) -> Result<mpb::Volume, BlockError> {
         let cached = if fresh { None } else { lock(&self.volumes).get(&volume_id) };
         if let Some(v) = cached {
@@ -318,7 +335,7 @@ impl Blocks {
         }
         let hash = hex::encode(sha256);
         // Dedup: an indexed block only gains a reference.
-        let found = self.lookup(&sha256).await?;
+        let found = self.lookup_before_store(&sha256, size).await?;
         if let Some(existing) = found {
             let entry = mpb::IndexCommit {
                 hash: sha256.to_vec(),
@@ -380,7 +397,7 @@ impl Blocks {
         if fresh {
             lock(&self.index).remove(&sha256);
         }
-        if self.lookup(&sha256).await?.is_some() {
+        if self.lookup_before_store(&sha256, size).await?.is_some() {
             self.metrics.dedup_hits.add(1);
             return Ok(sha256);
         }
@@ -395,7 +412,9 @@ impl Blocks {
             StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
         })?;
         self.cache_entry(sha256, stored.entry);
-        if !stored.deduplicated {
+        if stored.deduplicated {
+            self.metrics.dedup_hits.add(1);
+        } else {
             self.watcher.note_put(sha256);
         }
         self.metrics.puts_ok.add(1);
