@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::http1;
 
+/// A load-generator client's connection.
+type Client = http1::Client<Frames>;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BlocksBenchConfig {
@@ -234,20 +237,20 @@ async fn phase(
     config: &BlocksBenchConfig,
     maker: &BlockMaker,
     hashes: Arc<Vec<String>>,
+    clients: &mut Vec<Client>,
 ) -> Result<Phase> {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..config.concurrency {
+    for mut client in clients.drain(..) {
         let (next, hashes, config, maker) = (next.clone(), hashes.clone(), config.clone(), maker.clone());
-        let mut client = http1::Client::new(&config.endpoint)?;
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut path = String::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= config.count {
-                    return Ok::<_, anyhow::Error>(latencies);
+                    return Ok::<_, anyhow::Error>((latencies, client));
                 }
                 let t;
                 path.clear();
@@ -287,7 +290,9 @@ async fn phase(
     }
     let mut latencies = Vec::new();
     for w in workers {
-        latencies.extend(w.await.context("worker")??);
+        let (mine, client) = w.await.context("worker")??;
+        latencies.extend(mine);
+        clients.push(client);
     }
     let elapsed = started.elapsed();
     latencies.sort();
@@ -307,7 +312,12 @@ pub async fn run(config: &BlocksBenchConfig) -> Result<BlocksRun> {
     let run_id =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let maker = BlockMaker::new(run_id, config.size_bytes);
-    let put = phase("put", config, &maker, Arc::new(Vec::new())).await?;
+    // The clients' connections are opened before the first phase and kept through all:
+    // opening hundreds at a phase's start would be timed as part of it.
+    let mut clients =
+        (0..config.concurrency).map(|_| Client::new(&config.endpoint)).collect::<Result<Vec<Client>>>()?;
+    futures::future::try_join_all(clients.iter_mut().map(Client::connect)).await?;
+    let put = phase("put", config, &maker, Arc::new(Vec::new()), &mut clients).await?;
     let hashes: Vec<String> = (0..config.count).map(|i| hex::encode(Sha256::digest(maker.make(i)))).collect();
     let hashes = Arc::new(hashes);
     let mut phases = vec![put];
@@ -324,7 +334,7 @@ pub async fn run(config: &BlocksBenchConfig) -> Result<BlocksRun> {
         }
     }
     for _ in 0..config.get_rounds.max(1) {
-        phases.push(phase("get", config, &maker, hashes.clone()).await?);
+        phases.push(phase("get", config, &maker, hashes.clone(), &mut clients).await?);
     }
     Ok(BlocksRun { phases, idle_wait })
 }

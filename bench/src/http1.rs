@@ -63,6 +63,24 @@ where
             .map_err(|_| anyhow!("no answer within {REQUEST_TIMEOUT:?}"))?
     }
 
+    /// Opens the connection now if it is not open (so that a measurement does not time it).
+    pub async fn connect(&mut self) -> Result<()> {
+        if self.link.is_none() {
+            let connecting = async {
+                let stream = TcpStream::connect(&self.authority)
+                    .await
+                    .with_context(|| format!("connect to {}", self.authority))?;
+                stream.set_nodelay(true)?;
+                Ok::<_, anyhow::Error>(http1::handshake(TokioIo::new(stream)).await?)
+            };
+            let (sender, conn) = tokio::time::timeout(REQUEST_TIMEOUT, connecting)
+                .await
+                .map_err(|_| anyhow!("no connection to {} within {REQUEST_TIMEOUT:?}", self.authority))??;
+            self.link = Some((sender, Box::pin(conn)));
+        }
+        Ok(())
+    }
+
     async fn exchange(
         &mut self,
         method: Method,
@@ -70,14 +88,7 @@ where
         body: B,
         mut chunk: impl FnMut(usize, &[u8]),
     ) -> Result<(StatusCode, usize)> {
-        if self.link.is_none() {
-            let stream = TcpStream::connect(&self.authority)
-                .await
-                .with_context(|| format!("connect to {}", self.authority))?;
-            stream.set_nodelay(true)?;
-            let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-            self.link = Some((sender, Box::pin(conn)));
-        }
+        self.connect().await?;
         let Some((sender, conn)) = self.link.as_mut() else { bail!("no connection") };
         let request = Request::builder()
             .method(method)
