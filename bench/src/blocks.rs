@@ -316,7 +316,9 @@ pub async fn run(config: &BlocksBenchConfig) -> Result<BlocksRun> {
     // opening hundreds at a phase's start would be timed as part of it.
     let mut clients =
         (0..config.concurrency).map(|_| Client::new(&config.endpoint)).collect::<Result<Vec<Client>>>()?;
-    futures::future::try_join_all(clients.iter_mut().map(Client::connect)).await?;
+    if config.count > 0 {
+        futures::future::try_join_all(clients.iter_mut().map(Client::connect)).await?;
+    }
     let put = phase("put", config, &maker, Arc::new(Vec::new()), &mut clients).await?;
     let hashes: Vec<String> = (0..config.count).map(|i| hex::encode(Sha256::digest(maker.make(i)))).collect();
     let hashes = Arc::new(hashes);
