@@ -107,6 +107,10 @@ fn unavailable(e: ClientError) -> BlockError {
     BlockError::Unavailable(e.to_string())
 }
 
+/// Object blocks shorter than this are hashed on the runtime worker (see
+/// [`Blocks::store_object_block`]).
+const HASH_INLINE_MAX_BYTES: u64 = 64 << 10;
+
 /// The block service of one frontend.
 pub struct Blocks {
     cluster: Arc<Cluster>,
@@ -390,10 +394,15 @@ impl Blocks {
             return Err(BlockError::TooLarge { size_bytes: size, limit_bytes: self.block_size_max_bytes });
         }
         let started = Instant::now();
-        let (sha256, bytes) =
+        // A large block is hashed on a blocking thread (~2.5 ms for 4 MiB, too long for a
+        // runtime worker); a small one here (4 KiB: ~2.4 us, less than the hand-off).
+        let (sha256, bytes) = if size < HASH_INLINE_MAX_BYTES {
+            (<[u8; 32]>::from(Sha256::digest(&bytes)), bytes)
+        } else {
             tokio::task::spawn_blocking(move || (<[u8; 32]>::from(Sha256::digest(&bytes)), bytes))
                 .await
-                .map_err(|e| BlockError::Unavailable(format!("hashing a block: {e}")))?;
+                .map_err(|e| BlockError::Unavailable(format!("hashing a block: {e}")))?
+        };
         if fresh {
             lock(&self.index).remove(&sha256);
         }
