@@ -53,6 +53,11 @@ pub struct FrontendArgs {
     /// Open HTTP connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = cellar_frontend::HTTP_CONNECTIONS_MAX)]
     http_connections_max: usize,
+    /// Longest a response write may stay blocked, in milliseconds: a client that reads
+    /// nothing for this long has its connection closed (and gives back the get budget its
+    /// unsent bytes held).
+    #[arg(long, default_value_t = cellar_frontend::RESPONSE_WRITE_STALL_MAX_MS)]
+    response_write_stall_timeout_ms: u64,
     /// Storage watcher: one stored put in this many is read back later (0: off).
     #[arg(long, default_value_t = cellar_frontend::config::WatchConfig::default().sample_one_in)]
     watch_sample_one_in: u64,
@@ -76,6 +81,8 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.put_body_timeout = std::time::Duration::from_millis(args.put_body_timeout_ms);
     config.put_body_idle_timeout = std::time::Duration::from_millis(args.put_body_idle_timeout_ms);
     config.http_connections_max = args.http_connections_max;
+    config.response_write_stall_timeout =
+        std::time::Duration::from_millis(args.response_write_stall_timeout_ms);
     config.put_bodies_in_flight_max_bytes = args.put_bodies_in_flight_max_mib.saturating_mul(1 << 20);
     config.get_blocks_in_flight_max_bytes = args.get_blocks_in_flight_max_mib.saturating_mul(1 << 20);
     config.put_lookup_min_bytes = args.put_lookup_min_kib.saturating_mul(1 << 10);

@@ -375,3 +375,65 @@ async fn a_stalled_s3_upload_times_out_and_gives_its_share_back() {
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_stops_reading_holds_its_share_until_its_write_stalls_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let budget = 4u64 << 20;
+    let stall = Duration::from_secs(2);
+    let fe = frontend(&cell, |c| {
+        c.block_size_max_bytes = Some(budget);
+        c.get_blocks_in_flight_max_bytes = budget;
+        c.response_write_stall_timeout = stall;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/blocks", fe.addr);
+    let large = vec![1u8; budget as usize - 64];
+    let small = vec![2u8; 4096];
+    for body in [&large, &small] {
+        let resp = http.put(&url).body(body.clone()).send().await.expect("put");
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    let key = |b: &[u8]| -> String { hex::encode(sha2::Sha256::digest(b)) };
+
+    // A client asks for the large block (its record takes the whole budget) and reads
+    // nothing, with a receive buffer too small for the block.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let mut stalled = socket.connect(fe.addr).await.expect("connect");
+    let request = format!("GET /v1/blocks/{} HTTP/1.1\r\nhost: cellar\r\n\r\n", key(&large));
+    stalled.write_all(request.as_bytes()).await.expect("send the request");
+    wait_for("the stalled get to hold its share", || fe.blocks.bytes_held().get_blocks > budget / 2).await;
+
+    // Its bytes keep the share while they wait to be written: another get waits.
+    let get = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{url}/{}", key(&small)));
+        async move { http.get(url).send().await }
+    });
+    wait_for("the small get to wait for room in the byte budget", || {
+        fe.blocks.metrics.get_admission_waits.get() == 1
+    })
+    .await;
+    assert!(!get.is_finished(), "a get was served past the byte budget");
+
+    // Once the stalled write has been blocked for the timeout, its connection is closed,
+    // the share comes back and the waiting get is served.
+    let resp = tokio::time::timeout(WAIT, get).await.expect("answered").expect("task").expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), small.as_slice());
+    wait_for("every share to come back", || fe.blocks.bytes_held().get_blocks == 0).await;
+    // The stalled client gets the answer cut short: fewer bytes than the block, then the end.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match tokio::time::timeout(WAIT, stalled.read(&mut buf)).await.expect("the connection ends") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < large.len(), "the stalled answer was sent whole ({got} bytes)");
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}

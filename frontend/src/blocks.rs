@@ -107,6 +107,22 @@ fn unavailable(e: ClientError) -> BlockError {
     BlockError::Unavailable(e.to_string())
 }
 
+/// `bytes` carrying `held` (a share of a byte budget): the share is released when the last
+/// reference to these bytes, or to a slice of them, is dropped (once they are written to
+/// the client, or the connection is gone), not when they change hands.
+pub fn holding(bytes: Bytes, held: OwnedSemaphorePermit) -> Bytes {
+    struct Held {
+        bytes: Bytes,
+        _share: OwnedSemaphorePermit,
+    }
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+    Bytes::from_owner(Held { bytes, _share: held })
+}
+
 /// Object blocks shorter than this are hashed on the runtime worker (see
 /// [`Blocks::store_object_block`]).
 const HASH_INLINE_MAX_BYTES: u64 = 64 << 10;
@@ -128,6 +144,8 @@ pub struct Blocks {
     block_size_max_bytes: u64,
     /// See [`crate::PUT_LOOKUP_MIN_BYTES`].
     put_lookup_min_bytes: u64,
+    /// See [`crate::RESPONSE_WRITE_STALL_MAX_MS`].
+    response_write_stall_timeout: std::time::Duration,
     put_body_timeout: std::time::Duration,
     put_body_idle_timeout: std::time::Duration,
     /// The metrics.
@@ -189,6 +207,7 @@ impl Blocks {
             get_bytes_max: u32::try_from(config.get_blocks_in_flight_max_bytes).unwrap_or(u32::MAX),
             block_size_max_bytes: limits.block_size_max_bytes,
             put_lookup_min_bytes: config.put_lookup_min_bytes,
+            response_write_stall_timeout: config.response_write_stall_timeout,
             metrics,
             watcher: Arc::new(crate::watcher::Watcher::new(config.watch.clone())),
         }
@@ -240,6 +259,11 @@ impl Blocks {
     /// [`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]).
     async fn hold_get_bytes(&self, bytes: u32) -> OwnedSemaphorePermit {
         permits(&self.get_bytes, bytes.min(self.get_bytes_max), &self.metrics.get_admission_waits).await
+    }
+
+    /// Longest a response write to a client may stay blocked (see [`crate::stall`]).
+    pub fn response_write_stall_timeout(&self) -> std::time::Duration {
+        self.response_write_stall_timeout
     }
 
     /// Longest a put's body may take to arrive, in total and between two reads.

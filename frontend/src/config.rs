@@ -57,6 +57,9 @@ pub struct FrontendConfig {
     pub put_body_idle_timeout: Duration,
     /// Open HTTP connections served at once (see [`crate::HTTP_CONNECTIONS_MAX`]).
     pub http_connections_max: usize,
+    /// Longest a response write may stay blocked (see
+    /// [`crate::RESPONSE_WRITE_STALL_MAX_MS`]).
+    pub response_write_stall_timeout: Duration,
     /// The storage watcher's sample and delay (see [`crate::watcher`]).
     pub watch: WatchConfig,
     /// Masters running in this process (`cellar dev`), called without a socket.
@@ -89,6 +92,7 @@ impl FrontendConfig {
             put_body_idle_timeout: Duration::from_millis(crate::PUT_BODY_IDLE_TIMEOUT_MS),
             watch: WatchConfig::default(),
             http_connections_max: crate::HTTP_CONNECTIONS_MAX,
+            response_write_stall_timeout: Duration::from_millis(crate::RESPONSE_WRITE_STALL_MAX_MS),
             local_masters: None,
         }
     }
@@ -123,6 +127,9 @@ impl FrontendConfig {
         }
         if self.put_body_idle_timeout.is_zero() || self.put_body_timeout < self.put_body_idle_timeout {
             return Err("put_body_idle_timeout must be above zero and at most put_body_timeout".into());
+        }
+        if self.response_write_stall_timeout.is_zero() {
+            return Err("response_write_stall_timeout must be above zero".into());
         }
         if self.http_connections_max == 0 {
             return Err("http_connections_max must be at least 1".into());

@@ -20,6 +20,7 @@
 //! backlog.
 //! Errors are JSON `{"error": CODE, "message": ...}`.
 
+use crate::stall::WriteStallLimit;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -235,7 +236,8 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let admitted = [admitted, Some(held)];
+    // The block's share of the get budget goes with its bytes until they are written.
+    let bytes = crate::blocks::holding(bytes, held);
     let len = bytes.len() as u64;
     let octets = HeaderValue::from_static("application/octet-stream");
     match headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len)) {
@@ -261,15 +263,17 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
     }
 }
 
-/// A response body of `bytes` that keeps `permits` (the get's in-flight shares) until hyper
-/// drops the body: once it has taken the bytes to write them, or the client went away.
-fn held_body(bytes: Bytes, permits: [Option<tokio::sync::OwnedSemaphorePermit>; 2]) -> Body {
-    Body::new(HeldBody { bytes: Some(bytes), _permits: permits })
+/// A response body of `bytes` that keeps `admitted` (the get's place among the gets in
+/// flight) until hyper drops the body: once it has taken the bytes to write them, or the
+/// client went away. The bytes' share of the byte budget stays with the bytes (see
+/// [`crate::blocks::holding`]).
+fn held_body(bytes: Bytes, admitted: Option<tokio::sync::OwnedSemaphorePermit>) -> Body {
+    Body::new(HeldBody { bytes: Some(bytes), _admitted: admitted })
 }
 
 struct HeldBody {
     bytes: Option<Bytes>,
-    _permits: [Option<tokio::sync::OwnedSemaphorePermit>; 2],
+    _admitted: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl http_body::Body for HeldBody {
@@ -412,11 +416,13 @@ pub fn router(blocks: Shared) -> Router {
 struct LimitedListener {
     inner: tokio::net::TcpListener,
     slots: Arc<Semaphore>,
+    /// Longest a write may stay blocked (see [`crate::stall`]).
+    write_stall: std::time::Duration,
 }
 
 /// An accepted connection holding one slot of its [`LimitedListener`].
 pub struct LimitedStream {
-    stream: tokio::net::TcpStream,
+    stream: WriteStallLimit<tokio::net::TcpStream>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -432,7 +438,7 @@ impl axum::serve::Listener for LimitedListener {
             }
         };
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (LimitedStream { stream, _slot: slot }, addr)
+        (LimitedStream { stream: WriteStallLimit::new(stream, self.write_stall), _slot: slot }, addr)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
@@ -552,13 +558,18 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
     let mut tasks = Vec::new();
     let app = router(blocks.clone());
     let connections_max = config.http_connections_max;
+    let config_write_stall = config.response_write_stall_timeout;
     let mut server_stop = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         // Answers go out at once: headers and body are separate writes, and Nagle's
         // algorithm against the client's delayed ACK costs 40 ms per small GET.
-        let listener = LimitedListener { inner: listener, slots: Arc::new(Semaphore::new(connections_max)) };
+        let listener = LimitedListener {
+            inner: listener,
+            slots: Arc::new(Semaphore::new(connections_max)),
+            write_stall: config_write_stall,
+        };
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut LimitedStream| {
-            let tcp = &mut tcp.stream;
+            let tcp = tcp.stream.get_mut();
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }

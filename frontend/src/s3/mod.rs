@@ -12,6 +12,7 @@ pub mod body;
 pub mod lifecycle;
 pub mod ops;
 
+use crate::stall::WriteStallLimit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -64,6 +65,7 @@ pub async fn serve(
         b.build()
     };
     let slots = Arc::new(Semaphore::new(connections_max));
+    let write_stall = blocks.response_write_stall_timeout();
     loop {
         let permit = tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
@@ -109,7 +111,7 @@ pub async fn serve(
             let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(tcp), service);
+                .serve_connection(TokioIo::new(WriteStallLimit::new(tcp, write_stall)), service);
             tokio::pin!(conn);
             tokio::select! {
                 served = conn.as_mut() => {
