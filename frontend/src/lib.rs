@@ -67,8 +67,9 @@ pub const PUT_LOOKUP_MIN_BYTES: u64 = 64 << 10;
 /// connection is gone: see [`stall`]), S3 read-ahead included; further gets wait. 4 MiB
 /// gets from 32 clients held 32 blocks at once and raised the frontend's peak RSS by ~90
 /// MiB without serving faster than 16. Since the bytes keep their share until written
-/// (they used to give it back when hyper took them), 96 MiB rather than 64: 1,376-1,610
-/// MB/s against 1,233-1,398 in 4 MiB gets at 32 clients (two A/B rounds).
+/// (they used to give it back when hyper took them), 96 MiB rather than 64, for the bytes
+/// waiting in write queues; 128 served 4 MiB gets at 32 clients no faster than 96
+/// (docs/performance.md).
 pub const GET_BLOCKS_IN_FLIGHT_MAX_BYTES: u64 = 96 << 20;
 /// Payload bytes a frontend has on their way to replicas at once (each is written R times).
 /// Puts held back by it wait in the queue and join larger batches. Measured on the dev
