@@ -20,7 +20,6 @@
 //! backlog.
 //! Errors are JSON `{"error": CODE, "message": ...}`.
 
-use crate::stall::WriteStallLimit;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -44,6 +43,7 @@ use tokio::task::JoinHandle;
 
 use crate::blocks::{BlockError, Blocks, parse_hash};
 use crate::config::FrontendConfig;
+use crate::stall::WriteStallLimit;
 
 type Shared = Arc<Blocks>;
 

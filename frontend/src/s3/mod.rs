@@ -12,7 +12,6 @@ pub mod body;
 pub mod lifecycle;
 pub mod ops;
 
-use crate::stall::WriteStallLimit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Semaphore, watch};
 
 use crate::blocks::Blocks;
+use crate::stall::WriteStallLimit;
 
 /// Largest XML request body (CompleteMultipartUpload, DeleteObjects, ...): 10,000 parts
 /// fit in well under 1 MiB.
