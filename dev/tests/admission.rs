@@ -30,6 +30,31 @@ async fn frontend(cell: &DevCell, tweak: impl FnOnce(&mut FrontendConfig)) -> Fr
     cellar_frontend::start(config).await.expect("start the frontend")
 }
 
+/// A frontend whose get byte budget (and largest block) is `budget`, after a put of a block
+/// whose record takes the whole budget and of a 4 KiB block through it: the frontend, the
+/// large block and the small one.
+async fn get_budget_frontend(
+    cell: &DevCell,
+    budget: u64,
+    tweak: impl FnOnce(&mut FrontendConfig),
+) -> (FrontendHandle, Vec<u8>, Vec<u8>) {
+    let fe = frontend(cell, |c| {
+        c.block_size_max_bytes = Some(budget);
+        c.get_blocks_in_flight_max_bytes = budget;
+        tweak(c);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/blocks", fe.addr);
+    let large = vec![1u8; budget as usize - 64];
+    let small = vec![2u8; 4096];
+    for body in [&large, &small] {
+        let resp = http.put(&url).body(body.clone()).send().await.expect("put");
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    (fe, large, small)
+}
+
 /// Waits until `check` holds, failing after [`WAIT`].
 async fn wait_for(what: &str, check: impl Fn() -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -233,20 +258,9 @@ async fn puts_past_the_byte_budget_wait_until_a_body_is_done() {
 async fn gets_past_the_byte_budget_wait_until_a_block_is_handed_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cell = cell(dir.path()).await;
-    let budget = 1u64 << 20;
-    let fe = frontend(&cell, |c| {
-        c.block_size_max_bytes = Some(budget);
-        c.get_blocks_in_flight_max_bytes = budget;
-    })
-    .await;
+    let (fe, large, small) = get_budget_frontend(&cell, 1 << 20, |_| {}).await;
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/blocks", fe.addr);
-    let large = vec![1u8; budget as usize - 64];
-    let small = vec![2u8; 4096];
-    for body in [&large, &small] {
-        let resp = http.put(&url).body(body.clone()).send().await.expect("put");
-        assert_eq!(resp.status().as_u16(), 201);
-    }
     let key = |b: &[u8]| -> [u8; 32] { sha2::Sha256::digest(b).into() };
 
     // A get holding the large block (its record takes the whole budget) until dropped.
@@ -381,21 +395,10 @@ async fn a_client_that_stops_reading_holds_its_share_until_its_write_stalls_out(
     let dir = tempfile::tempdir().expect("tempdir");
     let cell = cell(dir.path()).await;
     let budget = 4u64 << 20;
-    let stall = Duration::from_secs(2);
-    let fe = frontend(&cell, |c| {
-        c.block_size_max_bytes = Some(budget);
-        c.get_blocks_in_flight_max_bytes = budget;
-        c.response_write_stall_timeout = stall;
-    })
-    .await;
+    let (fe, large, small) =
+        get_budget_frontend(&cell, budget, |c| c.response_write_stall_timeout = Duration::from_secs(2)).await;
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/blocks", fe.addr);
-    let large = vec![1u8; budget as usize - 64];
-    let small = vec![2u8; 4096];
-    for body in [&large, &small] {
-        let resp = http.put(&url).body(body.clone()).send().await.expect("put");
-        assert_eq!(resp.status().as_u16(), 201);
-    }
     let key = |b: &[u8]| -> String { hex::encode(sha2::Sha256::digest(b)) };
 
     // A client asks for the large block (its record takes the whole budget) and reads

@@ -53,6 +53,12 @@ fn size(rng: &mut impl Rng) -> usize {
     }
 }
 
+/// `PUT base/v1/blocks` of `body`: the answer's JSON.
+async fn put(http: &reqwest::Client, base: &str, body: &[u8]) -> serde_json::Value {
+    let resp = http.put(format!("{base}/v1/blocks")).body(body.to_vec()).send().await.expect("put");
+    resp.json().await.expect("json")
+}
+
 async fn get(http: &reqwest::Client, base: &str, hash: &str) -> (u16, Vec<u8>) {
     let resp = http.get(format!("{base}/v1/blocks/{hash}")).send().await.expect("get");
     let status = resp.status().as_u16();
@@ -157,16 +163,7 @@ async fn another_frontend_deduplicates_small_blocks_at_commit_and_large_ones_by_
     let small = vec![3u8; 4096];
     let large = vec![4u8; min];
     for block in [&small, &large] {
-        let v: serde_json::Value = http
-            .put(format!("{first}/v1/blocks"))
-            .body(block.clone())
-            .send()
-            .await
-            .expect("put")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(v["deduplicated"], false);
+        assert_eq!(put(&http, &first, block).await["deduplicated"], false);
     }
     let entries = status(&cell).await.index_entries;
 
@@ -177,15 +174,7 @@ async fn another_frontend_deduplicates_small_blocks_at_commit_and_large_ones_by_
     let lookups = || second.blocks.metrics.lookup_latency.count();
     for (block, asks) in [(&large, 1), (&small, 0)] {
         let asked = lookups();
-        let v: serde_json::Value = http
-            .put(format!("{other}/v1/blocks"))
-            .body(block.clone())
-            .send()
-            .await
-            .expect("put")
-            .json()
-            .await
-            .expect("json");
+        let v = put(&http, &other, block).await;
         assert_eq!(v["deduplicated"], true, "a block of {} bytes", block.len());
         assert_eq!(lookups() - asked, asks, "masters asked about the block of {} bytes", block.len());
         assert_eq!(status(&cell).await.index_entries, entries, "one entry per block");
@@ -217,15 +206,7 @@ async fn dedup_and_bad_input_leave_the_cell_unchanged() {
     let http = reqwest::Client::new();
     let block = vec![7u8; 100_000];
     let hash = hex::encode(Sha256::digest(&block));
-    let first: serde_json::Value = http
-        .put(format!("{base}/v1/blocks"))
-        .body(block.clone())
-        .send()
-        .await
-        .expect("put")
-        .json()
-        .await
-        .expect("json");
+    let first = put(&http, &base, &block).await;
     assert_eq!(first["deduplicated"], false);
     assert_eq!(first["size"], 100_000);
     let used = used_bytes(&cell);

@@ -61,16 +61,16 @@ pub struct PutOutcome {
     pub deduplicated: bool,
 }
 
-/// A block read for a get, with its share of the get byte budget
-/// ([`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]): hold `held` until the bytes are handed on.
+/// A block read for a get.
 #[derive(Debug)]
 pub struct Got {
-    /// The block's bytes, verified against its key.
+    /// The block's bytes, verified against its key. They carry the get's share of the get
+    /// byte budget ([`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]), given back when the last
+    /// reference to them (or to a slice of them) is dropped: once written to the client,
+    /// encoded into a gRPC message, or dropped unsent.
     pub bytes: Bytes,
     /// Whether decoding was needed (a degraded read).
     pub degraded: bool,
-    /// The get's share of the byte budget, released when dropped.
-    pub held: OwnedSemaphorePermit,
 }
 
 /// Bytes of a frontend's byte budgets held now.
@@ -108,9 +108,8 @@ fn unavailable(e: ClientError) -> BlockError {
 }
 
 /// `bytes` carrying `held` (a share of a byte budget): the share is released when the last
-/// reference to these bytes, or to a slice of them, is dropped (once they are written to
-/// the client, or the connection is gone), not when they change hands.
-pub fn holding(bytes: Bytes, held: OwnedSemaphorePermit) -> Bytes {
+/// reference to these bytes, or to a slice of them, is dropped, not when they change hands.
+fn holding(bytes: Bytes, held: OwnedSemaphorePermit) -> Bytes {
     struct Held {
         bytes: Bytes,
         _share: OwnedSemaphorePermit,
@@ -123,9 +122,20 @@ pub fn holding(bytes: Bytes, held: OwnedSemaphorePermit) -> Bytes {
     Bytes::from_owner(Held { bytes, _share: held })
 }
 
-/// Object blocks shorter than this are hashed on the runtime worker (see
-/// [`Blocks::store_object_block`]).
-const HASH_INLINE_MAX_BYTES: u64 = 64 << 10;
+/// Blocks shorter than this are hashed on the runtime worker (see [`sha256_of`]).
+const HASH_INLINE_MAX_BYTES: usize = 64 << 10;
+
+/// The SHA-256 of a block about to be stored, and the block: a large one is hashed on a
+/// blocking thread (~2.5 ms for 4 MiB, too long for a runtime worker), a small one here
+/// (4 KiB: ~2.4 us, less than the hand-off).
+async fn sha256_of(bytes: Bytes) -> Result<([u8; 32], Bytes), BlockError> {
+    if bytes.len() < HASH_INLINE_MAX_BYTES {
+        return Ok((Sha256::digest(&bytes).into(), bytes));
+    }
+    tokio::task::spawn_blocking(move || (<[u8; 32]>::from(Sha256::digest(&bytes)), bytes))
+        .await
+        .map_err(|e| BlockError::Unavailable(format!("hashing a block: {e}")))
+}
 
 /// The block service of one frontend.
 pub struct Blocks {
@@ -352,7 +362,7 @@ impl Blocks {
         if size > self.block_size_max_bytes {
             return Err(BlockError::TooLarge { size_bytes: size, limit_bytes: self.block_size_max_bytes });
         }
-        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        let (sha256, bytes) = sha256_of(bytes).await?;
         if let Some(expected) = expected
             && expected != sha256
         {
@@ -418,15 +428,7 @@ impl Blocks {
             return Err(BlockError::TooLarge { size_bytes: size, limit_bytes: self.block_size_max_bytes });
         }
         let started = Instant::now();
-        // A large block is hashed on a blocking thread (~2.5 ms for 4 MiB, too long for a
-        // runtime worker); a small one here (4 KiB: ~2.4 us, less than the hand-off).
-        let (sha256, bytes) = if size < HASH_INLINE_MAX_BYTES {
-            (<[u8; 32]>::from(Sha256::digest(&bytes)), bytes)
-        } else {
-            tokio::task::spawn_blocking(move || (<[u8; 32]>::from(Sha256::digest(&bytes)), bytes))
-                .await
-                .map_err(|e| BlockError::Unavailable(format!("hashing a block: {e}")))?
-        };
+        let (sha256, bytes) = sha256_of(bytes).await?;
         if fresh {
             lock(&self.index).remove(&sha256);
         }
@@ -559,7 +561,7 @@ impl Blocks {
                 if let Some(newer) = read.newer_volume {
                     self.cache_volume(newer);
                 }
-                Ok(Got { bytes: read.payload, degraded: read.degraded, held })
+                Ok(Got { bytes: holding(read.payload, held), degraded: read.degraded })
             }
             Err(e) => {
                 lock(&self.volumes).remove(&entry.volume_id);

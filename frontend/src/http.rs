@@ -232,12 +232,11 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
         Err(e) => return e.into_response(),
     };
     let admitted = blocks.admit_get().await;
-    let crate::blocks::Got { bytes, held, .. } = match blocks.get(&hash).await {
+    // The block's bytes carry its share of the get budget until they are written.
+    let crate::blocks::Got { bytes, .. } = match blocks.get(&hash).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    // The block's share of the get budget goes with its bytes until they are written.
-    let bytes = crate::blocks::holding(bytes, held);
     let len = bytes.len() as u64;
     let octets = HeaderValue::from_static("application/octet-stream");
     match headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len)) {
@@ -266,7 +265,7 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
 /// A response body of `bytes` that keeps `admitted` (the get's place among the gets in
 /// flight) until hyper drops the body: once it has taken the bytes to write them, or the
 /// client went away. The bytes' share of the byte budget stays with the bytes (see
-/// [`crate::blocks::holding`]).
+/// [`crate::blocks::Got`]).
 fn held_body(bytes: Bytes, admitted: Option<tokio::sync::OwnedSemaphorePermit>) -> Body {
     Body::new(HeldBody { bytes: Some(bytes), _admitted: admitted })
 }

@@ -3,7 +3,7 @@
 //! hyper closes it and drops what it held.
 //!
 //! The bytes of a get carry their share of the get byte budget until they are written
-//! ([`crate::blocks::holding`]), so a client that stopped reading would otherwise hold its
+//! ([`crate::blocks::Got`]), so a client that stopped reading would otherwise hold its
 //! shares for as long as its connection lived, and a few such clients would stop every get
 //! of the frontend. A client that reads slowly keeps its connection: only a write that
 //! stays blocked for the whole timeout counts. Reads are not bounded here (an idle

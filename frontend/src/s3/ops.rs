@@ -170,9 +170,8 @@ impl CellarS3 {
         if *to > got.bytes.len() {
             return Err(s3_error!(InternalError, "a block is shorter than its object says"));
         }
-        // The block's share of the get budget goes with its bytes until they are written.
-        let bytes = crate::blocks::holding(got.bytes, got.held);
-        let piece: Result<Bytes, std::io::Error> = Ok(bytes.slice(*from..*to));
+        // The slice keeps the block's share of the get budget until it is written.
+        let piece: Result<Bytes, std::io::Error> = Ok(got.bytes.slice(*from..*to));
         Ok(StreamingBlob::wrap(futures::stream::iter([piece])))
     }
 
@@ -192,9 +191,8 @@ impl CellarS3 {
                         // The block's share of the get byte budget goes with its bytes (read
                         // ahead, in the channel, in hyper's write queue) until they are
                         // written: what an object's get holds is within the budget.
-                        let got =
-                            blocks.get(&hash).await.map_err(|e| std::io::Error::other(e.to_string()))?;
-                        let bytes = crate::blocks::holding(got.bytes, got.held);
+                        let bytes =
+                            blocks.get(&hash).await.map_err(|e| std::io::Error::other(e.to_string()))?.bytes;
                         if to > bytes.len() {
                             return Err(std::io::Error::other("a block is shorter than its object says"));
                         }
