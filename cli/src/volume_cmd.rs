@@ -54,6 +54,10 @@ pub struct VolumeArgs {
     /// Shortest time between the starts of two full scrub passes, in seconds (default: a week).
     #[arg(long, default_value_t = cellar_volume::scrub::ScrubConfig::default().period.as_secs())]
     scrub_period_secs: u64,
+    /// MiB of large records appended lately kept in memory, so that their reads need no
+    /// device read (0: none). Records of 64 KiB and more; the oldest go first.
+    #[arg(long, default_value_t = cellar_volume::recent::RECENT_RECORDS_DEFAULT_BYTES >> 20)]
+    recent_records_mib: u64,
     /// Address to serve GET /metrics (Prometheus text) on, e.g. 127.0.0.1:9201.
     #[arg(long)]
     metrics: Option<String>,
@@ -77,6 +81,7 @@ pub fn run(args: VolumeArgs) -> Result<()> {
     };
     config.deadlines = args.deadlines.deadlines();
     config.trash_retention = Duration::from_secs(args.trash_retention_secs);
+    config.recent_records_bytes = args.recent_records_mib.saturating_mul(1 << 20);
     config.scrub = cellar_volume::scrub::ScrubConfig {
         bytes_per_sec: args.scrub_bytes_per_sec,
         period: Duration::from_secs(args.scrub_period_secs),

@@ -32,6 +32,11 @@ pub const DISKS_PER_SERVER: usize = 2;
 /// 4 MiB gets ~1,220 -> ~1,585 MB/s, 4 KiB puts ~2,700 -> ~3,900/s (8 writers: puts
 /// ~500 MB/s).
 pub const DEV_WRITERS: usize = 16;
+
+/// Payload bytes of recent large records each volume server keeps in memory (see
+/// `cellar_volume::recent`): a quarter of a volume server's default, as one process holds
+/// all six of a dev cell.
+pub const DEV_RECENT_RECORDS_BYTES: u64 = cellar_volume::recent::RECENT_RECORDS_DEFAULT_BYTES / 4;
 /// How long start-up waits for the cell to take a put.
 pub const READY_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -197,6 +202,7 @@ impl DevCell {
                 let addr = format!("127.0.0.1:{}", port.next().copied().unwrap_or(0));
                 let mut config = VolumeConfig::new(addr.clone(), format!("zone-{z}"), disks, masters.clone());
                 config.task_poll = Duration::from_millis(500);
+                config.recent_records_bytes = DEV_RECENT_RECORDS_BYTES;
                 let handle = cellar_volume::start(config).await.map_err(|e| start_err(&name, e))?;
                 cell.endpoints.volumes.push(handle.addr.to_string());
                 cell.volumes.push(handle);

@@ -61,6 +61,9 @@ pub struct VolumeConfig {
     pub trash_retention: Duration,
     /// The scrubber's rate and pass period (see [`crate::scrub`]).
     pub scrub: ScrubConfig,
+    /// Payload bytes of large records appended lately kept in memory for reads (see
+    /// [`crate::recent`]); 0 keeps none.
+    pub recent_records_bytes: u64,
 }
 
 /// How hard the scrubber works.
@@ -83,7 +86,8 @@ impl VolumeConfig {
     /// A configuration with the defaults: heartbeats every second, task polls every
     /// second, encodes deferred while busy (see [`EncodeDefer::default`]),
     /// io_uring where available, 4 MiB blocks, trash kept for
-    /// [`TRASH_RETENTION_DEFAULT`].
+    /// [`TRASH_RETENTION_DEFAULT`], [`crate::recent::RECENT_RECORDS_DEFAULT_BYTES`] of recent
+    /// records kept.
     pub fn new(
         listen: impl Into<String>,
         zone: impl Into<String>,
@@ -106,6 +110,7 @@ impl VolumeConfig {
             deadlines: crate::deadline::CallDeadlines::default(),
             trash_retention: TRASH_RETENTION_DEFAULT,
             scrub: ScrubConfig::default(),
+            recent_records_bytes: crate::recent::RECENT_RECORDS_DEFAULT_BYTES,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod fence;
 pub mod metrics;
 pub mod node;
 pub mod pace;
+pub mod recent;
 pub mod scrub;
 pub mod service;
 pub mod shared;

@@ -30,6 +30,21 @@ pub async fn render(shared: &Shared) -> String {
     op(&mut out, "cellar_volume_requests", "read_record", &m.record_reads);
     op(&mut out, "cellar_volume_requests", "read_fragment", &m.fragment_reads);
     op(&mut out, "cellar_volume_requests", "write_fragment", &m.fragment_writes);
+    let (hits, misses) = shared.recent.hits_and_misses();
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_recent_reads_total Reads of large records, answered from the records kept in memory (hit) or not (miss)."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_recent_reads_total counter");
+    let _ = writeln!(out, "cellar_volume_recent_reads_total{{outcome=\"hit\"}} {hits}");
+    let _ = writeln!(out, "cellar_volume_recent_reads_total{{outcome=\"miss\"}} {misses}");
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_recent_bytes Payload bytes of recent large records kept in memory, and the bound."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_recent_bytes gauge");
+    let _ = writeln!(out, "cellar_volume_recent_bytes{{what=\"kept\"}} {}", shared.recent.payload_bytes());
+    let _ = writeln!(out, "cellar_volume_recent_bytes{{what=\"bound\"}} {}", shared.recent.capacity_bytes());
     let _ = writeln!(out, "# HELP cellar_volume_tasks_total Master tasks run, by outcome.");
     let _ = writeln!(out, "# TYPE cellar_volume_tasks_total counter");
     let _ =

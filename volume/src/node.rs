@@ -158,6 +158,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         repair_pace: crate::pace::Pace::default(),
         // A record, or a fragment read of one: its whole chunks, up to a chunk more on
         // each side, and the slack of a direct read.
+        recent: crate::recent::RecentRecords::new(config.recent_records_bytes),
         read_buffers: crate::buffers::ReadBuffers::new(
             block_max as usize
                 + cellar_blockstore::RECORD_HEADER_BYTES

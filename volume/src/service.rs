@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use cellar_blockstore::fragment::chunk_crc32;
 use cellar_blockstore::{Disk, Error as DiskError, ExtentId, ExtentState, RECORD_HEADER_BYTES, RecordIn};
 use cellar_proto::common::{ExtentPart, VolumeState};
@@ -143,6 +144,17 @@ impl Volume for VolumeService {
                 .admit(&self.shared.cluster, self.shared.node_id, r.disk_id, &disk, r.volume_id, given)
                 .await?;
             let (volume_id, offset, records) = (r.volume_id, r.offset_bytes, r.records);
+            // Whatever this replica held at or past `offset` is being replaced.
+            self.shared.recent.forget_from(r.disk_id, volume_id, offset);
+            // The payloads to keep in memory once durable (shared, not copied).
+            let keep: Vec<(usize, [u8; 32], Bytes)> = records
+                .iter()
+                .zip(&keys)
+                .enumerate()
+                .filter(|(_, (rec, _))| self.shared.recent.keeps(rec.payload.len()))
+                .map(|(i, (rec, sha256))| (i, *sha256, rec.payload.clone()))
+                .collect();
+            let crcs: Vec<Option<u32>> = records.iter().map(|rec| rec.payload_crc32).collect();
             let appended = blocking(move || {
                 let id = ExtentId::replica(volume_id);
                 if !crcs_checked
@@ -184,6 +196,19 @@ impl Volume for VolumeService {
                 ))
             })?;
             let end = appended.last().map_or(offset, |l| l.end_bytes());
+            for (i, sha256, payload) in keep {
+                let Some(at) = appended.get(i) else { continue };
+                // The CRC the header was written with: the sender's (checked above, or
+                // computed in this process from these bytes), else computed now.
+                let crc = crcs.get(i).copied().flatten().unwrap_or_else(|| crc32fast::hash(&payload));
+                self.shared.recent.keep(
+                    (r.disk_id, volume_id, at.offset_bytes),
+                    at.record_len_bytes,
+                    sha256,
+                    payload,
+                    crc,
+                );
+            }
             Ok(Response::new(pb::AppendResponse { offset_bytes: offset, appended_bytes: end - offset }))
         }
         .await;
@@ -203,6 +228,12 @@ impl Volume for VolumeService {
             let hold = if expected == 0 { self.shared.block_size_max_bytes } else { expected };
             let _permit = self.shared.budget.acquire(hold).await;
             let (volume_id, offset) = (r.volume_id, r.offset_bytes);
+            if let Some(kept) = self.shared.recent.get((r.disk_id, volume_id, offset), expected) {
+                return Ok(Response::new(pb::ReadRecordResponse {
+                    sha256: kept.sha256.to_vec(),
+                    payload: kept.payload,
+                }));
+            }
             let hint = (expected != 0).then_some(expected);
             let mut buf = self.shared.read_buffers.take();
             // A small record the page cache holds is read right here: no hand-off to a
@@ -377,6 +408,9 @@ impl Volume for VolumeService {
         let id = extent_id(&r)?;
         let disk = self.shared.disks.require(r.disk_id)?;
         let index = (r.part() == ExtentPart::Fragment).then_some(r.fragment_index);
+        if r.part() != ExtentPart::Fragment {
+            self.shared.recent.forget_replica(r.disk_id, r.volume_id);
+        }
         if placed_here(&self.shared.cluster, r.volume_id, r.disk_id, index).await? {
             return Err(status(
                 Code::FailedPrecondition,

@@ -30,6 +30,8 @@ pub struct Shared {
     pub repair_pace: crate::pace::Pace,
     /// Read buffers kept for reuse.
     pub read_buffers: Arc<crate::buffers::ReadBuffers>,
+    /// Large records appended lately, answered from memory.
+    pub recent: crate::recent::RecentRecords,
     /// Set when the server stops: in-process callers (see
     /// [`crate::cluster::ExtentClient`]) are refused from then on, as a socket would be.
     pub stopped: std::sync::atomic::AtomicBool,
