@@ -38,6 +38,9 @@ type Slot = Arc<RwLock<Option<Fence>>>;
 #[derive(Default)]
 pub struct Fences {
     slots: Mutex<HashMap<(u64, u64), Slot>>,
+    /// Per (volume, disk) checked with the master: whether that replica is the volume's
+    /// first, the one gets read (see [`Fences::reads_first`]).
+    first: Mutex<HashMap<(u64, u64), bool>>,
 }
 
 fn meta_name(volume_id: u64) -> String {
@@ -69,6 +72,13 @@ impl Fences {
             slots.retain(|_, s| Arc::strong_count(s) > 1);
         }
         slots.entry((volume_id, disk_id)).or_default().clone()
+    }
+
+    /// Whether the replica of `volume_id` on `disk_id` was the volume's first replica when
+    /// its current fence was checked with the master: the replica a get asks first
+    /// (`cellar_volume_api::reader`). `None` when not known (not checked since start).
+    pub fn reads_first(&self, volume_id: u64, disk_id: u64) -> Option<bool> {
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).get(&(volume_id, disk_id)).copied()
     }
 
     /// Admits an append under `given` to the replica of `volume_id` on `disk_id` (this
@@ -126,6 +136,14 @@ impl Fences {
                 code::BAD_REQUEST,
                 format!("volume {volume_id} has no replica on disk {disk_id} of node {node_id}"),
             ));
+        }
+        {
+            let is_first = v.replicas.first().is_some_and(|r| r.node_id == node_id && r.disk_id == disk_id);
+            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+            if first.len() >= FENCES_CACHED_MAX {
+                first.clear();
+            }
+            first.insert((volume_id, disk_id), is_first);
         }
         let d = disk.clone();
         let value = format!("{} {}", given.epoch, given.generation);

@@ -11,6 +11,9 @@
 //!
 //! - Only records of at least [`RECENT_RECORD_MIN_BYTES`]: smaller appends are written
 //!   through the page cache and read from there.
+//! - Only on the volume's first replica, the one a get asks (`cellar_volume_api::reader`;
+//!   the others are read when it fails or is slow), as the fence's check with the master
+//!   found it (`crate::fence::Fences::reads_first`; unknown after a restart: kept).
 //! - A record enters only once its append is durable (the append returned), and an append
 //!   at some offset of a replica first forgets everything kept at or past that offset
 //!   there (a replica rewritten from an offset never answers with the bytes it had).

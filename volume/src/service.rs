@@ -146,12 +146,14 @@ impl Volume for VolumeService {
             let (volume_id, offset, records) = (r.volume_id, r.offset_bytes, r.records);
             // Whatever this replica held at or past `offset` is being replaced.
             self.shared.recent.forget_from(r.disk_id, volume_id, offset);
-            // The payloads to keep in memory once durable (shared, not copied).
+            // The payloads to keep in memory once durable (shared, not copied), on the
+            // replica gets read first (others would only be read if it failed).
+            let reads_here = self.shared.fences.reads_first(volume_id, r.disk_id) != Some(false);
             let keep: Vec<(usize, [u8; 32], Bytes)> = records
                 .iter()
                 .zip(&keys)
                 .enumerate()
-                .filter(|(_, (rec, _))| self.shared.recent.keeps(rec.payload.len()))
+                .filter(|(_, (rec, _))| reads_here && self.shared.recent.keeps(rec.payload.len()))
                 .map(|(i, (rec, sha256))| (i, *sha256, rec.payload.clone()))
                 .collect();
             let crcs: Vec<Option<u32>> = records.iter().map(|rec| rec.payload_crc32).collect();
