@@ -8,6 +8,15 @@ set -euo pipefail
 
 VENV="${CELLAR_S3_VENV:-$HOME/.cache/cellar/s3-venv}"
 
+# Tests run this at the same time (one per test that needs the clients): one at a time,
+# or a fresh machine's two apt-get runs fail on each other's dpkg lock (seen: "Could not
+# get lock /var/lib/dpkg/lock-frontend", exit status 100). apt-get also waits for a dpkg
+# lock another process holds, up to 10 minutes.
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$(dirname "$VENV")/.s3-clients.lock"
+flock -w 1200 9 || { echo "s3-clients: another install held the lock for 20 minutes" >&2; exit 1; }
+APT_WAIT=(-o DPkg::Lock::Timeout=600)
+
 venv_ok() {
   [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/python" ] &&
     "$VENV/bin/python" -c 'import boto3, botocore' >/dev/null 2>&1
@@ -25,9 +34,9 @@ if ! venv_ok; then
       echo "s3-clients: installing python3-venv"
       sudo_cmd=""
       [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-      DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-venv >/dev/null 2>&1 || {
-        $sudo_cmd apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
+      DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get "${APT_WAIT[@]}" install -y -qq python3-venv >/dev/null 2>&1 || {
+        $sudo_cmd apt-get "${APT_WAIT[@]}" update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get "${APT_WAIT[@]}" install -y -qq python3-venv >/dev/null
       }
       python3 -m venv "$VENV"
     fi
@@ -45,9 +54,9 @@ if ! command -v rclone >/dev/null 2>&1; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  if ! $sudo_cmd apt-get install -y -qq rclone >/dev/null 2>&1; then
-    $sudo_cmd apt-get update -qq
-    $sudo_cmd apt-get install -y -qq rclone >/dev/null
+  if ! $sudo_cmd apt-get "${APT_WAIT[@]}" install -y -qq rclone >/dev/null 2>&1; then
+    $sudo_cmd apt-get "${APT_WAIT[@]}" update -qq
+    $sudo_cmd apt-get "${APT_WAIT[@]}" install -y -qq rclone >/dev/null
   fi
   command -v rclone >/dev/null 2>&1 || { echo "s3-clients: rclone not found after install" >&2; exit 1; }
 fi

@@ -77,7 +77,7 @@ fn run(s3: &S3Cell, program: &Path, args: &[&Path]) -> Output {
 }
 
 /// Runs `scripts/s3-clients.sh` (idempotent; both tests call it, and it may run twice at
-/// once: pip and apt-get serialize themselves, and a venv already made is left alone).
+/// once: the script takes a lock, so the second waits and then finds everything there).
 fn install_clients() {
     let install = Command::new("bash")
         .arg(workspace_root().join("scripts/s3-clients.sh"))

@@ -230,11 +230,20 @@ impl Volume for VolumeService {
             let hold = if expected == 0 { self.shared.block_size_max_bytes } else { expected };
             let _permit = self.shared.budget.acquire(hold).await;
             let (volume_id, offset) = (r.volume_id, r.offset_bytes);
-            if let Some(kept) = self.shared.recent.get((r.disk_id, volume_id, offset), expected) {
-                return Ok(Response::new(pb::ReadRecordResponse {
-                    sha256: kept.sha256.to_vec(),
-                    payload: kept.payload,
-                }));
+            // From memory only while the replica is there and holds the record durably: a
+            // replica deleted (coded, moved, reclaimed) or cut short answers from its disk,
+            // whose ExtentNotFound sends a reader to the volume's current placement.
+            match disk.extent_info(ExtentId::replica(volume_id)) {
+                Ok(info) => {
+                    let place = (r.disk_id, volume_id, offset);
+                    if let Some(kept) = self.shared.recent.get(place, expected, info.length_bytes) {
+                        return Ok(Response::new(pb::ReadRecordResponse {
+                            sha256: kept.sha256.to_vec(),
+                            payload: kept.payload,
+                        }));
+                    }
+                }
+                Err(_) => self.shared.recent.forget_replica(r.disk_id, volume_id),
             }
             let hint = (expected != 0).then_some(expected);
             let mut buf = self.shared.read_buffers.take();
