@@ -28,6 +28,26 @@ pub fn message(message: &impl Message) -> Bytes {
     buf.freeze()
 }
 
+/// `head`, a message whose bytes field number `field` is left empty, with `bytes` as that
+/// field, as one gRPC message in pieces: the 5-byte prefix, `head`'s fields and the
+/// field's key and length in one, then `bytes` itself, shared (none when empty). A volume
+/// server answers its read calls so (`cellar_volume::replies`): tonic's encoder would copy
+/// every block it returns. `None` when the message would be over 4 GiB.
+pub fn message_with_bytes(head: &impl Message, field: u32, bytes: &Bytes) -> Option<Vec<Bytes>> {
+    let field_bytes = if bytes.is_empty() { 0 } else { field_len(field, bytes.len()) };
+    let total = u32::try_from(head.encoded_len() + field_bytes).ok()?;
+    let mut buf = BytesMut::with_capacity(5 + head.encoded_len() + 16);
+    buf.put_u8(0); // not compressed
+    buf.put_u32(total);
+    head.encode_raw(&mut buf);
+    if bytes.is_empty() {
+        return Some(vec![buf.freeze()]);
+    }
+    encode_key(field, WireType::LengthDelimited, &mut buf);
+    encode_varint(bytes.len() as u64, &mut buf);
+    Some(vec![buf.freeze(), bytes.clone()])
+}
+
 /// Bytes of a length-delimited field of `len` bytes, with its key and length.
 fn field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
@@ -98,6 +118,36 @@ mod tests {
                     payload_crc32: (i % 2 == 0).then_some(i as u32 * 17),
                 })
                 .collect(),
+        }
+    }
+
+    fn whole(pieces: &[Bytes]) -> Vec<u8> {
+        let whole: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(whole[0], 0, "compressed flag");
+        let len = u32::from_be_bytes(whole[1..5].try_into().expect("4 bytes")) as usize;
+        assert_eq!(len, whole.len() - 5, "length prefix");
+        whole
+    }
+
+    #[test]
+    fn read_answers_in_pieces_decode_to_the_answer_and_share_its_bytes() {
+        for len in [0usize, 1, 127, 128, 16384, 4 << 20] {
+            let bytes = Bytes::from((0..len).map(|b| (b * 7) as u8).collect::<Vec<u8>>());
+            let record = pb::ReadRecordResponse { sha256: vec![9; 32], payload: bytes.clone() };
+            let head = pb::ReadRecordResponse { payload: Bytes::new(), ..record.clone() };
+            let pieces = message_with_bytes(&head, 2, &bytes).expect("under 4 GiB");
+            assert_eq!(pb::ReadRecordResponse::decode(&whole(&pieces)[5..]).expect("decodes"), record);
+            let fragment = pb::ReadFragmentResponse { data: bytes.clone() };
+            let fpieces = message_with_bytes(&pb::ReadFragmentResponse::default(), 1, &bytes).expect("small");
+            assert_eq!(pb::ReadFragmentResponse::decode(&whole(&fpieces)[5..]).expect("decodes"), fragment);
+            for p in [&pieces, &fpieces] {
+                if len == 0 {
+                    assert_eq!(p.len(), 1, "no piece for empty bytes");
+                } else {
+                    let last = p.last().expect("pieces");
+                    assert!(last.as_ptr() == bytes.as_ptr() && last.len() == len, "{len} bytes were copied");
+                }
+            }
         }
     }
 

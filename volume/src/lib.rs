@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod pace;
 pub mod recent;
+pub mod replies;
 pub mod scrub;
 pub mod service;
 pub mod shared;

@@ -177,9 +177,12 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let local = Arc::new(VolumeService::new(shared.clone()));
-    let service = VolumeServer::from_arc(local.clone())
-        .max_decoding_message_size(MESSAGE_MAX_BYTES)
-        .max_encoding_message_size(MESSAGE_MAX_BYTES);
+    let service = crate::replies::ReadReplies::new(
+        VolumeServer::from_arc(local.clone())
+            .max_decoding_message_size(MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(MESSAGE_MAX_BYTES),
+        local.clone(),
+    );
     let mut server_stop = stop_rx.clone();
     // serve_with_incoming ignores the builder's tcp_nodelay: set it on each accepted socket
     // here, or small responses wait ~40 ms for a delayed ACK (Nagle).
