@@ -19,7 +19,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::arriving::ArrivingRecord;
 use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ReadLatency, bounded};
+use crate::digest::BlockKey;
 use crate::errors::{master_status, status};
 use crate::transport::H2Transport;
 use crate::{CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
@@ -49,14 +51,8 @@ pub const READ_RECORD_PATH: &str = "/cellar.volume.v1.Volume/ReadRecord";
 pub const READ_FRAGMENT_PATH: &str = "/cellar.volume.v1.Volume/ReadFragment";
 
 impl NodeClients {
-    /// A unary call of `path` with the request message `message` (prefixed, in pieces)
-    /// within `deadline` (sent as `grpc-timeout`); the response decoded.
-    async fn unary<R: Message + Default>(
-        &self,
-        path: &'static str,
-        message: &[Bytes],
-        deadline: Duration,
-    ) -> Result<R, Status> {
+    /// A call's headers: its deadline (`grpc-timeout`) and the cluster secret.
+    fn headers(&self, deadline: Duration) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();
         let millis = deadline.as_millis().clamp(1, 99_999_999);
         if let Ok(v) = http::HeaderValue::from_str(&format!("{millis}m")) {
@@ -65,6 +61,18 @@ impl NodeClients {
         if let Some(secret) = &self.secret {
             headers.insert(cellar_proto::SECRET_KEY, secret.clone());
         }
+        headers
+    }
+
+    /// A unary call of `path` with the request message `message` (prefixed, in pieces)
+    /// within `deadline` (sent as `grpc-timeout`); the response decoded.
+    async fn unary<R: Message + Default>(
+        &self,
+        path: &'static str,
+        message: &[Bytes],
+        deadline: Duration,
+    ) -> Result<R, Status> {
+        let headers = self.headers(deadline);
         let response = self.transport.call_message(path, headers, message).await?;
         R::decode(response).map_err(|e| {
             status(Code::Internal, cellar_proto::error_code::INTERNAL, format!("response of {path}: {e}"))
@@ -86,6 +94,32 @@ impl NodeClients {
         deadline: Duration,
     ) -> Result<pb::ReadRecordResponse, Status> {
         self.unary(READ_RECORD_PATH, &[crate::wire::message(&req)], deadline).await
+    }
+
+    /// [`NodeClients::read_record`], checking the payload against `key` as it arrives:
+    /// the answer and the verdict (`None`: not checked, see [`ArrivingRecord::verdict`]).
+    async fn read_record_checked(
+        &self,
+        req: pb::ReadRecordRequest,
+        key: BlockKey,
+        deadline: Duration,
+    ) -> Result<(pb::ReadRecordResponse, Option<bool>), Status> {
+        let headers = self.headers(deadline);
+        let mut check = ArrivingRecord::new(key);
+        let message = [crate::wire::message(&req)];
+        let response = self
+            .transport
+            .call_message_observed(READ_RECORD_PATH, headers, &message, &mut |b| check.feed(b))
+            .await?;
+        let answer = pb::ReadRecordResponse::decode(response).map_err(|e| {
+            status(
+                Code::Internal,
+                cellar_proto::error_code::INTERNAL,
+                format!("response of {READ_RECORD_PATH}: {e}"),
+            )
+        })?;
+        let verdict = check.verdict(&answer.payload);
+        Ok((answer, verdict))
     }
 
     async fn read_fragment(
@@ -253,6 +287,26 @@ impl ExtentClient {
                 ExtentTransport::Remote(c) => c.read_record(req, deadline).await,
                 ExtentTransport::Local { service, secret } => {
                     service.read_record(Self::local_request(secret, req)).await
+                }
+            }
+        };
+        bounded(deadline, "read record", call).await
+    }
+
+    /// [`ExtentClient::read_record`], the payload checked against `key` as it arrives
+    /// over the network: the answer and the verdict (`None` when not checked, as in
+    /// process: the caller checks the payload).
+    pub async fn read_record_checked(
+        &mut self,
+        req: pb::ReadRecordRequest,
+        key: BlockKey,
+    ) -> Result<(pb::ReadRecordResponse, Option<bool>), Status> {
+        let deadline = self.deadlines.read;
+        let call = async {
+            match &mut self.transport {
+                ExtentTransport::Remote(c) => c.read_record_checked(req, key, deadline).await,
+                ExtentTransport::Local { service, secret } => {
+                    service.read_record(Self::local_request(secret, req)).await.map(|a| (a, None))
                 }
             }
         };

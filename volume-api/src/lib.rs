@@ -22,6 +22,7 @@
 //!
 //! The wire limits both sides must agree on are the constants below.
 
+pub mod arriving;
 pub mod client;
 pub mod cluster;
 pub mod deadline;

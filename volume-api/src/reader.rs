@@ -179,7 +179,7 @@ impl BlockReader {
                     let mut client = self.cluster.extent_client(node_id).await?;
                     let req =
                         pb::ReadRecordRequest { volume_id: v.volume_id, disk_id, offset_bytes, length_bytes };
-                    client.read_record(req).await
+                    client.read_record_checked(req, *key).await
                 };
                 // The client's own deadline bounds the call; this bounds finding the
                 // server's address too (a cluster-map refresh).
@@ -220,7 +220,10 @@ impl BlockReader {
                 done = inflight.next() => {
                     let Some((attempt, disk_id, result, took)) = done else { break };
                     match result {
-                        Ok(rec) if rec.sha256 == key.sha256 && key.matches(&rec.payload) => {
+                        Ok((rec, verdict))
+                            if rec.sha256 == key.sha256
+                                && verdict.unwrap_or_else(|| key.matches(&rec.payload)) =>
+                        {
                             latency.observe(u64::from(length_bytes), took);
                             for disk_id in wrong {
                                 self.cluster.report_bad_extent(

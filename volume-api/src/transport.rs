@@ -298,6 +298,19 @@ impl H2Transport {
         headers: http::HeaderMap,
         message: &[Bytes],
     ) -> Result<Bytes, Status> {
+        self.call_message_observed(path, headers, message, &mut |_| {}).await
+    }
+
+    /// [`H2Transport::call_message`], handing every piece of the response (its 5-byte
+    /// prefix first) to `observe` as it arrives, in order (a get checks a block's bytes
+    /// while the rest are on the way, [`crate::arriving`]).
+    pub async fn call_message_observed(
+        &self,
+        path: &'static str,
+        headers: http::HeaderMap,
+        message: &[Bytes],
+        observe: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<Bytes, Status> {
         let inner = &self.inner;
         let request_bytes: usize = message.iter().map(Bytes::len).sum();
         if request_bytes > MESSAGE_MAX_BYTES + 5 {
@@ -342,6 +355,7 @@ impl H2Transport {
                         data.reserve(5 + announced.min(MESSAGE_MAX_BYTES));
                     }
                     data.extend_from_slice(&chunk);
+                    observe(&chunk);
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
             }
