@@ -72,8 +72,19 @@ impl NodeClients {
         message: &[Bytes],
         deadline: Duration,
     ) -> Result<R, Status> {
+        self.unary_observed(path, message, deadline, &mut |_| {}).await
+    }
+
+    /// [`NodeClients::unary`], handing the response's pieces to `observe` as they arrive.
+    async fn unary_observed<R: Message + Default>(
+        &self,
+        path: &'static str,
+        message: &[Bytes],
+        deadline: Duration,
+        observe: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<R, Status> {
         let headers = self.headers(deadline);
-        let response = self.transport.call_message(path, headers, message).await?;
+        let response = self.transport.call_message_observed(path, headers, message, observe).await?;
         R::decode(response).map_err(|e| {
             status(Code::Internal, cellar_proto::error_code::INTERNAL, format!("response of {path}: {e}"))
         })
@@ -98,26 +109,21 @@ impl NodeClients {
 
     /// [`NodeClients::read_record`], checking the payload against `key` as it arrives:
     /// the answer and the verdict (`None`: not checked, see [`ArrivingRecord::verdict`]).
+    /// A record of at most one frame ([`FRAME_MAX_BYTES`]) arrives at once, with nothing
+    /// to overlap: it is not checked here.
     async fn read_record_checked(
         &self,
         req: pb::ReadRecordRequest,
         key: BlockKey,
         deadline: Duration,
     ) -> Result<(pb::ReadRecordResponse, Option<bool>), Status> {
-        let headers = self.headers(deadline);
+        if req.length_bytes <= FRAME_MAX_BYTES {
+            return self.read_record(req, deadline).await.map(|a| (a, None));
+        }
         let mut check = ArrivingRecord::new(key);
         let message = [crate::wire::message(&req)];
-        let response = self
-            .transport
-            .call_message_observed(READ_RECORD_PATH, headers, &message, &mut |b| check.feed(b))
-            .await?;
-        let answer = pb::ReadRecordResponse::decode(response).map_err(|e| {
-            status(
-                Code::Internal,
-                cellar_proto::error_code::INTERNAL,
-                format!("response of {READ_RECORD_PATH}: {e}"),
-            )
-        })?;
+        let answer: pb::ReadRecordResponse =
+            self.unary_observed(READ_RECORD_PATH, &message, deadline, &mut |b| check.feed(b)).await?;
         let verdict = check.verdict(&answer.payload);
         Ok((answer, verdict))
     }

@@ -167,11 +167,17 @@ impl RecentRecords {
     }
 
     /// The record at `offset_bytes` of the replica of `volume_id` on `disk_id`, if kept,
-    /// `expected_len_bytes` long (0: any length) and within the replica's
-    /// `durable_len_bytes` now (one past it is forgotten), its payload checked against its
+    /// `expected_len_bytes` long (0: any length) and within the replica's durable length
+    /// now (`durable_len_bytes`, asked only when the record is kept: `None` when the
+    /// replica is gone; a record past it is forgotten), its payload checked against its
     /// CRC32 (one that fails is forgotten). Counts a hit or a miss, unless the length
     /// asked for is too small for a record to be kept.
-    pub fn get(&self, place: Place, expected_len_bytes: u64, durable_len_bytes: u64) -> Option<RecentRecord> {
+    pub fn get(
+        &self,
+        place: Place,
+        expected_len_bytes: u64,
+        durable_len_bytes: impl FnOnce() -> Option<u64>,
+    ) -> Option<RecentRecord> {
         if expected_len_bytes != 0 && expected_len_bytes < RECENT_RECORD_MIN_BYTES as u64 {
             return None; // too small to be kept: neither a hit nor a miss
         }
@@ -187,7 +193,8 @@ impl RecentRecords {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let within = place.2.checked_add(record_len_bytes).is_some_and(|end| end <= durable_len_bytes);
+        let end = place.2.checked_add(record_len_bytes);
+        let within = end.zip(durable_len_bytes()).is_some_and(|(end, durable)| end <= durable);
         if !within || crc32fast::hash(&payload) != crc {
             let mut inner = self.lock();
             if inner.kept.get(&place).is_some_and(|k| k.seq == seq) {
@@ -237,14 +244,14 @@ mod tests {
     fn a_kept_record_is_answered_only_at_its_place_and_length() {
         let r = RecentRecords::new(16 * MIB as u64);
         keep(&r, (1, 7, 0), 3, MIB);
-        let got = r.get((1, 7, 0), MIB as u64 + 48, u64::MAX).expect("kept");
+        let got = r.get((1, 7, 0), MIB as u64 + 48, || Some(u64::MAX)).expect("kept");
         assert_eq!(got.sha256, [3; 32]);
         assert!(got.payload.iter().all(|b| *b == 3) && got.payload.len() == MIB);
-        assert!(r.get((1, 7, 0), 0, u64::MAX).is_some(), "any length");
-        assert!(r.get((1, 7, 0), 4096, u64::MAX).is_none(), "another length");
-        assert!(r.get((2, 7, 0), 0, u64::MAX).is_none(), "another disk");
-        assert!(r.get((1, 8, 0), 0, u64::MAX).is_none(), "another volume");
-        assert!(r.get((1, 7, 48), 0, u64::MAX).is_none(), "another offset");
+        assert!(r.get((1, 7, 0), 0, || Some(u64::MAX)).is_some(), "any length");
+        assert!(r.get((1, 7, 0), 4096, || Some(u64::MAX)).is_none(), "another length");
+        assert!(r.get((2, 7, 0), 0, || Some(u64::MAX)).is_none(), "another disk");
+        assert!(r.get((1, 8, 0), 0, || Some(u64::MAX)).is_none(), "another volume");
+        assert!(r.get((1, 7, 48), 0, || Some(u64::MAX)).is_none(), "another offset");
         assert_eq!(r.hits_and_misses(), (2, 3), "a length too small to be kept is not a miss");
     }
 
@@ -254,7 +261,10 @@ mod tests {
         keep(&r, (1, 1, 0), 1, RECENT_RECORD_MIN_BYTES - 1);
         keep(&r, (1, 1, 100), 1, 3 * MIB);
         assert_eq!(r.payload_bytes(), 0);
-        assert!(r.get((1, 1, 0), 0, u64::MAX).is_none() && r.get((1, 1, 100), 0, u64::MAX).is_none());
+        assert!(
+            r.get((1, 1, 0), 0, || Some(u64::MAX)).is_none()
+                && r.get((1, 1, 100), 0, || Some(u64::MAX)).is_none()
+        );
         let off = RecentRecords::new(0);
         keep(&off, (1, 1, 0), 1, MIB);
         assert_eq!(off.payload_bytes(), 0);
@@ -268,10 +278,13 @@ mod tests {
             assert!(r.payload_bytes() <= 4 * MIB as u64);
         }
         for i in 0..6u64 {
-            assert!(r.get((1, 1, i * 2 * MIB as u64), 0, u64::MAX).is_none(), "record {i} evicted");
+            assert!(r.get((1, 1, i * 2 * MIB as u64), 0, || Some(u64::MAX)).is_none(), "record {i} evicted");
         }
         for i in 6..10u64 {
-            assert_eq!(r.get((1, 1, i * 2 * MIB as u64), 0, u64::MAX).expect("kept").sha256, [i as u8; 32]);
+            assert_eq!(
+                r.get((1, 1, i * 2 * MIB as u64), 0, || Some(u64::MAX)).expect("kept").sha256,
+                [i as u8; 32]
+            );
         }
     }
 
@@ -284,31 +297,34 @@ mod tests {
         keep(&r, (1, 2, 0), 2, MIB);
         r.forget_from(1, 1, 2 * MIB as u64 * 2);
         assert!(
-            r.get((1, 1, 0), 0, u64::MAX).is_some() && r.get((1, 1, 2 * MIB as u64), 0, u64::MAX).is_some()
+            r.get((1, 1, 0), 0, || Some(u64::MAX)).is_some()
+                && r.get((1, 1, 2 * MIB as u64), 0, || Some(u64::MAX)).is_some()
         );
         assert!(
-            r.get((1, 1, 4 * MIB as u64), 0, u64::MAX).is_none()
-                && r.get((1, 1, 6 * MIB as u64), 0, u64::MAX).is_none()
+            r.get((1, 1, 4 * MIB as u64), 0, || Some(u64::MAX)).is_none()
+                && r.get((1, 1, 6 * MIB as u64), 0, || Some(u64::MAX)).is_none()
         );
         r.forget_replica(1, 1);
-        assert!(r.get((1, 1, 0), 0, u64::MAX).is_none());
-        assert!(r.get((1, 2, 0), 0, u64::MAX).is_some(), "other replicas stay");
+        assert!(r.get((1, 1, 0), 0, || Some(u64::MAX)).is_none());
+        assert!(r.get((1, 2, 0), 0, || Some(u64::MAX)).is_some(), "other replicas stay");
         assert_eq!(r.payload_bytes(), MIB as u64);
         // A record replaced at its place counts once.
         keep(&r, (1, 2, 0), 5, MIB);
         assert_eq!(r.payload_bytes(), MIB as u64);
-        assert_eq!(r.get((1, 2, 0), 0, u64::MAX).expect("kept").sha256, [5; 32]);
+        assert_eq!(r.get((1, 2, 0), 0, || Some(u64::MAX)).expect("kept").sha256, [5; 32]);
     }
 
     #[test]
-    fn a_record_past_the_replicas_durable_length_is_forgotten_not_answered() {
+    fn a_record_past_the_replicas_durable_length_or_of_a_gone_replica_is_forgotten_not_answered() {
         let r = RecentRecords::new(16 * MIB as u64);
         keep(&r, (1, 1, 1000), 4, MIB);
         let end = 1000 + MIB as u64 + 48;
-        assert!(r.get((1, 1, 1000), 0, end - 1).is_none(), "the replica was cut short");
+        assert!(r.get((1, 1, 1000), 0, || Some(end - 1)).is_none(), "the replica was cut short");
         assert_eq!(r.payload_bytes(), 0, "forgotten");
         keep(&r, (1, 1, 1000), 4, MIB);
-        assert!(r.get((1, 1, 1000), 0, end).is_some());
+        assert!(r.get((1, 1, 1000), 0, || Some(end)).is_some());
+        assert!(r.get((1, 1, 1000), 0, || None).is_none(), "the replica is gone");
+        assert_eq!(r.payload_bytes(), 0, "forgotten");
     }
 
     #[test]
@@ -316,7 +332,7 @@ mod tests {
         let r = RecentRecords::new(16 * MIB as u64);
         let (p, crc) = payload(9, MIB);
         r.keep((1, 1, 0), MIB as u64 + 48, [9; 32], p, crc ^ 1);
-        assert!(r.get((1, 1, 0), 0, u64::MAX).is_none());
+        assert!(r.get((1, 1, 0), 0, || Some(u64::MAX)).is_none());
         assert_eq!(r.payload_bytes(), 0, "forgotten");
     }
 

@@ -149,14 +149,13 @@ impl Volume for VolumeService {
             // The payloads to keep in memory once durable (shared, not copied), on the
             // replica gets read first (others would only be read if it failed).
             let reads_here = self.shared.fences.reads_first(volume_id, r.disk_id) != Some(false);
-            let keep: Vec<(usize, [u8; 32], Bytes)> = records
+            let keep: Vec<(usize, [u8; 32], Bytes, Option<u32>)> = records
                 .iter()
                 .zip(&keys)
                 .enumerate()
                 .filter(|(_, (rec, _))| reads_here && self.shared.recent.keeps(rec.payload.len()))
-                .map(|(i, (rec, sha256))| (i, *sha256, rec.payload.clone()))
+                .map(|(i, (rec, sha256))| (i, *sha256, rec.payload.clone(), rec.payload_crc32))
                 .collect();
-            let crcs: Vec<Option<u32>> = records.iter().map(|rec| rec.payload_crc32).collect();
             let appended = blocking(move || {
                 let id = ExtentId::replica(volume_id);
                 if !crcs_checked
@@ -198,11 +197,11 @@ impl Volume for VolumeService {
                 ))
             })?;
             let end = appended.last().map_or(offset, |l| l.end_bytes());
-            for (i, sha256, payload) in keep {
+            for (i, sha256, payload, sent_crc) in keep {
                 let Some(at) = appended.get(i) else { continue };
                 // The CRC the header was written with: the sender's (checked above, or
                 // computed in this process from these bytes), else computed now.
-                let crc = crcs.get(i).copied().flatten().unwrap_or_else(|| crc32fast::hash(&payload));
+                let crc = sent_crc.unwrap_or_else(|| crc32fast::hash(&payload));
                 self.shared.recent.keep(
                     (r.disk_id, volume_id, at.offset_bytes),
                     at.record_len_bytes,
@@ -233,17 +232,14 @@ impl Volume for VolumeService {
             // From memory only while the replica is there and holds the record durably: a
             // replica deleted (coded, moved, reclaimed) or cut short answers from its disk,
             // whose ExtentNotFound sends a reader to the volume's current placement.
-            match disk.extent_info(ExtentId::replica(volume_id)) {
-                Ok(info) => {
-                    let place = (r.disk_id, volume_id, offset);
-                    if let Some(kept) = self.shared.recent.get(place, expected, info.length_bytes) {
-                        return Ok(Response::new(pb::ReadRecordResponse {
-                            sha256: kept.sha256.to_vec(),
-                            payload: kept.payload,
-                        }));
-                    }
-                }
-                Err(_) => self.shared.recent.forget_replica(r.disk_id, volume_id),
+            let durable_len =
+                || disk.extent_info(ExtentId::replica(volume_id)).ok().map(|info| info.length_bytes);
+            if let Some(kept) = self.shared.recent.get((r.disk_id, volume_id, offset), expected, durable_len)
+            {
+                return Ok(Response::new(pb::ReadRecordResponse {
+                    sha256: kept.sha256.to_vec(),
+                    payload: kept.payload,
+                }));
             }
             let hint = (expected != 0).then_some(expected);
             let mut buf = self.shared.read_buffers.take();

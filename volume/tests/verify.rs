@@ -32,8 +32,10 @@ async fn a_record_whose_bytes_are_not_its_keys_is_never_returned() {
     let (v, mut blocks) = cell.fill_volume(&mixed_sizes(20), 5).await;
     read_both_ways(&cell, v.volume_id, &blocks).await;
 
-    let real = vec![0x11u8; 70_000];
-    let fake = vec![0x22u8; 70_000];
+    // Over one HTTP/2 frame (1 MiB): a replica's answer is checked as it arrives
+    // (`cellar_volume_api::arriving`), and must be refused there too.
+    let real = vec![0x11u8; 1_200_000];
+    let fake = vec![0x22u8; 1_200_000];
     let sha_real: [u8; 32] = Sha256::digest(&real).into();
     let offset = blocks.last().map(|b| b.offset_bytes + u64::from(b.length_bytes)).expect("blocks");
     let mut forged = cell.append_as(&v, offset, sha_real, &fake).await.expect("append");
