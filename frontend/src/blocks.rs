@@ -9,6 +9,7 @@ use cellar_master_api::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_volume_api::cluster::Cluster;
 use cellar_volume_api::digest::{BlockKey, read_digest};
+use cellar_volume_api::pieces::Pieces;
 use cellar_volume_api::reader::BlockReader;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -67,10 +68,35 @@ pub struct Got {
     /// The block's bytes, verified against its key. They carry the get's share of the get
     /// byte budget ([`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]), given back when the last
     /// reference to them (or to a slice of them) is dropped: once written to the client,
-    /// encoded into a gRPC message, or dropped unsent.
-    pub bytes: Bytes,
+    /// encoded into a gRPC message, or dropped unsent. They are the buffers the block
+    /// arrived in (see [`cellar_volume_api::pieces`]), written to the client one after
+    /// another.
+    pub bytes: Pieces,
     /// Whether decoding was needed (a degraded read).
     pub degraded: bool,
+}
+
+impl Got {
+    /// The bytes in one buffer (copied when they are in several: a gRPC answer is encoded
+    /// from one), still carrying the get's share of the byte budget: the buffers they were
+    /// copied from go with the copy, briefly twice the bytes, until the answer is encoded
+    /// and drops it.
+    pub fn into_bytes(self) -> Bytes {
+        if let [one] = self.bytes.parts() {
+            return one.clone();
+        }
+        struct Joined {
+            bytes: Bytes,
+            _from: Pieces,
+        }
+        impl AsRef<[u8]> for Joined {
+            fn as_ref(&self) -> &[u8] {
+                &self.bytes
+            }
+        }
+        let bytes = self.bytes.to_bytes();
+        Bytes::from_owner(Joined { bytes, _from: self.bytes })
+    }
 }
 
 /// Bytes of a frontend's byte budgets held now.
@@ -109,17 +135,26 @@ fn unavailable(e: ClientError) -> BlockError {
 
 /// `bytes` carrying `held` (a share of a byte budget): the share is released when the last
 /// reference to these bytes, or to a slice of them, is dropped, not when they change hands.
-fn holding(bytes: Bytes, held: OwnedSemaphorePermit) -> Bytes {
-    struct Held {
+fn holding(bytes: Pieces, held: OwnedSemaphorePermit) -> Pieces {
+    struct Held<S> {
         bytes: Bytes,
-        _share: OwnedSemaphorePermit,
+        _share: S,
     }
-    impl AsRef<[u8]> for Held {
+    impl<S> AsRef<[u8]> for Held<S> {
         fn as_ref(&self) -> &[u8] {
             &self.bytes
         }
     }
-    Bytes::from_owner(Held { bytes, _share: held })
+    if bytes.parts().len() <= 1 {
+        // One buffer (every small block): no shared count to allocate.
+        let mut held = Some(held);
+        return bytes.map_parts(|bytes| match held.take() {
+            Some(share) => Bytes::from_owner(Held { bytes, _share: share }),
+            None => bytes,
+        });
+    }
+    let share = Arc::new(held);
+    bytes.map_parts(|bytes| Bytes::from_owner(Held { bytes, _share: share.clone() }))
 }
 
 /// Blocks shorter than this are hashed on the runtime worker (see [`sha256_of`]).
@@ -467,7 +502,8 @@ impl Blocks {
         if entry.volume_id != from {
             return Ok(0);
         }
-        let Got { bytes, .. } = self.get_inner(hash).await?;
+        // Appended from one buffer (the writers batch whole payloads).
+        let bytes = self.get_inner(hash).await?.into_bytes();
         let size = bytes.len() as u64;
         let sums = BlockSums {
             sha256: *hash,

@@ -128,7 +128,7 @@ impl BlocksRpc for BlocksService {
         let hash = parse_hash(&req.into_inner().hash).map_err(status)?;
         let _admitted = self.blocks.admit_get().await;
         let got = self.blocks.get(&hash).await.map_err(status)?;
-        Ok(Response::new(pb::GetResponse { data: got.bytes, degraded: got.degraded }))
+        Ok(Response::new(pb::GetResponse { degraded: got.degraded, data: got.into_bytes() }))
     }
 
     async fn stat(&self, req: Request<pb::BlockRef>) -> Result<Response<pb::StatResponse>, Status> {

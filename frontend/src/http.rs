@@ -36,6 +36,7 @@ use axum::routing::{get, put};
 use bytes::Bytes;
 use cellar_master_api::client::MasterClient;
 use cellar_volume_api::cluster::Cluster;
+use cellar_volume_api::pieces::Pieces;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -242,7 +243,8 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
     match headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len)) {
         Some(Ok(Some((start, end)))) => {
             let content_range = format!("bytes {start}-{}/{len}", end - 1);
-            let part = bytes.slice(start as usize..end as usize);
+            // Within the block: parse_range keeps end <= len.
+            let part = bytes.slice(start as usize..end as usize).unwrap_or_default();
             let mut resp =
                 (StatusCode::PARTIAL_CONTENT, [(header::CONTENT_TYPE, octets)], held_body(part, admitted))
                     .into_response();
@@ -266,12 +268,16 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
 /// flight) until hyper drops the body: once it has taken the bytes to write them, or the
 /// client went away. The bytes' share of the byte budget stays with the bytes (see
 /// [`crate::blocks::Got`]).
-fn held_body(bytes: Bytes, admitted: Option<tokio::sync::OwnedSemaphorePermit>) -> Body {
-    Body::new(HeldBody { bytes: Some(bytes), _admitted: admitted })
+fn held_body(bytes: Pieces, admitted: Option<tokio::sync::OwnedSemaphorePermit>) -> Body {
+    let left_bytes = bytes.len() as u64;
+    Body::new(HeldBody { parts: bytes.into_parts().into_iter(), left_bytes, _admitted: admitted })
 }
 
+/// The block's buffers one after another: hyper writes them to the socket as a list (no
+/// copy into one).
 struct HeldBody {
-    bytes: Option<Bytes>,
+    parts: std::vec::IntoIter<Bytes>,
+    left_bytes: u64,
     _admitted: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -283,15 +289,19 @@ impl http_body::Body for HeldBody {
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.bytes.take().map(|b| Ok(http_body::Frame::data(b))))
+        let next = self.parts.next();
+        if let Some(b) = &next {
+            self.left_bytes -= b.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.bytes.is_none()
+        self.left_bytes == 0
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+        http_body::SizeHint::with_exact(self.left_bytes)
     }
 }
 

@@ -29,8 +29,9 @@ enum Hasher {
 enum State {
     /// Collecting the head.
     Head(Vec<u8>),
-    /// Hashing the payload: its length, bytes hashed so far, the message's total length.
-    Payload { len: usize, hashed: usize, message_len: usize },
+    /// Hashing the payload: where it starts in the answer (prefix included), its length,
+    /// bytes hashed so far, the message's total length, the answer's field 1.
+    Payload { start: usize, len: usize, hashed: usize, message_len: usize, sha256: [u8; 32] },
     /// Not the expected layout, or more bytes than announced: no verdict.
     Unchecked,
 }
@@ -89,10 +90,10 @@ impl ArrivingRecord {
                     self.state = State::Unchecked;
                     return;
                 }
-                HeadParse::Payload { head_len, len, message_len } => {
+                HeadParse::Payload { head_len, len, message_len, sha256 } => {
                     // The head may have taken payload bytes with it.
                     let early = head[head_len..].to_vec();
-                    self.state = State::Payload { len, hashed: 0, message_len };
+                    self.state = State::Payload { start: head_len, len, hashed: 0, message_len, sha256 };
                     self.hash_payload(&early);
                 }
             }
@@ -124,7 +125,9 @@ impl ArrivingRecord {
         let Some((&[0x0a, 32], rest)) = rest.split_first_chunk::<2>() else {
             return if rest.len() < 2 { HeadParse::More } else { HeadParse::Other };
         };
-        let Some(rest) = rest.get(32..) else { return HeadParse::More };
+        let (Some(sha256), Some(rest)) = (rest.first_chunk::<32>().copied(), rest.get(32..)) else {
+            return HeadParse::More;
+        };
         // Field 2, length-delimited (key 0x12), then its length.
         let Some((&key, rest)) = rest.split_first() else { return HeadParse::More };
         if key != 0x12 {
@@ -139,29 +142,47 @@ impl ArrivingRecord {
         if fields_len.checked_add(len) != Some(message_len) {
             return HeadParse::Other;
         }
-        HeadParse::Payload { head_len: 5 + fields_len, len, message_len }
+        HeadParse::Payload { head_len: 5 + fields_len, len, message_len, sha256 }
     }
 
     /// Whether the answer, whose decoded payload is `payload`, is the key's bytes: `None`
     /// when this check could not tell (another layout, or not all of it seen), and the
     /// caller must check `payload` itself.
     pub fn verdict(self, payload: &[u8]) -> Option<bool> {
-        let State::Payload { len, hashed, message_len } = self.state else { return None };
-        if hashed != len || payload.len() != len || self.seen != 5 + message_len {
+        self.finish().filter(|c| c.payload.len() == payload.len()).map(|c| c.matches)
+    }
+
+    /// The check of a whole answer in the expected layout: `None` when it is another
+    /// layout or was not all seen (the caller decodes it and checks the payload itself).
+    pub fn finish(self) -> Option<Checked> {
+        let State::Payload { start, len, hashed, message_len, sha256 } = self.state else { return None };
+        if hashed != len || self.seen != 5 + message_len {
             return None;
         }
-        Some(match (self.hasher, self.key.digest) {
+        let matches = match (self.hasher, self.key.digest) {
             (Hasher::Digest(h), Some(digest)) => h.finalize().as_bytes()[..READ_DIGEST_BYTES] == digest,
             (Hasher::Sha256(h), None) => h.finalize()[..] == self.key.sha256[..],
             _ => return None,
-        })
+        };
+        Some(Checked { sha256, payload: start..start + len, matches })
     }
+}
+
+/// A whole answer in the expected layout, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The answer's `sha256` field (the record's key as the server read it).
+    pub sha256: [u8; 32],
+    /// Where the payload lies in the answer, its 5-byte prefix included.
+    pub payload: std::ops::Range<usize>,
+    /// Whether the payload is the key's bytes.
+    pub matches: bool,
 }
 
 enum HeadParse {
     More,
     Other,
-    Payload { head_len: usize, len: usize, message_len: usize },
+    Payload { head_len: usize, len: usize, message_len: usize, sha256: [u8; 32] },
 }
 
 #[cfg(test)]
@@ -203,6 +224,23 @@ mod tests {
                     assert_eq!(check(key, &bytes, chunk, &payload), Some(true), "{len} bytes in {chunk}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_whole_answer_says_where_its_payload_and_key_are() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        for key in keys(&payload) {
+            let bytes = answer(&key.sha256, &payload);
+            let mut a = ArrivingRecord::new(key);
+            for c in bytes.chunks(65_536) {
+                a.feed(c);
+            }
+            let c = a.finish().expect("checked");
+            assert_eq!(c.sha256, key.sha256);
+            assert!(c.matches);
+            assert_eq!(&bytes[c.payload.clone()], &payload[..]);
+            assert_eq!(c.payload.end, bytes.len());
         }
     }
 

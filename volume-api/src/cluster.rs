@@ -23,6 +23,7 @@ use crate::arriving::ArrivingRecord;
 use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ReadLatency, bounded};
 use crate::digest::BlockKey;
 use crate::errors::{master_status, status};
+use crate::pieces::Pieces;
 use crate::transport::H2Transport;
 use crate::{CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
 
@@ -107,25 +108,48 @@ impl NodeClients {
         self.unary(READ_RECORD_PATH, &[crate::wire::message(&req)], deadline).await
     }
 
-    /// [`NodeClients::read_record`], checking the payload against `key` as it arrives:
-    /// the answer and the verdict (`None`: not checked, see [`ArrivingRecord::verdict`]).
-    /// A record of at most one frame ([`FRAME_MAX_BYTES`]) arrives at once, with nothing
-    /// to overlap: it is not checked here.
+    /// [`NodeClients::read_record`], checking the payload against `key` as it arrives and
+    /// leaving it in the buffers it arrived in (see [`crate::pieces`]). A record of at
+    /// most one frame ([`FRAME_MAX_BYTES`]) arrives at once, with nothing to overlap: it is
+    /// decoded and left to the caller to check.
     async fn read_record_checked(
         &self,
         req: pb::ReadRecordRequest,
         key: BlockKey,
         deadline: Duration,
-    ) -> Result<(pb::ReadRecordResponse, Option<bool>), Status> {
+    ) -> Result<RecordRead, Status> {
         if req.length_bytes <= FRAME_MAX_BYTES {
-            return self.read_record(req, deadline).await.map(|a| (a, None));
+            return self.read_record(req, deadline).await.map(RecordRead::unchecked);
         }
         let mut check = ArrivingRecord::new(key);
         let message = [crate::wire::message(&req)];
-        let answer: pb::ReadRecordResponse =
-            self.unary_observed(READ_RECORD_PATH, &message, deadline, &mut |b| check.feed(b)).await?;
-        let verdict = check.verdict(&answer.payload);
-        Ok((answer, verdict))
+        let headers = self.headers(deadline);
+        let answer = self
+            .transport
+            .call_message_pieces(READ_RECORD_PATH, headers, &message, &mut |b| check.feed(b))
+            .await?;
+        if let Some(checked) = check.finish() {
+            let payload = answer.slice(checked.payload.clone()).ok_or_else(|| {
+                status(
+                    Code::Internal,
+                    cellar_proto::error_code::INTERNAL,
+                    "a checked payload past its answer",
+                )
+            })?;
+            return Ok(RecordRead {
+                sha256: checked.sha256.to_vec(),
+                payload,
+                verdict: Some(checked.matches),
+            });
+        }
+        let answer = pb::ReadRecordResponse::decode(answer.to_bytes().slice(5..)).map_err(|e| {
+            status(
+                Code::Internal,
+                cellar_proto::error_code::INTERNAL,
+                format!("response of {READ_RECORD_PATH}: {e}"),
+            )
+        })?;
+        Ok(RecordRead::unchecked(answer))
     }
 
     async fn read_fragment(
@@ -136,6 +160,25 @@ impl NodeClients {
         self.unary(READ_FRAGMENT_PATH, &[crate::wire::message(&req)], deadline).await
     }
 }
+/// A ReadRecord answer as a get uses it.
+#[derive(Debug, Clone)]
+pub struct RecordRead {
+    /// The record's key as the server read it.
+    pub sha256: Vec<u8>,
+    /// Its payload, in the buffers it arrived in.
+    pub payload: Pieces,
+    /// Whether the payload was checked against the key asked for as it arrived, and
+    /// matched; `None`: not checked here, the caller checks it
+    /// ([`BlockKey::matches_pieces`]).
+    pub verdict: Option<bool>,
+}
+
+impl RecordRead {
+    fn unchecked(answer: pb::ReadRecordResponse) -> RecordRead {
+        RecordRead { sha256: answer.sha256, payload: answer.payload.into(), verdict: None }
+    }
+}
+
 /// Volume server clients kept (one per address).
 pub const CLIENTS_MAX: usize = 4096;
 
@@ -300,19 +343,18 @@ impl ExtentClient {
     }
 
     /// [`ExtentClient::read_record`], the payload checked against `key` as it arrives
-    /// over the network: the answer and the verdict (`None` when not checked, as in
-    /// process: the caller checks the payload).
+    /// over the network (see [`RecordRead`]; in process it is left to the caller).
     pub async fn read_record_checked(
         &mut self,
         req: pb::ReadRecordRequest,
         key: BlockKey,
-    ) -> Result<(pb::ReadRecordResponse, Option<bool>), Status> {
+    ) -> Result<RecordRead, Status> {
         let deadline = self.deadlines.read;
         let call = async {
             match &mut self.transport {
                 ExtentTransport::Remote(c) => c.read_record_checked(req, key, deadline).await,
                 ExtentTransport::Local { service, secret } => {
-                    service.read_record(Self::local_request(secret, req)).await.map(|a| (a, None))
+                    service.read_record(Self::local_request(secret, req)).await.map(RecordRead::unchecked)
                 }
             }
         };

@@ -19,6 +19,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::pieces::Pieces;
+
 /// Bytes of a read digest (BLAKE3 output truncated: 128-bit second-preimage resistance).
 pub const READ_DIGEST_BYTES: usize = 16;
 
@@ -76,6 +78,26 @@ impl BlockKey {
             None => Sha256::digest(payload)[..] == self.sha256[..],
         }
     }
+
+    /// [`BlockKey::matches`] of bytes held in pieces.
+    pub fn matches_pieces(&self, payload: &Pieces) -> bool {
+        match &self.digest {
+            Some(digest) => {
+                let mut h = blake3::Hasher::new_keyed(&self.sha256);
+                for p in payload.parts() {
+                    h.update(p);
+                }
+                h.finalize().as_bytes()[..READ_DIGEST_BYTES] == digest[..]
+            }
+            None => {
+                let mut h = Sha256::new();
+                for p in payload.parts() {
+                    h.update(p);
+                }
+                h.finalize()[..] == self.sha256[..]
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +118,31 @@ mod tests {
         let empty = key_of(b"");
         assert!(empty.matches(b""));
         assert!(!empty.matches(b"\0"));
+    }
+
+    #[test]
+    fn pieces_match_as_their_bytes_do() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let key = key_of(&payload);
+        let split = |at: &[usize], bytes: &[u8]| {
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for &to in at.iter().chain([bytes.len()].iter()) {
+                parts.push(bytes::Bytes::copy_from_slice(&bytes[from..to]));
+                from = to;
+            }
+            Pieces::from_parts(parts)
+        };
+        for cuts in [&[][..], &[1], &[2500, 2501], &[100, 4999]] {
+            let p = split(cuts, &payload);
+            assert!(key.matches_pieces(&p), "{cuts:?}");
+            assert!(BlockKey::sha256_only(key.sha256).matches_pieces(&p), "{cuts:?}");
+            let mut bad = payload.clone();
+            bad[2500] ^= 4;
+            let p = split(cuts, &bad);
+            assert!(!key.matches_pieces(&p), "{cuts:?}");
+            assert!(!BlockKey::sha256_only(key.sha256).matches_pieces(&p), "{cuts:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! stateless.
 //!
 //! Modules, lowest layer first (a module imports only modules above it in this list):
+//! - [`pieces`]: a block's bytes as the buffers they arrived in.
 //! - [`errors`]: statuses with stable error codes.
 //! - [`deadline`]: per-call deadlines, the read-latency window hedging is derived from.
 //! - [`digest`]: the block key and the digest a read is checked against.
@@ -29,6 +30,7 @@ pub mod deadline;
 pub mod digest;
 pub mod errors;
 pub mod layout;
+pub mod pieces;
 pub mod reader;
 pub mod transport;
 pub mod wire;

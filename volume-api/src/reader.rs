@@ -29,12 +29,14 @@ use crate::cluster::Cluster;
 use crate::deadline::bounded;
 use crate::digest::BlockKey;
 use crate::errors::{code_of, status};
+use crate::pieces::Pieces;
 
 /// A block read back and verified.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockRead {
-    /// The block's bytes, checked against the key asked for.
-    pub payload: Bytes,
+    /// The block's bytes, checked against the key asked for, in the buffers they arrived
+    /// in ([`crate::pieces`]).
+    pub payload: Pieces,
     /// Whether part of it had to be decoded from other fragments.
     pub degraded: bool,
     /// A newer record of the volume than the caller's, fetched because an extent was not
@@ -220,9 +222,9 @@ impl BlockReader {
                 done = inflight.next() => {
                     let Some((attempt, disk_id, result, took)) = done else { break };
                     match result {
-                        Ok((rec, verdict))
+                        Ok(rec)
                             if rec.sha256 == key.sha256
-                                && verdict.unwrap_or_else(|| key.matches(&rec.payload)) =>
+                                && rec.verdict.unwrap_or_else(|| key.matches_pieces(&rec.payload)) =>
                         {
                             latency.observe(u64::from(length_bytes), took);
                             for disk_id in wrong {
@@ -377,7 +379,7 @@ impl BlockReader {
                                             ),
                                         );
                                     }
-                                    return Ok(BlockRead { payload, degraded, newer_volume: None });
+                                    return Ok(BlockRead { payload: payload.into(), degraded, newer_volume: None });
                                 }
                                 Err(why) => {
                                     // Every read passed its chunk CRCs yet the record is

@@ -35,6 +35,7 @@ use http_body::{Body, Frame};
 use tonic::Status;
 
 use crate::deadline::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use crate::pieces::Pieces;
 use crate::{
     CONNECTION_STREAMS_MAX, CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES,
 };
@@ -311,6 +312,22 @@ impl H2Transport {
         message: &[Bytes],
         observe: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<Bytes, Status> {
+        let pieces = self.call_message_pieces(path, headers, message, observe).await?;
+        Ok(pieces.to_bytes().slice(5..))
+    }
+
+    /// [`H2Transport::call_message_observed`], the response's message left in the buffers
+    /// it arrived in (no copy into one): its 5-byte prefix included, checked to announce
+    /// the bytes that came. The first [`RESPONSE_PIECES_MAX`] - 1 HTTP/2 frames are kept
+    /// as they are, the rest joined into one buffer (frames of a few bytes cannot make a
+    /// list of millions).
+    pub async fn call_message_pieces(
+        &self,
+        path: &'static str,
+        headers: http::HeaderMap,
+        message: &[Bytes],
+        observe: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<Pieces, Status> {
         let inner = &self.inner;
         let request_bytes: usize = message.iter().map(Bytes::len).sum();
         if request_bytes > MESSAGE_MAX_BYTES + 5 {
@@ -337,25 +354,47 @@ impl H2Transport {
         if parts.status != http::StatusCode::OK {
             return Err(Status::unknown(format!("{}: HTTP status {}", inner.addr, parts.status)));
         }
-        let mut data = BytesMut::new();
+        let mut kept: Vec<Bytes> = Vec::new();
+        // Past the kept frames: the rest, joined (room reserved for all the prefix announces).
+        let mut rest = BytesMut::new();
+        let mut received = 0usize;
+        let mut announced = None;
         let mut trailers = None;
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             match frame?.into_data() {
                 Ok(chunk) => {
-                    if data.len() + chunk.len() > MESSAGE_MAX_BYTES + 5 {
+                    if received + chunk.len() > MESSAGE_MAX_BYTES + 5 {
                         return Err(Status::resource_exhausted(format!(
                             "{}: a response over {MESSAGE_MAX_BYTES} bytes",
                             inner.addr
                         )));
                     }
-                    if data.is_empty() {
-                        // Room for the whole message at once, as its prefix announces
-                        // (growing by doubling would hold up to twice a block's bytes).
-                        let announced = announced_len(&chunk).unwrap_or(0);
-                        data.reserve(5 + announced.min(MESSAGE_MAX_BYTES));
+                    if chunk.is_empty() {
+                        continue;
                     }
-                    data.extend_from_slice(&chunk);
                     observe(&chunk);
+                    received += chunk.len();
+                    if announced.is_none() && received >= 5 {
+                        let head = if kept.is_empty() && rest.is_empty() {
+                            announced_len(&chunk)
+                        } else {
+                            let mut first = Vec::with_capacity(5);
+                            for p in kept.iter().map(|b| &b[..]).chain([&rest[..], &chunk[..]]) {
+                                first.extend_from_slice(&p[..p.len().min(5 - first.len())]);
+                            }
+                            announced_len(&first)
+                        };
+                        announced = head;
+                    }
+                    if kept.len() + 1 < RESPONSE_PIECES_MAX {
+                        kept.push(chunk);
+                    } else {
+                        if rest.is_empty() {
+                            let total = 5 + announced.unwrap_or(0).min(MESSAGE_MAX_BYTES);
+                            rest.reserve(total.saturating_sub(received - chunk.len()));
+                        }
+                        rest.extend_from_slice(&chunk);
+                    }
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
             }
@@ -367,23 +406,30 @@ impl H2Transport {
         if status.code() != tonic::Code::Ok {
             return Err(status);
         }
-        let data = data.freeze();
-        let (Some(&0), Some(len)) = (data.first(), announced_len(&data)) else {
+        if !rest.is_empty() {
+            kept.push(rest.freeze());
+        }
+        let pieces = Pieces::from_parts(kept);
+        let (Some(&0), Some(len)) = (pieces.parts().first().and_then(|p| p.first()), announced) else {
             return Err(Status::internal(format!(
                 "{}: a response that is not one uncompressed message",
                 inner.addr
             )));
         };
-        if len != data.len() - 5 {
+        if len != pieces.len() - 5 {
             return Err(Status::internal(format!(
                 "{}: a response message of {} bytes, its prefix says {len}",
                 inner.addr,
-                data.len() - 5
+                pieces.len() - 5
             )));
         }
-        Ok(data.slice(5..))
+        Ok(pieces)
     }
 }
+
+/// HTTP/2 frames of a response kept as their own buffers (see
+/// [`H2Transport::call_message_pieces`]): a 9 MiB message in 1 MiB frames is 10.
+pub const RESPONSE_PIECES_MAX: usize = 32;
 
 /// The message length a gRPC message's 5-byte prefix announces (`None`: fewer than 5 bytes).
 fn announced_len(message: &[u8]) -> Option<usize> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cellar_proto::raft::raft_server::{Raft, RaftServer};
 use cellar_proto::raft::{RaftBytes, SnapshotChunk};
-use cellar_volume_api::transport::{H2Transport, connections_made};
+use cellar_volume_api::transport::{H2Transport, RESPONSE_PIECES_MAX, connections_made};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -124,6 +124,31 @@ async fn messages_of_every_size_and_statuses_go_both_ways() {
             got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
             "response of {len} bytes differs"
         );
+    }
+    // The same left in the buffers it came in: this server's 16 KiB frames, the first
+    // kept as they are, the rest joined, the prefix first and announcing the rest.
+    for len in [5u32, (4 << 20) + 1] {
+        let mut req = vec![b'b'];
+        req.extend_from_slice(&len.to_le_bytes());
+        let message = cellar_volume_api::wire::message(&RaftBytes { data: req });
+        let mut observed = 0usize;
+        let pieces = c
+            .call_message_pieces(APPEND_ENTRIES, http::HeaderMap::new(), &[message], &mut |b| {
+                observed += b.len()
+            })
+            .await
+            .expect("big, in pieces");
+        assert_eq!(observed, pieces.len(), "every byte observed once");
+        assert!(pieces.parts().len() <= RESPONSE_PIECES_MAX, "{} pieces", pieces.parts().len());
+        if len > 1 << 20 {
+            assert!(pieces.parts().len() > 1, "a 4 MiB answer in 16 KiB frames kept in one piece");
+        }
+        let whole = pieces.to_bytes();
+        assert_eq!(whole[0], 0, "uncompressed");
+        assert_eq!(u32::from_be_bytes([whole[1], whole[2], whole[3], whole[4]]) as usize, whole.len() - 5);
+        let got = RaftBytes::decode(whole.slice(5..)).expect("decodes").data;
+        assert_eq!(got.len(), len as usize);
+        assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8), "{len} bytes in pieces differ");
     }
     // A response over the transport's message limit is refused, not held.
     let mut req = vec![b'b'];

@@ -167,12 +167,12 @@ impl CellarS3 {
             }
             e => s3_error!(ServiceUnavailable, "reading a block of the object: {e}"),
         })?;
-        if *to > got.bytes.len() {
-            return Err(s3_error!(InternalError, "a block is shorter than its object says"));
-        }
         // The slice keeps the block's share of the get budget until it is written.
-        let piece: Result<Bytes, std::io::Error> = Ok(got.bytes.slice(*from..*to));
-        Ok(StreamingBlob::wrap(futures::stream::iter([piece])))
+        let Some(part) = got.bytes.slice(*from..*to) else {
+            return Err(s3_error!(InternalError, "a block is shorter than its object says"));
+        };
+        let parts = part.into_parts().into_iter().map(Ok::<Bytes, std::io::Error>);
+        Ok(StreamingBlob::wrap(futures::stream::iter(parts)))
     }
 
     /// Streams `pieces` (see [`Self::pieces`]) of an object.
@@ -193,20 +193,27 @@ impl CellarS3 {
                         // written: what an object's get holds is within the budget.
                         let bytes =
                             blocks.get(&hash).await.map_err(|e| std::io::Error::other(e.to_string()))?.bytes;
-                        if to > bytes.len() {
-                            return Err(std::io::Error::other("a block is shorter than its object says"));
-                        }
-                        Ok(bytes.slice(from..to))
+                        bytes
+                            .slice(from..to)
+                            .ok_or_else(|| std::io::Error::other("a block is shorter than its object says"))
                     }
                 })
                 .buffered(GET_READ_AHEAD_BLOCKS);
             while let Some(piece) = fetched.next().await {
-                let failed = piece.is_err();
-                if let Err(e) = &piece {
-                    tracing::warn!(error = %e, "an S3 get stopped half-way");
-                }
-                if tx.send(piece).await.is_err() || failed {
-                    return;
+                match piece {
+                    // A block's buffers, each sent as it is (see `Got::bytes`).
+                    Ok(pieces) => {
+                        for part in pieces.into_parts() {
+                            if tx.send(Ok(part)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an S3 get stopped half-way");
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
                 }
             }
         });
