@@ -10,7 +10,8 @@ use cellar_proto::master as mpb;
 use cellar_volume_api::cluster::Cluster;
 use cellar_volume_api::digest::{BlockKey, read_digest};
 use cellar_volume_api::pieces::Pieces;
-use cellar_volume_api::reader::BlockReader;
+use cellar_volume_api::reader::{BlockRead, BlockReader};
+use cellar_volume_api::streamed::{RecordStream, StreamedRead};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -96,6 +97,67 @@ impl Got {
         }
         let bytes = self.bytes.to_bytes();
         Bytes::from_owner(Joined { bytes, _from: self.bytes })
+    }
+}
+
+/// A block being read for a get (see [`Blocks::get_streamed`]).
+pub enum Getting {
+    /// Read whole.
+    Whole(Got),
+    /// Handed on as it arrives.
+    Arriving(Arriving),
+}
+
+/// A block's bytes as they arrive from a volume server, checked as they arrive, the last
+/// piece held back until all matched the key. Holds the get's share of the byte budget
+/// until it ends or is dropped.
+pub struct Arriving {
+    stream: RecordStream,
+    _held: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    handed_bytes: u64,
+    ended: bool,
+}
+
+impl Arriving {
+    /// The block's length.
+    pub fn len(&self) -> usize {
+        self.stream.len()
+    }
+
+    /// Whether the block is empty (never: small blocks are read whole).
+    pub fn is_empty(&self) -> bool {
+        self.stream.is_empty()
+    }
+
+    /// The next bytes; `None` once all were handed on and matched the key. After an error
+    /// (no holder left, the bytes failed the check, past the read deadline) the bytes handed
+    /// on are not the block: the answer must be cut short.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, BlockError> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.stream.next().await {
+            Ok(Some(piece)) => {
+                self.handed_bytes += piece.len() as u64;
+                Ok(Some(piece))
+            }
+            Ok(None) => {
+                self.ended = true;
+                self.metrics.gets_ok.add(1);
+                self.metrics.get_bytes.add(self.handed_bytes);
+                self.metrics.get_latency.observe(self.started.elapsed());
+                Ok(None)
+            }
+            Err(e) => {
+                self.ended = true;
+                self.metrics.gets_failed.add(1);
+                self.metrics.streamed_gets_cut.add(1);
+                tracing::warn!(error = %e.message(), "a get cut short after sending part of the block");
+                Err(BlockError::Unavailable(e.message().to_string()))
+            }
+        }
     }
 }
 
@@ -546,12 +608,31 @@ impl Blocks {
     /// budget (waited for once the index gives the block's size).
     pub async fn get(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
         let started = Instant::now();
-        let result = self.get_inner(hash).await;
+        let result = self.fresh_on_failure(hash, || self.get_once(hash)).await;
+        self.count_get(result.as_ref().map(|got| (got.bytes.len(), got.degraded)), started);
+        result
+    }
+
+    /// [`Blocks::get`], the bytes of a large block of a replicated volume handed on as they
+    /// arrive (see [`cellar_volume_api::streamed`]); others are read whole. Metrics count
+    /// an arriving block when its last byte has been handed on.
+    pub async fn get_streamed(&self, hash: &[u8; 32]) -> Result<Getting, BlockError> {
+        let started = Instant::now();
+        let result = self.fresh_on_failure(hash, || self.open_streamed(hash, started)).await;
         match &result {
-            Ok(got) => {
+            Ok(Getting::Whole(got)) => self.count_get(Ok((got.bytes.len(), got.degraded)), started),
+            Ok(Getting::Arriving(_)) => self.metrics.streamed_gets.add(1),
+            Err(e) => self.count_get(Err(e), started),
+        }
+        result
+    }
+
+    fn count_get(&self, result: Result<(usize, bool), &BlockError>, started: Instant) {
+        match result {
+            Ok((len, degraded)) => {
                 self.metrics.gets_ok.add(1);
-                self.metrics.get_bytes.add(got.bytes.len() as u64);
-                if got.degraded {
+                self.metrics.get_bytes.add(len as u64);
+                if degraded {
                     self.metrics.degraded_reads.add(1);
                 }
                 self.metrics.get_latency.observe(started.elapsed());
@@ -559,12 +640,17 @@ impl Blocks {
             Err(BlockError::NotFound(_)) => self.metrics.gets_not_found.add(1),
             Err(_) => self.metrics.gets_failed.add(1),
         }
-        result
     }
 
-    async fn get_inner(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
+    /// `read()` of the block; when it fails with a cached index entry, the entry is asked
+    /// afresh and, if it moved, `read()` again.
+    async fn fresh_on_failure<T, F, Fut>(&self, hash: &[u8; 32], read: F) -> Result<T, BlockError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, BlockError>>,
+    {
         let cached = lock(&self.index).contains_key(hash);
-        match self.get_once(hash).await {
+        match read().await {
             // A cached entry may be stale: the block may have been moved by compaction (and
             // its old volume reclaimed). Asked afresh, a moved entry is read where it is now.
             Err(BlockError::Unavailable(why)) if cached => {
@@ -574,7 +660,7 @@ impl Blocks {
                     (Some(old), Some(new))
                         if (old.volume_id, old.offset_bytes) != (new.volume_id, new.offset_bytes) =>
                     {
-                        self.get_once(hash).await
+                        read().await
                     }
                     _ => Err(BlockError::Unavailable(why)),
                 }
@@ -583,22 +669,57 @@ impl Blocks {
         }
     }
 
-    async fn get_once(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
+    async fn get_inner(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
+        self.fresh_on_failure(hash, || self.get_once(hash)).await
+    }
+
+    /// The block's index entry, key, record length, budget share and volume, for a read.
+    async fn prepare_read(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<(mpb::IndexEntry, BlockKey, u32, OwnedSemaphorePermit, mpb::Volume), BlockError> {
         let entry = self.lookup(hash).await?.ok_or_else(|| BlockError::NotFound(hex::encode(hash)))?;
         let key = BlockKey::with_digest_field(*hash, &entry.digest)
             .map_err(|e| BlockError::Unavailable(format!("index entry of {}: {e}", hex::encode(hash))))?;
         let record = record_bytes(entry.payload_bytes)?;
         let held = self.hold_get_bytes(record).await;
         let v = self.volume(entry.volume_id, false).await?;
+        Ok((entry, key, record, held, v))
+    }
+
+    async fn get_once(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
+        let (entry, key, record, held, v) = self.prepare_read(hash).await?;
         // The reader checks a (possibly stale) cached record against the master's when
         // the read fails or an extent is missing, and hands back the newer one.
         match self.reader.read(&v, &key, entry.offset_bytes, record).await {
-            Ok(read) => {
-                if let Some(newer) = read.newer_volume {
-                    self.cache_volume(newer);
-                }
-                Ok(Got { bytes: holding(read.payload, held), degraded: read.degraded })
+            Ok(read) => Ok(self.got(read, held)),
+            Err(e) => {
+                lock(&self.volumes).remove(&entry.volume_id);
+                Err(BlockError::Unavailable(e.message().to_string()))
             }
+        }
+    }
+
+    fn got(&self, read: BlockRead, held: OwnedSemaphorePermit) -> Got {
+        if let Some(newer) = read.newer_volume {
+            self.cache_volume(newer);
+        }
+        Got { bytes: holding(read.payload, held), degraded: read.degraded }
+    }
+
+    async fn open_streamed(&self, hash: &[u8; 32], started: Instant) -> Result<Getting, BlockError> {
+        let (entry, key, record, held, v) = self.prepare_read(hash).await?;
+        let payload_bytes = entry.payload_bytes as usize;
+        match self.reader.read_streamed(&v, &key, entry.offset_bytes, record, payload_bytes).await {
+            Ok(StreamedRead::Whole(read)) => Ok(Getting::Whole(self.got(read, held))),
+            Ok(StreamedRead::Stream(stream)) => Ok(Getting::Arriving(Arriving {
+                stream,
+                _held: held,
+                metrics: self.metrics.clone(),
+                started,
+                handed_bytes: 0,
+                ended: false,
+            })),
             Err(e) => {
                 lock(&self.volumes).remove(&entry.volume_id);
                 Err(BlockError::Unavailable(e.message().to_string()))

@@ -42,7 +42,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::blocks::{BlockError, Blocks, parse_hash};
+use crate::blocks::{Arriving, BlockError, Blocks, Getting, parse_hash};
 use crate::config::FrontendConfig;
 use crate::stall::WriteStallLimit;
 
@@ -233,6 +233,14 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
         Err(e) => return e.into_response(),
     };
     let admitted = blocks.admit_get().await;
+    if !headers.contains_key(header::RANGE) {
+        // The whole block: handed on as it arrives where it can be.
+        return match blocks.get_streamed(&hash).await {
+            Ok(Getting::Whole(got)) => whole_block(got.bytes, admitted),
+            Ok(Getting::Arriving(arriving)) => arriving_block(arriving, admitted),
+            Err(e) => e.into_response(),
+        };
+    }
     // The block's bytes carry its share of the get budget until they are written.
     let crate::blocks::Got { bytes, .. } = match blocks.get(&hash).await {
         Ok(b) => b,
@@ -261,6 +269,60 @@ async fn get_block(State(blocks): State<Shared>, Path(hash): Path<String>, heade
             resp
         }
         _ => (StatusCode::OK, [(header::CONTENT_TYPE, octets)], held_body(bytes, admitted)).into_response(),
+    }
+}
+
+fn whole_block(bytes: Pieces, admitted: Option<tokio::sync::OwnedSemaphorePermit>) -> Response {
+    let octets = HeaderValue::from_static("application/octet-stream");
+    (StatusCode::OK, [(header::CONTENT_TYPE, octets)], held_body(bytes, admitted)).into_response()
+}
+
+/// The block's bytes as they arrive, with their length announced: a get cut short (see
+/// [`Arriving::next`]) ends the body early, and the client sees fewer bytes than announced.
+fn arriving_block(arriving: Arriving, admitted: Option<tokio::sync::OwnedSemaphorePermit>) -> Response {
+    let left_bytes = arriving.len() as u64;
+    let stream = futures::stream::unfold(Some(arriving), |state| async move {
+        let mut arriving = state?;
+        match arriving.next().await {
+            Ok(Some(piece)) => Some((Ok(piece), Some(arriving))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    });
+    let body = ArrivingBody { stream: Box::pin(stream), left_bytes, _admitted: admitted };
+    let octets = HeaderValue::from_static("application/octet-stream");
+    (StatusCode::OK, [(header::CONTENT_TYPE, octets)], Body::new(body)).into_response()
+}
+
+type PieceStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A body of a block arriving (see [`arriving_block`]), its length exact.
+struct ArrivingBody {
+    stream: PieceStream,
+    left_bytes: u64,
+    _admitted: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for ArrivingBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match futures::ready!(self.stream.as_mut().poll_next(cx)) {
+            Some(Ok(piece)) => {
+                self.left_bytes = self.left_bytes.saturating_sub(piece.len() as u64);
+                Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left_bytes)
     }
 }
 

@@ -88,6 +88,11 @@ pub struct Metrics {
     pub dedup_hits: Counter,
     /// Gets that needed a degraded read.
     pub degraded_reads: Counter,
+    /// Gets whose bytes were handed on as they arrived (cellar_volume_api::streamed).
+    pub streamed_gets: Counter,
+    /// Of those, gets cut after bytes were sent (no holder left, or the bytes failed the
+    /// check): the client saw a body shorter than announced.
+    pub streamed_gets_cut: Counter,
     /// Write leases renewed.
     pub lease_renewals: Counter,
     /// Volumes sealed by this frontend (full, or after a replica failure).
@@ -124,7 +129,7 @@ impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 20] = [
+        let counters: [(&str, &str, &str, &Counter); 22] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -150,6 +155,13 @@ impl Metrics {
             ("cellar_frontend_bytes_total", "direction=\"out\"", "", &self.get_bytes),
             ("cellar_frontend_dedup_hits_total", "", "Puts of blocks already stored.", &self.dedup_hits),
             ("cellar_frontend_degraded_reads_total", "", "Gets served by decoding.", &self.degraded_reads),
+            (
+                "cellar_frontend_streamed_gets_total",
+                "outcome=\"started\"",
+                "Gets handed on as their bytes arrived.",
+                &self.streamed_gets,
+            ),
+            ("cellar_frontend_streamed_gets_total", "outcome=\"cut\"", "", &self.streamed_gets_cut),
             ("cellar_frontend_lease_renewals_total", "", "Write leases renewed.", &self.lease_renewals),
             (
                 "cellar_frontend_volumes_sealed_total",

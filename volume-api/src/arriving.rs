@@ -13,6 +13,8 @@
 //! order). Any other answer gets no verdict here ([`ArrivingRecord::verdict`] is `None`),
 //! and the caller checks the decoded payload as before.
 
+use std::ops::Range;
+
 use sha2::{Digest, Sha256};
 
 use crate::digest::{BlockKey, READ_DIGEST_BYTES};
@@ -30,10 +32,19 @@ enum State {
     /// Collecting the head.
     Head(Vec<u8>),
     /// Hashing the payload: where it starts in the answer (prefix included), its length,
-    /// bytes hashed so far, the message's total length, the answer's field 1.
-    Payload { start: usize, len: usize, hashed: usize, message_len: usize, sha256: [u8; 32] },
+    /// payload bytes of this answer passed, the message's total length, the answer's
+    /// field 1.
+    Payload { start: usize, len: usize, pos: usize, message_len: usize, sha256: [u8; 32] },
     /// Not the expected layout, or more bytes than announced: no verdict.
     Unchecked,
+}
+
+/// What an answer resumed from must agree with: the payload's length and key, as the
+/// first answer gave them.
+#[derive(Clone, Copy)]
+struct Carried {
+    len: usize,
+    sha256: [u8; 32],
 }
 
 /// A ReadRecord answer being checked as it arrives.
@@ -43,6 +54,10 @@ pub struct ArrivingRecord {
     state: State,
     /// Bytes of the answer seen (prefix included).
     seen: usize,
+    /// Payload bytes hashed, over every answer (see [`ArrivingRecord::resume`]).
+    hashed: usize,
+    /// Set once an answer is resumed from another.
+    carried: Option<Carried>,
 }
 
 /// A varint at the start of `bytes`: its value and length; `None` if incomplete.
@@ -64,7 +79,14 @@ impl ArrivingRecord {
             Some(_) => Hasher::Digest(Box::new(blake3::Hasher::new_keyed(&key.sha256))),
             None => Hasher::Sha256(Sha256::new()),
         };
-        ArrivingRecord { key, hasher, state: State::Head(Vec::with_capacity(HEAD_MAX_BYTES)), seen: 0 }
+        ArrivingRecord {
+            key,
+            hasher,
+            state: State::Head(Vec::with_capacity(HEAD_MAX_BYTES)),
+            seen: 0,
+            hashed: 0,
+            carried: None,
+        }
     }
 
     fn hash(&mut self, bytes: &[u8]) {
@@ -76,44 +98,94 @@ impl ArrivingRecord {
         }
     }
 
-    /// The next bytes of the answer, in order.
-    pub fn feed(&mut self, mut chunk: &[u8]) {
+    /// The next bytes of the answer, in order. Returns the part of `chunk` that is payload
+    /// hashed by this call (empty for head bytes, payload bytes an earlier answer gave
+    /// already, or an answer not in the expected layout).
+    pub fn feed(&mut self, chunk: &[u8]) -> Range<usize> {
         self.seen += chunk.len();
+        let mut from = 0;
         if let State::Head(head) = &mut self.state {
             let take = chunk.len().min(HEAD_MAX_BYTES - head.len());
             head.extend_from_slice(&chunk[..take]);
-            chunk = &chunk[take..];
             let parsed = Self::parse_head(head);
             match parsed {
-                HeadParse::More if head.len() < HEAD_MAX_BYTES => return,
+                HeadParse::More if head.len() < HEAD_MAX_BYTES => return 0..0,
                 HeadParse::More | HeadParse::Other => {
                     self.state = State::Unchecked;
-                    return;
+                    return 0..0;
                 }
                 HeadParse::Payload { head_len, len, message_len, sha256 } => {
-                    // The head may have taken payload bytes with it.
-                    let early = head[head_len..].to_vec();
-                    self.state = State::Payload { start: head_len, len, hashed: 0, message_len, sha256 };
-                    self.hash_payload(&early);
+                    // The head may have taken payload bytes with it: all from this chunk
+                    // (with fewer bytes the head did not parse).
+                    from = take - (head.len() - head_len);
+                    if self.carried.is_some_and(|c| c.len != len || c.sha256 != sha256) {
+                        self.state = State::Unchecked;
+                        return 0..0;
+                    }
+                    self.state = State::Payload { start: head_len, len, pos: 0, message_len, sha256 };
                 }
             }
         }
-        self.hash_payload(chunk);
+        let r = self.hash_payload(&chunk[from..]);
+        (r.start + from)..(r.end + from)
     }
 
-    fn hash_payload(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let State::Payload { len, hashed, .. } = self.state else { return };
-        if hashed + bytes.len() > len {
+    /// Hashes what of `bytes` (the next payload bytes of this answer) was not hashed from an
+    /// earlier answer; the part hashed.
+    fn hash_payload(&mut self, bytes: &[u8]) -> Range<usize> {
+        let State::Payload { len, pos, .. } = self.state else { return 0..0 };
+        if pos + bytes.len() > len {
             self.state = State::Unchecked;
-            return;
+            return 0..0;
         }
-        self.hash(bytes);
-        if let State::Payload { hashed, .. } = &mut self.state {
-            *hashed += bytes.len();
+        let skip = self.hashed.saturating_sub(pos).min(bytes.len());
+        self.hash(&bytes[skip..]);
+        self.hashed += bytes.len() - skip;
+        if let State::Payload { pos, .. } = &mut self.state {
+            *pos += bytes.len();
         }
+        skip..bytes.len()
+    }
+
+    /// The payload's length and the answer's key field, once the head is in; `None` before,
+    /// or for an answer not in the expected layout.
+    pub fn payload(&self) -> Option<(usize, [u8; 32])> {
+        match self.state {
+            State::Payload { len, sha256, .. } => Some((len, sha256)),
+            _ => None,
+        }
+    }
+
+    /// Whether the answer is not in the expected layout (or disagrees with the answer it
+    /// resumes): it can get no verdict.
+    pub fn is_unchecked(&self) -> bool {
+        matches!(self.state, State::Unchecked)
+    }
+
+    /// The key the answer is checked against.
+    pub fn key(&self) -> &BlockKey {
+        &self.key
+    }
+
+    /// Payload bytes hashed so far, over every answer.
+    pub fn hashed(&self) -> usize {
+        self.hashed
+    }
+
+    /// Goes on with another answer of the same record (another replica's, after this one
+    /// stalled): its head must give the same payload length and key, its payload bytes up
+    /// to [`ArrivingRecord::hashed`] are skipped and the rest hashed on, so the verdict
+    /// covers the payload as it was handed on. Returns `false` (and checks nothing more)
+    /// when this answer was not in the expected layout.
+    pub fn resume(&mut self) -> bool {
+        match self.state {
+            State::Unchecked => return false,
+            State::Payload { len, sha256, .. } => self.carried = Some(Carried { len, sha256 }),
+            State::Head(_) => {}
+        }
+        self.state = State::Head(Vec::with_capacity(HEAD_MAX_BYTES));
+        self.seen = 0;
+        true
     }
 
     fn parse_head(head: &[u8]) -> HeadParse {
@@ -155,8 +227,8 @@ impl ArrivingRecord {
     /// The check of a whole answer in the expected layout: `None` when it is another
     /// layout or was not all seen (the caller decodes it and checks the payload itself).
     pub fn finish(self) -> Option<Checked> {
-        let State::Payload { start, len, hashed, message_len, sha256 } = self.state else { return None };
-        if hashed != len || self.seen != 5 + message_len {
+        let State::Payload { start, len, pos, message_len, sha256 } = self.state else { return None };
+        if self.hashed != len || pos != len || self.seen != 5 + message_len {
             return None;
         }
         let matches = match (self.hasher, self.key.digest) {
@@ -242,6 +314,55 @@ mod tests {
             assert_eq!(&bytes[c.payload.clone()], &payload[..]);
             assert_eq!(c.payload.end, bytes.len());
         }
+    }
+
+    #[test]
+    fn feed_hands_on_the_payload_and_a_resumed_answer_skips_what_was_hashed() {
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+        for key in keys(&payload) {
+            let bytes = answer(&key.sha256, &payload);
+            for chunk in [1usize, 40, 45, 46, 1000, 65_536] {
+                for cut in [0usize, 30, 46, 70_000] {
+                    let mut a = ArrivingRecord::new(key);
+                    let mut out = Vec::new();
+                    for c in bytes[..cut].chunks(chunk) {
+                        let r = a.feed(c);
+                        out.extend_from_slice(&c[r]);
+                    }
+                    assert!(a.resume(), "{chunk} {cut}");
+                    for c in bytes.chunks(chunk) {
+                        let r = a.feed(c);
+                        out.extend_from_slice(&c[r]);
+                    }
+                    assert!(out == payload, "chunks of {chunk}, resumed at {cut}");
+                    assert_eq!(a.hashed(), payload.len());
+                    assert_eq!(a.payload(), Some((payload.len(), key.sha256)));
+                    assert!(a.finish().expect("checked").matches, "chunks of {chunk}, resumed at {cut}");
+                }
+            }
+            // Another answer of another length: no verdict.
+            let mut a = ArrivingRecord::new(key);
+            a.feed(&bytes[..1000]);
+            assert!(a.resume());
+            a.feed(&answer(&key.sha256, &payload[1..]));
+            assert!(a.is_unchecked());
+            assert!(a.finish().is_none());
+            // A resumed answer whose later bytes differ fails.
+            let mut a = ArrivingRecord::new(key);
+            a.feed(&bytes[..1000]);
+            assert!(a.resume());
+            let mut bad = bytes.clone();
+            let n = bad.len() - 10;
+            bad[n] ^= 1;
+            a.feed(&bad);
+            assert_eq!(a.finish().map(|c| c.matches), Some(false));
+        }
+        // An answer not in the layout cannot be resumed.
+        let [key, _] = keys(&payload);
+        let mut a = ArrivingRecord::new(key);
+        a.feed(&[1, 0, 0, 0, 9]);
+        assert!(a.is_unchecked());
+        assert!(!a.resume());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Read
 use crate::digest::BlockKey;
 use crate::errors::{master_status, status};
 use crate::pieces::Pieces;
-use crate::transport::H2Transport;
+use crate::transport::{H2Transport, ResponseStream};
 use crate::{CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
 
 /// A gRPC client of one volume server (any call, streams included).
@@ -126,7 +126,9 @@ impl NodeClients {
         let headers = self.headers(deadline);
         let answer = self
             .transport
-            .call_message_pieces(READ_RECORD_PATH, headers, &message, &mut |b| check.feed(b))
+            .call_message_pieces(READ_RECORD_PATH, headers, &message, &mut |b| {
+                check.feed(b);
+            })
             .await?;
         if let Some(checked) = check.finish() {
             let payload = answer.slice(checked.payload.clone()).ok_or_else(|| {
@@ -150,6 +152,16 @@ impl NodeClients {
             )
         })?;
         Ok(RecordRead::unchecked(answer))
+    }
+
+    /// A ReadRecord whose answer is read as it arrives ([`crate::streamed`]).
+    async fn read_record_stream(
+        &self,
+        req: pb::ReadRecordRequest,
+        deadline: Duration,
+    ) -> Result<ResponseStream, Status> {
+        let headers = self.headers(deadline);
+        self.transport.call_message_streamed(READ_RECORD_PATH, headers, &[crate::wire::message(&req)]).await
     }
 
     async fn read_fragment(
@@ -340,6 +352,22 @@ impl ExtentClient {
             }
         };
         bounded(deadline, "read record", call).await
+    }
+
+    /// A ReadRecord whose answer is read as it arrives ([`crate::streamed`]), once its
+    /// headers are in (within the read deadline, which the server is told too); `None` for
+    /// a server in this process.
+    pub async fn read_record_stream(
+        &mut self,
+        req: pb::ReadRecordRequest,
+    ) -> Result<Option<ResponseStream>, Status> {
+        let deadline = self.deadlines.read;
+        match &self.transport {
+            ExtentTransport::Remote(c) => {
+                bounded(deadline, "read record", c.read_record_stream(req, deadline)).await.map(Some)
+            }
+            ExtentTransport::Local { .. } => Ok(None),
+        }
     }
 
     /// [`ExtentClient::read_record`], the payload checked against `key` as it arrives

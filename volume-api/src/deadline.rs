@@ -175,6 +175,11 @@ impl ReadLatency {
         }
     }
 
+    /// The longest hedge delay.
+    pub fn delay_max(&self) -> Duration {
+        self.delay_max
+    }
+
     /// How long a read of `len_bytes` waits for its holder before a hedge starts.
     pub fn hedge_delay(&self, len_bytes: u64) -> Duration {
         let s = self.class(len_bytes).lock().unwrap_or_else(|p| p.into_inner());

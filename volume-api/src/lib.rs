@@ -10,6 +10,7 @@
 //! - [`errors`]: statuses with stable error codes.
 //! - [`deadline`]: per-call deadlines, the read-latency window hedging is derived from.
 //! - [`digest`]: the block key and the digest a read is checked against.
+//! - [`arriving`]: a ReadRecord answer checked against its key as it arrives.
 //! - [`layout`]: a volume record's coding scheme and fragment layout.
 //! - [`wire`]: gRPC messages for the transport; the Append request in pieces that share
 //!   its payloads.
@@ -20,6 +21,8 @@
 //! - [`client`]: streamed fragment writes and verified fragment-range reads.
 //! - [`reader`]: a block from a replica or from data fragments, degraded reads, hedging,
 //!   bad-extent reports.
+//! - [`streamed`]: a block's bytes handed on as they arrive from a replica, checked as
+//!   they arrive, the last held back until they matched.
 //!
 //! The wire limits both sides must agree on are the constants below.
 
@@ -32,6 +35,7 @@ pub mod errors;
 pub mod layout;
 pub mod pieces;
 pub mod reader;
+pub mod streamed;
 pub mod transport;
 pub mod wire;
 

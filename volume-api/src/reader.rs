@@ -79,6 +79,11 @@ impl BlockReader {
         BlockReader { cluster, block_size_max_bytes }
     }
 
+    /// The cell view reads go through.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     /// Reads the record of `length_bytes` (header + payload) at `offset_bytes` of volume
     /// `v`, whose payload must match `key`.
     ///

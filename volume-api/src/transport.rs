@@ -328,6 +328,37 @@ impl H2Transport {
         message: &[Bytes],
         observe: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<Pieces, Status> {
+        let mut response = self.call_message_streamed(path, headers, message).await?;
+        let mut kept: Vec<Bytes> = Vec::new();
+        // Past the kept frames: the rest, joined (room reserved for all the prefix announces).
+        let mut rest = BytesMut::new();
+        while let Some(chunk) = response.next().await? {
+            observe(&chunk);
+            if kept.len() + 1 < RESPONSE_PIECES_MAX {
+                kept.push(chunk);
+            } else {
+                if rest.is_empty() {
+                    let total = 5 + response.announced().unwrap_or(0).min(MESSAGE_MAX_BYTES);
+                    rest.reserve(total.saturating_sub(response.received() - chunk.len()));
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+        if !rest.is_empty() {
+            kept.push(rest.freeze());
+        }
+        Ok(Pieces::from_parts(kept))
+    }
+
+    /// A unary call whose response is read as it arrives: once the response's headers are
+    /// in (a refusal among them is this call's error), its message comes piece by piece
+    /// from [`ResponseStream::next`], the 5-byte prefix first.
+    pub async fn call_message_streamed(
+        &self,
+        path: &'static str,
+        headers: http::HeaderMap,
+        message: &[Bytes],
+    ) -> Result<ResponseStream, Status> {
         let inner = &self.inner;
         let request_bytes: usize = message.iter().map(Bytes::len).sum();
         if request_bytes > MESSAGE_MAX_BYTES + 5 {
@@ -344,7 +375,7 @@ impl H2Transport {
         h.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
         let (head, ()) = request.into_parts();
         let response = inner.exchange(&head, message).await?;
-        let (parts, mut body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         // A refusal may come as headers alone ("trailers-only").
         if let Some(status) = Status::from_header_map(&parts.headers)
             && status.code() != tonic::Code::Ok
@@ -354,47 +385,58 @@ impl H2Transport {
         if parts.status != http::StatusCode::OK {
             return Err(Status::unknown(format!("{}: HTTP status {}", inner.addr, parts.status)));
         }
-        let mut kept: Vec<Bytes> = Vec::new();
-        // Past the kept frames: the rest, joined (room reserved for all the prefix announces).
-        let mut rest = BytesMut::new();
-        let mut received = 0usize;
-        let mut announced = None;
+        Ok(ResponseStream {
+            body,
+            addr: inner.addr.clone(),
+            head: Vec::with_capacity(5),
+            received: 0,
+            ended: false,
+        })
+    }
+}
+
+/// A unary call's response message as it arrives (see [`H2Transport::call_message_streamed`]).
+pub struct ResponseStream {
+    body: H2Body,
+    addr: String,
+    /// The message's first bytes, up to its 5-byte prefix.
+    head: Vec<u8>,
+    /// Bytes of the message so far (prefix included).
+    received: usize,
+    ended: bool,
+}
+
+impl ResponseStream {
+    /// The next piece of the message (its 5-byte prefix first, in the first pieces); `None`
+    /// once the message ended with an OK status and was as long as its prefix announced.
+    /// An error status, a message over [`MESSAGE_MAX_BYTES`], compressed, or of another
+    /// length than announced is an error.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Status> {
+        if self.ended {
+            return Ok(None);
+        }
         let mut trailers = None;
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await {
             match frame?.into_data() {
                 Ok(chunk) => {
-                    if received + chunk.len() > MESSAGE_MAX_BYTES + 5 {
-                        return Err(Status::resource_exhausted(format!(
-                            "{}: a response over {MESSAGE_MAX_BYTES} bytes",
-                            inner.addr
-                        )));
-                    }
                     if chunk.is_empty() {
                         continue;
                     }
-                    observe(&chunk);
-                    received += chunk.len();
-                    if announced.is_none() && received >= 5 {
-                        let head = if kept.is_empty() && rest.is_empty() {
-                            announced_len(&chunk)
-                        } else {
-                            let mut first = Vec::with_capacity(5);
-                            for p in kept.iter().map(|b| &b[..]).chain([&rest[..], &chunk[..]]) {
-                                first.extend_from_slice(&p[..p.len().min(5 - first.len())]);
-                            }
-                            announced_len(&first)
-                        };
-                        announced = head;
+                    if self.received + chunk.len() > MESSAGE_MAX_BYTES + 5 {
+                        return Err(Status::resource_exhausted(format!(
+                            "{}: a response over {MESSAGE_MAX_BYTES} bytes",
+                            self.addr
+                        )));
                     }
-                    if kept.len() + 1 < RESPONSE_PIECES_MAX {
-                        kept.push(chunk);
-                    } else {
-                        if rest.is_empty() {
-                            let total = 5 + announced.unwrap_or(0).min(MESSAGE_MAX_BYTES);
-                            rest.reserve(total.saturating_sub(received - chunk.len()));
+                    if self.head.len() < 5 {
+                        let take = chunk.len().min(5 - self.head.len());
+                        self.head.extend_from_slice(&chunk[..take]);
+                        if self.head.first().is_some_and(|b| *b != 0) {
+                            return Err(self.not_one_message());
                         }
-                        rest.extend_from_slice(&chunk);
                     }
+                    self.received += chunk.len();
+                    return Ok(Some(chunk));
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
             }
@@ -402,28 +444,39 @@ impl H2Transport {
         let status = trailers
             .as_ref()
             .and_then(Status::from_header_map)
-            .ok_or_else(|| Status::internal(format!("{}: a response without grpc-status", inner.addr)))?;
+            .ok_or_else(|| Status::internal(format!("{}: a response without grpc-status", self.addr)))?;
         if status.code() != tonic::Code::Ok {
             return Err(status);
         }
-        if !rest.is_empty() {
-            kept.push(rest.freeze());
-        }
-        let pieces = Pieces::from_parts(kept);
-        let (Some(&0), Some(len)) = (pieces.parts().first().and_then(|p| p.first()), announced) else {
-            return Err(Status::internal(format!(
-                "{}: a response that is not one uncompressed message",
-                inner.addr
-            )));
-        };
-        if len != pieces.len() - 5 {
+        let Some(len) = self.announced() else { return Err(self.not_one_message()) };
+        if len != self.received - 5 {
             return Err(Status::internal(format!(
                 "{}: a response message of {} bytes, its prefix says {len}",
-                inner.addr,
-                pieces.len() - 5
+                self.addr,
+                self.received - 5
             )));
         }
-        Ok(pieces)
+        self.ended = true;
+        Ok(None)
+    }
+
+    /// The message length its prefix announces, once the prefix is in.
+    pub fn announced(&self) -> Option<usize> {
+        announced_len(&self.head)
+    }
+
+    /// Bytes of the message received so far, its prefix included.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn not_one_message(&self) -> Status {
+        Status::internal(format!("{}: a response that is not one uncompressed message", self.addr))
     }
 }
 

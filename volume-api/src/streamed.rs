@@ -1,0 +1,340 @@
+//! A get that hands a block's bytes on while they arrive.
+//!
+//! A get of a 4 MiB block used to wait for the volume server's whole answer before the
+//! frontend sent its first byte on: the two transfers (volume server to frontend, frontend
+//! to client) ran one after the other. A [`RecordStream`] hands each frame's payload bytes
+//! on as it lands, checked as it lands ([`crate::arriving`]), so the transfers overlap.
+//! The check's verdict comes with the last byte, so the last piece is held back until the
+//! whole payload has matched the key: a reader never receives a whole block that is not
+//! its key's bytes (a failed check ends the stream with an error, and an HTTP client sees
+//! a body shorter than announced).
+//!
+//! Before anything is handed on, the answer's head must say the record is the key's and
+//! of the expected length, and a refusal (no such extent, a CRC32 failure on the server)
+//! sends the read down the whole-answer path ([`BlockReader::read`]: other replicas,
+//! hedging, stale records). A holder that stalls after bytes were handed on (no frame
+//! within the hedge delay) or fails is replaced by the next replica, whose answer is read
+//! from the byte where the first stopped, the check going on over it.
+//!
+//! Only replicated volumes and records over one frame ([`FRAME_MAX_BYTES`]) are read so;
+//! coded volumes, small records and in-process servers are read whole.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cellar_proto::common::VolumeState;
+use cellar_proto::master as mpb;
+use cellar_proto::volume as pb;
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+use crate::FRAME_MAX_BYTES;
+use crate::arriving::ArrivingRecord;
+use crate::cluster::Cluster;
+use crate::digest::BlockKey;
+use crate::errors::status;
+use crate::reader::{BlockRead, BlockReader};
+use crate::transport::ResponseStream;
+use cellar_proto::error_code as code;
+
+/// A block read for a get: whole, or as it arrives.
+pub enum StreamedRead {
+    /// Read whole (see [`BlockReader::read`]).
+    Whole(BlockRead),
+    /// Arriving.
+    Stream(RecordStream),
+}
+
+/// A replica's record answer as it arrives (see the module).
+pub struct RecordStream {
+    cluster: Arc<Cluster>,
+    volume_id: u64,
+    offset_bytes: u64,
+    length_bytes: u32,
+    /// Replicas (node, disk) to go on from, in order.
+    others: Vec<(u64, u64)>,
+    key: BlockKey,
+    check: ArrivingRecord,
+    response: ResponseStream,
+    /// Payload bytes read from the current answer and not handed on yet.
+    ready: VecDeque<Bytes>,
+    /// The last payload piece, held until the verdict.
+    held: Option<Bytes>,
+    payload_bytes: usize,
+    /// How long a holder may send nothing before the next replica is asked.
+    stall: Duration,
+    deadline: Instant,
+    started: Instant,
+    resumed: u32,
+    done: bool,
+    /// Why the stream failed: every later call fails the same way.
+    failed: Option<String>,
+}
+
+fn unavailable(message: String) -> Status {
+    status(Code::Unavailable, code::DATA_CORRUPT, message)
+}
+
+impl BlockReader {
+    /// [`BlockReader::read`], handing the payload on as it arrives where it can (see the
+    /// module): `payload_bytes` is the length the caller expects (from the index entry).
+    /// Falls back to the whole read when the first replica refuses, sends something else,
+    /// or sends nothing within the hedge delay.
+    pub async fn read_streamed(
+        &self,
+        v: &mpb::Volume,
+        key: &BlockKey,
+        offset_bytes: u64,
+        length_bytes: u32,
+        payload_bytes: usize,
+    ) -> Result<StreamedRead, Status> {
+        let cluster = self.cluster().clone();
+        if length_bytes <= FRAME_MAX_BYTES || v.state() == VolumeState::Coded {
+            return self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole);
+        }
+        let mut order: Vec<(u64, u64)> = v
+            .replicas
+            .iter()
+            .filter(|r| !v.bad_disks.contains(&r.disk_id))
+            .chain(v.replicas.iter().filter(|r| v.bad_disks.contains(&r.disk_id)))
+            .map(|r| (r.node_id, r.disk_id))
+            .collect();
+        if order.is_empty() {
+            return self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole);
+        }
+        let first = order.remove(0);
+        let stall = cluster.read_latency().hedge_delay(u64::from(length_bytes));
+        let started = Instant::now();
+        let deadline = started + cluster.deadlines().read;
+        let mut check = ArrivingRecord::new(*key);
+        let opened = tokio::time::timeout(
+            stall,
+            open(&cluster, v.volume_id, first, offset_bytes, length_bytes, &mut check, payload_bytes),
+        )
+        .await;
+        match opened {
+            Ok(Ok(Some((response, ready)))) => Ok(StreamedRead::Stream(RecordStream {
+                cluster,
+                volume_id: v.volume_id,
+                offset_bytes,
+                length_bytes,
+                others: order,
+                key: *key,
+                check,
+                response,
+                ready: ready.into(),
+                held: None,
+                payload_bytes,
+                stall,
+                deadline,
+                started,
+                resumed: 0,
+                done: false,
+                failed: None,
+            })),
+            Ok(Ok(None)) => self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole),
+            Ok(Err(e)) => {
+                tracing::debug!(volume = v.volume_id, error = %e.message(), "a streamed read falls back");
+                self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole)
+            }
+            Err(_) => {
+                tracing::debug!(volume = v.volume_id, "a streamed read's first holder is slow: read whole");
+                self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole)
+            }
+        }
+    }
+}
+
+/// Asks `(node, disk)` for the record and reads its answer until the head is in: the
+/// answer and the payload bytes that came with the head. `None`: the server is in this
+/// process (nothing to stream). The head must name the key and `payload_bytes`.
+async fn open(
+    cluster: &Arc<Cluster>,
+    volume_id: u64,
+    (node_id, disk_id): (u64, u64),
+    offset_bytes: u64,
+    length_bytes: u32,
+    check: &mut ArrivingRecord,
+    payload_bytes: usize,
+) -> Result<Option<(ResponseStream, Vec<Bytes>)>, Status> {
+    let mut client = cluster.extent_client(node_id).await?;
+    let req = pb::ReadRecordRequest { volume_id, disk_id, offset_bytes, length_bytes };
+    let Some(mut response) = client.read_record_stream(req).await? else { return Ok(None) };
+    let mut ready = Vec::new();
+    while check.payload().is_none() {
+        let Some(chunk) = response.next().await? else {
+            return Err(unavailable(format!("{}: an answer without a payload", response.addr())));
+        };
+        let r = check.feed(&chunk);
+        if check.is_unchecked() {
+            return Err(unavailable(format!("{}: an answer not laid out as a record's", response.addr())));
+        }
+        if !r.is_empty() {
+            ready.push(chunk.slice(r));
+        }
+    }
+    match check.payload() {
+        Some((len, sha256)) if len == payload_bytes && sha256 == check.key().sha256 => {
+            Ok(Some((response, ready)))
+        }
+        Some((len, _)) => Err(unavailable(format!(
+            "{}: a record of {len} payload bytes or another key, not the {payload_bytes} asked for",
+            response.addr()
+        ))),
+        None => Err(unavailable(format!("{}: an answer without a payload", response.addr()))),
+    }
+}
+
+impl RecordStream {
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.payload_bytes
+    }
+
+    /// Whether the payload is empty (never: records this short are read whole).
+    pub fn is_empty(&self) -> bool {
+        self.payload_bytes == 0
+    }
+
+    /// Holders that stalled or failed and were replaced so far.
+    pub fn resumed(&self) -> u32 {
+        self.resumed
+    }
+
+    /// The next payload bytes; `None` once all of them were handed on and matched the key.
+    /// An error ends the stream (later calls fail the same way): the bytes handed on are
+    /// not the block, or not all of it.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Status> {
+        if let Some(why) = &self.failed {
+            return Err(unavailable(why.clone()));
+        }
+        let next = self.next_inner().await;
+        if let Err(e) = &next {
+            self.done = true;
+            self.failed = Some(e.message().to_string());
+        }
+        next
+    }
+
+    async fn next_inner(&mut self) -> Result<Option<Bytes>, Status> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(piece) = self.take_ready() {
+                return Ok(Some(piece));
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.done = true;
+                return Err(status(
+                    Code::DeadlineExceeded,
+                    code::DEADLINE_EXCEEDED,
+                    format!(
+                        "reading volume {}'s record at {}: past the read deadline",
+                        self.volume_id, self.offset_bytes
+                    ),
+                ));
+            }
+            // The first frame came within the hedge delay; between frames a holder gets
+            // the hedge delay's maximum (a loaded machine's pauses are not stalls).
+            let stall = self.cluster.read_latency().delay_max().max(self.stall);
+            match tokio::time::timeout(stall.min(left), self.response.next()).await {
+                Ok(Ok(Some(chunk))) => {
+                    let r = self.check.feed(&chunk);
+                    if self.check.is_unchecked() {
+                        self.done = true;
+                        return Err(unavailable(format!(
+                            "{}: more bytes than the record's, or another record",
+                            self.response.addr()
+                        )));
+                    }
+                    if !r.is_empty() {
+                        self.ready.push_back(chunk.slice(r));
+                    }
+                }
+                Ok(Ok(None)) => return self.finish(),
+                Ok(Err(e)) => self.go_on(e.message().to_string()).await?,
+                Err(_) => {
+                    self.go_on(format!("{}: nothing for {:?}", self.response.addr(), self.stall)).await?
+                }
+            }
+        }
+    }
+
+    /// The next ready piece to hand on, keeping the last of the payload held back.
+    fn take_ready(&mut self) -> Option<Bytes> {
+        while let Some(piece) = self.ready.pop_front() {
+            if let Some(before) = self.held.replace(piece) {
+                return Some(before);
+            }
+        }
+        None
+    }
+
+    /// The answer ended: the verdict, then the held piece.
+    fn finish(&mut self) -> Result<Option<Bytes>, Status> {
+        self.done = true;
+        let check = std::mem::replace(&mut self.check, ArrivingRecord::new(self.key));
+        let checked = check.finish();
+        let matched = checked.as_ref().is_some_and(|c| {
+            c.matches && c.sha256 == self.key.sha256 && c.payload.len() == self.payload_bytes
+        });
+        if !matched {
+            return Err(unavailable(format!(
+                "volume {}'s record at {} ({}) is not its key's bytes",
+                self.volume_id,
+                self.offset_bytes,
+                self.response.addr()
+            )));
+        }
+        self.cluster.read_latency().observe(u64::from(self.length_bytes), self.started.elapsed());
+        Ok(self.held.take())
+    }
+
+    /// The current holder stalled or failed (`why`): the next replica's answer, from the
+    /// byte where this one stopped.
+    async fn go_on(&mut self, why: String) -> Result<(), Status> {
+        let mut last = why;
+        while !self.others.is_empty() {
+            let next = self.others.remove(0);
+            if !self.check.resume() {
+                break;
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            let opened = tokio::time::timeout(
+                self.stall.min(left),
+                open(
+                    &self.cluster,
+                    self.volume_id,
+                    next,
+                    self.offset_bytes,
+                    self.length_bytes,
+                    &mut self.check,
+                    self.payload_bytes,
+                ),
+            )
+            .await;
+            match opened {
+                Ok(Ok(Some((response, ready)))) => {
+                    tracing::debug!(volume = self.volume_id, reason = %last, "a streamed read goes on from another replica");
+                    self.response = response;
+                    self.ready.extend(ready);
+                    self.resumed += 1;
+                    self.cluster.count_hedged_read();
+                    return Ok(());
+                }
+                Ok(Ok(None)) => last = "a replica in this process".into(),
+                Ok(Err(e)) => last = e.message().to_string(),
+                Err(_) => last = format!("replica on disk {}: nothing for {:?}", next.1, self.stall),
+            }
+        }
+        self.done = true;
+        Err(unavailable(format!(
+            "reading volume {}'s record at {}: no replica left to go on from: {last}",
+            self.volume_id, self.offset_bytes
+        )))
+    }
+}

@@ -1,0 +1,229 @@
+//! A block read as it arrives (`cellar_volume_api::streamed`), over gRPC: the bytes handed
+//! on are the block's; a first holder that stalls after sending part of the answer is
+//! replaced by another replica, read from where the first stopped; a first holder that is
+//! gone sends the read down the whole-answer path; and bytes that are not the key's never
+//! arrive whole.
+//!
+//! Every volume server is reached through a proxy (its advertised address) that can be told
+//! to stop passing the server's bytes on after a given count: a holder stalled half-way
+//! through an answer, with its connection open.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use cellar_volume::VolumeConfig;
+use cellar_volume::digest::{BlockKey, read_digest};
+use cellar_volume::streamed::StreamedRead;
+use common::{Cell, WAIT, Written};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP proxy in front of one volume server.
+struct Proxy {
+    addr: String,
+    target: Arc<OnceLock<SocketAddr>>,
+    /// Server-to-client bytes still passed on; negative: no limit.
+    budget: Arc<AtomicI64>,
+}
+
+/// Proxy addresses handed to the volume servers as they start (see [`advertise`]).
+static ADVERTISED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn advertise(vc: &mut VolumeConfig) {
+    let mut a = ADVERTISED.lock().expect("lock");
+    vc.advertise = Some(a.remove(0));
+}
+
+async fn proxy() -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let target: Arc<OnceLock<SocketAddr>> = Arc::new(OnceLock::new());
+    let budget = Arc::new(AtomicI64::new(-1));
+    let (t, b) = (target.clone(), budget.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (t, b) = (t.clone(), b.clone());
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + WAIT;
+                let to = loop {
+                    if let Some(to) = t.get() {
+                        break *to;
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                };
+                let Ok(server) = TcpStream::connect(to).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let allowed = b.load(Ordering::SeqCst);
+                    if allowed == 0 {
+                        // Stalled: the connection stays open, nothing passes.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    let room = if allowed < 0 { buf.len() } else { buf.len().min(allowed as usize) };
+                    let n = match sr.read(&mut buf[..room]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if allowed > 0 {
+                        b.fetch_sub(n as i64, Ordering::SeqCst);
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Proxy { addr, target, budget }
+}
+
+/// A cell of 3 zones x 2 servers, each behind its proxy; the proxies by node id.
+async fn cell_behind_proxies() -> (Cell, Vec<(u64, Proxy)>) {
+    let mut proxies = Vec::new();
+    for _ in 0..6 {
+        proxies.push(proxy().await);
+    }
+    *ADVERTISED.lock().expect("lock") = proxies.iter().map(|p| p.addr.clone()).collect();
+    let cell = Cell::start(3, 2, 1, advertise).await;
+    let by_node = cell
+        .volumes
+        .iter()
+        .zip(proxies)
+        .map(|(h, p)| {
+            p.target.set(h.addr).expect("target set once");
+            (h.node_id, p)
+        })
+        .collect();
+    (cell, by_node)
+}
+
+/// Reads `b` of volume `volume_id` as it arrives: the bytes handed on, the stream's
+/// resumptions, and the error that ended it (if any). `None` when the read came whole.
+async fn read_arriving(
+    cell: &Cell,
+    volume_id: u64,
+    b: &Written,
+    key: BlockKey,
+) -> Option<(Vec<u8>, u32, Option<tonic::Status>)> {
+    let v = cell.volume(volume_id).await;
+    match cell.reader().read_streamed(&v, &key, b.offset_bytes, b.length_bytes, b.payload.len()).await {
+        Ok(StreamedRead::Whole(read)) => {
+            assert!(read.payload == b.payload, "a whole read of {} bytes differs", b.payload.len());
+            None
+        }
+        Ok(StreamedRead::Stream(mut s)) => {
+            assert_eq!(s.len(), b.payload.len());
+            let mut out = Vec::new();
+            let error = loop {
+                match s.next().await {
+                    Ok(Some(piece)) => out.extend_from_slice(&piece),
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            Some((out, s.resumed(), error))
+        }
+        Err(e) => panic!("read of {} bytes: {e:?}", b.payload.len()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is_gone() {
+    let (mut cell, proxies) = cell_behind_proxies().await;
+    let (v, blocks) = cell.fill_volume(&[4 << 20, 3 << 20, 100 << 10, (1 << 20) + 1], 9).await;
+
+    // Every block reads back; those over one frame arrive, the 100 KiB one is read whole.
+    for b in &blocks {
+        let got = read_arriving(&cell, v.volume_id, b, b.key()).await;
+        if b.length_bytes <= cellar_volume::FRAME_MAX_BYTES {
+            assert!(got.is_none(), "a record of {} bytes was streamed", b.length_bytes);
+            continue;
+        }
+        let (bytes, resumed, error) = got.unwrap_or_else(|| panic!("{} bytes read whole", b.payload.len()));
+        // (A holder slow between two frames on a loaded machine may be replaced: not
+        // asserted here.)
+        let _ = resumed;
+        assert!(error.is_none(), "{error:?}");
+        assert!(bytes == b.payload, "{} bytes arrived different", b.payload.len());
+    }
+
+    // The first replica's server passes on 1.5 MiB more, then stalls with its connection
+    // open: the 4 MiB block's first frame arrives from it, the rest from the next replica.
+    let first = v.replicas[0].node_id;
+    let (_, stalled) = proxies.iter().find(|(n, _)| *n == first).expect("proxy of the first replica");
+    let hedged_before = cell.cluster.hedged_reads();
+    stalled.budget.store(3 << 19, Ordering::SeqCst);
+    let big = &blocks[0];
+    let (bytes, resumed, error) = read_arriving(&cell, v.volume_id, big, big.key()).await.expect("streamed");
+    assert!(error.is_none(), "{error:?}");
+    assert!(resumed >= 1, "the stalled holder was not replaced");
+    assert!(bytes == big.payload, "the block arrived different across two replicas");
+    assert!(cell.cluster.hedged_reads() > hedged_before, "the replacement was not counted as a hedge");
+    stalled.budget.store(-1, Ordering::SeqCst);
+
+    // The first replica's server gone: the read goes the whole way, from the others.
+    cell.stop(first).await;
+    assert!(
+        read_arriving(&cell, v.volume_id, big, big.key()).await.is_none(),
+        "streamed from a stopped server"
+    );
+    cell.shutdown().await;
+}
+
+/// A record whose bytes are not its key's (valid CRCs, a forged or misdirected write) is
+/// handed on only in part: the last piece is held back and the stream ends in an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bytes_that_are_not_the_keys_never_arrive_whole() {
+    let cell = Cell::start(3, 2, 1, |_| {}).await;
+    let v = cell.allocate("test").await;
+    let real = vec![0x11u8; 2_500_000];
+    let fake = vec![0x22u8; 2_500_000];
+    let sha_real: [u8; 32] = Sha256::digest(&real).into();
+    let mut forged = cell.append_as(&v, 0, sha_real, &fake).await.expect("append");
+    forged.payload = real.clone();
+    cell.commit(&v, std::slice::from_ref(&forged)).await;
+    let open = cell.volume(v.volume_id).await;
+    for key in [
+        BlockKey { sha256: sha_real, digest: Some(read_digest(&sha_real, &real)) },
+        BlockKey::sha256_only(sha_real),
+    ] {
+        let read = cell
+            .reader()
+            .read_streamed(&open, &key, forged.offset_bytes, forged.length_bytes, real.len())
+            .await
+            .expect("the head names the key: streamed");
+        let StreamedRead::Stream(mut s) = read else { panic!("read whole") };
+        let mut handed = 0usize;
+        let error = loop {
+            match s.next().await {
+                Ok(Some(piece)) => handed += piece.len(),
+                Ok(None) => panic!("forged bytes arrived whole ({handed} bytes)"),
+                Err(e) => break e,
+            }
+        };
+        assert!(handed < real.len(), "all {handed} bytes were handed on");
+        assert!(error.message().contains("not its key's bytes"), "{error:?}");
+        assert!(s.next().await.is_err(), "the stream ended well after its error");
+    }
+    // A caller expecting another length: read whole (nothing handed on that could be cut).
+    let other = cell
+        .reader()
+        .read_streamed(&open, &BlockKey::sha256_only(sha_real), forged.offset_bytes, forged.length_bytes, 7)
+        .await;
+    assert!(!matches!(other, Ok(StreamedRead::Stream(_))), "streamed a record of another length");
+    cell.shutdown().await;
+}
