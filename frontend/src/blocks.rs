@@ -112,7 +112,7 @@ pub enum Getting {
 /// piece held back until all matched the key. Holds the get's share of the byte budget
 /// until it ends or is dropped.
 pub struct Arriving {
-    stream: RecordStream,
+    stream: Box<RecordStream>,
     _held: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
     started: Instant,

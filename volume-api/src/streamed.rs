@@ -44,7 +44,7 @@ pub enum StreamedRead {
     /// Read whole (see [`BlockReader::read`]).
     Whole(BlockRead),
     /// Arriving.
-    Stream(RecordStream),
+    Stream(Box<RecordStream>),
 }
 
 /// A replica's record answer as it arrives (see the module).
@@ -115,7 +115,7 @@ impl BlockReader {
         )
         .await;
         match opened {
-            Ok(Ok(Some((response, ready)))) => Ok(StreamedRead::Stream(RecordStream {
+            Ok(Ok(Some((response, ready)))) => Ok(StreamedRead::Stream(Box::new(RecordStream {
                 cluster,
                 volume_id: v.volume_id,
                 offset_bytes,
@@ -133,7 +133,7 @@ impl BlockReader {
                 resumed: 0,
                 done: false,
                 failed: None,
-            })),
+            }))),
             Ok(Ok(None)) => self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole),
             Ok(Err(e)) => {
                 tracing::debug!(volume = v.volume_id, error = %e.message(), "a streamed read falls back");

@@ -19,7 +19,8 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::body::{self, ALGORITHMS, Ingested};
-use crate::blocks::Blocks;
+use crate::blocks::{Arriving, Blocks, Getting};
+use cellar_volume_api::pieces::Pieces;
 
 /// Largest single PutObject or part (S3's limit).
 pub const PUT_MAX_BYTES: u64 = 5 << 30;
@@ -133,9 +134,8 @@ impl CellarS3 {
         }
     }
 
-    /// The pieces (block hash, from, to within the block) of `range` of the object made of
-    /// `refs`.
-    fn pieces(refs: Vec<pb::BlockRef>, range: ByteRange<u64>) -> Vec<(Vec<u8>, usize, usize)> {
+    /// The pieces of `range` of the object made of `refs`.
+    fn pieces(refs: Vec<pb::BlockRef>, range: ByteRange<u64>) -> Vec<Piece> {
         let mut pieces = Vec::new();
         let mut at = 0u64;
         for b in refs {
@@ -146,29 +146,36 @@ impl CellarS3 {
             }
             let from = range.start.saturating_sub(start) as usize;
             let to = (range.end.min(end) - start) as usize;
-            pieces.push((b.hash, from, to));
+            let whole = from == 0 && to as u64 == u64::from(b.length_bytes);
+            pieces.push(Piece { hash: b.hash, from, to, whole });
         }
         pieces
     }
 
     /// The body of `range` of the object made of `refs`: a range within one block is read
     /// before the answer starts (no task, no channel: most small objects; a failed read is
-    /// an S3 error, not a body cut short), a longer one streamed.
+    /// an S3 error, not a body cut short) unless it is a whole large block, which is handed
+    /// on as it arrives (see [`Blocks::get_streamed`]); a longer range is streamed.
     async fn body(&self, refs: Vec<pb::BlockRef>, range: ByteRange<u64>) -> S3Result<StreamingBlob> {
         let pieces = Self::pieces(refs, range);
-        let [(hash, from, to)] = pieces.as_slice() else { return Ok(self.stream(pieces)) };
-        let hash: [u8; 32] = hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| s3_error!(InternalError, "a block hash is not 32 bytes"))?;
-        let got = self.blocks.get(&hash).await.map_err(|e| match e {
+        let [piece] = pieces.as_slice() else { return Ok(self.stream(pieces)) };
+        let hash = piece.hash()?;
+        let unavailable = |e: crate::blocks::BlockError| match e {
             crate::blocks::BlockError::NotFound(_) => {
                 s3_error!(InternalError, "a block of the object is missing: {e}")
             }
             e => s3_error!(ServiceUnavailable, "reading a block of the object: {e}"),
-        })?;
+        };
+        let got = if piece.whole {
+            match self.blocks.get_streamed(&hash).await.map_err(unavailable)? {
+                Getting::Whole(got) => got,
+                Getting::Arriving(arriving) => return Ok(drain(arriving)),
+            }
+        } else {
+            self.blocks.get(&hash).await.map_err(unavailable)?
+        };
         // The slice keeps the block's share of the get budget until it is written.
-        let Some(part) = got.bytes.slice(*from..*to) else {
+        let Some(part) = got.bytes.slice(piece.from..piece.to) else {
             return Err(s3_error!(InternalError, "a block is shorter than its object says"));
         };
         let parts = part.into_parts().into_iter().map(Ok::<Bytes, std::io::Error>);
@@ -176,40 +183,45 @@ impl CellarS3 {
     }
 
     /// Streams `pieces` (see [`Self::pieces`]) of an object.
-    fn stream(&self, pieces: Vec<(Vec<u8>, usize, usize)>) -> StreamingBlob {
+    fn stream(&self, pieces: Vec<Piece>) -> StreamingBlob {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(GET_READ_AHEAD_BLOCKS);
         let blocks = self.blocks.clone();
         tokio::spawn(async move {
             let mut fetched = futures::stream::iter(pieces)
-                .map(|(hash, from, to)| {
+                .map(|piece| {
                     let blocks = blocks.clone();
                     async move {
-                        let hash: [u8; 32] = hash
-                            .as_slice()
-                            .try_into()
-                            .map_err(|_| std::io::Error::other("a block hash is not 32 bytes"))?;
+                        let hash = piece.hash().map_err(|e| std::io::Error::other(e.to_string()))?;
                         // The block's share of the get byte budget goes with its bytes (read
                         // ahead, in the channel, in hyper's write queue) until they are
                         // written: what an object's get holds is within the budget.
-                        let bytes =
-                            blocks.get(&hash).await.map_err(|e| std::io::Error::other(e.to_string()))?.bytes;
-                        bytes
-                            .slice(from..to)
+                        let failed = |e: crate::blocks::BlockError| std::io::Error::other(e.to_string());
+                        let got = if piece.whole {
+                            match blocks.get_streamed(&hash).await.map_err(failed)? {
+                                Getting::Whole(got) => got,
+                                Getting::Arriving(arriving) => return Ok(Fetched::Arriving(arriving)),
+                            }
+                        } else {
+                            blocks.get(&hash).await.map_err(failed)?
+                        };
+                        got.bytes
+                            .slice(piece.from..piece.to)
+                            .map(Fetched::Whole)
                             .ok_or_else(|| std::io::Error::other("a block is shorter than its object says"))
                     }
                 })
                 .buffered(GET_READ_AHEAD_BLOCKS);
             while let Some(piece) = fetched.next().await {
-                match piece {
-                    // A block's buffers, each sent as it is (see `Got::bytes`).
-                    Ok(pieces) => {
-                        for part in pieces.into_parts() {
-                            if tx.send(Ok(part)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
+                let sent = match piece {
+                    Ok(Fetched::Whole(pieces)) => send_all(&tx, pieces).await,
+                    Ok(Fetched::Arriving(arriving)) => send_arriving(&tx, arriving).await,
+                    Err(e) => Err(Some(e)),
+                };
+                match sent {
+                    Ok(()) => {}
+                    // The client went away.
+                    Err(None) => return,
+                    Err(Some(e)) => {
                         tracing::warn!(error = %e, "an S3 get stopped half-way");
                         let _ = tx.send(Err(e)).await;
                         return;
@@ -219,6 +231,61 @@ impl CellarS3 {
         });
         StreamingBlob::wrap(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
+}
+
+/// A piece of an object: bytes `from..to` of a block, and whether that is the whole block.
+struct Piece {
+    hash: Vec<u8>,
+    from: usize,
+    to: usize,
+    whole: bool,
+}
+
+impl Piece {
+    fn hash(&self) -> S3Result<[u8; 32]> {
+        self.hash.as_slice().try_into().map_err(|_| s3_error!(InternalError, "a block hash is not 32 bytes"))
+    }
+}
+
+/// A block fetched for an object's get: read whole (the piece of it the get wants), or
+/// arriving.
+enum Fetched {
+    Whole(Pieces),
+    Arriving(Arriving),
+}
+
+type BodySender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Sends `pieces` on; `Err(None)` when the client went away.
+async fn send_all(tx: &BodySender, pieces: Pieces) -> Result<(), Option<std::io::Error>> {
+    for part in pieces.into_parts() {
+        tx.send(Ok(part)).await.map_err(|_| None)?;
+    }
+    Ok(())
+}
+
+/// Sends an arriving block on as it arrives; `Err(Some(e))` when it was cut short.
+async fn send_arriving(tx: &BodySender, mut arriving: Arriving) -> Result<(), Option<std::io::Error>> {
+    loop {
+        match arriving.next().await {
+            Ok(Some(piece)) => tx.send(Ok(piece)).await.map_err(|_| None)?,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(Some(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// The body of one arriving block (a task hands it on through a channel: the body must be
+/// `Sync`).
+fn drain(arriving: Arriving) -> StreamingBlob {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(GET_READ_AHEAD_BLOCKS);
+    tokio::spawn(async move {
+        if let Err(Some(e)) = send_arriving(&tx, arriving).await {
+            tracing::warn!(error = %e, "an S3 get stopped half-way");
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    StreamingBlob::wrap(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// A master refusal or failure as an S3 error.
