@@ -140,8 +140,18 @@ impl BlockReader {
                 self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole)
             }
             Err(_) => {
+                // The first holder has had its hedge delay already: the whole read asks it
+                // last (as a disk known bad), not first with another hedge delay to wait.
                 tracing::debug!(volume = v.volume_id, "a streamed read's first holder is slow: read whole");
-                self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole)
+                cluster.count_hedged_read();
+                let mut slow_last = v.clone();
+                if !slow_last.bad_disks.contains(&first.1) {
+                    slow_last.bad_disks.push(first.1);
+                }
+                let read = self.read(&slow_last, key, offset_bytes, length_bytes).await?;
+                // A newer record from the master is the master's; the one read was this
+                // call's own variant of `v`.
+                Ok(StreamedRead::Whole(read))
             }
         }
     }

@@ -175,6 +175,17 @@ async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is
     assert!(cell.cluster.hedged_reads() > hedged_before, "the replacement was not counted as a hedge");
     stalled.budget.store(-1, Ordering::SeqCst);
 
+    // Stalled from the start: no first frame within the hedge delay, so the block is read
+    // whole from the other replicas (the stalled one asked last), counted as a hedge.
+    let hedged_before = cell.cluster.hedged_reads();
+    stalled.budget.store(0, Ordering::SeqCst);
+    assert!(
+        read_arriving(&cell, v.volume_id, big, big.key()).await.is_none(),
+        "streamed from a stalled holder"
+    );
+    assert!(cell.cluster.hedged_reads() > hedged_before, "the slow first holder was not counted as a hedge");
+    stalled.budget.store(-1, Ordering::SeqCst);
+
     // The first replica's server gone: the read goes the whole way, from the others.
     cell.stop(first).await;
     assert!(
