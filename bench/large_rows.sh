@@ -10,7 +10,9 @@
 #     bench/large_rows.sh LABEL [WORK_DIR]
 #
 # VOL_ARGS / FE_ARGS are added to every volume server's / the frontend's command line;
-# VOL_ENV / FE_ENV (e.g. MIMALLOC_PURGE_DELAY=-1) to their environment.
+# VOL_ENV / FE_ENV (e.g. MIMALLOC_PURGE_DELAY=-1) to their environment. Other block sizes
+# and loads: SIZE (bytes, 4194304), COUNT_ONE (64 blocks at 1 client), COUNT_MANY (512)
+# at CLIENTS (32) clients.
 set -euo pipefail
 label=${1:?label}
 work=${2:-$(mktemp -d /tmp/cellar-large-rows.XXXXXX)}
@@ -65,10 +67,12 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 [ -n "$started" ] || { echo "the cell took no put in 120 s (logs in $d)" >&2; exit 1; }
-"$BIN" bench blocks --endpoint "http://$http" --size 4194304 --count 64 --concurrency 1 \
+size=${SIZE:-4194304}
+clients=${CLIENTS:-32}
+"$BIN" bench blocks --endpoint "http://$http" --size "$size" --count "${COUNT_ONE:-64}" --concurrency 1 \
   --idle-master "$master_list" | grep -E "^(put|get) " | sed "s/^/$label c1 /"
-"$BIN" bench blocks --endpoint "http://$http" --size 4194304 --count 512 --concurrency 32 \
-  --get-rounds "$get_rounds" --idle-master "$master_list" | grep -E "^(put|get) " | sed "s/^/$label c32 /"
+"$BIN" bench blocks --endpoint "http://$http" --size "$size" --count "${COUNT_MANY:-512}" --concurrency "$clients" \
+  --get-rounds "$get_rounds" --idle-master "$master_list" | grep -E "^(put|get) " | sed "s/^/$label c$clients /"
 for i in "${!pids[@]}"; do
   p=${pids[$i]}
   hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$p/status" 2>/dev/null || echo "?")
