@@ -15,8 +15,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use cellar_master_api::client::MasterClient;
 use cellar_volume::VolumeConfig;
+use cellar_volume::cluster::Cluster;
+use cellar_volume::deadline::{CallDeadlines, LATENCY_SAMPLES_MAX};
 use cellar_volume::digest::{BlockKey, read_digest};
+use cellar_volume::reader::BlockReader;
 use cellar_volume::streamed::StreamedRead;
 use common::{Cell, WAIT, Written};
 use sha2::{Digest, Sha256};
@@ -111,16 +115,36 @@ async fn cell_behind_proxies() -> (Cell, Vec<(u64, Proxy)>) {
     (cell, by_node)
 }
 
+/// A reader whose hedge delay is 2 s (its latency window filled with 2 s reads, its
+/// maximum 2 s): a first frame late on a loaded machine must not send a read down the
+/// whole path these tests do not expect, and a stall is one of 2 s.
+fn patient_reader(cell: &Cell) -> (Arc<Cluster>, BlockReader) {
+    let deadlines = CallDeadlines {
+        read: Duration::from_secs(20),
+        hedge_delay_max: Duration::from_secs(2),
+        ..CallDeadlines::default()
+    };
+    let master = MasterClient::new(std::slice::from_ref(&cell.master_addr), None).expect("client");
+    let cluster = Cluster::with_deadlines(master, None, deadlines);
+    for _ in 0..LATENCY_SAMPLES_MAX {
+        cluster.read_latency().observe(4 << 20, Duration::from_secs(2));
+    }
+    assert_eq!(cluster.read_latency().hedge_delay(4 << 20), Duration::from_secs(2));
+    let reader = BlockReader::new(cluster.clone(), 4 << 20);
+    (cluster, reader)
+}
+
 /// Reads `b` of volume `volume_id` as it arrives: the bytes handed on, the stream's
 /// resumptions, and the error that ended it (if any). `None` when the read came whole.
 async fn read_arriving(
     cell: &Cell,
+    reader: &BlockReader,
     volume_id: u64,
     b: &Written,
     key: BlockKey,
 ) -> Option<(Vec<u8>, u32, Option<tonic::Status>)> {
     let v = cell.volume(volume_id).await;
-    match cell.reader().read_streamed(&v, &key, b.offset_bytes, b.length_bytes, b.payload.len()).await {
+    match reader.read_streamed(&v, &key, b.offset_bytes, b.length_bytes, b.payload.len()).await {
         Ok(StreamedRead::Whole(read)) => {
             assert!(read.payload == b.payload, "a whole read of {} bytes differs", b.payload.len());
             None
@@ -145,10 +169,11 @@ async fn read_arriving(
 async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is_gone() {
     let (mut cell, proxies) = cell_behind_proxies().await;
     let (v, blocks) = cell.fill_volume(&[4 << 20, 3 << 20, 100 << 10, (1 << 20) + 1], 9).await;
+    let (cluster, reader) = patient_reader(&cell);
 
     // Every block reads back; those over one frame arrive, the 100 KiB one is read whole.
     for b in &blocks {
-        let got = read_arriving(&cell, v.volume_id, b, b.key()).await;
+        let got = read_arriving(&cell, &reader, v.volume_id, b, b.key()).await;
         if b.length_bytes <= cellar_volume::FRAME_MAX_BYTES {
             assert!(got.is_none(), "a record of {} bytes was streamed", b.length_bytes);
             continue;
@@ -165,31 +190,32 @@ async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is
     // open: the 4 MiB block's first frame arrives from it, the rest from the next replica.
     let first = v.replicas[0].node_id;
     let (_, stalled) = proxies.iter().find(|(n, _)| *n == first).expect("proxy of the first replica");
-    let hedged_before = cell.cluster.hedged_reads();
+    let hedged_before = cluster.hedged_reads();
     stalled.budget.store(3 << 19, Ordering::SeqCst);
     let big = &blocks[0];
-    let (bytes, resumed, error) = read_arriving(&cell, v.volume_id, big, big.key()).await.expect("streamed");
+    let (bytes, resumed, error) =
+        read_arriving(&cell, &reader, v.volume_id, big, big.key()).await.expect("streamed");
     assert!(error.is_none(), "{error:?}");
     assert!(resumed >= 1, "the stalled holder was not replaced");
     assert!(bytes == big.payload, "the block arrived different across two replicas");
-    assert!(cell.cluster.hedged_reads() > hedged_before, "the replacement was not counted as a hedge");
+    assert!(cluster.hedged_reads() > hedged_before, "the replacement was not counted as a hedge");
     stalled.budget.store(-1, Ordering::SeqCst);
 
     // Stalled from the start: no first frame within the hedge delay, so the block is read
     // whole from the other replicas (the stalled one asked last), counted as a hedge.
-    let hedged_before = cell.cluster.hedged_reads();
+    let hedged_before = cluster.hedged_reads();
     stalled.budget.store(0, Ordering::SeqCst);
     assert!(
-        read_arriving(&cell, v.volume_id, big, big.key()).await.is_none(),
+        read_arriving(&cell, &reader, v.volume_id, big, big.key()).await.is_none(),
         "streamed from a stalled holder"
     );
-    assert!(cell.cluster.hedged_reads() > hedged_before, "the slow first holder was not counted as a hedge");
+    assert!(cluster.hedged_reads() > hedged_before, "the slow first holder was not counted as a hedge");
     stalled.budget.store(-1, Ordering::SeqCst);
 
     // The first replica's server gone: the read goes the whole way, from the others.
     cell.stop(first).await;
     assert!(
-        read_arriving(&cell, v.volume_id, big, big.key()).await.is_none(),
+        read_arriving(&cell, &reader, v.volume_id, big, big.key()).await.is_none(),
         "streamed from a stopped server"
     );
     cell.shutdown().await;
@@ -208,12 +234,12 @@ async fn bytes_that_are_not_the_keys_never_arrive_whole() {
     forged.payload = real.clone();
     cell.commit(&v, std::slice::from_ref(&forged)).await;
     let open = cell.volume(v.volume_id).await;
+    let (_cluster, reader) = patient_reader(&cell);
     for key in [
         BlockKey { sha256: sha_real, digest: Some(read_digest(&sha_real, &real)) },
         BlockKey::sha256_only(sha_real),
     ] {
-        let read = cell
-            .reader()
+        let read = reader
             .read_streamed(&open, &key, forged.offset_bytes, forged.length_bytes, real.len())
             .await
             .expect("the head names the key: streamed");
@@ -231,8 +257,7 @@ async fn bytes_that_are_not_the_keys_never_arrive_whole() {
         assert!(s.next().await.is_err(), "the stream ended well after its error");
     }
     // A caller expecting another length: read whole (nothing handed on that could be cut).
-    let other = cell
-        .reader()
+    let other = reader
         .read_streamed(&open, &BlockKey::sha256_only(sha_real), forged.offset_bytes, forged.length_bytes, 7)
         .await;
     assert!(!matches!(other, Ok(StreamedRead::Stream(_))), "streamed a record of another length");
