@@ -125,6 +125,16 @@ impl FrontendConfig {
                 return Err(format!("{name} must be under 4 GiB"));
             }
         }
+        // Answers read at the HTTP clients' pace hold the volume servers' connection
+        // windows up to what this budget admits (cellar_volume_api::streamed).
+        let window = u64::from(cellar_volume_api::ANSWER_CONNECTION_WINDOW_BYTES);
+        if self.get_blocks_in_flight_max_bytes + cellar_volume_api::MESSAGE_MAX_BYTES as u64 > window {
+            return Err(format!(
+                "get_blocks_in_flight_max_bytes must leave one message's room under the {} MiB connection \
+                 window of volume servers' answers",
+                window >> 20
+            ));
+        }
         if self.put_body_idle_timeout.is_zero() || self.put_body_timeout < self.put_body_idle_timeout {
             return Err("put_body_idle_timeout must be above zero and at most put_body_timeout".into());
         }
@@ -278,5 +288,14 @@ mod tests {
         config.block_size_max_bytes = None;
         config.lease_renew = Some(Duration::from_secs(15));
         assert!(config.limits(&cell()).is_err(), "renewing only every half lease is refused");
+    }
+
+    #[test]
+    fn the_get_budget_stays_under_the_answers_connection_window() {
+        let mut config = FrontendConfig::new("127.0.0.1:0", vec!["m:1".into()]);
+        config.validate().expect("the default budget fits");
+        config.get_blocks_in_flight_max_bytes = u64::from(cellar_volume_api::ANSWER_CONNECTION_WINDOW_BYTES);
+        let e = config.validate().expect_err("a budget as large as the window");
+        assert!(e.contains("connection window"), "{e}");
     }
 }

@@ -59,6 +59,13 @@ pub const CONNECTION_STREAMS_MAX: u32 = 32;
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 /// See [`CONNECTION_WINDOW_BYTES`].
 pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// The connection window a client of volume servers (a frontend) offers for their answers:
+/// larger than [`CONNECTION_WINDOW_BYTES`] because a get handed on as it arrives
+/// ([`streamed`]) reads its answer at its HTTP client's pace, and answers not yet read hold
+/// the window of the one connection every read from that server shares. The frontend's get
+/// byte budget, which counts every answer in flight, is kept under it, so slow clients
+/// cannot close the window on the others.
+pub const ANSWER_CONNECTION_WINDOW_BYTES: u32 = 256 << 20;
 /// The largest HTTP/2 frame a volume server or its clients accept (the default, 16 KiB,
 /// cuts a 4 MiB block into 256 frames).
 pub const FRAME_MAX_BYTES: u32 = 1 << 20;

@@ -37,7 +37,8 @@ use tonic::Status;
 use crate::deadline::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::pieces::Pieces;
 use crate::{
-    CONNECTION_STREAMS_MAX, CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES,
+    ANSWER_CONNECTION_WINDOW_BYTES, CONNECTION_STREAMS_MAX, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES,
+    STREAM_WINDOW_BYTES,
 };
 
 /// How long a connection attempt to a volume server may take (TCP and HTTP/2 handshake).
@@ -164,7 +165,7 @@ impl Inner {
         tcp.set_nodelay(true).map_err(|e| unavailable(&self.addr, e))?;
         let (send, mut connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .initial_connection_window_size(ANSWER_CONNECTION_WINDOW_BYTES)
             .max_frame_size(FRAME_MAX_BYTES)
             // Until the server's settings arrive, open no more streams than cellar's
             // servers allow (more would be refused, and sent again).
