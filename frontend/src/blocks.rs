@@ -134,30 +134,26 @@ impl Arriving {
     /// The next bytes; `None` once all were handed on and matched the key. After an error
     /// (no holder left, the bytes failed the check, past the read deadline) the bytes handed
     /// on are not the block: the answer must be cut short.
+    /// The stream's end (or failure) repeats on later calls; it is counted once.
     pub async fn next(&mut self) -> Result<Option<Bytes>, BlockError> {
-        if self.ended {
-            return Ok(None);
-        }
-        match self.stream.next().await {
-            Ok(Some(piece)) => {
-                self.handed_bytes += piece.len() as u64;
-                Ok(Some(piece))
-            }
+        let next = self.stream.next().await;
+        match &next {
+            Ok(Some(piece)) => self.handed_bytes += piece.len() as u64,
+            _ if self.ended => {}
             Ok(None) => {
                 self.ended = true;
                 self.metrics.gets_ok.add(1);
                 self.metrics.get_bytes.add(self.handed_bytes);
                 self.metrics.get_latency.observe(self.started.elapsed());
-                Ok(None)
             }
             Err(e) => {
                 self.ended = true;
                 self.metrics.gets_failed.add(1);
                 self.metrics.streamed_gets_cut.add(1);
                 tracing::warn!(error = %e.message(), "a get cut short after sending part of the block");
-                Err(BlockError::Unavailable(e.message().to_string()))
             }
         }
+        next.map_err(|e| BlockError::Unavailable(e.message().to_string()))
     }
 }
 
@@ -608,7 +604,7 @@ impl Blocks {
     /// budget (waited for once the index gives the block's size).
     pub async fn get(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
         let started = Instant::now();
-        let result = self.fresh_on_failure(hash, || self.get_once(hash)).await;
+        let result = self.get_inner(hash).await;
         self.count_get(result.as_ref().map(|got| (got.bytes.len(), got.degraded)), started);
         result
     }

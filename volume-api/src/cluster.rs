@@ -73,19 +73,8 @@ impl NodeClients {
         message: &[Bytes],
         deadline: Duration,
     ) -> Result<R, Status> {
-        self.unary_observed(path, message, deadline, &mut |_| {}).await
-    }
-
-    /// [`NodeClients::unary`], handing the response's pieces to `observe` as they arrive.
-    async fn unary_observed<R: Message + Default>(
-        &self,
-        path: &'static str,
-        message: &[Bytes],
-        deadline: Duration,
-        observe: &mut (dyn FnMut(&[u8]) + Send),
-    ) -> Result<R, Status> {
         let headers = self.headers(deadline);
-        let response = self.transport.call_message_observed(path, headers, message, observe).await?;
+        let response = self.transport.call_message(path, headers, message).await?;
         R::decode(response).map_err(|e| {
             status(Code::Internal, cellar_proto::error_code::INTERNAL, format!("response of {path}: {e}"))
         })

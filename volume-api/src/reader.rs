@@ -69,6 +69,12 @@ fn moved(cached: &mpb::Volume, current: &mpb::Volume) -> bool {
         || current.bad_disks != cached.bad_disks
 }
 
+/// The replicas of `v` in the order reads ask them: those not on a disk known bad first.
+pub(crate) fn replica_order(v: &mpb::Volume) -> impl Iterator<Item = &mpb::Extent> {
+    let bad = |r: &&mpb::Extent| v.bad_disks.contains(&r.disk_id);
+    v.replicas.iter().filter(move |r| !bad(r)).chain(v.replicas.iter().filter(bad))
+}
+
 fn unavailable(message: String) -> Status {
     status(Code::Unavailable, code::DATA_CORRUPT, message)
 }
@@ -169,9 +175,7 @@ impl BlockReader {
         length_bytes: u32,
         missing: &mut Vec<Missing>,
     ) -> Result<BlockRead, Status> {
-        let mut order: Vec<&mpb::Extent> =
-            v.replicas.iter().filter(|r| !v.bad_disks.contains(&r.disk_id)).collect();
-        order.extend(v.replicas.iter().filter(|r| v.bad_disks.contains(&r.disk_id)));
+        let order: Vec<&mpb::Extent> = replica_order(v).collect();
         let mut last = format!("volume {} has no replicas", v.volume_id);
         // Replicas that answered with other bytes: reported only once another replica
         // serves the key's bytes (when none does, the record itself is wrong, not a disk).

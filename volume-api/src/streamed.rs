@@ -35,7 +35,7 @@ use crate::arriving::ArrivingRecord;
 use crate::cluster::Cluster;
 use crate::digest::BlockKey;
 use crate::errors::status;
-use crate::reader::{BlockRead, BlockReader};
+use crate::reader::{BlockRead, BlockReader, replica_order};
 use crate::transport::ResponseStream;
 use cellar_proto::error_code as code;
 
@@ -94,13 +94,7 @@ impl BlockReader {
         if length_bytes <= FRAME_MAX_BYTES || v.state() == VolumeState::Coded {
             return self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole);
         }
-        let mut order: Vec<(u64, u64)> = v
-            .replicas
-            .iter()
-            .filter(|r| !v.bad_disks.contains(&r.disk_id))
-            .chain(v.replicas.iter().filter(|r| v.bad_disks.contains(&r.disk_id)))
-            .map(|r| (r.node_id, r.disk_id))
-            .collect();
+        let mut order: Vec<(u64, u64)> = replica_order(v).map(|r| (r.node_id, r.disk_id)).collect();
         if order.is_empty() {
             return self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole);
         }
@@ -189,11 +183,10 @@ async fn open(
         Some((len, sha256)) if len == payload_bytes && sha256 == check.key().sha256 => {
             Ok(Some((response, ready)))
         }
-        Some((len, _)) => Err(unavailable(format!(
-            "{}: a record of {len} payload bytes or another key, not the {payload_bytes} asked for",
+        _ => Err(unavailable(format!(
+            "{}: a record of another length or key than the {payload_bytes} bytes asked for",
             response.addr()
         ))),
-        None => Err(unavailable(format!("{}: an answer without a payload", response.addr()))),
     }
 }
 
@@ -267,9 +260,7 @@ impl RecordStream {
                 }
                 Ok(Ok(None)) => return self.finish(),
                 Ok(Err(e)) => self.go_on(e.message().to_string()).await?,
-                Err(_) => {
-                    self.go_on(format!("{}: nothing for {:?}", self.response.addr(), self.stall)).await?
-                }
+                Err(_) => self.go_on(format!("{}: nothing for {stall:?}", self.response.addr())).await?,
             }
         }
     }

@@ -300,26 +300,14 @@ impl H2Transport {
         headers: http::HeaderMap,
         message: &[Bytes],
     ) -> Result<Bytes, Status> {
-        self.call_message_observed(path, headers, message, &mut |_| {}).await
-    }
-
-    /// [`H2Transport::call_message`], handing every piece of the response (its 5-byte
-    /// prefix first) to `observe` as it arrives, in order (a get checks a block's bytes
-    /// while the rest are on the way, [`crate::arriving`]).
-    pub async fn call_message_observed(
-        &self,
-        path: &'static str,
-        headers: http::HeaderMap,
-        message: &[Bytes],
-        observe: &mut (dyn FnMut(&[u8]) + Send),
-    ) -> Result<Bytes, Status> {
-        let pieces = self.call_message_pieces(path, headers, message, observe).await?;
+        let pieces = self.call_message_pieces(path, headers, message, &mut |_| {}).await?;
         Ok(pieces.to_bytes().slice(5..))
     }
 
-    /// [`H2Transport::call_message_observed`], the response's message left in the buffers
-    /// it arrived in (no copy into one): its 5-byte prefix included, checked to announce
-    /// the bytes that came. The first [`RESPONSE_PIECES_MAX`] - 1 HTTP/2 frames are kept
+    /// [`H2Transport::call_message`], the response's message left in the buffers it
+    /// arrived in (no copy into one): its 5-byte prefix included, checked to announce the
+    /// bytes that came; each piece is handed to `observe` as it arrives, in order (a get
+    /// checks a block's bytes while the rest are on the way, [`crate::arriving`]). The first [`RESPONSE_PIECES_MAX`] - 1 HTTP/2 frames are kept
     /// as they are, the rest joined into one buffer (frames of a few bytes cannot make a
     /// list of millions).
     pub async fn call_message_pieces(
