@@ -226,7 +226,10 @@ pub async fn run(config: &EncodeBenchConfig) -> Result<EncodeBenchResult> {
         client
             .call(|mut c| {
                 let entries = entries.clone();
-                async move { c.commit_index(pb::CommitIndexRequest { entries, request_id: None }).await }
+                async move {
+                    c.commit_index(pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() })
+                        .await
+                }
             })
             .await?;
     }

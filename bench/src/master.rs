@@ -211,7 +211,7 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
                         relocate_from_volume: 0,
                     })
                     .collect();
-                let req = pb::CommitIndexRequest { entries, request_id: None };
+                let req = pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() };
                 call_bytes.fetch_add(prost::Message::encoded_len(&req) as u64, Ordering::Relaxed);
                 let resp = client
                     .call(|mut c| {

@@ -321,7 +321,7 @@ async fn s3_uploads_stay_within_the_put_byte_budget_and_all_finish() {
         let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
             o.chunks(64 << 10).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
         let body = s3s::dto::StreamingBlob::wrap(futures::stream::iter(chunks));
-        cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX)
+        cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX, false)
     });
     let results = tokio::time::timeout(WAIT, futures::future::join_all(uploads))
         .await
@@ -368,7 +368,7 @@ async fn a_stalled_s3_upload_times_out_and_gives_its_share_back() {
     let stalled = futures::stream::iter(vec![first]).chain(futures::stream::pending());
     let body = s3s::dto::StreamingBlob::wrap(stalled);
     let started = Instant::now();
-    let upload = cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX);
+    let upload = cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX, false);
     let got = tokio::time::timeout(WAIT, upload).await.expect("the stalled upload never ended");
     let Err(e) = got else { panic!("a stalled upload was stored") };
     assert_eq!(*e.code(), s3s::S3ErrorCode::RequestTimeout, "{e:?}");
@@ -381,8 +381,13 @@ async fn a_stalled_s3_upload_times_out_and_gives_its_share_back() {
         Some((Ok::<_, std::io::Error>(bytes::Bytes::from(vec![n as u8])), n + 1))
     });
     let started = Instant::now();
-    let upload =
-        cellar_frontend::s3::body::ingest(&fe.blocks, s3s::dto::StreamingBlob::wrap(trickle), &[], u64::MAX);
+    let upload = cellar_frontend::s3::body::ingest(
+        &fe.blocks,
+        s3s::dto::StreamingBlob::wrap(trickle),
+        &[],
+        u64::MAX,
+        false,
+    );
     let got = tokio::time::timeout(WAIT, upload).await.expect("the trickling upload never ended");
     let Err(e) = got else { panic!("a trickling upload of an endless body was stored") };
     assert_eq!(*e.code(), s3s::S3ErrorCode::RequestTimeout, "{e:?}");
@@ -439,6 +444,125 @@ async fn a_client_that_stops_reading_holds_its_share_until_its_write_stalls_out(
         }
     }
     assert!(got < large.len(), "the stalled answer was sent whole ({got} bytes)");
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
+
+/// A PutObject body of one block leaves it unstored, hashed and holding its share of the
+/// put budget, so that its index entry and the object's version commit in one Raft entry;
+/// the version is refused alone when its bucket is gone (the block stays, unreferenced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_object_of_one_block_commits_its_entry_and_version_together() {
+    use cellar_proto::master as mpb;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let fe = frontend(&cell, |_| {}).await;
+    let block = fe.blocks.block_size_max_bytes() as usize;
+    let master = fe.blocks.cluster().master();
+    let create = mpb::NsWriteRequest {
+        request_id: None,
+        op: Some(mpb::ns_write_request::Op::CreateBucket(mpb::CreateBucketOp { name: "bkt".into() })),
+    };
+    master.call_once(create, |mut c, r| async move { c.ns_write(r).await }).await.expect("create a bucket");
+    let ingest = |body: Vec<u8>| {
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+            body.chunks(64 << 10).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+        cellar_frontend::s3::body::ingest(
+            &fe.blocks,
+            s3s::dto::StreamingBlob::wrap(futures::stream::iter(chunks)),
+            &[],
+            u64::MAX,
+            true,
+        )
+    };
+    let op = |bucket: &str, key: &str, blocks: Vec<mpb::BlockRef>, size: u64| mpb::PutVersionOp {
+        bucket: bucket.into(),
+        key: key.into(),
+        fields: Some(mpb::VersionFields {
+            size_bytes: size,
+            etag: "\"e\"".into(),
+            blocks,
+            ..Default::default()
+        }),
+    };
+
+    // A whole block (in 64 KiB chunks) and a small body: neither is stored yet.
+    for (n, len) in [(1u8, block), (2, 3 << 20)] {
+        let body: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(13).wrapping_add(n)).collect();
+        let ingested = ingest(body.clone()).await.expect("ingest");
+        let only = ingested.unstored.expect("a body of one block is left unstored");
+        assert_eq!(only.sha256, <[u8; 32]>::from(sha2::Sha256::digest(&body)));
+        assert_eq!(ingested.blocks.len(), 1);
+        assert!(fe.blocks.bytes_held().put_bodies > 0, "the unstored block gave its share back");
+        assert!(
+            matches!(
+                fe.blocks.get(&only.sha256).await,
+                Err(cellar_frontend::blocks::BlockError::NotFound(_))
+            ),
+            "the block was stored before its version"
+        );
+        // Its bucket is gone: the version is refused with NoSuchBucket, the block stays.
+        let refused = fe
+            .blocks
+            .store_object_version(
+                only.sha256,
+                only.bytes.clone(),
+                op("gone", "k", ingested.blocks.clone(), len as u64),
+            )
+            .await
+            .expect("store")
+            .expect("a new block is stored with its version");
+        assert!(refused.written.is_none() && refused.error_code == "NoSuchBucket", "{refused:?}");
+        assert_eq!(fe.blocks.get(&only.sha256).await.expect("read back").bytes.to_bytes(), body);
+        drop(only.held);
+        assert_eq!(fe.blocks.bytes_held().put_bodies, 0);
+    }
+
+    // One more block, with a bucket that exists: the version is added, and names the block
+    // with its one reference.
+    let body = vec![7u8; 5000];
+    let ingested = ingest(body.clone()).await.expect("ingest");
+    let only = ingested.unstored.expect("unstored");
+    let result = fe
+        .blocks
+        .store_object_version(only.sha256, only.bytes.clone(), op("bkt", "k", ingested.blocks.clone(), 5000))
+        .await
+        .expect("store")
+        .expect("stored with its version");
+    let Some(mpb::NsWriteResponse { result: Some(mpb::ns_write_response::Result::Version(v)) }) =
+        result.written
+    else {
+        panic!("the version was not added: {result:?}")
+    };
+    assert_eq!(v.key, "k");
+    let got = master
+        .call(|mut c| async move {
+            c.ns_get_version(mpb::GetVersionRequest {
+                bucket: "bkt".into(),
+                key: "k".into(),
+                version_id: None,
+                with_entries: true,
+            })
+            .await
+        })
+        .await
+        .expect("get the version");
+    assert_eq!(got.entries.len(), 1);
+    assert_eq!(got.entries[0].hash, only.sha256.to_vec());
+    assert_eq!(got.entries[0].references, 1);
+    // The same bytes again are indexed already: nothing is stored, the caller commits the
+    // version by itself.
+    let again = fe
+        .blocks
+        .store_object_version(only.sha256, only.bytes.clone(), op("bkt", "k2", ingested.blocks.clone(), 5000))
+        .await
+        .expect("store");
+    assert!(again.is_none(), "an indexed block was stored again");
+
+    // A body of a block and one byte is stored as it arrives (no unstored block).
+    let ingested = ingest(vec![3u8; block + 1]).await.expect("ingest");
+    assert!(ingested.unstored.is_none());
+    assert_eq!(ingested.blocks.len(), 2);
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }

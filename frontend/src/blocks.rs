@@ -221,7 +221,7 @@ const HASH_INLINE_MAX_BYTES: usize = 64 << 10;
 /// The SHA-256 of a block about to be stored, and the block: a large one is hashed on a
 /// blocking thread (~2.5 ms for 4 MiB, too long for a runtime worker), a small one here
 /// (4 KiB: ~2.4 us, less than the hand-off).
-async fn sha256_of(bytes: Bytes) -> Result<([u8; 32], Bytes), BlockError> {
+pub async fn sha256_of(bytes: Bytes) -> Result<([u8; 32], Bytes), BlockError> {
     if bytes.len() < HASH_INLINE_MAX_BYTES {
         return Ok((Sha256::digest(&bytes).into(), bytes));
     }
@@ -480,7 +480,8 @@ impl Blocks {
                 relocate_from_volume: 0,
             };
             // Exactly once: a retry after a lost answer must not add a second reference.
-            let request = mpb::CommitIndexRequest { entries: vec![entry], request_id: None };
+            let request =
+                mpb::CommitIndexRequest { entries: vec![entry], request_id: None, versions: Vec::new() };
             let resp = self
                 .cluster
                 .master()
@@ -549,6 +550,50 @@ impl Blocks {
         self.metrics.put_bytes.add(size);
         self.metrics.put_latency.observe(started.elapsed());
         Ok(sha256)
+    }
+
+    /// Stores the only block of an object upload, `sha256` its key, and commits its index
+    /// entry and `version` (which names it) in one Raft entry. `None` when the block is
+    /// indexed already (nothing stored: the version is committed by itself); else the
+    /// version's result (added, or why not: the block is then unreferenced garbage).
+    pub async fn store_object_version(
+        &self,
+        sha256: [u8; 32],
+        bytes: Bytes,
+        version: mpb::PutVersionOp,
+    ) -> Result<Option<mpb::VersionResult>, BlockError> {
+        let size = bytes.len() as u64;
+        if size > self.block_size_max_bytes {
+            return Err(BlockError::TooLarge { size_bytes: size, limit_bytes: self.block_size_max_bytes });
+        }
+        let started = Instant::now();
+        if self.lookup_before_store(&sha256, size).await?.is_some() {
+            self.metrics.dedup_hits.add(1);
+            return Ok(None);
+        }
+        let sums = BlockSums {
+            sha256,
+            digest: read_digest(&sha256, &bytes),
+            crc32: crc32fast::hash(&bytes),
+            unreferenced: true,
+            relocate_from: 0,
+        };
+        let stored = self.writers.store_with_version(sums, bytes, version).await.map_err(|e| match e {
+            StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
+        })?;
+        self.cache_entry(sha256, stored.entry);
+        if stored.deduplicated {
+            self.metrics.dedup_hits.add(1);
+        } else {
+            self.watcher.note_put(sha256);
+        }
+        self.metrics.puts_ok.add(1);
+        self.metrics.put_bytes.add(size);
+        self.metrics.put_latency.observe(started.elapsed());
+        match stored.version {
+            Some(result) => Ok(Some(result)),
+            None => Err(BlockError::Unavailable("the master answered no result for the version".into())),
+        }
     }
 
     /// Rewrites a block out of volume `from` for compaction: reads it (verified), appends it

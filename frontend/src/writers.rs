@@ -56,6 +56,9 @@ pub struct Stored {
     pub entry: mpb::IndexEntry,
     /// Whether the index already had the block (a concurrent put won).
     pub deduplicated: bool,
+    /// The object version committed with the block, when the put carried one: added, or
+    /// why not.
+    pub version: Option<mpb::VersionResult>,
 }
 
 /// Why a store did not succeed.
@@ -90,6 +93,8 @@ pub struct BlockSums {
 struct Job {
     sums: BlockSums,
     payload: Bytes,
+    /// The object version to commit with the block (in the same Raft entry).
+    version: Option<mpb::PutVersionOp>,
     reply: oneshot::Sender<Result<Stored, StoreError>>,
 }
 
@@ -191,9 +196,33 @@ impl Writers {
 
     /// Stores one block and commits its index entry; answers once both are durable.
     pub async fn store(&self, sums: BlockSums, payload: Bytes) -> Result<Stored, StoreError> {
+        self.store_with(sums, payload, None).await
+    }
+
+    /// Stores one block of an object upload (`sums.unreferenced`) and commits its index
+    /// entry and the object version naming it in one Raft entry; answers once both are
+    /// durable, with the version's result in [`Stored::version`].
+    pub async fn store_with_version(
+        &self,
+        sums: BlockSums,
+        payload: Bytes,
+        version: mpb::PutVersionOp,
+    ) -> Result<Stored, StoreError> {
+        if !sums.unreferenced {
+            return Err(StoreError::Fatal("a block committed with its version takes no reference".into()));
+        }
+        self.store_with(sums, payload, Some(version)).await
+    }
+
+    async fn store_with(
+        &self,
+        sums: BlockSums,
+        payload: Bytes,
+        version: Option<mpb::PutVersionOp>,
+    ) -> Result<Stored, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { sums, payload, reply })
+            .send(Job { sums, payload, version, reply })
             .await
             .map_err(|_| StoreError::Fatal("the frontend is stopping".into()))?;
         answer.await.map_err(|_| StoreError::Fatal("the frontend is stopping".into()))?
@@ -447,17 +476,29 @@ impl Shared {
             });
             at += job.record_bytes();
         }
+        let versions: Vec<mpb::EntryVersion> = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, job)| {
+                job.version.clone().map(|op| mpb::EntryVersion { entry: i as u32, op: Some(op) })
+            })
+            .collect();
+        let versions_asked = versions.len();
         let committed_at = Instant::now();
-        // Exactly once: a retry after a lost answer must not add a second reference.
+        // Exactly once: a retry after a lost answer must not add a second reference (nor a
+        // second version).
         let committed = self
             .cluster
             .master()
-            .call_once(mpb::CommitIndexRequest { entries, request_id: None }, |mut c, r| async move {
-                c.commit_index(r).await
-            })
+            .call_once(
+                mpb::CommitIndexRequest { entries, request_id: None, versions },
+                |mut c, r| async move { c.commit_index(r).await },
+            )
             .await;
-        let results = match committed {
-            Ok(resp) if resp.results.len() == jobs.len() => resp.results,
+        let (results, versions) = match committed {
+            Ok(resp) if resp.results.len() == jobs.len() && resp.versions.len() == versions_asked => {
+                (resp.results, resp.versions)
+            }
             other => {
                 // Whether the master applied the commit is unknown: seal the volume at what
                 // the master has committed, so that nothing is appended after it.
@@ -466,9 +507,11 @@ impl Shared {
                 self.seal(volume_id).await;
                 return Err(StoreError::Fatal(match other {
                     Ok(resp) => format!(
-                        "the master answered a commit of {} entries with {} results",
+                        "the master answered a commit of {} entries and {versions_asked} versions with {} \
+                         results and {} versions",
                         jobs.len(),
-                        resp.results.len()
+                        resp.results.len(),
+                        resp.versions.len()
                     ),
                     Err(e) => format!("commit: {e}"),
                 }));
@@ -476,12 +519,21 @@ impl Shared {
         };
         self.metrics.put_commit_latency.observe(committed_at.elapsed());
         let mut refused = false;
+        let mut versions = versions.into_iter();
         let out = results
             .into_iter()
             .zip(jobs.iter())
-            .map(|(result, job)| match (result.outcome(), result.entry) {
-                (mpb::CommitOutcome::Committed, Some(entry)) => Ok(Stored { entry, deduplicated: false }),
-                (mpb::CommitOutcome::Deduplicated, Some(entry)) => Ok(Stored { entry, deduplicated: true }),
+            .map(|(result, job)| {
+                let version = if job.version.is_some() { versions.next() } else { None };
+                (result, job, version)
+            })
+            .map(|(result, job, version)| match (result.outcome(), result.entry) {
+                (mpb::CommitOutcome::Committed, Some(entry)) => {
+                    Ok(Stored { entry, deduplicated: false, version })
+                }
+                (mpb::CommitOutcome::Deduplicated, Some(entry)) => {
+                    Ok(Stored { entry, deduplicated: true, version })
+                }
                 (outcome, _) => {
                     // A rewrite whose block moved or went away meanwhile says nothing of the
                     // lease; any other refusal does.

@@ -9,7 +9,7 @@ use cellar_format::RECORD_HEADER_BYTES;
 use crate::codec::Kind;
 use crate::command::{
     Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, IndexCommit,
-    IndexEntryView, Response, health_of,
+    IndexEntryView, ObjectCall, Response, health_of,
 };
 pub use crate::place_check::{check_fragment_places, check_place};
 use crate::state::write_record;
@@ -57,6 +57,9 @@ pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError>
         Command::NamespaceBatch { now_unix_ms, calls } if calls.iter().any(|c| c.request.is_some()) => {
             crate::session::sweep(kv, *now_unix_ms)?;
         }
+        Command::CommitObjects { now_unix_ms, calls, .. } if calls.iter().any(|c| c.request.is_some()) => {
+            crate::session::sweep(kv, *now_unix_ms)?;
+        }
         _ => {}
     }
     let response = apply_counted(kv, &mut c, command)?;
@@ -90,6 +93,9 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             now_unix_ms,
             calls,
         } => commit_index(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?,
+        Command::CommitObjects { entries, unreferenced, volume_size_max_bytes, now_unix_ms, calls } => {
+            commit_objects(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?
+        }
         Command::RelocateIndex { entries, relocate_from, volume_size_max_bytes, now_unix_ms } => {
             if relocate_from.len() != entries.len() {
                 return Ok(Response::Refused {
@@ -177,7 +183,10 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
         }
         Command::RemoveNode { node_id } => remove_node(kv, c, *node_id)?,
         Command::Once { request, now_unix_ms, command } => match command.as_ref() {
-            Command::Once { .. } | Command::CommitIndex { .. } | Command::NamespaceBatch { .. } => {
+            Command::Once { .. }
+            | Command::CommitIndex { .. }
+            | Command::NamespaceBatch { .. }
+            | Command::CommitObjects { .. } => {
                 return refused(CommandError::BadRequest {
                     detail: format!("{command} cannot be wrapped in a call id (commits carry their own)"),
                 });
@@ -251,6 +260,103 @@ fn commit_index(
     };
     write_touched(kv, &volumes)?;
     Ok(response)
+}
+
+/// Applies a batch of object blocks' commits and the versions naming them: per call (at
+/// most once by its id), its entries as [`commit_index`] would, then each of its versions
+/// whose entry was committed or deduplicated (the others are refused and write nothing).
+fn commit_objects(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    entries: &[IndexCommit],
+    unreferenced: &[u32],
+    volume_size_max_bytes: u64,
+    now_unix_ms: u64,
+    calls: &[ObjectCall],
+) -> Result<Response, StateError> {
+    let total: u64 = calls.iter().map(|call| u64::from(call.entries)).sum();
+    if total != entries.len() as u64 {
+        return refused(CommandError::BadRequest {
+            detail: format!("the batch's calls cover {total} entries, not {}", entries.len()),
+        });
+    }
+    let versions_total: usize = calls.iter().map(|call| call.versions.len()).sum();
+    if calls.len() > NS_BATCH_CALLS_MAX || versions_total > NS_BATCH_CALLS_MAX {
+        return refused(CommandError::BadRequest {
+            detail: format!(
+                "{} calls and {versions_total} versions in one commit (at most {NS_BATCH_CALLS_MAX} each)",
+                calls.len()
+            ),
+        });
+    }
+    let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
+    let mut apply_call = |kv: &mut dyn Kv, first: usize, mine: &[IndexCommit], call: &ObjectCall| {
+        let outcomes = mine
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let referenced = unreferenced.binary_search(&((first + i) as u32)).is_err();
+                commit_one(kv, c, &mut volumes, e, referenced, volume_size_max_bytes, now_unix_ms)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut versions = Vec::with_capacity(call.versions.len());
+        for v in &call.versions {
+            let at = v.entry as usize;
+            let refusal = |detail: String| Response::Refused { error: CommandError::BadRequest { detail } };
+            versions.push(match (outcomes.get(at), &v.op) {
+                (None, _) => refusal(format!("version names entry {at} of a call of {}", mine.len())),
+                (_, op) if !matches!(op, crate::ns_types::NsOp::PutVersion { .. }) => {
+                    refusal(format!("{} cannot be committed with a block", op.name()))
+                }
+                (Some(_), _) if unreferenced.binary_search(&((first + at) as u32)).is_err() => {
+                    refusal(format!("entry {at} takes a reference of its own; a version's block takes none"))
+                }
+                (Some(CommitOutcome::Committed { .. } | CommitOutcome::Deduplicated { .. }), op) => {
+                    namespace(kv, c, op, now_unix_ms)?
+                }
+                (Some(CommitOutcome::Rejected { error }), _) => {
+                    refusal(format!("its block was not committed: {error}"))
+                }
+            });
+        }
+        Ok::<Response, StateError>(Response::CommittedObjects { outcomes, versions })
+    };
+    let mut outcomes = Vec::with_capacity(entries.len());
+    let mut versions = Vec::with_capacity(versions_total);
+    let mut rest = entries;
+    let mut first = 0usize;
+    for call in calls {
+        let (mine, tail) = rest.split_at(call.entries as usize);
+        rest = tail;
+        let at = first;
+        first += mine.len();
+        let answered = match &call.request {
+            None => apply_call(kv, at, mine, call)?,
+            Some(request) => {
+                crate::session::once(kv, request, now_unix_ms, |kv| apply_call(kv, at, mine, call))?
+            }
+        };
+        match answered {
+            Response::CommittedObjects { outcomes: o, versions: v }
+                if o.len() == mine.len() && v.len() == call.versions.len() =>
+            {
+                outcomes.extend(o);
+                versions.extend(v);
+            }
+            other => {
+                // Refused as a whole, or the id was used before by a call of another shape
+                // (a client bug: its first outcome cannot stand for this one).
+                let error = match other {
+                    Response::Refused { error } => error,
+                    _ => CommandError::BadRequest { detail: "request id reused by a different call".into() },
+                };
+                outcomes.extend(vec![CommitOutcome::Rejected { error: error.clone() }; mine.len()]);
+                versions.extend(vec![Response::Refused { error }; call.versions.len()]);
+            }
+        }
+    }
+    write_touched(kv, &volumes)?;
+    Ok(Response::CommittedObjects { outcomes, versions })
 }
 
 /// Writes back the volumes a batch of commits grew (see [`take_place`]).

@@ -145,6 +145,27 @@ pub struct CommitCall {
     pub entries: u32,
 }
 
+/// One call of a [`Command::CommitObjects`]: its share of the entries and the object
+/// versions that name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectCall {
+    /// The call's id; none for a caller without one (applied every time it arrives).
+    pub request: Option<RequestId>,
+    /// How many of the batch's entries are this call's.
+    pub entries: u32,
+    /// Versions to add after the call's entries, each only if its entry was committed.
+    pub versions: Vec<EntryVersion>,
+}
+
+/// An object version committed with the block it names (see [`Command::CommitObjects`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryVersion {
+    /// Index among its call's entries of the block (an unreferenced one).
+    pub entry: u32,
+    /// The operation (a `PutVersion`).
+    pub op: crate::ns_types::NsOp,
+}
+
 /// A state change, proposed by the leader and applied by every replica in log order.
 /// Times are the proposing leader's clock, so that applying is deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,6 +417,24 @@ pub enum Command {
         /// Leader's clock (creation times, session expiry).
         now_unix_ms: u64,
     },
+    /// Index commits of object blocks together with the versions naming them, in one Raft
+    /// entry (an S3 PutObject of one block: one commit where a block commit and then a
+    /// namespace write took two). Per call, at most once by its id: its entries are
+    /// committed as by [`Command::CommitIndexUnreferenced`], then each of its versions is
+    /// applied as a namespace operation if its entry was committed or deduplicated (else
+    /// refused, nothing written for it).
+    CommitObjects {
+        /// The entries.
+        entries: Vec<IndexCommit>,
+        /// Which of them take no reference (indices into `entries`, ascending).
+        unreferenced: Vec<u32>,
+        /// Largest volume size: commits past it are refused.
+        volume_size_max_bytes: u64,
+        /// Leader's clock (lease expiry, creation times, session expiry).
+        now_unix_ms: u64,
+        /// The calls, in order; they cover `entries`.
+        calls: Vec<ObjectCall>,
+    },
 }
 
 /// One call of a [`Command::NamespaceBatch`].
@@ -446,6 +485,12 @@ impl fmt::Display for Command {
             }
             Command::Namespace { op, .. } => write!(f, "namespace({})", op.name()),
             Command::NamespaceBatch { calls, .. } => write!(f, "namespace_batch({} calls)", calls.len()),
+            Command::CommitObjects { entries, calls, .. } => write!(
+                f,
+                "commit_objects({} entries, {} versions)",
+                entries.len(),
+                calls.iter().map(|c| c.versions.len()).sum::<usize>()
+            ),
             Command::RelocateIndex { entries, relocate_from, .. } => write!(
                 f,
                 "relocate_index({} entries, {} moved)",
@@ -668,6 +713,14 @@ pub enum Response {
     NamespaceBatch {
         /// The calls' responses.
         responses: Vec<Response>,
+    },
+    /// `CommitObjects`: one outcome per entry and one response per version (`Namespace`
+    /// or `Refused`), in order.
+    CommittedObjects {
+        /// The entries' outcomes.
+        outcomes: Vec<CommitOutcome>,
+        /// The versions' responses.
+        versions: Vec<Response>,
     },
 }
 

@@ -191,8 +191,8 @@ fn op_of(op: pb::ns_write_request::Op) -> Result<(NsOp, String, String), Status>
             (NsOp::SetVersioning { bucket: o.bucket, versioning }, none(), none())
         }
         Op::PutVersion(o) => {
-            let c = content(o.fields)?;
-            (NsOp::PutVersion { bucket: o.bucket.clone(), key: o.key.clone(), content: c }, o.bucket, o.key)
+            let (bucket, key) = (o.bucket.clone(), o.key.clone());
+            (put_version_op(o)?, bucket, key)
         }
         Op::DeleteObject(o) => (
             NsOp::DeleteObject { bucket: o.bucket.clone(), key: o.key.clone(), version_id: o.version_id },
@@ -290,6 +290,13 @@ fn op_of(op: pb::ns_write_request::Op) -> Result<(NsOp, String, String), Status>
     })
 }
 
+/// The operation of a `PutVersionOp` (its bucket name bounded).
+pub(crate) fn put_version_op(o: pb::PutVersionOp) -> Result<NsOp, Status> {
+    bounded("bucket", &o.bucket)?;
+    let c = content(o.fields)?;
+    Ok(NsOp::PutVersion { bucket: o.bucket, key: o.key, content: c })
+}
+
 fn days(d: u32) -> Option<u32> {
     (d > 0).then_some(d)
 }
@@ -326,17 +333,22 @@ pub async fn write(batcher: &NsBatcher, r: pb::NsWriteRequest) -> Result<pb::NsW
     let (op, bucket_name, _) = op_of(op)?;
     bounded("bucket", &bucket_name)?;
     let result = batcher.write(op, r.request_id.as_ref().map(request_id)).await?;
+    Ok(written_pb(result, &bucket_name))
+}
+
+/// The answer to a namespace write that was applied.
+pub(crate) fn written_pb(result: NsResult, bucket_name: &str) -> pb::NsWriteResponse {
     use pb::ns_write_response::Result as R;
     let out = match result {
         NsResult::Bucket(b) => R::Bucket(bucket_pb(&b)),
         NsResult::Version { key, version } => {
-            R::Version(version_pb(&bucket_name, &key, &version, true, false))
+            R::Version(version_pb(bucket_name, &key, &version, true, false))
         }
         NsResult::Deleted { delete_marker, version_id } => {
             R::Deleted(pb::DeleteResult { delete_marker, version_id })
         }
         NsResult::Upload(u) => R::Upload(pb::Upload {
-            bucket: bucket_name.clone(),
+            bucket: bucket_name.to_string(),
             key: String::new(),
             upload_id: u.upload_id.clone(),
             created_unix_ms: u.created_unix_ms,
@@ -346,7 +358,7 @@ pub async fn write(batcher: &NsBatcher, r: pb::NsWriteRequest) -> Result<pb::NsW
         NsResult::Key(k) => R::Key(key_pb(&k, false)),
         NsResult::Done => R::Done(true),
     };
-    Ok(pb::NsWriteResponse { result: Some(out) })
+    pb::NsWriteResponse { result: Some(out) }
 }
 
 fn read_bucket(reader: &StateReader, name: &str) -> Result<BucketRecord, Status> {

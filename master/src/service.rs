@@ -14,7 +14,7 @@ use crate::auth::check_secret;
 use crate::batcher::CommitBatcher;
 use crate::codec::Kind;
 use crate::command::{
-    self, Command, CommitOutcome, Digest16, DiskRegistration, DiskStat, Hash32, IndexCommit,
+    self, Command, CommitOutcome, Digest16, DiskRegistration, DiskStat, EntryVersion, Hash32, IndexCommit,
 };
 use crate::errors::{self, bad_request, internal};
 use crate::observed::Observed;
@@ -357,6 +357,23 @@ impl Master for MasterService {
             return Err(bad_request(format!("at most {COMMIT_ENTRIES_MAX} entries per call")));
         }
         let once = r.request_id.as_ref().map(request_id);
+        if r.versions.len() > r.entries.len() {
+            return Err(bad_request("at most one version per entry"));
+        }
+        let mut versions = Vec::with_capacity(r.versions.len());
+        let mut version_buckets = Vec::with_capacity(r.versions.len());
+        for v in r.versions {
+            let op = v.op.ok_or_else(|| bad_request("a version needs its PutVersionOp"))?;
+            let unreferenced = r.entries.get(v.entry as usize).map(|e| e.unreferenced);
+            if unreferenced != Some(true) {
+                return Err(bad_request(format!(
+                    "version names entry {}, not an unreferenced entry",
+                    v.entry
+                )));
+            }
+            version_buckets.push(op.bucket.clone());
+            versions.push(EntryVersion { entry: v.entry, op: crate::ns_service::put_version_op(op)? });
+        }
         let mut entries = Vec::with_capacity(r.entries.len());
         let mut unreferenced = Vec::new();
         let mut relocate_from = Vec::with_capacity(r.entries.len());
@@ -383,7 +400,7 @@ impl Master for MasterService {
                 digest,
             });
         }
-        let outcomes = if relocate_from.iter().any(|v| *v != 0) {
+        let (outcomes, versions) = if relocate_from.iter().any(|v| *v != 0) {
             // Compaction's rewrites: one entry of their own (not batched).
             if !unreferenced.is_empty() {
                 return Err(bad_request("a relocating commit takes no unreferenced entry"));
@@ -395,12 +412,33 @@ impl Master for MasterService {
                 now_unix_ms: now_unix_ms(),
             };
             match self.write_once(r.request_id, command).await? {
-                command::Response::Committed { outcomes } => outcomes,
+                command::Response::Committed { outcomes } => (outcomes, Vec::new()),
                 other => return Err(internal(format!("unexpected response {other:?}"))),
             }
         } else {
-            self.batcher.commit(entries, unreferenced, once).await?
+            let committed = self.batcher.commit(entries, unreferenced, versions, once).await?;
+            (committed.outcomes, committed.versions)
         };
+        let versions = versions
+            .into_iter()
+            .zip(version_buckets)
+            .map(|(response, bucket)| match response {
+                command::Response::Namespace { result } => pb::VersionResult {
+                    written: Some(crate::ns_service::written_pb(result, &bucket)),
+                    ..Default::default()
+                },
+                command::Response::Refused { error } => pb::VersionResult {
+                    written: None,
+                    error_code: error.code().to_string(),
+                    detail: error.to_string(),
+                },
+                other => pb::VersionResult {
+                    written: None,
+                    error_code: cellar_proto::error_code::INTERNAL.to_string(),
+                    detail: format!("unexpected response {other:?}"),
+                },
+            })
+            .collect();
         let results = outcomes
             .iter()
             .map(|o| match o {
@@ -422,7 +460,7 @@ impl Master for MasterService {
                 },
             })
             .collect();
-        Ok(Response::new(pb::CommitIndexResponse { results }))
+        Ok(Response::new(pb::CommitIndexResponse { results, versions }))
     }
 
     async fn lookup(&self, req: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {

@@ -93,7 +93,11 @@ async fn a_retry_after_a_lost_answer_gets_the_first_outcome_and_counts_once() {
 
     // A commit whose answer is lost: the retry is answered "committed", one reference.
     faults.arm("/CommitIndex", 1);
-    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 1, 0)], request_id: None };
+    let req = pb::CommitIndexRequest {
+        entries: vec![commit(&volume, 1, 0)],
+        request_id: None,
+        versions: Vec::new(),
+    };
     let resp = client
         .call_once(req.clone(), |mut c, r| async move { c.commit_index(r).await })
         .await
@@ -109,7 +113,11 @@ async fn a_retry_after_a_lost_answer_gets_the_first_outcome_and_counts_once() {
 
     // Without a request id the same fault applies the commit twice: what the ids prevent.
     faults.arm("/CommitIndex", 1);
-    let twice = pb::CommitIndexRequest { entries: vec![commit(&volume, 2, 100)], request_id: None };
+    let twice = pb::CommitIndexRequest {
+        entries: vec![commit(&volume, 2, 100)],
+        request_id: None,
+        versions: Vec::new(),
+    };
     client
         .call(|mut c| {
             let r = twice.clone();
@@ -172,7 +180,11 @@ async fn a_retry_reaching_a_new_leader_gets_the_first_outcome() {
     // The same logical call, sent by hand with a fixed id: once to the old leader, again
     // after it is gone.
     let id = pb::RequestId { client_id: 0xC0FFEE, sequence: 1, lowest_pending: 1 };
-    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 7, 0)], request_id: Some(id) };
+    let req = pb::CommitIndexRequest {
+        entries: vec![commit(&volume, 7, 0)],
+        request_id: Some(id),
+        versions: Vec::new(),
+    };
     let send = |req: pb::CommitIndexRequest| {
         let client = &client;
         async move {

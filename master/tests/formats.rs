@@ -432,7 +432,7 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         created_unix_ms: 9,
     };
     pinned(Kind::AccessKey, &key, "011d0102414b087365637265743132016e09");
-    // Commands 18-22 and responses 10-11, error 7 (docs/FORMAT.md 13.4).
+    // Commands 18-23 and responses 10-12, error 7 (docs/FORMAT.md 13.4).
     let put = Command::Namespace {
         op: NsOp::PutVersion { bucket: "bkt".into(), key: "k".into(), content },
         now_unix_ms: 1,
@@ -472,6 +472,32 @@ fn namespace_records_and_commands_have_pinned_bytes() {
         hex::encode(codec::encode(Kind::LogEntry, &batch).expect("encode")),
         "01011601010102020b016b05"
     );
+    let objects = Command::CommitObjects {
+        entries: vec![],
+        unreferenced: vec![],
+        volume_size_max_bytes: 2,
+        now_unix_ms: 3,
+        calls: vec![cellar_master::command::ObjectCall {
+            request: None,
+            entries: 0,
+            versions: vec![cellar_master::command::EntryVersion {
+                entry: 0,
+                op: NsOp::DeleteKey { access_key: "k".into() },
+            }],
+        }],
+    };
+    assert_eq!(
+        hex::encode(codec::encode(Kind::LogEntry, &objects).expect("encode")),
+        "0101170000020301000001000b016b"
+    );
+    let objects_answered = OutcomeRecord {
+        v: RECORD_VERSION,
+        response: Response::CommittedObjects {
+            outcomes: vec![],
+            versions: vec![Response::Namespace { result: NsResult::Done }],
+        },
+    };
+    pinned(Kind::Outcome, &objects_answered, "0116010c00010a06");
     let answered = OutcomeRecord {
         v: RECORD_VERSION,
         response: Response::NamespaceBatch {
@@ -502,7 +528,7 @@ fn namespace_records_and_commands_have_pinned_bytes() {
     );
     let d = codec::encode(Kind::LogEntry, &delete).expect("encode");
     assert_eq!(hex::encode(&d[..6]), "010114034001");
-    for command in [&put, &delete, &unreferenced, &abort, &batch] {
+    for command in [&put, &delete, &unreferenced, &abort, &batch, &objects] {
         let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
         let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
         assert_eq!(&back, command);

@@ -29,7 +29,7 @@ async fn acknowledged_commits_survive_leader_loss_and_the_old_leader_rejoins() {
             let mut i = 0u64;
             while !stop.load(Ordering::Acquire) {
                 let entries: Vec<_> = (i..i + 10).map(|k| commit(&volume, k, k * 100)).collect();
-                let req = pb::CommitIndexRequest { entries, request_id: None };
+                let req = pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() };
                 let resp = client
                     .call(|mut c| {
                         let req = req.clone();
@@ -114,7 +114,7 @@ async fn a_member_that_missed_many_entries_catches_up_by_snapshot() {
     group.stop(lagging).await;
     for batch in 0..60u64 {
         let entries: Vec<_> = (batch * 5..batch * 5 + 5).map(|k| commit(&volume, k, k * 100)).collect();
-        let req = pb::CommitIndexRequest { entries, request_id: None };
+        let req = pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() };
         client
             .call(|mut c| {
                 let req = req.clone();
@@ -170,7 +170,8 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
     stale.lease_epoch = 0;
     let mut unknown = commit(&volume, 2, 0);
     unknown.volume_id = 999;
-    let req = pb::CommitIndexRequest { entries: vec![stale, unknown], request_id: None };
+    let req =
+        pb::CommitIndexRequest { entries: vec![stale, unknown], request_id: None, versions: Vec::new() };
     let resp = client
         .call(|mut c| {
             let req = req.clone();
@@ -188,7 +189,10 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
     let err = client
         .call(|mut c| {
             let entries = vec![odd.clone()];
-            async move { c.commit_index(pb::CommitIndexRequest { entries, request_id: None }).await }
+            async move {
+                c.commit_index(pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() })
+                    .await
+            }
         })
         .await
         .expect_err("a 5-byte digest");
@@ -238,7 +242,11 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
     assert_eq!(vols.volumes[0].size_bytes, 0, "the volume did not move");
 
     // The current epoch works, and sealing then fences further commits.
-    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 3, 0)], request_id: None };
+    let req = pb::CommitIndexRequest {
+        entries: vec![commit(&volume, 3, 0)],
+        request_id: None,
+        versions: Vec::new(),
+    };
     let ok = client
         .call(|mut c| {
             let req = req.clone();
@@ -256,7 +264,11 @@ async fn stale_lease_and_unknown_volume_are_refused_and_change_nothing() {
         .await
         .expect("seal");
     assert_eq!((sealed.state().name(), sealed.size_bytes), ("sealed", 100));
-    let req = pb::CommitIndexRequest { entries: vec![commit(&volume, 4, 100)], request_id: None };
+    let req = pb::CommitIndexRequest {
+        entries: vec![commit(&volume, 4, 100)],
+        request_id: None,
+        versions: Vec::new(),
+    };
     let after = client
         .call(|mut c| {
             let req = req.clone();
@@ -300,7 +312,10 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     client
         .call(|mut c| {
             let entries = vec![entry.clone()];
-            async move { c.commit_index(pb::CommitIndexRequest { entries, request_id: None }).await }
+            async move {
+                c.commit_index(pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() })
+                    .await
+            }
         })
         .await
         .expect("commit");
@@ -409,7 +424,10 @@ async fn the_planner_seals_a_volume_whose_writer_went_away() {
     client
         .call(|mut c| {
             let entries = vec![entry.clone()];
-            async move { c.commit_index(pb::CommitIndexRequest { entries, request_id: None }).await }
+            async move {
+                c.commit_index(pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() })
+                    .await
+            }
         })
         .await
         .expect("commit");

@@ -422,3 +422,139 @@ fn a_namespace_batch_applies_each_call_once_and_a_refused_call_alone_changes_not
     assert!(matches!(apply::apply(&mut state, &wrapped).expect("apply"), Response::Refused { .. }));
     assert_eq!(state, snapshot_before);
 }
+
+fn object_of(n: u8) -> cellar_master::ns_types::Content {
+    cellar_master::ns_types::Content {
+        size_bytes: 36,
+        blocks: vec![cellar_master::ns_types::BlockRef { hash: [n; 32], length_bytes: 36 }],
+        ..empty_object()
+    }
+}
+
+fn put_block(bucket: &str, key: &str, n: u8) -> cellar_master::ns_types::NsOp {
+    cellar_master::ns_types::NsOp::PutVersion {
+        bucket: bucket.into(),
+        key: key.into(),
+        content: object_of(n),
+    }
+}
+
+#[test]
+fn an_object_commit_adds_blocks_and_their_versions_in_one_entry_each_call_once() {
+    use cellar_master::command::{EntryVersion, ObjectCall};
+    use cellar_master::ns_types::{NsCode, NsOp, NsResult};
+    let (mut state, volume) = setup();
+    let create = Command::Namespace { op: NsOp::CreateBucket { name: "bkt".into() }, now_unix_ms: T0 };
+    assert!(matches!(apply::apply(&mut state, &create).expect("apply"), Response::Namespace { .. }));
+    let mut stale = entry(volume, 2);
+    stale.lease_epoch = 9;
+    let call = |request: Option<RequestId>, entries: u32, versions: Vec<(u32, NsOp)>| ObjectCall {
+        request,
+        entries,
+        versions: versions.into_iter().map(|(entry, op)| EntryVersion { entry, op }).collect(),
+    };
+    let objects = |entries: Vec<IndexCommit>, calls: Vec<ObjectCall>, now: u64| Command::CommitObjects {
+        unreferenced: (0..entries.len() as u32).collect(),
+        entries,
+        volume_size_max_bytes: 1 << 30,
+        now_unix_ms: now,
+        calls,
+    };
+    let first = objects(
+        vec![entry(volume, 1), stale, entry(volume, 3)],
+        vec![
+            call(Some(id(7, 1, 1)), 1, vec![(0, put_block("bkt", "a", 1))]),
+            call(None, 1, vec![(0, put_block("bkt", "b", 2))]),
+            call(Some(id(7, 2, 1)), 1, vec![(0, put_block("nobucket", "c", 3))]),
+        ],
+        T0 + 1,
+    );
+    let Response::CommittedObjects { outcomes, versions } = apply::apply(&mut state, &first).expect("apply")
+    else {
+        panic!("an object commit answers outcomes and versions")
+    };
+    assert!(matches!(outcomes[0], CommitOutcome::Committed { .. }), "{outcomes:?}");
+    assert!(matches!(outcomes[1], CommitOutcome::Rejected { .. }), "{outcomes:?}");
+    assert!(matches!(outcomes[2], CommitOutcome::Committed { .. }), "{outcomes:?}");
+    let Response::Namespace { result: put_a @ NsResult::Version { .. } } = &versions[0] else {
+        panic!("the first version was added: {versions:?}")
+    };
+    assert!(
+        matches!(&versions[1], Response::Refused { error: CommandError::BadRequest { detail } } if detail.contains("not committed")),
+        "{versions:?}"
+    );
+    assert!(
+        matches!(
+            &versions[2],
+            Response::Refused { error: CommandError::Namespace { code: NsCode::NoSuchBucket, .. } }
+        ),
+        "{versions:?}"
+    );
+    // Block 1 took its version's one reference; block 3 is indexed with none (garbage for
+    // compaction); block 2 was not committed; one version exists.
+    assert_eq!(references(&state, 1), 1);
+    assert_eq!(apply::index_entry(&state, &Hash32([3; 32])).expect("read").map(|e| e.references), Some(0));
+    assert!(apply::index_entry(&state, &Hash32([2; 32])).expect("read").is_none());
+    let versions_in = |s: &State| without_sessions(s).keys().filter(|k| k[0] == b'O').count();
+    assert_eq!(versions_in(&state), 1);
+
+    // A retry of the first call (a lost answer) gets its first outcome and changes nothing.
+    let before = without_sessions(&state);
+    let retry = objects(
+        vec![entry(volume, 1)],
+        vec![call(Some(id(7, 1, 1)), 1, vec![(0, put_block("bkt", "a", 1))])],
+        T0 + 2,
+    );
+    let Response::CommittedObjects { outcomes: again, versions: again_versions } =
+        apply::apply(&mut state, &retry).expect("apply")
+    else {
+        panic!("an object commit answers outcomes and versions")
+    };
+    assert_eq!(again, outcomes[..1]);
+    assert_eq!(again_versions, vec![Response::Namespace { result: put_a.clone() }]);
+    assert_eq!(without_sessions(&state), before, "a retried call changed the state");
+
+    // Versions of the wrong shape are refused alone (their entries still commit): one
+    // naming an entry past its call's, one naming a referenced entry, one not a put.
+    let shapes = Command::CommitObjects {
+        entries: vec![entry(volume, 4), entry(volume, 5)],
+        unreferenced: vec![0],
+        volume_size_max_bytes: 1 << 30,
+        now_unix_ms: T0 + 3,
+        calls: vec![call(
+            None,
+            2,
+            vec![
+                (2, put_block("bkt", "d", 4)),
+                (1, put_block("bkt", "e", 5)),
+                (0, NsOp::DeleteBucket { name: "bkt".into() }),
+            ],
+        )],
+    };
+    let Response::CommittedObjects { outcomes, versions } = apply::apply(&mut state, &shapes).expect("apply")
+    else {
+        panic!("an object commit answers outcomes and versions")
+    };
+    assert!(outcomes.iter().all(|o| matches!(o, CommitOutcome::Committed { .. })), "{outcomes:?}");
+    assert!(
+        versions.iter().all(|v| matches!(v, Response::Refused { error: CommandError::BadRequest { .. } })),
+        "{versions:?}"
+    );
+    assert_eq!(versions_in(&state), 1);
+    assert_eq!(references(&state, 5), 1, "a referenced entry keeps its own reference only");
+
+    // Calls that do not cover the entries, or a wrapped call id: refused, nothing written.
+    let before = state.clone();
+    let uncovered = objects(vec![entry(volume, 6)], vec![call(None, 2, vec![])], T0 + 4);
+    assert!(matches!(
+        apply::apply(&mut state, &uncovered).expect("apply"),
+        Response::Refused { error: CommandError::BadRequest { .. } }
+    ));
+    let wrapped = Command::Once {
+        request: id(8, 1, 1),
+        now_unix_ms: T0 + 4,
+        command: Box::new(objects(vec![entry(volume, 6)], vec![call(None, 1, vec![])], T0 + 4)),
+    };
+    assert!(matches!(apply::apply(&mut state, &wrapped).expect("apply"), Response::Refused { .. }));
+    assert_eq!(state, before);
+}

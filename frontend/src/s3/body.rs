@@ -79,6 +79,19 @@ pub struct Ingested {
     /// The body itself when it was a single block (kept to store it again if the namespace
     /// finds it collected meanwhile).
     pub single: Option<Bytes>,
+    /// The only block, not stored yet (asked for with `defer_only`): the caller stores it
+    /// with the object's version ([`Blocks::store_object_version`]).
+    pub unstored: Option<Unstored>,
+}
+
+/// The only block of a body, hashed but not stored.
+pub struct Unstored {
+    /// Its key.
+    pub sha256: [u8; 32],
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// Its share of the put byte budget, held until it is stored.
+    pub held: Option<OwnedSemaphorePermit>,
 }
 
 impl Ingested {
@@ -111,6 +124,8 @@ fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
 
 /// Reads `body` to its end, storing its blocks; `algorithms` are the checksums to compute.
 /// A body longer than `limit_bytes` is refused (EntityTooLarge) as soon as it passes it.
+/// With `defer_only`, a body of one block leaves it unstored ([`Ingested::unstored`]), so
+/// that its index entry can be committed with the object's version.
 ///
 /// Memory: a block's bytes are taken from the frontend's put byte budget
 /// ([`crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES`]) before the first of them is buffered (a
@@ -123,6 +138,7 @@ pub async fn ingest(
     mut body: StreamingBlob,
     algorithms: &[String],
     limit_bytes: u64,
+    defer_only: bool,
 ) -> S3Result<Ingested> {
     let block_bytes = blocks.block_size_max_bytes().min(4 << 20) as usize;
     let declared_bytes = s3s::stream::ByteStream::remaining_length(&body).exact().map(|n| n as u64);
@@ -183,6 +199,17 @@ pub async fn ingest(
         }
         let mut rest = &chunk[..];
         while !rest.is_empty() {
+            if buf.len() == block_bytes {
+                // A full block goes when more bytes follow it: at the body's end it may be
+                // the only one.
+                pending.push_back(flush(buf.split().freeze(), true, held.take()));
+                while pending.len() >= BLOCK_STORES_IN_FLIGHT_MAX {
+                    if let Some(task) = pending.pop_front() {
+                        let (hash, len) = task.finish().await?;
+                        out.push(pb::BlockRef { hash: hash.to_vec(), length_bytes: len });
+                    }
+                }
+            }
             if held.is_none() {
                 let at = size_bytes - rest.len() as u64;
                 let want = declared_bytes
@@ -196,26 +223,31 @@ pub async fn ingest(
             buf.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if buf.len() == block_bytes {
-                pending.push_back(flush(buf.split().freeze(), true, held.take()));
+                // Whole: only the idle bound applies until the next bytes flush it.
                 block_due = None;
-                while pending.len() >= BLOCK_STORES_IN_FLIGHT_MAX {
-                    if let Some(task) = pending.pop_front() {
-                        let (hash, len) = task.finish().await?;
-                        out.push(pb::BlockRef { hash: hash.to_vec(), length_bytes: len });
-                    }
-                }
             }
         }
     }
+    let mut unstored = None;
     if !buf.is_empty() {
         let only = out.is_empty() && pending.is_empty();
-        pending.push_back(flush(buf.split().freeze(), !only, held.take()));
+        if only && defer_only {
+            let (sha256, bytes) = crate::blocks::sha256_of(buf.split().freeze()).await.map_err(stored)?;
+            out.push(pb::BlockRef { hash: sha256.to_vec(), length_bytes: bytes.len() as u32 });
+            unstored = Some(Unstored { sha256, bytes, held: held.take() });
+        } else {
+            pending.push_back(flush(buf.split().freeze(), !only, held.take()));
+        }
     }
     while let Some(task) = pending.pop_front() {
         let (hash, len) = task.finish().await?;
         out.push(pb::BlockRef { hash: hash.to_vec(), length_bytes: len });
     }
-    let single = if out.len() == 1 { last_block } else { None };
+    let single = match &unstored {
+        Some(u) => Some(u.bytes.clone()),
+        None if out.len() == 1 => last_block,
+        None => None,
+    };
     Ok(Ingested {
         blocks: out,
         size_bytes,
@@ -228,6 +260,7 @@ pub async fn ingest(
             })
             .collect(),
         single,
+        unstored,
     })
 }
 

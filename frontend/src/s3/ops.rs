@@ -291,21 +291,29 @@ fn drain(arriving: Arriving) -> StreamingBlob {
 /// A master refusal or failure as an S3 error.
 fn ns_error(e: ClientError) -> S3Error {
     match &e {
-        ClientError::Refused { code, message, .. } => {
-            let code = match code.as_str() {
-                "MissingBlocks" => {
-                    return S3Error::with_message(
-                        S3ErrorCode::Custom("MissingBlocks".into()),
-                        message.clone(),
-                    );
-                }
-                "InvalidArgument" | "BAD_REQUEST" => S3ErrorCode::InvalidArgument,
-                "KeyExists" | "NoSuchAccessKey" => S3ErrorCode::InvalidArgument,
-                other => other.parse().unwrap_or(S3ErrorCode::InternalError),
-            };
-            S3Error::with_message(code, message.clone())
-        }
+        ClientError::Refused { code, message, .. } => ns_refusal(code, message.clone()),
         _ => S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string()),
+    }
+}
+
+/// The S3 error of a namespace operation the master refused with `code`.
+fn ns_refusal(code: &str, message: String) -> S3Error {
+    let code = match code {
+        "MissingBlocks" => {
+            return S3Error::with_message(S3ErrorCode::Custom("MissingBlocks".into()), message);
+        }
+        "InvalidArgument" | "BAD_REQUEST" => S3ErrorCode::InvalidArgument,
+        "KeyExists" | "NoSuchAccessKey" => S3ErrorCode::InvalidArgument,
+        other => other.parse().unwrap_or(S3ErrorCode::InternalError),
+    };
+    S3Error::with_message(code, message)
+}
+
+/// What a version committed with its block came to.
+fn written_of(result: pb::VersionResult) -> S3Result<Written> {
+    match result.written {
+        Some(w) => w.result.ok_or_else(|| s3_error!(InternalError, "the master answered nothing")),
+        None => Err(ns_refusal(&result.error_code, result.detail)),
     }
 }
 
@@ -688,7 +696,7 @@ impl S3 for CellarS3 {
         let body = input.body.take().unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
         });
-        let ingested = body::ingest(&self.blocks, body, &algorithms, PUT_MAX_BYTES).await?;
+        let mut ingested = body::ingest(&self.blocks, body, &algorithms, PUT_MAX_BYTES, true).await?;
         body::check_md5(input.content_md5.as_deref(), &ingested.md5)?;
         body::check_sums(&stated_sums(&req), &ingested.checksums)?;
         let input = &req.input;
@@ -702,15 +710,25 @@ impl S3 for CellarS3 {
             blocks: ingested.blocks.clone(),
         };
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
-        let written = self
-            .commit_stored(&ingested, || {
-                Op::PutVersion(pb::PutVersionOp {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                    fields: Some(fields.clone()),
-                })
-            })
-            .await?;
+        let op =
+            || pb::PutVersionOp { bucket: bucket.clone(), key: key.clone(), fields: Some(fields.clone()) };
+        let written = match ingested.unstored.take() {
+            // One block not stored yet: its index entry and the version in one Raft entry.
+            Some(only) => {
+                let result = self
+                    .blocks
+                    .store_object_version(only.sha256, only.bytes, op())
+                    .await
+                    .map_err(|e| s3_error!(ServiceUnavailable, "storing a block: {e}"))?;
+                drop(only.held);
+                match result {
+                    Some(result) => written_of(result)?,
+                    // Indexed already: the version goes by itself.
+                    None => self.commit_stored(&ingested, || Op::PutVersion(op())).await?,
+                }
+            }
+            None => self.commit_stored(&ingested, || Op::PutVersion(op())).await?,
+        };
         let version_id = match written {
             Written::Version(v) if v.version_id != "null" => Some(v.version_id),
             _ => None,
@@ -1115,7 +1133,7 @@ impl S3 for CellarS3 {
         let body = req.input.body.take().unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
         });
-        let ingested = body::ingest(&self.blocks, body, &algorithms, PUT_MAX_BYTES).await?;
+        let ingested = body::ingest(&self.blocks, body, &algorithms, PUT_MAX_BYTES, false).await?;
         body::check_md5(req.input.content_md5.as_deref(), &ingested.md5)?;
         body::check_sums(&stated_sums(&req), &ingested.checksums)?;
         self.put_part(&bucket, &key, &upload_id, part_number, &ingested).await?;
@@ -1151,7 +1169,7 @@ impl S3 for CellarS3 {
         };
         self.blocks.note_entries(resp.entries);
         let body = self.stream(Self::pieces(f.blocks.clone(), range));
-        let ingested = body::ingest(&self.blocks, body, &[], PUT_MAX_BYTES).await?;
+        let ingested = body::ingest(&self.blocks, body, &[], PUT_MAX_BYTES, false).await?;
         let part = self.put_part(&i.bucket, &i.key, &i.upload_id, i.part_number, &ingested).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {

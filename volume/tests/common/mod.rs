@@ -289,7 +289,14 @@ impl Cell {
             .client
             .call(|mut c| {
                 let entries = entries.clone();
-                async move { c.commit_index(mpb::CommitIndexRequest { entries, request_id: None }).await }
+                async move {
+                    c.commit_index(mpb::CommitIndexRequest {
+                        entries,
+                        request_id: None,
+                        versions: Vec::new(),
+                    })
+                    .await
+                }
             })
             .await
             .expect("commit");
