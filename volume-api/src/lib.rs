@@ -29,6 +29,7 @@
 pub mod arriving;
 pub mod client;
 pub mod cluster;
+pub mod cut_records;
 pub mod deadline;
 pub mod digest;
 pub mod errors;

@@ -26,6 +26,7 @@ use tonic::{Code, Status};
 
 use crate::client::read_fragment_range;
 use crate::cluster::Cluster;
+use crate::cut_records::CutRecords;
 use crate::deadline::bounded;
 use crate::digest::BlockKey;
 use crate::errors::{code_of, status};
@@ -57,6 +58,8 @@ struct Missing {
 pub struct BlockReader {
     cluster: Arc<Cluster>,
     block_size_max_bytes: u64,
+    /// Records whose streamed read failed: read whole from then on.
+    pub(crate) cut: Arc<CutRecords>,
 }
 
 /// Whether the master's `current` record of a volume places or codes it differently from
@@ -82,12 +85,18 @@ fn unavailable(message: String) -> Status {
 impl BlockReader {
     /// A reader over `cluster`.
     pub fn new(cluster: Arc<Cluster>, block_size_max_bytes: u64) -> BlockReader {
-        BlockReader { cluster, block_size_max_bytes }
+        BlockReader { cluster, block_size_max_bytes, cut: Arc::new(CutRecords::default()) }
     }
 
     /// The cell view reads go through.
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
+    }
+
+    /// Records whose streamed read failed lately (read whole since; see
+    /// [`crate::cut_records`]).
+    pub fn cut_records(&self) -> usize {
+        self.cut.len()
     }
 
     /// Reads the record of `length_bytes` (header + payload) at `offset_bytes` of volume

@@ -17,7 +17,9 @@
 //! from the byte where the first stopped, the check going on over it.
 //!
 //! Only replicated volumes and records over one frame ([`FRAME_MAX_BYTES`]) are read so;
-//! coded volumes, small records and in-process servers are read whole.
+//! coded volumes, small records and in-process servers are read whole. So is a record
+//! whose stream failed lately ([`crate::cut_records`]): its first replica would cut every
+//! later stream short too, while the whole read goes around it and reports it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use tonic::{Code, Status};
 use crate::FRAME_MAX_BYTES;
 use crate::arriving::ArrivingRecord;
 use crate::cluster::Cluster;
+use crate::cut_records::CutRecords;
 use crate::digest::BlockKey;
 use crate::errors::status;
 use crate::reader::{BlockRead, BlockReader, replica_order};
@@ -71,6 +74,8 @@ pub struct RecordStream {
     done: bool,
     /// Why the stream failed: every later call fails the same way.
     failed: Option<String>,
+    /// Where a failed stream's record is remembered (read whole from then on).
+    cut: Arc<CutRecords>,
 }
 
 fn unavailable(message: String) -> Status {
@@ -91,7 +96,12 @@ impl BlockReader {
         payload_bytes: usize,
     ) -> Result<StreamedRead, Status> {
         let cluster = self.cluster().clone();
-        if length_bytes <= FRAME_MAX_BYTES || v.state() == VolumeState::Coded {
+        // A record whose stream failed lately is read whole: every replica is tried, and
+        // one with other bytes than the key's is reported once another's match.
+        if length_bytes <= FRAME_MAX_BYTES
+            || v.state() == VolumeState::Coded
+            || self.cut.contains(v.volume_id, offset_bytes)
+        {
             return self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole);
         }
         let mut order: Vec<(u64, u64)> = replica_order(v).map(|r| (r.node_id, r.disk_id)).collect();
@@ -127,6 +137,7 @@ impl BlockReader {
                 resumed: 0,
                 done: false,
                 failed: None,
+                cut: self.cut.clone(),
             }))),
             Ok(Ok(None)) => self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole),
             Ok(Err(e)) => {
@@ -217,6 +228,7 @@ impl RecordStream {
         if let Err(e) = &next {
             self.done = true;
             self.failed = Some(e.message().to_string());
+            self.cut.insert(self.volume_id, self.offset_bytes);
         }
         next
     }

@@ -234,11 +234,12 @@ async fn bytes_that_are_not_the_keys_never_arrive_whole() {
     forged.payload = real.clone();
     cell.commit(&v, std::slice::from_ref(&forged)).await;
     let open = cell.volume(v.volume_id).await;
-    let (_cluster, reader) = patient_reader(&cell);
     for key in [
         BlockKey { sha256: sha_real, digest: Some(read_digest(&sha_real, &real)) },
         BlockKey::sha256_only(sha_real),
     ] {
+        // A reader of its own each time: one that saw the stream fail reads whole.
+        let (_cluster, reader) = patient_reader(&cell);
         let read = reader
             .read_streamed(&open, &key, forged.offset_bytes, forged.length_bytes, real.len())
             .await
@@ -257,9 +258,65 @@ async fn bytes_that_are_not_the_keys_never_arrive_whole() {
         assert!(s.next().await.is_err(), "the stream ended well after its error");
     }
     // A caller expecting another length: read whole (nothing handed on that could be cut).
+    let (_cluster, reader) = patient_reader(&cell);
     let other = reader
         .read_streamed(&open, &BlockKey::sha256_only(sha_real), forged.offset_bytes, forged.length_bytes, 7)
         .await;
     assert!(!matches!(other, Ok(StreamedRead::Stream(_))), "streamed a record of another length");
+    cell.shutdown().await;
+}
+
+/// A replica whose record holds other bytes than its key's (valid CRCs) cuts the first
+/// streamed read of it short; the reader remembers the record and reads it whole from then
+/// on, which goes around that replica to one whose bytes match and reports the wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_with_other_bytes_is_read_around_after_a_cut_and_reported() {
+    let cell = Cell::start(3, 2, 1, |_| {}).await;
+    let v = cell.allocate("test").await;
+    let real = vec![0x33u8; 2_500_000];
+    let fake = vec![0x44u8; 2_500_000];
+    let sha_real: [u8; 32] = Sha256::digest(&real).into();
+    // The replica read first holds the fake bytes under the real key; the others the real.
+    let first_disk = v.replicas[0].disk_id;
+    let mut length_bytes = 0u32;
+    for r in &v.replicas {
+        let payload = if r.disk_id == first_disk { fake.clone() } else { real.clone() };
+        let mut c = cell.cluster.node_client(r.node_id).await.expect("client");
+        let appended = c
+            .append(cellar_proto::volume::AppendRequest {
+                volume_id: v.volume_id,
+                disk_id: r.disk_id,
+                lease_epoch: v.lease_epoch,
+                generation: v.generation,
+                offset_bytes: 0,
+                records: vec![cellar_proto::volume::BlockRecord {
+                    sha256: sha_real.to_vec(),
+                    payload: payload.into(),
+                    payload_crc32: None,
+                }],
+            })
+            .await
+            .expect("append")
+            .into_inner();
+        length_bytes = appended.appended_bytes as u32;
+    }
+    let b = Written { sha256: sha_real, payload: real.clone(), offset_bytes: 0, length_bytes };
+    cell.commit(&v, std::slice::from_ref(&b)).await;
+    let (cluster, reader) = patient_reader(&cell);
+    let key = BlockKey { sha256: sha_real, digest: Some(read_digest(&sha_real, &real)) };
+    let (handed, _, error) =
+        read_arriving(&cell, &reader, v.volume_id, &b, key).await.expect("the first read streams");
+    assert!(handed.len() < real.len(), "all {} bytes were handed on", handed.len());
+    let error = error.expect("the stream of other bytes failed");
+    assert!(error.message().contains("not its key's bytes"), "{error:?}");
+    assert_eq!(reader.cut_records(), 1);
+    let reports_before = cluster.bad_extent_reports();
+    // The next read of the record goes whole (read_arriving checks its bytes are the
+    // block's) and reports the replica whose bytes were not.
+    assert!(
+        read_arriving(&cell, &reader, v.volume_id, &b, key).await.is_none(),
+        "a record whose stream was cut streamed again"
+    );
+    assert!(cluster.bad_extent_reports() > reports_before, "the wrong replica was not reported");
     cell.shutdown().await;
 }

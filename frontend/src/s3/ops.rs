@@ -1,6 +1,8 @@
 //! The S3 operations (s3s's `S3` trait) over the namespace in the master and the block
 //! path: objects are cut into blocks of at most 4 MiB and stored unreferenced, then one
-//! namespace write commits the version and its blocks' references together.
+//! namespace write commits the version and its blocks' references together; an object of
+//! one block commits its index entry and its version in one Raft entry
+//! ([`crate::blocks::Blocks::store_object_version`]).
 
 use std::ops::Range as ByteRange;
 use std::sync::Arc;
