@@ -286,3 +286,89 @@ async fn dedup_and_bad_input_leave_the_cell_unchanged() {
     client.delete(fpb::BlockRef { hash: put.hash.clone() }).await.expect("delete");
     cell.shutdown(dir.path()).await;
 }
+
+/// A large block whose first replica holds other bytes under its key (valid CRCs: a forged
+/// or misdirected write), read through the frontend over gRPC: the first HTTP get streams
+/// it and is cut short of its Content-Length (the client sees an error, never the wrong
+/// block whole); the next get reads it whole, around that replica, and returns the block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamed_get_of_other_bytes_is_cut_short_once_and_then_read_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = start(dir.path(), true).await;
+    let m = master(&cell);
+    let allocate = mpb::AllocateVolumeRequest {
+        holder: "forger".into(),
+        copies: 0,
+        avoid_nodes: vec![],
+        request_id: None,
+    };
+    let v =
+        m.call_once(allocate, |mut c, r| async move { c.allocate_volume(r).await }).await.expect("allocate");
+    let real: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    let fake = vec![0x5au8; real.len()];
+    let sha: [u8; 32] = Sha256::digest(&real).into();
+    let cluster = cellar_volume_api::cluster::Cluster::new(master(&cell), None);
+    let first_disk = v.replicas[0].disk_id;
+    let mut record_bytes = 0u64;
+    for r in &v.replicas {
+        let payload = if r.disk_id == first_disk { fake.clone() } else { real.clone() };
+        let mut c = cluster.node_client(r.node_id).await.expect("volume client");
+        let appended = c
+            .append(cellar_proto::volume::AppendRequest {
+                volume_id: v.volume_id,
+                disk_id: r.disk_id,
+                lease_epoch: v.lease_epoch,
+                generation: v.generation,
+                offset_bytes: 0,
+                records: vec![cellar_proto::volume::BlockRecord {
+                    sha256: sha.to_vec(),
+                    payload: payload.into(),
+                    payload_crc32: None,
+                }],
+            })
+            .await
+            .expect("append")
+            .into_inner();
+        record_bytes = appended.appended_bytes;
+    }
+    assert!(record_bytes > real.len() as u64);
+    let entry = mpb::IndexCommit {
+        hash: sha.to_vec(),
+        volume_id: v.volume_id,
+        lease_epoch: v.lease_epoch,
+        offset_bytes: 0,
+        payload_bytes: real.len() as u32,
+        crc32: crc32fast::hash(&real),
+        digest: read_digest(&sha, &real).to_vec(),
+        unreferenced: false,
+        relocate_from_volume: 0,
+    };
+    let commit = mpb::CommitIndexRequest { entries: vec![entry], request_id: None, versions: vec![] };
+    let committed =
+        m.call_once(commit, |mut c, r| async move { c.commit_index(r).await }).await.expect("commit");
+    assert_eq!(committed.results[0].outcome(), mpb::CommitOutcome::Committed);
+
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/blocks/{}", cell.endpoints.http, hex::encode(sha));
+    let resp = http.get(&url).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.content_length(), Some(real.len() as u64));
+    let body = resp.bytes().await;
+    assert!(body.is_err(), "a body of other bytes arrived whole ({:?} bytes)", body.map(|b| b.len()));
+    let (status, again) = get(&http, &cell.endpoints.http, &hex::encode(sha)).await;
+    assert_eq!(status, 200);
+    assert!(again == real, "the second get returned other bytes");
+    let metrics = http
+        .get(format!("{}/metrics", cell.endpoints.http))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("cellar_frontend_streamed_gets_total{outcome=\"cut\"} 1")),
+        "the cut get was not counted"
+    );
+    cell.shutdown(dir.path()).await;
+}
