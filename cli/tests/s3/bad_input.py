@@ -428,6 +428,19 @@ def missing_bucket():
 
 
 @case
+def bucket_deleted_after_a_put():
+    # PutObject trusts a bucket it saw exist for a few seconds (its commit checks again); a
+    # bucket deleted through this frontend is forgotten at once.
+    b = f"t-{RUN}-deleted"
+    S3.create_bucket(Bucket=b)
+    S3.put_object(Bucket=b, Key="k", Body=b"first")
+    S3.delete_object(Bucket=b, Key="k")
+    S3.delete_bucket(Bucket=b)
+    expect_error("NoSuchBucket", S3.put_object, Bucket=b, Key="k", Body=b"again", status=404)
+    expect_error("NoSuchBucket", S3.put_object, Bucket=b, Key="k2", Body=b"x" * 70000, status=404)
+
+
+@case
 def missing_key():
     expect_error("NoSuchKey", S3.get_object, Bucket=FB, Key="no/such/key", status=404)
     expect_error("NoSuchKey", S3.get_object, Bucket=FB, Key="no/such/key", Range="bytes=0-10", status=404)

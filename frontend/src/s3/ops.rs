@@ -4,9 +4,10 @@
 //! one block commits its index entry and its version in one Raft entry
 //! ([`crate::blocks::Blocks::store_object_version`]).
 
+use std::collections::HashMap;
 use std::ops::Range as ByteRange;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
@@ -48,15 +49,48 @@ fn check_object(key: &str, metadata: &Option<Metadata>) -> S3Result<()> {
     Ok(())
 }
 
+/// How long PutObject's early check trusts a bucket it saw exist (the version's commit
+/// checks again, so a bucket deleted meanwhile still refuses the put, NoSuchBucket).
+pub const BUCKET_SEEN_TRUST: Duration = Duration::from_secs(10);
+/// Buckets remembered at most by that check (all forgotten when full).
+pub const BUCKETS_SEEN_MAX: usize = 4096;
+
 /// The S3 API of a frontend.
 pub struct CellarS3 {
     blocks: Arc<Blocks>,
+    /// Buckets PutObject saw exist, and when.
+    buckets_seen: Mutex<HashMap<String, Instant>>,
 }
 
 impl CellarS3 {
     /// Over the frontend's block path (and its master client).
     pub fn new(blocks: Arc<Blocks>) -> CellarS3 {
-        CellarS3 { blocks }
+        CellarS3 { blocks, buckets_seen: Mutex::new(HashMap::new()) }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.buckets_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// PutObject's check that its bucket exists before the body is read: a bucket seen
+    /// within [`BUCKET_SEEN_TRUST`] is not asked again (one master round trip and a
+    /// linearizable read fewer per put); the version's commit is the check that counts.
+    async fn bucket_for_put(&self, name: &str) -> S3Result<()> {
+        if self.seen().get(name).is_some_and(|at| at.elapsed() < BUCKET_SEEN_TRUST) {
+            return Ok(());
+        }
+        self.bucket(name).await?;
+        let mut seen = self.seen();
+        if seen.len() >= BUCKETS_SEEN_MAX {
+            seen.clear();
+        }
+        seen.insert(name.to_string(), Instant::now());
+        Ok(())
+    }
+
+    /// Forgets that `name` exists (deleted, or a commit found it gone).
+    fn forget_bucket(&self, name: &str) {
+        self.seen().remove(name);
     }
 
     fn master(&self) -> &MasterClient {
@@ -606,6 +640,7 @@ impl S3 for CellarS3 {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.forget_bucket(&req.input.bucket);
         self.write(Op::DeleteBucket(pb::DeleteBucketOp { name: req.input.bucket })).await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
@@ -693,7 +728,7 @@ impl S3 for CellarS3 {
         let mut req = req;
         let input = &mut req.input;
         check_object(&input.key, &input.metadata)?;
-        self.bucket(&input.bucket).await?;
+        self.bucket_for_put(&input.bucket).await?;
         let tags = tags_of_header(input.tagging.as_deref())?;
         let body = input.body.take().unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
@@ -714,24 +749,30 @@ impl S3 for CellarS3 {
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let op =
             || pb::PutVersionOp { bucket: bucket.clone(), key: key.clone(), fields: Some(fields.clone()) };
-        let written = match ingested.unstored.take() {
-            // One block not stored yet: its index entry and the version in one Raft entry.
-            Some(only) => {
-                let result = self
-                    .blocks
-                    .store_object_version(only.sha256, only.bytes, op())
-                    .await
-                    .map_err(|e| s3_error!(ServiceUnavailable, "storing a block: {e}"))?;
-                drop(only.held);
-                match result {
-                    Some(result) => written_of(result)?,
-                    // Indexed already: the version goes by itself.
-                    None => self.commit_stored(&ingested, || Op::PutVersion(op())).await?,
+        let written: S3Result<Written> = async {
+            Ok(match ingested.unstored.take() {
+                // One block not stored yet: its index entry and the version in one Raft entry.
+                Some(only) => {
+                    let result = self
+                        .blocks
+                        .store_object_version(only.sha256, only.bytes, op())
+                        .await
+                        .map_err(|e| s3_error!(ServiceUnavailable, "storing a block: {e}"))?;
+                    drop(only.held);
+                    match result {
+                        Some(result) => written_of(result)?,
+                        // Indexed already: the version goes by itself.
+                        None => self.commit_stored(&ingested, || Op::PutVersion(op())).await?,
+                    }
                 }
-            }
-            None => self.commit_stored(&ingested, || Op::PutVersion(op())).await?,
-        };
-        let version_id = match written {
+                None => self.commit_stored(&ingested, || Op::PutVersion(op())).await?,
+            })
+        }
+        .await;
+        if written.as_ref().is_err_and(|e| *e.code() == S3ErrorCode::NoSuchBucket) {
+            self.forget_bucket(&bucket);
+        }
+        let version_id = match written? {
             Written::Version(v) if v.version_id != "null" => Some(v.version_id),
             _ => None,
         };
