@@ -444,6 +444,10 @@ async fn a_client_that_stops_reading_holds_its_share_until_its_write_stalls_out(
         }
     }
     assert!(got < large.len(), "the stalled answer was sent whole ({got} bytes)");
+    // Had the large get been handed on as it arrived (its first frame within the hedge
+    // delay), it counts as abandoned: it neither ended well nor failed.
+    let m = &fe.blocks.metrics;
+    assert_eq!(m.streamed_gets_abandoned.get(), m.streamed_gets.get(), "a dropped streamed get not counted");
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }

@@ -157,6 +157,16 @@ impl Arriving {
     }
 }
 
+impl Drop for Arriving {
+    /// A get dropped before its end (its client went away, or the answer's write stalled
+    /// out) is counted as abandoned.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.metrics.streamed_gets_abandoned.add(1);
+        }
+    }
+}
+
 /// Bytes of a frontend's byte budgets held now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BytesHeld {

@@ -93,6 +93,9 @@ pub struct Metrics {
     /// Of those, gets cut after bytes were sent (no holder left, or the bytes failed the
     /// check): the client saw a body shorter than announced.
     pub streamed_gets_cut: Counter,
+    /// Of those, gets whose client went away before the end (dropped, neither ok nor
+    /// failed).
+    pub streamed_gets_abandoned: Counter,
     /// Write leases renewed.
     pub lease_renewals: Counter,
     /// Volumes sealed by this frontend (full, or after a replica failure).
@@ -129,7 +132,7 @@ impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 22] = [
+        let counters: [(&str, &str, &str, &Counter); 23] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -162,6 +165,12 @@ impl Metrics {
                 &self.streamed_gets,
             ),
             ("cellar_frontend_streamed_gets_total", "outcome=\"cut\"", "", &self.streamed_gets_cut),
+            (
+                "cellar_frontend_streamed_gets_total",
+                "outcome=\"abandoned\"",
+                "",
+                &self.streamed_gets_abandoned,
+            ),
             ("cellar_frontend_lease_renewals_total", "", "Write leases renewed.", &self.lease_renewals),
             (
                 "cellar_frontend_volumes_sealed_total",
