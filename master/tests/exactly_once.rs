@@ -267,3 +267,108 @@ async fn a_master_that_never_answers_costs_one_bounded_attempt() {
     assert!(took >= deadline && took < deadline + Duration::from_millis(500), "took {took:?}");
     group.shutdown().await;
 }
+
+/// An object version committed with its block (`CommitIndexRequest.versions`, the
+/// `CommitObjects` command) whose answer is lost: the retry gets the first outcome, the
+/// key has one version and the block one reference. Versions of the wrong shape are
+/// refused before anything is proposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_committed_with_its_block_is_added_once_across_a_lost_answer() {
+    let group = Group::start(3).await;
+    let plain = group.client();
+    register_nodes(&plain).await;
+    let volume = allocate(&plain).await;
+    let create = pb::NsWriteRequest {
+        request_id: None,
+        op: Some(pb::ns_write_request::Op::CreateBucket(pb::CreateBucketOp { name: "bkt".into() })),
+    };
+    plain.call_once(create, |mut c, r| async move { c.ns_write(r).await }).await.expect("create a bucket");
+    // Versioned: a second application would add a second version (and a second reference)
+    // instead of replacing the first.
+    let versioned = pb::NsWriteRequest {
+        request_id: None,
+        op: Some(pb::ns_write_request::Op::SetVersioning(pb::SetVersioningOp {
+            bucket: "bkt".into(),
+            versioning: pb::Versioning::Enabled.into(),
+        })),
+    };
+    plain.call_once(versioned, |mut c, r| async move { c.ns_write(r).await }).await.expect("versioning");
+    let version = |key: &str, i: u64| pb::EntryVersion {
+        entry: 0,
+        op: Some(pb::PutVersionOp {
+            bucket: "bkt".into(),
+            key: key.into(),
+            fields: Some(pb::VersionFields {
+                size_bytes: 36,
+                etag: "\"e\"".into(),
+                blocks: vec![pb::BlockRef { hash: hash(i), length_bytes: 36 }],
+                ..Default::default()
+            }),
+        }),
+    };
+    let unreferenced =
+        |i: u64, offset: u64| pb::IndexCommit { unreferenced: true, ..commit(&volume, i, offset) };
+
+    let faults = LoseAnswers::default();
+    let client = faulty_client(&group, &faults);
+    faults.arm("/CommitIndex", 1);
+    let req = pb::CommitIndexRequest {
+        entries: vec![unreferenced(1, 0)],
+        request_id: None,
+        versions: vec![version("k", 1)],
+    };
+    let resp = client
+        .call_once(req, |mut c, r| async move { c.commit_index(r).await })
+        .await
+        .expect("commit with a version");
+    assert_eq!(faults.lost.load(Ordering::SeqCst), 1, "the first answer was lost");
+    assert_eq!(resp.results[0].outcome(), pb::CommitOutcome::Committed);
+    assert_eq!(resp.versions.len(), 1);
+    let Some(pb::NsWriteResponse { result: Some(pb::ns_write_response::Result::Version(v)) }) =
+        &resp.versions[0].written
+    else {
+        panic!("the version was not added: {:?}", resp.versions)
+    };
+    assert_eq!(v.key, "k");
+    assert_eq!(references(&plain, 1).await, 1, "a retried object commit adds one reference");
+    let list =
+        pb::ListObjectsRequest { bucket: "bkt".into(), versions: true, max_keys: 100, ..Default::default() };
+    let listed = plain
+        .call(|mut c| {
+            let r = list.clone();
+            async move { c.ns_list_objects(r).await }
+        })
+        .await
+        .expect("list versions");
+    assert_eq!(listed.versions.len(), 1, "a retried object commit added a second version: {listed:?}");
+
+    // Refused before anything is proposed: a version naming a referenced entry, one naming
+    // no entry, more versions than entries.
+    let referenced = pb::CommitIndexRequest {
+        entries: vec![commit(&volume, 2, 100)],
+        request_id: None,
+        versions: vec![version("k2", 2)],
+    };
+    let no_entry = pb::CommitIndexRequest {
+        entries: vec![unreferenced(2, 100)],
+        request_id: None,
+        versions: vec![pb::EntryVersion { entry: 1, ..version("k2", 2) }],
+    };
+    let too_many = pb::CommitIndexRequest {
+        entries: vec![unreferenced(2, 100)],
+        request_id: None,
+        versions: vec![version("k2", 2), version("k3", 2)],
+    };
+    for bad in [referenced, no_entry, too_many] {
+        let err = plain
+            .call(|mut c| {
+                let r = bad.clone();
+                async move { c.commit_index(r).await }
+            })
+            .await
+            .expect_err("a malformed object commit was accepted");
+        assert_eq!(err.error_code(), Some(cellar_proto::ErrorCode::BadRequest), "{err:?}");
+    }
+    assert_eq!(references(&plain, 2).await, 0, "a refused object commit indexed its block");
+    group.shutdown().await;
+}
