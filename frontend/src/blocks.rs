@@ -540,25 +540,7 @@ impl Blocks {
             self.metrics.dedup_hits.add(1);
             return Ok(sha256);
         }
-        let sums = BlockSums {
-            sha256,
-            digest: read_digest(&sha256, &bytes),
-            crc32: crc32fast::hash(&bytes),
-            unreferenced: true,
-            relocate_from: 0,
-        };
-        let stored = self.writers.store(sums, bytes).await.map_err(|e| match e {
-            StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
-        })?;
-        self.cache_entry(sha256, stored.entry);
-        if stored.deduplicated {
-            self.metrics.dedup_hits.add(1);
-        } else {
-            self.watcher.note_put(sha256);
-        }
-        self.metrics.puts_ok.add(1);
-        self.metrics.put_bytes.add(size);
-        self.metrics.put_latency.observe(started.elapsed());
+        self.store_unreferenced(sha256, bytes, None, started).await?;
         Ok(sha256)
     }
 
@@ -581,6 +563,23 @@ impl Blocks {
             self.metrics.dedup_hits.add(1);
             return Ok(None);
         }
+        match self.store_unreferenced(sha256, bytes, Some(version), started).await? {
+            Some(result) => Ok(Some(result)),
+            None => Err(BlockError::Unavailable("the master answered no result for the version".into())),
+        }
+    }
+
+    /// Appends a block of an object upload (its entry takes no reference) and commits its
+    /// index entry, with `version` in the same Raft entry when given; counts the put. The
+    /// version's result, if one was given.
+    async fn store_unreferenced(
+        &self,
+        sha256: [u8; 32],
+        bytes: Bytes,
+        version: Option<mpb::PutVersionOp>,
+        started: Instant,
+    ) -> Result<Option<mpb::VersionResult>, BlockError> {
+        let size = bytes.len() as u64;
         let sums = BlockSums {
             sha256,
             digest: read_digest(&sha256, &bytes),
@@ -588,7 +587,11 @@ impl Blocks {
             unreferenced: true,
             relocate_from: 0,
         };
-        let stored = self.writers.store_with_version(sums, bytes, version).await.map_err(|e| match e {
+        let stored = match version {
+            Some(v) => self.writers.store_with_version(sums, bytes, v).await,
+            None => self.writers.store(sums, bytes).await,
+        }
+        .map_err(|e| match e {
             StoreError::Retry(why) | StoreError::Fatal(why) => BlockError::Unavailable(why),
         })?;
         self.cache_entry(sha256, stored.entry);
@@ -600,10 +603,7 @@ impl Blocks {
         self.metrics.puts_ok.add(1);
         self.metrics.put_bytes.add(size);
         self.metrics.put_latency.observe(started.elapsed());
-        match stored.version {
-            Some(result) => Ok(Some(result)),
-            None => Err(BlockError::Unavailable("the master answered no result for the version".into())),
-        }
+        Ok(stored.version)
     }
 
     /// Rewrites a block out of volume `from` for compaction: reads it (verified), appends it
