@@ -108,7 +108,14 @@ async fn two_thousand_blocks_read_back_byte_exact_across_seal_and_code() {
             assert_eq!(s.tasks_failed, 0);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "volumes not coded in time: {:?}", s.volumes);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "volumes not coded in time: {:?}, {} tasks open ({} repairs), {} failed",
+            s.volumes,
+            s.tasks_open,
+            s.repair_tasks_open,
+            s.tasks_failed
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Every block reads back byte-exact; those in coded volumes come from fragments (their
