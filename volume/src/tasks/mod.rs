@@ -24,8 +24,13 @@ use crate::shared::Shared;
 pub use defer::EncodeDefer;
 pub use encode::encode_volume;
 
-/// Attempts at reporting one outcome before leaving it to the claim's expiry.
-const REPORT_ATTEMPTS_MAX: u32 = 5;
+/// How long a task's outcome is offered to the masters (a leader election under load can
+/// take seconds) before it is left to the claim's expiry: a report lost sooner would leave
+/// a finished task claimed, and not done, for the whole claim (10 minutes). Reports are
+/// exactly-once calls, so trying again is safe.
+const REPORT_RETRY_WINDOW: Duration = Duration::from_secs(60);
+/// Longest pause between two report attempts.
+const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 pub use cellar_volume_api::layout::{code_scheme, layout_of};
 
@@ -53,7 +58,8 @@ async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>)
         Ok(note) => (true, note.clone()),
         Err(e) => (false, e.message().chars().take(1000).collect::<String>()),
     };
-    for attempt in 1..=REPORT_ATTEMPTS_MAX {
+    let deadline = std::time::Instant::now() + REPORT_RETRY_WINDOW;
+    for attempt in 1u64.. {
         let detail = detail.clone();
         let node_id = shared.node_id;
         let request = mpb::ReportTaskRequest { task_id, node_id, success, detail, request_id: None };
@@ -69,8 +75,13 @@ async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>)
                 return;
             }
             Err(e) => {
+                let pause = Duration::from_millis(200 * attempt).min(REPORT_BACKOFF_MAX);
+                if std::time::Instant::now() + pause > deadline {
+                    tracing::warn!(task = task_id, attempt, error = %e, "task report given up: left to the claim's expiry");
+                    return;
+                }
                 tracing::warn!(task = task_id, attempt, error = %e, "cannot report task yet");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                tokio::time::sleep(pause).await;
             }
         }
     }
