@@ -3,7 +3,7 @@
 //! restart.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,31 @@ impl Drop for Dev {
     }
 }
 
+/// Starts `cellar dev` on `dir` (its data kept from an earlier start).
 fn start(dir: &Path) -> (Dev, String) {
+    try_start(dir).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// A first start under `root`, in `root/cell-N`: a new directory each time `cellar dev`
+/// could not bind a port it had picked (it picks free ports, closes them and binds them
+/// later, so a cell starting beside another test's can lose one), at most three times.
+/// The cell, its HTTP endpoint and its data directory.
+fn start_fresh(root: &Path) -> (Dev, String, PathBuf) {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        let dir = root.join(format!("cell-{attempt}"));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        match try_start(&dir) {
+            Ok((dev, http)) => return (dev, http, dir),
+            Err(why) if why.contains("Address already in use") => last = why,
+            Err(why) => panic!("{why}"),
+        }
+    }
+    panic!("cellar dev lost a port it picked three times: {last}")
+}
+
+/// `cellar dev` on `dir` once it wrote endpoints.json, or why it exited before.
+fn try_start(dir: &Path) -> Result<(Dev, String), String> {
     let _ = std::fs::remove_file(dir.join("endpoints.json"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dev.log")).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_cellar"))
@@ -49,11 +73,11 @@ fn start(dir: &Path) -> (Dev, String) {
             let http = v["http"].as_str().expect("http endpoint").to_string();
             assert_eq!(v["masters"].as_array().map(Vec::len), Some(3));
             assert_eq!(v["volumes"].as_array().map(Vec::len), Some(6));
-            return (dev, http);
+            return Ok((dev, http));
         }
         if let Ok(Some(status)) = dev.0.try_wait() {
             let log = std::fs::read_to_string(dir.join("dev.log")).unwrap_or_default();
-            panic!("cellar dev exited with {status}: {log}");
+            return Err(format!("cellar dev exited with {status}: {log}"));
         }
         assert!(Instant::now() < deadline, "no endpoints.json in time");
         std::thread::sleep(Duration::from_millis(100));
@@ -86,7 +110,7 @@ fn get(base: &str, hash: &str) -> Vec<u8> {
 #[test]
 fn cellar_dev_serves_puts_and_gets_and_keeps_them_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (dev, base) = start(dir.path());
+    let (dev, base, data) = start_fresh(dir.path());
     let blocks: Vec<Vec<u8>> =
         (0..20u32).map(|i| (0..(i * 50_000)).map(|b| (b ^ i) as u8).collect()).collect();
     let mut hashes = Vec::new();
@@ -119,10 +143,10 @@ fn cellar_dev_serves_puts_and_gets_and_keeps_them_across_a_restart() {
     let same = put_stdin.wait_with_output().expect("wait");
     assert_eq!(String::from_utf8_lossy(&same.stdout).trim(), cli_hash, "stdin and file give one hash");
     stop(dev);
-    assert!(!dir.path().join("endpoints.json").exists(), "endpoints.json is removed at a clean stop");
+    assert!(!data.join("endpoints.json").exists(), "endpoints.json is removed at a clean stop");
 
     // Restart: every block is still there.
-    let (dev, base) = start(dir.path());
+    let (dev, base) = start(&data);
     for (b, h) in blocks.iter().zip(&hashes) {
         assert!(get(&base, h) == *b, "block {h} after restart");
     }
@@ -146,7 +170,7 @@ fn the_server_ignores_sigpipe_and_survives_clients_hanging_up_mid_response() {
     // A server writing to a peer that has gone must get EPIPE, not die of SIGPIPE (cellar
     // dev was once killed this way while stopping).
     let dir = tempfile::tempdir().expect("tempdir");
-    let (dev, base) = start(dir.path());
+    let (dev, base, _data) = start_fresh(dir.path());
     let block: Vec<u8> = (0..3_000_000u32).map(|b| (b % 251) as u8).collect();
     let resp = ureq::put(&format!("{base}/v1/blocks")).send_bytes(&block).expect("put");
     let v: serde_json::Value = serde_json::from_reader(resp.into_reader()).expect("json");
