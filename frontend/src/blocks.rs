@@ -15,12 +15,12 @@ use cellar_volume_api::streamed::{RecordStream, StreamedRead};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::cache::TwoGenerations;
 use crate::config::{CellLimits, FrontendConfig};
 use crate::lookups::Lookups;
 use crate::metrics::Metrics;
 use crate::writers::{BlockSums, StoreError, Writers};
 use crate::{GETS_IN_FLIGHT_MAX, INDEX_CACHE_MAX, PUTS_IN_FLIGHT_MAX, VOLUME_CACHE_MAX};
+use cellar_volume_api::cache::TwoGenerations;
 
 /// Why a block operation failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,6 @@
 //! - [`compactor`]: moves the live blocks of volumes compaction rewrites.
 
 pub mod blocks;
-pub mod cache;
 pub mod compactor;
 pub mod config;
 pub mod grpc;
@@ -30,7 +29,7 @@ pub use http::{FrontendHandle, start};
 pub const COMPACTION_BYTES_PER_SEC_DEFAULT: u64 = 50_000_000;
 
 /// Index entries cached by a frontend (lookups of blocks it has seen); the least recently
-/// used half is forgotten when full ([`cache::TwoGenerations`]).
+/// used half is forgotten when full ([`cellar_volume_api::cache::TwoGenerations`]).
 pub const INDEX_CACHE_MAX: usize = 100_000;
 /// Volume records cached by a frontend (as the index entries).
 pub const VOLUME_CACHE_MAX: usize = 10_000;

@@ -27,9 +27,9 @@
 //! The wire limits both sides must agree on are the constants below.
 
 pub mod arriving;
+pub mod cache;
 pub mod client;
 pub mod cluster;
-pub mod cut_records;
 pub mod deadline;
 pub mod digest;
 pub mod errors;

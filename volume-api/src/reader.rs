@@ -8,8 +8,8 @@
 //! its SHA-256: [`crate::digest`]): bytes that do not match are never returned, and their
 //! extent is reported to the master.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,9 +24,9 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tonic::{Code, Status};
 
+use crate::cache::TwoGenerations;
 use crate::client::read_fragment_range;
 use crate::cluster::Cluster;
-use crate::cut_records::CutRecords;
 use crate::deadline::bounded;
 use crate::digest::BlockKey;
 use crate::errors::{code_of, status};
@@ -62,6 +62,21 @@ pub struct BlockReader {
     pub(crate) cut: Arc<CutRecords>,
 }
 
+/// Records read whole since their streamed read failed, at most.
+pub const CUT_RECORDS_MAX: usize = 1024;
+
+/// Records (volume, offset) whose streamed read failed lately (the bytes were not the
+/// key's, or no holder was left to finish them): later reads of them go whole, which tries
+/// every replica and reports one whose bytes are not the key's once another's are. Without
+/// this memory every get of such a block would stream from the same first replica and be
+/// cut short again.
+pub(crate) type CutRecords = Mutex<TwoGenerations<(u64, u64), ()>>;
+
+/// `cut`, locked (a poisoned lock still holds a usable set).
+pub(crate) fn lock_cut(cut: &CutRecords) -> std::sync::MutexGuard<'_, TwoGenerations<(u64, u64), ()>> {
+    cut.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Whether the master's `current` record of a volume places or codes it differently from
 /// the caller's `cached` one.
 fn moved(cached: &mpb::Volume, current: &mpb::Volume) -> bool {
@@ -85,7 +100,11 @@ fn unavailable(message: String) -> Status {
 impl BlockReader {
     /// A reader over `cluster`.
     pub fn new(cluster: Arc<Cluster>, block_size_max_bytes: u64) -> BlockReader {
-        BlockReader { cluster, block_size_max_bytes, cut: Arc::new(CutRecords::default()) }
+        BlockReader {
+            cluster,
+            block_size_max_bytes,
+            cut: Arc::new(Mutex::new(TwoGenerations::new(CUT_RECORDS_MAX))),
+        }
     }
 
     /// The cell view reads go through.
@@ -93,10 +112,9 @@ impl BlockReader {
         &self.cluster
     }
 
-    /// Records whose streamed read failed lately (read whole since; see
-    /// [`crate::cut_records`]).
+    /// Records whose streamed read failed lately (read whole since; see [`CutRecords`]).
     pub fn cut_records(&self) -> usize {
-        self.cut.len()
+        lock_cut(&self.cut).len()
     }
 
     /// Reads the record of `length_bytes` (header + payload) at `offset_bytes` of volume

@@ -18,7 +18,7 @@
 //!
 //! Only replicated volumes and records over one frame ([`FRAME_MAX_BYTES`]) are read so;
 //! coded volumes, small records and in-process servers are read whole. So is a record
-//! whose stream failed lately ([`crate::cut_records`]): its first replica would cut every
+//! whose stream failed lately ([`crate::reader::CutRecords`]): its first replica would cut every
 //! later stream short too, while the whole read goes around it and reports it.
 
 use std::collections::VecDeque;
@@ -35,10 +35,9 @@ use tonic::{Code, Status};
 use crate::FRAME_MAX_BYTES;
 use crate::arriving::ArrivingRecord;
 use crate::cluster::Cluster;
-use crate::cut_records::CutRecords;
 use crate::digest::BlockKey;
 use crate::errors::status;
-use crate::reader::{BlockRead, BlockReader, replica_order};
+use crate::reader::{BlockRead, BlockReader, CutRecords, lock_cut, replica_order};
 use crate::transport::ResponseStream;
 use cellar_proto::error_code as code;
 
@@ -100,7 +99,7 @@ impl BlockReader {
         // one with other bytes than the key's is reported once another's match.
         if length_bytes <= FRAME_MAX_BYTES
             || v.state() == VolumeState::Coded
-            || self.cut.contains(v.volume_id, offset_bytes)
+            || lock_cut(&self.cut).contains_key(&(v.volume_id, offset_bytes))
         {
             return self.read(v, key, offset_bytes, length_bytes).await.map(StreamedRead::Whole);
         }
@@ -228,7 +227,7 @@ impl RecordStream {
         if let Err(e) = &next {
             self.done = true;
             self.failed = Some(e.message().to_string());
-            self.cut.insert(self.volume_id, self.offset_bytes);
+            lock_cut(&self.cut).insert((self.volume_id, self.offset_bytes), ());
         }
         next
     }

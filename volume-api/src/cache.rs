@@ -1,9 +1,10 @@
-//! A bounded map that forgets its least recently used half at once: two generations, the
-//! newer taking inserts and the entries read from the older; when the newer holds half the
-//! bound it becomes the older and the older is dropped. A lookup costs at most two hash
-//! probes, nothing is kept past the bound, and an entry used since the last turn survives
-//! the next. (A map cleared when full forgot every entry at once: a frontend whose working
-//! set was just over the bound then asked the master again for every block it served.)
+//! A bounded map that forgets its least recently used half at once, for the caches of a
+//! frontend and the cut records of a reader: two generations, the newer taking inserts and
+//! the entries read from the older; when the newer holds half the bound it becomes the
+//! older and the older is dropped. A lookup costs at most two hash probes, nothing is kept
+//! past the bound, and an entry used since the last turn survives the next. (A map cleared
+//! when full forgot every entry at once: a frontend whose working set was just over the
+//! bound then asked the master again for every block it served.)
 
 use std::collections::HashMap;
 use std::hash::Hash;
