@@ -8,8 +8,8 @@ use cellar_format::RECORD_HEADER_BYTES;
 
 use crate::codec::Kind;
 use crate::command::{
-    Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, IndexCommit,
-    IndexEntryView, ObjectCall, Response, health_of,
+    Command, CommandError, CommitCall, CommitOutcome, DiskRegistration, DiskStat, EntryVersion, IndexCommit,
+    IndexEntryView, ObjectCall, RequestId, Response, health_of,
 };
 pub use crate::place_check::{check_fragment_places, check_place};
 use crate::state::write_record;
@@ -197,8 +197,16 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
     Ok(response)
 }
 
-/// Applies a batch of index commits; each call of the batch is applied at most once (see
-/// [`crate::session`]) and answered with its own outcomes, in batch order.
+/// One call of an index commit batch, from whichever command carried it.
+struct BatchCall<'a> {
+    request: Option<&'a RequestId>,
+    entries: u32,
+    /// Object versions to add after the call's entries (`CommitObjects` only).
+    versions: &'a [EntryVersion],
+}
+
+/// Applies a batch of index commits (`CommitIndex`, `CommitIndexUnreferenced`): each call
+/// at most once (see [`crate::session`]), answered with its own outcomes, in batch order.
 fn commit_index(
     kv: &mut dyn Kv,
     c: &mut Counters,
@@ -208,63 +216,22 @@ fn commit_index(
     now_unix_ms: u64,
     calls: &[CommitCall],
 ) -> Result<Response, StateError> {
-    // Volumes touched by the batch are read and written once, not once per entry.
-    let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
-    let mut commit_all =
-        |kv: &mut dyn Kv, first: usize, entries: &[IndexCommit]| -> Result<Response, StateError> {
-            let outcomes = entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let referenced = unreferenced.binary_search(&((first + i) as u32)).is_err();
-                    commit_one(kv, c, &mut volumes, e, referenced, volume_size_max_bytes, now_unix_ms)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Response::Committed { outcomes })
-        };
-    let response = if calls.is_empty() {
-        commit_all(kv, 0, entries)?
+    // A batch without a call list is one call without an id.
+    let calls: Vec<BatchCall> = if calls.is_empty() {
+        vec![BatchCall { request: None, entries: entries.len() as u32, versions: &[] }]
     } else {
-        let total: u64 = calls.iter().map(|call| u64::from(call.entries)).sum();
-        if total != entries.len() as u64 {
-            return refused(CommandError::BadRequest {
-                detail: format!("the batch's calls cover {total} entries, not {}", entries.len()),
-            });
-        }
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let mut rest = entries;
-        let mut first = 0usize;
-        for call in calls {
-            let (mine, tail) = rest.split_at(call.entries as usize);
-            rest = tail;
-            let at = first;
-            first += mine.len();
-            let answered = match &call.request {
-                None => commit_all(kv, at, mine)?,
-                Some(request) => {
-                    crate::session::once(kv, request, now_unix_ms, |kv| commit_all(kv, at, mine))?
-                }
-            };
-            let rejected = |error: CommandError| vec![CommitOutcome::Rejected { error }; mine.len()];
-            outcomes.extend(match answered {
-                Response::Committed { outcomes } if outcomes.len() == mine.len() => outcomes,
-                Response::Refused { error } => rejected(error),
-                // The id was used before by a call of another shape: a client bug. Its
-                // first outcome cannot stand for this one, and nothing is applied.
-                _ => rejected(CommandError::BadRequest {
-                    detail: "request id reused by a different call".into(),
-                }),
-            });
-        }
-        Response::Committed { outcomes }
+        calls
+            .iter()
+            .map(|call| BatchCall { request: call.request.as_ref(), entries: call.entries, versions: &[] })
+            .collect()
     };
-    write_touched(kv, &volumes)?;
-    Ok(response)
+    commit_calls(kv, c, entries, unreferenced, volume_size_max_bytes, now_unix_ms, &calls, false)
 }
 
-/// Applies a batch of object blocks' commits and the versions naming them: per call (at
-/// most once by its id), its entries as [`commit_index`] would, then each of its versions
-/// whose entry was committed or deduplicated (the others are refused and write nothing).
+/// Applies a batch of object blocks' commits and the versions naming them
+/// (`CommitObjects`): per call, its entries as [`commit_index`] would, then each of its
+/// versions whose entry was committed or deduplicated (the others are refused and write
+/// nothing).
 fn commit_objects(
     kv: &mut dyn Kv,
     c: &mut Counters,
@@ -274,12 +241,6 @@ fn commit_objects(
     now_unix_ms: u64,
     calls: &[ObjectCall],
 ) -> Result<Response, StateError> {
-    let total: u64 = calls.iter().map(|call| u64::from(call.entries)).sum();
-    if total != entries.len() as u64 {
-        return refused(CommandError::BadRequest {
-            detail: format!("the batch's calls cover {total} entries, not {}", entries.len()),
-        });
-    }
     let versions_total: usize = calls.iter().map(|call| call.versions.len()).sum();
     if calls.len() > NS_BATCH_CALLS_MAX || versions_total > NS_BATCH_CALLS_MAX {
         return refused(CommandError::BadRequest {
@@ -289,18 +250,61 @@ fn commit_objects(
             ),
         });
     }
+    let calls: Vec<BatchCall> = calls
+        .iter()
+        .map(|call| BatchCall {
+            request: call.request.as_ref(),
+            entries: call.entries,
+            versions: &call.versions,
+        })
+        .collect();
+    commit_calls(kv, c, entries, unreferenced, volume_size_max_bytes, now_unix_ms, &calls, true)
+}
+
+/// The calls of an index commit batch, each applied at most once by its id and answered
+/// with its own outcomes (and, with `objects`, its versions' responses: the command's
+/// response is then `CommittedObjects`, else `Committed`, as each call's stored outcome).
+#[allow(clippy::too_many_arguments)]
+fn commit_calls(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    entries: &[IndexCommit],
+    unreferenced: &[u32],
+    volume_size_max_bytes: u64,
+    now_unix_ms: u64,
+    calls: &[BatchCall],
+    objects: bool,
+) -> Result<Response, StateError> {
+    let total: u64 = calls.iter().map(|call| u64::from(call.entries)).sum();
+    if total != entries.len() as u64 {
+        return refused(CommandError::BadRequest {
+            detail: format!("the batch's calls cover {total} entries, not {}", entries.len()),
+        });
+    }
+    // Volumes touched by the batch are read and written once, not once per entry.
     let mut volumes: BTreeMap<u64, (VolumeRecord, bool)> = BTreeMap::new();
-    let mut apply_call = |kv: &mut dyn Kv, first: usize, mine: &[IndexCommit], call: &ObjectCall| {
+    let unreferenced_at = |at: usize| unreferenced.binary_search(&(at as u32)).is_ok();
+    let mut apply_call = |kv: &mut dyn Kv, first: usize, mine: &[IndexCommit], call: &BatchCall| {
         let outcomes = mine
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let referenced = unreferenced.binary_search(&((first + i) as u32)).is_err();
-                commit_one(kv, c, &mut volumes, e, referenced, volume_size_max_bytes, now_unix_ms)
+                commit_one(
+                    kv,
+                    c,
+                    &mut volumes,
+                    e,
+                    !unreferenced_at(first + i),
+                    volume_size_max_bytes,
+                    now_unix_ms,
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if !objects {
+            return Ok::<Response, StateError>(Response::Committed { outcomes });
+        }
         let mut versions = Vec::with_capacity(call.versions.len());
-        for v in &call.versions {
+        for v in call.versions {
             let at = v.entry as usize;
             let refusal = |detail: String| Response::Refused { error: CommandError::BadRequest { detail } };
             versions.push(match (outcomes.get(at), &v.op) {
@@ -308,7 +312,7 @@ fn commit_objects(
                 (_, op) if !matches!(op, crate::ns_types::NsOp::PutVersion { .. }) => {
                     refusal(format!("{} cannot be committed with a block", op.name()))
                 }
-                (Some(_), _) if unreferenced.binary_search(&((first + at) as u32)).is_err() => {
+                (Some(_), _) if !unreferenced_at(first + at) => {
                     refusal(format!("entry {at} takes a reference of its own; a version's block takes none"))
                 }
                 (Some(CommitOutcome::Committed { .. } | CommitOutcome::Deduplicated { .. }), op) => {
@@ -319,10 +323,10 @@ fn commit_objects(
                 }
             });
         }
-        Ok::<Response, StateError>(Response::CommittedObjects { outcomes, versions })
+        Ok(Response::CommittedObjects { outcomes, versions })
     };
     let mut outcomes = Vec::with_capacity(entries.len());
-    let mut versions = Vec::with_capacity(versions_total);
+    let mut versions = Vec::new();
     let mut rest = entries;
     let mut first = 0usize;
     for call in calls {
@@ -330,33 +334,38 @@ fn commit_objects(
         rest = tail;
         let at = first;
         first += mine.len();
-        let answered = match &call.request {
+        let answered = match call.request {
             None => apply_call(kv, at, mine, call)?,
             Some(request) => {
                 crate::session::once(kv, request, now_unix_ms, |kv| apply_call(kv, at, mine, call))?
             }
         };
-        match answered {
+        let error = match answered {
+            Response::Committed { outcomes: o } if !objects && o.len() == mine.len() => {
+                outcomes.extend(o);
+                continue;
+            }
             Response::CommittedObjects { outcomes: o, versions: v }
-                if o.len() == mine.len() && v.len() == call.versions.len() =>
+                if objects && o.len() == mine.len() && v.len() == call.versions.len() =>
             {
                 outcomes.extend(o);
                 versions.extend(v);
+                continue;
             }
-            other => {
-                // Refused as a whole, or the id was used before by a call of another shape
-                // (a client bug: its first outcome cannot stand for this one).
-                let error = match other {
-                    Response::Refused { error } => error,
-                    _ => CommandError::BadRequest { detail: "request id reused by a different call".into() },
-                };
-                outcomes.extend(vec![CommitOutcome::Rejected { error: error.clone() }; mine.len()]);
-                versions.extend(vec![Response::Refused { error }; call.versions.len()]);
-            }
-        }
+            Response::Refused { error } => error,
+            // The id was used before by a call of another shape: a client bug. Its first
+            // outcome cannot stand for this one, and nothing is applied.
+            _ => CommandError::BadRequest { detail: "request id reused by a different call".into() },
+        };
+        outcomes.extend(vec![CommitOutcome::Rejected { error: error.clone() }; mine.len()]);
+        versions.extend(vec![Response::Refused { error }; call.versions.len()]);
     }
     write_touched(kv, &volumes)?;
-    Ok(Response::CommittedObjects { outcomes, versions })
+    Ok(if objects {
+        Response::CommittedObjects { outcomes, versions }
+    } else {
+        Response::Committed { outcomes }
+    })
 }
 
 /// Writes back the volumes a batch of commits grew (see [`take_place`]).
