@@ -38,6 +38,11 @@ pub const DIRECT_READ_MIN_BYTES: usize = 128 << 10;
 /// What a direct read needs in its buffer beyond the bytes asked for: up to one unit to
 /// align the buffer's address, and up to one unit on each side to align the file range.
 pub const DIRECT_READ_SLACK_BYTES: usize = 3 * DIRECT_ALIGN_BYTES;
+/// A transparent huge page (x86-64 and arm64 with 4 KiB base pages). A large read starts
+/// at a multiple of this inside its buffer when the buffer has room ([`read_large`]), so
+/// that a buffer advised with [`advise_huge_pages`] and this much larger than its largest
+/// read holds the whole read in huge pages.
+pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 
 /// Released buffers kept for reuse: at most this many, of at most [`POOL_BYTES_MAX`] in
 /// all, each up to [`POOL_BUF_MAX_BYTES`] (larger ones are freed).
@@ -239,18 +244,68 @@ pub fn read_large(
     if len_bytes < DIRECT_READ_MIN_BYTES {
         return Ok(None);
     }
-    if buf.len() < len_bytes {
+    if buf.capacity() < len_bytes + DIRECT_READ_SLACK_BYTES {
         // Room for a direct read too, at once: a doubled capacity would outgrow the pools
         // that keep these buffers.
-        buf.reserve_exact(len_bytes + DIRECT_READ_SLACK_BYTES - buf.len());
-        buf.resize(len_bytes, 0);
+        buf.reserve_exact((len_bytes + DIRECT_READ_SLACK_BYTES).saturating_sub(buf.len()));
     }
-    if file.read_cached_at(&mut buf[..len_bytes], offset_bytes) {
-        return Ok(Some(0));
+    let at = placement(buf, len_bytes);
+    if buf.len() < at + len_bytes {
+        buf.resize(at + len_bytes, 0);
+    }
+    if file.read_cached_at(&mut buf[at..at + len_bytes], offset_bytes) {
+        return Ok(Some(at));
     }
     match io.open_direct_read(path)? {
         Some(direct) => direct.read_into(offset_bytes, len_bytes, buf),
         None => Ok(None),
+    }
+}
+
+/// Where in `buf` a large read of `len_bytes` goes: at its first [`HUGE_PAGE_BYTES`]
+/// boundary if its capacity holds the read from there, else at its first
+/// [`DIRECT_ALIGN_BYTES`] boundary (the caller made room for that: a capacity of at least
+/// `len_bytes + DIRECT_ALIGN_BYTES`).
+fn placement(buf: &Vec<u8>, len_bytes: usize) -> usize {
+    placement_at(buf.as_ptr() as usize, buf.capacity(), len_bytes)
+}
+
+/// [`placement`] for a buffer at address `addr` of `capacity_bytes`.
+fn placement_at(addr: usize, capacity_bytes: usize, len_bytes: usize) -> usize {
+    let huge = (HUGE_PAGE_BYTES - addr % HUGE_PAGE_BYTES) % HUGE_PAGE_BYTES;
+    if huge.saturating_add(len_bytes) <= capacity_bytes {
+        huge
+    } else {
+        (DIRECT_ALIGN_BYTES - addr % DIRECT_ALIGN_BYTES) % DIRECT_ALIGN_BYTES
+    }
+}
+
+/// Advises the kernel to back `buf`'s allocation (its whole capacity, the
+/// [`HUGE_PAGE_BYTES`]-aligned part of it) with transparent huge pages, before its pages
+/// are first touched: a large read placed there ([`read_large`]) and its copy to a socket
+/// then walk one page-table entry per 2 MiB instead of 512 (on a virtual machine, each
+/// 4 KiB miss walks the host's tables too). Returns whether the kernel took the advice;
+/// a kernel without transparent huge pages (or set to `never`) refuses it and nothing
+/// changes. The advice stays with the memory when `buf` is freed, so only buffers kept
+/// for the life of the process (a pool's) should be advised.
+pub fn advise_huge_pages(buf: &mut Vec<u8>) -> bool {
+    let start = buf.as_mut_ptr() as usize;
+    let end = start + buf.capacity();
+    let from = start.next_multiple_of(HUGE_PAGE_BYTES);
+    let to = end - end % HUGE_PAGE_BYTES;
+    if to <= from {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: [from, to) lies inside `buf`'s allocation, which `buf` owns; the advice
+        // changes how the kernel backs those pages, never their contents or validity.
+        let rc = unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+        rc == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
     }
 }
 
@@ -309,13 +364,14 @@ impl DirectFile {
         let from = align_down(offset_bytes);
         let span = usize::try_from(align_up(end) - from)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "read range too large"))?;
-        let need = span + DIRECT_ALIGN_BYTES;
-        if buf.len() < need {
+        if buf.capacity() < span + DIRECT_ALIGN_BYTES {
             // Exactly: a doubled capacity would outgrow the pools that keep these buffers.
-            buf.reserve_exact(need - buf.len());
-            buf.resize(need, 0);
+            buf.reserve_exact((span + DIRECT_ALIGN_BYTES).saturating_sub(buf.len()));
         }
-        let pad = (DIRECT_ALIGN_BYTES - buf.as_ptr() as usize % DIRECT_ALIGN_BYTES) % DIRECT_ALIGN_BYTES;
+        let pad = placement(buf, span);
+        if buf.len() < pad + span {
+            buf.resize(pad + span, 0);
+        }
         let head = (offset_bytes - from) as usize;
         let want = head + len_bytes;
         let target = &mut buf[pad..pad + span];
@@ -466,5 +522,54 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         let err = file.read_into(u64::MAX - 5, 10, &mut buf).expect_err("overflow");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        // A buffer a huge page larger than the read takes it at a huge page boundary.
+        let mut roomy = Vec::with_capacity(HUGE_PAGE_BYTES + 40_000);
+        let at = file.read_into(4097, 20_000, &mut roomy).expect("read").expect("direct");
+        assert_eq!((roomy.as_ptr() as usize + at - 1) % HUGE_PAGE_BYTES, 0, "{at}");
+        assert_eq!(&roomy[at..at + 20_000], &data[4097..24_097]);
+    }
+
+    #[test]
+    fn large_reads_go_to_a_huge_page_boundary_when_the_buffer_has_room() {
+        let huge = HUGE_PAGE_BYTES;
+        // Room past the boundary: there.
+        assert_eq!(placement_at(huge - 100, 200 + 4096, 4096), 100);
+        assert_eq!(placement_at(3 * huge, 5000, 4096), 0);
+        // No room past it: the first 4 KiB boundary.
+        assert_eq!(placement_at(huge + 4096 + 10, 8192, 4096), 4086);
+        assert_eq!(placement_at(huge + 8192, 8192, 4096), 0);
+        // Never past the capacity, whatever the address.
+        for addr in [1usize, 4095, 4096, huge - 1, huge + 1, 7 * huge - 4096] {
+            for (cap, len) in [(8192usize, 4096usize), (huge + 8192, huge), (2 * huge + 4096, huge)] {
+                let at = placement_at(addr, cap, len);
+                assert!(at + len <= cap, "{addr} {cap} {len}: {at}");
+                assert_eq!((addr + at) % DIRECT_ALIGN_BYTES, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn cached_large_reads_land_at_the_placement_and_advice_is_harmless() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(600u32 << 10)).map(|i| (i * 13 % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let io = super::super::pread::PreadBackend;
+        let file = super::super::IoBackend::open(&io, &path).expect("open");
+        let (from, len) = (4097u64, 300usize << 10);
+        let want = &data[from as usize..from as usize + len];
+        let mut roomy = Vec::with_capacity(HUGE_PAGE_BYTES + len + DIRECT_READ_SLACK_BYTES);
+        // Taken or not (a kernel without transparent huge pages), reads work the same.
+        let _ = advise_huge_pages(&mut roomy);
+        let at = read_large(&io, &path, file.as_ref(), from, len, &mut roomy).expect("read").expect("large");
+        assert_eq!((roomy.as_ptr() as usize + at) % HUGE_PAGE_BYTES, 0, "{at}");
+        assert_eq!(&roomy[at..at + len], want);
+        let mut plain = Vec::new();
+        let at = read_large(&io, &path, file.as_ref(), from, len, &mut plain).expect("read").expect("large");
+        assert_eq!((plain.as_ptr() as usize + at) % DIRECT_ALIGN_BYTES, 0, "{at}");
+        assert_eq!(&plain[at..at + len], want);
+        assert!(plain.capacity() <= len + DIRECT_READ_SLACK_BYTES, "{}", plain.capacity());
+        // Too short to go this way: the caller reads buffered.
+        assert_eq!(read_large(&io, &path, file.as_ref(), 0, 4096, &mut plain).expect("read"), None);
     }
 }

@@ -53,7 +53,10 @@ pub async fn execute(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String, S
     }
 }
 
-async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>) {
+/// Reports a task's outcome to the masters, retrying within [`REPORT_RETRY_WINDOW`]; a
+/// server told to stop makes one attempt more at most (its report is worth a try, its
+/// retries would hold the stop for up to the window).
+async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>, stop: &mut watch::Receiver<bool>) {
     let (success, detail) = match outcome {
         Ok(note) => (true, note.clone()),
         Err(e) => (false, e.message().chars().take(1000).collect::<String>()),
@@ -81,7 +84,13 @@ async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>)
                     return;
                 }
                 tracing::warn!(task = task_id, attempt, error = %e, "cannot report task yet");
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => {
+                        tracing::warn!(task = task_id, attempt, "task report given up: the server is stopping; left to the claim's expiry");
+                        return;
+                    }
+                }
             }
         }
     }
@@ -127,6 +136,7 @@ pub async fn run_executor(
                         }
                         let Ok(permit) = slots.clone().acquire_owned().await else { return };
                         let (shared, running, wake) = (shared.clone(), running.clone(), wake.clone());
+                        let mut stop = stop.clone();
                         tokio::spawn(async move {
                             tracing::info!(
                                 task = task.task_id,
@@ -147,7 +157,7 @@ pub async fn run_executor(
                                 }
                             }
                             shared.metrics.tasks.record(outcome.is_ok(), 0);
-                            report(&shared, task.task_id, &outcome).await;
+                            report(&shared, task.task_id, &outcome, &mut stop).await;
                             running.lock().unwrap_or_else(|p| p.into_inner()).remove(&task.task_id);
                             drop(permit);
                             wake.notify_one();
