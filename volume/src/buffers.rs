@@ -67,7 +67,9 @@ impl ReadBuffers {
     /// Counts one more pool buffer, if the pool may make one.
     fn make_room(&self) -> bool {
         self.made
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < READ_BUFFERS_KEPT_MAX).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < READ_BUFFERS_KEPT_MAX).then_some(n + 1)
+            })
             .is_ok()
     }
 

@@ -56,7 +56,12 @@ pub async fn execute(shared: &Arc<Shared>, task: &mpb::Task) -> Result<String, S
 /// Reports a task's outcome to the masters, retrying within [`REPORT_RETRY_WINDOW`]; a
 /// server told to stop makes one attempt more at most (its report is worth a try, its
 /// retries would hold the stop for up to the window).
-async fn report(shared: &Shared, task_id: u64, outcome: &Result<String, Status>, stop: &mut watch::Receiver<bool>) {
+async fn report(
+    shared: &Shared,
+    task_id: u64,
+    outcome: &Result<String, Status>,
+    stop: &mut watch::Receiver<bool>,
+) {
     let (success, detail) = match outcome {
         Ok(note) => (true, note.clone()),
         Err(e) => (false, e.message().chars().take(1000).collect::<String>()),
