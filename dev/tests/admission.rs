@@ -452,6 +452,84 @@ async fn a_client_that_stops_reading_holds_its_share_until_its_write_stalls_out(
     cell.shutdown(dir.path()).await;
 }
 
+/// A gRPC get answers with the block's own buffers and keeps their share of the get byte
+/// budget until they are written: a client that asks for a large block and reads nothing
+/// holds it (tonic's encoded copy let it go once encoded), so another get waits, until the
+/// client goes away. Gets read whole and refused ones still answer as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grpc_get_keeps_its_share_until_its_answer_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let budget = 4u64 << 20;
+    let (fe, large, small) =
+        get_budget_frontend(&cell, budget, |c| c.grpc = Some("127.0.0.1:0".into())).await;
+    let grpc = fe.grpc_addr.expect("a gRPC listener");
+    let key = |b: &[u8]| -> String { hex::encode(sha2::Sha256::digest(b)) };
+
+    // Over tonic, whole: the large block (in several buffers) and the small one, byte for
+    // byte; an unknown key and a malformed one refused with their codes.
+    let mut client = fpb::blocks_client::BlocksClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(8 << 20);
+    for block in [&large, &small] {
+        let got = client.get(fpb::BlockRef { hash: key(block) }).await.expect("get").into_inner();
+        assert!(got.data == block[..] && !got.degraded, "a block of {} bytes read back wrong", block.len());
+    }
+    let missing = client.get(fpb::BlockRef { hash: key(b"never stored") }).await.expect_err("unknown");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert_eq!(
+        missing.metadata().get(cellar_proto::ERROR_CODE_KEY).and_then(|v| v.to_str().ok()),
+        Some("NOT_FOUND")
+    );
+    let bad = client.get(fpb::BlockRef { hash: "xyz".into() }).await.expect_err("malformed");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    wait_for("the gets to give their shares back", || fe.blocks.bytes_held().get_blocks == 0).await;
+
+    // A client on HTTP/2 itself, with the default 64 KiB stream window, asks for the large
+    // block and never reads its answer.
+    let tcp = tokio::net::TcpStream::connect(grpc).await.expect("connect");
+    let (mut send, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    let driver = tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{grpc}/cellar.frontend.v1.Blocks/Get"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (answer, mut body) = send.send_request(request, false).expect("send the request");
+    let hash = key(&large);
+    let mut message = vec![0u8, 0, 0, 0, 2 + hash.len() as u8, 0x0a, hash.len() as u8];
+    message.extend_from_slice(hash.as_bytes());
+    body.send_data(bytes::Bytes::from(message), true).expect("send the message");
+    let answer = tokio::time::timeout(WAIT, answer).await.expect("headers in time").expect("answer");
+    assert_eq!(answer.status().as_u16(), 200);
+    let unread = answer.into_body();
+    wait_for("the unread answer to hold its share", || fe.blocks.bytes_held().get_blocks > budget / 2).await;
+
+    // Its bytes keep the share while they wait to be written: another get waits.
+    let http = reqwest::Client::new();
+    let get = tokio::spawn({
+        let url = format!("http://{}/v1/blocks/{}", fe.addr, key(&small));
+        async move { http.get(url).send().await }
+    });
+    wait_for("the small get to wait for room in the byte budget", || {
+        fe.blocks.metrics.get_admission_waits.get() == 1
+    })
+    .await;
+    assert!(!get.is_finished(), "a get was served past the byte budget");
+
+    // The client goes away: the answer is dropped unsent, its share comes back and the
+    // waiting get is served.
+    drop((unread, body, send));
+    driver.abort();
+    let resp = tokio::time::timeout(WAIT, get).await.expect("answered").expect("task").expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), small.as_slice());
+    wait_for("every share to come back", || fe.blocks.bytes_held().get_blocks == 0).await;
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
+
 /// A PutObject body of one block leaves it unstored, hashed and holding its share of the
 /// put budget, so that its index entry and the object's version commit in one Raft entry;
 /// the version is refused alone when its bucket is gone (the block stays, unreferenced).

@@ -342,7 +342,7 @@ impl Blocks {
     }
 
     /// Waits for room for one more put (bounds the bodies held in memory): taken before
-    /// the body is read (HTTP) or decoded (gRPC, see [`crate::grpc::PutAdmission`]).
+    /// the body is read (HTTP) or decoded (gRPC, see [`crate::grpc::Admission`]).
     pub async fn admit_put(&self) -> tokio::sync::OwnedSemaphorePermit {
         permits(&self.puts, 1, &self.metrics.put_admission_waits).await
     }

@@ -3,15 +3,25 @@
 //!
 //! A put is admitted before its body is decoded: tonic decodes a unary request (up to
 //! [`GRPC_MESSAGE_MAX_BYTES`]) before the handler runs, so the put permit is taken one
-//! layer out, by [`PutAdmission`] around the whole service, on the request's path alone.
+//! layer out, by [`Admission`] around the whole service, on the request's path alone.
 //! Until then the body stays in the client and the HTTP/2 stream window (at most
 //! [`crate::GRPC_STREAM_WINDOW_BYTES`]); a concurrency limit per connection would bound
 //! requests per client, not puts per frontend, so the same semaphore as HTTP puts is used.
+//!
+//! A get is answered by [`Admission`] itself (`cellar_volume_api::replies`): the block goes
+//! out as the buffers it arrived in, behind the message's prefix, without tonic's copy into
+//! one new buffer, and the answer keeps the get's permit and its share of the get byte
+//! budget until its last byte is written (tonic's copy was outside the budget once encoded,
+//! so a slow client could hold any number of 4 MiB answers).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use cellar_proto::frontend as pb;
 use cellar_proto::frontend::blocks_server::{Blocks as BlocksRpc, BlocksServer};
+use cellar_volume_api::replies::{Held, decode, reply};
+use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
@@ -21,40 +31,45 @@ use crate::blocks::{BlockError, Blocks, parse_hash};
 /// Largest gRPC message: a 4 MiB block plus framing.
 pub const GRPC_MESSAGE_MAX_BYTES: usize = 5 << 20;
 
-/// The gRPC path of the put method, which [`PutAdmission`] admits.
+/// The gRPC path of the put method, which [`Admission`] admits.
 pub const PUT_PATH: &str = "/cellar.frontend.v1.Blocks/Put";
+/// The gRPC path of the get method, which [`Admission`] answers.
+pub const GET_PATH: &str = "/cellar.frontend.v1.Blocks/Get";
+/// Largest get request read (a `BlockRef`: a hash of 32 bytes, or its 64 hex digits).
+const GET_REQUEST_MAX_BYTES: usize = 4096;
+/// Field number of `GetResponse.data`.
+const GET_DATA_FIELD: u32 = 1;
 
-/// The gRPC block service as served: [`BlocksService`] behind [`PutAdmission`].
-pub fn server(blocks: Arc<Blocks>) -> PutAdmission<BlocksServer<BlocksService>> {
+/// The gRPC block service as served: [`BlocksService`] behind [`Admission`].
+pub fn server(blocks: Arc<Blocks>) -> Admission {
     let inner = BlocksServer::new(BlocksService::new(blocks.clone()))
         .max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES)
         .max_encoding_message_size(GRPC_MESSAGE_MAX_BYTES);
-    PutAdmission { inner, blocks }
+    Admission { inner, blocks }
 }
 
 /// Takes a put permit for every put request before the inner service decodes its body,
-/// and holds it until the answer is ready.
+/// and holds it until the answer is ready; answers gets itself (see the module comment).
 #[derive(Clone)]
-pub struct PutAdmission<S> {
-    inner: S,
+pub struct Admission {
+    inner: BlocksServer<BlocksService>,
     blocks: Arc<Blocks>,
 }
 
-impl<S, B> Service<http::Request<B>> for PutAdmission<S>
-where
-    S: Service<http::Request<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Response, S::Error>;
+impl Service<http::Request<Body>> for Admission {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        Service::<http::Request<Body>>::poll_ready(&mut self.inner, cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() == GET_PATH {
+            let blocks = self.blocks.clone();
+            return Box::pin(async move { Ok(answer_get(blocks, req).await) });
+        }
         // The clone that was made ready is the one called (tower's rule for Clone services).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -69,11 +84,34 @@ where
     }
 }
 
-impl<S: NamedService> NamedService for PutAdmission<S> {
-    const NAME: &'static str = S::NAME;
+impl NamedService for Admission {
+    const NAME: &'static str = <BlocksServer<BlocksService> as NamedService>::NAME;
 }
 
-/// The service (serve it through [`server`], which admits puts).
+/// A get, answered with the block's own buffers; the answer keeps the get's permit (and
+/// the buffers their share of the get byte budget) until it is written.
+async fn answer_get(blocks: Arc<Blocks>, req: http::Request<Body>) -> http::Response<Body> {
+    let got = async {
+        let r = decode::<pb::BlockRef>(req, GET_REQUEST_MAX_BYTES).await?;
+        let hash = parse_hash(&r.into_inner().hash).map_err(status)?;
+        let admitted = blocks.admit_get().await;
+        let got = blocks.get(&hash).await.map_err(status)?;
+        Ok::<_, Status>((got, admitted))
+    }
+    .await;
+    match got {
+        Ok((got, admitted)) => {
+            let head = pb::GetResponse { data: Bytes::new(), degraded: got.degraded };
+            let pieces =
+                cellar_volume_api::wire::message_with_pieces(&head, GET_DATA_FIELD, got.bytes.parts());
+            let held = admitted.map(|permit| Box::new(permit) as Held);
+            reply(Ok(pieces), GRPC_MESSAGE_MAX_BYTES, held)
+        }
+        Err(s) => reply(Err(s), GRPC_MESSAGE_MAX_BYTES, None),
+    }
+}
+
+/// The service (serve it through [`server`], which admits puts and answers gets).
 pub struct BlocksService {
     blocks: Arc<Blocks>,
 }
@@ -124,6 +162,8 @@ impl BlocksRpc for BlocksService {
         Ok(Response::new(pb::PutResponse { hash: out.hash, size: out.size, deduplicated: out.deduplicated }))
     }
 
+    /// Served by [`Admission`] (see the module comment); this answers a caller of the
+    /// service itself, in one encoded buffer.
     async fn get(&self, req: Request<pb::BlockRef>) -> Result<Response<pb::GetResponse>, Status> {
         let hash = parse_hash(&req.into_inner().hash).map_err(status)?;
         let _admitted = self.blocks.admit_get().await;

@@ -36,6 +36,7 @@ pub mod errors;
 pub mod layout;
 pub mod pieces;
 pub mod reader;
+pub mod replies;
 pub mod streamed;
 pub mod transport;
 pub mod wire;

@@ -34,18 +34,28 @@ pub fn message(message: &impl Message) -> Bytes {
 /// server answers its read calls so (`cellar_volume::replies`): tonic's encoder would copy
 /// every block it returns. `None` when the message would be over 4 GiB.
 pub fn message_with_bytes(head: &impl Message, field: u32, bytes: &Bytes) -> Option<Vec<Bytes>> {
-    let field_bytes = if bytes.is_empty() { 0 } else { field_len(field, bytes.len()) };
+    message_with_pieces(head, field, std::slice::from_ref(bytes))
+}
+
+/// [`message_with_bytes`] with the field's bytes in several pieces (the buffers a block
+/// arrived in), each shared, empty ones left out.
+pub fn message_with_pieces(head: &impl Message, field: u32, pieces: &[Bytes]) -> Option<Vec<Bytes>> {
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let field_bytes = if len == 0 { 0 } else { field_len(field, len) };
     let total = u32::try_from(head.encoded_len() + field_bytes).ok()?;
     let mut buf = BytesMut::with_capacity(5 + head.encoded_len() + 16);
     buf.put_u8(0); // not compressed
     buf.put_u32(total);
     head.encode_raw(&mut buf);
-    if bytes.is_empty() {
+    if len == 0 {
         return Some(vec![buf.freeze()]);
     }
     encode_key(field, WireType::LengthDelimited, &mut buf);
-    encode_varint(bytes.len() as u64, &mut buf);
-    Some(vec![buf.freeze(), bytes.clone()])
+    encode_varint(len as u64, &mut buf);
+    let mut out = Vec::with_capacity(1 + pieces.len());
+    out.push(buf.freeze());
+    out.extend(pieces.iter().filter(|p| !p.is_empty()).cloned());
+    Some(out)
 }
 
 /// Bytes of a length-delimited field of `len` bytes, with its key and length.
@@ -149,6 +159,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_field_in_several_pieces_decodes_whole_and_each_piece_is_shared() {
+        let data: Vec<u8> = (0..(3 << 20) + 17).map(|b: u32| (b * 13) as u8).collect();
+        let whole_bytes = Bytes::from(data.clone());
+        for cuts in [vec![], vec![0usize], vec![1 << 20], vec![5, 5, 1 << 20, (3 << 20) + 17]] {
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for cut in cuts.iter().copied().chain([data.len()]) {
+                parts.push(whole_bytes.slice(at..cut.max(at)));
+                at = cut.max(at);
+            }
+            let head = pb::ReadRecordResponse { sha256: vec![3; 32], payload: Bytes::new() };
+            let pieces = message_with_pieces(&head, 2, &parts).expect("under 4 GiB");
+            let got = pb::ReadRecordResponse::decode(&whole(&pieces)[5..]).expect("decodes");
+            assert_eq!((got.sha256, &got.payload[..]), (vec![3; 32], &data[..]), "{cuts:?}");
+            let shared: Vec<&Bytes> = parts.iter().filter(|p| !p.is_empty()).collect();
+            assert_eq!(pieces.len(), 1 + shared.len(), "{cuts:?}: one piece per non-empty part");
+            for (piece, part) in pieces[1..].iter().zip(shared) {
+                assert!(piece.as_ptr() == part.as_ptr() && piece.len() == part.len(), "copied");
+            }
+        }
+        let empty =
+            message_with_pieces(&pb::ReadFragmentResponse::default(), 1, &[Bytes::new()]).expect("small");
+        assert_eq!(empty.len(), 1);
+        assert_eq!(
+            pb::ReadFragmentResponse::decode(&whole(&empty)[5..]).expect("decodes"),
+            Default::default()
+        );
     }
 
     #[test]
