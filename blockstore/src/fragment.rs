@@ -293,7 +293,9 @@ impl Fragment {
     /// `buf` is only grown (never cleared), so a buffer that has held a read before costs
     /// no zeroing and no page faults. The range's whole chunks are read into `buf`; the
     /// range is `buf[skip..skip + length_bytes]` for the `skip` returned (less than one
-    /// chunk plus [`crate::io::direct::DIRECT_ALIGN_BYTES`]). The rest of `buf` holds leftovers.
+    /// chunk plus [`crate::io::direct::HUGE_PAGE_BYTES`]: a large read goes at a huge page
+    /// boundary of `buf` when it has room, else at a 4 KiB one). The rest of `buf` holds
+    /// leftovers.
     ///
     /// A large span comes from the page cache if it holds all of it, else straight from the
     /// device into the first aligned place in `buf` ([`read_large`]); shorter spans, and

@@ -2,6 +2,7 @@
 
 mod common;
 
+use cellar_blockstore::io::direct::HUGE_PAGE_BYTES;
 use cellar_blockstore::{Error, ExtentState};
 use common::{Backend, bytes, cache, open, open_faulty, snapshot, uncache};
 
@@ -59,7 +60,7 @@ fn fragment_round_trips_in_any_chunk_order(backend: Backend) {
             );
             let skip = disk.read_fragment_into(id, start, n, &mut buf).expect("read range into");
             // Less than a chunk, plus up to one alignment unit when the read went direct.
-            assert!(skip < CHUNK as usize + 4096, "skip {skip}");
+            assert!(skip < CHUNK as usize + HUGE_PAGE_BYTES, "skip {skip}");
             assert_eq!(
                 &buf[skip..skip + n as usize],
                 &data[start as usize..(start + n) as usize],
@@ -126,7 +127,7 @@ fn large_ranges_read_from_the_cache_or_direct_the_same_bytes(backend: Backend) {
                 let n = want.min(len - start);
                 let expect = &data[start as usize..(start + n) as usize];
                 let skip = disk.read_fragment_into(id, start, n, reused).expect("read into a reused buffer");
-                assert!(skip < (CHUNK as usize) + 4096, "skip {skip}");
+                assert!(skip < (CHUNK as usize) + HUGE_PAGE_BYTES, "skip {skip}");
                 assert_eq!(&reused[skip..skip + n as usize], expect, "reused {start}+{n}");
                 let mut fresh = Vec::new();
                 let skip =
