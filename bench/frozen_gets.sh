@@ -8,13 +8,19 @@
 # fragment of most volumes, so most gets meet it and must be hedged to another holder.
 # Each round uses a fresh cell and freezes a different server.
 #
-# Usage: bench/frozen_gets.sh [WORK_DIR]   (ROUNDS=3 SIZE=1048576 COUNT=512 CONCURRENCY=16)
-# Prints each round's get p50/p99 with none and one frozen, then the medians.
+# Usage: bench/frozen_gets.sh [WORK_DIR]   (ROUNDS=3 SIZE=1048576 COUNT=512 CONCURRENCY=16;
+# BIN=path/to/cellar to run another binary, for A/B runs)
+# Prints each round's get p50/p99 with none and one frozen, then the medians. Each round's
+# disks and master data are removed after it (its logs and results stay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-cargo build --release --locked -p cellar >/dev/null
-bin="$CARGO_TARGET_DIR/release/cellar"
+if [ -n "${BIN:-}" ]; then
+  bin="$BIN"
+else
+  source scripts/env.sh
+  cargo build --release --locked -p cellar >/dev/null
+  bin="$CARGO_TARGET_DIR/release/cellar"
+fi
 work="${1:-$(mktemp -d)}"
 mkdir -p "$work"
 echo "work directory: $work"
@@ -97,6 +103,8 @@ for round in $(seq 1 "$rounds"); do
   echo "$round $none $one" >>"$results"
   cleanup
   pids=()
+  # The round's disks and master data (~4 GB) go; its logs and results stay.
+  rm -rf "$dir"/d-* "$dir"/m[0-9]*
 done
 
 echo
