@@ -84,7 +84,13 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             renew_lease(kv, *volume_id, *lease_epoch, *lease_ms, *now_unix_ms)?
         }
         Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls } => {
-            commit_index(kv, c, entries, &[], *volume_size_max_bytes, *now_unix_ms, calls)?
+            let batch = Batch {
+                entries,
+                unreferenced: &[],
+                volume_size_max_bytes: *volume_size_max_bytes,
+                now_unix_ms: *now_unix_ms,
+            };
+            commit_index(kv, c, &batch, calls)?
         }
         Command::CommitIndexUnreferenced {
             entries,
@@ -92,9 +98,23 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             volume_size_max_bytes,
             now_unix_ms,
             calls,
-        } => commit_index(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?,
+        } => {
+            let batch = Batch {
+                entries,
+                unreferenced,
+                volume_size_max_bytes: *volume_size_max_bytes,
+                now_unix_ms: *now_unix_ms,
+            };
+            commit_index(kv, c, &batch, calls)?
+        }
         Command::CommitObjects { entries, unreferenced, volume_size_max_bytes, now_unix_ms, calls } => {
-            commit_objects(kv, c, entries, unreferenced, *volume_size_max_bytes, *now_unix_ms, calls)?
+            let batch = Batch {
+                entries,
+                unreferenced,
+                volume_size_max_bytes: *volume_size_max_bytes,
+                now_unix_ms: *now_unix_ms,
+            };
+            commit_objects(kv, c, &batch, calls)?
         }
         Command::RelocateIndex { entries, relocate_from, volume_size_max_bytes, now_unix_ms } => {
             if relocate_from.len() != entries.len() {
@@ -197,6 +217,16 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
     Ok(response)
 }
 
+/// An index commit batch as its command carries it: the entries, which of them take no
+/// reference (sorted positions), the volume size limit and the leader's clock.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    entries: &'a [IndexCommit],
+    unreferenced: &'a [u32],
+    volume_size_max_bytes: u64,
+    now_unix_ms: u64,
+}
+
 /// One call of an index commit batch, from whichever command carried it.
 struct BatchCall<'a> {
     request: Option<&'a RequestId>,
@@ -210,22 +240,19 @@ struct BatchCall<'a> {
 fn commit_index(
     kv: &mut dyn Kv,
     c: &mut Counters,
-    entries: &[IndexCommit],
-    unreferenced: &[u32],
-    volume_size_max_bytes: u64,
-    now_unix_ms: u64,
+    batch: &Batch,
     calls: &[CommitCall],
 ) -> Result<Response, StateError> {
     // A batch without a call list is one call without an id.
     let calls: Vec<BatchCall> = if calls.is_empty() {
-        vec![BatchCall { request: None, entries: entries.len() as u32, versions: &[] }]
+        vec![BatchCall { request: None, entries: batch.entries.len() as u32, versions: &[] }]
     } else {
         calls
             .iter()
             .map(|call| BatchCall { request: call.request.as_ref(), entries: call.entries, versions: &[] })
             .collect()
     };
-    commit_calls(kv, c, entries, unreferenced, volume_size_max_bytes, now_unix_ms, &calls, false)
+    commit_calls(kv, c, batch, &calls, false)
 }
 
 /// Applies a batch of object blocks' commits and the versions naming them
@@ -235,10 +262,7 @@ fn commit_index(
 fn commit_objects(
     kv: &mut dyn Kv,
     c: &mut Counters,
-    entries: &[IndexCommit],
-    unreferenced: &[u32],
-    volume_size_max_bytes: u64,
-    now_unix_ms: u64,
+    batch: &Batch,
     calls: &[ObjectCall],
 ) -> Result<Response, StateError> {
     let versions_total: usize = calls.iter().map(|call| call.versions.len()).sum();
@@ -258,23 +282,20 @@ fn commit_objects(
             versions: &call.versions,
         })
         .collect();
-    commit_calls(kv, c, entries, unreferenced, volume_size_max_bytes, now_unix_ms, &calls, true)
+    commit_calls(kv, c, batch, &calls, true)
 }
 
 /// The calls of an index commit batch, each applied at most once by its id and answered
 /// with its own outcomes (and, with `objects`, its versions' responses: the command's
 /// response is then `CommittedObjects`, else `Committed`, as each call's stored outcome).
-#[allow(clippy::too_many_arguments)]
 fn commit_calls(
     kv: &mut dyn Kv,
     c: &mut Counters,
-    entries: &[IndexCommit],
-    unreferenced: &[u32],
-    volume_size_max_bytes: u64,
-    now_unix_ms: u64,
+    batch: &Batch,
     calls: &[BatchCall],
     objects: bool,
 ) -> Result<Response, StateError> {
+    let Batch { entries, unreferenced, volume_size_max_bytes, now_unix_ms } = *batch;
     let total: u64 = calls.iter().map(|call| u64::from(call.entries)).sum();
     if total != entries.len() as u64 {
         return refused(CommandError::BadRequest {
