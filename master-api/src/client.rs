@@ -365,6 +365,26 @@ fn random_client_id() -> u64 {
 }
 
 /// Removes an exactly-once call from the pending set when it ends (or is dropped).
+/// One request id of a [`MasterClient`], kept while the call it names may still be sent
+/// (see [`MasterClient::once_slot`]).
+pub struct OnceSlot<'a> {
+    guard: PendingGuard<'a>,
+}
+
+impl OnceSlot<'_> {
+    /// Sends `request` with this slot's id, as [`MasterClient::call_once`] does with a
+    /// fresh one: retried within the client's deadline; a later call with the same slot
+    /// is answered with the first outcome if the master applied it.
+    pub async fn call<R, T, F, Fut>(&self, request: R, op: F) -> Result<T, ClientError>
+    where
+        R: MutatingRequest,
+        F: Fn(Grpc, R) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.guard.client.call_with_id(self.guard.seq, request, op).await
+    }
+}
+
 struct PendingGuard<'a> {
     client: &'a MasterClient,
     seq: u64,
@@ -429,9 +449,26 @@ impl MasterClient {
         F: Fn(Grpc, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        self.once_slot().call(request, op).await
+    }
+
+    /// A request id for one exactly-once call that its caller retries past a
+    /// [`Self::call_once`] (which gives up at the client's deadline): every
+    /// [`OnceSlot::call`] made with it carries the same id, so the master applies the call
+    /// at most once however often it is sent. The master may forget the id once the slot
+    /// is dropped.
+    pub fn once_slot(&self) -> OnceSlot<'_> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(seq);
-        let _guard = PendingGuard { client: self, seq };
+        OnceSlot { guard: PendingGuard { client: self, seq } }
+    }
+
+    async fn call_with_id<R, T, F, Fut>(&self, seq: u64, request: R, op: F) -> Result<T, ClientError>
+    where
+        R: MutatingRequest,
+        F: Fn(Grpc, R) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         self.call(|grpc| {
             // Recomputed per attempt: calls that ended meanwhile let the master forget them.
             let lowest_pending =

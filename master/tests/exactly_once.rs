@@ -162,6 +162,49 @@ async fn a_retry_after_a_lost_answer_gets_the_first_outcome_and_counts_once() {
     group.shutdown().await;
 }
 
+/// A caller that retries past one `call_once` (a volume server's task report does, for up
+/// to a minute) keeps one id with a `OnceSlot`: a second call with the slot, after the
+/// first was applied and its answer lost, is answered with the first outcome and applies
+/// nothing; two `call_once`s of the same request apply twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_made_with_one_slot_apply_once() {
+    let group = Group::start(3).await;
+    let plain = group.client();
+    register_nodes(&plain).await;
+    let volume = allocate(&plain).await;
+    let faults = LoseAnswers::default();
+    let client = faulty_client(&group, &faults);
+    let req = pb::CommitIndexRequest {
+        entries: vec![commit(&volume, 7, 0)],
+        request_id: None,
+        versions: Vec::new(),
+    };
+
+    let slot = client.once_slot();
+    let first =
+        slot.call(req.clone(), |mut c, r| async move { c.commit_index(r).await }).await.expect("commit");
+    assert_eq!(first.results[0].outcome(), pb::CommitOutcome::Committed);
+    // The caller's next attempt, as after an answer it never got.
+    faults.arm("/CommitIndex", 1);
+    let again = slot
+        .call(req.clone(), |mut c, r| async move { c.commit_index(r).await })
+        .await
+        .expect("commit again");
+    assert_eq!(faults.lost.load(Ordering::SeqCst), 1, "the second call's first answer was lost too");
+    assert_eq!(again.results[0].outcome(), pb::CommitOutcome::Committed, "the first outcome");
+    assert_eq!(again.results[0].entry.as_ref().map(|e| e.references), Some(1));
+    assert_eq!(references(&plain, 7).await, 1, "one reference for two calls with one slot");
+    drop(slot);
+
+    // Two call_once of the same request are two calls: two references.
+    client
+        .call_once(req.clone(), |mut c, r| async move { c.commit_index(r).await })
+        .await
+        .expect("commit once more");
+    assert_eq!(references(&plain, 7).await, 2, "a fresh id applies again");
+    group.shutdown().await;
+}
+
 async fn status_nodes(client: &MasterClient) -> usize {
     client
         .call(|mut c| async move { c.status(pb::StatusRequest {}).await })

@@ -26,8 +26,10 @@ pub use encode::encode_volume;
 
 /// How long a task's outcome is offered to the masters (a leader election under load can
 /// take seconds) before it is left to the claim's expiry: a report lost sooner would leave
-/// a finished task claimed, and not done, for the whole claim (10 minutes). Reports are
-/// exactly-once calls, so trying again is safe.
+/// a finished task claimed, and not done, for the whole claim (10 minutes). Every attempt
+/// carries the same request id (one [`cellar_master_api::client::OnceSlot`]), so a report
+/// the masters applied but whose answer was lost is not applied again (a failure counted
+/// twice would spend two of the task's attempts).
 const REPORT_RETRY_WINDOW: Duration = Duration::from_secs(60);
 /// Longest pause between two report attempts.
 const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -67,15 +69,11 @@ async fn report(
         Err(e) => (false, e.message().chars().take(1000).collect::<String>()),
     };
     let deadline = std::time::Instant::now() + REPORT_RETRY_WINDOW;
+    let node_id = shared.node_id;
+    let request = mpb::ReportTaskRequest { task_id, node_id, success, detail, request_id: None };
+    let slot = shared.cluster.master().once_slot();
     for attempt in 1u64.. {
-        let detail = detail.clone();
-        let node_id = shared.node_id;
-        let request = mpb::ReportTaskRequest { task_id, node_id, success, detail, request_id: None };
-        let result = shared
-            .cluster
-            .master()
-            .call_once(request, |mut c, r| async move { c.report_task(r).await })
-            .await;
+        let result = slot.call(request.clone(), |mut c, r| async move { c.report_task(r).await }).await;
         match result {
             Ok(_) => return,
             Err(e) if e.code().is_some() => {
