@@ -319,3 +319,53 @@ fn half_live_volumes_are_rewritten_and_reclaimed_and_lifecycle_rules_expire() {
     assert!(stdout.contains("lifecycle: all checks passed"), "{stdout}");
     eprintln!("{stdout}");
 }
+
+/// Runs one step of `cli/tests/s3/copy_source.py`; its output (asserted to succeed).
+fn copy_step(s3: &S3Cell, args: &[&str]) -> String {
+    let python = venv().join("bin/python");
+    let script = workspace_root().join("cli/tests/s3/copy_source.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("S3_ENDPOINT", &s3.endpoint)
+        .env("S3_ACCESS_KEY", &s3.access_key)
+        .env("S3_SECRET_KEY", &s3.secret_key)
+        .env("S3_REGION", "us-east-1")
+        .output()
+        .expect("run copy_source.py");
+    let name = format!("copy_source.py {}", args.first().copied().unwrap_or(""));
+    assert!(out.status.success(), "{}\n(cell in {})", shown(&name, &out), s3.cell.dir.path().display());
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.lines().any(|l| l.starts_with("ok ")), "{name} ran no check:\n{stdout}");
+    eprintln!("{name}:\n{stdout}");
+    stdout
+}
+
+/// UploadPartCopy reads its source from the cell, not from the client: a source that
+/// cannot be read (every volume server frozen) answers ServiceUnavailable naming the copy
+/// source, within the bound the frontend gives a copy source's reads (it answered
+/// IncompleteBody, a client's fault, or RequestTimeout "the body stopped arriving"), and
+/// adds no part; once the servers run again, the same copy completes byte-exact.
+#[test]
+fn a_part_copy_whose_source_cannot_be_read_fails_as_the_servers_and_adds_no_part() {
+    install_clients();
+    let mut s3 = start(CellSpec { volume_mib: 64, ..CellSpec::default() });
+    let bucket = "copy-source";
+    let prepared = copy_step(&s3, &["prepare", bucket]);
+    let upload = prepared
+        .lines()
+        .find_map(|l| l.strip_prefix("upload "))
+        .unwrap_or_else(|| panic!("no upload id in {prepared}"))
+        .trim()
+        .to_string();
+    let nodes: Vec<u64> = s3.cell.volumes.iter().map(|v| v.node_id).collect();
+    for node in &nodes {
+        s3.cell.freeze(*node);
+    }
+    copy_step(&s3, &["unreadable", bucket, &upload]);
+    for node in &nodes {
+        s3.cell.thaw(*node);
+    }
+    copy_step(&s3, &["readable", bucket, &upload]);
+}

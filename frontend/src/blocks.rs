@@ -384,6 +384,13 @@ impl Blocks {
         (self.put_body_timeout, self.put_body_idle_timeout)
     }
 
+    /// Longest an upload's copy source may go without a byte: room for a block read, a
+    /// fresh index lookup and a second read (twice the read and control deadlines).
+    pub fn copy_source_idle_timeout(&self) -> std::time::Duration {
+        let d = self.cluster.deadlines();
+        2 * (d.read + d.control)
+    }
+
     /// Waits for room for one more get; the permit is held until its block is sent.
     pub async fn admit_get(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         // The semaphore is never closed, so this only fails if it were.

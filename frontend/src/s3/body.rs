@@ -122,8 +122,53 @@ fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
     s3_error!(IncompleteBody, "reading the body: {e}")
 }
 
+/// Where an upload's bytes come from: that decides how long they may take to arrive and
+/// whose fault it is when they stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The request's body: the put body timeouts apply (no byte for the idle timeout, or a
+    /// block's bytes over the body timeout: RequestTimeout), and a body that breaks off is
+    /// the client's fault (IncompleteBody, 400).
+    Client,
+    /// An object of this cell, read for UploadPartCopy. Each of its block reads is bounded
+    /// by the cell's read deadline, so only [`Blocks::copy_source_idle_timeout`] (room for
+    /// a read, a fresh index lookup and a second read) bounds the wait between two of its
+    /// pieces, and a read that fails or stalls is the server's fault: ServiceUnavailable
+    /// (503, which clients retry), naming the copy source.
+    CopySource,
+}
+
+impl Origin {
+    fn timed_out(self, idle: std::time::Duration, block_bytes: usize, total: std::time::Duration) -> S3Error {
+        match self {
+            Origin::Client => s3_error!(
+                RequestTimeout,
+                "the body stopped arriving: no byte for {} ms, or a block's {} bytes took over {} ms",
+                idle.as_millis(),
+                block_bytes,
+                total.as_millis()
+            ),
+            Origin::CopySource => s3_error!(
+                ServiceUnavailable,
+                "reading the copy source: no byte for {} ms, or a block's {} bytes took over {} ms",
+                idle.as_millis(),
+                block_bytes,
+                total.as_millis()
+            ),
+        }
+    }
+
+    fn failed(self, e: &(dyn std::error::Error + 'static)) -> S3Error {
+        match self {
+            Origin::Client => body_error(e),
+            Origin::CopySource => s3_error!(ServiceUnavailable, "reading the copy source: {e}"),
+        }
+    }
+}
+
 /// Reads `body` to its end, storing its blocks; `algorithms` are the checksums to compute.
 /// A body longer than `limit_bytes` is refused (EntityTooLarge) as soon as it passes it.
+/// `origin` says how long the bytes may take and how their failure is answered.
 /// With `defer_only`, a body of one block leaves it unstored ([`Ingested::unstored`]), so
 /// that its index entry can be committed with the object's version.
 ///
@@ -139,6 +184,7 @@ pub async fn ingest(
     algorithms: &[String],
     limit_bytes: u64,
     defer_only: bool,
+    origin: Origin,
 ) -> S3Result<Ingested> {
     let block_bytes = blocks.block_size_max_bytes().min(4 << 20) as usize;
     let declared_bytes = s3s::stream::ByteStream::remaining_length(&body).exact().map(|n| n as u64);
@@ -165,29 +211,26 @@ pub async fn ingest(
         }))
     };
     // A block's share is held while its bytes arrive: at most `total` for one block and
-    // `idle` without a byte (the block API's put body timeouts), so stalled uploads cannot
-    // hold the budget that every put of the frontend takes from.
-    let (total, idle) = blocks.put_body_timeouts();
+    // `idle` without a byte (the block API's put body timeouts; for a copy source, the
+    // bound on its reads), so stalled uploads cannot hold the budget that every put of the
+    // frontend takes from.
+    let (total, idle) = match origin {
+        Origin::Client => blocks.put_body_timeouts(),
+        // A block of the copy may be pieces of two source blocks, each read in turn.
+        Origin::CopySource => (2 * blocks.copy_source_idle_timeout(), blocks.copy_source_idle_timeout()),
+    };
     let mut block_due: Option<tokio::time::Instant> = None;
     loop {
         let now = tokio::time::Instant::now();
         let wait = block_due.map_or(idle, |due| idle.min(due.saturating_duration_since(now)));
         let next = match tokio::time::timeout(wait, body.next()).await {
             Ok(next) => next,
-            Err(_) => {
-                return Err(s3_error!(
-                    RequestTimeout,
-                    "the body stopped arriving: no byte for {} ms, or a block's {} bytes took over {} ms",
-                    idle.as_millis(),
-                    block_bytes,
-                    total.as_millis()
-                ));
-            }
+            Err(_) => return Err(origin.timed_out(idle, block_bytes, total)),
         };
         let chunk = match next {
             None => break,
             Some(Ok(c)) => c,
-            Some(Err(e)) => return Err(body_error(&*e)),
+            Some(Err(e)) => return Err(origin.failed(&*e)),
         };
         size_bytes += chunk.len() as u64;
         if size_bytes > limit_bytes {

@@ -733,7 +733,8 @@ impl S3 for CellarS3 {
         let body = input.body.take().unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
         });
-        let mut ingested = body::ingest(&self.blocks, body, &algorithms, PUT_MAX_BYTES, true).await?;
+        let mut ingested =
+            body::ingest(&self.blocks, body, &algorithms, PUT_MAX_BYTES, true, body::Origin::Client).await?;
         body::check_md5(input.content_md5.as_deref(), &ingested.md5)?;
         body::check_sums(&stated_sums(&req), &ingested.checksums)?;
         let input = &req.input;
@@ -1176,7 +1177,8 @@ impl S3 for CellarS3 {
         let body = req.input.body.take().unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
         });
-        let ingested = body::ingest(&self.blocks, body, &algorithms, PUT_MAX_BYTES, false).await?;
+        let ingested =
+            body::ingest(&self.blocks, body, &algorithms, PUT_MAX_BYTES, false, body::Origin::Client).await?;
         body::check_md5(req.input.content_md5.as_deref(), &ingested.md5)?;
         body::check_sums(&stated_sums(&req), &ingested.checksums)?;
         self.put_part(&bucket, &key, &upload_id, part_number, &ingested).await?;
@@ -1212,7 +1214,8 @@ impl S3 for CellarS3 {
         };
         self.blocks.note_entries(resp.entries);
         let body = self.stream(Self::pieces(f.blocks.clone(), range));
-        let ingested = body::ingest(&self.blocks, body, &[], PUT_MAX_BYTES, false).await?;
+        let ingested =
+            body::ingest(&self.blocks, body, &[], PUT_MAX_BYTES, false, body::Origin::CopySource).await?;
         let part = self.put_part(&i.bucket, &i.key, &i.upload_id, i.part_number, &ingested).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
