@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use cellar_dev::DevCell;
+use cellar_frontend::s3::body::Origin;
 use cellar_frontend::{FrontendConfig, FrontendHandle, PUTS_IN_FLIGHT_MAX};
 use cellar_proto::frontend as fpb;
 use sha2::Digest;
@@ -321,7 +322,7 @@ async fn s3_uploads_stay_within_the_put_byte_budget_and_all_finish() {
         let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
             o.chunks(64 << 10).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
         let body = s3s::dto::StreamingBlob::wrap(futures::stream::iter(chunks));
-        cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX, false)
+        cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX, false, Origin::Client)
     });
     let results = tokio::time::timeout(WAIT, futures::future::join_all(uploads))
         .await
@@ -368,7 +369,7 @@ async fn a_stalled_s3_upload_times_out_and_gives_its_share_back() {
     let stalled = futures::stream::iter(vec![first]).chain(futures::stream::pending());
     let body = s3s::dto::StreamingBlob::wrap(stalled);
     let started = Instant::now();
-    let upload = cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX, false);
+    let upload = cellar_frontend::s3::body::ingest(&fe.blocks, body, &[], u64::MAX, false, Origin::Client);
     let got = tokio::time::timeout(WAIT, upload).await.expect("the stalled upload never ended");
     let Err(e) = got else { panic!("a stalled upload was stored") };
     assert_eq!(*e.code(), s3s::S3ErrorCode::RequestTimeout, "{e:?}");
@@ -387,6 +388,7 @@ async fn a_stalled_s3_upload_times_out_and_gives_its_share_back() {
         &[],
         u64::MAX,
         false,
+        Origin::Client,
     );
     let got = tokio::time::timeout(WAIT, upload).await.expect("the trickling upload never ended");
     let Err(e) = got else { panic!("a trickling upload of an endless body was stored") };
@@ -555,6 +557,7 @@ async fn an_object_of_one_block_commits_its_entry_and_version_together() {
             &[],
             u64::MAX,
             true,
+            Origin::Client,
         )
     };
     let op = |bucket: &str, key: &str, blocks: Vec<mpb::BlockRef>, size: u64| mpb::PutVersionOp {
