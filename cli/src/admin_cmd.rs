@@ -301,9 +301,15 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "disks": s.disks.iter().map(|d| json!({"id": d.disk_id, "node_id": d.node_id, "path": d.path, "health": d.health().name(), "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes, "trash_bytes": d.trash_bytes, "trash_extents": d.trash_extents})).collect::<Vec<_>>(),
         "volumes": s.volumes.iter().map(|v| (v.state().name().to_string(), json!(v.count))).collect::<serde_json::Map<_, _>>(),
         "index_entries": s.index_entries,
-        "tasks": {"open": s.tasks_open, "done": s.tasks_done, "failed": s.tasks_failed},
+        "tasks": {
+            "open": s.tasks_open,
+            "done": s.tasks_done,
+            "failed": s.tasks_failed,
+            "open_list": s.open_tasks.iter().map(task_json).collect::<Vec<_>>(),
+        },
         "redundancy": {
             "below_full": s.volumes_below_full,
+            "below_full_volumes": s.below_full_volumes.iter().map(|b| json!({"volume_id": b.volume_id, "state": b.state().name(), "healthy": b.healthy, "full": b.full})).collect::<Vec<_>>(),
             "can_lose": s.redundancy.iter().map(|r| (r.can_lose.to_string(), json!(r.volumes))).collect::<serde_json::Map<_, _>>(),
         },
         "repair": {
@@ -333,6 +339,51 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         },
         "cluster_map_version": s.cluster_map_version,
     })
+}
+
+/// A queued or running task as `--json` shows it: what it is, where, and since when.
+fn task_json(t: &cellar_proto::master::Task) -> serde_json::Value {
+    json!({
+        "task_id": t.task_id,
+        "kind": task_kind_name(t),
+        "volume_id": t.volume_id,
+        "node_id": t.node_id,
+        "state": task_state_name(t),
+        "claimed_until_unix_ms": t.claimed_until_unix_ms,
+        "attempts": t.attempts,
+        "detail": t.detail,
+    })
+}
+
+fn task_kind_name(t: &cellar_proto::master::Task) -> String {
+    t.kind().as_str_name().trim_start_matches("TASK_KIND_").to_ascii_lowercase()
+}
+
+fn task_state_name(t: &cellar_proto::master::Task) -> String {
+    t.state().as_str_name().trim_start_matches("TASK_STATE_").to_ascii_lowercase()
+}
+
+/// One line of `cellar admin status` per listed task.
+fn task_line(t: &cellar_proto::master::Task, now_unix_ms: u64) -> String {
+    let claim = match t.state() {
+        cellar_proto::master::TaskState::Claimed => {
+            format!(", claim ends in {} s", t.claimed_until_unix_ms.saturating_sub(now_unix_ms) / 1000)
+        }
+        _ => String::new(),
+    };
+    let failed = if t.attempts > 0 {
+        format!(", {} attempts failed: {}", t.attempts, t.detail)
+    } else {
+        String::new()
+    };
+    format!(
+        "  task {:<6} {:<11} volume {:<6} node {:<4} {}{claim}{failed}",
+        t.task_id,
+        task_kind_name(t),
+        t.volume_id,
+        t.node_id,
+        task_state_name(t)
+    )
 }
 
 fn print_status(s: &StatusResponse) {
@@ -377,11 +428,32 @@ fn print_status(s: &StatusResponse) {
     );
     println!("index       {} entries", s.index_entries);
     println!("tasks       {} open, {} done, {} failed", s.tasks_open, s.tasks_done, s.tasks_failed);
+    let now_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for t in &s.open_tasks {
+        println!("{}", task_line(t, now_unix_ms));
+    }
+    if (s.open_tasks.len() as u64) < s.tasks_open {
+        println!("  ... and {} more", s.tasks_open - s.open_tasks.len() as u64);
+    }
     println!(
         "redundancy  {} below full; volumes by extents they can still lose: {}",
         s.volumes_below_full,
         s.redundancy.iter().map(|r| format!("{}: {}", r.can_lose, r.volumes)).collect::<Vec<_>>().join(", ")
     );
+    for b in &s.below_full_volumes {
+        println!(
+            "  volume {:<6} {:<8} {} of {} extents healthy",
+            b.volume_id,
+            b.state().name(),
+            b.healthy,
+            b.full
+        );
+    }
+    if (s.below_full_volumes.len() as u64) < s.volumes_below_full {
+        println!("  ... and {} more", s.volumes_below_full - s.below_full_volumes.len() as u64);
+    }
     println!(
         "repair      {} tasks open (limit {}), {} failed, {} MiB to rebuild, limit {} MB/s",
         s.repair_tasks_open,

@@ -154,6 +154,15 @@ fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
     });
     let leader = s["leader"]["id"].as_u64().expect("a leader");
     let below_at_kill = s["redundancy"]["below_full"].as_u64().unwrap_or(0);
+    // Status names what waits: the volumes below full and the repairs under way.
+    let listed = s["redundancy"]["below_full_volumes"].as_array().expect("below_full_volumes");
+    assert!(!listed.is_empty() && listed.len() as u64 <= below_at_kill.min(32), "{s:#}");
+    assert!(listed.iter().all(|v| v["healthy"].as_u64() < v["full"].as_u64()), "{s:#}");
+    let open = s["tasks"]["open_list"].as_array().expect("open_list");
+    assert!(
+        open.iter().any(|t| t["kind"] == "reconstruct" || t["kind"] == "copy"),
+        "no repair among the open tasks listed: {s:#}"
+    );
     let proc = cell.master_procs[usize::try_from(leader - 1).expect("id")];
     cell.procs[proc].kill().expect("SIGKILL the leader");
     cell.procs[proc].wait().expect("reap the leader");

@@ -63,7 +63,7 @@ fn start(spec: CellSpec) -> S3Cell {
     }
 }
 
-fn run(s3: &S3Cell, program: &Path, args: &[&Path]) -> Output {
+fn run<A: AsRef<std::ffi::OsStr>>(s3: &S3Cell, program: &Path, args: &[A]) -> Output {
     Command::new(program)
         .args(args)
         .current_dir(workspace_root())
@@ -322,18 +322,10 @@ fn half_live_volumes_are_rewritten_and_reclaimed_and_lifecycle_rules_expire() {
 
 /// Runs one step of `cli/tests/s3/copy_source.py`; its output (asserted to succeed).
 fn copy_step(s3: &S3Cell, args: &[&str]) -> String {
-    let python = venv().join("bin/python");
     let script = workspace_root().join("cli/tests/s3/copy_source.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .current_dir(workspace_root())
-        .env("S3_ENDPOINT", &s3.endpoint)
-        .env("S3_ACCESS_KEY", &s3.access_key)
-        .env("S3_SECRET_KEY", &s3.secret_key)
-        .env("S3_REGION", "us-east-1")
-        .output()
-        .expect("run copy_source.py");
+    let mut all = vec![script.into_os_string()];
+    all.extend(args.iter().map(std::ffi::OsString::from));
+    let out = run(s3, &venv().join("bin/python"), &all);
     let name = format!("copy_source.py {}", args.first().copied().unwrap_or(""));
     assert!(out.status.success(), "{}\n(cell in {})", shown(&name, &out), s3.cell.dir.path().display());
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();

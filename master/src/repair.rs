@@ -156,6 +156,28 @@ pub struct RepairStatus {
     /// Volumes that cannot be read whole until a lost extent returns, with the volume
     /// bytes that are lost (a lost data fragment's range; a replicated volume's whole).
     pub unreadable: BTreeMap<u64, Vec<Range<u64>>>,
+    /// The first [`STATUS_LIST_MAX`] volumes below full (by volume id): which ones wait,
+    /// for an operator (and a test) asking why redundancy does not come back.
+    pub below_full_volumes: Vec<BelowFull>,
+    /// The first [`STATUS_LIST_MAX`] tasks of every kind not given up (by task id), with
+    /// what they wait for.
+    pub open_tasks: Vec<TaskRecord>,
+}
+
+/// Volumes and tasks listed by [`status`] at most (the counts cover them all).
+pub const STATUS_LIST_MAX: usize = 32;
+
+/// A volume with fewer healthy extents than its scheme calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BelowFull {
+    /// The volume.
+    pub volume_id: u64,
+    /// Its state.
+    pub state: VolumeState,
+    /// Extents placed and not lost.
+    pub healthy: u64,
+    /// Extents a whole volume has.
+    pub full: u64,
 }
 
 /// Lost block hashes `cellar admin status` lists at most (the count is exact).
@@ -259,6 +281,14 @@ pub fn status(
         let r = health.redundancy(v, replicas);
         *out.by_can_lose.entry(r.can_lose).or_default() += 1;
         out.below_full += u64::from(r.below_full());
+        if r.below_full() && out.below_full_volumes.len() < STATUS_LIST_MAX {
+            out.below_full_volumes.push(BelowFull {
+                volume_id: v.volume_id,
+                state: v.state,
+                healthy: r.healthy as u64,
+                full: r.full as u64,
+            });
+        }
         out.extents_draining += draining(v, drains, &r).len() as u64;
         if r.can_lose < 0 {
             out.unreadable.insert(v.volume_id, lost_ranges(v, &r));
@@ -266,6 +296,9 @@ pub fn status(
         sizes.insert(v.volume_id, extent_bytes(v));
     }
     for t in tasks {
+        if t.state != TaskState::Failed && out.open_tasks.len() < STATUS_LIST_MAX {
+            out.open_tasks.push(t.clone());
+        }
         if matches!(t.kind, TaskKind::Reconstruct { .. } | TaskKind::Copy { .. }) {
             if t.state == TaskState::Failed {
                 out.tasks_failed += 1;
@@ -919,5 +952,52 @@ mod tests {
             matches!(&commands[0], Command::PlanRepair { kind: TaskKind::Reconstruct { .. }, .. }),
             "{commands:?}"
         );
+    }
+
+    #[test]
+    fn status_lists_the_volumes_below_full_and_the_tasks_not_given_up_up_to_its_limit() {
+        let (mut nodes, disks) = cell();
+        down(&mut nodes, 2);
+        let drains = Drains::default();
+        // Node 2 holds a fragment of every coded volume and a replica of every sealed one:
+        // all are below full; the list stops at STATUS_LIST_MAX, the count does not.
+        let mut volumes: Vec<VolumeRecord> = (1..=40).map(coded).collect();
+        volumes.push(sealed(41));
+        let task = |task_id, state, kind| TaskRecord {
+            v: RECORD_VERSION,
+            task_id,
+            kind,
+            node_id: 1,
+            state,
+            attempts: u32::from(state == TaskState::Failed),
+            claimed_until_unix_ms: 0,
+            detail: String::new(),
+        };
+        let tasks = vec![
+            task(1, TaskState::Pending, TaskKind::Encode { volume_id: 41, fragments: Vec::new() }),
+            task(2, TaskState::Failed, TaskKind::Encode { volume_id: 40, fragments: Vec::new() }),
+            task(
+                3,
+                TaskState::Claimed,
+                TaskKind::Delete { volume_id: 39, part: Part::Replica, extent: place(1, 1) },
+            ),
+        ];
+        let st = status(&volumes, &tasks, &nodes, &disks, &drains, 3);
+        assert_eq!(st.below_full, 41);
+        assert_eq!(st.below_full_volumes.len(), STATUS_LIST_MAX);
+        assert_eq!(
+            st.below_full_volumes.iter().map(|b| b.volume_id).collect::<Vec<_>>(),
+            (1..=STATUS_LIST_MAX as u64).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            st.below_full_volumes[0],
+            BelowFull { volume_id: 1, state: VolumeState::Coded, healthy: 6, full: 9 }
+        );
+        // The failed task is counted (elsewhere), not listed as open.
+        assert_eq!(st.open_tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![1, 3]);
+        // A whole cell lists nothing.
+        let (nodes, disks) = cell();
+        let st = status(&volumes, &[], &nodes, &disks, &drains, 3);
+        assert!(st.below_full_volumes.is_empty() && st.open_tasks.is_empty(), "{st:?}");
     }
 }

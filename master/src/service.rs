@@ -828,6 +828,17 @@ impl Master for MasterService {
             drained_nodes: drains.nodes.iter().copied().collect(),
             drained_disks: drains.disks.iter().copied().collect(),
             volumes_unreadable: repair.unreadable.keys().copied().collect(),
+            below_full_volumes: repair
+                .below_full_volumes
+                .iter()
+                .map(|b| pb::VolumeBelowFull {
+                    volume_id: b.volume_id,
+                    state: crate::wire::volume_state_pb(b.state).into(),
+                    healthy: b.healthy,
+                    full: b.full,
+                })
+                .collect(),
+            open_tasks: repair.open_tasks.iter().map(task_pb).collect(),
             blocks_lost: lost.count,
             lost_block_hashes: lost.hashes.iter().map(|h| h.to_vec()).collect(),
             repair_rate_bytes_per_sec: rate.bytes_per_sec,
