@@ -83,8 +83,18 @@ pub struct Cell {
     frozen: Vec<u32>,
 }
 
+/// Warning and error lines shown per process log when a test fails.
+const POST_MORTEM_LINES: usize = 15;
+
 impl Drop for Cell {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test keeps its cell's directory, and its output carries what each
+            // process warned of last: a failure in a full run (or CI) can be read without
+            // running it again.
+            self.dir.disable_cleanup(true);
+            eprintln!("{}", self.post_mortem());
+        }
         for pid in self.frozen.drain(..) {
             signal(pid, libc::SIGCONT);
         }
@@ -92,6 +102,39 @@ impl Drop for Cell {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Cell {
+    /// Where the cell's directory is, and the last [`POST_MORTEM_LINES`] warnings and
+    /// errors of each process's log (every `*.log` in the directory, by name).
+    fn post_mortem(&self) -> String {
+        let mut out = format!("cell directory kept for a post-mortem: {}\n", self.dir.path().display());
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let flagged: Vec<&str> =
+                text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+            if flagged.is_empty() {
+                continue;
+            }
+            let name = log.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let tail = &flagged[flagged.len().saturating_sub(POST_MORTEM_LINES)..];
+            out.push_str(&format!(
+                "--- {name}: {} warnings and errors, the last {}:\n",
+                flagged.len(),
+                tail.len()
+            ));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 }
 
