@@ -364,11 +364,12 @@ fn random_client_id() -> u64 {
     h.finish()
 }
 
-/// Removes an exactly-once call from the pending set when it ends (or is dropped).
 /// One request id of a [`MasterClient`], kept while the call it names may still be sent
-/// (see [`MasterClient::once_slot`]).
+/// (see [`MasterClient::once_slot`]); dropping it removes the id from the client's pending
+/// set, so the master may forget the call.
 pub struct OnceSlot<'a> {
-    guard: PendingGuard<'a>,
+    client: &'a MasterClient,
+    seq: u64,
 }
 
 impl OnceSlot<'_> {
@@ -381,16 +382,11 @@ impl OnceSlot<'_> {
         F: Fn(Grpc, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.guard.client.call_with_id(self.guard.seq, request, op).await
+        self.client.call_with_id(self.seq, request, op).await
     }
 }
 
-struct PendingGuard<'a> {
-    client: &'a MasterClient,
-    seq: u64,
-}
-
-impl Drop for PendingGuard<'_> {
+impl Drop for OnceSlot<'_> {
     fn drop(&mut self) {
         self.client.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.seq);
     }
@@ -460,7 +456,7 @@ impl MasterClient {
     pub fn once_slot(&self) -> OnceSlot<'_> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(seq);
-        OnceSlot { guard: PendingGuard { client: self, seq } }
+        OnceSlot { client: self, seq }
     }
 
     async fn call_with_id<R, T, F, Fut>(&self, seq: u64, request: R, op: F) -> Result<T, ClientError>

@@ -84,13 +84,7 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             renew_lease(kv, *volume_id, *lease_epoch, *lease_ms, *now_unix_ms)?
         }
         Command::CommitIndex { entries, volume_size_max_bytes, now_unix_ms, calls } => {
-            let batch = Batch {
-                entries,
-                unreferenced: &[],
-                volume_size_max_bytes: *volume_size_max_bytes,
-                now_unix_ms: *now_unix_ms,
-            };
-            commit_index(kv, c, &batch, calls)?
+            commit_index(kv, c, &Batch::of(entries, &[], *volume_size_max_bytes, *now_unix_ms), calls)?
         }
         Command::CommitIndexUnreferenced {
             entries,
@@ -98,23 +92,19 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             volume_size_max_bytes,
             now_unix_ms,
             calls,
-        } => {
-            let batch = Batch {
-                entries,
-                unreferenced,
-                volume_size_max_bytes: *volume_size_max_bytes,
-                now_unix_ms: *now_unix_ms,
-            };
-            commit_index(kv, c, &batch, calls)?
-        }
+        } => commit_index(
+            kv,
+            c,
+            &Batch::of(entries, unreferenced, *volume_size_max_bytes, *now_unix_ms),
+            calls,
+        )?,
         Command::CommitObjects { entries, unreferenced, volume_size_max_bytes, now_unix_ms, calls } => {
-            let batch = Batch {
-                entries,
-                unreferenced,
-                volume_size_max_bytes: *volume_size_max_bytes,
-                now_unix_ms: *now_unix_ms,
-            };
-            commit_objects(kv, c, &batch, calls)?
+            commit_objects(
+                kv,
+                c,
+                &Batch::of(entries, unreferenced, *volume_size_max_bytes, *now_unix_ms),
+                calls,
+            )?
         }
         Command::RelocateIndex { entries, relocate_from, volume_size_max_bytes, now_unix_ms } => {
             if relocate_from.len() != entries.len() {
@@ -225,6 +215,18 @@ struct Batch<'a> {
     unreferenced: &'a [u32],
     volume_size_max_bytes: u64,
     now_unix_ms: u64,
+}
+
+impl<'a> Batch<'a> {
+    /// The batch of a command's fields.
+    fn of(
+        entries: &'a [IndexCommit],
+        unreferenced: &'a [u32],
+        volume_size_max_bytes: u64,
+        now_unix_ms: u64,
+    ) -> Batch<'a> {
+        Batch { entries, unreferenced, volume_size_max_bytes, now_unix_ms }
+    }
 }
 
 /// One call of an index commit batch, from whichever command carried it.

@@ -65,6 +65,35 @@ fn faulty_client(group: &Group, faults: &LoseAnswers) -> MasterClient {
     MasterClient::builder(&group.addrs()).transports(transports).build().expect("client")
 }
 
+/// A group of three masters with nodes registered and one volume allocated; a plain
+/// client, and one whose answers `faults` can lose.
+struct Faulty {
+    group: Group,
+    plain: MasterClient,
+    volume: pb::Volume,
+    faults: LoseAnswers,
+    client: MasterClient,
+}
+
+async fn faulty_group() -> Faulty {
+    let group = Group::start(3).await;
+    let plain = group.client();
+    register_nodes(&plain).await;
+    let volume = allocate(&plain).await;
+    let faults = LoseAnswers::default();
+    let client = faulty_client(&group, &faults);
+    Faulty { group, plain, volume, faults, client }
+}
+
+/// A CommitIndex of block `i` at `offset` of `volume`, without a request id of its own.
+fn commit_request(volume: &pb::Volume, i: u64, offset: u64) -> pb::CommitIndexRequest {
+    pb::CommitIndexRequest {
+        entries: vec![commit(volume, i, offset)],
+        request_id: None,
+        versions: Vec::new(),
+    }
+}
+
 async fn references(client: &MasterClient, i: u64) -> u64 {
     let req = pb::LookupRequest { hashes: vec![hash(i)], request_id: None };
     let resp = client
@@ -84,20 +113,11 @@ fn applied(h: &MasterHandle) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_after_a_lost_answer_gets_the_first_outcome_and_counts_once() {
-    let group = Group::start(3).await;
-    let plain = group.client();
-    register_nodes(&plain).await;
-    let volume = allocate(&plain).await;
-    let faults = LoseAnswers::default();
-    let client = faulty_client(&group, &faults);
+    let Faulty { group, plain, volume, faults, client } = faulty_group().await;
 
     // A commit whose answer is lost: the retry is answered "committed", one reference.
     faults.arm("/CommitIndex", 1);
-    let req = pb::CommitIndexRequest {
-        entries: vec![commit(&volume, 1, 0)],
-        request_id: None,
-        versions: Vec::new(),
-    };
+    let req = commit_request(&volume, 1, 0);
     let resp = client
         .call_once(req.clone(), |mut c, r| async move { c.commit_index(r).await })
         .await
@@ -113,11 +133,7 @@ async fn a_retry_after_a_lost_answer_gets_the_first_outcome_and_counts_once() {
 
     // Without a request id the same fault applies the commit twice: what the ids prevent.
     faults.arm("/CommitIndex", 1);
-    let twice = pb::CommitIndexRequest {
-        entries: vec![commit(&volume, 2, 100)],
-        request_id: None,
-        versions: Vec::new(),
-    };
+    let twice = commit_request(&volume, 2, 100);
     client
         .call(|mut c| {
             let r = twice.clone();
@@ -168,17 +184,8 @@ async fn a_retry_after_a_lost_answer_gets_the_first_outcome_and_counts_once() {
 /// nothing; two `call_once`s of the same request apply twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_made_with_one_slot_apply_once() {
-    let group = Group::start(3).await;
-    let plain = group.client();
-    register_nodes(&plain).await;
-    let volume = allocate(&plain).await;
-    let faults = LoseAnswers::default();
-    let client = faulty_client(&group, &faults);
-    let req = pb::CommitIndexRequest {
-        entries: vec![commit(&volume, 7, 0)],
-        request_id: None,
-        versions: Vec::new(),
-    };
+    let Faulty { group, plain, volume, faults, client } = faulty_group().await;
+    let req = commit_request(&volume, 7, 0);
 
     let slot = client.once_slot();
     let first =
