@@ -23,11 +23,13 @@ use crate::digest::{BlockKey, READ_DIGEST_BYTES};
 /// a length of up to 5 bytes (varint of a length under 4 GiB).
 const HEAD_MAX_BYTES: usize = 5 + 2 + 32 + 1 + 5;
 
+#[derive(Clone)]
 enum Hasher {
     Digest(Box<blake3::Hasher>),
     Sha256(Sha256),
 }
 
+#[derive(Clone)]
 enum State {
     /// Collecting the head.
     Head(Vec<u8>),
@@ -47,7 +49,9 @@ struct Carried {
     sha256: [u8; 32],
 }
 
-/// A ReadRecord answer being checked as it arrives.
+/// A ReadRecord answer being checked as it arrives. A clone goes on with another replica's
+/// answer while the original waits on its own ([`ArrivingRecord::resume`]).
+#[derive(Clone)]
 pub struct ArrivingRecord {
     key: BlockKey,
     hasher: Hasher,

@@ -1,17 +1,17 @@
 //! A block read as it arrives (`cellar_volume_api::streamed`), over gRPC: the bytes handed
 //! on are the block's; a first holder that stalls after sending part of the answer is
-//! replaced by another replica, read from where the first stopped; a first holder that is
-//! gone sends the read down the whole-answer path; and bytes that are not the key's never
+//! replaced by another replica, read from where the first stopped, even when every other
+//! replica is slower than the hedge delay to answer; a first holder that is gone sends the read down the whole-answer path; and bytes that are not the key's never
 //! arrive whole.
 //!
 //! Every volume server is reached through a proxy (its advertised address) that can be told
-//! to stop passing the server's bytes on after a given count: a holder stalled half-way
+//! to stop passing the server's bytes on after a given count on each connection: a holder stalled half-way
 //! through an answer, with its connection open.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -27,12 +27,38 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// How long the other replicas stay stalled when the first stalls half-way: longer than a
+/// reader that gave up on each after its hedge delay (2 s, see [`patient_reader`]) would
+/// wait in all (three hedge delays), well within the read deadline (20 s), and shorter than
+/// a connection's first keepalive ping (10 s after it is made).
+const SLOW_REPLICAS_FOR: Duration = Duration::from_secs(8);
+
 /// A TCP proxy in front of one volume server.
 struct Proxy {
     addr: String,
     target: Arc<OnceLock<SocketAddr>>,
-    /// Server-to-client bytes still passed on; negative: no limit.
+    gate: Gate,
+}
+
+/// How many server-to-client bytes each of a proxy's connections passes on from now: a
+/// budget per connection, counted from when it was set, so that bytes an earlier call left
+/// in flight on one connection (an answer abandoned mid-way, flowing once released) do not
+/// use up another connection's budget.
+#[derive(Clone)]
+struct Gate {
+    /// Bytes each connection passes on; negative: no limit.
     budget: Arc<AtomicI64>,
+    /// Bumped each time the budget is set: a connection counts its bytes from then.
+    set: Arc<AtomicU64>,
+}
+
+impl Gate {
+    /// From now, each connection passes on `bytes` more (negative: no limit), then stalls
+    /// with its connection open.
+    fn pass(&self, bytes: i64) {
+        self.budget.store(bytes, Ordering::SeqCst);
+        self.set.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// Proxy addresses handed to the volume servers as they start (see [`advertise`]).
@@ -47,11 +73,11 @@ async fn proxy() -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let target: Arc<OnceLock<SocketAddr>> = Arc::new(OnceLock::new());
-    let budget = Arc::new(AtomicI64::new(-1));
-    let (t, b) = (target.clone(), budget.clone());
+    let gate = Gate { budget: Arc::new(AtomicI64::new(-1)), set: Arc::new(AtomicU64::new(0)) };
+    let (t, g) = (target.clone(), gate.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let (t, b) = (t.clone(), b.clone());
+            let (t, g) = (t.clone(), g.clone());
             tokio::spawn(async move {
                 let deadline = tokio::time::Instant::now() + WAIT;
                 let to = loop {
@@ -70,8 +96,15 @@ async fn proxy() -> Proxy {
                     let _ = tokio::io::copy(&mut cr, &mut sw).await;
                 });
                 let mut buf = vec![0u8; 64 << 10];
+                // The budget set this connection counts against, and what it passed since.
+                let (mut counted_from, mut passed) = (u64::MAX, 0i64);
                 loop {
-                    let allowed = b.load(Ordering::SeqCst);
+                    let set = g.set.load(Ordering::SeqCst);
+                    if set != counted_from {
+                        (counted_from, passed) = (set, 0);
+                    }
+                    let budget = g.budget.load(Ordering::SeqCst);
+                    let allowed = if budget < 0 { -1 } else { (budget - passed).max(0) };
                     if allowed == 0 {
                         // Stalled: the connection stays open, nothing passes.
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -82,9 +115,7 @@ async fn proxy() -> Proxy {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    if allowed > 0 {
-                        b.fetch_sub(n as i64, Ordering::SeqCst);
-                    }
+                    passed += n as i64;
                     if cw.write_all(&buf[..n]).await.is_err() {
                         return;
                     }
@@ -92,7 +123,7 @@ async fn proxy() -> Proxy {
             });
         }
     });
-    Proxy { addr, target, budget }
+    Proxy { addr, target, gate }
 }
 
 /// A cell of 3 zones x 2 servers, each behind its proxy; the proxies by node id.
@@ -191,7 +222,7 @@ async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is
     let first = v.replicas[0].node_id;
     let (_, stalled) = proxies.iter().find(|(n, _)| *n == first).expect("proxy of the first replica");
     let hedged_before = cluster.hedged_reads();
-    stalled.budget.store(3 << 19, Ordering::SeqCst);
+    stalled.gate.pass(3 << 19);
     let big = &blocks[0];
     let (bytes, resumed, error) =
         read_arriving(&cell, &reader, v.volume_id, big, big.key()).await.expect("streamed");
@@ -199,18 +230,49 @@ async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is
     assert!(resumed >= 1, "the stalled holder was not replaced");
     assert!(bytes == big.payload, "the block arrived different across two replicas");
     assert!(cluster.hedged_reads() > hedged_before, "the replacement was not counted as a hedge");
-    stalled.budget.store(-1, Ordering::SeqCst);
+    stalled.gate.pass(-1);
+
+    // The first holder stalls half-way and the other two are slower than the hedge delay to
+    // answer (stalled until long after it): the read waits on both, asked one hedge delay
+    // apart, and goes on from the first to answer, where it used to give up on each after
+    // its hedge delay and cut the get short. A fresh reader: its connections to the slow
+    // servers are new, so no keepalive ping of theirs falls into the stall.
+    let (slow_cluster, slow_reader) = patient_reader(&cell);
+    let others: Vec<u64> = v.replicas[1..].iter().map(|r| r.node_id).collect();
+    let slow: Vec<Gate> =
+        proxies.iter().filter(|(n, _)| others.contains(n)).map(|(_, p)| p.gate.clone()).collect();
+    assert_eq!(slow.len(), 2, "two other replicas");
+    for g in &slow {
+        g.pass(0);
+    }
+    stalled.gate.pass(3 << 19);
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(SLOW_REPLICAS_FOR).await;
+        for g in slow {
+            g.pass(-1);
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let (bytes, resumed, error) =
+        read_arriving(&cell, &slow_reader, v.volume_id, big, big.key()).await.expect("streamed");
+    release.await.expect("release");
+    assert!(error.is_none(), "the read gave up on replicas slower than the hedge delay: {error:?}");
+    assert!(resumed >= 1, "the stalled holder was not replaced");
+    assert!(bytes == big.payload, "the block arrived different after slow replicas");
+    assert!(started.elapsed() >= SLOW_REPLICAS_FOR, "went on before the slow replicas answered");
+    assert!(slow_cluster.hedged_reads() >= 1, "the replacement was not counted as a hedge");
+    stalled.gate.pass(-1);
 
     // Stalled from the start: no first frame within the hedge delay, so the block is read
     // whole from the other replicas (the stalled one asked last), counted as a hedge.
     let hedged_before = cluster.hedged_reads();
-    stalled.budget.store(0, Ordering::SeqCst);
+    stalled.gate.pass(0);
     assert!(
         read_arriving(&cell, &reader, v.volume_id, big, big.key()).await.is_none(),
         "streamed from a stalled holder"
     );
     assert!(cluster.hedged_reads() > hedged_before, "the slow first holder was not counted as a hedge");
-    stalled.budget.store(-1, Ordering::SeqCst);
+    stalled.gate.pass(-1);
 
     // The first replica's server gone: the read goes the whole way, from the others.
     cell.stop(first).await;
