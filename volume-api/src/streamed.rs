@@ -13,8 +13,10 @@
 //! of the expected length, and a refusal (no such extent, a CRC32 failure on the server)
 //! sends the read down the whole-answer path ([`BlockReader::read`]: other replicas,
 //! hedging, stale records). A holder that stalls after bytes were handed on (no frame
-//! within the hedge delay) or fails is replaced by the next replica, whose answer is read
-//! from the byte where the first stopped, the check going on over it.
+//! within the hedge delay) or fails is replaced by another replica, whose answer is read
+//! from the byte where the first stopped, the check going on over it: the other replicas
+//! are asked one hedge delay apart and the first to answer goes on, the last asked having
+//! until the read deadline ([`RecordStream`]'s `go_on`).
 //!
 //! Only replicated volumes and records over one frame ([`FRAME_MAX_BYTES`]) are read so;
 //! coded volumes, small records and in-process servers are read whole. So is a record
@@ -29,6 +31,8 @@ use bytes::Bytes;
 use cellar_proto::common::VolumeState;
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
@@ -161,6 +165,10 @@ impl BlockReader {
     }
 }
 
+/// A replica's answer once its head is in, with the payload bytes that came with the head;
+/// `None`: the server is in this process (nothing to stream).
+type OpenAnswer = Result<Option<(ResponseStream, Vec<Bytes>)>, Status>;
+
 /// Asks `(node, disk)` for the record and reads its answer until the head is in: the
 /// answer and the payload bytes that came with the head. `None`: the server is in this
 /// process (nothing to stream). The head must name the key and `payload_bytes`.
@@ -172,7 +180,7 @@ async fn open(
     length_bytes: u32,
     check: &mut ArrivingRecord,
     payload_bytes: usize,
-) -> Result<Option<(ResponseStream, Vec<Bytes>)>, Status> {
+) -> OpenAnswer {
     let mut client = cluster.extent_client(node_id).await?;
     let req = pb::ReadRecordRequest { volume_id, disk_id, offset_bytes, length_bytes };
     let Some(mut response) = client.read_record_stream(req).await? else { return Ok(None) };
@@ -307,40 +315,76 @@ impl RecordStream {
     }
 
     /// The current holder stalled or failed (`why`): the next replica's answer, from the
-    /// byte where this one stopped.
+    /// byte where this one stopped. Replicas are asked one hedge delay apart, and a replica
+    /// asked keeps being waited on while the next is asked: the first head to arrive wins
+    /// and the others' calls are dropped. The last replica asked, and every one still
+    /// waited on, has until the read deadline: on a loaded machine a replica slower than the
+    /// hedge delay is slow, not gone, and giving up on it cut gets short that would have
+    /// been whole.
     async fn go_on(&mut self, why: String) -> Result<(), Status> {
         let mut last = why;
-        while !self.others.is_empty() {
-            let next = self.others.remove(0);
-            if !self.check.resume() {
-                break;
-            }
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            let opened = tokio::time::timeout(
-                self.stall.min(left),
-                open(
-                    &self.cluster,
+        if self.check.is_unchecked() {
+            self.done = true;
+            return Err(unavailable(format!(
+                "reading volume {}'s record at {}: cannot go on from an answer not laid out as a record's: {last}",
+                self.volume_id, self.offset_bytes
+            )));
+        }
+        let mut asked = FuturesUnordered::new();
+        loop {
+            if !self.others.is_empty() {
+                let next = self.others.remove(0);
+                let mut check = self.check.clone();
+                check.resume();
+                asked.push(open_resumed(
+                    self.cluster.clone(),
                     self.volume_id,
                     next,
                     self.offset_bytes,
                     self.length_bytes,
-                    &mut self.check,
+                    check,
                     self.payload_bytes,
-                ),
-            )
-            .await;
-            match opened {
-                Ok(Ok(Some((response, ready)))) => {
+                ));
+            }
+            if asked.is_empty() {
+                break;
+            }
+            let hedge_at = if self.others.is_empty() {
+                self.deadline
+            } else {
+                (Instant::now() + self.stall).min(self.deadline)
+            };
+            match tokio::time::timeout_at(hedge_at, asked.next()).await {
+                Ok(Some((_, Ok(Some((response, ready))), check))) => {
                     tracing::debug!(volume = self.volume_id, reason = %last, "a streamed read goes on from another replica");
+                    self.check = check;
                     self.response = response;
                     self.ready.extend(ready);
                     self.resumed += 1;
                     self.cluster.count_hedged_read();
                     return Ok(());
                 }
-                Ok(Ok(None)) => last = "a replica in this process".into(),
-                Ok(Err(e)) => last = e.message().to_string(),
-                Err(_) => last = format!("replica on disk {}: nothing for {:?}", next.1, self.stall),
+                Ok(Some(((_, disk), Ok(None), _))) => {
+                    last = format!("replica on disk {disk}: in this process")
+                }
+                Ok(Some(((_, disk), Err(e), _))) => last = format!("replica on disk {disk}: {}", e.message()),
+                Ok(None) => break,
+                Err(_) if Instant::now() >= self.deadline => {
+                    self.done = true;
+                    return Err(status(
+                        Code::DeadlineExceeded,
+                        code::DEADLINE_EXCEEDED,
+                        format!(
+                            "reading volume {}'s record at {}: no replica went on within the read deadline \
+                             ({} still asked; before: {last})",
+                            self.volume_id,
+                            self.offset_bytes,
+                            asked.len()
+                        ),
+                    ));
+                }
+                // The hedge delay passed: the next replica is asked, these still waited on.
+                Err(_) => {}
             }
         }
         self.done = true;
@@ -349,4 +393,20 @@ impl RecordStream {
             self.volume_id, self.offset_bytes
         )))
     }
+}
+
+/// [`open`] for a replica asked to go on with a stream: the replica, its answer once the
+/// head is in, and the check (a clone of the stream's, resumed) that read the head.
+async fn open_resumed(
+    cluster: Arc<Cluster>,
+    volume_id: u64,
+    replica: (u64, u64),
+    offset_bytes: u64,
+    length_bytes: u32,
+    mut check: ArrivingRecord,
+    payload_bytes: usize,
+) -> ((u64, u64), OpenAnswer, ArrivingRecord) {
+    let opened =
+        open(&cluster, volume_id, replica, offset_bytes, length_bytes, &mut check, payload_bytes).await;
+    (replica, opened, check)
 }
