@@ -35,13 +35,13 @@ import urllib.parse
 import urllib.request
 from unittest import mock
 
-import boto3
 import botocore.auth
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+
+import cellar_s3
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -63,21 +63,7 @@ class Fail(Exception):
 
 
 def client(access=None, secret=None):
-    cfg = Config(
-        s3={"addressing_style": "path"},
-        signature_version="s3v4",
-        retries={"max_attempts": 2},
-        connect_timeout=10,
-        read_timeout=120,
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=ENDPOINT,
-        aws_access_key_id=access or ACCESS_KEY,
-        aws_secret_access_key=secret or SECRET_KEY,
-        region_name=REGION,
-        config=cfg,
-    )
+    return cellar_s3.client({"max_attempts": 2}, access=access, secret=secret)
 
 
 S3 = None

@@ -28,9 +28,9 @@ import traceback
 import urllib.request
 import zlib
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
+
+import cellar_s3
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -51,21 +51,7 @@ class Fail(Exception):
 
 
 def client():
-    cfg = Config(
-        s3={"addressing_style": "path"},
-        signature_version="s3v4",
-        retries={"max_attempts": 2},
-        connect_timeout=10,
-        read_timeout=120,
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=ENDPOINT,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name=REGION,
-        config=cfg,
-    )
+    return cellar_s3.client({"max_attempts": 2})
 
 
 S3 = None  # set in main()

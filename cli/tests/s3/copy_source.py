@@ -16,14 +16,13 @@ Each check prints `ok <name>`; a failure raises (non-zero exit).
 """
 
 import hashlib
-import os
 import random
 import sys
 import time
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
+
+import cellar_s3
 
 MiB = 1024 * 1024
 SOURCE_BYTES = 6 * MiB
@@ -33,20 +32,8 @@ BOUND_S = 45.0
 
 
 def client():
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ["S3_ENDPOINT"],
-        aws_access_key_id=os.environ["S3_ACCESS_KEY"],
-        aws_secret_access_key=os.environ["S3_SECRET_KEY"],
-        region_name=os.environ.get("S3_REGION") or "us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"},
-            # One attempt: the test wants the server's own answer, not a retry's.
-            retries={"mode": "standard", "total_max_attempts": 1},
-            read_timeout=120,
-            connect_timeout=10,
-        ),
-    )
+    # One attempt: the test wants the server's own answer, not a retry's.
+    return cellar_s3.client({"mode": "standard", "total_max_attempts": 1})
 
 
 def source_bytes():

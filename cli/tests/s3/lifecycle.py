@@ -16,22 +16,15 @@ import os
 import sys
 import time
 
-import boto3
 import botocore
-from botocore.config import Config
+
+import cellar_s3
 
 DEADLINE_S = 90
 
 
 def client():
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ["S3_ENDPOINT"],
-        aws_access_key_id=os.environ["S3_ACCESS_KEY"],
-        aws_secret_access_key=os.environ["S3_SECRET_KEY"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
+    return cellar_s3.client({"max_attempts": 1})
 
 
 def code_of(f):

@@ -12,23 +12,14 @@
 Env: S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY (as the other scripts).
 """
 import concurrent.futures as cf
-import os
 import random
 import sys
 
-import boto3
-from botocore.config import Config
+import cellar_s3
 
 
 def client():
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ["S3_ENDPOINT"],
-        aws_access_key_id=os.environ["S3_ACCESS_KEY"],
-        aws_secret_access_key=os.environ["S3_SECRET_KEY"],
-        region_name=os.environ.get("S3_REGION", "us-east-1"),
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}, max_pool_connections=16),
-    )
+    return cellar_s3.client({"max_attempts": 3}, pool=16)
 
 
 def fill(s3, bucket, mib):
