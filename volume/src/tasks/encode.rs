@@ -347,8 +347,10 @@ enum PassError {
     Source(Status),
     #[error(transparent)]
     Erasure(#[from] ErasureError),
-    #[error("a fragment stream closed early")]
-    SinkClosed,
+    /// The stream of fragment `.0` ended while the pass was still sending (its writer
+    /// failed): the cause of the other streams ending short.
+    #[error("fragment {0}'s stream closed early")]
+    SinkClosed(usize),
 }
 
 /// CRC32 of each data fragment's share of the volume, from a verified scan of a local
@@ -429,7 +431,7 @@ async fn encode_stripes(
                 for (i, shard) in stripe.fragments() {
                     let sink = &mut sinks[i];
                     let message = sink.framer.frame(shard.to_vec());
-                    sink.tx.blocking_send(message).map_err(|_| PassError::SinkClosed)?;
+                    sink.tx.blocking_send(message).map_err(|_| PassError::SinkClosed(i))?;
                 }
             }
             Ok(())
@@ -449,10 +451,19 @@ async fn encode_stripes(
         drop(sinks);
         return Err(AttemptError::Source(e));
     }
-    // Every stream is ended and awaited, so that a failed one reports its own status.
+    // Every stream is ended and awaited, so that a failed one reports its own status. A
+    // stream that closed during the pass is reported first: the pass stopped there, and
+    // the other writers' complaints (their streams ended short) follow from it.
     let finished = futures::future::join_all(sinks.into_iter().map(FragmentSink::finish)).await;
-    for (i, f) in finished.into_iter().enumerate() {
-        f.map_err(|e| AttemptError::Other(Status::new(e.code(), format!("fragment {i}: {}", e.message()))))?;
+    let closed = match &outcome {
+        Err(PassError::SinkClosed(i)) => Some(*i),
+        _ => None,
+    };
+    let order = closed.into_iter().chain((0..finished.len()).filter(|i| Some(*i) != closed));
+    for i in order {
+        if let Some(Err(e)) = finished.get(i) {
+            return Err(AttemptError::Other(Status::new(e.code(), format!("fragment {i}: {}", e.message()))));
+        }
     }
     if let Err(e) = outcome {
         return Err(AttemptError::Other(status(
@@ -467,4 +478,106 @@ async fn encode_stripes(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cellar_erasure::Scheme;
+    use cellar_volume_api::cluster::{ExtentClient, ExtentTransport, LocalExtents};
+    use tokio::sync::mpsc;
+    use tonic::Request;
+
+    use super::*;
+
+    /// Fragment writers in this process: the one of fragment `failing` fails at once; the
+    /// others read their stream to its end and, as the volume server does, refuse one that
+    /// ended short of the fragment.
+    struct Writers {
+        failing: u32,
+    }
+
+    #[tonic::async_trait]
+    impl LocalExtents for Writers {
+        async fn append(&self, _: Request<pb::AppendRequest>) -> Result<pb::AppendResponse, Status> {
+            Err(Status::unimplemented("append"))
+        }
+        async fn read_record(
+            &self,
+            _: Request<pb::ReadRecordRequest>,
+        ) -> Result<pb::ReadRecordResponse, Status> {
+            Err(Status::unimplemented("read_record"))
+        }
+        async fn read_fragment(
+            &self,
+            _: Request<pb::ReadFragmentRequest>,
+        ) -> Result<pb::ReadFragmentResponse, Status> {
+            Err(Status::unimplemented("read_fragment"))
+        }
+        async fn write_fragment(
+            &self,
+            req: Request<mpsc::Receiver<pb::WriteFragmentRequest>>,
+        ) -> Result<pb::WriteFragmentResponse, Status> {
+            let mut rx = req.into_inner();
+            let first = rx.recv().await.ok_or_else(|| Status::invalid_argument("no header"))?;
+            let header = first.header.ok_or_else(|| Status::invalid_argument("no header"))?;
+            if header.fragment_index == self.failing {
+                return Err(Status::unavailable("the disk under this fragment failed"));
+            }
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&first.data);
+            let mut len = first.data.len() as u64;
+            while let Some(m) = rx.recv().await {
+                crc.update(&m.data);
+                len += m.data.len() as u64;
+            }
+            if len != header.fragment_len_bytes {
+                return Err(Status::data_loss(format!(
+                    "the stream ended at {len} of a {}-byte fragment",
+                    header.fragment_len_bytes
+                )));
+            }
+            Ok(pb::WriteFragmentResponse { length_bytes: len, crc32: crc.finalize() })
+        }
+    }
+
+    /// A fragment writer that fails during the pass stops it and ends every other stream
+    /// short; the attempt's error names the fragment that failed and its writer's reason,
+    /// not the first of the others that saw its stream end short.
+    #[tokio::test]
+    async fn the_fragment_whose_writer_failed_is_the_one_reported() {
+        let failing = 4u32;
+        let scheme = Scheme::RS_6_3;
+        // Many stripes: the pass is still sending when the failing writer has gone.
+        let layout = Layout::new(scheme, 64 * STRIPE_BYTES as u64, FRAGMENT_CHUNK_BYTES).expect("layout");
+        let service: Arc<dyn LocalExtents> = Arc::new(Writers { failing });
+        let sinks = (0..scheme.fragment_count())
+            .map(|index| {
+                let client =
+                    ExtentClient::new(ExtentTransport::Local { service: service.clone(), secret: None });
+                let header = pb::FragmentHeader {
+                    volume_id: 1,
+                    disk_id: 100 + index as u64,
+                    fragment_index: index as u32,
+                    fragment_len_bytes: layout.fragment_len_bytes(),
+                    chunk_size_bytes: FRAGMENT_CHUNK_BYTES as u32,
+                };
+                FragmentSink::open(client, header)
+            })
+            .collect();
+        let read: ReadFn = Box::new(|offset, buf| {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (offset as usize + i) as u8;
+            }
+            Ok(())
+        });
+        let scanned = vec![0; scheme.data_count()];
+        let Err(AttemptError::Other(e)) = encode_stripes(layout, sinks, scanned, read).await else {
+            panic!("the pass succeeded or blamed its source");
+        };
+        assert!(
+            e.message().starts_with(&format!("fragment {failing}: the disk under this fragment failed")),
+            "{}",
+            e.message()
+        );
+    }
 }
