@@ -323,19 +323,15 @@ impl RecordStream {
     /// been whole.
     async fn go_on(&mut self, why: String) -> Result<(), Status> {
         let mut last = why;
-        if self.check.is_unchecked() {
-            self.done = true;
-            return Err(unavailable(format!(
-                "reading volume {}'s record at {}: cannot go on from an answer not laid out as a record's: {last}",
-                self.volume_id, self.offset_bytes
-            )));
-        }
         let mut asked = FuturesUnordered::new();
         loop {
             if !self.others.is_empty() {
                 let next = self.others.remove(0);
                 let mut check = self.check.clone();
-                check.resume();
+                if !check.resume() {
+                    // An answer not in the expected layout: no other answer can go on from it.
+                    break;
+                }
                 asked.push(open_resumed(
                     self.cluster.clone(),
                     self.volume_id,

@@ -1,12 +1,12 @@
 //! A block read as it arrives (`cellar_volume_api::streamed`), over gRPC: the bytes handed
 //! on are the block's; a first holder that stalls after sending part of the answer is
 //! replaced by another replica, read from where the first stopped, even when every other
-//! replica is slower than the hedge delay to answer; a first holder that is gone sends the read down the whole-answer path; and bytes that are not the key's never
-//! arrive whole.
+//! replica is slower than the hedge delay to answer; a first holder that is gone sends the
+//! read down the whole-answer path; and bytes that are not the key's never arrive whole.
 //!
 //! Every volume server is reached through a proxy (its advertised address) that can be told
-//! to stop passing the server's bytes on after a given count on each connection: a holder stalled half-way
-//! through an answer, with its connection open.
+//! to stop passing the server's bytes on after a given count on each connection: a holder
+//! stalled half-way through an answer, with its connection open.
 
 mod common;
 
