@@ -38,8 +38,8 @@
 #   BIG_SIZE=4194304 BIG_COUNT_1=64 BIG_COUNT_C=256         the 4 MiB rows' size and op counts
 #   SMALL_SIZE=4096 SMALL_COUNT_1=2000 SMALL_COUNT_C=10000  the 4 KiB rows' (at 1 / CONCURRENCY clients)
 #   OPS=                every row's op count (a quick check: OPS=8 ROUNDS=1)
-#   LEAN=0              1: the timed requests go through s3_load.py's LeanS3 (http.client and
-#                       SigV4 signed by hand, UNSIGNED-PAYLOAD): a fifth of boto3's client CPU,
+#   LEAN=0              1: the timed requests go through s3_load.py's LeanS3 (HTTP/1.1 and
+#                       SigV4 by hand, UNSIGNED-PAYLOAD): a fraction of boto3's client CPU,
 #                       so that the small-object rows at 32 clients measure the servers
 #   UNSIGNED_PAYLOAD=1  1: boto3 sends x-amz-content-sha256: UNSIGNED-PAYLOAD (no SHA-256 of
 #                       the bodies in the client, none to check in the servers; what SDKs do

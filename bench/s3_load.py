@@ -54,18 +54,22 @@ def body(tag, size):
 
 
 class LeanS3:
-    """PutObject/GetObject over one http.client connection, signed with SigV4 by hand
-    (header auth, x-amz-content-sha256: UNSIGNED-PAYLOAD): a client whose CPU per request
-    is a fraction of botocore's, so that small-object rows measure the servers rather than
-    the load generator. Errors raise; a broken connection is reopened on the next call."""
+    """PutObject/GetObject over one kept-alive TCP connection speaking HTTP/1.1 by hand,
+    signed with SigV4 by hand (header auth, x-amz-content-sha256: UNSIGNED-PAYLOAD): a
+    client whose CPU per request is a small fraction of botocore's (and of http.client's),
+    so that small-object rows measure the servers rather than the load generator. A response body is read by its
+    Content-Length (or chunked) straight into one buffer. Errors raise (a status other
+    than 200 too); the connection is closed on any error and reopened on the next call."""
 
-    def __init__(self, endpoint, access_key, secret_key, region="us-east-1"):
+    def __init__(self, endpoint, access_key, secret_key, region="us-east-1", timeout_s=600):
         import urllib.parse
 
         u = urllib.parse.urlparse(endpoint)
-        self.hostname, self.port, self.host = u.hostname, u.port, u.netloc
+        self.hostname, self.port, self.host = u.hostname, u.port or 80, u.netloc
         self.access_key, self.secret_key, self.region = access_key, secret_key, region
-        self.conn = None
+        self.timeout_s = timeout_s
+        self.sock = None
+        self.pending = bytearray()  # bytes read past the last response
         self.keys = {}  # date -> signing key
 
     def _signing_key(self, date):
@@ -79,10 +83,81 @@ class LeanS3:
             self.keys = {date: k}
         return self.keys[date]
 
+    def _connect(self):
+        import socket
+
+        s = socket.create_connection((self.hostname, self.port), timeout=self.timeout_s)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = s
+        self.pending = bytearray()
+
+    def _fill(self):
+        """Reads more bytes into `pending`; EOF is an error (a response was due)."""
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.pending += chunk
+
+    def _read_exact(self, n):
+        """Exactly n bytes of the stream (what `pending` holds first, then straight into
+        one buffer)."""
+        out = bytearray(n)
+        view = memoryview(out)
+        have = min(n, len(self.pending))
+        view[:have] = self.pending[:have]
+        del self.pending[:have]
+        while have < n:
+            got = self.sock.recv_into(view[have:], n - have)
+            if got == 0:
+                raise ConnectionError(f"the server closed the connection {have} bytes into a {n}-byte body")
+            have += got
+        return out
+
+    def _read_line(self):
+        while (i := self.pending.find(b"\r\n")) < 0:
+            self._fill()
+        line = bytes(self.pending[:i])
+        del self.pending[: i + 2]
+        return line
+
+    def _response(self):
+        """(status, headers with lower-case names, body) of the next response."""
+        while (end := self.pending.find(b"\r\n\r\n")) < 0:
+            if len(self.pending) > 65536:
+                raise ValueError("response head over 64 KiB")
+            self._fill()
+        head = bytes(self.pending[:end]).decode("latin-1").split("\r\n")
+        del self.pending[: end + 4]
+        parts = head[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+            raise ValueError(f"not an HTTP/1.x status line: {head[0][:100]!r}")
+        status = int(parts[1])
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = bytearray()
+            while True:
+                size = int(self._read_line().split(b";", 1)[0], 16)
+                if size == 0:
+                    while self._read_line():  # trailers, up to the empty line
+                        pass
+                    break
+                body += self._read_exact(size)
+                if self._read_line():
+                    raise ValueError("chunk not followed by CRLF")
+        elif "content-length" in headers:
+            body = self._read_exact(int(headers["content-length"]))
+        elif status in (204, 304) or 100 <= status < 200:
+            body = bytearray()
+        else:
+            raise ValueError(f"HTTP {status} without Content-Length or chunked body")
+        return status, headers, body
+
     def _request(self, method, bucket, key, body=None):
         import hashlib
         import hmac
-        import http.client
         import urllib.parse
 
         path = "/" + urllib.parse.quote(bucket, safe="") + "/" + urllib.parse.quote(key, safe="/~")
@@ -96,27 +171,36 @@ class LeanS3:
         scope = f"{date}/{self.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{amz}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         sig = hmac.new(self._signing_key(date), to_sign.encode(), hashlib.sha256).hexdigest()
-        headers = {
-            "Host": self.host,
-            "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
-            "x-amz-date": amz,
-            "Authorization": f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, SignedHeaders={signed}, Signature={sig}",
-        }
-        if body is not None:
-            headers["Content-Length"] = str(len(body))
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection(self.hostname, self.port, timeout=600)
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"x-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: {amz}\r\n"
+            f"Authorization: AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
+            f"SignedHeaders={signed}, Signature={sig}\r\n"
+            f"Content-Length: {0 if body is None else len(body)}\r\n\r\n"
+        ).encode()
+        if self.sock is None:
+            self._connect()
         try:
-            self.conn.request(method, path, body=body, headers=headers)
-            resp = self.conn.getresponse()
-            data = resp.read()
+            if body is None or len(body) <= 65536:
+                self.sock.sendall(head + body if body else head)
+            else:
+                self.sock.sendall(head)
+                self.sock.sendall(body)
+            status, headers, data = self._response()
+            if headers.get("connection", "").lower() == "close":
+                self.close()
         except Exception:
-            self.conn.close()
-            self.conn = None
+            self.close()
             raise
-        if resp.status != 200:
-            raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {data[:200]!r}")
+        if status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {status}: {bytes(data[:200])!r}")
         return data
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        self.pending = bytearray()
 
     def put_object(self, Bucket, Key, Body):
         self._request("PUT", Bucket, Key, Body)
@@ -488,8 +572,8 @@ def summary(work, rounds):
     unsigned = {r["unsigned_payload"] for r in all_runs}
     if {r.get("lean", False) for r in all_runs} == {True}:
         print(
-            "- Client: the timed requests go through s3_load.py's LeanS3 (http.client, SigV4 header auth "
-            "signed by hand with UNSIGNED-PAYLOAD; setup through boto3); no retries; one process per "
+            "- Client: the timed requests go through s3_load.py's LeanS3 (HTTP/1.1 over a kept-alive socket and SigV4 header auth, "
+            "both by hand, with UNSIGNED-PAYLOAD; setup through boto3); no retries; one process per "
             "client, one connection each; every get's length checked, one in 16 compared byte for byte "
             "after the timed loop."
         )
@@ -605,7 +689,7 @@ def main():
     r.add_argument("--pids", default="", help="ROLE.INSTANCE=PID,... server processes (CPU per phase, peak RSS)")
     r.add_argument("--idle-cmd", default="", help="shell command exiting 0 once the servers are idle")
     r.add_argument("--unsigned-payload", action="store_true")
-    r.add_argument("--lean", action="store_true", help="timed requests through LeanS3 (http.client + SigV4 by hand, UNSIGNED-PAYLOAD) instead of boto3")
+    r.add_argument("--lean", action="store_true", help="timed requests through LeanS3 (HTTP/1.1 and SigV4 by hand, UNSIGNED-PAYLOAD) instead of boto3")
     r.add_argument("--ready-timeout", type=float, default=120)
     s = sub.add_parser("summary")
     s.add_argument("work")
