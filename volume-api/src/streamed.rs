@@ -16,7 +16,8 @@
 //! within the hedge delay) or fails is replaced by another replica, whose answer is read
 //! from the byte where the first stopped, the check going on over it: the other replicas
 //! are asked one hedge delay apart and the first to answer goes on, the last asked having
-//! until the read deadline ([`RecordStream`]'s `go_on`).
+//! until the read deadline ([`RecordStream`]'s `go_on`). A holder that only stalled is
+//! still waited on meanwhile: when it sends again first, the stream goes on with it.
 //!
 //! Only replicated volumes and records over one frame ([`FRAME_MAX_BYTES`]) are read so;
 //! coded volumes, small records and in-process servers are read whole. So is a record
@@ -74,6 +75,8 @@ pub struct RecordStream {
     deadline: Instant,
     started: Instant,
     resumed: u32,
+    /// Times the holder stalled or failed and other replicas were asked.
+    stalls: u32,
     done: bool,
     /// Why the stream failed: every later call fails the same way.
     failed: Option<String>,
@@ -138,6 +141,7 @@ impl BlockReader {
                 deadline,
                 started,
                 resumed: 0,
+                stalls: 0,
                 done: false,
                 failed: None,
                 cut: self.cut.clone(),
@@ -224,6 +228,12 @@ impl RecordStream {
         self.resumed
     }
 
+    /// Times the holder stalled or failed and other replicas were asked so far (a holder
+    /// that sent again first went on: not counted in [`Self::resumed`]).
+    pub fn stalls(&self) -> u32 {
+        self.stalls
+    }
+
     /// The next payload bytes; `None` once all of them were handed on and matched the key.
     /// An error ends the stream (later calls fail the same way): the bytes handed on are
     /// not the block, or not all of it.
@@ -241,6 +251,8 @@ impl RecordStream {
     }
 
     async fn next_inner(&mut self) -> Result<Option<Bytes>, Status> {
+        // What the holder sent while [`Self::go_on`] waited on it and the other replicas.
+        let mut came: Option<Option<Bytes>> = None;
         loop {
             if self.done {
                 return Ok(None);
@@ -248,23 +260,39 @@ impl RecordStream {
             if let Some(piece) = self.take_ready() {
                 return Ok(Some(piece));
             }
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.done = true;
-                return Err(status(
-                    Code::DeadlineExceeded,
-                    code::DEADLINE_EXCEEDED,
-                    format!(
-                        "reading volume {}'s record at {}: past the read deadline",
-                        self.volume_id, self.offset_bytes
-                    ),
-                ));
-            }
-            // The first frame came within the hedge delay; between frames a holder gets
-            // the hedge delay's maximum (a loaded machine's pauses are not stalls).
-            let stall = self.cluster.read_latency().delay_max().max(self.stall);
-            match tokio::time::timeout(stall.min(left), self.response.next()).await {
-                Ok(Ok(Some(chunk))) => {
+            let got = match came.take() {
+                Some(got) => Ok(got),
+                None => {
+                    let left = self.deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        self.done = true;
+                        return Err(status(
+                            Code::DeadlineExceeded,
+                            code::DEADLINE_EXCEEDED,
+                            format!(
+                                "reading volume {}'s record at {}: past the read deadline",
+                                self.volume_id, self.offset_bytes
+                            ),
+                        ));
+                    }
+                    // The first frame came within the hedge delay; between frames a holder
+                    // gets the hedge delay's maximum (a loaded machine's pauses are not
+                    // stalls).
+                    let stall = self.cluster.read_latency().delay_max().max(self.stall);
+                    match tokio::time::timeout(stall.min(left), self.response.next()).await {
+                        Ok(got) => got,
+                        Err(_) => {
+                            let why = format!("{}: nothing for {stall:?}", self.response.addr());
+                            match self.go_on(why, true).await? {
+                                WentOn::Replica => continue,
+                                WentOn::Holder(got) => Ok(got),
+                            }
+                        }
+                    }
+                }
+            };
+            match got {
+                Ok(Some(chunk)) => {
                     let r = self.check.feed(&chunk);
                     if self.check.is_unchecked() {
                         self.done = true;
@@ -277,9 +305,12 @@ impl RecordStream {
                         self.ready.push_back(chunk.slice(r));
                     }
                 }
-                Ok(Ok(None)) => return self.finish(),
-                Ok(Err(e)) => self.go_on(e.message().to_string()).await?,
-                Err(_) => self.go_on(format!("{}: nothing for {stall:?}", self.response.addr())).await?,
+                Ok(None) => return self.finish(),
+                // The holder failed: only another replica can go on.
+                Err(e) => match self.go_on(e.message().to_string(), false).await? {
+                    WentOn::Replica => {}
+                    WentOn::Holder(got) => came = Some(got),
+                },
             }
         }
     }
@@ -320,29 +351,34 @@ impl RecordStream {
     /// and the others' calls are dropped. The last replica asked, and every one still
     /// waited on, has until the read deadline: on a loaded machine a replica slower than the
     /// hedge delay is slow, not gone, and giving up on it cut gets short that would have
-    /// been whole.
-    async fn go_on(&mut self, why: String) -> Result<(), Status> {
+    /// been whole. A holder that only stalled (`holder_alive`) is waited on too: when its
+    /// next frame (or its end) comes first, the stream goes on with it
+    /// ([`WentOn::Holder`]) and the other replicas' calls are dropped.
+    async fn go_on(&mut self, why: String, mut holder_alive: bool) -> Result<WentOn, Status> {
+        self.stalls += 1;
         let mut last = why;
         let mut asked = FuturesUnordered::new();
         loop {
             if !self.others.is_empty() {
                 let next = self.others.remove(0);
                 let mut check = self.check.clone();
-                if !check.resume() {
-                    // An answer not in the expected layout: no other answer can go on from it.
-                    break;
+                if check.resume() {
+                    asked.push(open_resumed(
+                        self.cluster.clone(),
+                        self.volume_id,
+                        next,
+                        self.offset_bytes,
+                        self.length_bytes,
+                        check,
+                        self.payload_bytes,
+                    ));
+                } else {
+                    // An answer not in the expected layout: no other answer can go on from it
+                    // (the holder itself still can, when it only stalled).
+                    self.others.clear();
                 }
-                asked.push(open_resumed(
-                    self.cluster.clone(),
-                    self.volume_id,
-                    next,
-                    self.offset_bytes,
-                    self.length_bytes,
-                    check,
-                    self.payload_bytes,
-                ));
             }
-            if asked.is_empty() {
+            if asked.is_empty() && !holder_alive {
                 break;
             }
             let hedge_at = if self.others.is_empty() {
@@ -350,37 +386,50 @@ impl RecordStream {
             } else {
                 (Instant::now() + self.stall).min(self.deadline)
             };
-            match tokio::time::timeout_at(hedge_at, asked.next()).await {
-                Ok(Some((_, Ok(Some((response, ready))), check))) => {
-                    tracing::debug!(volume = self.volume_id, reason = %last, "a streamed read goes on from another replica");
-                    self.check = check;
-                    self.response = response;
-                    self.ready.extend(ready);
-                    self.resumed += 1;
-                    self.cluster.count_hedged_read();
-                    return Ok(());
+            let waited = tokio::select! {
+                got = self.response.next(), if holder_alive => Waited::Holder(got),
+                Some(answer) = asked.next(), if !asked.is_empty() => Waited::Replica(Box::new(answer)),
+                () = tokio::time::sleep_until(hedge_at) => Waited::Hedge,
+            };
+            match waited {
+                Waited::Holder(Err(e)) => {
+                    holder_alive = false;
+                    last = format!("{}: {}", self.response.addr(), e.message());
                 }
-                Ok(Some(((_, disk), Ok(None), _))) => {
-                    last = format!("replica on disk {disk}: in this process")
+                Waited::Holder(Ok(got)) => {
+                    tracing::debug!(volume = self.volume_id, reason = %last, "a stalled holder went on");
+                    return Ok(WentOn::Holder(got));
                 }
-                Ok(Some(((_, disk), Err(e), _))) => last = format!("replica on disk {disk}: {}", e.message()),
-                Ok(None) => break,
-                Err(_) if Instant::now() >= self.deadline => {
+                Waited::Replica(answer) => match *answer {
+                    (_, Ok(Some((response, ready))), check) => {
+                        tracing::debug!(volume = self.volume_id, reason = %last, "a streamed read goes on from another replica");
+                        self.check = check;
+                        self.response = response;
+                        self.ready.extend(ready);
+                        self.resumed += 1;
+                        self.cluster.count_hedged_read();
+                        return Ok(WentOn::Replica);
+                    }
+                    ((_, disk), Ok(None), _) => last = format!("replica on disk {disk}: in this process"),
+                    ((_, disk), Err(e), _) => last = format!("replica on disk {disk}: {}", e.message()),
+                },
+                Waited::Hedge if Instant::now() >= self.deadline => {
                     self.done = true;
                     return Err(status(
                         Code::DeadlineExceeded,
                         code::DEADLINE_EXCEEDED,
                         format!(
                             "reading volume {}'s record at {}: no replica went on within the read deadline \
-                             ({} still asked; before: {last})",
+                             ({} still asked{}; before: {last})",
                             self.volume_id,
                             self.offset_bytes,
-                            asked.len()
+                            asked.len(),
+                            if holder_alive { ", the stalled holder still waited on" } else { "" }
                         ),
                     ));
                 }
                 // The hedge delay passed: the next replica is asked, these still waited on.
-                Err(_) => {}
+                Waited::Hedge => {}
             }
         }
         self.done = true;
@@ -389,6 +438,24 @@ impl RecordStream {
             self.volume_id, self.offset_bytes
         )))
     }
+}
+
+/// How [`RecordStream::go_on`] went on.
+enum WentOn {
+    /// With another replica's answer, now the stream's.
+    Replica,
+    /// With the stalled holder: what it sent next (a frame, or `None`: its answer ended).
+    Holder(Option<Bytes>),
+}
+
+/// What [`RecordStream::go_on`] waited for first.
+enum Waited {
+    /// The stalled holder's next frame, its end, or its failure.
+    Holder(Result<Option<Bytes>, Status>),
+    /// An asked replica's answer (see [`open_resumed`]).
+    Replica(Box<((u64, u64), OpenAnswer, ArrivingRecord)>),
+    /// The next hedge time (or the read deadline) came.
+    Hedge,
 }
 
 /// [`open`] for a replica asked to go on with a stream: the replica, its answer once the

@@ -379,6 +379,7 @@ impl H2Transport {
             addr: inner.addr.clone(),
             head: Vec::with_capacity(5),
             received: 0,
+            trailers: None,
             ended: false,
         })
     }
@@ -392,6 +393,9 @@ pub struct ResponseStream {
     head: Vec<u8>,
     /// Bytes of the message so far (prefix included).
     received: usize,
+    /// The trailers, once they came (kept here so that [`ResponseStream::next`] stays
+    /// cancel-safe).
+    trailers: Option<http::HeaderMap>,
     ended: bool,
 }
 
@@ -399,12 +403,12 @@ impl ResponseStream {
     /// The next piece of the message (its 5-byte prefix first, in the first pieces); `None`
     /// once the message ended with an OK status and was as long as its prefix announced.
     /// An error status, a message over [`MESSAGE_MAX_BYTES`], compressed, or of another
-    /// length than announced is an error.
+    /// length than announced is an error. Cancel-safe: a call dropped while it waits loses
+    /// nothing, and the next call goes on where it stopped.
     pub async fn next(&mut self) -> Result<Option<Bytes>, Status> {
         if self.ended {
             return Ok(None);
         }
-        let mut trailers = None;
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await {
             match frame?.into_data() {
                 Ok(chunk) => {
@@ -427,10 +431,11 @@ impl ResponseStream {
                     self.received += chunk.len();
                     return Ok(Some(chunk));
                 }
-                Err(frame) => trailers = frame.into_trailers().ok(),
+                Err(frame) => self.trailers = frame.into_trailers().ok(),
             }
         }
-        let status = trailers
+        let status = self
+            .trailers
             .as_ref()
             .and_then(Status::from_header_map)
             .ok_or_else(|| Status::internal(format!("{}: a response without grpc-status", self.addr)))?;

@@ -33,6 +33,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// a connection's first keepalive ping (10 s after it is made).
 const SLOW_REPLICAS_FOR: Duration = Duration::from_secs(8);
 
+/// How long the first holder stalls half-way when it is the first to send again: longer
+/// than a stall (2 s), shorter than [`SLOW_REPLICAS_FOR`].
+const HOLDER_STALLS_FOR: Duration = Duration::from_secs(4);
+
 /// A TCP proxy in front of one volume server.
 struct Proxy {
     addr: String,
@@ -96,29 +100,40 @@ async fn proxy() -> Proxy {
                     let _ = tokio::io::copy(&mut cr, &mut sw).await;
                 });
                 let mut buf = vec![0u8; 64 << 10];
+                // Bytes read from the server and not passed on yet: the budget applies when
+                // they are passed on, so bytes a read waiting since before a stall brings in
+                // are held too.
+                let mut held: Vec<u8> = Vec::new();
                 // The budget set this connection counts against, and what it passed since.
                 let (mut counted_from, mut passed) = (u64::MAX, 0i64);
                 loop {
+                    if held.is_empty() {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        held.extend_from_slice(&buf[..n]);
+                    }
                     let set = g.set.load(Ordering::SeqCst);
                     if set != counted_from {
                         (counted_from, passed) = (set, 0);
                     }
                     let budget = g.budget.load(Ordering::SeqCst);
-                    let allowed = if budget < 0 { -1 } else { (budget - passed).max(0) };
+                    let allowed = if budget < 0 {
+                        held.len()
+                    } else {
+                        held.len().min((budget - passed).max(0) as usize)
+                    };
                     if allowed == 0 {
                         // Stalled: the connection stays open, nothing passes.
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
-                    let room = if allowed < 0 { buf.len() } else { buf.len().min(allowed as usize) };
-                    let n = match sr.read(&mut buf[..room]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    passed += n as i64;
-                    if cw.write_all(&buf[..n]).await.is_err() {
+                    if cw.write_all(&held[..allowed]).await.is_err() {
                         return;
                     }
+                    passed += allowed as i64;
+                    held.drain(..allowed);
                 }
             });
         }
@@ -165,15 +180,26 @@ fn patient_reader(cell: &Cell) -> (Arc<Cluster>, BlockReader) {
     (cluster, reader)
 }
 
-/// Reads `b` of volume `volume_id` as it arrives: the bytes handed on, the stream's
-/// resumptions, and the error that ended it (if any). `None` when the read came whole.
+/// A block read as it arrived (see [`read_arriving`]).
+struct Arrived {
+    /// The bytes handed on.
+    bytes: Vec<u8>,
+    /// Holders replaced by another replica.
+    resumed: u32,
+    /// Times the holder stalled or failed and other replicas were asked.
+    stalls: u32,
+    /// The error that ended the stream, if any.
+    error: Option<tonic::Status>,
+}
+
+/// Reads `b` of volume `volume_id` as it arrives; `None` when the read came whole.
 async fn read_arriving(
     cell: &Cell,
     reader: &BlockReader,
     volume_id: u64,
     b: &Written,
     key: BlockKey,
-) -> Option<(Vec<u8>, u32, Option<tonic::Status>)> {
+) -> Option<Arrived> {
     let v = cell.volume(volume_id).await;
     match reader.read_streamed(&v, &key, b.offset_bytes, b.length_bytes, b.payload.len()).await {
         Ok(StreamedRead::Whole(read)) => {
@@ -190,7 +216,7 @@ async fn read_arriving(
                     Err(e) => break Some(e),
                 }
             };
-            Some((out, s.resumed(), error))
+            Some(Arrived { bytes: out, resumed: s.resumed(), stalls: s.stalls(), error })
         }
         Err(e) => panic!("read of {} bytes: {e:?}", b.payload.len()),
     }
@@ -209,10 +235,10 @@ async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is
             assert!(got.is_none(), "a record of {} bytes was streamed", b.length_bytes);
             continue;
         }
-        let (bytes, resumed, error) = got.unwrap_or_else(|| panic!("{} bytes read whole", b.payload.len()));
+        let Arrived { bytes, error, .. } =
+            got.unwrap_or_else(|| panic!("{} bytes read whole", b.payload.len()));
         // (A holder slow between two frames on a loaded machine may be replaced: not
         // asserted here.)
-        let _ = resumed;
         assert!(error.is_none(), "{error:?}");
         assert!(bytes == b.payload, "{} bytes arrived different", b.payload.len());
     }
@@ -224,7 +250,7 @@ async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is
     let hedged_before = cluster.hedged_reads();
     stalled.gate.pass(3 << 19);
     let big = &blocks[0];
-    let (bytes, resumed, error) =
+    let Arrived { bytes, resumed, error, .. } =
         read_arriving(&cell, &reader, v.volume_id, big, big.key()).await.expect("streamed");
     assert!(error.is_none(), "{error:?}");
     assert!(resumed >= 1, "the stalled holder was not replaced");
@@ -253,7 +279,7 @@ async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is
         }
     });
     let started = tokio::time::Instant::now();
-    let (bytes, resumed, error) =
+    let Arrived { bytes, resumed, error, .. } =
         read_arriving(&cell, &slow_reader, v.volume_id, big, big.key()).await.expect("streamed");
     release.await.expect("release");
     assert!(error.is_none(), "the read gave up on replicas slower than the hedge delay: {error:?}");
@@ -263,14 +289,45 @@ async fn a_block_arrives_whole_from_another_replica_when_its_holder_stalls_or_is
     assert!(slow_cluster.hedged_reads() >= 1, "the replacement was not counted as a hedge");
     stalled.gate.pass(-1);
 
+    // The first holder stalls half-way for longer than a stall (2 s) and the other two are
+    // slower still: the read asks them and keeps waiting on the holder too, which sends
+    // again first, so the stream goes on with it, replacing nothing (it used to drop the
+    // holder and go on from a slow replica).
+    let (_, patient) = patient_reader(&cell);
+    let slow: Vec<Gate> =
+        proxies.iter().filter(|(n, _)| others.contains(n)).map(|(_, p)| p.gate.clone()).collect();
+    for g in &slow {
+        g.pass(0);
+    }
+    stalled.gate.pass(3 << 19);
+    let holder = stalled.gate.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(HOLDER_STALLS_FOR).await;
+        holder.pass(-1);
+        tokio::time::sleep(SLOW_REPLICAS_FOR - HOLDER_STALLS_FOR).await;
+        for g in slow {
+            g.pass(-1);
+        }
+    });
+    let Arrived { bytes, resumed, stalls, error } =
+        read_arriving(&cell, &patient, v.volume_id, big, big.key()).await.expect("streamed");
+    release.await.expect("release");
+    assert!(error.is_none(), "{error:?}");
+    assert!(stalls >= 1, "the holder's stall was not noticed");
+    assert_eq!(resumed, 0, "the holder was replaced though it sent again first");
+    assert!(bytes == big.payload, "the block arrived different after its holder's stall");
+    stalled.gate.pass(-1);
+
     // Stalled from the start: no first frame within the hedge delay, so the block is read
     // whole from the other replicas (the stalled one asked last), counted as a hedge.
     let hedged_before = cluster.hedged_reads();
     stalled.gate.pass(0);
-    assert!(
-        read_arriving(&cell, &reader, v.volume_id, big, big.key()).await.is_none(),
-        "streamed from a stalled holder"
-    );
+    if let Some(a) = read_arriving(&cell, &reader, v.volume_id, big, big.key()).await {
+        panic!(
+            "streamed from a stalled holder: resumed {}, stalls {}, error {:?}",
+            a.resumed, a.stalls, a.error
+        );
+    }
     assert!(cluster.hedged_reads() > hedged_before, "the slow first holder was not counted as a hedge");
     stalled.gate.pass(-1);
 
@@ -366,7 +423,7 @@ async fn a_replica_with_other_bytes_is_read_around_after_a_cut_and_reported() {
     cell.commit(&v, std::slice::from_ref(&b)).await;
     let (cluster, reader) = patient_reader(&cell);
     let key = BlockKey { sha256: sha_real, digest: Some(read_digest(&sha_real, &real)) };
-    let (handed, _, error) =
+    let Arrived { bytes: handed, error, .. } =
         read_arriving(&cell, &reader, v.volume_id, &b, key).await.expect("the first read streams");
     assert!(handed.len() < real.len(), "all {} bytes were handed on", handed.len());
     let error = error.expect("the stream of other bytes failed");
