@@ -50,6 +50,11 @@ pub struct FrontendArgs {
     /// every put asks.
     #[arg(long, default_value_t = cellar_frontend::PUT_LOOKUP_MIN_BYTES >> 10)]
     put_lookup_min_kib: u64,
+    /// Milliseconds a cached index entry serves gets before the masters are asked again (a
+    /// block deleted through another frontend stops being served here at most this long
+    /// after); when the masters cannot answer, the cached entry still serves.
+    #[arg(long, default_value_t = cellar_frontend::INDEX_ENTRY_FRESH_MS)]
+    index_entry_fresh_ms: u64,
     /// Open HTTP connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = cellar_frontend::HTTP_CONNECTIONS_MAX)]
     http_connections_max: usize,
@@ -86,6 +91,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.put_bodies_in_flight_max_bytes = args.put_bodies_in_flight_max_mib.saturating_mul(1 << 20);
     config.get_blocks_in_flight_max_bytes = args.get_blocks_in_flight_max_mib.saturating_mul(1 << 20);
     config.put_lookup_min_bytes = args.put_lookup_min_kib.saturating_mul(1 << 10);
+    config.index_entry_fresh = std::time::Duration::from_millis(args.index_entry_fresh_ms);
     config.watch = cellar_frontend::config::WatchConfig {
         sample_one_in: args.watch_sample_one_in,
         delays: args.watch_delay_secs.iter().map(|s| std::time::Duration::from_secs(*s)).collect(),

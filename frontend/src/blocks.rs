@@ -240,13 +240,25 @@ pub async fn sha256_of(bytes: Bytes) -> Result<([u8; 32], Bytes), BlockError> {
         .map_err(|e| BlockError::Unavailable(format!("hashing a block: {e}")))
 }
 
+/// A cached index entry and when it was learned.
+#[derive(Clone)]
+struct Cached {
+    entry: mpb::IndexEntry,
+    at: Instant,
+}
+
 /// The block service of one frontend.
 pub struct Blocks {
     cluster: Arc<Cluster>,
     writers: Writers,
     reader: BlockReader,
     lookups: Lookups,
-    index: Mutex<TwoGenerations<[u8; 32], mpb::IndexEntry>>,
+    index: Arc<Mutex<TwoGenerations<[u8; 32], Cached>>>,
+    /// How long a cached index entry serves gets before it is looked up again.
+    index_entry_fresh: std::time::Duration,
+    /// Lookups refreshing cached entries in the background (at most
+    /// [`crate::ENTRY_REFRESHES_IN_FLIGHT_MAX`] at once).
+    refreshes: Arc<Semaphore>,
     volumes: Mutex<TwoGenerations<u64, mpb::Volume>>,
     puts: Arc<Semaphore>,
     gets: Arc<Semaphore>,
@@ -307,7 +319,7 @@ impl Blocks {
             reader: BlockReader::new(cluster.clone(), limits.block_size_max_bytes),
             lookups: Lookups::start(cluster.clone()),
             cluster,
-            index: Mutex::new(TwoGenerations::new(INDEX_CACHE_MAX)),
+            index: Arc::new(Mutex::new(TwoGenerations::new(INDEX_CACHE_MAX))),
             volumes: Mutex::new(TwoGenerations::new(VOLUME_CACHE_MAX)),
             puts: Arc::new(Semaphore::new(PUTS_IN_FLIGHT_MAX)),
             put_body_timeout: config.put_body_timeout,
@@ -320,6 +332,8 @@ impl Blocks {
             get_bytes_max: u32::try_from(config.get_blocks_in_flight_max_bytes).unwrap_or(u32::MAX),
             block_size_max_bytes: limits.block_size_max_bytes,
             put_lookup_min_bytes: config.put_lookup_min_bytes,
+            index_entry_fresh: config.index_entry_fresh,
+            refreshes: Arc::new(Semaphore::new(crate::ENTRY_REFRESHES_IN_FLIGHT_MAX)),
             response_write_stall_timeout: config.response_write_stall_timeout,
             metrics,
             watcher: Arc::new(crate::watcher::Watcher::new(config.watch.clone())),
@@ -398,13 +412,22 @@ impl Blocks {
     }
 
     fn cache_entry(&self, hash: [u8; 32], entry: mpb::IndexEntry) {
-        lock(&self.index).insert(hash, entry);
+        lock(&self.index).insert(hash, Cached { entry, at: Instant::now() });
     }
 
+    /// The block's index entry: the cached one, else the masters' (then cached). A cached
+    /// entry older than the freshness limit (see [`crate::INDEX_ENTRY_FRESH_MS`]) still
+    /// serves at once, and is looked up again in the background: an entry gone from the
+    /// index (the block deleted through another frontend) is forgotten, a moved one
+    /// replaced. Gets never wait on the masters for a block this frontend knows (a master
+    /// election does not stall them; the read checks the bytes against the key anyway).
     async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<mpb::IndexEntry>, BlockError> {
         let cached = lock(&self.index).get(hash);
-        if let Some(e) = cached {
-            return Ok(Some(e));
+        if let Some(c) = cached {
+            if c.at.elapsed() >= self.index_entry_fresh {
+                self.refresh_entry(*hash, &c.entry);
+            }
+            return Ok(Some(c.entry));
         }
         let started = Instant::now();
         let found = self.lookups.lookup(*hash).await.map_err(BlockError::Unavailable)?;
@@ -413,6 +436,36 @@ impl Blocks {
             self.cache_entry(*hash, e.clone());
         }
         Ok(found)
+    }
+
+    /// Looks `hash`'s cached entry (`known`) up again in the background, when fewer than
+    /// [`crate::ENTRY_REFRESHES_IN_FLIGHT_MAX`] refreshes run (else a later get tries).
+    /// The entry counts as fresh meanwhile, so that the gets before the answer do not ask
+    /// again; a failed lookup leaves it as it is, and so does any answer once the entry
+    /// was replaced or forgotten meanwhile (a put or delete through this frontend knows
+    /// better than a lookup that may have been answered before it).
+    fn refresh_entry(&self, hash: [u8; 32], known: &mpb::IndexEntry) {
+        let Ok(permit) = self.refreshes.clone().try_acquire_owned() else { return };
+        let marked = Instant::now();
+        lock(&self.index).insert(hash, Cached { entry: known.clone(), at: marked });
+        let (index, lookups) = (self.index.clone(), self.lookups.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let found = lookups.lookup(hash).await;
+            let mut index = lock(&index);
+            if index.get(&hash).is_none_or(|c| c.at != marked) {
+                return;
+            }
+            match found {
+                Ok(Some(entry)) => index.insert(hash, Cached { entry, at: Instant::now() }),
+                Ok(None) => {
+                    index.remove(&hash);
+                }
+                Err(why) => {
+                    tracing::debug!(hash = %hex::encode(hash), %why, "cannot refresh a cached index entry")
+                }
+            }
+        });
     }
 
     /// Whether a block about to be stored is indexed already: this frontend's cache knows,
@@ -424,7 +477,7 @@ impl Blocks {
         size: u64,
     ) -> Result<Option<mpb::IndexEntry>, BlockError> {
         if size < self.put_lookup_min_bytes {
-            return Ok(lock(&self.index).get(hash));
+            return Ok(lock(&self.index).get(hash).map(|c| c.entry));
         }
         self.lookup(hash).await
     }
@@ -715,7 +768,7 @@ impl Blocks {
                 let before = lock(&self.index).remove(hash);
                 let fresh = self.lookup(hash).await?;
                 match (before, fresh) {
-                    (Some(old), Some(new))
+                    (Some(Cached { entry: old, .. }), Some(new))
                         if (old.volume_id, old.offset_bytes) != (new.volume_id, new.offset_bytes) =>
                     {
                         read().await

@@ -45,6 +45,9 @@ pub struct FrontendConfig {
     /// Smallest block a put looks up in the masters' index before storing it (see
     /// [`crate::PUT_LOOKUP_MIN_BYTES`]; 0: every block).
     pub put_lookup_min_bytes: u64,
+    /// How long a cached index entry serves gets without a fresh lookup (see
+    /// [`crate::INDEX_ENTRY_FRESH_MS`]).
+    pub index_entry_fresh: Duration,
     /// Deadlines of the calls to volume servers, and the longest hedge delay of reads.
     /// A put's attempt ends at the append deadline: its volume is sealed and the put
     /// retried on another.
@@ -87,6 +90,7 @@ impl FrontendConfig {
             put_bodies_in_flight_max_bytes: crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES,
             get_blocks_in_flight_max_bytes: crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES,
             put_lookup_min_bytes: crate::PUT_LOOKUP_MIN_BYTES,
+            index_entry_fresh: Duration::from_millis(crate::INDEX_ENTRY_FRESH_MS),
             deadlines: cellar_volume_api::deadline::CallDeadlines::default(),
             put_body_timeout: Duration::from_millis(crate::PUT_BODY_TIMEOUT_MS),
             put_body_idle_timeout: Duration::from_millis(crate::PUT_BODY_IDLE_TIMEOUT_MS),

@@ -31,6 +31,15 @@ pub const COMPACTION_BYTES_PER_SEC_DEFAULT: u64 = 50_000_000;
 /// Index entries cached by a frontend (lookups of blocks it has seen); the least recently
 /// used half is forgotten when full ([`cellar_volume_api::cache::TwoGenerations`]).
 pub const INDEX_CACHE_MAX: usize = 100_000;
+/// How long a cached index entry serves gets before it is looked up again, in
+/// milliseconds: an older one still serves the get at once and is refreshed in the
+/// background, so that a block deleted (its last reference dropped) through another
+/// frontend stops being served here soon after the first get past this age (it was
+/// served until compaction reclaimed its bytes).
+pub const INDEX_ENTRY_FRESH_MS: u64 = 10_000;
+/// Background refreshes of cached index entries in flight at most (more stale entries
+/// wait for a later get).
+pub const ENTRY_REFRESHES_IN_FLIGHT_MAX: usize = 64;
 /// Volume records cached by a frontend (as the index entries).
 pub const VOLUME_CACHE_MAX: usize = 10_000;
 /// Puts a frontend holds at once; further requests wait. Their bodies' memory is bounded by

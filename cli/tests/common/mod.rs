@@ -351,18 +351,8 @@ impl Cell {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("no node id in {line:?}"));
         }
-        let mut args: Vec<&str> = vec!["frontend", "--http", "127.0.0.1:0", "--master", &master_list];
-        args.extend(spec.frontend_args.iter().map(String::as_str));
-        let mut frontend = cellar(&args, &d.join("frontend.log"));
-        let stdout = frontend.stdout.take().expect("stdout");
-        cell.procs.push(frontend);
-        let mut stdout = BufReader::new(stdout);
-        let mut first = String::new();
-        stdout.read_line(&mut first).expect("frontend banner");
-        cell.base = first.trim().strip_prefix("frontend serving ").expect("frontend address").to_string();
-        // The rest of its output is read (and dropped) for as long as it runs, so that its
-        // writes never meet a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let frontend_args: Vec<&str> = spec.frontend_args.iter().map(String::as_str).collect();
+        cell.base = cell.start_frontend("frontend", &frontend_args);
 
         // Puts are taken once the volume servers have registered and heartbeated.
         let a = agent(Duration::from_secs(30));
@@ -383,6 +373,24 @@ impl Cell {
             std::thread::sleep(Duration::from_millis(100));
         }
         cell
+    }
+
+    /// Starts a frontend over the cell's masters with `args` added, its log `NAME.log`;
+    /// its base URL once it serves.
+    pub fn start_frontend(&mut self, name: &str, args: &[&str]) -> String {
+        let master_list = self.masters.join(",");
+        let mut argv: Vec<&str> = vec!["frontend", "--http", "127.0.0.1:0", "--master", &master_list];
+        argv.extend_from_slice(args);
+        let mut frontend = cellar(&argv, &self.path(&format!("{name}.log")));
+        let stdout = frontend.stdout.take().expect("stdout");
+        self.procs.push(frontend);
+        let mut stdout = BufReader::new(stdout);
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("frontend banner");
+        // The rest of its output is read (and dropped) for as long as it runs, so that its
+        // writes never meet a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        first.trim().strip_prefix("frontend serving ").expect("frontend address").to_string()
     }
 
     /// The volume server with node id `node_id`.
