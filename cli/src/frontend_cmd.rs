@@ -50,9 +50,10 @@ pub struct FrontendArgs {
     /// every put asks.
     #[arg(long, default_value_t = cellar_frontend::PUT_LOOKUP_MIN_BYTES >> 10)]
     put_lookup_min_kib: u64,
-    /// Milliseconds a cached index entry serves gets before the masters are asked again (a
-    /// block deleted through another frontend stops being served here at most this long
-    /// after); when the masters cannot answer, the cached entry still serves.
+    /// Milliseconds a cached index entry serves gets before it is looked up again: an older
+    /// one still serves the get at once and is refreshed in the background, so a block
+    /// deleted through another frontend stops being served here soon after the first get
+    /// past this age (gets never wait on the masters for a block the frontend knows).
     #[arg(long, default_value_t = cellar_frontend::INDEX_ENTRY_FRESH_MS)]
     index_entry_fresh_ms: u64,
     /// Open HTTP connections served at once (more wait in the listen backlog).
