@@ -251,8 +251,6 @@ impl RecordStream {
     }
 
     async fn next_inner(&mut self) -> Result<Option<Bytes>, Status> {
-        // What the holder sent while [`Self::go_on`] waited on it and the other replicas.
-        let mut came: Option<Option<Bytes>> = None;
         loop {
             if self.done {
                 return Ok(None);
@@ -260,39 +258,31 @@ impl RecordStream {
             if let Some(piece) = self.take_ready() {
                 return Ok(Some(piece));
             }
-            let got = match came.take() {
-                Some(got) => Ok(got),
-                None => {
-                    let left = self.deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        self.done = true;
-                        return Err(status(
-                            Code::DeadlineExceeded,
-                            code::DEADLINE_EXCEEDED,
-                            format!(
-                                "reading volume {}'s record at {}: past the read deadline",
-                                self.volume_id, self.offset_bytes
-                            ),
-                        ));
-                    }
-                    // The first frame came within the hedge delay; between frames a holder
-                    // gets the hedge delay's maximum (a loaded machine's pauses are not
-                    // stalls).
-                    let stall = self.cluster.read_latency().delay_max().max(self.stall);
-                    match tokio::time::timeout(stall.min(left), self.response.next()).await {
-                        Ok(got) => got,
-                        Err(_) => {
-                            let why = format!("{}: nothing for {stall:?}", self.response.addr());
-                            match self.go_on(why, true).await? {
-                                WentOn::Replica => continue,
-                                WentOn::Holder(got) => Ok(got),
-                            }
-                        }
-                    }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.done = true;
+                return Err(status(
+                    Code::DeadlineExceeded,
+                    code::DEADLINE_EXCEEDED,
+                    format!(
+                        "reading volume {}'s record at {}: past the read deadline",
+                        self.volume_id, self.offset_bytes
+                    ),
+                ));
+            }
+            // The first frame came within the hedge delay; between frames a holder gets
+            // the hedge delay's maximum (a loaded machine's pauses are not stalls).
+            let stall = self.cluster.read_latency().delay_max().max(self.stall);
+            let went_on = match tokio::time::timeout(stall.min(left), self.response.next()).await {
+                Ok(Ok(got)) => WentOn::Holder(got),
+                // The holder failed: only another replica can go on.
+                Ok(Err(e)) => self.go_on(e.message().to_string(), false).await?,
+                Err(_) => {
+                    self.go_on(format!("{}: nothing for {stall:?}", self.response.addr()), true).await?
                 }
             };
-            match got {
-                Ok(Some(chunk)) => {
+            match went_on {
+                WentOn::Holder(Some(chunk)) => {
                     let r = self.check.feed(&chunk);
                     if self.check.is_unchecked() {
                         self.done = true;
@@ -305,12 +295,8 @@ impl RecordStream {
                         self.ready.push_back(chunk.slice(r));
                     }
                 }
-                Ok(None) => return self.finish(),
-                // The holder failed: only another replica can go on.
-                Err(e) => match self.go_on(e.message().to_string(), false).await? {
-                    WentOn::Replica => {}
-                    WentOn::Holder(got) => came = Some(got),
-                },
+                WentOn::Holder(None) => return self.finish(),
+                WentOn::Replica => {}
             }
         }
     }
@@ -440,11 +426,12 @@ impl RecordStream {
     }
 }
 
-/// How [`RecordStream::go_on`] went on.
+/// How a stream goes on after waiting for its holder ([`RecordStream::next_inner`]) or
+/// for the other replicas too ([`RecordStream::go_on`]).
 enum WentOn {
     /// With another replica's answer, now the stream's.
     Replica,
-    /// With the stalled holder: what it sent next (a frame, or `None`: its answer ended).
+    /// With the holder: what it sent next (a frame, or `None`: its answer ended).
     Holder(Option<Bytes>),
 }
 
