@@ -57,9 +57,10 @@ class LeanS3:
     """PutObject/GetObject over one kept-alive TCP connection speaking HTTP/1.1 by hand,
     signed with SigV4 by hand (header auth, x-amz-content-sha256: UNSIGNED-PAYLOAD): a
     client whose CPU per request is a small fraction of botocore's (and of http.client's),
-    so that small-object rows measure the servers rather than the load generator. A response body is read by its
-    Content-Length (or chunked) straight into one buffer. Errors raise (a status other
-    than 200 too); the connection is closed on any error and reopened on the next call."""
+    so that small-object rows measure the servers rather than the load generator. A
+    response body is read by its Content-Length (or chunked) straight into one buffer.
+    Errors raise (a status other than 200 too); the connection is closed on any error and
+    reopened on the next call."""
 
     def __init__(self, endpoint, access_key, secret_key, region="us-east-1", timeout_s=600):
         import urllib.parse

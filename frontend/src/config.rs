@@ -45,8 +45,8 @@ pub struct FrontendConfig {
     /// Smallest block a put looks up in the masters' index before storing it (see
     /// [`crate::PUT_LOOKUP_MIN_BYTES`]; 0: every block).
     pub put_lookup_min_bytes: u64,
-    /// How long a cached index entry serves gets without a fresh lookup (see
-    /// [`crate::INDEX_ENTRY_FRESH_MS`]).
+    /// How long a cached index entry serves gets before it is looked up again in the
+    /// background (see [`crate::INDEX_ENTRY_FRESH_MS`]).
     pub index_entry_fresh: Duration,
     /// Deadlines of the calls to volume servers, and the longest hedge delay of reads.
     /// A put's attempt ends at the append deadline: its volume is sealed and the put
