@@ -105,6 +105,18 @@ run_cellar() { # label extra-dev-flags...
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 hwm_mib() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# CPU time (user + system, in clock ticks) the processes have used so far, summed; a process
+# gone counts 0. Taken around each phase for its CPU per op (servers and load generator).
+cpu_ticks() {
+  local p t=0 v
+  for p in "$@"; do
+    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    t=$((t + v))
+  done
+  echo "$t"
+}
+ticks_per_s=$(getconf CLK_TCK)
+TIMEFORMAT="%3U %3S" # bash's `time`: the load generator's user and system seconds
 
 # The deployment's shape: separate processes talking gRPC over loopback (3 `cellar master`,
 # 3 zones x 2 `cellar volume` x 2 disks, one `cellar frontend`, default settings), the same
@@ -147,8 +159,21 @@ run_cellar_procs() { # label
     read -r size c n <<<"$row"
     wait_idle "$master_list"
     echo "## row $size $c" | tee -a "$out"
-    "$bin" bench blocks --endpoint "http://$http" --size "$size" --count "$n" --concurrency "$c" \
-      --idle-master "$master_list" | tee -a "$out"
+    # CPU per phase: the servers' ticks before the puts, when the gets start (the bench's
+    # hook, after the cell went idle; with the load generator's own ticks) and after them;
+    # the load generator's whole time from bash's `time`.
+    local s0 stats="" p cs1 cc1
+    for p in "${procs[@]}"; do stats+=" /proc/$p/stat"; done
+    s0=$(cpu_ticks "${procs[@]}")
+    # (the hook runs in `sh -c`, child of the bench: $PPID is the load generator)
+    rm -f "$d/gets-start"
+    { time "$bin" bench blocks --endpoint "http://$http" --size "$size" --count "$n" --concurrency "$c" \
+      --idle-master "$master_list" \
+      --before-gets "echo \$(awk '{t += \$14 + \$15} END {print t}'$stats) \$(awk '{print \$14 + \$15}' /proc/\$PPID/stat) >$d/gets-start" \
+      2>>"$d/bench.err" | tee -a "$out"; } 2>"$d/bench.time"
+    cs1=-; cc1=-
+    if [ -s "$d/gets-start" ]; then read -r cs1 cc1 <"$d/gets-start"; fi
+    echo "## cpu $n servers $s0 $cs1 $(cpu_ticks "${procs[@]}") client $cc1 $(tail -n 1 "$d/bench.time") $ticks_per_s" | tee -a "$out"
     # The frontend's peak so far (rows run in order: after the last 4 MiB row, its peak
     # during the 4 MiB rows, the figure issue 23's goal is about).
     echo "## frontend-peak-rss $size $c $(hwm_mib "${procs[-1]}")" | tee -a "$out"
@@ -197,11 +222,20 @@ run_weed() { # label
   for row in "${rows[@]}"; do
     read -r size c n <<<"$row"
     echo "## row $size $c" | tee -a "$work/$label.txt"
-    "$weed" benchmark -master=localhost:9333 -c="$c" -n="$n" -size="$size" -replication=002 -fsync \
-      -collection="b${size}c$c" -list="$work/weed/list-$size-$c" 2>&1 \
-      | tr '\r' '\n' | tee "$work/$label-raw-$size-$c.txt" \
-      | grep -E '^(------------|Concurrency|Time taken|Completed requests|Failed|Requests per|Transfer rate|.*Benchmark|\s*50%|\s*99%)' \
-      | tee -a "$work/$label.txt" || true
+    # The writes, then the reads of what they wrote (one run of both before; run apart so
+    # that each phase's CPU is taken: the servers' ticks around it, the benchmark's time).
+    local phase s0 s1
+    s0=$(cpu_ticks "${wpids[@]}")
+    for phase in writeOnly readOnly; do
+      { time "$weed" benchmark -master=localhost:9333 -c="$c" -n="$n" -size="$size" -replication=002 -fsync \
+        -"$phase" -collection="b${size}c$c" -list="$work/weed/list-$size-$c" 2>&1 \
+        | tr '\r' '\n' | tee -a "$work/$label-raw-$size-$c.txt" \
+        | grep -E '^(------------|Concurrency|Time taken|Completed requests|Failed|Requests per|Transfer rate|.*Benchmark|\s*50%|\s*99%)' \
+        | tee -a "$work/$label.txt" || true; } 2>"$work/weed/bench.time"
+      s1=$(cpu_ticks "${wpids[@]}")
+      echo "## cpu-phase $phase $n $s0 $s1 $(tail -n 1 "$work/weed/bench.time") $ticks_per_s" | tee -a "$work/$label.txt"
+      s0=$s1
+    done
   done
   kill "${wpids[@]}" 2>/dev/null || true
   wait "${wpids[@]}" 2>/dev/null || true
@@ -344,6 +378,57 @@ for size, label, concs in ((4194304, "4 MiB", (1, 32)), (4096, "4 KiB", (1, 32, 
             if main != "-" and float(main) >= 1.5:
                 main = f"**{main}**"
             print(f"| {op} {label}, {conc} client{'s' if conc > 1 else ''} | {fmt(pr, big)} | {fmt(wr, big)} | {main} | {per_round} | {fmt(cr, big)} | {ratio(cr, wr)} | {fmt(gr, big)} | {ratio(gr, w1)} |")
+
+def cpu_lines(path, tag):
+    """{(op, size, clients): (servers' CPU us per op, load generator's us per op)} of one run."""
+    out, key = {}, None
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        f = line.split()
+        if line.startswith("## row"):
+            key = (int(f[2]), int(f[3]))
+        elif key and tag == "cellar" and line.startswith("## cpu ") and len(f) == 12 and "-" not in f[5:9]:
+            # ## cpu N servers S0 S1 S2 client C1 USER SYS TICKS_PER_S
+            n, s0, s1, s2, c1, tps = int(f[2]), *map(float, f[4:7]), float(f[8]), float(f[11])
+            client_s = float(f[9]) + float(f[10])
+            out[("put",) + key] = ((s1 - s0) / tps / n * 1e6, c1 / tps / n * 1e6)
+            out[("get",) + key] = ((s2 - s1) / tps / n * 1e6, (client_s - c1 / tps) / n * 1e6)
+        elif key and tag == "weed" and line.startswith("## cpu-phase") and len(f) == 9:
+            # ## cpu-phase writeOnly|readOnly N S0 S1 USER SYS TICKS_PER_S
+            op = "put" if f[2] == "writeOnly" else "get"
+            n, s0, s1, tps = int(f[3]), float(f[4]), float(f[5]), float(f[8])
+            out[(op,) + key] = ((s1 - s0) / tps / n * 1e6, (float(f[6]) + float(f[7])) / n * 1e6)
+    return out
+
+def median_round(per_round, k, idx):
+    """Index of the round whose throughput for row k is the median (None without any)."""
+    have = sorted((r[k][idx], i) for i, r in enumerate(per_round) if k in r)
+    return have[(len(have) - 1) // 2][1] if have else None
+
+proc_cpu = [cpu_lines(os.path.join(work, f"cellar-procs-r{r}.txt"), "cellar") for r in range(1, rounds + 1)]
+weed_cpu = [cpu_lines(os.path.join(work, f"weed-r{r}.txt"), "weed") for r in range(1, rounds + 1)]
+if any(proc_cpu) or any(weed_cpu):
+    print()
+    print("CPU per op in each system's median round (user + system over the phase / ops, in us): the servers")
+    print("(cellar: 3 masters, 6 volume servers, the frontend; its put phase includes the wait for the")
+    print("cell's background coding, its gets start once the cell is idle; SeaweedFS: master and 3 volume")
+    print("servers) and the load generator (`cellar bench blocks`, `weed benchmark`).")
+    print()
+    print("| row | cellar servers | cellar load generator | SeaweedFS servers | SeaweedFS load generator |")
+    print("|---|---:|---:|---:|---:|")
+    for size, label, concs in ((4194304, "4 MiB", (1, 32)), (4096, "4 KiB", (1, 32, 256))):
+        for conc in concs:
+            for op in ("put", "get"):
+                k = (op, size, conc)
+                idx = 1 if size > 65536 else 0
+                cells = []
+                for per_round, cpu in ((procs, proc_cpu), (ws, weed_cpu)):
+                    i = median_round(per_round, k, idx)
+                    got = cpu[i].get(k) if i is not None and i < len(cpu) else None
+                    cells += [f"{got[0]:.0f}", f"{got[1]:.0f}"] if got else ["-", "-"]
+                print(f"| {op} {label}, {conc} client{'s' if conc > 1 else ''} | {' | '.join(cells)} |")
+
 k = ("put", 4194304, 32)
 shares = [f"{c[k][1] / x:.0%}" if k in c and x else "-" for c, x in zip(cs, ceilings)]
 cr = median_row(cs, k, 1)
