@@ -170,7 +170,7 @@ run_cellar_procs() { # label
     { time "$bin" bench blocks --endpoint "http://$http" --size "$size" --count "$n" --concurrency "$c" \
       --idle-master "$master_list" \
       --before-gets "echo \$(awk '{t += \$14 + \$15} END {print t}'$stats) \$(awk '{print \$14 + \$15}' /proc/\$PPID/stat) >$d/gets-start" \
-      2>>"$d/bench.err" | tee -a "$out"; } 2>"$d/bench.time"
+      2>>"$work/$label.err" | tee -a "$out"; } 2>"$d/bench.time"
     cs1=-; cc1=-
     if [ -s "$d/gets-start" ]; then read -r cs1 cc1 <"$d/gets-start"; fi
     echo "## cpu $n servers $s0 $cs1 $(cpu_ticks "${procs[@]}") client $cc1 $(tail -n 1 "$d/bench.time") $ticks_per_s" | tee -a "$out"
