@@ -425,7 +425,7 @@ impl Blocks {
         let cached = lock(&self.index).get(hash);
         if let Some(c) = cached {
             if c.at.elapsed() >= self.index_entry_fresh {
-                self.refresh_entry(*hash, &c.entry);
+                self.refresh_entry(*hash, c.at);
             }
             return Ok(Some(c.entry));
         }
@@ -438,16 +438,23 @@ impl Blocks {
         Ok(found)
     }
 
-    /// Looks `hash`'s cached entry (`known`) up again in the background, when fewer than
-    /// [`crate::ENTRY_REFRESHES_IN_FLIGHT_MAX`] refreshes run (else a later get tries).
-    /// The entry counts as fresh meanwhile, so that the gets before the answer do not ask
-    /// again; a failed lookup leaves it as it is, and so does any answer once the entry
-    /// was replaced or forgotten meanwhile (a put or delete through this frontend knows
-    /// better than a lookup that may have been answered before it).
-    fn refresh_entry(&self, hash: [u8; 32], known: &mpb::IndexEntry) {
+    /// Looks `hash`'s cached entry (the one learned at `seen_at`) up again in the
+    /// background, when fewer than [`crate::ENTRY_REFRESHES_IN_FLIGHT_MAX`] refreshes run
+    /// (else a later get tries). The entry counts as fresh meanwhile, so that the gets
+    /// before the answer do not ask again; a failed lookup leaves it as it is, and so does
+    /// any answer once the entry was replaced or forgotten meanwhile (a put or delete
+    /// through this frontend knows better than a lookup that may have been answered before
+    /// it). Nothing happens when the entry is no longer the one seen.
+    fn refresh_entry(&self, hash: [u8; 32], seen_at: Instant) {
         let Ok(permit) = self.refreshes.clone().try_acquire_owned() else { return };
         let marked = Instant::now();
-        lock(&self.index).insert(hash, Cached { entry: known.clone(), at: marked });
+        {
+            let mut index = lock(&self.index);
+            match index.get(&hash) {
+                Some(c) if c.at == seen_at => index.insert(hash, Cached { entry: c.entry, at: marked }),
+                _ => return,
+            }
+        }
         let (index, lookups) = (self.index.clone(), self.lookups.clone());
         tokio::spawn(async move {
             let _permit = permit;
