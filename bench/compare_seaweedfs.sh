@@ -335,10 +335,15 @@ def median(values):
     vs = sorted(v for v in values if v is not None)
     return vs[(len(vs) - 1) // 2] if vs else None
 
+def median_round(per_round, k, idx):
+    """Index of the round whose throughput for row k is the median (None without any)."""
+    have = sorted((r[k][idx], i) for i, r in enumerate(per_round) if k in r)
+    return have[(len(have) - 1) // 2][1] if have else None
+
 def median_row(per_round, k, idx):
-    """The round whose throughput for row k is the median: its whole row (rate, p50, p99)."""
-    have = sorted((r[k] for r in per_round if k in r), key=lambda row: row[idx])
-    return have[(len(have) - 1) // 2] if have else None
+    """That round's whole row (rate, p50, p99)."""
+    i = median_round(per_round, k, idx)
+    return None if i is None else per_round[i][k]
 
 ceiling = median(ceilings)
 print()
@@ -400,11 +405,6 @@ def cpu_lines(path, tag):
             n, s0, s1, tps = int(f[3]), float(f[4]), float(f[5]), float(f[8])
             out[(op,) + key] = ((s1 - s0) / tps / n * 1e6, (float(f[6]) + float(f[7])) / n * 1e6)
     return out
-
-def median_round(per_round, k, idx):
-    """Index of the round whose throughput for row k is the median (None without any)."""
-    have = sorted((r[k][idx], i) for i, r in enumerate(per_round) if k in r)
-    return have[(len(have) - 1) // 2][1] if have else None
 
 proc_cpu = [cpu_lines(os.path.join(work, f"cellar-procs-r{r}.txt"), "cellar") for r in range(1, rounds + 1)]
 weed_cpu = [cpu_lines(os.path.join(work, f"weed-r{r}.txt"), "weed") for r in range(1, rounds + 1)]
