@@ -1,7 +1,8 @@
 //! A volume server that stops answering (SIGSTOP: its sockets stay open, nothing answers)
 //! in a cell of separate processes: 3 masters, 3 zones x 2 volume servers x 2 disks, one
 //! frontend. Puts must keep getting answers within the append deadline plus one retry,
-//! gets must be hedged to other holders, and nothing acknowledged may be lost.
+//! gets must be hedged to other holders, and nothing acknowledged may be lost. A master
+//! follower that stops answering must not stall commits, and must catch up once it runs.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cell, CellSpec, PutAnswer, agent, block, get, put, stat, value};
+use common::{Cell, CellSpec, PutAnswer, WAIT, agent, block, get, metrics_url, put, scrape, stat, value};
 
 const SMALL_BYTES: usize = 4 << 10;
 /// Volume size in the put test: large enough that the volume the victim is chosen from
@@ -289,4 +290,74 @@ fn gets_of_blocks_on_a_frozen_volume_server_are_hedged_to_other_holders() {
     );
     assert!(hedged >= 1.0, "no read was hedged although node {victim} was the first holder of blocks");
     cell.thaw(victim);
+}
+
+/// How long a master follower stays frozen: well past the deadline of a Raft answer (500 ms
+/// at least), so that the leader's replication stream to it runs out and is opened again.
+const MASTER_FROZEN_FOR: Duration = Duration::from_secs(3);
+
+/// The metric `prefix` of master `id` (1-based) in `cell`.
+fn master_metric(urls: &[String], id: usize, prefix: &str) -> f64 {
+    value(&scrape(&urls[id - 1]), prefix)
+}
+
+#[test]
+fn a_frozen_master_follower_stalls_no_commit_and_catches_up_after() {
+    let mut cell = Cell::start(&CellSpec::default());
+    let urls: Vec<String> =
+        (1..=cell.masters.len()).map(|id| metrics_url(&cell.path(&format!("master-{id}.log")))).collect();
+    let deadline = Instant::now() + WAIT;
+    let leader = loop {
+        if let Some(id) =
+            (1..=urls.len()).find(|&id| master_metric(&urls, id, "cellar_master_raft_is_leader ") == 1.0)
+        {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no master leads");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let follower = (1..=urls.len()).find(|&id| id != leader).expect("a follower");
+    cell.freeze_master(follower);
+
+    // One client's puts: each commits a Raft entry of its own, which the leader and the
+    // other follower make a quorum for.
+    let http = agent(Duration::from_secs(30));
+    let frozen_at = Instant::now();
+    let mut stored: Vec<(u64, String)> = Vec::new();
+    let mut seed = 1_000_000;
+    while frozen_at.elapsed() < MASTER_FROZEN_FOR {
+        seed += 1;
+        match put(&http, &cell.base, &block(seed, SMALL_BYTES)) {
+            PutAnswer::Stored(hash) => stored.push((seed, hash)),
+            other => panic!("a put with master {follower} frozen answered {other:?}"),
+        }
+    }
+    assert!(stored.len() >= 10, "only {} puts were acknowledged with a master follower frozen", stored.len());
+    // The leader stopped waiting for the frozen follower's answers (its stream's deadline).
+    common::wait_for_line(&cell.path(&format!("master-{leader}.log")), "no answer to a Raft request in time");
+    let applied = master_metric(&urls, leader, "cellar_master_raft_applied_index ");
+
+    cell.thaw_master(follower);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let caught_up = master_metric(&urls, follower, "cellar_master_raft_applied_index ");
+        if caught_up >= applied {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "master {follower} applied {caught_up} of {applied} entries {WAIT:?} after it ran again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every acknowledged put is readable and counted once.
+    for (seed, hash) in &stored {
+        let back = get(&http, &cell.base, hash).unwrap_or_else(|e| panic!("get {hash}: {e}"));
+        assert!(back == block(*seed, SMALL_BYTES), "block {hash} came back different");
+        assert_eq!(stat(&http, &cell.base, hash)["references"], 1, "references of {hash}");
+    }
+    eprintln!(
+        "{} puts acknowledged with master {follower} frozen for {MASTER_FROZEN_FOR:?}; it caught up to index {applied}",
+        stored.len()
+    );
 }

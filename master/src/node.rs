@@ -9,7 +9,7 @@ use std::time::Duration;
 use cellar_proto::master::master_server::MasterServer;
 use cellar_proto::raft::raft_server::RaftServer;
 use openraft::{BasicNode, Config, SnapshotPolicy};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::MasterRaft;
 use crate::batcher::CommitBatcher;
@@ -63,7 +63,9 @@ pub struct MasterHandle {
     /// Reads of the applied state.
     pub reader: StateReader,
     db: Arc<rocksdb::DB>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Set to true at shutdown: the gRPC server stops taking calls, and the replication
+    /// streams it serves end (a graceful shutdown waits for every call in progress).
+    shutdown: Option<watch::Sender<bool>>,
     server: Option<tokio::task::JoinHandle<()>>,
     planner_stop: tokio::sync::watch::Sender<bool>,
     planner: Option<tokio::task::JoinHandle<()>>,
@@ -110,7 +112,7 @@ impl MasterHandle {
             let _ = scanner.await;
         }
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         if let Some(server) = self.server.take() {
             let _ = server.await;
@@ -208,8 +210,9 @@ pub async fn start(
         settings,
         observed.clone(),
     ));
-    let raft_rpc = RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"));
-    let (tx, rx) = oneshot::channel::<()>();
+    let (tx, mut rx) = watch::channel(false);
+    let raft_rpc =
+        RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"), rx.clone());
     // serve_with_incoming ignores the builder's tcp_nodelay: set it on each accepted socket
     // here, or small responses wait ~40 ms for a delayed ACK (Nagle).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -224,8 +227,8 @@ pub async fn start(
                 .max_decoding_message_size(API_MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(API_MESSAGE_MAX_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = rx.await;
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
         });
     let id = config.id;
     let server = tokio::spawn(async move {

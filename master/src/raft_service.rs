@@ -3,6 +3,10 @@
 
 use std::io::{Seek, Write};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
 
 use cellar_proto::raft::raft_server::Raft as RaftRpc;
 use cellar_proto::raft::{RaftBytes, SnapshotChunk};
@@ -24,12 +28,20 @@ pub struct RaftService {
     raft: MasterRaft,
     secret: Option<String>,
     incoming_dir: PathBuf,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RaftService {
-    /// A service over `raft`; received snapshots are staged in `incoming_dir`.
-    pub fn new(raft: MasterRaft, secret: Option<String>, incoming_dir: PathBuf) -> RaftService {
-        RaftService { raft, secret, incoming_dir }
+    /// A service over `raft`; received snapshots are staged in `incoming_dir`. Replication
+    /// streams end when `stopping` turns true (or its sender goes away), so that a graceful
+    /// shutdown of the server does not wait on a leader's stream forever.
+    pub fn new(
+        raft: MasterRaft,
+        secret: Option<String>,
+        incoming_dir: PathBuf,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> RaftService {
+        RaftService { raft, secret, incoming_dir, stopping }
     }
 }
 
@@ -41,8 +53,53 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// The answers of one replication stream (see [`RaftService::append_stream`]).
+pub type AppendAnswers = Pin<Box<dyn Stream<Item = Result<RaftBytes, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
+    type AppendStreamStream = AppendAnswers;
+
+    /// A leader's replication stream: requests are handed to openraft's pipelined
+    /// `stream_append` as they arrive, and each is answered, in order, by its encoded
+    /// `StreamAppendResult`. The stream ends after an error result (as openraft's does),
+    /// when the leader ends its side, or with INVALID_ARGUMENT after an undecodable
+    /// request (the requests before it are still answered).
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<RaftBytes>>,
+    ) -> Result<Response<AppendAnswers>, Status> {
+        check_secret(&req, self.secret.as_deref())?;
+        let refused: Arc<Mutex<Option<Status>>> = Arc::default();
+        let refused_in = refused.clone();
+        let requests = req.into_inner().scan((), move |_, message| {
+            let next = match message
+                .map(|m| codec::decode::<AppendEntriesRequest<TypeConfig>>(Kind::RaftRpc, &m.data))
+            {
+                Ok(Ok(rpc)) => Some(rpc),
+                Ok(Err(e)) => {
+                    *refused_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(bad_request(e));
+                    None
+                }
+                // The leader went away or reset the stream: nothing more to answer.
+                Err(_) => None,
+            };
+            std::future::ready(next)
+        });
+        let answers = self.raft.stream_append(requests).map(|result| match result {
+            Ok(result) => Ok(RaftBytes { data: codec::encode(Kind::RaftRpc, &result).map_err(internal)? }),
+            Err(fatal) => Err(internal(fatal)),
+        });
+        let refusal =
+            futures::stream::once(async move { refused.lock().unwrap_or_else(|p| p.into_inner()).take() })
+                .filter_map(|refused| std::future::ready(refused.map(Err)));
+        let mut stopping = self.stopping.clone();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        Ok(Response::new(Box::pin(answers.chain(refusal).take_until(stopped))))
+    }
+
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         check_secret(&req, self.secret.as_deref())?;
         let rpc: AppendEntriesRequest<TypeConfig> =

@@ -65,6 +65,15 @@ impl Raft for TestServer {
     ) -> Result<Response<RaftBytes>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    type AppendStreamStream = tokio_stream::Empty<Result<RaftBytes, Status>>;
+
+    async fn append_stream(
+        &self,
+        _req: Request<Streaming<RaftBytes>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 /// Serves [`TestServer`] on `listener` until the returned sender is dropped or fires.

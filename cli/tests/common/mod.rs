@@ -413,6 +413,20 @@ impl Cell {
         self.frozen.retain(|p| *p != pid);
     }
 
+    /// Stops master `id` (its Raft id, 1-based) with SIGSTOP.
+    pub fn freeze_master(&mut self, id: usize) {
+        let pid = self.procs[self.master_procs[id - 1]].id();
+        signal(pid, libc::SIGSTOP);
+        self.frozen.push(pid);
+    }
+
+    /// Lets a frozen master run again (SIGCONT).
+    pub fn thaw_master(&mut self, id: usize) {
+        let pid = self.procs[self.master_procs[id - 1]].id();
+        signal(pid, libc::SIGCONT);
+        self.frozen.retain(|p| *p != pid);
+    }
+
     /// SIGKILLs volume server `node_id` and waits for it to exit.
     pub fn kill_volume(&mut self, node_id: u64) {
         let proc = self.volume(node_id).proc;
