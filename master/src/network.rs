@@ -1,6 +1,8 @@
-//! Raft between master replicas over tonic: openraft's messages travel as bytes in
-//! the master's binary encoding ([`crate::codec`])
-//! (`cellar.raft.v1`); snapshots as a client stream of chunks read from the snapshot file.
+//! Raft between master replicas over tonic: openraft's messages travel as bytes in the
+//! master's binary encoding ([`crate::codec`]) (`cellar.raft.v1`); replication as one
+//! long-lived `AppendStream` per follower (pipelined requests, answers in order, a deadline on
+//! each), heartbeats and votes as unary calls; snapshots as a client stream of chunks read
+//! from the snapshot file.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;

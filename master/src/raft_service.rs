@@ -1,5 +1,7 @@
 //! The server side of Raft between masters: decodes openraft's messages and hands them to
-//! the local Raft node; receives snapshots into a temporary file before installing them.
+//! the local Raft node (a leader's replication stream to openraft's pipelined
+//! `stream_append`, ended at shutdown); receives snapshots into a temporary file before
+//! installing them.
 
 use std::io::{Seek, Write};
 use std::path::PathBuf;
