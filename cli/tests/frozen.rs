@@ -296,7 +296,7 @@ fn gets_of_blocks_on_a_frozen_volume_server_are_hedged_to_other_holders() {
 /// at least), so that the leader's replication stream to it runs out and is opened again.
 const MASTER_FROZEN_FOR: Duration = Duration::from_secs(3);
 
-/// The metric `prefix` of master `id` (1-based) in `cell`.
+/// The metric `prefix` of master `id` (1-based), whose metrics are at `urls[id - 1]`.
 fn master_metric(urls: &[String], id: usize, prefix: &str) -> f64 {
     value(&scrape(&urls[id - 1]), prefix)
 }

@@ -213,81 +213,86 @@ fn decode<T: serde::de::DeserializeOwned>(
     codec::decode(Kind::RaftRpc, &resp.into_inner().data).map_err(encode_error)
 }
 
-/// What one replication stream's two halves share: the deadline of every request sent and
-/// not yet answered (oldest first), and why the requests ended early, if they did.
-#[derive(Clone, Default)]
-struct Outstanding {
-    inner: Arc<Mutex<OutstandingInner>>,
-}
-
-#[derive(Default)]
-struct OutstandingInner {
-    deadlines: VecDeque<Instant>,
-    failure: Option<codec::CodecError>,
-}
-
-impl Outstanding {
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutstandingInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The leader's requests of one replication stream, shared by the gRPC request body (which
-/// polls them) and the answers' side (which drops them when it ends or is dropped, see
-/// [`InputGuard`]): openraft's request stream holds its replication state locked while it
-/// waits for new entries, so it must not outlive the session in the transport.
-struct InputSlot<S> {
-    /// None once the leader ended the session or the answers' side dropped it.
+/// What one replication stream's two halves share: the request body (which polls the
+/// leader's requests, encodes them and notes each one's deadline) and the answers' side
+/// (which checks the deadlines, and drops the requests when it ends or is dropped, see
+/// [`RequestsGuard`]). openraft's request stream holds its replication state locked while
+/// it waits for new entries, so it must not outlive the session in the transport.
+struct Session<S> {
+    /// The leader's requests; None once the leader ended the session, an encoding failed
+    /// or the answers' side dropped them.
     input: Option<S>,
     /// The request body's task, waiting for the next request: woken when the input is
     /// dropped, so that it ends the body (a graceful shutdown of the peer waits for that).
     waiting: Option<std::task::Waker>,
+    /// The deadline of every request sent and not yet answered, oldest first.
+    deadlines: VecDeque<Instant>,
+    /// Why the requests ended early, if an encoding failed.
+    failure: Option<codec::CodecError>,
+    /// openraft's TTL for a request (see [`answer_timeout`]).
+    ttl: Duration,
 }
 
-type SharedSlot<S> = Arc<Mutex<InputSlot<S>>>;
+type SharedSession<S> = Arc<Mutex<Session<S>>>;
 
-fn lock_slot<S>(slot: &SharedSlot<S>) -> std::sync::MutexGuard<'_, InputSlot<S>> {
-    slot.lock().unwrap_or_else(|p| p.into_inner())
+fn lock_session<S>(session: &SharedSession<S>) -> std::sync::MutexGuard<'_, Session<S>> {
+    session.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The request side of a replication stream (see [`InputSlot`]).
-struct SharedInput<S> {
-    slot: SharedSlot<S>,
+/// The request body of a replication stream: the leader's requests, encoded.
+struct Requests<S> {
+    session: SharedSession<S>,
 }
 
-impl<S: Stream + Unpin> Stream for SharedInput<S> {
-    type Item = S::Item;
+impl<S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin> Stream for Requests<S> {
+    type Item = RaftBytes;
 
     fn poll_next(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        let mut slot = lock_slot(&self.slot);
-        let Some(input) = slot.input.as_mut() else {
-            return std::task::Poll::Ready(None);
+    ) -> std::task::Poll<Option<RaftBytes>> {
+        use std::task::Poll;
+        let mut session = lock_session(&self.session);
+        let Some(input) = session.input.as_mut() else {
+            return Poll::Ready(None);
         };
-        let next = input.poll_next_unpin(cx);
-        match next {
-            // The leader ended the session: the slot's emptiness says so to the answers' side.
-            std::task::Poll::Ready(None) => slot.input = None,
-            std::task::Poll::Pending => slot.waiting = Some(cx.waker().clone()),
-            std::task::Poll::Ready(Some(_)) => {}
+        match input.poll_next_unpin(cx) {
+            Poll::Pending => {
+                session.waiting = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            // The leader ended the session: the empty input says so to the answers' side.
+            Poll::Ready(None) => {
+                session.input = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(rpc)) => match codec::encode(Kind::RaftRpc, &rpc) {
+                Ok(data) => {
+                    let deadline = Instant::now() + answer_timeout(session.ttl, data.len());
+                    session.deadlines.push_back(deadline);
+                    Poll::Ready(Some(RaftBytes { data }))
+                }
+                Err(e) => {
+                    session.failure = Some(e);
+                    session.input = None;
+                    Poll::Ready(None)
+                }
+            },
         }
-        next
     }
 }
 
 /// Drops a replication stream's requests and wakes the request body's task (which then
 /// ends the body) when the answers' side is done with them.
-struct InputGuard<S> {
-    slot: SharedSlot<S>,
+struct RequestsGuard<S> {
+    session: SharedSession<S>,
 }
 
-impl<S> Drop for InputGuard<S> {
+impl<S> Drop for RequestsGuard<S> {
     fn drop(&mut self) {
         let (input, waiting) = {
-            let mut slot = lock_slot(&self.slot);
-            (slot.input.take(), slot.waiting.take())
+            let mut session = lock_session(&self.session);
+            (session.input.take(), session.waiting.take())
         };
         drop(input);
         if let Some(waker) = waiting {
@@ -297,7 +302,7 @@ impl<S> Drop for InputGuard<S> {
 }
 
 type AppendAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
-type AnswersState<S> = (tonic::Streaming<RaftBytes>, Outstanding, InputGuard<S>);
+type AnswersState<S> = (tonic::Streaming<RaftBytes>, RequestsGuard<S>);
 
 fn unreachable(why: &str) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(&std::io::Error::new(
@@ -309,9 +314,9 @@ fn unreachable(why: &str) -> RPCError<TypeConfig> {
 /// The next answer of a replication stream, within the deadline of the oldest request
 /// outstanding. An error ends the stream (openraft opens a new one).
 async fn next_answer<S>(state: Option<AnswersState<S>>) -> Option<(AppendAnswer, Option<AnswersState<S>>)> {
-    let (mut answers, outstanding, guard) = state?;
+    let (mut answers, guard) = state?;
     let message = loop {
-        let oldest = outstanding.lock().deadlines.front().copied();
+        let oldest = lock_session(&guard.session).deadlines.front().copied();
         let until = oldest.unwrap_or_else(|| Instant::now() + STREAM_IDLE_RECHECK);
         match tokio::time::timeout_at(until, answers.next()).await {
             Ok(message) => break message,
@@ -324,7 +329,7 @@ async fn next_answer<S>(state: Option<AnswersState<S>>) -> Option<(AppendAnswer,
     };
     let answer = match message {
         Some(Ok(m)) => {
-            if outstanding.lock().deadlines.pop_front().is_none() {
+            if lock_session(&guard.session).deadlines.pop_front().is_none() {
                 return Some((Err(unreachable("a Raft answer to no request")), None));
             }
             match codec::decode::<StreamAppendResult<TypeConfig>>(Kind::RaftRpc, &m.data) {
@@ -334,16 +339,15 @@ async fn next_answer<S>(state: Option<AnswersState<S>>) -> Option<(AppendAnswer,
         }
         Some(Err(status)) => return Some((Err(rpc_error(status)), None)),
         None => {
-            let leader_done = lock_slot(&guard.slot).input.is_none();
-            let mut outstanding = outstanding.lock();
-            return match outstanding.failure.take() {
+            let mut session = lock_session(&guard.session);
+            return match session.failure.take() {
                 Some(e) => Some((Err(encode_error(e)), None)),
-                None if !outstanding.deadlines.is_empty() => {
+                None if !session.deadlines.is_empty() => {
                     Some((Err(unreachable("the peer ended the stream with requests unanswered")), None))
                 }
                 // The peer ended a stream the leader still feeds (it is shutting down): an
                 // error, so that openraft backs off before it opens another.
-                None if !leader_done => {
+                None if session.input.is_some() => {
                     Some((Err(unreachable("the peer ended the replication stream")), None))
                 }
                 None => None,
@@ -352,7 +356,7 @@ async fn next_answer<S>(state: Option<AnswersState<S>>) -> Option<(AppendAnswer,
     };
     // After a conflict or a higher vote the peer ends the stream: so does this side.
     let more = answer.is_ok();
-    Some((Ok(answer), more.then_some((answers, outstanding, guard))))
+    Some((Ok(answer), more.then_some((answers, guard))))
 }
 
 impl Peer {
@@ -377,26 +381,17 @@ impl Peer {
         let input = futures::stream::once(std::future::ready(first)).chain(input);
         let mut client = self.client()?;
         let ttl = option.hard_ttl();
-        let outstanding = Outstanding::default();
-        let slot: SharedSlot<_> = Arc::new(Mutex::new(InputSlot { input: Some(input), waiting: None }));
-        let guard = InputGuard { slot: slot.clone() };
-        let sending = outstanding.clone();
-        let requests = SharedInput { slot }.scan((), move |_, rpc| {
-            let next = match codec::encode(Kind::RaftRpc, &rpc) {
-                Ok(data) => {
-                    sending.lock().deadlines.push_back(Instant::now() + answer_timeout(ttl, data.len()));
-                    Some(RaftBytes { data })
-                }
-                Err(e) => {
-                    sending.lock().failure = Some(e);
-                    None
-                }
-            };
-            std::future::ready(next)
-        });
+        let session: SharedSession<_> = Arc::new(Mutex::new(Session {
+            input: Some(input),
+            waiting: None,
+            deadlines: VecDeque::new(),
+            failure: None,
+            ttl,
+        }));
+        let guard = RequestsGuard { session: session.clone() };
         // No grpc-timeout: the stream lasts as long as this leader replicates to the peer;
         // every answer has a deadline of its own (above).
-        let request = with_secret(tonic::Request::new(requests), self.secret.as_deref());
+        let request = with_secret(tonic::Request::new(Requests { session }), self.secret.as_deref());
         let answers = match tokio::time::timeout(ttl.max(RPC_TIMEOUT_MIN), client.append_stream(request))
             .await
         {
@@ -412,7 +407,7 @@ impl Peer {
             Ok(Err(status)) => return Err(rpc_error(status)),
             Err(_) => return Err(unreachable("opening the replication stream timed out")),
         };
-        Ok(Box::pin(futures::stream::unfold(Some((answers, outstanding, guard)), next_answer)))
+        Ok(Box::pin(futures::stream::unfold(Some((answers, guard)), next_answer)))
     }
 }
 

@@ -110,25 +110,29 @@ const TTL: Duration = Duration::from_millis(100);
 const GIVE_UP_MAX: Duration = Duration::from_secs(10);
 
 /// Runs one replication session with `peer`: the stream's first item (an answer or an
-/// error), or the error opening it.
+/// error), or the error opening it; fails the test past [`GIVE_UP_MAX`].
 async fn first_answer(
     peer: &mut Peer,
 ) -> Result<openraft::raft::StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
-    let mut answers = peer.stream_append(requests(), RPCOption::new(TTL)).await?;
-    answers.next().await.expect("the answers' stream ended without an item or an error")
+    let session = async {
+        let mut answers = peer.stream_append(requests(), RPCOption::new(TTL)).await?;
+        answers.next().await.expect("the answers' stream ended without an item or an error")
+    };
+    tokio::time::timeout(GIVE_UP_MAX, session).await.expect("no answer in time")
 }
 
-async fn peer(addr: &str) -> Peer {
+/// A leader's client of a new test server that behaves as `behaviour` says.
+async fn peer(behaviour: Behaviour) -> Peer {
+    let addr = serve(behaviour).await;
     let mut network = Network::new(None, None);
-    network.new_client(2, &BasicNode { addr: addr.to_string() }).await
+    network.new_client(2, &BasicNode { addr }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_ends_the_stream_with_an_error_at_the_deadline() {
-    let addr = serve(Behaviour::Silent).await;
-    let mut peer = peer(&addr).await;
+    let mut peer = peer(Behaviour::Silent).await;
     let started = Instant::now();
-    let got = tokio::time::timeout(GIVE_UP_MAX, first_answer(&mut peer)).await.expect("no answer in time");
+    let got = first_answer(&mut peer).await;
     match got {
         Err(RPCError::Unreachable(e)) => {
             assert!(e.to_string().contains("no answer to a Raft request in time"), "{e}")
@@ -140,27 +144,24 @@ async fn a_silent_peer_ends_the_stream_with_an_error_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_answer_is_an_error() {
-    let addr = serve(Behaviour::Garbage).await;
-    let mut peer = peer(&addr).await;
-    let got = tokio::time::timeout(GIVE_UP_MAX, first_answer(&mut peer)).await.expect("no answer in time");
+    let mut peer = peer(Behaviour::Garbage).await;
+    let got = first_answer(&mut peer).await;
     assert!(matches!(got, Err(RPCError::Network(_))), "garbage gave {got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_ending_the_stream_early_is_an_error() {
-    let addr = serve(Behaviour::EndsAtOnce).await;
-    let mut peer = peer(&addr).await;
-    let got = tokio::time::timeout(GIVE_UP_MAX, first_answer(&mut peer)).await.expect("no answer in time");
+    let mut peer = peer(Behaviour::EndsAtOnce).await;
+    let got = first_answer(&mut peer).await;
     assert!(matches!(got, Err(RPCError::Unreachable(_))), "an early end gave {got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_the_stream_gets_one_call_per_request() {
-    let addr = serve(Behaviour::OlderBuild).await;
-    let mut peer = peer(&addr).await;
+    let mut peer = peer(Behaviour::OlderBuild).await;
     // The first session finds the stream missing: an error (openraft backs off, then
     // opens another session).
-    let got = tokio::time::timeout(GIVE_UP_MAX, first_answer(&mut peer)).await.expect("no answer in time");
+    let got = first_answer(&mut peer).await;
     assert!(matches!(got, Err(RPCError::Unreachable(_))), "UNIMPLEMENTED gave {got:?}");
     // The next sessions go as unary calls, answered.
     let mut answers = peer.stream_append(requests(), RPCOption::new(TTL)).await.expect("open");

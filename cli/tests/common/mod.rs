@@ -398,33 +398,39 @@ impl Cell {
         self.volumes.iter().find(|v| v.node_id == node_id).unwrap_or_else(|| panic!("no node {node_id}"))
     }
 
-    /// Stops the process of volume server `node_id` with SIGSTOP (its sockets stay open;
-    /// nothing answers).
-    pub fn freeze(&mut self, node_id: u64) {
-        let pid = self.procs[self.volume(node_id).proc].id();
+    /// Stops process `proc` (an index into [`Cell::procs`]) with SIGSTOP: its sockets stay
+    /// open, nothing answers.
+    fn freeze_proc(&mut self, proc: usize) {
+        let pid = self.procs[proc].id();
         signal(pid, libc::SIGSTOP);
         self.frozen.push(pid);
+    }
+
+    /// Lets process `proc`, frozen, run again (SIGCONT).
+    fn thaw_proc(&mut self, proc: usize) {
+        let pid = self.procs[proc].id();
+        signal(pid, libc::SIGCONT);
+        self.frozen.retain(|p| *p != pid);
+    }
+
+    /// Stops the process of volume server `node_id` with SIGSTOP.
+    pub fn freeze(&mut self, node_id: u64) {
+        self.freeze_proc(self.volume(node_id).proc);
     }
 
     /// Lets a frozen volume server run again (SIGCONT).
     pub fn thaw(&mut self, node_id: u64) {
-        let pid = self.procs[self.volume(node_id).proc].id();
-        signal(pid, libc::SIGCONT);
-        self.frozen.retain(|p| *p != pid);
+        self.thaw_proc(self.volume(node_id).proc);
     }
 
     /// Stops master `id` (its Raft id, 1-based) with SIGSTOP.
     pub fn freeze_master(&mut self, id: usize) {
-        let pid = self.procs[self.master_procs[id - 1]].id();
-        signal(pid, libc::SIGSTOP);
-        self.frozen.push(pid);
+        self.freeze_proc(self.master_procs[id - 1]);
     }
 
     /// Lets a frozen master run again (SIGCONT).
     pub fn thaw_master(&mut self, id: usize) {
-        let pid = self.procs[self.master_procs[id - 1]].id();
-        signal(pid, libc::SIGCONT);
-        self.frozen.retain(|p| *p != pid);
+        self.thaw_proc(self.master_procs[id - 1]);
     }
 
     /// SIGKILLs volume server `node_id` and waits for it to exit.
