@@ -1,9 +1,12 @@
 //! Slow clients do not hold the door: stalled HTTP uploads time out and free their put
 //! permits, gRPC puts are admitted before their bodies are decoded, and the number of
 //! open HTTP connections is capped. The bytes of put bodies and of blocks read for gets
-//! held at once are bounded. Each test runs a dev cell (over gRPC, as on separate
-//! machines) and a second frontend with the settings under test.
+//! held at once are bounded, and small batches of puts append one at a time. Each test runs
+//! a dev cell (over gRPC, as on separate machines) and a second frontend with the settings
+//! under test.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -12,6 +15,8 @@ use cellar_dev::DevCell;
 use cellar_frontend::s3::body::Origin;
 use cellar_frontend::{FrontendConfig, FrontendHandle, PUTS_IN_FLIGHT_MAX};
 use cellar_proto::frontend as fpb;
+use cellar_proto::volume as vpb;
+use cellar_volume_api::cluster::LocalExtents;
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -648,6 +653,141 @@ async fn an_object_of_one_block_commits_its_entry_and_version_together() {
     let ingested = ingest(vec![3u8; block + 1]).await.expect("ingest");
     assert!(ingested.unstored.is_none());
     assert_eq!(ingested.blocks.len(), 2);
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}
+
+/// The Appends a frontend sends, watched on their way to a volume server: each waits
+/// [`APPEND_PAUSE`] first (so that batches the frontend lets go at once are in flight at
+/// once), and the log notes each batch (a volume and offset: its replicas' Appends share
+/// them) while any of its Appends is in flight.
+struct WatchedAppends {
+    inner: Arc<dyn LocalExtents>,
+    log: Arc<Mutex<AppendLog>>,
+}
+
+/// Held back before each Append is forwarded.
+const APPEND_PAUSE: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+struct AppendLog {
+    /// Batches in flight: Appends in flight of each, and whether it is small.
+    in_flight: HashMap<(u64, u64), (usize, bool)>,
+    /// The most small batches seen in flight at once.
+    small_max: usize,
+    /// Batches seen, and the records in them.
+    batches: usize,
+    records: usize,
+}
+
+#[tonic::async_trait]
+impl LocalExtents for WatchedAppends {
+    async fn append(
+        &self,
+        req: tonic::Request<vpb::AppendRequest>,
+    ) -> Result<vpb::AppendResponse, tonic::Status> {
+        let r = req.get_ref();
+        let key = (r.volume_id, r.offset_bytes);
+        let payload_bytes: u64 = r.records.iter().map(|rec| rec.payload.len() as u64).sum();
+        let small = payload_bytes < cellar_frontend::APPEND_ALONE_BELOW_BYTES;
+        {
+            let mut log = self.log.lock().expect("log");
+            let slot = log.in_flight.entry(key).or_insert((0, small));
+            slot.0 += 1;
+            let first = slot.0 == 1;
+            if first {
+                log.batches += 1;
+                log.records += r.records.len();
+            }
+            let small_now = log.in_flight.values().filter(|(_, small)| *small).count();
+            log.small_max = log.small_max.max(small_now);
+        }
+        tokio::time::sleep(APPEND_PAUSE).await;
+        let answer = self.inner.append(req).await;
+        let mut log = self.log.lock().expect("log");
+        if let Some(slot) = log.in_flight.get_mut(&key) {
+            slot.0 -= 1;
+            if slot.0 == 0 {
+                log.in_flight.remove(&key);
+            }
+        }
+        answer
+    }
+
+    async fn read_record(
+        &self,
+        req: tonic::Request<vpb::ReadRecordRequest>,
+    ) -> Result<vpb::ReadRecordResponse, tonic::Status> {
+        self.inner.read_record(req).await
+    }
+
+    async fn read_fragment(
+        &self,
+        req: tonic::Request<vpb::ReadFragmentRequest>,
+    ) -> Result<vpb::ReadFragmentResponse, tonic::Status> {
+        self.inner.read_fragment(req).await
+    }
+
+    async fn write_fragment(
+        &self,
+        req: tonic::Request<tokio::sync::mpsc::Receiver<vpb::WriteFragmentRequest>>,
+    ) -> Result<vpb::WriteFragmentResponse, tonic::Status> {
+        self.inner.write_fragment(req).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_batches_append_one_at_a_time_and_take_in_the_puts_queued_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    let fe = frontend(&cell, |_| {}).await;
+    let log = Arc::new(Mutex::new(AppendLog::default()));
+    // Every volume server reached through the watch (kept alive here: the cluster holds
+    // them weakly).
+    let watched: Vec<Arc<dyn LocalExtents>> = cell
+        .volumes
+        .iter()
+        .map(|v| {
+            let w: Arc<dyn LocalExtents> =
+                Arc::new(WatchedAppends { inner: v.local_service(), log: log.clone() });
+            fe.blocks.cluster().add_local(v.node_id, &w);
+            w
+        })
+        .collect();
+
+    // 64 clients put a distinct 4 KiB block each, all at once.
+    let puts = 64usize;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/blocks", fe.addr);
+    let blocks: Vec<Vec<u8>> =
+        (0..puts).map(|i| format!("small batch {i} ").repeat(400).into_bytes()).collect();
+    let sent: Vec<_> = blocks
+        .iter()
+        .map(|b| {
+            let (http, url, body) = (http.clone(), url.clone(), b[..4096].to_vec());
+            tokio::spawn(async move { http.put(url).body(body).send().await })
+        })
+        .collect();
+    for put in sent {
+        let resp = tokio::time::timeout(WAIT, put).await.expect("answered").expect("task").expect("put");
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    {
+        let log = log.lock().expect("log");
+        assert_eq!(log.records, puts, "every put appended once");
+        assert_eq!(log.small_max, 1, "small batches appended at once");
+        assert!(log.batches < puts, "{} batches for {puts} puts: none took in the puts queued", log.batches);
+        assert!(log.in_flight.is_empty());
+    }
+    // Every block reads back, byte for byte.
+    for b in &blocks {
+        let body = &b[..4096];
+        let got =
+            http.get(format!("{url}/{}", hex::encode(sha2::Sha256::digest(body)))).send().await.expect("get");
+        assert_eq!(got.status().as_u16(), 200);
+        assert_eq!(got.bytes().await.expect("body").as_ref(), body);
+    }
+    drop(watched);
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }

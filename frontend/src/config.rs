@@ -38,6 +38,9 @@ pub struct FrontendConfig {
     /// Batches being appended to replicas at once (see
     /// [`crate::APPEND_BATCHES_IN_FLIGHT_MAX`]).
     pub append_batches_in_flight_max: usize,
+    /// Payload bytes below which a batch appends alone among such batches (see
+    /// [`crate::APPEND_ALONE_BELOW_BYTES`]; 0: every batch may go beside the others).
+    pub append_alone_below_bytes: u64,
     /// Bytes of put bodies held at once (see [`crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES`]).
     pub put_bodies_in_flight_max_bytes: u64,
     /// Bytes of blocks read for gets at once (see [`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]).
@@ -87,6 +90,7 @@ impl FrontendConfig {
             lease_renew: None,
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
             append_batches_in_flight_max: crate::APPEND_BATCHES_IN_FLIGHT_MAX,
+            append_alone_below_bytes: crate::APPEND_ALONE_BELOW_BYTES,
             put_bodies_in_flight_max_bytes: crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES,
             get_blocks_in_flight_max_bytes: crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES,
             put_lookup_min_bytes: crate::PUT_LOOKUP_MIN_BYTES,

@@ -91,6 +91,17 @@ pub const APPENDS_IN_FLIGHT_MAX_BYTES: u64 = 128 << 20;
 /// writers appending at once, and 5,582/s (6,089/s with 4 writers, 6,402/s with 2), while
 /// 4 MiB puts at 32 clients were unchanged with 2 writers.
 pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// A batch whose payload is smaller than this appends alone among such batches: while one
+/// small batch is on its way to its replicas, the next waits and takes in the puts that
+/// queue meanwhile, until it reaches this size (then it goes beside the others, up to
+/// [`APPEND_BATCHES_IN_FLIGHT_MAX`]) or the small batch in flight is durable. Light load
+/// waits for nothing (a put finds no small batch in flight); large blocks keep appending
+/// several at once. Under many small puts a batch then carries what would have gone in
+/// several, and each batch costs every replica a request and an fsync and the masters a
+/// Raft entry: on a cell of processes (2 cores), 4 KiB puts from 256 clients went from ~22
+/// to ~90 puts per batch and from ~9,000 to ~14,000/s, from 32 clients from ~4 to ~12 per
+/// batch and from ~3,600 to ~5,100/s (docs/performance.md, nineteenth stop).
+pub const APPEND_ALONE_BELOW_BYTES: u64 = 1 << 20;
 /// Times a put is retried on a new volume after a replica failed.
 pub const PUT_ATTEMPTS_MAX: u32 = 4;
 /// Longest a put's body may take to arrive, in total: past it the client gets 408 and its

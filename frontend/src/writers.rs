@@ -8,7 +8,10 @@
 //! go to the master in one CommitIndex (merged there with other frontends' commits), and
 //! only then is every put of the batch answered. Under light load a batch is one put and
 //! nothing waits for company; under load the queue fills while the slots are busy and
-//! batches grow by themselves.
+//! batches grow by themselves. A small batch (below [`crate::APPEND_ALONE_BELOW_BYTES`])
+//! appends alone among small batches: while one is on its way to its replicas, the next
+//! keeps taking in queued puts until it is large or that one is durable, since each
+//! Append costs every replica a request and an fsync whatever it carries.
 //!
 //! One batch at a time per volume: the writer assigns offsets, so a volume is only ever
 //! sealed at the end of a committed batch. A replica that fails ends the volume: it is
@@ -129,14 +132,20 @@ struct Shared {
     appending_max_bytes: u64,
     /// Batches being appended at once (see [`crate::APPEND_BATCHES_IN_FLIGHT_MAX`]).
     batches_appending: Arc<Semaphore>,
+    /// The one small batch that may be appending (see [`crate::APPEND_ALONE_BELOW_BYTES`]).
+    small_appending: Arc<Semaphore>,
+    /// Payload bytes below which a batch is small.
+    small_below_bytes: u64,
     metrics: Arc<Metrics>,
 }
 
-/// A batch's share of the append budget: its payload bytes and one of the batches that
-/// may be appending at once. Held until its records are durable on every replica.
+/// A batch's share of the append budget: its payload bytes, one of the batches that may be
+/// appending at once and, for a small batch, the one small batch's turn. Held until its
+/// records are durable on every replica.
 struct AppendPermit {
     _bytes: OwnedSemaphorePermit,
     _batch: OwnedSemaphorePermit,
+    _small: Option<OwnedSemaphorePermit>,
 }
 
 /// A batch handed to a slot, with its share of the append budget.
@@ -180,6 +189,8 @@ impl Writers {
             appending: Arc::new(Semaphore::new(config.appends_in_flight_max_bytes as usize)),
             appending_max_bytes: config.appends_in_flight_max_bytes,
             batches_appending: Arc::new(Semaphore::new(config.append_batches_in_flight_max)),
+            small_appending: Arc::new(Semaphore::new(1)),
+            small_below_bytes: config.append_alone_below_bytes,
             metrics,
         });
         let (idle_tx, idle_rx) = mpsc::channel(config.writers);
@@ -325,10 +336,40 @@ async fn dispatch(
             payload_bytes += job.payload.len() as u64;
             batch.push(job);
         }
+        // A small batch waits for the small batch in flight and takes in the puts queued
+        // meanwhile, until it is large enough to go beside it (or can grow no more).
+        let mut small = None;
+        if carry.is_none() && batch.len() < APPEND_RECORDS_MAX && shared.small(payload_bytes) {
+            loop {
+                tokio::select! {
+                    biased;
+                    p = shared.small_slot() => {
+                        small = p;
+                        break;
+                    }
+                    job = queue.recv() => {
+                        let Some(job) = job else { break };
+                        if record_bytes + job.record_bytes() > room
+                            || payload_bytes + job.payload.len() as u64 > APPEND_PAYLOAD_MAX_BYTES
+                        {
+                            carry = Some(job);
+                            break;
+                        }
+                        record_bytes += job.record_bytes();
+                        payload_bytes += job.payload.len() as u64;
+                        batch.push(job);
+                        if batch.len() == APPEND_RECORDS_MAX || !shared.small(payload_bytes) {
+                            break;
+                        }
+                    }
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
         // Waiting here for the byte budget lets the queue grow meanwhile: the next batch is
         // larger.
         let permit = tokio::select! {
-            p = shared.bytes_permit(slot_permit, payload_bytes) => p,
+            p = shared.bytes_permit(slot_permit, small, payload_bytes) => p,
             _ = stop.wait_for(|s| *s) => return,
         };
         if slots[target.slot].send(Batch { jobs: batch, permit }).await.is_err() {
@@ -556,10 +597,11 @@ impl Shared {
     }
 
     /// Room in the append budget for `payload_bytes` (a batch larger than the budget takes
-    /// all of it).
+    /// all of it), and the small batch's turn if it is small.
     async fn append_permit(&self, payload_bytes: u64) -> Option<AppendPermit> {
         let batch = self.batch_slot().await?;
-        self.bytes_permit(batch, payload_bytes).await
+        let small = if self.small(payload_bytes) { Some(self.small_slot().await?) } else { None };
+        self.bytes_permit(batch, small, payload_bytes).await
     }
 
     /// One of the batches that may be appending at once (the semaphore is never closed).
@@ -567,11 +609,27 @@ impl Shared {
         self.batches_appending.clone().acquire_owned().await.ok()
     }
 
-    /// The payload bytes of a batch that has its slot.
-    async fn bytes_permit(&self, batch: OwnedSemaphorePermit, payload_bytes: u64) -> Option<AppendPermit> {
+    /// Whether a batch of `payload_bytes` appends alone among small batches.
+    fn small(&self, payload_bytes: u64) -> bool {
+        payload_bytes < self.small_below_bytes
+    }
+
+    /// The turn of the one small batch that may be appending (the semaphore is never
+    /// closed).
+    async fn small_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.small_appending.clone().acquire_owned().await.ok()
+    }
+
+    /// The payload bytes of a batch that has its slot (and its small turn, if small).
+    async fn bytes_permit(
+        &self,
+        batch: OwnedSemaphorePermit,
+        small: Option<OwnedSemaphorePermit>,
+        payload_bytes: u64,
+    ) -> Option<AppendPermit> {
         let n = payload_bytes.clamp(1, self.appending_max_bytes) as u32;
         let bytes = self.appending.clone().acquire_many_owned(n).await.ok()?;
-        Some(AppendPermit { _bytes: bytes, _batch: batch })
+        Some(AppendPermit { _bytes: bytes, _batch: batch, _small: small })
     }
 
     /// A new open volume with this frontend's write lease, placed away from suspects.
