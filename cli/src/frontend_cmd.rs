@@ -50,6 +50,12 @@ pub struct FrontendArgs {
     /// every put asks.
     #[arg(long, default_value_t = cellar_frontend::PUT_LOOKUP_MIN_BYTES >> 10)]
     put_lookup_min_kib: u64,
+    /// KiB: a batch of puts whose payload is smaller appends alone among such batches (the
+    /// next small one waits for it, gathering the puts queued meanwhile): fewer, larger
+    /// Appends and Raft entries under many small puts; 0: every batch may append beside
+    /// the others (up to 4 at once).
+    #[arg(long, default_value_t = cellar_frontend::APPEND_ALONE_BELOW_BYTES >> 10)]
+    append_alone_below_kib: u64,
     /// Milliseconds a cached index entry serves gets before it is looked up again: an older
     /// one still serves the get at once and is refreshed in the background, so a block
     /// deleted through another frontend stops being served here soon after the first get
@@ -92,6 +98,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.put_bodies_in_flight_max_bytes = args.put_bodies_in_flight_max_mib.saturating_mul(1 << 20);
     config.get_blocks_in_flight_max_bytes = args.get_blocks_in_flight_max_mib.saturating_mul(1 << 20);
     config.put_lookup_min_bytes = args.put_lookup_min_kib.saturating_mul(1 << 10);
+    config.append_alone_below_bytes = args.append_alone_below_kib.saturating_mul(1 << 10);
     config.index_entry_fresh = std::time::Duration::from_millis(args.index_entry_fresh_ms);
     config.watch = cellar_frontend::config::WatchConfig {
         sample_one_in: args.watch_sample_one_in,

@@ -99,8 +99,11 @@ pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// several at once. Under many small puts a batch then carries what would have gone in
 /// several, and each batch costs every replica a request and an fsync and the masters a
 /// Raft entry: on a cell of processes (2 cores), 4 KiB puts from 256 clients went from ~22
-/// to ~90 puts per batch and from ~9,000 to ~14,000/s, from 32 clients from ~4 to ~12 per
-/// batch and from ~3,600 to ~5,100/s (docs/performance.md, nineteenth stop).
+/// to ~90 puts per batch and from 11,500-11,700 to 13,300-15,200/s, from 32 clients from ~4
+/// to ~12 per batch and from 3,100-3,800 to 5,300-5,700/s (docs/performance.md, nineteenth
+/// stop). Where an fsync takes far longer than the CPU a batch costs (slow disks, idle
+/// cores), a put that finds a small batch in flight waits for it: `--append-alone-below-kib
+/// 0` turns the rule off.
 pub const APPEND_ALONE_BELOW_BYTES: u64 = 1 << 20;
 /// Times a put is retried on a new volume after a replica failed.
 pub const PUT_ATTEMPTS_MAX: u32 = 4;
