@@ -321,25 +321,19 @@ async fn dispatch(
         };
         // The room left: in the slot's volume if the first block fits there, else in a new one.
         let room = if first.record_bytes() <= target.room_bytes { target.room_bytes } else { size };
-        let mut record_bytes = first.record_bytes();
-        let mut payload_bytes = first.payload.len() as u64;
-        let mut batch = vec![first];
-        while batch.len() < APPEND_RECORDS_MAX {
+        let mut cut = Cut::new(first, room);
+        while !cut.full() {
             let Ok(job) = queue.try_recv() else { break };
-            if record_bytes + job.record_bytes() > room
-                || payload_bytes + job.payload.len() as u64 > APPEND_PAYLOAD_MAX_BYTES
-            {
+            if !cut.fits(&job) {
                 carry = Some(job);
                 break;
             }
-            record_bytes += job.record_bytes();
-            payload_bytes += job.payload.len() as u64;
-            batch.push(job);
+            cut.push(job);
         }
         // A small batch waits for the small batch in flight and takes in the puts queued
         // meanwhile, until it is large enough to go beside it (or can grow no more).
         let mut small = None;
-        if carry.is_none() && batch.len() < APPEND_RECORDS_MAX && shared.small(payload_bytes) {
+        if carry.is_none() && !cut.full() && shared.small(cut.payload_bytes) {
             loop {
                 tokio::select! {
                     biased;
@@ -349,16 +343,12 @@ async fn dispatch(
                     }
                     job = queue.recv() => {
                         let Some(job) = job else { break };
-                        if record_bytes + job.record_bytes() > room
-                            || payload_bytes + job.payload.len() as u64 > APPEND_PAYLOAD_MAX_BYTES
-                        {
+                        if !cut.fits(&job) {
                             carry = Some(job);
                             break;
                         }
-                        record_bytes += job.record_bytes();
-                        payload_bytes += job.payload.len() as u64;
-                        batch.push(job);
-                        if batch.len() == APPEND_RECORDS_MAX || !shared.small(payload_bytes) {
+                        cut.push(job);
+                        if cut.full() || !shared.small(cut.payload_bytes) {
                             break;
                         }
                     }
@@ -369,12 +359,46 @@ async fn dispatch(
         // Waiting here for the byte budget lets the queue grow meanwhile: the next batch is
         // larger.
         let permit = tokio::select! {
-            p = shared.bytes_permit(slot_permit, small, payload_bytes) => p,
+            p = shared.bytes_permit(slot_permit, small, cut.payload_bytes) => p,
             _ = stop.wait_for(|s| *s) => return,
         };
-        if slots[target.slot].send(Batch { jobs: batch, permit }).await.is_err() {
+        if slots[target.slot].send(Batch { jobs: cut.jobs, permit }).await.is_err() {
             return;
         }
+    }
+}
+
+/// A batch being cut from the queue: its puts and what they add up to, within the room
+/// left in its volume, [`APPEND_RECORDS_MAX`] records and [`APPEND_PAYLOAD_MAX_BYTES`].
+struct Cut {
+    jobs: Vec<Job>,
+    record_bytes: u64,
+    payload_bytes: u64,
+    room_bytes: u64,
+}
+
+impl Cut {
+    fn new(first: Job, room_bytes: u64) -> Cut {
+        let (record_bytes, payload_bytes) = (first.record_bytes(), first.payload.len() as u64);
+        Cut { jobs: vec![first], record_bytes, payload_bytes, room_bytes }
+    }
+
+    /// Whether no more records may join.
+    fn full(&self) -> bool {
+        self.jobs.len() >= APPEND_RECORDS_MAX
+    }
+
+    /// Whether `job` fits beside the puts already in.
+    fn fits(&self, job: &Job) -> bool {
+        self.record_bytes + job.record_bytes() <= self.room_bytes
+            && self.payload_bytes + job.payload.len() as u64 <= APPEND_PAYLOAD_MAX_BYTES
+    }
+
+    /// Adds `job` (which [`Cut::fits`]).
+    fn push(&mut self, job: Job) {
+        self.record_bytes += job.record_bytes();
+        self.payload_bytes += job.payload.len() as u64;
+        self.jobs.push(job);
     }
 }
 
