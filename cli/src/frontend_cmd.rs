@@ -56,6 +56,10 @@ pub struct FrontendArgs {
     /// the others (up to 4 at once).
     #[arg(long, default_value_t = cellar_frontend::APPEND_ALONE_BELOW_BYTES >> 10)]
     append_alone_below_kib: u64,
+    /// Percent of this host's CPU time busy from which small batches append alone (sampled
+    /// every 250 ms; they go beside each other again 20 points below); 0: whatever the load.
+    #[arg(long, default_value_t = cellar_frontend::APPEND_ALONE_HOST_BUSY_PERCENT)]
+    append_alone_host_busy_percent: u64,
     /// Milliseconds a cached index entry serves gets before it is looked up again: an older
     /// one still serves the get at once and is refreshed in the background, so a block
     /// deleted through another frontend stops being served here soon after the first get
@@ -99,6 +103,7 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.get_blocks_in_flight_max_bytes = args.get_blocks_in_flight_max_mib.saturating_mul(1 << 20);
     config.put_lookup_min_bytes = args.put_lookup_min_kib.saturating_mul(1 << 10);
     config.append_alone_below_bytes = args.append_alone_below_kib.saturating_mul(1 << 10);
+    config.append_alone_host_busy_percent = args.append_alone_host_busy_percent;
     config.index_entry_fresh = std::time::Duration::from_millis(args.index_entry_fresh_ms);
     config.watch = cellar_frontend::config::WatchConfig {
         sample_one_in: args.watch_sample_one_in,

@@ -41,6 +41,9 @@ pub struct FrontendConfig {
     /// Payload bytes below which a batch appends alone among such batches (see
     /// [`crate::APPEND_ALONE_BELOW_BYTES`]; 0: every batch may go beside the others).
     pub append_alone_below_bytes: u64,
+    /// This host's busy CPU share, in percent, from which small batches append alone (see
+    /// [`crate::APPEND_ALONE_HOST_BUSY_PERCENT`]; 0: whatever the load).
+    pub append_alone_host_busy_percent: u64,
     /// Bytes of put bodies held at once (see [`crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES`]).
     pub put_bodies_in_flight_max_bytes: u64,
     /// Bytes of blocks read for gets at once (see [`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]).
@@ -91,6 +94,7 @@ impl FrontendConfig {
             appends_in_flight_max_bytes: crate::APPENDS_IN_FLIGHT_MAX_BYTES,
             append_batches_in_flight_max: crate::APPEND_BATCHES_IN_FLIGHT_MAX,
             append_alone_below_bytes: crate::APPEND_ALONE_BELOW_BYTES,
+            append_alone_host_busy_percent: crate::APPEND_ALONE_HOST_BUSY_PERCENT,
             put_bodies_in_flight_max_bytes: crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES,
             get_blocks_in_flight_max_bytes: crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES,
             put_lookup_min_bytes: crate::PUT_LOOKUP_MIN_BYTES,
@@ -124,6 +128,9 @@ impl FrontendConfig {
         self.watch.validate()?;
         if self.writers == 0 || self.writers > 1024 {
             return Err("writers must be in 1..=1024".into());
+        }
+        if self.append_alone_host_busy_percent > 100 {
+            return Err("append_alone_host_busy_percent must be at most 100".into());
         }
         if self.append_batches_in_flight_max == 0 || self.append_batches_in_flight_max > 1024 {
             return Err("append_batches_in_flight_max must be in 1..=1024".into());

@@ -13,6 +13,7 @@ pub mod blocks;
 pub mod compactor;
 pub mod config;
 pub mod grpc;
+pub mod host_load;
 pub mod http;
 pub mod lookups;
 pub mod metrics;
@@ -102,9 +103,17 @@ pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// to ~90 puts per batch and from 11,500-11,700 to 13,300-15,200/s, from 32 clients from ~4
 /// to ~12 per batch and from 3,100-3,800 to 5,300-5,700/s (docs/performance.md, nineteenth
 /// stop). Where an fsync takes far longer than the CPU a batch costs (slow disks, idle
-/// cores), a put that finds a small batch in flight waits for it: `--append-alone-below-kib
-/// 0` turns the rule off.
+/// cores), waiting for the batch in flight only adds its latency: with every fsync made 8 ms
+/// longer, 4 KiB puts from 8 and 32 clients fell by 35-40% and waited ~75% longer under the
+/// rule. So it applies only while this host's CPUs are saturated
+/// ([`APPEND_ALONE_HOST_BUSY_PERCENT`]); `--append-alone-below-kib 0` turns it off.
 pub const APPEND_ALONE_BELOW_BYTES: u64 = 1 << 20;
+/// Share of this host's CPU time, in percent, spent busy from which small batches append
+/// one at a time ([`APPEND_ALONE_BELOW_BYTES`]; [`host_load`]: sampled every 250 ms, and
+/// they go beside each other again once it falls 20 points below). On this machine 4 KiB
+/// puts at 32 and 256 clients keep it at 80-95% with or without the rule; with slow fsyncs
+/// the same loads used 20-72%.
+pub const APPEND_ALONE_HOST_BUSY_PERCENT: u64 = 85;
 /// Times a put is retried on a new volume after a replica failed.
 pub const PUT_ATTEMPTS_MAX: u32 = 4;
 /// Longest a put's body may take to arrive, in total: past it the client gets 408 and its

@@ -8,10 +8,11 @@
 //! go to the master in one CommitIndex (merged there with other frontends' commits), and
 //! only then is every put of the batch answered. Under light load a batch is one put and
 //! nothing waits for company; under load the queue fills while the slots are busy and
-//! batches grow by themselves. A small batch (below [`crate::APPEND_ALONE_BELOW_BYTES`])
-//! appends alone among small batches: while one is on its way to its replicas, the next
-//! keeps taking in queued puts until it is large or that one is durable, since each
-//! Append costs every replica a request and an fsync whatever it carries.
+//! batches grow by themselves. While this host's CPUs are saturated, a small batch (below
+//! [`crate::APPEND_ALONE_BELOW_BYTES`]) appends alone among small batches: while one is on
+//! its way to its replicas, the next keeps taking in queued puts until it is large or that
+//! one is durable, since each Append costs every replica a request and an fsync whatever
+//! it carries.
 //!
 //! One batch at a time per volume: the writer assigns offsets, so a volume is only ever
 //! sealed at the end of a committed batch. A replica that fails ends the volume: it is
@@ -34,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{CellLimits, FrontendConfig};
+use crate::host_load::HostLoad;
 use crate::metrics::Metrics;
 
 /// How long a volume server an append could not reach is passed over for new volumes.
@@ -136,6 +138,8 @@ struct Shared {
     small_appending: Arc<Semaphore>,
     /// Payload bytes below which a batch is small.
     small_below_bytes: u64,
+    /// Small batches append alone only while this host is saturated (none: always).
+    host: Option<Arc<HostLoad>>,
     metrics: Arc<Metrics>,
 }
 
@@ -191,6 +195,8 @@ impl Writers {
             batches_appending: Arc::new(Semaphore::new(config.append_batches_in_flight_max)),
             small_appending: Arc::new(Semaphore::new(1)),
             small_below_bytes: config.append_alone_below_bytes,
+            host: (config.append_alone_host_busy_percent > 0 && config.append_alone_below_bytes > 0)
+                .then(|| HostLoad::start(config.append_alone_host_busy_percent)),
             metrics,
         });
         let (idle_tx, idle_rx) = mpsc::channel(config.writers);
@@ -633,9 +639,10 @@ impl Shared {
         self.batches_appending.clone().acquire_owned().await.ok()
     }
 
-    /// Whether a batch of `payload_bytes` appends alone among small batches.
+    /// Whether a batch of `payload_bytes` appends alone among small batches: it is small,
+    /// and this host's CPUs are saturated (when that is asked).
     fn small(&self, payload_bytes: u64) -> bool {
-        payload_bytes < self.small_below_bytes
+        payload_bytes < self.small_below_bytes && self.host.as_ref().is_none_or(|h| h.saturated())
     }
 
     /// The turn of the one small batch that may be appending (the semaphore is never

@@ -1,0 +1,113 @@
+//! Whether this host's CPUs are saturated: the share of CPU time spent busy over the last
+//! sample period, from `/proc/stat`, with hysteresis (saturated from `busy_percent` on, no
+//! longer once it falls below [`HYSTERESIS_PERCENT`] points under it). Where `/proc/stat`
+//! cannot be read the host never counts as saturated.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How often `/proc/stat` is sampled.
+pub const SAMPLE_PERIOD: Duration = Duration::from_millis(250);
+/// Points under the threshold at which a saturated host is no longer saturated.
+pub const HYSTERESIS_PERCENT: u64 = 20;
+
+/// The latest verdict, shared with whoever asks.
+#[derive(Debug, Default)]
+pub struct HostLoad {
+    saturated: AtomicBool,
+}
+
+impl HostLoad {
+    /// Whether the host's CPUs were saturated at the last sample.
+    pub fn saturated(&self) -> bool {
+        self.saturated.load(Ordering::Relaxed)
+    }
+
+    /// Samples the host every [`SAMPLE_PERIOD`] until `self` is only held by the sampler
+    /// (call inside a Tokio runtime).
+    pub fn start(busy_percent: u64) -> Arc<HostLoad> {
+        let load = Arc::new(HostLoad::default());
+        let weak = Arc::downgrade(&load);
+        tokio::spawn(async move {
+            let mut last = read_proc_stat();
+            let mut tick = tokio::time::interval(SAMPLE_PERIOD);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(load) = weak.upgrade() else { return };
+                let now = read_proc_stat();
+                if let (Some(before), Some(after)) = (last, now) {
+                    let was = load.saturated();
+                    load.saturated.store(next_verdict(was, before, after, busy_percent), Ordering::Relaxed);
+                }
+                last = now;
+            }
+        });
+        load
+    }
+}
+
+/// CPU time counters of the whole host: (busy, total), in clock ticks.
+type Ticks = (u64, u64);
+
+/// The verdict after a period that went from `before` to `after`, given the one before.
+pub fn next_verdict(was: bool, before: Ticks, after: Ticks, busy_percent: u64) -> bool {
+    let total = after.1.saturating_sub(before.1);
+    if total == 0 {
+        return was;
+    }
+    let percent = after.0.saturating_sub(before.0) * 100 / total;
+    if was { percent + HYSTERESIS_PERCENT >= busy_percent } else { percent >= busy_percent }
+}
+
+fn read_proc_stat() -> Option<Ticks> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// (busy, total) from the first line of `/proc/stat` (`cpu user nice system idle iowait
+/// irq softirq steal ...`): idle and iowait are not busy.
+pub fn parse_proc_stat(text: &str) -> Option<Ticks> {
+    let line = text.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let values: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    if values.len() < 5 {
+        return None;
+    }
+    let total: u64 = values.iter().sum();
+    let idle = values[3] + values[4];
+    Some((total - idle, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_parses_and_refuses_what_it_is_not() {
+        let text = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        assert_eq!(parse_proc_stat(text), Some((160, 1000)));
+        assert_eq!(parse_proc_stat("cpu0 1 2 3 4 5\n"), None);
+        assert_eq!(parse_proc_stat("cpu 1 2 x 4 5\n"), None);
+        assert_eq!(parse_proc_stat("cpu 1 2 3\n"), None);
+        assert_eq!(parse_proc_stat(""), None);
+    }
+
+    #[test]
+    fn saturation_starts_at_the_threshold_and_ends_below_the_hysteresis() {
+        // 90% busy: saturated from 85 on.
+        assert!(next_verdict(false, (0, 0), (90, 100), 85));
+        // 80%: not yet.
+        assert!(!next_verdict(false, (0, 0), (80, 100), 85));
+        // Once saturated, 70% keeps it (within 20 points), 60% ends it.
+        assert!(next_verdict(true, (0, 0), (70, 100), 85));
+        assert!(!next_verdict(true, (0, 0), (60, 100), 85));
+        // No time passed: the verdict stands.
+        assert!(next_verdict(true, (5, 5), (5, 5), 85));
+        // A threshold of 0: always saturated.
+        assert!(next_verdict(false, (0, 0), (0, 100), 0));
+    }
+}
