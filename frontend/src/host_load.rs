@@ -31,7 +31,10 @@ impl HostLoad {
         let weak = Arc::downgrade(&load);
         tokio::spawn(async move {
             let mut last = read_proc_stat();
-            let mut tick = tokio::time::interval(SAMPLE_PERIOD);
+            // The first verdict after a whole period (an immediate first tick would judge a
+            // period of a tick or two).
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE_PERIOD, SAMPLE_PERIOD);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
@@ -61,8 +64,19 @@ pub fn next_verdict(was: bool, before: Ticks, after: Ticks, busy_percent: u64) -
     if was { percent + HYSTERESIS_PERCENT >= busy_percent } else { percent >= busy_percent }
 }
 
+/// Bytes read from the start of `/proc/stat`: its first line, the whole host's, is all that
+/// is needed, and the kernel formats the rest (a line per CPU, the interrupt counters: long
+/// on large hosts) only when it is read.
+const PROC_STAT_PREFIX_BYTES: usize = 1024;
+
 fn read_proc_stat() -> Option<Ticks> {
-    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+    use std::io::Read;
+    let mut buf = [0u8; PROC_STAT_PREFIX_BYTES];
+    let n = std::fs::File::open("/proc/stat").ok()?.read(&mut buf).ok()?;
+    let prefix = &buf[..n];
+    // Only a whole first line.
+    let end = prefix.iter().position(|b| *b == b'\n')?;
+    parse_proc_stat(std::str::from_utf8(&prefix[..end]).ok()?)
 }
 
 /// (busy, total) from the first line of `/proc/stat` (`cpu user nice system idle iowait
@@ -94,6 +108,13 @@ mod tests {
         assert_eq!(parse_proc_stat("cpu 1 2 x 4 5\n"), None);
         assert_eq!(parse_proc_stat("cpu 1 2 3\n"), None);
         assert_eq!(parse_proc_stat(""), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_host_s_first_line_reads() {
+        let (busy, total) = read_proc_stat().expect("/proc/stat's first line");
+        assert!(total > 0 && busy <= total, "busy {busy} of {total}");
     }
 
     #[test]
