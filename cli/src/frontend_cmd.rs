@@ -60,6 +60,15 @@ pub struct FrontendArgs {
     /// every 250 ms; they go beside each other again 20 points below); 0: whatever the load.
     #[arg(long, default_value_t = cellar_frontend::APPEND_ALONE_HOST_BUSY_PERCENT)]
     append_alone_host_busy_percent: u64,
+    /// Whether small reads to a volume server wait for the call in flight to it and then go
+    /// together in one ReadRecords call (while this host is saturated, see
+    /// --gather-reads-host-busy-percent): fewer calls under many small gets.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    gather_reads: bool,
+    /// Percent of this host's CPU time busy from which small reads are gathered (sampled
+    /// every 250 ms; no longer 20 points below); 0: whatever the load.
+    #[arg(long, default_value_t = cellar_frontend::READ_GATHER_HOST_BUSY_PERCENT)]
+    gather_reads_host_busy_percent: u64,
     /// Milliseconds a cached index entry serves gets before it is looked up again: an older
     /// one still serves the get at once and is refreshed in the background, so a block
     /// deleted through another frontend stops being served here soon after the first get
@@ -104,6 +113,8 @@ pub fn run(args: FrontendArgs) -> Result<()> {
     config.put_lookup_min_bytes = args.put_lookup_min_kib.saturating_mul(1 << 10);
     config.append_alone_below_bytes = args.append_alone_below_kib.saturating_mul(1 << 10);
     config.append_alone_host_busy_percent = args.append_alone_host_busy_percent;
+    config.gather_reads = args.gather_reads;
+    config.gather_reads_host_busy_percent = args.gather_reads_host_busy_percent;
     config.index_entry_fresh = std::time::Duration::from_millis(args.index_entry_fresh_ms);
     config.watch = cellar_frontend::config::WatchConfig {
         sample_one_in: args.watch_sample_one_in,

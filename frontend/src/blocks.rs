@@ -9,6 +9,7 @@ use cellar_master_api::client::ClientError;
 use cellar_proto::master as mpb;
 use cellar_volume_api::cluster::Cluster;
 use cellar_volume_api::digest::{BlockKey, read_digest};
+use cellar_volume_api::gather::GatherWhen;
 use cellar_volume_api::pieces::Pieces;
 use cellar_volume_api::reader::{BlockRead, BlockReader};
 use cellar_volume_api::streamed::{RecordStream, StreamedRead};
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{CellLimits, FrontendConfig};
+use crate::host_load::HostLoad;
 use crate::lookups::Lookups;
 use crate::metrics::Metrics;
 use crate::writers::{BlockSums, StoreError, Writers};
@@ -314,6 +316,16 @@ impl Blocks {
     /// A block service over `cluster`.
     pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig, limits: CellLimits) -> Blocks {
         let metrics = Arc::new(Metrics::default());
+        if config.gather_reads {
+            let when: GatherWhen = match config.gather_reads_host_busy_percent {
+                0 => Arc::new(|| true),
+                busy_percent => {
+                    let host = HostLoad::start(busy_percent);
+                    Arc::new(move || host.saturated())
+                }
+            };
+            cluster.gather_reads(when);
+        }
         Blocks {
             writers: Writers::new(cluster.clone(), config, limits, metrics.clone()),
             reader: BlockReader::new(cluster.clone(), limits.block_size_max_bytes),

@@ -44,6 +44,12 @@ pub struct FrontendConfig {
     /// This host's busy CPU share, in percent, from which small batches append alone (see
     /// [`crate::APPEND_ALONE_HOST_BUSY_PERCENT`]; 0: whatever the load).
     pub append_alone_host_busy_percent: u64,
+    /// Whether small reads to a volume server wait for the call in flight to it and go
+    /// together (see [`crate::READ_GATHER_HOST_BUSY_PERCENT`]).
+    pub gather_reads: bool,
+    /// This host's busy CPU share, in percent, from which small reads are gathered (see
+    /// [`crate::READ_GATHER_HOST_BUSY_PERCENT`]; 0: whatever the load).
+    pub gather_reads_host_busy_percent: u64,
     /// Bytes of put bodies held at once (see [`crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES`]).
     pub put_bodies_in_flight_max_bytes: u64,
     /// Bytes of blocks read for gets at once (see [`crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES`]).
@@ -95,6 +101,8 @@ impl FrontendConfig {
             append_batches_in_flight_max: crate::APPEND_BATCHES_IN_FLIGHT_MAX,
             append_alone_below_bytes: crate::APPEND_ALONE_BELOW_BYTES,
             append_alone_host_busy_percent: crate::APPEND_ALONE_HOST_BUSY_PERCENT,
+            gather_reads: true,
+            gather_reads_host_busy_percent: crate::READ_GATHER_HOST_BUSY_PERCENT,
             put_bodies_in_flight_max_bytes: crate::PUT_BODIES_IN_FLIGHT_MAX_BYTES,
             get_blocks_in_flight_max_bytes: crate::GET_BLOCKS_IN_FLIGHT_MAX_BYTES,
             put_lookup_min_bytes: crate::PUT_LOOKUP_MIN_BYTES,
@@ -131,6 +139,9 @@ impl FrontendConfig {
         }
         if self.append_alone_host_busy_percent > 100 {
             return Err("append_alone_host_busy_percent must be at most 100".into());
+        }
+        if self.gather_reads_host_busy_percent > 100 {
+            return Err("gather_reads_host_busy_percent must be at most 100".into());
         }
         if self.append_batches_in_flight_max == 0 || self.append_batches_in_flight_max > 1024 {
             return Err("append_batches_in_flight_max must be in 1..=1024".into());

@@ -454,6 +454,16 @@ async fn metrics(State(blocks): State<Shared>) -> Response {
             cluster.hedged_reads(),
         ),
         (
+            "cellar_frontend_gathered_read_calls_total",
+            "ReadRecords calls that carried small reads gathered while another call was in flight.",
+            cluster.gather_counts().calls(),
+        ),
+        (
+            "cellar_frontend_gathered_reads_total",
+            "Small reads those ReadRecords calls carried.",
+            cluster.gather_counts().reads(),
+        ),
+        (
             "cellar_frontend_bad_extent_reports_total",
             "Bad extents reported to the master.",
             cluster.bad_extent_reports(),

@@ -114,6 +114,13 @@ pub const APPEND_ALONE_BELOW_BYTES: u64 = 1 << 20;
 /// puts at 32 and 256 clients keep it at 80-95% with or without the rule; with slow fsyncs
 /// the same loads used 20-72%.
 pub const APPEND_ALONE_HOST_BUSY_PERCENT: u64 = 85;
+/// Share of this host's CPU time, in percent, spent busy from which a frontend gathers its
+/// small reads to each volume server ([`cellar_volume_api::gather`]: while a call to the
+/// server is in flight, the next small reads wait for it and go together in one
+/// ReadRecords call), as small batches append alone from [`APPEND_ALONE_HOST_BUSY_PERCENT`]:
+/// on saturated CPUs each call's own cost is most of a small get; with idle CPUs waiting
+/// would only add the call's latency.
+pub const READ_GATHER_HOST_BUSY_PERCENT: u64 = 85;
 /// Times a put is retried on a new volume after a replica failed.
 pub const PUT_ATTEMPTS_MAX: u32 = 4;
 /// Longest a put's body may take to arrive, in total: past it the client gets 408 and its

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use cellar_master_api::client::{MasterClient, SecretInterceptor};
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
@@ -23,6 +24,7 @@ use crate::arriving::ArrivingRecord;
 use crate::deadline::{CallDeadlines, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, ReadLatency, bounded};
 use crate::digest::BlockKey;
 use crate::errors::{master_status, status};
+use crate::gather::{Answer, GatherCounts, GatherSender, GatherWhen, ReadGather, Turn};
 use crate::pieces::Pieces;
 use crate::transport::{H2Transport, ResponseStream};
 use crate::{CONNECTION_WINDOW_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES, STREAM_WINDOW_BYTES};
@@ -42,12 +44,16 @@ pub struct NodeClients {
     pub transport: H2Transport,
     /// The cluster secret, as the interceptor sends it.
     pub secret: Option<http::HeaderValue>,
+    /// Its small reads, gathered into ReadRecords calls ([`crate::gather`]).
+    pub gather: Arc<ReadGather>,
 }
 
 /// The path of the Append RPC.
 pub const APPEND_PATH: &str = "/cellar.volume.v1.Volume/Append";
 /// The path of the ReadRecord RPC.
 pub const READ_RECORD_PATH: &str = "/cellar.volume.v1.Volume/ReadRecord";
+/// The path of the ReadRecords RPC.
+pub const READ_RECORDS_PATH: &str = "/cellar.volume.v1.Volume/ReadRecords";
 /// The path of the ReadFragment RPC.
 pub const READ_FRAGMENT_PATH: &str = "/cellar.volume.v1.Volume/ReadFragment";
 
@@ -89,7 +95,22 @@ impl NodeClients {
         self.unary(APPEND_PATH, &message, deadline).await
     }
 
+    /// One record, alone or gathered with others ([`crate::gather`]).
     async fn read_record(
+        &self,
+        req: pb::ReadRecordRequest,
+        deadline: Duration,
+    ) -> Result<pb::ReadRecordResponse, Status> {
+        match self.gather.turn(req, deadline, || Arc::new(self.clone())) {
+            Turn::Apart(req) => self.read_record_alone(req, deadline).await,
+            Turn::Alone(req, _turn) => self.read_record_alone(req, deadline).await,
+            Turn::Queued(answer) => answer.await.unwrap_or_else(|_| {
+                Err(status(Code::Unavailable, cellar_proto::error_code::INTERNAL, "a gathered read was dropped"))
+            }),
+        }
+    }
+
+    async fn read_record_alone(
         &self,
         req: pb::ReadRecordRequest,
         deadline: Duration,
@@ -161,6 +182,36 @@ impl NodeClients {
         self.unary(READ_FRAGMENT_PATH, &[crate::wire::message(&req)], deadline).await
     }
 }
+impl GatherSender for NodeClients {
+    fn read_records(
+        &self,
+        reqs: Vec<pb::ReadRecordRequest>,
+        deadline: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Answer>, Status>> {
+        Box::pin(async move {
+            let message = [crate::wire::message(&pb::ReadRecordsRequest { records: reqs })];
+            let answer: pb::ReadRecordsResponse = self.unary(READ_RECORDS_PATH, &message, deadline).await?;
+            Ok(answer.results.into_iter().map(record_result).collect())
+        })
+    }
+
+    fn read_record(&self, req: pb::ReadRecordRequest, deadline: Duration) -> BoxFuture<'_, Answer> {
+        Box::pin(self.read_record_alone(req, deadline))
+    }
+}
+
+/// One result of a ReadRecords answer as ReadRecord would have answered it.
+fn record_result(result: pb::ReadRecordResult) -> Answer {
+    if result.code == 0 {
+        return Ok(result.record.unwrap_or_default());
+    }
+    let mut s = Status::new(Code::from_i32(result.code), result.message);
+    if let Ok(v) = result.error_code.parse() {
+        s.metadata_mut().insert(cellar_proto::ERROR_CODE_KEY, v);
+    }
+    Err(s)
+}
+
 /// A ReadRecord answer as a get uses it.
 #[derive(Debug, Clone)]
 pub struct RecordRead {
@@ -202,6 +253,9 @@ pub struct Cluster {
     bad_extent_reports_dropped: std::sync::atomic::AtomicU64,
     /// The (volume, disk) extents whose report is in flight.
     reports_in_flight: Arc<Mutex<HashSet<(u64, u64)>>>,
+    /// When small reads are gathered ([`crate::gather`]; never when `None`).
+    read_gathering: RwLock<Option<GatherWhen>>,
+    gather_counts: Arc<GatherCounts>,
 }
 
 /// Bad-extent reports in flight to the master at once, per process: a failing disk under
@@ -442,6 +496,8 @@ impl Cluster {
             bad_extent_reports: std::sync::atomic::AtomicU64::new(0),
             bad_extent_reports_dropped: std::sync::atomic::AtomicU64::new(0),
             reports_in_flight: Arc::new(Mutex::new(HashSet::new())),
+            read_gathering: RwLock::new(None),
+            gather_counts: Arc::default(),
         })
     }
 
@@ -462,6 +518,18 @@ impl Cluster {
     }
 
     /// Counts a hedged read.
+    /// Gathers the small reads to each volume server while `when` says so
+    /// ([`crate::gather`]). The clients made before forget their turn.
+    pub fn gather_reads(&self, when: GatherWhen) {
+        *self.read_gathering.write().unwrap_or_else(|p| p.into_inner()) = Some(when);
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Gathered read calls and the reads they carried, ever.
+    pub fn gather_counts(&self) -> &GatherCounts {
+        &self.gather_counts
+    }
+
     pub(crate) fn count_hedged_read(&self) {
         self.hedged_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -611,9 +679,11 @@ impl Cluster {
         let transport = H2Transport::new(addr)
             .map_err(|e| status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e))?;
         let secret = self.secret_as()?;
+        let when = self.read_gathering.read().unwrap_or_else(|p| p.into_inner()).clone();
         let client = NodeClients {
             transport,
             secret,
+            gather: Arc::new(ReadGather::new(when, self.gather_counts.clone())),
             grpc: VolumeClient::with_interceptor(channel, interceptor)
                 .max_decoding_message_size(MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(MESSAGE_MAX_BYTES),

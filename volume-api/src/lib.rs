@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod deadline;
 pub mod digest;
 pub mod errors;
+pub mod gather;
 pub mod layout;
 pub mod pieces;
 pub mod reader;
@@ -47,6 +48,13 @@ pub const FRAGMENT_READ_MAX_BYTES: u64 = 8 << 20;
 /// Largest gRPC message: an append of up to [`APPEND_PAYLOAD_MAX_BYTES`] or a fragment
 /// read, plus framing.
 pub const MESSAGE_MAX_BYTES: usize = 9 << 20;
+/// Records one ReadRecords call may ask for.
+pub const READ_RECORDS_MAX: usize = 64;
+/// Record bytes (headers and payloads) one ReadRecords call may ask for in all.
+pub const READ_RECORDS_MAX_BYTES: u64 = 4 << 20;
+/// The longest record (header and payload) a reader gathers into ReadRecords calls
+/// ([`gather`]); longer ones are read alone.
+pub const GATHERED_RECORD_MAX_BYTES: u32 = 64 << 10;
 /// Records one Append may carry (written back to back, made durable by one fsync).
 pub const APPEND_RECORDS_MAX: usize = 256;
 /// Payload bytes one Append may carry in all.

@@ -22,7 +22,7 @@ use crate::errors::{bad_request, status};
 use crate::fence::Fence;
 use crate::{
     APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX, CACHED_READ_MAX_BYTES, FRAGMENT_READ_MAX_BYTES,
-    SCAN_MESSAGE_MAX_BYTES, STRIPE_BYTES,
+    READ_RECORDS_MAX, READ_RECORDS_MAX_BYTES, SCAN_MESSAGE_MAX_BYTES, STRIPE_BYTES,
 };
 
 pub use crate::shared::Shared;
@@ -55,6 +55,62 @@ impl VolumeService {
         if crate::errors::code_of(e) == Some(cellar_proto::ErrorCode::DataCorrupt) {
             self.shared.cluster.report_bad_extent(volume_id, disk_id, e.message().to_string());
         }
+    }
+
+    /// One record, as ReadRecord answers it (the caller checked the request).
+    async fn read_one_record(&self, r: pb::ReadRecordRequest) -> Result<pb::ReadRecordResponse, Status> {
+        let result: Result<pb::ReadRecordResponse, Status> = async move {
+            let disk = self.shared.disks.require(r.disk_id)?;
+            let expected = u64::from(r.length_bytes);
+            let hold = if expected == 0 { self.shared.block_size_max_bytes } else { expected };
+            let _permit = self.shared.budget.acquire(hold).await;
+            let (volume_id, offset) = (r.volume_id, r.offset_bytes);
+            // From memory only while the replica is there and holds the record durably: a
+            // replica deleted (coded, moved, reclaimed) or cut short answers from its disk,
+            // whose ExtentNotFound sends a reader to the volume's current placement.
+            let durable_len =
+                || disk.extent_info(ExtentId::replica(volume_id)).ok().map(|info| info.length_bytes);
+            if let Some(kept) = self.shared.recent.get((r.disk_id, volume_id, offset), expected, durable_len)
+            {
+                return Ok(pb::ReadRecordResponse { sha256: kept.sha256.to_vec(), payload: kept.payload });
+            }
+            let hint = (expected != 0).then_some(expected);
+            let mut buf = self.shared.read_buffers.take();
+            // A small record the page cache holds is read right here: no hand-off to a
+            // blocking thread and back (most of a small get's latency). Anything else, or
+            // a read that would wait for the device, goes to a blocking thread.
+            let cached = match hint.filter(|len| *len <= CACHED_READ_MAX_BYTES) {
+                Some(len) => disk
+                    .read_record_cached(ExtentId::replica(volume_id), offset, len, &mut buf)
+                    .map_err(|e| crate::errors::disk_status(&e))
+                    .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?,
+                None => None,
+            };
+            let (header, start, buf) = match cached {
+                Some(header) => (header, 0, buf),
+                None => blocking(move || {
+                    let (header, start) =
+                        disk.read_record_into(ExtentId::replica(volume_id), offset, hint, &mut buf)?;
+                    Ok((header, start, buf))
+                })
+                .await
+                .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?,
+            };
+            let len = header.record_len_bytes();
+            if expected != 0 && len != expected {
+                self.shared.read_buffers.give(buf);
+                return Err(bad_request(format!(
+                    "the record at {offset} of volume {volume_id} is {len} bytes long, not {expected}"
+                )));
+            }
+            let payload =
+                self.shared.read_buffers.share(buf, start + RECORD_HEADER_BYTES..start + len as usize);
+            Ok(pb::ReadRecordResponse { sha256: header.sha256.to_vec(), payload })
+        }
+        .await;
+        let read_bytes = result.as_ref().map_or(0, |r| r.payload.len() as u64);
+        self.shared.metrics.record_reads.record(result.is_ok(), read_bytes);
+        result
     }
 }
 
@@ -221,63 +277,45 @@ impl Volume for VolumeService {
         &self,
         req: Request<pb::ReadRecordRequest>,
     ) -> Result<Response<pb::ReadRecordResponse>, Status> {
-        let result: Result<Response<pb::ReadRecordResponse>, Status> = async move {
-            self.check(&req)?;
-            let r = req.into_inner();
-            let disk = self.shared.disks.require(r.disk_id)?;
-            let expected = u64::from(r.length_bytes);
-            let hold = if expected == 0 { self.shared.block_size_max_bytes } else { expected };
-            let _permit = self.shared.budget.acquire(hold).await;
-            let (volume_id, offset) = (r.volume_id, r.offset_bytes);
-            // From memory only while the replica is there and holds the record durably: a
-            // replica deleted (coded, moved, reclaimed) or cut short answers from its disk,
-            // whose ExtentNotFound sends a reader to the volume's current placement.
-            let durable_len =
-                || disk.extent_info(ExtentId::replica(volume_id)).ok().map(|info| info.length_bytes);
-            if let Some(kept) = self.shared.recent.get((r.disk_id, volume_id, offset), expected, durable_len)
-            {
-                return Ok(Response::new(pb::ReadRecordResponse {
-                    sha256: kept.sha256.to_vec(),
-                    payload: kept.payload,
-                }));
-            }
-            let hint = (expected != 0).then_some(expected);
-            let mut buf = self.shared.read_buffers.take();
-            // A small record the page cache holds is read right here: no hand-off to a
-            // blocking thread and back (most of a small get's latency). Anything else, or
-            // a read that would wait for the device, goes to a blocking thread.
-            let cached = match hint.filter(|len| *len <= CACHED_READ_MAX_BYTES) {
-                Some(len) => disk
-                    .read_record_cached(ExtentId::replica(volume_id), offset, len, &mut buf)
-                    .map_err(|e| crate::errors::disk_status(&e))
-                    .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?,
-                None => None,
-            };
-            let (header, start, buf) = match cached {
-                Some(header) => (header, 0, buf),
-                None => blocking(move || {
-                    let (header, start) =
-                        disk.read_record_into(ExtentId::replica(volume_id), offset, hint, &mut buf)?;
-                    Ok((header, start, buf))
-                })
-                .await
-                .inspect_err(|e| self.report_if_corrupt(e, r.volume_id, r.disk_id))?,
-            };
-            let len = header.record_len_bytes();
-            if expected != 0 && len != expected {
-                self.shared.read_buffers.give(buf);
-                return Err(bad_request(format!(
-                    "the record at {offset} of volume {volume_id} is {len} bytes long, not {expected}"
-                )));
-            }
-            let payload =
-                self.shared.read_buffers.share(buf, start + RECORD_HEADER_BYTES..start + len as usize);
-            Ok(Response::new(pb::ReadRecordResponse { sha256: header.sha256.to_vec(), payload }))
+        self.check(&req)?;
+        self.read_one_record(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn read_records(
+        &self,
+        req: Request<pb::ReadRecordsRequest>,
+    ) -> Result<Response<pb::ReadRecordsResponse>, Status> {
+        self.check(&req)?;
+        let records = req.into_inner().records;
+        let asked_bytes: u64 = records.iter().map(|r| u64::from(r.length_bytes)).sum();
+        if records.is_empty()
+            || records.len() > READ_RECORDS_MAX
+            || records.iter().any(|r| r.length_bytes == 0)
+            || asked_bytes > READ_RECORDS_MAX_BYTES
+        {
+            return Err(bad_request(format!(
+                "ReadRecords asks for 1..={READ_RECORDS_MAX} records of known lengths, at most \
+                 {READ_RECORDS_MAX_BYTES} bytes in all: {} records, {asked_bytes} bytes",
+                records.len()
+            )));
         }
-        .await;
-        let read_bytes = result.as_ref().map_or(0, |r| r.get_ref().payload.len() as u64);
-        self.shared.metrics.record_reads.record(result.is_ok(), read_bytes);
-        result
+        // Side by side: a record the page cache holds is read at once, one that waits for
+        // its device does not hold up the others.
+        let reads = records.into_iter().map(|r| self.read_one_record(r));
+        let results = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .map(|read| match read {
+                Ok(record) => pb::ReadRecordResult { record: Some(record), ..Default::default() },
+                Err(e) => pb::ReadRecordResult {
+                    record: None,
+                    code: e.code() as i32,
+                    message: e.message().to_string(),
+                    error_code: crate::errors::code_of(&e).map(|c| c.as_str().to_string()).unwrap_or_default(),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::ReadRecordsResponse { results }))
     }
 
     type ScanReplicaStream = ScanStream;
