@@ -792,3 +792,57 @@ async fn small_batches_append_one_at_a_time_and_take_in_the_puts_queued_meanwhil
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }
+
+/// Small gets gathered over gRPC: while a read to a volume server is in flight, the next
+/// ones to it wait and go together in one ReadRecords call; every block still reads back
+/// byte for byte, and gathered calls happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_gets_gathered_into_read_records_calls_read_back_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cell = cell(dir.path()).await;
+    // Whatever this host's load (the default gathers only on a saturated host).
+    let fe = frontend(&cell, |c| c.gather_reads_host_busy_percent = 0).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/blocks", fe.addr);
+    let blocks: Vec<Vec<u8>> =
+        (0..64).map(|i| format!("gathered get {i} ").repeat(300)[..4096].into()).collect();
+    for b in &blocks {
+        let resp = http.put(&url).body(b.clone()).send().await.expect("put");
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    // Rounds of 64 gets at once until some were gathered (a read must find another in
+    // flight to its server for that), each answered with its block's bytes.
+    let counts =
+        || (fe.blocks.cluster().gather_counts().calls(), fe.blocks.cluster().gather_counts().reads());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut rounds = 0;
+    while counts().0 == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no read gathered in {rounds} rounds of 64 gets at once"
+        );
+        rounds += 1;
+        let gets: Vec<_> = blocks
+            .iter()
+            .map(|b| {
+                let get = http.get(format!("{url}/{}", hex::encode(sha2::Sha256::digest(b))));
+                let want = b.clone();
+                tokio::spawn(async move {
+                    let got = get.send().await.expect("get");
+                    assert_eq!(got.status().as_u16(), 200);
+                    assert!(
+                        got.bytes().await.expect("body").as_ref() == want.as_slice(),
+                        "the block's bytes"
+                    );
+                })
+            })
+            .collect();
+        for get in gets {
+            tokio::time::timeout(WAIT, get).await.expect("answered").expect("get read back");
+        }
+    }
+    let (calls, reads) = counts();
+    assert!(reads >= calls, "{reads} reads in {calls} gathered calls");
+    fe.shutdown().await;
+    cell.shutdown(dir.path()).await;
+}

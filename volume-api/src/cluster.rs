@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use cellar_master_api::client::{MasterClient, SecretInterceptor};
 use cellar_proto::master as mpb;
 use cellar_proto::volume as pb;
 use cellar_proto::volume::volume_client::VolumeClient;
+use futures::future::BoxFuture;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -105,7 +105,11 @@ impl NodeClients {
             Turn::Apart(req) => self.read_record_alone(req, deadline).await,
             Turn::Alone(req, _turn) => self.read_record_alone(req, deadline).await,
             Turn::Queued(answer) => answer.await.unwrap_or_else(|_| {
-                Err(status(Code::Unavailable, cellar_proto::error_code::INTERNAL, "a gathered read was dropped"))
+                Err(status(
+                    Code::Unavailable,
+                    cellar_proto::error_code::INTERNAL,
+                    "a gathered read was dropped",
+                ))
             }),
         }
     }

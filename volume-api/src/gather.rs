@@ -108,12 +108,12 @@ pub enum Turn {
 impl ReadGather {
     /// The reads of one server, gathered while `when` says so (never when `None`).
     pub fn new(when: Option<GatherWhen>, counts: Arc<GatherCounts>) -> ReadGather {
-        ReadGather {
-            state: Mutex::new(State::default()),
-            when,
-            unsupported: AtomicBool::new(false),
-            counts,
-        }
+        ReadGather { state: Mutex::new(State::default()), when, unsupported: AtomicBool::new(false), counts }
+    }
+
+    /// Reads waiting for the turn now.
+    pub fn waiting(&self) -> usize {
+        self.state().waiting.len()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -380,7 +380,8 @@ mod tests {
         server.held.store(false, Ordering::Relaxed);
         server.gate.notify_one();
         assert_eq!(payload_of(&first.await.expect("joined")), 100);
-        let answers: Vec<Answer> = futures::future::join_all(rest).await.into_iter().map(|r| r.expect("joined")).collect();
+        let answers: Vec<Answer> =
+            futures::future::join_all(rest).await.into_iter().map(|r| r.expect("joined")).collect();
         assert_eq!(payload_of(&answers[0]), 101);
         assert_eq!(answers[1].as_ref().expect_err("thirteen fails").message(), "thirteen");
         assert_eq!(payload_of(&answers[2]), 102);
@@ -445,7 +446,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_without_read_records_is_read_alone() {
-        let server = Arc::new(Server { held: AtomicBool::new(true), unimplemented: true, ..Server::default() });
+        let server =
+            Arc::new(Server { held: AtomicBool::new(true), unimplemented: true, ..Server::default() });
         let g = gather(true);
         let first = tokio::spawn({
             let (g, s) = (g.clone(), server.clone());

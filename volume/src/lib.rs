@@ -35,7 +35,8 @@ pub mod trash;
 pub use cellar_volume_api::{
     APPEND_PAYLOAD_MAX_BYTES, APPEND_RECORDS_MAX, CONNECTION_STREAMS_MAX, CONNECTION_WINDOW_BYTES,
     FRAGMENT_CHUNK_BYTES, FRAGMENT_QUEUE_MAX, FRAGMENT_READ_MAX_BYTES, FRAME_MAX_BYTES, MESSAGE_MAX_BYTES,
-    READ_RECORDS_MAX, READ_RECORDS_MAX_BYTES, STREAM_WINDOW_BYTES, client, cluster, deadline, digest, reader, streamed,
+    READ_RECORDS_MAX, READ_RECORDS_MAX_BYTES, STREAM_WINDOW_BYTES, client, cluster, deadline, digest, reader,
+    streamed,
 };
 pub use config::VolumeConfig;
 pub use node::{VolumeHandle, start};

@@ -311,7 +311,9 @@ impl Volume for VolumeService {
                     record: None,
                     code: e.code() as i32,
                     message: e.message().to_string(),
-                    error_code: crate::errors::code_of(&e).map(|c| c.as_str().to_string()).unwrap_or_default(),
+                    error_code: crate::errors::code_of(&e)
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_default(),
                 },
             })
             .collect();
