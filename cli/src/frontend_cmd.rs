@@ -57,7 +57,7 @@ pub struct FrontendArgs {
     #[arg(long, default_value_t = cellar_frontend::APPEND_ALONE_BELOW_BYTES >> 10)]
     append_alone_below_kib: u64,
     /// Percent of this host's CPU time busy from which small batches append alone (sampled
-    /// every 250 ms; they go beside each other again 20 points below); 0: whatever the load.
+    /// every 100 ms; they go beside each other again 20 points below); 0: whatever the load.
     #[arg(long, default_value_t = cellar_frontend::APPEND_ALONE_HOST_BUSY_PERCENT)]
     append_alone_host_busy_percent: u64,
     /// Whether small reads to a volume server wait for the call in flight to it and then go
@@ -66,7 +66,7 @@ pub struct FrontendArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     gather_reads: bool,
     /// Percent of this host's CPU time busy from which small reads are gathered (sampled
-    /// every 250 ms; no longer 20 points below); 0: whatever the load.
+    /// every 100 ms; no longer 20 points below); 0: whatever the load.
     #[arg(long, default_value_t = cellar_frontend::READ_GATHER_HOST_BUSY_PERCENT)]
     gather_reads_host_busy_percent: u64,
     /// Milliseconds a cached index entry serves gets before it is looked up again: an older

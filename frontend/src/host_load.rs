@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How often `/proc/stat` is sampled.
-pub const SAMPLE_PERIOD: Duration = Duration::from_millis(250);
+/// How often `/proc/stat` is sampled. 250 ms at first; 100 ms since the twentieth stop:
+/// a burst of small gets after an idle moment went 250-500 ms ungathered, most of a
+/// comparison row's 0.5 s get phase (a single round of 10,000 4 KiB gets at 32 clients:
+/// 19-31% of reads gathered, 18,000-18,800 gets/s; at 100 ms 64-75%, 19,600-24,000/s).
+pub const SAMPLE_PERIOD: Duration = Duration::from_millis(100);
 /// Points under the threshold at which a saturated host is no longer saturated.
 pub const HYSTERESIS_PERCENT: u64 = 20;
 

@@ -109,7 +109,7 @@ pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// ([`APPEND_ALONE_HOST_BUSY_PERCENT`]); `--append-alone-below-kib 0` turns it off.
 pub const APPEND_ALONE_BELOW_BYTES: u64 = 1 << 20;
 /// Share of this host's CPU time, in percent, spent busy from which small batches append
-/// one at a time ([`APPEND_ALONE_BELOW_BYTES`]; [`host_load`]: sampled every 250 ms, and
+/// one at a time ([`APPEND_ALONE_BELOW_BYTES`]; [`host_load`]: sampled every 100 ms, and
 /// they go beside each other again once it falls 20 points below). On this machine 4 KiB
 /// puts at 32 and 256 clients keep it at 80-95% with or without the rule; with slow fsyncs
 /// the same loads used 20-72%.
