@@ -186,6 +186,7 @@ impl NodeClients {
         self.unary(READ_FRAGMENT_PATH, &[crate::wire::message(&req)], deadline).await
     }
 }
+
 impl GatherSender for NodeClients {
     fn read_records(
         &self,

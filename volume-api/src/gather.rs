@@ -354,6 +354,23 @@ mod tests {
         }
     }
 
+    fn spawn_read(g: &Arc<ReadGather>, server: &Arc<Server>, offset: u64) -> tokio::task::JoinHandle<Answer> {
+        let (g, s) = (g.clone(), server.clone());
+        tokio::spawn(async move { read(&g, &s, offset).await })
+    }
+
+    /// A read of `offset` in flight (held by the server) and one of `offset + 1` waiting.
+    async fn one_in_flight_one_waiting(
+        g: &Arc<ReadGather>,
+        server: &Arc<Server>,
+    ) -> (tokio::task::JoinHandle<Answer>, tokio::task::JoinHandle<Answer>) {
+        let first = spawn_read(g, server, 100);
+        wait_until(|| server.singles.load(Ordering::Relaxed) == 1).await;
+        let second = spawn_read(g, server, 101);
+        wait_until(|| g.state().waiting.len() == 1).await;
+        (first, second)
+    }
+
     fn gather(on: bool) -> Arc<ReadGather> {
         let when: GatherWhen = Arc::new(move || on);
         Arc::new(ReadGather::new(Some(when), Arc::default()))
@@ -378,15 +395,11 @@ mod tests {
     async fn reads_waiting_on_a_call_in_flight_go_in_one_gathered_call() {
         let server = Arc::new(Server { held: AtomicBool::new(true), ..Server::default() });
         let g = gather(true);
-        let first = tokio::spawn({
-            let (g, s) = (g.clone(), server.clone());
-            async move { read(&g, &s, 100).await }
-        });
+        let first = spawn_read(&g, &server, 100);
         wait_until(|| server.singles.load(Ordering::Relaxed) == 1).await;
         let mut rest = Vec::new();
         for offset in [101, 13, 102, 103] {
-            let (g, s) = (g.clone(), server.clone());
-            rest.push(tokio::spawn(async move { read(&g, &s, offset).await }));
+            rest.push(spawn_read(&g, &server, offset));
         }
         wait_until(|| g.state().waiting.len() == 4).await;
         server.held.store(false, Ordering::Relaxed);
@@ -411,16 +424,7 @@ mod tests {
     async fn a_caller_dropped_mid_call_passes_the_turn_on() {
         let server = Arc::new(Server { held: AtomicBool::new(true), ..Server::default() });
         let g = gather(true);
-        let first = tokio::spawn({
-            let (g, s) = (g.clone(), server.clone());
-            async move { read(&g, &s, 100).await }
-        });
-        wait_until(|| server.singles.load(Ordering::Relaxed) == 1).await;
-        let second = tokio::spawn({
-            let (g, s) = (g.clone(), server.clone());
-            async move { read(&g, &s, 101).await }
-        });
-        wait_until(|| g.state().waiting.len() == 1).await;
+        let (first, second) = one_in_flight_one_waiting(&g, &server).await;
         first.abort();
         assert!(first.await.is_err(), "aborted");
         assert_eq!(payload_of(&second.await.expect("joined")), 101);
@@ -431,16 +435,7 @@ mod tests {
     async fn reads_whose_callers_left_are_not_sent_and_off_means_apart() {
         let server = Arc::new(Server { held: AtomicBool::new(true), ..Server::default() });
         let g = gather(true);
-        let first = tokio::spawn({
-            let (g, s) = (g.clone(), server.clone());
-            async move { read(&g, &s, 100).await }
-        });
-        wait_until(|| server.singles.load(Ordering::Relaxed) == 1).await;
-        let left = tokio::spawn({
-            let (g, s) = (g.clone(), server.clone());
-            async move { read(&g, &s, 101).await }
-        });
-        wait_until(|| g.state().waiting.len() == 1).await;
+        let (first, left) = one_in_flight_one_waiting(&g, &server).await;
         left.abort();
         let _ = left.await;
         server.held.store(false, Ordering::Relaxed);
@@ -461,16 +456,7 @@ mod tests {
         let server =
             Arc::new(Server { held: AtomicBool::new(true), unimplemented: true, ..Server::default() });
         let g = gather(true);
-        let first = tokio::spawn({
-            let (g, s) = (g.clone(), server.clone());
-            async move { read(&g, &s, 100).await }
-        });
-        wait_until(|| server.singles.load(Ordering::Relaxed) == 1).await;
-        let second = tokio::spawn({
-            let (g, s) = (g.clone(), server.clone());
-            async move { read(&g, &s, 101).await }
-        });
-        wait_until(|| g.state().waiting.len() == 1).await;
+        let (first, second) = one_in_flight_one_waiting(&g, &server).await;
         server.held.store(false, Ordering::Relaxed);
         server.gate.notify_one();
         first.await.expect("joined").expect("read");
