@@ -324,7 +324,8 @@ impl Blocks {
                     Arc::new(move || host.saturated())
                 }
             };
-            cluster.gather_reads(when);
+            cluster
+                .gather_reads(when, std::time::Duration::from_micros(cellar_volume_api::gather::WAIT_MAX_US));
         }
         Blocks {
             writers: Writers::new(cluster.clone(), config, limits, metrics.clone()),

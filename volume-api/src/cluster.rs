@@ -104,13 +104,7 @@ impl NodeClients {
         match self.gather.turn(req, deadline, || Arc::new(self.clone())) {
             Turn::Apart(req) => self.read_record_alone(req, deadline).await,
             Turn::Alone(req, _turn) => self.read_record_alone(req, deadline).await,
-            Turn::Queued(answer) => answer.await.unwrap_or_else(|_| {
-                Err(status(
-                    Code::Unavailable,
-                    cellar_proto::error_code::INTERNAL,
-                    "a gathered read was dropped",
-                ))
-            }),
+            Turn::Queued(ticket) => self.gather.wait(ticket, || Arc::new(self.clone())).await,
         }
     }
 
@@ -259,7 +253,7 @@ pub struct Cluster {
     /// The (volume, disk) extents whose report is in flight.
     reports_in_flight: Arc<Mutex<HashSet<(u64, u64)>>>,
     /// When small reads are gathered ([`crate::gather`]; never when `None`).
-    read_gathering: RwLock<Option<GatherWhen>>,
+    read_gathering: RwLock<Option<(GatherWhen, Duration)>>,
     gather_counts: Arc<GatherCounts>,
 }
 
@@ -525,8 +519,8 @@ impl Cluster {
     /// Counts a hedged read.
     /// Gathers the small reads to each volume server while `when` says so
     /// ([`crate::gather`]). The clients made before forget their turn.
-    pub fn gather_reads(&self, when: GatherWhen) {
-        *self.read_gathering.write().unwrap_or_else(|p| p.into_inner()) = Some(when);
+    pub fn gather_reads(&self, when: GatherWhen, wait_max: Duration) {
+        *self.read_gathering.write().unwrap_or_else(|p| p.into_inner()) = Some((when, wait_max));
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
@@ -684,11 +678,14 @@ impl Cluster {
         let transport = H2Transport::new(addr)
             .map_err(|e| status(Code::InvalidArgument, cellar_proto::error_code::BAD_REQUEST, e))?;
         let secret = self.secret_as()?;
-        let when = self.read_gathering.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let (when, wait_max) = match self.read_gathering.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some((when, wait_max)) => (Some(when), wait_max),
+            None => (None, Duration::ZERO),
+        };
         let client = NodeClients {
             transport,
             secret,
-            gather: Arc::new(ReadGather::new(when, self.gather_counts.clone())),
+            gather: Arc::new(ReadGather::new(when, wait_max, self.gather_counts.clone())),
             grpc: VolumeClient::with_interceptor(channel, interceptor)
                 .max_decoding_message_size(MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(MESSAGE_MAX_BYTES),

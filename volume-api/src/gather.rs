@@ -12,6 +12,10 @@
 //! [`crate::READ_RECORDS_MAX_BYTES`] in all), whose answer gives each read its own record
 //! or error. The turn then passes to the next gathered call, until none is waiting.
 //!
+//! A read waits at most [`WAIT_MAX_US`] for the call in flight: then it goes, with the
+//! reads queued before and beside it, in a call beside the one in flight (a call held up by
+//! a slow device does not hold every read behind it as long).
+//!
 //! Every wait is bounded: a waiting read is bounded by its caller's read deadline, a
 //! gathered call by the latest deadline of the reads it carries (the others' callers have
 //! stopped waiting by then). A read whose caller stopped waiting is not sent. A caller
@@ -36,6 +40,14 @@ use crate::{GATHERED_RECORD_MAX_BYTES, READ_RECORDS_MAX, READ_RECORDS_MAX_BYTES}
 /// waits for one to end. Measured on a cell of processes (2 cores), 4 KiB gets: 2 did no
 /// better than 1 at 8 or 32 clients and worse at 256 (docs/performance.md, twentieth stop).
 pub const TURNS: usize = 1;
+/// Longest a small read waits for the call in flight to its server before it goes beside
+/// it (with the reads queued meanwhile), in microseconds: a call whose records wait for a
+/// slow device would otherwise hold every read behind it for as long. Measured on a cell of
+/// processes (2 cores), 4 KiB gets at 32 clients with every read gathered: with 2 ms device
+/// reads, no bound 5,600 /s, 1 ms 7,000-7,800, 0.5 ms 8,100-8,400 (not gathered: 9,500-10,700);
+/// with page-cache reads 1 ms kept the gain (24,200-30,600 /s against 21,600-30,200 with no
+/// bound) where 0.5 ms lost some of it at 256 clients (docs/performance.md, twentieth stop).
+pub const WAIT_MAX_US: u64 = 1_000;
 /// Reads waiting per server at most; a read beyond goes alone.
 pub const WAITING_MAX: usize = 1024;
 
@@ -77,6 +89,7 @@ impl GatherCounts {
 }
 
 struct Waiting {
+    id: u64,
     req: pb::ReadRecordRequest,
     until: Instant,
     answer: oneshot::Sender<Answer>,
@@ -87,6 +100,7 @@ struct State {
     /// Calls (alone or gathered) holding a turn.
     in_flight: usize,
     waiting: VecDeque<Waiting>,
+    next_id: u64,
 }
 
 /// The small reads of one server: the turn and the reads waiting for it.
@@ -94,6 +108,8 @@ pub struct ReadGather {
     state: Mutex<State>,
     /// Calls in flight at once before reads wait ([`TURNS`]).
     turns: usize,
+    /// Longest a read waits for the call in flight before it goes beside it.
+    wait_max: Duration,
     when: Option<GatherWhen>,
     /// The server answered a ReadRecords call with Unimplemented.
     unsupported: AtomicBool,
@@ -107,16 +123,23 @@ pub enum Turn {
     Apart(pb::ReadRecordRequest),
     /// A call of its own, holding the turn until the guard is dropped.
     Alone(pb::ReadRecordRequest, InFlight),
-    /// Its answer comes from a gathered call.
-    Queued(oneshot::Receiver<Answer>),
+    /// Its answer comes from a gathered call ([`ReadGather::wait`]).
+    Queued(Ticket),
+}
+
+/// A queued read's place: its id in the queue and its answer to come.
+pub struct Ticket {
+    id: u64,
+    answer: oneshot::Receiver<Answer>,
 }
 
 impl ReadGather {
     /// The reads of one server, gathered while `when` says so (never when `None`).
-    pub fn new(when: Option<GatherWhen>, counts: Arc<GatherCounts>) -> ReadGather {
+    pub fn new(when: Option<GatherWhen>, wait_max: Duration, counts: Arc<GatherCounts>) -> ReadGather {
         ReadGather {
             state: Mutex::new(State::default()),
             turns: TURNS,
+            wait_max,
             when,
             unsupported: AtomicBool::new(false),
             counts,
@@ -157,33 +180,50 @@ impl ReadGather {
             return Turn::Apart(req);
         }
         let (answer, rx) = oneshot::channel();
-        state.waiting.push_back(Waiting { req, until: Instant::now() + deadline, answer });
-        Turn::Queued(rx)
+        let id = state.next_id;
+        state.next_id += 1;
+        state.waiting.push_back(Waiting { id, req, until: Instant::now() + deadline, answer });
+        Turn::Queued(Ticket { id, answer: rx })
     }
 
     /// The reads to send next (their callers still waiting, within the call's limits);
     /// none: the turn ends.
     fn next_call(&self) -> Vec<Waiting> {
         let mut state = self.state();
-        let mut call = Vec::new();
-        let mut bytes = 0u64;
-        while call.len() < READ_RECORDS_MAX {
-            let Some(next) = state.waiting.front() else { break };
-            let len = u64::from(next.req.length_bytes);
-            if !call.is_empty() && bytes + len > READ_RECORDS_MAX_BYTES {
-                break;
-            }
-            let Some(w) = state.waiting.pop_front() else { break };
-            if w.answer.is_closed() {
-                continue;
-            }
-            bytes += len;
-            call.push(w);
-        }
+        let call = take_call(&mut state);
         if call.is_empty() {
             state.in_flight = state.in_flight.saturating_sub(1);
         }
         call
+    }
+
+    /// The answer of a queued read. One still queued after [`ReadGather::wait_max`] goes
+    /// at once, with the reads queued before and beside it, as a call of its own beside the
+    /// one in flight (`sender` gives that call): a read never waits longer than that for the
+    /// device reads of another call.
+    pub async fn wait(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        sender: impl FnOnce() -> Arc<dyn GatherSender>,
+    ) -> Answer {
+        let Ticket { id, mut answer } = ticket;
+        if let Ok(got) = tokio::time::timeout(self.wait_max, &mut answer).await {
+            return got.unwrap_or_else(|_| Err(Status::unavailable("a gathered read was dropped")));
+        }
+        let call = {
+            let mut state = self.state();
+            let call =
+                if state.waiting.iter().any(|w| w.id == id) { take_call(&mut state) } else { Vec::new() };
+            if !call.is_empty() {
+                state.in_flight += 1;
+            }
+            call
+        };
+        if !call.is_empty() {
+            let guard = InFlight { gather: self.clone(), sender: sender() };
+            tokio::spawn(guard.send(call));
+        }
+        answer.await.unwrap_or_else(|_| Err(Status::unavailable("a gathered read was dropped")))
     }
 
     /// Passes the turn on: to a gathered call of the reads waiting, or to nobody.
@@ -214,6 +254,27 @@ impl ReadGather {
             }
         }
     }
+}
+
+/// The reads queued first whose callers still wait, within one call's limits (taken out of
+/// the queue).
+fn take_call(state: &mut State) -> Vec<Waiting> {
+    let mut call = Vec::new();
+    let mut bytes = 0u64;
+    while call.len() < READ_RECORDS_MAX {
+        let Some(next) = state.waiting.front() else { break };
+        let len = u64::from(next.req.length_bytes);
+        if !call.is_empty() && bytes + len > READ_RECORDS_MAX_BYTES {
+            break;
+        }
+        let Some(w) = state.waiting.pop_front() else { break };
+        if w.answer.is_closed() {
+            continue;
+        }
+        bytes += len;
+        call.push(w);
+    }
+    call
 }
 
 /// The turn, held by the call in flight; dropping it passes the turn on.
@@ -350,7 +411,7 @@ mod tests {
         match gather.turn(req(offset), Duration::from_secs(5), || sender as Arc<dyn GatherSender>) {
             Turn::Apart(r) => server.read_record(r, Duration::from_secs(5)).await,
             Turn::Alone(r, _turn) => server.read_record(r, Duration::from_secs(5)).await,
-            Turn::Queued(rx) => rx.await.unwrap_or_else(|_| Err(Status::unavailable("dropped"))),
+            Turn::Queued(ticket) => gather.wait(ticket, || server.clone() as Arc<dyn GatherSender>).await,
         }
     }
 
@@ -372,8 +433,12 @@ mod tests {
     }
 
     fn gather(on: bool) -> Arc<ReadGather> {
+        gather_waiting_at_most(on, Duration::from_secs(60))
+    }
+
+    fn gather_waiting_at_most(on: bool, wait_max: Duration) -> Arc<ReadGather> {
         let when: GatherWhen = Arc::new(move || on);
-        Arc::new(ReadGather::new(Some(when), Arc::default()))
+        Arc::new(ReadGather::new(Some(when), wait_max, Arc::default()))
     }
 
     fn payload_of(a: &Answer) -> u64 {
@@ -463,5 +528,25 @@ mod tests {
         assert_eq!(payload_of(&second.await.expect("joined")), 101);
         assert_eq!(server.singles.load(Ordering::Relaxed), 2, "the waiting read went alone");
         assert!(matches!(g.turn(req(1), Duration::from_secs(1), || server.clone()), Turn::Apart(_)));
+    }
+
+    #[tokio::test]
+    async fn a_read_waiting_past_its_bound_goes_beside_the_call_in_flight() {
+        let server = Arc::new(Server { held: AtomicBool::new(true), ..Server::default() });
+        let g = gather_waiting_at_most(true, Duration::from_millis(20));
+        let first = spawn_read(&g, &server, 100);
+        wait_until(|| server.singles.load(Ordering::Relaxed) == 1).await;
+        // The first call stays held: the second read goes after its 20 ms, in a call of
+        // its own beside it.
+        let second = spawn_read(&g, &server, 101);
+        let answer = tokio::time::timeout(Duration::from_secs(10), second).await.expect("within 10 s");
+        assert_eq!(payload_of(&answer.expect("joined")), 101);
+        assert_eq!(*server.gathered.lock().expect("lock"), vec![1]);
+        assert!(!first.is_finished(), "the first call is still held");
+        wait_until(|| g.state().in_flight == 1).await; // the second call's turn ended with it
+        server.held.store(false, Ordering::Relaxed);
+        server.gate.notify_one();
+        assert_eq!(payload_of(&first.await.expect("joined")), 100);
+        wait_until(|| g.state().in_flight == 0).await;
     }
 }

@@ -103,7 +103,7 @@ async fn read_records_answers_each_record_or_its_error_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_waiting_on_the_call_in_flight_go_together_once_it_ends() {
     let (cell, v, blocks) = cell_with_blocks(8).await;
-    cell.cluster.gather_reads(Arc::new(|| true));
+    cell.cluster.gather_reads(Arc::new(|| true), WAIT);
     let replica = v.replicas[0];
     let addr = cell.handle(replica.node_id).addr.to_string();
     let clients = cell.cluster.clients(&addr).expect("clients");
