@@ -316,11 +316,17 @@ impl Blocks {
     /// A block service over `cluster`.
     pub fn new(cluster: Arc<Cluster>, config: &FrontendConfig, limits: CellLimits) -> Blocks {
         let metrics = Arc::new(Metrics::default());
+        // One sampler of the host for both rules when they share a threshold.
+        let append_host = (config.append_alone_host_busy_percent > 0 && config.append_alone_below_bytes > 0)
+            .then(|| HostLoad::start(config.append_alone_host_busy_percent));
         if config.gather_reads {
             let when: GatherWhen = match config.gather_reads_host_busy_percent {
                 0 => Arc::new(|| true),
                 busy_percent => {
-                    let host = HostLoad::start(busy_percent);
+                    let host = append_host
+                        .clone()
+                        .filter(|h| h.busy_percent() == busy_percent)
+                        .unwrap_or_else(|| HostLoad::start(busy_percent));
                     Arc::new(move || host.saturated())
                 }
             };
@@ -328,7 +334,7 @@ impl Blocks {
                 .gather_reads(when, std::time::Duration::from_micros(cellar_volume_api::gather::WAIT_MAX_US));
         }
         Blocks {
-            writers: Writers::new(cluster.clone(), config, limits, metrics.clone()),
+            writers: Writers::new(cluster.clone(), config, limits, metrics.clone(), append_host),
             reader: BlockReader::new(cluster.clone(), limits.block_size_max_bytes),
             lookups: Lookups::start(cluster.clone()),
             cluster,

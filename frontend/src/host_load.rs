@@ -16,9 +16,10 @@ pub const SAMPLE_PERIOD: Duration = Duration::from_millis(100);
 pub const HYSTERESIS_PERCENT: u64 = 20;
 
 /// The latest verdict, shared with whoever asks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HostLoad {
     saturated: AtomicBool,
+    busy_percent: u64,
 }
 
 impl HostLoad {
@@ -27,10 +28,15 @@ impl HostLoad {
         self.saturated.load(Ordering::Relaxed)
     }
 
+    /// The busy share, in percent, from which the host counts as saturated.
+    pub fn busy_percent(&self) -> u64 {
+        self.busy_percent
+    }
+
     /// Samples the host every [`SAMPLE_PERIOD`] until `self` is only held by the sampler
     /// (call inside a Tokio runtime).
     pub fn start(busy_percent: u64) -> Arc<HostLoad> {
-        let load = Arc::new(HostLoad::default());
+        let load = Arc::new(HostLoad { saturated: AtomicBool::new(false), busy_percent });
         let weak = Arc::downgrade(&load);
         tokio::spawn(async move {
             let mut last = read_proc_stat();

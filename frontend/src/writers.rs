@@ -175,11 +175,14 @@ fn refusal(e: &ClientError) -> bool {
 
 impl Writers {
     /// A pool of `config.writers` slots (started at once: call inside a Tokio runtime).
+    /// `host`: the sampler small batches ask whether the host is saturated (none: they
+    /// append alone whatever the load).
     pub fn new(
         cluster: Arc<Cluster>,
         config: &FrontendConfig,
         limits: CellLimits,
         metrics: Arc<Metrics>,
+        host: Option<Arc<HostLoad>>,
     ) -> Writers {
         let (queue, rx) = mpsc::channel(PUT_QUEUE_MAX);
         let (stop, stop_rx) = watch::channel(false);
@@ -195,8 +198,7 @@ impl Writers {
             batches_appending: Arc::new(Semaphore::new(config.append_batches_in_flight_max)),
             small_appending: Arc::new(Semaphore::new(1)),
             small_below_bytes: config.append_alone_below_bytes,
-            host: (config.append_alone_host_busy_percent > 0 && config.append_alone_below_bytes > 0)
-                .then(|| HostLoad::start(config.append_alone_host_busy_percent)),
+            host,
             metrics,
         });
         let (idle_tx, idle_rx) = mpsc::channel(config.writers);

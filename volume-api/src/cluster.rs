@@ -516,7 +516,6 @@ impl Cluster {
         self.hedged_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Counts a hedged read.
     /// Gathers the small reads to each volume server while `when` says so
     /// ([`crate::gather`]). The clients made before forget their turn.
     pub fn gather_reads(&self, when: GatherWhen, wait_max: Duration) {
@@ -529,6 +528,7 @@ impl Cluster {
         &self.gather_counts
     }
 
+    /// Counts a hedged read.
     pub(crate) fn count_hedged_read(&self) {
         self.hedged_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }

@@ -106,8 +106,6 @@ struct State {
 /// The small reads of one server: the turn and the reads waiting for it.
 pub struct ReadGather {
     state: Mutex<State>,
-    /// Calls in flight at once before reads wait ([`TURNS`]).
-    turns: usize,
     /// Longest a read waits for the call in flight before it goes beside it.
     wait_max: Duration,
     when: Option<GatherWhen>,
@@ -138,7 +136,6 @@ impl ReadGather {
     pub fn new(when: Option<GatherWhen>, wait_max: Duration, counts: Arc<GatherCounts>) -> ReadGather {
         ReadGather {
             state: Mutex::new(State::default()),
-            turns: TURNS,
             wait_max,
             when,
             unsupported: AtomicBool::new(false),
@@ -171,7 +168,7 @@ impl ReadGather {
             return Turn::Apart(req);
         }
         let mut state = self.state();
-        if state.in_flight < self.turns {
+        if state.in_flight < TURNS {
             state.in_flight += 1;
             drop(state);
             return Turn::Alone(req, InFlight { gather: self.clone(), sender: sender() });
