@@ -118,7 +118,13 @@ pub async fn run(config: &MasterBenchConfig) -> Result<MasterBenchResult> {
         bail!("{} is not empty", config.dir.display());
     }
     let (masters, addrs) = start_masters(&config.cellar, &config.dir)?;
-    let client = Arc::new(MasterClient::new(&addrs, None)?.with_deadline(Duration::from_secs(30)));
+    // Over the transport frontends call masters with.
+    let client = Arc::new(
+        MasterClient::builder(&addrs)
+            .connector(Some(cellar_volume_api::transport::master_connector()))
+            .build()?
+            .with_deadline(Duration::from_secs(30)),
+    );
     // A cell to commit against: 3 zones x 2 nodes x 2 disks, one volume per client.
     for zone in ["z1", "z2", "z3"] {
         for n in 0..2 {

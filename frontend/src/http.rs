@@ -621,9 +621,14 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
         .map_err(|source| StartError::Listen { addr: config.http.clone(), source })?;
     let addr =
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.http.clone(), source })?;
-    let master =
-        MasterClient::with_local(&config.masters, config.secret.as_deref(), config.local_masters.as_ref())
-            .map_err(|e| StartError::Config(e.to_string()))?;
+    // Masters in other processes over the lean HTTP/2 transport (a commit per put batch, a
+    // namespace read per S3 call: tonic's `Channel` cost each of them three task hand-offs).
+    let master = MasterClient::builder(&config.masters)
+        .secret(config.secret.as_deref())
+        .local(config.local_masters.as_ref())
+        .connector(Some(cellar_volume_api::transport::master_connector()))
+        .build()
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let cell = master.cell_settings().await.map_err(|e| StartError::CellSettings(e.to_string()))?;
     let limits = config.limits(&cell).map_err(StartError::CellSettings)?;
     tracing::info!(

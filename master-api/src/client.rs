@@ -115,6 +115,11 @@ impl Service<http::Request<tonic::body::Body>> for Transport {
     }
 }
 
+/// Makes the transport to a master outside this process from its address and the
+/// client's channel options, instead of tonic's `Channel` (see
+/// [`MasterClientBuilder::connector`]).
+pub type Connector = Arc<dyn Fn(&str, &ChannelOptions) -> Result<CustomTransport, String> + Send + Sync>;
+
 /// Masters running in this process, by the address the group knows them by.
 #[derive(Clone, Default)]
 pub struct LocalMasters {
@@ -255,6 +260,7 @@ pub struct MasterClientBuilder {
     secret: Option<String>,
     local: Option<LocalMasters>,
     transports: Option<Vec<Transport>>,
+    connector: Option<Connector>,
     deadline: Duration,
     attempt_timeout: Duration,
     channel: ChannelOptions,
@@ -276,6 +282,13 @@ impl MasterClientBuilder {
     /// One transport per address, in order, instead of channels (tests).
     pub fn transports(mut self, transports: Vec<Transport>) -> Self {
         self.transports = Some(transports);
+        self
+    }
+
+    /// Masters outside this process are reached through transports `connector` makes
+    /// (default: a tonic `Channel` per address, [`crate::channel::channel_with`]).
+    pub fn connector(mut self, connector: Option<Connector>) -> Self {
+        self.connector = connector;
         self
     }
 
@@ -317,9 +330,13 @@ impl MasterClientBuilder {
             None => {
                 let mut transports = Vec::with_capacity(self.addrs.len());
                 for addr in &self.addrs {
-                    transports.push(match self.local.as_ref().and_then(|l| l.get(addr)) {
-                        Some(local) => Transport::Custom(local),
-                        None => Transport::Remote(
+                    transports.push(match (self.local.as_ref().and_then(|l| l.get(addr)), &self.connector) {
+                        (Some(local), _) => Transport::Custom(local),
+                        (None, Some(connector)) => Transport::Custom(
+                            connector(addr, &self.channel)
+                                .map_err(|e| ClientError::BadAddress(format!("{addr}: {e}")))?,
+                        ),
+                        (None, None) => Transport::Remote(
                             crate::channel::channel_with(addr, &self.channel)
                                 .map_err(|_| ClientError::BadAddress(addr.clone()))?,
                         ),
@@ -414,6 +431,7 @@ impl MasterClient {
             secret: None,
             local: None,
             transports: None,
+            connector: None,
             deadline: CALL_DEADLINE_DEFAULT,
             attempt_timeout: ATTEMPT_TIMEOUT_DEFAULT,
             channel: ChannelOptions::default(),

@@ -1,5 +1,6 @@
-//! The transport of the unary extent calls (Append, ReadRecord, ReadFragment): gRPC
-//! straight over one HTTP/2 connection per volume server, on the `h2` crate.
+//! The transport of the unary extent calls (Append, ReadRecord, ReadFragment), and of a
+//! frontend's calls to masters ([`master_connector`]): gRPC straight over one HTTP/2
+//! connection per server, on the `h2` crate.
 //!
 //! tonic's `Channel` hands every request to a buffer task, which hands it to hyper's
 //! connection task, which spawns a task to wait for the response and pass it back: three
@@ -31,6 +32,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use cellar_master_api::channel::{API_MESSAGE_MAX_BYTES, ChannelOptions};
+use cellar_master_api::client::{BoxError, Connector, CustomTransport};
 use http_body::{Body, Frame};
 use tonic::Status;
 
@@ -90,6 +93,7 @@ struct Inner {
     current: Mutex<Option<Connection>>,
     /// Held while connecting, so that concurrent calls wait for one attempt.
     connecting: tokio::sync::Mutex<()>,
+    connect_timeout: Duration,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
 }
@@ -116,6 +120,16 @@ impl H2Transport {
     /// A transport to `addr` that pings every `interval` and drops a connection whose ping
     /// is not answered within `timeout`.
     pub fn with_keepalive(addr: &str, interval: Duration, timeout: Duration) -> Result<H2Transport, String> {
+        H2Transport::with_options(addr, CONNECT_TIMEOUT, interval, timeout)
+    }
+
+    /// [`H2Transport::with_keepalive`], a connection attempt bounded by `connect_timeout`.
+    pub fn with_options(
+        addr: &str,
+        connect_timeout: Duration,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<H2Transport, String> {
         let addr = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/').to_string();
         let authority: http::uri::Authority = addr.parse().map_err(|e| format!("address {addr}: {e}"))?;
         Ok(H2Transport {
@@ -124,6 +138,7 @@ impl H2Transport {
                 authority,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                connect_timeout,
                 keepalive_interval: interval,
                 keepalive_timeout: timeout,
             }),
@@ -145,15 +160,16 @@ impl Inner {
         if let Some(c) = self.live() {
             return Ok(c);
         }
-        let _connecting = tokio::time::timeout(CONNECT_TIMEOUT, self.connecting.lock())
+        let bound = self.connect_timeout;
+        let _connecting = tokio::time::timeout(bound, self.connecting.lock())
             .await
             .map_err(|_| unavailable(&self.addr, "timed out waiting for another connection attempt"))?;
         if let Some(c) = self.live() {
             return Ok(c);
         }
-        let made = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+        let made = tokio::time::timeout(bound, self.connect())
             .await
-            .map_err(|_| unavailable(&self.addr, format!("no connection within {CONNECT_TIMEOUT:?}")))??;
+            .map_err(|_| unavailable(&self.addr, format!("no connection within {bound:?}")))??;
         *lock(&self.current) = Some(made.clone());
         Ok(made)
     }
@@ -196,10 +212,10 @@ impl Inner {
             tokio::select! {
                 result = &mut connection => {
                     if let Err(e) = result {
-                        tracing::debug!(%addr, error = %e, "volume server connection ended");
+                        tracing::debug!(%addr, error = %e, "connection ended");
                     }
                 }
-                why = keepalive => tracing::warn!(%addr, %why, "dropping a volume server connection"),
+                why = keepalive => tracing::warn!(%addr, %why, "dropping a connection"),
             }
             ended.store(true, Ordering::Release);
         });
@@ -383,6 +399,62 @@ impl H2Transport {
             ended: false,
         })
     }
+}
+
+impl H2Transport {
+    /// Any unary gRPC call as tonic's generated clients make it (a tower service's
+    /// exchange): the request's body, one message, is read whole (at most
+    /// `request_max_bytes` with its 5-byte prefix) and sent from the calling task with its
+    /// headers, as [`H2Transport::call_message`] sends; the response goes back as it came,
+    /// its body read from the stream by tonic's decoder (status, trailers and the message
+    /// limit are tonic's). Not for streaming requests: the body must end by itself.
+    pub async fn call_http(
+        &self,
+        req: http::Request<tonic::body::Body>,
+        request_max_bytes: usize,
+    ) -> Result<http::Response<tonic::body::Body>, Status> {
+        let (mut head, mut body) = req.into_parts();
+        let mut pieces = Vec::new();
+        let mut request_bytes = 0usize;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            if let Ok(chunk) = frame?.into_data() {
+                request_bytes += chunk.len();
+                if request_bytes > request_max_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "a request over the limit of {request_max_bytes} bytes"
+                    )));
+                }
+                pieces.push(chunk);
+            }
+        }
+        let path =
+            head.uri.path_and_query().cloned().ok_or_else(|| Status::internal("a request without a path"))?;
+        head.uri = self.inner.uri(path)?;
+        let response = self.inner.exchange(&head, &pieces).await?;
+        Ok(response.map(tonic::body::Body::new))
+    }
+}
+
+/// Calls to masters outside this process over [`H2Transport`] instead of tonic's
+/// `Channel` (see [`cellar_master_api::client::MasterClientBuilder::connector`]): each call
+/// is sent from the calling task and its answer read there, without `Channel`'s buffer
+/// task and per-call response task (the hand-offs this module's header counts). The
+/// connection follows the client's options: connect bound, keepalive interval and timeout.
+pub fn master_connector() -> Connector {
+    Arc::new(|addr: &str, options: &ChannelOptions| {
+        let transport = H2Transport::with_options(
+            addr,
+            options.connect_timeout,
+            options.keepalive_interval,
+            options.keepalive_timeout,
+        )?;
+        Ok(CustomTransport::new(move |req| {
+            let transport = transport.clone();
+            Box::pin(async move {
+                transport.call_http(req, API_MESSAGE_MAX_BYTES + 5).await.map_err(|s| Box::new(s) as BoxError)
+            })
+        }))
+    })
 }
 
 /// A unary call's response message as it arrives (see [`H2Transport::call_message_streamed`]).

@@ -6,9 +6,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use cellar_proto::raft::raft_client::RaftClient;
 use cellar_proto::raft::raft_server::{Raft, RaftServer};
 use cellar_proto::raft::{RaftBytes, SnapshotChunk};
-use cellar_volume_api::transport::{H2Transport, RESPONSE_PIECES_MAX, connections_made};
+use cellar_volume_api::transport::{H2Transport, RESPONSE_PIECES_MAX, connections_made, master_connector};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -315,4 +316,68 @@ async fn a_message_sent_in_pieces_arrives_whole_and_refusals_keep_their_status()
         .await
         .expect_err("no method");
     assert_eq!(e.code(), Code::Unimplemented, "{e}");
+}
+
+/// tonic's generated client over the transport a [`master_connector`] makes: what a
+/// frontend's master calls go through.
+fn connected_client(
+    addr: &str,
+    options: &cellar_master_api::channel::ChannelOptions,
+) -> RaftClient<cellar_master_api::client::Transport> {
+    let transport = master_connector()(addr, options).expect("an address");
+    RaftClient::new(cellar_master_api::client::Transport::Custom(transport))
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_clients_over_the_master_connector_get_answers_refusals_and_bounded_failures() {
+    let (l, addr) = listener().await;
+    let (stop, server) = serve(l, 32);
+    let options = cellar_master_api::channel::ChannelOptions::default();
+    let mut client = connected_client(&addr.to_string(), &options);
+    // Answers of every size, each decoded by tonic from the stream as it came.
+    for len in [0usize, 1, 4096, (1 << 20) + 3, 5 << 20] {
+        let data = pattern(len);
+        let got = client.vote(RaftBytes { data: data.clone() }).await.expect("vote").into_inner();
+        assert!(got.data == data, "an echo of {len} bytes differs");
+        let mut ask = b"b".to_vec();
+        ask.extend_from_slice(&u32::try_from(len).expect("small").to_le_bytes());
+        let big = client.append_entries(RaftBytes { data: ask }).await.expect("big").into_inner();
+        assert_eq!(big.data.len(), len);
+        assert!(big.data.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8), "an answer of {len} bytes");
+    }
+    // A refusal keeps its code, message and metadata (what MasterClient branches on).
+    let e = client.append_entries(RaftBytes { data: b"x".to_vec() }).await.expect_err("refused");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(e.message(), "refused on purpose");
+    assert_eq!(e.metadata().get("cellar-error").and_then(|v| v.to_str().ok()), Some("STALE_LEASE"));
+    // Sixteen calls at once, each with its own answer.
+    let calls = (0..16u8).map(|i| {
+        let mut c = client.clone();
+        async move { c.vote(RaftBytes { data: vec![i; 100] }).await.map(|r| r.into_inner().data) }
+    });
+    for (i, got) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        assert_eq!(got.expect("concurrent vote"), vec![i as u8; 100]);
+    }
+    // A request over the limit is refused before it is sent.
+    let mut unlimited = RaftClient::new(cellar_master_api::client::Transport::Custom(
+        master_connector()(&addr.to_string(), &options).expect("an address"),
+    ))
+    .max_encoding_message_size(usize::MAX);
+    let e = unlimited
+        .vote(RaftBytes { data: vec![0; cellar_master_api::channel::API_MESSAGE_MAX_BYTES + 1] })
+        .await
+        .expect_err("over the limit");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    // The server gone: a call fails as Unavailable (MasterClient then tries the next
+    // master), within the connect bound, not at some later deadline.
+    let _ = stop.send(());
+    let _ = server.await;
+    let started = Instant::now();
+    let e = client.vote(RaftBytes { data: vec![1] }).await.expect_err("no server");
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(started.elapsed() < options.connect_timeout + Duration::from_secs(5), "{:?}", started.elapsed());
+    // A malformed address is refused when the transport is made.
+    assert!(master_connector()("not an address at all", &options).is_err());
 }
