@@ -25,18 +25,18 @@ pub async fn decode<M: Message + Default>(
     req: http::Request<Body>,
     request_max_bytes: usize,
 ) -> Result<Request<M>, Status> {
-    let (parts, mut body) = req.into_parts();
-    let mut data = BytesMut::new();
-    while let Some(frame) =
-        std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
-    {
-        if let Ok(chunk) = frame?.into_data() {
-            if data.len() + chunk.len() > request_max_bytes {
-                return Err(Status::resource_exhausted(format!("a request over {request_max_bytes} bytes")));
-            }
-            data.extend_from_slice(&chunk);
-        }
-    }
+    let (parts, body) = req.into_parts();
+    let pieces = body_pieces(body, request_max_bytes).await?;
+    let data = match pieces.as_slice() {
+        [one] => one.clone(),
+        _ => pieces
+            .iter()
+            .fold(BytesMut::new(), |mut all, p| {
+                all.extend_from_slice(p);
+                all
+            })
+            .freeze(),
+    };
     let Some((&[0, a, b, c, d], message)) = data.split_first_chunk::<5>() else {
         return Err(Status::invalid_argument("not one uncompressed gRPC message"));
     };
@@ -45,6 +45,25 @@ pub async fn decode<M: Message + Default>(
     }
     let message = M::decode(message).map_err(|e| Status::invalid_argument(format!("bad message: {e}")))?;
     Ok(Request::from_http(http::Request::from_parts(parts, message)))
+}
+
+/// A request's body as the data frames it came in (shared, not copied), at most
+/// `request_max_bytes` in all: a body over it is refused before more of it is read.
+pub async fn body_pieces(mut body: Body, request_max_bytes: usize) -> Result<Vec<Bytes>, Status> {
+    let mut pieces = Vec::new();
+    let mut request_bytes = 0usize;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
+    {
+        if let Ok(chunk) = frame?.into_data() {
+            request_bytes += chunk.len();
+            if request_bytes > request_max_bytes {
+                return Err(Status::resource_exhausted(format!("a request over {request_max_bytes} bytes")));
+            }
+            pieces.push(chunk);
+        }
+    }
+    Ok(pieces)
 }
 
 /// Something an answer keeps until its last piece is written.

@@ -413,20 +413,8 @@ impl H2Transport {
         req: http::Request<tonic::body::Body>,
         request_max_bytes: usize,
     ) -> Result<http::Response<tonic::body::Body>, Status> {
-        let (mut head, mut body) = req.into_parts();
-        let mut pieces = Vec::new();
-        let mut request_bytes = 0usize;
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            if let Ok(chunk) = frame?.into_data() {
-                request_bytes += chunk.len();
-                if request_bytes > request_max_bytes {
-                    return Err(Status::resource_exhausted(format!(
-                        "a request over the limit of {request_max_bytes} bytes"
-                    )));
-                }
-                pieces.push(chunk);
-            }
-        }
+        let (mut head, body) = req.into_parts();
+        let pieces = crate::replies::body_pieces(body, request_max_bytes).await?;
         let path =
             head.uri.path_and_query().cloned().ok_or_else(|| Status::internal("a request without a path"))?;
         head.uri = self.inner.uri(path)?;
