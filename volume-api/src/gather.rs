@@ -205,7 +205,7 @@ impl ReadGather {
     ) -> Answer {
         let Ticket { id, mut answer } = ticket;
         if let Ok(got) = tokio::time::timeout(self.wait_max, &mut answer).await {
-            return got.unwrap_or_else(|_| Err(Status::unavailable("a gathered read was dropped")));
+            return got.unwrap_or_else(|_| Err(dropped()));
         }
         let call = {
             let mut state = self.state();
@@ -220,7 +220,7 @@ impl ReadGather {
             let guard = InFlight { gather: self.clone(), sender: sender() };
             tokio::spawn(guard.send(call));
         }
-        answer.await.unwrap_or_else(|_| Err(Status::unavailable("a gathered read was dropped")))
+        answer.await.unwrap_or_else(|_| Err(dropped()))
     }
 
     /// Passes the turn on: to a gathered call of the reads waiting, or to nobody.
@@ -251,6 +251,16 @@ impl ReadGather {
             }
         }
     }
+}
+
+/// The answer of a queued read whose gathered call went away without one (its task
+/// ended): retryable, with the stable code the client branches on.
+fn dropped() -> Status {
+    crate::errors::status(
+        Code::Unavailable,
+        cellar_proto::error_code::INTERNAL,
+        "a gathered read was dropped",
+    )
 }
 
 /// The reads queued first whose callers still wait, within one call's limits (taken out of
