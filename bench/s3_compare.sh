@@ -35,7 +35,7 @@
 # Usage: bench/s3_compare.sh [WORK_DIR]
 #   ROUNDS=3            rounds
 #   CONCURRENCY=32      clients of the wide rows
-#   BIG_SIZE=4194304 BIG_COUNT_1=64 BIG_COUNT_C=256         the 4 MiB rows' size and op counts
+#   BIG_SIZE=4194304 BIG_COUNT_1=128 BIG_COUNT_C=512        the 4 MiB rows' size and op counts
 #   SMALL_SIZE=4096 SMALL_COUNT_1=2000 SMALL_COUNT_C=10000  the 4 KiB rows' (at 1 / CONCURRENCY clients)
 #   OPS=                every row's op count (a quick check: OPS=8 ROUNDS=1)
 #   LEAN=0              1: the timed requests go through s3_load.py's LeanS3 (HTTP/1.1 and
@@ -72,8 +72,8 @@ rounds="${ROUNDS:-3}"
 conc="${CONCURRENCY:-32}"
 big="${BIG_SIZE:-4194304}"
 small="${SMALL_SIZE:-4096}"
-big1="${OPS:-${BIG_COUNT_1:-64}}"
-bigc="${OPS:-${BIG_COUNT_C:-256}}"
+big1="${OPS:-${BIG_COUNT_1:-128}}"
+bigc="${OPS:-${BIG_COUNT_C:-512}}"
 small1="${OPS:-${SMALL_COUNT_1:-2000}}"
 smallc="${OPS:-${SMALL_COUNT_C:-10000}}"
 rows="$big:1:$big1,$big:$conc:$bigc,$small:1:$small1,$small:$conc:$smallc"
