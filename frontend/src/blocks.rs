@@ -136,18 +136,22 @@ impl Arriving {
     /// The next bytes; `None` once all were handed on and matched the key. After an error
     /// (no holder left, the bytes failed the check, past the read deadline) the bytes handed
     /// on are not the block: the answer must be cut short.
-    /// The stream's end (or failure) repeats on later calls; it is counted once.
+    /// The stream's end (or failure) repeats on later calls; it is counted once. A get is
+    /// counted done when its last piece is handed on: the stream holds that piece back
+    /// until all bytes matched the key, and an answer of a known length is not asked for
+    /// more once it has them all (hyper does not poll a body whose length is reached, so
+    /// waiting for `None` counted every whole get as abandoned).
     pub async fn next(&mut self) -> Result<Option<Bytes>, BlockError> {
         let next = self.stream.next().await;
         match &next {
-            Ok(Some(piece)) => self.handed_bytes += piece.len() as u64,
-            _ if self.ended => {}
-            Ok(None) => {
-                self.ended = true;
-                self.metrics.gets_ok.add(1);
-                self.metrics.get_bytes.add(self.handed_bytes);
-                self.metrics.get_latency.observe(self.started.elapsed());
+            Ok(Some(piece)) => {
+                self.handed_bytes += piece.len() as u64;
+                if !self.ended && self.handed_bytes == self.stream.len() as u64 {
+                    self.count_done();
+                }
             }
+            _ if self.ended => {}
+            Ok(None) => self.count_done(),
             Err(e) => {
                 self.ended = true;
                 self.metrics.gets_failed.add(1);
@@ -156,6 +160,15 @@ impl Arriving {
             }
         }
         next.map_err(|e| BlockError::Unavailable(e.message().to_string()))
+    }
+}
+
+impl Arriving {
+    fn count_done(&mut self) {
+        self.ended = true;
+        self.metrics.gets_ok.add(1);
+        self.metrics.get_bytes.add(self.handed_bytes);
+        self.metrics.get_latency.observe(self.started.elapsed());
     }
 }
 
