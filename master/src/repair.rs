@@ -452,6 +452,19 @@ pub fn plan(
                     !r.lost.contains(i)
                         && health.nodes.get(&p.node_id).is_some_and(|n| liveness.heard_from(n))
                 });
+                // The targets of this volume's repairs still running, before any slot is
+                // placed: a slot placed below must not land where a later slot is being
+                // rebuilt (seen: fragments 0 and 1 both rebuilt onto one disk, fragment 1's
+                // reconstruct planned a pass earlier, and fragment 2 then never placed).
+                for &slot in r.lost.iter().chain(&moving) {
+                    let key = (v.volume_id, if coded { slot as u64 } else { extents[slot].disk_id });
+                    if let Some(f) = repairs.get(&key)
+                        && running(f.task, &health.nodes, liveness)
+                    {
+                        current[slot] =
+                            Some(DiskRef { disk_id: f.target.disk_id, node_id: f.target.node_id });
+                    }
+                }
                 for &slot in r.lost.iter().chain(&moving) {
                     if running_count >= settings.tasks_max || !budget.allows(settings.bytes_per_sec) {
                         return commands;
@@ -464,12 +477,8 @@ pub fn plan(
                     let replaces = extents[slot];
                     let key = (v.volume_id, if coded { slot as u64 } else { replaces.disk_id });
                     let (replaces_task, avoid) = match repairs.get(&key) {
-                        Some(f) if running(f.task, &health.nodes, liveness) => {
-                            // Keep its target out of the other slots' choices.
-                            current[slot] =
-                                Some(DiskRef { disk_id: f.target.disk_id, node_id: f.target.node_id });
-                            continue;
-                        }
+                        // Running: its target is in `current` already (above).
+                        Some(f) if running(f.task, &health.nodes, liveness) => continue,
                         // Given up on a target that is still fine: the cause is elsewhere
                         // (the source, the data); left for an operator, counted in status.
                         Some(f)
@@ -738,6 +747,38 @@ mod tests {
             }
         }
         assert_eq!(planned, 64, "every volume's fragment 0 is rebuilt somewhere");
+    }
+
+    #[test]
+    fn a_slot_planned_while_another_is_rebuilt_never_takes_its_target() {
+        // Fragments 0 and 1 reported bad; fragment 1's reconstruct (planned a pass earlier)
+        // runs onto a disk of node 4, the only node with free disks. Fragment 0 goes to
+        // another disk of node 4, whichever disk fragment 1's runs onto.
+        let (nodes, disks) = cell();
+        let mut planned = 0;
+        for volume_id in 1..=64u64 {
+            let mut v = coded(volume_id);
+            v.bad_disks = vec![11, 12];
+            let busy = place(4, 1 + volume_id % 3);
+            let running = TaskRecord {
+                v: RECORD_VERSION,
+                task_id: 7,
+                kind: TaskKind::Reconstruct { volume_id, index: 1, target: busy, replaces: v.fragments[1] },
+                node_id: busy.node_id,
+                state: TaskState::Claimed,
+                attempts: 0,
+                claimed_until_unix_ms: NOW + 60_000,
+                detail: String::new(),
+            };
+            let planned_now = reconstructs(&plan_now(std::slice::from_ref(&v), &[running], &nodes, &disks));
+            for (index, target, _) in &planned_now {
+                assert_eq!(*index, 0, "volume {volume_id}: only fragment 0 needs planning");
+                assert_ne!(target.disk_id, busy.disk_id, "volume {volume_id}: onto fragment 1's target");
+                assert_eq!(target.node_id, 4, "volume {volume_id}: node 4 has the only free disks");
+            }
+            planned += planned_now.len();
+        }
+        assert_eq!(planned, 64, "every volume's fragment 0 is planned");
     }
 
     #[test]
