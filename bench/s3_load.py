@@ -58,10 +58,10 @@ class LeanS3:
     signed with SigV4 by hand (header auth, x-amz-content-sha256: UNSIGNED-PAYLOAD): a
     client whose CPU per request is a small fraction of botocore's (and of http.client's),
     so that small-object rows measure the servers rather than the load generator. A
-    response body is read by its Content-Length (or chunked) straight into one buffer; a
-    GetObject's body into this client's receive buffer, reused from call to call (a fresh
-    zeroed 4 MiB per get, and BytesIO's copy of it, had cost the client ~1 ms of CPU per 4
-    MiB get, on the cores the servers use).
+    response body is read by its Content-Length (or chunked) straight into one buffer: for
+    a Content-Length, this client's receive buffer, reused from call to call, so a body is
+    valid until the next call (a fresh zeroed 4 MiB per get, and BytesIO's copy of it, had
+    cost the client ~1 ms of CPU per 4 MiB get, on the cores the servers use).
     Errors raise (a status other than 200 too); the connection is closed on any error and
     reopened on the next call."""
 

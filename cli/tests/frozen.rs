@@ -279,7 +279,7 @@ fn gets_of_blocks_on_a_frozen_volume_server_are_hedged_to_other_holders() {
         PutAnswer::Stored(hash) => hash,
         other => panic!("put of a block for the streamed gets: {other:?}"),
     };
-    let streamed: Vec<(String, u64, usize)> = std::iter::once((fresh_hash, 100, 1 << 20))
+    let large: Vec<(String, u64, usize)> = std::iter::once((fresh_hash, 100, 1 << 20))
         .chain(blocks.iter().filter(|(_, _, len)| *len > SMALL_BYTES).cloned())
         .collect();
     let ok_metric = "cellar_frontend_requests_total{method=\"GET\",outcome=\"ok\"} ";
@@ -288,18 +288,18 @@ fn gets_of_blocks_on_a_frozen_volume_server_are_hedged_to_other_holders() {
     let ok_before = frontend_metric(&cell, ok_metric);
     let started_before = frontend_metric(&cell, started_metric);
     let abandoned_before = frontend_metric(&cell, abandoned_metric);
-    for (hash, seed, len) in &streamed {
+    for (hash, seed, len) in &large {
         let back = get(&http, &base, hash).unwrap_or_else(|e| panic!("get {hash}: {e}"));
         assert!(back == block(*seed, *len), "block {hash} came back different");
     }
     // A block not coded now was not coded at its get (coding only ever follows): it was
     // read from a replica, handed on as it arrived.
-    let replicated = streamed.iter().filter(|(h, _, _)| stat(&http, &base, h)["state"] != "coded").count();
+    let replicated = large.iter().filter(|(h, _, _)| stat(&http, &base, h)["state"] != "coded").count();
     assert!(replicated >= 1, "the block just put is on an open volume");
     let ok = frontend_metric(&cell, ok_metric) - ok_before;
     let started = frontend_metric(&cell, started_metric) - started_before;
     let abandoned = frontend_metric(&cell, abandoned_metric) - abandoned_before;
-    assert_eq!(ok, streamed.len() as f64, "gets served ({started} of them streamed, {abandoned} abandoned)");
+    assert_eq!(ok, large.len() as f64, "gets served ({started} of them streamed, {abandoned} abandoned)");
     assert!(started >= replicated as f64, "{started} gets streamed, {replicated} read from replicas");
     assert_eq!(abandoned, 0.0, "whole gets counted as abandoned");
 

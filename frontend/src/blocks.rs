@@ -161,9 +161,7 @@ impl Arriving {
         }
         next.map_err(|e| BlockError::Unavailable(e.message().to_string()))
     }
-}
 
-impl Arriving {
     fn count_done(&mut self) {
         self.ended = true;
         self.metrics.gets_ok.add(1);

@@ -456,9 +456,11 @@ pub fn plan(
                 // placed: a slot placed below must not land where a later slot is being
                 // rebuilt (seen: fragments 0 and 1 both rebuilt onto one disk, fragment 1's
                 // reconstruct planned a pass earlier, and fragment 2 then never placed).
+                // A repair's key: the fragment index, or the replaced replica's disk.
+                let key =
+                    |slot: usize| (v.volume_id, if coded { slot as u64 } else { extents[slot].disk_id });
                 for &slot in r.lost.iter().chain(&moving) {
-                    let key = (v.volume_id, if coded { slot as u64 } else { extents[slot].disk_id });
-                    if let Some(f) = repairs.get(&key)
+                    if let Some(f) = repairs.get(&key(slot))
                         && running(f.task, &health.nodes, liveness)
                     {
                         current[slot] =
@@ -475,8 +477,7 @@ pub fn plan(
                         continue;
                     }
                     let replaces = extents[slot];
-                    let key = (v.volume_id, if coded { slot as u64 } else { replaces.disk_id });
-                    let (replaces_task, avoid) = match repairs.get(&key) {
+                    let (replaces_task, avoid) = match repairs.get(&key(slot)) {
                         // Running: its target is in `current` already (above).
                         Some(f) if running(f.task, &health.nodes, liveness) => continue,
                         // Given up on a target that is still fine: the cause is elsewhere
