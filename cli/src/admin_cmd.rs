@@ -323,6 +323,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
             "episode_secs": s.repair_episode_secs,
             "eta_secs": s.repair_eta_secs,
             "down_after_ms": s.down_after_ms,
+            "extents_sharing_a_disk": s.extents_sharing_a_disk,
         },
         "lost": {
             "volumes": s.volumes_unreadable,
@@ -453,6 +454,12 @@ fn print_status(s: &StatusResponse) {
     }
     if (s.below_full_volumes.len() as u64) < s.volumes_below_full {
         println!("  ... and {} more", s.volumes_below_full - s.below_full_volumes.len() as u64);
+    }
+    if s.extents_sharing_a_disk > 0 {
+        println!(
+            "  {} fragments share a disk with another fragment of their volume (being moved off)",
+            s.extents_sharing_a_disk
+        );
     }
     println!(
         "repair      {} tasks open (limit {}), {} failed, {} MiB to rebuild, limit {} MB/s",

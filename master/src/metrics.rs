@@ -106,6 +106,11 @@ pub fn render(
                     r.extents_draining,
                 ),
                 (
+                    "cellar_master_extents_sharing_a_disk",
+                    "Fragments on a disk that holds another fragment of their volume (being moved off).",
+                    r.extents_sharing_a_disk,
+                ),
+                (
                     "cellar_master_volumes_unreadable",
                     "Volumes with fewer healthy extents than they need to be read.",
                     r.unreadable.len() as u64,

@@ -153,6 +153,9 @@ pub struct RepairStatus {
     pub disks_failed: u64,
     /// Extents still placed on drained nodes or disks.
     pub extents_draining: u64,
+    /// Fragments on a disk that holds another fragment of their volume (moved off by the
+    /// planner; see `sharing_a_disk`).
+    pub extents_sharing_a_disk: u64,
     /// Volumes that cannot be read whole until a lost extent returns, with the volume
     /// bytes that are lost (a lost data fragment's range; a replicated volume's whole).
     pub unreadable: BTreeMap<u64, Vec<Range<u64>>>,
@@ -290,6 +293,7 @@ pub fn status(
             });
         }
         out.extents_draining += draining(v, drains, &r).len() as u64;
+        out.extents_sharing_a_disk += sharing_a_disk(v, &r).len() as u64;
         if r.can_lose < 0 {
             out.unreadable.insert(v.volume_id, lost_ranges(v, &r));
         }
@@ -309,6 +313,26 @@ pub fn status(
         }
     }
     out
+}
+
+/// The slots of a coded volume's placement on a disk that a lower slot also names, neither
+/// of them lost: two fragments that one disk failure takes together. The master never
+/// places fragments so, but a volume a planner bug left so (two repairs of it completed
+/// onto one disk) stays so until one moves, and
+/// [`cellar_placement::place_replacement`] refuses a placement naming a disk twice: none of
+/// the volume's other slots could be repaired. Each such slot is moved like a drained one,
+/// before the volume's lost slots are placed. A replicated volume has one replica file per
+/// disk, so two of its slots on one disk are one replica; its encode places every fragment
+/// anew.
+fn sharing_a_disk(v: &VolumeRecord, r: &Redundancy) -> Vec<usize> {
+    if v.state != VolumeState::Coded {
+        return Vec::new();
+    }
+    let kept = |i: &usize| !r.lost.contains(i);
+    (0..v.fragments.len())
+        .filter(kept)
+        .filter(|&i| (0..i).filter(kept).any(|j| v.fragments[j].disk_id == v.fragments[i].disk_id))
+        .collect()
 }
 
 /// The slots of `v`'s placement on drained nodes or disks that are not lost (those are
@@ -376,6 +400,26 @@ pub struct Inputs<'a> {
     pub drains: &'a Drains,
 }
 
+/// A volume the planner looks at: its redundancy, the slots of it sharing a disk with a
+/// lower slot, and every slot to move while healthy (those, then the drained ones).
+struct AtRisk<'a> {
+    v: &'a VolumeRecord,
+    r: Redundancy,
+    shared: Vec<usize>,
+    moving: Vec<usize>,
+}
+
+/// The slots in order, each once.
+fn distinct<'a>(slots: impl Iterator<Item = &'a usize>) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for &slot in slots {
+        if !out.contains(&slot) {
+            out.push(slot);
+        }
+    }
+    out
+}
+
 /// One pass of the repair planner: the commands to propose, most at-risk volume first.
 pub fn plan(
     inputs: &Inputs<'_>,
@@ -407,21 +451,25 @@ pub fn plan(
     }
     let mut running_count = repairs.values().filter(|r| running(r.task, &health.nodes, liveness)).count();
 
-    // Lost extents first (fewest extents left to lose first), then drained ones.
-    let mut at_risk: Vec<(&VolumeRecord, Redundancy, Vec<usize>)> = volumes
+    // Volumes with lost extents first (fewest extents left to lose first), then those with
+    // extents to move only. Within a volume: the extents sharing a disk first (until they
+    // move, no other slot of the volume can be placed), then the lost, then the drained.
+    let mut at_risk: Vec<AtRisk<'_>> = volumes
         .iter()
         .map(|v| {
             let r = health.redundancy(v, settings.replicas);
-            let moving = draining(v, drains, &r);
-            (v, r, moving)
+            let shared = sharing_a_disk(v, &r);
+            let moving = distinct(shared.iter().chain(&draining(v, drains, &r)));
+            AtRisk { v, r, shared, moving }
         })
-        .filter(|(_, r, moving)| !r.lost.is_empty() || !moving.is_empty())
+        .filter(|a| !a.r.lost.is_empty() || !a.moving.is_empty())
         .collect();
-    at_risk.sort_by_key(|(v, r, _)| (r.lost.is_empty(), r.can_lose, v.volume_id));
+    at_risk.sort_by_key(|a| (a.r.lost.is_empty(), a.r.can_lose, a.v.volume_id));
 
     let view = cluster_view(nodes, disks, liveness, drains);
     let mut commands = Vec::new();
-    for (v, r, moving) in at_risk {
+    for AtRisk { v, r, shared, moving } in at_risk {
+        let order = distinct(shared.iter().chain(&r.lost).chain(&moving));
         if commands.len() >= REPAIRS_PER_PASS_MAX {
             break;
         }
@@ -459,7 +507,7 @@ pub fn plan(
                 // A repair's key: the fragment index, or the replaced replica's disk.
                 let key =
                     |slot: usize| (v.volume_id, if coded { slot as u64 } else { extents[slot].disk_id });
-                for &slot in r.lost.iter().chain(&moving) {
+                for &slot in &order {
                     if let Some(f) = repairs.get(&key(slot))
                         && running(f.task, &health.nodes, liveness)
                     {
@@ -467,7 +515,7 @@ pub fn plan(
                             Some(DiskRef { disk_id: f.target.disk_id, node_id: f.target.node_id });
                     }
                 }
-                for &slot in r.lost.iter().chain(&moving) {
+                for &slot in &order {
                     if running_count >= settings.tasks_max || !budget.allows(settings.bytes_per_sec) {
                         return commands;
                     }
@@ -477,6 +525,13 @@ pub fn plan(
                         continue;
                     }
                     let replaces = extents[slot];
+                    if shared.contains(&slot) && current[slot].is_some_and(|d| d.disk_id == replaces.disk_id)
+                    {
+                        // Not moving yet: its disk counts once (as the lower slot's) until it
+                        // is placed below, or for this pass if it is not (its zone may then
+                        // be undercounted by one: a lost slot placed beats an exact spread).
+                        current[slot] = None;
+                    }
                     let (replaces_task, avoid) = match repairs.get(&key(slot)) {
                         // Running: its target is in `current` already (above).
                         Some(f) if running(f.task, &health.nodes, liveness) => continue,
@@ -780,6 +835,86 @@ mod tests {
             planned += planned_now.len();
         }
         assert_eq!(planned, 64, "every volume's fragment 0 is planned");
+    }
+
+    /// The copies the commands plan: (fragment index, source, target, replaces).
+    fn fragment_copies(commands: &[Command]) -> Vec<(u32, ExtentPlace, ExtentPlace, ExtentPlace)> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::PlanRepair {
+                    kind: TaskKind::Copy { part: Part::Fragment { index }, source, target, replaces, .. },
+                    ..
+                } => Some((*index, *source, *target, *replaces)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fragment_sharing_a_disk_is_moved_off_and_the_volumes_lost_fragment_still_rebuilt() {
+        // Fragments 0 and 1 both on disk 11 (as two repairs completing onto one disk left
+        // a volume), and fragment 5's disk reported bad. The placement refuses any layout
+        // that names a disk twice, so fragment 1 moves first (copied as it is), and then
+        // fragment 5 is rebuilt; neither onto a disk of the placement nor onto one disk.
+        let (nodes, disks) = cell();
+        for volume_id in 1..=64u64 {
+            let mut v = coded(volume_id);
+            v.fragments[1] = place(1, 1);
+            v.bad_disks = vec![23];
+            let h = Health::new(&nodes, &disks);
+            assert_eq!(sharing_a_disk(&v, &h.redundancy(&v, 3)), vec![1]);
+            let commands = plan_now(std::slice::from_ref(&v), &[], &nodes, &disks);
+            let copies = fragment_copies(&commands);
+            let rebuilt = reconstructs(&commands);
+            assert_eq!(copies.len(), 1, "volume {volume_id}: {commands:?}");
+            let (index, source, moved_to, replaces) = copies[0];
+            assert_eq!((index, source, replaces), (1, place(1, 1), place(1, 1)), "volume {volume_id}");
+            assert_eq!(rebuilt.len(), 1, "volume {volume_id}: {commands:?}");
+            let (index, rebuilt_to, replaces) = rebuilt[0];
+            assert_eq!((index, replaces), (5, place(2, 3)), "volume {volume_id}");
+            assert_ne!(moved_to.disk_id, rebuilt_to.disk_id, "volume {volume_id}: onto one disk");
+            for target in [moved_to, rebuilt_to] {
+                assert!(
+                    !v.fragments.iter().any(|p| p.disk_id == target.disk_id),
+                    "volume {volume_id}: onto disk {} of its placement",
+                    target.disk_id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_fragment_sharing_a_disk_that_cannot_move_yet_holds_up_no_other_repair() {
+        // Only node 4 has free disks, and fragment 1's copy off disk 11 was given up onto
+        // disk 41, which is fine (left for an operator): fragment 5 is still rebuilt, and
+        // status counts the fragment sharing a disk.
+        let (nodes, disks) = cell();
+        let mut v = coded(1);
+        v.fragments[1] = place(1, 1);
+        v.bad_disks = vec![23];
+        let given_up = TaskRecord {
+            v: RECORD_VERSION,
+            task_id: 9,
+            kind: TaskKind::Copy {
+                volume_id: 1,
+                part: Part::Fragment { index: 1 },
+                source: place(1, 1),
+                target: place(4, 1),
+                replaces: place(1, 1),
+            },
+            node_id: 4,
+            state: TaskState::Failed,
+            attempts: 3,
+            claimed_until_unix_ms: 0,
+            detail: "given up".into(),
+        };
+        let commands = plan_now(std::slice::from_ref(&v), std::slice::from_ref(&given_up), &nodes, &disks);
+        assert!(fragment_copies(&commands).is_empty(), "{commands:?}");
+        let rebuilt = reconstructs(&commands);
+        assert_eq!(rebuilt.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(), vec![(5, place(2, 3))]);
+        let st = status(&[v], &[given_up], &nodes, &disks, &Drains::default(), 3);
+        assert_eq!((st.extents_sharing_a_disk, st.below_full), (1, 1));
     }
 
     #[test]

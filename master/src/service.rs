@@ -825,6 +825,7 @@ impl Master for MasterService {
             repair_bytes_per_sec: self.settings.repair_bytes_per_sec,
             repair_bytes_pending: repair.bytes_pending,
             extents_draining: repair.extents_draining,
+            extents_sharing_a_disk: repair.extents_sharing_a_disk,
             drained_nodes: drains.nodes.iter().copied().collect(),
             drained_disks: drains.disks.iter().copied().collect(),
             volumes_unreadable: repair.unreadable.keys().copied().collect(),

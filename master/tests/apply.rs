@@ -471,6 +471,68 @@ fn a_reconstruct_moves_one_fragment_and_a_stale_one_commits_nothing() {
 }
 
 #[test]
+fn two_fragments_left_on_one_disk_are_parted_by_a_copy_that_deletes_only_the_moved_ones_file() {
+    use cellar_master::tasks::{Part, TaskKind};
+    let (mut state, id, replicas, fragments) = sealed_with_encode();
+    let encode = claim_all(&mut state, replicas[0].node_id);
+    done(&mut state, encode[0].task_id, replicas[0].node_id);
+    // Two reconstructs queued before either finished, onto one disk: each is accepted (the
+    // disk holds nothing of the volume yet) and each completes. The repair planner never
+    // plans this (it counts running repairs' targets); a volume an older planner left so
+    // stays so until one fragment moves.
+    let shared = replicas[0];
+    let mut queued = Vec::new();
+    for index in [0u32, 1] {
+        let kind = TaskKind::Reconstruct {
+            volume_id: id,
+            index,
+            target: shared,
+            replaces: fragments[index as usize],
+        };
+        let Response::TaskQueued { task } =
+            apply::apply(&mut state, &Command::EnqueueTask { kind }).expect("apply")
+        else {
+            panic!("reconstruct of fragment {index} refused")
+        };
+        queued.push(task.task_id);
+    }
+    claim_all(&mut state, shared.node_id);
+    for task_id in queued {
+        done(&mut state, task_id, shared.node_id);
+    }
+    let v = apply::volume(&state, id).expect("read").expect("volume");
+    assert_eq!((v.fragments[0], v.fragments[1]), (shared, shared));
+    // What the planner plans for it: fragment 1 copied as it is onto a free disk.
+    let free = fragments[1];
+    let copy = TaskKind::Copy {
+        volume_id: id,
+        part: Part::Fragment { index: 1 },
+        source: shared,
+        target: free,
+        replaces: shared,
+    };
+    let Response::TaskQueued { task } =
+        apply::apply(&mut state, &Command::PlanRepair { kind: copy, replaces_task: None, now_unix_ms: 100 })
+            .expect("apply")
+    else {
+        panic!("the copy off the shared disk was refused")
+    };
+    claim_all(&mut state, free.node_id);
+    done(&mut state, task.task_id, free.node_id);
+    let v = apply::volume(&state, id).expect("read").expect("volume");
+    assert_eq!((v.fragments[0], v.fragments[1], v.generation), (shared, free, 5));
+    // The shared disk's node deletes fragment 1's file there, and nothing of fragment 0.
+    let deletes: Vec<_> = claim_all(&mut state, shared.node_id)
+        .into_iter()
+        .filter_map(|t| match t.kind {
+            TaskKind::Delete { part, extent, .. } if extent == shared => Some(part),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deletes, vec![Part::Fragment { index: 1 }]);
+}
+
+#[test]
 fn a_lease_is_taken_over_only_after_it_expired_and_the_epoch_goes_up() {
     let (mut state, volume) = setup();
     let take = |now| Command::AcquireLease {
