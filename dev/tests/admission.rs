@@ -459,6 +459,11 @@ async fn a_client_that_stops_reading_holds_its_share_until_its_write_stalls_out(
     let (ok, abandoned) = (m.gets_ok.get(), m.streamed_gets_abandoned.get());
     assert_eq!(ok + abandoned, 2, "gets counted: {ok} served, {abandoned} abandoned");
     assert_eq!(m.gets_failed.get(), 0, "a get counted as failed");
+    assert_eq!(m.connections_write_stalled.get(), 1, "the stalled connection's cut is counted once");
+    assert!(
+        fe.blocks.metrics.render().contains("cellar_frontend_connections_write_stalled_total 1"),
+        "the cut is on /metrics"
+    );
     fe.shutdown().await;
     cell.shutdown(dir.path()).await;
 }

@@ -499,6 +499,8 @@ struct LimitedListener {
     slots: Arc<Semaphore>,
     /// Longest a write may stay blocked (see [`crate::stall`]).
     write_stall: std::time::Duration,
+    /// Where a connection cut for a stalled write is counted.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// An accepted connection holding one slot of its [`LimitedListener`].
@@ -519,7 +521,13 @@ impl axum::serve::Listener for LimitedListener {
             }
         };
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (LimitedStream { stream: WriteStallLimit::new(stream, self.write_stall), _slot: slot }, addr)
+        (
+            LimitedStream {
+                stream: WriteStallLimit::new(stream, self.write_stall, self.metrics.clone()),
+                _slot: slot,
+            },
+            addr,
+        )
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
@@ -645,6 +653,7 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
     let app = router(blocks.clone());
     let connections_max = config.http_connections_max;
     let config_write_stall = config.response_write_stall_timeout;
+    let stall_metrics = blocks.metrics.clone();
     let mut server_stop = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         // Answers go out at once: headers and body are separate writes, and Nagle's
@@ -653,6 +662,7 @@ pub async fn start(config: FrontendConfig) -> Result<FrontendHandle, StartError>
             inner: listener,
             slots: Arc::new(Semaphore::new(connections_max)),
             write_stall: config_write_stall,
+            metrics: stall_metrics,
         };
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut LimitedStream| {
             let tcp = tcp.stream.get_mut();

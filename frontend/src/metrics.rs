@@ -114,6 +114,9 @@ pub struct Metrics {
     pub get_admission_waits: Counter,
     /// Puts whose body did not arrive in time (answered 408, permit freed).
     pub put_body_timeouts: Counter,
+    /// Connections closed because a write to the client stayed blocked for the response
+    /// write stall timeout (see [`crate::stall`]).
+    pub connections_write_stalled: Counter,
     /// gRPC put bodies decoded (each only after its put was admitted).
     pub grpc_put_bodies_decoded: Counter,
     /// Put latency.
@@ -132,7 +135,7 @@ impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 23] = [
+        let counters: [(&str, &str, &str, &Counter); 24] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -219,6 +222,12 @@ impl Metrics {
                 "",
                 "Puts whose body did not arrive in time (408).",
                 &self.put_body_timeouts,
+            ),
+            (
+                "cellar_frontend_connections_write_stalled_total",
+                "",
+                "Connections closed because the client read nothing for the response write stall timeout.",
+                &self.connections_write_stalled,
             ),
             (
                 "cellar_frontend_grpc_put_bodies_decoded_total",

@@ -7,7 +7,9 @@
 //! shares for as long as its connection lived, and a few such clients would stop every get
 //! of the frontend. A client that reads slowly keeps its connection: only a write that
 //! stays blocked for the whole timeout counts. Reads are not bounded here (an idle
-//! keep-alive connection is not a stall; put bodies have their own timeouts).
+//! keep-alive connection is not a stall; put bodies have their own timeouts). Each
+//! connection cut so is counted once (`cellar_frontend_connections_write_stalled_total`):
+//! the gets it carried count as served once their bytes were handed on, not delivered.
 
 use std::future::Future;
 use std::io;
@@ -15,8 +17,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+use crate::metrics::Metrics;
 
 /// `S` whose writes fail once one has been blocked for `limit`.
 pub struct WriteStallLimit<S> {
@@ -24,12 +30,15 @@ pub struct WriteStallLimit<S> {
     limit: Duration,
     /// Armed when a write returns Pending, disarmed when one makes progress.
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Where the cut is counted, and whether it was (once per connection).
+    metrics: Arc<Metrics>,
+    counted: bool,
 }
 
 impl<S> WriteStallLimit<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, limit: Duration) -> WriteStallLimit<S> {
-        WriteStallLimit { inner, limit, stalled: None }
+    /// Wraps `inner`; its cut is counted in `metrics`.
+    pub fn new(inner: S, limit: Duration, metrics: Arc<Metrics>) -> WriteStallLimit<S> {
+        WriteStallLimit { inner, limit, stalled: None, metrics, counted: false }
     }
 
     /// The wrapped stream.
@@ -49,10 +58,15 @@ impl<S> WriteStallLimit<S> {
                 let limit = self.limit;
                 let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the client read nothing for {} ms", limit.as_millis()),
-                    ))),
+                    Poll::Ready(()) => {
+                        if !std::mem::replace(&mut self.counted, true) {
+                            self.metrics.connections_write_stalled.add(1);
+                        }
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the client read nothing for {} ms", limit.as_millis()),
+                        )))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -110,7 +124,8 @@ mod tests {
     async fn a_write_blocked_past_the_limit_fails_and_a_slow_reader_does_not() {
         // A pipe of 64 KiB: writes block once it is full and nobody reads.
         let (a, mut b) = tokio::io::duplex(64 << 10);
-        let mut limited = WriteStallLimit::new(a, Duration::from_secs(1));
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let mut limited = WriteStallLimit::new(a, Duration::from_secs(1), metrics.clone());
         let chunk = vec![7u8; 16 << 10];
         // A reader taking 16 KiB every 50 ms: every write blocks a while, never for a second.
         let reader = tokio::spawn(async move {
@@ -138,5 +153,10 @@ mod tests {
         let e = failed.expect("a stalled write fails");
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_secs(1));
+        // Counted once, however often the cut connection is written to after.
+        for _ in 0..3 {
+            assert!(limited.write_all(&chunk).await.is_err());
+        }
+        assert_eq!(metrics.connections_write_stalled.get(), 1);
     }
 }

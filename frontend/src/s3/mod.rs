@@ -66,6 +66,7 @@ pub async fn serve(
     };
     let slots = Arc::new(Semaphore::new(connections_max));
     let write_stall = blocks.response_write_stall_timeout();
+    let stall_metrics = blocks.metrics.clone();
     loop {
         let permit = tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
@@ -107,11 +108,13 @@ pub async fn serve(
             }
         });
         let mut conn_stop = stop.clone();
+        let stall_metrics = stall_metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(WriteStallLimit::new(tcp, write_stall)), service);
+            let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(
+                TokioIo::new(WriteStallLimit::new(tcp, write_stall, stall_metrics)),
+                service,
+            );
             tokio::pin!(conn);
             tokio::select! {
                 served = conn.as_mut() => {
