@@ -361,3 +361,61 @@ fn a_part_copy_whose_source_cannot_be_read_fails_as_the_servers_and_adds_no_part
     }
     copy_step(&s3, &["readable", bucket, &upload]);
 }
+
+/// The value of the frontend counter `name` with `labels` (e.g. `outcome="used"`) from its
+/// `/metrics`.
+fn frontend_counter(cell: &Cell, name: &str, labels: &str) -> u64 {
+    let text = ureq::get(&format!("{}/metrics", cell.base))
+        .call()
+        .expect("scrape the frontend")
+        .into_string()
+        .expect("metrics text");
+    let series = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in the frontend's metrics"))
+}
+
+/// GetObject of a small object reads the block the frontend last saw it made of while it
+/// asks the masters for the version, and uses it only if that version is made of exactly
+/// it: overwrites, deletes and delete markers made through another frontend are answered
+/// as the masters hold them (`cli/tests/s3/read_ahead.py`), and the first frontend counts
+/// guesses used and discarded.
+#[test]
+fn a_small_objects_block_read_ahead_is_used_only_when_the_masters_version_names_it() {
+    install_clients();
+    let mut s3 = start(CellSpec::default());
+    let port = cellar_bench::process::free_port().expect("port");
+    let second_s3 = format!("127.0.0.1:{port}");
+    s3.cell.start_frontend("frontend-2", &["--s3", &second_s3]);
+    let script = workspace_root().join("cli/tests/s3/read_ahead.py");
+    let mut command = Command::new(venv().join("bin/python"));
+    command
+        .arg(&script)
+        .current_dir(workspace_root())
+        .env("S3_ENDPOINT", &s3.endpoint)
+        .env("S3_ENDPOINT_2", format!("http://{second_s3}"))
+        .env("S3_ACCESS_KEY", &s3.access_key)
+        .env("S3_SECRET_KEY", &s3.secret_key)
+        .env("S3_REGION", "us-east-1");
+    let out = command.output().expect("run read_ahead.py");
+    assert!(
+        out.status.success(),
+        "{}\n(cell in {})",
+        shown("read_ahead.py", &out),
+        s3.cell.dir.path().display()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("ok ")), "read_ahead.py ran no check:\n{stdout}");
+    eprintln!("read_ahead.py:\n{stdout}");
+    let used = frontend_counter(&s3.cell, "cellar_frontend_s3_read_ahead_total", "outcome=\"used\"");
+    let discarded =
+        frontend_counter(&s3.cell, "cellar_frontend_s3_read_ahead_total", "outcome=\"discarded\"");
+    // Used: the own writes read back; discarded at least: the overwrite, the delete, the
+    // larger object, the 304, the version written through the other frontend, the delete
+    // marker.
+    eprintln!("read-aheads used {used}, discarded {discarded}");
+    assert!(used >= 3, "read-aheads used: {used}");
+    assert!(discarded >= 6, "read-aheads discarded: {discarded}");
+}

@@ -744,6 +744,11 @@ impl Blocks {
         }
     }
 
+    /// Whether this frontend has the block's index entry cached (a get of it asks no master).
+    pub fn knows(&self, hash: &[u8; 32]) -> bool {
+        lock(&self.index).contains_key(hash)
+    }
+
     /// Forgets cached index entries (blocks the namespace found missing).
     pub fn forget_entries(&self, hashes: &[[u8; 32]]) {
         let mut index = lock(&self.index);

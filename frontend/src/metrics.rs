@@ -114,6 +114,11 @@ pub struct Metrics {
     pub get_admission_waits: Counter,
     /// Puts whose body did not arrive in time (answered 408, permit freed).
     pub put_body_timeouts: Counter,
+    /// S3 GetObjects whose block was read while the version was asked for, and used (the
+    /// version named that block).
+    pub s3_read_ahead_used: Counter,
+    /// ... and not used (the version named another block, or the get failed).
+    pub s3_read_ahead_discarded: Counter,
     /// Connections closed because a write to the client stayed blocked for the response
     /// write stall timeout (see [`crate::stall`]).
     pub connections_write_stalled: Counter,
@@ -135,7 +140,7 @@ impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 24] = [
+        let counters: [(&str, &str, &str, &Counter); 26] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -222,6 +227,18 @@ impl Metrics {
                 "",
                 "Puts whose body did not arrive in time (408).",
                 &self.put_body_timeouts,
+            ),
+            (
+                "cellar_frontend_s3_read_ahead_total",
+                "outcome=\"used\"",
+                "S3 GetObjects of a small object whose block was read while its version was asked for.",
+                &self.s3_read_ahead_used,
+            ),
+            (
+                "cellar_frontend_s3_read_ahead_total",
+                "outcome=\"discarded\"",
+                "",
+                &self.s3_read_ahead_discarded,
             ),
             (
                 "cellar_frontend_connections_write_stalled_total",

@@ -23,6 +23,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::body::{self, ALGORITHMS, Ingested};
 use crate::blocks::{Arriving, Blocks, Getting};
+use cellar_volume_api::cache::TwoGenerations;
 use cellar_volume_api::pieces::Pieces;
 
 /// Largest single PutObject or part (S3's limit).
@@ -60,12 +61,90 @@ pub struct CellarS3 {
     blocks: Arc<Blocks>,
     /// Buckets PutObject saw exist, and when.
     buckets_seen: Mutex<HashMap<String, Instant>>,
+    /// The one block of each small object (at most [`READ_AHEAD_MAX_BYTES`]) as this
+    /// frontend last wrote or read its latest version, by bucket and key: a hint, never an
+    /// answer (see [`CellarS3::read_ahead`]).
+    latest_blocks: Mutex<TwoGenerations<(String, String), [u8; 32]>>,
 }
+
+/// Objects of one block of at most this size have their block read while GetObject asks
+/// the masters for their version (one round trip instead of two in sequence).
+pub const READ_AHEAD_MAX_BYTES: u64 = 256 << 10;
+
+/// Objects whose block [`CellarS3`] remembers for reading ahead, at most.
+pub const READ_AHEAD_KEYS_MAX: usize = 16_384;
 
 impl CellarS3 {
     /// Over the frontend's block path (and its master client).
     pub fn new(blocks: Arc<Blocks>) -> CellarS3 {
-        CellarS3 { blocks, buckets_seen: Mutex::new(HashMap::new()) }
+        CellarS3 {
+            blocks,
+            buckets_seen: Mutex::new(HashMap::new()),
+            latest_blocks: Mutex::new(TwoGenerations::new(READ_AHEAD_KEYS_MAX)),
+        }
+    }
+
+    fn latest(&self) -> std::sync::MutexGuard<'_, TwoGenerations<(String, String), [u8; 32]>> {
+        self.latest_blocks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers (or forgets) the block of `bucket`/`key`'s latest version: remembered when
+    /// the object is one block of at most [`READ_AHEAD_MAX_BYTES`].
+    fn note_latest(&self, bucket: &str, key: &str, size_bytes: u64, blocks: &[pb::BlockRef]) {
+        let one = match blocks {
+            [only] if size_bytes <= READ_AHEAD_MAX_BYTES => <[u8; 32]>::try_from(only.hash.as_slice()).ok(),
+            _ => None,
+        };
+        let name = (bucket.to_string(), key.to_string());
+        match one {
+            Some(hash) => self.latest().insert(name, hash),
+            None => {
+                self.latest().remove(&name);
+            }
+        }
+    }
+
+    /// GetObject of a latest version, whole: the version from the masters and, at the same
+    /// time, the block this frontend last saw that object made of, if its index entry is
+    /// cached (so the read asks no master). The block is only a guess: the version the
+    /// masters answer decides. A version not made of exactly that block drops the read at
+    /// once (cancelled if still going: nothing waits on a wrong guess); else the read is
+    /// the get's (its bytes checked against the key as every read's are; a failed one is
+    /// read again the usual way).
+    async fn read_ahead(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> (S3Result<pb::GetVersionResponse>, Option<([u8; 32], crate::blocks::Got)>) {
+        let guess = self.latest().get(&(bucket.to_string(), key.to_string()));
+        let Some(hash) = guess.filter(|h| self.blocks.knows(h)) else {
+            return (self.version(bucket, key, None, true).await, None);
+        };
+        let ask = self.version(bucket, key, None, true);
+        let read = self.blocks.get(&hash);
+        tokio::pin!(ask, read);
+        let mut read_done = None;
+        let version = loop {
+            tokio::select! {
+                v = &mut ask => break v,
+                r = &mut read, if read_done.is_none() => read_done = Some(r),
+            }
+        };
+        let named = version.as_ref().ok().and_then(|r| r.version.as_ref()).is_some_and(|v| {
+            !v.delete_marker
+                && v.fields.as_ref().is_some_and(
+                    |f| matches!(f.blocks.as_slice(), [only] if only.hash.as_slice() == hash.as_slice()),
+                )
+        });
+        let block = match (named, read_done) {
+            (false, _) => None,
+            (true, Some(done)) => done.ok(),
+            (true, None) => read.await.ok(),
+        };
+        if block.is_none() {
+            self.blocks.metrics.s3_read_ahead_discarded.add(1);
+        }
+        (version, block.map(|got| (hash, got)))
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -777,6 +856,7 @@ impl S3 for CellarS3 {
             Written::Version(v) if v.version_id != "null" => Some(v.version_id),
             _ => None,
         };
+        self.note_latest(&bucket, &key, ingested.size_bytes, &ingested.blocks);
         let sums = to_pairs(ingested.checksums.clone());
         let (crc32, crc32c, crc64, sha1, sha256) = checksum_fields(&sums);
         Ok(S3Response::new(PutObjectOutput {
@@ -796,20 +876,50 @@ impl S3 for CellarS3 {
         if i.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by part number is not supported"));
         }
-        let resp = self.version(&i.bucket, &i.key, i.version_id.as_deref(), true).await?;
-        let v = resp.version.ok_or_else(|| s3_error!(InternalError, "no version in the answer"))?;
+        let (resp, mut ahead) = if i.version_id.is_none() && i.range.is_none() {
+            self.read_ahead(&i.bucket, &i.key).await
+        } else {
+            (self.version(&i.bucket, &i.key, i.version_id.as_deref(), true).await, None)
+        };
+        let discard = |ahead: &mut Option<([u8; 32], crate::blocks::Got)>| {
+            if ahead.take().is_some() {
+                self.blocks.metrics.s3_read_ahead_discarded.add(1);
+            }
+        };
+        let resp = match resp {
+            Ok(resp) => resp,
+            Err(e) => {
+                discard(&mut ahead);
+                if *e.code() == S3ErrorCode::NoSuchKey {
+                    self.latest().remove(&(i.bucket.clone(), i.key.clone()));
+                }
+                return Err(e);
+            }
+        };
+        let Some(v) = resp.version else {
+            discard(&mut ahead);
+            return Err(s3_error!(InternalError, "no version in the answer"));
+        };
         if v.delete_marker {
+            discard(&mut ahead);
+            self.latest().remove(&(i.bucket.clone(), i.key.clone()));
             return Err(s3_error!(MethodNotAllowed, "the version is a delete marker"));
         }
         let f = fields(&v);
-        check_conditions(
+        if i.version_id.is_none() {
+            self.note_latest(&i.bucket, &i.key, f.size_bytes, &f.blocks);
+        }
+        if let Err(e) = check_conditions(
             &f.etag,
             v.created_unix_ms,
             i.if_match.as_ref(),
             i.if_none_match.as_ref(),
             i.if_modified_since.as_ref(),
             i.if_unmodified_since.as_ref(),
-        )?;
+        ) {
+            discard(&mut ahead);
+            return Err(e);
+        }
         let (range, content_range) = match &i.range {
             None => (0..f.size_bytes, None),
             Some(r) => {
@@ -822,7 +932,27 @@ impl S3 for CellarS3 {
         };
         self.blocks.note_entries(resp.entries);
         let length = range.end - range.start;
-        let body = self.body(f.blocks.clone(), range).await?;
+        let read_ahead = match (ahead.take(), f.blocks.as_slice()) {
+            (Some((hash, got)), [only]) if only.hash.as_slice() == hash.as_slice() && range.start == 0 => {
+                self.blocks.metrics.s3_read_ahead_used.add(1);
+                Some(got)
+            }
+            (mut guess, _) => {
+                discard(&mut guess);
+                None
+            }
+        };
+        let body = match read_ahead {
+            Some(got) => {
+                // The slice keeps the block's share of the get budget until it is written.
+                let Some(part) = got.bytes.slice(0..length as usize) else {
+                    return Err(s3_error!(InternalError, "a block is shorter than its object says"));
+                };
+                let parts = part.into_parts().into_iter().map(Ok::<Bytes, std::io::Error>);
+                StreamingBlob::wrap(futures::stream::iter(parts))
+            }
+            None => self.body(f.blocks.clone(), range).await?,
+        };
         let want_sums = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
             && content_range.is_none();
         let (crc32, crc32c, crc64, sha1, sha256) =
