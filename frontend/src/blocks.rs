@@ -766,6 +766,18 @@ impl Blocks {
         result
     }
 
+    /// [`Blocks::get`] counted in no metric: a read that may be dropped unused (an S3
+    /// read-ahead). The caller counts it with [`Blocks::count_served`] once it answers with
+    /// it.
+    pub async fn get_uncounted(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
+        self.get_inner(hash).await
+    }
+
+    /// Counts a get served with `got`, read since `started` (see [`Blocks::get_uncounted`]).
+    pub fn count_served(&self, got: &Got, started: Instant) {
+        self.count_get(Ok((got.bytes.len(), got.degraded)), started);
+    }
+
     /// [`Blocks::get`], the bytes of a large block of a replicated volume handed on as they
     /// arrive (see [`cellar_volume_api::streamed`]); others are read whole. Metrics count
     /// an arriving block when its last byte has been handed on.

@@ -67,6 +67,10 @@ pub struct CellarS3 {
     latest_blocks: Mutex<TwoGenerations<(String, String), [u8; 32]>>,
 }
 
+/// A block read ahead (see [`CellarS3::read_ahead`]): its hash, its bytes, when the read
+/// began (for the get metrics, counted only if it is used).
+type ReadAhead = ([u8; 32], crate::blocks::Got, Instant);
+
 /// Objects of one block of at most this size have their block read while GetObject asks
 /// the masters for their version (one round trip instead of two in sequence).
 pub const READ_AHEAD_MAX_BYTES: u64 = 256 << 10;
@@ -115,13 +119,14 @@ impl CellarS3 {
         &self,
         bucket: &str,
         key: &str,
-    ) -> (S3Result<pb::GetVersionResponse>, Option<([u8; 32], crate::blocks::Got)>) {
+    ) -> (S3Result<pb::GetVersionResponse>, Option<ReadAhead>) {
         let guess = self.latest().get(&(bucket.to_string(), key.to_string()));
         let Some(hash) = guess.filter(|h| self.blocks.knows(h)) else {
             return (self.version(bucket, key, None, true).await, None);
         };
         let ask = self.version(bucket, key, None, true);
-        let read = self.blocks.get(&hash);
+        let started = Instant::now();
+        let read = self.blocks.get_uncounted(&hash);
         tokio::pin!(ask, read);
         let mut read_done = None;
         let version = loop {
@@ -144,7 +149,7 @@ impl CellarS3 {
         if block.is_none() {
             self.blocks.metrics.s3_read_ahead_discarded.add(1);
         }
-        (version, block.map(|got| (hash, got)))
+        (version, block.map(|got| (hash, got, started)))
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -881,7 +886,7 @@ impl S3 for CellarS3 {
         } else {
             (self.version(&i.bucket, &i.key, i.version_id.as_deref(), true).await, None)
         };
-        let discard = |ahead: &mut Option<([u8; 32], crate::blocks::Got)>| {
+        let discard = |ahead: &mut Option<ReadAhead>| {
             if ahead.take().is_some() {
                 self.blocks.metrics.s3_read_ahead_discarded.add(1);
             }
@@ -933,8 +938,11 @@ impl S3 for CellarS3 {
         self.blocks.note_entries(resp.entries);
         let length = range.end - range.start;
         let read_ahead = match (ahead.take(), f.blocks.as_slice()) {
-            (Some((hash, got)), [only]) if only.hash.as_slice() == hash.as_slice() && range.start == 0 => {
+            (Some((hash, got, started)), [only])
+                if only.hash.as_slice() == hash.as_slice() && range.start == 0 =>
+            {
                 self.blocks.metrics.s3_read_ahead_used.add(1);
+                self.blocks.count_served(&got, started);
                 Some(got)
             }
             (mut guess, _) => {
