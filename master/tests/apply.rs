@@ -245,6 +245,15 @@ fn sealed_with_encode() -> (State, u64, Vec<ExtentPlace>, Vec<ExtentPlace>) {
     (state, id, replicas, fragments)
 }
 
+/// [`sealed_with_encode`], its encode then claimed and finished by the first replica's node:
+/// the volume is coded, its old replica disks free.
+fn coded_after_encode() -> (State, u64, Vec<ExtentPlace>, Vec<ExtentPlace>) {
+    let (mut state, id, replicas, fragments) = sealed_with_encode();
+    let encode = claim_all(&mut state, replicas[0].node_id);
+    done(&mut state, encode[0].task_id, replicas[0].node_id);
+    (state, id, replicas, fragments)
+}
+
 fn claim_all(state: &mut State, node_id: u64) -> Vec<cellar_master::tasks::TaskRecord> {
     let cmd = Command::ClaimTasks {
         node_id,
@@ -419,9 +428,7 @@ fn plan_encode_queues_one_encode_per_volume_and_replaces_a_stranded_one() {
 #[test]
 fn a_reconstruct_moves_one_fragment_and_a_stale_one_commits_nothing() {
     use cellar_master::tasks::{Part, TaskKind};
-    let (mut state, id, replicas, fragments) = sealed_with_encode();
-    let encode = claim_all(&mut state, replicas[0].node_id);
-    done(&mut state, encode[0].task_id, replicas[0].node_id);
+    let (mut state, id, replicas, fragments) = coded_after_encode();
     // The old replica disks are free to take a fragment (they hold nothing of it now).
     let target = replicas[1];
     let kind = TaskKind::Reconstruct { volume_id: id, index: 4, target, replaces: fragments[4] };
@@ -473,9 +480,7 @@ fn a_reconstruct_moves_one_fragment_and_a_stale_one_commits_nothing() {
 #[test]
 fn two_fragments_left_on_one_disk_are_parted_by_a_copy_that_deletes_only_the_moved_ones_file() {
     use cellar_master::tasks::{Part, TaskKind};
-    let (mut state, id, replicas, fragments) = sealed_with_encode();
-    let encode = claim_all(&mut state, replicas[0].node_id);
-    done(&mut state, encode[0].task_id, replicas[0].node_id);
+    let (mut state, id, replicas, fragments) = coded_after_encode();
     // Two reconstructs queued before either finished, onto one disk: each is accepted (the
     // disk holds nothing of the volume yet) and each completes. The repair planner never
     // plans this (it counts running repairs' targets); a volume an older planner left so

@@ -62,14 +62,24 @@ pub struct CellarS3 {
     /// Buckets PutObject saw exist, and when.
     buckets_seen: Mutex<HashMap<String, Instant>>,
     /// The one block of each small object (at most [`READ_AHEAD_MAX_BYTES`]) as this
-    /// frontend last wrote or read its latest version, by bucket and key: a hint, never an
+    /// frontend last wrote or read its latest version, by [`name_key`]: a hint, never an
     /// answer (see [`CellarS3::read_ahead`]).
-    latest_blocks: Mutex<TwoGenerations<(String, String), [u8; 32]>>,
+    latest_blocks: Mutex<TwoGenerations<u64, [u8; 32]>>,
 }
 
-/// A block read ahead (see [`CellarS3::read_ahead`]): its hash, its bytes, when the read
-/// began (for the get metrics, counted only if it is used).
-type ReadAhead = ([u8; 32], crate::blocks::Got, Instant);
+/// A block read ahead (see [`CellarS3::read_ahead`]) and when its read began (for the get
+/// metrics, which count it only if it is used).
+type ReadAhead = (crate::blocks::Got, Instant);
+
+/// The key of `bucket`/`key` in [`CellarS3`]'s read-ahead guesses: a 64-bit hash (no
+/// string kept or allocated per get). Two names sharing one only make a wrong guess, which
+/// the masters' answer drops like any other.
+fn name_key(bucket: &str, key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (bucket, key).hash(&mut h);
+    h.finish()
+}
 
 /// Objects of one block of at most this size have their block read while GetObject asks
 /// the masters for their version (one round trip instead of two in sequence).
@@ -88,7 +98,7 @@ impl CellarS3 {
         }
     }
 
-    fn latest(&self) -> std::sync::MutexGuard<'_, TwoGenerations<(String, String), [u8; 32]>> {
+    fn latest(&self) -> std::sync::MutexGuard<'_, TwoGenerations<u64, [u8; 32]>> {
         self.latest_blocks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -99,7 +109,7 @@ impl CellarS3 {
             [only] if size_bytes <= READ_AHEAD_MAX_BYTES => <[u8; 32]>::try_from(only.hash.as_slice()).ok(),
             _ => None,
         };
-        let name = (bucket.to_string(), key.to_string());
+        let name = name_key(bucket, key);
         match one {
             Some(hash) => self.latest().insert(name, hash),
             None => {
@@ -114,13 +124,14 @@ impl CellarS3 {
     /// masters answer decides. A version not made of exactly that block drops the read at
     /// once (cancelled if still going: nothing waits on a wrong guess); else the read is
     /// the get's (its bytes checked against the key as every read's are; a failed one is
-    /// read again the usual way).
+    /// read again the usual way). So a block comes back only with a version that is not a
+    /// delete marker and is made of exactly that block.
     async fn read_ahead(
         &self,
         bucket: &str,
         key: &str,
     ) -> (S3Result<pb::GetVersionResponse>, Option<ReadAhead>) {
-        let guess = self.latest().get(&(bucket.to_string(), key.to_string()));
+        let guess = self.latest().get(&name_key(bucket, key));
         let Some(hash) = guess.filter(|h| self.blocks.knows(h)) else {
             return (self.version(bucket, key, None, true).await, None);
         };
@@ -149,7 +160,7 @@ impl CellarS3 {
         if block.is_none() {
             self.blocks.metrics.s3_read_ahead_discarded.add(1);
         }
-        (version, block.map(|got| (hash, got, started)))
+        (version, block.map(|got| (got, started)))
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -294,12 +305,7 @@ impl CellarS3 {
         } else {
             self.blocks.get(&hash).await.map_err(unavailable)?
         };
-        // The slice keeps the block's share of the get budget until it is written.
-        let Some(part) = got.bytes.slice(piece.from..piece.to) else {
-            return Err(s3_error!(InternalError, "a block is shorter than its object says"));
-        };
-        let parts = part.into_parts().into_iter().map(Ok::<Bytes, std::io::Error>);
-        Ok(StreamingBlob::wrap(futures::stream::iter(parts)))
+        block_body(got, piece.from..piece.to)
     }
 
     /// Streams `pieces` (see [`Self::pieces`]) of an object.
@@ -365,6 +371,16 @@ impl Piece {
     fn hash(&self) -> S3Result<[u8; 32]> {
         self.hash.as_slice().try_into().map_err(|_| s3_error!(InternalError, "a block hash is not 32 bytes"))
     }
+}
+
+/// The body of bytes `range` of a block read whole. The slice keeps the block's share of the
+/// get budget until it is written.
+fn block_body(got: crate::blocks::Got, range: ByteRange<usize>) -> S3Result<StreamingBlob> {
+    let Some(part) = got.bytes.slice(range) else {
+        return Err(s3_error!(InternalError, "a block is shorter than its object says"));
+    };
+    let parts = part.into_parts().into_iter().map(Ok::<Bytes, std::io::Error>);
+    Ok(StreamingBlob::wrap(futures::stream::iter(parts)))
 }
 
 /// A block fetched for an object's get: read whole (the piece of it the get wants), or
@@ -886,32 +902,26 @@ impl S3 for CellarS3 {
         } else {
             (self.version(&i.bucket, &i.key, i.version_id.as_deref(), true).await, None)
         };
-        let discard = |ahead: &mut Option<ReadAhead>| {
-            if ahead.take().is_some() {
-                self.blocks.metrics.s3_read_ahead_discarded.add(1);
-            }
-        };
+        // A block read ahead comes only with a version made of it (see `read_ahead`).
         let resp = match resp {
             Ok(resp) => resp,
             Err(e) => {
-                discard(&mut ahead);
                 if *e.code() == S3ErrorCode::NoSuchKey {
-                    self.latest().remove(&(i.bucket.clone(), i.key.clone()));
+                    self.latest().remove(&name_key(&i.bucket, &i.key));
                 }
                 return Err(e);
             }
         };
-        let Some(v) = resp.version else {
-            discard(&mut ahead);
-            return Err(s3_error!(InternalError, "no version in the answer"));
-        };
+        let v = resp.version.ok_or_else(|| s3_error!(InternalError, "no version in the answer"))?;
         if v.delete_marker {
-            discard(&mut ahead);
-            self.latest().remove(&(i.bucket.clone(), i.key.clone()));
+            if i.version_id.is_none() {
+                self.latest().remove(&name_key(&i.bucket, &i.key));
+            }
             return Err(s3_error!(MethodNotAllowed, "the version is a delete marker"));
         }
         let f = fields(&v);
-        if i.version_id.is_none() {
+        if i.version_id.is_none() && ahead.is_none() {
+            // (A used guess is right already, and was refreshed when it was looked up.)
             self.note_latest(&i.bucket, &i.key, f.size_bytes, &f.blocks);
         }
         if let Err(e) = check_conditions(
@@ -922,7 +932,9 @@ impl S3 for CellarS3 {
             i.if_modified_since.as_ref(),
             i.if_unmodified_since.as_ref(),
         ) {
-            discard(&mut ahead);
+            if ahead.take().is_some() {
+                self.blocks.metrics.s3_read_ahead_discarded.add(1);
+            }
             return Err(e);
         }
         let (range, content_range) = match &i.range {
@@ -937,27 +949,12 @@ impl S3 for CellarS3 {
         };
         self.blocks.note_entries(resp.entries);
         let length = range.end - range.start;
-        let read_ahead = match (ahead.take(), f.blocks.as_slice()) {
-            (Some((hash, got, started)), [only])
-                if only.hash.as_slice() == hash.as_slice() && range.start == 0 =>
-            {
+        let body = match ahead {
+            // Read ahead only without a Range: the whole object, its one block.
+            Some((got, started)) => {
                 self.blocks.metrics.s3_read_ahead_used.add(1);
                 self.blocks.count_served(&got, started);
-                Some(got)
-            }
-            (mut guess, _) => {
-                discard(&mut guess);
-                None
-            }
-        };
-        let body = match read_ahead {
-            Some(got) => {
-                // The slice keeps the block's share of the get budget until it is written.
-                let Some(part) = got.bytes.slice(0..length as usize) else {
-                    return Err(s3_error!(InternalError, "a block is shorter than its object says"));
-                };
-                let parts = part.into_parts().into_iter().map(Ok::<Bytes, std::io::Error>);
-                StreamingBlob::wrap(futures::stream::iter(parts))
+                block_body(got, 0..length as usize)?
             }
             None => self.body(f.blocks.clone(), range).await?,
         };
