@@ -432,6 +432,20 @@ fn holds_disk(v: &VolumeRecord, disk_id: u64) -> bool {
     v.replicas.iter().chain(&v.fragments).any(|p| p.disk_id == disk_id)
 }
 
+/// Whether a slot of the volume other than slot `slot` of `part`'s kind (replicas while
+/// the volume is replicated, fragments once coded) names `disk_id`. A repair that
+/// finishes onto such a disk commits nothing: two extents of one volume on one disk would
+/// be lost together. Queueing checks the placement of its moment only, so two repairs of
+/// one volume queued before either finished could name the same disk; the second to
+/// finish is the one overtaken.
+fn held_by_another_slot(v: &VolumeRecord, part: Part, slot: usize, disk_id: u64) -> bool {
+    let slots = match part {
+        Part::Replica => &v.replicas,
+        Part::Fragment { .. } => &v.fragments,
+    };
+    slots.iter().enumerate().any(|(i, p)| i != slot && p.disk_id == disk_id)
+}
+
 /// Validates a task against the current state and queues it on the node that runs it.
 pub fn enqueue_checked(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<Response, StateError> {
     let volume_id = kind.volume_id();
@@ -607,7 +621,10 @@ fn complete(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<(), St
         }
         TaskKind::Reconstruct { index, target, replaces, .. } => {
             let part = Part::Fragment { index: *index };
-            if v.state == VolumeState::Coded && placed(&v, part, replaces) {
+            if v.state == VolumeState::Coded
+                && placed(&v, part, replaces)
+                && !held_by_another_slot(&v, part, *index as usize, target.disk_id)
+            {
                 v.fragments[*index as usize] = *target;
                 v.generation += 1;
                 v.bad_disks.retain(|d| *d != replaces.disk_id);
@@ -624,7 +641,8 @@ fn complete(kv: &mut dyn Kv, c: &mut Counters, kind: &TaskKind) -> Result<(), St
                 }
                 Part::Fragment { index } if placed(&v, *part, replaces) => Some(*index as usize),
                 _ => None,
-            };
+            }
+            .filter(|i| !held_by_another_slot(&v, *part, *i, target.disk_id));
             match slot {
                 Some(i) => {
                     match part {

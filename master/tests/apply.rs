@@ -478,13 +478,14 @@ fn a_reconstruct_moves_one_fragment_and_a_stale_one_commits_nothing() {
 }
 
 #[test]
-fn two_fragments_left_on_one_disk_are_parted_by_a_copy_that_deletes_only_the_moved_ones_file() {
+fn a_second_repair_finishing_onto_a_disk_the_volume_already_uses_commits_nothing_and_its_file_is_deleted() {
     use cellar_master::tasks::{Part, TaskKind};
     let (mut state, id, replicas, fragments) = coded_after_encode();
+    let coded = apply::volume(&state, id).expect("read").expect("volume").generation;
     // Two reconstructs queued before either finished, onto one disk: each is accepted (the
-    // disk holds nothing of the volume yet) and each completes. The repair planner never
-    // plans this (it counts running repairs' targets); a volume an older planner left so
-    // stays so until one fragment moves.
+    // disk holds nothing of the volume yet). The repair planner never plans this (it
+    // counts running repairs' targets), and the commit point refuses it too: the first to
+    // finish is placed, the second commits nothing.
     let shared = replicas[0];
     let mut queued = Vec::new();
     for index in [0u32, 1] {
@@ -506,7 +507,66 @@ fn two_fragments_left_on_one_disk_are_parted_by_a_copy_that_deletes_only_the_mov
         done(&mut state, task_id, shared.node_id);
     }
     let v = apply::volume(&state, id).expect("read").expect("volume");
-    assert_eq!((v.fragments[0], v.fragments[1]), (shared, shared));
+    assert_eq!((v.fragments[0], v.fragments[1], v.generation), (shared, fragments[1], coded + 1));
+    let on_disk = |v: &cellar_master::types::VolumeRecord, disk_id: u64| {
+        v.fragments.iter().filter(|p| p.disk_id == disk_id).count()
+    };
+    assert_eq!(on_disk(&v, shared.disk_id), 1);
+    // The overtaken reconstruct's file, fragment 1's on the shared disk, is deleted;
+    // nothing of fragment 0 there.
+    let deletes: Vec<_> = claim_all(&mut state, shared.node_id)
+        .into_iter()
+        .filter_map(|t| match t.kind {
+            TaskKind::Delete { part, extent, .. } if extent == shared => Some(part),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deletes, vec![Part::Fragment { index: 1 }]);
+    // A copy finishing onto a disk another fragment moved to meanwhile is overtaken the
+    // same way, whichever kind of repair got there first.
+    let other = replicas[1];
+    let mut queue =
+        |kind: TaskKind| match apply::apply(&mut state, &Command::EnqueueTask { kind }).expect("apply") {
+            Response::TaskQueued { task } => task.task_id,
+            other => panic!("{other:?}"),
+        };
+    let copy = queue(TaskKind::Copy {
+        volume_id: id,
+        part: Part::Fragment { index: 2 },
+        source: fragments[2],
+        target: other,
+        replaces: fragments[2],
+    });
+    let reconstruct =
+        queue(TaskKind::Reconstruct { volume_id: id, index: 3, target: other, replaces: fragments[3] });
+    claim_all(&mut state, other.node_id);
+    done(&mut state, reconstruct, other.node_id);
+    done(&mut state, copy, other.node_id);
+    let v = apply::volume(&state, id).expect("read").expect("volume");
+    assert_eq!((v.fragments[2], v.fragments[3], v.generation), (fragments[2], other, coded + 2));
+    assert_eq!(on_disk(&v, other.disk_id), 1);
+    let deletes: Vec<_> = claim_all(&mut state, other.node_id)
+        .into_iter()
+        .filter_map(|t| match t.kind {
+            TaskKind::Delete { part, extent, .. } if extent == other => Some(part),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deletes, vec![Part::Fragment { index: 2 }]);
+}
+
+#[test]
+fn two_fragments_left_on_one_disk_are_parted_by_a_copy_that_deletes_only_the_moved_ones_file() {
+    use cellar_master::tasks::{Part, TaskKind};
+    let (mut state, id, replicas, fragments) = coded_after_encode();
+    // A volume an older master left with fragments 0 and 1 on one disk (written as it was:
+    // the commit point no longer makes this) stays so until one fragment moves.
+    let shared = replicas[0];
+    let mut v = apply::volume(&state, id).expect("read").expect("volume");
+    v.fragments[0] = shared;
+    v.fragments[1] = shared;
+    cellar_master::state::put_volume(&mut state, &v).expect("write");
+    let generation = v.generation;
     // What the planner plans for it: fragment 1 copied as it is onto a free disk.
     let free = fragments[1];
     let copy = TaskKind::Copy {
@@ -525,7 +585,7 @@ fn two_fragments_left_on_one_disk_are_parted_by_a_copy_that_deletes_only_the_mov
     claim_all(&mut state, free.node_id);
     done(&mut state, task.task_id, free.node_id);
     let v = apply::volume(&state, id).expect("read").expect("volume");
-    assert_eq!((v.fragments[0], v.fragments[1], v.generation), (shared, free, 5));
+    assert_eq!((v.fragments[0], v.fragments[1], v.generation), (shared, free, generation + 1));
     // The shared disk's node deletes fragment 1's file there, and nothing of fragment 0.
     let deletes: Vec<_> = claim_all(&mut state, shared.node_id)
         .into_iter()
