@@ -324,6 +324,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
             "eta_secs": s.repair_eta_secs,
             "down_after_ms": s.down_after_ms,
             "extents_sharing_a_disk": s.extents_sharing_a_disk,
+            "extents_without_a_disk": s.repair_extents_without_a_disk,
         },
         "lost": {
             "volumes": s.volumes_unreadable,
@@ -459,6 +460,12 @@ fn print_status(s: &StatusResponse) {
         println!(
             "  {} fragments share a disk with another fragment of their volume (being moved off)",
             s.extents_sharing_a_disk
+        );
+    }
+    if s.repair_extents_without_a_disk > 0 {
+        println!(
+            "  {} extents wait for a disk: no eligible disk keeps the placement rules (the leader's log says why)",
+            s.repair_extents_without_a_disk
         );
     }
     println!(

@@ -12,7 +12,8 @@
 //! a replica record: reads still return the right bytes, the first read reports the bad
 //! extent, and it is rebuilt; a parity fragment no read touches is corrupted and the
 //! scrubber finds it; the storage watcher reads every put back and finds nothing lost; then a node of it is drained with `cellar admin drain` and
-//! ends empty.
+//! ends empty. A cell of three zones loses one: the fragments it held have no disk left
+//! within the placement rules, and status shows them waiting until the zone returns.
 
 mod common;
 
@@ -487,6 +488,68 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
     assert_eq!(s["redundancy"]["below_full"].as_u64(), Some(0), "{s:#}");
     assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
     check_all(&cell, &acked, in_zone);
+}
+
+/// A zone lost from a cell of three: the fragments it held have nowhere to go (rs-6-3
+/// puts at most three in a zone, and each of the two zones left holds three already), so
+/// their repair waits. `cellar admin status` (text and `--json`) and the leader's metrics
+/// count the extents waiting for a disk; once the zone returns, none waits, the cell is
+/// whole again and every block reads.
+#[test]
+fn extents_with_no_disk_left_in_the_rules_wait_visibly_until_their_zone_returns() {
+    let mut spec = repair_cell(1, 4, REPAIR_CONFIG, false);
+    spec.zones = 3;
+    let mut cell = Cell::start(&spec);
+    let masters = cell.masters.join(",");
+    let acked = put_all(&cell.base, 0..80, "before the fault");
+    let s = wait_status(&masters, "a coded volume, no encode pending", |s| {
+        s["volumes"]["coded"].as_u64().unwrap_or(0) >= 1
+            && s["volumes"]["sealed"].as_u64() == Some(0)
+            && s["tasks"]["open"].as_u64() == Some(0)
+    });
+    assert_eq!(s["repair"]["extents_without_a_disk"].as_u64(), Some(0), "{s:#}");
+    let zone: Vec<u64> = s["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["zone"] == "z1")
+        .map(|n| n["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(zone.len(), 2);
+    for node in &zone {
+        cell.kill_volume(*node);
+    }
+    let s = wait_status(&masters, "the zone down, its fragments waiting for a disk", |s| {
+        let down = s["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "down"));
+        down && s["repair"]["extents_without_a_disk"].as_u64().unwrap_or(0) >= 3
+    });
+    assert!(s["redundancy"]["below_full"].as_u64().unwrap_or(0) >= 1, "{s:#}");
+    let metrics = scrape(&metrics_url(&cell.path("master-1.log")));
+    assert!(value(&metrics, "cellar_master_repair_extents_without_a_disk ") >= 3.0);
+    let text = Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["admin", "status", "--master", &masters])
+        .output()
+        .expect("run cellar admin status");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("extents wait for a disk"), "{text}");
+
+    for node in &zone {
+        cell.restart_volume(*node);
+    }
+    let s = wait_status(&masters, "the zone back, no extent waiting, the cell whole", |s| {
+        let up = s["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "up"));
+        up && s["repair"]["extents_without_a_disk"].as_u64() == Some(0)
+            && s["redundancy"]["below_full"].as_u64() == Some(0)
+            && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
+    let metrics = scrape(&metrics_url(&cell.path("master-1.log")));
+    assert_eq!(value(&metrics, "cellar_master_repair_extents_without_a_disk "), 0.0);
+    check_all(&cell, &acked, |_| true);
 }
 
 /// The path of a disk by id, from the status.

@@ -111,6 +111,11 @@ pub fn render(
                     r.extents_sharing_a_disk,
                 ),
                 (
+                    "cellar_master_repair_extents_without_a_disk",
+                    "Extents the last repair pass found no disk for (waiting for one; leader only).",
+                    observed.repairs_without_a_disk(),
+                ),
+                (
                     "cellar_master_volumes_unreadable",
                     "Volumes with fewer healthy extents than they need to be read.",
                     r.unreadable.len() as u64,

@@ -159,6 +159,9 @@ pub struct Observed {
     repair_share: Mutex<BTreeMap<u64, u64>>,
     /// Nodes that came back up since the scanner last checked their extents.
     returned: Mutex<Vec<u64>>,
+    /// Extents the last planner pass found no disk for (see
+    /// [`crate::repair::RepairPass::without_a_disk`]).
+    without_a_disk: Mutex<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -169,6 +172,28 @@ impl Observed {
     /// See [`RepairMeter::pass`].
     pub fn repair_pass(&self, now_unix_ms: u64, repairs_open: u64) {
         lock(&self.repair).pass(now_unix_ms, repairs_open);
+    }
+
+    /// Records what the planner's last pass could not place: a warning when extents start
+    /// waiting for a disk (with the first refusal), a note when none waits any more; the
+    /// passes in between only update the count (no log line every pass).
+    pub fn repair_without_a_disk(&self, count: u64, first_refusal: Option<&str>) {
+        let mut last = lock(&self.without_a_disk);
+        if count > 0 && *last == 0 {
+            tracing::warn!(
+                extents = count,
+                first = first_refusal.unwrap_or(""),
+                "repairs wait for a disk: no eligible disk keeps the placement rules"
+            );
+        } else if count == 0 && *last > 0 {
+            tracing::info!("no repair waits for a disk any more");
+        }
+        *last = count;
+    }
+
+    /// Extents the planner's last pass found no disk for.
+    pub fn repairs_without_a_disk(&self) -> u64 {
+        *lock(&self.without_a_disk)
     }
 
     /// See [`RepairMeter::completed`].

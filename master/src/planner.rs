@@ -89,7 +89,7 @@ pub fn plan(
         commands.extend(plan_encodes(&volumes, &tasks, &nodes, &disks, liveness, &drains, encode_cursor));
     }
     budget.refill(now_unix_ms, settings.repair.bytes_per_sec);
-    commands.extend(crate::repair::plan(
+    let pass = crate::repair::plan_pass(
         &crate::repair::Inputs {
             volumes: &volumes,
             tasks: &tasks,
@@ -100,7 +100,9 @@ pub fn plan(
         liveness,
         &settings.repair,
         budget,
-    ));
+    );
+    observed.repair_without_a_disk(pass.without_a_disk, pass.first_refusal.as_deref());
+    commands.extend(pass.commands);
     Ok(commands)
 }
 

@@ -427,6 +427,41 @@ pub fn plan(
     settings: &RepairSettings,
     budget: &mut RepairBudget,
 ) -> Vec<Command> {
+    plan_pass(inputs, liveness, settings, budget).commands
+}
+
+/// What one pass of the repair planner decided (see [`plan_pass`]).
+#[derive(Debug, Default)]
+pub struct RepairPass {
+    /// The commands to propose, most at-risk volume first.
+    pub commands: Vec<Command>,
+    /// Extents the pass wanted to rebuild or move and found no disk for (every eligible
+    /// disk breaks a placement rule: a zone down or full, too few disks): they wait until
+    /// one comes. Counted until the pass stopped (the repair limits can end it early).
+    pub without_a_disk: u64,
+    /// Why, for the first of them.
+    pub first_refusal: Option<String>,
+}
+
+/// [`plan`], with what the pass could not place.
+pub fn plan_pass(
+    inputs: &Inputs<'_>,
+    liveness: Liveness,
+    settings: &RepairSettings,
+    budget: &mut RepairBudget,
+) -> RepairPass {
+    let mut pass = RepairPass::default();
+    let commands = plan_into(inputs, liveness, settings, budget, &mut pass);
+    RepairPass { commands, ..pass }
+}
+
+fn plan_into(
+    inputs: &Inputs<'_>,
+    liveness: Liveness,
+    settings: &RepairSettings,
+    budget: &mut RepairBudget,
+    pass: &mut RepairPass,
+) -> Vec<Command> {
     let Inputs { volumes, tasks, nodes, disks, drains } = *inputs;
     let health = Health::new(nodes, disks);
     // Repairs queued, by (volume, slot): the fragment index, or the replaced replica's disk.
@@ -567,6 +602,10 @@ pub fn plan(
                         Ok(d) => ExtentPlace { node_id: d.node_id, disk_id: d.disk_id },
                         Err(e) => {
                             tracing::debug!(volume = v.volume_id, slot, error = %e, "no disk for a repair yet");
+                            pass.without_a_disk += 1;
+                            if pass.first_refusal.is_none() {
+                                pass.first_refusal = Some(format!("volume {} slot {slot}: {e}", v.volume_id));
+                            }
                             continue;
                         }
                     };
@@ -745,6 +784,42 @@ mod tests {
         }
         // Nodes 1 and 3 hold three fragments each (the zone limit of rs-6-3): all go to 4.
         assert!(planned.iter().all(|p| p.1.node_id == 4), "{planned:?}");
+    }
+
+    #[test]
+    fn extents_with_no_disk_to_go_to_are_counted_and_planned_once_one_comes_back() {
+        let (mut nodes, disks) = cell();
+        down(&mut nodes, 2);
+        down(&mut nodes, 4);
+        let v = coded(1);
+        let pass_now = |nodes: &[NodeRecord]| {
+            plan_pass(
+                &Inputs {
+                    volumes: std::slice::from_ref(&v),
+                    tasks: &[],
+                    nodes,
+                    disks: &disks,
+                    drains: &Drains::default(),
+                },
+                liveness(),
+                &settings(),
+                &mut RepairBudget::default(),
+            )
+        };
+        // Node 2's three fragments are lost; nodes 1 and 3 are at rs-6-3's zone limit and
+        // node 4 is down: nothing to place them on.
+        let waiting = pass_now(&nodes);
+        assert!(reconstructs(&waiting.commands).is_empty(), "{:?}", waiting.commands);
+        assert_eq!(waiting.without_a_disk, 3);
+        let why = waiting.first_refusal.expect("a refusal");
+        assert!(why.starts_with("volume 1 slot 3: "), "{why}");
+        // Node 4 back: all three planned there, none waits.
+        let n = nodes.iter_mut().find(|n| n.node_id == 4).expect("node 4");
+        n.state = NodeState::Up;
+        n.last_heartbeat_unix_ms = NOW;
+        let placed = pass_now(&nodes);
+        assert_eq!(reconstructs(&placed.commands).len(), 3, "{:?}", placed.commands);
+        assert_eq!((placed.without_a_disk, placed.first_refusal), (0, None));
     }
 
     #[test]

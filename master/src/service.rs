@@ -826,6 +826,7 @@ impl Master for MasterService {
             repair_bytes_pending: repair.bytes_pending,
             extents_draining: repair.extents_draining,
             extents_sharing_a_disk: repair.extents_sharing_a_disk,
+            repair_extents_without_a_disk: self.observed.repairs_without_a_disk(),
             drained_nodes: drains.nodes.iter().copied().collect(),
             drained_disks: drains.disks.iter().copied().collect(),
             volumes_unreadable: repair.unreadable.keys().copied().collect(),
