@@ -174,21 +174,29 @@ impl Observed {
         lock(&self.repair).pass(now_unix_ms, repairs_open);
     }
 
-    /// Records what the planner's last pass could not place: a warning when extents start
-    /// waiting for a disk (with the first refusal), a note when none waits any more; the
-    /// passes in between only update the count (no log line every pass).
-    pub fn repair_without_a_disk(&self, count: u64, first_refusal: Option<&str>) {
+    /// Records what the planner's last pass could not place (see
+    /// [`crate::repair::RepairPass`]): a warning when extents start waiting for a disk
+    /// (with the first refusal), a note when none waits any more; the passes in between
+    /// only update the count (no log line every pass). A pass the repair limits ended
+    /// early saw only part of the volumes: it can raise the count, never lower it.
+    pub fn repair_without_a_disk(&self, count: u64, first_refusal: Option<&str>, stopped_early: bool) {
         let mut last = lock(&self.without_a_disk);
-        if count > 0 && *last == 0 {
+        let now = if stopped_early { count.max(*last) } else { count };
+        if now > 0 && *last == 0 {
             tracing::warn!(
-                extents = count,
+                extents = now,
                 first = first_refusal.unwrap_or(""),
                 "repairs wait for a disk: no eligible disk keeps the placement rules"
             );
-        } else if count == 0 && *last > 0 {
+        } else if now == 0 && *last > 0 {
             tracing::info!("no repair waits for a disk any more");
         }
-        *last = count;
+        *last = now;
+    }
+
+    /// Forgets the planner's count (this master no longer leads: another one plans).
+    pub fn repair_without_a_disk_reset(&self) {
+        *lock(&self.without_a_disk) = 0;
     }
 
     /// Extents the planner's last pass found no disk for.
@@ -285,6 +293,24 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_stopped_early_never_lowers_the_count_of_repairs_without_a_disk() {
+        let o = Observed::default();
+        o.repair_without_a_disk(3, Some("volume 1 slot 3: no zone"), false);
+        assert_eq!(o.repairs_without_a_disk(), 3);
+        // Stopped by the limits before it saw that volume: still 3.
+        o.repair_without_a_disk(0, None, true);
+        assert_eq!(o.repairs_without_a_disk(), 3);
+        o.repair_without_a_disk(5, None, true);
+        assert_eq!(o.repairs_without_a_disk(), 5);
+        // A whole pass says what waits now.
+        o.repair_without_a_disk(0, None, false);
+        assert_eq!(o.repairs_without_a_disk(), 0);
+        o.repair_without_a_disk(2, None, false);
+        o.repair_without_a_disk_reset();
+        assert_eq!(o.repairs_without_a_disk(), 0);
+    }
 
     #[test]
     fn an_episode_measures_bytes_over_its_length_and_is_kept_when_it_ends() {

@@ -101,7 +101,7 @@ pub fn plan(
         &settings.repair,
         budget,
     );
-    observed.repair_without_a_disk(pass.without_a_disk, pass.first_refusal.as_deref());
+    observed.repair_without_a_disk(pass.without_a_disk, pass.first_refusal.as_deref(), pass.stopped_early);
     commands.extend(pass.commands);
     Ok(commands)
 }
@@ -196,6 +196,8 @@ pub async fn run(
         }
         let leader = raft.metrics().borrow_watched().current_leader;
         if leader != Some(id) {
+            // What this master counted while it led is the new leader's to say now.
+            observed.repair_without_a_disk_reset();
             continue;
         }
         let commands =

@@ -437,10 +437,13 @@ pub struct RepairPass {
     pub commands: Vec<Command>,
     /// Extents the pass wanted to rebuild or move and found no disk for (every eligible
     /// disk breaks a placement rule: a zone down or full, too few disks): they wait until
-    /// one comes. Counted until the pass stopped (the repair limits can end it early).
+    /// one comes. Counted until the pass stopped (see `stopped_early`).
     pub without_a_disk: u64,
     /// Why, for the first of them.
     pub first_refusal: Option<String>,
+    /// The repair limits (tasks running, bandwidth, commands per pass) ended the pass
+    /// before it had seen every volume: `without_a_disk` is then a lower bound.
+    pub stopped_early: bool,
 }
 
 /// [`plan`], with what the pass could not place.
@@ -506,6 +509,7 @@ fn plan_into(
     for AtRisk { v, r, shared, moving } in at_risk {
         let order = distinct(shared.iter().chain(&r.lost).chain(&moving));
         if commands.len() >= REPAIRS_PER_PASS_MAX {
+            pass.stopped_early = true;
             break;
         }
         match v.state {
@@ -552,6 +556,7 @@ fn plan_into(
                 }
                 for &slot in &order {
                     if running_count >= settings.tasks_max || !budget.allows(settings.bytes_per_sec) {
+                        pass.stopped_early = true;
                         return commands;
                     }
                     if coded && r.can_lose < 0 && r.lost.contains(&slot) {
@@ -819,7 +824,21 @@ mod tests {
         n.last_heartbeat_unix_ms = NOW;
         let placed = pass_now(&nodes);
         assert_eq!(reconstructs(&placed.commands).len(), 3, "{:?}", placed.commands);
-        assert_eq!((placed.without_a_disk, placed.first_refusal), (0, None));
+        assert_eq!((placed.without_a_disk, placed.first_refusal, placed.stopped_early), (0, None, false));
+        // A pass the limits end before it reaches the volume says so (its count is partial).
+        let limited = plan_pass(
+            &Inputs {
+                volumes: std::slice::from_ref(&v),
+                tasks: &[],
+                nodes: &nodes,
+                disks: &disks,
+                drains: &Drains::default(),
+            },
+            liveness(),
+            &RepairSettings { tasks_max: 0, ..settings() },
+            &mut RepairBudget::default(),
+        );
+        assert!(limited.commands.is_empty() && limited.stopped_early, "{limited:?}");
     }
 
     #[test]

@@ -556,6 +556,43 @@ fn a_second_repair_finishing_onto_a_disk_the_volume_already_uses_commits_nothing
 }
 
 #[test]
+fn a_second_replica_copy_onto_a_disk_another_replica_moved_to_commits_nothing_and_deletes_nothing_there() {
+    use cellar_master::tasks::{Part, TaskKind};
+    let (mut state, id, replicas, _) = sealed_with_encode();
+    // A disk that holds nothing of the volume: a fourth zone's.
+    let (node_id, disks) = register(&mut state, "d", 1);
+    let free = ExtentPlace { node_id, disk_id: disks[0] };
+    let before = apply::volume(&state, id).expect("read").expect("volume").generation;
+    let mut queued = Vec::new();
+    for slot in [1usize, 2] {
+        let kind = TaskKind::Copy {
+            volume_id: id,
+            part: Part::Replica,
+            source: replicas[0],
+            target: free,
+            replaces: replicas[slot],
+        };
+        match apply::apply(&mut state, &Command::EnqueueTask { kind }).expect("apply") {
+            Response::TaskQueued { task } => queued.push(task.task_id),
+            other => panic!("copy of replica {slot} refused: {other:?}"),
+        }
+    }
+    claim_all(&mut state, free.node_id);
+    for task_id in queued {
+        done(&mut state, task_id, free.node_id);
+    }
+    let v = apply::volume(&state, id).expect("read").expect("volume");
+    assert_eq!(v.replicas, vec![replicas[0], free, replicas[2]]);
+    assert_eq!(v.generation, before + 1);
+    // The replica file on that disk is the first copy's, placed: nothing deletes it.
+    let deletes: Vec<_> = claim_all(&mut state, free.node_id)
+        .into_iter()
+        .filter(|t| matches!(t.kind, TaskKind::Delete { .. }))
+        .collect();
+    assert!(deletes.is_empty(), "{deletes:?}");
+}
+
+#[test]
 fn two_fragments_left_on_one_disk_are_parted_by_a_copy_that_deletes_only_the_moved_ones_file() {
     use cellar_master::tasks::{Part, TaskKind};
     let (mut state, id, replicas, fragments) = coded_after_encode();
