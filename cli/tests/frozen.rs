@@ -208,26 +208,17 @@ fn gets_of_blocks_on_a_frozen_volume_server_are_hedged_to_other_holders() {
     // 1 MiB and 4 KiB blocks: enough to fill (and so seal and code) a few 8 MiB volumes
     // and leave the last one open.
     let mut blocks = Vec::new();
-    for seed in 0..40u64 {
-        let len = if seed % 2 == 0 { 1 << 20 } else { SMALL_BYTES };
-        let bytes = block(seed, len);
-        match put(&http, &base, &bytes) {
-            PutAnswer::Stored(hash) => blocks.push((hash, seed, len)),
-            other => panic!("put {seed}: {other:?}"),
+    let put_seeds = |blocks: &mut Vec<(String, u64, usize)>, seeds: std::ops::Range<u64>| {
+        for seed in seeds {
+            let len = if seed % 2 == 0 { 1 << 20 } else { SMALL_BYTES };
+            let bytes = block(seed, len);
+            match put(&http, &base, &bytes) {
+                PutAnswer::Stored(hash) => blocks.push((hash, seed, len)),
+                other => panic!("put {seed}: {other:?}"),
+            }
         }
-    }
-    // Wait for the sealed volumes to be coded.
-    let deadline = Instant::now() + common::WAIT;
-    let stats = loop {
-        let stats: Vec<serde_json::Value> = blocks.iter().map(|(h, _, _)| stat(&http, &base, h)).collect();
-        let coded = stats.iter().filter(|s| s["state"] == "coded").count();
-        let replicated = stats.iter().filter(|s| s["state"] != "coded").count();
-        if coded >= 10 && replicated >= 1 {
-            break stats;
-        }
-        assert!(Instant::now() < deadline, "{coded} blocks coded, {replicated} replicated");
-        std::thread::sleep(Duration::from_millis(250));
     };
+    put_seeds(&mut blocks, 0..40);
     // The victim: a server that is the first holder of replicated blocks (their first
     // replica) and of coded ones (a data fragment the block's bytes are in), so that
     // gets of both kinds must go around it.
@@ -254,17 +245,41 @@ fn gets_of_blocks_on_a_frozen_volume_server_are_hedged_to_other_holders() {
             s["replicas"][0]["node"].as_u64().into_iter().collect()
         }
     };
-    let mut counts = std::collections::HashMap::<u64, (usize, usize)>::new();
-    for s in &stats {
-        for node in first_holders(s) {
-            let c = counts.entry(node).or_default();
-            if s["state"] == "coded" {
-                c.0 += 1;
-            } else {
-                c.1 += 1;
+    let holder_counts = |stats: &[serde_json::Value]| {
+        let mut counts = std::collections::HashMap::<u64, (usize, usize)>::new();
+        for s in stats {
+            for node in first_holders(s) {
+                let c = counts.entry(node).or_default();
+                if s["state"] == "coded" {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
             }
         }
-    }
+        counts
+    };
+    // Wait for the sealed volumes to be coded. Placement decides which servers are first
+    // holders; when none is of both kinds, ten more blocks go to more volumes (seeds below
+    // 100, at most six times).
+    let mut next_seed = 40u64;
+    let deadline = Instant::now() + common::WAIT;
+    let counts = loop {
+        let stats: Vec<serde_json::Value> = blocks.iter().map(|(h, _, _)| stat(&http, &base, h)).collect();
+        let coded = stats.iter().filter(|s| s["state"] == "coded").count();
+        let replicated = stats.iter().filter(|s| s["state"] != "coded").count();
+        let counts = holder_counts(&stats);
+        if coded >= 10 && replicated >= 1 {
+            if counts.values().any(|(coded, replicated)| *coded > 0 && *replicated > 0) {
+                break counts;
+            }
+            assert!(next_seed < 100, "no server is the first holder of both kinds of block: {counts:?}");
+            put_seeds(&mut blocks, next_seed..next_seed + 10);
+            next_seed += 10;
+        }
+        assert!(Instant::now() < deadline, "{coded} blocks coded, {replicated} replicated: {counts:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
     let (&victim, &(coded_on_victim, replicated_on_victim)) = counts
         .iter()
         .filter(|(_, (coded, replicated))| *coded > 0 && *replicated > 0)
