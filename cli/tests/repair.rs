@@ -87,6 +87,33 @@ fn wait_status(masters: &str, what: &str, cond: impl Fn(&serde_json::Value) -> b
     }
 }
 
+/// Waits until a volume is coded and no encode or other task is left.
+fn wait_coded(masters: &str) -> serde_json::Value {
+    wait_status(masters, "a coded volume, no encode pending", |s| {
+        s["volumes"]["coded"].as_u64().unwrap_or(0) >= 1
+            && s["volumes"]["sealed"].as_u64() == Some(0)
+            && s["tasks"]["open"].as_u64() == Some(0)
+    })
+}
+
+/// The ids of zone `zone`'s nodes in a status.
+fn zone_nodes(s: &serde_json::Value, zone: &str) -> Vec<u64> {
+    s["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["zone"] == zone)
+        .map(|n| n["id"].as_u64().expect("id"))
+        .collect()
+}
+
+/// Whether every node of zone `zone` is in `state` ("up", "down") in a status.
+fn zone_is(s: &serde_json::Value, zone: &str, state: &str) -> bool {
+    s["nodes"]
+        .as_array()
+        .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == zone).all(|n| n["state"] == state))
+}
+
 #[test]
 fn a_killed_volume_server_is_marked_down_and_its_extents_rebuilt_elsewhere() {
     let spec = repair_cell(3, 4, REPAIR_CONFIG, false);
@@ -416,19 +443,9 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
     let mut cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
     let mut acked = put_all(&cell.base, 0..150, "before the fault");
-    let s = wait_status(&masters, "a coded volume, no encode pending", |s| {
-        s["volumes"]["coded"].as_u64().unwrap_or(0) >= 1
-            && s["volumes"]["sealed"].as_u64() == Some(0)
-            && s["tasks"]["open"].as_u64() == Some(0)
-    });
+    let s = wait_coded(&masters);
     // Zone z1: both its servers, and their disks.
-    let zone: Vec<u64> = s["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .filter(|n| n["zone"] == "z1")
-        .map(|n| n["id"].as_u64().expect("id"))
-        .collect();
+    let zone = zone_nodes(&s, "z1");
     assert_eq!(zone.len(), 2);
     let zone_disks: Vec<u64> = s["disks"]
         .as_array()
@@ -447,9 +464,7 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
     acked.extend(put_all(&cell.base, 1000..1040, "with a zone down"));
     // Once the zone is down, its extents are rebuilt in the other zones.
     let s = wait_status(&masters, "the zone marked down, the cell at full redundancy", |s| {
-        let down = s["nodes"]
-            .as_array()
-            .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "down"));
+        let down = zone_is(s, "z1", "down");
         down && s["redundancy"]["below_full"].as_u64() == Some(0)
             && s["repair"]["tasks_open"].as_u64() == Some(0)
     });
@@ -464,9 +479,7 @@ fn a_lost_zone_is_read_degraded_rebuilt_and_cleaned_up_when_it_returns() {
         cell.restart_volume(*node);
     }
     let s = wait_status(&masters, "the zone back, its stale extents in the trash", |s| {
-        let up = s["nodes"]
-            .as_array()
-            .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "up"));
+        let up = zone_is(s, "z1", "up");
         let cleaned = s["disks"].as_array().is_some_and(|disks| {
             disks
                 .iter()
@@ -502,27 +515,15 @@ fn extents_with_no_disk_left_in_the_rules_wait_visibly_until_their_zone_returns(
     let mut cell = Cell::start(&spec);
     let masters = cell.masters.join(",");
     let acked = put_all(&cell.base, 0..80, "before the fault");
-    let s = wait_status(&masters, "a coded volume, no encode pending", |s| {
-        s["volumes"]["coded"].as_u64().unwrap_or(0) >= 1
-            && s["volumes"]["sealed"].as_u64() == Some(0)
-            && s["tasks"]["open"].as_u64() == Some(0)
-    });
+    let s = wait_coded(&masters);
     assert_eq!(s["repair"]["extents_without_a_disk"].as_u64(), Some(0), "{s:#}");
-    let zone: Vec<u64> = s["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .filter(|n| n["zone"] == "z1")
-        .map(|n| n["id"].as_u64().expect("id"))
-        .collect();
+    let zone = zone_nodes(&s, "z1");
     assert_eq!(zone.len(), 2);
     for node in &zone {
         cell.kill_volume(*node);
     }
     let s = wait_status(&masters, "the zone down, its fragments waiting for a disk", |s| {
-        let down = s["nodes"]
-            .as_array()
-            .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "down"));
+        let down = zone_is(s, "z1", "down");
         down && s["repair"]["extents_without_a_disk"].as_u64().unwrap_or(0) >= 3
     });
     assert!(s["redundancy"]["below_full"].as_u64().unwrap_or(0) >= 1, "{s:#}");
@@ -539,9 +540,7 @@ fn extents_with_no_disk_left_in_the_rules_wait_visibly_until_their_zone_returns(
         cell.restart_volume(*node);
     }
     let s = wait_status(&masters, "the zone back, no extent waiting, the cell whole", |s| {
-        let up = s["nodes"]
-            .as_array()
-            .is_some_and(|nodes| nodes.iter().filter(|n| n["zone"] == "z1").all(|n| n["state"] == "up"));
+        let up = zone_is(s, "z1", "up");
         up && s["repair"]["extents_without_a_disk"].as_u64() == Some(0)
             && s["redundancy"]["below_full"].as_u64() == Some(0)
             && s["repair"]["tasks_open"].as_u64() == Some(0)

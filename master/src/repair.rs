@@ -797,7 +797,7 @@ mod tests {
         down(&mut nodes, 2);
         down(&mut nodes, 4);
         let v = coded(1);
-        let pass_now = |nodes: &[NodeRecord]| {
+        let pass_with = |nodes: &[NodeRecord], settings: &RepairSettings| {
             plan_pass(
                 &Inputs {
                     volumes: std::slice::from_ref(&v),
@@ -807,10 +807,11 @@ mod tests {
                     drains: &Drains::default(),
                 },
                 liveness(),
-                &settings(),
+                settings,
                 &mut RepairBudget::default(),
             )
         };
+        let pass_now = |nodes: &[NodeRecord]| pass_with(nodes, &settings());
         // Node 2's three fragments are lost; nodes 1 and 3 are at rs-6-3's zone limit and
         // node 4 is down: nothing to place them on.
         let waiting = pass_now(&nodes);
@@ -826,18 +827,7 @@ mod tests {
         assert_eq!(reconstructs(&placed.commands).len(), 3, "{:?}", placed.commands);
         assert_eq!((placed.without_a_disk, placed.first_refusal, placed.stopped_early), (0, None, false));
         // A pass the limits end before it reaches the volume says so (its count is partial).
-        let limited = plan_pass(
-            &Inputs {
-                volumes: std::slice::from_ref(&v),
-                tasks: &[],
-                nodes: &nodes,
-                disks: &disks,
-                drains: &Drains::default(),
-            },
-            liveness(),
-            &RepairSettings { tasks_max: 0, ..settings() },
-            &mut RepairBudget::default(),
-        );
+        let limited = pass_with(&nodes, &RepairSettings { tasks_max: 0, ..settings() });
         assert!(limited.commands.is_empty() && limited.stopped_early, "{limited:?}");
     }
 

@@ -273,6 +273,26 @@ fn done(state: &mut State, task_id: u64, node_id: u64) {
     assert!(matches!(apply::apply(state, &cmd).expect("apply"), Response::TaskReported { task: None }));
 }
 
+/// Queues `kind` (it must be accepted); its task id.
+fn enqueue(state: &mut State, kind: cellar_master::tasks::TaskKind) -> u64 {
+    match apply::apply(state, &Command::EnqueueTask { kind }).expect("apply") {
+        Response::TaskQueued { task } => task.task_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The parts whose files `place`'s node is told to delete on `place`'s disk (claiming
+/// that node's tasks).
+fn deletes_on(state: &mut State, place: ExtentPlace) -> Vec<cellar_master::tasks::Part> {
+    claim_all(state, place.node_id)
+        .into_iter()
+        .filter_map(|t| match t.kind {
+            cellar_master::tasks::TaskKind::Delete { part, extent, .. } if extent == place => Some(part),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_node_that_defers_encodes_leaves_them_queued_and_takes_them_later() {
     use cellar_master::tasks::{TaskKind, has_claimable};
@@ -487,21 +507,17 @@ fn a_second_repair_finishing_onto_a_disk_the_volume_already_uses_commits_nothing
     // counts running repairs' targets), and the commit point refuses it too: the first to
     // finish is placed, the second commits nothing.
     let shared = replicas[0];
-    let mut queued = Vec::new();
-    for index in [0u32, 1] {
-        let kind = TaskKind::Reconstruct {
-            volume_id: id,
-            index,
-            target: shared,
-            replaces: fragments[index as usize],
-        };
-        let Response::TaskQueued { task } =
-            apply::apply(&mut state, &Command::EnqueueTask { kind }).expect("apply")
-        else {
-            panic!("reconstruct of fragment {index} refused")
-        };
-        queued.push(task.task_id);
-    }
+    let queued: Vec<u64> = [0u32, 1]
+        .map(|index| {
+            let kind = TaskKind::Reconstruct {
+                volume_id: id,
+                index,
+                target: shared,
+                replaces: fragments[index as usize],
+            };
+            enqueue(&mut state, kind)
+        })
+        .to_vec();
     claim_all(&mut state, shared.node_id);
     for task_id in queued {
         done(&mut state, task_id, shared.node_id);
@@ -514,45 +530,31 @@ fn a_second_repair_finishing_onto_a_disk_the_volume_already_uses_commits_nothing
     assert_eq!(on_disk(&v, shared.disk_id), 1);
     // The overtaken reconstruct's file, fragment 1's on the shared disk, is deleted;
     // nothing of fragment 0 there.
-    let deletes: Vec<_> = claim_all(&mut state, shared.node_id)
-        .into_iter()
-        .filter_map(|t| match t.kind {
-            TaskKind::Delete { part, extent, .. } if extent == shared => Some(part),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(deletes, vec![Part::Fragment { index: 1 }]);
+    assert_eq!(deletes_on(&mut state, shared), vec![Part::Fragment { index: 1 }]);
     // A copy finishing onto a disk another fragment moved to meanwhile is overtaken the
     // same way, whichever kind of repair got there first.
     let other = replicas[1];
-    let mut queue =
-        |kind: TaskKind| match apply::apply(&mut state, &Command::EnqueueTask { kind }).expect("apply") {
-            Response::TaskQueued { task } => task.task_id,
-            other => panic!("{other:?}"),
-        };
-    let copy = queue(TaskKind::Copy {
-        volume_id: id,
-        part: Part::Fragment { index: 2 },
-        source: fragments[2],
-        target: other,
-        replaces: fragments[2],
-    });
-    let reconstruct =
-        queue(TaskKind::Reconstruct { volume_id: id, index: 3, target: other, replaces: fragments[3] });
+    let copy = enqueue(
+        &mut state,
+        TaskKind::Copy {
+            volume_id: id,
+            part: Part::Fragment { index: 2 },
+            source: fragments[2],
+            target: other,
+            replaces: fragments[2],
+        },
+    );
+    let reconstruct = enqueue(
+        &mut state,
+        TaskKind::Reconstruct { volume_id: id, index: 3, target: other, replaces: fragments[3] },
+    );
     claim_all(&mut state, other.node_id);
     done(&mut state, reconstruct, other.node_id);
     done(&mut state, copy, other.node_id);
     let v = apply::volume(&state, id).expect("read").expect("volume");
     assert_eq!((v.fragments[2], v.fragments[3], v.generation), (fragments[2], other, coded + 2));
     assert_eq!(on_disk(&v, other.disk_id), 1);
-    let deletes: Vec<_> = claim_all(&mut state, other.node_id)
-        .into_iter()
-        .filter_map(|t| match t.kind {
-            TaskKind::Delete { part, extent, .. } if extent == other => Some(part),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(deletes, vec![Part::Fragment { index: 2 }]);
+    assert_eq!(deletes_on(&mut state, other), vec![Part::Fragment { index: 2 }]);
 }
 
 #[test]
@@ -563,20 +565,18 @@ fn a_second_replica_copy_onto_a_disk_another_replica_moved_to_commits_nothing_an
     let (node_id, disks) = register(&mut state, "d", 1);
     let free = ExtentPlace { node_id, disk_id: disks[0] };
     let before = apply::volume(&state, id).expect("read").expect("volume").generation;
-    let mut queued = Vec::new();
-    for slot in [1usize, 2] {
-        let kind = TaskKind::Copy {
-            volume_id: id,
-            part: Part::Replica,
-            source: replicas[0],
-            target: free,
-            replaces: replicas[slot],
-        };
-        match apply::apply(&mut state, &Command::EnqueueTask { kind }).expect("apply") {
-            Response::TaskQueued { task } => queued.push(task.task_id),
-            other => panic!("copy of replica {slot} refused: {other:?}"),
-        }
-    }
+    let queued: Vec<u64> = [1usize, 2]
+        .map(|slot| {
+            let kind = TaskKind::Copy {
+                volume_id: id,
+                part: Part::Replica,
+                source: replicas[0],
+                target: free,
+                replaces: replicas[slot],
+            };
+            enqueue(&mut state, kind)
+        })
+        .to_vec();
     claim_all(&mut state, free.node_id);
     for task_id in queued {
         done(&mut state, task_id, free.node_id);
@@ -585,11 +585,7 @@ fn a_second_replica_copy_onto_a_disk_another_replica_moved_to_commits_nothing_an
     assert_eq!(v.replicas, vec![replicas[0], free, replicas[2]]);
     assert_eq!(v.generation, before + 1);
     // The replica file on that disk is the first copy's, placed: nothing deletes it.
-    let deletes: Vec<_> = claim_all(&mut state, free.node_id)
-        .into_iter()
-        .filter(|t| matches!(t.kind, TaskKind::Delete { .. }))
-        .collect();
-    assert!(deletes.is_empty(), "{deletes:?}");
+    assert_eq!(deletes_on(&mut state, free), vec![]);
 }
 
 #[test]
@@ -624,14 +620,7 @@ fn two_fragments_left_on_one_disk_are_parted_by_a_copy_that_deletes_only_the_mov
     let v = apply::volume(&state, id).expect("read").expect("volume");
     assert_eq!((v.fragments[0], v.fragments[1], v.generation), (shared, free, generation + 1));
     // The shared disk's node deletes fragment 1's file there, and nothing of fragment 0.
-    let deletes: Vec<_> = claim_all(&mut state, shared.node_id)
-        .into_iter()
-        .filter_map(|t| match t.kind {
-            TaskKind::Delete { part, extent, .. } if extent == shared => Some(part),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(deletes, vec![Part::Fragment { index: 1 }]);
+    assert_eq!(deletes_on(&mut state, shared), vec![Part::Fragment { index: 1 }]);
 }
 
 #[test]
