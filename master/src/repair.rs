@@ -7,7 +7,7 @@
 //! that it is coded rather than re-replicated. Targets are chosen by
 //! [`cellar_placement::place_replacement`] under the same rules as first placement.
 //!
-//! The planner ([`plan`]) is pure: it takes records and returns commands; every command re-checks
+//! The planner ([`plan_pass`]) is pure: it takes records and returns commands; every command re-checks
 //! its preconditions when applied (see [`crate::tasks::plan_repair`]). Repair is bounded
 //! cell-wide by the number of repair tasks queued or running and by a bandwidth budget
 //! (bytes of extents rebuilt per second), both from the master's configuration.
@@ -420,16 +420,6 @@ fn distinct<'a>(slots: impl Iterator<Item = &'a usize>) -> Vec<usize> {
     out
 }
 
-/// One pass of the repair planner: the commands to propose, most at-risk volume first.
-pub fn plan(
-    inputs: &Inputs<'_>,
-    liveness: Liveness,
-    settings: &RepairSettings,
-    budget: &mut RepairBudget,
-) -> Vec<Command> {
-    plan_pass(inputs, liveness, settings, budget).commands
-}
-
 /// What one pass of the repair planner decided (see [`plan_pass`]).
 #[derive(Debug, Default)]
 pub struct RepairPass {
@@ -446,7 +436,8 @@ pub struct RepairPass {
     pub stopped_early: bool,
 }
 
-/// [`plan`], with what the pass could not place.
+/// One pass of the repair planner: the commands to propose, most at-risk volume first,
+/// and what the pass could not place.
 pub fn plan_pass(
     inputs: &Inputs<'_>,
     liveness: Liveness,
@@ -722,6 +713,16 @@ mod tests {
 
     fn liveness() -> Liveness {
         Liveness { now_unix_ms: NOW, silent_after_ms: 2000 }
+    }
+
+    /// A pass's commands only.
+    fn plan(
+        inputs: &Inputs<'_>,
+        liveness: Liveness,
+        settings: &RepairSettings,
+        budget: &mut RepairBudget,
+    ) -> Vec<Command> {
+        plan_pass(inputs, liveness, settings, budget).commands
     }
 
     fn plan_now(
