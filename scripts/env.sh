@@ -25,3 +25,17 @@ fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cellar/target}"
 mkdir -p "$CARGO_TARGET_DIR"
+
+# Cargo decides by file times whether a workspace crate must be built again; where the
+# sources are is not part of that. A target directory last used by another clone (built
+# from newer files) would keep binaries compiled with that clone's paths
+# (`env!("CARGO_MANIFEST_DIR")`), and the tests would run that clone's scripts, or fail
+# where it is gone. So when the clone using this target directory changes, its workspace
+# sources are touched: cargo builds the workspace crates again (not the dependencies).
+clone_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+clone_stamp="$CARGO_TARGET_DIR/.cellar-clone"
+if [ "$(cat "$clone_stamp" 2>/dev/null || true)" != "$clone_root" ]; then
+  echo "the target directory was last used by another clone: building this clone's crates again" >&2
+  (cd "$clone_root" && find . -path ./.git -prune -o \( -name '*.rs' -o -name '*.proto' \) -print0 | xargs -0 touch)
+  echo "$clone_root" >"$clone_stamp"
+fi
