@@ -1,10 +1,12 @@
 //! What a volume server (or a frontend) knows of the rest of the cell: the master, the
-//! nodes' addresses (from the cluster map, refreshed on a miss) and a pool of gRPC
-//! clients to other volume servers.
+//! nodes' addresses (from the cluster map, read again on a miss and, in the background,
+//! once they are [`NODE_ADDRESSES_MAX_AGE`] old) and a pool of gRPC clients to other
+//! volume servers.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cellar_master_api::client::{MasterClient, SecretInterceptor};
@@ -233,11 +235,31 @@ impl RecordRead {
 /// Volume server clients kept (one per address).
 pub const CLIENTS_MAX: usize = 4096;
 
+/// How old the node addresses may be before a lookup has them read again from the master
+/// (in the background: that lookup answers from what is known). A volume server that comes
+/// back at another address (restarted on an ephemeral port, moved to another host) is
+/// reached again about this long after it registered, instead of never.
+pub const NODE_ADDRESSES_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// The node addresses of the cluster map, as last read.
+#[derive(Debug, Default)]
+struct NodeAddresses {
+    /// The map's version they come from (0: none read yet).
+    version: u64,
+    by_id: HashMap<u64, String>,
+    /// When the master last answered a read of them (changed or not).
+    read_at: Option<Instant>,
+}
+
 /// The master, the node addresses and the client pool.
 pub struct Cluster {
+    /// This cluster itself, for the background refresh of the node addresses.
+    me: Weak<Cluster>,
     master: MasterClient,
     secret: Option<String>,
-    nodes: RwLock<HashMap<u64, String>>,
+    nodes: RwLock<NodeAddresses>,
+    /// A background read of the node addresses is under way.
+    nodes_refreshing: AtomicBool,
     clients: Mutex<HashMap<String, NodeClients>>,
     /// Volume servers running in this process (`cellar dev`), by node id. Weak: volume
     /// servers know each other, and a server's state (its disks) must go when it stops.
@@ -483,13 +505,15 @@ impl Cluster {
         secret: Option<String>,
         deadlines: CallDeadlines,
     ) -> Arc<Cluster> {
-        Arc::new(Cluster {
+        Arc::new_cyclic(|me| Cluster {
+            me: me.clone(),
+            nodes_refreshing: AtomicBool::new(false),
             deadlines,
             read_latency: ReadLatency::new(deadlines.hedge_delay_max),
             hedged_reads: std::sync::atomic::AtomicU64::new(0),
             master,
             secret,
-            nodes: RwLock::new(HashMap::new()),
+            nodes: RwLock::new(NodeAddresses::default()),
             clients: Mutex::new(HashMap::new()),
             local: RwLock::new(HashMap::new()),
             bad_extent_reports: std::sync::atomic::AtomicU64::new(0),
@@ -609,28 +633,65 @@ impl Cluster {
         })
     }
 
-    /// Re-reads the node addresses from the master's cluster map.
+    /// Re-reads the node addresses from the master's cluster map (only its version, when
+    /// it has not changed since the last read).
     pub async fn refresh_nodes(&self) -> Result<(), Status> {
-        let map =
-            self.master
-                .call(|mut c| async move {
-                    c.get_cluster_map(mpb::GetClusterMapRequest { known_version: 0 }).await
-                })
-                .await
-                .map_err(|e| master_status(&e))?;
+        let known_version = self.nodes.read().unwrap_or_else(|p| p.into_inner()).version;
+        let map = self
+            .master
+            .call(|mut c| async move { c.get_cluster_map(mpb::GetClusterMapRequest { known_version }).await })
+            .await
+            .map_err(|e| master_status(&e))?;
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        nodes.clear();
-        nodes.extend(map.nodes.into_iter().map(|n| (n.node_id, n.address)));
+        nodes.read_at = Some(Instant::now());
+        if map.unchanged && map.version == nodes.version {
+            return Ok(());
+        }
+        nodes.version = map.version;
+        nodes.by_id.clear();
+        nodes.by_id.extend(map.nodes.into_iter().map(|n| (n.node_id, n.address)));
         Ok(())
     }
 
-    /// The address of `node_id`.
+    /// Reads the node addresses again in the background, unless a read is under way;
+    /// failures are logged (lookups go on with the addresses known).
+    fn refresh_nodes_in_background(&self) {
+        let Some(cluster) = self.me.upgrade() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if self.nodes_refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        /// Ends the refresh however its task ends.
+        struct Done(Arc<Cluster>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.nodes_refreshing.store(false, Ordering::Release);
+            }
+        }
+        let done = Done(cluster);
+        runtime.spawn(async move {
+            if let Err(e) = done.0.refresh_nodes().await {
+                tracing::debug!(error = %e, "could not read the node addresses again");
+            }
+        });
+    }
+
+    /// The address of `node_id`. Addresses older than [`NODE_ADDRESSES_MAX_AGE`] are
+    /// answered and read again in the background; an unknown node is looked up first.
     pub async fn address(&self, node_id: u64) -> Result<String, Status> {
-        if let Some(a) = self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(&node_id) {
-            return Ok(a.clone());
+        let (known, stale) = {
+            let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+            let stale = nodes.read_at.is_none_or(|at| at.elapsed() >= NODE_ADDRESSES_MAX_AGE);
+            (nodes.by_id.get(&node_id).cloned(), stale)
+        };
+        if let Some(addr) = known {
+            if stale {
+                self.refresh_nodes_in_background();
+            }
+            return Ok(addr);
         }
         self.refresh_nodes().await?;
-        self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned().ok_or_else(|| {
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).by_id.get(&node_id).cloned().ok_or_else(|| {
             status(
                 Code::NotFound,
                 cellar_proto::error_code::UNKNOWN_NODE,

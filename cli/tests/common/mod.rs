@@ -74,6 +74,10 @@ pub struct Cell {
     pub masters: Vec<String>,
     /// Index into `procs` of each master, in id order.
     pub master_procs: Vec<usize>,
+    /// Each master's command line (after `cellar`) without `--init`, to start it again.
+    master_args: Vec<Vec<String>>,
+    /// The frontend's extra flags, to start it again.
+    frontend_args: Vec<String>,
     /// The volume servers.
     pub volumes: Vec<VolumeProc>,
     /// The frontend's HTTP base URL.
@@ -275,6 +279,8 @@ impl Cell {
             procs: Vec::new(),
             masters: Vec::new(),
             master_procs: Vec::new(),
+            master_args: Vec::new(),
+            frontend_args: spec.frontend_args.clone(),
             volumes: Vec::new(),
             base: String::new(),
             frozen: Vec::new(),
@@ -310,6 +316,7 @@ impl Cell {
                 "--metrics",
                 "127.0.0.1:0",
             ];
+            cell.master_args.push(args.iter().map(|a| a.to_string()).collect());
             if i == 0 {
                 args.push("--init");
             }
@@ -354,16 +361,22 @@ impl Cell {
         let frontend_args: Vec<&str> = spec.frontend_args.iter().map(String::as_str).collect();
         cell.base = cell.start_frontend("frontend", &frontend_args);
 
-        // Puts are taken once the volume servers have registered and heartbeated.
+        cell.wait_for_a_put("frontend.log");
+        cell
+    }
+
+    /// Waits (at most [`WAIT`]) until the frontend acknowledges a put: the volume servers
+    /// have registered and heartbeated. `log` is the frontend's, shown if it never does.
+    fn wait_for_a_put(&self, log: &str) {
         let a = agent(Duration::from_secs(30));
         let deadline = Instant::now() + WAIT;
         loop {
-            let answer = put(&a, &cell.base, b"ready");
+            let answer = put(&a, &self.base, b"ready");
             if matches!(answer, PutAnswer::Stored(_)) {
-                break;
+                return;
             }
             if Instant::now() >= deadline {
-                let log = std::fs::read_to_string(d.join("frontend.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.path(log)).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
                 panic!(
                     "the cell took no put in time; last answer {answer:?}; frontend log (last lines first):\n{}",
@@ -372,7 +385,54 @@ impl Cell {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        cell
+    }
+
+    /// SIGKILLs every process of the cell at once (masters, volume servers, frontends),
+    /// as a power cut of the whole cell would stop them, and waits for them to exit.
+    pub fn kill_all(&mut self) {
+        for pid in self.frozen.drain(..) {
+            signal(pid, libc::SIGCONT);
+        }
+        for c in &mut self.procs {
+            let _ = c.kill();
+        }
+        for c in &mut self.procs {
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts every master, volume server and the frontend again on their directories
+    /// (after [`Cell::kill_all`]): masters on their addresses, volume servers on new
+    /// ephemeral ports (as a restarted host's may be), each process logging to a new file
+    /// (`*-restart-N.log`); waits until the frontend acknowledges a put. `cell.base` is
+    /// the new frontend's.
+    pub fn restart_all(&mut self) {
+        let n = self.procs.len();
+        for (i, args) in self.master_args.clone().iter().enumerate() {
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.procs.push(cellar(&argv, &self.path(&format!("master-{}-restart-{n}.log", i + 1))));
+            self.master_procs[i] = self.procs.len() - 1;
+        }
+        for v in self.volumes.clone() {
+            let log = self.path(&format!("volume-{}-restart-{n}.log", v.name));
+            let argv: Vec<&str> = v.args.iter().map(String::as_str).collect();
+            self.procs.push(cellar(&argv, &log));
+            let entry = self.volumes.iter_mut().find(|x| x.node_id == v.node_id).expect("known node");
+            entry.proc = self.procs.len() - 1;
+            entry.log = log;
+        }
+        for v in self.volumes.clone() {
+            let line = wait_for_line(&v.log, "volume server running");
+            assert!(
+                line.contains(&format!("node={} ", v.node_id)),
+                "restarted under another node id: {line}"
+            );
+        }
+        let args = self.frontend_args.clone();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let name = format!("frontend-restart-{n}");
+        self.base = self.start_frontend(&name, &argv);
+        self.wait_for_a_put(&format!("{name}.log"));
     }
 
     /// Starts a frontend over the cell's masters with `args` added, its log `NAME.log`;
