@@ -4,11 +4,12 @@
 //! volumes fill, seal and are coded while they run); every process of the cell is
 //! SIGKILLed at once in the middle, as a power cut would stop it, and the cell is started
 //! again on the same directories, the volume servers on new ephemeral ports. Every
-//! acknowledged block must read back byte-exact, the cell must take puts again, and once it
-//! has settled (every volume coded, no task left) everything must still read. Then every
-//! volume server is killed and started again under the running frontend, again on new
-//! ports: the frontend, whose cached addresses are all stale, must reach them again (it
-//! once never did: node addresses were read again only for a node it did not know).
+//! acknowledged block must read back byte-exact, the cell must take puts again, and once
+//! it has settled (every block put before the crash in a coded volume, no volume waiting
+//! to be coded, no task left) everything must still read. Then every volume server is
+//! killed and started again under the running frontend, again on new ports: the frontend,
+//! whose cached addresses are all stale, must reach them again (it once never did: node
+//! addresses were read again only for a node it did not know).
 
 mod common;
 
@@ -16,15 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cell, CellSpec, PutAnswer, WAIT, admin_status, agent, block, get, put};
+use common::{Cell, CellSpec, PutAnswer, WAIT, admin_status, agent, block, get, put, stat};
 
 const CLIENTS: u64 = 4;
 /// Puts acknowledged before the cell is killed.
 const PUTS_BEFORE_KILL: usize = 150;
 /// Block sizes the clients cycle through (the largest is the cell's block limit).
 const SIZES: [usize; 4] = [4 << 10, 64 << 10, 300 << 10, 1 << 20];
-/// 1 MiB blocks, 4 MiB volumes (a few blocks fill one).
-const CONFIG: &str = "block_size_max_bytes = 1048576\nplanner_interval_ms = 200\n";
+/// 1 MiB blocks, 4 MiB volumes (a few blocks fill one); the killed frontend's open volumes
+/// are sealed (and coded) 3 s after it died, volumes sealed empty reclaimed soon after.
+const CONFIG: &str = "block_size_max_bytes = 1048576\nplanner_interval_ms = 200\nlease_ms = 2000\n\
+                      abandoned_after_ms = 1000\ncompaction_interval_ms = 500\ncompaction_grace_ms = 1000\n";
 
 /// The blocks acknowledged so far: (seed, size, hash).
 type Acked = Arc<Mutex<Vec<(u64, usize, String)>>>;
@@ -60,9 +63,22 @@ fn put_more(base: &str, first: u64, n: u64, acked: &Acked, when: &str) {
     }
 }
 
-/// Waits until every volume that took a block is coded and no task is left.
-fn wait_settled(masters: &str) -> serde_json::Value {
+/// Waits until every block of `acked` is in a coded volume (the open volumes of the killed
+/// frontend were sealed and coded), no volume is sealed (waiting for its code, or sealed
+/// empty and not yet reclaimed) and no task is left.
+fn wait_settled(masters: &str, base: &str, acked: &[(u64, usize, String)]) -> serde_json::Value {
+    let a = agent(Duration::from_secs(30));
     let deadline = Instant::now() + WAIT;
+    for (_, _, hash) in acked {
+        loop {
+            let s = stat(&a, base, hash);
+            if s["state"].as_str().is_some_and(|state| state.to_ascii_uppercase().contains("CODED")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "block {hash} was never coded: {s:#}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     let mut last = None;
     loop {
         if let Some(s) = admin_status(masters) {
@@ -120,7 +136,7 @@ fn a_cell_killed_whole_comes_back_with_every_acknowledged_block_and_finds_server
     cell.restart_all();
     check_all(&cell.base, &before, "after the restart");
     put_more(&cell.base, 10_000_000, 40, &acked, "after the restart");
-    let settled = wait_settled(&masters);
+    let settled = wait_settled(&masters, &cell.base, &before);
     assert!(settled["volumes"]["coded"].as_u64().unwrap_or(0) >= 1, "nothing was coded: {settled:#?}");
     assert_eq!(settled["tasks"]["failed"].as_u64(), Some(0), "failed tasks: {settled:#?}");
     let all: Vec<_> = acked.lock().expect("acked").clone();
