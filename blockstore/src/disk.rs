@@ -286,22 +286,46 @@ impl Disk {
         Ok(())
     }
 
+    /// Runs `create` (which makes extent `id`'s file, then records it in the catalog; the
+    /// caller holds the namespace lock and has checked the name is free) and, if it fails,
+    /// removes the file it may have made. A create cut short by an error (a full disk fails
+    /// the header's write) otherwise left a file the catalog does not know, which holds the
+    /// name until the next open: every retry of the create failed with
+    /// [`Error::ExtentExists`]. The catalog is written last, so a failed create is not in it.
+    fn undo_failed_create<T>(&self, id: ExtentId, create: impl FnOnce() -> Result<T>) -> Result<T> {
+        let made = create();
+        if made.is_err() {
+            // Best effort: a file left (the removal failing too) goes to the trash at the
+            // next open, as a crash's would.
+            let _ = std::fs::remove_file(self.extent_path(id));
+        }
+        made
+    }
+
     /// Creates an empty replica extent for `volume_id`.
     pub fn create_replica(&self, volume_id: u64) -> Result<ExtentId> {
         let id = ExtentId::replica(volume_id);
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         self.check_new(id)?;
         let created = now_unix_ms();
-        let replica =
-            Replica::create(self.io.clone(), self.extent_path(id), id, created, self.block_size_max_bytes)?;
-        sync_dir(&self.root.join("extents"))?;
-        let entry = ExtentEntry {
-            state: ExtentState::Open,
-            created_unix_ms: created,
-            length_bytes: 0,
-            chunk_size_bytes: 0,
-        };
-        self.catalog.put_extent(id, &entry)?;
+        let replica = self.undo_failed_create(id, || {
+            let replica = Replica::create(
+                self.io.clone(),
+                self.extent_path(id),
+                id,
+                created,
+                self.block_size_max_bytes,
+            )?;
+            sync_dir(&self.root.join("extents"))?;
+            let entry = ExtentEntry {
+                state: ExtentState::Open,
+                created_unix_ms: created,
+                length_bytes: 0,
+                chunk_size_bytes: 0,
+            };
+            self.catalog.put_extent(id, &entry)?;
+            Ok(replica)
+        })?;
         self.extents
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -428,22 +452,25 @@ impl Disk {
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         self.check_new(id)?;
         let created = now_unix_ms();
-        let fragment = Fragment::create(
-            self.io.clone(),
-            self.extent_path(id),
-            id,
-            created,
-            fragment_len_bytes,
-            chunk_size_bytes,
-        )?;
-        sync_dir(&self.root.join("extents"))?;
-        let entry = ExtentEntry {
-            state: ExtentState::Open,
-            created_unix_ms: created,
-            length_bytes: fragment_len_bytes,
-            chunk_size_bytes,
-        };
-        self.catalog.put_extent(id, &entry)?;
+        let fragment = self.undo_failed_create(id, || {
+            let fragment = Fragment::create(
+                self.io.clone(),
+                self.extent_path(id),
+                id,
+                created,
+                fragment_len_bytes,
+                chunk_size_bytes,
+            )?;
+            sync_dir(&self.root.join("extents"))?;
+            let entry = ExtentEntry {
+                state: ExtentState::Open,
+                created_unix_ms: created,
+                length_bytes: fragment_len_bytes,
+                chunk_size_bytes,
+            };
+            self.catalog.put_extent(id, &entry)?;
+            Ok(fragment)
+        })?;
         self.extents
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -25,6 +25,7 @@ for_each_backend!(
     cached_reads_answer_from_the_page_cache_or_defer,
     direct_and_buffered_appends_interleave_across_block_boundaries_and_reopen,
     bytes_past_a_direct_appends_padding_are_a_torn_tail,
+    a_create_cut_short_by_a_failed_write_leaves_the_name_free,
 );
 
 fn record_round_trips_at_every_size(backend: Backend) {
@@ -272,6 +273,28 @@ fn failed_write_stops_the_extent_until_reopen(backend: Backend) {
     assert_eq!(disk.extent_info(id).expect("info").length_bytes, good.end_bytes());
     let loc = disk.append(id, None, &sha(b"after"), b"after").expect("append after recovery");
     assert_eq!(loc.offset_bytes, good.end_bytes());
+}
+
+fn a_create_cut_short_by_a_failed_write_leaves_the_name_free(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, plan) = open_faulty(dir.path(), backend);
+    // The file is made, then its header's write fails (as on a full disk).
+    plan.fail_after_ops(0);
+    let err = disk.create_replica(30).expect_err("the create must fail");
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    let err = disk.create_fragment(30, 2, 1 << 20, 64 << 10).expect_err("the create must fail");
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    plan.clear();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("extents"))
+        .expect("extents dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "failed creates left files: {left:?}");
+    // A retry is not refused as "already exists" (it was, until the next open).
+    let id = disk.create_replica(30).expect("create again");
+    disk.append(id, None, &sha(b"after"), b"after").expect("append");
+    let f = disk.create_fragment(30, 2, 1 << 20, 64 << 10).expect("create the fragment again");
+    assert!(!disk.extent_info(f).expect("info").failed);
 }
 
 fn scan_yields_every_record_in_order(backend: Backend) {
