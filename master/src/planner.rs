@@ -21,12 +21,12 @@ use std::collections::BTreeMap;
 use crate::codec::Kind;
 use crate::command::{Command, Response};
 use crate::observed::Observed;
-use crate::placement_view::Liveness;
+use crate::placement_view::{Liveness, Promised, fragment_bytes};
 use crate::repair::{RepairBudget, RepairSettings};
 use crate::state::{PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME, StateError};
 use crate::store::sm::StateReader;
 use crate::tasks::{PREFIX_TASK, TaskKind, TaskRecord, TaskState};
-use crate::types::{DiskRecord, NodeRecord, VolumeRecord, VolumeState};
+use crate::types::{DiskRecord, ExtentPlace, NodeRecord, VolumeRecord, VolumeState};
 use crate::{MasterRaft, now_unix_ms};
 
 /// Volumes one pass seals at most (the rest wait for the next pass).
@@ -76,17 +76,28 @@ pub fn plan(
     let drains = reader.drains()?;
     let liveness = Liveness { now_unix_ms, silent_after_ms: settings.node_silent_after.as_millis() as u64 };
     let mut commands = crate::repair::nodes_to_mark_down(&nodes, &settings.repair, now_unix_ms);
-    commands.extend(abandoned.into_iter().map(|v| Command::SealVolume {
-        volume_id: v.volume_id,
-        length_bytes: None,
-        fragments: crate::placement_view::fragment_places(&nodes, &disks, v, v.size_bytes, liveness, &drains),
-    }));
     let tasks: Vec<TaskRecord> = reader.records(PREFIX_TASK, Kind::Task)?;
+    let by_id: BTreeMap<u64, &VolumeRecord> = volumes.iter().map(|v| (v.volume_id, v)).collect();
+    let mut promised = Promised::of(&tasks, |id| by_id.get(&id).copied());
+    for v in abandoned {
+        let fragments = crate::placement_view::fragment_places(
+            &nodes,
+            &disks,
+            v,
+            v.size_bytes,
+            liveness,
+            &drains,
+            &promised,
+        );
+        promised.add(&fragments, fragment_bytes(v));
+        commands.push(Command::SealVolume { volume_id: v.volume_id, length_bytes: None, fragments });
+    }
     let (repairs_open, shares) = crate::repair::open_repairs(&tasks, settings.repair.bytes_per_sec);
     observed.repair_pass(now_unix_ms, repairs_open);
     observed.set_repair_shares(shares);
     if sealed {
-        commands.extend(plan_encodes(&volumes, &tasks, &nodes, &disks, liveness, &drains, encode_cursor));
+        let places = Places { nodes: &nodes, disks: &disks, liveness, drains: &drains };
+        commands.extend(plan_encodes(&volumes, &tasks, &places, &mut promised, encode_cursor));
     }
     budget.refill(now_unix_ms, settings.repair.bytes_per_sec);
     let pass = crate::repair::plan_pass(
@@ -106,18 +117,28 @@ pub fn plan(
     Ok(commands)
 }
 
+/// What fragment placement looks at: the servers, their disks, who was heard from, the
+/// drains.
+struct Places<'a> {
+    nodes: &'a [NodeRecord],
+    disks: &'a [DiskRecord],
+    liveness: Liveness,
+    drains: &'a crate::state::Drains,
+}
+
 /// The encodes to (re)queue: see the module comment. An encode whose fragment targets
-/// include a failed disk or a node marked down is planned again onto other disks; any
-/// other failed encode (every attempt failed) is left for an operator.
+/// include a failed disk, a node marked down or a disk whose free bytes (as last
+/// heartbeated) no longer hold its fragment is planned again onto other disks; any other
+/// failed encode (every attempt failed) is left for an operator. Each encode planned is
+/// added to `promised`, so that the next one in the pass sees the disks it will fill.
 fn plan_encodes(
     volumes: &[VolumeRecord],
     tasks: &[TaskRecord],
-    nodes: &[NodeRecord],
-    disks: &[DiskRecord],
-    liveness: Liveness,
-    drains: &crate::state::Drains,
+    places: &Places<'_>,
+    promised: &mut Promised,
     cursor: &mut u64,
 ) -> Vec<Command> {
+    let Places { nodes, disks, liveness, drains } = *places;
     let encodes: BTreeMap<u64, &TaskRecord> = tasks
         .iter()
         .filter(|t| matches!(t.kind, TaskKind::Encode { .. }))
@@ -143,8 +164,11 @@ fn plan_encodes(
             |t: &TaskRecord| t.state == TaskState::Claimed && t.claimed_until_unix_ms >= liveness.now_unix_ms;
         // An encode onto a disk that has failed or a node marked down cannot succeed: it
         // is planned again onto other disks (once no attempt is running).
+        let no_room = |p: &ExtentPlace| {
+            disks.iter().find(|d| d.disk_id == p.disk_id).is_some_and(|d| d.free_bytes < fragment_bytes(v))
+        };
         let targets_lost = |t: &TaskRecord| match &t.kind {
-            TaskKind::Encode { fragments, .. } => fragments.iter().any(|p| health.lost(v, p)),
+            TaskKind::Encode { fragments, .. } => fragments.iter().any(|p| health.lost(v, p) || no_room(p)),
             _ => false,
         };
         let replaces_task = match existing {
@@ -163,14 +187,25 @@ fn plan_encodes(
         };
         tried += 1;
         *cursor = v.volume_id;
-        match crate::placement_view::try_fragment_places(nodes, disks, v, v.size_bytes, liveness, drains) {
-            Ok(fragments) if !fragments.is_empty() => commands.push(Command::PlanEncode {
-                volume_id: v.volume_id,
-                node_id: holder,
-                fragments,
-                replaces_task,
-                now_unix_ms: liveness.now_unix_ms,
-            }),
+        match crate::placement_view::try_fragment_places(
+            nodes,
+            disks,
+            v,
+            v.size_bytes,
+            liveness,
+            drains,
+            promised,
+        ) {
+            Ok(fragments) if !fragments.is_empty() => {
+                promised.add(&fragments, fragment_bytes(v));
+                commands.push(Command::PlanEncode {
+                    volume_id: v.volume_id,
+                    node_id: holder,
+                    fragments,
+                    replaces_task,
+                    now_unix_ms: liveness.now_unix_ms,
+                })
+            }
             Ok(_) => {}
             Err(e) => tracing::debug!(volume = v.volume_id, error = %e, "encode not placeable yet"),
         }
@@ -240,5 +275,136 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::state::Drains;
+    use crate::types::{DiskHealth, NodeState, RECORD_VERSION};
+
+    const NOW: u64 = 1_000_000;
+    /// A 6 MiB rs-6-3 volume's fragments are 1 MiB.
+    const FRAGMENT_BYTES: u64 = 1 << 20;
+
+    /// Four zones of one node with three disks each (node n has disks 10n+1..=10n+3),
+    /// each disk with `free_bytes` free.
+    fn cell(free_bytes: u64) -> (Vec<NodeRecord>, Vec<DiskRecord>) {
+        let nodes = (1..=4)
+            .map(|n| NodeRecord {
+                v: RECORD_VERSION,
+                node_id: n,
+                address: format!("n{n}"),
+                zone: format!("z{n}"),
+                state: NodeState::Up,
+                last_heartbeat_unix_ms: NOW,
+                disk_ids: (1..=3).map(|d| 10 * n + d).collect(),
+            })
+            .collect();
+        let disks = (1..=4u64)
+            .flat_map(|n| {
+                (1..=3).map(move |d| DiskRecord {
+                    v: RECORD_VERSION,
+                    disk_id: 10 * n + d,
+                    node_id: n,
+                    uuid: String::new(),
+                    path: String::new(),
+                    capacity_bytes: 1 << 30,
+                    used_bytes: (1 << 30) - free_bytes,
+                    free_bytes,
+                    health: DiskHealth::Ok,
+                    trash_bytes: 0,
+                    trash_extents: 0,
+                })
+            })
+            .collect();
+        (nodes, disks)
+    }
+
+    /// A sealed rs-6-3 volume of 6 MiB, replicated on nodes 1-3.
+    fn sealed(volume_id: u64) -> VolumeRecord {
+        VolumeRecord {
+            v: RECORD_VERSION,
+            volume_id,
+            state: VolumeState::Sealed,
+            scheme: cellar_erasure::Scheme::RS_6_3,
+            replicas: (1..=3).map(|n| ExtentPlace { node_id: n, disk_id: 10 * n + 1 }).collect(),
+            fragments: Vec::new(),
+            generation: 1,
+            size_bytes: 6 * FRAGMENT_BYTES,
+            lease: None,
+            bad_disks: Vec::new(),
+        }
+    }
+
+    fn encodes(volumes: &[VolumeRecord], tasks: &[TaskRecord], disks: &[DiskRecord]) -> Vec<Command> {
+        let (nodes, _) = cell(0);
+        let places = Places {
+            nodes: &nodes,
+            disks,
+            liveness: Liveness { now_unix_ms: NOW, silent_after_ms: 2000 },
+            drains: &Drains::default(),
+        };
+        let by_id: BTreeMap<u64, &VolumeRecord> = volumes.iter().map(|v| (v.volume_id, v)).collect();
+        let mut promised = Promised::of(tasks, |id| by_id.get(&id).copied());
+        plan_encodes(volumes, tasks, &places, &mut promised, &mut 0)
+    }
+
+    #[test]
+    fn encodes_planned_in_one_pass_promise_no_disk_more_than_it_has_free() {
+        // Every disk has room for one fragment and a half: twelve fragments in all, so
+        // one volume's nine fit and a second's do not.
+        let (_, disks) = cell(FRAGMENT_BYTES * 3 / 2);
+        let commands = encodes(&[sealed(1), sealed(2)], &[], &disks);
+        assert_eq!(commands.len(), 1, "the second volume must wait for room: {commands:?}");
+        let Command::PlanEncode { fragments, .. } = &commands[0] else { panic!("{commands:?}") };
+        let distinct: BTreeSet<u64> = fragments.iter().map(|p| p.disk_id).collect();
+        assert_eq!(distinct.len(), 9, "{fragments:?}");
+        // A queued encode's fragments count as well: with it open, the next pass plans
+        // nothing more.
+        let task = TaskRecord {
+            v: RECORD_VERSION,
+            task_id: 7,
+            kind: TaskKind::Encode { volume_id: 1, fragments: fragments.clone() },
+            node_id: 1,
+            state: TaskState::Pending,
+            attempts: 0,
+            claimed_until_unix_ms: 0,
+            detail: String::new(),
+        };
+        let again = encodes(&[sealed(1), sealed(2)], std::slice::from_ref(&task), &disks);
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn an_encode_whose_target_filled_up_is_planned_again_elsewhere() {
+        let (_, mut disks) = cell(1 << 29);
+        let first = encodes(&[sealed(1)], &[], &disks);
+        let Command::PlanEncode { fragments, .. } = &first[0] else { panic!("{first:?}") };
+        // Every attempt failed (say, "disk full" on fragment 5's disk), which is now full.
+        let full = fragments[5].disk_id;
+        let task = TaskRecord {
+            v: RECORD_VERSION,
+            task_id: 9,
+            kind: TaskKind::Encode { volume_id: 1, fragments: fragments.clone() },
+            node_id: 1,
+            state: TaskState::Failed,
+            attempts: 5,
+            claimed_until_unix_ms: 0,
+            detail: "fragment 5: disk full".into(),
+        };
+        // While the disk has room the failure is left for an operator, as before.
+        assert!(encodes(&[sealed(1)], std::slice::from_ref(&task), &disks).is_empty());
+        let d = disks.iter_mut().find(|d| d.disk_id == full).expect("disk");
+        d.free_bytes = FRAGMENT_BYTES / 2;
+        let again = encodes(&[sealed(1)], std::slice::from_ref(&task), &disks);
+        let Some(Command::PlanEncode { fragments, replaces_task, .. }) = again.first() else {
+            panic!("the encode was not planned again: {again:?}")
+        };
+        assert_eq!(*replaces_task, Some(9));
+        assert!(fragments.iter().all(|p| p.disk_id != full), "{fragments:?}");
     }
 }

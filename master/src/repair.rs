@@ -19,7 +19,7 @@ use cellar_placement::{DiskRef, Scheme};
 
 use crate::codec::Kind;
 use crate::command::Command;
-use crate::placement_view::{Liveness, cluster_view, fragment_places};
+use crate::placement_view::{Liveness, Promised, cluster_view, fragment_bytes, fragment_places};
 use crate::state::{Drains, PREFIX_DISK, PREFIX_NODE, PREFIX_VOLUME, StateError};
 use crate::store::sm::StateReader;
 use crate::types::{
@@ -495,7 +495,9 @@ fn plan_into(
         .collect();
     at_risk.sort_by_key(|a| (a.r.lost.is_empty(), a.r.can_lose, a.v.volume_id));
 
-    let view = cluster_view(nodes, disks, liveness, drains);
+    let by_id: BTreeMap<u64, &VolumeRecord> = volumes.iter().map(|v| (v.volume_id, v)).collect();
+    let mut promised = Promised::of(tasks, |id| by_id.get(&id).copied());
+    let mut view = cluster_view(nodes, disks, liveness, drains, &promised);
     let mut commands = Vec::new();
     for AtRisk { v, r, shared, moving } in at_risk {
         let order = distinct(shared.iter().chain(&r.lost).chain(&moving));
@@ -504,11 +506,16 @@ fn plan_into(
             break;
         }
         match v.state {
-            VolumeState::Open => commands.push(Command::SealVolume {
-                volume_id: v.volume_id,
-                length_bytes: None,
-                fragments: fragment_places(nodes, disks, v, v.size_bytes, liveness, drains),
-            }),
+            VolumeState::Open => {
+                let fragments = fragment_places(nodes, disks, v, v.size_bytes, liveness, drains, &promised);
+                promised.add(&fragments, fragment_bytes(v));
+                for d in &mut view.disks {
+                    if fragments.iter().any(|p| p.disk_id == d.disk_id) {
+                        d.used_bytes = d.used_bytes.saturating_add(fragment_bytes(v));
+                    }
+                }
+                commands.push(Command::SealVolume { volume_id: v.volume_id, length_bytes: None, fragments })
+            }
             VolumeState::Sealed if encodes.contains(&v.volume_id) => {}
             VolumeState::Sealed | VolumeState::Coded => {
                 let coded = v.state == VolumeState::Coded;
@@ -606,6 +613,11 @@ fn plan_into(
                         }
                     };
                     current[slot] = Some(DiskRef { disk_id: target.disk_id, node_id: target.node_id });
+                    // The next repairs of this pass see the bytes promised to this one.
+                    promised.add(&[target], extent_bytes);
+                    if let Some(d) = view.disks.iter_mut().find(|d| d.disk_id == target.disk_id) {
+                        d.used_bytes = d.used_bytes.saturating_add(extent_bytes);
+                    }
                     let from_itself = moving.contains(&slot)
                         && health.nodes.get(&replaces.node_id).is_some_and(|n| liveness.heard_from(n));
                     let part = if coded { Part::Fragment { index: slot as u32 } } else { Part::Replica };

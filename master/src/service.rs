@@ -124,6 +124,22 @@ impl MasterService {
     fn drains(&self) -> Result<state::Drains, Status> {
         self.reader.drains().map_err(internal)
     }
+
+    /// The bytes open tasks will write, per disk (see [`crate::placement_view::Promised`]).
+    fn promised(&self) -> Result<crate::placement_view::Promised, Status> {
+        let tasks: Vec<crate::types::TaskRecord> =
+            self.reader.records(crate::tasks::PREFIX_TASK, Kind::Task).map_err(internal)?;
+        let mut volumes = std::collections::BTreeMap::new();
+        for t in &tasks {
+            let id = t.kind.volume_id();
+            if let std::collections::btree_map::Entry::Vacant(e) = volumes.entry(id)
+                && let Some(v) = read_volume(&self.reader, id)?
+            {
+                e.insert(v);
+            }
+        }
+        Ok(crate::placement_view::Promised::of(&tasks, |id| volumes.get(&id)))
+    }
 }
 
 fn expect_volume(response: command::Response) -> Result<Response<pb::Volume>, Status> {
@@ -296,6 +312,7 @@ impl Master for MasterService {
             &self.disks()?,
             self.liveness(),
             &self.drains()?,
+            &self.promised()?,
         );
         let seed = state::counters(&self.reader).map_err(internal)?.next_volume_id;
         let size = self.settings.volume_size_bytes;
@@ -490,6 +507,7 @@ impl Master for MasterService {
                 r.length_bytes.unwrap_or(v.size_bytes),
                 self.liveness(),
                 &self.drains()?,
+                &self.promised()?,
             ),
             _ => Vec::new(),
         };
