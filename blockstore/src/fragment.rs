@@ -202,7 +202,11 @@ impl Fragment {
             write_all_at(file.as_ref(), &table, self.table_offset() + first_chunk * CHUNK_ENTRY_BYTES)
         });
         if let Err(e) = written {
-            st.failed = true;
+            // Out of space, the chunk is left unwritten or failing its check (the data goes
+            // before its CRC), and can be written again; any other error fails the extent.
+            if e.raw_os_error() != Some(libc::ENOSPC) {
+                st.failed = true;
+            }
             return Err(Error::io(&self.path, "write fragment chunks", e));
         }
         Ok(())

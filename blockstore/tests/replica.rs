@@ -26,6 +26,7 @@ for_each_backend!(
     direct_and_buffered_appends_interleave_across_block_boundaries_and_reopen,
     bytes_past_a_direct_appends_padding_are_a_torn_tail,
     a_create_cut_short_by_a_failed_write_leaves_the_name_free,
+    a_full_disk_fails_the_append_not_the_extent,
 );
 
 fn record_round_trips_at_every_size(backend: Backend) {
@@ -295,6 +296,38 @@ fn a_create_cut_short_by_a_failed_write_leaves_the_name_free(backend: Backend) {
     disk.append(id, None, &sha(b"after"), b"after").expect("append");
     let f = disk.create_fragment(30, 2, 1 << 20, 64 << 10).expect("create the fragment again");
     assert!(!disk.extent_info(f).expect("info").failed);
+}
+
+fn a_full_disk_fails_the_append_not_the_extent(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = ExtentId::replica(40);
+    let (good, small);
+    {
+        let (disk, plan) = open_faulty(dir.path(), backend);
+        disk.create_replica(40).expect("create");
+        good = disk.append(id, None, &sha(b"good"), b"good").expect("append");
+        // Out of space: each write gets half of its bytes in, then ENOSPC. A large (direct)
+        // and a small (buffered) append fail, leaving bytes past the end.
+        plan.disk_full();
+        for payload in [bytes(100_000, 40), bytes(3000, 41)] {
+            let err = disk.append(id, None, &sha(&payload), &payload).expect_err("no room");
+            assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+        }
+        plan.clear();
+        let info = disk.extent_info(id).expect("info");
+        assert!(!info.failed, "a full disk failed the extent: {info:?}");
+        // Room again: appends go on where the last acknowledged record ended.
+        small = disk.append(id, None, &sha(b"small"), b"small").expect("append once there is room");
+        assert_eq!(small.offset_bytes, good.end_bytes());
+        assert_eq!(disk.read_record(id, 0).expect("read").payload, b"good");
+        assert_eq!(disk.read_record(id, small.offset_bytes).expect("read").payload, b"small");
+    }
+    // Reopened: the acknowledged records, and nothing of the failed appends' bytes.
+    let disk = open(dir.path(), backend);
+    let payloads: Vec<Vec<u8>> =
+        disk.scan_replica(id).expect("scan").map(|r| r.expect("record").payload).collect();
+    assert_eq!(payloads, vec![b"good".to_vec(), b"small".to_vec()]);
+    assert_eq!(disk.extent_info(id).expect("info").length_bytes, small.end_bytes());
 }
 
 fn scan_yields_every_record_in_order(backend: Backend) {

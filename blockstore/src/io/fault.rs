@@ -41,6 +41,11 @@ struct FaultState {
     syncs: u64,
     /// The next sync waits until this many writes have happened.
     hold_sync_until_writes: Option<u64>,
+    /// Writes fail with ENOSPC (reads and syncs still work), as on a full disk: each write
+    /// of two bytes or more first gets half of its bytes in (a short write), then ENOSPC.
+    disk_full: bool,
+    /// The last write under `disk_full` was short: the next one fails.
+    short_write_done: bool,
 }
 
 impl FaultPlan {
@@ -52,6 +57,12 @@ impl FaultPlan {
     fn lock(&self) -> MutexGuard<'_, FaultState> {
         // A test thread that panicked while holding the lock leaves valid state behind.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// From now on every write fails with ENOSPC, as on a full file system (reads, syncs
+    /// and truncates still work), until [`FaultPlan::clear`].
+    pub fn disk_full(&self) {
+        self.lock().disk_full = true;
     }
 
     /// Every operation from the `n`-th on (counting from now) fails with EIO.
@@ -189,7 +200,15 @@ impl IoFile for FaultFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         let len = {
             let mut s = self.plan.begin_op()?;
-            let len = s.short_io_max_bytes.map_or(buf.len(), |max| buf.len().min(max));
+            let mut len = s.short_io_max_bytes.map_or(buf.len(), |max| buf.len().min(max));
+            if s.disk_full {
+                if s.short_write_done || len < 2 {
+                    s.short_write_done = false;
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                s.short_write_done = true;
+                len /= 2;
+            }
             if let Some(budget) = s.write_budget_bytes {
                 if (len as u64) > budget {
                     // The torn write: a prefix reaches the file, then the process is gone.

@@ -71,7 +71,14 @@ impl Replica {
                 written = write_buffered(file.as_ref(), st.end_bytes, records, &headers).map_err(Some);
             }
             if let Err(Some(e)) = written {
-                self.failed.store(true, Ordering::Release);
+                // Out of space, nothing the extent holds is in doubt: the write stopped
+                // short, past the end (the next append writes over those bytes; a seal or a
+                // reopen cuts them off), so the append fails and the extent stays
+                // writable. Any other write error may have cost written data: the extent
+                // fails (and with it the disk, in its server's heartbeat).
+                if e.raw_os_error() != Some(libc::ENOSPC) {
+                    self.failed.store(true, Ordering::Release);
+                }
                 return Err(Error::io(&self.path, "append record", e));
             }
             st.tail = tail_after(&st.tail, offset, records, &headers);
