@@ -157,12 +157,24 @@ async fn encode_from(
     let scanned = match source {
         Source::Local { disk, .. } => {
             let d = disk.clone();
-            blocking(move || {
+            let scanned = tokio::task::spawn_blocking(move || {
                 d.seal_replica(id, Some(size))?;
                 scan_crcs(&d, id, &layout)
             })
-            .await
-            .map_err(|e| AttemptError::Source(corrupt_source(e)))?
+            .await;
+            match scanned {
+                Ok(Ok(crcs)) => crcs,
+                // No room for the seal's catalog write (or a catalog in trouble): that
+                // says nothing of the replica's bytes, so it is not reported bad (which
+                // would count it lost); the next candidate is tried.
+                Ok(Err(e @ (DiskError::DiskFull { .. } | DiskError::Catalog { .. }))) => {
+                    return Err(AttemptError::Source(crate::errors::disk_status(&e)));
+                }
+                Ok(Err(e)) => {
+                    return Err(AttemptError::Source(corrupt_source(crate::errors::disk_status(&e))));
+                }
+                Err(e) => return Err(AttemptError::Other(crate::errors::join_status(&e))),
+            }
         }
         Source::Remote { node_id, disk_id } => {
             remote_scan_crcs(shared, *node_id, *disk_id, v.volume_id, &layout, shared.block_size_max_bytes)
@@ -234,10 +246,11 @@ fn corrupt(detail: String) -> Status {
 }
 
 /// A remote scan's error: its bytes' fault (reported bad), unless the holder could not
-/// be reached or did not answer in time, which says nothing about the replica.
+/// be reached, did not answer in time, or failed in itself (its disk out of space, its
+/// catalog refusing a write: `Internal`), which says nothing about the replica.
 fn source_fault(e: Status) -> Status {
     match e.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => e,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal => e,
         _ => corrupt_source(e),
     }
 }
