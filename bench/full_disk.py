@@ -1,18 +1,27 @@
 #!/usr/bin/env python3
-"""Full-disk experiment (by hand, not run by the tests): one volume server's two disks are
-100 MB loop-mounted ext4 images in a cell of separate processes (3 masters, 3 zones x 2
-volume servers x 2 disks, one frontend; 64 MiB volumes); 8 clients put 1 MiB blocks (PUTS,
-default 2048). Every put must be acknowledged or refused with a clear error, no process may
-die, every acknowledged block must read back; the status after 2 minutes shows what was
-coded and what waits (encodes must not fail for good on the full disks).
-Usage (root): python3 bench/full_disk.py WORK_DIR [PUTS]. WORK_DIR is unmounted and removed.
+"""Full-disk experiments (by hand, not run by the tests) on a cell of separate processes
+(3 masters, 3 zones x 2 volume servers x 2 disks, one frontend; 64 MiB volumes): one volume
+server's two disks (or, with --every-disk, every disk) are 100 MB loop-mounted ext4 images,
+and 8 clients put 1 MiB blocks (PUTS, default 2048). Every put must be acknowledged or
+refused at once with a clear error, no process may die, no disk may be reported failed,
+every acknowledged block must read back; the status over the next STATUS_SECONDS (120)
+shows what was coded and what waits (encodes must not fail for good on full disks).
+Usage (root): python3 bench/full_disk.py WORK_DIR [PUTS] [--every-disk]. WORK_DIR is
+unmounted and removed at the end.
 """
 import hashlib, http.client, json, os, random, socket, subprocess, sys, threading, time
 BIN = os.environ.get("CELLAR_BIN", os.path.expanduser("~/.cache/cellar/target/release/cellar"))
-D = sys.argv[1]
-os.system(f"for m in {D}/small1 {D}/small2; do umount $m 2>/dev/null; done; rm -rf {D}; mkdir -p {D}")
-for i in (1, 2):
-    os.system(f"truncate -s 100M {D}/img{i} && mkfs.ext4 -q -F {D}/img{i} && mkdir -p {D}/small{i} && mount -o loop {D}/img{i} {D}/small{i}")
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+EVERY = "--every-disk" in sys.argv
+D = args[0]
+os.system(f"rm -rf {D}; mkdir -p {D}")
+for z in (1, 2, 3):
+    for s in (1, 2):
+        for i in (1, 2):
+            if not EVERY and (z, s) != (1, 1):
+                continue
+            m = f"{D}/d-z{z}-s{s}-{i}"
+            os.system(f"truncate -s 100M {m}.img && mkfs.ext4 -q -F {m}.img && mkdir -p {m} && mount -o loop {m}.img {m}")
 def port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 masters = [f"127.0.0.1:{port()}" for _ in range(3)]
@@ -27,7 +36,7 @@ for i, a in enumerate(masters):
     spawn(f"master-{i+1}", args)
 for z in (1, 2, 3):
     for s in (1, 2):
-        disks = [f"{D}/small1", f"{D}/small2"] if (z, s) == (1, 1) else [f"{D}/d-z{z}-s{s}-1", f"{D}/d-z{z}-s{s}-2"]
+        disks = [f"{D}/d-z{z}-s{s}-1", f"{D}/d-z{z}-s{s}-2"]
         spawn(f"volume-z{z}-s{s}", ["volume", "--listen", "127.0.0.1:0", "--zone", f"z{z}", "--master", ml] + sum([["--disk", d] for d in disks], []))
 spawn("frontend", ["frontend", "--http", "127.0.0.1:0", "--master", ml], out=subprocess.PIPE)
 line = procs["frontend"].stdout.readline().decode()
@@ -41,14 +50,17 @@ while put(b"ready")[0] != 201:
     if time.time() > deadline: raise SystemExit("no put")
     time.sleep(0.2)
 acked, refused, errors = [], {}, []
+slowest = [0.0]
 lock = threading.Lock()
-N = int(sys.argv[2]) if len(sys.argv) > 2 else 2048
+N = int(args[1]) if len(args) > 1 else 2048
 def worker(w):
     for n in range(w, N, 8):
         data = random.Random(n).randbytes(1 << 20)
         t = time.time()
         try:
             st, out = put(data)
+            took = time.time() - t
+            with lock: slowest[0] = max(slowest[0], took)
         except Exception as e:
             with lock: errors.append(str(e)[:200]); continue
         with lock:
@@ -57,18 +69,18 @@ def worker(w):
 t0 = time.time()
 ts = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
 [t.start() for t in ts]; [t.join() for t in ts]
-print(f"{N} puts in {time.time()-t0:.1f} s: {len(acked)} acknowledged, refused {refused}, no answer {len(errors)} {errors[:3]}", flush=True)
+print(f"slowest put {slowest[0]:.2f} s"); print(f"{N} puts in {time.time()-t0:.1f} s: {len(acked)} acknowledged, refused {refused}, no answer {len(errors)} {errors[:3]}", flush=True)
 dead = [n for n, p in procs.items() if p.poll() is not None]
 print("processes that exited:", dead, flush=True)
-os.system(f"df -h {D}/small1 {D}/small2 | tail -2")
+os.system(f"df -h {D}/d-* | grep loop | awk '{{print $5}}' | sort | uniq -c")
 st = subprocess.run([BIN, "admin", "status", "--master", ml], capture_output=True, text=True).stdout
 print("\n".join(l for l in st.splitlines() if l.startswith(("  disk 1 ", "  disk 2 ", "volumes", "tasks", "redundancy", "repair "))), flush=True)
-for i in range(12):
+for i in range(int(os.environ.get("STATUS_SECONDS", "120")) // 10):
     time.sleep(10)
     st = subprocess.run([BIN, "admin", "status", "--master", ml], capture_output=True, text=True).stdout
     print(f"+{(i+1)*10}s", " | ".join(l for l in st.splitlines() if l.startswith(("volumes", "tasks"))), flush=True)
 st = subprocess.run([BIN, "admin", "status", "--master", ml], capture_output=True, text=True).stdout
-print("\n".join(l for l in st.splitlines() if "failed" in l or "small" in l), flush=True)
+print("\n".join(l for l in st.splitlines() if "failed" in l or (l.startswith("  disk") and os.path.ismount(l.split()[-1]))), flush=True)
 bad = 0
 for n in acked:
     data = random.Random(n).randbytes(1 << 20)
@@ -81,4 +93,4 @@ os.system(f"grep -h 'WARN\\|ERROR' {D}/*.log | sed 's/^[^ ]* //' | cut -c1-200 |
 for p in procs.values(): p.kill()
 for p in procs.values(): p.wait()
 time.sleep(1)
-os.system(f"umount {D}/small1 {D}/small2; rm -rf {D}")
+os.system(f"umount {D}/d-z*[0-9] 2>/dev/null; rm -rf {D}")
