@@ -283,46 +283,12 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::repair::tests::{NOW, cell_with_free as cell};
     use crate::state::Drains;
-    use crate::types::{DiskHealth, NodeState, RECORD_VERSION};
+    use crate::types::RECORD_VERSION;
 
-    const NOW: u64 = 1_000_000;
     /// A 6 MiB rs-6-3 volume's fragments are 1 MiB.
     const FRAGMENT_BYTES: u64 = 1 << 20;
-
-    /// Four zones of one node with three disks each (node n has disks 10n+1..=10n+3),
-    /// each disk with `free_bytes` free.
-    fn cell(free_bytes: u64) -> (Vec<NodeRecord>, Vec<DiskRecord>) {
-        let nodes = (1..=4)
-            .map(|n| NodeRecord {
-                v: RECORD_VERSION,
-                node_id: n,
-                address: format!("n{n}"),
-                zone: format!("z{n}"),
-                state: NodeState::Up,
-                last_heartbeat_unix_ms: NOW,
-                disk_ids: (1..=3).map(|d| 10 * n + d).collect(),
-            })
-            .collect();
-        let disks = (1..=4u64)
-            .flat_map(|n| {
-                (1..=3).map(move |d| DiskRecord {
-                    v: RECORD_VERSION,
-                    disk_id: 10 * n + d,
-                    node_id: n,
-                    uuid: String::new(),
-                    path: String::new(),
-                    capacity_bytes: 1 << 30,
-                    used_bytes: (1 << 30) - free_bytes,
-                    free_bytes,
-                    health: DiskHealth::Ok,
-                    trash_bytes: 0,
-                    trash_extents: 0,
-                })
-            })
-            .collect();
-        (nodes, disks)
-    }
 
     /// A sealed rs-6-3 volume of 6 MiB, replicated on nodes 1-3.
     fn sealed(volume_id: u64) -> VolumeRecord {
@@ -337,6 +303,20 @@ mod tests {
             size_bytes: 6 * FRAGMENT_BYTES,
             lease: None,
             bad_disks: Vec::new(),
+        }
+    }
+
+    /// Encode task `task_id` of volume 1 onto `fragments`, in `state` after `attempts`.
+    fn encode_task(task_id: u64, fragments: &[ExtentPlace], state: TaskState, attempts: u32) -> TaskRecord {
+        TaskRecord {
+            v: RECORD_VERSION,
+            task_id,
+            kind: TaskKind::Encode { volume_id: 1, fragments: fragments.to_vec() },
+            node_id: 1,
+            state,
+            attempts,
+            claimed_until_unix_ms: 0,
+            detail: String::new(),
         }
     }
 
@@ -365,16 +345,7 @@ mod tests {
         assert_eq!(distinct.len(), 9, "{fragments:?}");
         // A queued encode's fragments count as well: with it open, the next pass plans
         // nothing more.
-        let task = TaskRecord {
-            v: RECORD_VERSION,
-            task_id: 7,
-            kind: TaskKind::Encode { volume_id: 1, fragments: fragments.clone() },
-            node_id: 1,
-            state: TaskState::Pending,
-            attempts: 0,
-            claimed_until_unix_ms: 0,
-            detail: String::new(),
-        };
+        let task = encode_task(7, fragments, TaskState::Pending, 0);
         let again = encodes(&[sealed(1), sealed(2)], std::slice::from_ref(&task), &disks);
         assert!(again.is_empty(), "{again:?}");
     }
@@ -386,16 +357,7 @@ mod tests {
         let Command::PlanEncode { fragments, .. } = &first[0] else { panic!("{first:?}") };
         // Every attempt failed (say, "disk full" on fragment 5's disk), which is now full.
         let full = fragments[5].disk_id;
-        let task = TaskRecord {
-            v: RECORD_VERSION,
-            task_id: 9,
-            kind: TaskKind::Encode { volume_id: 1, fragments: fragments.clone() },
-            node_id: 1,
-            state: TaskState::Failed,
-            attempts: 5,
-            claimed_until_unix_ms: 0,
-            detail: "fragment 5: disk full".into(),
-        };
+        let task = encode_task(9, fragments, TaskState::Failed, 5);
         // While the disk has room the failure is left for an operator, as before.
         assert!(encodes(&[sealed(1)], std::slice::from_ref(&task), &disks).is_empty());
         let d = disks.iter_mut().find(|d| d.disk_id == full).expect("disk");

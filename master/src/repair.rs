@@ -651,14 +651,21 @@ fn plan_into(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::types::RECORD_VERSION;
 
-    const NOW: u64 = 1_000_000;
+    /// The leader's clock in these tests.
+    pub(crate) const NOW: u64 = 1_000_000;
 
     /// Four zones of one node with three disks each: node n has disks 10n+1..=10n+3.
     fn cell() -> (Vec<NodeRecord>, Vec<DiskRecord>) {
+        cell_with_free(1 << 40)
+    }
+
+    /// [`cell`] with every disk `free_bytes` free (of at least that much).
+    pub(crate) fn cell_with_free(free_bytes: u64) -> (Vec<NodeRecord>, Vec<DiskRecord>) {
+        let capacity_bytes = free_bytes.max(1 << 30);
         let nodes = (1..=4)
             .map(|n| NodeRecord {
                 v: RECORD_VERSION,
@@ -678,9 +685,9 @@ mod tests {
                     node_id: n,
                     uuid: String::new(),
                     path: String::new(),
-                    capacity_bytes: 1 << 40,
-                    used_bytes: 0,
-                    free_bytes: 1 << 40,
+                    capacity_bytes,
+                    used_bytes: capacity_bytes - free_bytes,
+                    free_bytes,
                     health: DiskHealth::Ok,
                     trash_bytes: 0,
                     trash_extents: 0,
