@@ -9,11 +9,11 @@ shows what was coded and what waits (encodes must not fail for good on full disk
 Usage (root): python3 bench/full_disk.py WORK_DIR [PUTS] [--every-disk]. WORK_DIR is
 unmounted and removed at the end.
 """
-import hashlib, http.client, json, os, random, socket, subprocess, sys, threading, time
+import atexit, hashlib, http.client, json, os, random, socket, subprocess, sys, threading, time
 BIN = os.environ.get("CELLAR_BIN", os.path.expanduser("~/.cache/cellar/target/release/cellar"))
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
+cli = [a for a in sys.argv[1:] if not a.startswith("--")]
 EVERY = "--every-disk" in sys.argv
-D = args[0]
+D = cli[0]
 os.system(f"rm -rf {D}; mkdir -p {D}")
 for z in (1, 2, 3):
     for s in (1, 2):
@@ -28,6 +28,19 @@ masters = [f"127.0.0.1:{port()}" for _ in range(3)]
 peers = ",".join(f"{i+1}={a}" for i, a in enumerate(masters)); ml = ",".join(masters)
 open(f"{D}/master.toml", "w").write(f"volume_size_bytes = {64 << 20}\nplanner_interval_ms = 500\n")
 procs = {}
+
+
+def cleanup():
+    """However the run ends: every process killed, the images unmounted, WORK_DIR removed."""
+    for p in procs.values():
+        p.kill()
+    for p in procs.values():
+        p.wait()
+    time.sleep(1)
+    os.system(f"umount {D}/d-z*[0-9] 2>/dev/null; rm -rf {D}")
+
+
+atexit.register(cleanup)
 def spawn(name, args, out=subprocess.DEVNULL):
     procs[name] = subprocess.Popen([BIN] + args, stdout=out, stderr=open(f"{D}/{name}.log", "w"))
 for i, a in enumerate(masters):
@@ -52,7 +65,7 @@ while put(b"ready")[0] != 201:
 acked, refused, errors = [], {}, []
 slowest = [0.0]
 lock = threading.Lock()
-N = int(args[1]) if len(args) > 1 else 2048
+N = int(cli[1]) if len(cli) > 1 else 2048
 def worker(w):
     for n in range(w, N, 8):
         data = random.Random(n).randbytes(1 << 20)
