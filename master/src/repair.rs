@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-use cellar_placement::{DiskRef, Scheme};
+use cellar_placement::{ClusterView, DiskRef, Scheme};
 
 use crate::codec::Kind;
 use crate::command::Command;
@@ -436,6 +436,18 @@ pub struct RepairPass {
     pub stopped_early: bool,
 }
 
+/// Promises `bytes_each` on each disk of `places`, both in `promised` (which fragment
+/// placement builds its view from) and in `view` (which repairs place from), so that the
+/// rest of the pass sees it either way.
+fn promise(promised: &mut Promised, view: &mut ClusterView, places: &[ExtentPlace], bytes_each: u64) {
+    promised.add(places, bytes_each);
+    for d in &mut view.disks {
+        if places.iter().any(|p| p.disk_id == d.disk_id) {
+            d.used_bytes = d.used_bytes.saturating_add(bytes_each);
+        }
+    }
+}
+
 /// One pass of the repair planner: the commands to propose, most at-risk volume first,
 /// and what the pass could not place.
 pub fn plan_pass(
@@ -508,12 +520,7 @@ fn plan_into(
         match v.state {
             VolumeState::Open => {
                 let fragments = fragment_places(nodes, disks, v, v.size_bytes, liveness, drains, &promised);
-                promised.add(&fragments, fragment_bytes(v));
-                for d in &mut view.disks {
-                    if fragments.iter().any(|p| p.disk_id == d.disk_id) {
-                        d.used_bytes = d.used_bytes.saturating_add(fragment_bytes(v));
-                    }
-                }
+                promise(&mut promised, &mut view, &fragments, fragment_bytes(v));
                 commands.push(Command::SealVolume { volume_id: v.volume_id, length_bytes: None, fragments })
             }
             VolumeState::Sealed if encodes.contains(&v.volume_id) => {}
@@ -521,8 +528,7 @@ fn plan_into(
                 let coded = v.state == VolumeState::Coded;
                 let extents = if coded { &v.fragments } else { &v.replicas };
                 let (scheme, extent_bytes) = if coded {
-                    let code = v.scheme;
-                    (Scheme::from(code), v.size_bytes.div_ceil(code.data_count().max(1) as u64))
+                    (Scheme::from(v.scheme), fragment_bytes(v))
                 } else {
                     (Scheme::Replicated { copies: extents.len() as u8 }, v.size_bytes)
                 };
@@ -614,10 +620,7 @@ fn plan_into(
                     };
                     current[slot] = Some(DiskRef { disk_id: target.disk_id, node_id: target.node_id });
                     // The next repairs of this pass see the bytes promised to this one.
-                    promised.add(&[target], extent_bytes);
-                    if let Some(d) = view.disks.iter_mut().find(|d| d.disk_id == target.disk_id) {
-                        d.used_bytes = d.used_bytes.saturating_add(extent_bytes);
-                    }
+                    promise(&mut promised, &mut view, &[target], extent_bytes);
                     let from_itself = moving.contains(&slot)
                         && health.nodes.get(&replaces.node_id).is_some_and(|n| liveness.heard_from(n));
                     let part = if coded { Part::Fragment { index: slot as u32 } } else { Part::Replica };
