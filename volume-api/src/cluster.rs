@@ -644,7 +644,9 @@ impl Cluster {
             .map_err(|e| master_status(&e))?;
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         nodes.read_at = Some(Instant::now());
-        if map.unchanged && map.version == nodes.version {
+        // Unchanged, or an answer older than one applied meanwhile (a lookup's refresh and
+        // the background one can overlap): what is known stays.
+        if (map.unchanged && map.version == nodes.version) || map.version < nodes.version {
             return Ok(());
         }
         nodes.version = map.version;
