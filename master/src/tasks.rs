@@ -357,7 +357,8 @@ pub fn claim(
 }
 
 /// Records a task's outcome: done tasks leave the queue; failed ones are retried until the
-/// attempt limit, then kept as failed for an operator.
+/// attempt limit, then kept as failed for an operator, unless the placement changed under
+/// them ([`overtaken`]): those leave the queue, counted neither done nor failed.
 pub fn report(
     kv: &mut dyn Kv,
     c: &mut Counters,
@@ -393,6 +394,21 @@ pub fn report(
         c.tasks_done += 1;
         return Ok(Response::TaskReported { task: None });
     }
+    let volume = state::volume(kv, task.kind.volume_id())?;
+    if overtaken(volume.as_ref(), &task.kind) {
+        // Nothing to retry: the placement it was planned against changed meanwhile (seen:
+        // a replica copy planned while its volume could not be coded, the volume coded
+        // before the copy ran, the copy then failing five times in 20 ms and counted as
+        // a failure for an operator). The planners plan again from what is placed now;
+        // whatever the attempt may have half written is deleted.
+        drop_task(kv, c, &task)?;
+        for (part, place) in targets(&task.kind) {
+            if volume.as_ref().is_none_or(|v| !placed(v, part, &place)) {
+                delete_later(kv, c, task.kind.volume_id(), part, place)?;
+            }
+        }
+        return Ok(Response::TaskReported { task: None });
+    }
     task.attempts += 1;
     task.detail = detail.chars().take(1024).collect();
     task.claimed_until_unix_ms = 0;
@@ -413,6 +429,42 @@ pub fn report(
     }
     write_record(kv, Kind::Task, &task_key(task_id), &task)?;
     Ok(Response::TaskReported { task: Some(task) })
+}
+
+/// Whether `kind` no longer applies to its volume (`None`: reclaimed): an encode of a
+/// volume no longer sealed, a repair of an extent no longer placed where it says, a
+/// delete of an extent placed there again.
+fn overtaken(volume: Option<&VolumeRecord>, kind: &TaskKind) -> bool {
+    let Some(v) = volume else {
+        // A delete of a reclaimed volume's extent is still to do (the executor deletes
+        // what no volume names); anything else has nothing left to work on.
+        return !matches!(kind, TaskKind::Delete { .. });
+    };
+    match kind {
+        TaskKind::Encode { .. } => v.state != VolumeState::Sealed,
+        TaskKind::Reconstruct { index, replaces, .. } => {
+            v.state != VolumeState::Coded || !placed(v, Part::Fragment { index: *index }, replaces)
+        }
+        TaskKind::Copy { part: Part::Replica, replaces, .. } => {
+            v.state != VolumeState::Sealed || !placed(v, Part::Replica, replaces)
+        }
+        TaskKind::Copy { part, replaces, .. } => !placed(v, *part, replaces),
+        TaskKind::Delete { part, extent, .. } => placed(v, *part, extent),
+    }
+}
+
+/// The extents a task writes (which an attempt may leave half written).
+fn targets(kind: &TaskKind) -> Vec<(Part, ExtentPlace)> {
+    match kind {
+        TaskKind::Encode { fragments, .. } => fragments
+            .iter()
+            .enumerate()
+            .map(|(index, place)| (Part::Fragment { index: index as u32 }, *place))
+            .collect(),
+        TaskKind::Reconstruct { index, target, .. } => vec![(Part::Fragment { index: *index }, *target)],
+        TaskKind::Copy { part, target, .. } => vec![(*part, *target)],
+        TaskKind::Delete { .. } => Vec::new(),
+    }
 }
 
 fn refused(detail: String) -> Result<Response, StateError> {

@@ -381,6 +381,72 @@ fn a_failed_encode_is_tried_next_by_the_next_replica_holder() {
     assert_eq!(v.state, VolumeState::Coded);
 }
 
+/// A repair whose extent the placement no longer names when it fails (seen in a cell: a
+/// replica copy planned while its volume could not be coded, the volume coded before the
+/// copy ran) is dropped at its first failure, not retried into a failure for an operator;
+/// what it may have half written is deleted. A task still in force is retried as before.
+#[test]
+fn a_task_failing_after_the_placement_moved_on_is_dropped_not_counted_failed() {
+    use cellar_master::tasks::{Part, TaskKind};
+    let (mut state, id, replicas, fragments) = sealed_with_encode();
+    let (node_id, disks) = register(&mut state, "d", 1);
+    let free = ExtentPlace { node_id, disk_id: disks[0] };
+    let copy = enqueue(
+        &mut state,
+        TaskKind::Copy {
+            volume_id: id,
+            part: Part::Replica,
+            source: replicas[0],
+            target: free,
+            replaces: replicas[2],
+        },
+    );
+    // The encode runs first: the volume is coded, its replicas gone from the placement.
+    let encode = claim_all(&mut state, replicas[0].node_id);
+    done(&mut state, encode[0].task_id, replicas[0].node_id);
+    let before = apply::counters(&state).expect("counters");
+    claim_all(&mut state, free.node_id);
+    let report =
+        Command::ReportTask { task_id: copy, node_id: free.node_id, success: false, detail: "coded".into() };
+    assert!(matches!(
+        apply::apply(&mut state, &report).expect("apply"),
+        Response::TaskReported { task: None }
+    ));
+    let after = apply::counters(&state).expect("counters");
+    assert_eq!(after.tasks_failed, 0, "not a failure left for an operator");
+    // The copy left the queue; a delete of its target's replica file took its place.
+    assert_eq!(after.tasks_open, before.tasks_open);
+    assert_eq!(deletes_on(&mut state, free), vec![Part::Replica]);
+    // A reconstruct of a fragment still placed where it says fails as a failure: retried.
+    let reconstruct = enqueue(
+        &mut state,
+        TaskKind::Reconstruct { volume_id: id, index: 0, target: replicas[1], replaces: fragments[0] },
+    );
+    claim_all(&mut state, replicas[1].node_id);
+    let retried = failed(&mut state, reconstruct, replicas[1].node_id);
+    assert_eq!(retried.attempts, 1);
+    // ... until another repair moves that fragment: its next failure drops it.
+    let other = enqueue(
+        &mut state,
+        TaskKind::Reconstruct { volume_id: id, index: 0, target: replicas[2], replaces: fragments[0] },
+    );
+    claim_all(&mut state, replicas[2].node_id);
+    done(&mut state, other, replicas[2].node_id);
+    claim_all(&mut state, replicas[1].node_id);
+    let report = Command::ReportTask {
+        task_id: reconstruct,
+        node_id: replicas[1].node_id,
+        success: false,
+        detail: "x".into(),
+    };
+    assert!(matches!(
+        apply::apply(&mut state, &report).expect("apply"),
+        Response::TaskReported { task: None }
+    ));
+    assert_eq!(apply::counters(&state).expect("counters").tasks_failed, 0);
+    assert!(cellar_master::tasks::task(&state, reconstruct).expect("read").is_none());
+}
+
 #[test]
 fn plan_encode_queues_one_encode_per_volume_and_replaces_a_stranded_one() {
     use cellar_master::tasks::{TaskKind, encode_task_id};
