@@ -306,6 +306,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
             "done": s.tasks_done,
             "failed": s.tasks_failed,
             "open_list": s.open_tasks.iter().map(task_json).collect::<Vec<_>>(),
+            "failed_list": s.failed_tasks.iter().map(task_json).collect::<Vec<_>>(),
         },
         "redundancy": {
             "below_full": s.volumes_below_full,
@@ -438,6 +439,12 @@ fn print_status(s: &StatusResponse) {
     }
     if (s.open_tasks.len() as u64) < s.tasks_open {
         println!("  ... and {} more", s.tasks_open - s.open_tasks.len() as u64);
+    }
+    for t in &s.failed_tasks {
+        println!("{}", task_line(t, now_unix_ms));
+    }
+    if (s.failed_tasks.len() as u64) < s.tasks_failed {
+        println!("  ... and {} more failed", s.tasks_failed - s.failed_tasks.len() as u64);
     }
     println!(
         "redundancy  {} below full; volumes by extents they can still lose: {}",

@@ -165,6 +165,8 @@ pub struct RepairStatus {
     /// The first [`STATUS_LIST_MAX`] tasks of every kind not given up (by task id), with
     /// what they wait for.
     pub open_tasks: Vec<TaskRecord>,
+    /// The first [`STATUS_LIST_MAX`] tasks given up (by task id), each with its last error.
+    pub failed_tasks: Vec<TaskRecord>,
 }
 
 /// Volumes and tasks listed by [`status`] at most (the counts cover them all).
@@ -300,8 +302,9 @@ pub fn status(
         sizes.insert(v.volume_id, extent_bytes(v));
     }
     for t in tasks {
-        if t.state != TaskState::Failed && out.open_tasks.len() < STATUS_LIST_MAX {
-            out.open_tasks.push(t.clone());
+        let list = if t.state == TaskState::Failed { &mut out.failed_tasks } else { &mut out.open_tasks };
+        if list.len() < STATUS_LIST_MAX {
+            list.push(t.clone());
         }
         if matches!(t.kind, TaskKind::Reconstruct { .. } | TaskKind::Copy { .. }) {
             if t.state == TaskState::Failed {
@@ -1239,7 +1242,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn status_lists_the_volumes_below_full_and_the_tasks_not_given_up_up_to_its_limit() {
+    fn status_lists_the_volumes_below_full_and_the_tasks_open_and_given_up_up_to_its_limit() {
         let (mut nodes, disks) = cell();
         down(&mut nodes, 2);
         let drains = Drains::default();
@@ -1277,8 +1280,9 @@ pub(crate) mod tests {
             st.below_full_volumes[0],
             BelowFull { volume_id: 1, state: VolumeState::Coded, healthy: 6, full: 9 }
         );
-        // The failed task is counted (elsewhere), not listed as open.
+        // The failed task is listed apart from the open ones.
         assert_eq!(st.open_tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(st.failed_tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![2]);
         // A whole cell lists nothing.
         let (nodes, disks) = cell();
         let st = status(&volumes, &[], &nodes, &disks, &drains, 3);

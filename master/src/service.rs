@@ -731,7 +731,7 @@ impl Master for MasterService {
         let now = now_unix_ms();
         let repair_bytes_per_sec = self.observed.repair_share(r.node_id, self.settings.repair_bytes_per_sec);
         if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
-            && !crate::tasks::has_claimable(&self.reader, r.node_id, now, &deferred_kinds)
+            && !crate::tasks::has_claimable(&self.reader, r.node_id, now, TASK_CLAIM_MS, &deferred_kinds)
                 .map_err(internal)?
         {
             return Ok(Response::new(pb::PullTasksResponse { tasks: Vec::new(), repair_bytes_per_sec }));
@@ -859,6 +859,7 @@ impl Master for MasterService {
                 })
                 .collect(),
             open_tasks: repair.open_tasks.iter().map(task_pb).collect(),
+            failed_tasks: repair.failed_tasks.iter().map(task_pb).collect(),
             blocks_lost: lost.count,
             lost_block_hashes: lost.hashes.iter().map(|h| h.to_vec()).collect(),
             repair_rate_bytes_per_sec: rate.bytes_per_sec,

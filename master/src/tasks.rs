@@ -303,9 +303,26 @@ fn new_task(kv: &mut dyn Kv, c: &mut Counters, node_id: u64, kind: TaskKind) -> 
 /// Most task kinds one pull may defer (there are four kinds).
 pub const DEFERRED_KINDS_MAX: usize = 16;
 
-/// Whether `task` may be handed out now to a node that defers `deferred_kinds`.
-fn claimable(task: &TaskRecord, now_unix_ms: u64, deferred_kinds: &[TaskType]) -> bool {
+/// The pause before a task whose attempt failed is handed out again to the same node:
+/// 2 s after the first failed attempt began, doubling, at most a minute (attempts 1-4:
+/// 2, 4, 8, 16 s), so that a fault lasting seconds (a source restarting, a peer's
+/// deadline) does not use up every attempt at once (seen: five in 20 ms).
+pub fn retry_pause_ms(attempts: u32) -> u64 {
+    const FIRST_MS: u64 = 2_000;
+    const MAX_MS: u64 = 60_000;
+    FIRST_MS.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(MAX_MS)
+}
+
+/// Whether `task` may be handed out now to a node that defers `deferred_kinds`, claims
+/// lasting `claim_ms`. A pending task after a failed attempt keeps that attempt's claim
+/// end (the attempt began `claim_ms` before it) and waits [`retry_pause_ms`] from its
+/// beginning; one moved to another node has 0 there and goes at once.
+fn claimable(task: &TaskRecord, now_unix_ms: u64, claim_ms: u64, deferred_kinds: &[TaskType]) -> bool {
     let free = match task.state {
+        TaskState::Pending if task.attempts > 0 && task.claimed_until_unix_ms > 0 => {
+            let began = task.claimed_until_unix_ms.saturating_sub(claim_ms);
+            now_unix_ms >= began.saturating_add(retry_pause_ms(task.attempts))
+        }
         TaskState::Pending => true,
         TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
         TaskState::Failed => false,
@@ -319,11 +336,12 @@ pub fn has_claimable(
     kv: &dyn Kv,
     node_id: u64,
     now_unix_ms: u64,
+    claim_ms: u64,
     deferred_kinds: &[TaskType],
 ) -> Result<bool, StateError> {
     for task_id in queue(kv, node_id)? {
         let Some(task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
-        if claimable(&task, now_unix_ms, deferred_kinds) {
+        if claimable(&task, now_unix_ms, claim_ms, deferred_kinds) {
             return Ok(true);
         }
     }
@@ -346,7 +364,7 @@ pub fn claim(
             break;
         }
         let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
-        if claimable(&task, now_unix_ms, deferred_kinds) {
+        if claimable(&task, now_unix_ms, claim_ms, deferred_kinds) {
             task.state = TaskState::Claimed;
             task.claimed_until_unix_ms = now_unix_ms + claim_ms;
             write_record(kv, Kind::Task, &task_key(task_id), &task)?;
@@ -411,8 +429,8 @@ pub fn report(
     }
     task.attempts += 1;
     task.detail = detail.chars().take(1024).collect();
-    task.claimed_until_unix_ms = 0;
     if task.attempts >= TASK_ATTEMPTS_MAX {
+        task.claimed_until_unix_ms = 0;
         task.state = TaskState::Failed;
         c.tasks_open = c.tasks_open.saturating_sub(1);
         c.tasks_failed += 1;
@@ -425,6 +443,11 @@ pub fn report(
         {
             let next = next_holder(&v, task.node_id);
             move_task(kv, &mut task, next)?;
+        }
+        // The failed attempt's claim end stays (see `claimable`: the retry waits for its
+        // pause); a task now on another node, whose executor has not tried it, goes at once.
+        if task.node_id != node_id {
+            task.claimed_until_unix_ms = 0;
         }
     }
     write_record(kv, Kind::Task, &task_key(task_id), &task)?;

@@ -255,13 +255,13 @@ fn coded_after_encode() -> (State, u64, Vec<ExtentPlace>, Vec<ExtentPlace>) {
 }
 
 fn claim_all(state: &mut State, node_id: u64) -> Vec<cellar_master::tasks::TaskRecord> {
-    let cmd = Command::ClaimTasks {
-        node_id,
-        max: 64,
-        claim_ms: 1000,
-        now_unix_ms: 100,
-        deferred_kinds: Vec::new(),
-    };
+    claim_at(state, node_id, 100)
+}
+
+/// Claims every task of `node_id` it may take at `now_unix_ms` (claims of 1 s).
+fn claim_at(state: &mut State, node_id: u64, now_unix_ms: u64) -> Vec<cellar_master::tasks::TaskRecord> {
+    let cmd =
+        Command::ClaimTasks { node_id, max: 64, claim_ms: 1000, now_unix_ms, deferred_kinds: Vec::new() };
     match apply::apply(state, &cmd).expect("apply") {
         Response::Tasks { tasks } => tasks,
         other => panic!("{other:?}"),
@@ -299,8 +299,8 @@ fn a_node_that_defers_encodes_leaves_them_queued_and_takes_them_later() {
     let (mut state, id, replicas, fragments) = sealed_with_encode();
     let node = replicas[0].node_id;
     let deferred = vec![cellar_master::types::TaskType::Encode];
-    assert!(!has_claimable(&state, node, 100, &deferred).expect("read"));
-    assert!(has_claimable(&state, node, 100, &[]).expect("read"));
+    assert!(!has_claimable(&state, node, 100, 1000, &deferred).expect("read"));
+    assert!(has_claimable(&state, node, 100, 1000, &[]).expect("read"));
     let before = state.clone();
     let cmd = Command::ClaimTasks {
         node_id: node,
@@ -425,6 +425,17 @@ fn a_task_failing_after_the_placement_moved_on_is_dropped_not_counted_failed() {
     claim_all(&mut state, replicas[1].node_id);
     let retried = failed(&mut state, reconstruct, replicas[1].node_id);
     assert_eq!(retried.attempts, 1);
+    // ... after a pause from the failed attempt's start (claimed at 100): 2 s, then 4 s.
+    // (The node's other task, a replica delete claimed at 100, is handed out again once
+    // its claim expires: only the reconstruct is looked at.)
+    let ids = |tasks: Vec<cellar_master::tasks::TaskRecord>| {
+        tasks.iter().map(|t| t.task_id).filter(|id| *id == reconstruct).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, 2_099)), Vec::<u64>::new(), "not at once");
+    assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, 2_100)), vec![reconstruct]);
+    assert_eq!(failed(&mut state, reconstruct, replicas[1].node_id).attempts, 2);
+    assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, 6_099)), Vec::<u64>::new());
+    assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, 6_100)), vec![reconstruct]);
     // ... until another repair moves that fragment: its next failure drops it.
     let other = enqueue(
         &mut state,
