@@ -129,7 +129,8 @@ struct Places<'a> {
 /// The encodes to (re)queue: see the module comment. An encode whose fragment targets
 /// include a failed disk, a node marked down or a disk whose free bytes (as last
 /// heartbeated) no longer hold its fragment is planned again onto other disks; any other
-/// failed encode (every attempt failed) is left for an operator. Each encode planned is
+/// failed encode (every attempt failed) waits until its last attempt's claim would have
+/// ended (`TASK_CLAIM_MS` after it began), then is planned again. Each encode planned is
 /// added to `promised`, so that the next one in the pass sees the disks it will fill.
 fn plan_encodes(
     volumes: &[VolumeRecord],
@@ -174,7 +175,13 @@ fn plan_encodes(
         let replaces_task = match existing {
             None => None,
             Some(t) if targets_lost(t) && !claimed(t) => Some(t.task_id),
-            Some(t) if t.state == TaskState::Failed || live(t.node_id) => continue,
+            // Given up (every attempt failed): it waits, listed in status, until its last
+            // attempt's claim would have ended (`TASK_CLAIM_MS` after it began), then is
+            // planned again below, so that a cause that went away heals by itself.
+            Some(t) if t.state == TaskState::Failed && t.claimed_until_unix_ms >= liveness.now_unix_ms => {
+                continue;
+            }
+            Some(t) if t.state != TaskState::Failed && live(t.node_id) => continue,
             Some(t) if t.state == TaskState::Claimed && t.claimed_until_unix_ms >= liveness.now_unix_ms => {
                 continue;
             }
@@ -357,8 +364,10 @@ mod tests {
         let Command::PlanEncode { fragments, .. } = &first[0] else { panic!("{first:?}") };
         // Every attempt failed (say, "disk full" on fragment 5's disk), which is now full.
         let full = fragments[5].disk_id;
-        let task = encode_task(9, fragments, TaskState::Failed, 5);
-        // While the disk has room the failure is left for an operator, as before.
+        // Given up just now (its last claim would still run): it waits while the disk
+        // has room.
+        let mut task = encode_task(9, fragments, TaskState::Failed, 5);
+        task.claimed_until_unix_ms = NOW + 1;
         assert!(encodes(&[sealed(1)], std::slice::from_ref(&task), &disks).is_empty());
         let d = disks.iter_mut().find(|d| d.disk_id == full).expect("disk");
         d.free_bytes = FRAGMENT_BYTES / 2;
@@ -368,5 +377,21 @@ mod tests {
         };
         assert_eq!(*replaces_task, Some(9));
         assert!(fragments.iter().all(|p| p.disk_id != full), "{fragments:?}");
+    }
+
+    #[test]
+    fn an_encode_given_up_is_planned_again_once_its_last_claim_would_have_ended() {
+        let (_, disks) = cell(1 << 29);
+        let first = encodes(&[sealed(1)], &[], &disks);
+        let Command::PlanEncode { fragments, .. } = &first[0] else { panic!("{first:?}") };
+        let mut task = encode_task(9, fragments, TaskState::Failed, 5);
+        task.claimed_until_unix_ms = NOW;
+        assert!(encodes(&[sealed(1)], std::slice::from_ref(&task), &disks).is_empty(), "not yet");
+        task.claimed_until_unix_ms = NOW - 1;
+        let again = encodes(&[sealed(1)], std::slice::from_ref(&task), &disks);
+        let Some(Command::PlanEncode { replaces_task, .. }) = again.first() else {
+            panic!("the encode was not planned again: {again:?}")
+        };
+        assert_eq!(*replaces_task, Some(9));
     }
 }

@@ -143,7 +143,7 @@ pub struct RepairStatus {
     pub below_full: u64,
     /// Reconstructs and copies queued or running.
     pub tasks_open: u64,
-    /// Reconstructs and copies given up (left for an operator).
+    /// Reconstructs and copies given up (planned again once their last claim would have ended).
     pub tasks_failed: u64,
     /// Bytes of extents the open repair tasks rebuild.
     pub bytes_pending: u64,
@@ -583,9 +583,13 @@ fn plan_into(
                         // Running: its target is in `current` already (above).
                         Some(f) if running(f.task, &health.nodes, liveness) => continue,
                         // Given up on a target that is still fine: the cause is elsewhere
-                        // (the source, the data); left for an operator, counted in status.
+                        // (the source, the data); it waits, listed in status, until its
+                        // last attempt's claim would have ended (`TASK_CLAIM_MS` after
+                        // it began), then is planned again, so that redundancy comes back
+                        // once the cause goes away without waiting for an operator.
                         Some(f)
                             if f.task.state == TaskState::Failed
+                                && f.task.claimed_until_unix_ms >= liveness.now_unix_ms
                                 && !health.lost(v, &f.target)
                                 && health
                                     .nodes
@@ -997,8 +1001,8 @@ pub(crate) mod tests {
     #[test]
     fn a_fragment_sharing_a_disk_that_cannot_move_yet_holds_up_no_other_repair() {
         // Only node 4 has free disks, and fragment 1's copy off disk 11 was given up onto
-        // disk 41, which is fine (left for an operator): fragment 5 is still rebuilt, and
-        // status counts the fragment sharing a disk.
+        // disk 41, which is fine (it waits until its last claim would have ended):
+        // fragment 5 is still rebuilt, and status counts the fragment sharing a disk.
         let (nodes, disks) = cell();
         let mut v = coded(1);
         v.fragments[1] = place(1, 1);
@@ -1015,16 +1019,31 @@ pub(crate) mod tests {
             },
             node_id: 4,
             state: TaskState::Failed,
-            attempts: 3,
-            claimed_until_unix_ms: 0,
+            attempts: 5,
+            claimed_until_unix_ms: NOW + 1,
             detail: "given up".into(),
         };
         let commands = plan_now(std::slice::from_ref(&v), std::slice::from_ref(&given_up), &nodes, &disks);
         assert!(fragment_copies(&commands).is_empty(), "{commands:?}");
         let rebuilt = reconstructs(&commands);
         assert_eq!(rebuilt.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(), vec![(5, place(2, 3))]);
-        let st = status(&[v], &[given_up], &nodes, &disks, &Drains::default(), 3);
+        let st = status(
+            std::slice::from_ref(&v),
+            std::slice::from_ref(&given_up),
+            &nodes,
+            &disks,
+            &Drains::default(),
+            3,
+        );
         assert_eq!((st.extents_sharing_a_disk, st.below_full), (1, 1));
+        // Once its last claim would have ended, the copy is planned again, onto another
+        // disk than the one it gave up on.
+        let given_up = TaskRecord { claimed_until_unix_ms: NOW - 1, ..given_up };
+        let commands = plan_now(std::slice::from_ref(&v), std::slice::from_ref(&given_up), &nodes, &disks);
+        let copies = fragment_copies(&commands);
+        assert_eq!(copies.len(), 1, "{commands:?}");
+        assert_eq!(copies[0].0, 1);
+        assert_ne!(copies[0].2, place(4, 1), "{commands:?}");
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub const PREFIX_PARKED: u8 = b'p';
 /// Prefix of a sealed volume's encode task id (then the volume id, big-endian): at most
 /// one encode per volume, found without scanning the queues.
 pub const PREFIX_ENCODE: u8 = b'e';
-/// Attempts before a task is given up and left for an operator.
+/// Attempts before a task is given up (its planner plans it again once the last attempt's
+/// claim would have ended).
 pub const TASK_ATTEMPTS_MAX: u32 = 5;
 /// Open tasks one node may have queued; planners wait beyond it.
 pub const NODE_QUEUE_MAX: usize = 10_000;
@@ -182,7 +183,7 @@ pub(crate) fn drop_task(kv: &mut dyn Kv, c: &mut Counters, task: &TaskRecord) ->
         kv.delete(&parked_key(extent.disk_id, task.task_id));
     }
     if task.state == TaskState::Failed {
-        // Replaced by a new plan: no longer a failure waiting for an operator.
+        // Replaced by a new plan: no longer a failure waiting.
         c.tasks_failed = c.tasks_failed.saturating_sub(1);
     } else {
         c.tasks_open = c.tasks_open.saturating_sub(1);
@@ -375,7 +376,7 @@ pub fn claim(
 }
 
 /// Records a task's outcome: done tasks leave the queue; failed ones are retried until the
-/// attempt limit, then kept as failed for an operator, unless the placement changed under
+/// attempt limit, then kept as failed (until a planner plans it again), unless the placement changed under
 /// them ([`overtaken`]): those leave the queue, counted neither done nor failed.
 pub fn report(
     kv: &mut dyn Kv,
@@ -430,7 +431,8 @@ pub fn report(
     task.attempts += 1;
     task.detail = detail.chars().take(1024).collect();
     if task.attempts >= TASK_ATTEMPTS_MAX {
-        task.claimed_until_unix_ms = 0;
+        // The last attempt's claim end stays: the planners plan a given-up task again
+        // once it has passed (`TASK_CLAIM_MS` after that attempt began).
         task.state = TaskState::Failed;
         c.tasks_open = c.tasks_open.saturating_sub(1);
         c.tasks_failed += 1;
