@@ -3,6 +3,7 @@
 //! byte layout is specified in docs/FORMAT.md.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::{BlockBasedOptions, Cache, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -139,6 +140,9 @@ fn meta_key(name: &str) -> Vec<u8> {
 /// The RocksDB catalog of one disk.
 pub struct Catalog {
     db: DB,
+    /// Writes refused with an I/O error other than a lack of space (see
+    /// [`Catalog::write_faults`]).
+    write_faults: AtomicU64,
 }
 
 fn db_err(op: &'static str) -> impl Fn(rocksdb::Error) -> Error {
@@ -163,7 +167,25 @@ impl Catalog {
         table.set_block_cache(&Cache::new_lru_cache(CATALOG_CACHE_BYTES));
         opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, path).map_err(db_err("open"))?;
-        Ok(Catalog { db })
+        Ok(Catalog { db, write_faults: AtomicU64::new(0) })
+    }
+
+    /// Writes RocksDB refused with an I/O error other than a lack of space since the open:
+    /// the device failed a write (RocksDB then refuses every write until reopened), so the
+    /// disk is failed as a whole, like one whose extent failed a write.
+    pub fn write_faults(&self) -> u64 {
+        self.write_faults.load(Ordering::Relaxed)
+    }
+
+    /// A write's outcome, counted in [`Catalog::write_faults`] when it is a device fault.
+    fn written(&self, op: &'static str, outcome: std::result::Result<(), rocksdb::Error>) -> Result<()> {
+        outcome.map_err(|e| {
+            let no_space = e.as_ref().contains("No space left");
+            if e.kind() == rocksdb::ErrorKind::IOError && !no_space {
+                self.write_faults.fetch_add(1, Ordering::Relaxed);
+            }
+            db_err(op)(e)
+        })
     }
 
     /// Every extent entry, in key order.
@@ -194,13 +216,13 @@ impl Catalog {
 
     /// Writes an extent entry durably.
     pub fn put_extent(&self, id: ExtentId, entry: &ExtentEntry) -> Result<()> {
-        self.db.put_opt(extent_key(id), entry.encode(), &synced()).map_err(db_err("put extent"))
+        self.written("put extent", self.db.put_opt(extent_key(id), entry.encode(), &synced()))
     }
 
     /// Raises a replica's durable-length watermark. Not synced: the watermark is a lower
     /// bound, and a stale one only makes recovery verify more records.
     pub fn put_watermark(&self, id: ExtentId, entry: &ExtentEntry) -> Result<()> {
-        self.db.put(extent_key(id), entry.encode()).map_err(db_err("put watermark"))
+        self.written("put watermark", self.db.put(extent_key(id), entry.encode()))
     }
 
     /// Moves an extent entry to the trash in one atomic, synced batch.
@@ -208,12 +230,12 @@ impl Catalog {
         let mut batch = WriteBatch::default();
         batch.delete(extent_key(trash.extent));
         batch.put(trash.key(), trash.encode());
-        self.db.write_opt(batch, &synced()).map_err(db_err("move extent to trash"))
+        self.written("move extent to trash", self.db.write_opt(batch, &synced()))
     }
 
     /// Records a trash entry (an orphan file moved to the trash at open).
     pub fn put_trash(&self, trash: &TrashEntry) -> Result<()> {
-        self.db.put_opt(trash.key(), trash.encode(), &synced()).map_err(db_err("put trash"))
+        self.written("put trash", self.db.put_opt(trash.key(), trash.encode(), &synced()))
     }
 
     /// Every trash entry, oldest extent id first.
@@ -231,7 +253,7 @@ impl Catalog {
 
     /// Forgets a trash entry once its file is unlinked.
     pub fn remove_trash(&self, trash: &TrashEntry) -> Result<()> {
-        self.db.delete_opt(trash.key(), &synced()).map_err(db_err("remove trash"))
+        self.written("remove trash", self.db.delete_opt(trash.key(), &synced()))
     }
 
     /// A named metadata value (disk identity, the volume server's node id).
@@ -241,12 +263,12 @@ impl Catalog {
 
     /// Stores a named metadata value durably.
     pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.db.put_opt(meta_key(name), value, &synced()).map_err(db_err("put meta"))
+        self.written("put meta", self.db.put_opt(meta_key(name), value, &synced()))
     }
 
     /// Flushes RocksDB's write-ahead log to disk (used at clean close).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush_wal(true).map_err(db_err("flush wal"))
+        self.written("flush wal", self.db.flush_wal(true))
     }
 }
 

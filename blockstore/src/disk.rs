@@ -67,6 +67,9 @@ pub struct Disk {
     /// `namespace`), so that a stat reads no catalog.
     trash_entries: AtomicU64,
     trash_bytes: AtomicU64,
+    /// Extent creates that failed with an I/O error other than a lack of space (see
+    /// [`DiskStat::write_faults`]).
+    create_faults: AtomicU64,
 }
 
 pub use crate::clock::now_unix_ms;
@@ -98,6 +101,7 @@ impl Disk {
             report: OpenReport::default(),
             trash_entries: AtomicU64::new(0),
             trash_bytes: AtomicU64::new(0),
+            create_faults: AtomicU64::new(0),
         };
         disk.complete_deletes()?;
         disk.load_extents()?;
@@ -294,6 +298,9 @@ impl Disk {
     /// [`Error::ExtentExists`]. The catalog is written last, so a failed create is not in it.
     fn undo_failed_create<T>(&self, id: ExtentId, create: impl FnOnce() -> Result<T>) -> Result<T> {
         let made = create();
+        if let Err(Error::Io { .. }) = &made {
+            self.create_faults.fetch_add(1, Ordering::Relaxed);
+        }
         if made.is_err() {
             // Best effort: a file left (the removal failing too) goes to the trash at the
             // next open, as a crash's would.
@@ -533,6 +540,7 @@ impl Disk {
             open_extents: 0,
             trash_extents: 0,
             failed_extents: 0,
+            write_faults: self.create_faults.load(Ordering::Relaxed) + self.catalog.write_faults(),
         };
         for (_, extent) in self.extents.read().unwrap_or_else(|p| p.into_inner()).iter() {
             stat.extents += 1;

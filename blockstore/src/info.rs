@@ -99,6 +99,13 @@ pub struct DiskStat {
     /// Live extents that failed a write or an fsync (no more writes until reopened): what
     /// they hold on disk cannot be trusted, so the volume server reports the disk failed.
     pub failed_extents: u64,
+    /// Writes of the disk's own structures that failed with an I/O error other than a
+    /// lack of space since the open: an extent's create (its file, header or directory
+    /// entry) or a catalog write. The device is failing writes, so the volume server
+    /// reports the disk failed, as for a failed extent (seen: a disk whose file system
+    /// died took no appends, so only fragment creates failed, and every encode onto it
+    /// failed for good while the disk was still reported healthy).
+    pub write_faults: u64,
 }
 
 /// What a trash purge did.

@@ -286,6 +286,8 @@ fn a_create_cut_short_by_a_failed_write_leaves_the_name_free(backend: Backend) {
     let err = disk.create_fragment(30, 2, 1 << 20, 64 << 10).expect_err("the create must fail");
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     plan.clear();
+    // The device failed those writes: the disk counts them (its server reports it failed).
+    assert_eq!(disk.stat().expect("stat").write_faults, 2);
     let left: Vec<_> = std::fs::read_dir(dir.path().join("extents"))
         .expect("extents dir")
         .map(|e| e.expect("entry").file_name())
@@ -313,9 +315,14 @@ fn a_full_disk_fails_the_append_not_the_extent(backend: Backend) {
             let err = disk.append(id, None, &sha(&payload), &payload).expect_err("no room");
             assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
         }
+        // A create out of space is no device fault either.
+        let err = disk.create_replica(41).expect_err("no room");
+        assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
         plan.clear();
         let info = disk.extent_info(id).expect("info");
         assert!(!info.failed, "a full disk failed the extent: {info:?}");
+        let stat = disk.stat().expect("stat");
+        assert_eq!((stat.failed_extents, stat.write_faults), (0, 0), "a full disk counted as failing");
         // Room again: appends go on where the last acknowledged record ended.
         small = disk.append(id, None, &sha(b"small"), b"small").expect("append once there is room");
         assert_eq!(small.offset_bytes, good.end_bytes());

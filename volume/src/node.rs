@@ -239,19 +239,21 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
             .map(|(disk_id, stat)| match stat {
                 Ok(s) => {
                     // A failed write or fsync: what the disk holds cannot be trusted (the
-                    // kernel may have dropped dirty pages), so the whole disk is failed.
+                    // kernel may have dropped dirty pages), so the whole disk is failed;
+                    // so is a disk that failed to create an extent or write its catalog.
+                    let faults = s.failed_extents + s.write_faults;
                     let logged = failed_logged.entry(disk_id).or_default();
-                    if s.failed_extents > *logged {
-                        *logged = s.failed_extents;
-                        tracing::error!(disk = disk_id, extents = s.failed_extents,
-                            "extents on this disk failed a write or fsync; reporting the disk failed");
+                    if faults > *logged {
+                        *logged = faults;
+                        tracing::error!(disk = disk_id, extents = s.failed_extents, write_faults = s.write_faults,
+                            "this disk failed writes (extents failed a write or fsync, or creates or catalog writes failed); reporting the disk failed");
                     }
                     mpb::DiskStats {
                         disk_id,
                         capacity_bytes: s.capacity_bytes,
                         used_bytes: s.used_bytes,
                         free_bytes: s.free_bytes,
-                        failed: s.failed_extents > 0,
+                        failed: faults > 0,
                         trash_bytes: s.trash_bytes,
                         trash_extents: s.trash_extents,
                     }
