@@ -551,6 +551,49 @@ fn extents_with_no_disk_left_in_the_rules_wait_visibly_until_their_zone_returns(
     check_all(&cell, &acked, |_| true);
 }
 
+/// A volume server restarted with one disk that cannot be opened (its catalog unreadable,
+/// as a dead device's would be) starts with its other disk; the master counts the disk it
+/// did not bring failed, every extent it held is rebuilt elsewhere, and every block reads.
+/// Before, the server refused to start (its healthy disk offline too), and a server
+/// started without the disk left it "ok" in the master: nothing it held was repaired.
+#[test]
+fn a_disk_that_cannot_be_opened_is_left_out_counted_failed_and_rebuilt() {
+    let spec = repair_cell(1, 4, REPAIR_CONFIG, false);
+    let mut cell = Cell::start(&spec);
+    let masters = cell.masters.join(",");
+    let acked = put_all(&cell.base, 0..150, "before the fault");
+    let s = wait_coded(&masters);
+    let victim = s["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .find(|d| d["used_bytes"].as_u64().unwrap_or(0) > 0)
+        .expect("a disk holding extents")
+        .clone();
+    let (disk_id, node) = (victim["id"].as_u64().expect("id"), victim["node_id"].as_u64().expect("node"));
+    let path = std::path::PathBuf::from(victim["path"].as_str().expect("path"));
+    cell.kill_volume(node);
+    std::fs::write(path.join("catalog").join("CURRENT"), b"not a manifest name")
+        .expect("spoil the disk's catalog");
+    cell.restart_volume(node);
+    let s = wait_status(&masters, "the disk left out failed, its extents rebuilt elsewhere", |s| {
+        let failed = s["disks"].as_array().is_some_and(|disks| {
+            disks.iter().any(|d| d["id"].as_u64() == Some(disk_id) && d["health"] == "failed")
+        });
+        let node_up = s["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.iter().any(|n| n["id"].as_u64() == Some(node) && n["state"] == "up"));
+        failed
+            && node_up
+            && s["redundancy"]["below_full"].as_u64() == Some(0)
+            && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "{s:#}");
+    let log = std::fs::read_to_string(&cell.volume(node).log).expect("the restarted server's log");
+    assert!(log.contains("disk cannot be opened"), "{log}");
+    check_all(&cell, &acked, |e| e["disk"].as_u64() != Some(disk_id));
+}
+
 /// The path of a disk by id, from the status.
 fn disk_path(masters: &str, disk: u64) -> String {
     let s = status(masters).expect("status");

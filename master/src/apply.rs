@@ -475,6 +475,16 @@ fn register_node(
         write_record(kv, Kind::Disk, &id_key(PREFIX_DISK, disk_id), &record)?;
         disk_ids.push(disk_id);
     }
+    // A disk the node registered before and does not bring now (it could not be opened,
+    // or the operator took it out) is failed: what it held is rebuilt elsewhere. Before,
+    // it kept its last health, "ok", and nothing it held was ever repaired. Brought back
+    // whole, it comes back with its next heartbeat.
+    for d in known.values() {
+        if !disk_ids.contains(&d.disk_id) && d.health != DiskHealth::Failed {
+            let record = DiskRecord { health: DiskHealth::Failed, ..d.clone() };
+            write_record(kv, Kind::Disk, &id_key(PREFIX_DISK, d.disk_id), &record)?;
+        }
+    }
     let record = NodeRecord {
         v: RECORD_VERSION,
         node_id,

@@ -93,6 +93,40 @@ fn registering_again_keeps_node_and_disk_ids() {
         apply::apply(&mut state, &again).expect("apply"),
         Response::NodeRegistered { node_id: node, disk_ids: vec![disks[1]] }
     );
+    // The disk it did not bring (it could not be opened) is failed; the other is not.
+    let health = |state: &State, disk_id| apply::disk(state, disk_id).expect("read").expect("disk").health;
+    use cellar_master::types::DiskHealth;
+    assert_eq!((health(&state, disks[0]), health(&state, disks[1])), (DiskHealth::Failed, DiskHealth::Ok));
+    // Brought back whole, it comes back with the next heartbeat.
+    let with_both = Command::RegisterNode {
+        node_id: Some(node),
+        address: "a:2".into(),
+        zone: "a".into(),
+        disks: (0..2)
+            .map(|d| DiskRegistration {
+                uuid: format!("a-{d}"),
+                path: format!("/d{d}"),
+                capacity_bytes: 1,
+                used_bytes: 0,
+                free_bytes: 1,
+            })
+            .collect(),
+        now_unix_ms: 3,
+    };
+    assert!(matches!(apply::apply(&mut state, &with_both).expect("apply"), Response::NodeRegistered { .. }));
+    let stat = |disk_id| DiskStat {
+        disk_id,
+        capacity_bytes: 1,
+        used_bytes: 0,
+        free_bytes: 1,
+        failed: false,
+        trash_bytes: 0,
+        trash_extents: 0,
+    };
+    let beat =
+        Command::Heartbeat { node_id: node, disks: vec![stat(disks[0]), stat(disks[1])], now_unix_ms: 4 };
+    assert!(matches!(apply::apply(&mut state, &beat).expect("apply"), Response::HeartbeatAck { .. }));
+    assert_eq!((health(&state, disks[0]), health(&state, disks[1])), (DiskHealth::Ok, DiskHealth::Ok));
     let moved = Command::RegisterNode {
         node_id: Some(node),
         address: "a:2".into(),

@@ -66,17 +66,29 @@ fn meta_u64(d: &LocalDisk, name: &'static str) -> Result<Option<u64>, DisksError
 }
 
 impl LocalDisks {
-    /// Opens every disk (formatting new ones).
+    /// Opens every disk (formatting new ones). A disk that cannot be opened (its device
+    /// failing, its catalog unreadable) is left out with an error logged, so that one dead
+    /// disk does not keep the server's other disks offline (the master then counts the
+    /// disk left out failed, and what it held is rebuilt elsewhere); when none opens, the
+    /// first disk's error is returned.
     pub fn open(
         paths: &[PathBuf],
         io: IoChoice,
         block_size_max_bytes: u64,
     ) -> Result<LocalDisks, DisksError> {
         let mut disks = Vec::with_capacity(paths.len());
+        let mut first_error = None;
         for path in paths {
             let options = DiskOptions { io: io.clone(), block_size_max_bytes };
-            let disk = Disk::open(path, options)
-                .map_err(|source| DisksError::Open { path: path.clone(), source })?;
+            let disk = match Disk::open(path, options) {
+                Ok(disk) => disk,
+                Err(source) => {
+                    tracing::error!(disk = %path.display(), error = %source,
+                        "disk cannot be opened; the server starts without it (the master counts it failed)");
+                    first_error.get_or_insert(DisksError::Open { path: path.clone(), source });
+                    continue;
+                }
+            };
             let report = disk.open_report();
             if !report.missing.is_empty() || !report.damaged.is_empty() || !report.corrupt.is_empty() {
                 tracing::error!(disk = %path.display(), missing = report.missing.len(), damaged = report.damaged.len(),
@@ -84,6 +96,9 @@ impl LocalDisks {
                     "disk opened with missing or damaged extents (reported to the master once registered)");
             }
             disks.push(LocalDisk { path: path.clone(), disk: Arc::new(disk) });
+        }
+        if let (true, Some(e)) = (disks.is_empty(), first_error) {
+            return Err(e);
         }
         Ok(LocalDisks { disks, by_id: RwLock::new(BTreeMap::new()) })
     }
