@@ -8,8 +8,10 @@ what was acknowledged; after FAULT_SECONDS (8) the image's file system is shut d
 disk's catalog included), and the puts go on for LOAD_SECONDS (20) more. Then: no
 process may have died, the dead disk must be reported failed, the cell must settle (no
 volume below full, no task failed, none open but deletes parked until the dead disk comes
-back, within SETTLE_SECONDS, 180), and every
-acknowledged block must read back byte-exact.
+back, within SETTLE_SECONDS, 180; volumes still sealed are shown: a volume sealed empty
+when a replica failed before its first block waits for compaction's grace), and every
+acknowledged block must read back byte-exact; then the victim's server is restarted (the
+dead disk cannot be opened: it must start with its other disk) and everything read again.
 Usage (root): python3 bench/dead_disk.py WORK_DIR. WORK_DIR is unmounted and removed at
 the end, however the run ends (KEEP=1 keeps the logs).
 """
@@ -57,8 +59,12 @@ peers = ",".join(f"{i+1}={a}" for i, a in enumerate(masters)); ml = ",".join(mas
 open(f"{D}/master.toml", "w").write(f"volume_size_bytes = {16 << 20}\nplanner_interval_ms = 500\n")
 
 
-def spawn(name, args, out=subprocess.DEVNULL):
-    procs[name] = subprocess.Popen([BIN] + args, stdout=out, stderr=open(f"{D}/{name}.log", "w"))
+argv = {}
+
+
+def spawn(name, args, out=subprocess.DEVNULL, log=None):
+    argv[name] = args
+    procs[name] = subprocess.Popen([BIN] + args, stdout=out, stderr=open(log or f"{D}/{name}.log", "w"))
 
 
 for i, a in enumerate(masters):
@@ -177,8 +183,7 @@ while time.time() - t0 < SETTLE_SECONDS:
     settled = (victim and victim[0]["health"] == "failed"
                and s["redundancy"]["below_full"] == 0 and s["tasks"]["failed"] == 0
                and all(t.get("parked_on_failed_disk") for t in s["tasks"]["open_list"])
-               and s["tasks"]["open"] == len(s["tasks"]["open_list"])
-               and s["volumes"].get("sealed", 0) == 0)
+               and s["tasks"]["open"] == len(s["tasks"]["open_list"]))
     if settled:
         break
     time.sleep(2)
@@ -198,4 +203,22 @@ for n in acked:
         bad.append((n, st))
 print(f"{len(acked)} acknowledged blocks read back, {len(bad)} bad {bad[:5]}", flush=True)
 print("processes that exited:", [n for n, p in procs.items() if p.poll() is not None], flush=True)
+# The victim's server restarted: the dead disk cannot be opened; the server must start
+# with its other disk and the master keep the dead one failed.
+procs["volume-z1-s1"].kill(); procs["volume-z1-s1"].wait()
+spawn("volume-z1-s1", argv["volume-z1-s1"], log=f"{D}/volume-z1-s1-restart.log")
+deadline = time.time() + 60
+while "volume server running" not in open(f"{D}/volume-z1-s1-restart.log").read():
+    if procs["volume-z1-s1"].poll() is not None or time.time() > deadline:
+        print("the victim's server did not start again:", open(f"{D}/volume-z1-s1-restart.log").read()[-600:], flush=True)
+        break
+    time.sleep(0.2)
+else:
+    time.sleep(3)
+    s = status()
+    victim = [d for d in s.get("disks", []) if d.get("path") == VICTIM]
+    nodes = {n["address"]: n["state"] for n in s.get("nodes", [])}
+    print(f"victim's server restarted: victim disk {victim[0]['health'] if victim else '?'}, nodes {sorted(nodes.values())}, below full {s['redundancy']['below_full']}", flush=True)
+    bad = [n for n in acked if get(hashlib.sha256(body(n)).hexdigest()) != (200, body(n))]
+    print(f"{len(acked)} acknowledged blocks read back after the restart, {len(bad)} bad", flush=True)
 os.system(f"grep -h 'WARN\\|ERROR' {D}/*.log | sed 's/^[^ ]* //' | cut -c1-220 | sed 's/[0-9][0-9]*/N/g' | sort | uniq -c | sort -rn | head -25")
