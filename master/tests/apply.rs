@@ -34,6 +34,19 @@ fn register(state: &mut State, zone: &str, disks: usize) -> (u64, Vec<u64>) {
     }
 }
 
+/// A heartbeat's stat of a disk of one byte, healthy, empty, with no trash.
+fn whole_and_empty(disk_id: u64) -> DiskStat {
+    DiskStat {
+        disk_id,
+        capacity_bytes: 1,
+        used_bytes: 0,
+        free_bytes: 1,
+        failed: false,
+        trash_bytes: 0,
+        trash_extents: 0,
+    }
+}
+
 fn setup() -> (State, u64) {
     let mut state = State::new();
     let mut replicas = Vec::new();
@@ -114,17 +127,11 @@ fn registering_again_keeps_node_and_disk_ids() {
         now_unix_ms: 3,
     };
     assert!(matches!(apply::apply(&mut state, &with_both).expect("apply"), Response::NodeRegistered { .. }));
-    let stat = |disk_id| DiskStat {
-        disk_id,
-        capacity_bytes: 1,
-        used_bytes: 0,
-        free_bytes: 1,
-        failed: false,
-        trash_bytes: 0,
-        trash_extents: 0,
+    let beat = Command::Heartbeat {
+        node_id: node,
+        disks: vec![whole_and_empty(disks[0]), whole_and_empty(disks[1])],
+        now_unix_ms: 4,
     };
-    let beat =
-        Command::Heartbeat { node_id: node, disks: vec![stat(disks[0]), stat(disks[1])], now_unix_ms: 4 };
     assert!(matches!(apply::apply(&mut state, &beat).expect("apply"), Response::HeartbeatAck { .. }));
     assert_eq!((health(&state, disks[0]), health(&state, disks[1])), (DiskHealth::Ok, DiskHealth::Ok));
     let moved = Command::RegisterNode {
@@ -805,19 +812,7 @@ fn heartbeats_carry_each_disks_trash_into_its_record() {
     // a JSON heartbeat from before trash was reported; the log is binary and versioned
     // since issue 20, docs/FORMAT.md section 13, and a version-1 heartbeat always carries
     // both fields.)
-    let old = Command::Heartbeat {
-        node_id: node,
-        disks: vec![DiskStat {
-            disk_id: disks[0],
-            capacity_bytes: 1,
-            used_bytes: 0,
-            free_bytes: 1,
-            failed: false,
-            trash_bytes: 0,
-            trash_extents: 0,
-        }],
-        now_unix_ms: 7,
-    };
+    let old = Command::Heartbeat { node_id: node, disks: vec![whole_and_empty(disks[0])], now_unix_ms: 7 };
     apply::apply(&mut state, &old).expect("apply");
     let d = apply::disk(&state, disks[0]).expect("read").expect("disk");
     assert_eq!((d.trash_bytes, d.trash_extents), (0, 0));
