@@ -428,6 +428,20 @@ pub fn report(
         }
         return Ok(Response::TaskReported { task: None });
     }
+    if let TaskKind::Delete { extent, .. } = &task.kind
+        && state::disk(kv, extent.disk_id)?.is_some_and(|d| d.health == crate::types::DiskHealth::Failed)
+    {
+        // Its disk failed after it was queued: parked like a delete queued while the disk
+        // is failed (see PREFIX_PARKED), not retried into a failure for good (deletes are
+        // never planned again), until the disk comes back.
+        queue_remove(kv, task.node_id, task.task_id);
+        kv.put(&parked_key(extent.disk_id, task.task_id), Vec::new());
+        task.state = TaskState::Pending;
+        task.claimed_until_unix_ms = 0;
+        task.detail = detail.chars().take(1024).collect();
+        write_record(kv, Kind::Task, &task_key(task_id), &task)?;
+        return Ok(Response::TaskReported { task: Some(task) });
+    }
     task.attempts += 1;
     task.detail = detail.chars().take(1024).collect();
     if task.attempts >= TASK_ATTEMPTS_MAX {

@@ -422,6 +422,35 @@ fn a_failed_encode_is_tried_next_by_the_next_replica_holder() {
     assert_eq!(v.state, VolumeState::Coded);
 }
 
+/// A delete whose disk failed after it was queued, failing there, is parked until the
+/// disk comes back (as one queued while the disk is failed), not retried into a failure
+/// for good: deletes are never planned again, so the stale file would stay.
+#[test]
+fn a_delete_failing_on_a_disk_failed_since_is_parked_until_the_disk_returns() {
+    use cellar_master::tasks::TaskKind;
+    let (mut state, _id, replicas, _) = coded_after_encode();
+    let place = replicas[1];
+    let beat = |state: &mut State, failed: bool| {
+        let stat = DiskStat { failed, ..whole_and_empty(place.disk_id) };
+        let cmd = Command::Heartbeat { node_id: place.node_id, disks: vec![stat], now_unix_ms: 200 };
+        assert!(matches!(apply::apply(state, &cmd).expect("apply"), Response::HeartbeatAck { .. }));
+    };
+    let delete = claim_all(&mut state, place.node_id)
+        .into_iter()
+        .find(|t| matches!(t.kind, TaskKind::Delete { extent, .. } if extent == place))
+        .expect("the replica's delete");
+    beat(&mut state, true);
+    let parked = failed(&mut state, delete.task_id, place.node_id);
+    assert_eq!(parked.attempts, 0, "not an attempt used up");
+    let deletes = |tasks: Vec<cellar_master::tasks::TaskRecord>| {
+        tasks.iter().filter(|t| t.task_id == delete.task_id).count()
+    };
+    assert_eq!(deletes(claim_at(&mut state, place.node_id, 100_000)), 0, "parked while the disk is failed");
+    assert_eq!(apply::counters(&state).expect("counters").tasks_failed, 0);
+    beat(&mut state, false);
+    assert_eq!(deletes(claim_at(&mut state, place.node_id, 100_000)), 1, "back in the queue with its disk");
+}
+
 /// A repair whose extent the placement no longer names when it fails (seen in a cell: a
 /// replica copy planned while its volume could not be coded, the volume coded before the
 /// copy ran) is dropped at its first failure, not retried into a failure for an operator;
