@@ -109,7 +109,7 @@ while time.time() - t0 < SETTLE_SECONDS:
     victim = [d for d in s.get("disks", []) if d.get("path") == VICTIM]
     settled = (victim and victim[0]["health"] == "failed"
                and s["redundancy"]["below_full"] == 0 and s["tasks"]["failed"] == 0
-               and all(t.get("parked_on_failed_disk") for t in s["tasks"]["open_list"])
+               and all(t.get("waits_for_failed_disk") for t in s["tasks"]["open_list"])
                and s["tasks"]["open"] == len(s["tasks"]["open_list"]))
     if settled:
         break
@@ -119,9 +119,9 @@ print(f"after {time.time() - t0:.0f} s: victim disk {victim[0]['health'] if vict
       f"below full {s.get('redundancy', {}).get('below_full')}, tasks open {s.get('tasks', {}).get('open')} failed {s.get('tasks', {}).get('failed')}", flush=True)
 for t in s.get("tasks", {}).get("failed_list", [])[:5]:
     print("  failed task:", t, flush=True)
-for t in [t for t in s.get("tasks", {}).get("open_list", []) if not t.get("parked_on_failed_disk")][:5]:
+for t in [t for t in s.get("tasks", {}).get("open_list", []) if not t.get("waits_for_failed_disk")][:5]:
     print("  open task:", t, flush=True)
-print("deletes parked on the dead disk:", sum(1 for t in s.get("tasks", {}).get("open_list", []) if t.get("parked_on_failed_disk")), flush=True)
+print("deletes parked on the dead disk:", sum(1 for t in s.get("tasks", {}).get("open_list", []) if t.get("waits_for_failed_disk")), flush=True)
 bad = []
 for n in acked:
     data = body(n)

@@ -305,7 +305,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
             "open": s.tasks_open,
             "done": s.tasks_done,
             "failed": s.tasks_failed,
-            "open_list": s.open_tasks.iter().map(|t| task_json(t, parked_on(s, t))).collect::<Vec<_>>(),
+            "open_list": s.open_tasks.iter().map(|t| task_json(t, waits_for_failed_disk(s, t))).collect::<Vec<_>>(),
             "failed_list": s.failed_tasks.iter().map(|t| task_json(t, None)).collect::<Vec<_>>(),
         },
         "redundancy": {
@@ -345,9 +345,10 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
 }
 
 /// A queued or running task as `--json` shows it: what it is, where, and since when.
-/// The failed disk a delete waits for (the master parks it, in no node's queue, until the
-/// disk comes back or its node is removed), if it is one.
-fn parked_on(s: &StatusResponse, t: &cellar_proto::master::Task) -> Option<u64> {
+/// The failed disk a delete waits for, if it is one: parked by the master (in no node's
+/// queue) until the disk comes back or its node is removed, or still queued from before the
+/// disk failed and parked at its first failed attempt there.
+fn waits_for_failed_disk(s: &StatusResponse, t: &cellar_proto::master::Task) -> Option<u64> {
     let disk_id = t.source.as_ref()?.disk_id;
     let failed = s
         .disks
@@ -356,7 +357,7 @@ fn parked_on(s: &StatusResponse, t: &cellar_proto::master::Task) -> Option<u64> 
     (t.kind() == cellar_proto::master::TaskKind::Delete && failed).then_some(disk_id)
 }
 
-fn task_json(t: &cellar_proto::master::Task, parked_on: Option<u64>) -> serde_json::Value {
+fn task_json(t: &cellar_proto::master::Task, waits_for_disk: Option<u64>) -> serde_json::Value {
     json!({
         "task_id": t.task_id,
         "kind": task_kind_name(t),
@@ -366,7 +367,7 @@ fn task_json(t: &cellar_proto::master::Task, parked_on: Option<u64>) -> serde_js
         "claimed_until_unix_ms": t.claimed_until_unix_ms,
         "attempts": t.attempts,
         "detail": t.detail,
-        "parked_on_failed_disk": parked_on,
+        "waits_for_failed_disk": waits_for_disk,
     })
 }
 
@@ -379,7 +380,7 @@ fn task_state_name(t: &cellar_proto::master::Task) -> String {
 }
 
 /// One line of `cellar admin status` per listed task.
-fn task_line(t: &cellar_proto::master::Task, now_unix_ms: u64, parked_on: Option<u64>) -> String {
+fn task_line(t: &cellar_proto::master::Task, now_unix_ms: u64, waits_for_disk: Option<u64>) -> String {
     let claim = match t.state() {
         cellar_proto::master::TaskState::Claimed => {
             format!(", claim ends in {} s", t.claimed_until_unix_ms.saturating_sub(now_unix_ms) / 1000)
@@ -391,7 +392,8 @@ fn task_line(t: &cellar_proto::master::Task, now_unix_ms: u64, parked_on: Option
     } else {
         String::new()
     };
-    let parked = parked_on.map_or(String::new(), |d| format!(", parked until disk {d} comes back"));
+    let parked =
+        waits_for_disk.map_or(String::new(), |d| format!(", waits for failed disk {d} to come back"));
     format!(
         "  task {:<6} {:<11} volume {:<6} node {:<4} {}{claim}{parked}{failed}",
         t.task_id,
@@ -448,7 +450,7 @@ fn print_status(s: &StatusResponse) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     for t in &s.open_tasks {
-        println!("{}", task_line(t, now_unix_ms, parked_on(s, t)));
+        println!("{}", task_line(t, now_unix_ms, waits_for_failed_disk(s, t)));
     }
     if (s.open_tasks.len() as u64) < s.tasks_open {
         println!("  ... and {} more", s.tasks_open - s.open_tasks.len() as u64);
