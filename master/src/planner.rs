@@ -175,12 +175,8 @@ fn plan_encodes(
         let replaces_task = match existing {
             None => None,
             Some(t) if targets_lost(t) && !claimed(t) => Some(t.task_id),
-            // Given up (every attempt failed): it waits, listed in status, until its last
-            // attempt's claim would have ended (`TASK_CLAIM_MS` after it began), then is
-            // planned again below, so that a cause that went away heals by itself.
-            Some(t) if t.state == TaskState::Failed && t.claimed_until_unix_ms >= liveness.now_unix_ms => {
-                continue;
-            }
+            // Given up: it waits (listed in status), then is planned again below.
+            Some(t) if crate::tasks::given_up_and_waiting(t, liveness.now_unix_ms) => continue,
             Some(t) if t.state != TaskState::Failed && live(t.node_id) => continue,
             Some(t) if t.state == TaskState::Claimed && t.claimed_until_unix_ms >= liveness.now_unix_ms => {
                 continue;

@@ -583,13 +583,10 @@ fn plan_into(
                         // Running: its target is in `current` already (above).
                         Some(f) if running(f.task, &health.nodes, liveness) => continue,
                         // Given up on a target that is still fine: the cause is elsewhere
-                        // (the source, the data); it waits, listed in status, until its
-                        // last attempt's claim would have ended (`TASK_CLAIM_MS` after
-                        // it began), then is planned again, so that redundancy comes back
-                        // once the cause goes away without waiting for an operator.
+                        // (the source, the data); it waits (listed in status), then is
+                        // planned again onto another disk.
                         Some(f)
-                            if f.task.state == TaskState::Failed
-                                && f.task.claimed_until_unix_ms >= liveness.now_unix_ms
+                            if crate::tasks::given_up_and_waiting(f.task, liveness.now_unix_ms)
                                 && !health.lost(v, &f.target)
                                 && health
                                     .nodes

@@ -304,6 +304,14 @@ fn new_task(kv: &mut dyn Kv, c: &mut Counters, node_id: u64, kind: TaskKind) -> 
 /// Most task kinds one pull may defer (there are four kinds).
 pub const DEFERRED_KINDS_MAX: usize = 16;
 
+/// Whether `task` was given up (every attempt failed) and still waits before its planner
+/// plans it again: until its last attempt's claim would have ended (`TASK_CLAIM_MS` after
+/// that attempt began), so that a cause that goes away heals without an operator, and
+/// one that stays costs `TASK_ATTEMPTS_MAX` attempts per claim period.
+pub fn given_up_and_waiting(task: &TaskRecord, now_unix_ms: u64) -> bool {
+    task.state == TaskState::Failed && task.claimed_until_unix_ms >= now_unix_ms
+}
+
 /// The pause before a task whose attempt failed is handed out again to the same node:
 /// 2 s after the first failed attempt began, doubling, at most a minute (attempts 1-4:
 /// 2, 4, 8, 16 s), so that a fault lasting seconds (a source restarting, a peer's
