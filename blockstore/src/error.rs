@@ -63,6 +63,24 @@ pub enum Error {
         /// What check failed.
         kind: CorruptKind,
     },
+    /// The device could not return an extent's bytes: a read failed with EIO, or with the
+    /// file system's own verdict that what it holds there is bad (EUCLEAN, EBADMSG). A
+    /// latent sector error or a failing device: as for [`Error::Corrupt`], the bytes are
+    /// lost on this disk and the extent is due a repair ([`Error::is_bad_extent`]).
+    #[error("extent {extent}: unreadable at offset {offset_bytes}: {op} {path}: {source}")]
+    Unreadable {
+        /// The extent whose bytes could not be read.
+        extent: ExtentId,
+        /// Offset within the extent's data region of the read that failed.
+        offset_bytes: u64,
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The device's error.
+        #[source]
+        source: io::Error,
+    },
     /// A record payload is larger than `block_size_max_bytes`.
     #[error("record of {size_bytes} bytes is over the limit of {limit_bytes} bytes")]
     RecordTooLarge {
@@ -172,8 +190,54 @@ impl Error {
         }
     }
 
+    /// A failed read of `extent`'s bytes at `offset_bytes`: `Unreadable` when the device
+    /// could not return them ([`is_media_error`]), `Corrupt` (truncated) when the file
+    /// ended first, `Io` otherwise (the process's own trouble: a descriptor limit, a
+    /// permission).
+    pub fn read(
+        extent: ExtentId,
+        offset_bytes: u64,
+        path: impl Into<PathBuf>,
+        op: &'static str,
+        source: io::Error,
+    ) -> Error {
+        let path = path.into();
+        if is_media_error(&source) {
+            Error::Unreadable { extent, offset_bytes, path, op, source }
+        } else if source.kind() == io::ErrorKind::UnexpectedEof {
+            Error::Corrupt { extent, offset_bytes, kind: CorruptKind::Truncated }
+        } else {
+            Error::Io { path, op, source }
+        }
+    }
+
+    /// The same error naming `path` (for errors made where the path was not at hand).
+    pub(crate) fn at_path(self, path: &std::path::Path) -> Error {
+        match self {
+            Error::Io { op, source, .. } => Error::io(path, op, source),
+            Error::Unreadable { extent, offset_bytes, op, source, .. } => {
+                Error::Unreadable { extent, offset_bytes, path: path.to_path_buf(), op, source }
+            }
+            other => other,
+        }
+    }
+
     /// True when the error means that stored bytes are bad (and a repair is due).
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corrupt { .. })
     }
+
+    /// True when an extent's bytes cannot be served from this disk, corrupt or unreadable:
+    /// the extent is due a repair (readers go to another copy and report it).
+    pub fn is_bad_extent(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::Unreadable { .. })
+    }
+}
+
+/// Whether a read's error says the device could not return the bytes: EIO (a latent
+/// sector error, a dying device, a file system shut down after one), EUCLEAN and EBADMSG
+/// (ext4's and XFS's `EFSCORRUPTED` and `EFSBADCRC`: their own checks of what they hold
+/// failed).
+pub fn is_media_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO | libc::EUCLEAN | libc::EBADMSG))
 }

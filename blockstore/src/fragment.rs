@@ -332,11 +332,7 @@ impl Fragment {
     }
 
     fn read_error(&self, e: std::io::Error, offset_bytes: u64) -> Error {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::Corrupt { extent: self.id, offset_bytes, kind: CorruptKind::Truncated }
-        } else {
-            Error::io(&self.path, "read fragment", e)
-        }
+        Error::read(self.id, offset_bytes, &self.path, "read fragment", e)
     }
 
     fn verify_chunk(&self, index: u64, bytes: &[u8], entry: &[u8]) -> Result<()> {

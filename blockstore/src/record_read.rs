@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{CorruptKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::extent_header::EXTENT_DATA_OFFSET_BYTES;
 use crate::id::ExtentId;
 use crate::io::{IoFile, read_exact_at};
@@ -31,11 +31,8 @@ pub(crate) fn read_verified(
     Ok(header)
 }
 
+/// A failed record read ([`Error::read`]); the path is filled in by the caller, which
+/// knows it ([`Error::at_path`]).
 pub(crate) fn eof_is_truncation(e: std::io::Error, extent: ExtentId, offset_bytes: u64) -> Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::Corrupt { extent, offset_bytes, kind: CorruptKind::Truncated }
-    } else {
-        // The path is filled in by the caller, which knows it.
-        Error::Io { path: PathBuf::new(), op: "read record", source: e }
-    }
+    Error::read(extent, offset_bytes, PathBuf::new(), "read record", e)
 }

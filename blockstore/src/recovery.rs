@@ -87,11 +87,7 @@ fn header_at(
 }
 
 fn read_error(e: std::io::Error, extent: ExtentId, offset_bytes: u64) -> Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::Corrupt { extent, offset_bytes, kind: CorruptKind::Truncated }
-    } else {
-        Error::Io { path: std::path::PathBuf::new(), op: "read replica tail", source: e }
-    }
+    Error::read(extent, offset_bytes, std::path::PathBuf::new(), "read replica tail", e)
 }
 
 /// Walks the records of `[from_bytes, data_len)`: verifies each, keeps damaged records

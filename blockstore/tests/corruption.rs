@@ -15,6 +15,7 @@ for_each_backend!(
     flipped_bit_from_the_device_is_detected,
     every_flipped_bit_in_a_fragment_chunk_and_its_entry_is_detected,
     flipped_bits_are_detected_by_large_reads,
+    a_sector_the_device_cannot_read_makes_its_extent_unreadable_not_an_io_error,
 );
 
 fn flip(path: &Path, offset: u64, bit: u8) {
@@ -78,6 +79,66 @@ fn flipped_bit_from_the_device_is_detected(backend: Backend) {
         disk.read_record(id, loc.offset_bytes),
         Err(Error::Corrupt { kind: CorruptKind::PayloadChecksum, .. })
     ));
+}
+
+/// A read the device fails with EIO (a latent sector error) is `Unreadable`, naming the
+/// extent: a bad extent due a repair, as a checksum failure is, on every way a record or
+/// a fragment is read (whole, into a buffer, scanned, raw); records elsewhere in the
+/// extent still read. A fault of the process's own (the injector's plain errors, no
+/// errno) stays `Io`: nothing about the extent is known.
+fn a_sector_the_device_cannot_read_makes_its_extent_unreadable_not_an_io_error(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (disk, plan) = open_faulty(dir.path(), backend);
+    let id = disk.create_replica(3).expect("create");
+    let first = bytes(10_000, 3);
+    let at = disk.append(id, None, &sha(&first), &first).expect("append");
+    let second = bytes(200_000, 4);
+    let bad = disk.append(id, None, &sha(&second), &second).expect("append");
+    let path = disk.extent_file_path(id);
+    plan.unreadable_at(&path, EXTENT_DATA_OFFSET_BYTES + bad.offset_bytes + 150_000);
+    let unreadable = |what: &str, err: Error| {
+        assert!(err.is_bad_extent(), "{what}: {err:?}");
+        assert!(!err.is_corruption(), "{what}: {err:?}");
+        match err {
+            Error::Unreadable { extent, source, .. } => {
+                assert_eq!(extent, id, "{what}");
+                assert_eq!(source.raw_os_error(), Some(libc::EIO), "{what}");
+            }
+            other => panic!("{what}: expected Unreadable, got {other:?}"),
+        }
+    };
+    unreadable("read_record", disk.read_record(id, bad.offset_bytes).expect_err("EIO"));
+    let mut buf = Vec::new();
+    unreadable(
+        "read_record_into",
+        disk.read_record_into(id, bad.offset_bytes, Some(bad.record_len_bytes), &mut buf).expect_err("EIO"),
+    );
+    let scanned: Vec<_> = disk.scan_replica(id).expect("scan").collect();
+    assert_eq!(scanned.len(), 2, "the scan stops at the unreadable record");
+    assert_eq!(scanned[0].as_ref().expect("the first record").payload, first);
+    unreadable("scan", scanned.into_iter().nth(1).expect("second").expect_err("EIO"));
+    let mut raw = vec![0u8; 4096];
+    unreadable(
+        "read_replica_raw",
+        disk.read_replica_raw(id, bad.offset_bytes + 148_000, &mut raw).expect_err("EIO"),
+    );
+    assert_eq!(disk.read_record(id, at.offset_bytes).expect("the other record").payload, first);
+
+    let len = 3 * 4096 + 100;
+    let fid = disk.create_fragment(3, 1, len, 4096).expect("create");
+    let data = bytes(len as usize, 5);
+    disk.write_fragment(fid, 0, &data).expect("write");
+    plan.unreadable_at(&disk.extent_file_path(fid), EXTENT_DATA_OFFSET_BYTES + 2 * 4096 + 7);
+    match disk.read_fragment(fid, 0, len).expect_err("EIO") {
+        Error::Unreadable { extent, .. } => assert_eq!(extent, fid),
+        other => panic!("read_fragment: expected Unreadable, got {other:?}"),
+    }
+    assert_eq!(disk.read_fragment(fid, 0, 4096).expect("the chunks before"), data[..4096]);
+
+    // No errno: not the device's verdict on these bytes.
+    plan.fail_after_ops(0);
+    let err = disk.read_record(id, at.offset_bytes).expect_err("injected");
+    assert!(matches!(err, Error::Io { .. }) && !err.is_bad_extent(), "{err:?}");
 }
 
 fn every_flipped_bit_in_a_fragment_chunk_and_its_entry_is_detected(backend: Backend) {

@@ -11,7 +11,11 @@ pub use cellar_volume_api::errors::{bad_request, code_of, master_status, status}
 pub fn disk_status(e: &DiskError) -> Status {
     let msg = e.to_string();
     match e {
-        DiskError::Corrupt { .. } => status(Code::DataLoss, code::DATA_CORRUPT, msg),
+        // Bytes that cannot be served from here, bad or unreadable: the reader goes to
+        // another copy, and the server reports the extent for repair.
+        DiskError::Corrupt { .. } | DiskError::Unreadable { .. } => {
+            status(Code::DataLoss, code::DATA_CORRUPT, msg)
+        }
         DiskError::UnknownExtent(_) => status(Code::NotFound, code::EXTENT_NOT_FOUND, msg),
         DiskError::OffsetMismatch { .. } => status(Code::FailedPrecondition, code::OFFSET_MISMATCH, msg),
         DiskError::Sealed(_) => status(Code::FailedPrecondition, code::EXTENT_SEALED, msg),

@@ -1,7 +1,8 @@
 //! The scrubber (DESIGN section 6, "Pocket Watch" on the volume server): reads every
 //! record of every replica and every chunk of every fragment on this server's disks,
 //! checking their CRCs, at most `bytes_per_sec`, and starts a full pass at most once per
-//! `period`. A corrupt extent is reported to the master, whose repair planner rebuilds it.
+//! `period`. A corrupt extent, or one the device cannot read (EIO), is reported to the
+//! master, whose repair planner rebuilds it.
 //! Progress (the last extent checked on each disk) is kept in `<disk>/scrub.cursor`
 //! (docs/FORMAT.md section 14), so a restart resumes where the scrubber stopped instead of
 //! starting the pass over.
@@ -109,9 +110,9 @@ pub async fn run(shared: Arc<Shared>, config: ScrubConfig, mut stop: watch::Rece
                     tokio::task::spawn_blocking(move || verify(&d, &info).map_err(|e| (info, e))).await;
                 let bytes = match checked {
                     Ok(Ok(bytes)) => bytes,
-                    Ok(Err((info, e))) if e.is_corruption() => {
+                    Ok(Err((info, e))) if e.is_bad_extent() => {
                         m.findings.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(disk = disk_id, extent = %info.id, error = %e, "scrub found a corrupt extent");
+                        tracing::warn!(disk = disk_id, extent = %info.id, error = %e, "scrub found a corrupt or unreadable extent");
                         shared.cluster.report_bad_extent(info.id.volume_id, disk_id, format!("scrub: {e}"));
                         info.length_bytes
                     }

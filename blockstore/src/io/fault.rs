@@ -35,6 +35,9 @@ struct FaultState {
     short_io_max_bytes: Option<usize>,
     /// (file, offset in file, bit) flipped in every read that covers it.
     flips: Vec<(PathBuf, u64, u8)>,
+    /// (file, offset in file): every read covering it fails with EIO, as over a sector the
+    /// device can no longer read.
+    unreadable: Vec<(PathBuf, u64)>,
     /// Successful writes so far.
     writes: u64,
     /// Syncs so far.
@@ -85,6 +88,12 @@ impl FaultPlan {
     /// Flips `bit` (0..8) of the byte at `offset_bytes` of `path` in every read covering it.
     pub fn flip_bit_on_read(&self, path: &Path, offset_bytes: u64, bit: u8) {
         self.lock().flips.push((path.to_path_buf(), offset_bytes, bit % 8));
+    }
+
+    /// Makes every read of `path` that covers `offset_bytes` fail with EIO (an
+    /// `io::Error` carrying the errno, as from the kernel), as over a latent sector error.
+    pub fn unreadable_at(&self, path: &Path, offset_bytes: u64) {
+        self.lock().unreadable.push((path.to_path_buf(), offset_bytes));
     }
 
     /// Makes the next sync wait until `n` more writes have completed (so a test can line up
@@ -179,6 +188,10 @@ impl IoFile for FaultFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let (len, flips) = {
             let s = self.plan.begin_op()?;
+            let covers = |at: u64| at >= offset && at < offset + buf.len() as u64;
+            if s.unreadable.iter().any(|(path, at)| *path == self.path && covers(*at)) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
             let len = s.short_io_max_bytes.map_or(buf.len(), |max| buf.len().min(max));
             let flips: Vec<(u64, u8)> = s
                 .flips

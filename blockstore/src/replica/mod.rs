@@ -426,10 +426,7 @@ impl Replica {
     }
 
     fn io_context(&self, e: Error) -> Error {
-        match e {
-            Error::Io { op, source, .. } => Error::io(&self.path, op, source),
-            other => other,
-        }
+        e.at_path(&self.path)
     }
 
     /// Seals the replica at `length_bytes` (default: its current end), truncating records
@@ -565,7 +562,7 @@ impl Replica {
         }
         let file = self.file()?;
         read_exact_at(file.as_ref(), buf, EXTENT_DATA_OFFSET_BYTES + offset_bytes)
-            .map_err(|e| Error::io(&self.path, "read replica bytes", e))
+            .map_err(|e| Error::read(self.id, offset_bytes, &self.path, "read replica bytes", e))
     }
 
     /// Reads the verified record at `offset_bytes` into `payload` (used by scans).
