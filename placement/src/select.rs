@@ -58,6 +58,11 @@ struct ZoneSlot<'v> {
     /// Extents of this volume the zone holds (existing and chosen so far).
     held: usize,
     nodes: BTreeMap<u64, NodeSlot<'v>>,
+    /// Disks passed over for want of free bytes (writable, not excluded, holding nothing
+    /// of the volume): named in a shortfall message, where "too full" is the usual cause.
+    too_full: usize,
+    /// Disks passed over because they take no new extents (failed, down, draining).
+    not_writable: usize,
 }
 
 impl ZoneSlot<'_> {
@@ -88,6 +93,12 @@ pub(crate) fn select<'v>(
             && !held_ids.contains(&disk.disk_id);
         if candidate {
             zone.nodes.entry(disk.node_id).or_default().disks.push(disk);
+        } else if !request.exclude.contains(&disk.disk_id) && !held_ids.contains(&disk.disk_id) {
+            if !disk.writable {
+                zone.not_writable += 1;
+            } else {
+                zone.too_full += 1;
+            }
         }
     }
     for &disk in request.held {
@@ -218,8 +229,18 @@ fn shortfall_detail(request: &Request<'_>, zones: &BTreeMap<&str, ZoneSlot<'_>>)
         }
         let sep = if i == 0 { " " } else { ", " };
         let _ = write!(detail, "{sep}{name:?}={}", zone.candidates());
+        let mut notes = Vec::new();
         if zone.held > 0 {
-            let _ = write!(detail, " (already holds {})", zone.held);
+            notes.push(format!("already holds {}", zone.held));
+        }
+        if zone.too_full > 0 {
+            notes.push(format!("{} too full", zone.too_full));
+        }
+        if zone.not_writable > 0 {
+            notes.push(format!("{} failed, down or draining", zone.not_writable));
+        }
+        if !notes.is_empty() {
+            let _ = write!(detail, " ({})", notes.join(", "));
         }
     }
     detail

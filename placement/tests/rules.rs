@@ -62,6 +62,27 @@ fn rs_10_4_over_three_zones_fails_with_not_enough_failure_domains() {
     assert!(err.to_string().contains("not enough failure domains"), "{err}");
 }
 
+/// A full cell says so: the shortfall names, per zone, the disks passed over for want of
+/// room and those that take nothing new, not only the count of candidates left.
+#[test]
+fn a_shortfall_names_the_disks_too_full_and_the_ones_failed() {
+    let mut view = uniform_cluster(3, 2, 2, 10 * GIB);
+    for d in &mut view.disks {
+        match (d.zone.as_str(), d.disk_id % 4) {
+            // z0: every disk too full for another GiB; z1: one failed, the rest too full.
+            ("z0", _) | ("z1", 1..=3) => d.used_bytes = 10 * GIB - GIB / 2,
+            ("z1", _) => d.writable = false,
+            _ => {}
+        }
+    }
+    let err = place_replicas(&view, 3, GIB, 5).expect_err("two zones have no room");
+    let text = err.to_string();
+    assert!(text.contains("\"z0\"=0 (4 too full)"), "{text}");
+    assert!(text.contains("\"z1\"=0 (3 too full, 1 failed, down or draining)"), "{text}");
+    assert!(text.contains("\"z2\"=4"), "{text}");
+    assert!(!text.contains("\"z2\"=4 ("), "{text}");
+}
+
 #[test]
 fn coded_volume_cannot_live_in_one_zone() {
     let view = uniform_cluster(1, 10, 10, 100 * GIB);
