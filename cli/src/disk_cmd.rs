@@ -27,10 +27,19 @@ pub enum DiskCommand {
         /// The disk directory.
         dir: PathBuf,
     },
+    /// Format a new, empty disk in DIR (created if missing). A volume server formats new
+    /// disks itself, except a directory that is not a mount point while its other disks
+    /// are (a mount that did not happen, not formatted on the file system underneath): run
+    /// this to put a disk in such a directory on purpose. A directory holding a disk is
+    /// left as it is.
+    Format {
+        /// The disk directory.
+        dir: PathBuf,
+    },
 }
 
 fn open(dir: &PathBuf) -> Result<Disk> {
-    if !dir.join("catalog").exists() {
+    if !cellar_volume::disks::is_formatted(dir) {
         bail!("{} is not a cellar disk (no catalog/)", dir.display());
     }
     let disk =
@@ -80,6 +89,21 @@ pub fn run(cmd: DiskCommand) -> Result<()> {
                     e.id, e.state, e.length_bytes, e.chunk_size_bytes, e.failed
                 );
             }
+            Ok(())
+        }
+        DiskCommand::Format { dir } => {
+            if cellar_volume::disks::is_formatted(&dir) {
+                let disk = open(&dir)?;
+                println!(
+                    "{} already holds disk {}; left as it is",
+                    dir.display(),
+                    hex::encode(disk.identity().disk_uuid)
+                );
+                return Ok(());
+            }
+            let disk = Disk::open(&dir, DiskOptions::default())
+                .with_context(|| format!("format disk {}", dir.display()))?;
+            println!("formatted {} as disk {}", dir.display(), hex::encode(disk.identity().disk_uuid));
             Ok(())
         }
         DiskCommand::Verify { dir } => {

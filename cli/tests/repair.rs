@@ -595,6 +595,31 @@ fn a_disk_that_cannot_be_opened_is_left_out_counted_failed_and_rebuilt() {
 }
 
 /// The path of a disk by id, from the status.
+/// `cellar disk format` puts a disk in a directory on purpose (what a server no longer
+/// does by itself in a directory that is not a mount point beside mounted disks), and
+/// leaves a directory that already holds one as it is.
+#[test]
+fn disk_format_formats_a_new_directory_and_leaves_a_disk_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("new-disk");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cellar")).args(args).output().expect("run cellar");
+        assert!(out.status.success(), "cellar {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let path = disk.to_str().expect("utf-8 path");
+    let before =
+        Command::new(env!("CARGO_BIN_EXE_cellar")).args(["disk", "stat", path]).output().expect("run");
+    assert!(!before.status.success(), "no disk there yet");
+    let first = run(&["disk", "format", path]);
+    assert!(first.starts_with("formatted "), "{first}");
+    let uuid = first.split_whitespace().last().expect("uuid").to_string();
+    let stat = run(&["disk", "stat", path]);
+    assert!(stat.contains(&uuid), "{stat}");
+    let again = run(&["disk", "format", path]);
+    assert!(again.contains(&format!("already holds disk {uuid}")), "{again}");
+}
+
 fn disk_path(masters: &str, disk: u64) -> String {
     let s = status(masters).expect("status");
     s["disks"]

@@ -2,7 +2,7 @@
 //! they keep (a restart is the same node).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use cellar_blockstore::{Disk, DiskOptions, IoChoice};
@@ -38,6 +38,13 @@ pub enum DisksError {
     /// The disks disagree about which node they belong to.
     #[error("disks belong to different nodes: {0}")]
     MixedNodes(String),
+    /// A new disk directory that is not a mount point while the server's other disks are
+    /// (see [`unmounted_new_disks`]).
+    #[error("disk {path}: no disk here and not a mount point, while other disks are; not formatted")]
+    Unmounted {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A metadata value that does not parse.
     #[error("disk {path}: bad {name} metadata")]
     BadMeta {
@@ -65,12 +72,49 @@ fn meta_u64(d: &LocalDisk, name: &'static str) -> Result<Option<u64>, DisksError
     }
 }
 
+/// Whether `path` holds a formatted disk (its catalog).
+pub fn is_formatted(path: &Path) -> bool {
+    path.join("catalog").exists()
+}
+
+/// Whether another file system is mounted at `path` (its device differs from its
+/// parent's); `false` for a path that does not exist or cannot be examined.
+pub fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(canonical) = path.canonicalize() else { return false };
+    let Some(parent) = canonical.parent() else { return true };
+    match (std::fs::metadata(&canonical), std::fs::metadata(parent)) {
+        (Ok(here), Ok(up)) => here.dev() != up.dev(),
+        _ => false,
+    }
+}
+
+/// The disks not to format, by index in `paths`: a directory with no disk in it that is
+/// not a mount point while another disk of the server is one looks like a mount that did
+/// not happen (a device that failed to come up at boot, an fstab line missing). Formatted
+/// there, it would be a new, empty disk on the file system underneath (often the system
+/// disk), filling it with whatever the cell places on it. Left out instead, like a disk
+/// that cannot be opened: the master counts the disk it replaced failed. Servers whose
+/// disks are all plain directories (tests, `cellar dev`, one file system) format as
+/// before; `cellar disk format DIR` formats one on purpose.
+pub fn unmounted_new_disks(
+    paths: &[PathBuf],
+    formatted: impl Fn(&Path) -> bool,
+    mount_point: impl Fn(&Path) -> bool,
+) -> Vec<usize> {
+    let mounted: Vec<bool> = paths.iter().map(|p| mount_point(p)).collect();
+    if !mounted.iter().any(|m| *m) {
+        return Vec::new();
+    }
+    (0..paths.len()).filter(|&i| !mounted[i] && !formatted(&paths[i])).collect()
+}
+
 impl LocalDisks {
-    /// Opens every disk (formatting new ones). A disk that cannot be opened (its device
-    /// failing, its catalog unreadable) is left out with an error logged, so that one dead
-    /// disk does not keep the server's other disks offline (the master then counts the
-    /// disk left out failed, and what it held is rebuilt elsewhere); when none opens, the
-    /// first disk's error is returned.
+    /// Opens every disk (formatting new ones, except those [`unmounted_new_disks`] names).
+    /// A disk that cannot be opened (its device failing, its catalog unreadable) is left
+    /// out with an error logged, so that one dead disk does not keep the server's other
+    /// disks offline (the master then counts the disk left out failed, and what it held is
+    /// rebuilt elsewhere); when none opens, the first disk's error is returned.
     pub fn open(
         paths: &[PathBuf],
         io: IoChoice,
@@ -78,7 +122,16 @@ impl LocalDisks {
     ) -> Result<LocalDisks, DisksError> {
         let mut disks = Vec::with_capacity(paths.len());
         let mut first_error = None;
-        for path in paths {
+        let unmounted = unmounted_new_disks(paths, is_formatted, is_mount_point);
+        for (i, path) in paths.iter().enumerate() {
+            if unmounted.contains(&i) {
+                tracing::error!(disk = %path.display(),
+                    "not formatting a new disk here: no disk is in this directory and it is not a mount point, \
+                     while other disks of this server are (a mount that did not happen?); the server starts \
+                     without it. Mount the disk, or format the directory on purpose with `cellar disk format`");
+                first_error.get_or_insert(DisksError::Unmounted { path: path.clone() });
+                continue;
+            }
             let options = DiskOptions { io: io.clone(), block_size_max_bytes };
             let disk = match Disk::open(path, options) {
                 Ok(disk) => disk,
@@ -167,6 +220,43 @@ impl LocalDisks {
     /// Every disk with its cell id.
     pub fn with_ids(&self) -> Vec<(u64, Arc<Disk>)> {
         self.by_id.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(id, d)| (*id, d.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(n: usize) -> Vec<PathBuf> {
+        (0..n).map(|i| PathBuf::from(format!("/srv/disk{i}"))).collect()
+    }
+
+    #[test]
+    fn a_new_directory_beside_mounted_disks_is_not_formatted() {
+        let p = paths(4);
+        let name = |path: &Path| path.to_string_lossy().into_owned();
+        // disk1 and disk3 mounted; disk0 formatted but not mounted (it stays: a disk that
+        // holds data opens wherever it is), disk2 new and not mounted: left out.
+        let formatted = |path: &Path| name(path).ends_with("disk0") || name(path).ends_with("disk1");
+        let mounted = |path: &Path| name(path).ends_with("disk1") || name(path).ends_with("disk3");
+        assert_eq!(unmounted_new_disks(&p, formatted, mounted), vec![2]);
+        // A new disk that is mounted is formatted.
+        assert_eq!(unmounted_new_disks(&p, |_| false, |_| true), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn servers_of_plain_directories_format_as_before() {
+        assert_eq!(unmounted_new_disks(&paths(3), |_| false, |_| false), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn mount_points_are_told_from_plain_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!is_mount_point(dir.path()));
+        assert!(!is_mount_point(&dir.path().join("missing")));
+        assert!(is_mount_point(Path::new("/")));
+        // procfs is mounted on every Linux this runs on.
+        assert!(is_mount_point(Path::new("/proc")));
     }
 }
 
