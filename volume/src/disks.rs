@@ -223,6 +223,36 @@ impl LocalDisks {
     }
 }
 
+/// Runs blocking disk work off the async threads and maps its error to a status.
+pub async fn blocking<T, F>(work: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, cellar_blockstore::Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(disk_status(&e)),
+        Err(e) => Err(join_status(&e)),
+    }
+}
+
+/// Each disk's usage, read on blocking threads (a failed disk gives its error).
+pub(crate) async fn stats(disks: &LocalDisks) -> Vec<(u64, Result<cellar_blockstore::DiskStat, String>)> {
+    let mut out = Vec::new();
+    for (id, disk) in disks.with_ids() {
+        let stat = tokio::task::spawn_blocking(move || disk.stat()).await;
+        out.push((
+            id,
+            match stat {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,34 +288,4 @@ mod tests {
         // procfs is mounted on every Linux this runs on.
         assert!(is_mount_point(Path::new("/proc")));
     }
-}
-
-/// Runs blocking disk work off the async threads and maps its error to a status.
-pub async fn blocking<T, F>(work: F) -> Result<T, Status>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, cellar_blockstore::Error> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(disk_status(&e)),
-        Err(e) => Err(join_status(&e)),
-    }
-}
-
-/// Each disk's usage, read on blocking threads (a failed disk gives its error).
-pub(crate) async fn stats(disks: &LocalDisks) -> Vec<(u64, Result<cellar_blockstore::DiskStat, String>)> {
-    let mut out = Vec::new();
-    for (id, disk) in disks.with_ids() {
-        let stat = tokio::task::spawn_blocking(move || disk.stat()).await;
-        out.push((
-            id,
-            match stat {
-                Ok(Ok(s)) => Ok(s),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-        ));
-    }
-    out
 }
