@@ -22,6 +22,7 @@ use crate::info::{
     DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport, load_or_create_identity, statvfs,
 };
 use crate::io::{IoBackend, IoChoice};
+use crate::read_faults::ReadFaults;
 use crate::record::{Record, RecordHeader, RecordLocation};
 use crate::replica::{RecordIn, Replica};
 use crate::scan::ReplicaScan;
@@ -70,6 +71,8 @@ pub struct Disk {
     /// Extent creates that failed with an I/O error other than a lack of space (see
     /// [`DiskStat::write_faults`]).
     create_faults: AtomicU64,
+    /// Extents whose reads the device failed (see [`DiskStat::unreadable_extents`]).
+    read_faults: Arc<ReadFaults>,
 }
 
 pub use crate::clock::now_unix_ms;
@@ -102,6 +105,7 @@ impl Disk {
             trash_entries: AtomicU64::new(0),
             trash_bytes: AtomicU64::new(0),
             create_faults: AtomicU64::new(0),
+            read_faults: Arc::new(ReadFaults::default()),
         };
         disk.complete_deletes()?;
         disk.load_extents()?;
@@ -386,7 +390,7 @@ impl Disk {
 
     /// Reads and verifies the record at `offset_bytes` of a replica.
     pub fn read_record(&self, id: ExtentId, offset_bytes: u64) -> Result<Record> {
-        self.replica(id)?.read_record(offset_bytes)
+        self.replica(id)?.read_record(offset_bytes).inspect_err(|e| self.read_faults.note(e))
     }
 
     /// Reads and verifies the record at `offset_bytes` of a replica into `buf`, reusing its
@@ -402,7 +406,9 @@ impl Disk {
         record_len_hint: Option<u64>,
         buf: &mut Vec<u8>,
     ) -> Result<(RecordHeader, usize)> {
-        self.replica(id)?.read_record_into(offset_bytes, record_len_hint, buf)
+        self.replica(id)?
+            .read_record_into(offset_bytes, record_len_hint, buf)
+            .inspect_err(|e| self.read_faults.note(e))
     }
 
     /// [`Disk::read_record_into`] without blocking: only when the record's length is known,
@@ -427,7 +433,7 @@ impl Disk {
     /// Reads raw bytes of a replica's durable data region, unverified: for callers that
     /// check them against a verified scan (see the volume server's encoder).
     pub fn read_replica_raw(&self, id: ExtentId, offset_bytes: u64, buf: &mut [u8]) -> Result<()> {
-        self.replica(id)?.read_raw(offset_bytes, buf)
+        self.replica(id)?.read_raw(offset_bytes, buf).inspect_err(|e| self.read_faults.note(e))
     }
 
     /// Iterates over a replica's records in order, verifying each.
@@ -443,7 +449,13 @@ impl Disk {
         if from_offset_bytes > end_bytes {
             return Err(Error::OffsetPastEnd { extent: id, offset_bytes: from_offset_bytes, end_bytes });
         }
-        Ok(ReplicaScan { replica, next_offset_bytes: from_offset_bytes, end_bytes, done: false })
+        Ok(ReplicaScan {
+            replica,
+            next_offset_bytes: from_offset_bytes,
+            end_bytes,
+            done: false,
+            read_faults: self.read_faults.clone(),
+        })
     }
 
     /// Creates a fragment extent of `fragment_len_bytes`, chunked by `chunk_size_bytes`.
@@ -502,7 +514,7 @@ impl Disk {
 
     /// Reads and verifies a byte range of a fragment.
     pub fn read_fragment(&self, id: ExtentId, offset_bytes: u64, length_bytes: u64) -> Result<Vec<u8>> {
-        self.fragment(id)?.read(offset_bytes, length_bytes)
+        self.fragment(id)?.read(offset_bytes, length_bytes).inspect_err(|e| self.read_faults.note(e))
     }
 
     /// [`Disk::read_fragment`] into `buf`, reusing its allocation (only grown, never
@@ -514,7 +526,9 @@ impl Disk {
         length_bytes: u64,
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
-        self.fragment(id)?.read_into(offset_bytes, length_bytes, buf)
+        self.fragment(id)?
+            .read_into(offset_bytes, length_bytes, buf)
+            .inspect_err(|e| self.read_faults.note(e))
     }
 
     /// Every live extent.
@@ -541,6 +555,7 @@ impl Disk {
             trash_extents: 0,
             failed_extents: 0,
             write_faults: self.create_faults.load(Ordering::Relaxed) + self.catalog.write_faults(),
+            unreadable_extents: self.read_faults.extents(),
         };
         for (_, extent) in self.extents.read().unwrap_or_else(|p| p.into_inner()).iter() {
             stat.extents += 1;

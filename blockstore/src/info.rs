@@ -80,7 +80,7 @@ pub struct ExtentInfo {
 }
 
 /// Capacity and usage of a disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiskStat {
     /// Size of the file system holding the disk.
     pub capacity_bytes: u64,
@@ -106,6 +106,11 @@ pub struct DiskStat {
     /// died took no appends, so only fragment creates failed, and every encode onto it
     /// failed for good while the disk was still reported healthy).
     pub write_faults: u64,
+    /// Distinct extents whose reads the device failed since the open
+    /// ([`crate::Error::Unreadable`]: EIO and its kin). Each is reported and rebuilt; many
+    /// mean the device is going bad, and the volume server reports the disk failed at
+    /// its threshold.
+    pub unreadable_extents: u64,
 }
 
 /// What a trash purge did.

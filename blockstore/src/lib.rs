@@ -18,6 +18,7 @@ pub mod id;
 pub mod info;
 pub mod io;
 pub use cellar_format::record;
+mod read_faults;
 mod record_read;
 mod recovery;
 mod replica;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::read_faults::ReadFaults;
 use crate::replica::{Replica, ScannedRecord};
 
 /// Iterator over a replica's records, verifying each. Stops at the first bad record
@@ -12,6 +13,8 @@ pub struct ReplicaScan {
     pub(crate) next_offset_bytes: u64,
     pub(crate) end_bytes: u64,
     pub(crate) done: bool,
+    /// The disk's unreadable extents, noted as the scan meets one.
+    pub(crate) read_faults: Arc<ReadFaults>,
 }
 
 impl Iterator for ReplicaScan {
@@ -29,6 +32,7 @@ impl Iterator for ReplicaScan {
             }
             Err(e) => {
                 self.done = true;
+                self.read_faults.note(&e);
                 Some(Err(e))
             }
         }

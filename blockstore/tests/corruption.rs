@@ -134,11 +134,17 @@ fn a_sector_the_device_cannot_read_makes_its_extent_unreadable_not_an_io_error(b
         other => panic!("read_fragment: expected Unreadable, got {other:?}"),
     }
     assert_eq!(disk.read_fragment(fid, 0, 4096).expect("the chunks before"), data[..4096]);
+    // Counted once per extent however often it is read (the volume server fails a disk
+    // with many).
+    disk.read_record(id, bad.offset_bytes).expect_err("EIO again");
+    assert_eq!(disk.stat().expect("stat").unreadable_extents, 2);
 
     // No errno: not the device's verdict on these bytes.
     plan.fail_after_ops(0);
     let err = disk.read_record(id, at.offset_bytes).expect_err("injected");
     assert!(matches!(err, Error::Io { .. }) && !err.is_bad_extent(), "{err:?}");
+    plan.clear();
+    assert_eq!(disk.stat().expect("stat").unreadable_extents, 2, "an injected fault is not the device's");
 }
 
 fn every_flipped_bit_in_a_fragment_chunk_and_its_entry_is_detected(backend: Backend) {

@@ -228,6 +228,21 @@ fn report_bad_extents_found_at_open(shared: &Shared) {
     }
 }
 
+/// Distinct extents with reads the device failed at which a disk is reported failed: one
+/// or a few unreadable sectors are extents to rebuild (each is reported as it is found);
+/// this many on one disk since its server started mean the device is going bad, and
+/// waiting for every extent to be found unreadable by a get or the scrubber (a pass a
+/// week) would leave it taking new extents meanwhile.
+pub const UNREADABLE_EXTENTS_DISK_FAILED: u64 = 8;
+
+/// Whether a disk is reported failed. A failed write or fsync: what the disk holds cannot
+/// be trusted (the kernel may have dropped dirty pages), so the whole disk is failed; so
+/// is a disk that failed to create an extent or write its catalog, and one with
+/// [`UNREADABLE_EXTENTS_DISK_FAILED`] unreadable extents.
+pub fn disk_failed(s: &cellar_blockstore::DiskStat) -> bool {
+    s.failed_extents + s.write_faults > 0 || s.unreadable_extents >= UNREADABLE_EXTENTS_DISK_FAILED
+}
+
 async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {
     // Failed extents per disk as last logged: the error is logged when the count grows,
     // not at every heartbeat.
@@ -238,22 +253,27 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
             .into_iter()
             .map(|(disk_id, stat)| match stat {
                 Ok(s) => {
-                    // A failed write or fsync: what the disk holds cannot be trusted (the
-                    // kernel may have dropped dirty pages), so the whole disk is failed;
-                    // so is a disk that failed to create an extent or write its catalog.
-                    let faults = s.failed_extents + s.write_faults;
+                    let failed = disk_failed(&s);
+                    let faults = s.failed_extents + s.write_faults + s.unreadable_extents;
                     let logged = failed_logged.entry(disk_id).or_default();
                     if faults > *logged {
                         *logged = faults;
-                        tracing::error!(disk = disk_id, extents = s.failed_extents, write_faults = s.write_faults,
-                            "this disk failed writes (extents failed a write or fsync, or creates or catalog writes failed); reporting the disk failed");
+                        if failed {
+                            tracing::error!(disk = disk_id, extents = s.failed_extents, write_faults = s.write_faults,
+                                unreadable_extents = s.unreadable_extents,
+                                "this disk failed writes (extents failed a write or fsync, or creates or catalog writes failed) or too many reads; reporting the disk failed");
+                        } else {
+                            tracing::warn!(disk = disk_id, unreadable_extents = s.unreadable_extents,
+                                failed_at = UNREADABLE_EXTENTS_DISK_FAILED,
+                                "the device failed reads of this disk's extents (each is reported and rebuilt)");
+                        }
                     }
                     mpb::DiskStats {
                         disk_id,
                         capacity_bytes: s.capacity_bytes,
                         used_bytes: s.used_bytes,
                         free_bytes: s.free_bytes,
-                        failed: faults > 0,
+                        failed,
                         trash_bytes: s.trash_bytes,
                         trash_extents: s.trash_extents,
                     }
@@ -281,5 +301,22 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(period) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellar_blockstore::DiskStat;
+
+    #[test]
+    fn a_disk_is_failed_by_a_write_fault_or_by_many_unreadable_extents() {
+        let whole = DiskStat::default();
+        assert!(!disk_failed(&whole));
+        assert!(disk_failed(&DiskStat { failed_extents: 1, ..whole }));
+        assert!(disk_failed(&DiskStat { write_faults: 1, ..whole }));
+        // A few unreadable sectors: rebuilt one by one, the disk stays in service.
+        assert!(!disk_failed(&DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED - 1, ..whole }));
+        assert!(disk_failed(&DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED, ..whole }));
     }
 }
