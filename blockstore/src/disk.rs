@@ -18,6 +18,7 @@ use crate::catalog::{Catalog, ExtentEntry, TrashEntry};
 use crate::error::{Error, ExtentState, Result};
 use crate::fragment::{self, Fragment};
 use crate::id::ExtentId;
+use crate::inflight::OpsInFlight;
 use crate::info::{
     DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport, load_or_create_identity, statvfs,
 };
@@ -73,6 +74,8 @@ pub struct Disk {
     create_faults: AtomicU64,
     /// Extents whose reads the device failed (see [`DiskStat::unreadable_extents`]).
     read_faults: Arc<ReadFaults>,
+    /// Operations under way (see [`DiskStat::oldest_op_ms`]).
+    ops: Arc<OpsInFlight>,
 }
 
 pub use crate::clock::now_unix_ms;
@@ -106,6 +109,7 @@ impl Disk {
             trash_bytes: AtomicU64::new(0),
             create_faults: AtomicU64::new(0),
             read_faults: Arc::new(ReadFaults::default()),
+            ops: Arc::new(OpsInFlight::default()),
         };
         disk.complete_deletes()?;
         disk.load_extents()?;
@@ -315,6 +319,7 @@ impl Disk {
 
     /// Creates an empty replica extent for `volume_id`.
     pub fn create_replica(&self, volume_id: u64) -> Result<ExtentId> {
+        let _op = self.ops.begin();
         let id = ExtentId::replica(volume_id);
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         self.check_new(id)?;
@@ -353,6 +358,7 @@ impl Disk {
         sha256: &[u8; 32],
         payload: &[u8],
     ) -> Result<RecordLocation> {
+        let _op = self.ops.begin();
         let mut locations = self.append_records(
             id,
             expected_offset_bytes,
@@ -371,6 +377,7 @@ impl Disk {
         expected_offset_bytes: Option<u64>,
         records: &[RecordIn<'_>],
     ) -> Result<Vec<RecordLocation>> {
+        let _op = self.ops.begin();
         if records.len() > APPEND_RECORDS_MAX {
             return Err(Error::BadParameters(format!(
                 "{} records in one append; at most {APPEND_RECORDS_MAX}",
@@ -390,6 +397,7 @@ impl Disk {
 
     /// Reads and verifies the record at `offset_bytes` of a replica.
     pub fn read_record(&self, id: ExtentId, offset_bytes: u64) -> Result<Record> {
+        let _op = self.ops.begin();
         self.replica(id)?.read_record(offset_bytes).inspect_err(|e| self.read_faults.note(e))
     }
 
@@ -406,6 +414,7 @@ impl Disk {
         record_len_hint: Option<u64>,
         buf: &mut Vec<u8>,
     ) -> Result<(RecordHeader, usize)> {
+        let _op = self.ops.begin();
         self.replica(id)?
             .read_record_into(offset_bytes, record_len_hint, buf)
             .inspect_err(|e| self.read_faults.note(e))
@@ -427,12 +436,14 @@ impl Disk {
     /// Seals a replica at `length_bytes` (default: its end), dropping any records past it.
     /// Returns the sealed length.
     pub fn seal_replica(&self, id: ExtentId, length_bytes: Option<u64>) -> Result<u64> {
+        let _op = self.ops.begin();
         self.replica(id)?.seal(&self.catalog, length_bytes)
     }
 
     /// Reads raw bytes of a replica's durable data region, unverified: for callers that
     /// check them against a verified scan (see the volume server's encoder).
     pub fn read_replica_raw(&self, id: ExtentId, offset_bytes: u64, buf: &mut [u8]) -> Result<()> {
+        let _op = self.ops.begin();
         self.replica(id)?.read_raw(offset_bytes, buf).inspect_err(|e| self.read_faults.note(e))
     }
 
@@ -455,6 +466,7 @@ impl Disk {
             end_bytes,
             done: false,
             read_faults: self.read_faults.clone(),
+            ops: self.ops.clone(),
         })
     }
 
@@ -466,6 +478,7 @@ impl Disk {
         fragment_len_bytes: u64,
         chunk_size_bytes: u32,
     ) -> Result<ExtentId> {
+        let _op = self.ops.begin();
         fragment::check_parameters(fragment_len_bytes, chunk_size_bytes)?;
         let id = ExtentId::fragment(volume_id, index);
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
@@ -499,21 +512,25 @@ impl Disk {
 
     /// Writes whole chunks of a fragment at a chunk-aligned offset.
     pub fn write_fragment(&self, id: ExtentId, offset_bytes: u64, data: &[u8]) -> Result<()> {
+        let _op = self.ops.begin();
         self.fragment(id)?.write(offset_bytes, data)
     }
 
     /// Makes a fragment's writes durable.
     pub fn sync_fragment(&self, id: ExtentId) -> Result<()> {
+        let _op = self.ops.begin();
         self.fragment(id)?.sync()
     }
 
     /// Seals a fragment once every chunk is written.
     pub fn seal_fragment(&self, id: ExtentId) -> Result<()> {
+        let _op = self.ops.begin();
         self.fragment(id)?.seal(&self.catalog)
     }
 
     /// Reads and verifies a byte range of a fragment.
     pub fn read_fragment(&self, id: ExtentId, offset_bytes: u64, length_bytes: u64) -> Result<Vec<u8>> {
+        let _op = self.ops.begin();
         self.fragment(id)?.read(offset_bytes, length_bytes).inspect_err(|e| self.read_faults.note(e))
     }
 
@@ -526,6 +543,7 @@ impl Disk {
         length_bytes: u64,
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
+        let _op = self.ops.begin();
         self.fragment(id)?
             .read_into(offset_bytes, length_bytes, buf)
             .inspect_err(|e| self.read_faults.note(e))
@@ -556,6 +574,7 @@ impl Disk {
             failed_extents: 0,
             write_faults: self.create_faults.load(Ordering::Relaxed) + self.catalog.write_faults(),
             unreadable_extents: self.read_faults.extents(),
+            oldest_op_ms: self.ops.oldest_ms(),
         };
         for (_, extent) in self.extents.read().unwrap_or_else(|p| p.into_inner()).iter() {
             stat.extents += 1;
@@ -579,6 +598,7 @@ impl Disk {
     /// Moves an extent to the trash. Its bytes stay on disk until a purge after the
     /// retention time; the catalog change is the commit point.
     pub fn delete(&self, id: ExtentId) -> Result<TrashEntry> {
+        let _op = self.ops.begin();
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         let extent = self.get(id)?;
         match &extent {

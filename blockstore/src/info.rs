@@ -111,6 +111,11 @@ pub struct DiskStat {
     /// mean the device is going bad, and the volume server reports the disk failed at
     /// its threshold.
     pub unreadable_extents: u64,
+    /// Milliseconds since the oldest operation still under way on the disk began (a read,
+    /// an append and its fsync, a create, a delete; 0 when none is): a device that stopped
+    /// answering shows here, where a busy one does not, and the volume server reports a
+    /// disk failed past its `disk_hung_after`.
+    pub oldest_op_ms: u64,
 }
 
 /// What a trash purge did.

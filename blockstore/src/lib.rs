@@ -15,6 +15,7 @@ pub mod error;
 pub mod extent_header;
 pub mod fragment;
 pub mod id;
+mod inflight;
 pub mod info;
 pub mod io;
 pub use cellar_format::record;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::inflight::OpsInFlight;
 use crate::read_faults::ReadFaults;
 use crate::replica::{Replica, ScannedRecord};
 
@@ -15,6 +16,8 @@ pub struct ReplicaScan {
     pub(crate) done: bool,
     /// The disk's unreadable extents, noted as the scan meets one.
     pub(crate) read_faults: Arc<ReadFaults>,
+    /// The disk's operations under way: each read of the scan is one.
+    pub(crate) ops: Arc<OpsInFlight>,
 }
 
 impl Iterator for ReplicaScan {
@@ -25,6 +28,7 @@ impl Iterator for ReplicaScan {
             return None;
         }
         let mut payload = Vec::new();
+        let _op = self.ops.begin();
         match self.replica.scan_next(self.next_offset_bytes, &mut payload) {
             Ok(header) => {
                 self.next_offset_bytes += header.record_len_bytes();

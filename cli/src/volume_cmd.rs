@@ -58,6 +58,10 @@ pub struct VolumeArgs {
     /// device read (0: none). Records of 64 KiB and more; the oldest go first.
     #[arg(long, default_value_t = cellar_volume::recent::RECENT_RECORDS_DEFAULT_BYTES >> 20)]
     recent_records_mib: u64,
+    /// Seconds an operation on a disk (a read, an append, a create) may stay under way, or
+    /// a disk's stat go unanswered, before the disk is reported failed as hung.
+    #[arg(long, default_value_t = cellar_volume::config::DISK_HUNG_AFTER_DEFAULT.as_secs())]
+    disk_hung_after_secs: u64,
     /// Address to serve GET /metrics (Prometheus text) on, e.g. 127.0.0.1:9201.
     #[arg(long)]
     metrics: Option<String>,
@@ -82,6 +86,7 @@ pub fn run(args: VolumeArgs) -> Result<()> {
     config.deadlines = args.deadlines.deadlines();
     config.trash_retention = Duration::from_secs(args.trash_retention_secs);
     config.recent_records_bytes = args.recent_records_mib.saturating_mul(1 << 20);
+    config.disk_hung_after = Duration::from_secs(args.disk_hung_after_secs);
     config.scrub = cellar_volume::scrub::ScrubConfig {
         bytes_per_sec: args.scrub_bytes_per_sec,
         period: Duration::from_secs(args.scrub_period_secs),

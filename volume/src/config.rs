@@ -64,7 +64,15 @@ pub struct VolumeConfig {
     /// Payload bytes of large records appended lately kept in memory for reads (see
     /// [`crate::recent`]); 0 keeps none.
     pub recent_records_bytes: u64,
+    /// How long an operation on a disk (a read, an append and its fsync, a create) may
+    /// stay under way, or a disk's stat go unanswered, before the disk is reported failed
+    /// as hung: a device that stopped answering (see [`crate::node::disk_failed`]).
+    pub disk_hung_after: Duration,
 }
+
+/// Default [`VolumeConfig::disk_hung_after`]: far past any wait of a busy disk (appends'
+/// deadlines are seconds), short beside a node being marked down (15 minutes).
+pub const DISK_HUNG_AFTER_DEFAULT: Duration = Duration::from_secs(60);
 
 /// How hard the scrubber works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +119,7 @@ impl VolumeConfig {
             trash_retention: TRASH_RETENTION_DEFAULT,
             scrub: ScrubConfig::default(),
             recent_records_bytes: crate::recent::RECENT_RECORDS_DEFAULT_BYTES,
+            disk_hung_after: DISK_HUNG_AFTER_DEFAULT,
         }
     }
 
@@ -125,6 +134,9 @@ impl VolumeConfig {
         }
         if self.masters.is_empty() {
             return Err("--master is required".into());
+        }
+        if self.disk_hung_after.is_zero() {
+            return Err("disk_hung_after must be above zero".into());
         }
         for (i, d) in self.disks.iter().enumerate() {
             if self.disks[..i].contains(d) {

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use cellar_blockstore::{Disk, DiskOptions, IoChoice};
+use cellar_blockstore::{Disk, DiskOptions, DiskStat, IoChoice};
 use tonic::Status;
 
 use crate::errors::{disk_status, join_status, status};
@@ -59,6 +60,31 @@ pub enum DisksError {
 pub struct LocalDisks {
     disks: Vec<LocalDisk>,
     by_id: RwLock<BTreeMap<u64, Arc<Disk>>>,
+    /// Stats asked and not answered yet, by disk id (see [`LocalDisks::stats`]).
+    pending_stats: tokio::sync::Mutex<BTreeMap<u64, PendingStat>>,
+}
+
+/// A disk's stat under way on a blocking thread.
+struct PendingStat {
+    since: Instant,
+    handle: tokio::task::JoinHandle<Result<DiskStat, cellar_blockstore::Error>>,
+}
+
+/// How long one round of [`LocalDisks::stats`] waits for the disks' answers.
+pub const STAT_WAIT: Duration = Duration::from_secs(1);
+
+/// A disk's health as one round of [`LocalDisks::stats`] found it.
+#[derive(Debug)]
+pub enum DiskHealth {
+    /// Its stat.
+    Stat(DiskStat),
+    /// Its stat failed (the directory gone, an I/O error).
+    Failed(String),
+    /// Its stat has not answered for this long, past `hung_after`: the device stopped
+    /// answering.
+    Hung(Duration),
+    /// Its stat has not answered yet, for less than `hung_after`: no news this round.
+    Waiting,
 }
 
 fn meta_u64(d: &LocalDisk, name: &'static str) -> Result<Option<u64>, DisksError> {
@@ -153,7 +179,11 @@ impl LocalDisks {
         if let (true, Some(e)) = (disks.is_empty(), first_error) {
             return Err(e);
         }
-        Ok(LocalDisks { disks, by_id: RwLock::new(BTreeMap::new()) })
+        Ok(LocalDisks {
+            disks,
+            by_id: RwLock::new(BTreeMap::new()),
+            pending_stats: tokio::sync::Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// The disks in start-up order.
@@ -217,6 +247,47 @@ impl LocalDisks {
         })
     }
 
+    /// Each disk's health: its stat, asked on a blocking thread, at most one ask per disk
+    /// under way, the disks side by side, waiting at most `wait` for them. A stat that
+    /// has not answered by then (its file system hung: `statvfs` does not return) is left
+    /// running and asked again only once it answers, so a hung disk holds one thread, not
+    /// one per round; it is [`DiskHealth::Hung`] once under way for `hung_after`. Before,
+    /// the stats were awaited one after the other with no bound: one hung disk stopped
+    /// its server's heartbeats, and the master counted the whole node down.
+    pub async fn stats(&self, wait: Duration, hung_after: Duration) -> Vec<(u64, DiskHealth)> {
+        let mut pending = self.pending_stats.lock().await;
+        for (id, disk) in self.with_ids() {
+            pending.entry(id).or_insert_with(|| PendingStat {
+                since: Instant::now(),
+                handle: tokio::task::spawn_blocking(move || disk.stat()),
+            });
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out = Vec::with_capacity(pending.len());
+        let mut answered = Vec::new();
+        for (&id, p) in pending.iter_mut() {
+            let health = match tokio::time::timeout_at(deadline, &mut p.handle).await {
+                Ok(Ok(Ok(stat))) => DiskHealth::Stat(stat),
+                Ok(Ok(Err(e))) => DiskHealth::Failed(e.to_string()),
+                Ok(Err(e)) => DiskHealth::Failed(format!("disk stat task: {e}")),
+                Err(_) => {
+                    let waited = p.since.elapsed();
+                    out.push((
+                        id,
+                        if waited >= hung_after { DiskHealth::Hung(waited) } else { DiskHealth::Waiting },
+                    ));
+                    continue;
+                }
+            };
+            answered.push(id);
+            out.push((id, health));
+        }
+        for id in answered {
+            pending.remove(&id);
+        }
+        out
+    }
+
     /// Every disk with its cell id.
     pub fn with_ids(&self) -> Vec<(u64, Arc<Disk>)> {
         self.by_id.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(id, d)| (*id, d.clone())).collect()
@@ -234,23 +305,6 @@ where
         Ok(Err(e)) => Err(disk_status(&e)),
         Err(e) => Err(join_status(&e)),
     }
-}
-
-/// Each disk's usage, read on blocking threads (a failed disk gives its error).
-pub(crate) async fn stats(disks: &LocalDisks) -> Vec<(u64, Result<cellar_blockstore::DiskStat, String>)> {
-    let mut out = Vec::new();
-    for (id, disk) in disks.with_ids() {
-        let stat = tokio::task::spawn_blocking(move || disk.stat()).await;
-        out.push((
-            id,
-            match stat {
-                Ok(Ok(s)) => Ok(s),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

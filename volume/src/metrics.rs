@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use crate::counters::OpCounters;
+use crate::disks::DiskHealth;
 use crate::shared::Shared;
 
 fn op(out: &mut String, name: &str, op: &str, c: &OpCounters) {
@@ -123,7 +124,10 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "cellar_volume_block_size_max_bytes {}", shared.block_size_max_bytes);
     let _ = writeln!(out, "# HELP cellar_volume_disk_bytes Each disk's capacity, used and free bytes.");
     let _ = writeln!(out, "# TYPE cellar_volume_disk_bytes gauge");
-    let _ = writeln!(out, "# HELP cellar_volume_disk_failed 1 when the disk's usage cannot be read.");
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_disk_failed 1 when the disk's usage cannot be read or its stat hangs."
+    );
     let _ = writeln!(out, "# TYPE cellar_volume_disk_failed gauge");
     let _ = writeln!(
         out,
@@ -132,9 +136,10 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE cellar_volume_trash_bytes gauge");
     let _ = writeln!(out, "# HELP cellar_volume_trash_extents Deleted extents waiting in each disk's trash.");
     let _ = writeln!(out, "# TYPE cellar_volume_trash_extents gauge");
-    for (disk_id, stat) in crate::disks::stats(&shared.disks).await {
-        match stat {
-            Ok(s) => {
+    for (disk_id, health) in shared.disks.stats(crate::disks::STAT_WAIT, shared.disk_hung_after).await {
+        match health {
+            DiskHealth::Waiting => {}
+            DiskHealth::Stat(s) => {
                 for (kind, v) in
                     [("capacity", s.capacity_bytes), ("used", s.used_bytes), ("free", s.free_bytes)]
                 {
@@ -146,7 +151,7 @@ pub async fn render(shared: &Shared) -> String {
                 let _ =
                     writeln!(out, "cellar_volume_trash_extents{{disk=\"{disk_id}\"}} {}", s.trash_extents);
             }
-            Err(_) => {
+            DiskHealth::Failed(_) | DiskHealth::Hung(_) => {
                 let _ = writeln!(out, "cellar_volume_disk_failed{{disk=\"{disk_id}\"}} 1");
             }
         }

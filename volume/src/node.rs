@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::budget::ByteBudget;
 use crate::cluster::Cluster;
 use crate::config::VolumeConfig;
-use crate::disks::{DisksError, LocalDisks};
+use crate::disks::{DiskHealth, DisksError, LocalDisks};
 use crate::fence::Fences;
 use crate::service::{Shared, VolumeService};
 use crate::{
@@ -155,6 +155,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
         secret: config.secret.clone(),
         metrics: crate::counters::VolumeMetrics::default(),
         stopped: std::sync::atomic::AtomicBool::new(false),
+        disk_hung_after: config.disk_hung_after,
         repair_pace: crate::pace::Pace::default(),
         // A record, or a fragment read of one: its whole chunks, up to a chunk more on
         // each side, and the slack of a direct read.
@@ -237,23 +238,35 @@ pub const UNREADABLE_EXTENTS_DISK_FAILED: u64 = 8;
 
 /// Whether a disk is reported failed. A failed write or fsync: what the disk holds cannot
 /// be trusted (the kernel may have dropped dirty pages), so the whole disk is failed; so
-/// is a disk that failed to create an extent or write its catalog, and one with
-/// [`UNREADABLE_EXTENTS_DISK_FAILED`] unreadable extents.
-pub fn disk_failed(s: &cellar_blockstore::DiskStat) -> bool {
-    s.failed_extents + s.write_faults > 0 || s.unreadable_extents >= UNREADABLE_EXTENTS_DISK_FAILED
+/// is a disk that failed to create an extent or write its catalog, one with
+/// [`UNREADABLE_EXTENTS_DISK_FAILED`] unreadable extents, and one with an operation under
+/// way for `hung_after` (a device that stopped answering: its reads and appends wait
+/// forever, and it would go on being given new extents). A hung disk that answers again
+/// is reported whole with the next heartbeat.
+pub fn disk_failed(s: &cellar_blockstore::DiskStat, hung_after: Duration) -> bool {
+    s.failed_extents + s.write_faults > 0
+        || s.unreadable_extents >= UNREADABLE_EXTENTS_DISK_FAILED
+        || u128::from(s.oldest_op_ms) >= hung_after.as_millis()
 }
 
 async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {
     // Failed extents per disk as last logged: the error is logged when the count grows,
     // not at every heartbeat.
     let mut failed_logged: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    let hung_after = shared.disk_hung_after;
     loop {
-        let disks = crate::disks::stats(&shared.disks)
+        let disks = shared
+            .disks
+            .stats(crate::disks::STAT_WAIT, hung_after)
             .await
             .into_iter()
-            .map(|(disk_id, stat)| match stat {
-                Ok(s) => {
-                    let failed = disk_failed(&s);
+            .filter_map(|(disk_id, health)| match health {
+                DiskHealth::Stat(s) => {
+                    let failed = disk_failed(&s, hung_after);
+                    if u128::from(s.oldest_op_ms) >= hung_after.as_millis() {
+                        tracing::error!(disk = disk_id, oldest_op_ms = s.oldest_op_ms,
+                            "an operation on this disk has been under way too long (the device stopped answering?); reporting the disk failed");
+                    }
                     let faults = s.failed_extents + s.write_faults + s.unreadable_extents;
                     let logged = failed_logged.entry(disk_id).or_default();
                     if faults > *logged {
@@ -268,7 +281,7 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
                                 "the device failed reads of this disk's extents (each is reported and rebuilt)");
                         }
                     }
-                    mpb::DiskStats {
+                    Some(mpb::DiskStats {
                         disk_id,
                         capacity_bytes: s.capacity_bytes,
                         used_bytes: s.used_bytes,
@@ -276,12 +289,19 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
                         failed,
                         trash_bytes: s.trash_bytes,
                         trash_extents: s.trash_extents,
-                    }
+                    })
                 }
-                Err(e) => {
+                DiskHealth::Failed(e) => {
                     tracing::error!(disk = disk_id, error = %e, "disk stat failed; reporting the disk failed");
-                    mpb::DiskStats { disk_id, failed: true, ..Default::default() }
+                    Some(mpb::DiskStats { disk_id, failed: true, ..Default::default() })
                 }
+                DiskHealth::Hung(waited) => {
+                    tracing::error!(disk = disk_id, waited_ms = waited.as_millis() as u64,
+                        "this disk's stat has not answered (the device stopped answering?); reporting the disk failed");
+                    Some(mpb::DiskStats { disk_id, failed: true, ..Default::default() })
+                }
+                // No news this round; the master keeps what it knew.
+                DiskHealth::Waiting => None,
             })
             .collect::<Vec<_>>();
         let node_id = shared.node_id;
@@ -310,13 +330,18 @@ mod tests {
     use cellar_blockstore::DiskStat;
 
     #[test]
-    fn a_disk_is_failed_by_a_write_fault_or_by_many_unreadable_extents() {
+    fn a_disk_is_failed_by_a_write_fault_many_unreadable_extents_or_a_hung_operation() {
+        let hung_after = Duration::from_secs(60);
+        let failed = |s: DiskStat| disk_failed(&s, hung_after);
         let whole = DiskStat::default();
-        assert!(!disk_failed(&whole));
-        assert!(disk_failed(&DiskStat { failed_extents: 1, ..whole }));
-        assert!(disk_failed(&DiskStat { write_faults: 1, ..whole }));
+        assert!(!failed(whole));
+        assert!(failed(DiskStat { failed_extents: 1, ..whole }));
+        assert!(failed(DiskStat { write_faults: 1, ..whole }));
         // A few unreadable sectors: rebuilt one by one, the disk stays in service.
-        assert!(!disk_failed(&DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED - 1, ..whole }));
-        assert!(disk_failed(&DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED, ..whole }));
+        assert!(!failed(DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED - 1, ..whole }));
+        assert!(failed(DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED, ..whole }));
+        // A slow operation is not a hung one.
+        assert!(!failed(DiskStat { oldest_op_ms: 59_999, ..whole }));
+        assert!(failed(DiskStat { oldest_op_ms: 60_000, ..whole }));
     }
 }

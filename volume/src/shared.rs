@@ -35,4 +35,6 @@ pub struct Shared {
     /// Set when the server stops: in-process callers (see
     /// [`crate::cluster::ExtentClient`]) are refused from then on, as a socket would be.
     pub stopped: std::sync::atomic::AtomicBool,
+    /// When a disk is reported failed as hung (see [`crate::config::VolumeConfig::disk_hung_after`]).
+    pub disk_hung_after: std::time::Duration,
 }

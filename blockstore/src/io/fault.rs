@@ -16,10 +16,15 @@ pub struct FaultPlan {
     state: Mutex<FaultState>,
     /// Signalled after every successful write, for syncs held back until enough writes.
     wrote: Condvar,
+    /// Signalled when hung reads are released.
+    released: Condvar,
 }
 
 /// How long a held-back sync waits for the writes it expects before going ahead anyway.
 const HOLD_SYNC_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a hung read waits to be released before it goes ahead anyway (a test that
+/// forgot to release it still ends).
+const HANG_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 struct FaultState {
@@ -38,6 +43,8 @@ struct FaultState {
     /// (file, offset in file): every read covering it fails with EIO, as over a sector the
     /// device can no longer read.
     unreadable: Vec<(PathBuf, u64)>,
+    /// Files whose reads hang (a device that stopped answering) until released.
+    hung: Vec<PathBuf>,
     /// Successful writes so far.
     writes: u64,
     /// Syncs so far.
@@ -96,6 +103,18 @@ impl FaultPlan {
         self.lock().unreadable.push((path.to_path_buf(), offset_bytes));
     }
 
+    /// Makes every read of `path` hang, as on a device that stopped answering, until
+    /// [`FaultPlan::release_hung`] (or a deadline of a minute).
+    pub fn hang_reads_of(&self, path: &Path) {
+        self.lock().hung.push(path.to_path_buf());
+    }
+
+    /// Lets every hung read go on, and later reads of those files run at once.
+    pub fn release_hung(&self) {
+        self.lock().hung.clear();
+        self.released.notify_all();
+    }
+
     /// Makes the next sync wait until `n` more writes have completed (so a test can line up
     /// many appenders behind one fsync without relying on timing).
     pub fn hold_next_sync_until_writes(&self, n: u64) {
@@ -128,6 +147,7 @@ impl FaultPlan {
         let mut s = self.lock();
         let (ops, writes, syncs) = (s.ops, s.writes, s.syncs);
         *s = FaultState { ops, writes, syncs, ..FaultState::default() };
+        self.released.notify_all();
     }
 
     fn begin_op(&self) -> io::Result<MutexGuard<'_, FaultState>> {
@@ -187,7 +207,15 @@ struct FaultFile {
 impl IoFile for FaultFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let (len, flips) = {
-            let s = self.plan.begin_op()?;
+            let mut s = self.plan.begin_op()?;
+            let deadline = Instant::now() + HANG_DEADLINE;
+            while s.hung.contains(&self.path) {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                s = self.plan.released.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            }
             let covers = |at: u64| at >= offset && at < offset + buf.len() as u64;
             if s.unreadable.iter().any(|(path, at)| *path == self.path && covers(*at)) {
                 return Err(io::Error::from_raw_os_error(libc::EIO));
