@@ -368,6 +368,7 @@ fn task_json(t: &cellar_proto::master::Task, waits_for_disk: Option<u64>) -> ser
         "attempts": t.attempts,
         "detail": t.detail,
         "waits_for_failed_disk": waits_for_disk,
+        "next_attempt_unix_ms": (t.next_attempt_unix_ms > 0).then_some(t.next_attempt_unix_ms),
     })
 }
 
@@ -384,6 +385,9 @@ fn task_line(t: &cellar_proto::master::Task, now_unix_ms: u64, waits_for_disk: O
     let claim = match t.state() {
         cellar_proto::master::TaskState::Claimed => {
             format!(", claim ends in {} s", t.claimed_until_unix_ms.saturating_sub(now_unix_ms) / 1000)
+        }
+        cellar_proto::master::TaskState::Pending if t.next_attempt_unix_ms > now_unix_ms => {
+            format!(", next attempt in {} s", (t.next_attempt_unix_ms - now_unix_ms).div_ceil(1000))
         }
         _ => String::new(),
     };

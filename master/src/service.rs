@@ -858,7 +858,14 @@ impl Master for MasterService {
                     full: b.full,
                 })
                 .collect(),
-            open_tasks: repair.open_tasks.iter().map(task_pb).collect(),
+            open_tasks: repair
+                .open_tasks
+                .iter()
+                .map(|t| pb::Task {
+                    next_attempt_unix_ms: crate::tasks::retry_at_unix_ms(t, TASK_CLAIM_MS).unwrap_or(0),
+                    ..task_pb(t)
+                })
+                .collect(),
             failed_tasks: repair.failed_tasks.iter().map(task_pb).collect(),
             blocks_lost: lost.count,
             lost_block_hashes: lost.hashes.iter().map(|h| h.to_vec()).collect(),

@@ -322,17 +322,22 @@ pub fn retry_pause_ms(attempts: u32) -> u64 {
     FIRST_MS.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(MAX_MS)
 }
 
+/// When a pending task whose last attempt failed (and that stays on its node) may be
+/// handed out again: that attempt's start (`claim_ms` before the claim end it keeps) plus
+/// [`retry_pause_ms`]. `None` for any other task: a pending one goes at once.
+pub fn retry_at_unix_ms(task: &TaskRecord, claim_ms: u64) -> Option<u64> {
+    (task.state == TaskState::Pending && task.attempts > 0 && task.claimed_until_unix_ms > 0).then(|| {
+        task.claimed_until_unix_ms.saturating_sub(claim_ms).saturating_add(retry_pause_ms(task.attempts))
+    })
+}
+
 /// Whether `task` may be handed out now to a node that defers `deferred_kinds`, claims
 /// lasting `claim_ms`. A pending task after a failed attempt keeps that attempt's claim
 /// end (the attempt began `claim_ms` before it) and waits [`retry_pause_ms`] from its
 /// beginning; one moved to another node has 0 there and goes at once.
 fn claimable(task: &TaskRecord, now_unix_ms: u64, claim_ms: u64, deferred_kinds: &[TaskType]) -> bool {
     let free = match task.state {
-        TaskState::Pending if task.attempts > 0 && task.claimed_until_unix_ms > 0 => {
-            let began = task.claimed_until_unix_ms.saturating_sub(claim_ms);
-            now_unix_ms >= began.saturating_add(retry_pause_ms(task.attempts))
-        }
-        TaskState::Pending => true,
+        TaskState::Pending => retry_at_unix_ms(task, claim_ms).is_none_or(|at| now_unix_ms >= at),
         TaskState::Claimed => task.claimed_until_unix_ms < now_unix_ms,
         TaskState::Failed => false,
     };

@@ -495,6 +495,8 @@ fn a_task_failing_after_the_placement_moved_on_is_dropped_not_counted_failed() {
     claim_all(&mut state, replicas[1].node_id);
     let retried = failed(&mut state, reconstruct, replicas[1].node_id);
     assert_eq!(retried.attempts, 1);
+    // Status says when (claims of 1 s here): the attempt's start, 100, plus 2 s.
+    assert_eq!(cellar_master::tasks::retry_at_unix_ms(&retried, 1000), Some(2_100));
     // ... after a pause from the failed attempt's start (claimed at 100): 2 s, then 4 s.
     // (The node's other task, a replica delete claimed at 100, is handed out again once
     // its claim expires: only the reconstruct is looked at.)
@@ -503,7 +505,9 @@ fn a_task_failing_after_the_placement_moved_on_is_dropped_not_counted_failed() {
     };
     assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, 2_099)), Vec::<u64>::new(), "not at once");
     assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, 2_100)), vec![reconstruct]);
-    assert_eq!(failed(&mut state, reconstruct, replicas[1].node_id).attempts, 2);
+    let twice = failed(&mut state, reconstruct, replicas[1].node_id);
+    assert_eq!(twice.attempts, 2);
+    assert_eq!(cellar_master::tasks::retry_at_unix_ms(&twice, 1000), Some(6_100));
     assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, 6_099)), Vec::<u64>::new());
     assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, 6_100)), vec![reconstruct]);
     // ... until another repair moves that fragment: its next failure drops it.
