@@ -254,6 +254,9 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
     // not at every heartbeat.
     let mut failed_logged: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     let hung_after = shared.disk_hung_after;
+    // Disks last seen hung: logged when they hang and when they answer again, not at
+    // every heartbeat.
+    let mut hung: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
     loop {
         let disks = shared
             .disks
@@ -264,8 +267,12 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
                 DiskHealth::Stat(s) => {
                     let failed = disk_failed(&s, hung_after);
                     if u128::from(s.oldest_op_ms) >= hung_after.as_millis() {
-                        tracing::error!(disk = disk_id, oldest_op_ms = s.oldest_op_ms,
-                            "an operation on this disk has been under way too long (the device stopped answering?); reporting the disk failed");
+                        if hung.insert(disk_id) {
+                            tracing::error!(disk = disk_id, oldest_op_ms = s.oldest_op_ms,
+                                "an operation on this disk has been under way too long (the device stopped answering?); reporting the disk failed");
+                        }
+                    } else if hung.remove(&disk_id) {
+                        tracing::warn!(disk = disk_id, "this disk answers again");
                     }
                     let faults = s.failed_extents + s.write_faults + s.unreadable_extents;
                     let logged = failed_logged.entry(disk_id).or_default();
@@ -296,8 +303,10 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
                     Some(mpb::DiskStats { disk_id, failed: true, ..Default::default() })
                 }
                 DiskHealth::Hung(waited) => {
-                    tracing::error!(disk = disk_id, waited_ms = waited.as_millis() as u64,
-                        "this disk's stat has not answered (the device stopped answering?); reporting the disk failed");
+                    if hung.insert(disk_id) {
+                        tracing::error!(disk = disk_id, waited_ms = waited.as_millis() as u64,
+                            "this disk's stat has not answered (the device stopped answering?); reporting the disk failed");
+                    }
                     Some(mpb::DiskStats { disk_id, failed: true, ..Default::default() })
                 }
                 // No news this round; the master keeps what it knew.
