@@ -255,11 +255,22 @@ impl LocalDisks {
     /// the stats were awaited one after the other with no bound: one hung disk stopped
     /// its server's heartbeats, and the master counted the whole node down.
     pub async fn stats(&self, wait: Duration, hung_after: Duration) -> Vec<(u64, DiskHealth)> {
+        self.stats_with(wait, hung_after, |disk| disk.stat()).await
+    }
+
+    /// [`LocalDisks::stats`] with `stat` asked of each disk (tests: a stat that hangs).
+    async fn stats_with<F>(&self, wait: Duration, hung_after: Duration, stat: F) -> Vec<(u64, DiskHealth)>
+    where
+        F: Fn(&Disk) -> Result<DiskStat, cellar_blockstore::Error> + Clone + Send + 'static,
+    {
         let mut pending = self.pending_stats.lock().await;
         for (id, disk) in self.with_ids() {
-            pending.entry(id).or_insert_with(|| PendingStat {
-                since: Instant::now(),
-                handle: tokio::task::spawn_blocking(move || disk.stat()),
+            pending.entry(id).or_insert_with(|| {
+                let stat = stat.clone();
+                PendingStat {
+                    since: Instant::now(),
+                    handle: tokio::task::spawn_blocking(move || stat(&disk)),
+                }
             });
         }
         let deadline = tokio::time::Instant::now() + wait;
@@ -331,6 +342,58 @@ mod tests {
     #[test]
     fn servers_of_plain_directories_format_as_before() {
         assert_eq!(unmounted_new_disks(&paths(3), |_| false, |_| false), Vec::<usize>::new());
+    }
+
+    /// A stat that does not return (a hung `statvfs`) is waited for `wait` at most per
+    /// round, stays the only one under way for its disk (no thread per round), is
+    /// `Waiting` and then `Hung`, while the other disk answers every round; once it
+    /// returns, the disk is asked again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_stat_is_waited_for_in_bounded_rounds_and_asked_once() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
+        let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+        let disks = LocalDisks::open(&paths, IoChoice::Pread, 4 << 20).expect("open");
+        disks.remember(1, &[10, 20]).expect("ids");
+        let hung_root = paths[1].clone();
+        let release = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(AtomicU64::new(0));
+        let stat = {
+            let (release, asked) = (release.clone(), asked.clone());
+            move |disk: &Disk| {
+                if disk.root() == hung_root {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while !release.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                disk.stat()
+            }
+        };
+        // Long enough for the healthy disk's stat on a loaded machine; each of the first
+        // two rounds waits this long for the hung one.
+        let wait = Duration::from_secs(3);
+        let health = |round: &[(u64, DiskHealth)], id: u64| {
+            format!("{:?}", round.iter().find(|(d, _)| *d == id).map(|(_, h)| h))
+        };
+        let round = disks.stats_with(wait, Duration::from_secs(3600), stat.clone()).await;
+        assert!(health(&round, 10).starts_with("Some(Stat("), "{round:?}");
+        assert_eq!(health(&round, 20), "Some(Waiting)");
+        let round = disks.stats_with(wait, Duration::ZERO, stat.clone()).await;
+        assert!(health(&round, 10).starts_with("Some(Stat("), "{round:?}");
+        assert!(health(&round, 20).starts_with("Some(Hung("), "{round:?}");
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "one stat under way for the hung disk, not one per round"
+        );
+        release.store(true, Ordering::SeqCst);
+        let round = disks.stats_with(Duration::from_secs(30), Duration::ZERO, stat.clone()).await;
+        assert!(health(&round, 20).starts_with("Some(Stat("), "the stat under way answered: {round:?}");
+        let round = disks.stats_with(Duration::from_secs(30), Duration::ZERO, stat).await;
+        assert!(health(&round, 20).starts_with("Some(Stat("), "{round:?}");
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "asked again once it had answered");
     }
 
     #[test]
