@@ -322,8 +322,8 @@ pub fn retry_pause_ms(attempts: u32) -> u64 {
     FIRST_MS.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(MAX_MS)
 }
 
-/// When a pending task whose last attempt failed (and that stays on its node) may be
-/// handed out again: that attempt's start (`claim_ms` before the claim end it keeps) plus
+/// When a pending task whose last attempt failed (on its node or, an encode, on the
+/// replica holder before) may be handed out again: that attempt's start (`claim_ms` before the claim end it keeps) plus
 /// [`retry_pause_ms`]. `None` for any other task: a pending one goes at once.
 pub fn retry_at_unix_ms(task: &TaskRecord, claim_ms: u64) -> Option<u64> {
     (task.state == TaskState::Pending && task.attempts > 0 && task.claimed_until_unix_ms > 0).then(|| {
@@ -334,7 +334,7 @@ pub fn retry_at_unix_ms(task: &TaskRecord, claim_ms: u64) -> Option<u64> {
 /// Whether `task` may be handed out now to a node that defers `deferred_kinds`, claims
 /// lasting `claim_ms`. A pending task after a failed attempt keeps that attempt's claim
 /// end (the attempt began `claim_ms` before it) and waits [`retry_pause_ms`] from its
-/// beginning; one moved to another node has 0 there and goes at once.
+/// beginning, wherever it was moved since (an encode goes to the next replica holder).
 fn claimable(task: &TaskRecord, now_unix_ms: u64, claim_ms: u64, deferred_kinds: &[TaskType]) -> bool {
     let free = match task.state {
         TaskState::Pending => retry_at_unix_ms(task, claim_ms).is_none_or(|at| now_unix_ms >= at),
@@ -474,10 +474,10 @@ pub fn report(
             move_task(kv, &mut task, next)?;
         }
         // The failed attempt's claim end stays (see `claimable`: the retry waits for its
-        // pause); a task now on another node, whose executor has not tried it, goes at once.
-        if task.node_id != node_id {
-            task.claimed_until_unix_ms = 0;
-        }
+        // pause), on this node or the next holder: a failure the holders share (a target
+        // not reachable yet: seen after a whole cell restarted at new addresses, each
+        // holder's view of them up to 2 s old) would otherwise use up every attempt on
+        // the holders in turn within a second.
     }
     write_record(kv, Kind::Task, &task_key(task_id), &task)?;
     Ok(Response::TaskReported { task: Some(task) })

@@ -397,14 +397,19 @@ fn a_failed_encode_is_tried_next_by_the_next_replica_holder() {
     let (mut state, _id, replicas, _fragments) = sealed_with_encode();
     let task = claim_all(&mut state, replicas[0].node_id).remove(0);
     let mut holder = replicas[0].node_id;
-    // Each failure hands the encode to the next holder, wrapping around.
+    // Each failure hands the encode to the next holder, wrapping around, after the pause
+    // from the failed attempt's start (a failure the holders share, a target not
+    // reachable yet, must not use up every attempt on them in turn at once).
+    let ids =
+        |tasks: Vec<cellar_master::tasks::TaskRecord>| tasks.iter().map(|t| t.task_id).collect::<Vec<_>>();
     for attempt in 1..=3usize {
         let after = failed(&mut state, task.task_id, holder);
         let next = replicas[attempt % replicas.len()].node_id;
         assert_eq!((after.node_id, after.state), (next, TaskState::Pending), "attempt {attempt}");
-        assert!(claim_all(&mut state, holder).is_empty(), "the old holder has nothing left");
-        let claimed = claim_all(&mut state, next);
-        assert_eq!(claimed.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![task.task_id]);
+        let at = cellar_master::tasks::retry_at_unix_ms(&after, 1000).expect("a pause");
+        assert!(claim_at(&mut state, holder, at).is_empty(), "the old holder has nothing left");
+        assert!(claim_at(&mut state, next, at - 1).is_empty(), "attempt {attempt}: not before the pause");
+        assert_eq!(ids(claim_at(&mut state, next, at)), vec![task.task_id]);
         holder = next;
     }
     // Three failures went round to the first holder again; a late report from a
