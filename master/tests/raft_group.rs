@@ -374,7 +374,18 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     assert_eq!(after.node_id, other, "a failed encode moves to the next replica holder");
     let stale = client.call(|mut c| async move { c.pull_tasks(pull(encoder)).await }).await.expect("pull");
     assert!(stale.tasks.is_empty(), "the failed node does not get the encode again at once");
-    let retry = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
+    // Not at once on the next holder either: after the retry pause (2 s from the failed
+    // attempt's start), waited for with a deadline.
+    let first = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
+    assert!(first.tasks.is_empty(), "the next holder waits for the retry pause");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let retry = loop {
+        let r = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
+        if !r.tasks.is_empty() || tokio::time::Instant::now() >= deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(retry.tasks.len(), 1, "a failed attempt is retried");
     let done = pb::ReportTaskRequest {
         task_id: task.task_id,
