@@ -80,11 +80,20 @@ pub struct Disk {
 
 pub use crate::clock::now_unix_ms;
 
+/// The catalog's directory under a disk's root.
+const CATALOG_DIR: &str = "catalog";
+
 fn sync_dir(path: &Path) -> Result<()> {
     fs::File::open(path).and_then(|dir| dir.sync_all()).map_err(|e| Error::io(path, "fsync directory", e))
 }
 
 impl Disk {
+    /// Whether `root` holds a disk (its catalog), without opening it: [`Disk::open`]
+    /// formats a directory that does not.
+    pub fn is_formatted(root: &Path) -> bool {
+        root.join(CATALOG_DIR).exists()
+    }
+
     /// Opens the disk at `root`, formatting it if it is new. Open replicas are recovered
     /// (torn tails truncated), interrupted deletes completed and orphan files moved to the
     /// trash; [`Disk::open_report`] tells what was found.
@@ -94,7 +103,7 @@ impl Disk {
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create disk directory", e))?;
         }
         let io = options.io.build().map_err(|e| Error::io(&root, "set up I/O backend", e))?;
-        let catalog = Catalog::open(&root.join("catalog"))?;
+        let catalog = Catalog::open(&root.join(CATALOG_DIR))?;
         let identity = load_or_create_identity(&catalog)?;
         let mut disk = Disk {
             root,

@@ -39,7 +39,7 @@ pub enum DiskCommand {
 }
 
 fn open(dir: &PathBuf) -> Result<Disk> {
-    if !cellar_volume::disks::is_formatted(dir) {
+    if !Disk::is_formatted(dir) {
         bail!("{} is not a cellar disk (no catalog/)", dir.display());
     }
     let disk =
@@ -92,7 +92,7 @@ pub fn run(cmd: DiskCommand) -> Result<()> {
             Ok(())
         }
         DiskCommand::Format { dir } => {
-            if cellar_volume::disks::is_formatted(&dir) {
+            if Disk::is_formatted(&dir) {
                 let disk = open(&dir)?;
                 println!(
                     "{} already holds disk {}; left as it is",

@@ -66,7 +66,7 @@ pub struct VolumeConfig {
     pub recent_records_bytes: u64,
     /// How long an operation on a disk (a read, an append and its fsync, a create) may
     /// stay under way, or a disk's stat go unanswered, before the disk is reported failed
-    /// as hung: a device that stopped answering (see [`crate::node::disk_failed`]).
+    /// as hung: a device that stopped answering (see [`crate::disks::disk_failed`]).
     pub disk_hung_after: Duration,
 }
 

@@ -70,6 +70,32 @@ struct PendingStat {
     handle: tokio::task::JoinHandle<Result<DiskStat, cellar_blockstore::Error>>,
 }
 
+/// Distinct extents with reads the device failed at which a disk is reported failed: one
+/// or a few unreadable sectors are extents to rebuild (each is reported as it is found);
+/// this many on one disk since its server started mean the device is going bad, and
+/// waiting for every extent to be found unreadable by a get or the scrubber (a pass a
+/// week) would leave it taking new extents meanwhile.
+pub const UNREADABLE_EXTENTS_DISK_FAILED: u64 = 8;
+
+/// Whether a disk's oldest operation under way has been so for `hung_after`: a device
+/// that stopped answering (its reads and appends wait forever).
+pub fn op_hung(s: &DiskStat, hung_after: Duration) -> bool {
+    u128::from(s.oldest_op_ms) >= hung_after.as_millis()
+}
+
+/// Whether a disk is reported failed (to the master with each heartbeat, and in
+/// `/metrics`). A failed write or fsync: what the disk holds cannot be trusted (the kernel
+/// may have dropped dirty pages), so the whole disk is failed; so is a disk that failed
+/// to create an extent or write its catalog, one with [`UNREADABLE_EXTENTS_DISK_FAILED`]
+/// unreadable extents, and one with an operation hung ([`op_hung`]; it would go on being
+/// given new extents). A hung disk that answers again is reported whole with the next
+/// heartbeat.
+pub fn disk_failed(s: &DiskStat, hung_after: Duration) -> bool {
+    s.failed_extents + s.write_faults > 0
+        || s.unreadable_extents >= UNREADABLE_EXTENTS_DISK_FAILED
+        || op_hung(s, hung_after)
+}
+
 /// How long one round of [`LocalDisks::stats`] waits for the disks' answers.
 pub const STAT_WAIT: Duration = Duration::from_secs(1);
 
@@ -96,11 +122,6 @@ fn meta_u64(d: &LocalDisk, name: &'static str) -> Result<Option<u64>, DisksError
             text.parse().map(Some).map_err(|_| bad())
         }
     }
-}
-
-/// Whether `path` holds a formatted disk (its catalog).
-pub fn is_formatted(path: &Path) -> bool {
-    path.join("catalog").exists()
 }
 
 /// Whether another file system is mounted at `path` (its device differs from its
@@ -148,7 +169,7 @@ impl LocalDisks {
     ) -> Result<LocalDisks, DisksError> {
         let mut disks = Vec::with_capacity(paths.len());
         let mut first_error = None;
-        let unmounted = unmounted_new_disks(paths, is_formatted, is_mount_point);
+        let unmounted = unmounted_new_disks(paths, Disk::is_formatted, is_mount_point);
         for (i, path) in paths.iter().enumerate() {
             if unmounted.contains(&i) {
                 tracing::error!(disk = %path.display(),
@@ -394,6 +415,22 @@ mod tests {
         let round = disks.stats_with(Duration::from_secs(30), Duration::ZERO, stat).await;
         assert!(health(&round, 20).starts_with("Some(Stat("), "{round:?}");
         assert_eq!(asked.load(Ordering::SeqCst), 2, "asked again once it had answered");
+    }
+
+    #[test]
+    fn a_disk_is_failed_by_a_write_fault_many_unreadable_extents_or_a_hung_operation() {
+        let hung_after = Duration::from_secs(60);
+        let failed = |s: DiskStat| disk_failed(&s, hung_after);
+        let whole = DiskStat::default();
+        assert!(!failed(whole));
+        assert!(failed(DiskStat { failed_extents: 1, ..whole }));
+        assert!(failed(DiskStat { write_faults: 1, ..whole }));
+        // A few unreadable sectors: rebuilt one by one, the disk stays in service.
+        assert!(!failed(DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED - 1, ..whole }));
+        assert!(failed(DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED, ..whole }));
+        // A slow operation is not a hung one.
+        assert!(!failed(DiskStat { oldest_op_ms: 59_999, ..whole }));
+        assert!(failed(DiskStat { oldest_op_ms: 60_000, ..whole }));
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE cellar_volume_disk_bytes gauge");
     let _ = writeln!(
         out,
-        "# HELP cellar_volume_disk_failed 1 when the disk's usage cannot be read or its stat hangs."
+        "# HELP cellar_volume_disk_failed 1 when the disk is reported failed to the master (its usage cannot be read, its stat or an operation hangs, it failed writes or too many reads)."
     );
     let _ = writeln!(out, "# TYPE cellar_volume_disk_failed gauge");
     let _ = writeln!(
@@ -146,7 +146,8 @@ pub async fn render(shared: &Shared) -> String {
                     let _ =
                         writeln!(out, "cellar_volume_disk_bytes{{disk=\"{disk_id}\",kind=\"{kind}\"}} {v}");
                 }
-                let _ = writeln!(out, "cellar_volume_disk_failed{{disk=\"{disk_id}\"}} 0");
+                let failed = u8::from(crate::disks::disk_failed(&s, shared.disk_hung_after));
+                let _ = writeln!(out, "cellar_volume_disk_failed{{disk=\"{disk_id}\"}} {failed}");
                 let _ = writeln!(out, "cellar_volume_trash_bytes{{disk=\"{disk_id}\"}} {}", s.trash_bytes);
                 let _ =
                     writeln!(out, "cellar_volume_trash_extents{{disk=\"{disk_id}\"}} {}", s.trash_extents);

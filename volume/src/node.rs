@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 use crate::budget::ByteBudget;
 use crate::cluster::Cluster;
 use crate::config::VolumeConfig;
-use crate::disks::{DiskHealth, DisksError, LocalDisks};
+use crate::disks::{
+    DiskHealth, DisksError, LocalDisks, UNREADABLE_EXTENTS_DISK_FAILED, disk_failed, op_hung,
+};
 use crate::fence::Fences;
 use crate::service::{Shared, VolumeService};
 use crate::{
@@ -229,26 +231,6 @@ fn report_bad_extents_found_at_open(shared: &Shared) {
     }
 }
 
-/// Distinct extents with reads the device failed at which a disk is reported failed: one
-/// or a few unreadable sectors are extents to rebuild (each is reported as it is found);
-/// this many on one disk since its server started mean the device is going bad, and
-/// waiting for every extent to be found unreadable by a get or the scrubber (a pass a
-/// week) would leave it taking new extents meanwhile.
-pub const UNREADABLE_EXTENTS_DISK_FAILED: u64 = 8;
-
-/// Whether a disk is reported failed. A failed write or fsync: what the disk holds cannot
-/// be trusted (the kernel may have dropped dirty pages), so the whole disk is failed; so
-/// is a disk that failed to create an extent or write its catalog, one with
-/// [`UNREADABLE_EXTENTS_DISK_FAILED`] unreadable extents, and one with an operation under
-/// way for `hung_after` (a device that stopped answering: its reads and appends wait
-/// forever, and it would go on being given new extents). A hung disk that answers again
-/// is reported whole with the next heartbeat.
-pub fn disk_failed(s: &cellar_blockstore::DiskStat, hung_after: Duration) -> bool {
-    s.failed_extents + s.write_faults > 0
-        || s.unreadable_extents >= UNREADABLE_EXTENTS_DISK_FAILED
-        || u128::from(s.oldest_op_ms) >= hung_after.as_millis()
-}
-
 async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {
     // Failed extents per disk as last logged: the error is logged when the count grows,
     // not at every heartbeat.
@@ -266,7 +248,7 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
             .filter_map(|(disk_id, health)| match health {
                 DiskHealth::Stat(s) => {
                     let failed = disk_failed(&s, hung_after);
-                    if u128::from(s.oldest_op_ms) >= hung_after.as_millis() {
+                    if op_hung(&s, hung_after) {
                         if hung.insert(disk_id) {
                             tracing::error!(disk = disk_id, oldest_op_ms = s.oldest_op_ms,
                                 "an operation on this disk has been under way too long (the device stopped answering?); reporting the disk failed");
@@ -330,27 +312,5 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(period) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cellar_blockstore::DiskStat;
-
-    #[test]
-    fn a_disk_is_failed_by_a_write_fault_many_unreadable_extents_or_a_hung_operation() {
-        let hung_after = Duration::from_secs(60);
-        let failed = |s: DiskStat| disk_failed(&s, hung_after);
-        let whole = DiskStat::default();
-        assert!(!failed(whole));
-        assert!(failed(DiskStat { failed_extents: 1, ..whole }));
-        assert!(failed(DiskStat { write_faults: 1, ..whole }));
-        // A few unreadable sectors: rebuilt one by one, the disk stays in service.
-        assert!(!failed(DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED - 1, ..whole }));
-        assert!(failed(DiskStat { unreadable_extents: UNREADABLE_EXTENTS_DISK_FAILED, ..whole }));
-        // A slow operation is not a hung one.
-        assert!(!failed(DiskStat { oldest_op_ms: 59_999, ..whole }));
-        assert!(failed(DiskStat { oldest_op_ms: 60_000, ..whole }));
     }
 }
