@@ -296,7 +296,9 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "leader": s.leader_id.map(|id| json!({"id": id, "address": s.leader_address})),
         "term": s.term,
         "last_applied_index": s.last_applied_index,
-        "members": s.members.iter().map(|m| json!({"id": m.id, "address": m.address, "voter": m.voter})).collect::<Vec<_>>(),
+        "members": s.members.iter().map(|m| json!({"id": m.id, "address": m.address, "voter": m.voter, "apply_version_max": m.apply_version_max, "build_version": m.build_version, "build_error": m.build_error})).collect::<Vec<_>>(),
+        "apply_version": s.apply_version,
+        "apply_version_max": s.apply_version_max,
         "nodes": s.nodes.iter().map(|n| json!({"id": n.node_id, "address": n.address, "zone": n.zone, "state": n.state().name(), "last_heartbeat_unix_ms": n.last_heartbeat_unix_ms})).collect::<Vec<_>>(),
         "disks": s.disks.iter().map(|d| json!({"id": d.disk_id, "node_id": d.node_id, "path": d.path, "health": d.health().name(), "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes, "trash_bytes": d.trash_bytes, "trash_extents": d.trash_extents})).collect::<Vec<_>>(),
         "volumes": s.volumes.iter().map(|v| (v.state().name().to_string(), json!(v.count))).collect::<serde_json::Map<_, _>>(),
@@ -408,6 +410,33 @@ fn task_line(t: &cellar_proto::master::Task, now_unix_ms: u64, waits_for_disk: O
     )
 }
 
+/// The cell's apply version, and while the leader holds it below what it offers, what each
+/// member offered (docs/ARCHITECTURE.md, "Upgrading a cell").
+fn apply_version_line(s: &StatusResponse) -> String {
+    let mut line = format!(
+        "apply       version {} (master {} offers up to {})",
+        s.apply_version, s.node_id, s.apply_version_max
+    );
+    let held: Vec<String> = s
+        .members
+        .iter()
+        .filter_map(|m| match m.apply_version_max {
+            Some(max) if max <= s.apply_version => {
+                Some(format!("master {} (cellar {}) offers {max}", m.id, m.build_version))
+            }
+            Some(_) => None,
+            None if !m.build_error.is_empty() => {
+                Some(format!("master {} did not answer: {}", m.id, m.build_error))
+            }
+            None => None,
+        })
+        .collect();
+    if !held.is_empty() && s.apply_version < s.apply_version_max {
+        line.push_str(&format!("; held by {}", held.join("; ")));
+    }
+    line
+}
+
 fn print_status(s: &StatusResponse) {
     match s.leader_id {
         Some(id) => println!("leader      {id} at {}", s.leader_address),
@@ -423,6 +452,7 @@ fn print_status(s: &StatusResponse) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    println!("{}", apply_version_line(s));
     for (zone, [up, down, ok, failed]) in zone_health(s) {
         println!("zone        {zone:<10} nodes {up} up, {down} down; disks {ok} ok, {failed} failed");
     }

@@ -74,9 +74,18 @@ pub fn run(args: MasterArgs) -> Result<()> {
             let bound = crate::metrics_http::serve(addr, render).await?;
             tracing::info!(%bound, "metrics served");
         }
-        crate::signals::wait_for_stop().await;
-        tracing::info!("stopping master");
+        let failed = tokio::select! {
+            () = crate::signals::wait_for_stop() => None,
+            error = handle.stopped() => Some(error),
+        };
+        match &failed {
+            None => tracing::info!("stopping master"),
+            Some(error) => tracing::error!(%error, "the master's Raft stopped; the master exits"),
+        }
         handle.shutdown().await;
-        Ok(())
+        match failed {
+            None => Ok(()),
+            Some(error) => Err(anyhow!("the master's Raft stopped: {error}")),
+        }
     })
 }

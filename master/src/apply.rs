@@ -41,6 +41,8 @@ fn namespace(
 /// Applies one command. A refused command writes nothing and returns `Response::Refused`
 /// (or per-entry `Rejected` outcomes for index batches).
 pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError> {
+    // A state at an apply version this build does not apply stops here, before anything.
+    crate::apply_version::check(kv)?;
     let mut c = counters(kv)?;
     let before = c.clone();
     // Idle client sessions go a few at a time, on commands that carry the leader's time.
@@ -192,6 +194,9 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             set_drain(kv, c, *target, *drained, *now_unix_ms)?
         }
         Command::RemoveNode { node_id } => remove_node(kv, c, *node_id)?,
+        Command::RaiseApplyVersion { version, now_unix_ms } => {
+            crate::apply_version::raise(kv, *version, *now_unix_ms)?
+        }
         Command::Once { request, now_unix_ms, command } => match command.as_ref() {
             Command::Once { .. }
             | Command::CommitIndex { .. }

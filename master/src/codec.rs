@@ -65,6 +65,8 @@ pub enum Kind {
     AccessKey = 29,
     /// A bucket's lifecycle rules (namespace).
     Lifecycle = 30,
+    /// The cell's apply version ([`crate::apply_version`]).
+    ApplyVersion = 31,
 }
 
 impl Kind {
@@ -92,6 +94,7 @@ impl Kind {
             Part,
             AccessKey,
             Lifecycle,
+            ApplyVersion,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)

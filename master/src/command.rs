@@ -435,6 +435,15 @@ pub enum Command {
         /// The calls, in order; they cover `entries`.
         calls: Vec<ObjectCall>,
     },
+    /// The leader raises the cell's apply version to `version`, which every member offered
+    /// ([`crate::apply_version`]): commands after it apply with that version's behaviour.
+    /// A lower or equal version changes nothing; one above this build's stops the master.
+    RaiseApplyVersion {
+        /// The new version.
+        version: u32,
+        /// Leader's clock.
+        now_unix_ms: u64,
+    },
 }
 
 /// One call of a [`Command::NamespaceBatch`].
@@ -491,6 +500,7 @@ impl fmt::Display for Command {
                 entries.len(),
                 calls.iter().map(|c| c.versions.len()).sum::<usize>()
             ),
+            Command::RaiseApplyVersion { version, .. } => write!(f, "raise_apply_version({version})"),
             Command::RelocateIndex { entries, relocate_from, .. } => write!(
                 f,
                 "relocate_index({} entries, {} moved)",

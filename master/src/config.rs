@@ -79,6 +79,11 @@ pub struct MasterConfig {
     pub lifecycle_day_ms: u64,
     /// Keys and uploads expired per lifecycle pass at most.
     pub lifecycle_keys_per_pass: u64,
+    /// The highest apply version this master offers the cell (its build's,
+    /// [`crate::apply_version::APPLY_VERSION_MAX`], by default): an operator holds a cell
+    /// at the older behaviour with a lower one on any master, until a rollback of the
+    /// binaries is no longer wanted (docs/ARCHITECTURE.md, "Upgrading a cell").
+    pub apply_version_max: u32,
     /// Other members of the group running in this process (`cellar dev`): Raft messages
     /// to them are handed over directly instead of over gRPC.
     pub local_group: Option<crate::network::LocalGroup>,
@@ -148,6 +153,8 @@ pub struct RawMasterConfig {
     pub lifecycle_day_ms: Option<u64>,
     /// See [`MasterConfig::lifecycle_keys_per_pass`].
     pub lifecycle_keys_per_pass: Option<u64>,
+    /// See [`MasterConfig::apply_version_max`].
+    pub apply_version_max: Option<u32>,
 }
 
 /// Parses and validates a scheme where the configuration file names it.
@@ -195,6 +202,7 @@ impl MasterConfig {
             lifecycle_interval_ms: 10 * 60 * 1000,
             lifecycle_day_ms: 24 * 60 * 60 * 1000,
             lifecycle_keys_per_pass: 100_000,
+            apply_version_max: crate::apply_version::APPLY_VERSION_MAX,
             local_group: None,
         }
     }
@@ -230,6 +238,7 @@ impl MasterConfig {
         self.lifecycle_interval_ms = raw.lifecycle_interval_ms.unwrap_or(self.lifecycle_interval_ms);
         self.lifecycle_day_ms = raw.lifecycle_day_ms.unwrap_or(self.lifecycle_day_ms);
         self.lifecycle_keys_per_pass = raw.lifecycle_keys_per_pass.unwrap_or(self.lifecycle_keys_per_pass);
+        self.apply_version_max = raw.apply_version_max.unwrap_or(self.apply_version_max);
         self
     }
 
@@ -276,6 +285,14 @@ impl MasterConfig {
         }
         if self.planner_interval_ms < 10 {
             return Err("planner_interval_ms must be at least 10".into());
+        }
+        use crate::apply_version::{APPLY_VERSION_FIRST, APPLY_VERSION_MAX};
+        if !(APPLY_VERSION_FIRST..=APPLY_VERSION_MAX).contains(&self.apply_version_max) {
+            return Err(format!(
+                "apply_version_max must be in {APPLY_VERSION_FIRST}..={APPLY_VERSION_MAX} (the apply versions this \
+                 build knows), not {}",
+                self.apply_version_max
+            ));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! never on the path of the bytes themselves.
 
 pub mod apply;
+pub mod apply_version;
 pub mod auth;
 pub mod batcher;
 pub mod batching;

@@ -72,6 +72,7 @@ pub struct MasterHandle {
     scanner: Option<tokio::task::JoinHandle<()>>,
     compaction: Option<tokio::task::JoinHandle<()>>,
     lifecycle: Option<tokio::task::JoinHandle<()>>,
+    apply_version: Option<tokio::task::JoinHandle<()>>,
     snapshots: Option<tokio::task::JoinHandle<()>>,
     local_group: Option<crate::network::LocalGroup>,
     api: Arc<MasterService>,
@@ -89,6 +90,23 @@ impl MasterHandle {
         self.api.clone()
     }
 
+    /// Resolves when this member's Raft has stopped on an error of its own (a store that
+    /// failed, a state it cannot apply: [`crate::apply_version::check`]), with the error;
+    /// never while it runs. `cellar master` exits on it, so that the operator (or the
+    /// service manager) sees the error instead of a master that answers nothing.
+    pub async fn stopped(&self) -> String {
+        use openraft::async_runtime::WatchReceiver;
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft node is gone".to_string();
+            }
+        }
+    }
+
     /// Stops serving, shuts Raft down and closes the store (it stays on disk). The
     /// database is closed before this returns: RocksDB must not outlive the process.
     pub async fn shutdown(mut self) {
@@ -104,6 +122,9 @@ impl MasterHandle {
         }
         if let Some(lifecycle) = self.lifecycle.take() {
             let _ = lifecycle.await;
+        }
+        if let Some(apply_version) = self.apply_version.take() {
+            let _ = apply_version.await;
         }
         if let Some(snapshots) = self.snapshots.take() {
             let _ = snapshots.await;
@@ -199,6 +220,7 @@ pub async fn start(
         repair_tasks_max: config.repair_tasks_max,
         repair_bytes_per_sec: config.repair_bytes_per_sec,
         down_after_ms: config.down_after_ms,
+        apply_version_max: config.apply_version_max,
         secret: config.secret.clone(),
     };
     let observed = Arc::new(crate::observed::Observed::default());
@@ -212,7 +234,8 @@ pub async fn start(
     ));
     let (tx, mut rx) = watch::channel(false);
     let raft_rpc =
-        RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"), rx.clone());
+        RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"), rx.clone())
+            .offering(config.apply_version_max);
     // serve_with_incoming ignores the builder's tcp_nodelay: set it on each accepted socket
     // here, or small responses wait ~40 ms for a delayed ACK (Nagle).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -301,6 +324,15 @@ pub async fn start(
         },
         planner_rx.clone(),
     ));
+    let apply_version = tokio::spawn(crate::apply_version::run(
+        id,
+        raft.clone(),
+        StateReader::new(db.clone()),
+        config.apply_version_max,
+        config.secret.clone(),
+        observed.clone(),
+        planner_rx.clone(),
+    ));
     let scanner = tokio::spawn(crate::scanner::run(
         id,
         raft.clone(),
@@ -327,6 +359,7 @@ pub async fn start(
         scanner: Some(scanner),
         compaction: Some(compaction),
         lifecycle: Some(lifecycle),
+        apply_version: Some(apply_version),
         snapshots: Some(snapshots),
         local_group: config.local_group.clone(),
         api,

@@ -162,6 +162,11 @@ pub struct Observed {
     /// Extents the last planner pass found no disk for (see
     /// [`crate::repair::RepairPass::without_a_disk`]).
     without_a_disk: Mutex<u64>,
+    /// What each member answered the last time this master, leading, asked which apply
+    /// version it offers ([`crate::apply_version::run`]).
+    builds: Mutex<BTreeMap<u64, crate::apply_version::MemberBuild>>,
+    /// Times the members were asked so (passes of that loop that asked).
+    build_passes: Mutex<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -169,6 +174,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Observed {
+    /// What the members answered the leader's last `Build` calls.
+    pub fn set_builds(&self, builds: BTreeMap<u64, crate::apply_version::MemberBuild>) {
+        *lock(&self.builds) = builds;
+        *lock(&self.build_passes) += 1;
+    }
+
+    /// How many times this master, leading, asked the members (see [`Observed::set_builds`]).
+    pub fn build_passes(&self) -> u64 {
+        *lock(&self.build_passes)
+    }
+
+    /// See [`Observed::set_builds`].
+    pub fn builds(&self) -> BTreeMap<u64, crate::apply_version::MemberBuild> {
+        lock(&self.builds).clone()
+    }
+
     /// See [`RepairMeter::pass`].
     pub fn repair_pass(&self, now_unix_ms: u64, repairs_open: u64) {
         lock(&self.repair).pass(now_unix_ms, repairs_open);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use futures::{Stream, StreamExt};
 
 use cellar_proto::raft::raft_server::Raft as RaftRpc;
-use cellar_proto::raft::{RaftBytes, SnapshotChunk};
+use cellar_proto::raft::{BuildRequest, BuildResponse, RaftBytes, SnapshotChunk};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::Snapshot;
 use openraft::type_config::alias::VoteOf;
@@ -29,6 +29,8 @@ pub const SNAPSHOT_MAX_BYTES: u64 = 256 << 30;
 pub struct RaftService {
     raft: MasterRaft,
     secret: Option<String>,
+    /// The apply version this master offers (`Build`).
+    apply_version_max: u32,
     incoming_dir: PathBuf,
     stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -43,7 +45,14 @@ impl RaftService {
         incoming_dir: PathBuf,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> RaftService {
-        RaftService { raft, secret, incoming_dir, stopping }
+        let apply_version_max = crate::apply_version::APPLY_VERSION_MAX;
+        RaftService { raft, secret, apply_version_max, incoming_dir, stopping }
+    }
+
+    /// The same, offering apply versions up to `max` (the master's `apply_version_max`).
+    pub fn offering(mut self, max: u32) -> RaftService {
+        self.apply_version_max = max;
+        self
     }
 }
 
@@ -108,6 +117,14 @@ impl RaftRpc for RaftService {
             codec::decode(Kind::RaftRpc, &req.into_inner().data).map_err(bad_request)?;
         let resp = self.raft.append_entries(rpc).await.map_err(internal)?;
         Ok(Response::new(RaftBytes { data: codec::encode(Kind::RaftRpc, &resp).map_err(internal)? }))
+    }
+
+    async fn build(&self, req: Request<BuildRequest>) -> Result<Response<BuildResponse>, Status> {
+        check_secret(&req, self.secret.as_deref())?;
+        Ok(Response::new(BuildResponse {
+            apply_version_max: self.apply_version_max,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
     }
 
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {

@@ -10,6 +10,7 @@ use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Code, Request, Response, Status};
 
+use crate::apply_version::MemberBuild;
 use crate::auth::check_secret;
 use crate::batcher::CommitBatcher;
 use crate::codec::Kind;
@@ -57,6 +58,8 @@ pub struct ApiSettings {
     pub repair_tasks_max: u64,
     /// See [`crate::config::MasterConfig::repair_bytes_per_sec`].
     pub repair_bytes_per_sec: u64,
+    /// See [`crate::config::MasterConfig::apply_version_max`].
+    pub apply_version_max: u32,
     /// See [`crate::config::MasterConfig::down_after_ms`].
     pub down_after_ms: u64,
     /// Cluster secret.
@@ -785,9 +788,28 @@ impl Master for MasterService {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
+        // What each member offered when this master, leading, last asked (see
+        // `crate::apply_version::run`; nothing on a follower, or once the cell is raised).
+        let builds = self.observed.builds();
         let members = membership
             .nodes()
-            .map(|(id, node)| pb::Member { id: *id, address: node.addr.clone(), voter: voters.contains(id) })
+            .map(|(id, node)| {
+                let (apply_version_max, build_version, build_error) = match builds.get(id) {
+                    Some(MemberBuild::Offers { apply_version_max, build }) => {
+                        (Some(*apply_version_max), build.clone(), String::new())
+                    }
+                    Some(MemberBuild::NoAnswer(e)) => (None, String::new(), e.clone()),
+                    None => (None, String::new(), String::new()),
+                };
+                pb::Member {
+                    id: *id,
+                    address: node.addr.clone(),
+                    voter: voters.contains(id),
+                    apply_version_max,
+                    build_version,
+                    build_error,
+                }
+            })
             .collect();
         let leader_address = metrics
             .current_leader
@@ -867,6 +889,8 @@ impl Master for MasterService {
                 })
                 .collect(),
             failed_tasks: repair.failed_tasks.iter().map(task_pb).collect(),
+            apply_version: crate::apply_version::current(&self.reader).map_err(internal)?,
+            apply_version_max: self.settings.apply_version_max,
             blocks_lost: lost.count,
             lost_block_hashes: lost.hashes.iter().map(|h| h.to_vec()).collect(),
             repair_rate_bytes_per_sec: rate.bytes_per_sec,

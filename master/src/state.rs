@@ -97,6 +97,10 @@ pub enum StateError {
         /// What was wrong.
         detail: String,
     },
+    /// The state asks for what this build cannot do (an apply version above its own:
+    /// [`crate::apply_version::check`]).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Key-value pairs read by a scan, in key order.

@@ -477,7 +477,13 @@ pub fn report(
         // pause), on this node or the next holder: a failure the holders share (a target
         // not reachable yet: seen after a whole cell restarted at new addresses, each
         // holder's view of them up to 2 s old) would otherwise use up every attempt on
-        // the holders in turn within a second.
+        // the holders in turn within a second. At apply version 1 (the behaviour of the
+        // builds before f1191a0) a moved task went at once.
+        if task.node_id != node_id
+            && crate::apply_version::current(kv)? < crate::apply_version::MOVED_ENCODE_KEEPS_PAUSE
+        {
+            task.claimed_until_unix_ms = 0;
+        }
     }
     write_record(kv, Kind::Task, &task_key(task_id), &task)?;
     Ok(Response::TaskReported { task: Some(task) })

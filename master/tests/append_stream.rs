@@ -71,6 +71,13 @@ impl Raft for TestServer {
         Err(Status::unimplemented("not in this test"))
     }
 
+    async fn build(
+        &self,
+        _req: Request<cellar_proto::raft::BuildRequest>,
+    ) -> Result<Response<cellar_proto::raft::BuildResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
     async fn install_snapshot(
         &self,
         _req: Request<Streaming<SnapshotChunk>>,

@@ -395,6 +395,7 @@ fn failed(state: &mut State, task_id: u64, node_id: u64) -> cellar_master::tasks
 fn a_failed_encode_is_tried_next_by_the_next_replica_holder() {
     use cellar_master::tasks::TaskState;
     let (mut state, _id, replicas, _fragments) = sealed_with_encode();
+    raise(&mut state, cellar_master::apply_version::MOVED_ENCODE_KEEPS_PAUSE);
     let task = claim_all(&mut state, replicas[0].node_id).remove(0);
     let mut holder = replicas[0].node_id;
     // Each failure hands the encode to the next holder, wrapping around, after the pause
@@ -906,4 +907,67 @@ fn a_relocation_moves_an_entry_only_from_where_it_still_is_and_keeps_its_referen
     // A second mover of the same block is refused: it is no longer in the old volume.
     let again = outcome(apply::apply(&mut state, &relocate(old, commit(new, 1, 1, 100))).expect("apply"));
     assert!(matches!(again, CommitOutcome::Rejected { .. }), "{again:?}");
+}
+
+/// Applies a raise of the cell's apply version.
+fn raise(state: &mut State, version: u32) {
+    let cmd = Command::RaiseApplyVersion { version, now_unix_ms: 77 };
+    assert_eq!(apply::apply(state, &cmd).expect("apply"), Response::Empty);
+}
+
+/// At apply version 1 (a cell whose masters include a build from before the retry pause
+/// of a moved encode) a failed encode moved to the next holder is handed out there at
+/// once, as those builds apply it: every master applies the same report alike.
+#[test]
+fn at_apply_version_1_a_moved_encode_goes_at_once_as_the_builds_before_applied_it() {
+    use cellar_master::tasks::TaskState;
+    let (mut state, _id, replicas, _fragments) = sealed_with_encode();
+    assert_eq!(cellar_master::apply_version::current(&state).expect("read"), 1, "no record: version 1");
+    let task = claim_all(&mut state, replicas[0].node_id).remove(0);
+    let after = failed(&mut state, task.task_id, replicas[0].node_id);
+    assert_eq!((after.node_id, after.state), (replicas[1].node_id, TaskState::Pending));
+    assert_eq!(after.claimed_until_unix_ms, 0, "no claim end kept: no pause");
+    assert_eq!(cellar_master::tasks::retry_at_unix_ms(&after, 1000), None);
+    let now = claim_all(&mut state, replicas[1].node_id);
+    assert_eq!(now.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![task.task_id]);
+}
+
+/// The apply version only rises, by the command, and never past what this build applies:
+/// a raise above it, or a state already above it (installed from a newer cell's
+/// snapshot), fails every command, so that this master stops instead of applying the log
+/// its own way; nothing is written by the refused raise.
+#[test]
+fn the_apply_version_only_rises_and_a_state_above_this_build_is_refused() {
+    use cellar_master::apply_version::{
+        APPLY_VERSION_MAX, ApplyVersionRecord, KEY_APPLY_VERSION, current, record,
+    };
+    let (mut state, _id, _replicas, _fragments) = sealed_with_encode();
+    assert_eq!((current(&state).expect("read"), record(&state).expect("read")), (1, None));
+    raise(&mut state, 2);
+    let expected = ApplyVersionRecord { v: 1, version: 2, since_unix_ms: 77 };
+    assert_eq!(record(&state).expect("read"), Some(expected.clone()));
+    // A lower or equal raise (proposed twice, or by a leader that asked before) changes nothing.
+    let cmd = Command::RaiseApplyVersion { version: 1, now_unix_ms: 99 };
+    assert_eq!(apply::apply(&mut state, &cmd).expect("apply"), Response::Empty);
+    raise(&mut state, 2);
+    assert_eq!(record(&state).expect("read"), Some(expected));
+    let before = state.clone();
+    let too_new = Command::RaiseApplyVersion { version: APPLY_VERSION_MAX + 1, now_unix_ms: 99 };
+    let err = apply::apply(&mut state, &too_new).expect_err("above this build").to_string();
+    assert!(err.contains(&format!("apply version {}", APPLY_VERSION_MAX + 1)), "{err}");
+    assert_eq!(state, before, "nothing written");
+    // A state at a version above this build's (from a snapshot): every command fails.
+    let newer = ApplyVersionRecord { v: 1, version: APPLY_VERSION_MAX + 1, since_unix_ms: 5 };
+    cellar_master::state::write_record(
+        &mut state,
+        cellar_master::codec::Kind::ApplyVersion,
+        KEY_APPLY_VERSION,
+        &newer,
+    )
+    .expect("write");
+    let before = state.clone();
+    let beat = Command::Heartbeat { node_id: 1, disks: vec![], now_unix_ms: 2000 };
+    let err = apply::apply(&mut state, &beat).expect_err("state above this build").to_string();
+    assert!(err.contains("run this master with a build at least as new"), "{err}");
+    assert_eq!(state, before, "nothing written");
 }

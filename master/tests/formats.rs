@@ -139,6 +139,12 @@ fn every_state_record_kind_round_trips_with_pinned_bytes() {
         response: Response::NodeRegistered { node_id: 3, disk_ids: vec![4] },
     };
     pinned(Kind::Outcome, &outcome, "01160101030104");
+    let apply_version = cellar_master::apply_version::ApplyVersionRecord {
+        v: RECORD_VERSION,
+        version: 2,
+        since_unix_ms: 300,
+    };
+    pinned(Kind::ApplyVersion, &apply_version, "011f0102ac02");
 }
 
 #[test]
@@ -187,7 +193,9 @@ fn commands_round_trip_and_an_index_entry_costs_a_third_of_its_json() {
     };
     let remove = Command::RemoveNode { node_id: 4 };
     assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &remove).expect("encode")), "01011104");
-    for command in [&commit, &once, &down, &repair, &drain, &remove] {
+    let raise = Command::RaiseApplyVersion { version: 2, now_unix_ms: 9 };
+    assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &raise).expect("encode")), "0101180209");
+    for command in [&commit, &once, &down, &repair, &drain, &remove, &raise] {
         let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
         let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
         assert_eq!(&back, command);
@@ -309,6 +317,8 @@ fn populated() -> State {
     };
     let r = apply::apply(&mut state, &drain).expect("apply");
     assert_eq!(r, Response::Empty, "drain");
+    let raise = Command::RaiseApplyVersion { version: 2, now_unix_ms: 10 };
+    assert_eq!(apply::apply(&mut state, &raise).expect("apply"), Response::Empty, "raise");
     assert!(state.keys().any(|k| k[0] == b'r'), "a drain record");
     state
 }
@@ -330,6 +340,7 @@ fn a_state_written_to_a_snapshot_installs_into_an_empty_one_unchanged() {
             b'o' => Some(Kind::Outcome),
             b'e' => Some(Kind::EncodeTask),
             b'r' => Some(Kind::Drain),
+            b'a' => Some(Kind::ApplyVersion),
             _ => None, // index entries, queue and expiry keys: their own layouts
         };
         if let Some(kind) = kind {

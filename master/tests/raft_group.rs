@@ -304,6 +304,9 @@ async fn placement_refuses_more_replicas_than_zones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     let group = Group::start(3).await;
+    // The retry pause of a moved encode is apply version 2's: the leader raises a new cell
+    // to it within a pass.
+    group.wait_apply_version(cellar_master::apply_version::APPLY_VERSION_MAX).await;
     let client = group.client();
     register_nodes(&client).await;
     let volume = allocate(&client).await;
@@ -554,5 +557,83 @@ async fn silent_volume_servers_get_no_new_volumes() {
     }
     let v = allocate_avoiding(&client, Vec::new()).await.expect("allocate after heartbeats");
     assert!(v.replicas.iter().all(|r| r.node_id != nodes[0]), "placed on a silent node: {v:?}");
+    group.shutdown().await;
+}
+
+/// A rolling upgrade's last step: the leader raises the cell's apply version only to one
+/// every member offers. A member offering less (a master of an older build, or one an
+/// operator set to hold the cell) keeps the cell where it is, and status says which;
+/// restarted offering more, it lets the leader raise the cell, on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_apply_version_rises_only_once_every_member_offers_it() {
+    use cellar_master::apply_version::{APPLY_VERSION_FIRST, APPLY_VERSION_MAX, current, record};
+    fn three_holds(c: &mut cellar_master::config::MasterConfig) {
+        if c.id == 3 {
+            c.apply_version_max = APPLY_VERSION_FIRST;
+        }
+    }
+    fn none(_: &mut cellar_master::config::MasterConfig) {}
+    let mut group = Group::start_with(3, three_holds).await;
+    let client = group.client();
+    // Wait for three passes of the leader's loop that asked every member.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    let leader = loop {
+        let leader = group.wait_for_leader().await;
+        if group.handles[&leader].observed.build_passes() >= 3 {
+            break leader;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the leader did not ask the members");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for (id, h) in &group.handles {
+        assert_eq!(current(&h.reader).expect("read"), APPLY_VERSION_FIRST, "member {id}: held by member 3");
+    }
+    let status =
+        client.call(|mut c| async move { c.status(pb::StatusRequest {}).await }).await.expect("status");
+    assert_eq!((status.apply_version, status.node_id), (APPLY_VERSION_FIRST, leader));
+    let offered: Vec<(u64, Option<u32>)> =
+        status.members.iter().map(|m| (m.id, m.apply_version_max)).collect();
+    assert_eq!(
+        offered,
+        vec![(1, Some(APPLY_VERSION_MAX)), (2, Some(APPLY_VERSION_MAX)), (3, Some(APPLY_VERSION_FIRST))],
+        "what each member offered, from the leader"
+    );
+    assert!(status.members.iter().all(|m| m.build_version == env!("CARGO_PKG_VERSION")), "{status:?}");
+
+    // Member 3 restarted offering its build's version: the cell is raised on every member.
+    group.tweak = none;
+    group.stop(3).await;
+    group.restart(3).await;
+    group.wait_apply_version(APPLY_VERSION_MAX).await;
+    let raised = record(&group.handles[&1].reader).expect("read").expect("a record");
+    assert!(raised.since_unix_ms > 0, "{raised:?}");
+    group.shutdown().await;
+}
+
+/// A master asked to apply a version its build does not know stops (its Raft reports the
+/// error, on which `cellar master` exits) rather than applying the log its own way; no
+/// member applies past the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_asked_to_apply_a_version_above_its_build_stops_with_the_reason() {
+    use cellar_master::apply_version::APPLY_VERSION_MAX;
+    use cellar_master::command::Command;
+    let group = Group::start(3).await;
+    group.wait_apply_version(APPLY_VERSION_MAX).await;
+    let leader = group.wait_for_leader().await;
+    let raft = group.handles[&leader].raft.clone();
+    let too_new = Command::RaiseApplyVersion { version: APPLY_VERSION_MAX + 1, now_unix_ms: 1 };
+    // The entry commits, and applying it fails everywhere: the write gets no answer.
+    let write = tokio::spawn(async move { raft.client_write(too_new).await });
+    for (id, h) in &group.handles {
+        let reason = tokio::time::timeout(common::WAIT, h.stopped())
+            .await
+            .unwrap_or_else(|_| panic!("member {id} still runs after an entry it cannot apply"));
+        assert!(
+            reason.contains(&format!("apply version {}", APPLY_VERSION_MAX + 1)),
+            "member {id}: {reason}"
+        );
+        assert_eq!(cellar_master::apply_version::current(&h.reader).expect("read"), APPLY_VERSION_MAX);
+    }
+    assert!(tokio::time::timeout(common::WAIT, write).await.expect("the write ends").expect("join").is_err());
     group.shutdown().await;
 }

@@ -204,3 +204,25 @@ pub fn commit(volume: &pb::Volume, i: u64, offset: u64) -> pb::IndexCommit {
         relocate_from_volume: 0,
     }
 }
+
+impl Group {
+    /// Waits until every running member's state is at apply version `version`.
+    pub async fn wait_apply_version(&self, version: u32) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let versions: Vec<u32> = self
+                .handles
+                .values()
+                .map(|h| cellar_master::apply_version::current(&h.reader).expect("apply version"))
+                .collect();
+            if versions.iter().all(|v| *v == version) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "apply versions {versions:?}, not all {version}, within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
