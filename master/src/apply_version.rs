@@ -156,11 +156,11 @@ async fn ask(channel: Channel, secret: Option<&str>) -> MemberBuild {
     }
 }
 
-/// The leader's loop: every [`RAISE_INTERVAL`], while the cell is below what this master
-/// offers (`offered_max`), asks every other member what it offers and raises the cell's
-/// version to the lowest offer once every member answered with more than the cell's. What
-/// the members answered is kept in `observed` for `cellar admin status`. Runs until `stop`
-/// turns true.
+/// The leader's loop: every [`RAISE_INTERVAL`], while the cell is below this build's
+/// [`APPLY_VERSION_MAX`], asks every other member what it offers and raises the cell's
+/// version to the lowest offer (this master's own is `offered_max`) once every member
+/// answered with more than the cell's. What the members answered is kept in `observed`
+/// for `cellar admin status`. Runs until `stop` turns true.
 pub async fn run(
     id: u64,
     raft: MasterRaft,
@@ -196,7 +196,9 @@ pub async fn run(
                 continue;
             }
         };
-        if cell >= offered_max {
+        // Asked while the cell is below this build's version even when this master holds
+        // it back itself, so that status can say what every member offers.
+        if cell >= APPLY_VERSION_MAX {
             continue;
         }
         channels.retain(|addr, _| members.iter().any(|(_, a)| a == addr));

@@ -67,6 +67,13 @@ impl Raft for TestServer {
         Err(Status::unimplemented("not in this test"))
     }
 
+    async fn build(
+        &self,
+        _req: Request<cellar_proto::raft::BuildRequest>,
+    ) -> Result<Response<cellar_proto::raft::BuildResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
     type AppendStreamStream = tokio_stream::Empty<Result<RaftBytes, Status>>;
 
     async fn append_stream(

@@ -516,6 +516,41 @@ impl Cell {
         entry.log = log;
     }
 
+    /// Stops master `id` (its Raft id, 1-based) with SIGTERM, waits for it to exit, and
+    /// starts it again on its address and data directory with the settings of `extra`
+    /// (TOML lines) in place of the same ones in its config (a file of its own from now
+    /// on), logging to a new file; waits until it runs. Returns its log.
+    pub fn restart_master(&mut self, id: usize, extra: &str) -> PathBuf {
+        let proc = self.master_procs[id - 1];
+        signal(self.procs[proc].id(), libc::SIGTERM);
+        let deadline = Instant::now() + WAIT;
+        while self.procs[proc].try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "master {id} did not stop within {WAIT:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let n = self.procs.len();
+        let mut args = self.master_args[id - 1].clone();
+        let at = args.iter().position(|a| a == "--config").expect("--config") + 1;
+        let key = |line: &str| line.split('=').next().unwrap_or_default().trim().to_string();
+        let replaced: Vec<String> = extra.lines().map(key).filter(|k| !k.is_empty()).collect();
+        let kept: Vec<String> = std::fs::read_to_string(&args[at])
+            .expect("master config")
+            .lines()
+            .filter(|l| !replaced.contains(&key(l)))
+            .map(str::to_string)
+            .collect();
+        let own = self.path(&format!("master-{id}-restart-{n}.toml"));
+        std::fs::write(&own, format!("{}\n{extra}\n", kept.join("\n"))).expect("config");
+        args[at] = own.to_str().expect("utf-8").to_string();
+        let log = self.path(&format!("master-{id}-restart-{n}.log"));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.procs.push(cellar(&argv, &log));
+        self.master_procs[id - 1] = self.procs.len() - 1;
+        self.master_args[id - 1] = args;
+        wait_for_line(&log, "master running");
+        log
+    }
+
     /// The path of a file in the cell's dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
