@@ -52,6 +52,21 @@ pub enum AdminCommand {
         #[arg(long, env = "CELLAR_SECRET")]
         secret: Option<String>,
     },
+    /// Hands a given-up task (every attempt failed: `cellar admin status` lists them with
+    /// their last error) back to its node with its attempts anew, once what failed it is
+    /// mended, instead of waiting for its planner (a given-up delete is never planned
+    /// again). Needs the cell at apply version 2.
+    RetryTask {
+        /// Master addresses, comma separated (host:port,...).
+        #[arg(long, env = "CELLAR_MASTERS")]
+        master: String,
+        /// The task id.
+        #[arg(long)]
+        task: u64,
+        /// Cluster secret.
+        #[arg(long, env = "CELLAR_SECRET")]
+        secret: Option<String>,
+    },
 }
 
 /// `cellar admin key ...`.
@@ -238,6 +253,27 @@ pub fn run(cmd: AdminCommand) -> Result<()> {
                 })
                 .with_context(|| format!("remove node {node}"))?;
             println!("removed node {node}");
+            Ok(())
+        }
+        AdminCommand::RetryTask { master, task, secret } => {
+            let addrs: Vec<String> =
+                master.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let queued = runtime
+                .block_on(async {
+                    let client = MasterClient::new(&addrs, secret.as_deref())?;
+                    let request = cellar_proto::master::RetryTaskRequest { task_id: task, request_id: None };
+                    let queued =
+                        client.call_once(request, |mut c, r| async move { c.retry_task(r).await }).await?;
+                    Ok::<_, anyhow::Error>(queued)
+                })
+                .with_context(|| format!("retry task {task}"))?;
+            println!(
+                "task {task} ({} of volume {}) handed back to node {}, attempts anew",
+                queued.kind().name(),
+                queued.volume_id,
+                queued.node_id
+            );
             Ok(())
         }
         AdminCommand::Status { master, json, secret } => {

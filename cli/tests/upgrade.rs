@@ -42,6 +42,16 @@ fn offers(s: &serde_json::Value) -> Vec<(u64, Option<u64>)> {
     members.iter().map(|m| (m["id"].as_u64().unwrap_or(0), m["apply_version_max"].as_u64())).collect()
 }
 
+/// `cellar admin retry-task --task TASK`: whether it succeeded, and what it printed.
+fn retry_task(masters: &str, task: u64) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cellar"))
+        .args(["admin", "retry-task", "--master", masters, "--task", &task.to_string()])
+        .output()
+        .expect("run cellar admin retry-task");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// Waits until at least `n` puts were acknowledged in all.
 fn wait_acked(acked: &Mutex<Vec<(u64, String)>>, n: usize, when: &str) {
     let deadline = Instant::now() + WAIT;
@@ -86,6 +96,10 @@ fn a_rolling_restart_of_the_masters_keeps_every_write_and_raises_the_apply_versi
         })
     };
     wait_acked(&acked, PUTS_BETWEEN_RESTARTS, "before the upgrade");
+    // A command of version 2 is refused while the cell is at 1 (masters of the build
+    // before could not read it).
+    let (ok, text) = retry_task(&masters, 999_999);
+    assert!(!ok && text.contains("apply version 2"), "{text}");
 
     for id in 1..=3usize {
         cell.restart_master(id, "apply_version_max = 2");
@@ -101,6 +115,9 @@ fn a_rolling_restart_of_the_masters_keeps_every_write_and_raises_the_apply_versi
     }
     let s = wait_status(&masters, "the cell raised to 2", |s| s["apply_version"] == 2);
     assert_eq!(s["apply_version_max"], 2);
+    // At 2 the command is read, and refused for a task that is not queued.
+    let (ok, text) = retry_task(&masters, 999_999);
+    assert!(!ok && text.contains("task 999999 is not queued"), "{text}");
     let before = acked.lock().expect("acked").len();
     wait_acked(&acked, before + PUTS_BETWEEN_RESTARTS, "after the raise");
     stop.store(true, Ordering::Release);

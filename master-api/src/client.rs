@@ -249,6 +249,7 @@ mutating!(
     EnqueueTaskRequest,
     DrainRequest,
     RemoveNodeRequest,
+    RetryTaskRequest,
     NsWriteRequest,
     // DropReferences takes a LookupRequest.
     LookupRequest,

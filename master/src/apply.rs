@@ -197,6 +197,7 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
         Command::RaiseApplyVersion { version, now_unix_ms } => {
             crate::apply_version::raise(kv, *version, *now_unix_ms)?
         }
+        Command::RetryTask { task_id } => crate::tasks::retry(kv, c, *task_id)?,
         Command::Once { request, now_unix_ms, command } => match command.as_ref() {
             Command::Once { .. }
             | Command::CommitIndex { .. }

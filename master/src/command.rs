@@ -444,6 +444,15 @@ pub enum Command {
         /// Leader's clock.
         now_unix_ms: u64,
     },
+    /// An operator hands a given-up task (every attempt failed) back to its node's queue
+    /// with its attempts anew, once what failed it is mended, instead of waiting for its
+    /// planner (a given-up delete is never planned again). From apply version
+    /// [`crate::apply_version::RETRY_TASK`]; refused below it, and for a task that is not
+    /// given up.
+    RetryTask {
+        /// The task.
+        task_id: u64,
+    },
 }
 
 /// One call of a [`Command::NamespaceBatch`].
@@ -501,6 +510,7 @@ impl fmt::Display for Command {
                 calls.iter().map(|c| c.versions.len()).sum::<usize>()
             ),
             Command::RaiseApplyVersion { version, .. } => write!(f, "raise_apply_version({version})"),
+            Command::RetryTask { task_id } => write!(f, "retry_task({task_id})"),
             Command::RelocateIndex { entries, relocate_from, .. } => write!(
                 f,
                 "relocate_index({} entries, {} moved)",

@@ -36,6 +36,7 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod types;
+pub mod upgrade;
 pub mod wire;
 
 /// The client, from its own crate (kept here so the master's code and tests name it as

@@ -235,7 +235,7 @@ pub async fn start(
     let (tx, mut rx) = watch::channel(false);
     let raft_rpc =
         RaftService::new(raft.clone(), config.secret.clone(), config.data_dir.join("incoming"), rx.clone())
-            .offering(config.apply_version_max);
+            .offering(config.id, config.apply_version_max);
     // serve_with_incoming ignores the builder's tcp_nodelay: set it on each accepted socket
     // here, or small responses wait ~40 ms for a delayed ACK (Nagle).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -324,7 +324,7 @@ pub async fn start(
         },
         planner_rx.clone(),
     ));
-    let apply_version = tokio::spawn(crate::apply_version::run(
+    let apply_version = tokio::spawn(crate::upgrade::run(
         id,
         raft.clone(),
         StateReader::new(db.clone()),

@@ -9,6 +9,20 @@ use std::sync::Mutex;
 
 use cellar_proto::master as pb;
 
+/// What a member answered the leader's last `Build` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberBuild {
+    /// The version it offers, and its build's version.
+    Offers {
+        /// Highest apply version it offers.
+        apply_version_max: u32,
+        /// Its build's version.
+        build: String,
+    },
+    /// It did not answer (or answered with an error: a build without the call is one).
+    NoAnswer(String),
+}
+
 /// Measures repair throughput: an episode starts at the first planner pass that sees a
 /// repair task open (or the first repair reported done, on a master that became leader
 /// mid-episode) and ends at the first pass that sees none.
@@ -163,8 +177,8 @@ pub struct Observed {
     /// [`crate::repair::RepairPass::without_a_disk`]).
     without_a_disk: Mutex<u64>,
     /// What each member answered the last time this master, leading, asked which apply
-    /// version it offers ([`crate::apply_version::run`]).
-    builds: Mutex<BTreeMap<u64, crate::apply_version::MemberBuild>>,
+    /// version it offers ([`crate::upgrade::run`]).
+    builds: Mutex<BTreeMap<u64, MemberBuild>>,
     /// Times the members were asked so (passes of that loop that asked).
     build_passes: Mutex<u64>,
 }
@@ -175,7 +189,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Observed {
     /// What the members answered the leader's last `Build` calls.
-    pub fn set_builds(&self, builds: BTreeMap<u64, crate::apply_version::MemberBuild>) {
+    pub fn set_builds(&self, builds: BTreeMap<u64, MemberBuild>) {
         *lock(&self.builds) = builds;
         *lock(&self.build_passes) += 1;
     }
@@ -185,8 +199,14 @@ impl Observed {
         *lock(&self.build_passes)
     }
 
+    /// Forgets what the members answered (this master does not lead, or the cell is at
+    /// its build's version: nothing to say).
+    pub fn clear_builds(&self) {
+        lock(&self.builds).clear();
+    }
+
     /// See [`Observed::set_builds`].
-    pub fn builds(&self) -> BTreeMap<u64, crate::apply_version::MemberBuild> {
+    pub fn builds(&self) -> BTreeMap<u64, MemberBuild> {
         lock(&self.builds).clone()
     }
 

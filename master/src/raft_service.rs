@@ -31,6 +31,8 @@ pub struct RaftService {
     secret: Option<String>,
     /// The apply version this master offers (`Build`).
     apply_version_max: u32,
+    /// This member's id (`Build`).
+    id: u64,
     incoming_dir: PathBuf,
     stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -46,11 +48,13 @@ impl RaftService {
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> RaftService {
         let apply_version_max = crate::apply_version::APPLY_VERSION_MAX;
-        RaftService { raft, secret, apply_version_max, incoming_dir, stopping }
+        RaftService { raft, secret, apply_version_max, id: 0, incoming_dir, stopping }
     }
 
-    /// The same, offering apply versions up to `max` (the master's `apply_version_max`).
-    pub fn offering(mut self, max: u32) -> RaftService {
+    /// The same, answering `Build` as member `id` offering apply versions up to `max` (the
+    /// master's `apply_version_max`).
+    pub fn offering(mut self, id: u64, max: u32) -> RaftService {
+        self.id = id;
         self.apply_version_max = max;
         self
     }
@@ -122,6 +126,7 @@ impl RaftRpc for RaftService {
     async fn build(&self, req: Request<BuildRequest>) -> Result<Response<BuildResponse>, Status> {
         check_secret(&req, self.secret.as_deref())?;
         Ok(Response::new(BuildResponse {
+            node_id: self.id,
             apply_version_max: self.apply_version_max,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))

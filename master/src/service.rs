@@ -10,7 +10,6 @@ use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Code, Request, Response, Status};
 
-use crate::apply_version::MemberBuild;
 use crate::auth::check_secret;
 use crate::batcher::CommitBatcher;
 use crate::codec::Kind;
@@ -18,6 +17,7 @@ use crate::command::{
     self, Command, CommitOutcome, Digest16, DiskRegistration, DiskStat, EntryVersion, Hash32, IndexCommit,
 };
 use crate::errors::{self, bad_request, internal};
+use crate::observed::MemberBuild;
 use crate::observed::Observed;
 use crate::repair::RepairStatus;
 use crate::state::{self, Kv, PREFIX_DISK, PREFIX_NODE};
@@ -657,6 +657,15 @@ impl Master for MasterService {
                 self.observed.forget_node(r.node_id);
                 Ok(Response::new(pb::RemoveNodeResponse {}))
             }
+            other => Err(internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn retry_task(&self, req: Request<pb::RetryTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        self.check(&req)?;
+        let r = req.into_inner();
+        match self.write_once(r.request_id, Command::RetryTask { task_id: r.task_id }).await? {
+            command::Response::TaskQueued { task } => Ok(Response::new(task_pb(&task))),
             other => Err(internal(format!("unexpected response {other:?}"))),
         }
     }

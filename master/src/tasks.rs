@@ -477,16 +477,45 @@ pub fn report(
         // pause), on this node or the next holder: a failure the holders share (a target
         // not reachable yet: seen after a whole cell restarted at new addresses, each
         // holder's view of them up to 2 s old) would otherwise use up every attempt on
-        // the holders in turn within a second. At apply version 1 (the behaviour of the
-        // builds before f1191a0) a moved task went at once.
-        if task.node_id != node_id
-            && crate::apply_version::current(kv)? < crate::apply_version::MOVED_ENCODE_KEEPS_PAUSE
-        {
-            task.claimed_until_unix_ms = 0;
-        }
+        // the holders in turn within a second.
     }
     write_record(kv, Kind::Task, &task_key(task_id), &task)?;
     Ok(Response::TaskReported { task: Some(task) })
+}
+
+/// Hands given-up task `task_id` back to its node's queue, pending, with its attempts
+/// anew ([`Command::RetryTask`]): an operator mended what failed it. Refused below apply
+/// version [`crate::apply_version::RETRY_TASK`] (masters of the builds before cannot read
+/// the command), and for a task that is not queued or not given up.
+///
+/// [`Command::RetryTask`]: crate::command::Command::RetryTask
+pub fn retry(kv: &mut dyn Kv, c: &mut Counters, task_id: u64) -> Result<Response, StateError> {
+    let refused = |detail: String| Ok(Response::Refused { error: CommandError::BadRequest { detail } });
+    let version = crate::apply_version::current(kv)?;
+    if version < crate::apply_version::RETRY_TASK {
+        return refused(format!(
+            "retrying a task needs the cell at apply version {}, and it is at {version}: every master must \
+             run a build that offers it (cellar admin status shows what each offers)",
+            crate::apply_version::RETRY_TASK
+        ));
+    }
+    let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else {
+        return refused(format!("task {task_id} is not queued (done, or dropped as no longer needed)"));
+    };
+    if task.state != TaskState::Failed {
+        return refused(format!(
+            "task {task_id} is {}, not given up: its node runs it",
+            if task.state == TaskState::Pending { "pending" } else { "claimed" }
+        ));
+    }
+    // The last error stays, for status, until an attempt replaces it.
+    task.state = TaskState::Pending;
+    task.attempts = 0;
+    task.claimed_until_unix_ms = 0;
+    c.tasks_failed = c.tasks_failed.saturating_sub(1);
+    c.tasks_open += 1;
+    write_record(kv, Kind::Task, &task_key(task_id), &task)?;
+    Ok(Response::TaskQueued { task })
 }
 
 /// Whether `kind` no longer applies to its volume (`None`: reclaimed): an encode of a

@@ -395,7 +395,6 @@ fn failed(state: &mut State, task_id: u64, node_id: u64) -> cellar_master::tasks
 fn a_failed_encode_is_tried_next_by_the_next_replica_holder() {
     use cellar_master::tasks::TaskState;
     let (mut state, _id, replicas, _fragments) = sealed_with_encode();
-    raise(&mut state, cellar_master::apply_version::MOVED_ENCODE_KEEPS_PAUSE);
     let task = claim_all(&mut state, replicas[0].node_id).remove(0);
     let mut holder = replicas[0].node_id;
     // Each failure hands the encode to the next holder, wrapping around, after the pause
@@ -915,23 +914,6 @@ fn raise(state: &mut State, version: u32) {
     assert_eq!(apply::apply(state, &cmd).expect("apply"), Response::Empty);
 }
 
-/// At apply version 1 (a cell whose masters include a build from before the retry pause
-/// of a moved encode) a failed encode moved to the next holder is handed out there at
-/// once, as those builds apply it: every master applies the same report alike.
-#[test]
-fn at_apply_version_1_a_moved_encode_goes_at_once_as_the_builds_before_applied_it() {
-    use cellar_master::tasks::TaskState;
-    let (mut state, _id, replicas, _fragments) = sealed_with_encode();
-    assert_eq!(cellar_master::apply_version::current(&state).expect("read"), 1, "no record: version 1");
-    let task = claim_all(&mut state, replicas[0].node_id).remove(0);
-    let after = failed(&mut state, task.task_id, replicas[0].node_id);
-    assert_eq!((after.node_id, after.state), (replicas[1].node_id, TaskState::Pending));
-    assert_eq!(after.claimed_until_unix_ms, 0, "no claim end kept: no pause");
-    assert_eq!(cellar_master::tasks::retry_at_unix_ms(&after, 1000), None);
-    let now = claim_all(&mut state, replicas[1].node_id);
-    assert_eq!(now.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![task.task_id]);
-}
-
 /// The apply version only rises, by the command, and never past what this build applies:
 /// a raise above it, or a state already above it (installed from a newer cell's
 /// snapshot), fails every command, so that this master stops instead of applying the log
@@ -970,4 +952,57 @@ fn the_apply_version_only_rises_and_a_state_above_this_build_is_refused() {
     let err = apply::apply(&mut state, &beat).expect_err("state above this build").to_string();
     assert!(err.contains("run this master with a build at least as new"), "{err}");
     assert_eq!(state, before, "nothing written");
+}
+
+/// A given-up task (here a delete: deletes are never planned again) is handed back to its
+/// node by an operator's retry, pending with its attempts anew and claimable at once; the
+/// command is refused below apply version 2 (masters of the builds before cannot read it)
+/// and for a task not given up or not queued, each time writing nothing.
+#[test]
+fn an_operator_retry_hands_a_given_up_task_back_with_its_attempts_anew() {
+    use cellar_master::apply_version::RETRY_TASK;
+    use cellar_master::tasks::{TASK_ATTEMPTS_MAX, TaskKind, TaskState, retry_at_unix_ms};
+    let (mut state, _id, replicas, _) = coded_after_encode();
+    let place = replicas[1];
+    let delete = claim_all(&mut state, place.node_id)
+        .into_iter()
+        .find(|t| matches!(t.kind, TaskKind::Delete { extent, .. } if extent == place))
+        .expect("the replica's delete");
+    let mut after = failed(&mut state, delete.task_id, place.node_id);
+    for attempt in 2..=TASK_ATTEMPTS_MAX {
+        let at = retry_at_unix_ms(&after, 1000).expect("a pause");
+        let claimed = claim_at(&mut state, place.node_id, at);
+        assert!(claimed.iter().any(|t| t.task_id == delete.task_id), "attempt {attempt}");
+        after = failed(&mut state, delete.task_id, place.node_id);
+    }
+    assert_eq!((after.state, after.attempts), (TaskState::Failed, TASK_ATTEMPTS_MAX));
+    let before = apply::counters(&state).expect("counters");
+    let retry = Command::RetryTask { task_id: delete.task_id };
+    let refused = |state: &mut State, command: &Command, why: &str| {
+        let unchanged = state.clone();
+        match apply::apply(state, command).expect("apply") {
+            Response::Refused { error: CommandError::BadRequest { detail } } => {
+                assert!(detail.contains(why), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*state, unchanged, "a refused retry writes nothing");
+    };
+    refused(&mut state, &retry, "apply version 2");
+    raise(&mut state, RETRY_TASK);
+    let Response::TaskQueued { task } = apply::apply(&mut state, &retry).expect("apply") else {
+        panic!("retry")
+    };
+    assert_eq!(
+        (task.state, task.attempts, task.claimed_until_unix_ms, task.node_id),
+        (TaskState::Pending, 0, 0, place.node_id)
+    );
+    assert_eq!(task.detail, "short replica", "the last error stays until an attempt replaces it");
+    let now = apply::counters(&state).expect("counters");
+    assert_eq!((now.tasks_failed, now.tasks_open), (before.tasks_failed - 1, before.tasks_open + 1));
+    let claimed = claim_at(&mut state, place.node_id, after.claimed_until_unix_ms + 1);
+    assert!(claimed.iter().any(|t| t.task_id == delete.task_id), "handed out at once");
+    refused(&mut state, &retry, "claimed, not given up");
+    done(&mut state, delete.task_id, place.node_id);
+    refused(&mut state, &retry, "is not queued");
 }

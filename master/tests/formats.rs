@@ -195,7 +195,9 @@ fn commands_round_trip_and_an_index_entry_costs_a_third_of_its_json() {
     assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &remove).expect("encode")), "01011104");
     let raise = Command::RaiseApplyVersion { version: 2, now_unix_ms: 9 };
     assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &raise).expect("encode")), "0101180209");
-    for command in [&commit, &once, &down, &repair, &drain, &remove, &raise] {
+    let retry = Command::RetryTask { task_id: 7 };
+    assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &retry).expect("encode")), "01011907");
+    for command in [&commit, &once, &down, &repair, &drain, &remove, &raise, &retry] {
         let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
         let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
         assert_eq!(&back, command);
