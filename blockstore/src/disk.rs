@@ -20,7 +20,7 @@ use crate::fragment::{self, Fragment};
 use crate::id::ExtentId;
 use crate::inflight::OpsInFlight;
 use crate::info::{
-    DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport, load_or_create_identity, statvfs,
+    DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport, TrashSpace, load_or_create_identity, statvfs,
 };
 use crate::io::{IoBackend, IoChoice};
 use crate::read_faults::ReadFaults;
@@ -645,29 +645,86 @@ impl Disk {
     /// Unlinks trash entries deleted before `now_unix_ms - retention` (time is a parameter
     /// so that tests and the simulator can move it).
     pub fn purge_trash_at(&self, now_unix_ms: u64, retention: Duration) -> Result<PurgeReport> {
+        self.purge_trash_for_space_at(now_unix_ms, retention, None)
+    }
+
+    /// [`Disk::purge_trash`], and then, while the file system has less than
+    /// `free_min_percent` of its capacity free, the oldest entries still within their
+    /// retention too, until it has that much (counted in [`PurgeReport::early`]): a disk
+    /// running out of room gives up the undo window of its oldest deletes rather than
+    /// refuse writes while the trash holds their bytes. 0 never purges early.
+    pub fn purge_trash_keeping_free(
+        &self,
+        retention: Duration,
+        free_min_percent: u64,
+    ) -> Result<PurgeReport> {
+        if free_min_percent == 0 {
+            return self.purge_trash(retention);
+        }
+        let (capacity_bytes, free_bytes) = statvfs(&self.root)?;
+        let space = TrashSpace {
+            free_bytes,
+            free_min_bytes: u64::try_from(
+                u128::from(capacity_bytes) * u128::from(free_min_percent.min(100)) / 100,
+            )
+            .unwrap_or(u64::MAX),
+        };
+        self.purge_trash_for_space_at(now_unix_ms(), retention, Some(space))
+    }
+
+    /// Unlinks trash entries deleted before `now_unix_ms - retention`, then, if `space`
+    /// says the file system has less free than its floor, entries still within their
+    /// retention, oldest delete first, until what was freed brings it to the floor. Time and space
+    /// are parameters so that tests can set them.
+    pub fn purge_trash_for_space_at(
+        &self,
+        now_unix_ms: u64,
+        retention: Duration,
+        space: Option<TrashSpace>,
+    ) -> Result<PurgeReport> {
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         let cutoff = now_unix_ms.saturating_sub(retention.as_millis() as u64);
         let mut report = PurgeReport::default();
+        let mut young = Vec::new();
         for entry in self.catalog.trash()? {
             if entry.deleted_unix_ms > cutoff {
-                report.kept += 1;
+                young.push(entry);
                 continue;
             }
-            let path = self.trash_path(&entry);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, "unlink trash", e)),
+            self.unlink_trash(&entry, &mut report)?;
+        }
+        // Oldest delete first: the one whose undo window is nearest its end anyway.
+        young.sort_by_key(|e| e.deleted_unix_ms);
+        let mut free_bytes = space.map_or(0, |s| s.free_bytes.saturating_add(report.freed_bytes));
+        for entry in young {
+            match space {
+                Some(s) if free_bytes < s.free_min_bytes => {
+                    self.unlink_trash(&entry, &mut report)?;
+                    report.early += 1;
+                    free_bytes = free_bytes.saturating_add(entry.size_bytes);
+                }
+                _ => report.kept += 1,
             }
-            self.catalog.remove_trash(&entry)?;
-            self.trash_removed(&entry);
-            report.purged += 1;
-            report.freed_bytes += entry.size_bytes;
         }
         if report.purged > 0 {
             sync_dir(&self.root.join("trash"))?;
         }
         Ok(report)
+    }
+
+    /// Unlinks one trash entry's file and forgets it.
+    fn unlink_trash(&self, entry: &TrashEntry, report: &mut PurgeReport) -> Result<()> {
+        let path = self.trash_path(entry);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, "unlink trash", e)),
+        }
+        self.catalog.remove_trash(entry)?;
+        self.trash_removed(entry);
+        report.purged += 1;
+        report.freed_bytes += entry.size_bytes;
+        Ok(())
     }
 
     /// A named metadata value kept in the catalog (e.g. the volume server's node id).

@@ -127,6 +127,20 @@ pub struct PurgeReport {
     pub freed_bytes: u64,
     /// Entries kept because they are younger than the retention.
     pub kept: u64,
+    /// Of `purged`, entries younger than the retention, unlinked because the file system
+    /// was short of free space ([`crate::Disk::purge_trash_keeping_free`]).
+    pub early: u64,
+}
+
+/// What a purge knows of the file system's space (see
+/// [`crate::Disk::purge_trash_for_space_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrashSpace {
+    /// Bytes free before the purge.
+    pub free_bytes: u64,
+    /// Bytes that should be free: entries within their retention are unlinked, oldest
+    /// first, while fewer are.
+    pub free_min_bytes: u64,
 }
 
 pub(crate) fn load_or_create_identity(catalog: &Catalog) -> Result<DiskIdentity> {

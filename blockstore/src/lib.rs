@@ -30,7 +30,7 @@ pub use disk::{APPEND_RECORDS_MAX, BLOCK_SIZE_MAX_BYTES_DEFAULT, Disk, DiskOptio
 pub use error::{CorruptKind, Error, ExtentState, Result};
 pub use extent_header::EXTENT_DATA_OFFSET_BYTES;
 pub use id::{ExtentId, ExtentPart};
-pub use info::{DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport};
+pub use info::{DiskIdentity, DiskStat, ExtentInfo, OpenReport, PurgeReport, TrashSpace};
 pub use io::IoChoice;
 pub use record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
 pub use recovery::CorruptSpan;

@@ -48,6 +48,10 @@ pub struct VolumeArgs {
     /// seconds (default: a day).
     #[arg(long, default_value_t = cellar_volume::trash::TRASH_RETENTION_DEFAULT.as_secs())]
     trash_retention_secs: u64,
+    /// A disk with less than this percentage of its capacity free gives up trash entries
+    /// before their retention, oldest delete first, until it has that much (0: never).
+    #[arg(long, default_value_t = cellar_volume::trash::TRASH_FREE_MIN_PERCENT_DEFAULT)]
+    trash_free_min_percent: u64,
     /// Bytes per second the scrubber reads and checks at most (0: no scrubbing).
     #[arg(long, default_value_t = cellar_volume::scrub::ScrubConfig::default().bytes_per_sec)]
     scrub_bytes_per_sec: u64,
@@ -85,6 +89,10 @@ pub fn run(args: VolumeArgs) -> Result<()> {
     };
     config.deadlines = args.deadlines.deadlines();
     config.trash_retention = Duration::from_secs(args.trash_retention_secs);
+    if args.trash_free_min_percent > 100 {
+        anyhow::bail!("--trash-free-min-percent must be 0..=100, not {}", args.trash_free_min_percent);
+    }
+    config.trash_free_min_percent = args.trash_free_min_percent;
     config.recent_records_bytes = args.recent_records_mib.saturating_mul(1 << 20);
     config.disk_hung_after = Duration::from_secs(args.disk_hung_after_secs);
     config.scrub = cellar_volume::scrub::ScrubConfig {

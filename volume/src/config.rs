@@ -9,6 +9,8 @@ use cellar_blockstore::IoChoice;
 /// to notice a wrong delete and stop the server, short enough that a disk is not
 /// holding a day's worth of encodes' replicas (3x the coded bytes) for long.
 pub const TRASH_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default free-space floor below which a disk purges its trash early: 10% of its capacity.
+pub const TRASH_FREE_MIN_PERCENT_DEFAULT: u64 = 10;
 /// When encodes wait for the foreground.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodeDefer {
@@ -59,6 +61,10 @@ pub struct VolumeConfig {
     /// How long a deleted extent stays in a disk's trash before it is unlinked (see
     /// [`crate::trash`]).
     pub trash_retention: Duration,
+    /// A disk with less than this percentage of its capacity free gives up trash entries
+    /// before their retention, oldest first, until it has that much (0: never; see
+    /// [`crate::trash`]).
+    pub trash_free_min_percent: u64,
     /// The scrubber's rate and pass period (see [`crate::scrub`]).
     pub scrub: ScrubConfig,
     /// Payload bytes of large records appended lately kept in memory for reads (see
@@ -117,6 +123,7 @@ impl VolumeConfig {
             inflight_max_bytes: crate::SERVER_INFLIGHT_MAX_BYTES,
             deadlines: crate::deadline::CallDeadlines::default(),
             trash_retention: TRASH_RETENTION_DEFAULT,
+            trash_free_min_percent: TRASH_FREE_MIN_PERCENT_DEFAULT,
             scrub: ScrubConfig::default(),
             recent_records_bytes: crate::recent::RECENT_RECORDS_DEFAULT_BYTES,
             disk_hung_after: DISK_HUNG_AFTER_DEFAULT,

@@ -208,7 +208,12 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
     }));
     report_bad_extents_found_at_open(&shared);
     tasks.push(tokio::spawn(heartbeats(shared.clone(), config.heartbeat, stop_rx.clone())));
-    tasks.push(tokio::spawn(crate::trash::run(shared.clone(), config.trash_retention, stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::trash::run(
+        shared.clone(),
+        config.trash_retention,
+        config.trash_free_min_percent,
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(crate::scrub::run(shared.clone(), config.scrub, stop_rx.clone())));
     tasks.push(tokio::spawn(crate::tasks::run_executor(
         shared.clone(),
