@@ -661,7 +661,11 @@ impl Disk {
         if free_min_percent == 0 {
             return self.purge_trash(retention);
         }
-        let (capacity_bytes, free_bytes) = statvfs(&self.root)?;
+        let (capacity_bytes, free_bytes) = match statvfs(&self.root) {
+            Ok(space) => space,
+            // Without the file system's figures, the retention still applies.
+            Err(_) => return self.purge_trash(retention),
+        };
         let space = TrashSpace {
             free_bytes,
             free_min_bytes: u64::try_from(

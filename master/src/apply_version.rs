@@ -31,7 +31,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Kind;
-use crate::command::Response;
+use crate::command::{Command, Response};
 use crate::state::{Kv, StateError, read_record, write_record};
 use crate::types::RECORD_VERSION;
 
@@ -96,4 +96,23 @@ pub fn raise(kv: &mut dyn Kv, version: u32, now_unix_ms: u64) -> Result<Response
         write_record(kv, Kind::ApplyVersion, KEY_APPLY_VERSION, &record)?;
     }
     Ok(Response::Empty)
+}
+
+/// The apply version a command needs: a command added by a later version is refused
+/// below it, before it is proposed (`cellar_master::service`), so that masters of the
+/// builds before never meet an entry they cannot read, and again when applied.
+pub fn needed(command: &Command) -> u32 {
+    match command {
+        Command::RetryTask { .. } => RETRY_TASK,
+        Command::Once { command, .. } => needed(command),
+        _ => APPLY_VERSION_FIRST,
+    }
+}
+
+/// Why `command`, which needs apply version `needed`, is refused in a cell at `cell`.
+pub fn too_old_for(command: &Command, needed: u32, cell: u32) -> String {
+    format!(
+        "{command} needs the cell at apply version {needed}, and it is at {cell}: every master must run a \
+         build that offers it (cellar admin status shows what each offers)"
+    )
 }

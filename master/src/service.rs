@@ -97,6 +97,18 @@ impl MasterService {
         request: Option<pb::RequestId>,
         command: Command,
     ) -> Result<command::Response, Status> {
+        // A command of a later apply version is refused before it reaches the log while
+        // the cell is below it (masters of the builds before could not read the entry).
+        // The version only rises, so a linearizable read of it here is enough.
+        let needed = crate::apply_version::needed(&command);
+        if needed > crate::apply_version::APPLY_VERSION_FIRST {
+            self.linearizable().await?;
+            let cell = crate::apply_version::current(&self.reader).map_err(internal)?;
+            if cell < needed {
+                let detail = crate::apply_version::too_old_for(&command, needed, cell);
+                return Err(errors::command_error(&command::CommandError::BadRequest { detail }));
+            }
+        }
         crate::raft_calls::write_once(&self.raft, request, command).await
     }
 

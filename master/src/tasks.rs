@@ -491,13 +491,11 @@ pub fn report(
 /// [`Command::RetryTask`]: crate::command::Command::RetryTask
 pub fn retry(kv: &mut dyn Kv, c: &mut Counters, task_id: u64) -> Result<Response, StateError> {
     let refused = |detail: String| Ok(Response::Refused { error: CommandError::BadRequest { detail } });
-    let version = crate::apply_version::current(kv)?;
-    if version < crate::apply_version::RETRY_TASK {
-        return refused(format!(
-            "retrying a task needs the cell at apply version {}, and it is at {version}: every master must \
-             run a build that offers it (cellar admin status shows what each offers)",
-            crate::apply_version::RETRY_TASK
-        ));
+    let cell = crate::apply_version::current(kv)?;
+    let needed = crate::apply_version::RETRY_TASK;
+    if cell < needed {
+        let command = crate::command::Command::RetryTask { task_id };
+        return refused(crate::apply_version::too_old_for(&command, needed, cell));
     }
     let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else {
         return refused(format!("task {task_id} is not queued (done, or dropped as no longer needed)"));
@@ -506,6 +504,17 @@ pub fn retry(kv: &mut dyn Kv, c: &mut Counters, task_id: u64) -> Result<Response
         return refused(format!(
             "task {task_id} is {}, not given up: its node runs it",
             if task.state == TaskState::Pending { "pending" } else { "claimed" }
+        ));
+    }
+    // A task its volume no longer needs (coded since, moved on, reclaimed) would only be
+    // dropped by its executor's report; one on a down node would wait for it.
+    if overtaken(state::volume(kv, task.kind.volume_id())?.as_ref(), &task.kind) {
+        return refused(format!("task {task_id} is no longer needed: its volume's placement moved on"));
+    }
+    if state::node(kv, task.node_id)?.is_some_and(|n| n.state == crate::types::NodeState::Down) {
+        return refused(format!(
+            "task {task_id}'s node {} is down: repair rebuilds what it held elsewhere",
+            task.node_id
         ));
     }
     // The last error stays, for status, until an attempt replaces it.

@@ -1006,3 +1006,38 @@ fn an_operator_retry_hands_a_given_up_task_back_with_its_attempts_anew() {
     done(&mut state, delete.task_id, place.node_id);
     refused(&mut state, &retry, "is not queued");
 }
+
+/// A given-up task on a node that is down since is not handed back (it would wait for the
+/// node; repair rebuilds what the node held elsewhere): refused, nothing written.
+#[test]
+fn a_retry_of_a_task_whose_node_is_down_is_refused() {
+    use cellar_master::tasks::{TASK_ATTEMPTS_MAX, TaskKind, TaskState, retry_at_unix_ms};
+    let (mut state, _id, replicas, _) = coded_after_encode();
+    raise(&mut state, cellar_master::apply_version::RETRY_TASK);
+    let place = replicas[1];
+    let delete = claim_all(&mut state, place.node_id)
+        .into_iter()
+        .find(|t| matches!(t.kind, TaskKind::Delete { extent, .. } if extent == place))
+        .expect("the replica's delete");
+    let mut after = failed(&mut state, delete.task_id, place.node_id);
+    for _ in 2..=TASK_ATTEMPTS_MAX {
+        let at = retry_at_unix_ms(&after, 1000).expect("a pause");
+        claim_at(&mut state, place.node_id, at);
+        after = failed(&mut state, delete.task_id, place.node_id);
+    }
+    assert_eq!(after.state, TaskState::Failed);
+    let down = Command::MarkNodeDown { node_id: place.node_id, down_after_ms: 1, now_unix_ms: 10_000_000 };
+    apply::apply(&mut state, &down).expect("apply");
+    assert_eq!(
+        apply::node(&state, place.node_id).expect("read").expect("node").state,
+        cellar_master::types::NodeState::Down
+    );
+    let before = state.clone();
+    match apply::apply(&mut state, &Command::RetryTask { task_id: delete.task_id }).expect("apply") {
+        Response::Refused { error: CommandError::BadRequest { detail } } => {
+            assert!(detail.contains("is down"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state, before, "nothing written");
+}

@@ -609,6 +609,16 @@ async fn the_apply_version_rises_only_once_every_member_offers_it() {
     }
     assert_eq!((status.apply_version, status.node_id), (APPLY_VERSION_FIRST, leader));
     assert!(status.members.iter().all(|m| m.build_version == env!("CARGO_PKG_VERSION")), "{status:?}");
+    // A command of version 2 is refused before it reaches the log (masters offering 1
+    // could be of a build that cannot read it): nothing is appended.
+    let api = group.handles[&leader].local_api();
+    use openraft::async_runtime::WatchReceiver;
+    let last = |g: &Group| g.handles[&leader].raft.metrics().borrow_watched().last_log_index;
+    let before = last(&group);
+    let retry = pb::RetryTaskRequest { task_id: 1, request_id: None };
+    let err = api.retry_task(tonic::Request::new(retry)).await.expect_err("below version 2");
+    assert!(err.message().contains("apply version 2"), "{err:?}");
+    assert_eq!(last(&group), before, "no entry proposed");
 
     // Member 3 restarted offering its build's version: the cell is raised on every member.
     group.tweak = none;

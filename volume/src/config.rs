@@ -9,8 +9,9 @@ use cellar_blockstore::IoChoice;
 /// to notice a wrong delete and stop the server, short enough that a disk is not
 /// holding a day's worth of encodes' replicas (3x the coded bytes) for long.
 pub const TRASH_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
-/// Default free-space floor below which a disk purges its trash early: 10% of its capacity.
-pub const TRASH_FREE_MIN_PERCENT_DEFAULT: u64 = 10;
+/// Default free-space floor below which a disk purges its trash early: 5% of its capacity
+/// (cells commonly run 80-90% full; below 5% free a disk is about to refuse writes).
+pub const TRASH_FREE_MIN_PERCENT_DEFAULT: u64 = 5;
 /// When encodes wait for the foreground.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodeDefer {

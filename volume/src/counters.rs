@@ -45,6 +45,8 @@ pub struct VolumeMetrics {
     pub trash_purges: OpCounters,
     /// Trash entries unlinked by purges.
     pub(crate) trash_purged_extents: AtomicU64,
+    /// Of those, entries unlinked before their retention (the disk short of space).
+    pub(crate) trash_purged_early_extents: AtomicU64,
     /// 1 while encodes are left queued because the server is busy with appends.
     pub(crate) encode_deferring: AtomicU64,
     /// The scrubber's progress and findings.
@@ -93,8 +95,9 @@ impl VolumeMetrics {
         self.encode_deferring.store(u64::from(deferring), Ordering::Relaxed);
     }
 
-    /// Counts trash entries a purge unlinked.
-    pub fn add_trash_purged_extents(&self, extents: u64) {
+    /// Counts trash entries a purge unlinked, `early` of them before their retention.
+    pub fn add_trash_purged_extents(&self, extents: u64, early: u64) {
         self.trash_purged_extents.fetch_add(extents, Ordering::Relaxed);
+        self.trash_purged_early_extents.fetch_add(early, Ordering::Relaxed);
     }
 }

@@ -81,6 +81,17 @@ pub async fn render(shared: &Shared) -> String {
         m.trash_purged_extents.load(Ordering::Relaxed)
     );
     let _ = writeln!(out, "cellar_volume_trash_purged_total{{unit=\"bytes\"}} {}", m.trash_purges.bytes());
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_trash_purged_early_total Trash entries unlinked before their retention because \
+         their disk was short of free space (--trash-free-min-percent)."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_trash_purged_early_total counter");
+    let _ = writeln!(
+        out,
+        "cellar_volume_trash_purged_early_total {}",
+        m.trash_purged_early_extents.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP cellar_volume_scrub_total What the scrubber has checked and found.");
     let _ = writeln!(out, "# TYPE cellar_volume_scrub_total counter");
     for (what, counter) in [

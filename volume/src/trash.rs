@@ -52,7 +52,7 @@ pub async fn purge_once(shared: &Shared, retention: Duration, free_min_percent: 
                 match round {
                     Ok(report) => {
                         metrics.trash_purges.record(true, report.freed_bytes);
-                        metrics.add_trash_purged_extents(report.purged);
+                        metrics.add_trash_purged_extents(report.purged, report.early);
                         if report.early > 0 {
                             tracing::warn!(
                                 disk = disk_id,
