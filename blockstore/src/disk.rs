@@ -690,22 +690,25 @@ impl Disk {
         let cutoff = now_unix_ms.saturating_sub(retention.as_millis() as u64);
         let mut report = PurgeReport::default();
         let mut young = Vec::new();
+        // What the unlinks gave back to the file system: the files' allocated blocks, not
+        // their lengths (a fragment a failed encode left is sparse: created at its full
+        // length, partly written).
+        let mut given_back_bytes = 0u64;
         for entry in self.catalog.trash()? {
             if entry.deleted_unix_ms > cutoff {
                 young.push(entry);
                 continue;
             }
-            self.unlink_trash(&entry, &mut report)?;
+            given_back_bytes = given_back_bytes.saturating_add(self.unlink_trash(&entry, &mut report)?);
         }
         // Oldest delete first: the one whose undo window is nearest its end anyway.
         young.sort_by_key(|e| e.deleted_unix_ms);
-        let mut free_bytes = space.map_or(0, |s| s.free_bytes.saturating_add(report.freed_bytes));
+        let mut free_bytes = space.map_or(0, |s| s.free_bytes.saturating_add(given_back_bytes));
         for entry in young {
             match space {
                 Some(s) if free_bytes < s.free_min_bytes => {
-                    self.unlink_trash(&entry, &mut report)?;
+                    free_bytes = free_bytes.saturating_add(self.unlink_trash(&entry, &mut report)?);
                     report.early += 1;
-                    free_bytes = free_bytes.saturating_add(entry.size_bytes);
                 }
                 _ => report.kept += 1,
             }
@@ -716,9 +719,12 @@ impl Disk {
         Ok(report)
     }
 
-    /// Unlinks one trash entry's file and forgets it.
-    fn unlink_trash(&self, entry: &TrashEntry, report: &mut PurgeReport) -> Result<()> {
+    /// Unlinks one trash entry's file and forgets it; the bytes of blocks the file had
+    /// allocated (0 for a file already gone).
+    fn unlink_trash(&self, entry: &TrashEntry, report: &mut PurgeReport) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
         let path = self.trash_path(entry);
+        let allocated_bytes = fs::metadata(&path).map_or(0, |m| m.blocks().saturating_mul(512));
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -728,7 +734,7 @@ impl Disk {
         self.trash_removed(entry);
         report.purged += 1;
         report.freed_bytes += entry.size_bytes;
-        Ok(())
+        Ok(allocated_bytes)
     }
 
     /// A named metadata value kept in the catalog (e.g. the volume server's node id).

@@ -83,14 +83,22 @@ fn a_disk_short_of_space_gives_up_its_oldest_trash_first(backend: Backend) {
     }
     let size = deleted[0].size_bytes;
     assert!(deleted.iter().all(|d| d.size_bytes == size));
+    // What each gives back when unlinked: its allocated blocks (all four alike).
+    let allocated = |name: String| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir.path().join("trash").join(name)).expect("trash file").blocks() * 512
+    };
+    let block_bytes = allocated(deleted[0].file_name());
+    assert!(block_bytes > 0 && deleted.iter().all(|d| allocated(d.file_name()) == block_bytes));
     let now = deleted[3].deleted_unix_ms + 1;
     // Room enough, or no space given: all four kept (deleted a moment ago).
     let roomy = TrashSpace { free_bytes: 10 * size, free_min_bytes: size };
     let report = disk.purge_trash_for_space_at(now, retention, Some(roomy)).expect("purge");
     assert_eq!((report.purged, report.early, report.kept), (0, 0, 4));
     assert_eq!(disk.purge_trash_for_space_at(now, retention, None).expect("purge").purged, 0);
-    // Short by a little more than one entry: the two oldest deletes go, the rest stay.
-    let short = TrashSpace { free_bytes: 0, free_min_bytes: size + 1 };
+    // Short by a little more than one entry's blocks: the two oldest deletes go, the rest
+    // stay.
+    let short = TrashSpace { free_bytes: 0, free_min_bytes: block_bytes + 1 };
     let report = disk.purge_trash_for_space_at(now, retention, Some(short)).expect("purge");
     assert_eq!((report.purged, report.early, report.kept, report.freed_bytes), (2, 2, 2, 2 * size));
     let left: Vec<_> = disk.list_trash().expect("trash").iter().map(|t| t.extent).collect();
