@@ -41,8 +41,16 @@ fn namespace(
 /// Applies one command. A refused command writes nothing and returns `Response::Refused`
 /// (or per-entry `Rejected` outcomes for index batches).
 pub fn apply(kv: &mut dyn Kv, command: &Command) -> Result<Response, StateError> {
-    // A state at an apply version this build does not apply stops here, before anything.
-    crate::apply_version::check(kv)?;
+    // A state at an apply version this build does not apply stops here, before anything;
+    // a command of a later version than the cell's is refused (the API refuses it before
+    // proposing; this is the same rule where every master applies it).
+    let cell = crate::apply_version::check(kv)?;
+    let needed = crate::apply_version::needed(command);
+    if needed > cell {
+        return refused(CommandError::BadRequest {
+            detail: crate::apply_version::too_old_for(command, needed, cell),
+        });
+    }
     let mut c = counters(kv)?;
     let before = c.clone();
     // Idle client sessions go a few at a time, on commands that carry the leader's time.

@@ -810,7 +810,7 @@ impl Master for MasterService {
         let membership = metrics.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
         // What each member offered when this master, leading, last asked (see
-        // `crate::apply_version::run`; nothing on a follower, or once the cell is raised).
+        // `crate::upgrade::run`; nothing on a follower, or once the cell is raised).
         let builds = self.observed.builds();
         let members = membership
             .nodes()

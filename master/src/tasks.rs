@@ -484,19 +484,13 @@ pub fn report(
 }
 
 /// Hands given-up task `task_id` back to its node's queue, pending, with its attempts
-/// anew ([`Command::RetryTask`]): an operator mended what failed it. Refused below apply
-/// version [`crate::apply_version::RETRY_TASK`] (masters of the builds before cannot read
-/// the command), and for a task that is not queued or not given up.
+/// anew ([`Command::RetryTask`]): an operator mended what failed it (below apply version
+/// [`crate::apply_version::RETRY_TASK`], `apply` refuses the command before this). Refused
+/// for a task that is not queued, not given up, no longer needed or on a down node.
 ///
 /// [`Command::RetryTask`]: crate::command::Command::RetryTask
 pub fn retry(kv: &mut dyn Kv, c: &mut Counters, task_id: u64) -> Result<Response, StateError> {
     let refused = |detail: String| Ok(Response::Refused { error: CommandError::BadRequest { detail } });
-    let cell = crate::apply_version::current(kv)?;
-    let needed = crate::apply_version::RETRY_TASK;
-    if cell < needed {
-        let command = crate::command::Command::RetryTask { task_id };
-        return refused(crate::apply_version::too_old_for(&command, needed, cell));
-    }
     let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else {
         return refused(format!("task {task_id} is not queued (done, or dropped as no longer needed)"));
     };

@@ -961,20 +961,8 @@ fn the_apply_version_only_rises_and_a_state_above_this_build_is_refused() {
 #[test]
 fn an_operator_retry_hands_a_given_up_task_back_with_its_attempts_anew() {
     use cellar_master::apply_version::RETRY_TASK;
-    use cellar_master::tasks::{TASK_ATTEMPTS_MAX, TaskKind, TaskState, retry_at_unix_ms};
-    let (mut state, _id, replicas, _) = coded_after_encode();
-    let place = replicas[1];
-    let delete = claim_all(&mut state, place.node_id)
-        .into_iter()
-        .find(|t| matches!(t.kind, TaskKind::Delete { extent, .. } if extent == place))
-        .expect("the replica's delete");
-    let mut after = failed(&mut state, delete.task_id, place.node_id);
-    for attempt in 2..=TASK_ATTEMPTS_MAX {
-        let at = retry_at_unix_ms(&after, 1000).expect("a pause");
-        let claimed = claim_at(&mut state, place.node_id, at);
-        assert!(claimed.iter().any(|t| t.task_id == delete.task_id), "attempt {attempt}");
-        after = failed(&mut state, delete.task_id, place.node_id);
-    }
+    use cellar_master::tasks::{TASK_ATTEMPTS_MAX, TaskState};
+    let (mut state, place, delete, after) = a_given_up_delete();
     assert_eq!((after.state, after.attempts), (TaskState::Failed, TASK_ATTEMPTS_MAX));
     let before = apply::counters(&state).expect("counters");
     let retry = Command::RetryTask { task_id: delete.task_id };
@@ -1011,20 +999,9 @@ fn an_operator_retry_hands_a_given_up_task_back_with_its_attempts_anew() {
 /// node; repair rebuilds what the node held elsewhere): refused, nothing written.
 #[test]
 fn a_retry_of_a_task_whose_node_is_down_is_refused() {
-    use cellar_master::tasks::{TASK_ATTEMPTS_MAX, TaskKind, TaskState, retry_at_unix_ms};
-    let (mut state, _id, replicas, _) = coded_after_encode();
+    use cellar_master::tasks::TaskState;
+    let (mut state, place, delete, after) = a_given_up_delete();
     raise(&mut state, cellar_master::apply_version::RETRY_TASK);
-    let place = replicas[1];
-    let delete = claim_all(&mut state, place.node_id)
-        .into_iter()
-        .find(|t| matches!(t.kind, TaskKind::Delete { extent, .. } if extent == place))
-        .expect("the replica's delete");
-    let mut after = failed(&mut state, delete.task_id, place.node_id);
-    for _ in 2..=TASK_ATTEMPTS_MAX {
-        let at = retry_at_unix_ms(&after, 1000).expect("a pause");
-        claim_at(&mut state, place.node_id, at);
-        after = failed(&mut state, delete.task_id, place.node_id);
-    }
     assert_eq!(after.state, TaskState::Failed);
     let down = Command::MarkNodeDown { node_id: place.node_id, down_after_ms: 1, now_unix_ms: 10_000_000 };
     apply::apply(&mut state, &down).expect("apply");
@@ -1040,4 +1017,26 @@ fn a_retry_of_a_task_whose_node_is_down_is_refused() {
         other => panic!("{other:?}"),
     }
     assert_eq!(state, before, "nothing written");
+}
+
+/// A coded volume whose second replica's delete failed every attempt: the state, that
+/// replica's place, the delete as first claimed, and the task given up.
+fn a_given_up_delete()
+-> (State, ExtentPlace, cellar_master::tasks::TaskRecord, cellar_master::tasks::TaskRecord) {
+    use cellar_master::tasks::{TASK_ATTEMPTS_MAX, TaskKind, TaskState, retry_at_unix_ms};
+    let (mut state, _id, replicas, _) = coded_after_encode();
+    let place = replicas[1];
+    let delete = claim_all(&mut state, place.node_id)
+        .into_iter()
+        .find(|t| matches!(t.kind, TaskKind::Delete { extent, .. } if extent == place))
+        .expect("the replica's delete");
+    let mut after = failed(&mut state, delete.task_id, place.node_id);
+    for attempt in 2..=TASK_ATTEMPTS_MAX {
+        let at = retry_at_unix_ms(&after, 1000).expect("a pause");
+        let claimed = claim_at(&mut state, place.node_id, at);
+        assert!(claimed.iter().any(|t| t.task_id == delete.task_id), "attempt {attempt}");
+        after = failed(&mut state, delete.task_id, place.node_id);
+    }
+    assert_eq!((after.state, after.attempts), (TaskState::Failed, TASK_ATTEMPTS_MAX));
+    (state, place, delete, after)
 }
