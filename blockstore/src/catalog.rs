@@ -3,12 +3,14 @@
 //! byte layout is specified in docs/FORMAT.md.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::{BlockBasedOptions, Cache, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::error::{Error, ExtentState, Result};
 use crate::id::{EXTENT_ID_BYTES, ExtentId};
+use crate::io::IoBackend;
 
 const EXTENT_PREFIX: u8 = b'e';
 const TRASH_PREFIX: u8 = b't';
@@ -143,6 +145,10 @@ pub struct Catalog {
     /// Writes refused with an I/O error other than a lack of space (see
     /// [`Catalog::write_faults`]).
     write_faults: AtomicU64,
+    /// The disk's I/O backend, asked before each write whether the catalog is to refuse it
+    /// as out of space ([`IoBackend::catalog_full`]: the fault injector's; never for the
+    /// real backends).
+    io: Option<Arc<dyn IoBackend>>,
 }
 
 fn db_err(op: &'static str) -> impl Fn(rocksdb::Error) -> Error {
@@ -167,7 +173,13 @@ impl Catalog {
         table.set_block_cache(&Cache::new_lru_cache(CATALOG_CACHE_BYTES));
         opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, path).map_err(db_err("open"))?;
-        Ok(Catalog { db, write_faults: AtomicU64::new(0) })
+        Ok(Catalog { db, write_faults: AtomicU64::new(0), io: None })
+    }
+
+    /// [`Catalog::open`] for a disk on `io`, whose [`IoBackend::catalog_full`] is asked
+    /// before each write.
+    pub(crate) fn open_on(path: &Path, io: Arc<dyn IoBackend>) -> Result<Catalog> {
+        Ok(Catalog { io: Some(io), ..Catalog::open(path)? })
     }
 
     /// Writes RocksDB refused with an I/O error other than a lack of space since the open:
@@ -178,8 +190,15 @@ impl Catalog {
     }
 
     /// A write's outcome, counted in [`Catalog::write_faults`] when it is a device fault.
-    fn written(&self, op: &'static str, outcome: std::result::Result<(), rocksdb::Error>) -> Result<()> {
-        outcome.map_err(|e| {
+    fn written(
+        &self,
+        op: &'static str,
+        write: impl FnOnce() -> std::result::Result<(), rocksdb::Error>,
+    ) -> Result<()> {
+        if self.io.as_ref().is_some_and(|io| io.catalog_full()) {
+            return Err(Error::Catalog { op, detail: "IO error: No space left on device (injected)".into() });
+        }
+        write().map_err(|e| {
             let no_space = e.as_ref().contains("No space left");
             if e.kind() == rocksdb::ErrorKind::IOError && !no_space {
                 self.write_faults.fetch_add(1, Ordering::Relaxed);
@@ -216,13 +235,13 @@ impl Catalog {
 
     /// Writes an extent entry durably.
     pub fn put_extent(&self, id: ExtentId, entry: &ExtentEntry) -> Result<()> {
-        self.written("put extent", self.db.put_opt(extent_key(id), entry.encode(), &synced()))
+        self.written("put extent", || self.db.put_opt(extent_key(id), entry.encode(), &synced()))
     }
 
     /// Raises a replica's durable-length watermark. Not synced: the watermark is a lower
     /// bound, and a stale one only makes recovery verify more records.
     pub fn put_watermark(&self, id: ExtentId, entry: &ExtentEntry) -> Result<()> {
-        self.written("put watermark", self.db.put(extent_key(id), entry.encode()))
+        self.written("put watermark", || self.db.put(extent_key(id), entry.encode()))
     }
 
     /// Moves an extent entry to the trash in one atomic, synced batch.
@@ -230,12 +249,12 @@ impl Catalog {
         let mut batch = WriteBatch::default();
         batch.delete(extent_key(trash.extent));
         batch.put(trash.key(), trash.encode());
-        self.written("move extent to trash", self.db.write_opt(batch, &synced()))
+        self.written("move extent to trash", || self.db.write_opt(batch, &synced()))
     }
 
     /// Records a trash entry (an orphan file moved to the trash at open).
     pub fn put_trash(&self, trash: &TrashEntry) -> Result<()> {
-        self.written("put trash", self.db.put_opt(trash.key(), trash.encode(), &synced()))
+        self.written("put trash", || self.db.put_opt(trash.key(), trash.encode(), &synced()))
     }
 
     /// Every trash entry, oldest extent id first.
@@ -253,7 +272,7 @@ impl Catalog {
 
     /// Forgets a trash entry once its file is unlinked.
     pub fn remove_trash(&self, trash: &TrashEntry) -> Result<()> {
-        self.written("remove trash", self.db.delete_opt(trash.key(), &synced()))
+        self.written("remove trash", || self.db.delete_opt(trash.key(), &synced()))
     }
 
     /// A named metadata value (disk identity, the volume server's node id).
@@ -263,12 +282,12 @@ impl Catalog {
 
     /// Stores a named metadata value durably.
     pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.written("put meta", self.db.put_opt(meta_key(name), value, &synced()))
+        self.written("put meta", || self.db.put_opt(meta_key(name), value, &synced()))
     }
 
     /// Flushes RocksDB's write-ahead log to disk (used at clean close).
     pub fn flush(&self) -> Result<()> {
-        self.written("flush wal", self.db.flush_wal(true))
+        self.written("flush wal", || self.db.flush_wal(true))
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, ExtentEntry, TrashEntry};
 use crate::error::{Error, ExtentState, Result};
+use crate::extent_header::EXTENT_DATA_OFFSET_BYTES;
 use crate::fragment::{self, Fragment};
 use crate::id::ExtentId;
 use crate::inflight::OpsInFlight;
@@ -24,9 +25,10 @@ use crate::info::{
 };
 use crate::io::{IoBackend, IoChoice};
 use crate::read_faults::ReadFaults;
-use crate::record::{Record, RecordHeader, RecordLocation};
+use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
 use crate::replica::{RecordIn, Replica};
 use crate::scan::ReplicaScan;
+use crate::space::{DISK_RESERVE_BYTES_DEFAULT, SpaceReserve};
 
 /// Default largest block (record payload): 4 MiB.
 pub const BLOCK_SIZE_MAX_BYTES_DEFAULT: u64 = 4 << 20;
@@ -40,11 +42,19 @@ pub struct DiskOptions {
     pub io: IoChoice,
     /// Largest record payload accepted (`block_size_max_bytes`).
     pub block_size_max_bytes: u64,
+    /// Bytes of the file system that writes of data leave free for the catalog (see
+    /// [`crate::space`]): a new extent or an append that would leave less is refused with
+    /// [`Error::ReserveReached`]. 0 keeps none.
+    pub reserve_bytes: u64,
 }
 
 impl Default for DiskOptions {
     fn default() -> Self {
-        DiskOptions { io: IoChoice::Auto, block_size_max_bytes: BLOCK_SIZE_MAX_BYTES_DEFAULT }
+        DiskOptions {
+            io: IoChoice::Auto,
+            block_size_max_bytes: BLOCK_SIZE_MAX_BYTES_DEFAULT,
+            reserve_bytes: DISK_RESERVE_BYTES_DEFAULT,
+        }
     }
 }
 
@@ -76,6 +86,8 @@ pub struct Disk {
     read_faults: Arc<ReadFaults>,
     /// Operations under way (see [`DiskStat::oldest_op_ms`]).
     ops: Arc<OpsInFlight>,
+    /// Free space kept for the catalog.
+    space: SpaceReserve,
 }
 
 pub use crate::clock::now_unix_ms;
@@ -103,9 +115,10 @@ impl Disk {
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create disk directory", e))?;
         }
         let io = options.io.build().map_err(|e| Error::io(&root, "set up I/O backend", e))?;
-        let catalog = Catalog::open(&root.join(CATALOG_DIR))?;
+        let catalog = Catalog::open_on(&root.join(CATALOG_DIR), io.clone())?;
         let identity = load_or_create_identity(&catalog)?;
         let mut disk = Disk {
+            space: SpaceReserve::new(&root, options.reserve_bytes),
             root,
             io,
             catalog,
@@ -144,6 +157,21 @@ impl Disk {
         let _ = self
             .trash_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(entry.size_bytes)));
+    }
+
+    /// (capacity, free) bytes of the file system holding the disk (a simulated one's under
+    /// the fault injector's [`crate::io::fault::FaultPlan::fs_space`]).
+    fn fs_space(&self) -> Result<(u64, u64)> {
+        match self.io.fs_space() {
+            Some(space) => Ok(space),
+            None => statvfs(&self.root),
+        }
+    }
+
+    /// Claims room for a write of `bytes` of data, keeping the catalog's reserve free.
+    fn claim_space(&self, bytes: u64, op: &'static str) -> Result<()> {
+        let simulated = self.io.fs_space().is_some();
+        self.space.claim(bytes, op, simulated, || self.fs_space())
     }
 
     fn extent_path(&self, id: ExtentId) -> PathBuf {
@@ -332,6 +360,7 @@ impl Disk {
         let id = ExtentId::replica(volume_id);
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         self.check_new(id)?;
+        self.claim_space(EXTENT_DATA_OFFSET_BYTES, "create replica extent")?;
         let created = now_unix_ms();
         let replica = self.undo_failed_create(id, || {
             let replica = Replica::create(
@@ -393,6 +422,7 @@ impl Disk {
                 records.len()
             )));
         }
+        let mut bytes = 0u64;
         for r in records {
             if r.payload.len() as u64 > self.block_size_max_bytes {
                 return Err(Error::RecordTooLarge {
@@ -400,8 +430,11 @@ impl Disk {
                     limit_bytes: self.block_size_max_bytes,
                 });
             }
+            bytes += (RECORD_HEADER_BYTES + r.payload.len()) as u64;
         }
-        self.replica(id)?.append(&self.catalog, expected_offset_bytes, records)
+        let replica = self.replica(id)?;
+        self.claim_space(bytes, "append")?;
+        replica.append(&self.catalog, expected_offset_bytes, records)
     }
 
     /// Reads and verifies the record at `offset_bytes` of a replica.
@@ -492,6 +525,11 @@ impl Disk {
         let id = ExtentId::fragment(volume_id, index);
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         self.check_new(id)?;
+        // The whole fragment is claimed here: its chunks follow at once.
+        self.claim_space(
+            fragment::file_len_bytes(fragment_len_bytes, chunk_size_bytes),
+            "create fragment extent",
+        )?;
         let created = now_unix_ms();
         let fragment = self.undo_failed_create(id, || {
             let fragment = Fragment::create(
@@ -571,10 +609,11 @@ impl Disk {
 
     /// Capacity, usage and extent counts.
     pub fn stat(&self) -> Result<DiskStat> {
-        let (capacity_bytes, free_bytes) = statvfs(&self.root)?;
+        let (capacity_bytes, free_bytes) = self.fs_space()?;
         let mut stat = DiskStat {
             capacity_bytes,
             free_bytes,
+            reserve_bytes: self.space.reserve_bytes(),
             used_bytes: 0,
             trash_bytes: 0,
             extents: 0,
@@ -614,11 +653,21 @@ impl Disk {
             Extent::Replica(r) => r.retire(),
             Extent::Fragment(f) => f.retire(),
         }
-        self.extents.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
         let live = self.extent_path(id);
         let size_bytes = fs::metadata(&live).map(|m| m.len()).unwrap_or(0);
         let trash = TrashEntry { extent: id, deleted_unix_ms: now_unix_ms(), size_bytes };
-        self.catalog.move_to_trash(&trash)?;
+        if let Err(e) = self.catalog.move_to_trash(&trash) {
+            // Not recorded, so not deleted: the extent stays live, as it was. (Forgotten
+            // here while the catalog still held it, it could be neither deleted nor made
+            // again until a restart: a failed encode's fragment on a full disk then failed
+            // every later attempt with "already exists".)
+            match &extent {
+                Extent::Replica(r) => r.unretire(),
+                Extent::Fragment(f) => f.unretire(),
+            }
+            return Err(e);
+        }
+        self.extents.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
         self.trash_added(&trash);
         let to = self.trash_path(&trash);
         fs::rename(&live, &to).map_err(|e| Error::io(&live, "move extent to trash", e))?;
@@ -661,18 +710,18 @@ impl Disk {
         if free_min_percent == 0 {
             return self.purge_trash(retention);
         }
-        let (capacity_bytes, free_bytes) = match statvfs(&self.root) {
+        let (capacity_bytes, free_bytes) = match self.fs_space() {
             Ok(space) => space,
             // Without the file system's figures, the retention still applies.
             Err(_) => return self.purge_trash(retention),
         };
-        let space = TrashSpace {
-            free_bytes,
-            free_min_bytes: u64::try_from(
-                u128::from(capacity_bytes) * u128::from(free_min_percent.min(100)) / 100,
-            )
-            .unwrap_or(u64::MAX),
-        };
+        // The floor sits above the catalog's reserve: data writes stop at the reserve, so
+        // a floor below it would never be reached.
+        let share_bytes =
+            u64::try_from(u128::from(capacity_bytes) * u128::from(free_min_percent.min(100)) / 100)
+                .unwrap_or(u64::MAX);
+        let space =
+            TrashSpace { free_bytes, free_min_bytes: share_bytes.saturating_add(self.space.reserve_bytes()) };
         self.purge_trash_for_space_at(now_unix_ms(), retention, Some(space))
     }
 

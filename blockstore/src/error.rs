@@ -53,6 +53,21 @@ pub enum Error {
         /// What was being done.
         op: &'static str,
     },
+    /// The write would leave less free than the disk's reserve, kept for its catalog
+    /// ([`crate::DiskOptions::reserve_bytes`]): a full disk as far as data goes.
+    #[error(
+        "{op} on {path}: disk full ({free_bytes} bytes free, {needed_bytes} needed to keep the catalog's reserve)"
+    )]
+    ReserveReached {
+        /// The disk's directory.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// What the file system had free, less what was claimed since it was asked.
+        free_bytes: u64,
+        /// The write's bytes and the reserve.
+        needed_bytes: u64,
+    },
     /// Bytes read back failed their checksum or structure checks; they are not returned.
     #[error("extent {extent}: corrupt data at offset {offset_bytes}: {kind}")]
     Corrupt {

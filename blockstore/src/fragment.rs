@@ -71,6 +71,14 @@ pub(crate) fn check_parameters(fragment_len_bytes: u64, chunk_size_bytes: u32) -
     Ok(())
 }
 
+/// The file size of a fragment of `fragment_len_bytes` in chunks of `chunk_size_bytes`:
+/// header, data region, chunk table.
+pub(crate) fn file_len_bytes(fragment_len_bytes: u64, chunk_size_bytes: u32) -> u64 {
+    EXTENT_DATA_OFFSET_BYTES
+        + fragment_len_bytes
+        + fragment_len_bytes.div_ceil(u64::from(chunk_size_bytes.max(1))) * CHUNK_ENTRY_BYTES
+}
+
 impl Fragment {
     fn chunks(&self) -> u64 {
         self.fragment_len_bytes.div_ceil(u64::from(self.chunk_size_bytes))
@@ -82,7 +90,7 @@ impl Fragment {
 
     /// Total file size: header, data region, chunk table.
     pub(crate) fn file_len_bytes(&self) -> u64 {
-        self.table_offset() + self.chunks() * CHUNK_ENTRY_BYTES
+        file_len_bytes(self.fragment_len_bytes, self.chunk_size_bytes)
     }
 
     /// Creates the fragment file: header written, data and table sparse (all chunks
@@ -407,6 +415,12 @@ impl Fragment {
         let mut st = lock(&self.state);
         st.retired = true;
         st.kept_file = None;
+    }
+
+    /// Undoes [`Fragment::retire`] (the delete it began could not be recorded); a write
+    /// opens the file again.
+    pub(crate) fn unretire(&self) {
+        lock(&self.state).retired = false;
     }
 
     pub(crate) fn state(&self) -> ExtentState {

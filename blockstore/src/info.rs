@@ -86,6 +86,9 @@ pub struct DiskStat {
     pub capacity_bytes: u64,
     /// Bytes the file system can still give us.
     pub free_bytes: u64,
+    /// Of `free_bytes`, those kept for the disk's catalog: data writes stop short of them
+    /// ([`crate::DiskOptions::reserve_bytes`]), so the room for data is the difference.
+    pub reserve_bytes: u64,
     /// Bytes held by live extent files.
     pub used_bytes: u64,
     /// Bytes held by extents in the trash.

@@ -24,6 +24,7 @@ mod record_read;
 mod recovery;
 mod replica;
 mod scan;
+mod space;
 
 pub use clock::now_unix_ms;
 pub use disk::{APPEND_RECORDS_MAX, BLOCK_SIZE_MAX_BYTES_DEFAULT, Disk, DiskOptions};
@@ -36,3 +37,4 @@ pub use record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
 pub use recovery::CorruptSpan;
 pub use replica::{RecordIn, ReplicaRecovery, ScannedRecord};
 pub use scan::ReplicaScan;
+pub use space::DISK_RESERVE_BYTES_DEFAULT;

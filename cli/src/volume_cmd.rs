@@ -52,6 +52,11 @@ pub struct VolumeArgs {
     /// before their retention, oldest delete first, until it has that much (0: never).
     #[arg(long, default_value_t = cellar_volume::trash::TRASH_FREE_MIN_PERCENT_DEFAULT)]
     trash_free_min_percent: u64,
+    /// MiB of each disk's file system that data writes leave free, for the disk's catalog
+    /// (RocksDB), whose writes record deletes and trash purges: a disk this close to full
+    /// takes no new extents or appends (0: no reserve).
+    #[arg(long, default_value_t = cellar_blockstore::DISK_RESERVE_BYTES_DEFAULT >> 20)]
+    disk_reserve_mib: u64,
     /// Bytes per second the scrubber reads and checks at most (0: no scrubbing).
     #[arg(long, default_value_t = cellar_volume::scrub::ScrubConfig::default().bytes_per_sec)]
     scrub_bytes_per_sec: u64,
@@ -93,6 +98,7 @@ pub fn run(args: VolumeArgs) -> Result<()> {
         anyhow::bail!("--trash-free-min-percent must be 0..=100, not {}", args.trash_free_min_percent);
     }
     config.trash_free_min_percent = args.trash_free_min_percent;
+    config.disk_reserve_bytes = args.disk_reserve_mib.saturating_mul(1 << 20);
     config.recent_records_bytes = args.recent_records_mib.saturating_mul(1 << 20);
     config.disk_hung_after = Duration::from_secs(args.disk_hung_after_secs);
     config.scrub = cellar_volume::scrub::ScrubConfig {

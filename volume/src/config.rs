@@ -66,6 +66,10 @@ pub struct VolumeConfig {
     /// before their retention, oldest first, until it has that much (0: never; see
     /// [`crate::trash`]).
     pub trash_free_min_percent: u64,
+    /// Bytes of each disk's file system that data writes leave free for its catalog
+    /// (see [`cellar_blockstore::DiskOptions::reserve_bytes`]); the master is told the
+    /// free bytes less this. 0 keeps none.
+    pub disk_reserve_bytes: u64,
     /// The scrubber's rate and pass period (see [`crate::scrub`]).
     pub scrub: ScrubConfig,
     /// Payload bytes of large records appended lately kept in memory for reads (see
@@ -125,6 +129,7 @@ impl VolumeConfig {
             deadlines: crate::deadline::CallDeadlines::default(),
             trash_retention: TRASH_RETENTION_DEFAULT,
             trash_free_min_percent: TRASH_FREE_MIN_PERCENT_DEFAULT,
+            disk_reserve_bytes: cellar_blockstore::DISK_RESERVE_BYTES_DEFAULT,
             scrub: ScrubConfig::default(),
             recent_records_bytes: crate::recent::RECENT_RECORDS_DEFAULT_BYTES,
             disk_hung_after: DISK_HUNG_AFTER_DEFAULT,

@@ -166,6 +166,7 @@ impl LocalDisks {
         paths: &[PathBuf],
         io: IoChoice,
         block_size_max_bytes: u64,
+        reserve_bytes: u64,
     ) -> Result<LocalDisks, DisksError> {
         let mut disks = Vec::with_capacity(paths.len());
         let mut first_error = None;
@@ -179,7 +180,7 @@ impl LocalDisks {
                 first_error.get_or_insert(DisksError::Unmounted { path: path.clone() });
                 continue;
             }
-            let options = DiskOptions { io: io.clone(), block_size_max_bytes };
+            let options = DiskOptions { io: io.clone(), block_size_max_bytes, reserve_bytes };
             let disk = match Disk::open(path, options) {
                 Ok(disk) => disk,
                 Err(source) => {
@@ -374,7 +375,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
         let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
-        let disks = LocalDisks::open(&paths, IoChoice::Pread, 4 << 20).expect("open");
+        let disks = LocalDisks::open(&paths, IoChoice::Pread, 4 << 20, 0).expect("open");
         disks.remember(1, &[10, 20]).expect("ids");
         let hung_root = paths[1].clone();
         let release = Arc::new(AtomicBool::new(false));

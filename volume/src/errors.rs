@@ -27,9 +27,10 @@ pub fn disk_status(e: &DiskError) -> Status {
         | DiskError::WrongKind(..)
         | DiskError::Unwritten { .. } => bad_request(msg),
         DiskError::ExtentExists(_) => status(Code::AlreadyExists, code::BAD_REQUEST, msg),
-        DiskError::Io { .. } | DiskError::DiskFull { .. } | DiskError::Failed(_) => {
-            status(Code::Unavailable, code::DISK_FAILED, msg)
-        }
+        DiskError::Io { .. }
+        | DiskError::DiskFull { .. }
+        | DiskError::ReserveReached { .. }
+        | DiskError::Failed(_) => status(Code::Unavailable, code::DISK_FAILED, msg),
         _ => status(Code::Internal, code::INTERNAL, msg),
     }
 }

@@ -133,7 +133,10 @@ pub async fn render(shared: &Shared) -> String {
     );
     let _ = writeln!(out, "# TYPE cellar_volume_block_size_max_bytes gauge");
     let _ = writeln!(out, "cellar_volume_block_size_max_bytes {}", shared.block_size_max_bytes);
-    let _ = writeln!(out, "# HELP cellar_volume_disk_bytes Each disk's capacity, used and free bytes.");
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_disk_bytes Each disk's capacity, used and free bytes, and of the free the reserve kept for its catalog."
+    );
     let _ = writeln!(out, "# TYPE cellar_volume_disk_bytes gauge");
     let _ = writeln!(
         out,
@@ -151,9 +154,12 @@ pub async fn render(shared: &Shared) -> String {
         match health {
             DiskHealth::Waiting => {}
             DiskHealth::Stat(s) => {
-                for (kind, v) in
-                    [("capacity", s.capacity_bytes), ("used", s.used_bytes), ("free", s.free_bytes)]
-                {
+                for (kind, v) in [
+                    ("capacity", s.capacity_bytes),
+                    ("used", s.used_bytes),
+                    ("free", s.free_bytes),
+                    ("reserve", s.reserve_bytes),
+                ] {
                     let _ =
                         writeln!(out, "cellar_volume_disk_bytes{{disk=\"{disk_id}\",kind=\"{kind}\"}} {v}");
                 }

@@ -107,8 +107,8 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
     };
     config.check_block_size(block_max).map_err(StartError::Config)?;
     tracing::info!(block_size_max_bytes = block_max, "block size limit");
-    let (paths, io) = (config.disks.clone(), config.io.clone());
-    let disks = tokio::task::spawn_blocking(move || LocalDisks::open(&paths, io, block_max))
+    let (paths, io, reserve) = (config.disks.clone(), config.io.clone(), config.disk_reserve_bytes);
+    let disks = tokio::task::spawn_blocking(move || LocalDisks::open(&paths, io, block_max, reserve))
         .await
         .map_err(|e| StartError::Config(format!("disk opener: {e}")))??;
     let disks = Arc::new(disks);
@@ -126,7 +126,8 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
             path: d.path.display().to_string(),
             capacity_bytes: stat.capacity_bytes,
             used_bytes: stat.used_bytes,
-            free_bytes: stat.free_bytes,
+            // Room for data: the catalog's reserve is not for placement.
+            free_bytes: stat.free_bytes.saturating_sub(stat.reserve_bytes),
         });
     }
     let request = mpb::RegisterNodeRequest {
@@ -279,7 +280,8 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
                         disk_id,
                         capacity_bytes: s.capacity_bytes,
                         used_bytes: s.used_bytes,
-                        free_bytes: s.free_bytes,
+                        // Room for data: the catalog's reserve is not for placement.
+                        free_bytes: s.free_bytes.saturating_sub(s.reserve_bytes),
                         failed,
                         trash_bytes: s.trash_bytes,
                         trash_extents: s.trash_extents,

@@ -56,6 +56,10 @@ struct FaultState {
     disk_full: bool,
     /// The last write under `disk_full` was short: the next one fails.
     short_write_done: bool,
+    /// The catalog refuses every write as out of space.
+    catalog_full: bool,
+    /// (capacity, free) bytes the disk is told its file system has.
+    fs_space: Option<(u64, u64)>,
 }
 
 impl FaultPlan {
@@ -73,6 +77,19 @@ impl FaultPlan {
     /// and truncates still work), until [`FaultPlan::clear`].
     pub fn disk_full(&self) {
         self.lock().disk_full = true;
+    }
+
+    /// From now on the disk's catalog refuses every write as out of space (RocksDB's log
+    /// on a full file system), until [`FaultPlan::clear`]; extent files are untouched.
+    pub fn catalog_full(&self) {
+        self.lock().catalog_full = true;
+    }
+
+    /// From now on the disk is told its file system has `capacity_bytes`, of which
+    /// `free_bytes` are free (what `statvfs` would say), whatever it writes, until
+    /// [`FaultPlan::clear`].
+    pub fn fs_space(&self, capacity_bytes: u64, free_bytes: u64) {
+        self.lock().fs_space = Some((capacity_bytes, free_bytes));
     }
 
     /// Every operation from the `n`-th on (counting from now) fails with EIO.
@@ -195,6 +212,14 @@ impl IoBackend for FaultBackend {
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn IoFile>> {
         let inner = self.inner.create_new(path)?;
         Ok(Arc::new(FaultFile { inner, path: path.to_path_buf(), plan: self.plan.clone() }))
+    }
+
+    fn fs_space(&self) -> Option<(u64, u64)> {
+        self.plan.lock().fs_space
+    }
+
+    fn catalog_full(&self) -> bool {
+        self.plan.lock().catalog_full
     }
 }
 

@@ -36,6 +36,20 @@ pub trait IoBackend: Send + Sync {
     fn open_direct_read(&self, _path: &Path) -> io::Result<Option<direct::DirectFile>> {
         Ok(None)
     }
+
+    /// (capacity, free) bytes of a simulated file system, in place of the real one's
+    /// (`statvfs`); `None` (the default) for the real one. The fault injector's
+    /// [`fault::FaultPlan::fs_space`].
+    fn fs_space(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// Whether the disk's catalog refuses writes as if out of space; `false` (the
+    /// default) but under the fault injector's [`fault::FaultPlan::catalog_full`]
+    /// (RocksDB writes its own files, past this backend).
+    fn catalog_full(&self) -> bool {
+        false
+    }
 }
 
 /// Positional I/O on one open file. Implementations may transfer fewer bytes than asked

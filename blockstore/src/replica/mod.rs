@@ -530,6 +530,19 @@ impl Replica {
         *lock(&self.direct_file) = None;
     }
 
+    /// Undoes [`Replica::retire`] (the delete it began could not be recorded): operations
+    /// go on, an open replica's appends through newly opened handles.
+    pub(crate) fn unretire(&self) {
+        let st = lock(&self.append);
+        if st.state == ExtentState::Open
+            && let Ok(file) = self.io.open(&self.path)
+        {
+            *lock(&self.kept_file) = Some(file);
+            *lock(&self.direct_file) = open_or_buffered(self.io.as_ref(), &self.path);
+        }
+        self.retired.store(false, Ordering::Release);
+    }
+
     /// Open or sealed.
     pub(crate) fn state(&self) -> ExtentState {
         lock(&self.append).state

@@ -167,7 +167,11 @@ async fn encode_from(
                 // No room for the seal's catalog write (or a catalog in trouble): that
                 // says nothing of the replica's bytes, so it is not reported bad (which
                 // would count it lost); the next candidate is tried.
-                Ok(Err(e @ (DiskError::DiskFull { .. } | DiskError::Catalog { .. }))) => {
+                Ok(Err(
+                    e @ (DiskError::DiskFull { .. }
+                    | DiskError::ReserveReached { .. }
+                    | DiskError::Catalog { .. }),
+                )) => {
                     return Err(AttemptError::Source(crate::errors::disk_status(&e)));
                 }
                 Ok(Err(e)) => {
