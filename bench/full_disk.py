@@ -8,6 +8,8 @@ every acknowledged block must read back; the status over the next STATUS_SECONDS
 shows what was coded and what waits (encodes must not fail for good on full disks).
 Usage (root): python3 bench/full_disk.py WORK_DIR [PUTS] [--every-disk]. WORK_DIR is
 unmounted and removed at the end, however the run ends (KEEP=1 keeps it; bench/loopcell.py).
+The volume servers keep RESERVE_MIB (8) of each disk free for its catalog
+(`--disk-reserve-mib`; the default 32 leaves a 100 MB image less room than a 64 MiB volume).
 """
 import hashlib, os, random, sys, threading, time
 
@@ -15,7 +17,8 @@ from loopcell import LoopCell
 
 cli = [a for a in sys.argv[1:] if not a.startswith("--")]
 EVERY = "--every-disk" in sys.argv
-cell = LoopCell(cli[0], volume_bytes=64 << 20, image_bytes=100 << 20, on_image=lambda z, s, i: EVERY or (z, s) == (1, 1))
+cell = LoopCell(cli[0], volume_bytes=64 << 20, image_bytes=100 << 20, on_image=lambda z, s, i: EVERY or (z, s) == (1, 1),
+                volume_args=["--disk-reserve-mib", os.environ.get("RESERVE_MIB", "8")])
 put = cell.put
 acked, refused, errors = [], {}, []
 slowest = [0.0]

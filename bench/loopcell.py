@@ -15,9 +15,10 @@ def port():
 
 
 class LoopCell:
-    def __init__(self, work_dir, volume_bytes, image_bytes, on_image):
+    def __init__(self, work_dir, volume_bytes, image_bytes, on_image, volume_args=()):
         """`on_image(z, s, i)`: whether disk i of server s of zone z is an image of
-        `image_bytes` (the others are directories)."""
+        `image_bytes` (the others are directories); `volume_args` go to every `cellar
+        volume`."""
         self.dir, self.procs, self.argv = work_dir, {}, {}
         os.system(f"rm -rf {work_dir}; mkdir -p {work_dir}")
         atexit.register(self.cleanup)
@@ -40,7 +41,7 @@ class LoopCell:
         for z in ZONES:
             for s in SERVERS:
                 disks = sum([["--disk", self.disk(z, s, i)] for i in DISKS], [])
-                self.spawn(f"volume-z{z}-s{s}", ["volume", "--listen", "127.0.0.1:0", "--zone", f"z{z}", "--master", self.masters] + disks)
+                self.spawn(f"volume-z{z}-s{s}", ["volume", "--listen", "127.0.0.1:0", "--zone", f"z{z}", "--master", self.masters] + disks + list(volume_args))
         self.spawn("frontend", ["frontend", "--http", "127.0.0.1:0", "--master", self.masters], out=subprocess.PIPE)
         line = self.procs["frontend"].stdout.readline().decode()
         threading.Thread(target=lambda: self.procs["frontend"].stdout.read(), daemon=True).start()

@@ -46,6 +46,14 @@ pub struct DiskOptions {
     /// [`crate::space`]): a new extent or an append that would leave less is refused with
     /// [`Error::ReserveReached`]. 0 keeps none.
     pub reserve_bytes: u64,
+    /// A new fragment (an encode's, a repair's) that would reach into the reserve first
+    /// unlinks trash entries still within their retention, oldest delete first, until it
+    /// fits (with a warning: those deletes can no longer be undone). Appends never do:
+    /// writing a fragment restores redundancy or frees space (a coded volume takes half
+    /// the room of its replicas), and room the master placed a fragment into was taken by
+    /// appends, which then also took the trash, so that no encode fit. `false`: the trash
+    /// waits for its retention, whatever the space.
+    pub purge_trash_for_fragments: bool,
 }
 
 impl Default for DiskOptions {
@@ -54,6 +62,7 @@ impl Default for DiskOptions {
             io: IoChoice::Auto,
             block_size_max_bytes: BLOCK_SIZE_MAX_BYTES_DEFAULT,
             reserve_bytes: DISK_RESERVE_BYTES_DEFAULT,
+            purge_trash_for_fragments: true,
         }
     }
 }
@@ -88,6 +97,10 @@ pub struct Disk {
     ops: Arc<OpsInFlight>,
     /// Free space kept for the catalog.
     space: SpaceReserve,
+    /// See [`DiskOptions::purge_trash_for_fragments`].
+    purge_trash_for_fragments: bool,
+    /// Trash entries unlinked within their retention to make room for a write.
+    purged_for_fragments: AtomicU64,
 }
 
 pub use crate::clock::now_unix_ms;
@@ -119,6 +132,8 @@ impl Disk {
         let identity = load_or_create_identity(&catalog)?;
         let mut disk = Disk {
             space: SpaceReserve::new(&root, options.reserve_bytes),
+            purge_trash_for_fragments: options.purge_trash_for_fragments,
+            purged_for_fragments: AtomicU64::new(0),
             root,
             io,
             catalog,
@@ -168,10 +183,31 @@ impl Disk {
         }
     }
 
-    /// Claims room for a write of `bytes` of data, keeping the catalog's reserve free.
-    fn claim_space(&self, bytes: u64, op: &'static str) -> Result<()> {
+    /// Claims room for a write of `bytes` of data, keeping the catalog's reserve free:
+    /// when a `fragment` does not fit, trash entries are unlinked for it first (oldest
+    /// delete first; see [`DiskOptions::purge_trash_for_fragments`]). The caller must not
+    /// hold the namespace lock.
+    fn claim_space(&self, bytes: u64, op: &'static str, fragment: bool) -> Result<()> {
         let simulated = self.io.fs_space().is_some();
-        self.space.claim(bytes, op, simulated, || self.fs_space())
+        let refused = match self.space.claim(bytes, op, simulated, || self.fs_space()) {
+            Err(e @ Error::ReserveReached { .. }) => e,
+            other => return other,
+        };
+        if !fragment || !self.purge_trash_for_fragments || self.trash_entries.load(Ordering::Relaxed) == 0 {
+            return Err(refused);
+        }
+        let Ok((_, free_bytes)) = self.fs_space() else { return Err(refused) };
+        let space =
+            TrashSpace { free_bytes, free_min_bytes: bytes.saturating_add(self.space.reserve_bytes()) };
+        // No entry is past a retention of forever: only what the space needs goes.
+        let report = self.purge_trash_for_space_at(now_unix_ms(), Duration::MAX, Some(space))?;
+        if report.early == 0 {
+            return Err(refused);
+        }
+        self.purged_for_fragments.fetch_add(report.early, Ordering::Relaxed);
+        tracing::warn!(disk = %self.root.display(), op, bytes, purged = report.early, freed_bytes = report.freed_bytes,
+            "disk out of room for a fragment: trash purged before its retention (those deletes can no longer be undone)");
+        self.space.claim(bytes, op, true, || self.fs_space())
     }
 
     fn extent_path(&self, id: ExtentId) -> PathBuf {
@@ -358,9 +394,9 @@ impl Disk {
     pub fn create_replica(&self, volume_id: u64) -> Result<ExtentId> {
         let _op = self.ops.begin();
         let id = ExtentId::replica(volume_id);
+        self.claim_space(EXTENT_DATA_OFFSET_BYTES, "create replica extent", false)?;
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         self.check_new(id)?;
-        self.claim_space(EXTENT_DATA_OFFSET_BYTES, "create replica extent")?;
         let created = now_unix_ms();
         let replica = self.undo_failed_create(id, || {
             let replica = Replica::create(
@@ -433,7 +469,7 @@ impl Disk {
             bytes += (RECORD_HEADER_BYTES + r.payload.len()) as u64;
         }
         let replica = self.replica(id)?;
-        self.claim_space(bytes, "append")?;
+        self.claim_space(bytes, "append", false)?;
         replica.append(&self.catalog, expected_offset_bytes, records)
     }
 
@@ -523,13 +559,14 @@ impl Disk {
         let _op = self.ops.begin();
         fragment::check_parameters(fragment_len_bytes, chunk_size_bytes)?;
         let id = ExtentId::fragment(volume_id, index);
-        let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
-        self.check_new(id)?;
         // The whole fragment is claimed here: its chunks follow at once.
         self.claim_space(
             fragment::file_len_bytes(fragment_len_bytes, chunk_size_bytes),
             "create fragment extent",
+            true,
         )?;
+        let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_new(id)?;
         let created = now_unix_ms();
         let fragment = self.undo_failed_create(id, || {
             let fragment = Fragment::create(
@@ -614,6 +651,8 @@ impl Disk {
             capacity_bytes,
             free_bytes,
             reserve_bytes: self.space.reserve_bytes(),
+            data_room_bytes: 0,
+            trash_purged_for_fragments: self.purged_for_fragments.load(Ordering::Relaxed),
             used_bytes: 0,
             trash_bytes: 0,
             extents: 0,
@@ -640,6 +679,7 @@ impl Disk {
         }
         stat.trash_extents = self.trash_entries.load(Ordering::Relaxed);
         stat.trash_bytes = self.trash_bytes.load(Ordering::Relaxed);
+        stat.data_room_bytes = free_bytes.saturating_sub(stat.reserve_bytes);
         Ok(stat)
     }
 
@@ -736,7 +776,7 @@ impl Disk {
         space: Option<TrashSpace>,
     ) -> Result<PurgeReport> {
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
-        let cutoff = now_unix_ms.saturating_sub(retention.as_millis() as u64);
+        let cutoff = now_unix_ms.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
         let mut report = PurgeReport::default();
         let mut young = Vec::new();
         // What the unlinks gave back to the file system: the files' allocated blocks, not
@@ -774,7 +814,7 @@ impl Disk {
         use std::os::unix::fs::MetadataExt;
         let path = self.trash_path(entry);
         let allocated_bytes = fs::metadata(&path).map_or(0, |m| m.blocks().saturating_mul(512));
-        match fs::remove_file(&path) {
+        match self.io.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&path, "unlink trash", e)),

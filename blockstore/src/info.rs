@@ -87,8 +87,15 @@ pub struct DiskStat {
     /// Bytes the file system can still give us.
     pub free_bytes: u64,
     /// Of `free_bytes`, those kept for the disk's catalog: data writes stop short of them
-    /// ([`crate::DiskOptions::reserve_bytes`]), so the room for data is the difference.
+    /// ([`crate::DiskOptions::reserve_bytes`]).
     pub reserve_bytes: u64,
+    /// Bytes data writes can still take: `free_bytes` less `reserve_bytes` (the trash
+    /// not counted: only fragments may purge it). What the volume server tells the
+    /// master, whose placement counts it.
+    pub data_room_bytes: u64,
+    /// Trash entries unlinked within their retention to make room for a fragment since
+    /// the open ([`crate::DiskOptions::purge_trash_for_fragments`]).
+    pub trash_purged_for_fragments: u64,
     /// Bytes held by live extent files.
     pub used_bytes: u64,
     /// Bytes held by extents in the trash.

@@ -15,6 +15,7 @@ use common::{Backend, bytes, sha};
 for_each_backend!(
     data_writes_stop_at_the_reserve_and_the_catalog_still_writes,
     the_trash_floor_sits_above_the_reserve,
+    a_fragment_at_the_reserve_gives_up_the_oldest_trash_first,
     a_delete_the_catalog_refuses_leaves_the_extent_live,
 );
 
@@ -23,10 +24,14 @@ const RESERVE_BYTES: u64 = 8 * MIB;
 const CAPACITY_BYTES: u64 = 1 << 30;
 
 fn open_with_reserve(dir: &Path, backend: Backend, reserve_bytes: u64) -> (Disk, Arc<FaultPlan>) {
+    open_with(dir, backend, DiskOptions { reserve_bytes, ..DiskOptions::default() })
+}
+
+fn open_with(dir: &Path, backend: Backend, options: DiskOptions) -> (Disk, Arc<FaultPlan>) {
     let plan = FaultPlan::new();
     let inner = backend.choice().build().expect("backend");
     let io = IoChoice::Custom(Arc::new(FaultBackend::new(inner, plan.clone())));
-    let disk = Disk::open(dir, DiskOptions { io, reserve_bytes, ..DiskOptions::default() }).expect("open");
+    let disk = Disk::open(dir, DiskOptions { io, ..options }).expect("open");
     (disk, plan)
 }
 
@@ -109,6 +114,55 @@ fn the_trash_floor_sits_above_the_reserve(backend: Backend) {
     plan.fs_space(CAPACITY_BYTES, one_percent + 2 * RESERVE_BYTES);
     let report = disk.purge_trash_keeping_free(retention, 1).expect("purge");
     assert_eq!((report.purged, report.kept), (0, 1), "{report:?}");
+}
+
+fn a_fragment_at_the_reserve_gives_up_the_oldest_trash_first(backend: Backend) {
+    for purge_trash_for_fragments in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options =
+            DiskOptions { reserve_bytes: RESERVE_BYTES, purge_trash_for_fragments, ..DiskOptions::default() };
+        let (disk, plan) = open_with(dir.path(), backend, options);
+        plan.fs_space(CAPACITY_BYTES, CAPACITY_BYTES / 2);
+        let payload = bytes(MIB as usize, 1);
+        // Three deleted replicas of 1 MiB, volume 1's deleted first.
+        for volume in 1..=3 {
+            let r = disk.create_replica(volume).expect("create");
+            disk.append(r, None, &sha(&payload), &payload).expect("append");
+            disk.delete(r).expect("delete");
+        }
+        let trash = disk.list_trash().expect("trash");
+        let live = disk.create_replica(9).expect("create");
+
+        // Half a MiB above the reserve: neither a 1 MiB append nor a 1 MiB fragment fits.
+        plan.fs_space(CAPACITY_BYTES, RESERVE_BYTES + MIB / 2);
+        let stat = disk.stat().expect("stat");
+        assert_eq!(stat.data_room_bytes, MIB / 2, "the trash is not counted as room");
+        // An append never purges the trash.
+        let refused = disk.append(live, None, &sha(&payload), &payload);
+        assert!(matches!(refused, Err(Error::ReserveReached { .. })), "{refused:?}");
+        assert_eq!(disk.list_trash().expect("trash"), trash, "an append takes no trash");
+        let created = disk.create_fragment(20, 1, MIB, 4096);
+        if !purge_trash_for_fragments {
+            assert!(matches!(created, Err(Error::ReserveReached { .. })), "{created:?}");
+            assert_eq!(disk.list_trash().expect("trash"), trash, "the trash waits for its retention");
+            assert_eq!(disk.stat().expect("stat").trash_purged_for_fragments, 0);
+            continue;
+        }
+        let f = created.expect("the fragment fits once the oldest delete is given up");
+        disk.write_fragment(f, 0, &payload).expect("write fragment");
+        let left = disk.list_trash().expect("trash");
+        assert_eq!(left, trash[1..].to_vec(), "only the oldest entry went, as much as the fragment needed");
+        assert!(!dir.path().join("trash").join(trash[0].file_name()).exists());
+        let stat = disk.stat().expect("stat");
+        assert_eq!((stat.trash_purged_for_fragments, stat.trash_extents), (1, 2));
+
+        // With no trash left to give, a fragment that does not fit is refused.
+        let report = disk.purge_trash_for_space_at(u64::MAX, Duration::ZERO, None).expect("purge the rest");
+        assert_eq!(report.purged, 2);
+        plan.fs_space(CAPACITY_BYTES, RESERVE_BYTES);
+        let refused = disk.create_fragment(20, 2, MIB, 4096);
+        assert!(matches!(refused, Err(Error::ReserveReached { .. })), "{refused:?}");
+    }
 }
 
 fn a_delete_the_catalog_refuses_leaves_the_extent_live(backend: Backend) {

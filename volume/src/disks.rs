@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cellar_blockstore::{Disk, DiskOptions, DiskStat, IoChoice};
+use cellar_blockstore::{Disk, DiskOptions, DiskStat};
 use tonic::Status;
 
 use crate::errors::{disk_status, join_status, status};
@@ -162,12 +162,7 @@ impl LocalDisks {
     /// out with an error logged, so that one dead disk does not keep the server's other
     /// disks offline (the master then counts the disk left out failed, and what it held is
     /// rebuilt elsewhere); when none opens, the first disk's error is returned.
-    pub fn open(
-        paths: &[PathBuf],
-        io: IoChoice,
-        block_size_max_bytes: u64,
-        reserve_bytes: u64,
-    ) -> Result<LocalDisks, DisksError> {
+    pub fn open(paths: &[PathBuf], options: DiskOptions) -> Result<LocalDisks, DisksError> {
         let mut disks = Vec::with_capacity(paths.len());
         let mut first_error = None;
         let unmounted = unmounted_new_disks(paths, Disk::is_formatted, is_mount_point);
@@ -180,8 +175,7 @@ impl LocalDisks {
                 first_error.get_or_insert(DisksError::Unmounted { path: path.clone() });
                 continue;
             }
-            let options = DiskOptions { io: io.clone(), block_size_max_bytes, reserve_bytes };
-            let disk = match Disk::open(path, options) {
+            let disk = match Disk::open(path, options.clone()) {
                 Ok(disk) => disk,
                 Err(source) => {
                     tracing::error!(disk = %path.display(), error = %source,
@@ -343,6 +337,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellar_blockstore::IoChoice;
 
     fn paths(n: usize) -> Vec<PathBuf> {
         (0..n).map(|i| PathBuf::from(format!("/srv/disk{i}"))).collect()
@@ -375,7 +370,11 @@ mod tests {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
         let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
-        let disks = LocalDisks::open(&paths, IoChoice::Pread, 4 << 20, 0).expect("open");
+        let disks = LocalDisks::open(
+            &paths,
+            DiskOptions { io: IoChoice::Pread, reserve_bytes: 0, ..DiskOptions::default() },
+        )
+        .expect("open");
         disks.remember(1, &[10, 20]).expect("ids");
         let hung_root = paths[1].clone();
         let release = Arc::new(AtomicBool::new(false));

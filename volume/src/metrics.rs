@@ -135,7 +135,7 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "cellar_volume_block_size_max_bytes {}", shared.block_size_max_bytes);
     let _ = writeln!(
         out,
-        "# HELP cellar_volume_disk_bytes Each disk's capacity, used and free bytes, and of the free the reserve kept for its catalog."
+        "# HELP cellar_volume_disk_bytes Each disk's capacity, used and free bytes, of the free the reserve kept for its catalog, and the room for data (free less the reserve)."
     );
     let _ = writeln!(out, "# TYPE cellar_volume_disk_bytes gauge");
     let _ = writeln!(
@@ -150,6 +150,12 @@ pub async fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "# TYPE cellar_volume_trash_bytes gauge");
     let _ = writeln!(out, "# HELP cellar_volume_trash_extents Deleted extents waiting in each disk's trash.");
     let _ = writeln!(out, "# TYPE cellar_volume_trash_extents gauge");
+    let _ = writeln!(
+        out,
+        "# HELP cellar_volume_trash_purged_for_fragments_total Trash entries each disk unlinked before their retention \
+         to make room for a new fragment (an encode's, a repair's) it would otherwise have refused at its reserve."
+    );
+    let _ = writeln!(out, "# TYPE cellar_volume_trash_purged_for_fragments_total counter");
     for (disk_id, health) in shared.disks.stats(crate::disks::STAT_WAIT, shared.disk_hung_after).await {
         match health {
             DiskHealth::Waiting => {}
@@ -159,6 +165,7 @@ pub async fn render(shared: &Shared) -> String {
                     ("used", s.used_bytes),
                     ("free", s.free_bytes),
                     ("reserve", s.reserve_bytes),
+                    ("data_room", s.data_room_bytes),
                 ] {
                     let _ =
                         writeln!(out, "cellar_volume_disk_bytes{{disk=\"{disk_id}\",kind=\"{kind}\"}} {v}");
@@ -168,6 +175,11 @@ pub async fn render(shared: &Shared) -> String {
                 let _ = writeln!(out, "cellar_volume_trash_bytes{{disk=\"{disk_id}\"}} {}", s.trash_bytes);
                 let _ =
                     writeln!(out, "cellar_volume_trash_extents{{disk=\"{disk_id}\"}} {}", s.trash_extents);
+                let _ = writeln!(
+                    out,
+                    "cellar_volume_trash_purged_for_fragments_total{{disk=\"{disk_id}\"}} {}",
+                    s.trash_purged_for_fragments
+                );
             }
             DiskHealth::Failed(_) | DiskHealth::Hung(_) => {
                 let _ = writeln!(out, "cellar_volume_disk_failed{{disk=\"{disk_id}\"}} 1");

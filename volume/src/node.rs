@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cellar_blockstore::DiskOptions;
 use cellar_master_api::client::MasterClient;
 use cellar_proto::master as mpb;
 use cellar_proto::volume::volume_server::VolumeServer;
@@ -107,8 +108,15 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
     };
     config.check_block_size(block_max).map_err(StartError::Config)?;
     tracing::info!(block_size_max_bytes = block_max, "block size limit");
-    let (paths, io, reserve) = (config.disks.clone(), config.io.clone(), config.disk_reserve_bytes);
-    let disks = tokio::task::spawn_blocking(move || LocalDisks::open(&paths, io, block_max, reserve))
+    let paths = config.disks.clone();
+    let options = DiskOptions {
+        io: config.io.clone(),
+        block_size_max_bytes: block_max,
+        reserve_bytes: config.disk_reserve_bytes,
+        // The trash floor's switch: 0 keeps every delete for its retention.
+        purge_trash_for_fragments: config.trash_free_min_percent > 0,
+    };
+    let disks = tokio::task::spawn_blocking(move || LocalDisks::open(&paths, options))
         .await
         .map_err(|e| StartError::Config(format!("disk opener: {e}")))??;
     let disks = Arc::new(disks);
@@ -127,7 +135,7 @@ pub async fn start(config: VolumeConfig) -> Result<VolumeHandle, StartError> {
             capacity_bytes: stat.capacity_bytes,
             used_bytes: stat.used_bytes,
             // Room for data: the catalog's reserve is not for placement.
-            free_bytes: stat.free_bytes.saturating_sub(stat.reserve_bytes),
+            free_bytes: stat.data_room_bytes,
         });
     }
     let request = mpb::RegisterNodeRequest {
@@ -281,7 +289,7 @@ async fn heartbeats(shared: Arc<Shared>, period: Duration, mut stop: watch::Rece
                         capacity_bytes: s.capacity_bytes,
                         used_bytes: s.used_bytes,
                         // Room for data: the catalog's reserve is not for placement.
-                        free_bytes: s.free_bytes.saturating_sub(s.reserve_bytes),
+                        free_bytes: s.data_room_bytes,
                         failed,
                         trash_bytes: s.trash_bytes,
                         trash_extents: s.trash_extents,

@@ -86,8 +86,8 @@ impl FaultPlan {
     }
 
     /// From now on the disk is told its file system has `capacity_bytes`, of which
-    /// `free_bytes` are free (what `statvfs` would say), whatever it writes, until
-    /// [`FaultPlan::clear`].
+    /// `free_bytes` are free (what `statvfs` would say), whatever it writes (a trash
+    /// purge's unlinks give their allocated bytes back), until [`FaultPlan::clear`].
     pub fn fs_space(&self, capacity_bytes: u64, free_bytes: u64) {
         self.lock().fs_space = Some((capacity_bytes, free_bytes));
     }
@@ -220,6 +220,16 @@ impl IoBackend for FaultBackend {
 
     fn catalog_full(&self) -> bool {
         self.plan.lock().catalog_full
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let allocated_bytes = std::fs::metadata(path).map_or(0, |m| m.blocks().saturating_mul(512));
+        self.inner.remove_file(path)?;
+        if let Some((_, free)) = self.plan.lock().fs_space.as_mut() {
+            *free = free.saturating_add(allocated_bytes);
+        }
+        Ok(())
     }
 }
 

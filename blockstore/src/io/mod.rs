@@ -50,6 +50,12 @@ pub trait IoBackend: Send + Sync {
     fn catalog_full(&self) -> bool {
         false
     }
+
+    /// Unlinks a file (a trash entry's); the fault injector gives its allocated bytes
+    /// back to a simulated file system's free space.
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
 }
 
 /// Positional I/O on one open file. Implementations may transfer fewer bytes than asked
