@@ -28,7 +28,7 @@ use crate::read_faults::ReadFaults;
 use crate::record::{RECORD_HEADER_BYTES, Record, RecordHeader, RecordLocation};
 use crate::replica::{RecordIn, Replica};
 use crate::scan::ReplicaScan;
-use crate::space::{DISK_RESERVE_BYTES_DEFAULT, SpaceReserve};
+use crate::space::{Claim, DISK_RESERVE_BYTES_DEFAULT, SpaceReserve};
 
 /// Default largest block (record payload): 4 MiB.
 pub const BLOCK_SIZE_MAX_BYTES_DEFAULT: u64 = 4 << 20;
@@ -187,7 +187,7 @@ impl Disk {
     /// when a `fragment` does not fit, trash entries are unlinked for it first (oldest
     /// delete first; see [`DiskOptions::purge_trash_for_fragments`]). The caller must not
     /// hold the namespace lock.
-    fn claim_space(&self, bytes: u64, op: &'static str, fragment: bool) -> Result<()> {
+    fn claim_space(&self, bytes: u64, op: &'static str, fragment: bool) -> Result<Claim<'_>> {
         let simulated = self.io.fs_space().is_some();
         let refused = match self.space.claim(bytes, op, simulated, || self.fs_space()) {
             Err(e @ Error::ReserveReached { .. }) => e,
@@ -196,18 +196,28 @@ impl Disk {
         if !fragment || !self.purge_trash_for_fragments || self.trash_entries.load(Ordering::Relaxed) == 0 {
             return Err(refused);
         }
-        let Ok((_, free_bytes)) = self.fs_space() else { return Err(refused) };
-        let space =
-            TrashSpace { free_bytes, free_min_bytes: bytes.saturating_add(self.space.reserve_bytes()) };
-        // No entry is past a retention of forever: only what the space needs goes.
-        let report = self.purge_trash_for_space_at(now_unix_ms(), Duration::MAX, Some(space))?;
+        let (report, free_after_bytes) = {
+            // The figure is read under the namespace lock, so that creates racing for room
+            // do not each purge for the same shortfall.
+            let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok((_, free_bytes)) = self.fs_space() else { return Err(refused) };
+            let space =
+                TrashSpace { free_bytes, free_min_bytes: bytes.saturating_add(self.space.reserve_bytes()) };
+            // No entry is past a retention of forever: only what the space needs goes.
+            let report = self.purge_trash_locked(now_unix_ms(), Duration::MAX, Some(space))?;
+            (report, free_bytes.saturating_add(report.given_back_bytes))
+        };
         if report.early == 0 {
             return Err(refused);
         }
         self.purged_for_fragments.fetch_add(report.early, Ordering::Relaxed);
         tracing::warn!(disk = %self.root.display(), op, bytes, purged = report.early, freed_bytes = report.freed_bytes,
             "disk out of room for a fragment: trash purged before its retention (those deletes can no longer be undone)");
-        self.space.claim(bytes, op, true, || self.fs_space())
+        // The file system may not show the unlinked blocks free yet (a journal commit
+        // away): what the purge gave back counts.
+        self.space.claim(bytes, op, true, || {
+            self.fs_space().map(|(capacity, free)| (capacity, free.max(free_after_bytes)))
+        })
     }
 
     fn extent_path(&self, id: ExtentId) -> PathBuf {
@@ -357,6 +367,12 @@ impl Disk {
         }
     }
 
+    /// [`Disk::check_new`] under the namespace lock, released at once.
+    fn namespace_checked(&self, id: ExtentId) -> Result<()> {
+        let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_new(id)
+    }
+
     fn check_new(&self, id: ExtentId) -> Result<()> {
         if self.extents.read().unwrap_or_else(|p| p.into_inner()).contains_key(&id)
             || self.catalog.extent(id)?.is_some()
@@ -394,7 +410,7 @@ impl Disk {
     pub fn create_replica(&self, volume_id: u64) -> Result<ExtentId> {
         let _op = self.ops.begin();
         let id = ExtentId::replica(volume_id);
-        self.claim_space(EXTENT_DATA_OFFSET_BYTES, "create replica extent", false)?;
+        let _claim = self.claim_space(EXTENT_DATA_OFFSET_BYTES, "create replica extent", false)?;
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
         self.check_new(id)?;
         let created = now_unix_ms();
@@ -469,7 +485,7 @@ impl Disk {
             bytes += (RECORD_HEADER_BYTES + r.payload.len()) as u64;
         }
         let replica = self.replica(id)?;
-        self.claim_space(bytes, "append", false)?;
+        let _claim = self.claim_space(bytes, "append", false)?;
         replica.append(&self.catalog, expected_offset_bytes, records)
     }
 
@@ -559,8 +575,10 @@ impl Disk {
         let _op = self.ops.begin();
         fragment::check_parameters(fragment_len_bytes, chunk_size_bytes)?;
         let id = ExtentId::fragment(volume_id, index);
-        // The whole fragment is claimed here: its chunks follow at once.
-        self.claim_space(
+        // A create that cannot be made is refused before any trash is given up for it.
+        self.namespace_checked(id)?;
+        // The whole fragment is claimed: it is allocated on the device at its create.
+        let _claim = self.claim_space(
             fragment::file_len_bytes(fragment_len_bytes, chunk_size_bytes),
             "create fragment extent",
             true,
@@ -697,13 +715,20 @@ impl Disk {
         let size_bytes = fs::metadata(&live).map(|m| m.len()).unwrap_or(0);
         let trash = TrashEntry { extent: id, deleted_unix_ms: now_unix_ms(), size_bytes };
         if let Err(e) = self.catalog.move_to_trash(&trash) {
-            // Not recorded, so not deleted: the extent stays live, as it was. (Forgotten
-            // here while the catalog still held it, it could be neither deleted nor made
-            // again until a restart: a failed encode's fragment on a full disk then failed
-            // every later attempt with "already exists".)
-            match &extent {
-                Extent::Replica(r) => r.unretire(),
-                Extent::Fragment(f) => f.unretire(),
+            if e.is_no_space() {
+                // Refused for want of room, so not recorded: the extent stays live, as it
+                // was. (Forgotten here while the catalog still held it, it could be neither
+                // deleted nor made again until a restart: a failed encode's fragment on a
+                // full disk then failed every later attempt with "already exists".)
+                match &extent {
+                    Extent::Replica(r) => r.unretire(),
+                    Extent::Fragment(f) => f.unretire(),
+                }
+            } else {
+                // Any other failure may have reached the log, and the delete may replay at
+                // the next open: the extent takes no more operations (the catalog's write
+                // fault fails the disk).
+                self.extents.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
             }
             return Err(e);
         }
@@ -776,6 +801,16 @@ impl Disk {
         space: Option<TrashSpace>,
     ) -> Result<PurgeReport> {
         let _ns = self.namespace.lock().unwrap_or_else(|p| p.into_inner());
+        self.purge_trash_locked(now_unix_ms, retention, space)
+    }
+
+    /// [`Disk::purge_trash_for_space_at`] with the namespace lock held.
+    fn purge_trash_locked(
+        &self,
+        now_unix_ms: u64,
+        retention: Duration,
+        space: Option<TrashSpace>,
+    ) -> Result<PurgeReport> {
         let cutoff = now_unix_ms.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
         let mut report = PurgeReport::default();
         let mut young = Vec::new();
@@ -823,6 +858,7 @@ impl Disk {
         self.trash_removed(entry);
         report.purged += 1;
         report.freed_bytes += entry.size_bytes;
+        report.given_back_bytes += allocated_bytes;
         Ok(allocated_bytes)
     }
 

@@ -237,6 +237,16 @@ impl Error {
         }
     }
 
+    /// True when the file system (or the disk's reserve) had no room for the write, the
+    /// catalog's included: nothing was written, and nothing says the device is failing.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::DiskFull { .. } | Error::ReserveReached { .. } => true,
+            Error::Catalog { detail, .. } => detail.contains("No space left"),
+            _ => false,
+        }
+    }
+
     /// True when the error means that stored bytes are bad (and a repair is due).
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corrupt { .. })

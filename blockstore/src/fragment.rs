@@ -93,8 +93,8 @@ impl Fragment {
         file_len_bytes(self.fragment_len_bytes, self.chunk_size_bytes)
     }
 
-    /// Creates the fragment file: header written, data and table sparse (all chunks
-    /// unwritten), fsynced.
+    /// Creates the fragment file: header written, data and table allocated on the device
+    /// (so that no chunk's write fails for want of space) but unwritten, fsynced.
     pub(crate) fn create(
         io: Arc<dyn IoBackend>,
         path: PathBuf,
@@ -109,6 +109,7 @@ impl Fragment {
         let header = ExtentHeader { extent: id, created_unix_ms, fragment_len_bytes, chunk_size_bytes };
         write_all_at(file.as_ref(), &header.encode(), 0)
             .and_then(|()| file.set_len(fragment.file_len_bytes()))
+            .and_then(|()| file.allocate(fragment.file_len_bytes()))
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io(&fragment.path, "write fragment extent header", e))?;
         let st = fragment.state.get_mut().unwrap_or_else(|p| p.into_inner());
@@ -417,10 +418,15 @@ impl Fragment {
         st.kept_file = None;
     }
 
-    /// Undoes [`Fragment::retire`] (the delete it began could not be recorded); a write
-    /// opens the file again.
+    /// Undoes [`Fragment::retire`] (the delete it began could not be recorded). An open
+    /// fragment gets a handle again, so that its next sync makes the chunks written
+    /// before the delete durable (with none, a sync has nothing to do).
     pub(crate) fn unretire(&self) {
-        lock(&self.state).retired = false;
+        let mut st = lock(&self.state);
+        if st.state == ExtentState::Open {
+            st.kept_file = self.io.open(&self.path).ok();
+        }
+        st.retired = false;
     }
 
     pub(crate) fn state(&self) -> ExtentState {

@@ -133,8 +133,11 @@ pub struct DiskStat {
 pub struct PurgeReport {
     /// Trash entries unlinked.
     pub purged: u64,
-    /// Bytes freed.
+    /// Bytes freed (the entries' file lengths).
     pub freed_bytes: u64,
+    /// Bytes the unlinks gave back to the file system: the files' allocated blocks (a
+    /// fragment a failed encode left may be sparse).
+    pub given_back_bytes: u64,
     /// Entries kept because they are younger than the retention.
     pub kept: u64,
     /// Of `purged`, entries younger than the retention, unlinked because the file system

@@ -8,7 +8,10 @@
 //! The file system's free space is asked (`statvfs`) at most every
 //! [`RECHECK_INTERVAL`] while there is room to spare; what was claimed since is counted
 //! against the figure, and once the room left looks short the figure is asked again
-//! before a write is refused.
+//! before a write is refused. A claim is held ([`Claim`]) until its write is done: the
+//! bytes of writes still under way when the figure is asked again count against the new
+//! figure too, which may not show them yet. A fragment's bytes are allocated on the
+//! device when it is created (`fallocate`), so its claim ends there.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -37,8 +40,25 @@ struct Checked {
     at: Option<Instant>,
     /// What it said was free.
     free_bytes: u64,
-    /// Bytes claimed by writes since.
+    /// Bytes claimed since, and the bytes of claims under way when it was asked.
     claimed_bytes: u64,
+    /// Bytes of the claims whose writes are under way.
+    inflight_bytes: u64,
+}
+
+/// Room claimed for a write under way; dropped once the write is done.
+pub(crate) struct Claim<'a> {
+    reserve: Option<&'a SpaceReserve>,
+    bytes: u64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(reserve) = self.reserve {
+            let mut c = reserve.checked.lock().unwrap_or_else(|p| p.into_inner());
+            c.inflight_bytes = c.inflight_bytes.saturating_sub(self.bytes);
+        }
+    }
 }
 
 impl SpaceReserve {
@@ -51,20 +71,21 @@ impl SpaceReserve {
     }
 
     /// Claims room for a write of `bytes` (`op` names it in the error): refused with
-    /// [`Error::DiskFull`] when the file system would keep less than the reserve free.
-    /// `space` asks the file system for (capacity, free) bytes; `fresh` makes every claim
-    /// ask it (a test's simulated file system, whose figure does not follow the writes).
-    /// A file system that cannot be asked lets the write try (a real lack of space still
-    /// fails it with ENOSPC).
+    /// [`Error::ReserveReached`] when the file system would keep less than the reserve
+    /// free. `space` asks the file system for (capacity, free) bytes; `fresh` makes the
+    /// claim ask it whatever the last figure's age (a test's simulated file system, whose
+    /// figure does not follow the writes; a claim again after a purge). A file system
+    /// that cannot be asked lets the write try (a real lack of space still fails it with
+    /// ENOSPC).
     pub(crate) fn claim(
         &self,
         bytes: u64,
         op: &'static str,
         fresh: bool,
         space: impl Fn() -> Result<(u64, u64)>,
-    ) -> Result<()> {
+    ) -> Result<Claim<'_>> {
         if self.reserve_bytes == 0 {
-            return Ok(());
+            return Ok(Claim { reserve: None, bytes: 0 });
         }
         let needed_bytes = bytes.saturating_add(self.reserve_bytes);
         let mut c = self.checked.lock().unwrap_or_else(|p| p.into_inner());
@@ -72,9 +93,11 @@ impl SpaceReserve {
         if !recent || c.free_bytes.saturating_sub(c.claimed_bytes) < needed_bytes {
             match space() {
                 Ok((_, free_bytes)) => {
-                    *c = Checked { at: Some(Instant::now()), free_bytes, claimed_bytes: 0 };
+                    c.at = Some(Instant::now());
+                    c.free_bytes = free_bytes;
+                    c.claimed_bytes = c.inflight_bytes;
                 }
-                Err(_) => return Ok(()),
+                Err(_) => return Ok(Claim { reserve: None, bytes: 0 }),
             }
         }
         if c.free_bytes.saturating_sub(c.claimed_bytes) < needed_bytes {
@@ -86,7 +109,8 @@ impl SpaceReserve {
             });
         }
         c.claimed_bytes = c.claimed_bytes.saturating_add(bytes);
-        Ok(())
+        c.inflight_bytes = c.inflight_bytes.saturating_add(bytes);
+        Ok(Claim { reserve: Some(self), bytes })
     }
 }
 
@@ -102,7 +126,8 @@ mod tests {
         let refused = reserve.claim(51, "append", true, space(150));
         assert!(
             matches!(refused, Err(Error::ReserveReached { free_bytes: 150, needed_bytes: 151, .. })),
-            "{refused:?}"
+            "{:?}",
+            refused.err()
         );
         // A file system that cannot be asked lets the write try.
         assert!(reserve.claim(1 << 40, "append", true, || Err(Error::BadParameters("no".into()))).is_ok());
@@ -119,17 +144,35 @@ mod tests {
             asked.set(asked.get() + 1);
             Ok((1000, free.get()))
         };
-        assert!(reserve.claim(100, "append", false, space).is_ok()); // asks: 400 free
-        assert!(reserve.claim(100, "append", false, space).is_ok()); // 300 left of the figure
+        drop(reserve.claim(100, "append", false, space).expect("asks: 400 free"));
+        drop(reserve.claim(100, "append", false, space).expect("300 left of the figure"));
         assert_eq!(asked.get(), 1);
         // 200 left of the figure, 250 needed: asked again, and the file system has room
         // (a purge gave space back).
         free.set(1000);
-        assert!(reserve.claim(150, "append", false, space).is_ok());
+        drop(reserve.claim(150, "append", false, space).expect("room after asking again"));
         assert_eq!(asked.get(), 2);
         // Asked again and really short: refused.
         free.set(120);
         assert!(reserve.claim(900, "append", false, space).is_err());
         assert_eq!(asked.get(), 3);
+    }
+
+    #[test]
+    fn writes_under_way_count_against_a_new_figure() {
+        let reserve = SpaceReserve::new(Path::new("/d"), 100);
+        // The file system does not show the bytes of the writes under way yet.
+        let space = || Ok((1000, 400));
+        let first = reserve.claim(150, "append", true, space).expect("room for one");
+        // Asked again (fresh): 400 free, but 150 are promised to the write under way.
+        let refused = reserve.claim(151, "append", true, space);
+        assert!(
+            matches!(refused, Err(Error::ReserveReached { free_bytes: 250, needed_bytes: 251, .. })),
+            "{:?}",
+            refused.err()
+        );
+        drop(first);
+        // Done (the figure would show it now): only the new figure counts.
+        drop(reserve.claim(300, "append", true, space).expect("room once the write is done"));
     }
 }

@@ -66,8 +66,8 @@ fn data_writes_stop_at_the_reserve_and_the_catalog_still_writes(backend: Backend
     assert_eq!(at.offset_bytes, (cellar_blockstore::RECORD_HEADER_BYTES + payload.len()) as u64);
     assert_eq!(disk.read_record(r, at.offset_bytes).expect("read").payload, small);
 
-    // At the reserve: no data write at all, but what the catalog records goes on: a seal,
-    // a delete, a trash purge.
+    // At the reserve: no data write at all, but what takes no room for data goes on: a
+    // seal, a delete, a trash purge.
     plan.fs_space(CAPACITY_BYTES, RESERVE_BYTES);
     assert!(matches!(disk.append(r, None, &sha(&small), &small), Err(Error::ReserveReached { .. })));
     assert!(matches!(disk.create_replica(3), Err(Error::ReserveReached { .. })));
@@ -76,9 +76,16 @@ fn data_writes_stop_at_the_reserve_and_the_catalog_still_writes(backend: Backend
     let purged = disk.purge_trash(Duration::ZERO).expect("purge at the reserve");
     assert_eq!(purged.purged, 1);
 
-    // Room again (the purge gave it back): writes go on.
+    // Room again (the purge gave it back): writes go on. A fragment is allocated on the
+    // device whole at its create, so that none of its chunks' writes can find the file
+    // system full.
     plan.fs_space(CAPACITY_BYTES, RESERVE_BYTES + 4 * MIB);
     let f = disk.create_fragment(2, 0, MIB, 4096).expect("create fragment");
+    let allocated_bytes = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(disk.extent_file_path(f)).expect("stat fragment").blocks() * 512
+    };
+    assert!(allocated_bytes > MIB, "{allocated_bytes} bytes allocated for a fragment of 1 MiB");
     disk.write_fragment(f, 0, &payload).expect("write fragment");
 
     // No reserve: only the file system's own limit.
@@ -149,6 +156,11 @@ fn a_fragment_at_the_reserve_gives_up_the_oldest_trash_first(backend: Backend) {
             continue;
         }
         let f = created.expect("the fragment fits once the oldest delete is given up");
+        // A create refused for another reason gives no trash up.
+        let trash_now = disk.list_trash().expect("trash");
+        let exists = disk.create_fragment(20, 1, MIB, 4096);
+        assert!(matches!(exists, Err(Error::ExtentExists(_))), "{exists:?}");
+        assert_eq!(disk.list_trash().expect("trash"), trash_now);
         disk.write_fragment(f, 0, &payload).expect("write fragment");
         let left = disk.list_trash().expect("trash");
         assert_eq!(left, trash[1..].to_vec(), "only the oldest entry went, as much as the fragment needed");

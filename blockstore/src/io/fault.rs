@@ -331,4 +331,13 @@ impl IoFile for FaultFile {
         drop(self.plan.begin_op()?);
         self.inner.set_len(len_bytes)
     }
+
+    fn allocate(&self, len_bytes: u64) -> io::Result<()> {
+        let s = self.plan.begin_op()?;
+        if s.disk_full {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        drop(s);
+        self.inner.allocate(len_bytes)
+    }
 }

@@ -73,6 +73,11 @@ pub trait IoFile: Send + Sync {
     /// Current file length.
     fn len_bytes(&self) -> io::Result<u64>;
 
+    /// Allocates the file's first `len_bytes` on the device (`fallocate`, the length
+    /// unchanged past it), so that writes within them cannot fail for want of space; a
+    /// file system that cannot allocate ahead (EOPNOTSUPP) leaves the file sparse.
+    fn allocate(&self, len_bytes: u64) -> io::Result<()>;
+
     /// Truncates or extends the file.
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;
 
@@ -301,5 +306,25 @@ mod tests {
         assert!(buf.iter().all(|&b| b == 0), "nothing was copied");
         assert!(pread_nowait(fd, &mut buf, 0), "a large cached read");
         assert_eq!(&buf[..], &bytes[..256 << 10]);
+    }
+}
+
+/// `fallocate(fd, 0, 0, len_bytes)` on `file` (see [`IoFile::allocate`]).
+pub(crate) fn fallocate(file: &std::fs::File, len_bytes: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len_bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: a plain system call on a descriptor `file` owns; it touches no memory of
+        // ours.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return Ok(()),
+            _ => return Err(e),
+        }
     }
 }

@@ -66,4 +66,8 @@ impl IoFile for PreadFile {
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.file.set_len(len_bytes)
     }
+
+    fn allocate(&self, len_bytes: u64) -> io::Result<()> {
+        super::fallocate(&self.file, len_bytes)
+    }
 }

@@ -128,6 +128,10 @@ impl IoFile for UringFile {
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.file.set_len(len_bytes)
     }
+
+    fn allocate(&self, len_bytes: u64) -> io::Result<()> {
+        super::fallocate(&self.file, len_bytes)
+    }
 }
 
 /// Submits one entry on this thread's ring and waits for its completion.

@@ -531,7 +531,11 @@ impl Replica {
     }
 
     /// Undoes [`Replica::retire`] (the delete it began could not be recorded): operations
-    /// go on, an open replica's appends through newly opened handles.
+    /// go on, an open replica's appends through newly opened handles. An append that had
+    /// written its records and was waiting for their fsync failed at the retire; its
+    /// records stay and become durable with the next sync, as a record written before a
+    /// crash that cut off its acknowledgement does: nothing refers to them, and a seal at
+    /// the length the other replicas agree on cuts them off.
     pub(crate) fn unretire(&self) {
         let st = lock(&self.append);
         if st.state == ExtentState::Open
