@@ -144,9 +144,30 @@ pub fn try_fragment_places(
         return Ok(Vec::new());
     }
     let fragment_bytes = length_bytes.div_ceil(u64::from(data.max(1)));
-    let view = cluster_view(nodes, disks, liveness, drains, promised);
+    let view = fragment_view(cluster_view(nodes, disks, liveness, drains, promised), disks);
     let chosen = cellar_placement::place_fragments(&view, data, parity, fragment_bytes, v.volume_id)?;
     Ok(chosen.iter().map(|d| ExtentPlace { node_id: d.node_id, disk_id: d.disk_id }).collect())
+}
+
+/// `view` with each disk's trash counted as room: a volume server gives up trash (oldest
+/// delete first) for a new fragment that would not fit otherwise (its disks'
+/// `purge_trash_for_fragments`), so a full disk whose trash holds the room still takes an
+/// encode's fragment. Without it, a cell whose disks were full of replicas and of the
+/// trash of failed attempts placed no encode at all (bench/full_disk.py --every-disk),
+/// though coding is what gives room back (a coded volume takes half the room of its
+/// replicas). Replicas are placed without it: appends never purge the trash.
+pub fn fragment_view(mut view: ClusterView, disks: &[DiskRecord]) -> ClusterView {
+    let trash: BTreeMap<u64, u64> = disks.iter().map(|d| (d.disk_id, d.trash_bytes)).collect();
+    for d in &mut view.disks {
+        d.used_bytes = d.used_bytes.saturating_sub(trash.get(&d.disk_id).copied().unwrap_or(0));
+    }
+    view
+}
+
+/// Room for fragments on `d` as its server last said: free bytes and trash (see
+/// [`fragment_view`]).
+pub fn fragment_room_bytes(d: &DiskRecord) -> u64 {
+    d.free_bytes.saturating_add(d.trash_bytes)
 }
 
 /// True when the disk may take new extents.

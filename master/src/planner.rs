@@ -166,7 +166,10 @@ fn plan_encodes(
         // An encode onto a disk that has failed or a node marked down cannot succeed: it
         // is planned again onto other disks (once no attempt is running).
         let no_room = |p: &ExtentPlace| {
-            disks.iter().find(|d| d.disk_id == p.disk_id).is_some_and(|d| d.free_bytes < fragment_bytes(v))
+            disks
+                .iter()
+                .find(|d| d.disk_id == p.disk_id)
+                .is_some_and(|d| crate::placement_view::fragment_room_bytes(d) < fragment_bytes(v))
         };
         let targets_lost = |t: &TaskRecord| match &t.kind {
             TaskKind::Encode { fragments, .. } => fragments.iter().any(|p| health.lost(v, p) || no_room(p)),
@@ -373,6 +376,28 @@ mod tests {
         };
         assert_eq!(*replaces_task, Some(9));
         assert!(fragments.iter().all(|p| p.disk_id != full), "{fragments:?}");
+    }
+
+    #[test]
+    fn a_full_disk_whose_trash_holds_the_room_takes_fragments() {
+        // Room for half a fragment on every disk: nothing can be coded...
+        let (_, mut disks) = cell(FRAGMENT_BYTES / 2);
+        assert!(encodes(&[sealed(1)], &[], &disks).is_empty());
+        // ...unless the trash holds the rest, which a volume server gives up for a
+        // fragment. Only the disks with such trash are chosen.
+        for d in disks.iter_mut().filter(|d| d.disk_id % 4 != 0) {
+            d.trash_bytes = FRAGMENT_BYTES;
+        }
+        let planned = encodes(&[sealed(1)], &[], &disks);
+        let Some(Command::PlanEncode { fragments, .. }) = planned.first() else {
+            panic!("the encode was not planned: {planned:?}")
+        };
+        assert_eq!(fragments.len(), 9);
+        assert!(fragments.iter().all(|p| p.disk_id % 4 != 0), "{fragments:?}");
+        // The trash counts in the check of a planned encode's targets too: a target whose
+        // room is in its trash keeps the encode where it is.
+        let task = encode_task(9, fragments, TaskState::Pending, 0);
+        assert!(encodes(&[sealed(1)], std::slice::from_ref(&task), &disks).is_empty());
     }
 
     #[test]
