@@ -485,7 +485,10 @@ impl Disk {
             bytes += (RECORD_HEADER_BYTES + r.payload.len()) as u64;
         }
         let replica = self.replica(id)?;
-        let _claim = self.claim_space(bytes, "append", false)?;
+        // Refused for space, an append that could not have been made anyway says why.
+        let _claim = self
+            .claim_space(bytes, "append", false)
+            .or_else(|refused| replica.check_appendable(expected_offset_bytes).and(Err(refused)))?;
         replica.append(&self.catalog, expected_offset_bytes, records)
     }
 

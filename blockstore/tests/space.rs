@@ -72,6 +72,11 @@ fn data_writes_stop_at_the_reserve_and_the_catalog_still_writes(backend: Backend
     assert!(matches!(disk.append(r, None, &sha(&small), &small), Err(Error::ReserveReached { .. })));
     assert!(matches!(disk.create_replica(3), Err(Error::ReserveReached { .. })));
     disk.seal_replica(r, None).expect("seal at the reserve");
+    // An append that could not have been made anyway says why, not "disk full".
+    let sealed = disk.append(r, None, &sha(&small), &small);
+    assert!(matches!(sealed, Err(Error::Sealed(_))), "{sealed:?}");
+    let other = disk.create_replica(4);
+    assert!(matches!(other, Err(Error::ReserveReached { .. })), "{other:?}");
     disk.delete(r).expect("delete at the reserve");
     let purged = disk.purge_trash(Duration::ZERO).expect("purge at the reserve");
     assert_eq!(purged.purged, 1);

@@ -184,6 +184,14 @@ impl LocalDisks {
                     continue;
                 }
             };
+            if let Ok(stat) = disk.stat()
+                && stat.reserve_bytes > stat.capacity_bytes / 8
+            {
+                tracing::warn!(disk = %path.display(), reserve_bytes = stat.reserve_bytes,
+                    capacity_bytes = stat.capacity_bytes,
+                    "the reserve kept free for the disk's catalog is more than an eighth of the disk: little room \
+                     is left for data (--disk-reserve-mib)");
+            }
             let report = disk.open_report();
             if !report.missing.is_empty() || !report.damaged.is_empty() || !report.corrupt.is_empty() {
                 tracing::error!(disk = %path.display(), missing = report.missing.len(), damaged = report.damaged.len(),

@@ -4,6 +4,30 @@
 use super::*;
 
 impl Replica {
+    /// The checks an append makes before writing (live, open, not failed, ending at
+    /// `expected_offset_bytes` if given), made alone: so that a refusal for space does
+    /// not hide why the append could not have been made anyway.
+    pub(crate) fn check_appendable(&self, expected_offset_bytes: Option<u64>) -> Result<()> {
+        let st = lock(&self.append);
+        self.check_live()?;
+        if st.state == ExtentState::Sealed {
+            return Err(Error::Sealed(self.id));
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Failed(self.id));
+        }
+        if let Some(expected) = expected_offset_bytes
+            && expected != st.end_bytes
+        {
+            return Err(Error::OffsetMismatch {
+                extent: self.id,
+                expected_bytes: expected,
+                end_bytes: st.end_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Appends records back to back; returns once all of them are durable (one fsync for
     /// the batch, shared with concurrent appenders). `expected_offset_bytes`, when given,
     /// must equal the current end (the lease holder assigns offsets). Either every record
