@@ -717,25 +717,25 @@ impl Disk {
         let live = self.extent_path(id);
         let size_bytes = fs::metadata(&live).map(|m| m.len()).unwrap_or(0);
         let trash = TrashEntry { extent: id, deleted_unix_ms: now_unix_ms(), size_bytes };
-        if let Err(e) = self.catalog.move_to_trash(&trash) {
-            if e.is_no_space() {
-                // Refused for want of room, so not recorded: the extent stays live, as it
-                // was. (Forgotten here while the catalog still held it, it could be neither
-                // deleted nor made again until a restart: a failed encode's fragment on a
-                // full disk then failed every later attempt with "already exists".)
-                match &extent {
-                    Extent::Replica(r) => r.unretire(),
-                    Extent::Fragment(f) => f.unretire(),
-                }
-            } else {
-                // Any other failure may have reached the log, and the delete may replay at
-                // the next open: the extent takes no more operations (the catalog's write
-                // fault fails the disk).
-                self.extents.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let moved = self.catalog.move_to_trash(&trash);
+        if let Err(e) = &moved
+            && e.is_no_space()
+        {
+            // Refused for want of room, so not recorded: the extent stays live, as it was.
+            // (Forgotten here while the catalog still held it, it could be neither deleted
+            // nor made again until a restart: a failed encode's fragment on a full disk
+            // then failed every later attempt with "already exists".)
+            match &extent {
+                Extent::Replica(r) => r.unretire(),
+                Extent::Fragment(f) => f.unretire(),
             }
-            return Err(e);
+            return moved.map(|()| trash);
         }
+        // Deleted, or failed otherwise: that failure may have reached the log, and the
+        // delete may replay at the next open, so the extent takes no more operations (the
+        // catalog's write fault fails the disk).
         self.extents.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        moved?;
         self.trash_added(&trash);
         let to = self.trash_path(&trash);
         fs::rename(&live, &to).map_err(|e| Error::io(&live, "move extent to trash", e))?;
@@ -817,24 +817,21 @@ impl Disk {
         let cutoff = now_unix_ms.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
         let mut report = PurgeReport::default();
         let mut young = Vec::new();
-        // What the unlinks gave back to the file system: the files' allocated blocks, not
-        // their lengths (a fragment a failed encode left is sparse: created at its full
-        // length, partly written).
-        let mut given_back_bytes = 0u64;
         for entry in self.catalog.trash()? {
             if entry.deleted_unix_ms > cutoff {
                 young.push(entry);
                 continue;
             }
-            given_back_bytes = given_back_bytes.saturating_add(self.unlink_trash(&entry, &mut report)?);
+            self.unlink_trash(&entry, &mut report)?;
         }
-        // Oldest delete first: the one whose undo window is nearest its end anyway.
+        // Oldest delete first: the one whose undo window is nearest its end anyway. What
+        // the unlinks gave back is counted by the files' allocated blocks, not their
+        // lengths (a fragment a failed encode left may be sparse).
         young.sort_by_key(|e| e.deleted_unix_ms);
-        let mut free_bytes = space.map_or(0, |s| s.free_bytes.saturating_add(given_back_bytes));
         for entry in young {
             match space {
-                Some(s) if free_bytes < s.free_min_bytes => {
-                    free_bytes = free_bytes.saturating_add(self.unlink_trash(&entry, &mut report)?);
+                Some(s) if s.free_bytes.saturating_add(report.given_back_bytes) < s.free_min_bytes => {
+                    self.unlink_trash(&entry, &mut report)?;
                     report.early += 1;
                 }
                 _ => report.kept += 1,
@@ -846,9 +843,9 @@ impl Disk {
         Ok(report)
     }
 
-    /// Unlinks one trash entry's file and forgets it; the bytes of blocks the file had
-    /// allocated (0 for a file already gone).
-    fn unlink_trash(&self, entry: &TrashEntry, report: &mut PurgeReport) -> Result<u64> {
+    /// Unlinks one trash entry's file and forgets it, counting it in `report` (with the
+    /// bytes of blocks the file had allocated: 0 for a file already gone).
+    fn unlink_trash(&self, entry: &TrashEntry, report: &mut PurgeReport) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let path = self.trash_path(entry);
         let allocated_bytes = fs::metadata(&path).map_or(0, |m| m.blocks().saturating_mul(512));
@@ -862,7 +859,7 @@ impl Disk {
         report.purged += 1;
         report.freed_bytes += entry.size_bytes;
         report.given_back_bytes += allocated_bytes;
-        Ok(allocated_bytes)
+        Ok(())
     }
 
     /// A named metadata value kept in the catalog (e.g. the volume server's node id).

@@ -8,7 +8,11 @@ impl Replica {
     /// `expected_offset_bytes` if given), made alone: so that a refusal for space does
     /// not hide why the append could not have been made anyway.
     pub(crate) fn check_appendable(&self, expected_offset_bytes: Option<u64>) -> Result<()> {
-        let st = lock(&self.append);
+        self.check_appendable_locked(&lock(&self.append), expected_offset_bytes)
+    }
+
+    /// [`Replica::check_appendable`] with the append lock held (`st`).
+    fn check_appendable_locked(&self, st: &AppendState, expected_offset_bytes: Option<u64>) -> Result<()> {
         self.check_live()?;
         if st.state == ExtentState::Sealed {
             return Err(Error::Sealed(self.id));
@@ -52,22 +56,7 @@ impl Replica {
             records.iter().map(|r| r.payload_crc32.unwrap_or_else(|| crc32fast::hash(r.payload))).collect();
         let (locations, end_bytes) = {
             let mut st = lock(&self.append);
-            self.check_live()?;
-            if st.state == ExtentState::Sealed {
-                return Err(Error::Sealed(self.id));
-            }
-            if self.failed.load(Ordering::Acquire) {
-                return Err(Error::Failed(self.id));
-            }
-            if let Some(expected) = expected_offset_bytes
-                && expected != st.end_bytes
-            {
-                return Err(Error::OffsetMismatch {
-                    extent: self.id,
-                    expected_bytes: expected,
-                    end_bytes: st.end_bytes,
-                });
-            }
+            self.check_appendable_locked(&st, expected_offset_bytes)?;
             let file = self.file()?;
             let mut locations = Vec::with_capacity(records.len());
             let mut headers = Vec::with_capacity(records.len());
