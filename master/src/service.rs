@@ -751,10 +751,20 @@ impl Master for MasterService {
         }
         let deferred_kinds = crate::wire::task_types(&r.deferred_kinds)?;
         // An idle node's poll is answered from the local state without a Raft write; a
-        // follower's state may lag, so only the leader answers "nothing to do".
+        // follower's state may lag, so only the leader answers "nothing to do". Not a
+        // retry of a poll that was applied: its tasks were claimed then (so are not
+        // claimable now), and the first answer may not have reached the node (seen: the
+        // leader killed between the commit and the answer; the retry, answered "nothing"
+        // by the next leader, left a repair claimed by nobody until its claim ran out).
         let now = now_unix_ms();
         let repair_bytes_per_sec = self.observed.repair_share(r.node_id, self.settings.repair_bytes_per_sec);
         if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
+            && !once
+                .as_ref()
+                .map(|id| crate::session::seen(&self.reader, &crate::wire::request_id(id)))
+                .transpose()
+                .map_err(internal)?
+                .unwrap_or(false)
             && !crate::tasks::has_claimable(&self.reader, r.node_id, now, TASK_CLAIM_MS, &deferred_kinds)
                 .map_err(internal)?
         {

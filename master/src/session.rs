@@ -120,6 +120,17 @@ pub fn session(kv: &dyn Kv, client_id: u64) -> Result<Option<SessionRecord>, Sta
     read_record(kv, Kind::Session, &session_key(client_id))
 }
 
+/// Whether the session of `request`'s client has seen that call already: its outcome is
+/// kept, or it is below the floor (forgotten). A handler that answers some calls from
+/// the local state without a Raft write must not answer such a retry so: the first
+/// attempt's outcome may differ (`PullTasks`: the tasks it claimed, which a poll of the
+/// state no longer finds claimable).
+pub fn seen(kv: &dyn Kv, request: &RequestId) -> Result<bool, StateError> {
+    Ok(session(kv, request.client_id)?.is_some_and(|s| {
+        request.seq < s.floor || s.retained.binary_search_by_key(&request.seq, |r| r.seq).is_ok()
+    }))
+}
+
 /// Applies one call at most once: `apply` runs only for a call the session has not seen;
 /// a retry gets the stored outcome; a call below the session's floor is refused. The
 /// session is updated (and written) in every case but a malformed id.

@@ -422,3 +422,41 @@ async fn a_version_committed_with_its_block_is_added_once_across_a_lost_answer()
     assert_eq!(references(&plain, 2).await, 0, "a refused object commit indexed its block");
     group.shutdown().await;
 }
+
+/// A task poll whose answer is lost after the leader claimed a task: the retry (same id)
+/// gets the task, not "nothing to do" from the idle-poll shortcut, which finds the task
+/// claimed and so not claimable (seen over processes: the leader killed between its
+/// commit and its answer left a repair claimed by nobody until the claim ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_task_poll_whose_answer_was_lost_gets_the_claimed_task() {
+    let Faulty { group, plain, volume, faults, client } = faulty_group().await;
+    // A sealed volume with one entry: its first replica's node gets an encode task.
+    let req = commit_request(&volume, 1, 0);
+    plain
+        .call(|mut c| {
+            let r = req.clone();
+            async move { c.commit_index(r).await }
+        })
+        .await
+        .expect("commit");
+    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
+    plain.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
+    let encoder = volume.replicas[0].node_id;
+    let pull =
+        pb::PullTasksRequest { node_id: encoder, max: 10, deferred_kinds: Vec::new(), request_id: None };
+
+    faults.arm("/PullTasks", 1);
+    let got =
+        client.call_once(pull.clone(), |mut c, r| async move { c.pull_tasks(r).await }).await.expect("pull");
+    assert_eq!(faults.lost.load(Ordering::SeqCst), 1, "the first answer was lost");
+    assert_eq!(got.tasks.len(), 1, "the retry answers the task the first attempt claimed: {got:?}");
+    assert_eq!(
+        (got.tasks[0].kind().name(), got.tasks[0].volume_id, got.tasks[0].state().name()),
+        ("encode", volume.volume_id, "claimed")
+    );
+    // A new poll (a new id) finds nothing: the task is claimed, handed out once.
+    let again =
+        client.call_once(pull.clone(), |mut c, r| async move { c.pull_tasks(r).await }).await.expect("pull");
+    assert!(again.tasks.is_empty(), "a claimed task is not handed out twice: {again:?}");
+    group.shutdown().await;
+}
