@@ -120,6 +120,9 @@ pub struct Arriving {
     started: Instant,
     handed_bytes: u64,
     ended: bool,
+    /// Whether it counts as a get (see [`Blocks::count_getting`]): one read ahead and
+    /// dropped unused counts as nothing, not as abandoned.
+    counted: bool,
 }
 
 impl Arriving {
@@ -174,7 +177,7 @@ impl Drop for Arriving {
     /// A get dropped before its end (its client went away, or the answer's write stalled
     /// out) is counted as abandoned.
     fn drop(&mut self) {
-        if !self.ended {
+        if self.counted && !self.ended {
             self.metrics.streamed_gets_abandoned.add(1);
         }
     }
@@ -744,9 +747,10 @@ impl Blocks {
         }
     }
 
-    /// Whether this frontend has the block's index entry cached (a get of it asks no master).
-    pub fn knows(&self, hash: &[u8; 32]) -> bool {
-        lock(&self.index).contains_key(hash)
+    /// The block's length as its cached index entry gives it, if one is cached (asks no
+    /// master).
+    pub fn cached_len_bytes(&self, hash: &[u8; 32]) -> Option<u64> {
+        lock(&self.index).peek(hash, |cached| u64::from(cached.entry.payload_bytes))
     }
 
     /// Forgets cached index entries (blocks the namespace found missing).
@@ -767,15 +771,10 @@ impl Blocks {
     }
 
     /// [`Blocks::get`] counted in no metric: a read that may be dropped unused (an S3
-    /// read-ahead). The caller counts it with [`Blocks::count_served`] once it answers with
+    /// read-ahead). The caller counts it with [`Blocks::count_getting`] once it answers with
     /// it.
     pub async fn get_uncounted(&self, hash: &[u8; 32]) -> Result<Got, BlockError> {
         self.get_inner(hash).await
-    }
-
-    /// Counts a get served with `got`, read since `started` (see [`Blocks::get_uncounted`]).
-    pub fn count_served(&self, got: &Got, started: Instant) {
-        self.count_get(Ok((got.bytes.len(), got.degraded)), started);
     }
 
     /// [`Blocks::get`], the bytes of a large block of a replicated volume handed on as they
@@ -783,13 +782,36 @@ impl Blocks {
     /// an arriving block when its last byte has been handed on.
     pub async fn get_streamed(&self, hash: &[u8; 32]) -> Result<Getting, BlockError> {
         let started = Instant::now();
-        let result = self.fresh_on_failure(hash, || self.open_streamed(hash, started)).await;
-        match &result {
-            Ok(Getting::Whole(got)) => self.count_get(Ok((got.bytes.len(), got.degraded)), started),
-            Ok(Getting::Arriving(_)) => self.metrics.streamed_gets.add(1),
+        let mut result = self.get_streamed_uncounted(hash, started).await;
+        match &mut result {
+            Ok(getting) => self.count_getting(getting, started),
             Err(e) => self.count_get(Err(e), started),
         }
         result
+    }
+
+    /// [`Blocks::get_streamed`] counted in no metric until the caller answers with it
+    /// ([`Blocks::count_getting`]): a read that may be dropped unused (an S3 read-ahead),
+    /// which then counts as nothing. `started` is when the get began, for its latency.
+    pub async fn get_streamed_uncounted(
+        &self,
+        hash: &[u8; 32],
+        started: Instant,
+    ) -> Result<Getting, BlockError> {
+        self.fresh_on_failure(hash, || self.open_streamed(hash, started)).await
+    }
+
+    /// Counts a get answered with `getting`, begun at `started` (see
+    /// [`Blocks::get_streamed_uncounted`]); an arriving block counts its end (done, cut
+    /// short or abandoned) itself from now on.
+    pub fn count_getting(&self, getting: &mut Getting, started: Instant) {
+        match getting {
+            Getting::Whole(got) => self.count_get(Ok((got.bytes.len(), got.degraded)), started),
+            Getting::Arriving(arriving) => {
+                arriving.counted = true;
+                self.metrics.streamed_gets.add(1);
+            }
+        }
     }
 
     fn count_get(&self, result: Result<(usize, bool), &BlockError>, started: Instant) {
@@ -884,6 +906,7 @@ impl Blocks {
                 started,
                 handed_bytes: 0,
                 ended: false,
+                counted: false,
             })),
             Err(e) => {
                 lock(&self.volumes).remove(&entry.volume_id);

@@ -119,6 +119,8 @@ pub struct Metrics {
     pub s3_read_ahead_used: Counter,
     /// ... and not used (the version named another block, or the get failed).
     pub s3_read_ahead_discarded: Counter,
+    /// Read-aheads used whose block was handed on as it arrived (of `s3_read_ahead_used`).
+    pub s3_read_ahead_streamed: Counter,
     /// Connections closed because a write to the client stayed blocked for the response
     /// write stall timeout (see [`crate::stall`]).
     pub connections_write_stalled: Counter,
@@ -140,7 +142,7 @@ impl Metrics {
     /// The Prometheus text form.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &Counter); 26] = [
+        let counters: [(&str, &str, &str, &Counter); 27] = [
             (
                 "cellar_frontend_requests_total",
                 "method=\"PUT\",outcome=\"ok\"",
@@ -231,7 +233,7 @@ impl Metrics {
             (
                 "cellar_frontend_s3_read_ahead_total",
                 "outcome=\"used\"",
-                "S3 GetObjects of a small object whose block was read while its version was asked for.",
+                "S3 GetObjects of a one-block object whose block was read while its version was asked for.",
                 &self.s3_read_ahead_used,
             ),
             (
@@ -239,6 +241,12 @@ impl Metrics {
                 "outcome=\"discarded\"",
                 "",
                 &self.s3_read_ahead_discarded,
+            ),
+            (
+                "cellar_frontend_s3_read_ahead_streamed_total",
+                "",
+                "Read-aheads used whose block was handed on as it arrived (of outcome=\"used\").",
+                &self.s3_read_ahead_streamed,
             ),
             (
                 "cellar_frontend_connections_write_stalled_total",

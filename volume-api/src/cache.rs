@@ -33,6 +33,11 @@ impl<K: Hash + Eq + Clone, V: Clone> TwoGenerations<K, V> {
         Some(v)
     }
 
+    /// What `f` makes of `key`'s value, if held (without moving or cloning it).
+    pub fn peek<T>(&self, key: &K, f: impl FnOnce(&V) -> T) -> Option<T> {
+        self.newer.get(key).or_else(|| self.older.get(key)).map(f)
+    }
+
     /// Whether `key` is held (without moving it).
     pub fn contains_key(&self, key: &K) -> bool {
         self.newer.contains_key(key) || self.older.contains_key(key)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GetObject of a small object reads its block while it asks the masters for the version
+"""GetObject of a one-block object reads its block while it asks the masters for the version
 (`CellarS3::read_ahead` in frontend/src/s3/ops.rs): the block is the frontend's guess from
 the last time it wrote or read the key, and the masters' answer decides. Run by
 cli/tests/s3.rs against a cell with two S3 frontends: the writes that make the first
@@ -71,13 +71,32 @@ def main():
     err = error_of(lambda: get(first, "k"))
     check("a delete through another frontend answers NoSuchKey", err == ("NoSuchKey", 404), str(err))
 
-    # Replaced by an object too large to be guessed.
+    # Replaced by a larger object (300 KiB, one block: read whole as a guess, since it is
+    # under a frame; the guess is still the old block, so it is dropped).
     first.put_object(Bucket=BUCKET, Key="k", Body=c)
     check("small again", get(first, "k") == c)
     second.put_object(Bucket=BUCKET, Key="k", Body=large)
     check("replaced by a larger object through another frontend", get(first, "k") == large)
     first.put_object(Bucket=BUCKET, Key="k", Body=c)
     check("small once more", get(first, "k") == c)
+
+    # A one-block object over the whole-read bound (256 KiB): its guess is read as it
+    # arrives (streamed from an open volume's replica), and dropped the same way.
+    big1, big2 = body(5, 3 << 20), body(6, 3 << 20)
+    first.put_object(Bucket=BUCKET, Key="big", Body=big1)
+    for i in range(2):
+        check(f"a large object's own write read back ({i})", get(first, "big") == big1)
+    second.put_object(Bucket=BUCKET, Key="big", Body=big2)
+    check("a large object overwritten through another frontend is read, not the guess", get(first, "big") == big2)
+    check("... and again", get(first, "big") == big2)
+    big_etag = first.head_object(Bucket=BUCKET, Key="big")["ETag"]
+    err = error_of(lambda: first.get_object(Bucket=BUCKET, Key="big", IfNoneMatch=big_etag))
+    check("If-None-Match of a large object's ETag answers 304", err is not None and err[1] == 304, str(err))
+    got = get(first, "big", Range="bytes=1048570-1048580")
+    check("a range of a large object is its bytes", got == big2[1048570:1048581], repr(got))
+    second.delete_object(Bucket=BUCKET, Key="big")
+    err = error_of(lambda: get(first, "big"))
+    check("a large object deleted through another frontend answers NoSuchKey", err == ("NoSuchKey", 404), str(err))
 
     # Conditions, ranges and versions are answered as before.
     etag = first.head_object(Bucket=BUCKET, Key="k")["ETag"]

@@ -61,15 +61,14 @@ pub struct CellarS3 {
     blocks: Arc<Blocks>,
     /// Buckets PutObject saw exist, and when.
     buckets_seen: Mutex<HashMap<String, Instant>>,
-    /// The one block of each small object (at most [`READ_AHEAD_MAX_BYTES`]) as this
-    /// frontend last wrote or read its latest version, by [`name_key`]: a hint, never an
-    /// answer (see [`CellarS3::read_ahead`]).
+    /// The block of each one-block object as this frontend last wrote or read its latest
+    /// version, by [`name_key`]: a hint, never an answer (see [`CellarS3::read_ahead`]).
     latest_blocks: Mutex<TwoGenerations<u64, [u8; 32]>>,
 }
 
-/// A block read ahead (see [`CellarS3::read_ahead`]) and when its read began (for the get
-/// metrics, which count it only if it is used).
-type ReadAhead = (crate::blocks::Got, Instant);
+/// A block read ahead (see [`CellarS3::read_ahead`]): read whole or arriving, and when its
+/// read began (for the get metrics, which count it only if it is used).
+type ReadAhead = (Getting, Instant);
 
 /// The key of `bucket`/`key` in [`CellarS3`]'s read-ahead guesses: a 64-bit hash (no
 /// string kept or allocated per get). Two names sharing one only make a wrong guess, which
@@ -81,9 +80,16 @@ fn name_key(bucket: &str, key: &str) -> u64 {
     h.finish()
 }
 
-/// Objects of one block of at most this size have their block read while GetObject asks
-/// the masters for their version (one round trip instead of two in sequence).
-pub const READ_AHEAD_MAX_BYTES: u64 = 256 << 10;
+/// A block read ahead (see [`CellarS3::read_ahead`]) of at most this size is read whole
+/// before the answer starts; a larger one through [`Blocks::get_streamed`], which hands a
+/// large record of a replicated volume on as it arrives (and reads others whole).
+pub const READ_AHEAD_WHOLE_MAX_BYTES: u64 = 256 << 10;
+
+/// A block read ahead as it arrives is used only if the masters answered within this time
+/// of its read's start: the stream's read deadline counts from then, and a stream opened
+/// long before its bytes are asked for could run out of it half-way through the answer.
+/// Older, it is dropped and the block read the usual way.
+pub const READ_AHEAD_STREAM_AGE_MAX: Duration = Duration::from_secs(1);
 
 /// Objects whose block [`CellarS3`] remembers for reading ahead, at most.
 pub const READ_AHEAD_KEYS_MAX: usize = 16_384;
@@ -103,10 +109,12 @@ impl CellarS3 {
     }
 
     /// Remembers (or forgets) the block of `bucket`/`key`'s latest version: remembered when
-    /// the object is one block of at most [`READ_AHEAD_MAX_BYTES`].
+    /// the object is one whole block (`size_bytes` its length).
     fn note_latest(&self, bucket: &str, key: &str, size_bytes: u64, blocks: &[pb::BlockRef]) {
         let one = match blocks {
-            [only] if size_bytes <= READ_AHEAD_MAX_BYTES => <[u8; 32]>::try_from(only.hash.as_slice()).ok(),
+            [only] if u64::from(only.length_bytes) == size_bytes => {
+                <[u8; 32]>::try_from(only.hash.as_slice()).ok()
+            }
             _ => None,
         };
         let name = name_key(bucket, key);
@@ -120,24 +128,36 @@ impl CellarS3 {
 
     /// GetObject of a latest version, whole: the version from the masters and, at the same
     /// time, the block this frontend last saw that object made of, if its index entry is
-    /// cached (so the read asks no master). The block is only a guess: the version the
-    /// masters answer decides. A version not made of exactly that block drops the read at
-    /// once (cancelled if still going: nothing waits on a wrong guess); else the read is
-    /// the get's (its bytes checked against the key as every read's are; a failed one is
+    /// cached (so the read asks no master): read whole up to [`READ_AHEAD_WHOLE_MAX_BYTES`],
+    /// above through the streamed read (a large record of a replicated volume: its first
+    /// bytes are on their way while the masters answer, the rest follows while the answer
+    /// is written). The block is only a guess: the version the masters answer decides. A
+    /// version not made of exactly that block drops the read at once (cancelled if still
+    /// going, its stream closed: nothing waits on a wrong guess; what it cost is the
+    /// volume server's read and the bytes it sent, and the get byte budget's share held
+    /// meanwhile); else the read is the get's (its bytes checked against the key as every
+    /// read's are; a failed one, or a stream older than [`READ_AHEAD_STREAM_AGE_MAX`], is
     /// read again the usual way). So a block comes back only with a version that is not a
-    /// delete marker and is made of exactly that block.
+    /// delete marker and is made of exactly that block. A read dropped unused counts as no
+    /// get.
     async fn read_ahead(
         &self,
         bucket: &str,
         key: &str,
     ) -> (S3Result<pb::GetVersionResponse>, Option<ReadAhead>) {
         let guess = self.latest().get(&name_key(bucket, key));
-        let Some(hash) = guess.filter(|h| self.blocks.knows(h)) else {
+        let Some((hash, len_bytes)) = guess.and_then(|h| Some((h, self.blocks.cached_len_bytes(&h)?))) else {
             return (self.version(bucket, key, None, true).await, None);
         };
         let ask = self.version(bucket, key, None, true);
         let started = Instant::now();
-        let read = self.blocks.get_uncounted(&hash);
+        let read = async {
+            if len_bytes <= READ_AHEAD_WHOLE_MAX_BYTES {
+                self.blocks.get_uncounted(&hash).await.map(Getting::Whole)
+            } else {
+                self.blocks.get_streamed_uncounted(&hash, started).await
+            }
+        };
         tokio::pin!(ask, read);
         let mut read_done = None;
         let version = loop {
@@ -148,15 +168,20 @@ impl CellarS3 {
         };
         let named = version.as_ref().ok().and_then(|r| r.version.as_ref()).is_some_and(|v| {
             !v.delete_marker
-                && v.fields.as_ref().is_some_and(
-                    |f| matches!(f.blocks.as_slice(), [only] if only.hash.as_slice() == hash.as_slice()),
-                )
+                && v.fields.as_ref().is_some_and(|f| {
+                    matches!(f.blocks.as_slice(), [only] if only.hash.as_slice() == hash.as_slice()
+                        && u64::from(only.length_bytes) == f.size_bytes)
+                })
         });
         let block = match (named, read_done) {
             (false, _) => None,
             (true, Some(done)) => done.ok(),
             (true, None) => read.await.ok(),
         };
+        let block = block.filter(|getting| match getting {
+            Getting::Whole(_) => true,
+            Getting::Arriving(_) => started.elapsed() <= READ_AHEAD_STREAM_AGE_MAX,
+        });
         if block.is_none() {
             self.blocks.metrics.s3_read_ahead_discarded.add(1);
         }
@@ -950,11 +975,18 @@ impl S3 for CellarS3 {
         self.blocks.note_entries(resp.entries);
         let length = range.end - range.start;
         let body = match ahead {
-            // Read ahead only without a Range: the whole object, its one block.
-            Some((got, started)) => {
+            // Read ahead only without a Range: the whole object, its one block (of the
+            // object's length: checked with the version's name of it).
+            Some((mut getting, started)) => {
                 self.blocks.metrics.s3_read_ahead_used.add(1);
-                self.blocks.count_served(&got, started);
-                block_body(got, 0..length as usize)?
+                self.blocks.count_getting(&mut getting, started);
+                match getting {
+                    Getting::Whole(got) => block_body(got, 0..length as usize)?,
+                    Getting::Arriving(arriving) => {
+                        self.blocks.metrics.s3_read_ahead_streamed.add(1);
+                        drain(arriving)
+                    }
+                }
             }
             None => self.body(f.blocks.clone(), range).await?,
         };
