@@ -206,6 +206,10 @@ fn apply_counted(kv: &mut dyn Kv, c: &mut Counters, command: &Command) -> Result
             crate::apply_version::raise(kv, *version, *now_unix_ms)?
         }
         Command::RetryTask { task_id } => crate::tasks::retry(kv, c, *task_id)?,
+        Command::ClaimTasksAfterStart { node_id, max, claim_ms, now_unix_ms, deferred_kinds } => {
+            crate::tasks::release_claims(kv, c, *node_id)?;
+            crate::tasks::claim(kv, *node_id, *max, *claim_ms, *now_unix_ms, deferred_kinds)?
+        }
         Command::Once { request, now_unix_ms, command } => match command.as_ref() {
             Command::Once { .. }
             | Command::CommitIndex { .. }

@@ -21,6 +21,7 @@
 //! |---:|---|
 //! | 1 | the commands as builds f1191a0 to b9fc3f8 apply them (those builds have no record and no `Build` call) |
 //! | 2 | [`Command::RetryTask`]: an operator hands a given-up task back to its node with its attempts anew (`cellar admin retry-task`); refused below 2 |
+//! | 3 | [`Command::ClaimTasksAfterStart`]: a volume server's first task poll since its process started counts each task its node still has claimed as a failed attempt, then claims; refused below 3 (below it the poll is a plain [`Command::ClaimTasks`]) |
 //!
 //! A cell without the record is at version 1 (a cell made before it, or one just formed:
 //! its leader raises it within one [`crate::upgrade::RAISE_INTERVAL`] when every member offers more), so
@@ -36,11 +37,13 @@ use crate::state::{Kv, StateError, read_record, write_record};
 use crate::types::RECORD_VERSION;
 
 /// The highest apply version this build applies (the table in the module's text).
-pub const APPLY_VERSION_MAX: u32 = 2;
+pub const APPLY_VERSION_MAX: u32 = 3;
 /// The version of a cell without an apply version record.
 pub const APPLY_VERSION_FIRST: u32 = 1;
 /// [`Command::RetryTask`] exists (see the module's table).
 pub const RETRY_TASK: u32 = 2;
+/// [`Command::ClaimTasksAfterStart`] exists (see the module's table).
+pub const CLAIMS_RELEASED_AT_START: u32 = 3;
 /// The state record's key.
 pub const KEY_APPLY_VERSION: &[u8] = b"a";
 
@@ -104,6 +107,7 @@ pub fn raise(kv: &mut dyn Kv, version: u32, now_unix_ms: u64) -> Result<Response
 pub fn needed(command: &Command) -> u32 {
     match command {
         Command::RetryTask { .. } => RETRY_TASK,
+        Command::ClaimTasksAfterStart { .. } => CLAIMS_RELEASED_AT_START,
         Command::Once { command, .. } => needed(command),
         _ => APPLY_VERSION_FIRST,
     }

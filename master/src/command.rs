@@ -453,6 +453,25 @@ pub enum Command {
         /// The task.
         task_id: u64,
     },
+    /// The first task poll of a volume server's process: every task of the node still
+    /// claimed (by its process before, which cannot be running it: a process runs only
+    /// the tasks its own polls were answered) counts a failed attempt, as a
+    /// [`Command::ReportTask`] failure would, then the node claims as by
+    /// [`Command::ClaimTasks`]. Without it such a task waited for its claim to run out
+    /// (`TASK_CLAIM_MS`, 10 minutes) after a restart. From apply version
+    /// [`crate::apply_version::CLAIMS_RELEASED_AT_START`]; refused below it.
+    ClaimTasksAfterStart {
+        /// The volume server.
+        node_id: u64,
+        /// At most this many.
+        max: u32,
+        /// How long the claim holds before the task may be handed out again.
+        claim_ms: u64,
+        /// Leader's clock.
+        now_unix_ms: u64,
+        /// Task kinds the node defers: left queued.
+        deferred_kinds: Vec<crate::types::TaskType>,
+    },
 }
 
 /// One call of a [`Command::NamespaceBatch`].
@@ -511,6 +530,9 @@ impl fmt::Display for Command {
             ),
             Command::RaiseApplyVersion { version, .. } => write!(f, "raise_apply_version({version})"),
             Command::RetryTask { task_id } => write!(f, "retry_task({task_id})"),
+            Command::ClaimTasksAfterStart { node_id, max, .. } => {
+                write!(f, "claim_tasks_after_start({node_id}, {max})")
+            }
             Command::RelocateIndex { entries, relocate_from, .. } => write!(
                 f,
                 "relocate_index({} entries, {} moved)",

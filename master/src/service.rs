@@ -758,7 +758,8 @@ impl Master for MasterService {
         // by the next leader, left a repair claimed by nobody until its claim ran out).
         let now = now_unix_ms();
         let repair_bytes_per_sec = self.observed.repair_share(r.node_id, self.settings.repair_bytes_per_sec);
-        if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
+        if !r.first_since_start
+            && self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
             && !once
                 .as_ref()
                 .map(|id| crate::session::seen(&self.reader, &crate::wire::request_id(id)))
@@ -770,12 +771,31 @@ impl Master for MasterService {
         {
             return Ok(Response::new(pb::PullTasksResponse { tasks: Vec::new(), repair_bytes_per_sec }));
         }
-        let command = Command::ClaimTasks {
-            node_id: r.node_id,
-            max: r.max,
-            claim_ms: TASK_CLAIM_MS,
-            now_unix_ms: now,
-            deferred_kinds,
+        // A new process's first polls hand its node's claims back (the process before
+        // cannot be running them) where the cell applies that: every master must (apply
+        // version 3), else the poll only claims, and those tasks wait for their claims to
+        // run out.
+        let after_start = r.first_since_start && {
+            self.linearizable().await?;
+            crate::apply_version::current(&self.reader).map_err(internal)?
+                >= crate::apply_version::CLAIMS_RELEASED_AT_START
+        };
+        let command = if after_start {
+            Command::ClaimTasksAfterStart {
+                node_id: r.node_id,
+                max: r.max,
+                claim_ms: TASK_CLAIM_MS,
+                now_unix_ms: now,
+                deferred_kinds,
+            }
+        } else {
+            Command::ClaimTasks {
+                node_id: r.node_id,
+                max: r.max,
+                claim_ms: TASK_CLAIM_MS,
+                now_unix_ms: now,
+                deferred_kinds,
+            }
         };
         match self.write_once(once, command).await? {
             command::Response::Tasks { tasks } => Ok(Response::new(pb::PullTasksResponse {

@@ -483,6 +483,25 @@ pub fn report(
     Ok(Response::TaskReported { task: Some(task) })
 }
 
+/// What a released claim's attempt reports ([`release_claims`]).
+pub const RELEASED_AT_START_DETAIL: &str =
+    "its node's process restarted while it held the claim (the attempt's outcome is unknown)";
+
+/// Counts a failed attempt, as [`report`] does, for every task of `node_id`'s queue that
+/// is claimed ([`crate::command::Command::ClaimTasksAfterStart`]: the node's process
+/// restarted, so none of them is running). Returns how many.
+pub(crate) fn release_claims(kv: &mut dyn Kv, c: &mut Counters, node_id: u64) -> Result<usize, StateError> {
+    let mut released = 0;
+    for task_id in queue(kv, node_id)? {
+        let Some(task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
+        if task.state == TaskState::Claimed {
+            report(kv, c, task_id, node_id, false, RELEASED_AT_START_DETAIL)?;
+            released += 1;
+        }
+    }
+    Ok(released)
+}
+
 /// Hands given-up task `task_id` back to its node's queue, pending, with its attempts
 /// anew ([`Command::RetryTask`]): an operator mended what failed it (below apply version
 /// [`crate::apply_version::RETRY_TASK`], `apply` refuses the command before this). Refused

@@ -1040,3 +1040,76 @@ fn a_given_up_delete()
     assert_eq!((after.state, after.attempts), (TaskState::Failed, TASK_ATTEMPTS_MAX));
     (state, place, delete, after)
 }
+
+/// A volume server's first poll since its process started (`ClaimTasksAfterStart`): the
+/// tasks its node still has claimed (by the process before) each count a failed attempt,
+/// as a failed report would (an encode goes to the next replica holder; a delete stays and
+/// is claimed again once its retry pause from the lost attempt's start has passed), then
+/// the node claims; nothing is released below apply version 3 (refused, nothing written),
+/// and a poll with nothing claimed releases nothing.
+#[test]
+fn a_restarted_nodes_first_poll_releases_what_its_process_before_had_claimed() {
+    use cellar_master::apply_version::CLAIMS_RELEASED_AT_START;
+    use cellar_master::tasks::{RELEASED_AT_START_DETAIL, TaskKind, TaskState, retry_at_unix_ms};
+    let after_start = |node_id, now_unix_ms| Command::ClaimTasksAfterStart {
+        node_id,
+        max: 64,
+        claim_ms: 1000,
+        now_unix_ms,
+        deferred_kinds: Vec::new(),
+    };
+    let tasks_of = |response: Response| match response {
+        Response::Tasks { tasks } => tasks,
+        other => panic!("{other:?}"),
+    };
+    let task = |state: &State, task_id: u64| {
+        cellar_master::tasks::task(state, task_id).expect("read").expect("queued")
+    };
+
+    // An encode claimed by its holder's process, which then restarts.
+    let (mut state, _id, replicas, _) = sealed_with_encode();
+    let holder = replicas[0].node_id;
+    let encode = claim_all(&mut state, holder).remove(0);
+    assert_eq!(task(&state, encode.task_id).state, TaskState::Claimed);
+    let before = state.clone();
+    match apply::apply(&mut state, &after_start(holder, 150)).expect("apply") {
+        Response::Refused { error: CommandError::BadRequest { detail } } => {
+            assert!(detail.contains("apply version 3"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state, before, "refused below version 3, nothing written");
+    raise(&mut state, CLAIMS_RELEASED_AT_START);
+    let claimed = tasks_of(apply::apply(&mut state, &after_start(holder, 150)).expect("apply"));
+    assert!(claimed.is_empty(), "the encode moved on to the next holder: {claimed:?}");
+    let released = task(&state, encode.task_id);
+    assert_eq!(
+        (released.state, released.attempts, released.node_id, released.detail.as_str()),
+        (TaskState::Pending, 1, replicas[1].node_id, RELEASED_AT_START_DETAIL)
+    );
+    let at = retry_at_unix_ms(&released, 1000).expect("a pause");
+    let ids =
+        |tasks: Vec<cellar_master::tasks::TaskRecord>| tasks.iter().map(|t| t.task_id).collect::<Vec<_>>();
+    assert_eq!(ids(claim_at(&mut state, replicas[1].node_id, at)), vec![encode.task_id]);
+    done(&mut state, encode.task_id, replicas[1].node_id);
+
+    // A replica's delete claimed, its node restarted: released and, past the pause,
+    // claimed again by the same poll.
+    let place = replicas[2];
+    let delete = claim_at(&mut state, place.node_id, 5000)
+        .into_iter()
+        .find(|t| matches!(t.kind, TaskKind::Delete { extent, .. } if extent == place))
+        .expect("the replica's delete");
+    let again = tasks_of(apply::apply(&mut state, &after_start(place.node_id, 9000)).expect("apply"));
+    let redone = again.iter().find(|t| t.task_id == delete.task_id).expect("claimed again");
+    assert_eq!(
+        (redone.state, redone.attempts, redone.claimed_until_unix_ms, redone.detail.as_str()),
+        (TaskState::Claimed, 1, 10_000, RELEASED_AT_START_DETAIL)
+    );
+    // Nothing claimed: the first poll of a node that held nothing changes no task.
+    done(&mut state, delete.task_id, place.node_id);
+    let counters = apply::counters(&state).expect("counters");
+    let none = tasks_of(apply::apply(&mut state, &after_start(replicas[1].node_id, 9100)).expect("apply"));
+    assert!(none.iter().all(|t| t.attempts == 0), "{none:?}");
+    assert_eq!(apply::counters(&state).expect("counters").tasks_failed, counters.tasks_failed);
+}

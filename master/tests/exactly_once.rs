@@ -442,8 +442,13 @@ async fn a_retried_task_poll_whose_answer_was_lost_gets_the_claimed_task() {
     let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
     plain.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
     let encoder = volume.replicas[0].node_id;
-    let pull =
-        pb::PullTasksRequest { node_id: encoder, max: 10, deferred_kinds: Vec::new(), request_id: None };
+    let pull = pb::PullTasksRequest {
+        node_id: encoder,
+        max: 10,
+        deferred_kinds: Vec::new(),
+        request_id: None,
+        first_since_start: false,
+    };
 
     faults.arm("/PullTasks", 1);
     let got =

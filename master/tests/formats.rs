@@ -197,7 +197,18 @@ fn commands_round_trip_and_an_index_entry_costs_a_third_of_its_json() {
     assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &raise).expect("encode")), "0101180209");
     let retry = Command::RetryTask { task_id: 7 };
     assert_eq!(hex::encode(codec::encode(Kind::LogEntry, &retry).expect("encode")), "01011907");
-    for command in [&commit, &once, &down, &repair, &drain, &remove, &raise, &retry] {
+    let after_start = Command::ClaimTasksAfterStart {
+        node_id: 4,
+        max: 8,
+        claim_ms: 1000,
+        now_unix_ms: 9,
+        deferred_kinds: vec![cellar_master::types::TaskType::Encode],
+    };
+    assert_eq!(
+        hex::encode(codec::encode(Kind::LogEntry, &after_start).expect("encode")),
+        "01011a0408e807090100"
+    );
+    for command in [&commit, &once, &down, &repair, &drain, &remove, &raise, &retry, &after_start] {
         let bytes = codec::encode(Kind::LogEntry, command).expect("encode");
         let back: Command = codec::decode(Kind::LogEntry, &bytes).expect("decode");
         assert_eq!(&back, command);

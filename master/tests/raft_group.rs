@@ -323,8 +323,13 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
     let encoder = volume.replicas[0].node_id;
     let other = volume.replicas[1].node_id;
-    let pull =
-        |node_id| pb::PullTasksRequest { node_id, max: 10, deferred_kinds: Vec::new(), request_id: None };
+    let pull = |node_id| pb::PullTasksRequest {
+        node_id,
+        max: 10,
+        deferred_kinds: Vec::new(),
+        request_id: None,
+        first_since_start: false,
+    };
 
     let none = client.call(|mut c| async move { c.pull_tasks(pull(other)).await }).await.expect("pull");
     assert!(none.tasks.is_empty(), "the task is for the first replica's node only");
@@ -654,5 +659,91 @@ async fn a_master_asked_to_apply_a_version_above_its_build_stops_with_the_reason
     for (id, h) in &group.handles {
         assert_eq!(current(&h.reader).expect("read"), APPLY_VERSION_MAX, "member {id}");
     }
+    group.shutdown().await;
+}
+
+/// A sealed volume's encode claimed by its first replica's node through `client`: the
+/// volume, that node and the task.
+async fn an_encode_claimed(client: &MasterClient) -> (pb::Volume, u64, pb::Task) {
+    register_nodes(client).await;
+    let volume = allocate(client).await;
+    let entry = commit(&volume, 1, 0);
+    client
+        .call(|mut c| {
+            let entries = vec![entry.clone()];
+            async move {
+                c.commit_index(pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() })
+                    .await
+            }
+        })
+        .await
+        .expect("commit");
+    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
+    client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
+    let encoder = volume.replicas[0].node_id;
+    let got = pull_tasks(client, encoder, false).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    (volume, encoder, got[0].clone())
+}
+
+async fn pull_tasks(client: &MasterClient, node_id: u64, first_since_start: bool) -> Vec<pb::Task> {
+    let pull = pb::PullTasksRequest {
+        node_id,
+        max: 10,
+        deferred_kinds: Vec::new(),
+        request_id: None,
+        first_since_start,
+    };
+    client.call_once(pull, |mut c, r| async move { c.pull_tasks(r).await }).await.expect("pull").tasks
+}
+
+/// A volume server's first poll after a restart (`first_since_start`) hands back what its
+/// node had claimed: the claimed encode counts a failed attempt and goes to the next
+/// replica holder, instead of waiting for its claim (10 minutes) to run out. In a cell
+/// below apply version 3 (a master of an older build offers less) the same poll only
+/// claims: it is not refused, and the claim stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_volume_servers_first_poll_hands_its_claims_back() {
+    use cellar_master::apply_version::{APPLY_VERSION_MAX, CLAIMS_RELEASED_AT_START};
+    use cellar_master::tasks::RELEASED_AT_START_DETAIL;
+    use cellar_proto::master::master_server::Master;
+    let group = Group::start(3).await;
+    group.wait_apply_version(APPLY_VERSION_MAX).await;
+    let client = group.client();
+    let (volume, encoder, task) = an_encode_claimed(&client).await;
+    assert!(pull_tasks(&client, encoder, false).await.is_empty(), "claimed: not handed out twice");
+    assert!(pull_tasks(&client, encoder, true).await.is_empty(), "the encode moved on");
+    let leader = group.wait_for_leader().await;
+    let status = group.handles[&leader]
+        .local_api()
+        .status(tonic::Request::new(pb::StatusRequest {}))
+        .await
+        .expect("status")
+        .into_inner();
+    let now = status.open_tasks.iter().find(|t| t.task_id == task.task_id).expect("still open");
+    assert_eq!(
+        (now.state().name(), now.attempts, now.node_id, now.detail.as_str()),
+        ("pending", 1, volume.replicas[1].node_id, RELEASED_AT_START_DETAIL),
+        "{now:?}"
+    );
+    group.shutdown().await;
+
+    fn hold_at_2(c: &mut cellar_master::config::MasterConfig) {
+        c.apply_version_max = CLAIMS_RELEASED_AT_START - 1;
+    }
+    let group = Group::start_with(3, hold_at_2).await;
+    group.wait_apply_version(CLAIMS_RELEASED_AT_START - 1).await;
+    let client = group.client();
+    let (_volume, encoder, task) = an_encode_claimed(&client).await;
+    assert!(pull_tasks(&client, encoder, true).await.is_empty(), "claimed: not handed out twice");
+    let leader = group.wait_for_leader().await;
+    let status = group.handles[&leader]
+        .local_api()
+        .status(tonic::Request::new(pb::StatusRequest {}))
+        .await
+        .expect("status")
+        .into_inner();
+    let now = status.open_tasks.iter().find(|t| t.task_id == task.task_id).expect("still open");
+    assert_eq!((now.state().name(), now.attempts, now.node_id), ("claimed", 0, encoder), "{now:?}");
     group.shutdown().await;
 }

@@ -111,6 +111,9 @@ pub async fn run_executor(
     let slots = Arc::new(Semaphore::new(TASKS_IN_FLIGHT_MAX));
     let running: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let wake = Arc::new(Notify::new());
+    // Until a poll is answered: what this node has claimed was claimed by a process before
+    // this one (see `PullTasksRequest.first_since_start`).
+    let mut first_since_start = true;
     loop {
         if *stop.borrow() {
             return;
@@ -126,12 +129,19 @@ pub async fn run_executor(
                 .cluster
                 .master()
                 .call_once(
-                    mpb::PullTasksRequest { node_id, max: free as u32, deferred_kinds, request_id: None },
+                    mpb::PullTasksRequest {
+                        node_id,
+                        max: free as u32,
+                        deferred_kinds,
+                        request_id: None,
+                        first_since_start,
+                    },
                     |mut c, r| async move { c.pull_tasks(r).await },
                 )
                 .await;
             match pulled {
                 Ok(resp) => {
+                    first_since_start = false;
                     shared.repair_pace.set_rate(resp.repair_bytes_per_sec);
                     for task in resp.tasks {
                         if !running.lock().unwrap_or_else(|p| p.into_inner()).insert(task.task_id) {
