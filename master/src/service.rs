@@ -758,16 +758,19 @@ impl Master for MasterService {
         // by the next leader, left a repair claimed by nobody until its claim ran out).
         let now = now_unix_ms();
         let repair_bytes_per_sec = self.observed.repair_share(r.node_id, self.settings.repair_bytes_per_sec);
+        // In this order: an attempt applied between the two reads has claimed (so the
+        // first read found something claimable) or is seen by the second (an entry applies
+        // in one write batch).
         if !r.first_since_start
             && self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok()
+            && !crate::tasks::has_claimable(&self.reader, r.node_id, now, TASK_CLAIM_MS, &deferred_kinds)
+                .map_err(internal)?
             && !once
                 .as_ref()
                 .map(|id| crate::session::seen(&self.reader, &crate::wire::request_id(id)))
                 .transpose()
                 .map_err(internal)?
                 .unwrap_or(false)
-            && !crate::tasks::has_claimable(&self.reader, r.node_id, now, TASK_CLAIM_MS, &deferred_kinds)
-                .map_err(internal)?
         {
             return Ok(Response::new(pb::PullTasksResponse { tasks: Vec::new(), repair_bytes_per_sec }));
         }

@@ -487,14 +487,21 @@ pub fn report(
 pub const RELEASED_AT_START_DETAIL: &str =
     "its node's process restarted while it held the claim (the attempt's outcome is unknown)";
 
-/// Counts a failed attempt, as [`report`] does, for every task of `node_id`'s queue that
-/// is claimed ([`crate::command::Command::ClaimTasksAfterStart`]: the node's process
-/// restarted, so none of them is running). Returns how many.
+/// Reports every task of `node_id`'s queue that is claimed as failed, as [`report`] does
+/// ([`crate::command::Command::ClaimTasksAfterStart`]: the node's process restarted, so
+/// none of them is running), except that a release never gives a task up: one whose
+/// attempts are one short of [`TASK_ATTEMPTS_MAX`] keeps that count (a node restarting
+/// for reasons of its own would otherwise give up its deletes, which are never planned
+/// again). Returns how many.
 pub(crate) fn release_claims(kv: &mut dyn Kv, c: &mut Counters, node_id: u64) -> Result<usize, StateError> {
     let mut released = 0;
     for task_id in queue(kv, node_id)? {
-        let Some(task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
+        let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
         if task.state == TaskState::Claimed {
+            if task.attempts + 1 >= TASK_ATTEMPTS_MAX {
+                task.attempts = TASK_ATTEMPTS_MAX.saturating_sub(2);
+                write_record(kv, Kind::Task, &task_key(task_id), &task)?;
+            }
             report(kv, c, task_id, node_id, false, RELEASED_AT_START_DETAIL)?;
             released += 1;
         }

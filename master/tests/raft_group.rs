@@ -707,7 +707,17 @@ async fn a_restarted_volume_servers_first_poll_hands_its_claims_back() {
     use cellar_master::apply_version::{APPLY_VERSION_MAX, CLAIMS_RELEASED_AT_START};
     use cellar_master::tasks::RELEASED_AT_START_DETAIL;
     use cellar_proto::master::master_server::Master;
-    let group = Group::start(3).await;
+    // The test's nodes never heartbeat: silent and down only long after the test, so
+    // that no planner replaces the encode meanwhile.
+    fn quiet_nodes(c: &mut cellar_master::config::MasterConfig) {
+        c.node_silent_after_ms = 600_000;
+        c.down_after_ms = 900_000;
+    }
+    fn quiet_at_2(c: &mut cellar_master::config::MasterConfig) {
+        quiet_nodes(c);
+        c.apply_version_max = CLAIMS_RELEASED_AT_START - 1;
+    }
+    let group = Group::start_with(3, quiet_nodes).await;
     group.wait_apply_version(APPLY_VERSION_MAX).await;
     let client = group.client();
     let (volume, encoder, task) = an_encode_claimed(&client).await;
@@ -728,10 +738,7 @@ async fn a_restarted_volume_servers_first_poll_hands_its_claims_back() {
     );
     group.shutdown().await;
 
-    fn hold_at_2(c: &mut cellar_master::config::MasterConfig) {
-        c.apply_version_max = CLAIMS_RELEASED_AT_START - 1;
-    }
-    let group = Group::start_with(3, hold_at_2).await;
+    let group = Group::start_with(3, quiet_at_2).await;
     group.wait_apply_version(CLAIMS_RELEASED_AT_START - 1).await;
     let client = group.client();
     let (_volume, encoder, task) = an_encode_claimed(&client).await;

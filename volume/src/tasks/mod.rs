@@ -111,13 +111,26 @@ pub async fn run_executor(
     let slots = Arc::new(Semaphore::new(TASKS_IN_FLIGHT_MAX));
     let running: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let wake = Arc::new(Notify::new());
-    // Until a poll is answered: what this node has claimed was claimed by a process before
-    // this one (see `PullTasksRequest.first_since_start`).
-    let mut first_since_start = true;
+    // Until a poll is answered, what this node has claimed was claimed by a process before
+    // this one (see `PullTasksRequest.first_since_start`), and the polls keep one request
+    // id: one applied whose answer was lost is answered again with the tasks it claimed,
+    // not applied a second time (which would count those tasks' attempts again).
+    let mut first_poll = Some(shared.cluster.master().once_slot());
+    // The tasks running, aborted when the executor stops: a server stopped and started
+    // again in the same process hands its claims back with its first poll, so none of
+    // them may still be running then.
+    let mut handles: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
         if *stop.borrow() {
+            for h in &handles {
+                h.abort();
+            }
+            for h in handles {
+                let _ = h.await;
+            }
             return;
         }
+        handles.retain(|h| !h.is_finished());
         let now = std::time::Instant::now();
         let deferred_kinds: Vec<i32> =
             deferral.deferred_kinds(now, shared.metrics.appends.bytes()).iter().map(|&k| k.into()).collect();
@@ -125,23 +138,21 @@ pub async fn run_executor(
         let free = slots.available_permits();
         if free > 0 {
             let node_id = shared.node_id;
-            let pulled = shared
-                .cluster
-                .master()
-                .call_once(
-                    mpb::PullTasksRequest {
-                        node_id,
-                        max: free as u32,
-                        deferred_kinds,
-                        request_id: None,
-                        first_since_start,
-                    },
-                    |mut c, r| async move { c.pull_tasks(r).await },
-                )
-                .await;
+            let request = mpb::PullTasksRequest {
+                node_id,
+                max: free as u32,
+                deferred_kinds,
+                request_id: None,
+                first_since_start: first_poll.is_some(),
+            };
+            let op = |mut c: cellar_master_api::client::Grpc, r| async move { c.pull_tasks(r).await };
+            let pulled = match &first_poll {
+                Some(slot) => slot.call(request, op).await,
+                None => shared.cluster.master().call_once(request, op).await,
+            };
             match pulled {
                 Ok(resp) => {
-                    first_since_start = false;
+                    first_poll = None;
                     shared.repair_pace.set_rate(resp.repair_bytes_per_sec);
                     for task in resp.tasks {
                         if !running.lock().unwrap_or_else(|p| p.into_inner()).insert(task.task_id) {
@@ -150,7 +161,7 @@ pub async fn run_executor(
                         let Ok(permit) = slots.clone().acquire_owned().await else { return };
                         let (shared, running, wake) = (shared.clone(), running.clone(), wake.clone());
                         let mut stop = stop.clone();
-                        tokio::spawn(async move {
+                        handles.push(tokio::spawn(async move {
                             tracing::info!(
                                 task = task.task_id,
                                 kind = task.kind().name(),
@@ -174,7 +185,7 @@ pub async fn run_executor(
                             running.lock().unwrap_or_else(|p| p.into_inner()).remove(&task.task_id);
                             drop(permit);
                             wake.notify_one();
-                        });
+                        }));
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "task pull failed"),
