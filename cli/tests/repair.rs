@@ -952,3 +952,91 @@ fn a_reconstruct_whose_executor_dies_half_way_is_replanned_and_a_missing_extent_
     assert_eq!(s["repair"]["tasks_failed"].as_u64(), Some(0), "{s:#}");
     check_all(&cell, &acked, |e| e["node"].as_u64() != Some(executor));
 }
+
+/// A volume server killed (SIGKILL) while it runs a repair task and started again at once
+/// hands the task back with its first poll (`ClaimTasksAfterStart`): the task runs again
+/// (an attempt counted, its error saying why) and the cell is back at full redundancy
+/// within the test's wait, where the claim would otherwise have held the task for
+/// `TASK_CLAIM_MS` (10 minutes). The repair bandwidth is low, so that a rebuild takes
+/// seconds and is caught running; the server comes back long before `down_after_ms`, so
+/// it is never marked down (which would replan its tasks another way).
+#[test]
+fn a_volume_server_restarted_while_it_runs_a_repair_hands_the_task_back() {
+    const CONFIG: &str = "block_size_max_bytes = 1048576\nnode_silent_after_ms = 1500\ndown_after_ms = 120000\n\
+                          planner_interval_ms = 200\nrepair_bytes_per_sec = 50000\n";
+    let mut cell = Cell::start(&repair_cell(1, 4, CONFIG, false));
+    let masters = cell.masters.join(",");
+    let a = agent(Duration::from_secs(30));
+    let mut acked = put_all(&cell.base, 0..150, "before the fault");
+    wait_coded(&masters);
+
+    // A disk of a server holding a fragment fails (its directory deleted): its extents
+    // are rebuilt elsewhere, slowly.
+    let st = acked
+        .iter()
+        .map(|(_, hash)| stat(&a, &cell.base, hash))
+        .find(|s| s["state"] == "coded")
+        .expect("a block in a coded volume");
+    let disk_id = st["fragments"][0]["disk"].as_u64().expect("disk");
+    std::fs::remove_dir_all(disk_path(&masters, disk_id)).expect("delete the disk directory");
+
+    // A rebuild claimed by a server (it may be the failed disk's: started again, it leaves
+    // the missing directory out or formats it anew), caught running: the server is
+    // stopped (SIGSTOP) at once, and the task checked still claimed by it (so
+    // neither done nor reported), else the server goes on and the next one is caught.
+    let claimed_repair = |s: &serde_json::Value| -> Option<(u64, u64)> {
+        s["tasks"]["open_list"].as_array()?.iter().find_map(|t| {
+            ((t["kind"] == "reconstruct" || t["kind"] == "copy") && t["state"] == "claimed")
+                .then(|| Some((t["task_id"].as_u64()?, t["node_id"].as_u64()?)))
+                .flatten()
+        })
+    };
+    let mut caught = None;
+    for _ in 0..5 {
+        let s = wait_status(&masters, "a repair claimed", |s| claimed_repair(s).is_some());
+        let (task_id, node) = claimed_repair(&s).expect("a claimed repair");
+        cell.freeze(node);
+        let now = status(&masters).expect("status");
+        let still = now["tasks"]["open_list"].as_array().is_some_and(|tasks| {
+            tasks.iter().any(|t| {
+                t["task_id"].as_u64() == Some(task_id)
+                    && t["state"] == "claimed"
+                    && t["node_id"].as_u64() == Some(node)
+            })
+        });
+        if still {
+            caught = Some((task_id, node));
+            break;
+        }
+        cell.thaw(node);
+    }
+    let (task_id, node) = caught.expect("a repair caught while its server ran it");
+    cell.kill_volume(node);
+    cell.restart_volume(node);
+    let restarted_at = Instant::now();
+
+    // Handed back by the restarted server's first poll: one attempt failed, saying why
+    // (a rebuild takes over ten seconds at this bandwidth: seen before it ends).
+    let s = wait_status(&masters, "the repair handed back", |s| {
+        s["tasks"]["open_list"].as_array().is_some_and(|tasks| {
+            tasks.iter().any(|t| t["task_id"].as_u64() == Some(task_id) && t["attempts"].as_u64() >= Some(1))
+        })
+    });
+    let t = s["tasks"]["open_list"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["task_id"].as_u64() == Some(task_id)))
+        .expect("the task");
+    assert!(t["detail"].as_str().is_some_and(|d| d.contains("restarted")), "{t:#}");
+    // (Within WAIT, 3 minutes: the claim would have held it for 10.)
+    let s = wait_status(&masters, "full redundancy", |s| {
+        s["redundancy"]["below_full"].as_u64() == Some(0) && s["repair"]["tasks_open"].as_u64() == Some(0)
+    });
+    eprintln!("full redundancy {:?} after the restart of node {node}", restarted_at.elapsed());
+    assert_eq!(s["tasks"]["failed"].as_u64(), Some(0), "no task was given up: {s:#}");
+    assert!(
+        s["nodes"].as_array().expect("nodes").iter().all(|n| n["state"] == "up"),
+        "the restarted server was never marked down: {s:#}"
+    );
+    acked.extend(put_all(&cell.base, 1_000..1_010, "after the restart"));
+    check_all(&cell, &acked, |e| e["disk"].as_u64() != Some(disk_id));
+}

@@ -496,8 +496,11 @@ impl Cell {
     /// SIGKILLs volume server `node_id` and waits for it to exit.
     pub fn kill_volume(&mut self, node_id: u64) {
         let proc = self.volume(node_id).proc;
+        let pid = self.procs[proc].id();
         self.procs[proc].kill().expect("SIGKILL");
         self.procs[proc].wait().expect("reap");
+        // Killed while frozen: nothing left to thaw.
+        self.frozen.retain(|p| *p != pid);
     }
 
     /// Starts volume server `node_id` again with its disks (after [`Cell::kill_volume`]),
