@@ -399,6 +399,27 @@ pub fn report(
     success: bool,
     detail: &str,
 ) -> Result<Response, StateError> {
+    report_failing(kv, c, task_id, node_id, success, detail, GiveUp::AtTheLimit)
+}
+
+/// Whether a failed attempt may give its task up ([`report`]'s) or never does
+/// ([`release_claims`]': its attempts stop one short of the limit).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GiveUp {
+    AtTheLimit,
+    Never,
+}
+
+/// [`report`], a failure giving its task up only as `give_up` says.
+fn report_failing(
+    kv: &mut dyn Kv,
+    c: &mut Counters,
+    task_id: u64,
+    node_id: u64,
+    success: bool,
+    detail: &str,
+    give_up: GiveUp,
+) -> Result<Response, StateError> {
     let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else {
         return Ok(Response::Refused {
             error: CommandError::BadRequest {
@@ -455,7 +476,10 @@ pub fn report(
         write_record(kv, Kind::Task, &task_key(task_id), &task)?;
         return Ok(Response::TaskReported { task: Some(task) });
     }
-    task.attempts += 1;
+    task.attempts = match give_up {
+        GiveUp::AtTheLimit => task.attempts + 1,
+        GiveUp::Never => (task.attempts + 1).min(TASK_ATTEMPTS_MAX - 1),
+    };
     task.detail = detail.chars().take(1024).collect();
     if task.attempts >= TASK_ATTEMPTS_MAX {
         // The last attempt's claim end stays: the planners plan a given-up task again
@@ -489,20 +513,15 @@ pub const RELEASED_AT_START_DETAIL: &str =
 
 /// Reports every task of `node_id`'s queue that is claimed as failed, as [`report`] does
 /// ([`crate::command::Command::ClaimTasksAfterStart`]: the node's process restarted, so
-/// none of them is running), except that a release never gives a task up: one whose
-/// attempts are one short of [`TASK_ATTEMPTS_MAX`] keeps that count (a node restarting
-/// for reasons of its own would otherwise give up its deletes, which are never planned
-/// again). Returns how many.
+/// none of them is running), except that a release never gives a task up: its attempts
+/// stop one short of [`TASK_ATTEMPTS_MAX`] (a node restarting for reasons of its own would
+/// otherwise give up its deletes, which are never planned again). Returns how many.
 pub(crate) fn release_claims(kv: &mut dyn Kv, c: &mut Counters, node_id: u64) -> Result<usize, StateError> {
     let mut released = 0;
     for task_id in queue(kv, node_id)? {
-        let Some(mut task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
+        let Some(task) = read_record::<TaskRecord>(kv, Kind::Task, &task_key(task_id))? else { continue };
         if task.state == TaskState::Claimed {
-            if task.attempts + 1 >= TASK_ATTEMPTS_MAX {
-                task.attempts = TASK_ATTEMPTS_MAX.saturating_sub(2);
-                write_record(kv, Kind::Task, &task_key(task_id), &task)?;
-            }
-            report(kv, c, task_id, node_id, false, RELEASED_AT_START_DETAIL)?;
+            report_failing(kv, c, task_id, node_id, false, RELEASED_AT_START_DETAIL, GiveUp::Never)?;
             released += 1;
         }
     }

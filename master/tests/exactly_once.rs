@@ -13,7 +13,7 @@ use cellar_master::client::{ClientError, CustomTransport, MasterClient, Transpor
 use cellar_master::node::MasterHandle;
 use cellar_proto::master as pb;
 use cellar_proto::master::master_server::MasterServer;
-use common::{Group, allocate, commit, hash, register_nodes};
+use common::{Group, allocate, commit, hash, register_nodes, seal_with_one_entry};
 use tonic::codegen::Service;
 
 /// Loses the answer of the next `n` successful calls of `method` (after the master
@@ -431,16 +431,7 @@ async fn a_version_committed_with_its_block_is_added_once_across_a_lost_answer()
 async fn a_retried_task_poll_whose_answer_was_lost_gets_the_claimed_task() {
     let Faulty { group, plain, volume, faults, client } = faulty_group().await;
     // A sealed volume with one entry: its first replica's node gets an encode task.
-    let req = commit_request(&volume, 1, 0);
-    plain
-        .call(|mut c| {
-            let r = req.clone();
-            async move { c.commit_index(r).await }
-        })
-        .await
-        .expect("commit");
-    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
-    plain.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
+    seal_with_one_entry(&plain, &volume).await;
     let encoder = volume.replicas[0].node_id;
     let pull = pb::PullTasksRequest {
         node_id: encoder,

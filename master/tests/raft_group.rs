@@ -11,7 +11,7 @@ use cellar_master::apply;
 use cellar_master::client::{ClientError, MasterClient};
 use cellar_master::command::Hash32;
 use cellar_proto::master as pb;
-use common::{Group, allocate, commit, hash, register_nodes};
+use common::{Group, allocate, commit, hash, register_nodes, seal_with_one_entry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_commits_survive_leader_loss_and_the_old_leader_rejoins() {
@@ -307,20 +307,7 @@ async fn sealing_queues_an_encode_task_that_is_claimed_retried_and_completed() {
     let client = group.client();
     register_nodes(&client).await;
     let volume = allocate(&client).await;
-    // An empty volume has nothing to code: write one entry first.
-    let entry = commit(&volume, 1, 0);
-    client
-        .call(|mut c| {
-            let entries = vec![entry.clone()];
-            async move {
-                c.commit_index(pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() })
-                    .await
-            }
-        })
-        .await
-        .expect("commit");
-    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
-    client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
+    seal_with_one_entry(&client, &volume).await;
     let encoder = volume.replicas[0].node_id;
     let other = volume.replicas[1].node_id;
     let pull = |node_id| pb::PullTasksRequest {
@@ -667,19 +654,7 @@ async fn a_master_asked_to_apply_a_version_above_its_build_stops_with_the_reason
 async fn an_encode_claimed(client: &MasterClient) -> (pb::Volume, u64, pb::Task) {
     register_nodes(client).await;
     let volume = allocate(client).await;
-    let entry = commit(&volume, 1, 0);
-    client
-        .call(|mut c| {
-            let entries = vec![entry.clone()];
-            async move {
-                c.commit_index(pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() })
-                    .await
-            }
-        })
-        .await
-        .expect("commit");
-    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
-    client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
+    seal_with_one_entry(client, &volume).await;
     let encoder = volume.replicas[0].node_id;
     let got = pull_tasks(client, encoder, false).await;
     assert_eq!(got.len(), 1, "{got:?}");

@@ -190,6 +190,24 @@ pub fn hash(i: u64) -> Vec<u8> {
     h
 }
 
+/// Commits block 1 at offset 0 of `volume` (an empty volume has nothing to code) and seals
+/// it: its first replica's node gets an encode task.
+pub async fn seal_with_one_entry(client: &MasterClient, volume: &pb::Volume) {
+    let entry = commit(volume, 1, 0);
+    client
+        .call(|mut c| {
+            let entries = vec![entry.clone()];
+            async move {
+                c.commit_index(pb::CommitIndexRequest { entries, request_id: None, versions: Vec::new() })
+                    .await
+            }
+        })
+        .await
+        .expect("commit");
+    let seal = pb::SealVolumeRequest { volume_id: volume.volume_id, length_bytes: None, request_id: None };
+    client.call(|mut c| async move { c.seal_volume(seal).await }).await.expect("seal");
+}
+
 pub fn commit(volume: &pb::Volume, i: u64, offset: u64) -> pb::IndexCommit {
     pb::IndexCommit {
         hash: hash(i),

@@ -119,18 +119,13 @@ pub async fn run_executor(
     // The tasks running, aborted when the executor stops: a server stopped and started
     // again in the same process hands its claims back with its first poll, so none of
     // them may still be running then.
-    let mut handles: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut executing = tokio::task::JoinSet::new();
     loop {
         if *stop.borrow() {
-            for h in &handles {
-                h.abort();
-            }
-            for h in handles {
-                let _ = h.await;
-            }
+            executing.shutdown().await;
             return;
         }
-        handles.retain(|h| !h.is_finished());
+        while executing.try_join_next().is_some() {}
         let now = std::time::Instant::now();
         let deferred_kinds: Vec<i32> =
             deferral.deferred_kinds(now, shared.metrics.appends.bytes()).iter().map(|&k| k.into()).collect();
@@ -161,7 +156,7 @@ pub async fn run_executor(
                         let Ok(permit) = slots.clone().acquire_owned().await else { return };
                         let (shared, running, wake) = (shared.clone(), running.clone(), wake.clone());
                         let mut stop = stop.clone();
-                        handles.push(tokio::spawn(async move {
+                        executing.spawn(async move {
                             tracing::info!(
                                 task = task.task_id,
                                 kind = task.kind().name(),
@@ -185,7 +180,7 @@ pub async fn run_executor(
                             running.lock().unwrap_or_else(|p| p.into_inner()).remove(&task.task_id);
                             drop(permit);
                             wake.notify_one();
-                        }));
+                        });
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "task pull failed"),
